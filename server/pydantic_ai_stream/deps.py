@@ -1,0 +1,167 @@
+"""`Deps`: a session's handle for writing its run's events, listening to them and cancelling the run."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic_ai import CancellationToken
+
+from .errors import PydanticAIStreamError, SessionBusyError
+from .events import ORIGIN_PYDANTIC_AI, Body, EventMapper
+from .keys import SessionKeys, cancel_channel, check_id
+from .lease import Lease, LeaseKeeper
+from .listener import listen
+from .settings import settings
+from .store import AsyncRedis, SessionStream, session_keys
+
+__all__ = ["Deps"]
+
+
+@dataclass(kw_only=True)
+class Deps(ABC):
+    """Agent dependencies bound to one session; subclass it (as a dataclass) and say its scope."""
+
+    redis: AsyncRedis
+    user_id: int
+    session_id: str
+    run_id: str | None = None
+    """This run's id; set by `start()` when not given (a caller-chosen id makes retries recognisable)."""
+
+    _mapper: EventMapper = field(default_factory=EventMapper, init=False, repr=False, compare=False)
+    _lease: Lease | None = field(default=None, init=False, repr=False, compare=False)
+
+    @abstractmethod
+    def get_scope_id(self) -> int:
+        """The tenant/organisation the session belongs to (the key's second segment)."""
+
+    # Keys and stream
+
+    def key(self) -> str:
+        """The session's stream key, `{prefix}:{scope_id}:{user_id}:{session_id}`."""
+        return self.keys().stream
+
+    def key_live(self) -> str:
+        """The session's live flag key, `<stream key>:live`."""
+        return self.keys().live
+
+    def keys(self) -> SessionKeys:
+        """All keys of this session; raises `InvalidIdError` for ids that could escape their key space."""
+        return session_keys(self.redis, scope_id=self.get_scope_id(), user_id=self.user_id, session_id=self.session_id)
+
+    def _stream(self) -> SessionStream:
+        return SessionStream(
+            redis=self.redis,
+            keys=self.keys(),
+            maxlen=settings.stream_maxlen,
+            retention_ms=settings.stream_retention * 1000,
+        )
+
+    @property
+    def cancellation_token(self) -> CancellationToken | None:
+        """The pydantic-ai token a cancel of this run fires; `None` until `start()`."""
+        return None if self._lease is None else self._lease.token
+
+    @property
+    def lease_lost(self) -> bool:
+        """Whether the run lost its live flag (it must stop without saving)."""
+        return self._lease is not None and self._lease.lost
+
+    # Run lifecycle
+
+    async def start(self, *, body: Body | None = None) -> None:
+        """Take the session's live flag and write `begin` (plus `body`) to a fresh stream.
+
+        Raises `SessionBusyError`, writing nothing, if another run of the session is live.
+        """
+        stream = self._stream()
+        run_id = check_id("run_id", self.run_id) if self.run_id is not None else uuid.uuid4().hex
+        keeper = self._keeper()
+        await keeper.ready()
+        lease_ms = int(settings.lease_ttl * 1000)
+        begin = {"session_id": self.session_id, "run_id": run_id, **(body or {})}
+        if await stream.open(run_id=run_id, lease_ms=lease_ms, begin=begin) is None:
+            keeper.release(None)
+            raise SessionBusyError(self.session_id)
+        self.run_id = run_id
+        self._mapper = EventMapper()
+        self._lease = Lease(stream=stream, run_id=run_id)
+        keeper.hold(self._lease)
+
+    async def stop(self, grace_period: int = 5) -> None:
+        """Write `end`, release the live flag, and delete the stream `grace_period` seconds later."""
+        lease = self._lease
+        if lease is None:
+            return
+        try:
+            await lease.stream.close(run_id=lease.run_id, grace_ms=max(1, grace_period) * 1000, end={"run_id": lease.run_id})
+        finally:
+            self._keeper().release(lease)
+            self._lease = None
+
+    def _keeper(self) -> LeaseKeeper:
+        return LeaseKeeper.of(
+            self.redis,
+            channel=cancel_channel(settings.redis_prefix),
+            renew_interval=settings.lease_renew_interval,
+            lease_ms=int(settings.lease_ttl * 1000),
+        )
+
+    async def is_live(self) -> bool:
+        """Whether a run of this session is live (and not being cancelled)."""
+        return await self._stream().is_live()
+
+    async def cancel(self) -> bool:
+        """Stop the session's live run, wherever it runs; `True` if there was one to stop."""
+        return await self._stream().cancel(cancel_channel(settings.redis_prefix))
+
+    async def listen(
+        self, *, wait: int = 3, timeout: int = 60, serialize: bool = True, after: str | None = None
+    ) -> AsyncGenerator[dict[str, Any] | str, None]:
+        """Yield the session's events (`{"id", "type", "origin", "body"}`, as JSON if `serialize`) until `end`.
+
+        From the current run's `begin`, or strictly after the event id `after`. Gives up after `wait`
+        seconds if the stream does not appear, or `timeout` seconds of silence once it has.
+        """
+        entries = listen(
+            self._stream(), wait=wait, timeout=timeout, after=after, grace_ms=settings.stream_retention * 1000
+        )
+        async for entry in entries:
+            event = entry.as_dict()
+            yield json.dumps(event) if serialize else event
+
+    # Event emission
+
+    async def add(self, *, type: str, origin: str, body: dict[str, Any] | None = None) -> None:
+        """Append an entry to the stream of the live run started by this `Deps`."""
+        lease = self._lease
+        if lease is None:
+            raise PydanticAIStreamError("no run is live on this Deps: call start() (or run()) first")
+        await lease.stream.append(lease.run_id, [(type, origin, body)])
+
+    async def add_error(self, body: dict[str, Any], origin: str = "developer") -> None:
+        """Append an `error` entry."""
+        await self.add(type="error", origin=origin, body=body)
+
+    async def add_info(self, body: dict[str, Any], origin: str = "developer") -> None:
+        """Append an `info` entry."""
+        await self.add(type="info", origin=origin, body=body)
+
+    async def add_node_begin(self, node: object = None) -> None:
+        """Append `llm-begin`: a model request node starts."""
+        await self.add(type="event", origin=ORIGIN_PYDANTIC_AI, body=self._mapper.node_begin())
+
+    async def add_node_end(self) -> None:
+        """Append `llm-end`: the model's response has streamed in full."""
+        await self.add(type="event", origin=ORIGIN_PYDANTIC_AI, body=self._mapper.node_end())
+
+    async def add_node_event(self, event: object) -> None:
+        """Append the body of a pydantic-ai stream event, if it carries anything to show."""
+        body = self._mapper.event(event)
+        if body is not None:
+            await self.add(type="event", origin=ORIGIN_PYDANTIC_AI, body=body)
+

@@ -1,0 +1,45 @@
+"""The exceptions this package raises."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgxCanceledError",
+    "CursorExpiredError",
+    "InvalidIdError",
+    "LeaseLostError",
+    "PydanticAIStreamError",
+    "SessionBusyError",
+]
+
+
+class PydanticAIStreamError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class AgxCanceledError(PydanticAIStreamError):
+    """The run was cancelled (by `Deps.cancel()` from any process, or by its lease running out)."""
+
+
+class InvalidIdError(PydanticAIStreamError, ValueError):
+    """An id or key prefix that could escape its key space; nothing was written."""
+
+
+class SessionBusyError(PydanticAIStreamError):
+    """The session already has a live run; the new run was refused and nothing was written."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id!r} already has a live run")
+        self.session_id = session_id
+
+
+class LeaseLostError(PydanticAIStreamError):
+    """This process no longer holds the session's live flag (it expired or another run took over)."""
+
+
+class CursorExpiredError(PydanticAIStreamError):
+    """A resume cursor points before the oldest entry still in the stream: events after it are gone."""
+
+    def __init__(self, after: str, oldest: str) -> None:
+        super().__init__(f"events after {after} were trimmed or belong to an older run (oldest kept: {oldest})")
+        self.after = after
+        self.oldest = oldest

@@ -1,0 +1,174 @@
+"""Pure mapping from pydantic-ai nodes, events and messages to stream entry bodies (no I/O).
+
+A run is a sequence of nodes, one per model request, numbered by `idx` from 0. A node's body events:
+`llm-begin`; `part_start` (text/thinking with their first `content`, a tool call with its complete
+`args` once the call has streamed in full); `part_delta` (`content_delta`); `answer` when the output
+starts; `llm-end`; then `part_start` with `part_kind` `tool-return` (or `retry-prompt`) as each tool
+the node called finishes. `nodes_from_msgs` rebuilds the same structure from stored messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic_ai.messages import (
+    BaseToolCallPart,
+    BaseToolReturnPart,
+    FinalResultEvent,
+    ModelMessage,
+    ModelMessagesTypeAdapter,
+    ModelRequest,
+    ModelResponse,
+    ModelResponsePart,
+    PartDeltaEvent,
+    PartEndEvent,
+    PartStartEvent,
+    RetryPromptPart,
+    TextPart,
+    TextPartDelta,
+    ThinkingPart,
+    ThinkingPartDelta,
+    ToolResultEvent,
+    UserPromptPart,
+)
+from pydantic_core import to_jsonable_python
+
+__all__ = ["Body", "EventMapper", "nodes_from_msgs", "part_fields", "request_part_fields"]
+
+Body = dict[str, Any]
+
+# Entry `type`/`origin` pairs the package writes itself.
+ORIGIN_STREAM = "pydantic-ai-stream"
+ORIGIN_PYDANTIC_AI = "pydantic-ai"
+
+
+def part_fields(part: ModelResponsePart) -> Body:
+    """The body fields describing a complete model response part (`part_kind`, `content`, tool fields)."""
+    fields: Body = {"part_kind": part.part_kind}
+    if isinstance(part, BaseToolCallPart):
+        fields |= {"tool_name": part.tool_name, "tool_call_id": part.tool_call_id, "args": part.args_as_dict()}
+    elif isinstance(part, BaseToolReturnPart):
+        fields |= _tool_return_fields(part)
+    elif isinstance(part, TextPart | ThinkingPart):
+        fields["content"] = part.content
+    return fields
+
+
+def request_part_fields(part: object) -> Body | None:
+    """Body fields for the request parts a user sees (prompts, tool returns, retries); `None` for the rest."""
+    if isinstance(part, BaseToolReturnPart):
+        return {"part_kind": part.part_kind, **_tool_return_fields(part)}
+    if isinstance(part, RetryPromptPart):
+        return {
+            "part_kind": part.part_kind,
+            "tool_name": part.tool_name,
+            "tool_call_id": part.tool_call_id,
+            "content": part.model_response(),
+        }
+    if isinstance(part, UserPromptPart):
+        return {"part_kind": part.part_kind, "content": to_jsonable_python(part.content, bytes_mode="base64")}
+    return None
+
+
+def _tool_return_fields(part: BaseToolReturnPart[Any]) -> Body:
+    return {
+        "tool_name": part.tool_name,
+        "tool_call_id": part.tool_call_id,
+        "content": to_jsonable_python(part.content, fallback=str, bytes_mode="base64"),
+    }
+
+
+@dataclass(kw_only=True)
+class EventMapper:
+    """Turns one run's node boundaries and pydantic-ai events into stream bodies, in order."""
+
+    idx: int = -1
+    """Index of the current node; -1 before the first model request."""
+
+    def node_begin(self) -> Body:
+        """Body of `llm-begin`: a model request node starts."""
+        self.idx += 1
+        return {"idx": self.idx, "event": "llm-begin"}
+
+    def node_end(self) -> Body:
+        """Body of `llm-end`: the model's response has streamed in full."""
+        return {"idx": self.idx, "event": "llm-end"}
+
+    def event(self, event: object) -> Body | None:
+        """The body for one pydantic-ai stream event, or `None` for events that carry nothing to show."""
+        idx = max(self.idx, 0)
+        if isinstance(event, PartStartEvent):
+            part = event.part
+            if isinstance(part, BaseToolCallPart):
+                # Tool-call args stream in pieces; the call is announced once, complete, at its end.
+                return None
+            return {"idx": idx, "event": "part_start", "event_idx": event.index, **part_fields(part)}
+        if isinstance(event, PartDeltaEvent):
+            delta = event.delta
+            if isinstance(delta, TextPartDelta | ThinkingPartDelta) and delta.content_delta:
+                return {
+                    "idx": idx,
+                    "event": "part_delta",
+                    "event_idx": event.index,
+                    "part_kind": "text" if isinstance(delta, TextPartDelta) else "thinking",
+                    "part_delta_kind": delta.part_delta_kind,
+                    "content_delta": delta.content_delta,
+                }
+            return None
+        if isinstance(event, PartEndEvent):
+            if isinstance(event.part, BaseToolCallPart):
+                return {"idx": idx, "event": "part_start", "event_idx": event.index, **part_fields(event.part)}
+            return None
+        if isinstance(event, FinalResultEvent):
+            body: Body = {"idx": idx, "event": "answer"}
+            if event.tool_name is not None:
+                body |= {"tool_name": event.tool_name, "tool_call_id": event.tool_call_id}
+            return body
+        if isinstance(event, ToolResultEvent):
+            # Function and output tools alike: the return reaches listeners as soon as the tool finishes.
+            fields = request_part_fields(event.part)
+            return None if fields is None else {"idx": idx, "event": "part_start", **fields}
+        return None
+
+
+def nodes_from_msgs(msgs: Sequence[ModelMessage] | Sequence[dict[str, Any]] | bytes | str) -> list[Body]:
+    """Rebuild the node/part structure of a stored conversation, shaped like the live events.
+
+    Node `idx` holds the user prompt that started it (if any), the response's parts (each with its
+    `event_idx`) and the tool returns answering its calls. Accepts messages, their JSON, or its parsed form.
+    """
+    messages = _as_messages(msgs)
+    nodes: list[Body] = []
+    pending: list[Body] = []  # request parts that precede the next response (prompts, retries)
+    for message in messages:
+        if isinstance(message, ModelRequest):
+            for part in message.parts:
+                fields = request_part_fields(part)
+                if fields is None:
+                    continue
+                answers_previous = nodes and fields["part_kind"] != "user-prompt"
+                (nodes[-1]["parts"] if answers_previous else pending).append(fields)
+        elif isinstance(message, ModelResponse):
+            parts = [{"event_idx": i, **part_fields(p)} for i, p in enumerate(message.parts)]
+            nodes.append(
+                {
+                    "idx": len(nodes),
+                    "model_name": message.model_name,
+                    "timestamp": message.timestamp.isoformat(),
+                    "parts": [*pending, *parts],
+                }
+            )
+            pending = []
+    if pending:
+        nodes.append({"idx": len(nodes), "model_name": None, "timestamp": None, "parts": pending})
+    return nodes
+
+
+def _as_messages(msgs: Sequence[ModelMessage] | Sequence[dict[str, Any]] | bytes | str) -> Iterable[ModelMessage]:
+    if isinstance(msgs, bytes | str):
+        return ModelMessagesTypeAdapter.validate_json(msgs)
+    if msgs and isinstance(msgs[0], dict):
+        return ModelMessagesTypeAdapter.validate_python(msgs)
+    return msgs  # type: ignore[return-value]

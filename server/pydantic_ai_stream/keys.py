@@ -1,0 +1,110 @@
+"""Redis key names, built in one place, and the checks that keep ids inside their key space."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InvalidIdError
+
+__all__ = [
+    "MAX_ID_LENGTH",
+    "SessionKeys",
+    "active_key",
+    "cancel_channel",
+    "check_id",
+    "check_int_id",
+    "check_prefix",
+    "check_stream_id",
+    "user_prefix",
+]
+
+MAX_ID_LENGTH = 128
+# Glob metacharacters, hash-tag braces, our separator and whitespace would let an id reach other keys.
+_FORBIDDEN = re.compile(r"[:*?\[\]{}\s\\]")
+_PREFIX_FORBIDDEN = re.compile(r"[*?\[\]{}\s\\]")
+_ACTIVE_SUFFIX = "::active"
+_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$|^0$")
+
+
+def check_id(name: str, value: object) -> str:
+    """Return `value` if it is a safe id segment, else raise `InvalidIdError` naming `name`."""
+    if not isinstance(value, str):
+        raise InvalidIdError(f"{name} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidIdError(f"{name} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidIdError(f"{name} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
+    if match := _FORBIDDEN.search(value):
+        raise InvalidIdError(f"{name} {value!r} contains {match.group()!r}; ids may not contain ':*?[]{{}}\\ or spaces")
+    return value
+
+
+def check_int_id(name: str, value: object) -> int:
+    """Return `value` if it is an int (not a bool), else raise `InvalidIdError`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidIdError(f"{name} must be an int, got {type(value).__name__}")
+    return value
+
+
+def check_prefix(value: str) -> str:
+    """Return `value` if it can start every key: non-empty, no glob characters, braces or spaces."""
+    if not value or len(value) > MAX_ID_LENGTH or _PREFIX_FORBIDDEN.search(value):
+        raise InvalidIdError(f"redis prefix {value!r} must be 1-{MAX_ID_LENGTH} chars without *?[]{{}}\\ or spaces")
+    return value
+
+
+def check_stream_id(value: str) -> str:
+    """Return `value` if it is a Redis stream entry id (`<ms>-<seq>`), else raise `InvalidIdError`."""
+    if not _STREAM_ID.match(value):
+        raise InvalidIdError(f"event id {value!r} is not a stream entry id like '1700000000000-0'")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SessionKeys:
+    """The keys of one session: its event stream, live flag, and its user's active-session set.
+
+    Layout: stream `{prefix}:{scope_id}:{user_id}:{session_id}`, live flag `<stream>:live`, active set
+    `{prefix}:{scope_id}:{user_id}::active` (the empty session segment cannot collide with a session).
+    With hash tags (Redis Cluster) the user part is wrapped, `{pyaix:1:2}:s1`, so that all keys of a
+    user share a slot and the package's scripts can touch them together.
+    """
+
+    session_id: str
+    stream: str
+    live: str
+    active: str
+    msgs: str
+    """Where `RedisSession` stores the conversation."""
+
+    @classmethod
+    def build(
+        cls, *, prefix: str, scope_id: int, user_id: int, session_id: str, hash_tags: bool = False
+    ) -> SessionKeys:
+        """Check every segment and build the keys; raises `InvalidIdError` before any I/O."""
+        user = user_prefix(prefix=prefix, scope_id=scope_id, user_id=user_id, hash_tags=hash_tags)
+        stream = f"{user}:{check_id('session_id', session_id)}"
+        return cls(
+            session_id=session_id,
+            stream=stream,
+            live=f"{stream}:live",
+            active=f"{user}{_ACTIVE_SUFFIX}",
+            msgs=f"{stream}:msgs",
+        )
+
+
+def user_prefix(*, prefix: str, scope_id: int, user_id: int, hash_tags: bool = False) -> str:
+    """`{prefix}:{scope_id}:{user_id}`, hash-tagged for Redis Cluster when asked."""
+    base = f"{check_prefix(prefix)}:{check_int_id('scope_id', scope_id)}:{check_int_id('user_id', user_id)}"
+    return f"{{{base}}}" if hash_tags else base
+
+
+def active_key(*, prefix: str, scope_id: int, user_id: int, hash_tags: bool = False) -> str:
+    """The sorted set of a user's sessions that hold (or held until they died) a live flag."""
+    return f"{user_prefix(prefix=prefix, scope_id=scope_id, user_id=user_id, hash_tags=hash_tags)}{_ACTIVE_SUFFIX}"
+
+
+def cancel_channel(prefix: str) -> str:
+    """The Pub/Sub channel on which cancels are announced to the processes running the runs."""
+    return f"{check_prefix(prefix)}::cancel"

@@ -1,0 +1,135 @@
+"""The live flag as a lease: renewed while its run lives here, and the way cancels reach the run.
+
+One `LeaseKeeper` per event loop and Redis client serves every run of the process: it renews all
+their leases in one pipeline per interval, and holds one Pub/Sub subscription on which `cancel()`
+from any process is announced. A missed announcement is still seen at the next renewal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from dataclasses import dataclass, field
+
+from pydantic_ai import CancellationToken
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from .store import AsyncRedis, LeaseState, SessionStream, decode
+
+__all__ = ["Lease", "LeaseKeeper"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False, kw_only=True)
+class Lease:
+    """A run's hold on its session's live flag; `token` cancels the pydantic-ai run."""
+
+    stream: SessionStream
+    run_id: str
+    token: CancellationToken = field(default_factory=CancellationToken)
+    lost: bool = False
+    """The flag expired or was taken: the run must stop and must not save."""
+
+    def cancel(self, *, lost: bool = False) -> None:
+        """Stop the run: cancel its pydantic-ai token (from this loop, so it is delivered at once)."""
+        self.lost = self.lost or lost
+        self.token.cancel()
+
+
+_keepers: weakref.WeakKeyDictionary[AsyncRedis, LeaseKeeper] = weakref.WeakKeyDictionary()
+
+
+@dataclass(eq=False, kw_only=True)
+class LeaseKeeper:
+    """Renews the leases of this process's runs and delivers cancel announcements to them."""
+
+    redis: AsyncRedis
+    channel: str
+    renew_interval: float
+    lease_ms: int
+    _leases: dict[str, Lease] = field(default_factory=dict)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @classmethod
+    def of(cls, redis: AsyncRedis, *, channel: str, renew_interval: float, lease_ms: int) -> LeaseKeeper:
+        """The keeper for `redis` on the running loop, created on first use."""
+        keeper = _keepers.get(redis)
+        loop = asyncio.get_running_loop()
+        if keeper is None or keeper.channel != channel or (keeper._tasks and keeper._tasks[0].get_loop() is not loop):
+            keeper = cls(redis=redis, channel=channel, renew_interval=renew_interval, lease_ms=lease_ms)
+            _keepers[redis] = keeper
+        keeper.renew_interval, keeper.lease_ms = renew_interval, lease_ms
+        return keeper
+
+    async def ready(self, timeout: float = 5.0) -> None:
+        """Start the keeper if needed and wait until cancel announcements can reach this process."""
+        if not self._tasks:
+            self._subscribed.clear()
+            self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._renew())]
+        async with asyncio.timeout(timeout):
+            await self._subscribed.wait()
+
+    def hold(self, lease: Lease) -> None:
+        """Keep `lease` renewed until `release`."""
+        self._leases[lease.stream.keys.live] = lease
+
+    def release(self, lease: Lease | None) -> None:
+        """Stop renewing `lease`; the keeper stops itself when it holds nothing."""
+        if lease is not None and self._leases.get(lease.stream.keys.live) is lease:
+            del self._leases[lease.stream.keys.live]
+        if not self._leases:
+            for task in self._tasks:
+                task.cancel()
+            self._tasks = []
+
+    async def _listen(self) -> None:
+        pubsub = self.redis.pubsub()
+        try:
+            while True:
+                try:
+                    await pubsub.subscribe(self.channel)
+                    # Only once the server confirms is a cancel published afterwards sure to arrive.
+                    while await pubsub.get_message(timeout=1.0) is None:
+                        pass
+                    self._subscribed.set()
+                    while True:
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                        if message is not None and message["type"] == "message":
+                            lease = self._leases.get(decode(message["data"]))
+                            if lease is not None:
+                                lease.cancel()
+                except RedisError as e:
+                    logger.warning("cancel subscription lost (%s); the lease renewal still sees cancels", e)
+                    await asyncio.sleep(self.renew_interval)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pubsub.aclose())
+
+    async def _renew(self) -> None:
+        while True:
+            await asyncio.sleep(self.renew_interval)
+            leases = list(self._leases.values())
+            try:
+                states = await self._renew_all(leases)
+            except RedisError as e:
+                logger.warning("could not renew %d leases: %s", len(leases), e)
+                continue
+            for lease, state in zip(leases, states, strict=True):
+                if state is LeaseState.CANCEL_REQUESTED:
+                    lease.cancel()
+                elif state is LeaseState.LOST:
+                    logger.warning("run %s lost its lease on %s", lease.run_id, lease.stream.keys.session_id)
+                    lease.cancel(lost=True)
+
+    async def _renew_all(self, leases: list[Lease]) -> list[LeaseState]:
+        if not isinstance(self.redis, Redis):
+            return [await lease.stream.renew(run_id=lease.run_id, lease_ms=self.lease_ms) for lease in leases]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for lease in leases:
+                await lease.stream.renew_in(pipe, run_id=lease.run_id, lease_ms=self.lease_ms)
+            return [LeaseState(int(state)) for state in await pipe.execute()]

@@ -1,0 +1,105 @@
+"""`run`: drive a pydantic-ai agent over a session, streaming its events; `q`: list live sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+from pydantic_ai import Agent, RunCancelled
+from pydantic_ai.agent import AbstractAgent
+from pydantic_ai.messages import ModelMessage
+
+from .deps import Deps
+from .errors import AgxCanceledError, LeaseLostError
+from .keys import active_key
+from .session import Session
+from .settings import settings
+from .store import AsyncRedis, active_members, active_sessions, hash_tags_for, session_keys
+
+__all__ = ["q", "run"]
+
+logger = logging.getLogger(__name__)
+
+
+async def run(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str, deps: Deps, **kwargs: Any) -> None:
+    """Run `agent` on `user_prompt` in `session`, streaming its events to the session's stream.
+
+    Takes the session's live flag (`SessionBusyError` if taken), loads the session, drives
+    `agent.iter()`, saves the conversation and writes `end`. On a cancel from any process it stops at
+    once, saves the partial conversation, writes `error` `{"msg": "canceled"}` and raises
+    `AgxCanceledError`; on a crash it writes `error` and re-raises. `kwargs` go to `agent.iter()`.
+    """
+    await deps.start(body={"user_prompt": user_prompt})
+    try:
+        await session.load()
+        kwargs.setdefault("conversation_id", deps.session_id)
+        kwargs.setdefault("run_id", deps.run_id)
+        async with agent.iter(
+            user_prompt,
+            deps=deps,
+            message_history=session.msgs,
+            cancellation_token=deps.cancellation_token,
+            **kwargs,
+        ) as agent_run:
+            async for node in agent_run:
+                if Agent.is_model_request_node(node):
+                    await deps.add_node_begin(node)
+                    async with node.stream(agent_run.ctx) as model_events:
+                        async for event in model_events:
+                            await deps.add_node_event(event)
+                    await deps.add_node_end()
+                elif Agent.is_call_tools_node(node):
+                    async with node.stream(agent_run.ctx) as tool_events:
+                        async for event in tool_events:
+                            await deps.add_node_event(event)
+        await _save(session, deps, agent_run.new_messages())
+    except RunCancelled as e:
+        await _save(session, deps, e.new_messages())
+        await _add_error(deps, {"msg": "canceled"})
+        raise AgxCanceledError("canceled") from e
+    except asyncio.CancelledError as e:
+        # The task running us was cancelled (e.g. shutdown): keep what was done, tell listeners, go on.
+        partial = RunCancelled.from_cancellation(e)
+        if partial is not None:
+            await _save(session, deps, partial.new_messages())
+        await _add_error(deps, {"msg": "canceled"})
+        raise
+    except LeaseLostError:
+        raise
+    except Exception as e:
+        await _add_error(deps, {"msg": f"crashed - {e}"})
+        raise
+    finally:
+        await deps.stop(grace_period=settings.stream_retention)
+
+
+async def _save(session: Session, deps: Deps, new_messages: Sequence[ModelMessage]) -> None:
+    if deps.lease_lost:
+        # Another run may own the session now: its history wins.
+        logger.warning("run %s lost its lease; its messages are not saved", deps.run_id)
+        return
+    session.add_msgs(new_messages)
+    await session.save()
+
+
+async def _add_error(deps: Deps, body: dict[str, Any]) -> None:
+    try:
+        await deps.add_error(body, origin="pydantic-ai-stream")
+    except LeaseLostError:
+        logger.warning("run %s lost its lease before it could report %s", deps.run_id, body)
+
+
+async def q(redis: AsyncRedis, scope_id: int, user_id: int) -> AsyncGenerator[tuple[int, int, str], None]:
+    """Yield `(scope_id, user_id, session_id)` for each live session of the user, oldest first.
+
+    Reads the user's active set (no keyspace scan) and drops sessions whose run died.
+    """
+    hash_tags = hash_tags_for(redis)
+    members = await active_members(
+        redis, active_key(prefix=settings.redis_prefix, scope_id=scope_id, user_id=user_id, hash_tags=hash_tags)
+    )
+    keys = [session_keys(redis, scope_id=scope_id, user_id=user_id, session_id=m) for m in members]
+    for session_id in await active_sessions(redis, keys):
+        yield scope_id, user_id, session_id

@@ -1,0 +1,307 @@
+"""Every Redis command the package sends: the session stream, its live lease, the active set.
+
+Writes that must hold the run's lease are Lua scripts that check the live flag first (a fencing
+token), so a run whose lease has expired can never write after the `end` someone else wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, TypeAlias
+
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+from .errors import LeaseLostError
+from .events import ORIGIN_STREAM, Body
+from .keys import SessionKeys
+from .settings import settings
+
+__all__ = ["AsyncRedis", "Entry", "LeaseState", "SessionStream", "active_members", "active_sessions", "decode",
+           "hash_tags_for", "session_keys"]
+
+AsyncRedis: TypeAlias = "Redis | RedisCluster"
+
+CANCEL_MARK = "cancel:"
+
+# KEYS: live, stream, active. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body.
+_OPEN = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+redis.call('DEL', KEYS[2])
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
+  'type', 'begin', 'origin', 'pydantic-ai-stream', 'body', ARGV[7])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+return id
+"""
+
+# KEYS: live, stream. ARGV: run_id, maxlen, retention_ms, then (type, origin, body) triples.
+_APPEND = """
+local v = redis.call('GET', KEYS[1])
+if v ~= ARGV[1] and v ~= 'cancel:' .. ARGV[1] then return redis.error_reply('LEASE_LOST') end
+local id
+for i = 4, #ARGV, 3 do
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+    'type', ARGV[i], 'origin', ARGV[i + 1], 'body', ARGV[i + 2])
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return id
+"""
+
+# KEYS: live, stream, active. ARGV: run_id, maxlen, grace_ms, session_id, end body.
+_CLOSE = """
+local v = redis.call('GET', KEYS[1])
+if v ~= ARGV[1] and v ~= 'cancel:' .. ARGV[1] then return false end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
+  'type', 'end', 'origin', 'pydantic-ai-stream', 'body', ARGV[5])
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return id
+"""
+
+# KEYS: live. ARGV: run_id, lease_ms. Returns a LeaseState.
+_RENEW = """
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if v == 'cancel:' .. ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 2 end
+return 0
+"""
+
+# KEYS: live. ARGV: cancel channel. Marks the lease cancelled and tells its process.
+_CANCEL = """
+local v = redis.call('GET', KEYS[1])
+if not v or string.sub(v, 1, 7) == 'cancel:' then return 0 end
+redis.call('SET', KEYS[1], 'cancel:' .. v, 'KEEPTTL')
+redis.call('PUBLISH', ARGV[1], KEYS[1])
+return 1
+"""
+
+# KEYS: live, stream, active. ARGV: session_id, maxlen, grace_ms, error body.
+# Ends a stream whose run died: no live flag, yet the last entry is not `end`.
+_REAP = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if #last == 0 then return 0 end
+local fields = last[1][2]
+for i = 1, #fields, 2 do
+  if fields[i] == 'type' and fields[i + 1] == 'end' then return 0 end
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', 'error', 'origin', 'pydantic-ai-stream',
+  'body', ARGV[4])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', 'end', 'origin', 'pydantic-ai-stream',
+  'body', '{}')
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+
+
+# KEYS: active, then each session's live flag. ARGV: the session ids.
+# Returns per session 1 (live), 2 (cancel requested) or 0 (gone: removed from the active set).
+_PRUNE = """
+local states = {}
+for i = 1, #ARGV do
+  local v = redis.call('GET', KEYS[i + 1])
+  if not v then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    states[i] = 0
+  elseif string.sub(v, 1, 7) == 'cancel:' then
+    states[i] = 2
+  else
+    states[i] = 1
+  end
+end
+return states
+"""
+
+
+class LeaseState(IntEnum):
+    """What a lease renewal found."""
+
+    LOST = 0
+    HELD = 1
+    CANCEL_REQUESTED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Scripts:
+    open: AsyncScript
+    append: AsyncScript
+    close: AsyncScript
+    renew: AsyncScript
+    cancel: AsyncScript
+    reap: AsyncScript
+    prune: AsyncScript
+
+
+_scripts_by_client: weakref.WeakKeyDictionary[Any, _Scripts] = weakref.WeakKeyDictionary()
+
+
+def _scripts(redis: AsyncRedis) -> _Scripts:
+    scripts = _scripts_by_client.get(redis)
+    if scripts is None:
+        scripts = _Scripts(*(redis.register_script(s) for s in (_OPEN, _APPEND, _CLOSE, _RENEW, _CANCEL, _REAP, _PRUNE)))
+        _scripts_by_client[redis] = scripts
+    return scripts
+
+
+def hash_tags_for(redis: AsyncRedis) -> bool:
+    """Whether keys get Redis Cluster hash tags: the setting, or else whether `redis` is a cluster client."""
+    return settings.cluster_hash_tags if settings.cluster_hash_tags is not None else isinstance(redis, RedisCluster)
+
+
+def session_keys(redis: AsyncRedis, *, scope_id: int, user_id: int, session_id: str) -> SessionKeys:
+    """The keys of a session under the current prefix; raises `InvalidIdError` for unsafe ids."""
+    return SessionKeys.build(
+        prefix=settings.redis_prefix,
+        scope_id=scope_id,
+        user_id=user_id,
+        session_id=session_id,
+        hash_tags=hash_tags_for(redis),
+    )
+
+
+def decode(value: bytes | str) -> str:
+    """A Redis reply as `str`, whether the client decodes responses or not."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream entry as listeners see it; `id` is the resume cursor."""
+
+    id: str
+    type: str
+    origin: str
+    body: Body
+
+    def as_dict(self) -> dict[str, Any]:
+        """`{"id", "type", "origin", "body"}`: what `Deps.listen(serialize=False)` yields."""
+        return {"id": self.id, "type": self.type, "origin": self.origin, "body": self.body}
+
+    @classmethod
+    def from_redis(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> Entry:
+        """Decode an `XREAD`/`XRANGE` entry; a missing `body` reads as `{}`."""
+        decoded = {decode(k): decode(v) for k, v in fields.items()}
+        body = json.loads(decoded["body"]) if "body" in decoded else {}
+        return cls(id=decode(entry_id), type=decoded.get("type", ""), origin=decoded.get("origin", ""), body=body)
+
+
+def _xread_entries(reply: Any) -> list[tuple[bytes | str, dict[Any, Any]]]:
+    if not reply:
+        return []
+    if isinstance(reply, dict):  # RESP3: {key: [[(id, fields), ...]]}
+        return [entry for groups in reply.values() for entries in groups for entry in entries]
+    return [entry for _, entries in reply for entry in entries]  # RESP2: [[key, [(id, fields), ...]]]
+
+
+def _dump(body: Body | None) -> str:
+    return json.dumps(body or {}, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionStream:
+    """The Redis side of one session: its event stream, live flag and entry in the active set."""
+
+    redis: AsyncRedis
+    keys: SessionKeys
+    maxlen: int
+    retention_ms: int
+
+    async def open(self, *, run_id: str, lease_ms: int, begin: Body) -> str | None:
+        """Take the live flag and start a fresh stream with `begin`; `None` if another run holds it."""
+        entry_id = await _scripts(self.redis).open(
+            keys=[self.keys.live, self.keys.stream, self.keys.active],
+            args=[run_id, lease_ms, self.keys.session_id, int(time.time() * 1000), self.maxlen,
+                  self.retention_ms, _dump(begin)],
+            client=self.redis,
+        )  # fmt: skip
+        return None if entry_id is None else decode(entry_id)
+
+    async def append(self, run_id: str, entries: Sequence[tuple[str, str, Body | None]]) -> str:
+        """Append `(type, origin, body)` entries while `run_id` holds the lease; returns the last id."""
+        args: list[str | int] = [run_id, self.maxlen, self.retention_ms]
+        for type_, origin, body in entries:
+            args += [type_, origin, _dump(body)]
+        try:
+            entry_id = await _scripts(self.redis).append(
+                keys=[self.keys.live, self.keys.stream], args=args, client=self.redis
+            )
+        except ResponseError as e:
+            if "LEASE_LOST" in str(e):
+                raise LeaseLostError(f"run {run_id} no longer holds session {self.keys.session_id!r}") from e
+            raise
+        return decode(entry_id)
+
+    async def close(self, *, run_id: str, grace_ms: int, end: Body) -> bool:
+        """Write `end`, release the live flag and keep the stream `grace_ms`; `False` if the lease was lost."""
+        entry_id = await _scripts(self.redis).close(
+            keys=[self.keys.live, self.keys.stream, self.keys.active],
+            args=[run_id, self.maxlen, grace_ms, self.keys.session_id, _dump(end)],
+            client=self.redis,
+        )
+        return entry_id is not None
+
+    async def renew(self, *, run_id: str, lease_ms: int) -> LeaseState:
+        """Extend the lease of `run_id`; says whether it is still held and whether a cancel was asked."""
+        state = await _scripts(self.redis).renew(keys=[self.keys.live], args=[run_id, lease_ms], client=self.redis)
+        return LeaseState(int(state))
+
+    async def renew_in(self, pipe: Pipeline, *, run_id: str, lease_ms: int) -> None:
+        """Queue `renew` on a pipeline; its reply is a `LeaseState` value."""
+        await _scripts(self.redis).renew(keys=[self.keys.live], args=[run_id, lease_ms], client=pipe)
+
+    async def cancel(self, channel: str) -> bool:
+        """Ask the live run to stop; `True` if there was a live run not already asked."""
+        done = await _scripts(self.redis).cancel(keys=[self.keys.live], args=[channel], client=self.redis)
+        return bool(done)
+
+    async def is_live(self) -> bool:
+        """Whether a run holds the live flag and has not been asked to cancel."""
+        value = await self.redis.get(self.keys.live)
+        return value is not None and not decode(value).startswith(CANCEL_MARK)
+
+    async def reap(self, *, grace_ms: int) -> bool:
+        """End the stream of a run that died without writing `end`; `True` if it did."""
+        done = await _scripts(self.redis).reap(
+            keys=[self.keys.live, self.keys.stream, self.keys.active],
+            args=[self.keys.session_id, self.maxlen, grace_ms, _dump({"msg": "run lost", "reason": "lease expired"})],
+            client=self.redis,
+        )
+        return bool(done)
+
+    async def read(self, after: str, *, block_ms: int | None, count: int = 1000) -> list[Entry]:
+        """Entries strictly after `after`, waiting up to `block_ms` for the first one."""
+        reply = await self.redis.xread({self.keys.stream: after}, count=count, block=block_ms)
+        return [Entry.from_redis(entry_id, fields) for entry_id, fields in _xread_entries(reply)]
+
+    async def oldest_id(self) -> str | None:
+        """Id of the oldest entry still in the stream, `None` if the stream is gone."""
+        reply = await self.redis.xrange(self.keys.stream, count=1)
+        return decode(reply[0][0]) if reply else None
+
+
+async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> list[str]:
+    """Of the given sessions (one user's active set), those with a live, uncancelled run; drops dead ones.
+
+    The drop runs in the same script as the check, so a session that starts again meanwhile is kept.
+    """
+    if not keys:
+        return []
+    states = await _scripts(redis).prune(
+        keys=[keys[0].active, *(k.live for k in keys)], args=[k.session_id for k in keys], client=redis
+    )
+    return [k.session_id for k, state in zip(keys, states, strict=True) if int(state) == 1]
+
+
+async def active_members(redis: AsyncRedis, active_key: str) -> list[str]:
+    """Session ids in a user's active set, oldest run first (may include runs that died)."""
+    return [decode(m) for m in await redis.zrange(active_key, 0, -1)]

@@ -1,0 +1,71 @@
+"""The seed README's example, as written, with only the model swapped for a test model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+from pydantic_ai import Agent
+from pydantic_ai.models.test import TestModel
+from redis.asyncio import Redis
+
+from pydantic_ai_stream import Deps, Session, run, settings
+
+
+# 1. Define your deps (includes Redis client)
+@dataclass
+class MyDeps(Deps):
+    def get_scope_id(self) -> int:
+        return 1
+
+
+# 2. Implement session persistence
+@dataclass
+class MySession(Session):
+    session_id: str
+
+    async def load(self) -> None:
+        pass  # Load from your storage
+
+    async def save(self) -> None:
+        pass  # Save to your storage
+
+
+# 3. Create agent and run
+agent = Agent(TestModel(custom_output_text="Hello back"), deps_type=MyDeps)
+
+
+async def test_seed_example_runs_as_written(redis: Redis) -> None:
+    async def main() -> None:
+        deps = MyDeps(redis=redis, user_id=1, session_id="session-1")
+        await run(
+            MySession(session_id="session-1"),
+            agent,
+            "Hello, world!",
+            deps=deps,
+        )
+
+    # 4. Stream events (in another coroutine/process)
+    async def consume() -> list[str]:
+        deps = MyDeps(redis=redis, user_id=1, session_id="session-1")
+        return [event async for event in deps.listen()]  # type: ignore[misc]
+
+    consumer = asyncio.create_task(consume())
+    await main()
+    events = [json.loads(e) for e in await asyncio.wait_for(consumer, 10)]
+
+    assert [(e["type"], e["origin"]) for e in (events[0], events[-1])] == [
+        ("begin", "pydantic-ai-stream"),
+        ("end", "pydantic-ai-stream"),
+    ]
+    assert events[0]["body"]["session_id"] == "session-1"
+    bodies = [e["body"] for e in events if e["type"] == "event"]
+    assert all(e["origin"] == "pydantic-ai" for e in events if e["type"] == "event")
+    assert [b["event"] for b in bodies][0] == "llm-begin"
+    assert "".join(b.get("content", "") + b.get("content_delta", "") for b in bodies) == "Hello back"
+    assert {"idx", "event"} <= set(bodies[-1])
+    # Keys follow the seed's layout, and the live flag is gone once the run ended.
+    stream_key = f"{settings.redis_prefix}:1:1:session-1"
+    assert await redis.exists(stream_key) == 1
+    assert await redis.exists(f"{stream_key}:live") == 0
