@@ -73,11 +73,14 @@ def request_part_fields(part: object) -> Body | None:
 
 
 def _tool_return_fields(part: BaseToolReturnPart[Any]) -> Body:
-    return {
+    fields: Body = {
         "tool_name": part.tool_name,
         "tool_call_id": part.tool_call_id,
         "content": to_jsonable_python(part.content, fallback=str, bytes_mode="base64"),
     }
+    if part.outcome != "success":
+        fields["outcome"] = part.outcome  # failed, denied, interrupted or retried
+    return fields
 
 
 @dataclass(kw_only=True)

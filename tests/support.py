@@ -1,0 +1,122 @@
+"""Test doubles that are real: deps and sessions as users write them, models that stream on cue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
+
+from pydantic_ai_stream import Deps, Session
+
+Event = dict[str, Any]
+
+
+@dataclass(kw_only=True)
+class ScopedDeps(Deps):
+    scope_id: int = 1
+
+    def get_scope_id(self) -> int:
+        return self.scope_id
+
+
+@dataclass(kw_only=True)
+class MemorySession(Session):
+    """A session kept in a dict shared by the test, so a reload sees what the run saved."""
+
+    session_id: str
+    store: dict[str, list[ModelMessage]] = field(default_factory=dict)
+    saves: int = 0
+
+    async def load(self) -> None:
+        self.msgs = list(self.store.get(self.session_id, []))
+
+    async def save(self) -> None:
+        self.saves += 1
+        self.store[self.session_id] = list(self.msgs)
+
+
+def _answered_tools(messages: list[ModelMessage]) -> int:
+    return sum(
+        isinstance(p, ToolReturnPart) for m in messages if isinstance(m, ModelRequest) for p in m.parts
+    )
+
+
+def scripted_model(
+    *, tokens: list[str], gate: asyncio.Event | None = None, tool: str | None = None, tool_args: str = "{}"
+) -> FunctionModel:
+    """Streams a call to `tool` first (if given, args in two pieces), then `tokens`, then waits on `gate`."""
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        if tool is not None and _answered_tools(messages) == 0:
+            half = len(tool_args) // 2
+            yield {0: DeltaToolCall(name=tool, json_args=tool_args[:half], tool_call_id="call-1")}
+            yield {0: DeltaToolCall(json_args=tool_args[half:])}
+            return
+        for token in tokens:
+            yield token
+        if gate is not None:
+            await gate.wait()
+
+    return FunctionModel(stream_function=stream)
+
+
+class Collector:
+    """Listens to a session in a task; tests wait on what it has seen, with deadlines."""
+
+    def __init__(self, deps: Deps, **listen: Any) -> None:
+        self.events: list[Event] = []
+        self.ended = False
+        self._changed = asyncio.Condition()
+        self.task = asyncio.create_task(self._run(deps, listen))
+
+    async def _run(self, deps: Deps, listen: dict[str, Any]) -> list[Event]:
+        try:
+            async for event in deps.listen(serialize=False, **listen):
+                assert isinstance(event, dict)
+                async with self._changed:
+                    self.events.append(event)
+                    self._changed.notify_all()
+        finally:
+            self.ended = True
+            async with self._changed:
+                self._changed.notify_all()
+        return self.events
+
+    async def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 5.0) -> Event:
+        """The first event matching `predicate`, waiting for it up to `timeout` seconds."""
+        async with asyncio.timeout(timeout), self._changed:
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                if self.ended:
+                    raise AssertionError(f"listener ended without a matching event: {self.events}")
+                await self._changed.wait()
+
+    async def done(self, timeout: float = 5.0) -> list[Event]:
+        """All events, once the listener has ended."""
+        return await asyncio.wait_for(self.task, timeout)
+
+
+def bodies(events: list[Event], **match: Any) -> list[dict[str, Any]]:
+    """Bodies of `event` entries whose body has every `match` item."""
+    return [
+        e["body"]
+        for e in events
+        if e["type"] == "event" and all(e["body"].get(k) == v for k, v in match.items())
+    ]
+
+
+def has_text(text: str) -> Callable[[Event], bool]:
+    """Matches the text event (start or delta) that carries `text`."""
+    return lambda e: text in (e["body"].get("content"), e["body"].get("content_delta"))
+
+
+def text_of(events: list[Event]) -> str:
+    return "".join(
+        b.get("content", "") + b.get("content_delta", "") for b in bodies(events, part_kind="text")
+    )

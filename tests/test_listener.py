@@ -1,0 +1,123 @@
+"""`Deps.listen`: replay, resume after an id, wait/timeout, trimmed cursors, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+from pydantic_ai import Agent
+from redis.asyncio import Redis
+from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model
+
+from pydantic_ai_stream import CursorExpiredError, InvalidIdError, run, settings
+
+
+async def _finished_run(redis: Redis, tokens: list[str]) -> list[dict]:
+    await run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=tokens)), "hi", _deps(redis))
+    return [e async for e in _deps(redis).listen(serialize=False)]  # type: ignore[misc]
+
+
+def _deps(redis: Redis) -> ScopedDeps:
+    return ScopedDeps(redis=redis, user_id=1, session_id="s1")
+
+
+async def test_resume_after_any_id_misses_and_repeats_nothing(redis: Redis) -> None:
+    events = await _finished_run(redis, [f"t{i} " for i in range(20)])
+    assert events[0]["type"] == "begin" and events[-1]["type"] == "end"
+    for k in (0, 5, len(events) - 2):
+        resumed = [e async for e in _deps(redis).listen(serialize=False, after=events[k]["id"])]
+        assert resumed == events[k + 1 :]
+
+
+async def test_serialized_events_are_json_with_their_id(redis: Redis) -> None:
+    events = await _finished_run(redis, ["a", "b"])
+    serialized = [json.loads(e) async for e in _deps(redis).listen()]  # type: ignore[arg-type]
+    assert serialized == events
+    assert all(set(e) == {"id", "type", "origin", "body"} for e in serialized)
+
+
+async def test_resume_during_a_live_run_then_follow_it(redis: Redis) -> None:
+    gate = asyncio.Event()
+    task = asyncio.create_task(
+        run(
+            MemorySession(session_id="s1"),
+            Agent(scripted_model(tokens=["a ", "b "], gate=gate)),
+            "hi",
+            _deps(redis),
+        )
+    )
+    first = Collector(_deps(redis))
+    cursor = (await first.wait_for(has_text("a ")))["id"]
+    second = Collector(_deps(redis), after=cursor)
+    await second.wait_for(has_text("b "))
+    gate.set()
+    await asyncio.wait_for(task, 5)
+    full, resumed = await first.done(), await second.done()
+    index = next(i for i, e in enumerate(full) if e["id"] == cursor)
+    assert resumed == full[index + 1 :]
+
+
+async def test_wait_gives_up_on_a_stream_that_never_appears(redis: Redis) -> None:
+    started = time.monotonic()
+    assert [e async for e in _deps(redis).listen(wait=1)] == []
+    assert 0.9 < time.monotonic() - started < 2.5
+
+
+async def test_timeout_ends_listening_to_a_silent_run(redis: Redis) -> None:
+    gate = asyncio.Event()
+    task = asyncio.create_task(
+        run(
+            MemorySession(session_id="s1"), Agent(scripted_model(tokens=["a"], gate=gate)), "hi", _deps(redis)
+        )
+    )
+    started = time.monotonic()
+    events = [e async for e in _deps(redis).listen(serialize=False, timeout=1)]
+    assert 0.9 < time.monotonic() - started < 3
+    assert events[0]["type"] == "begin" and events[-1]["type"] == "event"  # type: ignore[index]
+    gate.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_trimmed_cursor_is_an_error_not_a_silent_gap(redis: Redis) -> None:
+    settings.stream_maxlen = 100
+    try:
+        events = await _finished_run(redis, [f"{i} " for i in range(600)])
+    finally:
+        settings.stream_maxlen = 100_000
+    assert events[0]["type"] != "begin"  # trimmed: the stream is bounded
+    assert len(events) < 400
+    with pytest.raises(CursorExpiredError, match="trimmed"):
+        async for _ in _deps(redis).listen(after="1-0"):
+            pass
+
+
+async def test_a_malformed_cursor_is_refused(redis: Redis) -> None:
+    with pytest.raises(InvalidIdError):
+        async for _ in _deps(redis).listen(after="not-an-id"):
+            pass
+
+
+async def test_streams_expire_after_the_retention(redis: Redis) -> None:
+    gate = asyncio.Event()
+    settings.stream_retention = 120
+    try:
+        task = asyncio.create_task(
+            run(
+                MemorySession(session_id="s1"),
+                Agent(scripted_model(tokens=["a"], gate=gate)),
+                "hi",
+                _deps(redis),
+            )
+        )
+        await Collector(_deps(redis)).wait_for(has_text("a"))
+        key = _deps(redis).key()
+        # While the run lives, every write pushes the expiry forward: a dead run's stream still goes away.
+        assert 0 < await redis.ttl(key) <= 120
+        gate.set()
+        await asyncio.wait_for(task, 5)
+        assert 0 < await redis.ttl(key) <= 120
+        assert await redis.exists(_deps(redis).key_live()) == 0
+    finally:
+        settings.stream_retention = 3600
