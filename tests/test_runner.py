@@ -60,7 +60,9 @@ async def test_events_of_a_run_with_a_tool(redis: Redis) -> None:
     assert [type(m).__name__ for m in store["s1"]] == ["ModelRequest", "ModelResponse"] * 2
 
 
-async def test_cancel_mid_token_stops_at_once_and_keeps_the_partial_answer(redis: Redis, redis_url: str) -> None:
+async def test_cancel_mid_token_stops_at_once_and_keeps_the_partial_answer(
+    redis: Redis, redis_url: str
+) -> None:
     agent = _agent(tokens=["one ", "two "], gate=asyncio.Event())  # the model stalls mid-answer
     store: dict[str, list] = {}
     listener = Collector(ScopedDeps(redis=redis, user_id=1, session_id="s1"))

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic_ai import CancellationToken
 
-from .errors import PydanticAIStreamError, SessionBusyError
+from .errors import LeaseLostError, PydanticAIStreamError, SessionBusyError
 from .events import ORIGIN_PYDANTIC_AI, Body, EventMapper
 from .keys import SessionKeys, cancel_channel, check_id
 from .lease import Lease, LeaseKeeper
@@ -141,7 +141,11 @@ class Deps(ABC):
         lease = self._lease
         if lease is None:
             raise PydanticAIStreamError("no run is live on this Deps: call start() (or run()) first")
-        await lease.stream.append(lease.run_id, [(type, origin, body)])
+        try:
+            await lease.stream.append(lease.run_id, [(type, origin, body)])
+        except LeaseLostError:
+            lease.lost = True
+            raise
 
     async def add_error(self, body: dict[str, Any], origin: str = "developer") -> None:
         """Append an `error` entry."""

@@ -32,8 +32,8 @@ class SessionBusyError(PydanticAIStreamError):
         self.session_id = session_id
 
 
-class LeaseLostError(PydanticAIStreamError):
-    """This process no longer holds the session's live flag (it expired or another run took over)."""
+class LeaseLostError(AgxCanceledError):
+    """The run no longer holds its session's live flag (it expired while the process stalled)."""
 
 
 class CursorExpiredError(PydanticAIStreamError):

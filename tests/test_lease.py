@@ -1,0 +1,90 @@
+"""Live flags as leases: `q()` lists live sessions without a scan, lost leases stop their run."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic_ai import Agent
+from redis.asyncio import Redis
+from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model
+
+from pydantic_ai_stream import AgxCanceledError, q, run, settings
+
+
+async def _scan_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("scan", "keys"))
+
+
+async def test_q_lists_live_sessions_without_scanning(redis: Redis) -> None:
+    gates = {sid: asyncio.Event() for sid in ("a", "b", "c")}
+    tasks, listeners = {}, []
+    for sid, gate in gates.items():
+        deps = ScopedDeps(redis=redis, user_id=5, session_id=sid)
+        listener = Collector(ScopedDeps(redis=redis, user_id=5, session_id=sid))
+        listeners.append(listener)
+        agent = Agent(scripted_model(tokens=["x"], gate=gate))
+        tasks[sid] = asyncio.create_task(run(MemorySession(session_id=sid), agent, "hi", deps))
+        await listener.wait_for(has_text("x"))
+    other_user = ScopedDeps(redis=redis, user_id=6, session_id="z")
+    await other_user.start()
+
+    scans = await _scan_calls(redis)
+    assert [s async for s in q(redis, 1, 5)] == [(1, 5, "a"), (1, 5, "b"), (1, 5, "c")]
+    assert [s async for s in q(redis, 1, 6)] == [(1, 6, "z")]
+    assert [s async for s in q(redis, 2, 5)] == []
+    assert await _scan_calls(redis) == scans
+
+    # A cancelled session leaves the list at once, a finished one when it ends.
+    assert await ScopedDeps(redis=redis, user_id=5, session_id="a").cancel()
+    assert [s async for s in q(redis, 1, 5)] == [(1, 5, "b"), (1, 5, "c")]
+    gates["b"].set()
+    await tasks["b"]
+    with pytest.raises(AgxCanceledError):
+        await tasks["a"]
+    assert [s async for s in q(redis, 1, 5)] == [(1, 5, "c")]
+    gates["c"].set()
+    await tasks["c"]
+    await other_user.stop()
+    assert [s async for s in q(redis, 1, 5)] == [] == [s async for s in q(redis, 1, 6)]
+    for listener in listeners:
+        assert (await listener.done())[-1]["type"] == "end"
+
+
+async def test_a_run_that_loses_its_lease_stops_without_saving(redis: Redis) -> None:
+    settings.lease_renew_interval = 0.05
+    try:
+        gate = asyncio.Event()
+        deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+        session = MemorySession(session_id="s1")
+        listener = Collector(ScopedDeps(redis=redis, user_id=1, session_id="s1"))
+        task = asyncio.create_task(run(session, Agent(scripted_model(tokens=["x"], gate=gate)), "hi", deps))
+        await listener.wait_for(has_text("x"))
+        # As if the process had stalled past its lease: the flag expires and a listener ends the stream.
+        await redis.delete(deps.key_live())
+        with pytest.raises(AgxCanceledError):
+            await asyncio.wait_for(task, 5)
+        assert session.saves == 0
+        events = await listener.done()
+        assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [
+            ("error", "run lost"),
+            ("end", None),
+        ]
+        assert [s async for s in q(redis, 1, 1)] == []
+    finally:
+        settings.lease_renew_interval = 1.0
+
+
+async def test_is_live_follows_the_run(redis: Redis) -> None:
+    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+    assert not await deps.is_live()
+    await deps.start()
+    assert await deps.is_live()
+    await deps.add_info({"step": 1})
+    assert await ScopedDeps(redis=redis, user_id=1, session_id="s1").cancel()
+    assert not await deps.is_live()
+    await deps.stop()
+    events = [e async for e in deps.listen(serialize=False)]
+    assert [e["type"] for e in events] == ["begin", "info", "end"]  # type: ignore[index]
+    assert events[1]["body"] == {"step": 1}  # type: ignore[index]
