@@ -1,0 +1,78 @@
+"""Runs in another OS process: cancelled from here, or killed with SIGKILL mid-run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+from support import Collector, ScopedDeps, has_text
+
+from pydantic_ai_stream import RedisSession, q
+
+WORKER = Path(__file__).with_name("worker.py")
+
+
+@pytest.fixture
+def worker(redis_url: str, prefix: str) -> Iterator[subprocess.Popen[str]]:
+    env = {
+        **os.environ,
+        "PYDANTIC_AI_STREAM_LEASE_TTL": "1.5",
+        "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.3",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, str(WORKER), redis_url, prefix, "s1"], env=env, stdout=subprocess.PIPE, text=True
+    )
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+    assert proc.stdout is not None
+    proc.stdout.close()
+
+
+async def test_cancel_from_another_process_stops_the_run(redis: Redis, worker: subprocess.Popen[str]) -> None:
+    listener = Collector(ScopedDeps(redis=redis, user_id=1, session_id="s1"), wait=10)
+    await listener.wait_for(has_text("working "), timeout=20)
+    assert [s async for s in q(redis, 1, 1)] == [(1, 1, "s1")]
+
+    started = time.monotonic()
+    assert await ScopedDeps(redis=redis, user_id=1, session_id="s1").cancel() is True
+    await listener.wait_for(lambda e: e["type"] == "end")
+    assert time.monotonic() - started < 0.2
+    events = await listener.done()
+    assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [("error", "canceled"), ("end", None)]
+    assert worker.wait(10) == 3
+    # The worker saved the partial conversation it had.
+    session = RedisSession(redis=redis, scope_id=1, user_id=1, session_id="s1")
+    await session.load()
+    assert session.msgs[-1].parts[0].content == "working "  # type: ignore[union-attr]
+
+
+async def test_a_killed_worker_leaves_no_zombie(redis: Redis, worker: subprocess.Popen[str]) -> None:
+    listener = Collector(ScopedDeps(redis=redis, user_id=1, session_id="s1"), wait=10)
+    await listener.wait_for(has_text("working "), timeout=20)
+    assert [s async for s in q(redis, 1, 1)] == [(1, 1, "s1")]
+
+    worker.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    worker.wait(10)
+    # The lease runs out (1.5 s here, 3 s by default) and a listener ends the stream for the dead run.
+    await listener.wait_for(lambda e: e["type"] == "end", timeout=10)
+    assert time.monotonic() - killed < 1.5 + 1.5
+    events = await listener.done()
+    assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [("error", "run lost"), ("end", None)]
+    assert [s async for s in q(redis, 1, 1)] == []
+    assert not await ScopedDeps(redis=redis, user_id=1, session_id="s1").is_live()
+    # A late joiner sees the same ending, and the session can run again.
+    replay = [e async for e in ScopedDeps(redis=redis, user_id=1, session_id="s1").listen(serialize=False)]
+    assert replay == events
+    again = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+    await again.start()
+    await again.stop()
