@@ -40,9 +40,7 @@ class MemorySession(Session):
 
 
 def _answered_tools(messages: list[ModelMessage]) -> int:
-    return sum(
-        isinstance(p, ToolReturnPart) for m in messages if isinstance(m, ModelRequest) for p in m.parts
-    )
+    return sum(isinstance(p, ToolReturnPart) for m in messages if isinstance(m, ModelRequest) for p in m.parts)
 
 
 def scripted_model(
@@ -104,11 +102,7 @@ class Collector:
 
 def bodies(events: list[Event], **match: Any) -> list[dict[str, Any]]:
     """Bodies of `event` entries whose body has every `match` item."""
-    return [
-        e["body"]
-        for e in events
-        if e["type"] == "event" and all(e["body"].get(k) == v for k, v in match.items())
-    ]
+    return [e["body"] for e in events if e["type"] == "event" and all(e["body"].get(k) == v for k, v in match.items())]
 
 
 def has_text(text: str) -> Callable[[Event], bool]:
@@ -117,6 +111,4 @@ def has_text(text: str) -> Callable[[Event], bool]:
 
 
 def text_of(events: list[Event]) -> str:
-    return "".join(
-        b.get("content", "") + b.get("content_delta", "") for b in bodies(events, part_kind="text")
-    )
+    return "".join(b.get("content", "") + b.get("content_delta", "") for b in bodies(events, part_kind="text"))

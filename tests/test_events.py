@@ -49,10 +49,7 @@ def test_text_and_thinking_parts() -> None:
     assert mapper.event(PartStartEvent(index=1, part=TextPart(content="Hel"))) == {
         "idx": 0, "event": "part_start", "event_idx": 1, "part_kind": "text", "content": "Hel",
     }  # fmt: skip
-    assert (
-        mapper.event(PartDeltaEvent(index=1, delta=TextPartDelta(content_delta="lo")))["content_delta"]
-        == "lo"
-    )  # type: ignore[index]
+    assert mapper.event(PartDeltaEvent(index=1, delta=TextPartDelta(content_delta="lo")))["content_delta"] == "lo"  # type: ignore[index]
     assert mapper.event(PartEndEvent(index=1, part=TextPart(content="Hello"))) is None
     assert mapper.event(FinalResultEvent(tool_name=None, tool_call_id=None)) == {"idx": 0, "event": "answer"}
 
@@ -60,10 +57,7 @@ def test_text_and_thinking_parts() -> None:
 def test_tool_call_is_announced_once_with_its_complete_args() -> None:
     mapper = EventMapper()
     mapper.node_begin()
-    assert (
-        mapper.event(PartStartEvent(index=0, part=ToolCallPart("get_weather", '{"ci', tool_call_id="c1")))
-        is None
-    )
+    assert mapper.event(PartStartEvent(index=0, part=ToolCallPart("get_weather", '{"ci', tool_call_id="c1"))) is None
     delta = ToolCallPartDelta(args_delta='ty": "Paris"}', tool_call_id="c1")
     assert mapper.event(PartDeltaEvent(index=0, delta=delta)) is None
     end = PartEndEvent(index=0, part=ToolCallPart("get_weather", '{"city": "Paris"}', tool_call_id="c1"))
@@ -84,9 +78,7 @@ def test_tool_returns_belong_to_the_node_that_called_them() -> None:
         "tool_name": "get_weather", "tool_call_id": "c1", "content": {"temp": 21},
     }  # fmt: skip
     # The output tool's return is the run's last event; the published package never emitted it.
-    output = OutputToolResultEvent(
-        ToolReturnPart("final_result", "Final result processed.", tool_call_id="c2")
-    )
+    output = OutputToolResultEvent(ToolReturnPart("final_result", "Final result processed.", tool_call_id="c2"))
     assert mapper.event(output)["part_kind"] == "tool-return"  # type: ignore[index]
     retry = ToolReturnPart("get_weather", "unknown city", tool_call_id="c3", outcome="retried")
     assert mapper.event(FunctionToolResultEvent(retry)) == {

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 from pydantic_ai import Agent
 from redis.asyncio import Redis
-from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model
 
 from pydantic_ai_stream import AgxCanceledError, q, run, settings
+from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model
 
 
 async def _scan_calls(redis: Redis) -> int:

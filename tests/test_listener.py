@@ -9,9 +9,9 @@ import time
 import pytest
 from pydantic_ai import Agent
 from redis.asyncio import Redis
-from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model
 
 from pydantic_ai_stream import CursorExpiredError, InvalidIdError, run, settings
+from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model
 
 
 async def _finished_run(redis: Redis, tokens: list[str]) -> list[dict]:
@@ -25,7 +25,8 @@ def _deps(redis: Redis) -> ScopedDeps:
 
 async def test_resume_after_any_id_misses_and_repeats_nothing(redis: Redis) -> None:
     events = await _finished_run(redis, [f"t{i} " for i in range(20)])
-    assert events[0]["type"] == "begin" and events[-1]["type"] == "end"
+    assert events[0]["type"] == "begin"
+    assert events[-1]["type"] == "end"
     for k in (0, 5, len(events) - 2):
         resumed = [e async for e in _deps(redis).listen(serialize=False, after=events[k]["id"])]
         assert resumed == events[k + 1 :]
@@ -68,14 +69,13 @@ async def test_wait_gives_up_on_a_stream_that_never_appears(redis: Redis) -> Non
 async def test_timeout_ends_listening_to_a_silent_run(redis: Redis) -> None:
     gate = asyncio.Event()
     task = asyncio.create_task(
-        run(
-            MemorySession(session_id="s1"), Agent(scripted_model(tokens=["a"], gate=gate)), "hi", _deps(redis)
-        )
+        run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=["a"], gate=gate)), "hi", _deps(redis))
     )
     started = time.monotonic()
     events = [e async for e in _deps(redis).listen(serialize=False, timeout=1)]
     assert 0.9 < time.monotonic() - started < 3
-    assert events[0]["type"] == "begin" and events[-1]["type"] == "event"  # type: ignore[index]
+    assert events[0]["type"] == "begin"
+    assert events[-1]["type"] == "event"
     gate.set()
     await asyncio.wait_for(task, 5)
 

@@ -9,7 +9,6 @@ import pytest
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelResponse, ToolCallPart, ToolReturnPart
 from redis.asyncio import Redis
-from support import Collector, MemorySession, ScopedDeps, bodies, has_text, scripted_model, text_of
 
 from pydantic_ai_stream import (
     AgxCanceledError,
@@ -19,6 +18,7 @@ from pydantic_ai_stream import (
     run,
     settings,
 )
+from support import Collector, MemorySession, ScopedDeps, bodies, has_text, scripted_model, text_of
 
 
 def _agent(**model: object) -> Agent[ScopedDeps, str]:
@@ -46,7 +46,8 @@ async def test_events_of_a_run_with_a_tool(redis: Redis) -> None:
     assert [e["type"] for e in events[:1] + events[-1:]] == ["begin", "end"]
     assert events[0]["body"]["user_prompt"] == "weather?"
     ids = [e["id"] for e in events]
-    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-")))) and len(set(ids)) == len(ids)
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    assert len(set(ids)) == len(ids)
     [call] = bodies(events, part_kind="tool-call")
     assert call == {
         "idx": 0, "event": "part_start", "event_idx": 0, "part_kind": "tool-call",
@@ -54,15 +55,14 @@ async def test_events_of_a_run_with_a_tool(redis: Redis) -> None:
     }  # fmt: skip
     [ret] = bodies(events, part_kind="tool-return")
     assert (ret["idx"], ret["tool_call_id"], ret["content"]) == (0, "call-1", "sunny in Paris")
-    assert [b["event"] for b in bodies(events, idx=1)][0] == "llm-begin"
-    assert bodies(events, event="answer") and text_of(events) == "It is sunny."
+    assert next(b["event"] for b in bodies(events, idx=1)) == "llm-begin"
+    assert bodies(events, event="answer")
+    assert text_of(events) == "It is sunny."
     # The conversation was saved whole.
     assert [type(m).__name__ for m in store["s1"]] == ["ModelRequest", "ModelResponse"] * 2
 
 
-async def test_cancel_mid_token_stops_at_once_and_keeps_the_partial_answer(
-    redis: Redis, redis_url: str
-) -> None:
+async def test_cancel_mid_token_stops_at_once_and_keeps_the_partial_answer(redis: Redis, redis_url: str) -> None:
     agent = _agent(tokens=["one ", "two "], gate=asyncio.Event())  # the model stalls mid-answer
     store: dict[str, list] = {}
     listener = Collector(ScopedDeps(redis=redis, user_id=1, session_id="s1"))
@@ -86,17 +86,16 @@ async def test_cancel_mid_token_stops_at_once_and_keeps_the_partial_answer(
 
     events = await listener.done()
     assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [("error", "canceled"), ("end", None)]
-    [request, response] = store["s1"]
-    assert isinstance(response, ModelResponse) and response.state == "interrupted"
+    [_request, response] = store["s1"]
+    assert isinstance(response, ModelResponse)
+    assert response.state == "interrupted"
     assert response.parts[0].content == "one two "  # type: ignore[union-attr]
     assert await ScopedDeps(redis=redis, user_id=1, session_id="s1").cancel() is False
 
 
 async def test_cancel_mid_tool_call_stops_at_once(redis: Redis) -> None:
     tool_started, never = asyncio.Event(), asyncio.Event()
-    agent = Agent(
-        scripted_model(tokens=["done"], tool="slow_tool", tool_args='{"n": 1}'), deps_type=ScopedDeps
-    )
+    agent = Agent(scripted_model(tokens=["done"], tool="slow_tool", tool_args='{"n": 1}'), deps_type=ScopedDeps)
 
     @agent.tool_plain
     async def slow_tool(n: int) -> str:
@@ -174,11 +173,10 @@ async def test_a_crash_is_reported_and_re_raised(redis: Redis) -> None:
 
     listener = Collector(ScopedDeps(redis=redis, user_id=1, session_id="s1"))
     with pytest.raises(RuntimeError, match="disk on fire"):
-        await run(
-            MemorySession(session_id="s1"), agent, "go", ScopedDeps(redis=redis, user_id=1, session_id="s1")
-        )
+        await run(MemorySession(session_id="s1"), agent, "go", ScopedDeps(redis=redis, user_id=1, session_id="s1"))
     events = await listener.done()
-    assert events[-2]["type"] == "error" and "disk on fire" in events[-2]["body"]["msg"]
+    assert events[-2]["type"] == "error"
+    assert "disk on fire" in events[-2]["body"]["msg"]
     assert events[-1]["type"] == "end"
     assert not await ScopedDeps(redis=redis, user_id=1, session_id="s1").is_live()
 

@@ -62,7 +62,7 @@ async def test_seed_example_runs_as_written(redis: Redis) -> None:
     assert events[0]["body"]["session_id"] == "session-1"
     bodies = [e["body"] for e in events if e["type"] == "event"]
     assert all(e["origin"] == "pydantic-ai" for e in events if e["type"] == "event")
-    assert [b["event"] for b in bodies][0] == "llm-begin"
+    assert next(b["event"] for b in bodies) == "llm-begin"
     assert "".join(b.get("content", "") + b.get("content_delta", "") for b in bodies) == "Hello back"
     assert {"idx", "event"} <= set(bodies[-1])
     # Keys follow the seed's layout, and the live flag is gone once the run ended.

@@ -98,7 +98,9 @@ class Deps(ABC):
         if lease is None:
             return
         try:
-            await lease.stream.close(run_id=lease.run_id, grace_ms=max(1, grace_period) * 1000, end={"run_id": lease.run_id})
+            await lease.stream.close(
+                run_id=lease.run_id, grace_ms=max(1, grace_period) * 1000, end={"run_id": lease.run_id}
+            )
         finally:
             self._keeper().release(lease)
             self._lease = None
@@ -168,4 +170,3 @@ class Deps(ABC):
         body = self._mapper.event(event)
         if body is not None:
             await self.add(type="event", origin=ORIGIN_PYDANTIC_AI, body=body)
-

@@ -22,6 +22,7 @@ from pydantic_ai.messages import (
     ModelRequest,
     ModelResponse,
     ModelResponsePart,
+    NativeToolReturnPart,
     PartDeltaEvent,
     PartEndEvent,
     PartStartEvent,
@@ -31,6 +32,7 @@ from pydantic_ai.messages import (
     ThinkingPart,
     ThinkingPartDelta,
     ToolResultEvent,
+    ToolReturnPart,
     UserPromptPart,
 )
 from pydantic_core import to_jsonable_python
@@ -58,7 +60,7 @@ def part_fields(part: ModelResponsePart) -> Body:
 
 def request_part_fields(part: object) -> Body | None:
     """Body fields for the request parts a user sees (prompts, tool returns, retries); `None` for the rest."""
-    if isinstance(part, BaseToolReturnPart):
+    if isinstance(part, ToolReturnPart | NativeToolReturnPart):
         return {"part_kind": part.part_kind, **_tool_return_fields(part)}
     if isinstance(part, RetryPromptPart):
         return {

@@ -108,7 +108,7 @@ class LeaseKeeper:
                     await asyncio.sleep(self.renew_interval)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.shield(pubsub.aclose())
+                await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
 
     async def _renew(self) -> None:
         while True:

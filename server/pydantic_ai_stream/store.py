@@ -20,12 +20,21 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from .errors import LeaseLostError
-from .events import ORIGIN_STREAM, Body
+from .events import Body
 from .keys import SessionKeys
 from .settings import settings
 
-__all__ = ["AsyncRedis", "Entry", "LeaseState", "SessionStream", "active_members", "active_sessions", "decode",
-           "hash_tags_for", "session_keys"]
+__all__ = [
+    "AsyncRedis",
+    "Entry",
+    "LeaseState",
+    "SessionStream",
+    "active_members",
+    "active_sessions",
+    "decode",
+    "hash_tags_for",
+    "session_keys",
+]
 
 AsyncRedis: TypeAlias = "Redis | RedisCluster"
 
@@ -148,7 +157,9 @@ _scripts_by_client: weakref.WeakKeyDictionary[Any, _Scripts] = weakref.WeakKeyDi
 def _scripts(redis: AsyncRedis) -> _Scripts:
     scripts = _scripts_by_client.get(redis)
     if scripts is None:
-        scripts = _Scripts(*(redis.register_script(s) for s in (_OPEN, _APPEND, _CLOSE, _RENEW, _CANCEL, _REAP, _PRUNE)))
+        scripts = _Scripts(
+            *(redis.register_script(s) for s in (_OPEN, _APPEND, _CLOSE, _RENEW, _CANCEL, _REAP, _PRUNE))
+        )
         _scripts_by_client[redis] = scripts
     return scripts
 
@@ -286,7 +297,8 @@ class SessionStream:
     async def oldest_id(self) -> str | None:
         """Id of the oldest entry still in the stream, `None` if the stream is gone."""
         reply = await self.redis.xrange(self.keys.stream, count=1)
-        return decode(reply[0][0]) if reply else None
+        entry_id = reply[0][0] if reply else None
+        return None if entry_id is None else decode(entry_id)
 
 
 async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> list[str]:
@@ -304,4 +316,5 @@ async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> lis
 
 async def active_members(redis: AsyncRedis, active_key: str) -> list[str]:
     """Session ids in a user's active set, oldest run first (may include runs that died)."""
-    return [decode(m) for m in await redis.zrange(active_key, 0, -1)]
+    members = await redis.zrange(active_key, 0, -1)
+    return [decode(m) for m in members if isinstance(m, bytes | str)]

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
-from support import Collector, ScopedDeps, has_text
 
 from pydantic_ai_stream import RedisSession, q
+from support import Collector, ScopedDeps, has_text
 
 WORKER = Path(__file__).with_name("worker.py")
 
