@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from .lease import Lease, LeaseKeeper
 from .listener import listen
 from .settings import settings
 from .store import AsyncRedis, SessionStream, session_keys
+from .writer import StreamWriter
 
 __all__ = ["Deps"]
 
@@ -34,6 +36,7 @@ class Deps(ABC):
 
     _mapper: EventMapper = field(default_factory=EventMapper, init=False, repr=False, compare=False)
     _lease: Lease | None = field(default=None, init=False, repr=False, compare=False)
+    _writer: StreamWriter | None = field(default=None, init=False, repr=False, compare=False)
 
     @abstractmethod
     def get_scope_id(self) -> int:
@@ -90,6 +93,7 @@ class Deps(ABC):
         self.run_id = run_id
         self._mapper = EventMapper()
         self._lease = Lease(stream=stream, run_id=run_id)
+        self._writer = StreamWriter(stream=stream, run_id=run_id)
         keeper.hold(self._lease)
 
     async def stop(self, grace_period: int = 5) -> None:
@@ -98,12 +102,14 @@ class Deps(ABC):
         if lease is None:
             return
         try:
+            with contextlib.suppress(LeaseLostError):  # then `close` finds the lease gone and writes nothing
+                await self.flush()
             await lease.stream.close(
                 run_id=lease.run_id, grace_ms=max(1, grace_period) * 1000, end={"run_id": lease.run_id}
             )
         finally:
             self._keeper().release(lease)
-            self._lease = None
+            self._lease = self._writer = None
 
     def _keeper(self) -> LeaseKeeper:
         return LeaseKeeper.of(
@@ -139,14 +145,22 @@ class Deps(ABC):
     # Event emission
 
     async def add(self, *, type: str, origin: str, body: dict[str, Any] | None = None) -> None:
-        """Append an entry to the stream of the live run started by this `Deps`."""
-        lease = self._lease
-        if lease is None:
+        """Append an entry to the stream of the live run started by this `Deps` (queued, in order)."""
+        if self._writer is None:
             raise PydanticAIStreamError("no run is live on this Deps: call start() (or run()) first")
+        await self._guarded(self._writer.add(type, origin, body))
+
+    async def flush(self) -> None:
+        """Wait until every event added so far is in Redis (`add` queues; writes go one batch at a time)."""
+        if self._writer is not None:
+            await self._guarded(self._writer.flush())
+
+    async def _guarded(self, write: Awaitable[None]) -> None:
         try:
-            await lease.stream.append(lease.run_id, [(type, origin, body)])
+            await write
         except LeaseLostError:
-            lease.lost = True
+            if self._lease is not None:
+                self._lease.lost = True
             raise
 
     async def add_error(self, body: dict[str, Any], origin: str = "developer") -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
@@ -76,6 +77,8 @@ async def run(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str
 
 
 async def _save(session: Session, deps: Deps, new_messages: Sequence[ModelMessage]) -> None:
+    with contextlib.suppress(LeaseLostError):
+        await deps.flush()  # a write refused for a lost lease shows here, before anything is saved
     if deps.lease_lost:
         # Another run may own the session now: its history wins.
         logger.warning("run %s lost its lease; its messages are not saved", deps.run_id)

@@ -8,6 +8,7 @@ tool's result) streams the answer as text deltas.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -190,7 +191,7 @@ async def test_openai_chat_model_streams_tool_call_and_answer_through_a_real_htt
     assert [e["type"] for e in events[1:-1]] == ["event"] * (len(events) - 2), events
     assert all(e["origin"] == "pydantic-ai" for e in events[1:-1])
     ids = [_stream_id(e["id"]) for e in events]
-    assert all(a < b for a, b in zip(ids, ids[1:], strict=False)), ids
+    assert all(a < b for a, b in itertools.pairwise(ids)), ids
 
     bodies = [e["body"] for e in events[1:-1]]
     assert [b for b in bodies if b["event"] in ("llm-begin", "llm-end")] == [

@@ -1,0 +1,57 @@
+"""The stream writer: in order, batched while a write is in flight, errors surfaced, fenced by the lease."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from pydantic_ai_stream import LeaseLostError
+from pydantic_ai_stream.writer import StreamWriter
+from support import ScopedDeps
+
+
+async def _evalsha_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def _writer(redis: Redis) -> tuple[ScopedDeps, StreamWriter]:
+    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+    await deps.start()
+    assert deps.run_id is not None
+    return deps, StreamWriter(stream=deps._stream(), run_id=deps.run_id)
+
+
+async def test_entries_queued_during_a_write_go_in_one_round_trip_in_order(redis: Redis) -> None:
+    deps, writer = await _writer(redis)
+    before = await _evalsha_calls(redis)
+    for i in range(500):
+        await writer.add("info", "test", {"i": i})
+    await writer.flush()
+    assert await _evalsha_calls(redis) - before <= 2
+    events = [e async for e in deps.listen(serialize=False, timeout=1)]
+    assert [e["body"]["i"] for e in events if e["type"] == "info"] == list(range(500))  # type: ignore[index]
+    await deps.stop()
+
+
+async def test_backpressure_bounds_what_waits(redis: Redis) -> None:
+    deps, writer = await _writer(redis)
+    writer.max_pending = 10
+    for i in range(100):
+        await writer.add("info", "test", {"i": i})
+        assert len(writer._pending) <= 10
+    await writer.flush()
+    assert await redis.xlen(deps.key()) == 101  # begin + 100
+    await deps.stop()
+
+
+async def test_a_lost_lease_fails_the_write_and_every_later_one(redis: Redis) -> None:
+    deps, writer = await _writer(redis)
+    await redis.delete(deps.key_live())
+    await writer.add("info", "test", {"i": 0})
+    with pytest.raises(LeaseLostError):
+        await writer.flush()
+    with pytest.raises(LeaseLostError):
+        await writer.add("info", "test", {"i": 1})
+    assert await redis.xlen(deps.key()) == 1  # only `begin`: nothing written after the lease went
+    await deps.stop()
