@@ -10,7 +10,7 @@ from .errors import (
     SessionBusyError,
 )
 from .events import EventMapper, nodes_from_msgs
-from .runner import q, run
+from .runner import q, run, start_run
 from .session import RedisSession, Session
 from .settings import Settings, settings
 
@@ -30,4 +30,5 @@ __all__ = [
     "q",
     "run",
     "settings",
+    "start_run",
 ]

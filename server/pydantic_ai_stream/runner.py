@@ -19,7 +19,7 @@ from .session import Session
 from .settings import settings
 from .store import AsyncRedis, active_members, active_sessions, hash_tags_for, session_keys
 
-__all__ = ["q", "run"]
+__all__ = ["q", "run", "start_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,21 @@ async def run(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str
     `AgxCanceledError`; on a crash it writes `error` and re-raises. `kwargs` go to `agent.iter()`.
     """
     await deps.start(body={"user_prompt": user_prompt})
+    await _drive(session, agent, user_prompt, deps, **kwargs)
+
+
+async def start_run(
+    session: Session, agent: AbstractAgent[Any, Any], user_prompt: str, deps: Deps, **kwargs: Any
+) -> asyncio.Task[None]:
+    """Like `run`, but return once the session is taken and `begin` written, with the rest in a task.
+
+    `SessionBusyError` (and bad ids) are raised here; the task ends as `run` would.
+    """
+    await deps.start(body={"user_prompt": user_prompt})
+    return asyncio.create_task(_drive(session, agent, user_prompt, deps, **kwargs))
+
+
+async def _drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str, deps: Deps, **kwargs: Any) -> None:
     try:
         await session.load()
         kwargs.setdefault("conversation_id", deps.session_id)
