@@ -37,6 +37,7 @@ class Deps(ABC):
     _mapper: EventMapper = field(default_factory=EventMapper, init=False, repr=False, compare=False)
     _lease: Lease | None = field(default=None, init=False, repr=False, compare=False)
     _writer: StreamWriter | None = field(default=None, init=False, repr=False, compare=False)
+    _begin_event_id: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @abstractmethod
     def get_scope_id(self) -> int:
@@ -70,6 +71,19 @@ class Deps(ABC):
         return None if self._lease is None else self._lease.token
 
     @property
+    def begin_event_id(self) -> str | None:
+        """Stream entry id of this run's `begin` (set by `start()`)."""
+        return self._begin_event_id
+
+    async def live_run_id(self) -> str | None:
+        """Id of the session's live run, wherever it runs; `None` if there is none."""
+        return await self._stream().live_run_id()
+
+    async def first_event_id(self) -> str:
+        """Id of the oldest event still in the session's stream (`""` if there is none)."""
+        return await self._stream().oldest_id() or ""
+
+    @property
     def lease_lost(self) -> bool:
         """Whether the run lost its live flag (it must stop without saving)."""
         return self._lease is not None and self._lease.lost
@@ -87,9 +101,11 @@ class Deps(ABC):
         await keeper.ready()
         lease_ms = int(settings.lease_ttl * 1000)
         begin = {"session_id": self.session_id, "run_id": run_id, **(body or {})}
-        if await stream.open(run_id=run_id, lease_ms=lease_ms, begin=begin) is None:
+        begin_event_id = await stream.open(run_id=run_id, lease_ms=lease_ms, begin=begin)
+        if begin_event_id is None:
             keeper.release(None)
             raise SessionBusyError(self.session_id)
+        self._begin_event_id = begin_event_id
         self.run_id = run_id
         self._mapper = EventMapper()
         self._lease = Lease(stream=stream, run_id=run_id)

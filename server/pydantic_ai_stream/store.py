@@ -280,6 +280,11 @@ class SessionStream:
         value = await self.redis.get(self.keys.live)
         return value is not None and not decode(value).startswith(CANCEL_MARK)
 
+    async def live_run_id(self) -> str | None:
+        """The run id in the live flag (cancelled or not), `None` if no run holds it."""
+        value = await self.redis.get(self.keys.live)
+        return None if value is None else decode(value).removeprefix(CANCEL_MARK)
+
     async def reap(self, *, grace_ms: int) -> bool:
         """End the stream of a run that died without writing `end`; `True` if it did."""
         done = await _scripts(self.redis).reap(

@@ -1,0 +1,138 @@
+"""`pydantic-ai-stream`: serve agents over gRPC, and talk to such a server (run, listen, ls, cancel)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from .client import StreamClient, event_body
+from .v1 import stream_pb2 as pb
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pydantic-ai-stream", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve agents over gRPC (options also from PYDANTIC_AI_STREAM_*)")
+    serve.add_argument("--agent", action="append", default=[], metavar="NAME=MODULE:ATTR", help="host an agent")
+    serve.add_argument("--no-demo", action="store_true", help="do not host the built-in `demo` agent")
+    serve.add_argument("--redis", metavar="URL", help="Redis URL (default: REDIS_URL, else an embedded Redis)")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
+    serve.add_argument("--token", action="append", default=[], metavar="TOKEN=SCOPE:USER[:AGENTS]", help="bearer token")
+    serve.add_argument("--tls-cert", help="server certificate chain (PEM)")
+    serve.add_argument("--tls-key", help="server private key (PEM)")
+    serve.add_argument("--tls-client-ca", help="CA for client certificates: require them (mTLS)")
+    serve.add_argument("--grace", type=float, help="seconds in-flight runs get on SIGTERM (default 10)")
+
+    for name, help_text in (
+        ("run", "start a run and print the answer as it streams"),
+        ("listen", "print a session's events as JSON lines"),
+        ("ls", "list your sessions with a live run"),
+        ("cancel", "cancel a session's live run"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--target", default=os.environ.get("PYDANTIC_AI_STREAM_TARGET", "localhost:50051"))
+        command.add_argument("--token", default=os.environ.get("PYDANTIC_AI_STREAM_TOKEN"), help="bearer token")
+        command.add_argument("--tls-ca", help="trust this CA (PEM) and use TLS")
+        if name == "run":
+            command.add_argument("agent")
+            command.add_argument("prompt")
+            command.add_argument("--session", help="session id (default: a new one)")
+        if name in ("listen", "cancel"):
+            command.add_argument("session")
+        if name == "listen":
+            command.add_argument("--after", default="", help="resume after this event id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `pydantic-ai-stream` command."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        _serve(args)
+        return
+    try:
+        sys.exit(asyncio.run(_client_command(args)))
+    except grpc.aio.AioRpcError as e:
+        print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from .serve import ServerSettings, serve
+
+    overrides: dict[str, Any] = {
+        "redis_url": args.redis,
+        "host": args.host,
+        "port": args.port,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_client_ca": args.tls_client_ca,
+        "shutdown_grace": args.grace,
+    }
+    config = ServerSettings(**{k: v for k, v in overrides.items() if v is not None})
+    if args.agent:
+        config.agents = {**config.agents, **dict(spec.split("=", 1) for spec in args.agent)}
+    if args.token:
+        config.tokens = [*config.tokens, *args.token]
+    if args.no_demo:
+        config.demo = False
+    try:
+        asyncio.run(serve(config))
+    except (ValueError, TypeError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+async def _client_command(args: argparse.Namespace) -> int:
+    root = open(args.tls_ca, "rb").read() if args.tls_ca else None  # noqa: SIM115, ASYNC230 - read once at start
+    async with StreamClient(args.target, token=args.token, root_certificates=root) as client:
+        if args.command == "ls":
+            for session_id in await client.list_active():
+                print(session_id)
+        elif args.command == "cancel":
+            cancelled = await client.cancel(args.session)
+            print("cancelled" if cancelled else "no live run")
+            return 0 if cancelled else 1
+        elif args.command == "listen":
+            async for event in client.listen(args.session, after=args.after):
+                body = event_body(event)
+                print(json.dumps({"id": event.id, "type": event.type_name, "origin": event.origin, "body": body}))
+        else:
+            session_id = args.session or uuid.uuid4().hex[:12]
+            started = await client.run(args.agent, session_id, args.prompt)
+            print(f"session {session_id} run {started.run_id}", file=sys.stderr)
+            return await _print_answer(client, session_id)
+    return 0
+
+
+async def _print_answer(client: StreamClient, session_id: str) -> int:
+    """Text to stdout as it streams; thinking, tools and errors to stderr. Exit 1 if the run failed."""
+    failed = False
+    async for event in client.listen(session_id):
+        if event.type == pb.EVENT_TYPE_ERROR:
+            failed = True
+            print(f"\n[error] {event_body(event).get('msg')}", file=sys.stderr)
+        elif event.part_kind == pb.PART_KIND_TEXT:
+            print(event.content_delta or event.content, end="", flush=True)
+        elif event.part_kind == pb.PART_KIND_THINKING:
+            print(event.content_delta or event.content, end="", file=sys.stderr, flush=True)
+        elif event.part_kind == pb.PART_KIND_TOOL_CALL:
+            print(f"\n[tool] {event.tool_name}({json.dumps(dict(event.args))})", file=sys.stderr)
+        elif event.part_kind == pb.PART_KIND_TOOL_RETURN:
+            print(f"[tool] {event.tool_name} -> {event.content}", file=sys.stderr)
+    print()
+    return 1 if failed else 0

