@@ -44,9 +44,17 @@ def _answered_tools(messages: list[ModelMessage]) -> int:
 
 
 def scripted_model(
-    *, tokens: list[str], gate: asyncio.Event | None = None, tool: str | None = None, tool_args: str = "{}"
+    *,
+    tokens: list[str],
+    gate: asyncio.Event | None = None,
+    stall: bool = False,
+    tool: str | None = None,
+    tool_args: str = "{}",
 ) -> FunctionModel:
-    """Streams a call to `tool` first (if given, args in two pieces), then `tokens`, then waits on `gate`."""
+    """Streams a call to `tool` first (if given, args in two pieces), then `tokens`, then waits on `gate`.
+
+    `stall` waits forever instead (on an event of the run's own loop).
+    """
 
     async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
         if tool is not None and _answered_tools(messages) == 0:
@@ -58,6 +66,8 @@ def scripted_model(
             yield token
         if gate is not None:
             await gate.wait()
+        if stall:
+            await asyncio.Event().wait()
 
     return FunctionModel(stream_function=stream)
 

@@ -54,6 +54,7 @@ class LeaseKeeper:
     _leases: dict[str, Lease] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    _error: Exception | None = None
 
     @classmethod
     def of(cls, redis: AsyncRedis, *, channel: str, renew_interval: float, lease_ms: int) -> LeaseKeeper:
@@ -73,6 +74,11 @@ class LeaseKeeper:
             self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._renew())]
         async with asyncio.timeout(timeout):
             await self._subscribed.wait()
+        if self._error is not None:
+            # Redis could not be reached: fail the run's start now rather than run it blind.
+            error, self._error = self._error, None
+            self.release(None)
+            raise error
 
     def hold(self, lease: Lease) -> None:
         """Keep `lease` renewed until `release`."""
@@ -104,6 +110,10 @@ class LeaseKeeper:
                             if lease is not None:
                                 lease.cancel()
                 except RedisError as e:
+                    if not self._subscribed.is_set():
+                        self._error = e
+                        self._subscribed.set()
+                        return
                     logger.warning("cancel subscription lost (%s); the lease renewal still sees cancels", e)
                     await asyncio.sleep(self.renew_interval)
         finally:

@@ -1,0 +1,281 @@
+"""The gRPC service end to end: a real server on loopback, a real channel, a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from redis.asyncio import Redis
+
+from pydantic_ai_stream import settings
+from pydantic_ai_stream.client import StreamClient, event_body
+from pydantic_ai_stream.serve import RunningServer, ServerSettings, running_server
+from pydantic_ai_stream.v1 import stream_pb2 as pb
+
+TOKENS = ["alice-token=1:1", "bob-token=1:2", "carol-token=1:3:weather"]
+
+
+@pytest.fixture
+async def server(redis_url: str) -> AsyncIterator[RunningServer]:
+    config = ServerSettings(
+        redis_url=redis_url,
+        port=0,
+        agents={"stalling": "grpc_agents:stalling", "weather": "grpc_agents:weather"},
+        tokens=TOKENS,
+        heartbeat_interval=0.3,
+        shutdown_grace=0.5,
+    )
+    async with running_server(config) as running:
+        yield running
+
+
+def _client(server: RunningServer, token: str | None = "alice-token") -> StreamClient:
+    return StreamClient(f"127.0.0.1:{server.port}", token=token)
+
+
+async def _events(client: StreamClient, session_id: str, **kwargs: Any) -> list[pb.Event]:
+    return [e async for e in client.listen(session_id, **kwargs)]
+
+
+async def _first(events: AsyncIterator[pb.Event], predicate: Any) -> list[pb.Event]:
+    seen = []
+    async for event in events:
+        seen.append(event)
+        if predicate(event):
+            return seen
+    raise AssertionError(f"stream ended without a match: {seen}")
+
+
+async def _code(call: Any) -> grpc.StatusCode:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call
+    return error.value.code()
+
+
+async def test_run_then_listen_gets_typed_events(server: RunningServer) -> None:
+    async with _client(server) as client:
+        started = await client.run("weather", "s1", "weather in Paris?")
+        assert started.session_id == "s1"
+        assert started.run_id
+        events = await _events(client, "s1")
+    assert events[0].type == pb.EVENT_TYPE_BEGIN
+    assert events[0].id == started.begin_event_id
+    assert event_body(events[0])["user_prompt"] == "weather in Paris?"
+    assert events[-1].type == pb.EVENT_TYPE_END
+    [call] = [e for e in events if e.part_kind == pb.PART_KIND_TOOL_CALL]
+    assert (call.kind, call.idx, call.event_idx, call.tool_name) == (pb.EVENT_KIND_PART_START, 0, 0, "get_weather")
+    assert call.tool_call_id == "call-1"
+    assert dict(call.args) == {"city": "Paris"}
+    [ret] = [e for e in events if e.part_kind == pb.PART_KIND_TOOL_RETURN]
+    assert (ret.idx, ret.tool_call_id, ret.content, ret.part_kind_name) == (
+        0,
+        "call-1",
+        "sunny in Paris",
+        "tool-return",
+    )
+    text = "".join(e.content + e.content_delta for e in events if e.part_kind == pb.PART_KIND_TEXT)
+    assert text == "It is sunny."
+    assert any(e.kind == pb.EVENT_KIND_PART_DELTA and e.HasField("content_delta") for e in events)
+    assert [e.idx for e in events if e.kind == pb.EVENT_KIND_LLM_BEGIN] == [0, 1]
+    assert any(e.kind == pb.EVENT_KIND_ANSWER for e in events)
+    assert all(e.origin == "pydantic-ai" for e in events if e.type == pb.EVENT_TYPE_EVENT)
+
+
+async def test_the_demo_agent_thinks_calls_a_tool_and_answers(redis_url: str) -> None:
+    async with running_server(ServerSettings(redis_url=redis_url, port=0)) as server, _client(server, None) as client:
+        await client.run("demo", "d1", "count these four words")
+        events = await _events(client, "d1")
+    kinds = {e.part_kind for e in events}
+    assert {pb.PART_KIND_THINKING, pb.PART_KIND_TOOL_CALL, pb.PART_KIND_TOOL_RETURN, pb.PART_KIND_TEXT} <= kinds
+    assert next(e for e in events if e.part_kind == pb.PART_KIND_TOOL_RETURN).content == "4"
+    assert events[-1].type == pb.EVENT_TYPE_END
+
+
+async def test_listen_resumes_after_an_id_with_nothing_lost_or_repeated(server: RunningServer) -> None:
+    async with _client(server) as client:
+        await client.run("weather", "s1", "hi")
+        events = await _events(client, "s1")
+        for k in (0, 3, len(events) - 2):
+            assert await _events(client, "s1", after=events[k].id) == events[k + 1 :]
+
+
+async def test_cancel_mid_stream_ends_the_run_at_once(server: RunningServer) -> None:
+    async with _client(server) as client:
+        await client.run("stalling", "s1", "go")
+        listening = client.listen("s1")
+        await _first(listening, lambda e: e.content_delta == "hard ")
+        assert await client.list_active() == ["s1"]
+        started = time.monotonic()
+        assert await client.cancel("s1") is True
+        rest = await _first(listening, lambda e: e.type == pb.EVENT_TYPE_END)
+        assert time.monotonic() - started < 0.2
+        assert [(e.type, event_body(e).get("msg")) for e in rest[-2:]] == [
+            (pb.EVENT_TYPE_ERROR, "canceled"),
+            (pb.EVENT_TYPE_END, None),
+        ]
+        assert await client.cancel("s1") is False
+        assert await client.list_active() == []
+
+
+async def test_a_retried_run_with_its_run_id_is_the_same_run(server: RunningServer) -> None:
+    async with _client(server) as client:
+        first = await client.run("stalling", "s1", "go", run_id="r-1")
+        again = await client.run("stalling", "s1", "go", run_id="r-1")
+        assert (
+            (again.run_id, again.begin_event_id)
+            == (first.run_id, first.begin_event_id)
+            == ("r-1", first.begin_event_id)
+        )
+        assert await _code(client.run("stalling", "s1", "go", run_id="r-2")) == grpc.StatusCode.ALREADY_EXISTS
+        assert await _code(client.run("stalling", "s1", "go")) == grpc.StatusCode.ALREADY_EXISTS
+        await client.cancel("s1")
+
+
+async def test_status_codes_mean_what_they_say(server: RunningServer) -> None:
+    async with _client(server) as client:
+        assert await _code(client.run("weather", "a:b", "hi")) == grpc.StatusCode.INVALID_ARGUMENT
+        assert await _code(client.run("weather", "s1", "  ")) == grpc.StatusCode.INVALID_ARGUMENT
+        assert (
+            await _code(client.run("weather", "s1", "hi", model_settings={"api_key": "x"}))
+            == grpc.StatusCode.INVALID_ARGUMENT
+        )
+        assert await _code(client.run("nope", "s1", "hi")) == grpc.StatusCode.NOT_FOUND
+        assert await _code(_events(client, "never-ran", wait_seconds=1)) == grpc.StatusCode.NOT_FOUND
+        assert await _code(_events(client, "s1", after="not-an-id")) == grpc.StatusCode.INVALID_ARGUMENT
+        listen = client.stub.Listen(pb.ListenRequest(session_id="s1", wait_seconds=5000), metadata=client.metadata)
+        assert await _code(_drain(listen)) == grpc.StatusCode.INVALID_ARGUMENT
+    async with _client(server, token=None) as anonymous, _client(server, token="wrong") as wrong:
+        assert await _code(anonymous.list_active()) == grpc.StatusCode.UNAUTHENTICATED
+        assert await _code(wrong.run("weather", "s1", "hi")) == grpc.StatusCode.UNAUTHENTICATED
+    async with _client(server, token="carol-token") as carol:
+        assert await _code(carol.run("stalling", "s1", "hi")) == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def _drain(call: Any) -> None:
+    async for _ in call:
+        pass
+
+
+async def test_unknown_request_fields_are_refused(server: RunningServer) -> None:
+    # A newer client's field 99 (varint 1) after a valid request.
+    payload = pb.RunRequest(agent="weather", session_id="s1", prompt="hi").SerializeToString() + b"\x98\x06\x01"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        run = channel.unary_unary(
+            "/pydantic_ai_stream.v1.AgentStreamService/Run",
+            request_serializer=lambda raw: raw,
+            response_deserializer=pb.RunResponse.FromString,
+        )
+        call = run(payload, metadata=(("authorization", "Bearer alice-token"),))
+        assert await _code(call) == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_trimmed_cursor_is_out_of_range(server: RunningServer, redis_url: str) -> None:
+    async with _client(server) as client:
+        await client.run("weather", "s1", "hi")
+        events = await _events(client, "s1")
+        redis = Redis.from_url(redis_url)
+        await redis.xtrim(f"{settings.redis_prefix}:1:1:s1", minid=events[3].id, approximate=False)
+        await redis.aclose()
+        assert await _code(_events(client, "s1", after=events[1].id)) == grpc.StatusCode.OUT_OF_RANGE
+
+
+async def test_deadlines_are_honoured(server: RunningServer) -> None:
+    async with _client(server) as client:
+        await client.run("stalling", "s1", "go")
+        call = client.stub.Listen(pb.ListenRequest(session_id="s1"), metadata=client.metadata, timeout=0.5)
+        assert await _code(_drain(call)) == grpc.StatusCode.DEADLINE_EXCEEDED
+        await client.cancel("s1")
+
+
+async def test_silent_streams_get_heartbeats(server: RunningServer) -> None:
+    async with _client(server) as client:
+        await client.run("stalling", "s1", "go")
+        call = client.stub.Listen(pb.ListenRequest(session_id="s1"), metadata=client.metadata)
+        kinds = []
+        async for response in call:
+            kinds.append(response.WhichOneof("payload"))
+            if kinds[-1] == "heartbeat":
+                break
+        call.cancel()
+        assert kinds[0] == "event"
+        assert kinds[-1] == "heartbeat"
+        await client.cancel("s1")
+
+
+async def test_another_user_cannot_touch_the_session(server: RunningServer) -> None:
+    async with _client(server) as alice, _client(server, "bob-token") as bob:
+        await alice.run("stalling", "s1", "go")
+        listening = alice.listen("s1")
+        await _first(listening, lambda e: e.content_delta == "hard ")
+        assert await bob.list_active() == []
+        assert await bob.cancel("s1") is False
+        assert await _code(_events(bob, "s1", wait_seconds=1)) == grpc.StatusCode.NOT_FOUND
+        # Bob's "s1" is his own session: it neither sees nor disturbs Alice's.
+        await bob.run("weather", "s1", "hi")
+        bobs = await _events(bob, "s1")
+        assert event_body(bobs[0])["user_prompt"] == "hi"
+        assert await alice.list_active() == ["s1"]
+        assert await alice.cancel("s1") is True
+        rest = await _first(listening, lambda e: e.type == pb.EVENT_TYPE_END)
+        assert all(event_body(e).get("user_prompt") != "hi" for e in rest)
+
+
+async def test_a_vanished_listener_stops_reading_redis(server: RunningServer, redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+
+    async def blocked_reads() -> int:
+        clients = await redis.client_list()
+        return sum(
+            c.get("cmd") == "xread" and int(c.get("age", 0)) >= 0 and c.get("flags", "").find("b") >= 0 for c in clients
+        )
+
+    async with _client(server) as client:
+        await client.run("stalling", "s1", "go")
+        call = client.stub.Listen(pb.ListenRequest(session_id="s1"), metadata=client.metadata)
+        async for response in call:
+            if response.event.content_delta == "hard ":
+                break
+        deadline = time.monotonic() + 5
+        while await blocked_reads() == 0:  # the server is parked in XREAD BLOCK for this listener
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        call.cancel()
+        while await blocked_reads() > 0:
+            assert time.monotonic() < deadline, "the server kept reading for a client that left"
+            await asyncio.sleep(0.01)
+        await client.cancel("s1")
+    await redis.aclose()
+
+
+async def test_health_and_reflection(server: RunningServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "pydantic_ai_stream.v1.AgentStreamService"):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        async for reply in stub.ServerReflectionInfo(iter([request])):
+            names = {s.name for s in reply.list_services_response.service}
+            assert "pydantic_ai_stream.v1.AgentStreamService" in names
+            assert "grpc.health.v1.Health" in names
+            break
+
+
+async def test_redis_down_is_unavailable(redis_url: str) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    config = ServerSettings(redis_url=f"redis://127.0.0.1:{dead_port}/0", port=0, tokens=TOKENS)
+    async with running_server(config) as server, _client(server) as client:
+        assert await _code(client.run("demo", "s1", "hi")) == grpc.StatusCode.UNAVAILABLE
+        assert await _code(client.list_active()) == grpc.StatusCode.UNAVAILABLE
+        assert await _code(client.cancel("s1")) == grpc.StatusCode.UNAVAILABLE
