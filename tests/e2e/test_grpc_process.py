@@ -1,0 +1,128 @@
+"""The server as users run it: a `pydantic-ai-stream serve` process, replicas, SIGTERM, TLS."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+import trustme
+
+from pydantic_ai_stream.client import StreamClient, event_body
+from pydantic_ai_stream.serve import ServerSettings, running_server
+from pydantic_ai_stream.v1 import stream_pb2 as pb
+
+HERE = Path(__file__).parent
+
+
+@contextmanager
+def serve_process(redis_url: str, prefix: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`pydantic-ai-stream serve` on a free port; yields the process and its port once it serves."""
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url,
+        "PYDANTIC_AI_STREAM_REDIS_PREFIX": prefix,
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "pydantic_ai_stream", "serve", "--port", "0", *args]
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        for line in proc.stderr:  # blocks until the server logs its port (or dies)
+            if match := re.search(r"serving \S+ on \S+:(\d+) ", line):
+                yield proc, int(match.group(1))
+                return
+        raise AssertionError(f"server exited with {proc.wait()}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        proc.stderr.close()
+
+
+async def _until(events: AsyncIterator[pb.Event], predicate: object) -> list[pb.Event]:
+    seen = []
+    async for event in events:
+        seen.append(event)
+        if predicate(event):  # type: ignore[operator]
+            return seen
+    raise AssertionError(f"stream ended early: {seen}")
+
+
+async def test_sigterm_mid_run_cancels_after_the_grace_and_ends_streams(redis_url: str, prefix: str) -> None:
+    with serve_process(redis_url, prefix, "--agent", "stalling=grpc_agents:stalling", "--grace", "0.5") as (proc, port):
+        async with StreamClient(f"127.0.0.1:{port}") as client:
+            await client.run("stalling", "s1", "go")
+            listening = client.listen("s1")
+            await _until(listening, lambda e: e.content_delta == "hard ")
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            rest = await _until(listening, lambda e: e.type == pb.EVENT_TYPE_END)
+            assert [(e.type, event_body(e).get("msg")) for e in rest[-2:]] == [
+                (pb.EVENT_TYPE_ERROR, "canceled"),
+                (pb.EVENT_TYPE_END, None),
+            ]
+            assert 0.4 < time.monotonic() - signalled < 5
+        assert proc.wait(10) == 0
+
+
+async def test_replicas_share_redis_run_on_one_listen_and_cancel_on_another(redis_url: str, prefix: str) -> None:
+    agent = ("--agent", "stalling=grpc_agents:stalling")
+    with (
+        serve_process(redis_url, prefix, *agent) as (_, port_a),
+        serve_process(redis_url, prefix, *agent) as (_, port_b),
+    ):
+        async with StreamClient(f"127.0.0.1:{port_a}") as a, StreamClient(f"127.0.0.1:{port_b}") as b:
+            await a.run("stalling", "s1", "go")
+            listening = b.listen("s1")
+            await _until(listening, lambda e: e.content_delta == "hard ")
+            assert await b.list_active() == ["s1"]
+            with pytest.raises(grpc.aio.AioRpcError) as busy:
+                await b.run("stalling", "s1", "again")
+            assert busy.value.code() == grpc.StatusCode.ALREADY_EXISTS
+            assert await b.cancel("s1") is True
+            rest = await _until(listening, lambda e: e.type == pb.EVENT_TYPE_END)
+            assert event_body(rest[-2]) == {"msg": "canceled"}
+
+
+async def test_serving_without_auth_off_loopback_is_refused(redis_url: str) -> None:
+    with pytest.raises(ValueError, match="without auth"):
+        async with running_server(ServerSettings(redis_url=redis_url, host="0.0.0.0", port=0)):
+            pass
+
+
+async def test_tls_and_mutual_tls(redis_url: str, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("localhost")
+    server_cert.cert_chain_pems[0].write_to_path(tmp_path / "server.pem")
+    server_cert.private_key_pem.write_to_path(tmp_path / "server.key")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    client_cert = ca.issue_cert("client@example")
+    config = ServerSettings(
+        redis_url=redis_url,
+        host="localhost",
+        port=0,
+        tls_cert=tmp_path / "server.pem",
+        tls_key=tmp_path / "server.key",
+        tls_client_ca=tmp_path / "ca.pem",
+    )
+    async with running_server(config) as server:
+        target = f"localhost:{server.port}"
+        pair = (client_cert.private_key_pem.bytes(), client_cert.cert_chain_pems[0].bytes())
+        async with StreamClient(target, root_certificates=ca.cert_pem.bytes(), client_certificate=pair) as client:
+            assert await client.list_active() == []
+        async with StreamClient(target, root_certificates=ca.cert_pem.bytes()) as no_client_cert:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await no_client_cert.list_active(timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        async with StreamClient(target) as plaintext:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await plaintext.list_active(timeout=5)
