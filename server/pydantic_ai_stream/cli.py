@@ -28,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--agent", action="append", default=[], metavar="NAME=MODULE:ATTR", help="host an agent")
     serve.add_argument("--no-demo", action="store_true", help="do not host the built-in `demo` agent")
     serve.add_argument("--redis", metavar="URL", help="Redis URL (default: REDIS_URL, else an embedded Redis)")
+    serve.add_argument("--redis-cluster", action="store_true", help="the Redis URL names a Redis Cluster node")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     serve.add_argument("--token", action="append", default=[], metavar="TOKEN=SCOPE:USER[:AGENTS]", help="bearer token")
@@ -69,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except grpc.aio.AioRpcError as e:
         print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
         sys.exit(1)
+    except BrokenPipeError:  # e.g. `listen ... | head`: the reader left, which is fine
+        sys.stderr.close()
+        sys.exit(0)
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -90,6 +94,8 @@ def _serve(args: argparse.Namespace) -> None:
         config.tokens = [*config.tokens, *args.token]
     if args.no_demo:
         config.demo = False
+    if args.redis_cluster:
+        config.redis_cluster = True
     try:
         asyncio.run(serve(config))
     except (ValueError, TypeError, ImportError) as e:

