@@ -1,0 +1,145 @@
+"""`examples/fastapi_sse.py` through a real HTTP server (uvicorn) and a streaming HTTP client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from pydantic_ai import Agent
+from redis.asyncio import Redis
+
+from pydantic_ai_stream import settings
+from support import scripted_model
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from examples.fastapi_sse import ChatDeps, create_app
+
+
+def _agent(**model: Any) -> Agent[ChatDeps, str]:
+    agent = Agent(scripted_model(**model), deps_type=ChatDeps)
+
+    @agent.tool_plain
+    def get_weather(city: str) -> str:
+        return f"sunny in {city}"
+
+    return agent
+
+
+async def _serve(redis: Redis, agent: Agent[ChatDeps, str]) -> AsyncIterator[httpx.AsyncClient]:
+    # A socket already listening: requests wait in its backlog until uvicorn accepts them.
+    sock = socket.create_server(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_app(redis, agent), log_level="warning", timeout_graceful_shutdown=1))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=10) as client:
+        yield client
+    server.should_exit = True
+    await task
+    sock.close()
+
+
+@pytest.fixture
+async def weather(redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+    agent = _agent(tokens=["It is ", "sunny."], tool="get_weather", tool_args='{"city": "Paris"}')
+    async for client in _serve(redis, agent):
+        yield client
+
+
+@pytest.fixture
+async def stalling(redis: Redis) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in _serve(redis, _agent(tokens=["one ", "two "], stall=True)):
+        yield client
+
+
+async def _iter_sse(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """SSE messages as `{"id", "event", "data"}`, with `data` parsed."""
+    message: dict[str, Any] = {}
+    async for line in response.aiter_lines():
+        if not line:
+            if "data" in message:
+                yield message
+            message = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            message[name] = json.loads(value.strip()) if name == "data" else value.strip()
+
+
+async def _sse(response: httpx.Response) -> list[dict[str, Any]]:
+    return [message async for message in _iter_sse(response)]
+
+
+async def _chat(client: httpx.AsyncClient, prompt: str) -> list[dict[str, Any]]:
+    async with client.stream("POST", "/chat", json={"prompt": prompt, "session_id": "s1"}) as response:
+        assert response.status_code == 200
+        return await _sse(response)
+
+
+async def test_chat_streams_the_run_with_sse_ids(weather: httpx.AsyncClient) -> None:
+    messages = await _chat(weather, "weather?")
+    assert messages[0]["event"] == "begin"
+    assert messages[-1]["event"] == "end"
+    assert all(m["id"] == m["data"]["id"] for m in messages)
+    bodies = [m["data"]["body"] for m in messages if m["event"] == "event"]
+    [call] = [b for b in bodies if b.get("part_kind") == "tool-call"]
+    assert call["args"] == {"city": "Paris"}
+    assert any(b.get("part_kind") == "tool-return" and b["content"] == "sunny in Paris" for b in bodies)
+    assert "".join(
+        b.get("content", "") + b.get("content_delta", "") for b in bodies if b.get("part_kind") == "text"
+    ) == ("It is sunny.")
+
+
+async def test_last_event_id_resumes_with_nothing_lost_or_repeated(weather: httpx.AsyncClient) -> None:
+    full = await _chat(weather, "weather?")
+    for k in (0, 4):
+        headers = {"Last-Event-ID": full[k]["id"]}
+        async with weather.stream("GET", "/chat/s1/events", headers=headers) as response:
+            assert response.status_code == 200
+            assert await _sse(response) == full[k + 1 :]
+
+
+async def test_cancel_ends_the_stream_with_error_then_end(stalling: httpx.AsyncClient) -> None:
+    async with stalling.stream("POST", "/chat", json={"prompt": "go", "session_id": "s1"}) as response:
+        seen = []
+        async for message in _iter_sse(response):
+            seen.append(message)
+            if message["data"]["body"].get("content_delta") == "two ":
+                assert (await stalling.post("/chat/s1/cancel")).json() == {"cancelled": True}
+            if message["event"] == "end":
+                break
+    assert [(m["event"], m["data"]["body"].get("msg")) for m in seen[-2:]] == [("error", "canceled"), ("end", None)]
+    assert (await stalling.post("/chat/s1/cancel")).json() == {"cancelled": False}
+
+
+async def test_a_second_chat_on_a_running_session_is_409(stalling: httpx.AsyncClient) -> None:
+    async with stalling.stream("POST", "/chat", json={"prompt": "go", "session_id": "s1"}) as first:
+        async for message in _iter_sse(first):
+            if message["event"] == "begin":
+                break
+        second = await stalling.post("/chat", json={"prompt": "again", "session_id": "s1"})
+        assert second.status_code == 409
+        assert "already has a live run" in second.json()["detail"]
+        await stalling.post("/chat/s1/cancel")
+
+
+async def test_bad_ids_are_refused_and_nothing_is_written(weather: httpx.AsyncClient, redis: Redis) -> None:
+    response = await weather.post("/chat", json={"prompt": "hi", "session_id": "a:b"})
+    assert response.status_code == 422
+    assert "session_id" in response.json()["detail"]
+    assert (await weather.get("/chat/a*b/events")).status_code == 422
+    assert [k async for k in redis.scan_iter(f"{settings.redis_prefix}*")] == []
+
+
+async def test_history_and_unknown_sessions(weather: httpx.AsyncClient) -> None:
+    await _chat(weather, "weather?")
+    nodes = (await weather.get("/chat/s1/history")).json()
+    parts = [p for node in nodes for p in node["parts"]]
+    assert {"part_kind": "user-prompt", "content": "weather?"} in parts
+    assert any(p["part_kind"] == "tool-call" and p["args"] == {"city": "Paris"} for p in parts)
+    assert (await weather.get("/chat/never/events", params={"wait": 1})).status_code == 404
