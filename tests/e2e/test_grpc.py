@@ -279,3 +279,26 @@ async def test_redis_down_is_unavailable(redis_url: str) -> None:
         assert await _code(client.run("demo", "s1", "hi")) == grpc.StatusCode.UNAVAILABLE
         assert await _code(client.list_active()) == grpc.StatusCode.UNAVAILABLE
         assert await _code(client.cancel("s1")) == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_client_resumes_listening_when_its_server_goes_away(redis_url: str) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    front = ServerSettings(redis_url=redis_url, port=port, tokens=TOKENS)
+    back = ServerSettings(redis_url=redis_url, port=0, tokens=TOKENS, agents={"stalling": "grpc_agents:stalling"})
+    async with running_server(back) as runner, _client(runner) as control:
+        await control.run("stalling", "s1", "go")
+        async with running_server(front) as first:
+            client = _client(first)
+            listening = client.listen("s1", backoff=0.05)
+            seen = await _first(listening, lambda e: e.content_delta == "hard ")
+        # The front server is gone mid-stream; it comes back on the same port and the client resumes.
+        async with running_server(front):
+            assert await control.cancel("s1") is True
+            seen += await _first(listening, lambda e: e.type == pb.EVENT_TYPE_END)
+        await client.close()
+        full = await _events(control, "s1")
+    assert [e.id for e in seen] == [e.id for e in full]
