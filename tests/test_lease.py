@@ -88,3 +88,17 @@ async def test_is_live_follows_the_run(redis: Redis) -> None:
     events = [e async for e in deps.listen(serialize=False)]
     assert [e["type"] for e in events] == ["begin", "info", "end"]  # type: ignore[index]
     assert events[1]["body"] == {"step": 1}  # type: ignore[index]
+
+
+async def test_a_reused_deps_gets_a_new_run_id_per_run(redis: Redis) -> None:
+    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+    run_ids = []
+    for _ in range(2):
+        await deps.start()
+        run_ids.append(deps.run_id)
+        await deps.stop()
+    assert len(set(run_ids)) == 2
+    chosen = ScopedDeps(redis=redis, user_id=1, session_id="s2", run_id="mine")
+    await chosen.start()
+    assert chosen.run_id == "mine"
+    await chosen.stop()

@@ -38,6 +38,7 @@ class Deps(ABC):
     _lease: Lease | None = field(default=None, init=False, repr=False, compare=False)
     _writer: StreamWriter | None = field(default=None, init=False, repr=False, compare=False)
     _begin_event_id: str | None = field(default=None, init=False, repr=False, compare=False)
+    _generated_run_id: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @abstractmethod
     def get_scope_id(self) -> int:
@@ -96,7 +97,9 @@ class Deps(ABC):
         Raises `SessionBusyError`, writing nothing, if another run of the session is live.
         """
         stream = self._stream()
-        run_id = check_id("run_id", self.run_id) if self.run_id is not None else uuid.uuid4().hex
+        # A run id this Deps generated for an earlier run is not reused for the next one.
+        requested = self.run_id if self.run_id != self._generated_run_id else None
+        run_id = check_id("run_id", requested) if requested is not None else uuid.uuid4().hex
         keeper = self._keeper()
         await keeper.ready()
         lease_ms = int(settings.lease_ttl * 1000)
@@ -106,9 +109,10 @@ class Deps(ABC):
             keeper.release(None)
             raise SessionBusyError(self.session_id)
         self._begin_event_id = begin_event_id
+        self._generated_run_id = None if requested is not None else run_id
         self.run_id = run_id
         self._mapper = EventMapper()
-        self._lease = Lease(stream=stream, run_id=run_id)
+        self._lease = Lease(stream=stream, run_id=run_id, keeper=keeper)
         self._writer = StreamWriter(stream=stream, run_id=run_id)
         keeper.hold(self._lease)
 
@@ -124,7 +128,7 @@ class Deps(ABC):
                 run_id=lease.run_id, grace_ms=max(1, grace_period) * 1000, end={"run_id": lease.run_id}
             )
         finally:
-            self._keeper().release(lease)
+            lease.keeper.release(lease)
             self._lease = self._writer = None
 
     def _keeper(self) -> LeaseKeeper:

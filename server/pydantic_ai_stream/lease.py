@@ -30,6 +30,8 @@ class Lease:
 
     stream: SessionStream
     run_id: str
+    keeper: LeaseKeeper
+    """The keeper renewing it (and the one to release it to)."""
     token: CancellationToken = field(default_factory=CancellationToken)
     lost: bool = False
     """The flag expired or was taken: the run must stop and must not save."""
