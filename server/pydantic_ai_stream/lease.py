@@ -10,11 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from dataclasses import dataclass, field
 
 from pydantic_ai import CancellationToken
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from .store import AsyncRedis, LeaseState, SessionStream, decode
@@ -42,7 +41,22 @@ class Lease:
         self.token.cancel()
 
 
-_keepers: weakref.WeakKeyDictionary[AsyncRedis, LeaseKeeper] = weakref.WeakKeyDictionary()
+async def _node_client(redis: AsyncRedis) -> Redis:
+    """A plain client for Pub/Sub: `redis` itself, or for a cluster a connection pool of its own to one node.
+
+    Cluster-wide PUBLISH reaches every node, so any node will do; an own pool keeps the subscription
+    clear of the cluster client's reconnections when its slot map is refreshed.
+    """
+    if isinstance(redis, Redis):
+        return redis
+    await redis.initialize()
+    node = redis.get_default_node()
+    return Redis(connection_pool=ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs))
+
+
+# Keepers that hold leases, by (client identity, loop); a keeper leaves when it holds nothing, so no
+# client is kept alive by it. Identity, not equality: cluster clients compare equal by their nodes.
+_keepers: dict[tuple[int, int], LeaseKeeper] = {}
 
 
 @dataclass(eq=False, kw_only=True)
@@ -61,11 +75,11 @@ class LeaseKeeper:
     @classmethod
     def of(cls, redis: AsyncRedis, *, channel: str, renew_interval: float, lease_ms: int) -> LeaseKeeper:
         """The keeper for `redis` on the running loop, created on first use."""
-        keeper = _keepers.get(redis)
-        loop = asyncio.get_running_loop()
-        if keeper is None or keeper.channel != channel or (keeper._tasks and keeper._tasks[0].get_loop() is not loop):
+        key = (id(redis), id(asyncio.get_running_loop()))
+        keeper = _keepers.get(key)
+        if keeper is None or keeper.redis is not redis or keeper.channel != channel:
             keeper = cls(redis=redis, channel=channel, renew_interval=renew_interval, lease_ms=lease_ms)
-            _keepers[redis] = keeper
+            _keepers[key] = keeper
         keeper.renew_interval, keeper.lease_ms = renew_interval, lease_ms
         return keeper
 
@@ -94,11 +108,16 @@ class LeaseKeeper:
             for task in self._tasks:
                 task.cancel()
             self._tasks = []
+            for key, keeper in list(_keepers.items()):
+                if keeper is self:
+                    del _keepers[key]
 
     async def _listen(self) -> None:
-        pubsub = self.redis.pubsub()
+        pubsub = (await _node_client(self.redis)).pubsub()
+        attempts = 0
         try:
             while True:
+                attempts += 1
                 try:
                     await pubsub.subscribe(self.channel)
                     # Only once the server confirms is a cancel published afterwards sure to arrive.
@@ -111,13 +130,14 @@ class LeaseKeeper:
                             lease = self._leases.get(decode(message["data"]))
                             if lease is not None:
                                 lease.cancel()
-                except RedisError as e:
-                    if not self._subscribed.is_set():
+                except (RedisError, OSError) as e:
+                    if not self._subscribed.is_set() and attempts >= 3:
                         self._error = e
                         self._subscribed.set()
                         return
-                    logger.warning("cancel subscription lost (%s); the lease renewal still sees cancels", e)
-                    await asyncio.sleep(self.renew_interval)
+                    if self._subscribed.is_set():
+                        logger.warning("cancel subscription lost (%s); the lease renewal still sees cancels", e)
+                    await asyncio.sleep(min(self.renew_interval, 0.05 * attempts))
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]

@@ -118,6 +118,8 @@ def _agents(config: ServerSettings) -> dict[str, AbstractAgent[Any, Any]]:
 async def _redis(config: ServerSettings) -> AsyncIterator[AsyncRedis]:
     if config.redis_url:
         client: AsyncRedis = (RedisCluster if config.redis_cluster else Redis).from_url(config.redis_url)
+        if isinstance(client, RedisCluster):
+            await client.initialize()  # before concurrent use: redis-py's lazy cluster start-up races
         try:
             yield client
         finally:

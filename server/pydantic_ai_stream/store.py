@@ -42,7 +42,11 @@ CANCEL_MARK = "cancel:"
 
 # KEYS: live, stream, active. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body.
 _OPEN = """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return false end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+  -- A retry of this very call (its reply was lost): the stream already starts with our `begin`.
+  return redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1][1]
+end
 redis.call('DEL', KEYS[2])
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
   'type', 'begin', 'origin', 'pydantic-ai-stream', 'body', ARGV[7])
