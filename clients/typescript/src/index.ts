@@ -1,0 +1,129 @@
+/**
+ * A typed client for the pydantic-ai-stream gRPC service: start agent runs, stream their events
+ * (resuming after the last event id when the connection drops), cancel runs, list live sessions.
+ */
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import type { JsonObject } from "@bufbuild/protobuf";
+import {
+  AgentStreamService,
+  EventType,
+  type Event,
+  type RunResponse,
+} from "./gen/pydantic_ai_stream/v1/stream_pb.js";
+
+export * from "./gen/pydantic_ai_stream/v1/stream_pb.js";
+export { Code, ConnectError } from "@connectrpc/connect";
+
+export interface StreamClientOptions {
+  /** The server, e.g. "http://localhost:50051" (https:// for TLS). */
+  baseUrl: string;
+  /** Bearer token, sent as `authorization: Bearer <token>`. */
+  token?: string;
+  /** TLS options for https:// (CA, client certificate for mTLS), passed to Node's http2. */
+  tls?: { ca?: string | Buffer; cert?: string | Buffer; key?: string | Buffer };
+}
+
+export interface RunOptions {
+  /** A run id of your own: retrying Run with it returns the same run instead of ALREADY_EXISTS. */
+  runId?: string;
+  /** pydantic-ai model settings the server allows, e.g. { temperature: 0.2 }. */
+  modelSettings?: JsonObject;
+  timeoutMs?: number;
+}
+
+export interface ListenOptions {
+  /** Resume strictly after this event id. */
+  after?: string;
+  /** Seconds to wait for the session's stream to appear (0: server default, 3). */
+  waitSeconds?: number;
+  /** Seconds of silence after which the stream ends (0: server default, 60). */
+  timeoutSeconds?: number;
+  /** Reconnects in a row before giving up (default 5), `backoffMs` apart, doubling (default 200). */
+  retries?: number;
+  backoffMs?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Status codes after which `listen` reconnects and resumes instead of failing. A connection cut
+ * under an HTTP/2 stream surfaces as Canceled (RST_STREAM CANCEL), so that one is retried too,
+ * unless the caller's own signal aborted.
+ */
+const RETRYABLE = new Set([Code.Unavailable, Code.Internal, Code.Unknown, Code.Canceled]);
+
+export class StreamClient {
+  /** The generated Connect client, for calls the wrapper does not cover. */
+  readonly rpc: Client<typeof AgentStreamService>;
+
+  constructor(options: StreamClientOptions) {
+    const interceptors: Interceptor[] = [];
+    if (options.token !== undefined) {
+      const authorization = `Bearer ${options.token}`;
+      interceptors.push((next) => async (request) => {
+        request.header.set("authorization", authorization);
+        return await next(request);
+      });
+    }
+    const transport = createGrpcTransport({ baseUrl: options.baseUrl, interceptors, nodeOptions: options.tls });
+    this.rpc = createClient(AgentStreamService, transport);
+  }
+
+  /** Start a run of a hosted agent; resolves once its `begin` event is in the stream. */
+  async run(agent: string, sessionId: string, prompt: string, options: RunOptions = {}): Promise<RunResponse> {
+    return await this.rpc.run(
+      { agent, sessionId, prompt, runId: options.runId ?? "", modelSettings: options.modelSettings },
+      { timeoutMs: options.timeoutMs ?? 30_000 },
+    );
+  }
+
+  /** The session's events up to `end`; a dropped stream is resumed after the last event seen. */
+  async *listen(sessionId: string, options: ListenOptions = {}): AsyncGenerator<Event, void, undefined> {
+    let after = options.after ?? "";
+    let attempt = 0;
+    const retries = options.retries ?? 5;
+    const backoffMs = options.backoffMs ?? 200;
+    for (;;) {
+      try {
+        const responses = this.rpc.listen(
+          {
+            sessionId,
+            afterEventId: after,
+            waitSeconds: options.waitSeconds ?? 0,
+            timeoutSeconds: options.timeoutSeconds ?? 0,
+          },
+          { signal: options.signal },
+        );
+        for await (const response of responses) {
+          if (response.payload.case !== "event") continue; // heartbeat
+          const event = response.payload.value;
+          attempt = 0;
+          after = event.id;
+          yield event;
+          if (event.type === EventType.END) return;
+        }
+        return;
+      } catch (error) {
+        const connectError = ConnectError.from(error);
+        if (!RETRYABLE.has(connectError.code) || attempt >= retries || options.signal?.aborted) throw connectError;
+        await new Promise((resolve) => setTimeout(resolve, backoffMs * 2 ** attempt)); // reconnect back-off
+        attempt += 1;
+      }
+    }
+  }
+
+  /** Stop the session's live run, wherever it runs; true if there was one. */
+  async cancel(sessionId: string): Promise<boolean> {
+    return (await this.rpc.cancel({ sessionId }, { timeoutMs: 10_000 })).cancelled;
+  }
+
+  /** Session ids of your live runs. */
+  async listActive(): Promise<string[]> {
+    return (await this.rpc.listActive({}, { timeoutMs: 10_000 })).sessions.map((s) => s.sessionId);
+  }
+}
+
+/** An event's body as the library wrote it (the source of truth for custom events). */
+export function eventBody(event: Event): Record<string, unknown> {
+  return event.bodyJson ? (JSON.parse(event.bodyJson) as Record<string, unknown>) : {};
+}

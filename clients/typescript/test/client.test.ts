@@ -1,0 +1,129 @@
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import { Code, ConnectError, EventKind, EventType, PartKind, StreamClient, eventBody, type Event } from "../src/index.js";
+import { quickstart } from "../examples/quickstart.js";
+import { startHarness, startProxy, TOKENS, type Harness } from "./harness.js";
+
+let harness: Harness;
+let alice: StreamClient;
+
+before(async () => {
+  harness = await startHarness();
+  alice = new StreamClient({ baseUrl: harness.baseUrl, token: TOKENS.alice });
+});
+
+after(async () => {
+  await harness.stop();
+});
+
+async function collect(events: AsyncIterable<Event>): Promise<Event[]> {
+  const all: Event[] = [];
+  for await (const event of events) all.push(event);
+  return all;
+}
+
+/** Reads `events` until one matches, leaving the iterator open for more. */
+async function until(events: AsyncIterator<Event>, match: (event: Event) => boolean): Promise<Event[]> {
+  const seen: Event[] = [];
+  for (;;) {
+    const next = await events.next();
+    if (next.done) throw new Error(`stream ended first: ${seen.map((e) => e.typeName).join(",")}`);
+    seen.push(next.value);
+    if (match(next.value)) return seen;
+  }
+}
+
+test("run then listen: begin ... end with typed fields", async () => {
+  const started = await alice.run("weather", "ts-1", "weather in Paris?");
+  assert.ok(started.runId);
+  const events = await collect(alice.listen("ts-1"));
+  assert.equal(events[0]?.type, EventType.BEGIN);
+  assert.equal(events[0]?.id, started.beginEventId);
+  assert.equal(events.at(-1)?.type, EventType.END);
+
+  const call = events.find((e) => e.partKind === PartKind.TOOL_CALL);
+  assert.ok(call);
+  assert.equal(call.kind, EventKind.PART_START);
+  assert.equal(call.toolName, "get_weather");
+  assert.equal(call.toolCallId, "call-1");
+  assert.deepEqual(call.args, { city: "Paris" });
+  assert.equal(call.idx, 0);
+
+  const ret = events.find((e) => e.partKind === PartKind.TOOL_RETURN);
+  assert.ok(ret);
+  assert.equal(ret.toolCallId, "call-1");
+  assert.equal(ret.content, "sunny in Paris");
+
+  const text = events.filter((e) => e.partKind === PartKind.TEXT).map((e) => e.content ?? e.contentDelta).join("");
+  assert.equal(text, "It is sunny.");
+  assert.ok(events.some((e) => e.kind === EventKind.PART_DELTA && e.contentDelta !== undefined));
+  assert.ok(events.some((e) => e.kind === EventKind.ANSWER));
+  assert.deepEqual(eventBody(events[0]!).user_prompt, "weather in Paris?");
+});
+
+test("resume after an id: nothing lost, nothing repeated", async () => {
+  await alice.run("weather", "ts-2", "hi");
+  const all = await collect(alice.listen("ts-2"));
+  for (const k of [0, 3, all.length - 2]) {
+    const resumed = await collect(alice.listen("ts-2", { after: all[k]!.id }));
+    assert.deepEqual(resumed.map((e) => e.id), all.slice(k + 1).map((e) => e.id));
+  }
+});
+
+test("a dropped connection is resumed after the last event: nothing lost, nothing repeated", async () => {
+  const proxy = await startProxy(harness.baseUrl);
+  try {
+    const flaky = new StreamClient({ baseUrl: proxy.baseUrl, token: TOKENS.alice });
+    await alice.run("stalling", "ts-5", "go");
+    const events = flaky.listen("ts-5", { backoffMs: 20 })[Symbol.asyncIterator]();
+    const before = await until(events, (e) => e.contentDelta === "hard ");
+    proxy.cut();
+    assert.equal(await alice.cancel("ts-5"), true);
+    const afterCut = await until(events, (e) => e.type === EventType.END);
+    assert.ok(proxy.accepted >= 2, "the client reconnected");
+    const ids = [...before, ...afterCut].map((e) => e.id);
+    assert.deepEqual(ids, (await collect(alice.listen("ts-5"))).map((e) => e.id));
+    assert.equal(afterCut.at(-2)?.type, EventType.ERROR);
+  } finally {
+    await proxy.close();
+  }
+});
+
+test("cancel mid-stream ends the run with error then end", async () => {
+  await alice.run("stalling", "ts-3", "go");
+  const events = alice.listen("ts-3")[Symbol.asyncIterator]();
+  await until(events, (e) => e.contentDelta === "hard ");
+  assert.deepEqual(await alice.listActive(), ["ts-3"]);
+  const started = performance.now();
+  assert.equal(await alice.cancel("ts-3"), true);
+  const rest = await until(events, (e) => e.type === EventType.END);
+  assert.ok(performance.now() - started < 500, "the run ended promptly");
+  const error = rest.at(-2)!;
+  assert.equal(error.type, EventType.ERROR);
+  assert.deepEqual(eventBody(error), { msg: "canceled" });
+  assert.equal(await alice.cancel("ts-3"), false);
+  assert.deepEqual(await alice.listActive(), []);
+});
+
+test("a wrong bearer token is UNAUTHENTICATED", async () => {
+  const intruder = new StreamClient({ baseUrl: harness.baseUrl, token: "wrong" });
+  await assert.rejects(intruder.listActive(), (error: unknown) => ConnectError.from(error).code === Code.Unauthenticated);
+});
+
+test("another user cannot see or cancel the session", async () => {
+  const bob = new StreamClient({ baseUrl: harness.baseUrl, token: TOKENS.bob });
+  await alice.run("stalling", "ts-4", "go");
+  const events = alice.listen("ts-4")[Symbol.asyncIterator]();
+  await until(events, (e) => e.contentDelta === "hard ");
+  assert.deepEqual(await bob.listActive(), []);
+  assert.equal(await bob.cancel("ts-4"), false);
+  await assert.rejects(collect(bob.listen("ts-4", { waitSeconds: 1 })), (error: unknown) => ConnectError.from(error).code === Code.NotFound);
+  assert.equal(await alice.cancel("ts-4"), true);
+  await until(events, (e) => e.type === EventType.END);
+});
+
+test("the quickstart example streams the demo agent's answer", async () => {
+  const answer = await quickstart(harness.baseUrl, TOKENS.alice, "demo", "count these four words");
+  assert.match(answer, /^You said 4 words/);
+});
