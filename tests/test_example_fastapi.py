@@ -5,22 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from examples.fastapi_sse import ChatDeps, create_app
 from pydantic_ai import Agent
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import settings
 from support import scripted_model
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from examples.fastapi_sse import ChatDeps, create_app
 
 
 def _agent(**model: Any) -> Agent[ChatDeps, str]:

@@ -92,8 +92,9 @@ class StreamClient:
             request = pb.ListenRequest(
                 session_id=session_id, after_event_id=after, wait_seconds=wait_seconds, timeout_seconds=timeout_seconds
             )
+            call = self.stub.Listen(request, metadata=self.metadata)
             try:
-                async for response in self.stub.Listen(request, metadata=self.metadata):
+                async for response in call:
                     if response.WhichOneof("payload") != "event":
                         continue
                     attempt = 0
@@ -105,8 +106,10 @@ class StreamClient:
             except grpc.aio.AioRpcError as e:
                 if e.code() not in _RETRYABLE or attempt >= retries:
                     raise
-                await asyncio.sleep(backoff * 2**attempt)  # reconnect back-off, not synchronisation
-                attempt += 1
+            finally:
+                call.cancel()  # a caller that stops early ends the call (and the server's reads) now
+            await asyncio.sleep(backoff * 2**attempt)  # reconnect back-off, not synchronisation
+            attempt += 1
 
     async def cancel(self, session_id: str, *, timeout: float | None = 10.0) -> bool:
         """Stop the session's live run; `True` if there was one."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from examples.grpc_quickstart import quickstart
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from redis.asyncio import Redis
@@ -95,6 +96,15 @@ async def test_the_demo_agent_thinks_calls_a_tool_and_answers(redis_url: str) ->
     assert {pb.PART_KIND_THINKING, pb.PART_KIND_TOOL_CALL, pb.PART_KIND_TOOL_RETURN, pb.PART_KIND_TEXT} <= kinds
     assert next(e for e in events if e.part_kind == pb.PART_KIND_TOOL_RETURN).content == "4"
     assert events[-1].type == pb.EVENT_TYPE_END
+
+
+async def test_the_quickstart_example_prints_the_streamed_answer(
+    redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with running_server(ServerSettings(redis_url=redis_url, port=0)) as server:
+        await quickstart(f"127.0.0.1:{server.port}", None, "demo", "count these four words")
+    printed = capsys.readouterr().out
+    assert printed.startswith("[tool] count_words({'text': 'count these four words'})\nYou said 4 words at ")
 
 
 async def test_listen_resumes_after_an_id_with_nothing_lost_or_repeated(server: RunningServer) -> None:

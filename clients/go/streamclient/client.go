@@ -1,0 +1,154 @@
+// Package streamclient is a small client for the pydantic-ai-stream gRPC service: start agent
+// runs, stream their events (resuming after the last event id when the connection drops), cancel
+// runs and list live sessions. The generated stubs are in package streamv1.
+package streamclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	streamv1 "github.com/pydantic-ai-stream/pydantic-ai-stream/clients/go/pydantic_ai_stream/v1"
+)
+
+// Client calls the service as the user its bearer token identifies.
+type Client struct {
+	// RPC is the generated client, for calls the wrapper does not cover.
+	RPC   streamv1.AgentStreamServiceClient
+	token string
+}
+
+// New returns a client over conn; token is sent as `authorization: Bearer <token>` ("" sends none).
+func New(conn grpc.ClientConnInterface, token string) *Client {
+	return &Client{RPC: streamv1.NewAgentStreamServiceClient(conn), token: token}
+}
+
+func (c *Client) auth(ctx context.Context) context.Context {
+	if c.token == "" {
+		return ctx
+	}
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+c.token)
+}
+
+// Run starts a run of a hosted agent on a session; it returns once the run's `begin` is in the stream.
+func (c *Client) Run(ctx context.Context, agent, sessionID, prompt string) (*streamv1.RunResponse, error) {
+	return c.RPC.Run(c.auth(ctx), &streamv1.RunRequest{Agent: agent, SessionId: sessionID, Prompt: prompt})
+}
+
+// ListenOptions tune Listen; the zero value listens from the current run's `begin` with the
+// server's defaults and reconnects up to 5 times in a row, 200 ms apart, doubling.
+type ListenOptions struct {
+	After          string        // resume strictly after this event id
+	WaitSeconds    uint32        // for the session's stream to appear (0: server default, 3)
+	TimeoutSeconds uint32        // of silence before the stream ends (0: server default, 60)
+	Retries        int           // reconnects in a row before giving up (0: 5; negative: none)
+	Backoff        time.Duration // before the first reconnect (0: 200 ms)
+}
+
+// retryable says whether a Listen failure is the connection's (resume) rather than the call's.
+func retryable(ctx context.Context, err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Internal, codes.Unknown:
+		return true
+	case codes.Canceled:
+		return ctx.Err() == nil // a cut connection, not the caller cancelling
+	}
+	return false
+}
+
+// Listen calls fn with each event of the session, up to and including `end`. A dropped stream is
+// resumed after the last event seen, so fn sees every event once. An error from fn stops it.
+func (c *Client) Listen(ctx context.Context, sessionID string, opts ListenOptions, fn func(*streamv1.Event) error) error {
+	retries, backoff := opts.Retries, opts.Backoff
+	if retries == 0 {
+		retries = 5
+	}
+	if backoff == 0 {
+		backoff = 200 * time.Millisecond
+	}
+	after, attempt := opts.After, 0
+	for {
+		err := c.listenOnce(ctx, sessionID, after, opts, func(event *streamv1.Event) error {
+			after, attempt = event.Id, 0
+			return fn(event)
+		})
+		if err == nil || errors.Is(err, errStop) {
+			return nil
+		}
+		if !retryable(ctx, err) || attempt >= retries {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff << attempt):
+		}
+		attempt++
+	}
+}
+
+var errStop = errors.New("end of run")
+
+func (c *Client) listenOnce(ctx context.Context, sessionID, after string, opts ListenOptions, fn func(*streamv1.Event) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the call (and its server-side reads) however this returns
+	stream, err := c.RPC.Listen(c.auth(ctx), &streamv1.ListenRequest{
+		SessionId:      sessionID,
+		AfterEventId:   after,
+		WaitSeconds:    opts.WaitSeconds,
+		TimeoutSeconds: opts.TimeoutSeconds,
+	})
+	if err != nil {
+		return err
+	}
+	for {
+		response, err := stream.Recv()
+		if err != nil {
+			return err // io.EOF is not returned: the server ends a stream after `end` or on timeout
+		}
+		event := response.GetEvent()
+		if event == nil {
+			continue // heartbeat
+		}
+		if err := fn(event); err != nil {
+			return err
+		}
+		if event.Type == streamv1.EventType_EVENT_TYPE_END {
+			return errStop
+		}
+	}
+}
+
+// Cancel stops the session's live run, wherever it runs; true if there was one.
+func (c *Client) Cancel(ctx context.Context, sessionID string) (bool, error) {
+	response, err := c.RPC.Cancel(c.auth(ctx), &streamv1.CancelRequest{SessionId: sessionID})
+	return response.GetCancelled(), err
+}
+
+// ListActive returns the session ids of the caller's live runs.
+func (c *Client) ListActive(ctx context.Context) ([]string, error) {
+	response, err := c.RPC.ListActive(c.auth(ctx), &streamv1.ListActiveRequest{})
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(response.Sessions))
+	for _, session := range response.Sessions {
+		ids = append(ids, session.SessionId)
+	}
+	return ids, nil
+}
+
+// Body decodes an event's JSON body as the library wrote it (the source of truth for custom events).
+func Body(event *streamv1.Event) (map[string]any, error) {
+	body := map[string]any{}
+	if event.BodyJson == "" {
+		return body, nil
+	}
+	return body, json.Unmarshal([]byte(event.BodyJson), &body)
+}
