@@ -1,24 +1,53 @@
-"""Reading a session's stream: from its `begin` or resuming after an entry id, until `end`."""
+"""Reading a session's stream: from its `begin` or resuming after an entry id, until `end`.
+
+Listeners of a plain Redis client share the process's `StreamHub` (one blocking read for all of
+them); a Redis Cluster client reads per listener, since one read cannot span slots.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
 
 from .errors import CursorExpiredError
+from .hub import StreamHub, Subscription
 from .keys import check_stream_id
-from .store import Entry, SessionStream
+from .store import Entry, SessionStream, stream_id_key
 
-__all__ = ["listen", "stream_id_key"]
+__all__ = ["listen"]
 
 POLL_SECONDS = 1.0
-"""Longest single blocking read; between reads a silent stream is checked for a dead run."""
+"""Longest single wait for entries; between waits a silent stream is checked for a dead run."""
 
 
-def stream_id_key(entry_id: str) -> tuple[int, int]:
-    """Sort key of a stream entry id (`<ms>-<seq>`)."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+@dataclass(kw_only=True)
+class _DirectReader:
+    """Blocking reads of one stream on the client's own connections (for Redis Cluster)."""
+
+    stream: SessionStream
+    last: str
+
+    async def next(self, timeout: float) -> list[Entry]:
+        entries = await self.stream.read(self.last, block_ms=max(1, int(timeout * 1000)))
+        if entries:
+            self.last = entries[-1].id
+        return entries
+
+    def reap_due(self) -> bool:
+        return True
+
+
+@contextlib.asynccontextmanager
+async def _reader(stream: SessionStream, after: str) -> AsyncIterator[_DirectReader | Subscription]:
+    if isinstance(stream.redis, Redis):
+        async with StreamHub.of(stream.redis).subscribe(stream.keys.stream, after) as subscription:
+            yield subscription
+    else:
+        yield _DirectReader(stream=stream, last=after)
 
 
 async def listen(
@@ -30,27 +59,25 @@ async def listen(
     something has. When a run dies without writing `end`, its listeners write `error` + `end` for it.
     Raises `CursorExpiredError` if events after `after` were already trimmed away.
     """
-    cursor = "0"
-    if after is not None and after != "0":
-        cursor = check_stream_id(after)
-        oldest = await stream.oldest_id()
-        if oldest is not None and stream_id_key(oldest) > stream_id_key(cursor):
-            raise CursorExpiredError(cursor, oldest)
+    cursor = "0-0" if after is None or after == "0" else check_stream_id(after)
+    oldest = await stream.oldest_id()  # also: an unreachable Redis fails here, not after `wait`
+    if oldest is not None and stream_id_key(oldest) > stream_id_key(cursor) and cursor != "0-0":
+        raise CursorExpiredError(cursor, oldest)
     deadline = time.monotonic() + wait
     seen = False
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        entries = await stream.read(cursor, block_ms=max(1, int(min(remaining, POLL_SECONDS) * 1000)))
-        if not entries:
-            if seen or after is not None:
-                await stream.reap(grace_ms=grace_ms)
-            continue
-        for entry in entries:
-            yield entry
-            if entry.type == "end":
+    async with _reader(stream, cursor) as reader:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
                 return
-        cursor = entries[-1].id
-        seen = True
-        deadline = time.monotonic() + timeout
+            entries = await reader.next(min(remaining, POLL_SECONDS))
+            if not entries:
+                if (seen or after is not None) and reader.reap_due():
+                    await stream.reap(grace_ms=grace_ms)
+                continue
+            for entry in entries:
+                yield entry
+                if entry.type == "end":
+                    return
+            seen = True
+            deadline = time.monotonic() + timeout

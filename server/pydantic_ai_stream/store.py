@@ -34,6 +34,8 @@ __all__ = [
     "decode",
     "hash_tags_for",
     "session_keys",
+    "stream_id_key",
+    "xread_entries_by_key",
 ]
 
 AsyncRedis: TypeAlias = "Redis | RedisCluster"
@@ -210,12 +212,22 @@ class Entry:
         return cls(id=decode(entry_id), type=decoded.get("type", ""), origin=decoded.get("origin", ""), body=body)
 
 
-def _xread_entries(reply: Any) -> list[tuple[bytes | str, dict[Any, Any]]]:
+RawEntry: TypeAlias = tuple[bytes | str, dict[Any, Any]]
+
+
+def xread_entries_by_key(reply: Any) -> list[tuple[bytes | str, list[RawEntry]]]:
+    """An `XREAD` reply as `[(stream key, [(entry id, fields), ...]), ...]`, for RESP2 and RESP3."""
     if not reply:
         return []
     if isinstance(reply, dict):  # RESP3: {key: [[(id, fields), ...]]}
-        return [entry for groups in reply.values() for entries in groups for entry in entries]
-    return [entry for _, entries in reply for entry in entries]  # RESP2: [[key, [(id, fields), ...]]]
+        return [(key, [entry for entries in groups for entry in entries]) for key, groups in reply.items()]
+    return [(key, list(entries)) for key, entries in reply]  # RESP2: [[key, [(id, fields), ...]]]
+
+
+def stream_id_key(entry_id: str) -> tuple[int, int]:
+    """Sort key of a stream entry id (`<ms>-<seq>`)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def _dump(body: Body | None) -> str:
@@ -301,7 +313,8 @@ class SessionStream:
     async def read(self, after: str, *, block_ms: int | None, count: int = 1000) -> list[Entry]:
         """Entries strictly after `after`, waiting up to `block_ms` for the first one."""
         reply = await self.redis.xread({self.keys.stream: after}, count=count, block=block_ms)
-        return [Entry.from_redis(entry_id, fields) for entry_id, fields in _xread_entries(reply)]
+        by_key = xread_entries_by_key(reply)
+        return [Entry.from_redis(entry_id, fields) for _, entries in by_key for entry_id, fields in entries]
 
     async def oldest_id(self) -> str | None:
         """Id of the oldest entry still in the stream, `None` if the stream is gone."""

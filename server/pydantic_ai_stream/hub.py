@@ -1,0 +1,239 @@
+"""One blocking reader per process that serves every listener, instead of a connection per listener.
+
+A `StreamHub` (one per Redis client and event loop) keeps a single `XREAD BLOCK` in flight over
+every stream someone in this process listens to, decodes each entry once and hands it to all of
+that stream's subscribers. A listener that joins a stream the hub already follows reads the part
+it missed with `XRANGE`; a new stream wakes the blocked read through a wake-up stream of the hub's
+own, so it joins the next read at once. A subscriber that falls far behind drops its buffer and
+re-reads from Redis, which holds the stream anyway: a slow client costs no memory here.
+
+Redis Cluster cannot read streams of different slots in one command, so cluster clients keep one
+blocking read per listener (see `listener.py`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import ConnectionPool, Redis
+
+from .settings import settings
+from .store import Entry, RawEntry, decode, stream_id_key, xread_entries_by_key
+
+__all__ = ["StreamHub", "Subscription"]
+
+logger = logging.getLogger(__name__)
+
+BLOCK_MS = 1000
+"""Longest single blocking read; an idle hub reads once a second and stops when nobody listens."""
+READ_COUNT = 1000
+"""Entries per stream per read."""
+MAX_BUFFERED = 10_000
+"""Entries a subscriber may have waiting before it drops them and re-reads from Redis instead."""
+WAKE_TTL_MS = 60_000
+REAP_INTERVAL = 0.9
+"""Seconds between checks of a silent stream for a dead run, shared by its listeners here."""
+
+
+@dataclass(eq=False, kw_only=True)
+class Subscription:
+    """One listener's view of a stream: entries strictly after `last`, in order, each once."""
+
+    hub: StreamHub
+    key: str
+    last: str
+    """Id of the last entry handed to the listener (the resume cursor)."""
+    gap_until: str | None = None
+    """Entries in (`last`, `gap_until`] were read by the hub before this subscriber had them."""
+    _buffer: list[Entry] = field(default_factory=list)
+    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def deliver(self, entries: list[Entry]) -> None:
+        """Called by the hub with the entries it read after its cursor."""
+        self._buffer += entries
+        if len(self._buffer) > MAX_BUFFERED:
+            self._buffer.clear()
+            self.gap_until = entries[-1].id  # re-read everything up to here from Redis
+        self._arrived.set()
+
+    def wake(self) -> None:
+        self._arrived.set()
+
+    def reap_due(self) -> bool:
+        """Whether this silent stream is due a check for a dead run (once a second per process)."""
+        return self.hub.reap_due(self.key)
+
+    async def next(self, timeout: float) -> list[Entry]:
+        """The next entries, waiting up to `timeout` seconds for some; `[]` if none came."""
+        if not self._buffer and self.gap_until is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._arrived.wait()
+        self._arrived.clear()
+        self.hub.raise_error()
+        if self.gap_until is not None:
+            return await self._catch_up(self.gap_until)
+        batch, self._buffer = self._buffer, []
+        last = stream_id_key(self.last)
+        batch = [entry for entry in batch if stream_id_key(entry.id) > last]
+        if batch:
+            self.last = batch[-1].id
+        return batch
+
+    async def _catch_up(self, until: str) -> list[Entry]:
+        page = await self.hub.read_range(self.key, after=self.last, until=until, count=READ_COUNT)
+        # Closed only if no newer gap opened (an overflow) while this page was read.
+        if (len(page) < READ_COUNT or page[-1].id == until) and self.gap_until == until:
+            self.gap_until = None
+        if page:
+            self.last = page[-1].id
+        elif self.gap_until is None:
+            return await self.next(0)  # nothing missed after all: take what the hub delivered
+        return page
+
+
+@dataclass(eq=False, kw_only=True)
+class _Followed:
+    cursor: str
+    """Id of the last entry the hub read from this stream."""
+    subscribers: set[Subscription] = field(default_factory=set)
+    reaped_at: float = 0.0
+
+
+# Hubs with listeners, by (client identity, loop); a hub leaves when nobody listens.
+_hubs: dict[tuple[int, int], StreamHub] = {}
+
+
+@dataclass(eq=False, kw_only=True)
+class StreamHub:
+    """The process's reader of session streams for one Redis client (see the module docstring)."""
+
+    redis: Redis
+    _streams: dict[str, _Followed] = field(default_factory=dict)
+    _task: asyncio.Task[None] | None = None
+    _in_read: frozenset[str] = frozenset()
+    """Streams the read in flight covers; joining any other needs a wake-up."""
+    _wake_key: str = ""
+    _wake_cursor: str = "0-0"
+    _wake_sent: bool = False
+    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    _error: BaseException | None = None
+
+    @classmethod
+    def of(cls, redis: Redis) -> StreamHub:
+        """The hub for `redis` on the running loop, created on first use."""
+        key = (id(redis), id(asyncio.get_running_loop()))
+        hub = _hubs.get(key)
+        if hub is None or hub.redis is not redis:
+            hub = _hubs[key] = cls(redis=redis, _wake_key=f"{settings.redis_prefix}::hub:{uuid.uuid4().hex}")
+        return hub
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, key: str, after: str) -> AsyncIterator[Subscription]:
+        """Follow stream `key` strictly after entry id `after` while the context is open."""
+        followed = self._streams.get(key)
+        subscription = Subscription(hub=self, key=key, last=after)
+        if followed is None:
+            followed = self._streams[key] = _Followed(cursor=after)
+        elif stream_id_key(followed.cursor) > stream_id_key(after):
+            subscription.gap_until = followed.cursor
+        followed.subscribers.add(subscription)
+        if self._task is None:
+            self._error = None
+            self._task = asyncio.create_task(self._read_loop())
+        elif key not in self._in_read:
+            self._wake()
+        try:
+            yield subscription
+        finally:
+            followed.subscribers.discard(subscription)
+            if not followed.subscribers and self._streams.get(key) is followed:
+                del self._streams[key]  # the read in flight may still return it: then it is ignored
+
+    def reap_due(self, key: str) -> bool:
+        """True at most once per `REAP_INTERVAL` per stream: its listeners share one dead-run check."""
+        followed = self._streams.get(key)
+        now = time.monotonic()
+        if followed is None or now - followed.reaped_at < REAP_INTERVAL:
+            return False
+        followed.reaped_at = now
+        return True
+
+    def raise_error(self) -> None:
+        """Raise what stopped the hub's reads (Redis unreachable), if anything did."""
+        if self._error is not None:
+            raise self._error
+
+    async def read_range(self, key: str, *, after: str, until: str, count: int) -> list[Entry]:
+        """Entries of `key` in (`after`, `until`], at most `count`."""
+        reply: list[RawEntry] = await self.redis.xrange(key, min=f"({after}", max=until, count=count)  # type: ignore[assignment]
+        return [Entry.from_redis(entry_id, fields) for entry_id, fields in reply]
+
+    def _wake(self) -> None:
+        if self._wake_sent:
+            return
+        self._wake_sent = True
+        task = asyncio.create_task(self._send_wake())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _send_wake(self) -> None:
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1, approximate=False)
+                pipe.pexpire(self._wake_key, WAKE_TTL_MS)
+                await pipe.execute()
+        except Exception as e:  # the read loop meets the same failure and reports it
+            logger.debug("could not wake the stream hub: %s", e)
+
+    async def _read_loop(self) -> None:
+        reader = _own_connection(self.redis)
+        try:
+            while self._streams:
+                cursors: dict[Any, Any] = {key: followed.cursor for key, followed in self._streams.items()}
+                self._in_read, self._wake_sent = frozenset(cursors), False
+                cursors[self._wake_key] = self._wake_cursor
+                reply = await reader.xread(cursors, block=BLOCK_MS, count=READ_COUNT)
+                self._dispatch(reply)
+        except Exception as e:
+            self._error = e
+        finally:
+            self._in_read = frozenset()
+            self._task = None
+            for followed in self._streams.values():
+                for subscription in followed.subscribers:
+                    subscription.wake()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(reader.aclose(close_connection_pool=True))
+            if not self._streams:
+                for key, hub in list(_hubs.items()):
+                    if hub is self:
+                        del _hubs[key]
+
+    def _dispatch(self, reply: Any) -> None:
+        for raw_key, raw_entries in xread_entries_by_key(reply):
+            key = decode(raw_key)
+            if key == self._wake_key:
+                self._wake_cursor = decode(raw_entries[-1][0])
+                continue
+            followed = self._streams.get(key)
+            if followed is None or not raw_entries:
+                continue
+            entries = [Entry.from_redis(entry_id, fields) for entry_id, fields in raw_entries]
+            followed.cursor = entries[-1].id
+            for subscription in followed.subscribers:
+                subscription.deliver(entries)
+
+
+def _own_connection(redis: Redis) -> Redis:
+    """A client on a connection of its own with `redis`'s settings, for the hub's blocking reads."""
+    pool = redis.connection_pool
+    own_pool = ConnectionPool(connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs)
+    return Redis(connection_pool=own_pool)

@@ -1,0 +1,87 @@
+"""The stream hub: every listener of a process on one blocking read, each entry once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from pydantic_ai import Agent
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from pydantic_ai_stream import hub, run
+from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model
+
+
+def _deps(redis: Redis, session_id: str) -> ScopedDeps:
+    return ScopedDeps(redis=redis, user_id=1, session_id=session_id)
+
+
+async def _blocked_reads(redis: Redis, name: str) -> int:
+    """Connections named `name` parked in a blocking XREAD."""
+    clients = await redis.client_list()
+    return sum(c.get("name") == name and c.get("cmd") == "xread" and "b" in c.get("flags", "") for c in clients)
+
+
+async def _live_runs(redis: Redis, sessions: list[str], gate: asyncio.Event) -> list[asyncio.Task[None]]:
+    model = scripted_model(tokens=["a ", "b "], gate=gate)
+    return [
+        asyncio.create_task(run(MemorySession(session_id=s), Agent(model), "hi", _deps(redis, s))) for s in sessions
+    ]
+
+
+async def test_many_listeners_share_one_blocking_read(redis: Redis, redis_url: str) -> None:
+    listening = Redis.from_url(redis_url, client_name="listeners")  # the client whose hub we count
+    gate = asyncio.Event()
+    sessions = [f"s{i}" for i in range(10)]
+    runs = await _live_runs(redis, sessions, gate)
+    collectors = [Collector(_deps(listening, s)) for s in sessions for _ in range(5)]
+    for collector in collectors:
+        await collector.wait_for(has_text("b "))
+    assert await _blocked_reads(redis, "listeners") == 1, "50 listeners of 10 sessions: one XREAD BLOCK"
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(*runs), 5)
+    streams = [await collector.done() for collector in collectors]
+    for i, events in enumerate(streams):
+        assert events[0]["type"] == "begin"
+        assert events[-1]["type"] == "end"
+        assert [e["id"] for e in events] == sorted({e["id"] for e in events}, key=hub.stream_id_key)
+        assert events == streams[i - i % 5], "the listeners of a session see the same events"
+    await listening.aclose()
+
+
+async def test_a_new_stream_joins_the_blocked_read_at_once(redis: Redis) -> None:
+    gate = asyncio.Event()
+    (first,) = await _live_runs(redis, ["quiet"], gate)
+    quiet = Collector(_deps(redis, "quiet"))
+    await quiet.wait_for(has_text("b "))  # the hub is now blocked on a silent stream
+    await _live_runs(redis, ["other"], gate)
+    started = time.monotonic()
+    late = Collector(_deps(redis, "other"))
+    await late.wait_for(has_text("b "))
+    assert time.monotonic() - started < hub.BLOCK_MS / 1000 / 2, "woken, not left to the block timeout"
+    gate.set()
+    await asyncio.wait_for(first, 5)
+    assert (await late.done())[-1]["type"] == "end"
+
+
+async def test_a_listener_that_falls_behind_rereads_from_redis(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub, "MAX_BUFFERED", 5)
+    monkeypatch.setattr(hub, "READ_COUNT", 4)
+    tokens = [f"t{i} " for i in range(40)]
+    await run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=tokens)), "hi", _deps(redis, "s1"))
+    expected = [e async for e in _deps(redis, "s1").listen(serialize=False)]
+    slow = _deps(redis, "s1").listen(serialize=False)
+    seen = [await anext(slow)]
+    fast = [e async for e in _deps(redis, "s1").listen(serialize=False)]  # overflows the slow one's buffer
+    seen += [e async for e in slow]
+    assert seen == expected == fast
+
+
+async def test_listeners_see_redis_going_away() -> None:
+    unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    with pytest.raises(RedisConnectionError):
+        async for _ in _deps(unreachable, "s1").listen(wait=3):
+            pass
+    await unreachable.aclose()
