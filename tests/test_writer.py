@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio import Redis
 
@@ -55,3 +57,48 @@ async def test_a_lost_lease_fails_the_write_and_every_later_one(redis: Redis) ->
         await writer.add("info", "test", {"i": 1})
     assert await redis.xlen(deps.key()) == 1  # only `begin`: nothing written after the lease went
     await deps.stop()
+
+
+async def _writers(redis: Redis, n: int) -> list[tuple[ScopedDeps, StreamWriter]]:
+    pairs = []
+    for i in range(n):
+        deps = ScopedDeps(redis=redis, user_id=1, session_id=f"s{i}")
+        await deps.start()
+        assert deps.run_id is not None
+        pairs.append((deps, StreamWriter(stream=deps._stream(), run_id=deps.run_id)))
+    return pairs
+
+
+async def test_runs_writing_at_once_share_round_trips(redis: Redis) -> None:
+    pairs = await _writers(redis, 20)
+    before = await _evalsha_calls(redis)
+
+    async def produce(writer: StreamWriter) -> None:
+        for i in range(50):
+            await writer.add("info", "test", {"i": i})
+            await asyncio.sleep(0)  # let the others (and the write in flight) run: many runs at once
+
+    await asyncio.gather(*(produce(writer) for _, writer in pairs))
+    for _, writer in pairs:
+        await writer.flush()
+    assert await _evalsha_calls(redis) - before < 1000 / 10, "1,000 entries, far fewer round trips"
+    for deps, _ in pairs:
+        await deps.stop()
+        events = [e async for e in deps.listen(serialize=False)]
+        assert [e["body"]["i"] for e in events if e["type"] == "info"] == list(range(50))  # type: ignore[index]
+
+
+async def test_a_lost_lease_fails_only_its_own_run_in_a_shared_write(redis: Redis) -> None:
+    (lost, lost_writer), (kept, kept_writer) = await _writers(redis, 2)
+    await redis.delete(lost.key_live())
+    before = await _evalsha_calls(redis)
+    await lost_writer.add("info", "test", {"i": 0})
+    await kept_writer.add("info", "test", {"i": 0})
+    with pytest.raises(LeaseLostError):
+        await lost_writer.flush()
+    await kept_writer.flush()
+    assert await _evalsha_calls(redis) - before == 1, "both went in one write"
+    assert await redis.xlen(lost.key()) == 1  # only `begin`
+    assert await redis.xlen(kept.key()) == 2
+    await kept.stop()
+    await lost.stop()

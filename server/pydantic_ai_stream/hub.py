@@ -24,6 +24,7 @@ from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
 
+from .registry import PerClient
 from .settings import settings
 from .store import Entry, RawEntry, decode, stream_id_key, xread_entries_by_key
 
@@ -107,10 +108,6 @@ class _Followed:
     reaped_at: float = 0.0
 
 
-# Hubs with listeners, by (client identity, loop); a hub leaves when nobody listens.
-_hubs: dict[tuple[int, int], StreamHub] = {}
-
-
 @dataclass(eq=False, kw_only=True)
 class StreamHub:
     """The process's reader of session streams for one Redis client (see the module docstring)."""
@@ -129,11 +126,7 @@ class StreamHub:
     @classmethod
     def of(cls, redis: Redis) -> StreamHub:
         """The hub for `redis` on the running loop, created on first use."""
-        key = (id(redis), id(asyncio.get_running_loop()))
-        hub = _hubs.get(key)
-        if hub is None or hub.redis is not redis:
-            hub = _hubs[key] = cls(redis=redis, _wake_key=f"{settings.redis_prefix}::hub:{uuid.uuid4().hex}")
-        return hub
+        return _hubs.get(redis)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, key: str, after: str) -> AsyncIterator[Subscription]:
@@ -213,9 +206,7 @@ class StreamHub:
             with contextlib.suppress(Exception):
                 await asyncio.shield(reader.aclose(close_connection_pool=True))
             if not self._streams:
-                for key, hub in list(_hubs.items()):
-                    if hub is self:
-                        del _hubs[key]
+                _hubs.drop(self)
 
     def _dispatch(self, reply: Any) -> None:
         for raw_key, raw_entries in xread_entries_by_key(reply):
@@ -230,6 +221,13 @@ class StreamHub:
             followed.cursor = entries[-1].id
             for subscription in followed.subscribers:
                 subscription.deliver(entries)
+
+
+def _new_hub(redis: Redis) -> StreamHub:
+    return StreamHub(redis=redis, _wake_key=f"{settings.redis_prefix}::hub:{uuid.uuid4().hex}")
+
+
+_hubs = PerClient(_new_hub, lambda hub: hub.redis)
 
 
 def _own_connection(redis: Redis) -> Redis:

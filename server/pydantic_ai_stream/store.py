@@ -17,7 +17,6 @@ from typing import Any, TypeAlias
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
 
 from .errors import LeaseLostError
 from .events import Body
@@ -28,9 +27,12 @@ __all__ = [
     "AsyncRedis",
     "Entry",
     "LeaseState",
+    "PendingEntry",
+    "RawEntry",
     "SessionStream",
     "active_members",
     "active_sessions",
+    "append_many",
     "decode",
     "hash_tags_for",
     "session_keys",
@@ -57,17 +59,28 @@ redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 return id
 """
 
-# KEYS: live, stream. ARGV: run_id, maxlen, retention_ms, then (type, origin, body) triples.
+# KEYS: (live, stream) of each session. ARGV: maxlen, retention_ms, then per session its run_id, its
+# entry count n and n (type, origin, body) triples. Returns per session the last id written, or ''
+# if the run no longer holds the lease (then nothing is written to that stream).
 _APPEND = """
-local v = redis.call('GET', KEYS[1])
-if v ~= ARGV[1] and v ~= 'cancel:' .. ARGV[1] then return redis.error_reply('LEASE_LOST') end
-local id
-for i = 4, #ARGV, 3 do
-  id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-    'type', ARGV[i], 'origin', ARGV[i + 1], 'body', ARGV[i + 2])
+local results = {}
+local a = 3
+for k = 1, #KEYS, 2 do
+  local run_id, n = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  local v = redis.call('GET', KEYS[k])
+  local id = ''
+  if v == run_id or v == 'cancel:' .. run_id then
+    for i = a, a + 3 * (n - 1), 3 do
+      id = redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', ARGV[1], '*',
+        'type', ARGV[i], 'origin', ARGV[i + 1], 'body', ARGV[i + 2])
+    end
+    redis.call('PEXPIRE', KEYS[k + 1], ARGV[2])
+  end
+  a = a + 3 * n
+  results[#results + 1] = id
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return id
+return results
 """
 
 # KEYS: live, stream, active. ARGV: run_id, maxlen, grace_ms, session_id, end body.
@@ -213,6 +226,8 @@ class Entry:
 
 
 RawEntry: TypeAlias = tuple[bytes | str, dict[Any, Any]]
+PendingEntry: TypeAlias = tuple[str, str, Body | None]
+"""An entry to write: `(type, origin, body)`."""
 
 
 def xread_entries_by_key(reply: Any) -> list[tuple[bytes | str, list[RawEntry]]]:
@@ -253,20 +268,12 @@ class SessionStream:
         )  # fmt: skip
         return None if entry_id is None else decode(entry_id)
 
-    async def append(self, run_id: str, entries: Sequence[tuple[str, str, Body | None]]) -> str:
+    async def append(self, run_id: str, entries: Sequence[PendingEntry]) -> str:
         """Append `(type, origin, body)` entries while `run_id` holds the lease; returns the last id."""
-        args: list[str | int] = [run_id, self.maxlen, self.retention_ms]
-        for type_, origin, body in entries:
-            args += [type_, origin, _dump(body)]
-        try:
-            entry_id = await _scripts(self.redis).append(
-                keys=[self.keys.live, self.keys.stream], args=args, client=self.redis
-            )
-        except ResponseError as e:
-            if "LEASE_LOST" in str(e):
-                raise LeaseLostError(f"run {run_id} no longer holds session {self.keys.session_id!r}") from e
-            raise
-        return decode(entry_id)
+        (entry_id,) = await append_many(self.redis, [(self, run_id, entries)])
+        if entry_id is None:
+            raise LeaseLostError(f"run {run_id} no longer holds session {self.keys.session_id!r}")
+        return entry_id
 
     async def close(self, *, run_id: str, grace_ms: int, end: Body) -> bool:
         """Write `end`, release the live flag and keep the stream `grace_ms`; `False` if the lease was lost."""
@@ -321,6 +328,27 @@ class SessionStream:
         reply = await self.redis.xrange(self.keys.stream, count=1)
         entry_id = reply[0][0] if reply else None
         return None if entry_id is None else decode(entry_id)
+
+
+async def append_many(
+    redis: AsyncRedis, writes: Sequence[tuple[SessionStream, str, Sequence[PendingEntry]]]
+) -> list[str | None]:
+    """Append to several sessions' streams in one script call, each fenced by its run's lease.
+
+    `writes` holds `(stream, run_id, entries)`; returns per write the last entry id, or `None` if
+    `run_id` no longer holds that session (nothing was written there). All streams must share a
+    slot on a Redis Cluster.
+    """
+    first = writes[0][0]
+    keys: list[str] = []
+    args: list[str | int] = [first.maxlen, first.retention_ms]
+    for stream, run_id, entries in writes:
+        keys += [stream.keys.live, stream.keys.stream]
+        args += [run_id, len(entries)]
+        for type_, origin, body in entries:
+            args += [type_, origin, _dump(body)]
+    ids = await _scripts(redis).append(keys=keys, args=args, client=redis)
+    return [decode(entry_id) or None for entry_id in ids]
 
 
 async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> list[str]:

@@ -1,60 +1,153 @@
-"""The stream writer: one run's entries, written in order with at most one round trip in flight.
+"""Stream writers: each run's entries in order, every run of the process sharing its round trips.
 
-The first entry of a burst is sent at once; entries added while a write is in flight go together in
-the next one (one script call carries them all). So a slow Redis batches more instead of stalling
-the model, and a fast one sees every token immediately.
+A `StreamWriter` queues its run's entries on the process's `WriteCombiner` (one per Redis client
+and event loop). The combiner keeps one write in flight: the first entry of a burst is sent at
+once, and whatever any run adds meanwhile goes together in the next write, one script call for
+every stream with entries waiting (each stream fenced by its own run's lease). So one run streaming
+alone sees every token immediately, and a thousand runs streaming at once share their round trips
+instead of queueing a thousand of them. On a Redis Cluster, whose scripts cannot span slots, the
+next write is one call per stream, sent together.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, field
 
+from redis.asyncio import Redis
+
+from .errors import LeaseLostError
 from .events import Body
-from .store import SessionStream
+from .registry import PerClient
+from .store import AsyncRedis, PendingEntry, SessionStream, append_many
 
-__all__ = ["StreamWriter"]
+__all__ = ["StreamWriter", "WriteCombiner"]
 
-Pending = tuple[str, str, Body | None]
+logger = logging.getLogger(__name__)
+
+MAX_ENTRIES_PER_WRITE = 5000
+"""Entries one write carries at most; the rest go in the next."""
 
 
 @dataclass(eq=False, kw_only=True)
 class StreamWriter:
-    """Appends a run's entries to its stream under its lease; errors surface at the next call."""
+    """Appends one run's entries to its stream under its lease; errors surface at the next call."""
 
     stream: SessionStream
     run_id: str
     max_pending: int = 1000
     """Entries that may wait for the write in flight before `add` waits too (backpressure)."""
 
-    _pending: list[Pending] = field(default_factory=list)
-    _drain: asyncio.Task[None] | None = None
+    _pending: list[PendingEntry] = field(default_factory=list)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
     _error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self._idle.set()
 
     async def add(self, type_: str, origin: str, body: Body | None) -> None:
         """Queue an entry; it is written with the next round trip, in order."""
         self._raise_error()
         self._pending.append((type_, origin, body))
-        if self._drain is None or self._drain.done():
-            self._drain = asyncio.create_task(self._write_pending())
-        elif len(self._pending) >= self.max_pending:
+        self._idle.clear()
+        WriteCombiner.of(self.stream.redis).schedule(self)
+        if len(self._pending) >= self.max_pending:
             await self.flush()
 
     async def flush(self) -> None:
         """Wait until every queued entry is written; raises the write's error if one failed."""
-        if self._drain is not None:
-            # Shielded: a cancelled caller must not cancel the write other entries are waiting on.
-            await asyncio.shield(self._drain)
+        await self._idle.wait()  # a cancelled caller leaves the write itself to the combiner
         self._raise_error()
 
-    async def _write_pending(self) -> None:
-        while self._pending and self._error is None:
-            batch, self._pending = self._pending, []
-            try:
-                await self.stream.append(self.run_id, batch)
-            except Exception as e:
-                self._error = e
+    def take(self, limit: int) -> list[PendingEntry]:
+        """The combiner takes up to `limit` queued entries for the next write."""
+        taken, self._pending = self._pending[:limit], self._pending[limit:]
+        return taken
+
+    def written(self, error: BaseException | None) -> None:
+        """The combiner reports a write of this writer's entries (and whether it failed)."""
+        if error is not None and self._error is None:
+            self._error = error
+            self._pending.clear()  # nothing after a failed write may be written
+        if not self._pending:
+            self._idle.set()
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._pending) and self._error is None
 
     def _raise_error(self) -> None:
         if self._error is not None:
             raise self._error
+
+
+@dataclass(eq=False, kw_only=True)
+class WriteCombiner:
+    """The process's writes to one Redis client: one in flight, carrying every waiting run's entries."""
+
+    redis: AsyncRedis
+    _waiting: dict[StreamWriter, None] = field(default_factory=dict)
+    """Writers with entries to write, in the order they asked (a dict as an ordered set)."""
+    _task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, redis: AsyncRedis) -> WriteCombiner:
+        """The combiner for `redis` on the running loop, created on first use."""
+        return _combiners.get(redis)
+
+    def schedule(self, writer: StreamWriter) -> None:
+        """Have `writer`'s queued entries go with the next write (now, if none is in flight)."""
+        self._waiting[writer] = None
+        if self._task is None:
+            self._task = asyncio.create_task(self._write_waiting())
+
+    async def _write_waiting(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._next_batch()
+                if batch:
+                    await self._write(batch)
+        finally:
+            self._task = None
+            if not self._waiting:
+                _combiners.drop(self)
+
+    def _next_batch(self) -> list[tuple[StreamWriter, list[PendingEntry]]]:
+        batch: list[tuple[StreamWriter, list[PendingEntry]]] = []
+        room = MAX_ENTRIES_PER_WRITE
+        for writer in list(self._waiting):
+            if room <= 0:
+                break
+            del self._waiting[writer]
+            if writer.waiting:
+                entries = writer.take(room)
+                room -= len(entries)
+                batch.append((writer, entries))
+                if writer.waiting:
+                    self._waiting[writer] = None  # the rest goes next time, after the others
+        return batch
+
+    async def _write(self, batch: list[tuple[StreamWriter, list[PendingEntry]]]) -> None:
+        writes = [(writer.stream, writer.run_id, entries) for writer, entries in batch]
+        try:
+            if isinstance(self.redis, Redis):
+                results = await append_many(self.redis, writes)
+            else:  # a cluster: scripts cannot span slots, so one call per stream, together
+                each = await asyncio.gather(*(append_many(self.redis, [write]) for write in writes))
+                results = [ids[0] for ids in each]
+        except Exception as e:
+            for writer, _ in batch:
+                writer.written(e)
+            return
+        except BaseException as e:  # cancelled (the loop is closing): fail the writers, then stop
+            for writer, _ in batch:
+                writer.written(e)
+            raise
+        for (writer, _), entry_id in zip(batch, results, strict=True):
+            session = writer.stream.keys.session_id
+            lost = LeaseLostError(f"run {writer.run_id} no longer holds session {session!r}")
+            writer.written(None if entry_id is not None else lost)
+
+
+_combiners = PerClient(lambda redis: WriteCombiner(redis=redis), lambda combiner: combiner.redis)
