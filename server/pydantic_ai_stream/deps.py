@@ -6,7 +6,7 @@ import contextlib
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from .keys import SessionKeys, cancel_channel, check_id
 from .lease import Lease, LeaseKeeper
 from .listener import listen
 from .settings import settings
-from .store import AsyncRedis, SessionStream, session_keys
+from .store import AsyncRedis, Entry, SessionStream, session_keys
 from .writer import StreamWriter
 
 __all__ = ["Deps"]
@@ -155,12 +155,24 @@ class Deps(ABC):
         From the current run's `begin`, or strictly after the event id `after`. Gives up after `wait`
         seconds if the stream does not appear, or `timeout` seconds of silence once it has.
         """
-        entries = listen(
-            self._stream(), wait=wait, timeout=timeout, after=after, grace_ms=settings.stream_retention * 1000
+        async for entry in self.listen_entries(wait=wait, timeout=timeout, after=after):
+            if entry is not None:
+                event = entry.as_dict()
+                yield json.dumps(event) if serialize else event
+
+    def listen_entries(
+        self, *, wait: float = 3, timeout: float = 60, after: str | None = None, heartbeat: float | None = None
+    ) -> AsyncIterator[Entry | None]:
+        """`listen` as typed `Entry`s (shared with other listeners: do not change them); with
+        `heartbeat`, also `None` after each `heartbeat` seconds of silence."""
+        return listen(
+            self._stream(),
+            wait=wait,
+            timeout=timeout,
+            after=after,
+            grace_ms=settings.stream_retention * 1000,
+            heartbeat=heartbeat,
         )
-        async for entry in entries:
-            event = entry.as_dict()
-            yield json.dumps(event) if serialize else event
 
     # Event emission
 

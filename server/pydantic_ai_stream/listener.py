@@ -7,6 +7,7 @@ them); a Redis Cluster client reads per listener, since one read cannot span slo
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -51,12 +52,19 @@ async def _reader(stream: SessionStream, after: str) -> AsyncIterator[_DirectRea
 
 
 async def listen(
-    stream: SessionStream, *, wait: float, timeout: float, after: str | None, grace_ms: int
-) -> AsyncIterator[Entry]:
+    stream: SessionStream,
+    *,
+    wait: float,
+    timeout: float,
+    after: str | None,
+    grace_ms: int,
+    heartbeat: float | None = None,
+) -> AsyncIterator[Entry | None]:
     """Yield entries after `after` (default: from the start) up to and including `end`.
 
     Stops early after `wait` seconds if nothing arrives at all, or `timeout` seconds of silence once
     something has. When a run dies without writing `end`, its listeners write `error` + `end` for it.
+    With `heartbeat`, yields `None` after each `heartbeat` seconds without an entry.
     Raises `CursorExpiredError` if events after `after` were already trimmed away.
     """
     cursor = "0-0" if after is None or after == "0" else check_stream_id(after)
@@ -64,17 +72,23 @@ async def listen(
     if oldest is not None and stream_id_key(oldest) > stream_id_key(cursor) and cursor != "0-0":
         raise CursorExpiredError(cursor, oldest)
     deadline = time.monotonic() + wait
+    beat = math.inf if heartbeat is None else time.monotonic() + heartbeat
     seen = False
     async with _reader(stream, cursor) as reader:
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if deadline <= now:
                 return
-            entries = await reader.next(min(remaining, POLL_SECONDS))
+            if heartbeat is not None and beat <= now:
+                yield None
+                beat = now + heartbeat
+            entries = await reader.next(min(deadline, beat, now + POLL_SECONDS) - now)
             if not entries:
                 if (seen or after is not None) and reader.reap_due():
                     await stream.reap(grace_ms=grace_ms)
                 continue
+            if heartbeat is not None:
+                beat = time.monotonic() + heartbeat
             for entry in entries:
                 yield entry
                 if entry.type == "end":

@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import grpc
 from google.protobuf import json_format
@@ -26,15 +26,13 @@ from .deps import Deps
 from .errors import AgxCanceledError, CursorExpiredError, InvalidIdError, SessionBusyError
 from .runner import q, start_run
 from .session import RedisSession
-from .store import AsyncRedis
+from .store import AsyncRedis, Entry
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
 __all__ = ["AgentStreamServicer", "ServiceDeps", "event_to_proto"]
 
 logger = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 DEFAULT_MODEL_SETTINGS = frozenset(
     {"temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty"}
@@ -59,19 +57,20 @@ _EVENT_KINDS = {"llm-begin": pb.EVENT_KIND_LLM_BEGIN, "llm-end": pb.EVENT_KIND_L
                 "answer": pb.EVENT_KIND_ANSWER}  # fmt: skip
 _PART_KINDS = {"text": pb.PART_KIND_TEXT, "thinking": pb.PART_KIND_THINKING, "tool-call": pb.PART_KIND_TOOL_CALL,
                "tool-return": pb.PART_KIND_TOOL_RETURN}  # fmt: skip
+_HEARTBEAT = pb.ListenResponse(heartbeat=pb.Heartbeat())
 
 
-def event_to_proto(event: Mapping[str, Any]) -> pb.Event:
-    """A listener event (`{"id", "type", "origin", "body"}`) as a typed `Event`; the body is kept as JSON."""
-    body: dict[str, Any] = event["body"]
+def event_to_proto(entry: Entry) -> pb.Event:
+    """A stream entry as a typed `Event`; the body is also kept as its JSON."""
+    body = entry.body
     message = pb.Event(
-        id=event["id"],
-        type=_EVENT_TYPES.get(event["type"], pb.EVENT_TYPE_CUSTOM),
-        type_name=event["type"],
-        origin=event["origin"],
-        body_json=json.dumps(body, separators=(",", ":")),
+        id=entry.id,
+        type=_EVENT_TYPES.get(entry.type, pb.EVENT_TYPE_CUSTOM),
+        type_name=entry.type,
+        origin=entry.origin,
+        body_json=entry.body_json,
     )
-    if event["type"] != "event":
+    if entry.type != "event":
         return message
     if isinstance(body.get("idx"), int):
         message.idx = body["idx"]
@@ -90,6 +89,22 @@ def event_to_proto(event: Mapping[str, Any]) -> pb.Event:
     if isinstance(body.get("args"), dict):
         message.args.update(body["args"])
     return message
+
+
+class _ResponseCache:
+    """The `ListenResponse` of recent entries, so the listeners of one session share one conversion."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._responses: dict[tuple[str, str], pb.ListenResponse] = {}
+
+    def response(self, key: str, entry: Entry) -> pb.ListenResponse:
+        response = self._responses.get((key, entry.id))
+        if response is None:
+            if len(self._responses) >= self._size:
+                del self._responses[next(iter(self._responses))]  # the oldest
+            response = self._responses[(key, entry.id)] = pb.ListenResponse(event=event_to_proto(entry))
+        return response
 
 
 _STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
@@ -135,6 +150,7 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     accepting: bool = True
     """False once shutdown began: new runs get UNAVAILABLE."""
     runs: set[asyncio.Task[None]] = field(default_factory=set)
+    _responses: _ResponseCache = field(default_factory=_ResponseCache)
 
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RunResponse:
         async with _statuses(context):
@@ -179,19 +195,19 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                     context, grpc.StatusCode.INVALID_ARGUMENT, "wait_seconds <= 3600, timeout_seconds <= 86400"
                 )
             deps = self._deps(caller, request.session_id)
-            events = deps.listen(
-                serialize=False,
+            key = deps.key()
+            entries = deps.listen_entries(
                 wait=request.wait_seconds or 3,
                 timeout=request.timeout_seconds or 60,
                 after=request.after_event_id or None,
+                heartbeat=self.heartbeat_interval,
             )
             sent = 0
-            async for event in _with_heartbeats(events, self.heartbeat_interval):
-                if event is None:
-                    yield pb.ListenResponse(heartbeat=pb.Heartbeat())
+            async for entry in entries:
+                if entry is None:
+                    yield _HEARTBEAT
                     continue
-                assert isinstance(event, dict)
-                yield pb.ListenResponse(event=event_to_proto(event))
+                yield self._responses.response(key, entry)
                 sent += 1
             if sent == 0 and not request.after_event_id:
                 await _abort(
@@ -258,25 +274,3 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
         error = task.exception()
         if error is not None and not isinstance(error, AgxCanceledError):
             logger.error("run failed", exc_info=error)
-
-
-async def _with_heartbeats(items: AsyncGenerator[T, None], interval: float) -> AsyncIterator[T | None]:
-    """Yield `items`, and `None` whenever `interval` seconds pass without one."""
-    pending: asyncio.Future[T] = asyncio.ensure_future(anext(items))
-    try:
-        while True:
-            done, _ = await asyncio.wait({pending}, timeout=interval)
-            if not done:
-                yield None
-                continue
-            try:
-                item = pending.result()
-            except StopAsyncIteration:
-                return
-            yield item
-            pending = asyncio.ensure_future(anext(items))
-    finally:
-        pending.cancel()
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await pending
-        await items.aclose()

@@ -212,6 +212,8 @@ class Entry:
     type: str
     origin: str
     body: Body
+    body_json: str = "{}"
+    """`body` as the JSON it was stored as."""
 
     def as_dict(self) -> dict[str, Any]:
         """`{"id", "type", "origin", "body"}`: what `Deps.listen(serialize=False)` yields."""
@@ -221,8 +223,14 @@ class Entry:
     def from_redis(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> Entry:
         """Decode an `XREAD`/`XRANGE` entry; a missing `body` reads as `{}`."""
         decoded = {decode(k): decode(v) for k, v in fields.items()}
-        body = json.loads(decoded["body"]) if "body" in decoded else {}
-        return cls(id=decode(entry_id), type=decoded.get("type", ""), origin=decoded.get("origin", ""), body=body)
+        body_json = decoded.get("body", "{}")
+        return cls(
+            id=decode(entry_id),
+            type=decoded.get("type", ""),
+            origin=decoded.get("origin", ""),
+            body=json.loads(body_json),
+            body_json=body_json,
+        )
 
 
 RawEntry: TypeAlias = tuple[bytes | str, dict[Any, Any]]
