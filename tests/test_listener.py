@@ -102,6 +102,7 @@ async def test_a_malformed_cursor_is_refused(redis: Redis) -> None:
 async def test_streams_expire_after_the_retention(redis: Redis) -> None:
     gate = asyncio.Event()
     settings.stream_retention = 120
+    settings.lease_renew_interval = 0.05
     try:
         task = asyncio.create_task(
             run(
@@ -113,11 +114,19 @@ async def test_streams_expire_after_the_retention(redis: Redis) -> None:
         )
         await Collector(_deps(redis)).wait_for(has_text("a"))
         key = _deps(redis).key()
-        # While the run lives, every write pushes the expiry forward: a dead run's stream still goes away.
+        # While the run lives, its lease renewal keeps pushing the expiry forward; a dead run's
+        # stream still goes away.
         assert 0 < await redis.ttl(key) <= 120
+        await redis.expire(key, 5)
+        deadline = time.monotonic() + 5
+        while await redis.ttl(key) <= 5:
+            assert time.monotonic() < deadline, "the renewal did not extend the stream's retention"
+            await asyncio.sleep(0.01)
+        assert await redis.ttl(key) <= 120
         gate.set()
         await asyncio.wait_for(task, 5)
         assert 0 < await redis.ttl(key) <= 120
         assert await redis.exists(_deps(redis).key_live()) == 0
     finally:
         settings.stream_retention = 3600
+        settings.lease_renew_interval = 1.0

@@ -16,7 +16,7 @@ from pydantic_ai import CancellationToken
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
 
-from .store import AsyncRedis, LeaseState, SessionStream, decode
+from .store import AsyncRedis, LeaseState, SessionStream, decode, renew_many
 
 __all__ = ["Lease", "LeaseKeeper"]
 
@@ -159,9 +159,13 @@ class LeaseKeeper:
                     lease.cancel(lost=True)
 
     async def _renew_all(self, leases: list[Lease]) -> list[LeaseState]:
-        if not isinstance(self.redis, Redis):
-            return [await lease.stream.renew(run_id=lease.run_id, lease_ms=self.lease_ms) for lease in leases]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for lease in leases:
-                await lease.stream.renew_in(pipe, run_id=lease.run_id, lease_ms=self.lease_ms)
-            return [LeaseState(int(state)) for state in await pipe.execute()]
+        if not leases:
+            return []
+        if isinstance(self.redis, Redis):  # one script call for all of them
+            return await renew_many(
+                self.redis, [(lease.stream, lease.run_id) for lease in leases], lease_ms=self.lease_ms
+            )
+        # A cluster: scripts cannot span slots, so one call per lease, together.
+        return await asyncio.gather(
+            *(lease.stream.renew(run_id=lease.run_id, lease_ms=self.lease_ms) for lease in leases)
+        )

@@ -15,7 +15,6 @@ from enum import IntEnum
 from typing import Any, TypeAlias
 
 from redis.asyncio import Redis, RedisCluster
-from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 
 from .errors import LeaseLostError
@@ -35,6 +34,7 @@ __all__ = [
     "append_many",
     "decode",
     "hash_tags_for",
+    "renew_many",
     "session_keys",
     "stream_id_key",
     "xread_entries_by_key",
@@ -61,7 +61,8 @@ return id
 
 # KEYS: (live, stream) of each session. ARGV: maxlen, retention_ms, then per session its run_id, its
 # entry count n and n (type, origin, body) triples. Returns per session the last id written, or ''
-# if the run no longer holds the lease (then nothing is written to that stream).
+# if the run no longer holds the lease (then nothing is written to that stream). The stream's
+# retention is kept by the lease renewal (RENEW), not by every write.
 _APPEND = """
 local results = {}
 local a = 3
@@ -75,7 +76,6 @@ for k = 1, #KEYS, 2 do
       id = redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', ARGV[1], '*',
         'type', ARGV[i], 'origin', ARGV[i + 1], 'body', ARGV[i + 2])
     end
-    redis.call('PEXPIRE', KEYS[k + 1], ARGV[2])
   end
   a = a + 3 * n
   results[#results + 1] = id
@@ -95,12 +95,22 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return id
 """
 
-# KEYS: live. ARGV: run_id, lease_ms. Returns a LeaseState.
+# KEYS: (live, stream) of each session. ARGV: lease_ms, retention_ms, then each session's run_id.
+# Extends the leases still held (and their streams' retention); returns a LeaseState per session.
 _RENEW = """
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-if v == 'cancel:' .. ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 2 end
-return 0
+local states = {}
+for i = 1, #KEYS / 2 do
+  local v = redis.call('GET', KEYS[2 * i - 1])
+  local run_id = ARGV[i + 2]
+  local state = 0
+  if v == run_id then state = 1 elseif v == 'cancel:' .. run_id then state = 2 end
+  if state > 0 then
+    redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[1])
+    redis.call('PEXPIRE', KEYS[2 * i], ARGV[2])
+  end
+  states[i] = state
+end
+return states
 """
 
 # KEYS: live. ARGV: cancel channel. Marks the lease cancelled and tells its process.
@@ -294,12 +304,8 @@ class SessionStream:
 
     async def renew(self, *, run_id: str, lease_ms: int) -> LeaseState:
         """Extend the lease of `run_id`; says whether it is still held and whether a cancel was asked."""
-        state = await _scripts(self.redis).renew(keys=[self.keys.live], args=[run_id, lease_ms], client=self.redis)
-        return LeaseState(int(state))
-
-    async def renew_in(self, pipe: Pipeline, *, run_id: str, lease_ms: int) -> None:
-        """Queue `renew` on a pipeline; its reply is a `LeaseState` value."""
-        await _scripts(self.redis).renew(keys=[self.keys.live], args=[run_id, lease_ms], client=pipe)
+        (state,) = await renew_many(self.redis, [(self, run_id)], lease_ms=lease_ms)
+        return state
 
     async def cancel(self, channel: str) -> bool:
         """Ask the live run to stop; `True` if there was a live run not already asked."""
@@ -357,6 +363,19 @@ async def append_many(
             args += [type_, origin, _dump(body)]
     ids = await _scripts(redis).append(keys=keys, args=args, client=redis)
     return [decode(entry_id) or None for entry_id in ids]
+
+
+async def renew_many(
+    redis: AsyncRedis, leases: Sequence[tuple[SessionStream, str]], *, lease_ms: int
+) -> list[LeaseState]:
+    """Extend several runs' leases (and their streams' retention) in one script call.
+
+    `leases` holds `(stream, run_id)`; all streams must share a slot on a Redis Cluster.
+    """
+    keys = [key for stream, _ in leases for key in (stream.keys.live, stream.keys.stream)]
+    args: list[str | int] = [lease_ms, leases[0][0].retention_ms, *(run_id for _, run_id in leases)]
+    states = await _scripts(redis).renew(keys=keys, args=args, client=redis)
+    return [LeaseState(int(state)) for state in states]
 
 
 async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> list[str]:
