@@ -1,59 +1,86 @@
-"""`python -m bench [--quick] [--redis URL]`: start a private Redis (unless given one) and print the tables."""
+"""`python -m bench [all|WORKLOAD] [--quick|--full] [--skip-published]`: ours vs the published package, side by side.
+
+Starts a private Redis, our server and the workers it needs, prints a markdown table on stdout
+(progress on stderr) and stops everything it started, also on failure or Ctrl-C.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
+import platform
+import resource
+import signal
+import sys
 import time
+from importlib.metadata import version
 
-from redis import Redis
+from bench import published, workloads
+from bench.procs import Procs, private_redis
+from bench.suite import FULL, QUICK, Bench, progress
+from bench.table import Table
 
-from bench import runtime
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("workload", nargs="?", default="all", choices=["all", *workloads.WORKLOADS])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small workloads, for a CI smoke run (< 3 min)")
+    size.add_argument("--full", action="store_true", help="the full workloads (the default)")
+    parser.add_argument("--skip-published", action="store_true", help="measure ours only (no published venv)")
+    return parser
 
 
-def _private_redis(tmp: str) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = shutil.which("redis-server")
-    if server is None:
-        raise SystemExit("redis-server not found: pass --redis URL")
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", tmp],
-        stdout=subprocess.DEVNULL,
+def _raise_fd_limit() -> None:
+    """Fan-out holds a Redis connection per Listen stream: let the server and Redis open that many."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def _run(args: argparse.Namespace) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    published_python = None if args.skip_published else published.python()
+    names = list(workloads.WORKLOADS) if args.workload == "all" else [args.workload]
+    procs = Procs()
+    try:
+        async with private_redis(procs) as redis:
+            bench = Bench(procs=procs, redis=redis, sizes=QUICK if args.quick else FULL,
+                          published_python=published_python)  # fmt: skip
+            print(await _preamble(bench), flush=True)
+            table = Table()
+            for name in names:
+                started = time.monotonic()
+                table.add(await workloads.WORKLOADS[name](bench))
+                progress(f"{name}: done in {time.monotonic() - started:.0f} s")
+    finally:
+        await procs.aclose()
+
+
+async def _preamble(bench: Bench) -> str:
+    ours = f"pydantic-ai-stream {version('pydantic-ai-stream')}"
+    sides = f"{ours} vs 0.1.1" if bench.published_python else f"{ours} only (--skip-published)"
+    return (
+        f"{sides}, "
+        f"{'quick' if bench.sizes is QUICK else 'full'} sizes; one machine: {os.cpu_count()} CPUs, "
+        f"load {os.getloadavg()[0]:.2f}, CPython {platform.python_version()}, Redis {await bench.redis.version()} "
+        f"on loopback, pydantic-ai-slim {version('pydantic-ai-slim')}, redis-py {version('redis')}\n"
     )
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            Redis.from_url(url).ping()
-            return proc, url
-        except Exception:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.02)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small workloads (seconds), for CI smoke runs")
-    parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL"), help="use this Redis instead")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        proc, url = (None, args.redis) if args.redis else _private_redis(tmp)
-        try:
-            print("| workload | figure | figure |\n|---|---|---|")
-            asyncio.run(runtime.main(url, quick=args.quick))
-        finally:
-            if proc is not None:
-                proc.terminate()
-                proc.wait(10)
+    args = _parser().parse_args()
+    _raise_fd_limit()
+    started = time.monotonic()
+    try:
+        asyncio.run(_run(args))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        progress("interrupted; every process it started is stopped")
+        sys.exit(130)
+    progress(f"all done in {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,165 @@
+"""Our gRPC server as a process of its own, and clients in this process: Run, Listen, token latencies."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+
+from bench.procs import ROOT, SERVER_CLIENT_NAME, SERVER_READY, Proc
+from bench.suite import PREFIX, Bench
+from bench.worker import POOL_SIZE, Pace
+from pydantic_ai_stream.client import StreamClient
+from pydantic_ai_stream.v1 import stream_pb2 as pb
+from pydantic_ai_stream.v1 import stream_pb2_grpc as pb_grpc
+
+STREAMS_PER_CHANNEL = 1_000
+RAMP = 100
+"""Listen streams (and runs) opened at a time."""
+AGENT = "paced"
+
+Starter = Callable[[StreamClient, str], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Server:
+    proc: Proc
+    target: str
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@contextlib.asynccontextmanager
+async def our_server(bench: Bench) -> AsyncIterator[Server]:
+    """`pydantic-ai-stream serve` hosting the paced agent on a free port; its Redis connections are named."""
+    url = f"{bench.redis.url}?client_name={SERVER_CLIENT_NAME}&max_connections={POOL_SIZE}"
+    cmd = [sys.executable, "-m", "pydantic_ai_stream", "serve", "--port", "0", "--no-demo",
+           "--agent", f"{AGENT}=bench.agents:paced", "--redis", url, "--grace", "0"]  # fmt: skip
+    env = {"PYTHONPATH": str(ROOT), "PYDANTIC_AI_STREAM_REDIS_PREFIX": PREFIX}
+    proc = await bench.procs.start("server", cmd, env=env, echo=False)
+    try:
+        match = await proc.wait_line(SERVER_READY, timeout=60)
+        yield Server(proc=proc, target=f"127.0.0.1:{match[1]}")
+    finally:
+        await bench.procs.stop(proc)
+
+
+async def _client(target: str, index: int) -> StreamClient:
+    """A client on a channel of its own: a distinct channel arg keeps gRPC from sharing its connection."""
+    client = StreamClient(target)
+    await client.channel.close()  # never used: replaced by a channel with options
+    client.channel = grpc.aio.insecure_channel(target, options=[("bench.channel", index)])
+    client.stub = pb_grpc.AgentStreamServiceStub(client.channel)
+    return client
+
+
+@contextlib.asynccontextmanager
+async def clients(target: str, streams: int) -> AsyncIterator[list[StreamClient]]:
+    """One client (channel, TCP connection) per `STREAMS_PER_CHANNEL` concurrent streams."""
+    opened = [await _client(target, i) for i in range(max(1, math.ceil(streams / STREAMS_PER_CHANNEL)))]
+    try:
+        yield opened
+    finally:
+        for client in opened:
+            await client.close()
+
+
+def token_text(event: pb.Event) -> str:
+    """The text a text part event carries (the first token comes with `part_start`)."""
+    if event.kind == pb.EVENT_KIND_PART_DELTA:
+        return event.content_delta
+    if event.kind == pb.EVENT_KIND_PART_START and event.part_kind == pb.PART_KIND_TEXT:
+        return event.content
+    return ""
+
+
+async def listen_tokens(
+    client: StreamClient, session_id: str, sink: list[float], begun: asyncio.Event | None = None
+) -> bool:
+    """Listen to a session up to its end, adding each token's delivery latency (ms) to `sink`.
+
+    Returns whether the stream carried an `error` event (its run failed or was cancelled).
+    """
+    errored = False
+    async for event in client.listen(session_id, wait_seconds=600):
+        now = time.monotonic_ns()
+        if event.type == pb.EVENT_TYPE_BEGIN and begun is not None:
+            begun.set()
+        errored = errored or event.type == pb.EVENT_TYPE_ERROR
+        sink.extend((now - int(token)) / 1e6 for token in token_text(event).split())
+    return errored
+
+
+async def warm_up(client: StreamClient) -> None:
+    """One short run and its Listen, so the server's lazy start-up is not measured."""
+    listener = asyncio.create_task(listen_tokens(client, "warm-up", []))
+    await client.run(AGENT, "warm-up", Pace(tokens=5).prompt())
+    await listener
+
+
+@dataclass
+class Listeners:
+    """Listen streams recording token latencies; opened in ramps, cancelled if left before they end.
+
+    A ramp: grpc-core cancels new calls beyond 1,000 a server has not yet picked up
+    (`grpc.server.max_pending_requests`), and a Python server picks them up slower than a burst
+    of thousands arrives.
+    """
+
+    timeout: float
+    latencies: list[float] = field(default_factory=list)
+    tasks: list[asyncio.Task[bool]] = field(default_factory=list)
+    errored: int = 0
+    """Streams that carried an `error` event (set by `finish`)."""
+
+    async def open(self, sessions: Sequence[tuple[StreamClient, str]], start: Starter | None = None) -> None:
+        """Open a stream per session, `RAMP` at a time: each batch (`start`ed first) has its `begin` before the next."""
+        for first in range(0, len(sessions), RAMP):
+            batch = sessions[first : first + RAMP]
+            begun = [asyncio.Event() for _ in batch]
+            tasks = [
+                asyncio.create_task(listen_tokens(client, session_id, self.latencies, event))
+                for (client, session_id), event in zip(batch, begun, strict=True)
+            ]
+            self.tasks += tasks
+            if start is not None:
+                await asyncio.gather(*(start(client, session_id) for client, session_id in batch))
+            await _all_set(begun, tasks, self.timeout)
+
+    async def finish(self) -> None:
+        """Wait until every stream has ended."""
+        async with asyncio.timeout(self.timeout):
+            self.errored = sum(await asyncio.gather(*self.tasks))
+
+    async def __aenter__(self) -> Listeners:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def _all_set(events: Sequence[asyncio.Event], tasks: Sequence[asyncio.Task[bool]], timeout: float) -> None:
+    """Wait until every event is set; fail after `timeout`, or if a task ends before setting its event."""
+    async with asyncio.timeout(timeout):
+        await asyncio.gather(*(_set_or_ended(event, task) for event, task in zip(events, tasks, strict=True)))
+
+
+async def _set_or_ended(event: asyncio.Event, task: asyncio.Task[bool]) -> None:
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if not event.is_set():
+        task.result()  # raises its error
+        raise RuntimeError("a Listen stream ended before its begin")

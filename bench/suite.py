@@ -1,0 +1,140 @@
+"""What every workload shares: the sizes, the private Redis, the worker processes of each side."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from bench.procs import WORKER, WORKER_READY, Proc, Procs, RedisServer, output
+from bench.published import PUBLISHED_VERSION
+
+Side = Literal["ours", "published"]
+SIDES: tuple[Side, ...] = ("ours", "published")
+PREFIX = "bench"
+"""Redis key prefix of every workload (Redis is emptied between measurements)."""
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Workload sizes: `FULL` for the figures, `QUICK` for a smoke run in CI."""
+
+    write_tokens: int
+    many_runs: int
+    many_tokens: int
+    paced_runs: int
+    paced_tokens: int
+    grpc_paced_runs: int
+    cancel_runs: int
+    fanout_sessions: int
+    fanout_listeners: int
+    fanout_tokens: int
+    fanout_interval: float
+    stalled_runs: int
+    worker_timeout: float
+    paced_interval: float = 0.02  # 50 tokens/s
+    paced_light_runs: int = 10
+    """A load one process keeps up with: latency without queueing."""
+    cancel_tokens: int = 200
+    cancel_after_deltas: int = 10
+    cancel_concurrency: int = 20
+    memory_tokens: int = 200
+
+
+FULL = Sizes(
+    write_tokens=10_000, many_runs=100, many_tokens=1_000, paced_runs=1_000, paced_tokens=200, grpc_paced_runs=1_000,
+    cancel_runs=200, fanout_sessions=1_000, fanout_listeners=10, fanout_tokens=8, fanout_interval=4.0,
+    stalled_runs=200, worker_timeout=900,
+)  # fmt: skip
+QUICK = Sizes(
+    write_tokens=2_000, many_runs=10, many_tokens=200, paced_runs=50, paced_tokens=40, grpc_paced_runs=20,
+    cancel_runs=20, fanout_sessions=20, fanout_listeners=5, fanout_tokens=5, fanout_interval=0.2,
+    stalled_runs=50, worker_timeout=120,
+)  # fmt: skip
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Bench:
+    """The running suite: its processes, its Redis, the sizes and each side's interpreter."""
+
+    procs: Procs
+    redis: RedisServer
+    sizes: Sizes
+    published_python: Path | None
+    """`None` with `--skip-published`."""
+
+    def sides(self) -> tuple[Side, ...]:
+        return SIDES if self.published_python is not None else ("ours",)
+
+    def python(self, side: Side) -> str:
+        if side == "ours":
+            return sys.executable
+        assert self.published_python is not None
+        return str(self.published_python)
+
+    async def start_worker(self, side: Side, workload: str, *, stdin: bool = False, **options: Any) -> Proc:
+        """Start `bench/worker.py workload` with `side`'s interpreter; options become `--name value`."""
+        flags = [part for name, value in options.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+        cmd = [self.python(side), str(WORKER), workload, "--redis", self.redis.url, "--prefix", PREFIX, *flags]
+        env = {"PYTHONPATH": "", "PYTHONUNBUFFERED": "1"} if side == "published" else {}
+        return await self.procs.start(f"{side} {workload}", cmd, env=env, stdin=stdin)
+
+    async def worker(self, side: Side, workload: str, **options: Any) -> dict[str, Any]:
+        """Run one worker alone on a freshly emptied Redis and return what it measured."""
+        await self.redis.reset()
+        progress(f"{workload}: {side} {options}")
+        proc = await self.start_worker(side, workload, **options)
+        result = await output(proc, self.sizes.worker_timeout)
+        await self.procs.stop(proc)
+        return _checked(side, result)
+
+    async def both(self, workload: str, **options: Any) -> dict[Side, dict[str, Any]]:
+        """`worker` for each side, one after the other."""
+        return {side: await self.worker(side, workload, **options) for side in self.sides()}
+
+    async def worker_pair(
+        self, side: Side, waiting: tuple[str, dict[str, Any]], driving: tuple[str, dict[str, Any]]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Start the `waiting` worker, and once it is ready the `driving` one; both results."""
+        await self.redis.reset()
+        progress(f"{waiting[0]} + {driving[0]}: {side} {driving[1]}")
+        first = await self.start_worker(side, waiting[0], **waiting[1])
+        await first.wait_line(WORKER_READY, timeout=60)
+        second = await self.start_worker(side, driving[0], **driving[1])
+        driven = await output(second, self.sizes.worker_timeout)
+        waited = await output(first, self.sizes.worker_timeout)
+        for proc in (first, second):
+            await self.procs.stop(proc)
+        return _checked(side, driven), _checked(side, waited)
+
+
+def _checked(side: Side, result: dict[str, Any]) -> dict[str, Any]:
+    """`result`, after checking the worker ran the package it was meant to."""
+    is_published = result["package_version"] == PUBLISHED_VERSION
+    if is_published != (side == "published"):
+        raise RuntimeError(f"the {side} worker imported pydantic-ai-stream {result['package_version']}")
+    return result
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (`/proc/PID/stat`)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int, *, peak: bool = False) -> int:
+    """Resident set size of a process, now or its peak (`/proc/PID/status`: VmRSS, VmHWM)."""
+    field = "VmHWM:" if peak else "VmRSS:"
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(f"no {field} for pid {pid}")

@@ -1,0 +1,475 @@
+"""One benchmark workload against one Redis; prints one JSON object on stdout, progress on stderr.
+
+A standalone script, run by `python -m bench` with either package's interpreter: ours
+(`.venv/bin/python bench/worker.py ...`) or the published 0.1.1 (`bench/.venv-published/bin/python ...`).
+It uses only the API both share (the seed API): `Deps` (`get_scope_id`, `listen`, `cancel`), `Session`,
+`run`, `AgxCanceledError` and `settings.set_redis_prefix`. Known differences: our `listen` yields the
+final `end` event (the published one returns on it); the published package notices a cancel only
+between model calls (its cancel latency is the rest of the model call). Models stream text only (the
+published package crashes on tool-call args that arrive in pieces).
+
+Every token a model yields is the `time.monotonic_ns()` of the moment it was yielded, so a listener in
+any process on the machine can measure its delivery latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from typing import Any, TypeVar
+
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from redis.asyncio import Redis
+
+from pydantic_ai_stream import AgxCanceledError, Deps, Session, run, settings
+
+T = TypeVar("T")
+
+READY = "bench-worker: ready"
+"""Printed on stderr once a worker that others wait for is set up."""
+
+SCOPE_ID = USER_ID = 1
+START_RAMP = 100
+"""Runs started at a time, each batch once the previous one's models have begun: a burst of a thousand
+run starts blocks one event loop for seconds, long enough for our leases (3 s) to expire."""
+POOL_SIZE = 20_000
+"""Connections a client may open. redis-py 8's default pool (100, raising when exhausted) is too small for
+either package with hundreds of concurrent runs or listeners in one process (each listener of the
+published package blocks a connection in `XREAD`)."""
+
+
+@dataclass
+class BenchDeps(Deps):
+    def get_scope_id(self) -> int:
+        return SCOPE_ID
+
+
+@dataclass
+class NullSession(Session):
+    async def load(self) -> None:
+        pass
+
+    async def save(self) -> None:
+        pass
+
+
+# The model: its pace comes from the prompt, so the gRPC server can host the same agent (bench/agents.py).
+
+
+@dataclass(frozen=True)
+class Pace:
+    """What the model streams: `tokens` text deltas, `interval` seconds apart, then maybe hangs forever.
+
+    `offset`: seconds before the first token (so paced runs that start together do not tick in step).
+    """
+
+    tokens: int
+    interval: float = 0.0
+    stall: bool = False
+    offset: float = 0.0
+
+    def prompt(self) -> str:
+        return json.dumps(asdict(self))
+
+
+def _pace(messages: Sequence[ModelMessage]) -> Pace:
+    for message in reversed(messages):
+        if isinstance(message, ModelRequest):
+            for part in message.parts:
+                if isinstance(part, UserPromptPart) and isinstance(part.content, str):
+                    return Pace(**json.loads(part.content))
+    raise ValueError("no prompt")
+
+
+def paced_model(gate: asyncio.Event | None = None, started: asyncio.Queue[None] | None = None) -> FunctionModel:
+    """A model streaming timestamp tokens at the prompt's pace; with `gate`, only once it is set.
+
+    Each model call puts an item on `started` (if given) as it begins.
+    """
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        pace = _pace(messages)
+        if started is not None:
+            started.put_nowait(None)
+        if gate is not None:
+            await gate.wait()
+        if pace.offset:
+            await asyncio.sleep(pace.offset)  # the model's pacing
+        for i in range(pace.tokens):
+            if i and pace.interval:
+                await asyncio.sleep(pace.interval)  # the model's pacing
+            yield f"{time.monotonic_ns()} "
+        if pace.stall:
+            await asyncio.Event().wait()
+
+    return FunctionModel(stream_function=stream)
+
+
+# Redis clients and measurements.
+
+
+@dataclass
+class Counts:
+    round_trips: int = 0
+    commands: int = 0
+
+
+class CountingRedis(Redis):
+    """A client counting what it sends: each command is a round trip; a pipeline is one round trip."""
+
+    counts: Counts
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        self.counts.round_trips += 1
+        self.counts.commands += 1
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        async def counted(raise_on_error: bool = True) -> Any:
+            self.counts.round_trips += 1
+            self.counts.commands += len(pipe.command_stack)
+            return await execute(raise_on_error)
+
+        pipe.execute = counted  # type: ignore[method-assign]
+        return pipe
+
+
+MEASUREMENT_COMMANDS = frozenset({"cmdstat_info", "cmdstat_xlen", "cmdstat_memory", "cmdstat_ping"})
+"""Commands the benchmark itself sends; not counted as the package's."""
+
+
+async def redis_commands(admin: Redis) -> int:
+    """Commands Redis has executed (including those inside scripts), the benchmark's own left out."""
+    stats = await admin.info("commandstats")
+    return sum(int(v["calls"]) for k, v in stats.items() if k not in MEASUREMENT_COMMANDS)
+
+
+async def redis_cpu(admin: Redis) -> float:
+    """CPU seconds the Redis server has used."""
+    cpu = await admin.info("cpu")
+    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+
+def rss_kib() -> int:
+    """This process's resident set size."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def client(url: str) -> Redis:
+    return Redis.from_url(url, max_connections=POOL_SIZE)
+
+
+def counting_client(url: str) -> CountingRedis:
+    redis = CountingRedis.from_url(url, max_connections=POOL_SIZE)
+    assert isinstance(redis, CountingRedis)
+    redis.counts = Counts()
+    return redis
+
+
+def stream_key(session_id: str) -> str:
+    """The documented stream key, `{prefix}:{scope_id}:{user_id}:{session_id}`."""
+    return f"{settings.redis_prefix}:{SCOPE_ID}:{USER_ID}:{session_id}"
+
+
+def deps(redis: Redis, session_id: str) -> BenchDeps:
+    return BenchDeps(redis=redis, user_id=USER_ID, session_id=session_id)
+
+
+def token_text(event: dict[str, Any]) -> str:
+    """The text a text part event carries (the first token comes with `part_start`)."""
+    body = event["body"]
+    if body.get("event") == "part_delta":
+        return str(body.get("content_delta", ""))
+    if body.get("event") == "part_start" and body.get("part_kind") == "text":
+        return str(body.get("content", ""))
+    return ""
+
+
+async def listen_tokens(redis: Redis, session_id: str, sink: list[float], *, wait: int = 60) -> None:
+    """Listen to a session until its end, adding each token's delivery latency (ms) to `sink`."""
+    async with contextlib.aclosing(deps(redis, session_id).listen(serialize=False, wait=wait)) as events:
+        async for event in events:
+            now = time.monotonic_ns()
+            assert isinstance(event, dict)
+            if event["type"] == "end":  # ours yields it; the published one just returns
+                return
+            sink.extend((now - int(token)) / 1e6 for token in token_text(event).split())
+
+
+async def warm_up(redis: Redis, agent: Agent[Any, Any]) -> None:
+    """One short run with a listener, so lazy imports and script loading are not measured."""
+    await asyncio.gather(
+        listen_tokens(redis, "warm-up", []),
+        run(NullSession(), agent, Pace(tokens=5).prompt(), deps(redis, "warm-up")),
+    )
+
+
+# Workloads.
+
+
+async def finishes(run_: Awaitable[None]) -> bool:
+    """Whether a run finished; one that failed (e.g. ours, its lease lost in a starved process) is reported."""
+    try:
+        await run_
+    except Exception as e:
+        print(f"a run failed: {e!r}", file=sys.stderr)
+        return False
+    return True
+
+
+async def write(url: str, runs: int, tokens: int) -> dict[str, Any]:
+    """`runs` concurrent runs of `tokens` deltas each, as fast as the model yields them; no listeners."""
+    redis, admin = counting_client(url), client(url)
+    agent = Agent(paced_model())
+    await warm_up(redis, agent)
+    commands_before, counts_before = await redis_commands(admin), Counts(**asdict(redis.counts))
+    started = time.perf_counter()
+
+    async def one(i: int) -> tuple[float, int]:
+        await run(NullSession(), agent, Pace(tokens=tokens).prompt(), deps(redis, f"w{i}"))
+        ended = time.perf_counter()
+        # Right away: the published package expires a stream 5 s after its run ends.
+        return ended, await admin.xlen(stream_key(f"w{i}"))
+
+    results = await asyncio.gather(*(one(i) for i in range(runs)))
+    commands = await redis_commands(admin) - commands_before
+    return {
+        "events": sum(n for _, n in results),
+        "seconds": max(t for t, _ in results) - started,
+        "round_trips": redis.counts.round_trips - counts_before.round_trips,
+        "client_commands": redis.counts.commands - counts_before.commands,
+        "redis_commands": commands,
+    }
+
+
+async def start_ramped(
+    count: int, start: Callable[[int], Coroutine[Any, Any, T]], started: asyncio.Queue[None]
+) -> list[asyncio.Task[T]]:
+    """Start `count` tasks `START_RAMP` at a time; a batch is on its way once each of its models began."""
+    tasks: list[asyncio.Task[T]] = []
+    for first in range(0, count, START_RAMP):
+        batch = range(first, min(count, first + START_RAMP))
+        tasks += [asyncio.create_task(start(i)) for i in batch]
+        async with asyncio.timeout(120):
+            for _ in batch:
+                await started.get()
+    return tasks
+
+
+async def paced(url: str, runs: int, tokens: int, interval: float) -> dict[str, Any]:
+    """`runs` concurrent paced runs (ramped up), each with a listener started before it; every token's latency."""
+    redis, admin = client(url), client(url)
+    await warm_up(redis, Agent(paced_model()))
+    started = asyncio.Queue[None]()
+    agent = Agent(paced_model(started=started))
+    latencies: list[float] = []
+    cpu_before, redis_cpu_before = time.process_time(), await redis_cpu(admin)
+    began = time.perf_counter()
+
+    async def one(i: int) -> bool:
+        listener = asyncio.create_task(listen_tokens(redis, f"p{i}", latencies))
+        ok = await finishes(run(NullSession(), agent, Pace(tokens, interval).prompt(), deps(redis, f"p{i}")))
+        await listener
+        return ok
+
+    finished = await asyncio.gather(*await start_ramped(runs, one, started))
+    return {
+        "failed_runs": finished.count(False),
+        "latencies_ms": latencies,
+        "seconds": time.perf_counter() - began,
+        "cpu_s": time.process_time() - cpu_before,
+        "redis_cpu_s": await redis_cpu(admin) - redis_cpu_before,
+    }
+
+
+async def cancel_run(url: str, runs: int, tokens: int, interval: float, concurrency: int) -> dict[str, Any]:
+    """Run paced runs, `concurrency` at a time, that another process cancels."""
+    redis = client(url)
+    agent = Agent(paced_model())
+    await warm_up(redis, agent)
+    slots = asyncio.Semaphore(concurrency)
+    canceled = 0
+
+    async def one(i: int) -> None:
+        nonlocal canceled
+        async with slots:
+            try:
+                await run(NullSession(), agent, Pace(tokens, interval).prompt(), deps(redis, f"c{i}"))
+            except AgxCanceledError:
+                canceled += 1
+
+    await asyncio.gather(*(one(i) for i in range(runs)))
+    return {"runs": runs, "canceled": canceled}
+
+
+async def cancel_listen(url: str, runs: int, after_deltas: int) -> dict[str, Any]:
+    """Listen to every session; after its `after_deltas`-th delta cancel it, time `cancel()` -> end."""
+    redis = client(url)
+    await warm_up(redis, Agent(paced_model()))
+    await deps(redis, "warm-up").cancel()
+
+    async def one(i: int) -> float:
+        deltas, canceled_at = 0, 0.0
+        async with contextlib.aclosing(deps(redis, f"c{i}").listen(serialize=False, wait=600)) as events:
+            async for event in events:
+                assert isinstance(event, dict)
+                if event["type"] == "end":
+                    break
+                if event["body"].get("event") == "part_delta" and not canceled_at:
+                    deltas += 1
+                    if deltas == after_deltas:
+                        if not await deps(redis, f"c{i}").cancel():
+                            raise RuntimeError(f"c{i}: nothing to cancel")
+                        canceled_at = time.perf_counter()
+        if not canceled_at:
+            raise RuntimeError(f"c{i} ended before its {after_deltas}th delta")
+        return (time.perf_counter() - canceled_at) * 1000
+
+    listeners = [asyncio.create_task(one(i)) for i in range(runs)]
+    print(READY, file=sys.stderr, flush=True)
+    return {"latencies_ms": await asyncio.gather(*listeners)}
+
+
+def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries of an `XREAD` reply, RESP2 (`[[key, entries]]`) or RESP3 (`{key: [entries]}`)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return [entry for groups in reply.values() for entries in groups for entry in entries]
+    return [entry for _, entries in reply for entry in entries]
+
+
+async def first_tokens(admin: Redis, keys: Sequence[str], timeout: float) -> None:
+    """Wait (one key at a time, on one connection) until each stream holds its run's first token."""
+    deadline = time.monotonic() + timeout
+    for key in keys:
+        cursor: bytes | str = "0"
+        while True:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                raise TimeoutError(f"{key} got no token within {timeout} s")
+            reply = await admin.xread({key: cursor}, block=remaining_ms)
+            entries = _entries(reply)
+            if any(b'"part_start"' in fields.get(b"body", b"") for _, fields in entries):
+                break
+            if entries:
+                cursor = entries[-1][0]
+
+
+async def stall(url: str, runs: int) -> dict[str, Any]:
+    """RSS of this process before and while it holds `runs` runs whose model hangs after one token."""
+    redis, admin = client(url), client(url)
+    await admin.ping()
+    await warm_up(redis, Agent(paced_model()))
+    gc.collect()
+    before = rss_kib()
+    started = asyncio.Queue[None]()
+    agent = Agent(paced_model(started=started))
+    prompt = Pace(tokens=1, stall=True).prompt()
+
+    async def one(i: int) -> None:
+        await run(NullSession(), agent, prompt, deps(redis, f"s{i}"))
+
+    tasks = await start_ramped(runs, one, started)
+    await first_tokens(admin, [stream_key(f"s{i}") for i in range(runs)], timeout=60)
+    gc.collect()
+    after = rss_kib()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return {"runs": runs, "rss_before_kib": before, "rss_after_kib": after}
+
+
+async def memory(url: str, tokens: int) -> dict[str, Any]:
+    """`MEMORY USAGE` of a finished session's stream (read as soon as its run returns), and its field bytes."""
+    redis, admin = client(url), client(url)
+    await run(NullSession(), Agent(paced_model()), Pace(tokens).prompt(), deps(redis, "m"))
+    usage = await admin.memory_usage(stream_key("m"), samples=0)
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await admin.xrange(stream_key("m"))  # type: ignore[assignment]
+    payload = sum(len(k) + len(v) for _, fields in entries for k, v in fields.items())
+    return {"bytes": usage, "entries": len(entries), "payload_bytes": payload}
+
+
+async def fanout_write(url: str, runs: int, tokens: int, interval: float) -> dict[str, Any]:
+    """Start `runs` paced runs (ramped up) whose models wait for a `go` line on stdin, then tick out of step."""
+    redis = client(url)
+    gate, started = asyncio.Event(), asyncio.Queue[None]()
+    agent = Agent(paced_model(gate, started))
+    await warm_up(redis, Agent(paced_model()))
+
+    async def one(i: int) -> None:
+        pace = Pace(tokens, interval, offset=interval * i / runs)  # spread: the runs do not tick in step
+        await run(NullSession(), agent, pace.prompt(), deps(redis, f"f{i}"))
+
+    tasks = await start_ramped(runs, one, started)
+    print(READY, file=sys.stderr, flush=True)
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    if line.strip() != "go":
+        raise RuntimeError(f"expected 'go' on stdin, got {line!r}")
+    gate.set()
+    finished = [await finishes(task) for task in tasks]
+    return {"runs": runs, "failed_runs": finished.count(False)}
+
+
+WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, dict[str, Any]]]] = {
+    "write": write,
+    "paced": paced,
+    "cancel-run": cancel_run,
+    "cancel-listen": cancel_listen,
+    "stall": stall,
+    "memory": memory,
+    "fanout-write": fanout_write,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("workload", choices=sorted(WORKLOADS))
+    parser.add_argument("--redis", required=True, metavar="URL")
+    parser.add_argument("--prefix", default="bench", help="Redis key prefix")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--interval", type=float, default=0.0, help="seconds between a run's tokens")
+    parser.add_argument("--concurrency", type=int, default=20, help="cancel-run: runs at a time")
+    parser.add_argument("--after-deltas", type=int, default=10, help="cancel-listen: cancel after this delta")
+    return parser
+
+
+def main() -> None:
+    args = _parser().parse_args()
+    settings.set_redis_prefix(args.prefix)
+    options = {
+        "write": {"runs": args.runs, "tokens": args.tokens},
+        "paced": {"runs": args.runs, "tokens": args.tokens, "interval": args.interval},
+        "cancel-run": {"runs": args.runs, "tokens": args.tokens, "interval": args.interval,
+                       "concurrency": args.concurrency},
+        "cancel-listen": {"runs": args.runs, "after_deltas": args.after_deltas},
+        "stall": {"runs": args.runs},
+        "memory": {"tokens": args.tokens},
+        "fanout-write": {"runs": args.runs, "tokens": args.tokens, "interval": args.interval},
+    }[args.workload]  # fmt: skip
+    result = asyncio.run(WORKLOADS[args.workload](args.redis, **options))
+    result["package_version"] = version("pydantic-ai-stream")
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""The workloads: each measures both sides (or ours alone where only ours can) and returns table rows."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bench import grpc_side
+from bench.procs import WORKER_READY, Proc, output
+from bench.suite import PREFIX, Bench, Side, cpu_seconds, progress, rss_kib
+from bench.table import Row, percentile
+from bench.worker import Pace, first_tokens
+from pydantic_ai_stream.client import StreamClient
+
+
+def _per_side(results: dict[Side, dict[str, Any]], figure: Callable[[dict[str, Any]], float]) -> dict[str, Any]:
+    return {side: figure(result) for side, result in results.items()}
+
+
+def _row(workload: str, figure: str, values: dict[str, Any], decimals: int = 0) -> Row:
+    return Row(workload, figure, values.get("ours"), values.get("published"), decimals)
+
+
+# 1. Write throughput
+
+
+async def write(bench: Bench) -> list[Row]:
+    """Events/s, client round trips and Redis commands per event: one run, then many at once."""
+    s = bench.sizes
+    rows = []
+    for label, runs, tokens in (
+        (f"write: 1 run x {s.write_tokens:,} deltas, no pacing", 1, s.write_tokens),
+        (f"write: {s.many_runs} runs at once x {s.many_tokens:,} deltas", s.many_runs, s.many_tokens),
+    ):
+        results = await bench.both("write", runs=runs, tokens=tokens)
+        rows += [
+            _row(label, "events/s", _per_side(results, lambda r: r["events"] / r["seconds"])),
+            _row(label, "client round trips / event", _per_side(results, lambda r: r["round_trips"] / r["events"]), 2),
+            _row(label, "Redis commands / event", _per_side(results, lambda r: r["redis_commands"] / r["events"]), 2),
+        ]
+    return rows
+
+
+# 2. Concurrent paced runs
+
+
+def _latency_rows(label: str, results: dict[Side, dict[str, Any]], demanded: float) -> list[Row]:
+    latencies = _per_side(results, lambda r: r["latencies_ms"])
+    return [
+        _row(label, "delivery p50 (ms)", {k: percentile(v, 50) for k, v in latencies.items()}, 1),
+        _row(label, "delivery p99 (ms)", {k: percentile(v, 99) for k, v in latencies.items()}, 1),
+        _row(label, f"tokens/s delivered (demanded {demanded:,.0f})",
+             _per_side(results, lambda r: len(r["latencies_ms"]) / r["seconds"])),
+    ]  # fmt: skip
+
+
+def _per_1k(results: dict[Side, dict[str, Any]], key: str) -> dict[str, Any]:
+    return _per_side(results, lambda r: r[key] / len(r["latencies_ms"]) * 1000)
+
+
+async def paced(bench: Bench) -> list[Row]:
+    """Delivery latency and CPU of N concurrent runs at 50 tokens/s, one listener each; a light load; gRPC."""
+    s = bench.sizes
+    label = f"paced: {s.paced_runs:,} runs x {s.paced_tokens} tokens at 50/s, a listener each"
+    results = await bench.both("paced", runs=s.paced_runs, tokens=s.paced_tokens, interval=s.paced_interval)
+    rows = _latency_rows(label, results, s.paced_runs / s.paced_interval)
+    rows += [
+        _row(label, "worker CPU s / 1k tokens", _per_1k(results, "cpu_s"), 3),
+        _row(label, "Redis CPU s / 1k tokens", _per_1k(results, "redis_cpu_s"), 3),
+        _row(label, "runs that failed", _per_side(results, lambda r: r["failed_runs"])),
+    ]
+    light = s.paced_light_runs
+    label = f"paced, light load: {light} runs x {s.paced_tokens} tokens at 50/s, a listener each"
+    results = await bench.both("paced", runs=light, tokens=s.paced_tokens, interval=s.paced_interval)
+    rows += _latency_rows(label, results, light / s.paced_interval)
+    return rows + await _grpc_paced(bench)
+
+
+async def _grpc_paced(bench: Bench) -> list[Row]:
+    s = bench.sizes
+    runs = s.grpc_paced_runs
+    label = f"paced via gRPC Run + Listen: {runs:,} runs x {s.paced_tokens} tokens at 50/s"
+    await bench.redis.reset()
+    progress(f"paced via gRPC: ours, {runs} runs")
+    prompt = Pace(s.paced_tokens, s.paced_interval).prompt()
+
+    async def start(client: StreamClient, session_id: str) -> None:
+        await client.run(grpc_side.AGENT, session_id, prompt)
+
+    async with grpc_side.our_server(bench) as server, grpc_side.clients(server.target, runs) as clients:
+        await grpc_side.warm_up(clients[0])
+        async with grpc_side.Listeners(timeout=s.worker_timeout) as listeners:
+            cpu, redis_cpu, started = cpu_seconds(server.pid), await bench.redis.cpu(), time.perf_counter()
+            await listeners.open([(clients[i % len(clients)], f"g{i}") for i in range(runs)], start)
+            await listeners.finish()
+            result = {
+                "latencies_ms": listeners.latencies,
+                "seconds": time.perf_counter() - started,
+                "server_cpu_s": cpu_seconds(server.pid) - cpu,
+                "redis_cpu_s": await bench.redis.cpu() - redis_cpu,
+                "errored": listeners.errored,
+            }
+    results: dict[Side, dict[str, Any]] = {"ours": result}
+    return [
+        *_latency_rows(label, results, runs / s.paced_interval),
+        _row(label, "server CPU s / 1k tokens", _per_1k(results, "server_cpu_s"), 3),
+        _row(label, "Redis CPU s / 1k tokens", _per_1k(results, "redis_cpu_s"), 3),
+        _row(label, "streams that got an error event", {"ours": result["errored"]}),
+    ]
+
+
+# 3. Cancel latency
+
+
+async def cancel(bench: Bench) -> list[Row]:
+    """From `cancel()` returning (in another process than the run's) to its listener seeing the end."""
+    s = bench.sizes
+    label = (f"cancel: {s.cancel_runs} runs ({s.cancel_concurrency} at a time) at 50 tokens/s, "
+             f"from another process after the {s.cancel_after_deltas}th delta")  # fmt: skip
+    results: dict[Side, dict[str, Any]] = {}
+    for side in bench.sides():
+        ran, listened = await bench.worker_pair(
+            side,
+            ("cancel-listen", {"runs": s.cancel_runs, "after_deltas": s.cancel_after_deltas}),
+            ("cancel-run", {"runs": s.cancel_runs, "tokens": s.cancel_tokens, "interval": s.paced_interval,
+                            "concurrency": s.cancel_concurrency}),
+        )  # fmt: skip
+        if ran["canceled"] != s.cancel_runs:
+            raise RuntimeError(f"{side}: only {ran['canceled']} of {s.cancel_runs} runs were cancelled")
+        results[side] = listened
+    latencies = _per_side(results, lambda r: r["latencies_ms"])
+    return [
+        _row(label, "cancel() -> end p50 (ms)", {k: percentile(v, 50) for k, v in latencies.items()}, 1),
+        _row(label, "cancel() -> end p99 (ms)", {k: percentile(v, 99) for k, v in latencies.items()}, 1),
+    ]
+
+
+# 4. Fan-out
+
+
+async def fanout(bench: Bench) -> list[Row]:
+    """M sessions x K gRPC Listen streams on one server; the runs are written by a separate worker."""
+    s = bench.sizes
+    streams = s.fanout_sessions * s.fanout_listeners
+    label = (f"fan-out (ours): {s.fanout_sessions:,} sessions x {s.fanout_listeners} gRPC Listen = {streams:,} "
+             f"streams on 1 server, {s.fanout_tokens} tokens/run at {1 / s.fanout_interval:g}/s")  # fmt: skip
+    await bench.redis.reset()
+    progress(f"fan-out: ours, {streams} streams")
+    async with grpc_side.our_server(bench) as server, grpc_side.clients(server.target, streams) as clients:
+        await grpc_side.warm_up(clients[0])
+        writer = await bench.start_worker(
+            "ours", "fanout-write", stdin=True, runs=s.fanout_sessions, tokens=s.fanout_tokens,
+            interval=s.fanout_interval,
+        )  # fmt: skip
+        await writer.wait_line(WORKER_READY, timeout=s.worker_timeout)
+        result = await _fan_out(bench, server, clients, writer)
+        result["failed_runs"] = (await output(writer, s.worker_timeout))["failed_runs"]
+        await bench.procs.stop(writer)
+
+    def ours(key: str) -> dict[str, Any]:
+        return {"ours": result[key]}
+
+    return [
+        _row(label, "Redis connections held by the server", ours("connections")),
+        _row(label, "server RSS, all streams open (MiB)", ours("rss_open_mib"), 1),
+        _row(label, "server RSS, peak (MiB)", ours("rss_peak_mib"), 1),
+        _row(label, "delivery p50 (ms)", ours("p50"), 1),
+        _row(label, "delivery p99 (ms)", ours("p99"), 1),
+        _row(label, f"deliveries/s (demanded {streams / s.fanout_interval:,.0f})", ours("rate")),
+        _row(label, "server CPU s / 1k deliveries", ours("cpu_per_1k"), 3),
+        _row(label, "writer runs that failed", ours("failed_runs")),
+        _row(label, "streams that got an error event", ours("errored")),
+    ]
+
+
+async def _fan_out(
+    bench: Bench, server: grpc_side.Server, clients: list[StreamClient], writer: Proc
+) -> dict[str, float]:
+    """Open every stream (the writer's runs wait for `go`), note connections and RSS, then let tokens flow."""
+    s = bench.sizes
+    streams = s.fanout_sessions * s.fanout_listeners
+    sessions = [(clients[n % len(clients)], f"f{n // s.fanout_listeners}") for n in range(streams)]
+    async with grpc_side.Listeners(timeout=s.worker_timeout) as listeners:
+        await listeners.open(sessions)
+        connections, rss_open = await bench.redis.server_connections(), rss_kib(server.pid)
+        progress(f"fan-out: {streams} streams open, server holds {connections} Redis connections; go")
+        assert writer.process.stdin is not None
+        writer.process.stdin.write(b"go\n")
+        await writer.process.stdin.drain()
+        cpu, started = cpu_seconds(server.pid), time.perf_counter()
+        await listeners.finish()
+        elapsed, cpu = time.perf_counter() - started, cpu_seconds(server.pid) - cpu
+        latencies, errored = listeners.latencies, listeners.errored
+    return {
+        "connections": connections,
+        "rss_open_mib": rss_open / 1024,
+        "rss_peak_mib": rss_kib(server.pid, peak=True) / 1024,
+        "p50": percentile(latencies, 50),
+        "p99": percentile(latencies, 99),
+        "rate": len(latencies) / elapsed,
+        "cpu_per_1k": cpu / len(latencies) * 1000,
+        "errored": errored,
+    }
+
+
+# 5. Footprint
+
+
+async def footprint(bench: Bench) -> list[Row]:
+    """RSS per active (stalled) run, in a library process and in our server; Redis bytes per finished stream."""
+    s = bench.sizes
+    n = s.stalled_runs
+    stalled = await bench.both("stall", runs=n)
+    per_run = _per_side(stalled, lambda r: (r["rss_after_kib"] - r["rss_before_kib"]) / r["runs"])
+    memory = await bench.both("memory", tokens=s.memory_tokens)
+    stream_label = f"footprint: a finished session's stream ({s.memory_tokens} deltas)"
+    return [
+        _row(f"footprint: {n} active runs (model hangs after 1 token)", "library process RSS / run (KiB)", per_run),
+        _row(f"footprint: {n} active runs (model hangs after 1 token)", "server process RSS / run via gRPC Run (KiB)",
+             {"ours": await _server_stall(bench, n)}),
+        _row(stream_label, "Redis MEMORY USAGE (bytes)", _per_side(memory, lambda r: r["bytes"])),
+        _row(stream_label, "entries", _per_side(memory, lambda r: r["entries"])),
+        _row(stream_label, "field bytes (names + values)", _per_side(memory, lambda r: r["payload_bytes"])),
+    ]  # fmt: skip
+
+
+async def _server_stall(bench: Bench, runs: int) -> float:
+    """Server RSS growth per run while it holds `runs` stalled runs started through gRPC `Run`."""
+    await bench.redis.reset()
+    progress(f"footprint: ours via gRPC, {runs} stalled runs")
+    async with grpc_side.our_server(bench) as server, grpc_side.clients(server.target, runs) as clients:
+        await grpc_side.warm_up(clients[0])
+        before = rss_kib(server.pid)
+        prompt = Pace(tokens=1, stall=True).prompt()
+        await asyncio.gather(*(clients[0].run(grpc_side.AGENT, f"s{i}", prompt) for i in range(runs)))
+        await first_tokens(bench.redis.client, [f"{PREFIX}:1:1:s{i}" for i in range(runs)], timeout=60)
+        return (rss_kib(server.pid) - before) / runs
+
+
+WORKLOADS: dict[str, Callable[[Bench], Awaitable[list[Row]]]] = {
+    "write": write,
+    "paced": paced,
+    "cancel": cancel,
+    "fanout": fanout,
+    "footprint": footprint,
+}
