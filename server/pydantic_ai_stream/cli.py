@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--no-demo", action="store_true", help="do not host the built-in `demo` agent")
     serve.add_argument("--redis", metavar="URL", help="Redis URL (default: REDIS_URL, else an embedded Redis)")
     serve.add_argument("--redis-cluster", action="store_true", help="the Redis URL names a Redis Cluster node")
+    serve.add_argument(
+        "--redis-max-connections", type=int, help="connections the shared pool may open (default 6; plus 1 reader)"
+    )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     serve.add_argument("--token", action="append", default=[], metavar="TOKEN=SCOPE:USER[:AGENTS]", help="bearer token")
@@ -80,6 +83,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     overrides: dict[str, Any] = {
         "redis_url": args.redis,
+        "redis_max_connections": args.redis_max_connections,
         "host": args.host,
         "port": args.port,
         "tls_cert": args.tls_cert,

@@ -152,6 +152,8 @@ class LeaseKeeper:
                 logger.warning("could not renew %d leases: %s", len(leases), e)
                 continue
             for lease, state in zip(leases, states, strict=True):
+                if self._leases.get(lease.stream.keys.live) is not lease:
+                    continue  # released while renewing: the run closed its lease itself
                 if state is LeaseState.CANCEL_REQUESTED:
                     lease.cancel()
                 elif state is LeaseState.LOST:

@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from pydantic import AliasChoices, Field
 from pydantic_ai.agent import AbstractAgent
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
@@ -49,6 +49,9 @@ class ServerSettings(BaseSettings):
     """The Redis to use; none: an embedded Redis that lives as long as the server."""
     redis_cluster: bool = False
     """`redis_url` names a node of a Redis Cluster."""
+    redis_max_connections: int = Field(default=6, ge=2, le=10_000)
+    """Connections the server's shared pool may open; callers queue for one (the pool blocks).
+    Listeners add one more (the process's blocking reader), however many there are."""
     host: str = "127.0.0.1"
     port: int = Field(default=50051, ge=0, le=65535)
     agents: dict[str, str] = Field(default_factory=dict)
@@ -114,12 +117,20 @@ def _agents(config: ServerSettings) -> dict[str, AbstractAgent[Any, Any]]:
     return agents
 
 
+def _pooled(url: str, config: ServerSettings) -> Redis:
+    """A client whose callers share at most `redis_max_connections` connections, waiting for a free one."""
+    pool = BlockingConnectionPool.from_url(url, max_connections=config.redis_max_connections, timeout=30)
+    return Redis.from_pool(pool)
+
+
 @contextlib.asynccontextmanager
 async def _redis(config: ServerSettings) -> AsyncIterator[AsyncRedis]:
     if config.redis_url:
-        client: AsyncRedis = (RedisCluster if config.redis_cluster else Redis).from_url(config.redis_url)
-        if isinstance(client, RedisCluster):
+        if config.redis_cluster:
+            client: AsyncRedis = RedisCluster.from_url(config.redis_url)
             await client.initialize()  # before concurrent use: redis-py's lazy cluster start-up races
+        else:
+            client = _pooled(config.redis_url, config)
         try:
             yield client
         finally:
@@ -134,7 +145,7 @@ async def _redis(config: ServerSettings) -> AsyncIterator[AsyncRedis]:
             "no REDIS_URL given: started an embedded Redis at unix://%s; it lives only as long as this server",
             embedded.socket_file,
         )
-        client = Redis.from_url(f"unix://{embedded.socket_file}")
+        client = _pooled(f"unix://{embedded.socket_file}", config)
         try:
             yield client
         finally:
