@@ -14,7 +14,7 @@ import grpc
 
 from bench.procs import ROOT, SERVER_CLIENT_NAME, SERVER_READY, Proc
 from bench.suite import PREFIX, Bench
-from bench.worker import POOL_SIZE, Pace
+from bench.worker import Pace
 from pydantic_ai_stream.client import StreamClient
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from pydantic_ai_stream.v1 import stream_pb2_grpc as pb_grpc
@@ -39,8 +39,11 @@ class Server:
 
 @contextlib.asynccontextmanager
 async def our_server(bench: Bench) -> AsyncIterator[Server]:
-    """`pydantic-ai-stream serve` hosting the paced agent on a free port; its Redis connections are named."""
-    url = f"{bench.redis.url}?client_name={SERVER_CLIENT_NAME}&max_connections={POOL_SIZE}"
+    """`pydantic-ai-stream serve` hosting the paced agent on a free port; its Redis connections are named.
+
+    The server runs with its defaults: a shared pool of 6 connections plus its one blocking reader.
+    """
+    url = f"{bench.redis.url}?client_name={SERVER_CLIENT_NAME}"
     cmd = [sys.executable, "-m", "pydantic_ai_stream", "serve", "--port", "0", "--no-demo",
            "--agent", f"{AGENT}=bench.agents:paced", "--redis", url, "--grace", "0"]  # fmt: skip
     env = {"PYTHONPATH": str(ROOT), "PYDANTIC_AI_STREAM_REDIS_PREFIX": PREFIX}

@@ -26,7 +26,7 @@ from redis.asyncio import ConnectionPool, Redis
 
 from .registry import PerClient
 from .settings import settings
-from .store import Entry, RawEntry, decode, stream_id_key, xread_entries_by_key
+from .store import Entry, RawEntry, decode, stream_id_key
 
 __all__ = ["StreamHub", "Subscription"]
 
@@ -106,6 +106,19 @@ class _Followed:
     """Id of the last entry the hub read from this stream."""
     subscribers: set[Subscription] = field(default_factory=set)
     reaped_at: float = 0.0
+    packed_cursor: bytes = b""
+    """`cursor` as a RESP bulk string, as the read command carries it."""
+
+    def __post_init__(self) -> None:
+        self.advance(self.cursor)
+
+    def advance(self, cursor: str) -> None:
+        self.cursor, self.packed_cursor = cursor, _bulk(cursor)
+
+
+def _bulk(value: str) -> bytes:
+    data = value.encode()
+    return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -117,6 +130,9 @@ class StreamHub:
     _task: asyncio.Task[None] | None = None
     _in_read: frozenset[str] = frozenset()
     """Streams the read in flight covers; joining any other needs a wake-up."""
+    _packed_keys: tuple[frozenset[str], list[_Followed], bytes] | None = None
+    """The followed streams, in the read command's order, and their keys packed: rebuilt only when
+    streams come or go, so a read costs the same however many streams the hub follows."""
     _wake_key: str = ""
     _wake_cursor: str = "0-0"
     _wake_sent: bool = False
@@ -135,6 +151,7 @@ class StreamHub:
         subscription = Subscription(hub=self, key=key, last=after)
         if followed is None:
             followed = self._streams[key] = _Followed(cursor=after)
+            self._packed_keys = None
         elif stream_id_key(followed.cursor) > stream_id_key(after):
             subscription.gap_until = followed.cursor
         followed.subscribers.add(subscription)
@@ -149,6 +166,7 @@ class StreamHub:
             followed.subscribers.discard(subscription)
             if not followed.subscribers and self._streams.get(key) is followed:
                 del self._streams[key]  # the read in flight may still return it: then it is ignored
+                self._packed_keys = None
 
     def reap_due(self, key: str) -> bool:
         """True at most once per `REAP_INTERVAL` per stream: its listeners share one dead-run check."""
@@ -187,14 +205,15 @@ class StreamHub:
             logger.debug("could not wake the stream hub: %s", e)
 
     async def _read_loop(self) -> None:
-        reader = _own_connection(self.redis)
+        pool = _own_pool(self.redis)
+        connection = None
         try:
+            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
             while self._streams:
-                cursors: dict[Any, Any] = {key: followed.cursor for key, followed in self._streams.items()}
-                self._in_read, self._wake_sent = frozenset(cursors), False
-                cursors[self._wake_key] = self._wake_cursor
-                reply = await reader.xread(cursors, block=BLOCK_MS, count=READ_COUNT)
-                self._dispatch(reply)
+                command = self._read_command()
+                self._wake_sent = False
+                await connection.send_packed_command(command)
+                self._dispatch(await connection.read_response())
         except Exception as e:
             self._error = e
         finally:
@@ -204,12 +223,39 @@ class StreamHub:
                 for subscription in followed.subscribers:
                     subscription.wake()
             with contextlib.suppress(Exception):
-                await asyncio.shield(reader.aclose(close_connection_pool=True))
+                await asyncio.shield(pool.disconnect())
             if not self._streams:
                 _hubs.drop(self)
 
+    def _read_command(self) -> bytes:
+        """`XREAD BLOCK .. COUNT .. STREAMS <followed keys> <wake key> <cursors>`, packed for the wire.
+
+        Packed here rather than by redis-py: with thousands of streams followed, packing every key and
+        cursor for every read would cost more than everything else the hub does.
+        """
+        if self._packed_keys is None:
+            keys = frozenset(self._streams)
+            order = list(self._streams.values())
+            packed = b"".join(_bulk(key) for key in self._streams) + _bulk(self._wake_key)
+            self._packed_keys = (keys, order, packed)
+        keys, order, packed_keys = self._packed_keys
+        self._in_read = keys
+        head = [b"XREAD", b"BLOCK", str(BLOCK_MS).encode(), b"COUNT", str(READ_COUNT).encode(), b"STREAMS"]
+        return b"".join(
+            [
+                b"*%d\r\n" % (len(head) + 2 * (len(order) + 1)),
+                *(b"$%d\r\n%s\r\n" % (len(part), part) for part in head),
+                packed_keys,
+                *[followed.packed_cursor for followed in order],
+                _bulk(self._wake_cursor),
+            ]
+        )
+
     def _dispatch(self, reply: Any) -> None:
-        for raw_key, raw_entries in xread_entries_by_key(reply):
+        """Hand out a raw `XREAD` reply: `[[key, [[id, [field, value, ...]], ...]], ...]` (a map in RESP3)."""
+        if not reply:
+            return
+        for raw_key, raw_entries in reply.items() if isinstance(reply, dict) else reply:
             key = decode(raw_key)
             if key == self._wake_key:
                 self._wake_cursor = decode(raw_entries[-1][0])
@@ -217,10 +263,15 @@ class StreamHub:
             followed = self._streams.get(key)
             if followed is None or not raw_entries:
                 continue
-            entries = [Entry.from_redis(entry_id, fields) for entry_id, fields in raw_entries]
-            followed.cursor = entries[-1].id
+            entries = [Entry.from_redis(entry_id, _pairs(fields)) for entry_id, fields in raw_entries]
+            followed.advance(entries[-1].id)
             for subscription in followed.subscribers:
                 subscription.deliver(entries)
+
+
+def _pairs(fields: Any) -> dict[Any, Any]:
+    """An entry's fields as a dict (a flat `[field, value, ...]` list from the wire)."""
+    return fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
 
 
 def _new_hub(redis: Redis) -> StreamHub:
@@ -230,8 +281,7 @@ def _new_hub(redis: Redis) -> StreamHub:
 _hubs = PerClient(_new_hub, lambda hub: hub.redis)
 
 
-def _own_connection(redis: Redis) -> Redis:
-    """A client on a connection of its own with `redis`'s settings, for the hub's blocking reads."""
+def _own_pool(redis: Redis) -> ConnectionPool:
+    """A pool of one connection with `redis`'s settings, for the hub's blocking reads."""
     pool = redis.connection_pool
-    own_pool = ConnectionPool(connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs)
-    return Redis(connection_pool=own_pool)
+    return ConnectionPool(connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs)
