@@ -85,3 +85,27 @@ async def test_listeners_see_redis_going_away() -> None:
         async for _ in _deps(unreachable, "s1").listen(wait=3):
             pass
     await unreachable.aclose()
+
+
+async def test_silent_streams_of_dead_runs_are_ended_in_one_check(redis: Redis) -> None:
+    owners = [_deps(redis, f"s{i}") for i in range(20)]
+    for deps in owners:
+        await deps.start()
+        await deps.add_info({"working": True})
+        await deps.flush()
+    listeners = [Collector(_deps(redis, deps.session_id)) for deps in owners]
+    for listener in listeners:
+        await listener.wait_for(lambda e: e["type"] == "info")
+    before = await _evalsha_calls(redis)
+    await redis.delete(*(deps.key_live() for deps in owners))  # as if their process had died
+    for listener in listeners:
+        events = await listener.done(timeout=10)
+        assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [("error", "run lost"), ("end", None)]
+    assert await _evalsha_calls(redis) - before <= 6, "20 dead runs found by a few batched checks"
+    for deps in owners:
+        await deps.stop()
+
+
+async def _evalsha_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))

@@ -26,7 +26,7 @@ from redis.asyncio import ConnectionPool, Redis
 
 from .registry import PerClient
 from .settings import settings
-from .store import Entry, RawEntry, decode, stream_id_key
+from .store import Entry, RawEntry, SessionStream, decode, reap_many, stream_id_key
 
 __all__ = ["StreamHub", "Subscription"]
 
@@ -39,8 +39,11 @@ READ_COUNT = 1000
 MAX_BUFFERED = 10_000
 """Entries a subscriber may have waiting before it drops them and re-reads from Redis instead."""
 WAKE_TTL_MS = 60_000
-REAP_INTERVAL = 0.9
-"""Seconds between checks of a silent stream for a dead run, shared by its listeners here."""
+CHECK_AFTER = 1.0
+"""Seconds of silence after which a followed stream is checked for a dead run (and then as often)."""
+CHECK_TICK = 0.25
+CHECK_BATCH = 500
+"""Streams one dead-run check covers at most."""
 
 
 @dataclass(eq=False, kw_only=True)
@@ -68,8 +71,8 @@ class Subscription:
         self._arrived.set()
 
     def reap_due(self) -> bool:
-        """Whether this silent stream is due a check for a dead run (once a second per process)."""
-        return self.hub.reap_due(self.key)
+        """Never: the hub checks the silent streams it follows for dead runs, all in one call."""
+        return False
 
     async def next(self, timeout: float) -> list[Entry]:
         """The next entries, waiting up to `timeout` seconds for some; `[]` if none came."""
@@ -102,10 +105,17 @@ class Subscription:
 
 @dataclass(eq=False, kw_only=True)
 class _Followed:
+    stream: SessionStream
+    grace_ms: int
+    """How long a stream the hub ends for a dead run is kept."""
     cursor: str
     """Id of the last entry the hub read from this stream."""
     subscribers: set[Subscription] = field(default_factory=set)
-    reaped_at: float = 0.0
+    active_at: float = field(default_factory=time.monotonic)
+    """When the hub last read an entry of this stream (or started to follow it)."""
+    checked_at: float = 0.0
+    ended: bool = False
+    """The last entry read was `end`: no run to check on."""
     packed_cursor: bytes = b""
     """`cursor` as a RESP bulk string, as the read command carries it."""
 
@@ -128,6 +138,7 @@ class StreamHub:
     redis: Redis
     _streams: dict[str, _Followed] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    _checker: asyncio.Task[None] | None = None
     _in_read: frozenset[str] = frozenset()
     """Streams the read in flight covers; joining any other needs a wake-up."""
     _packed_keys: tuple[frozenset[str], list[_Followed], bytes] | None = None
@@ -145,12 +156,17 @@ class StreamHub:
         return _hubs.get(redis)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, key: str, after: str) -> AsyncIterator[Subscription]:
-        """Follow stream `key` strictly after entry id `after` while the context is open."""
+    async def subscribe(self, stream: SessionStream, after: str, *, grace_ms: int) -> AsyncIterator[Subscription]:
+        """Follow `stream` strictly after entry id `after` while the context is open.
+
+        While it is silent and its run may have died, the hub checks on it (and ends it for the dead
+        run, keeping it `grace_ms`).
+        """
+        key = stream.keys.stream
         followed = self._streams.get(key)
         subscription = Subscription(hub=self, key=key, last=after)
         if followed is None:
-            followed = self._streams[key] = _Followed(cursor=after)
+            followed = self._streams[key] = _Followed(stream=stream, grace_ms=grace_ms, cursor=after)
             self._packed_keys = None
         elif stream_id_key(followed.cursor) > stream_id_key(after):
             subscription.gap_until = followed.cursor
@@ -158,6 +174,8 @@ class StreamHub:
         if self._task is None:
             self._error = None
             self._task = asyncio.create_task(self._read_loop())
+            if self._checker is None or self._checker.done():
+                self._checker = asyncio.create_task(self._check_silent_streams())
         elif key not in self._in_read:
             self._wake()
         try:
@@ -168,14 +186,30 @@ class StreamHub:
                 del self._streams[key]  # the read in flight may still return it: then it is ignored
                 self._packed_keys = None
 
-    def reap_due(self, key: str) -> bool:
-        """True at most once per `REAP_INTERVAL` per stream: its listeners share one dead-run check."""
-        followed = self._streams.get(key)
-        now = time.monotonic()
-        if followed is None or now - followed.reaped_at < REAP_INTERVAL:
-            return False
-        followed.reaped_at = now
-        return True
+    async def _check_silent_streams(self) -> None:
+        """End the streams of runs that died without `end`, for every follower at once.
+
+        A stream is checked once it has been silent for `CHECK_AFTER` seconds, then at most that
+        often: one script call covers every such stream the hub follows.
+        """
+        while self._streams:
+            await asyncio.sleep(CHECK_TICK)  # a periodic timer, not synchronisation
+            now = time.monotonic()
+            due = [
+                followed
+                for followed in self._streams.values()
+                if not followed.ended
+                and followed.cursor != "0-0"  # the stream exists: a run began (or a listener resumed)
+                and now - max(followed.active_at, followed.checked_at) >= CHECK_AFTER
+            ]
+            for followed in due:
+                followed.checked_at = now
+            for chunk in range(0, len(due), CHECK_BATCH):
+                batch = due[chunk : chunk + CHECK_BATCH]
+                try:
+                    await reap_many(self.redis, [f.stream for f in batch], grace_ms=batch[0].grace_ms)
+                except Exception as e:  # the read loop meets Redis failures too, and reports them
+                    logger.debug("could not check %d silent streams: %s", len(batch), e)
 
     def raise_error(self) -> None:
         """Raise what stopped the hub's reads (Redis unreachable), if anything did."""
@@ -265,6 +299,7 @@ class StreamHub:
                 continue
             entries = [Entry.from_redis(entry_id, _pairs(fields)) for entry_id, fields in raw_entries]
             followed.advance(entries[-1].id)
+            followed.active_at, followed.ended = time.monotonic(), entries[-1].type == "end"
             for subscription in followed.subscribers:
                 subscription.deliver(entries)
 

@@ -43,9 +43,9 @@ class _DirectReader:
 
 
 @contextlib.asynccontextmanager
-async def _reader(stream: SessionStream, after: str) -> AsyncIterator[_DirectReader | Subscription]:
+async def _reader(stream: SessionStream, after: str, grace_ms: int) -> AsyncIterator[_DirectReader | Subscription]:
     if isinstance(stream.redis, Redis):
-        async with StreamHub.of(stream.redis).subscribe(stream.keys.stream, after) as subscription:
+        async with StreamHub.of(stream.redis).subscribe(stream, after, grace_ms=grace_ms) as subscription:
             yield subscription
     else:
         yield _DirectReader(stream=stream, last=after)
@@ -74,7 +74,7 @@ async def listen(
     deadline = time.monotonic() + wait
     beat = math.inf if heartbeat is None else time.monotonic() + heartbeat
     seen = False
-    async with _reader(stream, cursor) as reader:
+    async with _reader(stream, cursor, grace_ms) as reader:
         while True:
             now = time.monotonic()
             if deadline <= now:

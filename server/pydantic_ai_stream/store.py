@@ -34,6 +34,7 @@ __all__ = [
     "append_many",
     "decode",
     "hash_tags_for",
+    "reap_many",
     "renew_many",
     "session_keys",
     "stream_id_key",
@@ -122,23 +123,35 @@ redis.call('PUBLISH', ARGV[1], KEYS[1])
 return 1
 """
 
-# KEYS: live, stream, active. ARGV: session_id, maxlen, grace_ms, error body.
-# Ends a stream whose run died: no live flag, yet the last entry is not `end`.
+# KEYS: (live, stream, active) of each session. ARGV: maxlen, grace_ms, error body, then the
+# session ids. Ends the streams whose run died: no live flag, yet the last entry is not `end`.
+# Returns per session 1 if it ended the stream, else 0.
 _REAP = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-if #last == 0 then return 0 end
-local fields = last[1][2]
-for i = 1, #fields, 2 do
-  if fields[i] == 'type' and fields[i + 1] == 'end' then return 0 end
+local done = {}
+for i = 1, #KEYS / 3 do
+  local live, stream, active = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  done[i] = 0
+  if redis.call('EXISTS', live) == 0 then
+    local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+    local ended = #last == 0
+    if not ended then
+      local fields = last[1][2]
+      for f = 1, #fields, 2 do
+        if fields[f] == 'type' and fields[f + 1] == 'end' then ended = true end
+      end
+    end
+    if not ended then
+      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'type', 'error', 'origin', 'pydantic-ai-stream',
+        'body', ARGV[3])
+      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'type', 'end', 'origin', 'pydantic-ai-stream',
+        'body', '{}')
+      redis.call('ZREM', active, ARGV[i + 3])
+      redis.call('PEXPIRE', stream, ARGV[2])
+      done[i] = 1
+    end
+  end
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', 'error', 'origin', 'pydantic-ai-stream',
-  'body', ARGV[4])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', 'end', 'origin', 'pydantic-ai-stream',
-  'body', '{}')
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return 1
+return done
 """
 
 
@@ -324,12 +337,8 @@ class SessionStream:
 
     async def reap(self, *, grace_ms: int) -> bool:
         """End the stream of a run that died without writing `end`; `True` if it did."""
-        done = await _scripts(self.redis).reap(
-            keys=[self.keys.live, self.keys.stream, self.keys.active],
-            args=[self.keys.session_id, self.maxlen, grace_ms, _dump({"msg": "run lost", "reason": "lease expired"})],
-            client=self.redis,
-        )
-        return bool(done)
+        (done,) = await reap_many(self.redis, [self], grace_ms=grace_ms)
+        return done
 
     async def read(self, after: str, *, block_ms: int | None, count: int = 1000) -> list[Entry]:
         """Entries strictly after `after`, waiting up to `block_ms` for the first one."""
@@ -376,6 +385,15 @@ async def renew_many(
     args: list[str | int] = [lease_ms, leases[0][0].retention_ms, *(run_id for _, run_id in leases)]
     states = await _scripts(redis).renew(keys=keys, args=args, client=redis)
     return [LeaseState(int(state)) for state in states]
+
+
+async def reap_many(redis: AsyncRedis, streams: Sequence[SessionStream], *, grace_ms: int) -> list[bool]:
+    """`reap` for several sessions in one script call (on a Redis Cluster, they must share a slot)."""
+    keys = [key for stream in streams for key in (stream.keys.live, stream.keys.stream, stream.keys.active)]
+    body = _dump({"msg": "run lost", "reason": "lease expired"})
+    args: list[str | int] = [streams[0].maxlen, grace_ms, body, *(stream.keys.session_id for stream in streams)]
+    done = await _scripts(redis).reap(keys=keys, args=args, client=redis)
+    return [bool(int(flag)) for flag in done]
 
 
 async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> list[str]:
