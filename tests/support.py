@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
+from redis.asyncio import Redis
 
 from pydantic_ai_stream import Deps, Session
 
@@ -122,3 +123,9 @@ def has_text(text: str) -> Callable[[Event], bool]:
 
 def text_of(events: list[Event]) -> str:
     return "".join(b.get("content", "") + b.get("content_delta", "") for b in bodies(events, part_kind="text"))
+
+
+async def evalsha_calls(redis: Redis) -> int:
+    """Script calls Redis has run so far (our write round trips, renewals, checks)."""
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))

@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pydantic_ai_stream import hub, run
-from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model
+from support import Collector, MemorySession, ScopedDeps, evalsha_calls, has_text, scripted_model
 
 
 def _deps(redis: Redis, session_id: str) -> ScopedDeps:
@@ -96,16 +96,11 @@ async def test_silent_streams_of_dead_runs_are_ended_in_one_check(redis: Redis) 
     listeners = [Collector(_deps(redis, deps.session_id)) for deps in owners]
     for listener in listeners:
         await listener.wait_for(lambda e: e["type"] == "info")
-    before = await _evalsha_calls(redis)
+    before = await evalsha_calls(redis)
     await redis.delete(*(deps.key_live() for deps in owners))  # as if their process had died
     for listener in listeners:
         events = await listener.done(timeout=10)
         assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [("error", "run lost"), ("end", None)]
-    assert await _evalsha_calls(redis) - before <= 6, "20 dead runs found by a few batched checks"
+    assert await evalsha_calls(redis) - before <= 6, "20 dead runs found by a few batched checks"
     for deps in owners:
         await deps.stop()
-
-
-async def _evalsha_calls(redis: Redis) -> int:
-    stats = await redis.info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))

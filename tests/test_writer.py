@@ -9,12 +9,7 @@ from redis.asyncio import Redis
 
 from pydantic_ai_stream import LeaseLostError
 from pydantic_ai_stream.writer import StreamWriter
-from support import ScopedDeps
-
-
-async def _evalsha_calls(redis: Redis) -> int:
-    stats = await redis.info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+from support import ScopedDeps, evalsha_calls
 
 
 async def _writer(redis: Redis) -> tuple[ScopedDeps, StreamWriter]:
@@ -26,11 +21,11 @@ async def _writer(redis: Redis) -> tuple[ScopedDeps, StreamWriter]:
 
 async def test_entries_queued_during_a_write_go_in_one_round_trip_in_order(redis: Redis) -> None:
     deps, writer = await _writer(redis)
-    before = await _evalsha_calls(redis)
+    before = await evalsha_calls(redis)
     for i in range(500):
         await writer.add("info", "test", {"i": i})
     await writer.flush()
-    assert await _evalsha_calls(redis) - before <= 2
+    assert await evalsha_calls(redis) - before <= 2
     events = [e async for e in deps.listen(serialize=False, timeout=1)]
     assert [e["body"]["i"] for e in events if e["type"] == "info"] == list(range(500))  # type: ignore[index]
     await deps.stop()
@@ -71,7 +66,7 @@ async def _writers(redis: Redis, n: int) -> list[tuple[ScopedDeps, StreamWriter]
 
 async def test_runs_writing_at_once_share_round_trips(redis: Redis) -> None:
     pairs = await _writers(redis, 20)
-    before = await _evalsha_calls(redis)
+    before = await evalsha_calls(redis)
 
     async def produce(writer: StreamWriter) -> None:
         for i in range(50):
@@ -81,7 +76,7 @@ async def test_runs_writing_at_once_share_round_trips(redis: Redis) -> None:
     await asyncio.gather(*(produce(writer) for _, writer in pairs))
     for _, writer in pairs:
         await writer.flush()
-    assert await _evalsha_calls(redis) - before < 1000 / 10, "1,000 entries, far fewer round trips"
+    assert await evalsha_calls(redis) - before < 1000 / 10, "1,000 entries, far fewer round trips"
     for deps, _ in pairs:
         await deps.stop()
         events = [e async for e in deps.listen(serialize=False)]
@@ -91,13 +86,13 @@ async def test_runs_writing_at_once_share_round_trips(redis: Redis) -> None:
 async def test_a_lost_lease_fails_only_its_own_run_in_a_shared_write(redis: Redis) -> None:
     (lost, lost_writer), (kept, kept_writer) = await _writers(redis, 2)
     await redis.delete(lost.key_live())
-    before = await _evalsha_calls(redis)
+    before = await evalsha_calls(redis)
     await lost_writer.add("info", "test", {"i": 0})
     await kept_writer.add("info", "test", {"i": 0})
     with pytest.raises(LeaseLostError):
         await lost_writer.flush()
     await kept_writer.flush()
-    assert await _evalsha_calls(redis) - before == 1, "both went in one write"
+    assert await evalsha_calls(redis) - before == 1, "both went in one write"
     assert await redis.xlen(lost.key()) == 1  # only `begin`
     assert await redis.xlen(kept.key()) == 2
     await kept.stop()

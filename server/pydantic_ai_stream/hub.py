@@ -70,10 +70,6 @@ class Subscription:
     def wake(self) -> None:
         self._arrived.set()
 
-    def reap_due(self) -> bool:
-        """Never: the hub checks the silent streams it follows for dead runs, all in one call."""
-        return False
-
     async def next(self, timeout: float) -> list[Entry]:
         """The next entries, waiting up to `timeout` seconds for some; `[]` if none came."""
         if not self._buffer and self.gap_until is None:
@@ -85,8 +81,9 @@ class Subscription:
         if self.gap_until is not None:
             return await self._catch_up(self.gap_until)
         batch, self._buffer = self._buffer, []
-        last = stream_id_key(self.last)
-        batch = [entry for entry in batch if stream_id_key(entry.id) > last]
+        if batch and stream_id_key(batch[0].id) <= (last := stream_id_key(self.last)):
+            # Only after a resume ahead of the hub or a catch-up: drop what was already handed out.
+            batch = [entry for entry in batch if stream_id_key(entry.id) > last]
         if batch:
             self.last = batch[-1].id
         return batch

@@ -27,19 +27,23 @@ POLL_SECONDS = 1.0
 
 @dataclass(kw_only=True)
 class _DirectReader:
-    """Blocking reads of one stream on the client's own connections (for Redis Cluster)."""
+    """Blocking reads of one stream on the client's own connections (for Redis Cluster).
+
+    When a read finds the stream silent, it checks whether the stream's run died (the hub does this
+    for its followers itself, for all of them at once).
+    """
 
     stream: SessionStream
     last: str
+    grace_ms: int
 
     async def next(self, timeout: float) -> list[Entry]:
         entries = await self.stream.read(self.last, block_ms=max(1, int(timeout * 1000)))
         if entries:
             self.last = entries[-1].id
+        elif self.last != "0-0":  # the stream exists: a run began (or the listener resumed)
+            await self.stream.reap(grace_ms=self.grace_ms)
         return entries
-
-    def reap_due(self) -> bool:
-        return True
 
 
 @contextlib.asynccontextmanager
@@ -48,7 +52,7 @@ async def _reader(stream: SessionStream, after: str, grace_ms: int) -> AsyncIter
         async with StreamHub.of(stream.redis).subscribe(stream, after, grace_ms=grace_ms) as subscription:
             yield subscription
     else:
-        yield _DirectReader(stream=stream, last=after)
+        yield _DirectReader(stream=stream, last=after, grace_ms=grace_ms)
 
 
 async def listen(
@@ -73,7 +77,6 @@ async def listen(
         raise CursorExpiredError(cursor, oldest)
     deadline = time.monotonic() + wait
     beat = math.inf if heartbeat is None else time.monotonic() + heartbeat
-    seen = False
     async with _reader(stream, cursor, grace_ms) as reader:
         while True:
             now = time.monotonic()
@@ -84,8 +87,6 @@ async def listen(
                 beat = now + heartbeat
             entries = await reader.next(min(deadline, beat, now + POLL_SECONDS) - now)
             if not entries:
-                if (seen or after is not None) and reader.reap_due():
-                    await stream.reap(grace_ms=grace_ms)
                 continue
             if heartbeat is not None:
                 beat = time.monotonic() + heartbeat
@@ -93,5 +94,4 @@ async def listen(
                 yield entry
                 if entry.type == "end":
                     return
-            seen = True
             deadline = time.monotonic() + timeout

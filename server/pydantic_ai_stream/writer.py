@@ -12,7 +12,6 @@ next write is one call per stream, sent together.
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -23,8 +22,6 @@ from .registry import PerClient
 from .store import AsyncRedis, PendingEntry, SessionStream, append_many
 
 __all__ = ["StreamWriter", "WriteCombiner"]
-
-logger = logging.getLogger(__name__)
 
 MAX_ENTRIES_PER_WRITE = 5000
 """Entries one write carries at most; the rest go in the next."""

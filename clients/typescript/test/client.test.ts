@@ -1,21 +1,11 @@
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
 import { Code, ConnectError, EventKind, EventType, PartKind, StreamClient, eventBody, type Event } from "../src/index.js";
 import { quickstart } from "../examples/quickstart.js";
-import { startHarness, startProxy, TOKENS, type Harness } from "./harness.js";
+import { SERVER, startProxy, TOKENS } from "./harness.js";
 
-let harness: Harness;
-let alice: StreamClient;
-
-before(async () => {
-  harness = await startHarness();
-  alice = new StreamClient({ baseUrl: harness.baseUrl, token: TOKENS.alice });
-});
-
-after(async () => {
-  await harness.stop();
-});
+const alice = new StreamClient({ baseUrl: SERVER, token: TOKENS.alice });
 
 async function collect(events: AsyncIterable<Event>): Promise<Event[]> {
   const all: Event[] = [];
@@ -72,7 +62,7 @@ test("resume after an id: nothing lost, nothing repeated", async () => {
 });
 
 test("a dropped connection is resumed after the last event: nothing lost, nothing repeated", async () => {
-  const proxy = await startProxy(harness.baseUrl);
+  const proxy = await startProxy(SERVER);
   try {
     const flaky = new StreamClient({ baseUrl: proxy.baseUrl, token: TOKENS.alice });
     await alice.run("stalling", "ts-5", "go");
@@ -107,12 +97,12 @@ test("cancel mid-stream ends the run with error then end", async () => {
 });
 
 test("a wrong bearer token is UNAUTHENTICATED", async () => {
-  const intruder = new StreamClient({ baseUrl: harness.baseUrl, token: "wrong" });
+  const intruder = new StreamClient({ baseUrl: SERVER, token: "wrong" });
   await assert.rejects(intruder.listActive(), (error: unknown) => ConnectError.from(error).code === Code.Unauthenticated);
 });
 
 test("another user cannot see or cancel the session", async () => {
-  const bob = new StreamClient({ baseUrl: harness.baseUrl, token: TOKENS.bob });
+  const bob = new StreamClient({ baseUrl: SERVER, token: TOKENS.bob });
   await alice.run("stalling", "ts-4", "go");
   const events = alice.listen("ts-4")[Symbol.asyncIterator]();
   await until(events, (e) => e.contentDelta === "hard ");
@@ -124,6 +114,6 @@ test("another user cannot see or cancel the session", async () => {
 });
 
 test("the quickstart example streams the demo agent's answer", async () => {
-  const answer = await quickstart(harness.baseUrl, TOKENS.alice, "demo", "count these four words");
+  const answer = await quickstart(SERVER, TOKENS.alice, "demo", "count these four words");
   assert.match(answer, /^You said 4 words/);
 });

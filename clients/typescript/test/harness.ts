@@ -1,103 +1,19 @@
-/** A real Redis and a real pydantic-ai-stream server (the Python one), started for the tests. */
-import { spawn, type ChildProcess } from "node:child_process";
+/**
+ * The server the tests talk to: a real pydantic-ai-stream server (the Python one) and a real Redis,
+ * started by `clients/with_server.py`, which `npm test` runs the tests under.
+ */
 import { once } from "node:events";
 import { connect, createServer, type Socket } from "node:net";
-import type { Readable } from "node:stream";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 
-const repo = resolve(dirname(fileURLToPath(import.meta.url)), "../../../..");
-
-export const TOKENS = { alice: "alice-token", bob: "bob-token" };
-
-export interface Harness {
-  baseUrl: string;
-  stop(): Promise<void>;
+function required(name: string): string {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run the tests with \`npm test\` (clients/with_server.py)`);
+  return value;
 }
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  server.close();
-  if (address === null || typeof address === "string") throw new Error("no port");
-  return address.port;
-}
-
-/** Resolves with the first match of `pattern` in a line of `output` (rejects if the process exits first). */
-function waitForLine(child: ChildProcess, output: Readable, pattern: RegExp, what: string): Promise<RegExpMatchArray> {
-  return new Promise((resolvePromise, reject) => {
-    const lines = createInterface({ input: output });
-    const seen: string[] = [];
-    const timer = setTimeout(() => reject(new Error(`${what} did not start: ${seen.join("\n")}`)), 60_000);
-    lines.on("line", (line) => {
-      seen.push(line);
-      const match = line.match(pattern);
-      if (match) {
-        clearTimeout(timer);
-        lines.removeAllListeners("line");
-        output.resume(); // keep draining
-        resolvePromise(match);
-      }
-    });
-    child.once("exit", (code) => reject(new Error(`${what} exited with ${code}: ${seen.join("\n")}`)));
-  });
-}
-
-async function stopProcess(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, "exit");
-  child.kill("SIGTERM");
-  await exited;
-}
-
-export async function startHarness(): Promise<Harness> {
-  const children: ChildProcess[] = [];
-  let redisUrl = process.env.REDIS_URL;
-  if (!redisUrl) {
-    const port = await freePort();
-    const redis = spawn(
-      "redis-server",
-      ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", mkdtempSync(join(tmpdir(), "pais-"))],
-      { stdio: ["ignore", "pipe", "inherit"] },
-    );
-    children.push(redis);
-    await waitForLine(redis, redis.stdout!, /Ready to accept connections/, "redis-server");
-    redisUrl = `redis://127.0.0.1:${port}/0`;
-  }
-  const python = process.env.PYTHON ?? join(repo, ".venv/bin/python");
-  const server = spawn(
-    python,
-    [
-      "-m", "pydantic_ai_stream", "serve", "--port", "0",
-      "--agent", "stalling=grpc_agents:stalling",
-      "--agent", "weather=grpc_agents:weather",
-      "--token", `${TOKENS.alice}=1:1`,
-      "--token", `${TOKENS.bob}=1:2`,
-    ],
-    {
-      env: {
-        ...process.env,
-        REDIS_URL: redisUrl,
-        PYDANTIC_AI_STREAM_REDIS_PREFIX: `ts${process.pid}`,
-        PYTHONPATH: [join(repo, "tests/e2e"), join(repo, "tests"), process.env.PYTHONPATH ?? ""].join(":"),
-      },
-      stdio: ["ignore", "inherit", "pipe"],
-    },
-  );
-  children.push(server);
-  const match = await waitForLine(server, server.stderr!, /serving \S+ on \S+:(\d+) /, "pydantic-ai-stream serve");
-  return {
-    baseUrl: `http://127.0.0.1:${match[1]}`,
-    async stop() {
-      for (const child of children.reverse()) await stopProcess(child);
-    },
-  };
-}
+/** The server's base URL, and tokens of two different users. */
+export const SERVER = `http://${required("PAIS_ADDRESS")}`;
+export const TOKENS = { alice: required("PAIS_TOKEN"), bob: required("PAIS_OTHER_TOKEN") };
 
 /** A TCP proxy in front of the server whose connections a test can cut, as a flaky network would. */
 export interface Proxy {
