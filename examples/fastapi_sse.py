@@ -19,7 +19,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Header, HTTPException, Query
+from fastapi import FastAPI, Header, HTTPException, Query, Response
 from pydantic import BaseModel
 from pydantic_ai import Agent, RunContext
 from pydantic_ai.models.test import TestModel
@@ -28,6 +28,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from pydantic_ai_stream import (
     AgxCanceledError,
+    CursorAheadError,
     CursorExpiredError,
     Deps,
     InvalidIdError,
@@ -111,7 +112,7 @@ def create_app(redis: Redis, agent: Agent[ChatDeps, str] | None = None) -> FastA
     @app.get("/chat/{session_id}/events")
     async def events(
         session_id: str, last_event_id: str | None = Header(default=None), wait: int = Query(default=3, ge=0, le=60)
-    ) -> EventSourceResponse:
+    ) -> Response:
         """The session's events from its run's `begin`, or after the browser's `Last-Event-ID`.
 
         `wait`: seconds to wait for a session that has no events yet (404 after that).
@@ -120,10 +121,12 @@ def create_app(redis: Redis, agent: Agent[ChatDeps, str] | None = None) -> FastA
         try:
             first = await anext(listener)  # surfaces a bad or expired cursor as an HTTP error
         except StopAsyncIteration:
+            if last_event_id:  # resumed after `end`: 204 tells EventSource to stop reconnecting
+                return Response(status_code=204)
             raise HTTPException(404, f"session {session_id!r} has no events") from None
         except CursorExpiredError as e:
             raise HTTPException(410, str(e)) from e
-        except InvalidIdError as e:
+        except (InvalidIdError, CursorAheadError) as e:
             raise HTTPException(422, str(e)) from e
 
         async def replay() -> AsyncIterator[dict[str, Any] | str]:

@@ -98,6 +98,10 @@ async def test_last_event_id_resumes_with_nothing_lost_or_repeated(weather: http
         async with weather.stream("GET", "/chat/s1/events", headers=headers) as response:
             assert response.status_code == 200
             assert await _sse(response) == full[k + 1 :]
+    ended = await weather.get("/chat/s1/events", headers={"Last-Event-ID": full[-1]["id"]})
+    assert ended.status_code == 204, "after `end`: the browser stops reconnecting"
+    ahead = await weather.get("/chat/s1/events", headers={"Last-Event-ID": "99999999999999-0"})
+    assert ahead.status_code == 422
 
 
 async def test_cancel_ends_the_stream_with_error_then_end(stalling: httpx.AsyncClient) -> None:

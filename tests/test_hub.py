@@ -10,7 +10,7 @@ from pydantic_ai import Agent
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from pydantic_ai_stream import hub, run
+from pydantic_ai_stream import CursorAheadError, InvalidIdError, hub, run
 from support import Collector, MemorySession, ScopedDeps, evalsha_calls, has_text, scripted_model
 
 
@@ -104,3 +104,62 @@ async def test_silent_streams_of_dead_runs_are_ended_in_one_check(redis: Redis) 
     assert await evalsha_calls(redis) - before <= 6, "20 dead runs found by a few batched checks"
     for deps in owners:
         await deps.stop()
+
+
+async def _stream_entries(redis: Redis, deps: ScopedDeps) -> list[str]:
+    """Ids of every entry in the session's stream, straight from Redis."""
+    return [entry_id.decode() for entry_id, _ in await redis.xrange(deps.key())]
+
+
+async def test_a_rejoin_while_the_shared_read_is_in_flight_loses_nothing(redis: Redis) -> None:
+    gate = asyncio.Event()
+    (task,) = await _live_runs(redis, ["s1"], gate)
+    first = _deps(redis, "s1").listen(serialize=False)
+    async for event in first:  # the hub reads all there is so far
+        if has_text("b ")(event):  # type: ignore[arg-type]
+            break
+    await first.aclose()  # the hub's blocked read still carries the cursor of the listener that left
+    rejoined = Collector(_deps(redis, "s1"))
+    resumed = Collector(_deps(redis, "s1"), after=(await _stream_entries(redis, _deps(redis, "s1")))[1])
+    started = time.monotonic()
+    await rejoined.wait_for(lambda e: e["type"] == "begin")
+    assert time.monotonic() - started < hub.BLOCK_MS / 1000 / 2, "woken, not left to the block timeout"
+    gate.set()
+    await asyncio.wait_for(task, 5)
+    ids = await _stream_entries(redis, _deps(redis, "s1"))
+    assert [e["id"] for e in await rejoined.done()] == ids
+    assert [e["id"] for e in await resumed.done()] == ids[2:]
+
+
+async def test_one_listeners_cursor_never_changes_what_another_receives(redis: Redis) -> None:
+    gate = asyncio.Event()
+    (task,) = await _live_runs(redis, ["s1"], gate)
+    await Collector(_deps(redis, "s1")).wait_for(has_text("b "))
+    newest = (await _stream_entries(redis, _deps(redis, "s1")))[-1]
+    far_future = f"{int(newest.split('-')[0]) + 10**9}-0"
+    for cursor, error in (("99999999999999999999-0", InvalidIdError), (far_future, CursorAheadError)):
+        with pytest.raises(error):
+            async for _ in _deps(redis, "s1").listen(after=cursor):
+                pass
+    others = [Collector(_deps(redis, "s1")), Collector(_deps(redis, "s1"), after=newest)]
+    await others[0].wait_for(has_text("b "))
+    gate.set()
+    await asyncio.wait_for(task, 5)
+    ids = await _stream_entries(redis, _deps(redis, "s1"))
+    assert [e["id"] for e in await others[0].done()] == ids
+    assert [e["id"] for e in await others[1].done()] == ids[ids.index(newest) + 1 :]
+
+
+async def test_a_killed_reader_connection_is_reopened_and_loses_nothing(redis: Redis, redis_url: str) -> None:
+    listening = Redis.from_url(redis_url, client_name="hub-under-test")
+    gate = asyncio.Event()
+    (task,) = await _live_runs(redis, ["s1"], gate)
+    collector = Collector(_deps(listening, "s1"))
+    await collector.wait_for(has_text("b "))
+    readers = [c for c in await redis.client_list() if c.get("name") == "hub-under-test" and c.get("cmd") == "xread"]
+    assert len(readers) == 1
+    await redis.client_kill_filter(_id=readers[0]["id"])
+    gate.set()
+    await asyncio.wait_for(task, 5)
+    assert [e["id"] for e in await collector.done()] == await _stream_entries(redis, _deps(redis, "s1"))
+    await listening.aclose()

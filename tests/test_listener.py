@@ -83,14 +83,19 @@ async def test_timeout_ends_listening_to_a_silent_run(redis: Redis) -> None:
 async def test_a_trimmed_cursor_is_an_error_not_a_silent_gap(redis: Redis) -> None:
     settings.stream_maxlen = 100
     try:
-        events = await _finished_run(redis, [f"{i} " for i in range(600)])
+        await run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=[f"{i} " for i in range(600)])), "hi",
+                  _deps(redis))  # fmt: skip
     finally:
         settings.stream_maxlen = 100_000
-    assert events[0]["type"] != "begin"  # trimmed: the stream is bounded
-    assert len(events) < 400
-    with pytest.raises(CursorExpiredError, match="trimmed"):
-        async for _ in _deps(redis).listen(after="1-0"):
-            pass
+    kept = await redis.xrange(_deps(redis).key())
+    assert len(kept) < 400, "trimmed: the stream is bounded"
+    assert kept[0][1][b"type"] != b"begin"
+    for after in ("1-0", None):  # events after the cursor, or the run's start, are gone
+        with pytest.raises(CursorExpiredError, match="trimmed"):
+            async for _ in _deps(redis).listen(after=after):
+                pass
+    resumed = [e async for e in _deps(redis).listen(serialize=False, after=kept[0][0].decode())]
+    assert [e["id"] for e in resumed] == [entry_id.decode() for entry_id, _ in kept[1:]]
 
 
 async def test_a_malformed_cursor_is_refused(redis: Redis) -> None:

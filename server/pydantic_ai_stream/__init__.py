@@ -3,11 +3,14 @@
 from .deps import Deps
 from .errors import (
     AgxCanceledError,
+    CursorAheadError,
     CursorExpiredError,
     InvalidIdError,
     LeaseLostError,
+    ListenTimeoutError,
     PydanticAIStreamError,
     SessionBusyError,
+    StreamNotFoundError,
 )
 from .events import EventMapper, nodes_from_msgs
 from .runner import q, run, start_run
@@ -16,16 +19,19 @@ from .settings import Settings, settings
 
 __all__ = [
     "AgxCanceledError",
+    "CursorAheadError",
     "CursorExpiredError",
     "Deps",
     "EventMapper",
     "InvalidIdError",
     "LeaseLostError",
+    "ListenTimeoutError",
     "PydanticAIStreamError",
     "RedisSession",
     "Session",
     "SessionBusyError",
     "Settings",
+    "StreamNotFoundError",
     "nodes_from_msgs",
     "q",
     "run",

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic_ai import CancellationToken
 
-from .errors import LeaseLostError, PydanticAIStreamError, SessionBusyError
+from .errors import LeaseLostError, ListenTimeoutError, PydanticAIStreamError, SessionBusyError, StreamNotFoundError
 from .events import ORIGIN_PYDANTIC_AI, Body, EventMapper
 from .keys import SessionKeys, cancel_channel, check_id
 from .lease import Lease, LeaseKeeper
@@ -152,19 +152,31 @@ class Deps(ABC):
     ) -> AsyncGenerator[dict[str, Any] | str, None]:
         """Yield the session's events (`{"id", "type", "origin", "body"}`, as JSON if `serialize`) until `end`.
 
-        From the current run's `begin`, or strictly after the event id `after`. Gives up after `wait`
-        seconds if the stream does not appear, or `timeout` seconds of silence once it has.
+        From the current run's `begin`, or strictly after the event id `after`. Stops quietly after
+        `wait` seconds if the stream does not appear, or `timeout` seconds of silence once it has
+        (`listen_entries` raises instead, so a caller can tell that from the run's end).
         """
-        async for entry in self.listen_entries(wait=wait, timeout=timeout, after=after):
-            if entry is not None:
-                event = entry.as_dict()
-                yield json.dumps(event) if serialize else event
+        with contextlib.suppress(StreamNotFoundError, ListenTimeoutError):
+            async for entry in self.listen_entries(wait=wait, timeout=timeout, after=after):
+                if entry is not None:
+                    event = entry.as_dict()
+                    yield json.dumps(event) if serialize else event
 
     def listen_entries(
-        self, *, wait: float = 3, timeout: float = 60, after: str | None = None, heartbeat: float | None = None
+        self,
+        *,
+        wait: float = 3,
+        timeout: float | None = 60,
+        after: str | None = None,
+        heartbeat: float | None = None,
     ) -> AsyncIterator[Entry | None]:
         """`listen` as typed `Entry`s (shared with other listeners: do not change them); with
-        `heartbeat`, also `None` after each `heartbeat` seconds of silence."""
+        `heartbeat`, also `None` after each `heartbeat` seconds of silence.
+
+        Ends only after `end` (or at once when resumed after it); raises `StreamNotFoundError` when no
+        stream appears within `wait`, `ListenTimeoutError` after `timeout` seconds of silence (`None`:
+        no limit), `CursorExpiredError`/`CursorAheadError` for a cursor outside the stream.
+        """
         return listen(
             self._stream(),
             wait=wait,

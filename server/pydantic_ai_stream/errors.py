@@ -4,11 +4,14 @@ from __future__ import annotations
 
 __all__ = [
     "AgxCanceledError",
+    "CursorAheadError",
     "CursorExpiredError",
     "InvalidIdError",
     "LeaseLostError",
+    "ListenTimeoutError",
     "PydanticAIStreamError",
     "SessionBusyError",
+    "StreamNotFoundError",
 ]
 
 
@@ -43,3 +46,25 @@ class CursorExpiredError(PydanticAIStreamError):
         super().__init__(f"events after {after} were trimmed or belong to an older run (oldest kept: {oldest})")
         self.after = after
         self.oldest = oldest
+
+
+class CursorAheadError(PydanticAIStreamError):
+    """A resume cursor points after the stream's newest entry: no event of this stream has that id."""
+
+    def __init__(self, after: str, newest: str) -> None:
+        super().__init__(f"event id {after} is after the stream's newest event ({newest}); resume from an id it sent")
+        self.after = after
+        self.newest = newest
+
+
+class ListenTimeoutError(PydanticAIStreamError, TimeoutError):
+    """A listen ended early, before `end`: no event came within its `timeout` (the run may still be live)."""
+
+    def __init__(self, timeout: float, last_id: str) -> None:
+        super().__init__(f"no event for {timeout:g} s; resume after {last_id or 'the start'} to go on")
+        self.timeout = timeout
+        self.last_id = last_id
+
+
+class StreamNotFoundError(PydanticAIStreamError, LookupError):
+    """The session has no events: it never ran, or they expired, and none appeared within `wait`."""

@@ -4,8 +4,12 @@ A `StreamHub` (one per Redis client and event loop) keeps a single `XREAD BLOCK`
 every stream someone in this process listens to, decodes each entry once and hands it to all of
 that stream's subscribers. A listener that joins a stream the hub already follows reads the part
 it missed with `XRANGE`; a new stream wakes the blocked read through a wake-up stream of the hub's
-own, so it joins the next read at once. A subscriber that falls far behind drops its buffer and
-re-reads from Redis, which holds the stream anyway: a slow client costs no memory here.
+own, so it joins the next read at once. Entries are handed only to the followers the read was sent
+for, so a listener that joins while a read with an older follower's cursor is in flight never gets
+that read's entries. A subscriber that falls behind by more than `MAX_BUFFERED_BYTES` drops its
+buffer and re-reads from Redis, which holds the stream anyway: a slow client costs no memory here.
+A dropped connection is re-opened and the read re-sent from each stream's cursor, so a Redis restart
+loses nothing; only an outage longer than `RECONNECT_WINDOW` reaches the listeners.
 
 Redis Cluster cannot read streams of different slots in one command, so cluster clients keep one
 blocking read per listener (see `listener.py`).
@@ -23,10 +27,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .errors import CursorExpiredError
 from .registry import PerClient
 from .settings import settings
-from .store import Entry, RawEntry, SessionStream, decode, reap_many, stream_id_key
+from .store import Entry, RawEntry, SessionStream, decode, entry_type, reap_many, stream_id_key
 
 __all__ = ["StreamHub", "Subscription"]
 
@@ -38,6 +45,12 @@ READ_COUNT = 1000
 """Entries per stream per read."""
 MAX_BUFFERED = 10_000
 """Entries a subscriber may have waiting before it drops them and re-reads from Redis instead."""
+MAX_BUFFERED_BYTES = 1 << 20
+"""Bytes of entries a subscriber may have waiting before it drops them and re-reads from Redis instead."""
+CATCH_UP_BYTES = 1 << 20
+"""Bytes one catch-up read aims at (its entry count follows the entries' size)."""
+RECONNECT_WINDOW = 10.0
+"""Seconds the hub keeps re-opening a dropped connection before its listeners see the failure."""
 WAKE_TTL_MS = 60_000
 CHECK_AFTER = 1.0
 """Seconds of silence after which a followed stream is checked for a dead run (and then as often)."""
@@ -55,15 +68,20 @@ class Subscription:
     last: str
     """Id of the last entry handed to the listener (the resume cursor)."""
     gap_until: str | None = None
-    """Entries in (`last`, `gap_until`] were read by the hub before this subscriber had them."""
+    """Entries in (`last`, `gap_until`] are to be read from Redis (`+`: all there are), not from the hub."""
     _buffer: list[Entry] = field(default_factory=list)
+    _buffered_bytes: int = 0
+    _page: int = READ_COUNT
+    """Entries the next catch-up read asks for: about `CATCH_UP_BYTES` of them."""
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def deliver(self, entries: list[Entry]) -> None:
-        """Called by the hub with the entries it read after its cursor."""
+    def deliver(self, entries: list[Entry], size: int) -> None:
+        """Called by the hub with the entries it read after its cursor (`size`: their bytes)."""
         self._buffer += entries
-        if len(self._buffer) > MAX_BUFFERED:
+        self._buffered_bytes += size
+        if len(self._buffer) > MAX_BUFFERED or self._buffered_bytes > MAX_BUFFERED_BYTES:
             self._buffer.clear()
+            self._buffered_bytes = 0
             self.gap_until = entries[-1].id  # re-read everything up to here from Redis
         self._arrived.set()
 
@@ -80,7 +98,7 @@ class Subscription:
         self.hub.raise_error()
         if self.gap_until is not None:
             return await self._catch_up(self.gap_until)
-        batch, self._buffer = self._buffer, []
+        batch, self._buffer, self._buffered_bytes = self._buffer, [], 0
         if batch and stream_id_key(batch[0].id) <= (last := stream_id_key(self.last)):
             # Only after a resume ahead of the hub or a catch-up: drop what was already handed out.
             batch = [entry for entry in batch if stream_id_key(entry.id) > last]
@@ -89,9 +107,12 @@ class Subscription:
         return batch
 
     async def _catch_up(self, until: str) -> list[Entry]:
-        page = await self.hub.read_range(self.key, after=self.last, until=until, count=READ_COUNT)
+        count = self._page
+        page = await self.hub.read_range(self.key, after=self.last, until=until, count=count)
+        if page:
+            self._page = max(1, min(READ_COUNT, CATCH_UP_BYTES * len(page) // sum(map(_size, page))))
         # Closed only if no newer gap opened (an overflow) while this page was read.
-        if (len(page) < READ_COUNT or page[-1].id == until) and self.gap_until == until:
+        if (len(page) < count or page[-1].id == until) and self.gap_until == until:
             self.gap_until = None
         if page:
             self.last = page[-1].id
@@ -136,9 +157,10 @@ class StreamHub:
     _streams: dict[str, _Followed] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _checker: asyncio.Task[None] | None = None
-    _in_read: frozenset[str] = frozenset()
-    """Streams the read in flight covers; joining any other needs a wake-up."""
-    _packed_keys: tuple[frozenset[str], list[_Followed], bytes] | None = None
+    _in_read: dict[str, _Followed] = field(default_factory=dict)
+    """The followers the read in flight was sent for, by key: only they get its entries, and any other
+    follower needs a wake-up to join the next read."""
+    _packed_keys: tuple[dict[str, _Followed], bytes] | None = None
     """The followed streams, in the read command's order, and their keys packed: rebuilt only when
     streams come or go, so a read costs the same however many streams the hub follows."""
     _wake_key: str = ""
@@ -161,19 +183,19 @@ class StreamHub:
         """
         key = stream.keys.stream
         followed = self._streams.get(key)
-        subscription = Subscription(hub=self, key=key, last=after)
+        # The first entries come from Redis, read after `after` then checked against trimming (which
+        # `XREAD` would skip silently); from then on the hub's reads, minus what that read had.
+        subscription = Subscription(hub=self, key=key, last=after, gap_until="+")
         if followed is None:
             followed = self._streams[key] = _Followed(stream=stream, grace_ms=grace_ms, cursor=after)
             self._packed_keys = None
-        elif stream_id_key(followed.cursor) > stream_id_key(after):
-            subscription.gap_until = followed.cursor
         followed.subscribers.add(subscription)
         if self._task is None:
             self._error = None
             self._task = asyncio.create_task(self._read_loop())
             if self._checker is None or self._checker.done():
                 self._checker = asyncio.create_task(self._check_silent_streams())
-        elif key not in self._in_read:
+        elif self._in_read.get(key) is not followed:
             self._wake()
         try:
             yield subscription
@@ -214,9 +236,18 @@ class StreamHub:
             raise self._error
 
     async def read_range(self, key: str, *, after: str, until: str, count: int) -> list[Entry]:
-        """Entries of `key` in (`after`, `until`], at most `count`."""
-        reply: list[RawEntry] = await self.redis.xrange(key, min=f"({after}", max=until, count=count)  # type: ignore[assignment]
-        return [Entry.from_redis(entry_id, fields) for entry_id, fields in reply]
+        """Entries of `key` in (`after`, `until`], at most `count`.
+
+        Raises `CursorExpiredError` if the stream was trimmed past `after` meanwhile: entries are lost.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(key, min=f"({after}", max=until, count=count)
+            pipe.xrange(key, count=1)
+            reply, oldest = await pipe.execute()
+        if oldest and _trimmed_past(after, decode(oldest[0][0]), _pairs(oldest[0][1])):
+            raise CursorExpiredError(after, decode(oldest[0][0]))
+        page: list[RawEntry] = reply
+        return [Entry.from_redis(entry_id, fields) for entry_id, fields in page]
 
     def _wake(self) -> None:
         if self._wake_sent:
@@ -237,18 +268,28 @@ class StreamHub:
 
     async def _read_loop(self) -> None:
         pool = _own_pool(self.redis)
-        connection = None
+        failing_since: float | None = None
         try:
-            connection = await pool.get_connection()  # type: ignore[no-untyped-call]
             while self._streams:
-                command = self._read_command()
-                self._wake_sent = False
-                await connection.send_packed_command(command)
-                self._dispatch(await connection.read_response())
+                try:
+                    await self._read_until_dropped(pool)
+                except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                    # A restart, an idle timeout or a killed connection: re-read from every cursor.
+                    self._in_read = {}
+                    now = time.monotonic()
+                    failing_since = failing_since or now
+                    if now - failing_since > RECONNECT_WINDOW:
+                        raise
+                    logger.warning("stream reader lost its Redis connection (%s); reconnecting", e)
+                    with contextlib.suppress(Exception):
+                        await pool.disconnect()
+                    await asyncio.sleep(min(1.0, 0.05 * 2 ** min(5, int(now - failing_since))))  # back-off
+                else:
+                    failing_since = None
         except Exception as e:
             self._error = e
         finally:
-            self._in_read = frozenset()
+            self._in_read = {}
             self._task = None
             for followed in self._streams.values():
                 for subscription in followed.subscribers:
@@ -258,6 +299,18 @@ class StreamHub:
             if not self._streams:
                 _hubs.drop(self)
 
+    async def _read_until_dropped(self, pool: ConnectionPool) -> None:
+        """Keep one blocking read in flight while anyone listens; raises when the connection fails."""
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            while self._streams:
+                command = self._read_command()
+                self._wake_sent = False
+                await connection.send_packed_command(command)
+                self._dispatch(await connection.read_response())
+        finally:
+            await pool.release(connection)
+
     def _read_command(self) -> bytes:
         """`XREAD BLOCK .. COUNT .. STREAMS <followed keys> <wake key> <cursors>`, packed for the wire.
 
@@ -265,12 +318,10 @@ class StreamHub:
         cursor for every read would cost more than everything else the hub does.
         """
         if self._packed_keys is None:
-            keys = frozenset(self._streams)
-            order = list(self._streams.values())
             packed = b"".join(_bulk(key) for key in self._streams) + _bulk(self._wake_key)
-            self._packed_keys = (keys, order, packed)
-        keys, order, packed_keys = self._packed_keys
-        self._in_read = keys
+            self._packed_keys = (dict(self._streams), packed)
+        self._in_read, packed_keys = self._packed_keys
+        order = self._in_read.values()
         head = [b"XREAD", b"BLOCK", str(BLOCK_MS).encode(), b"COUNT", str(READ_COUNT).encode(), b"STREAMS"]
         return b"".join(
             [
@@ -291,14 +342,27 @@ class StreamHub:
             if key == self._wake_key:
                 self._wake_cursor = decode(raw_entries[-1][0])
                 continue
-            followed = self._streams.get(key)
-            if followed is None or not raw_entries:
-                continue
+            followed = self._in_read.get(key)
+            if followed is None or self._streams.get(key) is not followed or not raw_entries:
+                continue  # its followers left while the read was in flight (others may have come)
             entries = [Entry.from_redis(entry_id, _pairs(fields)) for entry_id, fields in raw_entries]
             followed.advance(entries[-1].id)
             followed.active_at, followed.ended = time.monotonic(), entries[-1].type == "end"
+            size = sum(map(_size, entries))
             for subscription in followed.subscribers:
-                subscription.deliver(entries)
+                subscription.deliver(entries, size)
+
+
+def _trimmed_past(after: str, oldest: str, oldest_fields: dict[Any, Any]) -> bool:
+    """Whether entries after `after` may have been trimmed: it (or the run's `begin`) is no longer kept."""
+    if after == "0-0":
+        return entry_type(oldest_fields) != "begin"
+    return stream_id_key(oldest) > stream_id_key(after)
+
+
+def _size(entry: Entry) -> int:
+    """About the bytes an entry holds (its body dominates)."""
+    return len(entry.body_json) + 64
 
 
 def _pairs(fields: Any) -> dict[Any, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from .errors import CursorExpiredError
+from .errors import CursorAheadError, CursorExpiredError, ListenTimeoutError, StreamNotFoundError
 from .hub import StreamHub, Subscription
 from .keys import check_stream_id
 from .store import Entry, SessionStream, stream_id_key
@@ -59,39 +59,58 @@ async def listen(
     stream: SessionStream,
     *,
     wait: float,
-    timeout: float,
+    timeout: float | None,
     after: str | None,
     grace_ms: int,
     heartbeat: float | None = None,
 ) -> AsyncIterator[Entry | None]:
     """Yield entries after `after` (default: from the start) up to and including `end`.
 
-    Stops early after `wait` seconds if nothing arrives at all, or `timeout` seconds of silence once
-    something has. When a run dies without writing `end`, its listeners write `error` + `end` for it.
-    With `heartbeat`, yields `None` after each `heartbeat` seconds without an entry.
-    Raises `CursorExpiredError` if events after `after` were already trimmed away.
+    Resuming after the id of `end` yields nothing. With `heartbeat`, yields `None` after each
+    `heartbeat` seconds without an entry. When a run dies without writing `end`, its listeners write
+    `error` + `end` for it. Raises, instead of ending as if the run were over:
+    `StreamNotFoundError` when no stream appears within `wait` seconds; `ListenTimeoutError` after
+    `timeout` seconds without an entry (`None`: no limit); `CursorExpiredError` if events after
+    `after` were trimmed away (or expired); `CursorAheadError` if `after` is past the stream's end.
     """
     cursor = "0-0" if after is None or after == "0" else check_stream_id(after)
-    oldest = await stream.oldest_id()  # also: an unreachable Redis fails here, not after `wait`
-    if oldest is not None and stream_id_key(oldest) > stream_id_key(cursor) and cursor != "0-0":
-        raise CursorExpiredError(cursor, oldest)
-    deadline = time.monotonic() + wait
-    beat = math.inf if heartbeat is None else time.monotonic() + heartbeat
+    bounds = await stream.bounds()  # also: an unreachable Redis fails here, not after `wait`
+    if bounds is None:
+        if cursor != "0-0":
+            raise CursorExpiredError(cursor, "none: the stream expired")
+    else:
+        if stream_id_key(cursor) > stream_id_key(bounds.newest):
+            raise CursorAheadError(cursor, bounds.newest)
+        if stream_id_key(bounds.oldest) > stream_id_key(cursor) if cursor != "0-0" else bounds.oldest_type != "begin":
+            raise CursorExpiredError(cursor, bounds.oldest)  # events after the cursor (or the run's start) are gone
+        if cursor == bounds.newest and bounds.newest_type == "end":
+            return
+    now = time.monotonic()
+    # `wait` bounds the wait for the stream to appear; `timeout` the silence once it exists.
+    appear_by = now + wait if bounds is None else math.inf
+    silent_by = math.inf if timeout is None or bounds is None else now + timeout
+    beat = math.inf if heartbeat is None else now + heartbeat
+    last = cursor
     async with _reader(stream, cursor, grace_ms) as reader:
         while True:
             now = time.monotonic()
-            if deadline <= now:
-                return
-            if heartbeat is not None and beat <= now:
+            if appear_by <= now:
+                session = stream.keys.session_id
+                raise StreamNotFoundError(f"session {session!r} has no events (it never ran, or they expired)")
+            if silent_by <= now:
+                raise ListenTimeoutError(timeout or 0.0, last)
+            if beat <= now:
                 yield None
-                beat = now + heartbeat
-            entries = await reader.next(min(deadline, beat, now + POLL_SECONDS) - now)
+                beat = now + (heartbeat or math.inf)
+            entries = await reader.next(min(appear_by, silent_by, beat, now + POLL_SECONDS) - now)
             if not entries:
                 continue
-            if heartbeat is not None:
-                beat = time.monotonic() + heartbeat
+            now = time.monotonic()
+            appear_by = math.inf
+            silent_by = math.inf if timeout is None else now + timeout
+            beat = math.inf if heartbeat is None else now + heartbeat
             for entry in entries:
                 yield entry
                 if entry.type == "end":
                     return
-            deadline = time.monotonic() + timeout
+            last = entries[-1].id

@@ -23,7 +23,15 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .auth import Authenticator, AuthError, Caller
 from .deps import Deps
-from .errors import AgxCanceledError, CursorExpiredError, InvalidIdError, SessionBusyError
+from .errors import (
+    AgxCanceledError,
+    CursorAheadError,
+    CursorExpiredError,
+    InvalidIdError,
+    ListenTimeoutError,
+    SessionBusyError,
+    StreamNotFoundError,
+)
 from .runner import q, start_run
 from .session import RedisSession
 from .store import AsyncRedis, Entry
@@ -91,20 +99,37 @@ def event_to_proto(entry: Entry) -> pb.Event:
     return message
 
 
-class _ResponseCache:
-    """The `ListenResponse` of recent entries, so the listeners of one session share one conversion."""
+@dataclass(kw_only=True)
+class ListenResponseCache:
+    """The `ListenResponse` of recent entries, so the listeners of one session share one conversion.
 
-    def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._responses: dict[tuple[str, str], pb.ListenResponse] = {}
+    Bounded in bytes, not entries: an entry of more than an eighth of the budget is converted for
+    each listener instead of being kept.
+    """
+
+    max_bytes: int = 16 << 20
+    _responses: dict[tuple[str, str], tuple[pb.ListenResponse, int]] = field(default_factory=dict)
+    _bytes: int = 0
 
     def response(self, key: str, entry: Entry) -> pb.ListenResponse:
-        response = self._responses.get((key, entry.id))
-        if response is None:
-            if len(self._responses) >= self._size:
-                del self._responses[next(iter(self._responses))]  # the oldest
-            response = self._responses[(key, entry.id)] = pb.ListenResponse(event=event_to_proto(entry))
+        """The response carrying `entry` of stream `key`, converted once while it is cached."""
+        cached = self._responses.get((key, entry.id))
+        if cached is not None:
+            return cached[0]
+        response = pb.ListenResponse(event=event_to_proto(entry))
+        size = len(entry.body_json) * 2 + 256  # the JSON, plus its typed fields and the message itself
+        if size <= self.max_bytes // 8:
+            while self._responses and self._bytes + size > self.max_bytes:
+                _, evicted = self._responses.pop(next(iter(self._responses)))  # the oldest
+                self._bytes -= evicted
+            self._responses[(key, entry.id)] = (response, size)
+            self._bytes += size
         return response
+
+    @property
+    def size_bytes(self) -> int:
+        """Bytes the cached responses hold, about."""
+        return self._bytes
 
 
 _STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
@@ -112,6 +137,9 @@ _STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (InvalidIdError, grpc.StatusCode.INVALID_ARGUMENT),
     (SessionBusyError, grpc.StatusCode.ALREADY_EXISTS),
     (CursorExpiredError, grpc.StatusCode.OUT_OF_RANGE),
+    (CursorAheadError, grpc.StatusCode.OUT_OF_RANGE),
+    (StreamNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (ListenTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (RedisConnectionError, grpc.StatusCode.UNAVAILABLE),
     (RedisTimeoutError, grpc.StatusCode.UNAVAILABLE),
 )
@@ -150,7 +178,7 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     accepting: bool = True
     """False once shutdown began: new runs get UNAVAILABLE."""
     runs: set[asyncio.Task[None]] = field(default_factory=set)
-    _responses: _ResponseCache = field(default_factory=_ResponseCache)
+    responses: ListenResponseCache = field(default_factory=ListenResponseCache)
 
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RunResponse:
         async with _statuses(context):
@@ -198,23 +226,12 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             key = deps.key()
             entries = deps.listen_entries(
                 wait=request.wait_seconds or 3,
-                timeout=request.timeout_seconds or 60,
+                timeout=request.timeout_seconds or None,
                 after=request.after_event_id or None,
                 heartbeat=self.heartbeat_interval,
             )
-            sent = 0
             async for entry in entries:
-                if entry is None:
-                    yield _HEARTBEAT
-                    continue
-                yield self._responses.response(key, entry)
-                sent += 1
-            if sent == 0 and not request.after_event_id:
-                await _abort(
-                    context,
-                    grpc.StatusCode.NOT_FOUND,
-                    f"session {request.session_id!r} has no events (it never ran, or they expired)",
-                )
+                yield _HEARTBEAT if entry is None else self.responses.response(key, entry)
 
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.CancelResponse:
         async with _statuses(context):

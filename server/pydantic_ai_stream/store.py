@@ -12,7 +12,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
@@ -29,10 +29,12 @@ __all__ = [
     "PendingEntry",
     "RawEntry",
     "SessionStream",
+    "StreamBounds",
     "active_members",
     "active_sessions",
     "append_many",
     "decode",
+    "entry_type",
     "hash_tags_for",
     "reap_many",
     "renew_many",
@@ -256,6 +258,20 @@ class Entry:
         )
 
 
+class StreamBounds(NamedTuple):
+    """Where a stream starts and ends."""
+
+    oldest: str
+    oldest_type: str
+    newest: str
+    newest_type: str
+
+
+def entry_type(fields: dict[Any, Any]) -> str:
+    """An entry's `type`, its body left unparsed (it may be large)."""
+    return next((decode(v) for k, v in fields.items() if decode(k) == "type"), "")
+
+
 RawEntry: TypeAlias = tuple[bytes | str, dict[Any, Any]]
 PendingEntry: TypeAlias = tuple[str, str, Body | None]
 """An entry to write: `(type, origin, body)`."""
@@ -345,6 +361,17 @@ class SessionStream:
         reply = await self.redis.xread({self.keys.stream: after}, count=count, block=block_ms)
         by_key = xread_entries_by_key(reply)
         return [Entry.from_redis(entry_id, fields) for _, entries in by_key for entry_id, fields in entries]
+
+    async def bounds(self) -> StreamBounds | None:
+        """The oldest and newest entries' ids and types; `None` if there is no stream."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(self.keys.stream, count=1)
+            pipe.xrevrange(self.keys.stream, count=1)
+            oldest, newest = await pipe.execute()
+        if not oldest or not newest:
+            return None
+        return StreamBounds(oldest=decode(oldest[0][0]), oldest_type=entry_type(oldest[0][1]),
+                            newest=decode(newest[0][0]), newest_type=entry_type(newest[0][1]))  # fmt: skip
 
     async def oldest_id(self) -> str | None:
         """Id of the oldest entry still in the stream, `None` if the stream is gone."""
