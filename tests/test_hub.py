@@ -163,3 +163,20 @@ async def test_a_killed_reader_connection_is_reopened_and_loses_nothing(redis: R
     await asyncio.wait_for(task, 5)
     assert [e["id"] for e in await collector.done()] == await _stream_entries(redis, _deps(redis, "s1"))
     await listening.aclose()
+
+
+async def test_a_slow_listener_of_large_entries_holds_little_and_misses_nothing(redis: Redis) -> None:
+    writer = _deps(redis, "big")
+    await writer.start()
+    slow = _deps(redis, "big").listen_entries()
+    assert (await anext(slow)).type == "begin"  # type: ignore[union-attr]
+    fast = Collector(_deps(redis, "big"))  # keeps the hub reading, and delivering to the slow one's buffer
+    blob = "x" * 50_000
+    for i in range(100):  # 5 MB: five times what a listener may have waiting
+        await writer.add_info({"i": i, "blob": blob})
+    await writer.stop()
+    await fast.done()
+    received = [entry async for entry in slow]
+    assert [e.body["i"] for e in received if e is not None and e.type == "info"] == list(range(100))
+    ids = await _stream_entries(redis, writer)
+    assert [e.id for e in received if e is not None] == ids[1:]

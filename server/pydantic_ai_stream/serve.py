@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from .auth import Anonymous, Authenticator, Caller, StaticTokens
-from .service import DEFAULT_MODEL_SETTINGS, AgentStreamServicer
+from .service import DEFAULT_MODEL_SETTINGS, AgentStreamServicer, ListenResponseCache
 from .store import AsyncRedis
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
@@ -69,6 +69,8 @@ class ServerSettings(BaseSettings):
     shutdown_grace: float = Field(default=10.0, ge=0)
     """Seconds in-flight runs get on SIGTERM before they are cancelled."""
     heartbeat_interval: float = Field(default=15.0, gt=0)
+    listen_cache_bytes: int = Field(default=16 << 20, ge=0)
+    """Bytes of converted events the Listen streams of a session share (recent entries only)."""
     model_settings: list[str] = Field(default_factory=lambda: sorted(DEFAULT_MODEL_SETTINGS))
 
 
@@ -197,6 +199,7 @@ async def running_server(config: ServerSettings) -> AsyncIterator[RunningServer]
             authenticator=authenticator,
             model_settings=frozenset(config.model_settings),
             heartbeat_interval=config.heartbeat_interval,
+            responses=ListenResponseCache(max_bytes=config.listen_cache_bytes),
         )
         # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])

@@ -38,7 +38,7 @@ from .store import AsyncRedis, Entry
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
-__all__ = ["AgentStreamServicer", "ServiceDeps", "event_to_proto"]
+__all__ = ["AgentStreamServicer", "ListenResponseCache", "ServiceDeps", "event_to_proto"]
 
 logger = logging.getLogger(__name__)
 
