@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", help="server private key (PEM)")
     serve.add_argument("--tls-client-ca", help="CA for client certificates: require them (mTLS)")
     serve.add_argument("--grace", type=float, help="seconds in-flight runs get on SIGTERM (default 10)")
+    serve.add_argument("--listen-cache-bytes", type=int, help="bytes of events Listen streams share (default 16 MiB)")
 
     for name, help_text in (
         ("run", "start a run and print the answer as it streams"),
@@ -90,6 +91,7 @@ def _serve(args: argparse.Namespace) -> None:
         "tls_key": args.tls_key,
         "tls_client_ca": args.tls_client_ca,
         "shutdown_grace": args.grace,
+        "listen_cache_bytes": args.listen_cache_bytes,
     }
     config = ServerSettings(**{k: v for k, v in overrides.items() if v is not None})
     if args.agent:
