@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 
 from pydantic_ai_stream import CursorAheadError, CursorExpiredError, settings
 from support import ScopedDeps
@@ -37,7 +37,7 @@ class _Leg:
 
 @dataclass
 class _World:
-    redis: Redis
+    redis: Redis | RedisCluster
     rng: random.Random
     history: dict[str, dict[str, None]] = field(default_factory=dict)
     """Every entry id each stream ever held, in order (recorded before each trim)."""
@@ -124,6 +124,20 @@ async def _listeners(world: _World) -> None:
 async def test_every_listener_gets_exactly_the_entries_after_its_cursor(
     redis: Redis, seed: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    await _check_read_path(redis, seed, monkeypatch)
+
+
+async def test_every_listener_gets_exactly_the_entries_after_its_cursor_on_a_cluster(
+    cluster_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cluster = await RedisCluster.from_url(cluster_url).initialize()
+    try:
+        await _check_read_path(cluster, 4, monkeypatch)  # listeners read on their own, not through a hub
+    finally:
+        await cluster.aclose()
+
+
+async def _check_read_path(redis: Redis | RedisCluster, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(settings, "stream_retention", 60)
     world = _World(redis=redis, rng=random.Random(seed))
     sessions = [f"s{i}" for i in range(SESSIONS)]

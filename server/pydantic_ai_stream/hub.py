@@ -30,10 +30,9 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import CursorExpiredError
 from .registry import PerClient
 from .settings import settings
-from .store import Entry, RawEntry, SessionStream, decode, entry_type, reap_many, stream_id_key
+from .store import Entry, SessionStream, decode, reap_many, stream_id_key
 
 __all__ = ["StreamHub", "Subscription"]
 
@@ -64,7 +63,7 @@ class Subscription:
     """One listener's view of a stream: entries strictly after `last`, in order, each once."""
 
     hub: StreamHub
-    key: str
+    stream: SessionStream
     last: str
     """Id of the last entry handed to the listener (the resume cursor)."""
     gap_until: str | None = None
@@ -108,7 +107,7 @@ class Subscription:
 
     async def _catch_up(self, until: str) -> list[Entry]:
         count = self._page
-        page = await self.hub.read_range(self.key, after=self.last, until=until, count=count)
+        page = await self.stream.read_range(after=self.last, until=until, count=count)
         if page:
             self._page = max(1, min(READ_COUNT, CATCH_UP_BYTES * len(page) // sum(map(_size, page))))
         # Closed only if no newer gap opened (an overflow) while this page was read.
@@ -185,7 +184,7 @@ class StreamHub:
         followed = self._streams.get(key)
         # The first entries come from Redis, read after `after` then checked against trimming (which
         # `XREAD` would skip silently); from then on the hub's reads, minus what that read had.
-        subscription = Subscription(hub=self, key=key, last=after, gap_until="+")
+        subscription = Subscription(hub=self, stream=stream, last=after, gap_until="+")
         if followed is None:
             followed = self._streams[key] = _Followed(stream=stream, grace_ms=grace_ms, cursor=after)
             self._packed_keys = None
@@ -234,20 +233,6 @@ class StreamHub:
         """Raise what stopped the hub's reads (Redis unreachable), if anything did."""
         if self._error is not None:
             raise self._error
-
-    async def read_range(self, key: str, *, after: str, until: str, count: int) -> list[Entry]:
-        """Entries of `key` in (`after`, `until`], at most `count`.
-
-        Raises `CursorExpiredError` if the stream was trimmed past `after` meanwhile: entries are lost.
-        """
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xrange(key, min=f"({after}", max=until, count=count)
-            pipe.xrange(key, count=1)
-            reply, oldest = await pipe.execute()
-        if oldest and _trimmed_past(after, decode(oldest[0][0]), _pairs(oldest[0][1])):
-            raise CursorExpiredError(after, decode(oldest[0][0]))
-        page: list[RawEntry] = reply
-        return [Entry.from_redis(entry_id, fields) for entry_id, fields in page]
 
     def _wake(self) -> None:
         if self._wake_sent:
@@ -351,13 +336,6 @@ class StreamHub:
             size = sum(map(_size, entries))
             for subscription in followed.subscribers:
                 subscription.deliver(entries, size)
-
-
-def _trimmed_past(after: str, oldest: str, oldest_fields: dict[Any, Any]) -> bool:
-    """Whether entries after `after` may have been trimmed: it (or the run's `begin`) is no longer kept."""
-    if after == "0-0":
-        return entry_type(oldest_fields) != "begin"
-    return stream_id_key(oldest) > stream_id_key(after)
 
 
 def _size(entry: Entry) -> int:

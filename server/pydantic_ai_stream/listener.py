@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from .errors import CursorAheadError, CursorExpiredError, ListenTimeoutError, StreamNotFoundError
-from .hub import StreamHub, Subscription
+from .hub import READ_COUNT, StreamHub, Subscription
 from .keys import check_stream_id
 from .store import Entry, SessionStream, stream_id_key
 
@@ -36,9 +36,15 @@ class _DirectReader:
     stream: SessionStream
     last: str
     grace_ms: int
+    checked: bool = False
+    """The first read is a checked range read: `XREAD` would skip entries trimmed meanwhile."""
 
     async def next(self, timeout: float) -> list[Entry]:
-        entries = await self.stream.read(self.last, block_ms=max(1, int(timeout * 1000)))
+        if not self.checked:
+            entries = await self.stream.read_range(after=self.last, count=READ_COUNT)
+            self.checked = len(entries) < READ_COUNT
+        else:
+            entries = await self.stream.read(self.last, block_ms=max(1, int(timeout * 1000)))
         if entries:
             self.last = entries[-1].id
         elif self.last != "0-0":  # the stream exists: a run began (or the listener resumed)

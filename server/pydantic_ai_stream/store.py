@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, TypeAlias
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 
-from .errors import LeaseLostError
+from .errors import CursorExpiredError, LeaseLostError
 from .events import Body
 from .keys import SessionKeys
 from .settings import settings
@@ -361,6 +361,23 @@ class SessionStream:
         reply = await self.redis.xread({self.keys.stream: after}, count=count, block=block_ms)
         by_key = xread_entries_by_key(reply)
         return [Entry.from_redis(entry_id, fields) for _, entries in by_key for entry_id, fields in entries]
+
+    async def read_range(self, *, after: str, until: str = "+", count: int) -> list[Entry]:
+        """Entries in (`after`, `until`], at most `count`; unlike `XREAD`, never silently past a trim.
+
+        Raises `CursorExpiredError` if entries after `after` (`0-0`: the run's `begin`) may have been trimmed.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xrange(self.keys.stream, min=f"({after}", max=until, count=count)
+            pipe.xrange(self.keys.stream, count=1)  # after the read: a trim before it shows here
+            page, oldest = await pipe.execute()
+        if oldest:
+            oldest_id, oldest_fields = oldest[0]
+            trimmed = (stream_id_key(decode(oldest_id)) > stream_id_key(after) if after != "0-0"
+                       else entry_type(oldest_fields) != "begin")  # fmt: skip
+            if trimmed:
+                raise CursorExpiredError(after, decode(oldest_id))
+        return [Entry.from_redis(entry_id, fields) for entry_id, fields in page]
 
     async def bounds(self) -> StreamBounds | None:
         """The oldest and newest entries' ids and types; `None` if there is no stream."""
