@@ -157,7 +157,7 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             caller = await self._caller(request, context)
             agent = self.agents.get(request.agent)
             if agent is None:
-                hosted = ", ".join(sorted(self.agents)) or "none"
+                hosted = ", ".join(sorted(name for name in self.agents if caller.may_run(name))) or "none"
                 await _abort(context, grpc.StatusCode.NOT_FOUND, f"unknown agent {request.agent!r}; hosted: {hosted}")
             if not caller.may_run(request.agent):
                 await _abort(context, grpc.StatusCode.PERMISSION_DENIED, f"you may not run agent {request.agent!r}")
@@ -241,11 +241,17 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _caller(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
-        authorization = dict(context.invocation_metadata() or ()).get("authorization")
-        caller = await self.authenticator.authenticate(authorization if isinstance(authorization, str) else None)
+        caller = await self._authenticate(context)
         if len(UnknownFieldSet(request)):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "request has fields this server does not know")
         return caller
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        values = [value for key, value in context.invocation_metadata() or () if key == "authorization"]
+        if len(values) > 1:  # proxies and clients disagree on which one counts: accept none
+            raise AuthError("more than one 'authorization' metadata entry")
+        authorization = values[0] if values and isinstance(values[0], str) else None
+        return await self.authenticator.authenticate(authorization)
 
     def _deps(self, caller: Caller, session_id: str, run_id: str | None = None) -> ServiceDeps:
         deps = ServiceDeps(
