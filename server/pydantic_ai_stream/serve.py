@@ -9,12 +9,13 @@ import ipaddress
 import logging
 import signal
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import AliasChoices, Field
@@ -29,7 +30,6 @@ from .auth import Anonymous, Authenticator, Caller, StaticTokens
 from .service import DEFAULT_MODEL_SETTINGS, AgentStreamServicer
 from .store import AsyncRedis
 from .v1 import stream_pb2 as pb
-from .v1 import stream_pb2_grpc as pb_grpc
 
 __all__ = ["ServerSettings", "load_agent", "running_server", "serve"]
 
@@ -167,6 +167,60 @@ def _credentials(config: ServerSettings) -> grpc.ServerCredentials | None:
     )
 
 
+_Request = TypeVar("_Request", bound=Message)
+_Response = TypeVar("_Response", bound=Message)
+_Context = grpc.aio.ServicerContext[Any, Any]
+
+
+async def _parse(
+    servicer: AgentStreamServicer, request_type: type[_Request], raw: bytes, context: _Context
+) -> _Request:
+    try:
+        return request_type.FromString(raw)
+    except DecodeError:
+        await servicer.refuse_malformed(request_type.DESCRIPTOR.name, context)
+
+
+def _unary(
+    servicer: AgentStreamServicer,
+    request_type: type[_Request],
+    method: Callable[[_Request, _Context], Awaitable[_Response]],
+) -> grpc.RpcMethodHandler[bytes, _Response]:
+    async def handle(raw: bytes, context: _Context) -> _Response:
+        return await method(await _parse(servicer, request_type, raw, context), context)
+
+    return grpc.unary_unary_rpc_method_handler(handle, response_serializer=_serialize)
+
+
+def _streaming(
+    servicer: AgentStreamServicer,
+    request_type: type[_Request],
+    method: Callable[[_Request, _Context], AsyncIterator[_Response]],
+) -> grpc.RpcMethodHandler[bytes, _Response]:
+    async def handle(raw: bytes, context: _Context) -> AsyncIterator[_Response]:
+        async for response in method(await _parse(servicer, request_type, raw, context), context):
+            yield response
+
+    return grpc.unary_stream_rpc_method_handler(handle, response_serializer=_serialize)
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+def _add_service(servicer: AgentStreamServicer, server: grpc.aio.Server) -> None:
+    """Register the service taking raw bytes: grpc's own parsing would turn a malformed request into a
+    logged traceback and UNKNOWN, before authentication; ours answers INVALID_ARGUMENT after it."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "Run": _unary(servicer, pb.RunRequest, servicer.Run),
+        "Listen": _streaming(servicer, pb.ListenRequest, servicer.Listen),
+        "Cancel": _unary(servicer, pb.CancelRequest, servicer.Cancel),
+        "ListActive": _unary(servicer, pb.ListActiveRequest, servicer.ListActive),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 @dataclass(kw_only=True)
 class RunningServer:
     """A started server: its port, its servicer, and how to stop it gracefully."""
@@ -200,7 +254,7 @@ async def running_server(config: ServerSettings) -> AsyncIterator[RunningServer]
         )
         # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        pb_grpc.add_AgentStreamServiceServicer_to_server(servicer, server)
+        _add_service(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -138,6 +139,29 @@ async def _statuses(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterato
 
 
 @dataclass(kw_only=True)
+class _MalformedLog:
+    """One warning a minute at most about malformed requests, however many arrive: a flood cannot fill the log."""
+
+    interval: float = 60.0
+    _quiet_until: float = float("-inf")
+    _held_back: int = 0
+
+    def note(self, request_type: str, peer: str) -> None:
+        now = time.monotonic()
+        if now < self._quiet_until:
+            self._held_back += 1
+            return
+        logger.warning(
+            "refused a malformed %s from %s (%d more malformed requests since the last warning)",
+            request_type,
+            peer,
+            self._held_back,
+        )
+        self._quiet_until = now + self.interval
+        self._held_back = 0
+
+
+@dataclass(kw_only=True)
 class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     """Serves hosted agents to authenticated callers; every session is under its caller's scope and user."""
 
@@ -151,6 +175,7 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     """False once shutdown began: new runs get UNAVAILABLE."""
     runs: set[asyncio.Task[None]] = field(default_factory=set)
     _responses: _ResponseCache = field(default_factory=_ResponseCache)
+    _malformed_log: _MalformedLog = field(default_factory=_MalformedLog)
 
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RunResponse:
         async with _statuses(context):
@@ -240,6 +265,15 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
+    async def refuse_malformed(self, request_type: str, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
+        """Answer a request whose bytes do not parse: UNAUTHENTICATED without credentials, else INVALID_ARGUMENT."""
+        async with _statuses(context):
+            await self._authenticate(context)
+            self._malformed_log.note(request_type, context.peer())
+            await _abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, f"request is not a valid {request_type} (malformed protobuf)"
+            )
+
     async def _caller(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         caller = await self._authenticate(context)
         if len(UnknownFieldSet(request)):
@@ -265,7 +299,10 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     ) -> dict[str, Any]:
         if not request.HasField("model_settings"):
             return {}
-        settings = json_format.MessageToDict(request.model_settings)
+        try:
+            settings = json_format.MessageToDict(request.model_settings)
+        except ValueError:  # NaN or infinity: no JSON number carries them
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "model_settings numbers must be finite")
         if unknown := sorted(set(settings) - self.model_settings):
             allowed = ", ".join(sorted(self.model_settings))
             await _abort(
