@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from .auth import Anonymous, Authenticator, Caller, StaticTokens
-from .service import DEFAULT_MODEL_SETTINGS, AgentStreamServicer
+from .service import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS, AgentStreamServicer
 from .store import AsyncRedis
 from .v1 import stream_pb2 as pb
 
@@ -70,6 +70,12 @@ class ServerSettings(BaseSettings):
     """Seconds in-flight runs get on SIGTERM before they are cancelled."""
     heartbeat_interval: float = Field(default=15.0, gt=0)
     model_settings: list[str] = Field(default_factory=lambda: sorted(DEFAULT_MODEL_SETTINGS))
+    max_prompt_bytes: int = Field(default=DEFAULT_MAX_PROMPT_BYTES, ge=1)
+    """Largest `Run` prompt, in bytes as stored (UTF-8 JSON); larger ones are INVALID_ARGUMENT. The default
+    keeps the `begin` event that carries it within a default gRPC client's 4 MiB receive limit."""
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=4 * 1024 * 1024)
+    """Largest request the server reads; larger ones are RESOURCE_EXHAUSTED. Above `max_prompt_bytes`, so
+    that a prompt over its limit gets INVALID_ARGUMENT, which says why."""
 
 
 def load_agent(path: str) -> AbstractAgent[Any, Any]:
@@ -251,9 +257,11 @@ async def running_server(config: ServerSettings) -> AsyncIterator[RunningServer]
             authenticator=authenticator,
             model_settings=frozenset(config.model_settings),
             heartbeat_interval=config.heartbeat_interval,
+            max_prompt_bytes=config.max_prompt_bytes,
         )
         # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        options = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", config.max_request_bytes)]
+        server = grpc.aio.server(options=options)
         _add_service(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

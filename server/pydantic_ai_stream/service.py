@@ -25,13 +25,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .auth import Authenticator, AuthError, Caller
 from .deps import Deps
 from .errors import AgxCanceledError, CursorExpiredError, InvalidIdError, SessionBusyError
+from .keys import excerpt
 from .runner import q, start_run
 from .session import RedisSession
 from .store import AsyncRedis, Entry
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
-__all__ = ["AgentStreamServicer", "ServiceDeps", "event_to_proto"]
+__all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer", "ServiceDeps", "event_to_proto"]
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ DEFAULT_MODEL_SETTINGS = frozenset(
     {"temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty"}
 )
 """Model settings a `Run` may pass unless the server is told otherwise."""
+
+DEFAULT_MAX_PROMPT_BYTES = 3_670_016
+"""3.5 MiB: a `begin` carrying the prompt stays within a default gRPC client's 4 MiB receive limit."""
 
 
 @dataclass(kw_only=True)
@@ -169,6 +173,8 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     agents: Mapping[str, AbstractAgent[Any, Any]]
     authenticator: Authenticator
     model_settings: frozenset[str] = DEFAULT_MODEL_SETTINGS
+    max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES
+    """Largest prompt accepted, in bytes as stored in `begin` (UTF-8 JSON, control characters escaped)."""
     heartbeat_interval: float = 15.0
     """Seconds of silence on a Listen stream before a heartbeat is sent."""
     accepting: bool = True
@@ -183,11 +189,16 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             agent = self.agents.get(request.agent)
             if agent is None:
                 hosted = ", ".join(sorted(name for name in self.agents if caller.may_run(name))) or "none"
-                await _abort(context, grpc.StatusCode.NOT_FOUND, f"unknown agent {request.agent!r}; hosted: {hosted}")
+                details = f"unknown agent {excerpt(request.agent)}; hosted: {hosted}"
+                await _abort(context, grpc.StatusCode.NOT_FOUND, details)
             if not caller.may_run(request.agent):
                 await _abort(context, grpc.StatusCode.PERMISSION_DENIED, f"you may not run agent {request.agent!r}")
             if not request.prompt.strip():
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "prompt must not be empty")
+            # Measured as stored: JSON escapes a control character to six bytes.
+            if (stored := len(json.dumps(request.prompt, ensure_ascii=False).encode())) > self.max_prompt_bytes:
+                details = f"prompt is {stored} bytes as stored (UTF-8 JSON); the limit is {self.max_prompt_bytes}"
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, details)
             if not self.accepting:
                 await _abort(context, grpc.StatusCode.UNAVAILABLE, "server is shutting down; retry on another replica")
             deps = self._deps(caller, request.session_id, run_id=request.run_id or None)
@@ -306,7 +317,9 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
         if unknown := sorted(set(settings) - self.model_settings):
             allowed = ", ".join(sorted(self.model_settings))
             await _abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, f"model settings {unknown} not allowed; allowed: {allowed}"
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"model setting {excerpt(unknown[0])} not allowed ({len(unknown)} unknown); allowed: {allowed}",
             )
         return {"model_settings": settings}
 

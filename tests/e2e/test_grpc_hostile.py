@@ -13,8 +13,10 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from redis.asyncio import Redis
 
-from pydantic_ai_stream.client import StreamClient
+from pydantic_ai_stream import settings
+from pydantic_ai_stream.client import StreamClient, event_body
 from pydantic_ai_stream.serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 
@@ -68,6 +70,77 @@ async def test_an_unknown_agent_lists_only_the_agents_the_caller_may_run(server:
     assert error.code() == grpc.StatusCode.NOT_FOUND
     assert "weather" in (error.details() or "")
     assert "stalling" not in (error.details() or "")
+
+
+# A default client's receive limit: every message the server sends must fit it.
+DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024
+MAX_PROMPT = 3_500_000
+
+
+@pytest.mark.parametrize("prompt", ["é" * 1_400_000, "x" * MAX_PROMPT, "é" * (MAX_PROMPT // 2), "a\n" * 1_000_000])
+async def test_large_prompts_run_and_a_default_client_receives_their_begin(
+    server: RunningServer, redis_url: str, prompt: str
+) -> None:
+    async with StreamClient(f"127.0.0.1:{server.port}", token="alice-token") as client:
+        await client.run("weather", "big", prompt)
+        events = [e async for e in client.listen("big")]
+    assert event_body(events[0])["user_prompt"] == prompt
+    assert events[-1].type == pb.EVENT_TYPE_END
+    redis = Redis.from_url(redis_url)
+    [(_, fields)] = await redis.xrange(f"{settings.redis_prefix}:1:1:big", count=1)
+    await redis.aclose()
+    assert len(fields[b"body"]) < len(prompt.encode()) * 2  # stored as UTF-8, not \u-escaped
+    assert pb.ListenResponse(event=events[0]).ByteSize() < DEFAULT_MAX_RECEIVE
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    ["x" * 3_700_000, "é" * 2_000_000, "x" * 6_000_000, "\x01" * 700_000],  # the last one: \u0001 in JSON
+)
+async def test_a_prompt_too_large_to_store_is_refused_before_anything_is_written(
+    server: RunningServer, redis_url: str, prompt: str
+) -> None:
+    async with StreamClient(f"127.0.0.1:{server.port}", token="alice-token") as client:
+        error = await _error(client.run("weather", "big", prompt))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "prompt" in (error.details() or "")
+        assert len(error.details() or "") < 200
+        assert await client.list_active() == []
+    redis = Redis.from_url(redis_url)
+    assert await redis.keys(f"{settings.redis_prefix}:1:1:big*") == []
+    await redis.aclose()
+
+
+async def test_the_prompt_limit_is_a_server_setting(redis_url: str) -> None:
+    config = ServerSettings(redis_url=redis_url, port=0, tokens=TOKENS, max_prompt_bytes=1000)
+    async with (
+        running_server(config) as server,
+        StreamClient(f"127.0.0.1:{server.port}", token="alice-token") as client,
+    ):
+        await client.run("demo", "small", "é" * 499)  # 998 bytes and two quotes
+        error = await _error(client.run("demo", "small-2", "é" * 500))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == "prompt is 1002 bytes as stored (UTF-8 JSON); the limit is 1000"
+
+
+async def test_errors_quote_at_most_a_prefix_of_the_input(server: RunningServer) -> None:
+    huge = "x" * 100_000
+    async with StreamClient(f"127.0.0.1:{server.port}", token="alice-token") as client:
+        errors = [
+            await _error(client.run(huge, "s1", "hi")),
+            await _error(client.run("weather", huge, "hi")),
+            await _error(client.run("weather", "s1", "hi", run_id=huge)),
+            await _error(client.run("weather", "s1:" + huge, "hi")),
+            await _error(client.run("weather", "s1", "hi", model_settings={huge: 1, "y" + huge: 2})),
+            await _error(_drain(client.listen("s1", after=huge))),
+        ]
+    assert [e.code() for e in errors] == [grpc.StatusCode.NOT_FOUND] + [grpc.StatusCode.INVALID_ARGUMENT] * 5
+    assert all(len(e.details() or "") < 300 for e in errors), [len(e.details() or "") for e in errors]
+
+
+async def _drain(events: AsyncIterator[Any]) -> None:
+    async for _ in events:
+        pass
 
 
 # Requests as raw bytes: what a client with a broken encoder, or an attacker, sends.
