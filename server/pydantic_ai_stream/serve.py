@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from pydantic import AliasChoices, Field
 from pydantic_ai.agent import AbstractAgent
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +37,7 @@ __all__ = ["ServerSettings", "load_agent", "running_server", "serve"]
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentStreamService"].full_name
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
 class ServerSettings(BaseSettings):
@@ -227,6 +229,39 @@ def _add_service(servicer: AgentStreamServicer, server: grpc.aio.Server) -> None
     server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
+def _describe_reflection_v1() -> None:
+    """Put `grpc.reflection.v1` in the default descriptor pool: v1alpha's file with v1's package name.
+
+    v1 renamed v1alpha's package and kept every message and field; grpcio-reflection ships only v1alpha.
+    """
+    pool = descriptor_pool.Default()
+    with contextlib.suppress(KeyError):
+        pool.FindServiceByName(REFLECTION_V1)
+        return
+    proto = descriptor_pb2.FileDescriptorProto.FromString(reflection_pb2.DESCRIPTOR.serialized_pb)
+    proto.name, proto.package = "grpc/reflection/v1/reflection.proto", "grpc.reflection.v1"
+    proto.ClearField("options")  # v1alpha's Go/Java package names and its `deprecated`
+    for field in (field for message in proto.message_type for field in message.field if field.type_name):
+        field.type_name = field.type_name.replace(".v1alpha.", ".v1.")
+    for method in proto.service[0].method:
+        method.input_type = method.input_type.replace(".v1alpha.", ".v1.")
+        method.output_type = method.output_type.replace(".v1alpha.", ".v1.")
+    pool.AddSerializedFile(proto.SerializeToString())
+
+
+def _add_reflection(server: grpc.aio.Server, service_names: list[str]) -> None:
+    """Server reflection as `grpc.reflection.v1` and `v1alpha`: the same messages on the wire, one servicer."""
+    _describe_reflection_v1()
+    servicer = reflection.aio.ReflectionServicer([*service_names, REFLECTION_V1, reflection.SERVICE_NAME])
+    info = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    for name in (REFLECTION_V1, reflection.SERVICE_NAME):
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": info}),))
+
+
 @dataclass(kw_only=True)
 class RunningServer:
     """A started server: its port, its servicer, and how to stop it gracefully."""
@@ -265,9 +300,7 @@ async def running_server(config: ServerSettings) -> AsyncIterator[RunningServer]
         _add_service(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-        )
+        _add_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
         address = f"{config.host}:{config.port}"
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
         await server.start()
