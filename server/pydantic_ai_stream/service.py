@@ -62,6 +62,8 @@ _EVENT_KINDS = {"llm-begin": pb.EVENT_KIND_LLM_BEGIN, "llm-end": pb.EVENT_KIND_L
                 "answer": pb.EVENT_KIND_ANSWER}  # fmt: skip
 _PART_KINDS = {"text": pb.PART_KIND_TEXT, "thinking": pb.PART_KIND_THINKING, "tool-call": pb.PART_KIND_TOOL_CALL,
                "tool-return": pb.PART_KIND_TOOL_RETURN}  # fmt: skip
+_OUTCOMES = {"failed": pb.TOOL_OUTCOME_FAILED, "denied": pb.TOOL_OUTCOME_DENIED,
+             "interrupted": pb.TOOL_OUTCOME_INTERRUPTED, "retried": pb.TOOL_OUTCOME_RETRIED}  # fmt: skip
 _HEARTBEAT = pb.ListenResponse(heartbeat=pb.Heartbeat())
 
 
@@ -75,25 +77,40 @@ def event_to_proto(entry: Entry) -> pb.Event:
         origin=entry.origin,
         body_json=entry.body_json,
     )
-    if entry.type != "event":
+    if entry.type != "event" or not isinstance(body, dict):
         return message
-    if isinstance(body.get("idx"), int):
-        message.idx = body["idx"]
-    message.kind = _EVENT_KINDS.get(body.get("event", ""), pb.EVENT_KIND_UNSPECIFIED)
-    if isinstance(body.get("event_idx"), int):
-        message.event_idx = body["event_idx"]
-    if part_kind := body.get("part_kind"):
+    # Application code may write `event` entries too: a field of an unexpected type is left to `body_json`.
+    if (idx := _uint32(body, "idx")) is not None:
+        message.idx = idx
+    message.kind = _EVENT_KINDS.get(_str(body, "event") or "", pb.EVENT_KIND_UNSPECIFIED)
+    if (event_idx := _uint32(body, "event_idx")) is not None:
+        message.event_idx = event_idx
+    if part_kind := _str(body, "part_kind"):
         message.part_kind = _PART_KINDS.get(part_kind, pb.PART_KIND_OTHER)
         message.part_kind_name = part_kind
+    if delta_kind := _str(body, "part_delta_kind"):
+        message.part_delta_kind = _PART_KINDS.get(delta_kind, pb.PART_KIND_OTHER)
+    if outcome := _str(body, "outcome"):
+        message.outcome = _OUTCOMES.get(outcome, pb.TOOL_OUTCOME_OTHER)
     if "content" in body:
         content = body["content"]
         message.content = content if isinstance(content, str) else json.dumps(content)
     for name in ("content_delta", "tool_name", "tool_call_id"):
-        if isinstance(body.get(name), str):
-            setattr(message, name, body[name])
+        if (value := _str(body, name)) is not None:
+            setattr(message, name, value)
     if isinstance(body.get("args"), dict):
         message.args.update(body["args"])
     return message
+
+
+def _str(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _uint32(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32 else None
 
 
 class _ResponseCache:

@@ -89,6 +89,22 @@ async def test_run_then_listen_gets_typed_events(server: RunningServer) -> None:
     assert all(e.origin == "pydantic-ai" for e in events if e.type == pb.EVENT_TYPE_EVENT)
 
 
+async def test_tool_outcomes_and_delta_kinds_are_typed(redis_url: str) -> None:
+    config = ServerSettings(redis_url=redis_url, port=0, agents={"picky": "grpc_agents:picky"})
+    async with running_server(config) as server, _client(server, None) as client:
+        await client.run("picky", "p1", "weather?")
+        events = await _events(client, "p1")
+        await client.run("demo", "d1", "count these four words")
+        demo = await _events(client, "d1")
+    [ret] = [e for e in events if e.part_kind == pb.PART_KIND_TOOL_RETURN]
+    assert (ret.outcome, ret.content) == (pb.TOOL_OUTCOME_RETRIED, "no such city: ?")
+    assert all(e.outcome == pb.TOOL_OUTCOME_UNSPECIFIED for e in demo)  # its tool succeeds
+    deltas = [e for e in events + demo if e.kind == pb.EVENT_KIND_PART_DELTA]
+    assert {e.part_delta_kind for e in deltas} == {pb.PART_KIND_TEXT, pb.PART_KIND_THINKING}
+    assert all(e.part_delta_kind == e.part_kind for e in deltas)
+    assert all(e.part_delta_kind == pb.PART_KIND_UNSPECIFIED for e in events if e.kind != pb.EVENT_KIND_PART_DELTA)
+
+
 async def test_the_demo_agent_thinks_calls_a_tool_and_answers(redis_url: str) -> None:
     async with running_server(ServerSettings(redis_url=redis_url, port=0)) as server, _client(server, None) as client:
         await client.run("demo", "d1", "count these four words")
