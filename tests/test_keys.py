@@ -55,3 +55,10 @@ def test_prefix_is_checked_and_defaults_to_pyaix(monkeypatch: pytest.MonkeyPatch
 def test_stream_ids_are_checked(bad: str) -> None:
     with pytest.raises(InvalidIdError, match="event id"):
         check_stream_id(bad)
+
+
+@pytest.mark.parametrize("cursor", ["18446744073709551616-0", "0-18446744073709551616", "99999999999999999999-0"])
+def test_stream_ids_past_64_bits_are_refused(cursor: str) -> None:
+    with pytest.raises(InvalidIdError):
+        check_stream_id(cursor)
+    assert check_stream_id("18446744073709551615-18446744073709551615")

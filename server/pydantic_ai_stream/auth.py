@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -9,6 +10,9 @@ from typing import Protocol
 from .errors import PydanticAIStreamError
 
 __all__ = ["Anonymous", "AuthError", "Authenticator", "Caller", "StaticTokens"]
+
+# A token is sent verbatim: one with whitespace could never be matched.
+_WHITESPACE = re.compile(r"\s")
 
 
 class AuthError(PydanticAIStreamError):
@@ -44,11 +48,11 @@ class StaticTokens:
     tokens: Mapping[str, Caller]
 
     async def authenticate(self, authorization: str | None) -> Caller:
-        """Accept `Bearer <token>` for a configured token."""
+        """Accept exactly `Bearer <token>` for a configured token (no whitespace around the token)."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise AuthError("missing bearer token: send metadata 'authorization: Bearer <token>'")
-        caller = self.tokens.get(token.strip())
+        caller = self.tokens.get(token)
         if caller is None:
             raise AuthError("unknown bearer token")
         return caller
@@ -61,8 +65,11 @@ class StaticTokens:
             token, _, target = spec.partition("=")
             scope, _, rest = target.partition(":")
             user, _, agents = rest.partition(":")
-            if not token or not scope.lstrip("-").isdigit() or not user.lstrip("-").isdigit():
-                raise ValueError(f"token spec {spec!r} is not TOKEN=SCOPE_ID:USER_ID[:agent,...]")
+            ids_ok = scope.lstrip("-").isdigit() and user.lstrip("-").isdigit()
+            if not token or _WHITESPACE.search(token) or not ids_ok:
+                raise ValueError(
+                    f"token spec {spec!r} is not TOKEN=SCOPE_ID:USER_ID[:agent,...] (TOKEN without spaces)"
+                )
             allowed = frozenset(a for a in agents.split(",") if a) or None
             tokens[token] = Caller(scope_id=int(scope), user_id=int(user), agents=allowed)
         return cls(tokens=tokens)

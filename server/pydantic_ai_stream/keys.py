@@ -16,6 +16,7 @@ __all__ = [
     "check_int_id",
     "check_prefix",
     "check_stream_id",
+    "excerpt",
     "user_prefix",
 ]
 
@@ -27,6 +28,13 @@ _ACTIVE_SUFFIX = "::active"
 _STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$|^0$")
 
 
+def excerpt(value: str, limit: int = 40) -> str:
+    """`value` quoted for an error message, cut to `limit` characters: errors never echo unbounded input."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
+
+
 def check_id(name: str, value: object) -> str:
     """Return `value` if it is a safe id segment, else raise `InvalidIdError` naming `name`."""
     if not isinstance(value, str):
@@ -36,7 +44,9 @@ def check_id(name: str, value: object) -> str:
     if len(value) > MAX_ID_LENGTH:
         raise InvalidIdError(f"{name} is {len(value)} characters long; the limit is {MAX_ID_LENGTH}")
     if match := _FORBIDDEN.search(value):
-        raise InvalidIdError(f"{name} {value!r} contains {match.group()!r}; ids may not contain ':*?[]{{}}\\ or spaces")
+        raise InvalidIdError(
+            f"{name} {excerpt(value)} contains {match.group()!r}; ids may not contain ':*?[]{{}}\\ or spaces"
+        )
     return value
 
 
@@ -56,8 +66,9 @@ def check_prefix(value: str) -> str:
 
 def check_stream_id(value: str) -> str:
     """Return `value` if it is a Redis stream entry id (`<ms>-<seq>`), else raise `InvalidIdError`."""
-    if not _STREAM_ID.match(value):
-        raise InvalidIdError(f"event id {value!r} is not a stream entry id like '1700000000000-0'")
+    if not _STREAM_ID.match(value) or any(int(part) >= 1 << 64 for part in value.split("-")):
+        # Redis's own limit: both parts are 64-bit; a larger id would fail the shared read.
+        raise InvalidIdError(f"event id {excerpt(value)} is not a stream entry id like '1700000000000-0'")
     return value
 
 

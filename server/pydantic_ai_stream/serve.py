@@ -9,14 +9,16 @@ import ipaddress
 import logging
 import signal
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from pydantic import AliasChoices, Field
 from pydantic_ai.agent import AbstractAgent
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,16 +28,16 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from .auth import Anonymous, Authenticator, Caller, StaticTokens
-from .service import DEFAULT_MODEL_SETTINGS, AgentStreamServicer, ListenResponseCache
+from .service import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS, AgentStreamServicer, ListenResponseCache
 from .store import AsyncRedis
 from .v1 import stream_pb2 as pb
-from .v1 import stream_pb2_grpc as pb_grpc
 
 __all__ = ["ServerSettings", "load_agent", "running_server", "serve"]
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentStreamService"].full_name
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
 class ServerSettings(BaseSettings):
@@ -72,6 +74,12 @@ class ServerSettings(BaseSettings):
     listen_cache_bytes: int = Field(default=16 << 20, ge=0)
     """Bytes of converted events the Listen streams of a session share (recent entries only)."""
     model_settings: list[str] = Field(default_factory=lambda: sorted(DEFAULT_MODEL_SETTINGS))
+    max_prompt_bytes: int = Field(default=DEFAULT_MAX_PROMPT_BYTES, ge=1)
+    """Largest `Run` prompt, in bytes as stored (UTF-8 JSON); larger ones are INVALID_ARGUMENT. The default
+    keeps the `begin` event that carries it within a default gRPC client's 4 MiB receive limit."""
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=4 * 1024 * 1024)
+    """Largest request the server reads; larger ones are RESOURCE_EXHAUSTED. Above `max_prompt_bytes`, so
+    that a prompt over its limit gets INVALID_ARGUMENT, which says why."""
 
 
 def load_agent(path: str) -> AbstractAgent[Any, Any]:
@@ -169,6 +177,93 @@ def _credentials(config: ServerSettings) -> grpc.ServerCredentials | None:
     )
 
 
+_Request = TypeVar("_Request", bound=Message)
+_Response = TypeVar("_Response", bound=Message)
+_Context = grpc.aio.ServicerContext[Any, Any]
+
+
+async def _parse(
+    servicer: AgentStreamServicer, request_type: type[_Request], raw: bytes, context: _Context
+) -> _Request:
+    try:
+        return request_type.FromString(raw)
+    except DecodeError:
+        await servicer.refuse_malformed(request_type.DESCRIPTOR.name, context)
+
+
+def _unary(
+    servicer: AgentStreamServicer,
+    request_type: type[_Request],
+    method: Callable[[_Request, _Context], Awaitable[_Response]],
+) -> grpc.RpcMethodHandler[bytes, _Response]:
+    async def handle(raw: bytes, context: _Context) -> _Response:
+        return await method(await _parse(servicer, request_type, raw, context), context)
+
+    return grpc.unary_unary_rpc_method_handler(handle, response_serializer=_serialize)
+
+
+def _streaming(
+    servicer: AgentStreamServicer,
+    request_type: type[_Request],
+    method: Callable[[_Request, _Context], AsyncIterator[_Response]],
+) -> grpc.RpcMethodHandler[bytes, _Response]:
+    async def handle(raw: bytes, context: _Context) -> AsyncIterator[_Response]:
+        async for response in method(await _parse(servicer, request_type, raw, context), context):
+            yield response
+
+    return grpc.unary_stream_rpc_method_handler(handle, response_serializer=_serialize)
+
+
+def _serialize(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+def _add_service(servicer: AgentStreamServicer, server: grpc.aio.Server) -> None:
+    """Register the service taking raw bytes: grpc's own parsing would turn a malformed request into a
+    logged traceback and UNKNOWN, before authentication; ours answers INVALID_ARGUMENT after it."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
+        "Run": _unary(servicer, pb.RunRequest, servicer.Run),
+        "Listen": _streaming(servicer, pb.ListenRequest, servicer.Listen),
+        "Cancel": _unary(servicer, pb.CancelRequest, servicer.Cancel),
+        "ListActive": _unary(servicer, pb.ListActiveRequest, servicer.ListActive),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+def _describe_reflection_v1() -> None:
+    """Put `grpc.reflection.v1` in the default descriptor pool: v1alpha's file with v1's package name.
+
+    v1 renamed v1alpha's package and kept every message and field; grpcio-reflection ships only v1alpha.
+    """
+    pool = descriptor_pool.Default()
+    with contextlib.suppress(KeyError):
+        pool.FindServiceByName(REFLECTION_V1)
+        return
+    proto = descriptor_pb2.FileDescriptorProto.FromString(reflection_pb2.DESCRIPTOR.serialized_pb)
+    proto.name, proto.package = "grpc/reflection/v1/reflection.proto", "grpc.reflection.v1"
+    proto.ClearField("options")  # v1alpha's Go/Java package names and its `deprecated`
+    for field in (field for message in proto.message_type for field in message.field if field.type_name):
+        field.type_name = field.type_name.replace(".v1alpha.", ".v1.")
+    for method in proto.service[0].method:
+        method.input_type = method.input_type.replace(".v1alpha.", ".v1.")
+        method.output_type = method.output_type.replace(".v1alpha.", ".v1.")
+    pool.AddSerializedFile(proto.SerializeToString())
+
+
+def _add_reflection(server: grpc.aio.Server, service_names: list[str]) -> None:
+    """Server reflection as `grpc.reflection.v1` and `v1alpha`: the same messages on the wire, one servicer."""
+    _describe_reflection_v1()
+    servicer = reflection.aio.ReflectionServicer([*service_names, REFLECTION_V1, reflection.SERVICE_NAME])
+    info = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    for name in (REFLECTION_V1, reflection.SERVICE_NAME):
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": info}),))
+
+
 @dataclass(kw_only=True)
 class RunningServer:
     """A started server: its port, its servicer, and how to stop it gracefully."""
@@ -200,15 +295,15 @@ async def running_server(config: ServerSettings) -> AsyncIterator[RunningServer]
             model_settings=frozenset(config.model_settings),
             heartbeat_interval=config.heartbeat_interval,
             responses=ListenResponseCache(max_bytes=config.listen_cache_bytes),
+            max_prompt_bytes=config.max_prompt_bytes,
         )
         # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        pb_grpc.add_AgentStreamServiceServicer_to_server(servicer, server)
+        options = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", config.max_request_bytes)]
+        server = grpc.aio.server(options=options)
+        _add_service(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
-        )
+        _add_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
         address = f"{config.host}:{config.port}"
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
         await server.start()

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -32,13 +33,14 @@ from .errors import (
     SessionBusyError,
     StreamNotFoundError,
 )
+from .keys import excerpt
 from .runner import q, start_run
 from .session import RedisSession
 from .store import AsyncRedis, Entry
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
-__all__ = ["AgentStreamServicer", "ListenResponseCache", "ServiceDeps", "event_to_proto"]
+__all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer", "ListenResponseCache", "ServiceDeps", "event_to_proto"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,9 @@ DEFAULT_MODEL_SETTINGS = frozenset(
     {"temperature", "max_tokens", "top_p", "seed", "presence_penalty", "frequency_penalty"}
 )
 """Model settings a `Run` may pass unless the server is told otherwise."""
+
+DEFAULT_MAX_PROMPT_BYTES = 3_670_016
+"""3.5 MiB: a `begin` carrying the prompt stays within a default gRPC client's 4 MiB receive limit."""
 
 
 @dataclass(kw_only=True)
@@ -65,6 +70,8 @@ _EVENT_KINDS = {"llm-begin": pb.EVENT_KIND_LLM_BEGIN, "llm-end": pb.EVENT_KIND_L
                 "answer": pb.EVENT_KIND_ANSWER}  # fmt: skip
 _PART_KINDS = {"text": pb.PART_KIND_TEXT, "thinking": pb.PART_KIND_THINKING, "tool-call": pb.PART_KIND_TOOL_CALL,
                "tool-return": pb.PART_KIND_TOOL_RETURN}  # fmt: skip
+_OUTCOMES = {"failed": pb.TOOL_OUTCOME_FAILED, "denied": pb.TOOL_OUTCOME_DENIED,
+             "interrupted": pb.TOOL_OUTCOME_INTERRUPTED, "retried": pb.TOOL_OUTCOME_RETRIED}  # fmt: skip
 _HEARTBEAT = pb.ListenResponse(heartbeat=pb.Heartbeat())
 
 
@@ -78,25 +85,40 @@ def event_to_proto(entry: Entry) -> pb.Event:
         origin=entry.origin,
         body_json=entry.body_json,
     )
-    if entry.type != "event":
+    if entry.type != "event" or not isinstance(body, dict):
         return message
-    if isinstance(body.get("idx"), int):
-        message.idx = body["idx"]
-    message.kind = _EVENT_KINDS.get(body.get("event", ""), pb.EVENT_KIND_UNSPECIFIED)
-    if isinstance(body.get("event_idx"), int):
-        message.event_idx = body["event_idx"]
-    if part_kind := body.get("part_kind"):
+    # Application code may write `event` entries too: a field of an unexpected type is left to `body_json`.
+    if (idx := _uint32(body, "idx")) is not None:
+        message.idx = idx
+    message.kind = _EVENT_KINDS.get(_str(body, "event") or "", pb.EVENT_KIND_UNSPECIFIED)
+    if (event_idx := _uint32(body, "event_idx")) is not None:
+        message.event_idx = event_idx
+    if part_kind := _str(body, "part_kind"):
         message.part_kind = _PART_KINDS.get(part_kind, pb.PART_KIND_OTHER)
         message.part_kind_name = part_kind
+    if delta_kind := _str(body, "part_delta_kind"):
+        message.part_delta_kind = _PART_KINDS.get(delta_kind, pb.PART_KIND_OTHER)
+    if outcome := _str(body, "outcome"):
+        message.outcome = _OUTCOMES.get(outcome, pb.TOOL_OUTCOME_OTHER)
     if "content" in body:
         content = body["content"]
         message.content = content if isinstance(content, str) else json.dumps(content)
     for name in ("content_delta", "tool_name", "tool_call_id"):
-        if isinstance(body.get(name), str):
-            setattr(message, name, body[name])
+        if (value := _str(body, name)) is not None:
+            setattr(message, name, value)
     if isinstance(body.get("args"), dict):
         message.args.update(body["args"])
     return message
+
+
+def _str(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _uint32(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32 else None
 
 
 @dataclass(kw_only=True)
@@ -166,6 +188,29 @@ async def _statuses(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterato
 
 
 @dataclass(kw_only=True)
+class _MalformedLog:
+    """One warning a minute at most about malformed requests, however many arrive: a flood cannot fill the log."""
+
+    interval: float = 60.0
+    _quiet_until: float = float("-inf")
+    _held_back: int = 0
+
+    def note(self, request_type: str, peer: str) -> None:
+        now = time.monotonic()
+        if now < self._quiet_until:
+            self._held_back += 1
+            return
+        logger.warning(
+            "refused a malformed %s from %s (%d more malformed requests since the last warning)",
+            request_type,
+            peer,
+            self._held_back,
+        )
+        self._quiet_until = now + self.interval
+        self._held_back = 0
+
+
+@dataclass(kw_only=True)
 class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     """Serves hosted agents to authenticated callers; every session is under its caller's scope and user."""
 
@@ -173,24 +218,32 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     agents: Mapping[str, AbstractAgent[Any, Any]]
     authenticator: Authenticator
     model_settings: frozenset[str] = DEFAULT_MODEL_SETTINGS
+    max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES
+    """Largest prompt accepted, in bytes as stored in `begin` (UTF-8 JSON, control characters escaped)."""
     heartbeat_interval: float = 15.0
     """Seconds of silence on a Listen stream before a heartbeat is sent."""
     accepting: bool = True
     """False once shutdown began: new runs get UNAVAILABLE."""
     runs: set[asyncio.Task[None]] = field(default_factory=set)
     responses: ListenResponseCache = field(default_factory=ListenResponseCache)
+    _malformed_log: _MalformedLog = field(default_factory=_MalformedLog)
 
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RunResponse:
         async with _statuses(context):
             caller = await self._caller(request, context)
             agent = self.agents.get(request.agent)
             if agent is None:
-                hosted = ", ".join(sorted(self.agents)) or "none"
-                await _abort(context, grpc.StatusCode.NOT_FOUND, f"unknown agent {request.agent!r}; hosted: {hosted}")
+                hosted = ", ".join(sorted(name for name in self.agents if caller.may_run(name))) or "none"
+                details = f"unknown agent {excerpt(request.agent)}; hosted: {hosted}"
+                await _abort(context, grpc.StatusCode.NOT_FOUND, details)
             if not caller.may_run(request.agent):
                 await _abort(context, grpc.StatusCode.PERMISSION_DENIED, f"you may not run agent {request.agent!r}")
             if not request.prompt.strip():
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "prompt must not be empty")
+            # Measured as stored: JSON escapes a control character to six bytes.
+            if (stored := len(json.dumps(request.prompt, ensure_ascii=False).encode())) > self.max_prompt_bytes:
+                details = f"prompt is {stored} bytes as stored (UTF-8 JSON); the limit is {self.max_prompt_bytes}"
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, details)
             if not self.accepting:
                 await _abort(context, grpc.StatusCode.UNAVAILABLE, "server is shutting down; retry on another replica")
             deps = self._deps(caller, request.session_id, run_id=request.run_id or None)
@@ -257,12 +310,27 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
+    async def refuse_malformed(self, request_type: str, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
+        """Answer a request whose bytes do not parse: UNAUTHENTICATED without credentials, else INVALID_ARGUMENT."""
+        async with _statuses(context):
+            await self._authenticate(context)
+            self._malformed_log.note(request_type, context.peer())
+            await _abort(
+                context, grpc.StatusCode.INVALID_ARGUMENT, f"request is not a valid {request_type} (malformed protobuf)"
+            )
+
     async def _caller(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
-        authorization = dict(context.invocation_metadata() or ()).get("authorization")
-        caller = await self.authenticator.authenticate(authorization if isinstance(authorization, str) else None)
+        caller = await self._authenticate(context)
         if len(UnknownFieldSet(request)):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "request has fields this server does not know")
         return caller
+
+    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        values = [value for key, value in context.invocation_metadata() or () if key == "authorization"]
+        if len(values) > 1:  # proxies and clients disagree on which one counts: accept none
+            raise AuthError("more than one 'authorization' metadata entry")
+        authorization = values[0] if values and isinstance(values[0], str) else None
+        return await self.authenticator.authenticate(authorization)
 
     def _deps(self, caller: Caller, session_id: str, run_id: str | None = None) -> ServiceDeps:
         deps = ServiceDeps(
@@ -276,11 +344,16 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     ) -> dict[str, Any]:
         if not request.HasField("model_settings"):
             return {}
-        settings = json_format.MessageToDict(request.model_settings)
+        try:
+            settings = json_format.MessageToDict(request.model_settings)
+        except ValueError:  # NaN or infinity: no JSON number carries them
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "model_settings numbers must be finite")
         if unknown := sorted(set(settings) - self.model_settings):
             allowed = ", ".join(sorted(self.model_settings))
             await _abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, f"model settings {unknown} not allowed; allowed: {allowed}"
+                context,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"model setting {excerpt(unknown[0])} not allowed ({len(unknown)} unknown); allowed: {allowed}",
             )
         return {"model_settings": settings}
 

@@ -293,7 +293,8 @@ def stream_id_key(entry_id: str) -> tuple[int, int]:
 
 
 def _dump(body: Body | None) -> str:
-    return json.dumps(body or {}, separators=(",", ":"), default=str)
+    # UTF-8 as is: ASCII escapes would triple non-Latin text (é -> \u00e9) past clients' message limits.
+    return json.dumps(body or {}, separators=(",", ":"), default=str, ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

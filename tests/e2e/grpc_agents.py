@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic_ai import Agent
+from pydantic_ai import Agent, ModelRetry
 
 from support import scripted_model
 
@@ -16,3 +16,12 @@ weather = Agent(scripted_model(tokens=["It is ", "sunny."], tool="get_weather", 
 @weather.tool_plain
 def get_weather(city: str) -> str:
     return f"sunny in {city}"
+
+
+# Its tool asks the model to retry: a tool return with outcome "retried".
+picky = Agent(scripted_model(tokens=["Which ", "city?"], tool="get_weather", tool_args='{"city": "?"}'))
+
+
+@picky.tool_plain(name="get_weather")
+def get_weather_picky(city: str) -> str:
+    raise ModelRetry(f"no such city: {city}")

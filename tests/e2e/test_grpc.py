@@ -10,6 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from examples.grpc_quickstart import quickstart
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from redis.asyncio import Redis
@@ -86,6 +87,22 @@ async def test_run_then_listen_gets_typed_events(server: RunningServer) -> None:
     assert [e.idx for e in events if e.kind == pb.EVENT_KIND_LLM_BEGIN] == [0, 1]
     assert any(e.kind == pb.EVENT_KIND_ANSWER for e in events)
     assert all(e.origin == "pydantic-ai" for e in events if e.type == pb.EVENT_TYPE_EVENT)
+
+
+async def test_tool_outcomes_and_delta_kinds_are_typed(redis_url: str) -> None:
+    config = ServerSettings(redis_url=redis_url, port=0, agents={"picky": "grpc_agents:picky"})
+    async with running_server(config) as server, _client(server, None) as client:
+        await client.run("picky", "p1", "weather?")
+        events = await _events(client, "p1")
+        await client.run("demo", "d1", "count these four words")
+        demo = await _events(client, "d1")
+    [ret] = [e for e in events if e.part_kind == pb.PART_KIND_TOOL_RETURN]
+    assert (ret.outcome, ret.content) == (pb.TOOL_OUTCOME_RETRIED, "no such city: ?")
+    assert all(e.outcome == pb.TOOL_OUTCOME_UNSPECIFIED for e in demo)  # its tool succeeds
+    deltas = [e for e in events + demo if e.kind == pb.EVENT_KIND_PART_DELTA]
+    assert {e.part_delta_kind for e in deltas} == {pb.PART_KIND_TEXT, pb.PART_KIND_THINKING}
+    assert all(e.part_delta_kind == e.part_kind for e in deltas)
+    assert all(e.part_delta_kind == pb.PART_KIND_UNSPECIFIED for e in events if e.kind != pb.EVENT_KIND_PART_DELTA)
 
 
 async def test_the_demo_agent_thinks_calls_a_tool_and_answers(redis_url: str) -> None:
@@ -276,6 +293,36 @@ async def test_health_and_reflection(server: RunningServer) -> None:
             assert "pydantic_ai_stream.v1.AgentStreamService" in names
             assert "grpc.health.v1.Health" in names
             break
+
+
+async def test_reflection_v1_beside_v1alpha(server: RunningServer) -> None:
+    # v1's messages are v1alpha's, renamed: a v1 client's bytes are these.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        for package in ("v1", "v1alpha"):
+            info = channel.stream_stream(
+                f"/grpc.reflection.{package}.ServerReflection/ServerReflectionInfo",
+                request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+            )
+            requests = [
+                reflection_pb2.ServerReflectionRequest(list_services=""),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="pydantic_ai_stream.v1.Event"),
+                reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.reflection.v1.ServerReflection"),
+            ]
+            listed, ours, reflection_v1 = [reply async for reply in info(iter(requests))]
+            assert {s.name for s in listed.list_services_response.service} >= {
+                "pydantic_ai_stream.v1.AgentStreamService",
+                "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection",
+            }
+            files = [
+                descriptor_pb2.FileDescriptorProto.FromString(raw)
+                for reply in (ours, reflection_v1)
+                for raw in reply.file_descriptor_response.file_descriptor_proto
+            ]
+            assert {f.package for f in files} >= {"pydantic_ai_stream.v1", "grpc.reflection.v1"}
+            [v1] = [f for f in files if f.package == "grpc.reflection.v1"]
+            assert [m.input_type for m in v1.service[0].method] == [".grpc.reflection.v1.ServerReflectionRequest"]
 
 
 async def test_redis_down_is_unavailable(redis_url: str) -> None:

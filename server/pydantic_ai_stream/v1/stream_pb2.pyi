@@ -108,6 +108,42 @@ PART_KIND_OTHER: PartKind.ValueType  # 5
 """Another pydantic-ai part kind; `part_kind_name` has it."""
 Global___PartKind: _TypeAlias = PartKind  # noqa: Y015
 
+class _ToolOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ToolOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOOL_OUTCOME_UNSPECIFIED: _ToolOutcome.ValueType  # 0
+    """Not a tool return, or one that succeeded (the body has no `outcome`)."""
+    TOOL_OUTCOME_FAILED: _ToolOutcome.ValueType  # 1
+    """The tool raised an error, or a validator or hook reported a failure."""
+    TOOL_OUTCOME_DENIED: _ToolOutcome.ValueType  # 2
+    """The call was denied (by approval, or a deferred-call handler)."""
+    TOOL_OUTCOME_INTERRUPTED: _ToolOutcome.ValueType  # 3
+    """The run was interrupted (e.g. cancelled) before the tool produced a result."""
+    TOOL_OUTCOME_RETRIED: _ToolOutcome.ValueType  # 4
+    """The call has to be made again (bad arguments, or the tool asked for a retry); `content` says why."""
+    TOOL_OUTCOME_OTHER: _ToolOutcome.ValueType  # 5
+    """Another pydantic-ai outcome; `body_json` has it."""
+
+class ToolOutcome(_ToolOutcome, metaclass=_ToolOutcomeEnumTypeWrapper):
+    """The body's `outcome` field: how a tool return ended when the tool did not succeed."""
+
+TOOL_OUTCOME_UNSPECIFIED: ToolOutcome.ValueType  # 0
+"""Not a tool return, or one that succeeded (the body has no `outcome`)."""
+TOOL_OUTCOME_FAILED: ToolOutcome.ValueType  # 1
+"""The tool raised an error, or a validator or hook reported a failure."""
+TOOL_OUTCOME_DENIED: ToolOutcome.ValueType  # 2
+"""The call was denied (by approval, or a deferred-call handler)."""
+TOOL_OUTCOME_INTERRUPTED: ToolOutcome.ValueType  # 3
+"""The run was interrupted (e.g. cancelled) before the tool produced a result."""
+TOOL_OUTCOME_RETRIED: ToolOutcome.ValueType  # 4
+"""The call has to be made again (bad arguments, or the tool asked for a retry); `content` says why."""
+TOOL_OUTCOME_OTHER: ToolOutcome.ValueType  # 5
+"""Another pydantic-ai outcome; `body_json` has it."""
+Global___ToolOutcome: _TypeAlias = ToolOutcome  # noqa: Y015
+
 @_typing.final
 class RunRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -188,14 +224,17 @@ class ListenRequest(_message.Message):
     session_id: _builtins.str
     after_event_id: _builtins.str
     """Resume strictly after this event id (`<ms>-<seq>`, as in Event.id); empty: from `begin`.
-    OUT_OF_RANGE if the events after it were already trimmed away.
+    OUT_OF_RANGE if the events after it (or, when empty, the `begin`) were trimmed away, or
+    if it is after the stream's newest event.
     """
     wait_seconds: _builtins.int
     """Seconds to wait for the session's stream to appear, 0-3600; 0 means the default, 3.
-    NOT_FOUND once it runs out with no stream.
+    NOT_FOUND once it runs out with no stream. It does not apply once the stream exists.
     """
     timeout_seconds: _builtins.int
-    """Seconds of silence after which the stream ends, 0-86400; 0 means the default, 60."""
+    """Seconds of silence (no event, heartbeats aside) after which the stream ends with
+    DEADLINE_EXCEEDED, 0-86400; 0 means no limit: the stream lasts until `end`.
+    """
     def __init__(
         self,
         *,
@@ -274,6 +313,8 @@ class Event(_message.Message):
     TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
     ARGS_FIELD_NUMBER: _builtins.int
     BODY_JSON_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    PART_DELTA_KIND_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stream entry id (`<ms>-<seq>`): the cursor to resume after."""
     type: Global___EventType.ValueType
@@ -299,6 +340,10 @@ class Event(_message.Message):
     tool_call_id: _builtins.str
     body_json: _builtins.str
     """The entry's body as JSON, whatever its type (the source of truth for custom events)."""
+    outcome: Global___ToolOutcome.ValueType
+    """Tool returns that did not succeed: how they ended."""
+    part_delta_kind: Global___PartKind.ValueType
+    """Delta events: what `content_delta` extends, PART_KIND_TEXT or PART_KIND_THINKING."""
     @_builtins.property
     def args(self) -> _struct_pb2.Struct:
         """Tool calls: the complete arguments."""
@@ -321,10 +366,12 @@ class Event(_message.Message):
         tool_call_id: _builtins.str | None = ...,
         args: _struct_pb2.Struct | None = ...,
         body_json: _builtins.str = ...,
+        outcome: Global___ToolOutcome.ValueType = ...,
+        part_delta_kind: Global___PartKind.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_content_delta", b"_content_delta", "_event_idx", b"_event_idx", "_idx", b"_idx", "_tool_call_id", b"_tool_call_id", "_tool_name", b"_tool_name", "args", b"args", "content", b"content", "content_delta", b"content_delta", "event_idx", b"event_idx", "idx", b"idx", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_content_delta", b"_content_delta", "_event_idx", b"_event_idx", "_idx", b"_idx", "_tool_call_id", b"_tool_call_id", "_tool_name", b"_tool_name", "args", b"args", "body_json", b"body_json", "content", b"content", "content_delta", b"content_delta", "event_idx", b"event_idx", "id", b"id", "idx", b"idx", "kind", b"kind", "origin", b"origin", "part_kind", b"part_kind", "part_kind_name", b"part_kind_name", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name", "type", b"type", "type_name", b"type_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_content_delta", b"_content_delta", "_event_idx", b"_event_idx", "_idx", b"_idx", "_tool_call_id", b"_tool_call_id", "_tool_name", b"_tool_name", "args", b"args", "body_json", b"body_json", "content", b"content", "content_delta", b"content_delta", "event_idx", b"event_idx", "id", b"id", "idx", b"idx", "kind", b"kind", "origin", b"origin", "outcome", b"outcome", "part_delta_kind", b"part_delta_kind", "part_kind", b"part_kind", "part_kind_name", b"part_kind_name", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name", "type", b"type", "type_name", b"type_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__content: _TypeAlias = _typing.Literal["content"]  # noqa: Y015
     _WhichOneofArgType__content: _TypeAlias = _typing.Literal["_content", b"_content"]  # noqa: Y015

@@ -45,7 +45,10 @@ class AgentStreamServiceStub:
     """
     Listen: _grpc.UnaryStreamMultiCallable[_stream_pb2.ListenRequest, _stream_pb2.ListenResponse]
     """Streams a session's events: from the current run's `begin`, or strictly after
-    `after_event_id`; ends after the `end` event. Sends heartbeats while the run is silent.
+    `after_event_id`. Lasts until the `end` event (heartbeats while the run is silent) and
+    closes with OK only after it, or at once when resumed after it. A limit that ends the
+    stream early is a status: NOT_FOUND (no stream within `wait_seconds`), DEADLINE_EXCEEDED
+    (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
     """
     Cancel: _grpc.UnaryUnaryMultiCallable[_stream_pb2.CancelRequest, _stream_pb2.CancelResponse]
     """Asks the session's live run to stop, wherever it runs."""
@@ -69,7 +72,10 @@ class AgentStreamServiceAsyncStub(AgentStreamServiceStub):
     """
     Listen: _aio.UnaryStreamMultiCallable[_stream_pb2.ListenRequest, _stream_pb2.ListenResponse]  # type: ignore[assignment]
     """Streams a session's events: from the current run's `begin`, or strictly after
-    `after_event_id`; ends after the `end` event. Sends heartbeats while the run is silent.
+    `after_event_id`. Lasts until the `end` event (heartbeats while the run is silent) and
+    closes with OK only after it, or at once when resumed after it. A limit that ends the
+    stream early is a status: NOT_FOUND (no stream within `wait_seconds`), DEADLINE_EXCEEDED
+    (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
     """
     Cancel: _aio.UnaryUnaryMultiCallable[_stream_pb2.CancelRequest, _stream_pb2.CancelResponse]  # type: ignore[assignment]
     """Asks the session's live run to stop, wherever it runs."""
@@ -102,7 +108,10 @@ class AgentStreamServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_stream_pb2.ListenResponse], _abc.AsyncIterator[_stream_pb2.ListenResponse]]:
         """Streams a session's events: from the current run's `begin`, or strictly after
-        `after_event_id`; ends after the `end` event. Sends heartbeats while the run is silent.
+        `after_event_id`. Lasts until the `end` event (heartbeats while the run is silent) and
+        closes with OK only after it, or at once when resumed after it. A limit that ends the
+        stream early is a status: NOT_FOUND (no stream within `wait_seconds`), DEADLINE_EXCEEDED
+        (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
         """
 
     @_abc_1.abstractmethod

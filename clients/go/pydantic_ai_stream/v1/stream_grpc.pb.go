@@ -22,7 +22,10 @@ type AgentStreamServiceClient interface {
 	// live run; NOT_FOUND for an unknown agent; INVALID_ARGUMENT for bad ids or an empty prompt.
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*RunResponse, error)
 	// Streams a session's events: from the current run's `begin`, or strictly after
-	// `after_event_id`; ends after the `end` event. Sends heartbeats while the run is silent.
+	// `after_event_id`. Lasts until the `end` event (heartbeats while the run is silent) and
+	// closes with OK only after it, or at once when resumed after it. A limit that ends the
+	// stream early is a status: NOT_FOUND (no stream within `wait_seconds`), DEADLINE_EXCEEDED
+	// (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
 	Listen(ctx context.Context, in *ListenRequest, opts ...grpc.CallOption) (AgentStreamService_ListenClient, error)
 	// Asks the session's live run to stop, wherever it runs.
 	Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error)
@@ -106,7 +109,10 @@ type AgentStreamServiceServer interface {
 	// live run; NOT_FOUND for an unknown agent; INVALID_ARGUMENT for bad ids or an empty prompt.
 	Run(context.Context, *RunRequest) (*RunResponse, error)
 	// Streams a session's events: from the current run's `begin`, or strictly after
-	// `after_event_id`; ends after the `end` event. Sends heartbeats while the run is silent.
+	// `after_event_id`. Lasts until the `end` event (heartbeats while the run is silent) and
+	// closes with OK only after it, or at once when resumed after it. A limit that ends the
+	// stream early is a status: NOT_FOUND (no stream within `wait_seconds`), DEADLINE_EXCEEDED
+	// (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
 	Listen(*ListenRequest, AgentStreamService_ListenServer) error
 	// Asks the session's live run to stop, wherever it runs.
 	Cancel(context.Context, *CancelRequest) (*CancelResponse, error)

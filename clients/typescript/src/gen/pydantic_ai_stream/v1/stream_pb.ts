@@ -11,7 +11,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file pydantic_ai_stream/v1/stream.proto.
  */
 export const file_pydantic_ai_stream_v1_stream: GenFile = /*@__PURE__*/
-  fileDesc("CiJweWRhbnRpY19haV9zdHJlYW0vdjEvc3RyZWFtLnByb3RvEhVweWRhbnRpY19haV9zdHJlYW0udjEigAEKClJ1blJlcXVlc3QSDQoFYWdlbnQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDgoGcnVuX2lkGAQgASgJEi8KDm1vZGVsX3NldHRpbmdzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJJCgtSdW5SZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIWCg5iZWdpbl9ldmVudF9pZBgDIAEoCSJqCg1MaXN0ZW5SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSFgoOYWZ0ZXJfZXZlbnRfaWQYAiABKAkSFAoMd2FpdF9zZWNvbmRzGAMgASgNEhcKD3RpbWVvdXRfc2Vjb25kcxgEIAEoDSKBAQoOTGlzdGVuUmVzcG9uc2USLQoFZXZlbnQYASABKAsyHC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRIABI1CgloZWFydGJlYXQYAiABKAsyIC5weWRhbnRpY19haV9zdHJlYW0udjEuSGVhcnRiZWF0SABCCQoHcGF5bG9hZCILCglIZWFydGJlYXQi/gMKBUV2ZW50EgoKAmlkGAEgASgJEi4KBHR5cGUYAiABKA4yIC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRUeXBlEhEKCXR5cGVfbmFtZRgDIAEoCRIOCgZvcmlnaW4YBCABKAkSEAoDaWR4GAUgASgNSACIAQESLgoEa2luZBgGIAEoDjIgLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudEtpbmQSFgoJZXZlbnRfaWR4GAcgASgNSAGIAQESMgoJcGFydF9raW5kGAggASgOMh8ucHlkYW50aWNfYWlfc3RyZWFtLnYxLlBhcnRLaW5kEhYKDnBhcnRfa2luZF9uYW1lGAkgASgJEhQKB2NvbnRlbnQYCiABKAlIAogBARIaCg1jb250ZW50X2RlbHRhGAsgASgJSAOIAQESFgoJdG9vbF9uYW1lGAwgASgJSASIAQESGQoMdG9vbF9jYWxsX2lkGA0gASgJSAWIAQESJQoEYXJncxgOIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEQoJYm9keV9qc29uGA8gASgJQgYKBF9pZHhCDAoKX2V2ZW50X2lkeEIKCghfY29udGVudEIQCg5fY29udGVudF9kZWx0YUIMCgpfdG9vbF9uYW1lQg8KDV90b29sX2NhbGxfaWQiIwoNQ2FuY2VsUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIiMKDkNhbmNlbFJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCITChFMaXN0QWN0aXZlUmVxdWVzdCJMChJMaXN0QWN0aXZlUmVzcG9uc2USNgoIc2Vzc2lvbnMYASADKAsyJC5weWRhbnRpY19haV9zdHJlYW0udjEuQWN0aXZlU2Vzc2lvbiIjCg1BY3RpdmVTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkqqQEKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASFAoQRVZFTlRfVFlQRV9CRUdJThABEhQKEEVWRU5UX1RZUEVfRVZFTlQQAhIUChBFVkVOVF9UWVBFX0VSUk9SEAMSEwoPRVZFTlRfVFlQRV9JTkZPEAQSEgoORVZFTlRfVFlQRV9FTkQQBRIVChFFVkVOVF9UWVBFX0NVU1RPTRAGKqYBCglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhgKFEVWRU5UX0tJTkRfTExNX0JFR0lOEAESFgoSRVZFTlRfS0lORF9MTE1fRU5EEAISGQoVRVZFTlRfS0lORF9QQVJUX1NUQVJUEAMSGQoVRVZFTlRfS0lORF9QQVJUX0RFTFRBEAQSFQoRRVZFTlRfS0lORF9BTlNXRVIQBSqaAQoIUGFydEtpbmQSGQoVUEFSVF9LSU5EX1VOU1BFQ0lGSUVEEAASEgoOUEFSVF9LSU5EX1RFWFQQARIWChJQQVJUX0tJTkRfVEhJTktJTkcQAhIXChNQQVJUX0tJTkRfVE9PTF9DQUxMEAMSGQoVUEFSVF9LSU5EX1RPT0xfUkVUVVJOEAQSEwoPUEFSVF9LSU5EX09USEVSEAUy9QIKEkFnZW50U3RyZWFtU2VydmljZRJMCgNSdW4SIS5weWRhbnRpY19haV9zdHJlYW0udjEuUnVuUmVxdWVzdBoiLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SdW5SZXNwb25zZRJXCgZMaXN0ZW4SJC5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdGVuUmVxdWVzdBolLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0ZW5SZXNwb25zZTABElUKBkNhbmNlbBIkLnB5ZGFudGljX2FpX3N0cmVhbS52MS5DYW5jZWxSZXF1ZXN0GiUucHlkYW50aWNfYWlfc3RyZWFtLnYxLkNhbmNlbFJlc3BvbnNlEmEKCkxpc3RBY3RpdmUSKC5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdEFjdGl2ZVJlcXVlc3QaKS5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdEFjdGl2ZVJlc3BvbnNlQooBCh1pby5naXRodWIucHlkYW50aWNhaXN0cmVhbS52MUILU3RyZWFtUHJvdG9QAVpaZ2l0aHViLmNvbS9weWRhbnRpYy1haS1zdHJlYW0vcHlkYW50aWMtYWktc3RyZWFtL2NsaWVudHMvZ28vcHlkYW50aWNfYWlfc3RyZWFtL3YxO3N0cmVhbXYxYgZwcm90bzM", [file_google_protobuf_struct]);
+  fileDesc("CiJweWRhbnRpY19haV9zdHJlYW0vdjEvc3RyZWFtLnByb3RvEhVweWRhbnRpY19haV9zdHJlYW0udjEigAEKClJ1blJlcXVlc3QSDQoFYWdlbnQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDgoGcnVuX2lkGAQgASgJEi8KDm1vZGVsX3NldHRpbmdzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJJCgtSdW5SZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIWCg5iZWdpbl9ldmVudF9pZBgDIAEoCSJqCg1MaXN0ZW5SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSFgoOYWZ0ZXJfZXZlbnRfaWQYAiABKAkSFAoMd2FpdF9zZWNvbmRzGAMgASgNEhcKD3RpbWVvdXRfc2Vjb25kcxgEIAEoDSKBAQoOTGlzdGVuUmVzcG9uc2USLQoFZXZlbnQYASABKAsyHC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRIABI1CgloZWFydGJlYXQYAiABKAsyIC5weWRhbnRpY19haV9zdHJlYW0udjEuSGVhcnRiZWF0SABCCQoHcGF5bG9hZCILCglIZWFydGJlYXQi7QQKBUV2ZW50EgoKAmlkGAEgASgJEi4KBHR5cGUYAiABKA4yIC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRUeXBlEhEKCXR5cGVfbmFtZRgDIAEoCRIOCgZvcmlnaW4YBCABKAkSEAoDaWR4GAUgASgNSACIAQESLgoEa2luZBgGIAEoDjIgLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudEtpbmQSFgoJZXZlbnRfaWR4GAcgASgNSAGIAQESMgoJcGFydF9raW5kGAggASgOMh8ucHlkYW50aWNfYWlfc3RyZWFtLnYxLlBhcnRLaW5kEhYKDnBhcnRfa2luZF9uYW1lGAkgASgJEhQKB2NvbnRlbnQYCiABKAlIAogBARIaCg1jb250ZW50X2RlbHRhGAsgASgJSAOIAQESFgoJdG9vbF9uYW1lGAwgASgJSASIAQESGQoMdG9vbF9jYWxsX2lkGA0gASgJSAWIAQESJQoEYXJncxgOIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEQoJYm9keV9qc29uGA8gASgJEjMKB291dGNvbWUYECABKA4yIi5weWRhbnRpY19haV9zdHJlYW0udjEuVG9vbE91dGNvbWUSOAoPcGFydF9kZWx0YV9raW5kGBEgASgOMh8ucHlkYW50aWNfYWlfc3RyZWFtLnYxLlBhcnRLaW5kQgYKBF9pZHhCDAoKX2V2ZW50X2lkeEIKCghfY29udGVudEIQCg5fY29udGVudF9kZWx0YUIMCgpfdG9vbF9uYW1lQg8KDV90b29sX2NhbGxfaWQiIwoNQ2FuY2VsUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIiMKDkNhbmNlbFJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCITChFMaXN0QWN0aXZlUmVxdWVzdCJMChJMaXN0QWN0aXZlUmVzcG9uc2USNgoIc2Vzc2lvbnMYASADKAsyJC5weWRhbnRpY19haV9zdHJlYW0udjEuQWN0aXZlU2Vzc2lvbiIjCg1BY3RpdmVTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkqqQEKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASFAoQRVZFTlRfVFlQRV9CRUdJThABEhQKEEVWRU5UX1RZUEVfRVZFTlQQAhIUChBFVkVOVF9UWVBFX0VSUk9SEAMSEwoPRVZFTlRfVFlQRV9JTkZPEAQSEgoORVZFTlRfVFlQRV9FTkQQBRIVChFFVkVOVF9UWVBFX0NVU1RPTRAGKqYBCglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhgKFEVWRU5UX0tJTkRfTExNX0JFR0lOEAESFgoSRVZFTlRfS0lORF9MTE1fRU5EEAISGQoVRVZFTlRfS0lORF9QQVJUX1NUQVJUEAMSGQoVRVZFTlRfS0lORF9QQVJUX0RFTFRBEAQSFQoRRVZFTlRfS0lORF9BTlNXRVIQBSqaAQoIUGFydEtpbmQSGQoVUEFSVF9LSU5EX1VOU1BFQ0lGSUVEEAASEgoOUEFSVF9LSU5EX1RFWFQQARIWChJQQVJUX0tJTkRfVEhJTktJTkcQAhIXChNQQVJUX0tJTkRfVE9PTF9DQUxMEAMSGQoVUEFSVF9LSU5EX1RPT0xfUkVUVVJOEAQSEwoPUEFSVF9LSU5EX09USEVSEAUqrQEKC1Rvb2xPdXRjb21lEhwKGFRPT0xfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhcKE1RPT0xfT1VUQ09NRV9GQUlMRUQQARIXChNUT09MX09VVENPTUVfREVOSUVEEAISHAoYVE9PTF9PVVRDT01FX0lOVEVSUlVQVEVEEAMSGAoUVE9PTF9PVVRDT01FX1JFVFJJRUQQBBIWChJUT09MX09VVENPTUVfT1RIRVIQBTL1AgoSQWdlbnRTdHJlYW1TZXJ2aWNlEkwKA1J1bhIhLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SdW5SZXF1ZXN0GiIucHlkYW50aWNfYWlfc3RyZWFtLnYxLlJ1blJlc3BvbnNlElcKBkxpc3RlbhIkLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0ZW5SZXF1ZXN0GiUucHlkYW50aWNfYWlfc3RyZWFtLnYxLkxpc3RlblJlc3BvbnNlMAESVQoGQ2FuY2VsEiQucHlkYW50aWNfYWlfc3RyZWFtLnYxLkNhbmNlbFJlcXVlc3QaJS5weWRhbnRpY19haV9zdHJlYW0udjEuQ2FuY2VsUmVzcG9uc2USYQoKTGlzdEFjdGl2ZRIoLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0QWN0aXZlUmVxdWVzdBopLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0QWN0aXZlUmVzcG9uc2VCigEKHWlvLmdpdGh1Yi5weWRhbnRpY2Fpc3RyZWFtLnYxQgtTdHJlYW1Qcm90b1ABWlpnaXRodWIuY29tL3B5ZGFudGljLWFpLXN0cmVhbS9weWRhbnRpYy1haS1zdHJlYW0vY2xpZW50cy9nby9weWRhbnRpY19haV9zdHJlYW0vdjE7c3RyZWFtdjFiBnByb3RvMw", [file_google_protobuf_struct]);
 
 /**
  * @generated from message pydantic_ai_stream.v1.RunRequest
@@ -104,7 +104,8 @@ export type ListenRequest = Message<"pydantic_ai_stream.v1.ListenRequest"> & {
 
   /**
    * Resume strictly after this event id (`<ms>-<seq>`, as in Event.id); empty: from `begin`.
-   * OUT_OF_RANGE if the events after it were already trimmed away.
+   * OUT_OF_RANGE if the events after it (or, when empty, the `begin`) were trimmed away, or
+   * if it is after the stream's newest event.
    *
    * @generated from field: string after_event_id = 2;
    */
@@ -112,14 +113,15 @@ export type ListenRequest = Message<"pydantic_ai_stream.v1.ListenRequest"> & {
 
   /**
    * Seconds to wait for the session's stream to appear, 0-3600; 0 means the default, 3.
-   * NOT_FOUND once it runs out with no stream.
+   * NOT_FOUND once it runs out with no stream. It does not apply once the stream exists.
    *
    * @generated from field: uint32 wait_seconds = 3;
    */
   waitSeconds: number;
 
   /**
-   * Seconds of silence after which the stream ends, 0-86400; 0 means the default, 60.
+   * Seconds of silence (no event, heartbeats aside) after which the stream ends with
+   * DEADLINE_EXCEEDED, 0-86400; 0 means no limit: the stream lasts until `end`.
    *
    * @generated from field: uint32 timeout_seconds = 4;
    */
@@ -276,6 +278,20 @@ export type Event = Message<"pydantic_ai_stream.v1.Event"> & {
    * @generated from field: string body_json = 15;
    */
   bodyJson: string;
+
+  /**
+   * Tool returns that did not succeed: how they ended.
+   *
+   * @generated from field: pydantic_ai_stream.v1.ToolOutcome outcome = 16;
+   */
+  outcome: ToolOutcome;
+
+  /**
+   * Delta events: what `content_delta` extends, PART_KIND_TEXT or PART_KIND_THINKING.
+   *
+   * @generated from field: pydantic_ai_stream.v1.PartKind part_delta_kind = 17;
+   */
+  partDeltaKind: PartKind;
 };
 
 /**
@@ -517,6 +533,61 @@ export const PartKindSchema: GenEnum<PartKind> = /*@__PURE__*/
   enumDesc(file_pydantic_ai_stream_v1_stream, 2);
 
 /**
+ * The body's `outcome` field: how a tool return ended when the tool did not succeed.
+ *
+ * @generated from enum pydantic_ai_stream.v1.ToolOutcome
+ */
+export enum ToolOutcome {
+  /**
+   * Not a tool return, or one that succeeded (the body has no `outcome`).
+   *
+   * @generated from enum value: TOOL_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The tool raised an error, or a validator or hook reported a failure.
+   *
+   * @generated from enum value: TOOL_OUTCOME_FAILED = 1;
+   */
+  FAILED = 1,
+
+  /**
+   * The call was denied (by approval, or a deferred-call handler).
+   *
+   * @generated from enum value: TOOL_OUTCOME_DENIED = 2;
+   */
+  DENIED = 2,
+
+  /**
+   * The run was interrupted (e.g. cancelled) before the tool produced a result.
+   *
+   * @generated from enum value: TOOL_OUTCOME_INTERRUPTED = 3;
+   */
+  INTERRUPTED = 3,
+
+  /**
+   * The call has to be made again (bad arguments, or the tool asked for a retry); `content` says why.
+   *
+   * @generated from enum value: TOOL_OUTCOME_RETRIED = 4;
+   */
+  RETRIED = 4,
+
+  /**
+   * Another pydantic-ai outcome; `body_json` has it.
+   *
+   * @generated from enum value: TOOL_OUTCOME_OTHER = 5;
+   */
+  OTHER = 5,
+}
+
+/**
+ * Describes the enum pydantic_ai_stream.v1.ToolOutcome.
+ */
+export const ToolOutcomeSchema: GenEnum<ToolOutcome> = /*@__PURE__*/
+  enumDesc(file_pydantic_ai_stream_v1_stream, 3);
+
+/**
  * Runs pydantic-ai agents hosted by the server and streams their events.
  *
  * Every call acts for the caller that the `authorization` metadata identifies: a run, its
@@ -540,7 +611,10 @@ export const AgentStreamService: GenService<{
   },
   /**
    * Streams a session's events: from the current run's `begin`, or strictly after
-   * `after_event_id`; ends after the `end` event. Sends heartbeats while the run is silent.
+   * `after_event_id`. Lasts until the `end` event (heartbeats while the run is silent) and
+   * closes with OK only after it, or at once when resumed after it. A limit that ends the
+   * stream early is a status: NOT_FOUND (no stream within `wait_seconds`), DEADLINE_EXCEEDED
+   * (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
    *
    * @generated from rpc pydantic_ai_stream.v1.AgentStreamService.Listen
    */

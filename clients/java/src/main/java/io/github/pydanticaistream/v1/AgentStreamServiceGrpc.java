@@ -214,7 +214,10 @@ public final class AgentStreamServiceGrpc {
     /**
      * <pre>
      * Streams a session's events: from the current run's `begin`, or strictly after
-     * `after_event_id`; ends after the `end` event. Sends heartbeats while the run is silent.
+     * `after_event_id`. Lasts until the `end` event (heartbeats while the run is silent) and
+     * closes with OK only after it, or at once when resumed after it. A limit that ends the
+     * stream early is a status: NOT_FOUND (no stream within `wait_seconds`), DEADLINE_EXCEEDED
+     * (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
      * </pre>
      */
     public void listen(io.github.pydanticaistream.v1.ListenRequest request,
@@ -312,7 +315,10 @@ public final class AgentStreamServiceGrpc {
     /**
      * <pre>
      * Streams a session's events: from the current run's `begin`, or strictly after
-     * `after_event_id`; ends after the `end` event. Sends heartbeats while the run is silent.
+     * `after_event_id`. Lasts until the `end` event (heartbeats while the run is silent) and
+     * closes with OK only after it, or at once when resumed after it. A limit that ends the
+     * stream early is a status: NOT_FOUND (no stream within `wait_seconds`), DEADLINE_EXCEEDED
+     * (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
      * </pre>
      */
     public void listen(io.github.pydanticaistream.v1.ListenRequest request,
@@ -379,7 +385,10 @@ public final class AgentStreamServiceGrpc {
     /**
      * <pre>
      * Streams a session's events: from the current run's `begin`, or strictly after
-     * `after_event_id`; ends after the `end` event. Sends heartbeats while the run is silent.
+     * `after_event_id`. Lasts until the `end` event (heartbeats while the run is silent) and
+     * closes with OK only after it, or at once when resumed after it. A limit that ends the
+     * stream early is a status: NOT_FOUND (no stream within `wait_seconds`), DEADLINE_EXCEEDED
+     * (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
      * </pre>
      */
     public java.util.Iterator<io.github.pydanticaistream.v1.ListenResponse> listen(

@@ -28,6 +28,8 @@ private static final long serialVersionUID = 0L;
     toolName_ = "";
     toolCallId_ = "";
     bodyJson_ = "";
+    outcome_ = 0;
+    partDeltaKind_ = 0;
   }
 
   @java.lang.Override
@@ -652,6 +654,58 @@ private static final long serialVersionUID = 0L;
     }
   }
 
+  public static final int OUTCOME_FIELD_NUMBER = 16;
+  private int outcome_ = 0;
+  /**
+   * <pre>
+   * Tool returns that did not succeed: how they ended.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.ToolOutcome outcome = 16 [json_name = "outcome"];</code>
+   * @return The enum numeric value on the wire for outcome.
+   */
+  @java.lang.Override public int getOutcomeValue() {
+    return outcome_;
+  }
+  /**
+   * <pre>
+   * Tool returns that did not succeed: how they ended.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.ToolOutcome outcome = 16 [json_name = "outcome"];</code>
+   * @return The outcome.
+   */
+  @java.lang.Override public io.github.pydanticaistream.v1.ToolOutcome getOutcome() {
+    io.github.pydanticaistream.v1.ToolOutcome result = io.github.pydanticaistream.v1.ToolOutcome.forNumber(outcome_);
+    return result == null ? io.github.pydanticaistream.v1.ToolOutcome.UNRECOGNIZED : result;
+  }
+
+  public static final int PART_DELTA_KIND_FIELD_NUMBER = 17;
+  private int partDeltaKind_ = 0;
+  /**
+   * <pre>
+   * Delta events: what `content_delta` extends, PART_KIND_TEXT or PART_KIND_THINKING.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.PartKind part_delta_kind = 17 [json_name = "partDeltaKind"];</code>
+   * @return The enum numeric value on the wire for partDeltaKind.
+   */
+  @java.lang.Override public int getPartDeltaKindValue() {
+    return partDeltaKind_;
+  }
+  /**
+   * <pre>
+   * Delta events: what `content_delta` extends, PART_KIND_TEXT or PART_KIND_THINKING.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.PartKind part_delta_kind = 17 [json_name = "partDeltaKind"];</code>
+   * @return The partDeltaKind.
+   */
+  @java.lang.Override public io.github.pydanticaistream.v1.PartKind getPartDeltaKind() {
+    io.github.pydanticaistream.v1.PartKind result = io.github.pydanticaistream.v1.PartKind.forNumber(partDeltaKind_);
+    return result == null ? io.github.pydanticaistream.v1.PartKind.UNRECOGNIZED : result;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -710,6 +764,12 @@ private static final long serialVersionUID = 0L;
     }
     if (!com.google.protobuf.GeneratedMessageV3.isStringEmpty(bodyJson_)) {
       com.google.protobuf.GeneratedMessageV3.writeString(output, 15, bodyJson_);
+    }
+    if (outcome_ != io.github.pydanticaistream.v1.ToolOutcome.TOOL_OUTCOME_UNSPECIFIED.getNumber()) {
+      output.writeEnum(16, outcome_);
+    }
+    if (partDeltaKind_ != io.github.pydanticaistream.v1.PartKind.PART_KIND_UNSPECIFIED.getNumber()) {
+      output.writeEnum(17, partDeltaKind_);
     }
     getUnknownFields().writeTo(output);
   }
@@ -770,6 +830,14 @@ private static final long serialVersionUID = 0L;
     }
     if (!com.google.protobuf.GeneratedMessageV3.isStringEmpty(bodyJson_)) {
       size += com.google.protobuf.GeneratedMessageV3.computeStringSize(15, bodyJson_);
+    }
+    if (outcome_ != io.github.pydanticaistream.v1.ToolOutcome.TOOL_OUTCOME_UNSPECIFIED.getNumber()) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeEnumSize(16, outcome_);
+    }
+    if (partDeltaKind_ != io.github.pydanticaistream.v1.PartKind.PART_KIND_UNSPECIFIED.getNumber()) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeEnumSize(17, partDeltaKind_);
     }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
@@ -834,6 +902,8 @@ private static final long serialVersionUID = 0L;
     }
     if (!getBodyJson()
         .equals(other.getBodyJson())) return false;
+    if (outcome_ != other.outcome_) return false;
+    if (partDeltaKind_ != other.partDeltaKind_) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -889,6 +959,10 @@ private static final long serialVersionUID = 0L;
     }
     hash = (37 * hash) + BODY_JSON_FIELD_NUMBER;
     hash = (53 * hash) + getBodyJson().hashCode();
+    hash = (37 * hash) + OUTCOME_FIELD_NUMBER;
+    hash = (53 * hash) + outcome_;
+    hash = (37 * hash) + PART_DELTA_KIND_FIELD_NUMBER;
+    hash = (53 * hash) + partDeltaKind_;
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -1037,6 +1111,8 @@ private static final long serialVersionUID = 0L;
         argsBuilder_ = null;
       }
       bodyJson_ = "";
+      outcome_ = 0;
+      partDeltaKind_ = 0;
       return this;
     }
 
@@ -1123,6 +1199,12 @@ private static final long serialVersionUID = 0L;
       }
       if (((from_bitField0_ & 0x00004000) != 0)) {
         result.bodyJson_ = bodyJson_;
+      }
+      if (((from_bitField0_ & 0x00008000) != 0)) {
+        result.outcome_ = outcome_;
+      }
+      if (((from_bitField0_ & 0x00010000) != 0)) {
+        result.partDeltaKind_ = partDeltaKind_;
       }
       result.bitField0_ |= to_bitField0_;
     }
@@ -1234,6 +1316,12 @@ private static final long serialVersionUID = 0L;
         bitField0_ |= 0x00004000;
         onChanged();
       }
+      if (other.outcome_ != 0) {
+        setOutcomeValue(other.getOutcomeValue());
+      }
+      if (other.partDeltaKind_ != 0) {
+        setPartDeltaKindValue(other.getPartDeltaKindValue());
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -1337,6 +1425,16 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00004000;
               break;
             } // case 122
+            case 128: {
+              outcome_ = input.readEnum();
+              bitField0_ |= 0x00008000;
+              break;
+            } // case 128
+            case 136: {
+              partDeltaKind_ = input.readEnum();
+              bitField0_ |= 0x00010000;
+              break;
+            } // case 136
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -2606,6 +2704,152 @@ private static final long serialVersionUID = 0L;
       checkByteStringIsUtf8(value);
       bodyJson_ = value;
       bitField0_ |= 0x00004000;
+      onChanged();
+      return this;
+    }
+
+    private int outcome_ = 0;
+    /**
+     * <pre>
+     * Tool returns that did not succeed: how they ended.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.ToolOutcome outcome = 16 [json_name = "outcome"];</code>
+     * @return The enum numeric value on the wire for outcome.
+     */
+    @java.lang.Override public int getOutcomeValue() {
+      return outcome_;
+    }
+    /**
+     * <pre>
+     * Tool returns that did not succeed: how they ended.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.ToolOutcome outcome = 16 [json_name = "outcome"];</code>
+     * @param value The enum numeric value on the wire for outcome to set.
+     * @return This builder for chaining.
+     */
+    public Builder setOutcomeValue(int value) {
+      outcome_ = value;
+      bitField0_ |= 0x00008000;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Tool returns that did not succeed: how they ended.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.ToolOutcome outcome = 16 [json_name = "outcome"];</code>
+     * @return The outcome.
+     */
+    @java.lang.Override
+    public io.github.pydanticaistream.v1.ToolOutcome getOutcome() {
+      io.github.pydanticaistream.v1.ToolOutcome result = io.github.pydanticaistream.v1.ToolOutcome.forNumber(outcome_);
+      return result == null ? io.github.pydanticaistream.v1.ToolOutcome.UNRECOGNIZED : result;
+    }
+    /**
+     * <pre>
+     * Tool returns that did not succeed: how they ended.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.ToolOutcome outcome = 16 [json_name = "outcome"];</code>
+     * @param value The outcome to set.
+     * @return This builder for chaining.
+     */
+    public Builder setOutcome(io.github.pydanticaistream.v1.ToolOutcome value) {
+      if (value == null) {
+        throw new NullPointerException();
+      }
+      bitField0_ |= 0x00008000;
+      outcome_ = value.getNumber();
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Tool returns that did not succeed: how they ended.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.ToolOutcome outcome = 16 [json_name = "outcome"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearOutcome() {
+      bitField0_ = (bitField0_ & ~0x00008000);
+      outcome_ = 0;
+      onChanged();
+      return this;
+    }
+
+    private int partDeltaKind_ = 0;
+    /**
+     * <pre>
+     * Delta events: what `content_delta` extends, PART_KIND_TEXT or PART_KIND_THINKING.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.PartKind part_delta_kind = 17 [json_name = "partDeltaKind"];</code>
+     * @return The enum numeric value on the wire for partDeltaKind.
+     */
+    @java.lang.Override public int getPartDeltaKindValue() {
+      return partDeltaKind_;
+    }
+    /**
+     * <pre>
+     * Delta events: what `content_delta` extends, PART_KIND_TEXT or PART_KIND_THINKING.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.PartKind part_delta_kind = 17 [json_name = "partDeltaKind"];</code>
+     * @param value The enum numeric value on the wire for partDeltaKind to set.
+     * @return This builder for chaining.
+     */
+    public Builder setPartDeltaKindValue(int value) {
+      partDeltaKind_ = value;
+      bitField0_ |= 0x00010000;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Delta events: what `content_delta` extends, PART_KIND_TEXT or PART_KIND_THINKING.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.PartKind part_delta_kind = 17 [json_name = "partDeltaKind"];</code>
+     * @return The partDeltaKind.
+     */
+    @java.lang.Override
+    public io.github.pydanticaistream.v1.PartKind getPartDeltaKind() {
+      io.github.pydanticaistream.v1.PartKind result = io.github.pydanticaistream.v1.PartKind.forNumber(partDeltaKind_);
+      return result == null ? io.github.pydanticaistream.v1.PartKind.UNRECOGNIZED : result;
+    }
+    /**
+     * <pre>
+     * Delta events: what `content_delta` extends, PART_KIND_TEXT or PART_KIND_THINKING.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.PartKind part_delta_kind = 17 [json_name = "partDeltaKind"];</code>
+     * @param value The partDeltaKind to set.
+     * @return This builder for chaining.
+     */
+    public Builder setPartDeltaKind(io.github.pydanticaistream.v1.PartKind value) {
+      if (value == null) {
+        throw new NullPointerException();
+      }
+      bitField0_ |= 0x00010000;
+      partDeltaKind_ = value.getNumber();
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Delta events: what `content_delta` extends, PART_KIND_TEXT or PART_KIND_THINKING.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.PartKind part_delta_kind = 17 [json_name = "partDeltaKind"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearPartDeltaKind() {
+      bitField0_ = (bitField0_ & ~0x00010000);
+      partDeltaKind_ = 0;
       onChanged();
       return this;
     }

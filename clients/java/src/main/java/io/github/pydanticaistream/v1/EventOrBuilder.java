@@ -299,4 +299,42 @@ public interface EventOrBuilder extends
    */
   com.google.protobuf.ByteString
       getBodyJsonBytes();
+
+  /**
+   * <pre>
+   * Tool returns that did not succeed: how they ended.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.ToolOutcome outcome = 16 [json_name = "outcome"];</code>
+   * @return The enum numeric value on the wire for outcome.
+   */
+  int getOutcomeValue();
+  /**
+   * <pre>
+   * Tool returns that did not succeed: how they ended.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.ToolOutcome outcome = 16 [json_name = "outcome"];</code>
+   * @return The outcome.
+   */
+  io.github.pydanticaistream.v1.ToolOutcome getOutcome();
+
+  /**
+   * <pre>
+   * Delta events: what `content_delta` extends, PART_KIND_TEXT or PART_KIND_THINKING.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.PartKind part_delta_kind = 17 [json_name = "partDeltaKind"];</code>
+   * @return The enum numeric value on the wire for partDeltaKind.
+   */
+  int getPartDeltaKindValue();
+  /**
+   * <pre>
+   * Delta events: what `content_delta` extends, PART_KIND_TEXT or PART_KIND_THINKING.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.PartKind part_delta_kind = 17 [json_name = "partDeltaKind"];</code>
+   * @return The partDeltaKind.
+   */
+  io.github.pydanticaistream.v1.PartKind getPartDeltaKind();
 }

@@ -90,7 +90,8 @@ private static final long serialVersionUID = 0L;
   /**
    * <pre>
    * Resume strictly after this event id (`&lt;ms&gt;-&lt;seq&gt;`, as in Event.id); empty: from `begin`.
-   * OUT_OF_RANGE if the events after it were already trimmed away.
+   * OUT_OF_RANGE if the events after it (or, when empty, the `begin`) were trimmed away, or
+   * if it is after the stream's newest event.
    * </pre>
    *
    * <code>string after_event_id = 2 [json_name = "afterEventId"];</code>
@@ -112,7 +113,8 @@ private static final long serialVersionUID = 0L;
   /**
    * <pre>
    * Resume strictly after this event id (`&lt;ms&gt;-&lt;seq&gt;`, as in Event.id); empty: from `begin`.
-   * OUT_OF_RANGE if the events after it were already trimmed away.
+   * OUT_OF_RANGE if the events after it (or, when empty, the `begin`) were trimmed away, or
+   * if it is after the stream's newest event.
    * </pre>
    *
    * <code>string after_event_id = 2 [json_name = "afterEventId"];</code>
@@ -138,7 +140,7 @@ private static final long serialVersionUID = 0L;
   /**
    * <pre>
    * Seconds to wait for the session's stream to appear, 0-3600; 0 means the default, 3.
-   * NOT_FOUND once it runs out with no stream.
+   * NOT_FOUND once it runs out with no stream. It does not apply once the stream exists.
    * </pre>
    *
    * <code>uint32 wait_seconds = 3 [json_name = "waitSeconds"];</code>
@@ -153,7 +155,8 @@ private static final long serialVersionUID = 0L;
   private int timeoutSeconds_ = 0;
   /**
    * <pre>
-   * Seconds of silence after which the stream ends, 0-86400; 0 means the default, 60.
+   * Seconds of silence (no event, heartbeats aside) after which the stream ends with
+   * DEADLINE_EXCEEDED, 0-86400; 0 means no limit: the stream lasts until `end`.
    * </pre>
    *
    * <code>uint32 timeout_seconds = 4 [json_name = "timeoutSeconds"];</code>
@@ -634,7 +637,8 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Resume strictly after this event id (`&lt;ms&gt;-&lt;seq&gt;`, as in Event.id); empty: from `begin`.
-     * OUT_OF_RANGE if the events after it were already trimmed away.
+     * OUT_OF_RANGE if the events after it (or, when empty, the `begin`) were trimmed away, or
+     * if it is after the stream's newest event.
      * </pre>
      *
      * <code>string after_event_id = 2 [json_name = "afterEventId"];</code>
@@ -655,7 +659,8 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Resume strictly after this event id (`&lt;ms&gt;-&lt;seq&gt;`, as in Event.id); empty: from `begin`.
-     * OUT_OF_RANGE if the events after it were already trimmed away.
+     * OUT_OF_RANGE if the events after it (or, when empty, the `begin`) were trimmed away, or
+     * if it is after the stream's newest event.
      * </pre>
      *
      * <code>string after_event_id = 2 [json_name = "afterEventId"];</code>
@@ -677,7 +682,8 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Resume strictly after this event id (`&lt;ms&gt;-&lt;seq&gt;`, as in Event.id); empty: from `begin`.
-     * OUT_OF_RANGE if the events after it were already trimmed away.
+     * OUT_OF_RANGE if the events after it (or, when empty, the `begin`) were trimmed away, or
+     * if it is after the stream's newest event.
      * </pre>
      *
      * <code>string after_event_id = 2 [json_name = "afterEventId"];</code>
@@ -695,7 +701,8 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Resume strictly after this event id (`&lt;ms&gt;-&lt;seq&gt;`, as in Event.id); empty: from `begin`.
-     * OUT_OF_RANGE if the events after it were already trimmed away.
+     * OUT_OF_RANGE if the events after it (or, when empty, the `begin`) were trimmed away, or
+     * if it is after the stream's newest event.
      * </pre>
      *
      * <code>string after_event_id = 2 [json_name = "afterEventId"];</code>
@@ -710,7 +717,8 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Resume strictly after this event id (`&lt;ms&gt;-&lt;seq&gt;`, as in Event.id); empty: from `begin`.
-     * OUT_OF_RANGE if the events after it were already trimmed away.
+     * OUT_OF_RANGE if the events after it (or, when empty, the `begin`) were trimmed away, or
+     * if it is after the stream's newest event.
      * </pre>
      *
      * <code>string after_event_id = 2 [json_name = "afterEventId"];</code>
@@ -731,7 +739,7 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Seconds to wait for the session's stream to appear, 0-3600; 0 means the default, 3.
-     * NOT_FOUND once it runs out with no stream.
+     * NOT_FOUND once it runs out with no stream. It does not apply once the stream exists.
      * </pre>
      *
      * <code>uint32 wait_seconds = 3 [json_name = "waitSeconds"];</code>
@@ -744,7 +752,7 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Seconds to wait for the session's stream to appear, 0-3600; 0 means the default, 3.
-     * NOT_FOUND once it runs out with no stream.
+     * NOT_FOUND once it runs out with no stream. It does not apply once the stream exists.
      * </pre>
      *
      * <code>uint32 wait_seconds = 3 [json_name = "waitSeconds"];</code>
@@ -761,7 +769,7 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Seconds to wait for the session's stream to appear, 0-3600; 0 means the default, 3.
-     * NOT_FOUND once it runs out with no stream.
+     * NOT_FOUND once it runs out with no stream. It does not apply once the stream exists.
      * </pre>
      *
      * <code>uint32 wait_seconds = 3 [json_name = "waitSeconds"];</code>
@@ -777,7 +785,8 @@ private static final long serialVersionUID = 0L;
     private int timeoutSeconds_ ;
     /**
      * <pre>
-     * Seconds of silence after which the stream ends, 0-86400; 0 means the default, 60.
+     * Seconds of silence (no event, heartbeats aside) after which the stream ends with
+     * DEADLINE_EXCEEDED, 0-86400; 0 means no limit: the stream lasts until `end`.
      * </pre>
      *
      * <code>uint32 timeout_seconds = 4 [json_name = "timeoutSeconds"];</code>
@@ -789,7 +798,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Seconds of silence after which the stream ends, 0-86400; 0 means the default, 60.
+     * Seconds of silence (no event, heartbeats aside) after which the stream ends with
+     * DEADLINE_EXCEEDED, 0-86400; 0 means no limit: the stream lasts until `end`.
      * </pre>
      *
      * <code>uint32 timeout_seconds = 4 [json_name = "timeoutSeconds"];</code>
@@ -805,7 +815,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Seconds of silence after which the stream ends, 0-86400; 0 means the default, 60.
+     * Seconds of silence (no event, heartbeats aside) after which the stream ends with
+     * DEADLINE_EXCEEDED, 0-86400; 0 means no limit: the stream lasts until `end`.
      * </pre>
      *
      * <code>uint32 timeout_seconds = 4 [json_name = "timeoutSeconds"];</code>

@@ -22,7 +22,8 @@ public interface ListenRequestOrBuilder extends
   /**
    * <pre>
    * Resume strictly after this event id (`&lt;ms&gt;-&lt;seq&gt;`, as in Event.id); empty: from `begin`.
-   * OUT_OF_RANGE if the events after it were already trimmed away.
+   * OUT_OF_RANGE if the events after it (or, when empty, the `begin`) were trimmed away, or
+   * if it is after the stream's newest event.
    * </pre>
    *
    * <code>string after_event_id = 2 [json_name = "afterEventId"];</code>
@@ -32,7 +33,8 @@ public interface ListenRequestOrBuilder extends
   /**
    * <pre>
    * Resume strictly after this event id (`&lt;ms&gt;-&lt;seq&gt;`, as in Event.id); empty: from `begin`.
-   * OUT_OF_RANGE if the events after it were already trimmed away.
+   * OUT_OF_RANGE if the events after it (or, when empty, the `begin`) were trimmed away, or
+   * if it is after the stream's newest event.
    * </pre>
    *
    * <code>string after_event_id = 2 [json_name = "afterEventId"];</code>
@@ -44,7 +46,7 @@ public interface ListenRequestOrBuilder extends
   /**
    * <pre>
    * Seconds to wait for the session's stream to appear, 0-3600; 0 means the default, 3.
-   * NOT_FOUND once it runs out with no stream.
+   * NOT_FOUND once it runs out with no stream. It does not apply once the stream exists.
    * </pre>
    *
    * <code>uint32 wait_seconds = 3 [json_name = "waitSeconds"];</code>
@@ -54,7 +56,8 @@ public interface ListenRequestOrBuilder extends
 
   /**
    * <pre>
-   * Seconds of silence after which the stream ends, 0-86400; 0 means the default, 60.
+   * Seconds of silence (no event, heartbeats aside) after which the stream ends with
+   * DEADLINE_EXCEEDED, 0-86400; 0 means no limit: the stream lasts until `end`.
    * </pre>
    *
    * <code>uint32 timeout_seconds = 4 [json_name = "timeoutSeconds"];</code>

@@ -95,7 +95,7 @@ public final class StreamProto {
       "\005event\030\001 \001(\0132\034.pydantic_ai_stream.v1.Eve" +
       "ntH\000R\005event\022@\n\theartbeat\030\002 \001(\0132 .pydanti" +
       "c_ai_stream.v1.HeartbeatH\000R\theartbeatB\t\n" +
-      "\007payload\"\013\n\tHeartbeat\"\204\005\n\005Event\022\016\n\002id\030\001 " +
+      "\007payload\"\013\n\tHeartbeat\"\213\006\n\005Event\022\016\n\002id\030\001 " +
       "\001(\tR\002id\0224\n\004type\030\002 \001(\0162 .pydantic_ai_stre" +
       "am.v1.EventTypeR\004type\022\033\n\ttype_name\030\003 \001(\t" +
       "R\010typeName\022\026\n\006origin\030\004 \001(\tR\006origin\022\025\n\003id" +
@@ -109,41 +109,49 @@ public final class StreamProto {
       "\n\ttool_name\030\014 \001(\tH\004R\010toolName\210\001\001\022%\n\014tool" +
       "_call_id\030\r \001(\tH\005R\ntoolCallId\210\001\001\022+\n\004args\030" +
       "\016 \001(\0132\027.google.protobuf.StructR\004args\022\033\n\t" +
-      "body_json\030\017 \001(\tR\010bodyJsonB\006\n\004_idxB\014\n\n_ev" +
-      "ent_idxB\n\n\010_contentB\020\n\016_content_deltaB\014\n" +
-      "\n_tool_nameB\017\n\r_tool_call_id\".\n\rCancelRe" +
-      "quest\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\".\n\016" +
-      "CancelResponse\022\034\n\tcancelled\030\001 \001(\010R\tcance" +
-      "lled\"\023\n\021ListActiveRequest\"V\n\022ListActiveR" +
-      "esponse\022@\n\010sessions\030\001 \003(\0132$.pydantic_ai_" +
-      "stream.v1.ActiveSessionR\010sessions\".\n\rAct" +
-      "iveSession\022\035\n\nsession_id\030\001 \001(\tR\tsessionI" +
-      "d*\251\001\n\tEventType\022\032\n\026EVENT_TYPE_UNSPECIFIE" +
-      "D\020\000\022\024\n\020EVENT_TYPE_BEGIN\020\001\022\024\n\020EVENT_TYPE_" +
-      "EVENT\020\002\022\024\n\020EVENT_TYPE_ERROR\020\003\022\023\n\017EVENT_T" +
-      "YPE_INFO\020\004\022\022\n\016EVENT_TYPE_END\020\005\022\025\n\021EVENT_" +
-      "TYPE_CUSTOM\020\006*\246\001\n\tEventKind\022\032\n\026EVENT_KIN" +
-      "D_UNSPECIFIED\020\000\022\030\n\024EVENT_KIND_LLM_BEGIN\020" +
-      "\001\022\026\n\022EVENT_KIND_LLM_END\020\002\022\031\n\025EVENT_KIND_" +
-      "PART_START\020\003\022\031\n\025EVENT_KIND_PART_DELTA\020\004\022" +
-      "\025\n\021EVENT_KIND_ANSWER\020\005*\232\001\n\010PartKind\022\031\n\025P" +
-      "ART_KIND_UNSPECIFIED\020\000\022\022\n\016PART_KIND_TEXT" +
-      "\020\001\022\026\n\022PART_KIND_THINKING\020\002\022\027\n\023PART_KIND_" +
-      "TOOL_CALL\020\003\022\031\n\025PART_KIND_TOOL_RETURN\020\004\022\023" +
-      "\n\017PART_KIND_OTHER\020\0052\365\002\n\022AgentStreamServi" +
-      "ce\022L\n\003Run\022!.pydantic_ai_stream.v1.RunReq" +
-      "uest\032\".pydantic_ai_stream.v1.RunResponse" +
-      "\022W\n\006Listen\022$.pydantic_ai_stream.v1.Liste" +
-      "nRequest\032%.pydantic_ai_stream.v1.ListenR" +
-      "esponse0\001\022U\n\006Cancel\022$.pydantic_ai_stream" +
-      ".v1.CancelRequest\032%.pydantic_ai_stream.v" +
-      "1.CancelResponse\022a\n\nListActive\022(.pydanti" +
-      "c_ai_stream.v1.ListActiveRequest\032).pydan" +
-      "tic_ai_stream.v1.ListActiveResponseB\212\001\n\035" +
-      "io.github.pydanticaistream.v1B\013StreamPro" +
-      "toP\001ZZgithub.com/pydantic-ai-stream/pyda" +
-      "ntic-ai-stream/clients/go/pydantic_ai_st" +
-      "ream/v1;streamv1b\006proto3"
+      "body_json\030\017 \001(\tR\010bodyJson\022<\n\007outcome\030\020 \001" +
+      "(\0162\".pydantic_ai_stream.v1.ToolOutcomeR\007" +
+      "outcome\022G\n\017part_delta_kind\030\021 \001(\0162\037.pydan" +
+      "tic_ai_stream.v1.PartKindR\rpartDeltaKind" +
+      "B\006\n\004_idxB\014\n\n_event_idxB\n\n\010_contentB\020\n\016_c" +
+      "ontent_deltaB\014\n\n_tool_nameB\017\n\r_tool_call" +
+      "_id\".\n\rCancelRequest\022\035\n\nsession_id\030\001 \001(\t" +
+      "R\tsessionId\".\n\016CancelResponse\022\034\n\tcancell" +
+      "ed\030\001 \001(\010R\tcancelled\"\023\n\021ListActiveRequest" +
+      "\"V\n\022ListActiveResponse\022@\n\010sessions\030\001 \003(\013" +
+      "2$.pydantic_ai_stream.v1.ActiveSessionR\010" +
+      "sessions\".\n\rActiveSession\022\035\n\nsession_id\030" +
+      "\001 \001(\tR\tsessionId*\251\001\n\tEventType\022\032\n\026EVENT_" +
+      "TYPE_UNSPECIFIED\020\000\022\024\n\020EVENT_TYPE_BEGIN\020\001" +
+      "\022\024\n\020EVENT_TYPE_EVENT\020\002\022\024\n\020EVENT_TYPE_ERR" +
+      "OR\020\003\022\023\n\017EVENT_TYPE_INFO\020\004\022\022\n\016EVENT_TYPE_" +
+      "END\020\005\022\025\n\021EVENT_TYPE_CUSTOM\020\006*\246\001\n\tEventKi" +
+      "nd\022\032\n\026EVENT_KIND_UNSPECIFIED\020\000\022\030\n\024EVENT_" +
+      "KIND_LLM_BEGIN\020\001\022\026\n\022EVENT_KIND_LLM_END\020\002" +
+      "\022\031\n\025EVENT_KIND_PART_START\020\003\022\031\n\025EVENT_KIN" +
+      "D_PART_DELTA\020\004\022\025\n\021EVENT_KIND_ANSWER\020\005*\232\001" +
+      "\n\010PartKind\022\031\n\025PART_KIND_UNSPECIFIED\020\000\022\022\n" +
+      "\016PART_KIND_TEXT\020\001\022\026\n\022PART_KIND_THINKING\020" +
+      "\002\022\027\n\023PART_KIND_TOOL_CALL\020\003\022\031\n\025PART_KIND_" +
+      "TOOL_RETURN\020\004\022\023\n\017PART_KIND_OTHER\020\005*\255\001\n\013T" +
+      "oolOutcome\022\034\n\030TOOL_OUTCOME_UNSPECIFIED\020\000" +
+      "\022\027\n\023TOOL_OUTCOME_FAILED\020\001\022\027\n\023TOOL_OUTCOM" +
+      "E_DENIED\020\002\022\034\n\030TOOL_OUTCOME_INTERRUPTED\020\003" +
+      "\022\030\n\024TOOL_OUTCOME_RETRIED\020\004\022\026\n\022TOOL_OUTCO" +
+      "ME_OTHER\020\0052\365\002\n\022AgentStreamService\022L\n\003Run" +
+      "\022!.pydantic_ai_stream.v1.RunRequest\032\".py" +
+      "dantic_ai_stream.v1.RunResponse\022W\n\006Liste" +
+      "n\022$.pydantic_ai_stream.v1.ListenRequest\032" +
+      "%.pydantic_ai_stream.v1.ListenResponse0\001" +
+      "\022U\n\006Cancel\022$.pydantic_ai_stream.v1.Cance" +
+      "lRequest\032%.pydantic_ai_stream.v1.CancelR" +
+      "esponse\022a\n\nListActive\022(.pydantic_ai_stre" +
+      "am.v1.ListActiveRequest\032).pydantic_ai_st" +
+      "ream.v1.ListActiveResponseB\212\001\n\035io.github" +
+      ".pydanticaistream.v1B\013StreamProtoP\001ZZgit" +
+      "hub.com/pydantic-ai-stream/pydantic-ai-s" +
+      "tream/clients/go/pydantic_ai_stream/v1;s" +
+      "treamv1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -185,7 +193,7 @@ public final class StreamProto {
     internal_static_pydantic_ai_stream_v1_Event_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_Event_descriptor,
-        new java.lang.String[] { "Id", "Type", "TypeName", "Origin", "Idx", "Kind", "EventIdx", "PartKind", "PartKindName", "Content", "ContentDelta", "ToolName", "ToolCallId", "Args", "BodyJson", "Idx", "EventIdx", "Content", "ContentDelta", "ToolName", "ToolCallId", });
+        new java.lang.String[] { "Id", "Type", "TypeName", "Origin", "Idx", "Kind", "EventIdx", "PartKind", "PartKindName", "Content", "ContentDelta", "ToolName", "ToolCallId", "Args", "BodyJson", "Outcome", "PartDeltaKind", "Idx", "EventIdx", "Content", "ContentDelta", "ToolName", "ToolCallId", });
     internal_static_pydantic_ai_stream_v1_CancelRequest_descriptor =
       getDescriptor().getMessageTypes().get(6);
     internal_static_pydantic_ai_stream_v1_CancelRequest_fieldAccessorTable = new
