@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import inspect
 import ipaddress
 import logging
 import signal
@@ -12,11 +13,11 @@ import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from pydantic import AliasChoices, Field
@@ -31,6 +32,7 @@ from .auth import Anonymous, Authenticator, Caller, StaticTokens
 from .service import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS, AgentStreamServicer, ListenResponseCache
 from .store import AsyncRedis
 from .v1 import stream_pb2 as pb
+from .v1 import stream_pb2_grpc as pb_grpc
 
 __all__ = ["ServerSettings", "load_agent", "running_server", "serve"]
 
@@ -177,58 +179,68 @@ def _credentials(config: ServerSettings) -> grpc.ServerCredentials | None:
     )
 
 
-_Request = TypeVar("_Request", bound=Message)
-_Response = TypeVar("_Response", bound=Message)
-_Context = grpc.aio.ServicerContext[Any, Any]
+_MALFORMED = object()
+"""What a request whose bytes do not parse deserializes to, so the handler can refuse it properly."""
 
 
-async def _parse(
-    servicer: AgentStreamServicer, request_type: type[_Request], raw: bytes, context: _Context
-) -> _Request:
-    try:
-        return request_type.FromString(raw)
-    except DecodeError:
-        await servicer.refuse_malformed(request_type.DESCRIPTOR.name, context)
+class _MalformedRequests(grpc.aio.ServerInterceptor):
+    """Requests whose bytes do not parse, on every service of the server, get INVALID_ARGUMENT (ours after
+    authentication) and a rate-limited log line, instead of grpc's UNKNOWN and a traceback per request."""
 
+    def __init__(self, servicer: AgentStreamServicer) -> None:
+        self._servicer = servicer
 
-def _unary(
-    servicer: AgentStreamServicer,
-    request_type: type[_Request],
-    method: Callable[[_Request, _Context], Awaitable[_Response]],
-) -> grpc.RpcMethodHandler[bytes, _Response]:
-    async def handle(raw: bytes, context: _Context) -> _Response:
-        return await method(await _parse(servicer, request_type, raw, context), context)
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler: Any = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler  # type: ignore[no-any-return]
+        method: str = handler_call_details.method
+        parse = handler.request_deserializer
+        authenticate = method.startswith(f"/{SERVICE_NAME}/")
 
-    return grpc.unary_unary_rpc_method_handler(handle, response_serializer=_serialize)
+        def tolerant_parse(raw: bytes) -> Any:
+            try:
+                return parse(raw)
+            except DecodeError:
+                return _MALFORMED
 
+        async def check(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            if request is _MALFORMED:
+                await self._servicer.refuse_malformed(method, context, authenticate=authenticate)
 
-def _streaming(
-    servicer: AgentStreamServicer,
-    request_type: type[_Request],
-    method: Callable[[_Request, _Context], AsyncIterator[_Response]],
-) -> grpc.RpcMethodHandler[bytes, _Response]:
-    async def handle(raw: bytes, context: _Context) -> AsyncIterator[_Response]:
-        async for response in method(await _parse(servicer, request_type, raw, context), context):
-            yield response
+        async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            async for request in requests:
+                await check(request, context)
+                yield request
 
-    return grpc.unary_stream_rpc_method_handler(handle, response_serializer=_serialize)
+        kind = next(k for k in ("unary_unary", "unary_stream", "stream_unary", "stream_stream") if getattr(handler, k))
+        behavior = getattr(handler, kind)
+        streamed_requests = kind.startswith("stream")
 
+        async def first(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            if streamed_requests:
+                return checked(request, context)
+            await check(request, context)
+            return request
 
-def _serialize(message: Message) -> bytes:
-    return message.SerializeToString()
+        if inspect.isasyncgenfunction(behavior):
 
+            async def guarded_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                async for response in behavior(await first(request, context), context):
+                    yield response
 
-def _add_service(servicer: AgentStreamServicer, server: grpc.aio.Server) -> None:
-    """Register the service taking raw bytes: grpc's own parsing would turn a malformed request into a
-    logged traceback and UNKNOWN, before authentication; ours answers INVALID_ARGUMENT after it."""
-    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
-        "Run": _unary(servicer, pb.RunRequest, servicer.Run),
-        "Listen": _streaming(servicer, pb.ListenRequest, servicer.Listen),
-        "Cancel": _unary(servicer, pb.CancelRequest, servicer.Cancel),
-        "ListActive": _unary(servicer, pb.ListActiveRequest, servicer.ListActive),
-    }
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
-    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+            guarded: Any = guarded_stream
+        else:
+
+            async def guarded_call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                return await behavior(await first(request, context), context)
+
+            guarded = guarded_call
+        return handler._replace(request_deserializer=tolerant_parse, **{kind: guarded})  # type: ignore[no-any-return]
 
 
 def _describe_reflection_v1() -> None:
@@ -299,8 +311,8 @@ async def running_server(config: ServerSettings) -> AsyncIterator[RunningServer]
         )
         # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
         options = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", config.max_request_bytes)]
-        server = grpc.aio.server(options=options)
-        _add_service(servicer, server)
+        server = grpc.aio.server(interceptors=[_MalformedRequests(servicer)], options=options)
+        pb_grpc.add_AgentStreamServiceServicer_to_server(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         _add_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])

@@ -310,13 +310,17 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def refuse_malformed(self, request_type: str, context: grpc.aio.ServicerContext[Any, Any]) -> NoReturn:
-        """Answer a request whose bytes do not parse: UNAUTHENTICATED without credentials, else INVALID_ARGUMENT."""
+    async def refuse_malformed(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any], *, authenticate: bool = True
+    ) -> NoReturn:
+        """Answer a request whose bytes do not parse: INVALID_ARGUMENT (UNAUTHENTICATED first without
+        credentials, when `authenticate`); logged once a minute at most."""
         async with _statuses(context):
-            await self._authenticate(context)
-            self._malformed_log.note(request_type, context.peer())
+            if authenticate:
+                await self._authenticate(context)
+            self._malformed_log.note(method, context.peer())
             await _abort(
-                context, grpc.StatusCode.INVALID_ARGUMENT, f"request is not a valid {request_type} (malformed protobuf)"
+                context, grpc.StatusCode.INVALID_ARGUMENT, f"request to {method} does not parse (malformed protobuf)"
             )
 
     async def _caller(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:

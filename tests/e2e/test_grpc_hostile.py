@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import settings
@@ -285,3 +286,46 @@ async def test_fuzzing_every_rpc_with_malformed_bytes_gets_proper_statuses(
     assert events[0].type == pb.EVENT_TYPE_BEGIN
     assert events[-1].type == pb.EVENT_TYPE_END
     assert "".join(e.content + e.content_delta for e in events if e.part_kind == pb.PART_KIND_TEXT) == "It is sunny."
+
+
+async def test_malformed_requests_to_health_and_reflection_are_invalid_argument(
+    server: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+
+    def identity(raw: bytes) -> bytes:
+        return raw
+
+    async def code(call: Any) -> grpc.StatusCode:
+        try:
+            if hasattr(call, "__aiter__"):
+                async for _ in call:
+                    pass
+            else:
+                await call
+        except grpc.aio.AioRpcError as e:
+            return e.code()
+        return grpc.StatusCode.OK
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        check = channel.unary_unary("/grpc.health.v1.Health/Check", identity, identity)
+        watch = channel.unary_stream("/grpc.health.v1.Health/Watch", identity, identity)
+        reflections = [
+            channel.stream_stream(
+                f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo", identity, identity
+            )
+            for version in ("v1", "v1alpha")
+        ]
+        for payload in (b"\x0a\x02\xff\xfe", b"\x0a\x05ab", b"\xff\xff\xff"):  # bad UTF-8, truncated, bad tag
+            assert await code(check(payload)) == grpc.StatusCode.INVALID_ARGUMENT
+            assert await code(watch(payload, timeout=2)) == grpc.StatusCode.INVALID_ARGUMENT
+            for reflection in reflections:
+                assert await code(reflection(iter([payload]), timeout=2)) == grpc.StatusCode.INVALID_ARGUMENT
+        healthy = await channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            health_pb2.HealthCheckRequest.SerializeToString,
+            health_pb2.HealthCheckResponse.FromString,
+        )(health_pb2.HealthCheckRequest())
+        assert healthy.status == health_pb2.HealthCheckResponse.SERVING
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+    assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) <= 1  # one rate-limited line
