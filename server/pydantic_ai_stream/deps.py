@@ -104,7 +104,11 @@ class Deps(ABC):
         await keeper.ready()
         lease_ms = int(settings.lease_ttl * 1000)
         begin = {"session_id": self.session_id, "run_id": run_id, **(body or {})}
-        begin_event_id = await stream.open(run_id=run_id, lease_ms=lease_ms, begin=begin)
+        try:
+            begin_event_id = await stream.open(run_id=run_id, lease_ms=lease_ms, begin=begin)
+        except BaseException:
+            keeper.release(None)
+            raise
         if begin_event_id is None:
             keeper.release(None)
             raise SessionBusyError(self.session_id)
