@@ -9,6 +9,7 @@ from pydantic_ai import Agent
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import AgxCanceledError, SessionBusyError, q, run, settings
+from pydantic_ai_stream.store import OpenState
 from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model, wait_renewed
 
 
@@ -105,12 +106,18 @@ async def test_a_reused_deps_gets_a_new_run_id_per_run(redis: Redis) -> None:
 
 
 async def test_a_retried_open_is_the_same_open(redis: Redis) -> None:
-    # A client that retries a call whose reply was lost must not see its own run as a busy session.
+    # A client that re-sends a call whose reply was lost must see it opened, not as a busy session or a
+    # second start of its run; another start of the same run finds it.
     stream = ScopedDeps(redis=redis, user_id=1, session_id="s1")._stream()
-    first = await stream.open(run_id="r1", lease_ms=3000, begin={"run_id": "r1"})
-    assert first is not None
-    assert await stream.open(run_id="r1", lease_ms=3000, begin={"run_id": "r1"}) == first
-    assert await stream.open(run_id="r2", lease_ms=3000, begin={"run_id": "r2"}) is None
+    begin = {"session_id": "s1", "run_id": "r1"}
+    state, first = await stream.open(run_id="r1", lease_ms=3000, begin=begin, nonce="n1")
+    assert state is OpenState.OPENED
+    assert await stream.open(run_id="r1", lease_ms=3000, begin=begin, nonce="n1") == (OpenState.OPENED, first)
+    assert await stream.open(run_id="r1", lease_ms=3000, begin=begin, nonce="n2") == (OpenState.EXISTS, first)
+    r2 = {"session_id": "s1", "run_id": "r2"}
+    assert await stream.open(run_id="r2", lease_ms=3000, begin=r2, nonce="n3") == (OpenState.BUSY, "")
+    r10 = {"session_id": "s1", "run_id": "r10"}
+    assert await stream.open(run_id="r10", lease_ms=3000, begin=r10, nonce="n4") == (OpenState.BUSY, "")
     assert await redis.xlen(stream.keys.stream) == 1
 
 

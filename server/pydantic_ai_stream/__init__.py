@@ -7,6 +7,7 @@ from .errors import (
     InvalidIdError,
     LeaseLostError,
     PydanticAIStreamError,
+    RunExistsError,
     SessionBusyError,
 )
 from .events import EventMapper, nodes_from_msgs
@@ -23,6 +24,7 @@ __all__ = [
     "LeaseLostError",
     "PydanticAIStreamError",
     "RedisSession",
+    "RunExistsError",
     "Session",
     "SessionBusyError",
     "Settings",

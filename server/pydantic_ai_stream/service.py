@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .auth import Authenticator, AuthError, Caller
 from .deps import Deps
-from .errors import AgxCanceledError, CursorExpiredError, InvalidIdError, SessionBusyError
+from .errors import AgxCanceledError, CursorExpiredError, InvalidIdError, RunExistsError, SessionBusyError
 from .runner import q, start_run
 from .session import RedisSession
 from .store import AsyncRedis, Entry
@@ -172,13 +172,9 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             )
             try:
                 task = await start_run(session, agent, request.prompt, deps, **settings)
-            except SessionBusyError:
-                # A retried Run (same run id) gets the run it already started.
-                if request.run_id and await deps.live_run_id() == request.run_id:
-                    return pb.RunResponse(
-                        session_id=request.session_id, run_id=request.run_id, begin_event_id=await deps.first_event_id()
-                    )
-                raise
+            except RunExistsError as e:
+                # A retried Run (same run id) gets the run it already started, live or ended; nothing runs again.
+                return pb.RunResponse(session_id=request.session_id, run_id=e.run_id, begin_event_id=e.begin_event_id)
             self.runs.add(task)
             task.add_done_callback(self._run_done)
             return pb.RunResponse(

@@ -26,6 +26,7 @@ __all__ = [
     "AsyncRedis",
     "Entry",
     "LeaseState",
+    "OpenState",
     "PendingEntry",
     "RawEntry",
     "SessionStream",
@@ -45,19 +46,35 @@ AsyncRedis: TypeAlias = "Redis | RedisCluster"
 
 CANCEL_MARK = "cancel:"
 
-# KEYS: live, stream, active. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body.
+# KEYS: live, stream, active. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body,
+# the start of the begin body that names this session and run, nonce of this start.
+# Returns {OpenState, begin id}. The stream already starting with this run's `begin` means the run
+# exists (live, or ended and kept), unless that `begin` carries our nonce: then this call is a re-sent
+# copy of the one that wrote it (its reply was lost) and it opened the run.
 _OPEN = """
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+if first then
+  local fields, body, nonce = first[2], nil, nil
+  for f = 1, #fields, 2 do
+    if fields[f] == 'body' then body = fields[f + 1] elseif fields[f] == 'nonce' then nonce = fields[f + 1] end
+  end
+  if body and string.sub(body, 1, #ARGV[8]) == ARGV[8] then
+    if nonce == ARGV[9] then return {1, first[1]} end
+    return {2, first[1]}
+  end
+end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-  -- A retry of this very call (its reply was lost): the stream already starts with our `begin`.
-  return redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1][1]
+  local v = redis.call('GET', KEYS[1])
+  -- Our run, though its `begin` was trimmed away: it exists.
+  if v == ARGV[1] or v == 'cancel:' .. ARGV[1] then return {2, first and first[1] or ''} end
+  return {0, ''}
 end
 redis.call('DEL', KEYS[2])
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
-  'type', 'begin', 'origin', 'pydantic-ai-stream', 'body', ARGV[7])
+  'type', 'begin', 'origin', 'pydantic-ai-stream', 'body', ARGV[7], 'nonce', ARGV[9])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
-return id
+return {1, id}
 """
 
 # KEYS: (live, stream) of each session. ARGV: maxlen, retention_ms, then per session its run_id, its
@@ -172,6 +189,17 @@ for i = 1, #ARGV do
 end
 return states
 """
+
+
+class OpenState(IntEnum):
+    """What opening a run found."""
+
+    BUSY = 0
+    """Another run holds the session: nothing was written."""
+    OPENED = 1
+    """The run took the session and its `begin` is written."""
+    EXISTS = 2
+    """A run with this id is live or ended (its stream still kept): nothing was written."""
 
 
 class LeaseState(IntEnum):
@@ -289,15 +317,20 @@ class SessionStream:
     maxlen: int
     retention_ms: int
 
-    async def open(self, *, run_id: str, lease_ms: int, begin: Body) -> str | None:
-        """Take the live flag and start a fresh stream with `begin`; `None` if another run holds it."""
-        entry_id = await _scripts(self.redis).open(
+    async def open(self, *, run_id: str, lease_ms: int, begin: Body, nonce: str) -> tuple[OpenState, str]:
+        """Take the live flag and start a fresh stream with `begin` (which must start with this session's
+        and run's ids); returns what it found and the run's `begin` id (`""` when `BUSY`).
+
+        `nonce`, unique to this start, lets a copy of the call re-sent by a retrying client see it opened.
+        """
+        own = _dump({"session_id": self.keys.session_id, "run_id": run_id})[:-1]
+        state, entry_id = await _scripts(self.redis).open(
             keys=[self.keys.live, self.keys.stream, self.keys.active],
             args=[run_id, lease_ms, self.keys.session_id, int(time.time() * 1000), self.maxlen,
-                  self.retention_ms, _dump(begin)],
+                  self.retention_ms, _dump(begin), own, nonce],
             client=self.redis,
         )  # fmt: skip
-        return None if entry_id is None else decode(entry_id)
+        return OpenState(int(state)), decode(entry_id)
 
     async def append(self, run_id: str, entries: Sequence[PendingEntry]) -> str:
         """Append `(type, origin, body)` entries while `run_id` holds the lease; returns the last id."""
@@ -329,11 +362,6 @@ class SessionStream:
         """Whether a run holds the live flag and has not been asked to cancel."""
         value = await self.redis.get(self.keys.live)
         return value is not None and not decode(value).startswith(CANCEL_MARK)
-
-    async def live_run_id(self) -> str | None:
-        """The run id in the live flag (cancelled or not), `None` if no run holds it."""
-        value = await self.redis.get(self.keys.live)
-        return None if value is None else decode(value).removeprefix(CANCEL_MARK)
 
     async def reap(self, *, grace_ms: int) -> bool:
         """End the stream of a run that died without writing `end`; `True` if it did."""
