@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -95,6 +96,40 @@ async def test_cancel_mid_token_stops_at_once_and_keeps_the_partial_answer(redis
     assert response.state == "interrupted"
     assert response.parts[0].content == "one two "  # type: ignore[union-attr]
     assert await ScopedDeps(redis=redis, user_id=1, session_id="s1").cancel() is False
+
+
+class StorageError(Exception):
+    pass
+
+
+@dataclass(kw_only=True)
+class FailingSession(MemorySession):
+    async def save(self) -> None:
+        raise StorageError("database is gone")
+
+
+@pytest.mark.parametrize("how", ["cancel", "task"])
+async def test_a_cancelled_run_whose_save_fails_reports_both(redis: Redis, how: str) -> None:
+    agent = _agent(tokens=["one "], gate=asyncio.Event())
+    listener = Collector(ScopedDeps(redis=redis, user_id=1, session_id="s1"))
+    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+    task = asyncio.create_task(run(FailingSession(session_id="s1"), agent, "count", deps))
+    await listener.wait_for(has_text("one "))
+    if how == "cancel":
+        assert await ScopedDeps(redis=redis, user_id=1, session_id="s1").cancel() is True
+        with pytest.raises(AgxCanceledError) as error:
+            await asyncio.wait_for(task, 5)
+        assert isinstance(error.value.__cause__, StorageError)
+    else:  # the task running it is cancelled (a shutdown)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+    events = await listener.done()
+    assert [(e["type"], e["body"].get("msg")) for e in events[-3:]] == [
+        ("error", "canceled"),
+        ("error", "save failed - database is gone"),
+        ("end", None),
+    ]
 
 
 async def test_cancel_mid_tool_call_stops_at_once(redis: Redis) -> None:
