@@ -94,7 +94,8 @@ class Deps(ABC):
         requested = self.run_id if self.run_id != self._generated_run_id else None
         run_id = check_id("run_id", requested) if requested is not None else uuid.uuid4().hex
         keeper = self._keeper()
-        await keeper.ready()
+        # A Redis that cannot answer within a lease's lifetime could not keep the run's lease either.
+        await keeper.ready(timeout=settings.lease_ttl)
         lease_ms = int(settings.lease_ttl * 1000)
         begin = {"session_id": self.session_id, "run_id": run_id, **(body or {})}
         try:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pydantic_ai import CancellationToken
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .store import AsyncRedis, LeaseState, SessionStream, decode, renew_many
 
@@ -86,7 +87,8 @@ class LeaseKeeper:
         return keeper
 
     async def ready(self, timeout: float = 5.0) -> None:
-        """Start the keeper if needed and wait until cancel announcements can reach this process.
+        """Start the keeper if needed and wait until cancel announcements can reach this process
+        (`redis.exceptions.TimeoutError` after `timeout` seconds).
 
         Every `ready()` that returns must be followed by `hold()` or `release(None)`: until then the
         keeper stays up, so a start refused meanwhile cannot stop it under one about to hold a lease.
@@ -96,8 +98,12 @@ class LeaseKeeper:
             if not self._tasks:
                 self._subscribed.clear()
                 self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._renew())]
-            async with asyncio.timeout(timeout):
-                await self._subscribed.wait()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._subscribed.wait()
+            except TimeoutError:
+                # Redis is stalled: a retryable Redis error (UNAVAILABLE), not a bare timeout.
+                raise RedisTimeoutError(f"Redis did not confirm the cancel subscription within {timeout:g} s") from None
             if self._error is not None:
                 # Redis could not be reached: fail the run's start now rather than run it blind.
                 error, self._error = self._error, None
