@@ -115,7 +115,7 @@ class Deps(ABC):
         self.run_id = run_id
         self._mapper = EventMapper()
         self._lease = Lease(stream=stream, run_id=run_id, keeper=keeper)
-        self._writer = StreamWriter(stream=stream, run_id=run_id)
+        self._writer = StreamWriter(stream=stream, run_id=run_id, last_id=begin_event_id)
         keeper.hold(self._lease)
 
     async def stop(self, grace_period: int = 5) -> None:

@@ -77,22 +77,30 @@ redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 return {1, id}
 """
 
-# KEYS: (live, stream) of each session. ARGV: maxlen, retention_ms, then per session its run_id, its
-# entry count n and n (type, origin, body) triples. Returns per session the last id written, or ''
-# if the run no longer holds the lease (then nothing is written to that stream). The stream's
-# retention is kept by the lease renewal (RENEW), not by every write.
+# KEYS: (live, stream) of each session. ARGV: maxlen, retention_ms, then per session its run_id, the id
+# of the last entry its writer knows it wrote, its entry count n and n (type, origin, body) triples.
+# Returns per session the last id written, or '' if the run no longer holds the lease (then nothing is
+# written to that stream). Only the run holding the lease writes to its stream, so a stream that ends
+# past the known id already holds this batch: the call is a copy re-sent by a retrying client after
+# its reply was lost, and writes nothing again. The stream's retention is kept by the lease renewal
+# (RENEW), not by every write.
 _APPEND = """
 local results = {}
 local a = 3
 for k = 1, #KEYS, 2 do
-  local run_id, n = ARGV[a], tonumber(ARGV[a + 1])
-  a = a + 2
+  local run_id, known, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
   local v = redis.call('GET', KEYS[k])
   local id = ''
   if v == run_id or v == 'cancel:' .. run_id then
-    for i = a, a + 3 * (n - 1), 3 do
-      id = redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', ARGV[1], '*',
-        'type', ARGV[i], 'origin', ARGV[i + 1], 'body', ARGV[i + 2])
+    local last = redis.call('XREVRANGE', KEYS[k + 1], '+', '-', 'COUNT', 1)[1]
+    if last and last[1] ~= known then
+      id = last[1]
+    else
+      for i = a, a + 3 * (n - 1), 3 do
+        id = redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', ARGV[1], '*',
+          'type', ARGV[i], 'origin', ARGV[i + 1], 'body', ARGV[i + 2])
+      end
     end
   end
   a = a + 3 * n
@@ -102,9 +110,22 @@ return results
 """
 
 # KEYS: live, stream, active. ARGV: run_id, maxlen, grace_ms, session_id, end body.
+# Returns the id of `end`, also to a re-sent copy of the call that wrote it; false if the lease was lost.
 _CLOSE = """
 local v = redis.call('GET', KEYS[1])
-if v ~= ARGV[1] and v ~= 'cancel:' .. ARGV[1] then return false end
+if v ~= ARGV[1] and v ~= 'cancel:' .. ARGV[1] then
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+  if last then
+    local fields, ours = last[2], 0
+    for f = 1, #fields, 2 do
+      if (fields[f] == 'type' and fields[f + 1] == 'end') or (fields[f] == 'body' and fields[f + 1] == ARGV[5]) then
+        ours = ours + 1
+      end
+    end
+    if ours == 2 then return last[1] end
+  end
+  return false
+end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
   'type', 'end', 'origin', 'pydantic-ai-stream', 'body', ARGV[5])
 redis.call('DEL', KEYS[1])
@@ -332,9 +353,10 @@ class SessionStream:
         )  # fmt: skip
         return OpenState(int(state)), decode(entry_id)
 
-    async def append(self, run_id: str, entries: Sequence[PendingEntry]) -> str:
-        """Append `(type, origin, body)` entries while `run_id` holds the lease; returns the last id."""
-        (entry_id,) = await append_many(self.redis, [(self, run_id, entries)])
+    async def append(self, run_id: str, after: str, entries: Sequence[PendingEntry]) -> str:
+        """Append `(type, origin, body)` entries while `run_id` holds the lease, `after` being the last
+        entry it wrote; returns the new last id."""
+        (entry_id,) = await append_many(self.redis, [(self, run_id, after, entries)])
         if entry_id is None:
             raise LeaseLostError(f"run {run_id} no longer holds session {self.keys.session_id!r}")
         return entry_id
@@ -382,20 +404,21 @@ class SessionStream:
 
 
 async def append_many(
-    redis: AsyncRedis, writes: Sequence[tuple[SessionStream, str, Sequence[PendingEntry]]]
+    redis: AsyncRedis, writes: Sequence[tuple[SessionStream, str, str, Sequence[PendingEntry]]]
 ) -> list[str | None]:
     """Append to several sessions' streams in one script call, each fenced by its run's lease.
 
-    `writes` holds `(stream, run_id, entries)`; returns per write the last entry id, or `None` if
-    `run_id` no longer holds that session (nothing was written there). All streams must share a
-    slot on a Redis Cluster.
+    `writes` holds `(stream, run_id, after, entries)`, `after` being the last entry id that run wrote
+    (a re-sent call finds its entries written and writes nothing twice); returns per write the last
+    entry id, or `None` if `run_id` no longer holds that session (nothing was written there). All
+    streams must share a slot on a Redis Cluster.
     """
     first = writes[0][0]
     keys: list[str] = []
     args: list[str | int] = [first.maxlen, first.retention_ms]
-    for stream, run_id, entries in writes:
+    for stream, run_id, after, entries in writes:
         keys += [stream.keys.live, stream.keys.stream]
-        args += [run_id, len(entries)]
+        args += [run_id, after, len(entries)]
         for type_, origin, body in entries:
             args += [type_, origin, _dump(body)]
     ids = await _scripts(redis).append(keys=keys, args=args, client=redis)
