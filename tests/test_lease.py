@@ -8,8 +8,9 @@ import pytest
 from pydantic_ai import Agent
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import AgxCanceledError, q, run, settings
-from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model
+from pydantic_ai_stream import AgxCanceledError, SessionBusyError, q, run, settings
+from pydantic_ai_stream.store import OpenState
+from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model, wait_renewed
 
 
 async def _scan_calls(redis: Redis) -> int:
@@ -105,10 +106,45 @@ async def test_a_reused_deps_gets_a_new_run_id_per_run(redis: Redis) -> None:
 
 
 async def test_a_retried_open_is_the_same_open(redis: Redis) -> None:
-    # A client that retries a call whose reply was lost must not see its own run as a busy session.
+    # A client that re-sends a call whose reply was lost must see it opened, not as a busy session or a
+    # second start of its run; another start of the same run finds it.
     stream = ScopedDeps(redis=redis, user_id=1, session_id="s1")._stream()
-    first = await stream.open(run_id="r1", lease_ms=3000, begin={"run_id": "r1"})
-    assert first is not None
-    assert await stream.open(run_id="r1", lease_ms=3000, begin={"run_id": "r1"}) == first
-    assert await stream.open(run_id="r2", lease_ms=3000, begin={"run_id": "r2"}) is None
+    begin = {"session_id": "s1", "run_id": "r1"}
+    state, first = await stream.open(run_id="r1", lease_ms=3000, begin=begin, nonce="n1")
+    assert state is OpenState.OPENED
+    assert await stream.open(run_id="r1", lease_ms=3000, begin=begin, nonce="n1") == (OpenState.OPENED, first)
+    assert await stream.open(run_id="r1", lease_ms=3000, begin=begin, nonce="n2") == (OpenState.EXISTS, first)
+    r2 = {"session_id": "s1", "run_id": "r2"}
+    assert await stream.open(run_id="r2", lease_ms=3000, begin=r2, nonce="n3") == (OpenState.BUSY, "")
+    r10 = {"session_id": "s1", "run_id": "r10"}
+    assert await stream.open(run_id="r10", lease_ms=3000, begin=r10, nonce="n4") == (OpenState.BUSY, "")
     assert await redis.xlen(stream.keys.stream) == 1
+
+
+async def test_a_refused_start_does_not_stop_the_lease_of_a_start_in_flight(redis: Redis, redis_url: str) -> None:
+    # Another process holds s2. Here a start on s2 is refused while a run on s1 is between taking its
+    # flag and holding its lease: the process's keeper must stay up and renew s1's lease.
+    settings.lease_ttl, settings.lease_renew_interval = 0.5, 0.05
+    other = Redis.from_url(redis_url)
+    holder = ScopedDeps(redis=other, user_id=1, session_id="s2")
+    try:
+        await holder.start()
+        gate = asyncio.Event()
+        deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+        session = MemorySession(session_id="s1")
+        listener = Collector(ScopedDeps(redis=redis, user_id=1, session_id="s1"))
+        refused = ScopedDeps(redis=redis, user_id=1, session_id="s2")
+        winner = asyncio.create_task(run(session, Agent(scripted_model(tokens=["x"], gate=gate)), "hi", deps))
+        with pytest.raises(SessionBusyError):
+            await refused.start()
+        await listener.wait_for(has_text("x"))
+        await wait_renewed(redis, deps.key_live(), past=settings.lease_ttl)
+        gate.set()
+        await asyncio.wait_for(winner, 5)
+        events = await listener.done()
+        assert [e["type"] for e in events if e["type"] in ("begin", "error", "end")] == ["begin", "end"]
+        assert session.saves == 1
+    finally:
+        await holder.stop()
+        await other.aclose()
+        settings.lease_ttl, settings.lease_renew_interval = 3.0, 1.0

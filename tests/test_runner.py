@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelResponse, ToolCallPart, ToolReturnPart
+from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import (
     AgxCanceledError,
     InvalidIdError,
     PydanticAIStreamError,
+    RunExistsError,
     SessionBusyError,
     run,
     settings,
+    start_run,
 )
 from support import Collector, MemorySession, ScopedDeps, bodies, has_text, scripted_model, text_of
 
@@ -93,6 +98,40 @@ async def test_cancel_mid_token_stops_at_once_and_keeps_the_partial_answer(redis
     assert await ScopedDeps(redis=redis, user_id=1, session_id="s1").cancel() is False
 
 
+class StorageError(Exception):
+    pass
+
+
+@dataclass(kw_only=True)
+class FailingSession(MemorySession):
+    async def save(self) -> None:
+        raise StorageError("database is gone")
+
+
+@pytest.mark.parametrize("how", ["cancel", "task"])
+async def test_a_cancelled_run_whose_save_fails_reports_both(redis: Redis, how: str) -> None:
+    agent = _agent(tokens=["one "], gate=asyncio.Event())
+    listener = Collector(ScopedDeps(redis=redis, user_id=1, session_id="s1"))
+    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+    task = asyncio.create_task(run(FailingSession(session_id="s1"), agent, "count", deps))
+    await listener.wait_for(has_text("one "))
+    if how == "cancel":
+        assert await ScopedDeps(redis=redis, user_id=1, session_id="s1").cancel() is True
+        with pytest.raises(AgxCanceledError) as error:
+            await asyncio.wait_for(task, 5)
+        assert isinstance(error.value.__cause__, StorageError)
+    else:  # the task running it is cancelled (a shutdown)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+    events = await listener.done()
+    assert [(e["type"], e["body"].get("msg")) for e in events[-3:]] == [
+        ("error", "canceled"),
+        ("error", "save failed - database is gone"),
+        ("end", None),
+    ]
+
+
 async def test_cancel_mid_tool_call_stops_at_once(redis: Redis) -> None:
     tool_started, never = asyncio.Event(), asyncio.Event()
     agent = Agent(scripted_model(tokens=["done"], tool="slow_tool", tool_args='{"n": 1}'), deps_type=ScopedDeps)
@@ -152,6 +191,38 @@ async def test_a_second_concurrent_run_is_refused_and_writes_nothing(redis: Redi
     events = await listener.done()
     assert [e["body"].get("user_prompt") for e in events if e["type"] == "begin"] == ["1"]
     assert events[-1]["type"] == "end"
+
+
+async def test_a_run_with_the_id_of_an_existing_run_does_not_run_again(redis: Redis) -> None:
+    gate = asyncio.Event()
+    calls: list[int] = []
+
+    def count(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        calls.append(1)
+        return ModelResponse(parts=[TextPart("again")])
+
+    agent = _agent(tokens=["a"], gate=gate)
+    agent_again = Agent(FunctionModel(count), deps_type=ScopedDeps)
+    listener = Collector(ScopedDeps(redis=redis, user_id=1, session_id="s1"))
+    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1", run_id="r-1")
+    first = await start_run(MemorySession(session_id="s1"), agent, "1", deps)
+    await listener.wait_for(has_text("a"))
+    for attempt in (run, start_run):  # while the run is live
+        with pytest.raises(RunExistsError) as exists:
+            await attempt(MemorySession(session_id="s1"), agent_again, "1", ScopedDeps(**_ids(deps)))
+        assert (exists.value.run_id, exists.value.begin_event_id) == ("r-1", deps.begin_event_id)
+    gate.set()
+    await asyncio.wait_for(first, 5)
+    events = await listener.done()
+    with pytest.raises(RunExistsError) as exists:  # and once it ended, while its stream is kept
+        await run(MemorySession(session_id="s1"), agent_again, "1", ScopedDeps(**_ids(deps)))
+    assert exists.value.begin_event_id == deps.begin_event_id
+    assert calls == []
+    assert [e async for e in deps.listen(serialize=False)] == events
+
+
+def _ids(deps: ScopedDeps) -> dict[str, Any]:
+    return {"redis": deps.redis, "user_id": deps.user_id, "session_id": deps.session_id, "run_id": deps.run_id}
 
 
 @pytest.mark.parametrize("session_id", ["a:b", "*", "a?", "[x", "{s}", "has space", "", "x" * 129])

@@ -16,7 +16,7 @@ async def _writer(redis: Redis) -> tuple[ScopedDeps, StreamWriter]:
     deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
     await deps.start()
     assert deps.run_id is not None
-    return deps, StreamWriter(stream=deps._stream(), run_id=deps.run_id)
+    return deps, StreamWriter(stream=deps._stream(), run_id=deps.run_id, last_id=deps.begin_event_id or "")
 
 
 async def test_entries_queued_during_a_write_go_in_one_round_trip_in_order(redis: Redis) -> None:
@@ -60,7 +60,7 @@ async def _writers(redis: Redis, n: int) -> list[tuple[ScopedDeps, StreamWriter]
         deps = ScopedDeps(redis=redis, user_id=1, session_id=f"s{i}")
         await deps.start()
         assert deps.run_id is not None
-        pairs.append((deps, StreamWriter(stream=deps._stream(), run_id=deps.run_id)))
+        pairs.append((deps, StreamWriter(stream=deps._stream(), run_id=deps.run_id, last_id=deps.begin_event_id or "")))
     return pairs
 
 
@@ -97,3 +97,24 @@ async def test_a_lost_lease_fails_only_its_own_run_in_a_shared_write(redis: Redi
     assert await redis.xlen(kept.key()) == 2
     await kept.stop()
     await lost.stop()
+
+
+async def test_a_re_sent_write_or_close_writes_nothing_twice(redis: Redis) -> None:
+    # What a retrying client sends again when a reply was lost: the same call, the same arguments.
+    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+    await deps.start()
+    assert deps.run_id is not None
+    assert deps.begin_event_id is not None
+    stream = deps._stream()
+    batch = [("info", "test", {"i": 0}), ("info", "test", {"i": 1})]
+    written = await stream.append(deps.run_id, deps.begin_event_id, batch)
+    assert await stream.append(deps.run_id, deps.begin_event_id, batch) == written
+    after = await stream.append(deps.run_id, written, [("info", "test", {"i": 2})])
+    end = {"run_id": deps.run_id}
+    assert await stream.close(run_id=deps.run_id, grace_ms=1000, end=end)
+    assert await stream.close(run_id=deps.run_id, grace_ms=1000, end=end)  # its own `end`: closed, not lost
+    entries = await redis.xrange(deps.key())
+    assert [fields[b"type"] for _, fields in entries] == [b"begin", b"info", b"info", b"info", b"end"]
+    assert entries[3][0].decode() == after
+    assert not await stream.close(run_id="another", grace_ms=1000, end={"run_id": "another"})
+    await deps.stop()

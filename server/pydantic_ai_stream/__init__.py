@@ -9,6 +9,7 @@ from .errors import (
     LeaseLostError,
     ListenTimeoutError,
     PydanticAIStreamError,
+    RunExistsError,
     SessionBusyError,
     StreamNotFoundError,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "ListenTimeoutError",
     "PydanticAIStreamError",
     "RedisSession",
+    "RunExistsError",
     "Session",
     "SessionBusyError",
     "Settings",

@@ -12,13 +12,20 @@ from typing import Any
 
 from pydantic_ai import CancellationToken
 
-from .errors import LeaseLostError, ListenTimeoutError, PydanticAIStreamError, SessionBusyError, StreamNotFoundError
+from .errors import (
+    LeaseLostError,
+    ListenTimeoutError,
+    PydanticAIStreamError,
+    RunExistsError,
+    SessionBusyError,
+    StreamNotFoundError,
+)
 from .events import ORIGIN_PYDANTIC_AI, Body, EventMapper
 from .keys import SessionKeys, cancel_channel, check_id
 from .lease import Lease, LeaseKeeper
 from .listener import listen
 from .settings import settings
-from .store import AsyncRedis, Entry, SessionStream, session_keys
+from .store import AsyncRedis, Entry, OpenState, SessionStream, session_keys
 from .writer import StreamWriter
 
 __all__ = ["Deps"]
@@ -76,14 +83,6 @@ class Deps(ABC):
         """Stream entry id of this run's `begin` (set by `start()`)."""
         return self._begin_event_id
 
-    async def live_run_id(self) -> str | None:
-        """Id of the session's live run, wherever it runs; `None` if there is none."""
-        return await self._stream().live_run_id()
-
-    async def first_event_id(self) -> str:
-        """Id of the oldest event still in the session's stream (`""` if there is none)."""
-        return await self._stream().oldest_id() or ""
-
     @property
     def lease_lost(self) -> bool:
         """Whether the run lost its live flag (it must stop without saving)."""
@@ -94,26 +93,36 @@ class Deps(ABC):
     async def start(self, *, body: Body | None = None) -> None:
         """Take the session's live flag and write `begin` (plus `body`) to a fresh stream.
 
-        Raises `SessionBusyError`, writing nothing, if another run of the session is live.
+        Raises `SessionBusyError`, writing nothing, if another run of the session is live, and
+        `RunExistsError` if this `run_id` is the session's live run or its last one (a retry).
         """
         stream = self._stream()
         # A run id this Deps generated for an earlier run is not reused for the next one.
         requested = self.run_id if self.run_id != self._generated_run_id else None
         run_id = check_id("run_id", requested) if requested is not None else uuid.uuid4().hex
         keeper = self._keeper()
-        await keeper.ready()
+        # A Redis that cannot answer within a lease's lifetime could not keep the run's lease either.
+        await keeper.ready(timeout=settings.lease_ttl)
         lease_ms = int(settings.lease_ttl * 1000)
         begin = {"session_id": self.session_id, "run_id": run_id, **(body or {})}
-        begin_event_id = await stream.open(run_id=run_id, lease_ms=lease_ms, begin=begin)
-        if begin_event_id is None:
+        try:
+            state, begin_event_id = await stream.open(
+                run_id=run_id, lease_ms=lease_ms, begin=begin, nonce=uuid.uuid4().hex
+            )
+        except BaseException:
             keeper.release(None)
+            raise
+        if state is not OpenState.OPENED:
+            keeper.release(None)
+            if state is OpenState.EXISTS:
+                raise RunExistsError(self.session_id, run_id=run_id, begin_event_id=begin_event_id)
             raise SessionBusyError(self.session_id)
         self._begin_event_id = begin_event_id
         self._generated_run_id = None if requested is not None else run_id
         self.run_id = run_id
         self._mapper = EventMapper()
         self._lease = Lease(stream=stream, run_id=run_id, keeper=keeper)
-        self._writer = StreamWriter(stream=stream, run_id=run_id)
+        self._writer = StreamWriter(stream=stream, run_id=run_id, last_id=begin_event_id)
         keeper.hold(self._lease)
 
     async def stop(self, grace_period: int = 5) -> None:

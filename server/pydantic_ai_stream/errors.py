@@ -10,6 +10,7 @@ __all__ = [
     "LeaseLostError",
     "ListenTimeoutError",
     "PydanticAIStreamError",
+    "RunExistsError",
     "SessionBusyError",
     "StreamNotFoundError",
 ]
@@ -33,6 +34,19 @@ class SessionBusyError(PydanticAIStreamError):
     def __init__(self, session_id: str) -> None:
         super().__init__(f"session {session_id!r} already has a live run")
         self.session_id = session_id
+
+
+class RunExistsError(SessionBusyError):
+    """The run id is that of the session's live run, or of its last run while its stream is kept: a retry.
+
+    Nothing was started; `begin_event_id` is where the existing run's events begin.
+    """
+
+    def __init__(self, session_id: str, *, run_id: str, begin_event_id: str) -> None:
+        super().__init__(session_id)
+        self.args = (f"session {session_id!r} already has run {run_id!r}; it was not started again",)
+        self.run_id = run_id
+        self.begin_event_id = begin_event_id
 
 
 class LeaseLostError(AgxCanceledError):

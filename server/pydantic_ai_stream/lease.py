@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pydantic_ai import CancellationToken
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .store import AsyncRedis, LeaseState, SessionStream, decode, renew_many
 
@@ -70,6 +71,8 @@ class LeaseKeeper:
     _leases: dict[str, Lease] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _subscribed: asyncio.Event = field(default_factory=asyncio.Event)
+    _starting: int = 0
+    """Starts between `ready()` and `hold()`/`release(None)`."""
     _error: Exception | None = None
 
     @classmethod
@@ -84,27 +87,43 @@ class LeaseKeeper:
         return keeper
 
     async def ready(self, timeout: float = 5.0) -> None:
-        """Start the keeper if needed and wait until cancel announcements can reach this process."""
-        if not self._tasks:
-            self._subscribed.clear()
-            self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._renew())]
-        async with asyncio.timeout(timeout):
-            await self._subscribed.wait()
-        if self._error is not None:
-            # Redis could not be reached: fail the run's start now rather than run it blind.
-            error, self._error = self._error, None
+        """Start the keeper if needed and wait until cancel announcements can reach this process
+        (`redis.exceptions.TimeoutError` after `timeout` seconds).
+
+        Every `ready()` that returns must be followed by `hold()` or `release(None)`: until then the
+        keeper stays up, so a start refused meanwhile cannot stop it under one about to hold a lease.
+        """
+        self._starting += 1
+        try:
+            if not self._tasks:
+                self._subscribed.clear()
+                self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._renew())]
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._subscribed.wait()
+            except TimeoutError:
+                # Redis is stalled: a retryable Redis error (UNAVAILABLE), not a bare timeout.
+                raise RedisTimeoutError(f"Redis did not confirm the cancel subscription within {timeout:g} s") from None
+            if self._error is not None:
+                # Redis could not be reached: fail the run's start now rather than run it blind.
+                error, self._error = self._error, None
+                raise error
+        except BaseException:
             self.release(None)
-            raise error
+            raise
 
     def hold(self, lease: Lease) -> None:
-        """Keep `lease` renewed until `release`."""
+        """Keep `lease` renewed until `release`; ends the start that `ready()` began."""
+        self._starting -= 1
         self._leases[lease.stream.keys.live] = lease
 
     def release(self, lease: Lease | None) -> None:
-        """Stop renewing `lease`; the keeper stops itself when it holds nothing."""
-        if lease is not None and self._leases.get(lease.stream.keys.live) is lease:
+        """Stop renewing `lease` (`None`: a start that took no lease); the keeper stops when it holds nothing."""
+        if lease is None:
+            self._starting -= 1
+        elif self._leases.get(lease.stream.keys.live) is lease:
             del self._leases[lease.stream.keys.live]
-        if not self._leases:
+        if not self._leases and not self._starting:
             for task in self._tasks:
                 task.cancel()
             self._tasks = []

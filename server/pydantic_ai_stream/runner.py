@@ -72,15 +72,11 @@ async def _drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: 
                             await deps.add_node_event(event)
         await _save(session, deps, agent_run.new_messages())
     except RunCancelled as e:
-        await _save(session, deps, e.new_messages())
-        await _add_error(deps, {"msg": "canceled"})
-        raise AgxCanceledError("canceled") from e
+        save_error = await _end_cancelled(session, deps, e)
+        raise AgxCanceledError("canceled") from save_error or e
     except asyncio.CancelledError as e:
         # The task running us was cancelled (e.g. shutdown): keep what was done, tell listeners, go on.
-        partial = RunCancelled.from_cancellation(e)
-        if partial is not None:
-            await _save(session, deps, partial.new_messages())
-        await _add_error(deps, {"msg": "canceled"})
+        await _end_cancelled(session, deps, RunCancelled.from_cancellation(e))
         raise
     except LeaseLostError:
         raise
@@ -100,6 +96,22 @@ async def _save(session: Session, deps: Deps, new_messages: Sequence[ModelMessag
         return
     session.add_msgs(new_messages)
     await session.save()
+
+
+async def _end_cancelled(session: Session, deps: Deps, partial: RunCancelled | None) -> Exception | None:
+    """Save a cancelled run's partial conversation, then tell listeners it was cancelled and whether the
+    save failed; a failed save's error is returned, not raised: the cancel is how the run ended."""
+    save_error = None
+    if partial is not None:
+        try:
+            await _save(session, deps, partial.new_messages())
+        except Exception as e:
+            logger.warning("run %s was cancelled and its conversation could not be saved: %s", deps.run_id, e)
+            save_error = e
+    await _add_error(deps, {"msg": "canceled"})
+    if save_error is not None:
+        await _add_error(deps, {"msg": f"save failed - {save_error}"})
+    return save_error
 
 
 async def _add_error(deps: Deps, body: dict[str, Any]) -> None:

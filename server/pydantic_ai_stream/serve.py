@@ -24,7 +24,8 @@ from pydantic import AliasChoices, Field
 from pydantic_ai.agent import AbstractAgent
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.backoff import NoBackoff
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
@@ -129,10 +130,45 @@ def _agents(config: ServerSettings) -> dict[str, AbstractAgent[Any, Any]]:
     return agents
 
 
+def _redis_retry() -> AsyncRetry:
+    """The server's retry policy: connection errors and timeouts are retried for 2 to 4 s (jittered
+    backoff up to 0.5 s), which outlasts a Redis restart; the package's scripts are safe to re-send."""
+    return AsyncRetry(EqualJitterBackoff(cap=0.5, base=0.05), retries=10)
+
+
 def _pooled(url: str, config: ServerSettings) -> Redis:
     """A client whose callers share at most `redis_max_connections` connections, waiting for a free one."""
-    pool = BlockingConnectionPool.from_url(url, max_connections=config.redis_max_connections, timeout=30)
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=config.redis_max_connections,
+        timeout=30,
+        retry=_redis_retry(),
+        health_check_interval=_HEALTH_INTERVAL,  # a connection idle that long is checked before use
+    )
     return Redis.from_pool(pool)
+
+
+_HEALTH_INTERVAL = 1.0
+"""Seconds between the server's checks that Redis answers (its gRPC health follows)."""
+
+
+async def _watch_redis(redis: AsyncRedis, health_servicer: health.aio.HealthServicer) -> None:
+    """Keep the health status at SERVING while Redis answers a PING within a second, NOT_SERVING otherwise."""
+    serving = True
+    while True:
+        await asyncio.sleep(_HEALTH_INTERVAL)
+        try:
+            async with asyncio.timeout(1.0):
+                await redis.ping()
+            up = True
+        except (RedisError, OSError, TimeoutError):
+            up = False
+        if up is not serving:
+            serving = up
+            logger.warning("Redis %s", "answers again" if up else "does not answer: health is NOT_SERVING")
+            status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", SERVICE_NAME):
+                await health_servicer.set(name, status)
 
 
 @contextlib.asynccontextmanager
@@ -332,9 +368,11 @@ async def running_server(config: ServerSettings) -> AsyncIterator[RunningServer]
             "TLS" if credentials else "plaintext",
             ", ".join(sorted(agents)),
         )
+        watch = asyncio.create_task(_watch_redis(redis, health_servicer))
         try:
             yield running
         finally:
+            watch.cancel()
             await running.stop()
 
 

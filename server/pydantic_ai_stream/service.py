@@ -30,6 +30,7 @@ from .errors import (
     CursorExpiredError,
     InvalidIdError,
     ListenTimeoutError,
+    RunExistsError,
     SessionBusyError,
     StreamNotFoundError,
 )
@@ -253,13 +254,9 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             )
             try:
                 task = await start_run(session, agent, request.prompt, deps, **settings)
-            except SessionBusyError:
-                # A retried Run (same run id) gets the run it already started.
-                if request.run_id and await deps.live_run_id() == request.run_id:
-                    return pb.RunResponse(
-                        session_id=request.session_id, run_id=request.run_id, begin_event_id=await deps.first_event_id()
-                    )
-                raise
+            except RunExistsError as e:
+                # A retried Run (same run id) gets the run it already started, live or ended; nothing runs again.
+                return pb.RunResponse(session_id=request.session_id, run_id=e.run_id, begin_event_id=e.begin_event_id)
             self.runs.add(task)
             task.add_done_callback(self._run_done)
             return pb.RunResponse(

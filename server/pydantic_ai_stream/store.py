@@ -26,6 +26,7 @@ __all__ = [
     "AsyncRedis",
     "Entry",
     "LeaseState",
+    "OpenState",
     "PendingEntry",
     "RawEntry",
     "SessionStream",
@@ -47,37 +48,61 @@ AsyncRedis: TypeAlias = "Redis | RedisCluster"
 
 CANCEL_MARK = "cancel:"
 
-# KEYS: live, stream, active. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body.
+# KEYS: live, stream, active. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body,
+# the start of the begin body that names this session and run, nonce of this start.
+# Returns {OpenState, begin id}. The stream already starting with this run's `begin` means the run
+# exists (live, or ended and kept), unless that `begin` carries our nonce: then this call is a re-sent
+# copy of the one that wrote it (its reply was lost) and it opened the run.
 _OPEN = """
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+if first then
+  local fields, body, nonce = first[2], nil, nil
+  for f = 1, #fields, 2 do
+    if fields[f] == 'body' then body = fields[f + 1] elseif fields[f] == 'nonce' then nonce = fields[f + 1] end
+  end
+  if body and string.sub(body, 1, #ARGV[8]) == ARGV[8] then
+    if nonce == ARGV[9] then return {1, first[1]} end
+    return {2, first[1]}
+  end
+end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
-  -- A retry of this very call (its reply was lost): the stream already starts with our `begin`.
-  return redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1][1]
+  local v = redis.call('GET', KEYS[1])
+  -- Our run, though its `begin` was trimmed away: it exists.
+  if v == ARGV[1] or v == 'cancel:' .. ARGV[1] then return {2, first and first[1] or ''} end
+  return {0, ''}
 end
 redis.call('DEL', KEYS[2])
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
-  'type', 'begin', 'origin', 'pydantic-ai-stream', 'body', ARGV[7])
+  'type', 'begin', 'origin', 'pydantic-ai-stream', 'body', ARGV[7], 'nonce', ARGV[9])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
-return id
+return {1, id}
 """
 
-# KEYS: (live, stream) of each session. ARGV: maxlen, retention_ms, then per session its run_id, its
-# entry count n and n (type, origin, body) triples. Returns per session the last id written, or ''
-# if the run no longer holds the lease (then nothing is written to that stream). The stream's
-# retention is kept by the lease renewal (RENEW), not by every write.
+# KEYS: (live, stream) of each session. ARGV: maxlen, retention_ms, then per session its run_id, the id
+# of the last entry its writer knows it wrote, its entry count n and n (type, origin, body) triples.
+# Returns per session the last id written, or '' if the run no longer holds the lease (then nothing is
+# written to that stream). Only the run holding the lease writes to its stream, so a stream that ends
+# past the known id already holds this batch: the call is a copy re-sent by a retrying client after
+# its reply was lost, and writes nothing again. The stream's retention is kept by the lease renewal
+# (RENEW), not by every write.
 _APPEND = """
 local results = {}
 local a = 3
 for k = 1, #KEYS, 2 do
-  local run_id, n = ARGV[a], tonumber(ARGV[a + 1])
-  a = a + 2
+  local run_id, known, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  a = a + 3
   local v = redis.call('GET', KEYS[k])
   local id = ''
   if v == run_id or v == 'cancel:' .. run_id then
-    for i = a, a + 3 * (n - 1), 3 do
-      id = redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', ARGV[1], '*',
-        'type', ARGV[i], 'origin', ARGV[i + 1], 'body', ARGV[i + 2])
+    local last = redis.call('XREVRANGE', KEYS[k + 1], '+', '-', 'COUNT', 1)[1]
+    if last and last[1] ~= known then
+      id = last[1]
+    else
+      for i = a, a + 3 * (n - 1), 3 do
+        id = redis.call('XADD', KEYS[k + 1], 'MAXLEN', '~', ARGV[1], '*',
+          'type', ARGV[i], 'origin', ARGV[i + 1], 'body', ARGV[i + 2])
+      end
     end
   end
   a = a + 3 * n
@@ -87,9 +112,22 @@ return results
 """
 
 # KEYS: live, stream, active. ARGV: run_id, maxlen, grace_ms, session_id, end body.
+# Returns the id of `end`, also to a re-sent copy of the call that wrote it; false if the lease was lost.
 _CLOSE = """
 local v = redis.call('GET', KEYS[1])
-if v ~= ARGV[1] and v ~= 'cancel:' .. ARGV[1] then return false end
+if v ~= ARGV[1] and v ~= 'cancel:' .. ARGV[1] then
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+  if last then
+    local fields, ours = last[2], 0
+    for f = 1, #fields, 2 do
+      if (fields[f] == 'type' and fields[f + 1] == 'end') or (fields[f] == 'body' and fields[f + 1] == ARGV[5]) then
+        ours = ours + 1
+      end
+    end
+    if ours == 2 then return last[1] end
+  end
+  return false
+end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
   'type', 'end', 'origin', 'pydantic-ai-stream', 'body', ARGV[5])
 redis.call('DEL', KEYS[1])
@@ -174,6 +212,17 @@ for i = 1, #ARGV do
 end
 return states
 """
+
+
+class OpenState(IntEnum):
+    """What opening a run found."""
+
+    BUSY = 0
+    """Another run holds the session: nothing was written."""
+    OPENED = 1
+    """The run took the session and its `begin` is written."""
+    EXISTS = 2
+    """A run with this id is live or ended (its stream still kept): nothing was written."""
 
 
 class LeaseState(IntEnum):
@@ -306,19 +355,25 @@ class SessionStream:
     maxlen: int
     retention_ms: int
 
-    async def open(self, *, run_id: str, lease_ms: int, begin: Body) -> str | None:
-        """Take the live flag and start a fresh stream with `begin`; `None` if another run holds it."""
-        entry_id = await _scripts(self.redis).open(
+    async def open(self, *, run_id: str, lease_ms: int, begin: Body, nonce: str) -> tuple[OpenState, str]:
+        """Take the live flag and start a fresh stream with `begin` (which must start with this session's
+        and run's ids); returns what it found and the run's `begin` id (`""` when `BUSY`).
+
+        `nonce`, unique to this start, lets a copy of the call re-sent by a retrying client see it opened.
+        """
+        own = _dump({"session_id": self.keys.session_id, "run_id": run_id})[:-1]
+        state, entry_id = await _scripts(self.redis).open(
             keys=[self.keys.live, self.keys.stream, self.keys.active],
             args=[run_id, lease_ms, self.keys.session_id, int(time.time() * 1000), self.maxlen,
-                  self.retention_ms, _dump(begin)],
+                  self.retention_ms, _dump(begin), own, nonce],
             client=self.redis,
         )  # fmt: skip
-        return None if entry_id is None else decode(entry_id)
+        return OpenState(int(state)), decode(entry_id)
 
-    async def append(self, run_id: str, entries: Sequence[PendingEntry]) -> str:
-        """Append `(type, origin, body)` entries while `run_id` holds the lease; returns the last id."""
-        (entry_id,) = await append_many(self.redis, [(self, run_id, entries)])
+    async def append(self, run_id: str, after: str, entries: Sequence[PendingEntry]) -> str:
+        """Append `(type, origin, body)` entries while `run_id` holds the lease, `after` being the last
+        entry it wrote; returns the new last id."""
+        (entry_id,) = await append_many(self.redis, [(self, run_id, after, entries)])
         if entry_id is None:
             raise LeaseLostError(f"run {run_id} no longer holds session {self.keys.session_id!r}")
         return entry_id
@@ -346,11 +401,6 @@ class SessionStream:
         """Whether a run holds the live flag and has not been asked to cancel."""
         value = await self.redis.get(self.keys.live)
         return value is not None and not decode(value).startswith(CANCEL_MARK)
-
-    async def live_run_id(self) -> str | None:
-        """The run id in the live flag (cancelled or not), `None` if no run holds it."""
-        value = await self.redis.get(self.keys.live)
-        return None if value is None else decode(value).removeprefix(CANCEL_MARK)
 
     async def reap(self, *, grace_ms: int) -> bool:
         """End the stream of a run that died without writing `end`; `True` if it did."""
@@ -399,20 +449,21 @@ class SessionStream:
 
 
 async def append_many(
-    redis: AsyncRedis, writes: Sequence[tuple[SessionStream, str, Sequence[PendingEntry]]]
+    redis: AsyncRedis, writes: Sequence[tuple[SessionStream, str, str, Sequence[PendingEntry]]]
 ) -> list[str | None]:
     """Append to several sessions' streams in one script call, each fenced by its run's lease.
 
-    `writes` holds `(stream, run_id, entries)`; returns per write the last entry id, or `None` if
-    `run_id` no longer holds that session (nothing was written there). All streams must share a
-    slot on a Redis Cluster.
+    `writes` holds `(stream, run_id, after, entries)`, `after` being the last entry id that run wrote
+    (a re-sent call finds its entries written and writes nothing twice); returns per write the last
+    entry id, or `None` if `run_id` no longer holds that session (nothing was written there). All
+    streams must share a slot on a Redis Cluster.
     """
     first = writes[0][0]
     keys: list[str] = []
     args: list[str | int] = [first.maxlen, first.retention_ms]
-    for stream, run_id, entries in writes:
+    for stream, run_id, after, entries in writes:
         keys += [stream.keys.live, stream.keys.stream]
-        args += [run_id, len(entries)]
+        args += [run_id, after, len(entries)]
         for type_, origin, body in entries:
             args += [type_, origin, _dump(body)]
     ids = await _scripts(redis).append(keys=keys, args=args, client=redis)

@@ -33,6 +33,8 @@ class StreamWriter:
 
     stream: SessionStream
     run_id: str
+    last_id: str
+    """The last entry this run is known to have written (its `begin` at first)."""
     max_pending: int = 1000
     """Entries that may wait for the write in flight before `add` waits too (backpressure)."""
 
@@ -62,8 +64,10 @@ class StreamWriter:
         taken, self._pending = self._pending[:limit], self._pending[limit:]
         return taken
 
-    def written(self, error: BaseException | None) -> None:
-        """The combiner reports a write of this writer's entries (and whether it failed)."""
+    def written(self, entry_id: str | None, error: BaseException | None) -> None:
+        """The combiner reports a write of this writer's entries: its last id, or how it failed."""
+        if entry_id is not None:
+            self.last_id = entry_id
         if error is not None and self._error is None:
             self._error = error
             self._pending.clear()  # nothing after a failed write may be written
@@ -126,7 +130,7 @@ class WriteCombiner:
         return batch
 
     async def _write(self, batch: list[tuple[StreamWriter, list[PendingEntry]]]) -> None:
-        writes = [(writer.stream, writer.run_id, entries) for writer, entries in batch]
+        writes = [(writer.stream, writer.run_id, writer.last_id, entries) for writer, entries in batch]
         try:
             if isinstance(self.redis, Redis):
                 results = await append_many(self.redis, writes)
@@ -135,16 +139,16 @@ class WriteCombiner:
                 results = [ids[0] for ids in each]
         except Exception as e:
             for writer, _ in batch:
-                writer.written(e)
+                writer.written(None, e)
             return
         except BaseException as e:  # cancelled (the loop is closing): fail the writers, then stop
             for writer, _ in batch:
-                writer.written(e)
+                writer.written(None, e)
             raise
         for (writer, _), entry_id in zip(batch, results, strict=True):
             session = writer.stream.keys.session_id
             lost = LeaseLostError(f"run {writer.run_id} no longer holds session {session!r}")
-            writer.written(None if entry_id is not None else lost)
+            writer.written(entry_id, None if entry_id is not None else lost)
 
 
 _combiners = PerClient(lambda redis: WriteCombiner(redis=redis), lambda combiner: combiner.redis)

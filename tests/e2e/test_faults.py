@@ -1,0 +1,203 @@
+"""Redis faults under a live gRPC server: stalls, restarts, killed and idle-closed connections."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from redis.asyncio import Redis
+
+from conftest import RedisServer
+from pydantic_ai_stream import settings
+from pydantic_ai_stream.client import StreamClient
+from pydantic_ai_stream.serve import RunningServer, ServerSettings, running_server
+from pydantic_ai_stream.v1 import stream_pb2 as pb
+
+
+@pytest.fixture
+async def admin(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A client of the test's own to break the server's Redis with."""
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+TOKENS = 40
+
+
+@dataclass
+class Pace:
+    """Where the hosted `paced` agent waits: after each token in `gates`, until the test opens it."""
+
+    gates: dict[int, asyncio.Event] = field(default_factory=dict)
+    reached: dict[int, asyncio.Event] = field(default_factory=dict)
+
+    def at(self, *tokens: int) -> None:
+        for token in tokens:
+            self.gates[token], self.reached[token] = asyncio.Event(), asyncio.Event()
+
+
+pace = Pace()
+
+
+async def _paced(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    for i in range(TOKENS):
+        yield f"t{i} "
+        if i in pace.gates:
+            pace.reached[i].set()
+            await pace.gates[i].wait()
+
+
+paced = Agent(FunctionModel(stream_function=_paced), name="paced")
+
+
+@pytest.fixture
+async def server(redis_server: RedisServer) -> AsyncIterator[RunningServer]:
+    global pace
+    pace = Pace()
+    config = ServerSettings(
+        redis_url=f"{redis_server.url}?client_name=server",
+        port=0,
+        agents={"stalling": "grpc_agents:stalling", "paced": "test_faults:paced"},
+    )
+    async with running_server(config) as running:
+        yield running
+
+
+async def _code(call: Awaitable[object]) -> grpc.StatusCode:
+    try:
+        await call
+    except grpc.aio.AioRpcError as e:
+        return e.code()
+    return grpc.StatusCode.OK
+
+
+async def _until(events: AsyncIterator[pb.Event], text: str) -> None:
+    async for event in events:
+        if text in (event.content, event.content_delta):
+            return
+    raise AssertionError(f"the stream ended before {text!r}")
+
+
+async def test_a_stalled_redis_makes_run_unavailable(server: RunningServer, admin: Redis) -> None:
+    async with StreamClient(f"127.0.0.1:{server.port}") as client:
+        # Longer than a start waits for Redis (it waited 5 s, then failed with UNKNOWN).
+        await admin.execute_command("CLIENT", "PAUSE", "5500", "ALL")
+        assert await _code(client.run("demo", "s1", "hi", timeout=None)) == grpc.StatusCode.UNAVAILABLE
+        await admin.ping()  # answered once the pause is over
+        assert await client.list_active() == []
+        assert await admin.exists(f"{settings.redis_prefix}:1:1:s1") == 0
+
+
+async def test_run_honours_the_callers_deadline_while_redis_stalls(server: RunningServer, admin: Redis) -> None:
+    async with StreamClient(f"127.0.0.1:{server.port}") as client:
+        await client.run("stalling", "s0", "go")  # the process is ready for runs: the next start goes to Redis
+        await _until(client.listen("s0"), "hard ")
+        await admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
+        assert await _code(client.run("stalling", "s1", "go", timeout=0.3)) == grpc.StatusCode.DEADLINE_EXCEEDED
+        await admin.ping()
+        # The call was cancelled with its caller: no run was started once Redis answered again.
+        assert await client.list_active() == ["s0"]
+        assert await admin.exists(f"{settings.redis_prefix}:1:1:s1") == 0
+        assert await client.cancel("s0") is True
+
+
+async def _run_done(server: RunningServer, timeout: float = 15) -> float:
+    """Wait for the server's runs to end; returns when, as `time.monotonic()`."""
+    async with asyncio.timeout(timeout):
+        while server.servicer.runs:
+            await asyncio.gather(*server.servicer.runs, return_exceptions=True)
+    return time.monotonic()
+
+
+async def _assert_complete(admin: Redis, session_id: str) -> None:
+    """The stream holds the whole run once, in order, ended once; the conversation was saved."""
+    key = f"{settings.redis_prefix}:1:1:{session_id}"
+    entries = [(fields[b"type"].decode(), json.loads(fields[b"body"])) for _, fields in await admin.xrange(key)]
+    assert [t for t, _ in entries if t != "event"] == ["begin", "end"], entries
+    deltas = [b.get("content", "") + b.get("content_delta", "") for t, b in entries if b.get("part_kind") == "text"]
+    assert "".join(deltas) == "".join(f"t{i} " for i in range(TOKENS))
+    assert len(deltas) == TOKENS  # no token written twice
+    saved = await admin.get(f"{key}:msgs")
+    assert saved is not None
+    assert f"t{TOKENS - 1} " in saved.decode()
+
+
+async def test_a_redis_restart_mid_run_loses_and_repeats_nothing(server: RunningServer, redis_server: RedisServer,
+                                                                   admin: Redis) -> None:  # fmt: skip
+    pace.at(10)
+    async with StreamClient(f"127.0.0.1:{server.port}") as client:
+        started = time.monotonic()
+        await client.run("paced", "s1", "go")
+        await asyncio.wait_for(pace.reached[10].wait(), 5)
+        await asyncio.to_thread(redis_server.stop)
+        pace.gates[10].set()  # the rest of the run is written while Redis is down
+        await asyncio.to_thread(time.sleep, 1.0)  # the outage (not a synchronisation)
+        await asyncio.to_thread(redis_server.start)
+        took = await _run_done(server) - started
+        await _assert_complete(admin, "s1")
+        events = [e async for e in client.listen("s1")]  # a listener after the fault gets it all, once
+    assert [e.type for e in events].count(pb.EVENT_TYPE_END) == 1
+    assert len({e.id for e in events}) == len(events)
+    print(f"run with a 1 s Redis restart took {took:.2f} s")
+
+
+async def test_killed_connections_mid_run_lose_and_repeat_nothing(server: RunningServer, admin: Redis) -> None:
+    kills = (5, 15, 25, 35)
+    pace.at(*kills)
+    async with StreamClient(f"127.0.0.1:{server.port}") as client:
+        await client.run("paced", "s1", "go")
+        for token in kills:
+            await asyncio.wait_for(pace.reached[token].wait(), 5)
+            await admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            pace.gates[token].set()
+        await _run_done(server)
+    await _assert_complete(admin, "s1")
+
+
+async def test_redis_closing_idle_connections_loses_nothing(server: RunningServer, admin: Redis) -> None:
+    await admin.config_set("timeout", 1)
+    pace.at(20)
+    async with StreamClient(f"127.0.0.1:{server.port}") as client:
+        await client.run("paced", "s1", "go")
+        await asyncio.wait_for(pace.reached[20].wait(), 5)
+        await asyncio.gather(*(client.list_active() for _ in range(20)))  # the pool opens all its connections
+        ids = await _server_connections(admin)
+        deadline = time.monotonic() + 10
+        while ids <= await _server_connections(admin):  # until Redis has closed the idle ones
+            assert time.monotonic() < deadline, "Redis closed no idle connection"
+            await asyncio.sleep(0.05)
+        pace.gates[20].set()
+        # Calls that take every pooled connection, the stale ones too, while the run writes.
+        assert await asyncio.gather(*(client.list_active() for _ in range(20)))
+        await _run_done(server)
+        assert await client.list_active() == []
+    await _assert_complete(admin, "s1")
+
+
+async def _server_connections(admin: Redis) -> set[str]:
+    return {c["id"] for c in await admin.client_list() if c.get("name") == "server"}
+
+
+async def test_health_follows_redis(server: RunningServer, redis_server: RedisServer) -> None:
+    async def status_becomes(status: int) -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel, asyncio.timeout(10):
+            async for reply in health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service="")):
+                if reply.status == status:
+                    return
+
+    await status_becomes(health_pb2.HealthCheckResponse.SERVING)
+    await asyncio.to_thread(redis_server.stop)
+    await status_becomes(health_pb2.HealthCheckResponse.NOT_SERVING)
+    await asyncio.to_thread(redis_server.start)
+    await status_becomes(health_pb2.HealthCheckResponse.SERVING)
