@@ -48,6 +48,8 @@ MAX_BUFFERED_BYTES = 1 << 20
 """Bytes of entries a subscriber may have waiting before it drops them and re-reads from Redis instead."""
 CATCH_UP_BYTES = 1 << 20
 """Bytes one catch-up read aims at (its entry count follows the entries' size)."""
+FIRST_PAGE = 16
+"""Entries a listener's first read asks for, before their size is known."""
 RECONNECT_WINDOW = 10.0
 """Seconds the hub keeps re-opening a dropped connection before its listeners see the failure."""
 WAKE_TTL_MS = 60_000
@@ -70,7 +72,7 @@ class Subscription:
     """Entries in (`last`, `gap_until`] are to be read from Redis (`+`: all there are), not from the hub."""
     _buffer: list[Entry] = field(default_factory=list)
     _buffered_bytes: int = 0
-    _page: int = READ_COUNT
+    _page: int = FIRST_PAGE
     """Entries the next catch-up read asks for: about `CATCH_UP_BYTES` of them."""
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -108,8 +110,7 @@ class Subscription:
     async def _catch_up(self, until: str) -> list[Entry]:
         count = self._page
         page = await self.stream.read_range(after=self.last, until=until, count=count)
-        if page:
-            self._page = max(1, min(READ_COUNT, CATCH_UP_BYTES * len(page) // sum(map(_size, page))))
+        self._page = page_size(page, count)
         # Closed only if no newer gap opened (an overflow) while this page was read.
         if (len(page) < count or page[-1].id == until) and self.gap_until == until:
             self.gap_until = None
@@ -336,6 +337,14 @@ class StreamHub:
             size = sum(map(_size, entries))
             for subscription in followed.subscribers:
                 subscription.deliver(entries, size)
+
+
+def page_size(entries: list[Entry], count: int) -> int:
+    """Entries the next read of a stream should ask for to get about `CATCH_UP_BYTES`, given the last
+    read (for `count` entries) brought `entries`."""
+    if not entries:
+        return count
+    return max(1, min(READ_COUNT, CATCH_UP_BYTES * len(entries) // sum(map(_size, entries))))
 
 
 def _size(entry: Entry) -> int:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from .errors import CursorAheadError, CursorExpiredError, ListenTimeoutError, StreamNotFoundError
-from .hub import READ_COUNT, StreamHub, Subscription
+from .hub import FIRST_PAGE, StreamHub, Subscription, page_size
 from .keys import check_stream_id
 from .store import Entry, SessionStream, stream_id_key
 
@@ -38,13 +38,17 @@ class _DirectReader:
     grace_ms: int
     checked: bool = False
     """The first read is a checked range read: `XREAD` would skip entries trimmed meanwhile."""
+    count: int = FIRST_PAGE
+    """Entries the next read asks for: about `CATCH_UP_BYTES` of them."""
 
     async def next(self, timeout: float) -> list[Entry]:
+        count = self.count
         if not self.checked:
-            entries = await self.stream.read_range(after=self.last, count=READ_COUNT)
-            self.checked = len(entries) < READ_COUNT
+            entries = await self.stream.read_range(after=self.last, count=count)
+            self.checked = len(entries) < count
         else:
-            entries = await self.stream.read(self.last, block_ms=max(1, int(timeout * 1000)))
+            entries = await self.stream.read(self.last, block_ms=max(1, int(timeout * 1000)), count=count)
+        self.count = page_size(entries, count)
         if entries:
             self.last = entries[-1].id
         elif self.last != "0-0":  # the stream exists: a run began (or the listener resumed)
