@@ -341,10 +341,11 @@ class StreamHub:
 
 def page_size(entries: list[Entry], count: int) -> int:
     """Entries the next read of a stream should ask for to get about `CATCH_UP_BYTES`, given the last
-    read (for `count` entries) brought `entries`."""
+    read (for `count` entries) brought `entries`. It at most doubles: small entries so far (a `begin`)
+    say little about the size of the next ones."""
     if not entries:
         return count
-    return max(1, min(READ_COUNT, CATCH_UP_BYTES * len(entries) // sum(map(_size, entries))))
+    return max(1, min(READ_COUNT, 2 * count, CATCH_UP_BYTES * len(entries) // sum(map(_size, entries))))
 
 
 def _size(entry: Entry) -> int:
