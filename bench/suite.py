@@ -37,6 +37,7 @@ class Sizes:
     resume_entries: int
     resume_big_entries: int
     resumes: int
+    big_resumes: int
     slow_entries: int
     slow_interval: float
     big_prompt_runs: int
@@ -59,13 +60,13 @@ class Sizes:
 FULL = Sizes(
     write_tokens=10_000, many_runs=100, many_tokens=1_000, paced_runs=1_000, paced_tokens=200, grpc_paced_runs=1_000,
     cancel_runs=200, fanout_sessions=1_000, fanout_listeners=10, fanout_tokens=8, fanout_interval=4.0,
-    stalled_runs=200, resume_entries=2_000, resume_big_entries=3_000, resumes=500, slow_entries=3_000,
+    stalled_runs=200, resume_entries=2_000, resume_big_entries=3_000, resumes=500, big_resumes=100, slow_entries=3_000,
     slow_interval=0.02, big_prompt_runs=200, big_prompt_bytes=3_500_000, worker_timeout=900,
 )  # fmt: skip
 QUICK = Sizes(
     write_tokens=2_000, many_runs=10, many_tokens=200, paced_runs=50, paced_tokens=40, grpc_paced_runs=20,
     cancel_runs=20, fanout_sessions=20, fanout_listeners=5, fanout_tokens=5, fanout_interval=0.2,
-    stalled_runs=50, resume_entries=200, resume_big_entries=100, resumes=20, slow_entries=200,
+    stalled_runs=50, resume_entries=200, resume_big_entries=100, resumes=20, big_resumes=20, slow_entries=200,
     slow_interval=0.001, big_prompt_runs=10, big_prompt_bytes=1_000_000, worker_timeout=120,
 )  # fmt: skip
 

@@ -256,25 +256,31 @@ async def resume(bench: Bench) -> list[Row]:
     rows = []
     async with grpc_side.our_server(bench) as server, grpc_side.clients(server.target, 1) as clients:
         await grpc_side.warm_up(clients[0])
-        for entries, size in ((s.resume_entries, s.resume_entry_bytes), (s.resume_big_entries, s.big_entry_bytes)):
-            rows += await _resumes(bench, server, clients[0], entries, size)
+        cases = (
+            (s.resume_entries, s.resume_entry_bytes, s.resumes),
+            (s.resume_big_entries, s.big_entry_bytes, s.big_resumes),
+        )
+        for entries, size, resumes in cases:
+            rows += await _resumes(bench, server, clients[0], entries, size, resumes)
     return rows
 
 
-async def _resumes(bench: Bench, server: grpc_side.Server, client: StreamClient, entries: int, size: int) -> list[Row]:
+async def _resumes(
+    bench: Bench, server: grpc_side.Server, client: StreamClient, entries: int, size: int, resumes: int
+) -> list[Row]:
     """A worker writes a live and a finished run and times its library resumes; then the gRPC resumes, one at a time."""
     s = bench.sizes
     await bench.redis.reset()
-    progress(f"resume: ours, {s.resumes} resumes of each of 2 runs of {entries} x {size} B entries")
+    progress(f"resume: ours, {resumes} resumes of each of 2 runs of {entries} x {size} B entries")
     worker = await bench.start_worker(
-        "ours", "resume", stdin=True, entries=entries, size=size, resumes=s.resumes, seed=RESUME_SEED
+        "ours", "resume", stdin=True, entries=entries, size=size, resumes=resumes, seed=RESUME_SEED
     )
     await worker.wait_line(WORKER_READY, timeout=s.worker_timeout)
     grpc_ms: dict[str, list[float]] = {}
     peak_kib: dict[str, int] = {}
     for session_id in ("live", "done"):
         cursors = resume_cursors(
-            await entry_ids(bench.redis.client, f"{PREFIX}:1:1:{session_id}"), s.resumes, RESUME_SEED
+            await entry_ids(bench.redis.client, f"{PREFIX}:1:1:{session_id}"), resumes, RESUME_SEED
         )
         await grpc_side.resume_ms(client, session_id, cursors[0])  # warm-up: the server's first Listen of it
         reset_peak_rss(server.pid)
@@ -285,7 +291,7 @@ async def _resumes(bench: Bench, server: grpc_side.Server, client: StreamClient,
     await bench.procs.stop(worker)
     rows = []
     for session_id, run in (("live", "live run"), ("done", "finished run")):
-        label = (f"resume (ours): {s.resumes} resumes at random points of a {run} of {entries:,} entries "
+        label = (f"resume (ours): {resumes} resumes at random points of a {run} of {entries:,} entries "
                  f"x {size:,} B")  # fmt: skip
         grpc_p, library_p = _percentiles(grpc_ms[session_id]), _percentiles(library_ms[f"{session_id}_ms"])
         rows += [
