@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     size.add_argument("--quick", action="store_true", help="small workloads, for a CI smoke run (< 3 min)")
     size.add_argument("--full", action="store_true", help="the full workloads (the default)")
     parser.add_argument("--skip-published", action="store_true", help="measure ours only (no published venv)")
+    parser.add_argument(
+        "--ours-python", default=sys.executable, metavar="PATH", help="run our server and workers with this interpreter"
+    )
     return parser
 
 
@@ -49,7 +52,7 @@ async def _run(args: argparse.Namespace) -> None:
     try:
         async with private_redis(procs) as redis:
             bench = Bench(procs=procs, redis=redis, sizes=QUICK if args.quick else FULL,
-                          published_python=published_python)  # fmt: skip
+                          published_python=published_python, ours_python=args.ours_python)  # fmt: skip
             print(await _preamble(bench), flush=True)
             table = Table()
             for name in names:
@@ -62,6 +65,8 @@ async def _run(args: argparse.Namespace) -> None:
 
 async def _preamble(bench: Bench) -> str:
     ours = f"pydantic-ai-stream {version('pydantic-ai-stream')}"
+    if bench.ours_python != sys.executable:
+        ours += f" (server and workers: {bench.ours_python})"
     sides = f"{ours} vs 0.1.1" if bench.published_python else f"{ours} only (--skip-published)"
     return (
         f"{sides}, "

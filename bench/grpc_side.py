@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import json
 import math
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import grpc
 
 from bench.procs import ROOT, SERVER_CLIENT_NAME, SERVER_READY, Proc
 from bench.suite import PREFIX, Bench
-from bench.worker import Pace
+from bench.worker import Pace, first_event_ms
 from pydantic_ai_stream.client import StreamClient
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from pydantic_ai_stream.v1 import stream_pb2_grpc as pb_grpc
@@ -23,6 +25,8 @@ STREAMS_PER_CHANNEL = 1_000
 RAMP = 100
 """Listen streams (and runs) opened at a time."""
 AGENT = "paced"
+OK_AGENT = "ok"
+"""Answers "ok" to any prompt (see `bench/agents.py`)."""
 
 Starter = Callable[[StreamClient, str], Awaitable[object]]
 
@@ -44,8 +48,9 @@ async def our_server(bench: Bench) -> AsyncIterator[Server]:
     The server runs with its defaults: a shared pool of 6 connections plus its one blocking reader.
     """
     url = f"{bench.redis.url}?client_name={SERVER_CLIENT_NAME}"
-    cmd = [sys.executable, "-m", "pydantic_ai_stream", "serve", "--port", "0", "--no-demo",
-           "--agent", f"{AGENT}=bench.agents:paced", "--redis", url, "--grace", "0"]  # fmt: skip
+    cmd = [bench.python("ours"), "-m", "pydantic_ai_stream", "serve", "--port", "0", "--no-demo",
+           "--agent", f"{AGENT}=bench.agents:paced", "--agent", f"{OK_AGENT}=bench.agents:ok",
+           "--redis", url, "--grace", "0"]  # fmt: skip
     env = {"PYTHONPATH": str(ROOT), "PYDANTIC_AI_STREAM_REDIS_PREFIX": PREFIX}
     proc = await bench.procs.start("server", cmd, env=env, echo=False)
     try:
@@ -65,9 +70,11 @@ async def _client(target: str, index: int) -> StreamClient:
 
 
 @contextlib.asynccontextmanager
-async def clients(target: str, streams: int) -> AsyncIterator[list[StreamClient]]:
-    """One client (channel, TCP connection) per `STREAMS_PER_CHANNEL` concurrent streams."""
-    opened = [await _client(target, i) for i in range(max(1, math.ceil(streams / STREAMS_PER_CHANNEL)))]
+async def clients(
+    target: str, streams: int, per_channel: int = STREAMS_PER_CHANNEL
+) -> AsyncIterator[list[StreamClient]]:
+    """One client (channel, TCP connection) per `per_channel` concurrent streams."""
+    opened = [await _client(target, i) for i in range(max(1, math.ceil(streams / per_channel)))]
     try:
         yield opened
     finally:
@@ -135,7 +142,7 @@ class Listeners:
             self.tasks += tasks
             if start is not None:
                 await asyncio.gather(*(start(client, session_id) for client, session_id in batch))
-            await _all_set(begun, tasks, self.timeout)
+            await all_set(begun, tasks, self.timeout)
 
     async def finish(self) -> None:
         """Wait until every stream has ended."""
@@ -151,13 +158,13 @@ class Listeners:
         await asyncio.gather(*self.tasks, return_exceptions=True)
 
 
-async def _all_set(events: Sequence[asyncio.Event], tasks: Sequence[asyncio.Task[bool]], timeout: float) -> None:
+async def all_set(events: Sequence[asyncio.Event], tasks: Sequence[asyncio.Task[Any]], timeout: float) -> None:
     """Wait until every event is set; fail after `timeout`, or if a task ends before setting its event."""
     async with asyncio.timeout(timeout):
         await asyncio.gather(*(_set_or_ended(event, task) for event, task in zip(events, tasks, strict=True)))
 
 
-async def _set_or_ended(event: asyncio.Event, task: asyncio.Task[bool]) -> None:
+async def _set_or_ended(event: asyncio.Event, task: asyncio.Task[Any]) -> None:
     waiter = asyncio.ensure_future(event.wait())
     try:
         await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
@@ -166,3 +173,54 @@ async def _set_or_ended(event: asyncio.Event, task: asyncio.Task[bool]) -> None:
     if not event.is_set():
         task.result()  # raises its error
         raise RuntimeError("a Listen stream ended before its begin")
+
+
+async def resume_ms(client: StreamClient, session_id: str, after: str) -> float:
+    """Milliseconds from sending a Listen with `after_event_id` to receiving its first event."""
+    events = client.listen(session_id, after=after, wait_seconds=10, retries=0)
+    return await first_event_ms(cast(AsyncGenerator[pb.Event, None], events))  # it is an async generator
+
+
+@dataclass
+class Reading:
+    """What one Listen stream received: every event id, the `seq` of each `info` entry, whether `end` came."""
+
+    ids: list[str] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    ended: bool = False
+
+    def complete(self, entries: int) -> bool:
+        """Whether it got the `entries` numbered entries exactly once each, in order, with ids rising, then `end`."""
+        keys = [tuple(map(int, entry_id.split("-"))) for entry_id in self.ids]
+        rising = all(a < b for a, b in itertools.pairwise(keys))
+        return self.ended and rising and self.seqs == list(range(entries))
+
+
+async def read_to_end(
+    client: StreamClient, session_id: str, *, interval: float = 0.0, begun: asyncio.Event | None = None
+) -> Reading:
+    """Listen to a session up to its `end`, taking `interval` seconds per event (a slow consumer).
+
+    One call, never resumed: a dropped stream fails the reading instead of being papered over.
+    """
+    reading = Reading()
+    request = pb.ListenRequest(session_id=session_id, wait_seconds=60)
+    call = client.stub.Listen(request, metadata=client.metadata)
+    try:
+        async for response in call:
+            if response.WhichOneof("payload") != "event":
+                continue
+            event = response.event
+            reading.ids.append(event.id)
+            if event.type == pb.EVENT_TYPE_BEGIN and begun is not None:
+                begun.set()
+            elif event.type == pb.EVENT_TYPE_INFO:
+                reading.seqs.append(json.loads(event.body_json)["seq"])
+            elif event.type == pb.EVENT_TYPE_END:
+                reading.ended = True
+                break
+            if interval:
+                await asyncio.sleep(interval)  # the consumer's pace, not synchronisation
+    finally:
+        call.cancel()
+    return reading

@@ -34,6 +34,14 @@ class Sizes:
     fanout_tokens: int
     fanout_interval: float
     stalled_runs: int
+    resume_entries: int
+    resume_big_entries: int
+    resumes: int
+    big_resumes: int
+    slow_entries: int
+    slow_interval: float
+    big_prompt_runs: int
+    big_prompt_bytes: int
     worker_timeout: float
     paced_interval: float = 0.02  # 50 tokens/s
     paced_light_runs: int = 10
@@ -42,17 +50,24 @@ class Sizes:
     cancel_after_deltas: int = 10
     cancel_concurrency: int = 20
     memory_tokens: int = 200
+    resume_entry_bytes: int = 150
+    """About a token delta's entry."""
+    big_entry_bytes: int = 50_000
+    slow_readers: int = 10
+    big_prompt_concurrency: int = 10
 
 
 FULL = Sizes(
     write_tokens=10_000, many_runs=100, many_tokens=1_000, paced_runs=1_000, paced_tokens=200, grpc_paced_runs=1_000,
     cancel_runs=200, fanout_sessions=1_000, fanout_listeners=10, fanout_tokens=8, fanout_interval=4.0,
-    stalled_runs=200, worker_timeout=900,
+    stalled_runs=200, resume_entries=2_000, resume_big_entries=3_000, resumes=500, big_resumes=100, slow_entries=3_000,
+    slow_interval=0.02, big_prompt_runs=200, big_prompt_bytes=3_500_000, worker_timeout=900,
 )  # fmt: skip
 QUICK = Sizes(
     write_tokens=2_000, many_runs=10, many_tokens=200, paced_runs=50, paced_tokens=40, grpc_paced_runs=20,
     cancel_runs=20, fanout_sessions=20, fanout_listeners=5, fanout_tokens=5, fanout_interval=0.2,
-    stalled_runs=50, worker_timeout=120,
+    stalled_runs=50, resume_entries=200, resume_big_entries=100, resumes=20, big_resumes=20, slow_entries=200,
+    slow_interval=0.001, big_prompt_runs=10, big_prompt_bytes=1_000_000, worker_timeout=120,
 )  # fmt: skip
 
 
@@ -69,13 +84,15 @@ class Bench:
     sizes: Sizes
     published_python: Path | None
     """`None` with `--skip-published`."""
+    ours_python: str = sys.executable
+    """Runs our server and ours' workers: another checkout's venv with `--ours-python` (before/after)."""
 
     def sides(self) -> tuple[Side, ...]:
         return SIDES if self.published_python is not None else ("ours",)
 
     def python(self, side: Side) -> str:
         if side == "ours":
-            return sys.executable
+            return self.ours_python
         assert self.published_python is not None
         return str(self.published_python)
 
@@ -128,6 +145,12 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Start a process's peak RSS (`VmHWM`) afresh from its current RSS (`/proc/PID/clear_refs`)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
 
 
 def rss_kib(pid: int, *, peak: bool = False) -> int:

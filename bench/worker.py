@@ -19,9 +19,10 @@ import asyncio
 import contextlib
 import gc
 import json
+import random
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from typing import Any, TypeVar
@@ -419,13 +420,95 @@ async def fanout_write(url: str, runs: int, tokens: int, interval: float) -> dic
         await run(NullSession(), agent, pace.prompt(), deps(redis, f"f{i}"))
 
     tasks = await start_ramped(runs, one, started)
+    await ready_then_go()
+    gate.set()
+    finished = [await finishes(task) for task in tasks]
+    return {"runs": runs, "failed_runs": finished.count(False)}
+
+
+async def ready_then_go() -> None:
+    """Print `READY`, then wait for the `go` line the benchmark sends on stdin."""
     print(READY, file=sys.stderr, flush=True)
     line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     if line.strip() != "go":
         raise RuntimeError(f"expected 'go' on stdin, got {line!r}")
-    gate.set()
-    finished = [await finishes(task) for task in tasks]
-    return {"runs": runs, "failed_runs": finished.count(False)}
+
+
+# The read path (ours only: `listen(after=...)` and `Deps.start` without `run` are not in the published API).
+
+KEPT_SECONDS = 3600
+"""`stop(grace_period=)` of the runs these workloads write: their streams outlive the measurement."""
+
+
+async def add_numbered(run_deps: Deps, entries: int, size: int) -> None:
+    """Append `entries` `info` entries carrying `seq` (0, 1, ...) and `size` bytes of padding, as fast as it goes."""
+    pad = "x" * size
+    for seq in range(entries):
+        await run_deps.add_info({"seq": seq, "pad": pad})
+    await run_deps.flush()
+
+
+async def entry_ids(admin: Redis, key: str, page: int = 100) -> list[str]:
+    """Every entry id of a stream, oldest first (read in pages: entries may be large)."""
+    ids: list[str] = []
+    start = "-"
+    while True:
+        entries: list[tuple[bytes, Any]] = await admin.xrange(key, min=start, count=page)  # type: ignore[assignment]
+        if not entries:
+            return ids
+        ids += [entry_id.decode() for entry_id, _ in entries]
+        start = f"({ids[-1]}"
+
+
+def resume_cursors(ids: Sequence[str], count: int, seed: int) -> list[str]:
+    """`count` cursors drawn (seeded) from `ids`, never the newest: an entry after each is in the stream."""
+    return random.Random(seed).choices(ids[:-1], k=count)
+
+
+async def first_event_ms(events: AsyncGenerator[Any, None]) -> float:
+    """Milliseconds from asking a listener (not started yet) for its first event to getting it; then closes it."""
+    started = time.perf_counter()
+    async with contextlib.aclosing(events):
+        async for _ in events:
+            return (time.perf_counter() - started) * 1000
+    raise RuntimeError("the listener ended without an event")
+
+
+def resumed(run_deps: Deps, after: str) -> AsyncGenerator[Any, None]:
+    return run_deps.listen(after=after, serialize=False, wait=10)
+
+
+async def resume(url: str, entries: int, size: int, resumes: int, seed: int) -> dict[str, Any]:
+    """Write a live and a finished run of `entries` numbered entries; time `listen(after=...)` on each.
+
+    Then the live run stays live until `go` (the benchmark resumes it through gRPC meanwhile).
+    """
+    redis = client(url)
+    live, done = deps(redis, "live"), deps(redis, "done")
+    for run_deps in (live, done):
+        await run_deps.start()
+        await add_numbered(run_deps, entries, size)
+    await done.stop(grace_period=KEPT_SECONDS)
+    latencies: dict[str, list[float]] = {}
+    for run_deps in (live, done):
+        cursors = resume_cursors(await entry_ids(redis, stream_key(run_deps.session_id)), resumes, seed)
+        await first_event_ms(resumed(run_deps, cursors[0]))  # warm-up: the first listener starts the reader
+        latencies[run_deps.session_id] = [await first_event_ms(resumed(run_deps, cursor)) for cursor in cursors]
+    await ready_then_go()
+    await live.stop(grace_period=KEPT_SECONDS)
+    return {"live_ms": latencies["live"], "done_ms": latencies["done"]}
+
+
+async def bulk_write(url: str, entries: int, size: int) -> dict[str, Any]:
+    """Begin a run, then at `go` write `entries` numbered entries of `size` bytes as fast as it can, and end it."""
+    redis = client(url)
+    run_deps = deps(redis, "bulk")
+    await run_deps.start()
+    await ready_then_go()
+    started = time.perf_counter()
+    await add_numbered(run_deps, entries, size)
+    await run_deps.stop(grace_period=KEPT_SECONDS)
+    return {"seconds": time.perf_counter() - started}
 
 
 WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, dict[str, Any]]]] = {
@@ -436,6 +519,8 @@ WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, dict[str, Any]]]] = {
     "stall": stall,
     "memory": memory,
     "fanout-write": fanout_write,
+    "resume": resume,
+    "bulk-write": bulk_write,
 }
 
 
@@ -449,6 +534,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--interval", type=float, default=0.0, help="seconds between a run's tokens")
     parser.add_argument("--concurrency", type=int, default=20, help="cancel-run: runs at a time")
     parser.add_argument("--after-deltas", type=int, default=10, help="cancel-listen: cancel after this delta")
+    parser.add_argument("--entries", type=int, default=100, help="resume, bulk-write: entries to write")
+    parser.add_argument("--size", type=int, default=100, help="resume, bulk-write: padding bytes per entry")
+    parser.add_argument("--resumes", type=int, default=10, help="resume: resumes per run")
+    parser.add_argument("--seed", type=int, default=1, help="resume: seed of the resume cursors")
     return parser
 
 
@@ -464,6 +553,8 @@ def main() -> None:
         "stall": {"runs": args.runs},
         "memory": {"tokens": args.tokens},
         "fanout-write": {"runs": args.runs, "tokens": args.tokens, "interval": args.interval},
+        "resume": {"entries": args.entries, "size": args.size, "resumes": args.resumes, "seed": args.seed},
+        "bulk-write": {"entries": args.entries, "size": args.size},
     }[args.workload]  # fmt: skip
     result = asyncio.run(WORKLOADS[args.workload](args.redis, **options))
     result["package_version"] = version("pydantic-ai-stream")

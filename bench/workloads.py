@@ -9,9 +9,9 @@ from typing import Any
 
 from bench import grpc_side
 from bench.procs import WORKER_READY, Proc, output
-from bench.suite import PREFIX, Bench, Side, cpu_seconds, progress, rss_kib
+from bench.suite import PREFIX, Bench, Side, cpu_seconds, progress, reset_peak_rss, rss_kib
 from bench.table import Row, percentile
-from bench.worker import Pace, first_tokens
+from bench.worker import Pace, entry_ids, first_tokens, resume_cursors
 from pydantic_ai_stream.client import StreamClient
 
 
@@ -186,9 +186,7 @@ async def _fan_out(
         await listeners.open(sessions)
         connections, rss_open = await bench.redis.server_connections(), rss_kib(server.pid)
         progress(f"fan-out: {streams} streams open, server holds {connections} Redis connections; go")
-        assert writer.process.stdin is not None
-        writer.process.stdin.write(b"go\n")
-        await writer.process.stdin.drain()
+        await _go(writer)
         cpu, started = cpu_seconds(server.pid), time.perf_counter()
         await listeners.finish()
         elapsed, cpu = time.perf_counter() - started, cpu_seconds(server.pid) - cpu
@@ -203,6 +201,13 @@ async def _fan_out(
         "cpu_per_1k": cpu / len(latencies) * 1000,
         "errored": errored,
     }
+
+
+async def _go(worker: Proc) -> None:
+    """Send a waiting worker (`ready_then_go`) its `go`."""
+    assert worker.process.stdin is not None
+    worker.process.stdin.write(b"go\n")
+    await worker.process.stdin.drain()
 
 
 # 5. Footprint
@@ -239,10 +244,174 @@ async def _server_stall(bench: Bench, runs: int) -> float:
         return (rss_kib(server.pid) - before) / runs
 
 
+# 6. Read path: resume latency
+
+
+RESUME_SEED = 1
+
+
+async def resume(bench: Bench) -> list[Row]:
+    """From a Listen with `after_event_id` (and the library's `listen(after=...)`) to its first event."""
+    s = bench.sizes
+    rows = []
+    async with grpc_side.our_server(bench) as server, grpc_side.clients(server.target, 1) as clients:
+        await grpc_side.warm_up(clients[0])
+        cases = (
+            (s.resume_entries, s.resume_entry_bytes, s.resumes),
+            (s.resume_big_entries, s.big_entry_bytes, s.big_resumes),
+        )
+        for entries, size, resumes in cases:
+            rows += await _resumes(bench, server, clients[0], entries, size, resumes)
+    return rows
+
+
+async def _resumes(
+    bench: Bench, server: grpc_side.Server, client: StreamClient, entries: int, size: int, resumes: int
+) -> list[Row]:
+    """A worker writes a live and a finished run and times its library resumes; then the gRPC resumes, one at a time."""
+    s = bench.sizes
+    await bench.redis.reset()
+    progress(f"resume: ours, {resumes} resumes of each of 2 runs of {entries} x {size} B entries")
+    worker = await bench.start_worker(
+        "ours", "resume", stdin=True, entries=entries, size=size, resumes=resumes, seed=RESUME_SEED
+    )
+    await worker.wait_line(WORKER_READY, timeout=s.worker_timeout)
+    grpc_ms: dict[str, list[float]] = {}
+    peak_kib: dict[str, int] = {}
+    for session_id in ("live", "done"):
+        cursors = resume_cursors(
+            await entry_ids(bench.redis.client, f"{PREFIX}:1:1:{session_id}"), resumes, RESUME_SEED
+        )
+        await grpc_side.resume_ms(client, session_id, cursors[0])  # warm-up: the server's first Listen of it
+        reset_peak_rss(server.pid)
+        grpc_ms[session_id] = [await grpc_side.resume_ms(client, session_id, cursor) for cursor in cursors]
+        peak_kib[session_id] = rss_kib(server.pid, peak=True)
+    await _go(worker)
+    library_ms = await output(worker, s.worker_timeout)
+    await bench.procs.stop(worker)
+    rows = []
+    for session_id, run in (("live", "live run"), ("done", "finished run")):
+        label = (f"resume (ours): {resumes} resumes at random points of a {run} of {entries:,} entries "
+                 f"x {size:,} B")  # fmt: skip
+        grpc_p, library_p = _percentiles(grpc_ms[session_id]), _percentiles(library_ms[f"{session_id}_ms"])
+        rows += [
+            _row(label, "gRPC Listen(after_event_id) -> first event p50 (ms)", {"ours": grpc_p[0]}, 1),
+            _row(label, "gRPC Listen(after_event_id) -> first event p99 (ms)", {"ours": grpc_p[1]}, 1),
+            _row(label, "server RSS peak while resuming (MiB)", {"ours": peak_kib[session_id] / 1024}, 1),
+            _row(label, "library listen(after=...) -> first event p50 (ms)", {"ours": library_p[0]}, 1),
+            _row(label, "library listen(after=...) -> first event p99 (ms)", {"ours": library_p[1]}, 1),
+        ]
+    return rows
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    return percentile(values, 50), percentile(values, 99)
+
+
+# 7. Read path: memory with slow readers
+
+
+async def slowread(bench: Bench) -> list[Row]:
+    """Server RSS while slow gRPC readers fall far behind a big run; then after many runs with a big `begin`."""
+    s = bench.sizes
+    n, kb = s.slow_entries, s.big_entry_bytes / 1000
+    pace = f"{s.slow_readers} gRPC Listen reading 1 event / {s.slow_interval * 1000:g} ms"
+    following = f"slow readers (ours): {pace}, from the begin of a run writing {n:,} entries x {kb:g} kB at once"
+    late = f"slow readers (ours): {pace}, joining that run once finished, from its begin"
+    await bench.redis.reset()
+    progress(f"slow readers: ours, {s.slow_readers} readers, {n} entries x {s.big_entry_bytes} B")
+    rows = []
+    async with (
+        grpc_side.our_server(bench) as server,
+        grpc_side.clients(server.target, s.slow_readers, per_channel=1) as clients,
+    ):
+        await grpc_side.warm_up(clients[0])
+        writer = await bench.start_worker("ours", "bulk-write", stdin=True, entries=n, size=s.big_entry_bytes)
+        await writer.wait_line(WORKER_READY, timeout=s.worker_timeout)
+        before = rss_kib(server.pid)
+        reset_peak_rss(server.pid)
+        begun = [asyncio.Event() for _ in clients]
+        readers = [
+            asyncio.create_task(grpc_side.read_to_end(client, "bulk", interval=s.slow_interval, begun=event))
+            for client, event in zip(clients, begun, strict=True)
+        ]
+        await grpc_side.all_set(begun, readers, timeout=60)
+        await _go(writer)
+        started = time.perf_counter()
+        written = await output(writer, s.worker_timeout)
+        await bench.procs.stop(writer)
+        rows += [
+            _row(following, "server RSS before (MiB)", {"ours": before / 1024}, 1),
+            _row(following, "run's write time (s)", {"ours": written["seconds"]}, 1),
+            *await _slow_readings(bench, server, following, readers, started),
+        ]
+        reset_peak_rss(server.pid)
+        started = time.perf_counter()
+        readers = [
+            asyncio.create_task(grpc_side.read_to_end(client, "bulk", interval=s.slow_interval)) for client in clients
+        ]
+        rows += await _slow_readings(bench, server, late, readers, started)
+    return rows + await _big_prompts(bench)
+
+
+async def _slow_readings(
+    bench: Bench, server: grpc_side.Server, label: str, readers: list[asyncio.Task[grpc_side.Reading]], started: float
+) -> list[Row]:
+    """Wait for the readers to end; the server's peak and final RSS, and whether each reader got everything."""
+    try:
+        async with asyncio.timeout(bench.sizes.worker_timeout):
+            readings = await asyncio.gather(*readers)
+    finally:
+        for reader in readers:
+            reader.cancel()
+    elapsed = time.perf_counter() - started
+    complete = sum(reading.complete(bench.sizes.slow_entries) for reading in readings)
+    return [
+        _row(label, "server RSS peak (MiB)", {"ours": rss_kib(server.pid, peak=True) / 1024}, 1),
+        _row(label, "server RSS at the end (MiB)", {"ours": rss_kib(server.pid) / 1024}, 1),
+        _row(label, "time until the last reader's end (s)", {"ours": elapsed}, 1),
+        _row(label, f"readers that got every entry once, in order (of {len(readers)})", {"ours": complete}),
+    ]
+
+
+async def _big_prompts(bench: Bench) -> list[Row]:
+    """Runs with a big prompt (so a big `begin`), each listened to its end; then the idle server's RSS."""
+    s = bench.sizes
+    runs, size, concurrency = s.big_prompt_runs, s.big_prompt_bytes, s.big_prompt_concurrency
+    label = f"big prompts (ours): {runs} runs with a {size / 1e6:g} MB prompt, {concurrency} at a time, each listened"
+    prompt = ("lorem ipsum " * (size // 12 + 1))[:size]
+    await bench.redis.reset()
+    progress(f"big prompts: ours, {runs} runs of {size} B")
+    slots = asyncio.Semaphore(concurrency)
+    async with grpc_side.our_server(bench) as server, grpc_side.clients(server.target, 1) as clients:
+        await grpc_side.warm_up(clients[0])
+        before = rss_kib(server.pid)
+        reset_peak_rss(server.pid)
+
+        async def one(i: int) -> bool:
+            async with slots:
+                begun = asyncio.Event()
+                reader = asyncio.create_task(grpc_side.read_to_end(clients[0], f"b{i}", begun=begun))
+                await clients[0].run(grpc_side.OK_AGENT, f"b{i}", prompt)
+                return (await reader).ended
+
+        async with asyncio.timeout(s.worker_timeout):
+            ended = await asyncio.gather(*(one(i) for i in range(runs)))
+        idle, peak = rss_kib(server.pid), rss_kib(server.pid, peak=True)
+    return [
+        _row(label, "server RSS before (MiB)", {"ours": before / 1024}, 1),
+        _row(label, "server RSS peak (MiB)", {"ours": peak / 1024}, 1),
+        _row(label, "server RSS once idle (MiB)", {"ours": idle / 1024}, 1),
+        _row(label, f"runs listened to their end (of {runs})", {"ours": sum(ended)}),
+    ]
+
+
 WORKLOADS: dict[str, Callable[[Bench], Awaitable[list[Row]]]] = {
     "write": write,
     "paced": paced,
     "cancel": cancel,
     "fanout": fanout,
     "footprint": footprint,
+    "resume": resume,
+    "slowread": slowread,
 }
