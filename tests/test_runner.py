@@ -221,6 +221,16 @@ async def test_a_run_with_the_id_of_an_existing_run_does_not_run_again(redis: Re
     assert [e async for e in deps.listen(serialize=False)] == events
 
 
+async def test_a_begin_body_cannot_rename_the_run(redis: Redis) -> None:
+    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1", run_id="r-1")
+    await deps.start(body={"run_id": "r-2", "session_id": "elsewhere", "note": "kept"})
+    await deps.stop()
+    begin = [e async for e in deps.listen(serialize=False)][0]
+    assert begin["body"] == {"session_id": "s1", "run_id": "r-1", "note": "kept"}
+    with pytest.raises(RunExistsError):  # still recognised as run r-1
+        await ScopedDeps(redis=redis, user_id=1, session_id="s1", run_id="r-1").start()
+
+
 def _ids(deps: ScopedDeps) -> dict[str, Any]:
     return {"redis": deps.redis, "user_id": deps.user_id, "session_id": deps.session_id, "run_id": deps.run_id}
 

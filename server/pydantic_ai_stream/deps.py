@@ -104,7 +104,8 @@ class Deps(ABC):
         # A Redis that cannot answer within a lease's lifetime could not keep the run's lease either.
         await keeper.ready(timeout=settings.lease_ttl)
         lease_ms = int(settings.lease_ttl * 1000)
-        begin = {"session_id": self.session_id, "run_id": run_id, **(body or {})}
+        ids = {"session_id": self.session_id, "run_id": run_id}
+        begin = {**ids, **(body or {}), **ids}  # the ids first, as `open` needs, and not overridden by `body`
         try:
             state, begin_event_id = await stream.open(
                 run_id=run_id, lease_ms=lease_ms, begin=begin, nonce=uuid.uuid4().hex
