@@ -225,7 +225,7 @@ async def test_a_begin_body_cannot_rename_the_run(redis: Redis) -> None:
     deps = ScopedDeps(redis=redis, user_id=1, session_id="s1", run_id="r-1")
     await deps.start(body={"run_id": "r-2", "session_id": "elsewhere", "note": "kept"})
     await deps.stop()
-    begin = [e async for e in deps.listen(serialize=False)][0]
+    begin, *_ = [e async for e in deps.listen(serialize=False)]
     assert begin["body"] == {"session_id": "s1", "run_id": "r-1", "note": "kept"}
     with pytest.raises(RunExistsError):  # still recognised as run r-1
         await ScopedDeps(redis=redis, user_id=1, session_id="s1", run_id="r-1").start()
