@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from redis.asyncio import Redis
@@ -138,3 +139,12 @@ async def wait_renewed(redis: Redis, key: str, *, past: float) -> None:
     while time.monotonic() < end:
         assert await redis.exists(key), f"the lease {key} lapsed"
         await asyncio.sleep(0.01)
+
+
+async def status_of(call: Awaitable[object]) -> grpc.StatusCode:
+    """The status a gRPC call (or anything awaiting one) ends with: OK, or its error's code."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as e:
+        return e.code()
+    return grpc.StatusCode.OK

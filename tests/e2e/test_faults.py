@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -21,6 +21,7 @@ from pydantic_ai_stream import settings
 from pydantic_ai_stream.client import StreamClient
 from pydantic_ai_stream.serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
+from support import status_of
 
 
 @pytest.fixture
@@ -73,14 +74,6 @@ async def server(redis_server: RedisServer) -> AsyncIterator[RunningServer]:
         yield running
 
 
-async def _code(call: Awaitable[object]) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as e:
-        return e.code()
-    return grpc.StatusCode.OK
-
-
 async def _until(events: AsyncIterator[pb.Event], text: str) -> None:
     async for event in events:
         if text in (event.content, event.content_delta):
@@ -92,7 +85,7 @@ async def test_a_stalled_redis_makes_run_unavailable(server: RunningServer, admi
     async with StreamClient(f"127.0.0.1:{server.port}") as client:
         # Longer than a start waits for Redis (it waited 5 s, then failed with UNKNOWN).
         await admin.execute_command("CLIENT", "PAUSE", "5500", "ALL")
-        assert await _code(client.run("demo", "s1", "hi", timeout=None)) == grpc.StatusCode.UNAVAILABLE
+        assert await status_of(client.run("demo", "s1", "hi", timeout=None)) == grpc.StatusCode.UNAVAILABLE
         await admin.ping()  # answered once the pause is over
         assert await client.list_active() == []
         assert await admin.exists(f"{settings.redis_prefix}:1:1:s1") == 0
@@ -103,7 +96,7 @@ async def test_run_honours_the_callers_deadline_while_redis_stalls(server: Runni
         await client.run("stalling", "s0", "go")  # the process is ready for runs: the next start goes to Redis
         await _until(client.listen("s0"), "hard ")
         await admin.execute_command("CLIENT", "PAUSE", "1500", "ALL")
-        assert await _code(client.run("stalling", "s1", "go", timeout=0.3)) == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert await status_of(client.run("stalling", "s1", "go", timeout=0.3)) == grpc.StatusCode.DEADLINE_EXCEEDED
         await admin.ping()
         # The call was cancelled with its caller: no run was started once Redis answered again.
         assert await client.list_active() == ["s0"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -18,7 +18,7 @@ from pydantic_ai_stream import settings
 from pydantic_ai_stream.client import StreamClient, event_body
 from pydantic_ai_stream.serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
-from support import wait_renewed
+from support import status_of, wait_renewed
 
 
 @dataclass
@@ -90,14 +90,6 @@ def _assert_one_clean_run(events: list[pb.Event]) -> None:
     assert (script.executions, script.tool_calls) == (1, 1)
 
 
-async def _code(call: Awaitable[object]) -> grpc.StatusCode:
-    try:
-        await call
-    except grpc.aio.AioRpcError as e:
-        return e.code()
-    return grpc.StatusCode.OK
-
-
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_concurrent_retries_of_one_run_execute_it_once(server: RunningServer, redis: Redis, seed: int) -> None:
     rng = random.Random(seed)
@@ -118,7 +110,9 @@ async def test_concurrent_retries_of_one_run_execute_it_once(server: RunningServ
 
 async def test_concurrent_runs_with_their_own_ids_let_one_win(server: RunningServer, redis: Redis) -> None:
     async with StreamClient(f"127.0.0.1:{server.port}") as client:
-        codes = await asyncio.gather(*(_code(client.run("counted", "s1", "go", run_id=f"r-{i}")) for i in range(100)))
+        codes = await asyncio.gather(
+            *(status_of(client.run("counted", "s1", "go", run_id=f"r-{i}")) for i in range(100))
+        )
         assert sorted(codes, key=lambda c: c.value) == [grpc.StatusCode.OK] + [grpc.StatusCode.ALREADY_EXISTS] * 99
         await asyncio.wait_for(script.tool_entered.wait(), 5)
         # The winner's lease is renewed past its TTL: no loser stopped the process's lease keeper.
