@@ -85,9 +85,14 @@ class StreamClient:
     ) -> AsyncIterator[pb.Event]:
         """Yield the session's events up to `end`; on a dropped stream, resume after the last one seen.
 
-        Heartbeats are consumed here. Up to `retries` reconnects in a row, `backoff` seconds apart, doubling.
+        Returns only after `end`, or at once when `after` is `end`'s id. Raises `grpc.aio.AioRpcError`
+        when a limit ends the Listen early: DEADLINE_EXCEEDED after `timeout_seconds` of silence (0: no
+        limit), NOT_FOUND when no stream appears within `wait_seconds` (0: the server's 3), OUT_OF_RANGE
+        for a trimmed cursor. Heartbeats are consumed here. Up to `retries` reconnects in a row,
+        `backoff` seconds apart, doubling.
         """
         attempt = 0
+        delivered = False
         while True:
             request = pb.ListenRequest(
                 session_id=session_id, after_event_id=after, wait_seconds=wait_seconds, timeout_seconds=timeout_seconds
@@ -99,10 +104,13 @@ class StreamClient:
                         continue
                     attempt = 0
                     after = response.event.id
+                    delivered = True
                     yield response.event
                     if response.event.type == pb.EVENT_TYPE_END:
                         return
-                return
+                if after and not delivered:
+                    return  # resumed after `end`: the server closes such a Listen at once
+                raise _closed_before_end(after)
             except grpc.aio.AioRpcError as e:
                 if e.code() not in _RETRYABLE or attempt >= retries:
                     raise
@@ -122,6 +130,12 @@ class StreamClient:
         """Session ids of the caller's live runs."""
         response = await self.stub.ListActive(pb.ListActiveRequest(), metadata=self.metadata, timeout=timeout)
         return [s.session_id for s in response.sessions]
+
+
+def _closed_before_end(after: str) -> grpc.aio.AioRpcError:
+    """A Listen that closed OK before `end`: not the run's end (an older server's timeout, a proxy), so resumed."""
+    details = f"Listen closed before `end` (last event: {after or 'none'})"
+    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
 def event_body(event: pb.Event) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"time"
 
 	"google.golang.org/grpc"
@@ -45,8 +46,8 @@ func (c *Client) Run(ctx context.Context, agent, sessionID, prompt string) (*str
 // server's defaults and reconnects up to 5 times in a row, 200 ms apart, doubling.
 type ListenOptions struct {
 	After          string        // resume strictly after this event id
-	WaitSeconds    uint32        // for the session's stream to appear (0: server default, 3)
-	TimeoutSeconds uint32        // of silence before the stream ends (0: server default, 60)
+	WaitSeconds    uint32        // for the session's stream to appear, then NotFound (0: server default, 3)
+	TimeoutSeconds uint32        // of silence before Listen fails with DeadlineExceeded (0: no limit)
 	Retries        int           // reconnects in a row before giving up (0: 5; negative: none)
 	Backoff        time.Duration // before the first reconnect (0: 200 ms)
 }
@@ -63,7 +64,10 @@ func retryable(ctx context.Context, err error) bool {
 }
 
 // Listen calls fn with each event of the session, up to and including `end`. A dropped stream is
-// resumed after the last event seen, so fn sees every event once. An error from fn stops it.
+// resumed after the last event seen, so fn sees every event once. It returns nil only after `end`,
+// or at once when opts.After is `end`'s id. A limit that ends the Listen early is returned as its
+// status error: DeadlineExceeded (TimeoutSeconds), NotFound (WaitSeconds), OutOfRange (a trimmed
+// cursor). An error from fn stops it and is returned as is.
 func (c *Client) Listen(ctx context.Context, sessionID string, opts ListenOptions, fn func(*streamv1.Event) error) error {
 	retries, backoff := opts.Retries, opts.Backoff
 	if retries == 0 {
@@ -72,14 +76,24 @@ func (c *Client) Listen(ctx context.Context, sessionID string, opts ListenOption
 	if backoff == 0 {
 		backoff = 200 * time.Millisecond
 	}
-	after, attempt := opts.After, 0
+	after, attempt, delivered := opts.After, 0, false
+	var stopped error // fn's own: never retried
 	for {
 		err := c.listenOnce(ctx, sessionID, after, opts, func(event *streamv1.Event) error {
-			after, attempt = event.Id, 0
-			return fn(event)
+			after, attempt, delivered = event.Id, 0, true
+			stopped = fn(event)
+			return stopped
 		})
-		if err == nil || errors.Is(err, errStop) {
+		switch {
+		case stopped != nil:
+			return stopped
+		case errors.Is(err, errStop):
 			return nil
+		case err == io.EOF && after != "" && !delivered:
+			return nil // resumed after `end`: the server closes such a Listen at once
+		case err == io.EOF:
+			// Closed OK before `end` (an older server's timeout, a proxy): not the run's end, so resumed.
+			err = status.Errorf(codes.Unavailable, "Listen closed before `end` (last event: %q)", after)
 		}
 		if !retryable(ctx, err) || attempt >= retries {
 			return err
@@ -110,7 +124,7 @@ func (c *Client) listenOnce(ctx context.Context, sessionID, after string, opts L
 	for {
 		response, err := stream.Recv()
 		if err != nil {
-			return err // io.EOF is not returned: the server ends a stream after `end` or on timeout
+			return err // io.EOF: closed OK
 		}
 		event := response.GetEvent()
 		if event == nil {

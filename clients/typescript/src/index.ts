@@ -35,9 +35,9 @@ export interface RunOptions {
 export interface ListenOptions {
   /** Resume strictly after this event id. */
   after?: string;
-  /** Seconds to wait for the session's stream to appear (0: server default, 3). */
+  /** Seconds to wait for the session's stream to appear, then NotFound (0: the server's default, 3). */
   waitSeconds?: number;
-  /** Seconds of silence after which the stream ends (0: server default, 60). */
+  /** Seconds of silence after which `listen` throws DeadlineExceeded (0, the default: no limit). */
   timeoutSeconds?: number;
   /** Reconnects in a row before giving up (default 5), `backoffMs` apart, doubling (default 200). */
   retries?: number;
@@ -77,13 +77,24 @@ export class StreamClient {
     );
   }
 
-  /** The session's events up to `end`; a dropped stream is resumed after the last event seen. */
+  /**
+   * The session's events up to `end`; a dropped stream is resumed after the last event seen. It
+   * returns only after `end`, or at once when `after` is `end`'s id; a limit that ends the Listen
+   * early throws its ConnectError: DeadlineExceeded (`timeoutSeconds`), NotFound (`waitSeconds`),
+   * OutOfRange (a trimmed cursor).
+   */
   async *listen(sessionId: string, options: ListenOptions = {}): AsyncGenerator<Event, void, undefined> {
     let after = options.after ?? "";
     let attempt = 0;
+    let delivered = false;
     const retries = options.retries ?? 5;
     const backoffMs = options.backoffMs ?? 200;
     for (;;) {
+      // Connect's stream iterator has no `return`: leaving the loop early ends the call only through this.
+      const call = new AbortController();
+      const abort = (): void => call.abort(options.signal?.reason);
+      options.signal?.addEventListener("abort", abort);
+      if (options.signal?.aborted) abort();
       try {
         const responses = this.rpc.listen(
           {
@@ -92,23 +103,29 @@ export class StreamClient {
             waitSeconds: options.waitSeconds ?? 0,
             timeoutSeconds: options.timeoutSeconds ?? 0,
           },
-          { signal: options.signal },
+          { signal: call.signal },
         );
         for await (const response of responses) {
           if (response.payload.case !== "event") continue; // heartbeat
           const event = response.payload.value;
           attempt = 0;
           after = event.id;
+          delivered = true;
           yield event;
           if (event.type === EventType.END) return;
         }
-        return;
+        if (after !== "" && !delivered) return; // resumed after `end`: the server closes such a Listen at once
+        // Closed OK before `end` (an older server's timeout, a proxy): not the run's end, so resumed.
+        throw new ConnectError(`Listen closed before \`end\` (last event: ${after || "none"})`, Code.Unavailable);
       } catch (error) {
         const connectError = ConnectError.from(error);
         if (!RETRYABLE.has(connectError.code) || attempt >= retries || options.signal?.aborted) throw connectError;
-        await new Promise((resolve) => setTimeout(resolve, backoffMs * 2 ** attempt)); // reconnect back-off
-        attempt += 1;
+      } finally {
+        options.signal?.removeEventListener("abort", abort);
+        call.abort(); // a caller that stops early (break, return) ends the call, and the server's reads, now
       }
+      await new Promise((resolve) => setTimeout(resolve, backoffMs * 2 ** attempt)); // reconnect back-off
+      attempt += 1;
     }
   }
 

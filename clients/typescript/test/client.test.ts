@@ -3,7 +3,7 @@ import { test } from "node:test";
 
 import { Code, ConnectError, EventKind, EventType, PartKind, StreamClient, eventBody, type Event } from "../src/index.js";
 import { quickstart } from "../examples/quickstart.js";
-import { SERVER, startProxy, TOKENS } from "./harness.js";
+import { SERVER, startFront, startProxy, TOKENS } from "./harness.js";
 
 const alice = new StreamClient({ baseUrl: SERVER, token: TOKENS.alice });
 
@@ -11,6 +11,19 @@ async function collect(events: AsyncIterable<Event>): Promise<Event[]> {
   const all: Event[] = [];
   for await (const event of events) all.push(event);
   return all;
+}
+
+/** `promise`, or a failure naming `what` after `ms`. */
+async function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not within ${ms} ms: ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Reads `events` until one matches, leaving the iterator open for more. */
@@ -77,6 +90,100 @@ test("a dropped connection is resumed after the last event: nothing lost, nothin
     assert.equal(afterCut.at(-2)?.type, EventType.ERROR);
   } finally {
     await proxy.close();
+  }
+});
+
+test("resuming a live run right after dropping the listen: nothing lost, nothing repeated", async () => {
+  // Demo runs (a word every 60 ms: live when resumed), each joined late so that the server has sent
+  // more than the client read when it drops the Listen, by `break` or by its signal, and resumes at once.
+  const trial = async (trial: number): Promise<void> => {
+    const session = `ts-resume-${trial}`;
+    await alice.run("demo", session, "count these words please");
+    const early = alice.listen(session)[Symbol.asyncIterator]();
+    await until(early, (e) => e.partKind === PartKind.TEXT);
+    await early.return();
+    const dropped = new AbortController();
+    const events = alice.listen(session, { signal: dropped.signal })[Symbol.asyncIterator]();
+    const head: Event[] = [];
+    while (head.length < 2 + trial) head.push((await events.next()).value as Event);
+    if (trial % 2 === 0) {
+      await events.return(); // as a `break` out of `for await` does
+    } else {
+      dropped.abort();
+      await assert.rejects(events.next(), (error: unknown) => ConnectError.from(error).code === Code.Canceled);
+    }
+    const resumed = await collect(alice.listen(session, { after: head.at(-1)!.id }));
+    const full = await collect(alice.listen(session));
+    assert.deepEqual([...head, ...resumed].map((e) => e.id), full.map((e) => e.id));
+    assert.deepEqual([...head, ...resumed], full);
+    assert.equal(full.at(-1)?.type, EventType.END);
+  };
+  await Promise.all([0, 1, 2, 3].map(trial));
+});
+
+test("a silence limit ends the listen with DeadlineExceeded after the events so far", async () => {
+  await alice.run("stalling", "ts-6", "go");
+  const received: Event[] = [];
+  const started = performance.now();
+  await assert.rejects(
+    (async () => {
+      for await (const event of alice.listen("ts-6", { timeoutSeconds: 1 })) received.push(event);
+    })(),
+    (error: unknown) => ConnectError.from(error).code === Code.DeadlineExceeded && /resume after/.test(String(error)),
+  );
+  assert.ok(performance.now() - started < 5_000, "not retried");
+  assert.equal(received.map((e) => e.content ?? e.contentDelta ?? "").join(""), "thinking hard ");
+  assert.deepEqual(await alice.listActive(), ["ts-6"], "the run itself goes on");
+  assert.equal(await alice.cancel("ts-6"), true);
+});
+
+test("a listen resumed after end returns at once with nothing", async () => {
+  await alice.run("weather", "ts-7", "hi");
+  const all = await collect(alice.listen("ts-7"));
+  const started = performance.now();
+  assert.deepEqual(await collect(alice.listen("ts-7", { after: all.at(-1)!.id, waitSeconds: 3, retries: 0 })), []);
+  assert.ok(performance.now() - started < 500, "at once");
+});
+
+test("a listen that closes OK before end is resumed after its last event", async () => {
+  await alice.run("weather", "ts-8", "hi");
+  const full = await collect(alice.listen("ts-8"));
+  const front = await startFront(SERVER, TOKENS.alice, 3);
+  try {
+    const events = await collect(new StreamClient({ baseUrl: front.baseUrl }).listen("ts-8", { backoffMs: 10 }));
+    assert.deepEqual(events, full);
+    assert.equal(front.calls, Math.ceil(full.length / 3), "one call per 3 events, each resumed");
+  } finally {
+    await front.close();
+  }
+});
+
+test("a listen from the start that keeps closing OK with nothing throws once the retries are spent", async () => {
+  await alice.run("weather", "ts-9", "hi");
+  const front = await startFront(SERVER, TOKENS.alice, 0);
+  try {
+    const client = new StreamClient({ baseUrl: front.baseUrl });
+    await assert.rejects(
+      collect(client.listen("ts-9", { retries: 2, backoffMs: 10 })),
+      (error: unknown) => ConnectError.from(error).code === Code.Unavailable,
+    );
+    assert.equal(front.calls, 3);
+  } finally {
+    await front.close();
+  }
+});
+
+test("breaking out of a listen ends its call", async () => {
+  await alice.run("stalling", "ts-10", "go");
+  const front = await startFront(SERVER, TOKENS.alice);
+  try {
+    for await (const event of new StreamClient({ baseUrl: front.baseUrl }).listen("ts-10")) {
+      if (event.contentDelta === "hard ") break; // the run goes on, silent: only the client can end the call
+    }
+    await within(2_000, front.idle(), "the call ended");
+  } finally {
+    await front.close();
+    await alice.cancel("ts-10");
   }
 });
 

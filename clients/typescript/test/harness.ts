@@ -3,7 +3,13 @@
  * started by `clients/with_server.py`, which `npm test` runs the tests under.
  */
 import { once } from "node:events";
+import { createServer as createHttp2Server, type ServerHttp2Session } from "node:http2";
 import { connect, createServer, type Socket } from "node:net";
+
+import { createClient } from "@connectrpc/connect";
+import { connectNodeAdapter, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+
+import { AgentStreamService } from "../src/index.js";
 
 function required(name: string): string {
   const value = process.env[name];
@@ -55,6 +61,86 @@ export async function startProxy(target: string): Promise<Proxy> {
     async close() {
       cut();
       server.close();
+      await once(server, "close");
+    },
+  };
+}
+
+/**
+ * A gRPC server in front of the real one that forwards Listen, but closes it OK after
+ * `eventsPerCall` events, `end` or not, as an older server's timeout or a proxy may.
+ */
+export interface Front {
+  baseUrl: string;
+  /** Listen calls it took so far. */
+  readonly calls: number;
+  /** Resolves once no Listen call is open (its client ended it, or it closed). */
+  idle(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startFront(target: string, token: string, eventsPerCall = Infinity): Promise<Front> {
+  const connection = new Http2SessionManager(target); // its own, so that `close` can end it
+  const authorization = `Bearer ${token}`;
+  const upstream = createClient(
+    AgentStreamService,
+    createGrpcTransport({
+      baseUrl: target,
+      sessionManager: connection,
+      interceptors: [
+        (next) => async (request) => {
+          request.header.set("authorization", authorization);
+          return await next(request);
+        },
+      ],
+    }),
+  );
+  let calls = 0;
+  let open = 0;
+  const idle: Array<() => void> = [];
+  const handler = connectNodeAdapter({
+    routes: (router) =>
+      router.service(AgentStreamService, {
+        async *listen(request, context) {
+          calls += 1;
+          open += 1;
+          const forward = new AbortController(); // ends the upstream call when this one ends, however
+          context.signal.addEventListener("abort", () => forward.abort());
+          try {
+            let sent = 0;
+            for await (const response of upstream.listen(request, { signal: forward.signal })) {
+              if (sent === eventsPerCall) return;
+              yield response;
+              if (response.payload.case === "event") sent += 1;
+            }
+          } finally {
+            forward.abort();
+            open -= 1;
+            if (open === 0) for (const resolve of idle.splice(0)) resolve();
+          }
+        },
+      }),
+  });
+  const server = createHttp2Server(handler);
+  const sessions = new Set<ServerHttp2Session>();
+  server.on("session", (session: ServerHttp2Session) => {
+    sessions.add(session);
+    session.on("close", () => sessions.delete(session));
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const address = server.address();
+  if (address === null || typeof address === "string") throw new Error("no port");
+  return {
+    baseUrl: `http://127.0.0.1:${address.port}`,
+    get calls() {
+      return calls;
+    },
+    idle: () => (open === 0 ? Promise.resolve() : new Promise((resolve) => idle.push(resolve))),
+    async close() {
+      server.close();
+      for (const session of sessions) session.destroy(); // the client keeps its connection open
+      connection.abort();
       await once(server, "close");
     },
   };

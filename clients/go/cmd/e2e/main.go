@@ -10,13 +10,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	streamv1 "github.com/pydantic-ai-stream/pydantic-ai-stream/clients/go/pydantic_ai_stream/v1"
@@ -122,6 +126,119 @@ func cancelMidStream(ctx context.Context) {
 	check(len(must(alice.ListActive(ctx))) == 0, "ListActive is empty after")
 }
 
+func text(events []*streamv1.Event) string {
+	var out strings.Builder
+	for _, event := range events {
+		out.WriteString(event.GetContent() + event.GetContentDelta())
+	}
+	return out.String()
+}
+
+func silenceLimit(ctx context.Context) {
+	session := prefix + "3"
+	must(alice.Run(ctx, "stalling", session, "go"))
+	started := time.Now()
+	events, err := collect(ctx, alice, session, streamclient.ListenOptions{TimeoutSeconds: 1})
+	check(status.Code(err) == codes.DeadlineExceeded, "DeadlineExceeded, got %v", err)
+	check(strings.Contains(status.Convert(err).Message(), "resume after"), "says where to resume: %v", err)
+	check(time.Since(started) < 5*time.Second, "not retried: %v", time.Since(started))
+	check(text(events) == "thinking hard ", "the events so far first: %q", text(events))
+	check(reflect.DeepEqual(must(alice.ListActive(ctx)), []string{session}), "the run itself goes on")
+	check(must(alice.Cancel(ctx, session)), "then it is cancelled")
+}
+
+func resumeAfterEnd(ctx context.Context) {
+	session := prefix + "4"
+	must(alice.Run(ctx, "weather", session, "hi"))
+	events := must(collect(ctx, alice, session, streamclient.ListenOptions{}))
+	started := time.Now()
+	resumed, err := collect(ctx, alice, session, streamclient.ListenOptions{After: events[len(events)-1].Id, WaitSeconds: 3})
+	check(err == nil && len(resumed) == 0, "nothing, no error: %v %v", resumed, err)
+	check(time.Since(started) < 500*time.Millisecond, "at once: %v", time.Since(started))
+}
+
+func callbackErrorStops(ctx context.Context) {
+	session := prefix + "5"
+	must(alice.Run(ctx, "weather", session, "hi"))
+	mine, calls := errors.New("mine"), 0
+	err := alice.Listen(ctx, session, streamclient.ListenOptions{}, func(*streamv1.Event) error {
+		calls++
+		if calls == 2 {
+			return mine
+		}
+		return nil
+	})
+	check(err == mine && calls == 2, "fn's error is returned, not retried: %v after %d events", err, calls)
+}
+
+// front is a gRPC server in front of the real one whose Listen closes OK after eventsPerCall
+// events, `end` or not, as an older server's timeout or a proxy may.
+type front struct {
+	streamv1.UnimplementedAgentStreamServiceServer
+	upstream      *streamclient.Client
+	eventsPerCall int
+	calls         int32
+}
+
+func (f *front) Listen(request *streamv1.ListenRequest, stream streamv1.AgentStreamService_ListenServer) error {
+	atomic.AddInt32(&f.calls, 1)
+	ctx := metadata.AppendToOutgoingContext(stream.Context(), "authorization", "Bearer "+os.Getenv("PAIS_TOKEN"))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the upstream call
+	upstream, err := f.upstream.RPC.Listen(ctx, request)
+	if err != nil {
+		return err
+	}
+	for sent := 0; sent < f.eventsPerCall; {
+		response, err := upstream.Recv()
+		if err == io.EOF {
+			return nil
+		} else if err != nil {
+			return err
+		}
+		if err := stream.Send(response); err != nil {
+			return err
+		}
+		if response.GetEvent() != nil {
+			sent++
+		}
+	}
+	return nil
+}
+
+// startFront serves f on a free loopback port; the returned client calls it, stop ends both.
+func startFront(f *front) (client *streamclient.Client, stop func()) {
+	listener := must(net.Listen("tcp", "127.0.0.1:0"))
+	server := grpc.NewServer()
+	streamv1.RegisterAgentStreamServiceServer(server, f)
+	go server.Serve(listener)
+	conn := must(grpc.Dial(listener.Addr().String(), grpc.WithInsecure()))
+	return streamclient.New(conn, ""), func() {
+		conn.Close()
+		server.Stop()
+	}
+}
+
+func closedBeforeEnd(ctx context.Context) {
+	session := prefix + "6"
+	must(alice.Run(ctx, "weather", session, "hi"))
+	full := must(collect(ctx, alice, session, streamclient.ListenOptions{}))
+	f := &front{upstream: alice, eventsPerCall: 3}
+	client, stop := startFront(f)
+	defer stop()
+	events, err := collect(ctx, client, session, streamclient.ListenOptions{Backoff: 10 * time.Millisecond})
+	check(err == nil && reflect.DeepEqual(ids(events), ids(full)), "every event once: %v %v", ids(events), err)
+	calls := int(atomic.LoadInt32(&f.calls))
+	check(calls == (len(full)+2)/3, "one call per 3 events, each resumed: %d calls, %d events", calls, len(full))
+
+	f.eventsPerCall = 0
+	atomic.StoreInt32(&f.calls, 0)
+	_, err = collect(ctx, client, session, streamclient.ListenOptions{Retries: 2, Backoff: 10 * time.Millisecond})
+	check(status.Code(err) == codes.Unavailable, "from the start, closing OK with nothing: Unavailable once retries are spent, got %v", err)
+	calls = int(atomic.LoadInt32(&f.calls))
+	check(calls == 3, "after 2 retries: %d calls", calls)
+}
+
 func wrongToken(ctx context.Context, conn *grpc.ClientConn) {
 	_, err := streamclient.New(conn, "wrong").ListActive(ctx)
 	check(status.Code(err) == codes.Unauthenticated, "UNAUTHENTICATED, got %v", err)
@@ -147,6 +264,10 @@ func main() {
 	}{
 		{"run then listen: begin ... end with typed fields; resume after an id", runThenListen},
 		{"cancel mid-stream: error then end; another user cannot see or cancel", cancelMidStream},
+		{"a silence limit ends the listen with DeadlineExceeded after the events so far", silenceLimit},
+		{"a listen resumed after end returns at once with nothing", resumeAfterEnd},
+		{"an error from fn stops the listen and is returned, not retried", callbackErrorStops},
+		{"a listen that closes OK before end is resumed; from the start with nothing, it fails", closedBeforeEnd},
 		{"a wrong bearer token is UNAUTHENTICATED", func(ctx context.Context) { wrongToken(ctx, conn) }},
 		{"the quickstart example streams the demo agent's answer", quickstartExample},
 	} {

@@ -2,25 +2,36 @@ package io.github.pydanticaistream;
 
 import io.github.pydanticaistream.client.StreamClient;
 import io.github.pydanticaistream.examples.Quickstart;
+import io.github.pydanticaistream.v1.AgentStreamServiceGrpc;
 import io.github.pydanticaistream.v1.Event;
 import io.github.pydanticaistream.v1.EventKind;
 import io.github.pydanticaistream.v1.EventType;
+import io.github.pydanticaistream.v1.ListenRequest;
+import io.github.pydanticaistream.v1.ListenResponse;
 import io.github.pydanticaistream.v1.PartKind;
 import io.github.pydanticaistream.v1.RunResponse;
+import io.grpc.Context;
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
+import io.grpc.Server;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import io.grpc.netty.NettyServerBuilder;
+import io.grpc.stub.StreamObserver;
 import java.io.ByteArrayOutputStream;
 import java.io.PrintStream;
+import java.net.InetAddress;
+import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
 import java.util.stream.Collectors;
 
 /**
@@ -119,6 +130,123 @@ public final class E2e {
     check(alice.listActive().isEmpty(), "ListActive is empty after");
   }
 
+  private static Status.Code codeOf(Runnable call) {
+    try {
+      call.run();
+    } catch (StatusRuntimeException e) {
+      return e.getStatus().getCode();
+    }
+    throw new AssertionError("no status error");
+  }
+
+  static void silenceLimit() {
+    String session = PREFIX + "3";
+    alice.run("stalling", session, "go");
+    List<Event> events = new ArrayList<>();
+    long started = System.nanoTime();
+    try {
+      alice.listen(session, new StreamClient.ListenOptions().timeoutSeconds(1), events::add);
+      check(false, "a silence limit throws");
+    } catch (StatusRuntimeException e) {
+      check(e.getStatus().getCode() == Status.Code.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED: " + e.getStatus());
+      check(e.getStatus().getDescription().contains("resume after"), "says where to resume: " + e.getStatus());
+    }
+    check(System.nanoTime() - started < TimeUnit.SECONDS.toNanos(5), "not retried");
+    String text = events.stream().map(e -> e.getContent() + e.getContentDelta()).collect(Collectors.joining());
+    check(text.equals("thinking hard "), "the events so far first: " + text);
+    check(alice.listActive().equals(List.of(session)), "the run itself goes on");
+    check(alice.cancel(session), "then it is cancelled");
+  }
+
+  static void resumeAfterEnd() {
+    String session = PREFIX + "4";
+    alice.run("weather", session, "hi");
+    List<Event> events = collect(alice, session, new StreamClient.ListenOptions());
+    long started = System.nanoTime();
+    String end = events.get(events.size() - 1).getId();
+    List<Event> resumed = collect(alice, session, new StreamClient.ListenOptions().after(end).waitSeconds(3));
+    check(resumed.isEmpty(), "nothing: " + resumed);
+    check(System.nanoTime() - started < TimeUnit.MILLISECONDS.toNanos(500), "at once");
+  }
+
+  static void callbackErrorStops() {
+    String session = PREFIX + "5";
+    alice.run("weather", session, "hi");
+    AtomicInteger calls = new AtomicInteger();
+    StatusRuntimeException mine = Status.UNAVAILABLE.withDescription("mine").asRuntimeException();
+    try {
+      alice.listen(
+          session,
+          event -> {
+            if (calls.incrementAndGet() == 2) {
+              throw mine;
+            }
+          });
+      check(false, "what onEvent throws stops the listen");
+    } catch (StatusRuntimeException e) {
+      check(e == mine && calls.get() == 2, "thrown as is, not retried: " + e + " after " + calls + " events");
+    }
+  }
+
+  /**
+   * A gRPC server in front of the real one whose Listen closes OK after {@code eventsPerCall}
+   * events, {@code end} or not, as an older server's timeout or a proxy may.
+   */
+  static final class Front extends AgentStreamServiceGrpc.AgentStreamServiceImplBase {
+    volatile int eventsPerCall = 3;
+    final AtomicInteger calls = new AtomicInteger();
+
+    @Override
+    public void listen(ListenRequest request, StreamObserver<ListenResponse> out) {
+      calls.incrementAndGet();
+      Context.CancellableContext upstream = Context.current().withCancellation();
+      try {
+        Iterator<ListenResponse> responses = upstream.call(() -> alice.stub().listen(request));
+        for (int sent = 0; sent < eventsPerCall && responses.hasNext(); ) {
+          ListenResponse response = responses.next();
+          out.onNext(response);
+          sent += response.hasEvent() ? 1 : 0;
+        }
+        out.onCompleted();
+      } catch (StatusRuntimeException e) {
+        out.onError(e);
+      } catch (Exception e) {
+        out.onError(Status.INTERNAL.withCause(e).asRuntimeException());
+      } finally {
+        upstream.cancel(null); // ends the upstream call
+      }
+    }
+  }
+
+  static void closedBeforeEnd() throws Exception {
+    String session = PREFIX + "6";
+    alice.run("weather", session, "hi");
+    List<Event> full = collect(alice, session, new StreamClient.ListenOptions());
+    Front front = new Front();
+    Server server =
+        NettyServerBuilder.forAddress(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))
+            .addService(front)
+            .build()
+            .start();
+    ManagedChannel channel =
+        ManagedChannelBuilder.forAddress("127.0.0.1", server.getPort()).usePlaintext().build();
+    try {
+      StreamClient client = new StreamClient(channel, null);
+      List<Event> events = collect(client, session, new StreamClient.ListenOptions().retries(5, 10));
+      check(ids(events).equals(ids(full)), "every event once: " + ids(events));
+      check(front.calls.get() == (full.size() + 2) / 3, "one call per 3 events: " + front.calls);
+
+      front.eventsPerCall = 0;
+      front.calls.set(0);
+      Status.Code code = codeOf(() -> collect(client, session, new StreamClient.ListenOptions().retries(2, 10)));
+      check(code == Status.Code.UNAVAILABLE, "from the start, closing OK with nothing: UNAVAILABLE, got " + code);
+      check(front.calls.get() == 3, "after 2 retries: " + front.calls);
+    } finally {
+      channel.shutdownNow();
+      server.shutdownNow();
+    }
+  }
+
   static void wrongToken(ManagedChannel channel) {
     try {
       new StreamClient(channel, "wrong").listActive();
@@ -148,6 +276,10 @@ public final class E2e {
     Map<String, Check> checks = new LinkedHashMap<>();
     checks.put("run then listen: begin ... end with typed fields; resume after an id", E2e::runThenListen);
     checks.put("cancel mid-stream: error then end; another user cannot see or cancel", E2e::cancelMidStream);
+    checks.put("a silence limit ends the listen with DEADLINE_EXCEEDED after the events so far", E2e::silenceLimit);
+    checks.put("a listen resumed after end returns at once with nothing", E2e::resumeAfterEnd);
+    checks.put("what onEvent throws stops the listen as is, not retried", E2e::callbackErrorStops);
+    checks.put("a listen that closes OK before end is resumed; from the start with nothing, it fails", E2e::closedBeforeEnd);
     checks.put("a wrong bearer token is UNAUTHENTICATED", () -> wrongToken(channel));
     checks.put("the quickstart example streams the demo agent's answer", E2e::quickstart);
     int failed = 0;

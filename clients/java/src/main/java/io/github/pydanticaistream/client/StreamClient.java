@@ -80,13 +80,13 @@ public final class StreamClient {
       return this;
     }
 
-    /** Seconds to wait for the session's stream to appear (0: the server's default, 3). */
+    /** Seconds to wait for the session's stream to appear, then NOT_FOUND (0: the server's, 3). */
     public ListenOptions waitSeconds(int seconds) {
       this.waitSeconds = seconds;
       return this;
     }
 
-    /** Seconds of silence after which the stream ends (0: the server's default, 60). */
+    /** Seconds of silence after which listen throws DEADLINE_EXCEEDED (0, default: no limit). */
     public ListenOptions timeoutSeconds(int seconds) {
       this.timeoutSeconds = seconds;
       return this;
@@ -107,15 +107,21 @@ public final class StreamClient {
 
   /**
    * Calls {@code onEvent} with each event of the session, up to and including {@code end}. A
-   * dropped stream is resumed after the last event seen, so each event arrives once.
+   * dropped stream is resumed after the last event seen, so each event arrives once. It returns
+   * only after {@code end}, or at once when {@code after} is {@code end}'s id; what {@code onEvent}
+   * throws stops it as is.
    *
-   * @throws StatusRuntimeException NOT_FOUND if no stream appears within the wait, or what the
-   *     server or the connection failed with once the retries are spent
+   * @throws StatusRuntimeException when a limit ends the Listen early: DEADLINE_EXCEEDED after
+   *     {@code timeoutSeconds} of silence, NOT_FOUND if no stream appears within {@code
+   *     waitSeconds}, OUT_OF_RANGE for a trimmed cursor; or what the server or the connection
+   *     failed with once the retries are spent
    */
   public void listen(String sessionId, ListenOptions options, Consumer<Event> onEvent) {
     String after = options.after;
+    boolean delivered = false;
     int attempt = 0;
     for (; ; ) {
+      StatusRuntimeException failure;
       Context.CancellableContext call = Context.current().withCancellation();
       String from = after;
       try {
@@ -129,31 +135,62 @@ public final class StreamClient {
                             .setWaitSeconds(options.waitSeconds)
                             .setTimeoutSeconds(options.timeoutSeconds)
                             .build()));
-        while (responses.hasNext()) {
-          ListenResponse response = responses.next();
-          if (!response.hasEvent()) {
-            continue; // heartbeat
-          }
-          Event event = response.getEvent();
+        for (Event event = next(responses); event != null; event = next(responses)) {
           after = event.getId();
           attempt = 0;
+          delivered = true;
           onEvent.accept(event);
           if (event.getType() == EventType.EVENT_TYPE_END) {
             return;
           }
         }
-        return;
-      } catch (StatusRuntimeException e) {
-        if (!RETRYABLE.contains(e.getStatus().getCode()) || attempt >= options.retries) {
-          throw e;
+        if (!after.isEmpty() && !delivered) {
+          return; // resumed after `end`: the server closes such a Listen at once
         }
-        sleep(options.backoffMillis << attempt); // reconnect back-off
-        attempt += 1;
+        // Closed OK before `end` (an older server's timeout, a proxy): not the run's end: resume.
+        failure =
+            Status.UNAVAILABLE
+                .withDescription("Listen closed before `end` (last event: " + after + ")")
+                .asRuntimeException();
+      } catch (CallFailed e) {
+        failure = e.status;
+      } catch (RuntimeException e) {
+        throw e;
       } catch (Exception e) {
-        throw e instanceof RuntimeException ? (RuntimeException) e : new RuntimeException(e);
+        throw new RuntimeException(e);
       } finally {
         call.cancel(null); // ends the call (and its server-side reads) however this returns
       }
+      if (!RETRYABLE.contains(failure.getStatus().getCode()) || attempt >= options.retries) {
+        throw failure;
+      }
+      sleep(options.backoffMillis << attempt); // reconnect back-off
+      attempt += 1;
+    }
+  }
+
+  /** A Listen call's own failure, kept apart from what {@code onEvent} throws. */
+  private static final class CallFailed extends RuntimeException {
+    final StatusRuntimeException status;
+
+    CallFailed(StatusRuntimeException status) {
+      super(status);
+      this.status = status;
+    }
+  }
+
+  /** The call's next event, heartbeats skipped; null once it closed OK. */
+  private static Event next(Iterator<ListenResponse> responses) {
+    try {
+      while (responses.hasNext()) {
+        ListenResponse response = responses.next();
+        if (response.hasEvent()) {
+          return response.getEvent();
+        }
+      }
+      return null;
+    } catch (StatusRuntimeException e) {
+      throw new CallFailed(e);
     }
   }
 
