@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import LeaseLostError
+from pydantic_ai_stream import LeaseLostError, Runtime
 from pydantic_ai_stream.writer import StreamWriter
 from support import ScopedDeps, evalsha_calls
 
@@ -16,7 +16,12 @@ async def _writer(redis: Redis) -> tuple[ScopedDeps, StreamWriter]:
     deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
     await deps.start()
     assert deps.run_id is not None
-    return deps, StreamWriter(stream=deps._stream(), run_id=deps.run_id, last_id=deps.begin_event_id or "")
+    return deps, StreamWriter(
+        stream=deps._stream(),
+        run_id=deps.run_id,
+        combiner=Runtime.default(redis).writes,
+        last_id=deps.begin_event_id or "",
+    )
 
 
 async def test_entries_queued_during_a_write_go_in_one_round_trip_in_order(redis: Redis) -> None:
@@ -60,7 +65,17 @@ async def _writers(redis: Redis, n: int) -> list[tuple[ScopedDeps, StreamWriter]
         deps = ScopedDeps(redis=redis, user_id=1, session_id=f"s{i}")
         await deps.start()
         assert deps.run_id is not None
-        pairs.append((deps, StreamWriter(stream=deps._stream(), run_id=deps.run_id, last_id=deps.begin_event_id or "")))
+        pairs.append(
+            (
+                deps,
+                StreamWriter(
+                    stream=deps._stream(),
+                    run_id=deps.run_id,
+                    combiner=Runtime.default(redis).writes,
+                    last_id=deps.begin_event_id or "",
+                ),
+            )
+        )
     return pairs
 
 

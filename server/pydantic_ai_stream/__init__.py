@@ -15,6 +15,7 @@ from .errors import (
 )
 from .events import EventMapper, nodes_from_msgs
 from .runner import q, run, start_run
+from .runtime import Runtime
 from .session import RedisSession, Session
 from .settings import Settings, settings
 
@@ -30,6 +31,7 @@ __all__ = [
     "PydanticAIStreamError",
     "RedisSession",
     "RunExistsError",
+    "Runtime",
     "Session",
     "SessionBusyError",
     "Settings",

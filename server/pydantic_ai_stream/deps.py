@@ -22,8 +22,9 @@ from .errors import (
 )
 from .events import ORIGIN_PYDANTIC_AI, Body, EventMapper
 from .keys import SessionKeys, cancel_channel, check_id
-from .lease import Lease, LeaseKeeper
+from .lease import Lease
 from .listener import listen
+from .runtime import Runtime
 from .settings import settings
 from .store import AsyncRedis, Entry, OpenState, SessionStream, session_keys
 from .writer import StreamWriter
@@ -40,6 +41,8 @@ class Deps(ABC):
     session_id: str
     run_id: str | None = None
     """This run's id; set by `start()` when not given (a caller-chosen id makes retries recognisable)."""
+    runtime: Runtime | None = field(default=None, repr=False, compare=False)
+    """The owner of the background work its runs and listeners use; `None`: `Runtime.default(redis)`."""
 
     _mapper: EventMapper = field(default_factory=EventMapper, init=False, repr=False, compare=False)
     _lease: Lease | None = field(default=None, init=False, repr=False, compare=False)
@@ -100,7 +103,8 @@ class Deps(ABC):
         # A run id this Deps generated for an earlier run is not reused for the next one.
         requested = self.run_id if self.run_id != self._generated_run_id else None
         run_id = check_id("run_id", requested) if requested is not None else uuid.uuid4().hex
-        keeper = self._keeper()
+        runtime = self._runtime()
+        keeper = runtime.leases
         # A Redis that cannot answer within a lease's lifetime could not keep the run's lease either.
         await keeper.ready(timeout=settings.lease_ttl)
         lease_ms = int(settings.lease_ttl * 1000)
@@ -123,7 +127,7 @@ class Deps(ABC):
         self.run_id = run_id
         self._mapper = EventMapper()
         self._lease = Lease(stream=stream, run_id=run_id, keeper=keeper)
-        self._writer = StreamWriter(stream=stream, run_id=run_id, last_id=begin_event_id)
+        self._writer = StreamWriter(stream=stream, run_id=run_id, combiner=runtime.writes, last_id=begin_event_id)
         keeper.hold(self._lease)
 
     async def stop(self, grace_period: int = 5) -> None:
@@ -141,13 +145,8 @@ class Deps(ABC):
             lease.keeper.release(lease)
             self._lease = self._writer = None
 
-    def _keeper(self) -> LeaseKeeper:
-        return LeaseKeeper.of(
-            self.redis,
-            channel=cancel_channel(settings.redis_prefix),
-            renew_interval=settings.lease_renew_interval,
-            lease_ms=int(settings.lease_ttl * 1000),
-        )
+    def _runtime(self) -> Runtime:
+        return self.runtime if self.runtime is not None else Runtime.default(self.redis)
 
     async def is_live(self) -> bool:
         """Whether a run of this session is live (and not being cancelled)."""
@@ -189,6 +188,7 @@ class Deps(ABC):
         """
         return listen(
             self._stream(),
+            hub=self._runtime().hub,
             wait=wait,
             timeout=timeout,
             after=after,

@@ -1,6 +1,6 @@
 """One blocking reader per process that serves every listener, instead of a connection per listener.
 
-A `StreamHub` (one per Redis client and event loop) keeps a single `XREAD BLOCK` in flight over
+A `StreamHub` (one per `Runtime`, the owner of its tasks) keeps a single `XREAD BLOCK` in flight over
 every stream someone in this process listens to, decodes each entry once and hands it to all of
 that stream's subscribers. A listener that joins a stream the hub already follows reads the part
 it missed with `XRANGE`; a new stream wakes the blocked read through a wake-up stream of the hub's
@@ -22,7 +22,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +30,8 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .registry import PerClient
-from .settings import settings
+from .errors import PydanticAIStreamError
+from .settings import Settings
 from .store import Entry, SessionStream, decode, reap_many, stream_id_key
 
 __all__ = ["StreamHub", "Subscription"]
@@ -154,6 +154,9 @@ class StreamHub:
     """The process's reader of session streams for one Redis client (see the module docstring)."""
 
     redis: Redis
+    settings: Settings
+    on_idle: Callable[[], None] = lambda: None
+    """Called when the hub's tasks have ended (nobody listens)."""
     _streams: dict[str, _Followed] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
     _checker: asyncio.Task[None] | None = None
@@ -168,11 +171,7 @@ class StreamHub:
     _wake_sent: bool = False
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
     _error: BaseException | None = None
-
-    @classmethod
-    def of(cls, redis: Redis) -> StreamHub:
-        """The hub for `redis` on the running loop, created on first use."""
-        return _hubs.get(redis)
+    _closed: bool = False
 
     @contextlib.asynccontextmanager
     async def subscribe(self, stream: SessionStream, after: str, *, grace_ms: int) -> AsyncIterator[Subscription]:
@@ -181,6 +180,8 @@ class StreamHub:
         While it is silent and its run may have died, the hub checks on it (and ends it for the dead
         run, keeping it `grace_ms`).
         """
+        if self._closed:
+            raise PydanticAIStreamError("the runtime reading this stream was closed")
         key = stream.keys.stream
         followed = self._streams.get(key)
         # The first entries come from Redis, read after `after` then checked against trimming (which
@@ -192,6 +193,7 @@ class StreamHub:
         followed.subscribers.add(subscription)
         if self._task is None:
             self._error = None
+            self._wake_key = f"{self.settings.redis_prefix}::hub:{uuid.uuid4().hex}"
             self._task = asyncio.create_task(self._read_loop())
             if self._checker is None or self._checker.done():
                 self._checker = asyncio.create_task(self._check_silent_streams())
@@ -211,24 +213,33 @@ class StreamHub:
         A stream is checked once it has been silent for `CHECK_AFTER` seconds, then at most that
         often: one script call covers every such stream the hub follows.
         """
-        while self._streams:
-            await asyncio.sleep(CHECK_TICK)  # a periodic timer, not synchronisation
-            now = time.monotonic()
-            due = [
-                followed
-                for followed in self._streams.values()
-                if not followed.ended
-                and followed.cursor != "0-0"  # the stream exists: a run began (or a listener resumed)
-                and now - max(followed.active_at, followed.checked_at) >= CHECK_AFTER
-            ]
-            for followed in due:
-                followed.checked_at = now
-            for chunk in range(0, len(due), CHECK_BATCH):
-                batch = due[chunk : chunk + CHECK_BATCH]
-                try:
-                    await reap_many(self.redis, [f.stream for f in batch], grace_ms=batch[0].grace_ms)
-                except Exception as e:  # the read loop meets Redis failures too, and reports them
-                    logger.debug("could not check %d silent streams: %s", len(batch), e)
+        try:
+            while self._streams and not self._closed:
+                await self._check_due_streams()
+        finally:
+            self._checker = None
+            if self.idle:
+                self.on_idle()
+
+    async def _check_due_streams(self) -> None:
+        """One tick of `_check_silent_streams`."""
+        await asyncio.sleep(CHECK_TICK)  # a periodic timer, not synchronisation
+        now = time.monotonic()
+        due = [
+            followed
+            for followed in self._streams.values()
+            if not followed.ended
+            and followed.cursor != "0-0"  # the stream exists: a run began (or a listener resumed)
+            and now - max(followed.active_at, followed.checked_at) >= CHECK_AFTER
+        ]
+        for followed in due:
+            followed.checked_at = now
+        for chunk in range(0, len(due), CHECK_BATCH):
+            batch = due[chunk : chunk + CHECK_BATCH]
+            try:
+                await reap_many(self.redis, [f.stream for f in batch], grace_ms=batch[0].grace_ms)
+            except Exception as e:  # the read loop meets Redis failures too, and reports them
+                logger.debug("could not check %d silent streams: %s", len(batch), e)
 
     def raise_error(self) -> None:
         """Raise what stopped the hub's reads (Redis unreachable), if anything did."""
@@ -256,7 +267,7 @@ class StreamHub:
         pool = _own_pool(self.redis)
         failing_since: float | None = None
         try:
-            while self._streams:
+            while self._streams and not self._closed:
                 try:
                     await self._read_until_dropped(pool)
                 except (RedisConnectionError, RedisTimeoutError, OSError) as e:
@@ -282,14 +293,32 @@ class StreamHub:
                     subscription.wake()
             with contextlib.suppress(Exception):
                 await asyncio.shield(pool.disconnect())
-            if not self._streams:
-                _hubs.drop(self)
+            if self.idle:
+                self.on_idle()
+
+    @property
+    def idle(self) -> bool:
+        """Whether the hub has no task running."""
+        return self._task is None and self._checker is None
+
+    async def aclose(self) -> None:
+        """Stop reading (listeners still following get an error) and close the reader's connection."""
+        self._closed = True
+        self._error = PydanticAIStreamError("the runtime reading this stream was closed")
+        tasks = [t for t in (self._task, self._checker, *self._background) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for followed in self._streams.values():
+            for subscription in followed.subscribers:
+                subscription.wake()
 
     async def _read_until_dropped(self, pool: ConnectionPool) -> None:
         """Keep one blocking read in flight while anyone listens; raises when the connection fails."""
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            while self._streams:
+            # Also checked here: redis-py can swallow a cancel that lands mid-read.
+            while self._streams and not self._closed:
                 command = self._read_command()
                 self._wake_sent = False
                 await connection.send_packed_command(command)
@@ -356,13 +385,6 @@ def _size(entry: Entry) -> int:
 def _pairs(fields: Any) -> dict[Any, Any]:
     """An entry's fields as a dict (a flat `[field, value, ...]` list from the wire)."""
     return fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
-
-
-def _new_hub(redis: Redis) -> StreamHub:
-    return StreamHub(redis=redis, _wake_key=f"{settings.redis_prefix}::hub:{uuid.uuid4().hex}")
-
-
-_hubs = PerClient(_new_hub, lambda hub: hub.redis)
 
 
 def _own_pool(redis: Redis) -> ConnectionPool:

@@ -1,6 +1,6 @@
 """The live flag as a lease: renewed while its run lives here, and the way cancels reach the run.
 
-One `LeaseKeeper` per event loop and Redis client serves every run of the process: it renews all
+One `LeaseKeeper` per `Runtime` (the owner of its tasks) serves every run of the process: it renews all
 their leases in one pipeline per interval, and holds one Pub/Sub subscription on which `cancel()`
 from any process is announced. A missed announcement is still seen at the next renewal.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydantic_ai import CancellationToken
@@ -17,6 +18,8 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .keys import cancel_channel
+from .settings import Settings
 from .store import AsyncRedis, LeaseState, SessionStream, decode, renew_many
 
 __all__ = ["Lease", "LeaseKeeper"]
@@ -55,19 +58,15 @@ async def _node_client(redis: AsyncRedis) -> Redis:
     return Redis(connection_pool=ConnectionPool(connection_class=node.connection_class, **node.connection_kwargs))
 
 
-# Keepers that hold leases, by (client identity, loop); a keeper leaves when it holds nothing, so no
-# client is kept alive by it. Identity, not equality: cluster clients compare equal by their nodes.
-_keepers: dict[tuple[int, int], LeaseKeeper] = {}
-
-
 @dataclass(eq=False, kw_only=True)
 class LeaseKeeper:
     """Renews the leases of this process's runs and delivers cancel announcements to them."""
 
     redis: AsyncRedis
-    channel: str
-    renew_interval: float
-    lease_ms: int
+    settings: Settings
+    """Lease timing and the key prefix (read when used, so a change applies to the next renewal)."""
+    on_idle: Callable[[], None] = lambda: None
+    """Called when the keeper stops (it holds no lease and no start is under way)."""
     _leases: dict[str, Lease] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _subscribed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -75,16 +74,27 @@ class LeaseKeeper:
     """Starts between `ready()` and `hold()`/`release(None)`."""
     _error: Exception | None = None
 
-    @classmethod
-    def of(cls, redis: AsyncRedis, *, channel: str, renew_interval: float, lease_ms: int) -> LeaseKeeper:
-        """The keeper for `redis` on the running loop, created on first use."""
-        key = (id(redis), id(asyncio.get_running_loop()))
-        keeper = _keepers.get(key)
-        if keeper is None or keeper.redis is not redis or keeper.channel != channel:
-            keeper = cls(redis=redis, channel=channel, renew_interval=renew_interval, lease_ms=lease_ms)
-            _keepers[key] = keeper
-        keeper.renew_interval, keeper.lease_ms = renew_interval, lease_ms
-        return keeper
+    @property
+    def renew_interval(self) -> float:
+        """Seconds between renewals."""
+        return self.settings.lease_renew_interval
+
+    @property
+    def lease_ms(self) -> int:
+        """Milliseconds a lease lives without renewal."""
+        return int(self.settings.lease_ttl * 1000)
+
+    @property
+    def idle(self) -> bool:
+        """Whether the keeper has no task running."""
+        return not self._tasks
+
+    async def aclose(self) -> None:
+        """Stop renewing and listening for cancels, and close the subscription's connection."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def ready(self, timeout: float = 5.0) -> None:
         """Start the keeper if needed and wait until cancel announcements can reach this process
@@ -127,18 +137,17 @@ class LeaseKeeper:
             for task in self._tasks:
                 task.cancel()
             self._tasks = []
-            for key, keeper in list(_keepers.items()):
-                if keeper is self:
-                    del _keepers[key]
+            self.on_idle()
 
     async def _listen(self) -> None:
+        channel = cancel_channel(self.settings.redis_prefix)
         pubsub = (await _node_client(self.redis)).pubsub()
         attempts = 0
         try:
             while True:
                 attempts += 1
                 try:
-                    await pubsub.subscribe(self.channel)
+                    await pubsub.subscribe(channel)
                     # Only once the server confirms is a cancel published afterwards sure to arrive.
                     while await pubsub.get_message(timeout=1.0) is None:
                         pass

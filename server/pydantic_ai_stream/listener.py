@@ -1,7 +1,7 @@
 """Reading a session's stream: from its `begin` or resuming after an entry id, until `end`.
 
-Listeners of a plain Redis client share the process's `StreamHub` (one blocking read for all of
-them); a Redis Cluster client reads per listener, since one read cannot span slots.
+Listeners of a plain Redis client share their runtime's `StreamHub` (one blocking read for all of
+them); on a Redis Cluster each listener reads on its own, since one read cannot span slots.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-
-from redis.asyncio import Redis
 
 from .errors import CursorAheadError, CursorExpiredError, ListenTimeoutError, StreamNotFoundError
 from .hub import FIRST_PAGE, StreamHub, Subscription, page_size
@@ -57,9 +55,11 @@ class _DirectReader:
 
 
 @contextlib.asynccontextmanager
-async def _reader(stream: SessionStream, after: str, grace_ms: int) -> AsyncIterator[_DirectReader | Subscription]:
-    if isinstance(stream.redis, Redis):
-        async with StreamHub.of(stream.redis).subscribe(stream, after, grace_ms=grace_ms) as subscription:
+async def _reader(
+    stream: SessionStream, hub: StreamHub | None, after: str, grace_ms: int
+) -> AsyncIterator[_DirectReader | Subscription]:
+    if hub is not None:
+        async with hub.subscribe(stream, after, grace_ms=grace_ms) as subscription:
             yield subscription
     else:
         yield _DirectReader(stream=stream, last=after, grace_ms=grace_ms)
@@ -68,13 +68,15 @@ async def _reader(stream: SessionStream, after: str, grace_ms: int) -> AsyncIter
 async def listen(
     stream: SessionStream,
     *,
+    hub: StreamHub | None,
     wait: float,
     timeout: float | None,
     after: str | None,
     grace_ms: int,
     heartbeat: float | None = None,
 ) -> AsyncIterator[Entry | None]:
-    """Yield entries after `after` (default: from the start) up to and including `end`.
+    """Yield entries after `after` (default: from the start) up to and including `end`, read through
+    `hub` (or, without one, on the stream's own client).
 
     Resuming after the id of `end` yields nothing. With `heartbeat`, yields `None` after each
     `heartbeat` seconds without an entry. When a run dies without writing `end`, its listeners write
@@ -101,7 +103,7 @@ async def listen(
     silent_by = math.inf if timeout is None or bounds is None else now + timeout
     beat = math.inf if heartbeat is None else now + heartbeat
     last = cursor
-    async with _reader(stream, cursor, grace_ms) as reader:
+    async with _reader(stream, hub, cursor, grace_ms) as reader:
         while True:
             now = time.monotonic()
             if appear_by <= now:

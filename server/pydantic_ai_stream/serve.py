@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from .auth import Anonymous, Authenticator, Caller, StaticTokens
+from .runtime import Runtime
 from .service import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS, AgentStreamServicer, ListenResponseCache
 from .store import AsyncRedis
 from .v1 import stream_pb2 as pb
@@ -335,9 +336,9 @@ async def running_server(config: ServerSettings) -> AsyncIterator[RunningServer]
     authenticator = _authenticator(config)
     agents = _agents(config)
     credentials = _credentials(config)
-    async with _redis(config) as redis:
+    async with _redis(config) as redis, Runtime(redis=redis) as runtime:
         servicer = AgentStreamServicer(
-            redis=redis,
+            runtime=runtime,
             agents=agents,
             authenticator=authenticator,
             model_settings=frozenset(config.model_settings),

@@ -36,6 +36,7 @@ from .errors import (
 )
 from .keys import excerpt
 from .runner import q, start_run
+from .runtime import Runtime
 from .session import RedisSession
 from .store import AsyncRedis, Entry
 from .v1 import stream_pb2 as pb
@@ -215,7 +216,8 @@ class _MalformedLog:
 class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     """Serves hosted agents to authenticated callers; every session is under its caller's scope and user."""
 
-    redis: AsyncRedis
+    runtime: Runtime
+    """Whose Redis client, reader, writes and leases every call uses."""
     agents: Mapping[str, AbstractAgent[Any, Any]]
     authenticator: Authenticator
     model_settings: frozenset[str] = DEFAULT_MODEL_SETTINGS
@@ -298,6 +300,11 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             ]
             return pb.ListActiveResponse(sessions=sessions)
 
+    @property
+    def redis(self) -> AsyncRedis:
+        """The Redis client of the runtime."""
+        return self.runtime.redis
+
     async def drain(self, grace: float) -> None:
         """Refuse new runs, give running ones `grace` seconds, then cancel them (listeners get `error` + `end`)."""
         self.accepting = False
@@ -335,7 +342,12 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
 
     def _deps(self, caller: Caller, session_id: str, run_id: str | None = None) -> ServiceDeps:
         deps = ServiceDeps(
-            redis=self.redis, scope_id=caller.scope_id, user_id=caller.user_id, session_id=session_id, run_id=run_id
+            redis=self.redis,
+            runtime=self.runtime,
+            scope_id=caller.scope_id,
+            user_id=caller.user_id,
+            session_id=session_id,
+            run_id=run_id,
         )
         deps.keys()  # validates the ids: INVALID_ARGUMENT before anything else happens
         return deps

@@ -1,7 +1,7 @@
 """Stream writers: each run's entries in order, every run of the process sharing its round trips.
 
-A `StreamWriter` queues its run's entries on the process's `WriteCombiner` (one per Redis client
-and event loop). The combiner keeps one write in flight: the first entry of a burst is sent at
+A `StreamWriter` queues its run's entries on its runtime's `WriteCombiner` (one per `Runtime`, the
+owner of its task). The combiner keeps one write in flight: the first entry of a burst is sent at
 once, and whatever any run adds meanwhile goes together in the next write, one script call for
 every stream with entries waiting (each stream fenced by its own run's lease). So one run streaming
 alone sees every token immediately, and a thousand runs streaming at once share their round trips
@@ -12,13 +12,13 @@ next write is one call per stream, sent together.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
 from .errors import LeaseLostError
 from .events import Body
-from .registry import PerClient
 from .store import AsyncRedis, PendingEntry, SessionStream, append_many
 
 __all__ = ["StreamWriter", "WriteCombiner"]
@@ -33,6 +33,8 @@ class StreamWriter:
 
     stream: SessionStream
     run_id: str
+    combiner: WriteCombiner
+    """The process's writes to the stream's Redis client, which this writer's go with."""
     last_id: str
     """The last entry this run is known to have written (its `begin` at first)."""
     max_pending: int = 1000
@@ -50,7 +52,7 @@ class StreamWriter:
         self._raise_error()
         self._pending.append((type_, origin, body))
         self._idle.clear()
-        WriteCombiner.of(self.stream.redis).schedule(self)
+        self.combiner.schedule(self)
         if len(self._pending) >= self.max_pending:
             await self.flush()
 
@@ -88,14 +90,11 @@ class WriteCombiner:
     """The process's writes to one Redis client: one in flight, carrying every waiting run's entries."""
 
     redis: AsyncRedis
+    on_idle: Callable[[], None] = lambda: None
+    """Called when no write is left in flight or waiting."""
     _waiting: dict[StreamWriter, None] = field(default_factory=dict)
     """Writers with entries to write, in the order they asked (a dict as an ordered set)."""
     _task: asyncio.Task[None] | None = None
-
-    @classmethod
-    def of(cls, redis: AsyncRedis) -> WriteCombiner:
-        """The combiner for `redis` on the running loop, created on first use."""
-        return _combiners.get(redis)
 
     def schedule(self, writer: StreamWriter) -> None:
         """Have `writer`'s queued entries go with the next write (now, if none is in flight)."""
@@ -112,7 +111,17 @@ class WriteCombiner:
         finally:
             self._task = None
             if not self._waiting:
-                _combiners.drop(self)
+                self.on_idle()
+
+    @property
+    def idle(self) -> bool:
+        """Whether no write is in flight."""
+        return self._task is None
+
+    async def aclose(self) -> None:
+        """Wait for the writes in flight and waiting (each fails on its own if Redis is gone)."""
+        while self._task is not None:
+            await asyncio.wait([self._task])
 
     def _next_batch(self) -> list[tuple[StreamWriter, list[PendingEntry]]]:
         batch: list[tuple[StreamWriter, list[PendingEntry]]] = []
@@ -149,6 +158,3 @@ class WriteCombiner:
             session = writer.stream.keys.session_id
             lost = LeaseLostError(f"run {writer.run_id} no longer holds session {session!r}")
             writer.written(entry_id, None if entry_id is not None else lost)
-
-
-_combiners = PerClient(lambda redis: WriteCombiner(redis=redis), lambda combiner: combiner.redis)

@@ -380,3 +380,18 @@ async def test_many_listeners_cost_the_server_a_few_redis_connections(redis_url:
         for events in listens:
             await _first(events, lambda e: e.type == pb.EVENT_TYPE_END)
     await redis.aclose()
+
+
+async def test_a_server_leaves_no_task_behind(redis_url: str) -> None:
+    config = ServerSettings(redis_url=redis_url, port=0, agents={"stalling": "grpc_agents:stalling"})
+    async with running_server(config) as server, StreamClient(f"127.0.0.1:{server.port}") as client:
+        await client.run("stalling", "s1", "go")
+        async for event in client.listen("s1"):
+            if event.content_delta == "hard ":
+                break
+    assert _our_tasks() == []
+
+
+def _our_tasks() -> list[asyncio.Task[object]]:
+    current = asyncio.current_task()
+    return [t for t in asyncio.all_tasks() if t is not current and "pydantic_ai_stream" in repr(t.get_coro())]

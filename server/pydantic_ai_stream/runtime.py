@@ -1,0 +1,81 @@
+"""`Runtime`: the one owner of what a process runs in the background for its streams on a Redis client."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from redis.asyncio import Redis
+
+from .hub import StreamHub
+from .lease import LeaseKeeper
+from .registry import PerClient
+from .settings import Settings, settings
+from .store import AsyncRedis
+from .writer import WriteCombiner
+
+__all__ = ["Runtime"]
+
+
+@dataclass(eq=False, kw_only=True)
+class Runtime:
+    """The shared reader (`StreamHub`), the write batching (`WriteCombiner`) and the lease keeper
+    (`LeaseKeeper`) of one Redis client: each starts its tasks on first use.
+
+    Use it as `async with Runtime(redis=client) as runtime:` and hand it to `Deps(runtime=...)`: on exit,
+    pending writes are flushed, every task its parts started is stopped and every connection of their
+    own is closed. The published API (`Deps` without a runtime, `run`, `listen`) uses
+    `Runtime.default(client)`, one per client and event loop, which forgets itself once all its parts
+    are idle, so it keeps no client alive.
+    """
+
+    redis: AsyncRedis
+    settings: Settings = field(default_factory=lambda: settings)
+    """Lease timing and the key prefix its parts use (the process-wide `settings` by default)."""
+    hub: StreamHub | None = field(init=False)
+    """The shared reader; `None` on a Redis Cluster, where each listener reads on its own."""
+    writes: WriteCombiner = field(init=False)
+    leases: LeaseKeeper = field(init=False)
+    _default: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.hub = (
+            StreamHub(redis=self.redis, settings=self.settings, on_idle=self._part_idle)
+            if isinstance(self.redis, Redis)
+            else None
+        )
+        self.writes = WriteCombiner(redis=self.redis, on_idle=self._part_idle)
+        self.leases = LeaseKeeper(redis=self.redis, settings=self.settings, on_idle=self._part_idle)
+
+    @classmethod
+    def default(cls, redis: AsyncRedis) -> Runtime:
+        """The runtime of `redis` on the running loop for callers that bring none, created on first use."""
+        return _defaults.get(redis)
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Flush pending writes, then stop every task and close every connection the parts opened."""
+        await self.writes.aclose()
+        await asyncio.gather(self.leases.aclose(), *([self.hub.aclose()] if self.hub else []))
+        if self._default:
+            _defaults.drop(self)
+
+    @property
+    def idle(self) -> bool:
+        """Whether no part has a task running."""
+        return self.writes.idle and self.leases.idle and (self.hub is None or self.hub.idle)
+
+    def _part_idle(self) -> None:
+        if self._default and self.idle:
+            _defaults.drop(self)
+
+
+_defaults = PerClient(lambda redis: Runtime(redis=redis, _default=True), lambda runtime: runtime.redis)

@@ -1,0 +1,61 @@
+"""`Runtime`: one owner for the background work of a Redis client; on exit nothing of it is left."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic_ai import Agent
+from redis.asyncio import Redis
+
+from pydantic_ai_stream import AgxCanceledError, PydanticAIStreamError, Runtime, run
+from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model
+
+
+def _our_tasks() -> list[asyncio.Task[object]]:
+    current = asyncio.current_task()
+    return [t for t in asyncio.all_tasks() if t is not current and "pydantic_ai_stream" in repr(t.get_coro())]
+
+
+async def _connections(redis: Redis, name: str) -> int:
+    return sum(c.get("name") == name for c in await redis.client_list())
+
+
+async def test_exiting_a_runtime_leaves_no_task_and_no_connection(redis: Redis, redis_url: str) -> None:
+    client = Redis.from_url(redis_url, client_name="owned")
+    async with Runtime(redis=client) as runtime:
+        gate = asyncio.Event()
+        deps = ScopedDeps(redis=client, user_id=1, session_id="s1", runtime=runtime)
+        task = asyncio.create_task(
+            run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=["a ", "b "], gate=gate)), "hi", deps)
+        )
+        listener = Collector(ScopedDeps(redis=client, user_id=1, session_id="s1", runtime=runtime))
+        await listener.wait_for(has_text("b "))
+        assert runtime.hub is not None
+        assert not runtime.idle, "its reader, writes and lease keeper are at work"
+        gate.set()
+        await asyncio.wait_for(task, 5)
+        assert (await listener.done())[-1]["type"] == "end"
+    assert _our_tasks() == []
+    await client.connection_pool.disconnect()  # the client's own pool is its owner's to close
+    assert await _connections(redis, "owned") == 0, "the reader's and the cancel subscription's are closed"
+    await client.aclose()
+
+
+async def test_exiting_a_runtime_under_a_listener_ends_it_with_an_error(redis: Redis) -> None:
+    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+    task = asyncio.create_task(
+        run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=["a "], stall=True)), "hi", deps)
+    )
+    async with Runtime(redis=redis) as runtime:
+        listener = ScopedDeps(redis=redis, user_id=1, session_id="s1", runtime=runtime).listen_entries()
+        async for entry in listener:
+            if entry is not None and entry.body.get("content") == "a ":
+                break
+    with pytest.raises(PydanticAIStreamError, match="closed"):
+        async for _ in listener:
+            pass
+    assert [t for t in _our_tasks() if "StreamHub" in repr(t.get_coro())] == []
+    assert await deps.cancel()
+    with pytest.raises(AgxCanceledError):
+        await asyncio.wait_for(task, 5)
