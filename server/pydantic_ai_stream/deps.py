@@ -20,10 +20,11 @@ from .errors import (
     SessionBusyError,
     StreamNotFoundError,
 )
-from .events import ORIGIN_PYDANTIC_AI, Body, EventMapper
+from .events import Body, EventMapper
 from .keys import SessionKeys, cancel_channel, check_id
 from .lease import Lease
 from .listener import listen
+from .names import ERROR, EVENT, INFO, ORIGIN_PYDANTIC_AI
 from .runtime import Runtime
 from .settings import settings
 from .store import AsyncRedis, Entry, OpenState, SessionStream, session_keys
@@ -219,22 +220,22 @@ class Deps(ABC):
 
     async def add_error(self, body: dict[str, Any], origin: str = "developer") -> None:
         """Append an `error` entry."""
-        await self.add(type="error", origin=origin, body=body)
+        await self.add(type=ERROR, origin=origin, body=body)
 
     async def add_info(self, body: dict[str, Any], origin: str = "developer") -> None:
         """Append an `info` entry."""
-        await self.add(type="info", origin=origin, body=body)
+        await self.add(type=INFO, origin=origin, body=body)
 
     async def add_node_begin(self, node: object = None) -> None:
         """Append `llm-begin`: a model request node starts."""
-        await self.add(type="event", origin=ORIGIN_PYDANTIC_AI, body=self._mapper.node_begin())
+        await self.add(type=EVENT, origin=ORIGIN_PYDANTIC_AI, body=self._mapper.node_begin())
 
     async def add_node_end(self) -> None:
         """Append `llm-end`: the model's response has streamed in full."""
-        await self.add(type="event", origin=ORIGIN_PYDANTIC_AI, body=self._mapper.node_end())
+        await self.add(type=EVENT, origin=ORIGIN_PYDANTIC_AI, body=self._mapper.node_end())
 
     async def add_node_event(self, event: object) -> None:
         """Append the body of a pydantic-ai stream event, if it carries anything to show."""
         body = self._mapper.event(event)
         if body is not None:
-            await self.add(type="event", origin=ORIGIN_PYDANTIC_AI, body=body)
+            await self.add(type=EVENT, origin=ORIGIN_PYDANTIC_AI, body=body)

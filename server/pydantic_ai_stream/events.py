@@ -41,10 +41,6 @@ __all__ = ["Body", "EventMapper", "nodes_from_msgs", "part_fields", "request_par
 
 Body = dict[str, Any]
 
-# Entry `type`/`origin` pairs the package writes itself.
-ORIGIN_STREAM = "pydantic-ai-stream"
-ORIGIN_PYDANTIC_AI = "pydantic-ai"
-
 
 def part_fields(part: ModelResponsePart) -> Body:
     """The body fields describing a complete model response part (`part_kind`, `content`, tool fields)."""

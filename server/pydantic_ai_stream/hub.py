@@ -31,6 +31,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .errors import PydanticAIStreamError
+from .keys import wake_key
+from .names import END
 from .settings import Settings
 from .store import Entry, SessionStream, decode, reap_many, stream_id_key
 
@@ -193,7 +195,7 @@ class StreamHub:
         followed.subscribers.add(subscription)
         if self._task is None:
             self._error = None
-            self._wake_key = f"{self.settings.redis_prefix}::hub:{uuid.uuid4().hex}"
+            self._wake_key = wake_key(self.settings.redis_prefix, uuid.uuid4().hex)
             self._task = asyncio.create_task(self._read_loop())
             if self._checker is None or self._checker.done():
                 self._checker = asyncio.create_task(self._check_silent_streams())
@@ -362,7 +364,7 @@ class StreamHub:
                 continue  # its followers left while the read was in flight (others may have come)
             entries = [Entry.from_redis(entry_id, _pairs(fields)) for entry_id, fields in raw_entries]
             followed.advance(entries[-1].id)
-            followed.active_at, followed.ended = time.monotonic(), entries[-1].type == "end"
+            followed.active_at, followed.ended = time.monotonic(), entries[-1].type == END
             size = sum(map(_size, entries))
             for subscription in followed.subscribers:
                 subscription.deliver(entries, size)

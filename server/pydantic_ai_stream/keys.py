@@ -18,6 +18,7 @@ __all__ = [
     "check_stream_id",
     "excerpt",
     "user_prefix",
+    "wake_key",
 ]
 
 MAX_ID_LENGTH = 128
@@ -114,6 +115,11 @@ def user_prefix(*, prefix: str, scope_id: int, user_id: int, hash_tags: bool = F
 def active_key(*, prefix: str, scope_id: int, user_id: int, hash_tags: bool = False) -> str:
     """The sorted set of a user's sessions that hold (or held until they died) a live flag."""
     return f"{user_prefix(prefix=prefix, scope_id=scope_id, user_id=user_id, hash_tags=hash_tags)}{_ACTIVE_SUFFIX}"
+
+
+def wake_key(prefix: str, reader: str) -> str:
+    """A stream of a process's shared reader, written to wake its blocked read when it follows a new stream."""
+    return f"{check_prefix(prefix)}::hub:{reader}"
 
 
 def cancel_channel(prefix: str) -> str:

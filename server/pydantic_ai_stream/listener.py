@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from .errors import CursorAheadError, CursorExpiredError, ListenTimeoutError, StreamNotFoundError
 from .hub import FIRST_PAGE, StreamHub, Subscription, page_size
 from .keys import check_stream_id
+from .names import BEGIN, END
 from .store import Entry, SessionStream, stream_id_key
 
 __all__ = ["listen"]
@@ -93,9 +94,9 @@ async def listen(
     else:
         if stream_id_key(cursor) > stream_id_key(bounds.newest):
             raise CursorAheadError(cursor, bounds.newest)
-        if stream_id_key(bounds.oldest) > stream_id_key(cursor) if cursor != "0-0" else bounds.oldest_type != "begin":
+        if stream_id_key(bounds.oldest) > stream_id_key(cursor) if cursor != "0-0" else bounds.oldest_type != BEGIN:
             raise CursorExpiredError(cursor, bounds.oldest)  # events after the cursor (or the run's start) are gone
-        if cursor == bounds.newest and bounds.newest_type == "end":
+        if cursor == bounds.newest and bounds.newest_type == END:
             return
     now = time.monotonic()
     # `wait` bounds the wait for the stream to appear; `timeout` the silence once it exists.
@@ -123,6 +124,6 @@ async def listen(
             beat = math.inf if heartbeat is None else now + heartbeat
             for entry in entries:
                 yield entry
-                if entry.type == "end":
+                if entry.type == END:
                     return
             last = entries[-1].id

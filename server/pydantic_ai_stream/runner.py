@@ -15,6 +15,7 @@ from pydantic_ai.messages import ModelMessage
 from .deps import Deps
 from .errors import AgxCanceledError, LeaseLostError
 from .keys import active_key
+from .names import ORIGIN_STREAM
 from .session import Session
 from .settings import settings
 from .store import AsyncRedis, active_members, active_sessions, hash_tags_for, session_keys
@@ -116,7 +117,7 @@ async def _end_cancelled(session: Session, deps: Deps, partial: RunCancelled | N
 
 async def _add_error(deps: Deps, body: dict[str, Any]) -> None:
     try:
-        await deps.add_error(body, origin="pydantic-ai-stream")
+        await deps.add_error(body, origin=ORIGIN_STREAM)
     except LeaseLostError:
         logger.warning("run %s lost its lease before it could report %s", deps.run_id, body)
 

@@ -35,6 +35,7 @@ from .errors import (
     StreamNotFoundError,
 )
 from .keys import excerpt
+from .names import BEGIN, END, ERROR, EVENT, INFO
 from .runner import q, start_run
 from .runtime import Runtime
 from .session import RedisSession
@@ -65,8 +66,8 @@ class ServiceDeps(Deps):
         return self.scope_id
 
 
-_EVENT_TYPES = {"begin": pb.EVENT_TYPE_BEGIN, "event": pb.EVENT_TYPE_EVENT, "error": pb.EVENT_TYPE_ERROR,
-                "info": pb.EVENT_TYPE_INFO, "end": pb.EVENT_TYPE_END}  # fmt: skip
+_EVENT_TYPES = {BEGIN: pb.EVENT_TYPE_BEGIN, EVENT: pb.EVENT_TYPE_EVENT, ERROR: pb.EVENT_TYPE_ERROR,
+                INFO: pb.EVENT_TYPE_INFO, END: pb.EVENT_TYPE_END}  # fmt: skip
 _EVENT_KINDS = {"llm-begin": pb.EVENT_KIND_LLM_BEGIN, "llm-end": pb.EVENT_KIND_LLM_END,
                 "part_start": pb.EVENT_KIND_PART_START, "part_delta": pb.EVENT_KIND_PART_DELTA,
                 "answer": pb.EVENT_KIND_ANSWER}  # fmt: skip
@@ -87,7 +88,7 @@ def event_to_proto(entry: Entry) -> pb.Event:
         origin=entry.origin,
         body_json=entry.body_json,
     )
-    if entry.type != "event" or not isinstance(body, dict):
+    if entry.type != EVENT or not isinstance(body, dict):
         return message
     # Application code may write `event` entries too: a field of an unexpected type is left to `body_json`.
     if (idx := _uint32(body, "idx")) is not None:

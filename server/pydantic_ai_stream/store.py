@@ -20,6 +20,7 @@ from redis.commands.core import AsyncScript
 from .errors import CursorExpiredError, LeaseLostError
 from .events import Body
 from .keys import SessionKeys
+from .names import BEGIN, CANCEL_MARK, lua
 from .settings import settings
 
 __all__ = [
@@ -46,14 +47,12 @@ __all__ = [
 
 AsyncRedis: TypeAlias = "Redis | RedisCluster"
 
-CANCEL_MARK = "cancel:"
-
 # KEYS: live, stream, active. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body,
 # the start of the begin body that names this session and run, nonce of this start.
 # Returns {OpenState, begin id}. The stream already starting with this run's `begin` means the run
 # exists (live, or ended and kept), unless that `begin` carries our nonce: then this call is a re-sent
 # copy of the one that wrote it (its reply was lost) and it opened the run.
-_OPEN = """
+_OPEN = lua("""
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
 if first then
   local fields, body, nonce = first[2], nil, nil
@@ -68,16 +67,16 @@ end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local v = redis.call('GET', KEYS[1])
   -- Our run, though its `begin` was trimmed away: it exists.
-  if v == ARGV[1] or v == 'cancel:' .. ARGV[1] then return {2, first and first[1] or ''} end
+  if v == ARGV[1] or v == $CANCEL .. ARGV[1] then return {2, first and first[1] or ''} end
   return {0, ''}
 end
 redis.call('DEL', KEYS[2])
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
-  'type', 'begin', 'origin', 'pydantic-ai-stream', 'body', ARGV[7], 'nonce', ARGV[9])
+  'type', $BEGIN, 'origin', $ORIGIN, 'body', ARGV[7], 'nonce', ARGV[9])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 return {1, id}
-"""
+""")
 
 # KEYS: (live, stream) of each session. ARGV: maxlen, retention_ms, then per session its run_id, the id
 # of the last entry its writer knows it wrote, its entry count n and n (type, origin, body) triples.
@@ -86,7 +85,7 @@ return {1, id}
 # past the known id already holds this batch: the call is a copy re-sent by a retrying client after
 # its reply was lost, and writes nothing again. The stream's retention is kept by the lease renewal
 # (RENEW), not by every write.
-_APPEND = """
+_APPEND = lua("""
 local results = {}
 local a = 3
 for k = 1, #KEYS, 2 do
@@ -94,7 +93,7 @@ for k = 1, #KEYS, 2 do
   a = a + 3
   local v = redis.call('GET', KEYS[k])
   local id = ''
-  if v == run_id or v == 'cancel:' .. run_id then
+  if v == run_id or v == $CANCEL .. run_id then
     local last = redis.call('XREVRANGE', KEYS[k + 1], '+', '-', 'COUNT', 1)[1]
     if last and last[1] ~= known then
       id = last[1]
@@ -109,18 +108,18 @@ for k = 1, #KEYS, 2 do
   results[#results + 1] = id
 end
 return results
-"""
+""")
 
 # KEYS: live, stream, active. ARGV: run_id, maxlen, grace_ms, session_id, end body.
 # Returns the id of `end`, also to a re-sent copy of the call that wrote it; false if the lease was lost.
-_CLOSE = """
+_CLOSE = lua("""
 local v = redis.call('GET', KEYS[1])
-if v ~= ARGV[1] and v ~= 'cancel:' .. ARGV[1] then
+if v ~= ARGV[1] and v ~= $CANCEL .. ARGV[1] then
   local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
   if last then
     local fields, ours = last[2], 0
     for f = 1, #fields, 2 do
-      if (fields[f] == 'type' and fields[f + 1] == 'end') or (fields[f] == 'body' and fields[f + 1] == ARGV[5]) then
+      if (fields[f] == 'type' and fields[f + 1] == $END) or (fields[f] == 'body' and fields[f + 1] == ARGV[5]) then
         ours = ours + 1
       end
     end
@@ -129,22 +128,22 @@ if v ~= ARGV[1] and v ~= 'cancel:' .. ARGV[1] then
   return false
 end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-  'type', 'end', 'origin', 'pydantic-ai-stream', 'body', ARGV[5])
+  'type', $END, 'origin', $ORIGIN, 'body', ARGV[5])
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return id
-"""
+""")
 
 # KEYS: (live, stream) of each session. ARGV: lease_ms, retention_ms, then each session's run_id.
 # Extends the leases still held (and their streams' retention); returns a LeaseState per session.
-_RENEW = """
+_RENEW = lua("""
 local states = {}
 for i = 1, #KEYS / 2 do
   local v = redis.call('GET', KEYS[2 * i - 1])
   local run_id = ARGV[i + 2]
   local state = 0
-  if v == run_id then state = 1 elseif v == 'cancel:' .. run_id then state = 2 end
+  if v == run_id then state = 1 elseif v == $CANCEL .. run_id then state = 2 end
   if state > 0 then
     redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[1])
     redis.call('PEXPIRE', KEYS[2 * i], ARGV[2])
@@ -152,21 +151,21 @@ for i = 1, #KEYS / 2 do
   states[i] = state
 end
 return states
-"""
+""")
 
 # KEYS: live. ARGV: cancel channel. Marks the lease cancelled and tells its process.
-_CANCEL = """
+_CANCEL = lua("""
 local v = redis.call('GET', KEYS[1])
-if not v or string.sub(v, 1, 7) == 'cancel:' then return 0 end
-redis.call('SET', KEYS[1], 'cancel:' .. v, 'KEEPTTL')
+if not v or string.sub(v, 1, #$CANCEL) == $CANCEL then return 0 end
+redis.call('SET', KEYS[1], $CANCEL .. v, 'KEEPTTL')
 redis.call('PUBLISH', ARGV[1], KEYS[1])
 return 1
-"""
+""")
 
 # KEYS: (live, stream, active) of each session. ARGV: maxlen, grace_ms, error body, then the
 # session ids. Ends the streams whose run died: no live flag, yet the last entry is not `end`.
 # Returns per session 1 if it ended the stream, else 0.
-_REAP = """
+_REAP = lua("""
 local done = {}
 for i = 1, #KEYS / 3 do
   local live, stream, active = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
@@ -177,13 +176,13 @@ for i = 1, #KEYS / 3 do
     if not ended then
       local fields = last[1][2]
       for f = 1, #fields, 2 do
-        if fields[f] == 'type' and fields[f + 1] == 'end' then ended = true end
+        if fields[f] == 'type' and fields[f + 1] == $END then ended = true end
       end
     end
     if not ended then
-      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'type', 'error', 'origin', 'pydantic-ai-stream',
+      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'type', $ERROR, 'origin', $ORIGIN,
         'body', ARGV[3])
-      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'type', 'end', 'origin', 'pydantic-ai-stream',
+      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[1], '*', 'type', $END, 'origin', $ORIGIN,
         'body', '{}')
       redis.call('ZREM', active, ARGV[i + 3])
       redis.call('PEXPIRE', stream, ARGV[2])
@@ -192,26 +191,26 @@ for i = 1, #KEYS / 3 do
   end
 end
 return done
-"""
+""")
 
 
 # KEYS: active, then each session's live flag. ARGV: the session ids.
 # Returns per session 1 (live), 2 (cancel requested) or 0 (gone: removed from the active set).
-_PRUNE = """
+_PRUNE = lua("""
 local states = {}
 for i = 1, #ARGV do
   local v = redis.call('GET', KEYS[i + 1])
   if not v then
     redis.call('ZREM', KEYS[1], ARGV[i])
     states[i] = 0
-  elseif string.sub(v, 1, 7) == 'cancel:' then
+  elseif string.sub(v, 1, #$CANCEL) == $CANCEL then
     states[i] = 2
   else
     states[i] = 1
   end
 end
 return states
-"""
+""")
 
 
 class OpenState(IntEnum):
@@ -425,7 +424,7 @@ class SessionStream:
         if oldest:
             oldest_id, oldest_fields = oldest[0]
             trimmed = (stream_id_key(decode(oldest_id)) > stream_id_key(after) if after != "0-0"
-                       else entry_type(oldest_fields) != "begin")  # fmt: skip
+                       else entry_type(oldest_fields) != BEGIN)  # fmt: skip
             if trimmed:
                 raise CursorExpiredError(after, decode(oldest_id))
         return [Entry.from_redis(entry_id, fields) for entry_id, fields in page]
