@@ -1,0 +1,109 @@
+"""The Lua scripts on their own, against a real Redis: what each writes, returns and refuses."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from redis.asyncio import Redis
+
+from pydantic_ai_stream.store import LeaseState, OpenState, SessionStream, active_sessions, append_many
+from support import ScopedDeps
+
+
+def _stream(redis: Redis, session_id: str = "s1") -> SessionStream:
+    return ScopedDeps(redis=redis, user_id=1, session_id=session_id)._stream()
+
+
+async def _opened(stream: SessionStream, run_id: str = "r1") -> str:
+    begin = {"session_id": stream.keys.session_id, "run_id": run_id}
+    state, begin_id = await stream.open(run_id=run_id, lease_ms=3000, begin=begin, nonce=f"n-{run_id}")
+    assert state is OpenState.OPENED
+    return begin_id
+
+
+async def _entries(redis: Redis, stream: SessionStream) -> list[tuple[str, str, dict[str, object]]]:
+    return [
+        (fields[b"type"].decode(), fields[b"origin"].decode(), json.loads(fields[b"body"]))
+        for _, fields in await redis.xrange(stream.keys.stream)
+    ]
+
+
+async def test_open_takes_the_flag_starts_a_fresh_stream_and_lists_the_session(redis: Redis) -> None:
+    stream = _stream(redis)
+    await redis.xadd(stream.keys.stream, {"type": "info", "origin": "old", "body": "{}"})  # an old run's entries
+    await _opened(stream)
+    assert await _entries(redis, stream) == [("begin", "pydantic-ai-stream", {"session_id": "s1", "run_id": "r1"})]
+    assert await redis.get(stream.keys.live) == b"r1"
+    assert 0 < await redis.pttl(stream.keys.live) <= 3000
+    assert await redis.zrange(stream.keys.active, 0, -1) == [b"s1"]
+
+
+async def test_append_writes_only_under_the_lease_and_never_twice(redis: Redis) -> None:
+    first, second = _stream(redis, "s1"), _stream(redis, "s2")
+    known = {"s1": await _opened(first), "s2": await _opened(second, "r2")}
+    entries = [("event", "pydantic-ai", {"i": 1}), ("info", "developer", {"i": 2})]
+    ids = await append_many(redis, [(first, "r1", known["s1"], entries), (second, "r2", known["s2"], entries[:1])])
+    assert all(ids)
+    again = await append_many(redis, [(first, "r1", known["s1"], entries)])  # a re-sent call: already there
+    assert again == ids[:1]
+    assert [e[2] for e in await _entries(redis, first)][1:] == [{"i": 1}, {"i": 2}]
+    assert await append_many(redis, [(first, "not-the-holder", ids[0] or "", entries)]) == [None]
+    assert await redis.xlen(first.keys.stream) == 3
+
+
+async def test_close_writes_end_once_releases_the_flag_and_keeps_the_stream_a_while(redis: Redis) -> None:
+    stream = _stream(redis)
+    await _opened(stream)
+    assert await stream.close(run_id="r1", grace_ms=60_000, end={"run_id": "r1"})
+    assert await stream.close(run_id="r1", grace_ms=60_000, end={"run_id": "r1"}), "a re-sent close finds its end"
+    assert [t for t, _, _ in await _entries(redis, stream)] == ["begin", "end"]
+    assert await redis.exists(stream.keys.live) == 0
+    assert await redis.zrange(stream.keys.active, 0, -1) == []
+    assert 0 < await redis.pttl(stream.keys.stream) <= 60_000
+    assert not await stream.close(run_id="r2", grace_ms=60_000, end={"run_id": "r2"}), "not its run"
+
+
+async def test_renew_and_cancel_tell_held_from_cancelled_from_lost(redis: Redis) -> None:
+    stream = _stream(redis)
+    await _opened(stream)
+    assert await stream.renew(run_id="r1", lease_ms=10_000) is LeaseState.HELD
+    assert await redis.pttl(stream.keys.live) > 3000
+    pubsub = redis.pubsub()
+    await pubsub.subscribe("announced")
+    assert await stream.cancel("announced") is True
+    assert await stream.cancel("announced") is False, "already asked"
+    message = None
+    async with asyncio.timeout(5):
+        while message is None or message["type"] != "message":
+            message = await pubsub.get_message(timeout=1.0)
+    assert message["data"] == stream.keys.live.encode()
+    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    assert await stream.renew(run_id="r1", lease_ms=10_000) is LeaseState.CANCEL_REQUESTED
+    assert not await stream.is_live()
+    assert await stream.renew(run_id="r2", lease_ms=10_000) is LeaseState.LOST
+
+
+async def test_reap_ends_only_a_dead_runs_stream(redis: Redis) -> None:
+    stream = _stream(redis)
+    await _opened(stream)
+    assert not await stream.reap(grace_ms=60_000), "its run is live"
+    await redis.delete(stream.keys.live)  # as if its process had died
+    assert await stream.reap(grace_ms=60_000)
+    assert not await stream.reap(grace_ms=60_000), "already ended"
+    assert await _entries(redis, stream) == [
+        ("begin", "pydantic-ai-stream", {"session_id": "s1", "run_id": "r1"}),
+        ("error", "pydantic-ai-stream", {"msg": "run lost", "reason": "lease expired"}),
+        ("end", "pydantic-ai-stream", {}),
+    ]
+    assert await redis.zrange(stream.keys.active, 0, -1) == []
+
+
+async def test_prune_drops_dead_sessions_and_hides_cancelled_ones(redis: Redis) -> None:
+    streams = [_stream(redis, f"s{i}") for i in range(3)]
+    for i, stream in enumerate(streams):
+        await _opened(stream, f"r{i}")
+    await redis.delete(streams[0].keys.live)
+    await streams[1].cancel("announced")
+    assert await active_sessions(redis, [s.keys for s in streams]) == ["s2"]
+    assert sorted(await redis.zrange(streams[0].keys.active, 0, -1)) == [b"s1", b"s2"]
