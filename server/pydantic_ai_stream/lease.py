@@ -20,7 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .keys import cancel_channel
 from .settings import Settings
-from .store import AsyncRedis, LeaseState, SessionStream, decode, renew_many
+from .store import AsyncRedis, LeaseState, SessionStream, decode, is_cluster, renew_many
 
 __all__ = ["Lease", "LeaseKeeper"]
 
@@ -51,7 +51,7 @@ async def _node_client(redis: AsyncRedis) -> Redis:
     Cluster-wide PUBLISH reaches every node, so any node will do; an own pool keeps the subscription
     clear of the cluster client's reconnections when its slot map is refreshed.
     """
-    if isinstance(redis, Redis):
+    if not is_cluster(redis):
         return redis
     await redis.initialize()
     node = redis.get_default_node()
@@ -191,11 +191,4 @@ class LeaseKeeper:
     async def _renew_all(self, leases: list[Lease]) -> list[LeaseState]:
         if not leases:
             return []
-        if isinstance(self.redis, Redis):  # one script call for all of them
-            return await renew_many(
-                self.redis, [(lease.stream, lease.run_id) for lease in leases], lease_ms=self.lease_ms
-            )
-        # A cluster: scripts cannot span slots, so one call per lease, together.
-        return await asyncio.gather(
-            *(lease.stream.renew(run_id=lease.run_id, lease_ms=self.lease_ms) for lease in leases)
-        )
+        return await renew_many(self.redis, [(lease.stream, lease.run_id) for lease in leases], lease_ms=self.lease_ms)

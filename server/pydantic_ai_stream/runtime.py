@@ -6,13 +6,11 @@ import asyncio
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from redis.asyncio import Redis
-
 from .hub import StreamHub
 from .lease import LeaseKeeper
 from .registry import PerClient
 from .settings import Settings, settings
-from .store import AsyncRedis
+from .store import AsyncRedis, is_cluster
 from .writer import WriteCombiner
 
 __all__ = ["Runtime"]
@@ -40,10 +38,9 @@ class Runtime:
     _default: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
+        redis = self.redis
         self.hub = (
-            StreamHub(redis=self.redis, settings=self.settings, on_idle=self._part_idle)
-            if isinstance(self.redis, Redis)
-            else None
+            None if is_cluster(redis) else StreamHub(redis=redis, settings=self.settings, on_idle=self._part_idle)
         )
         self.writes = WriteCombiner(redis=self.redis, on_idle=self._part_idle)
         self.leases = LeaseKeeper(redis=self.redis, settings=self.settings, on_idle=self._part_idle)

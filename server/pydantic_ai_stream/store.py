@@ -6,16 +6,18 @@ token), so a run whose lease has expired can never write after the `end` someone
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
+from typing_extensions import TypeIs
 
 from .errors import CursorExpiredError, LeaseLostError
 from .events import Body
@@ -38,6 +40,7 @@ __all__ = [
     "decode",
     "entry_type",
     "hash_tags_for",
+    "is_cluster",
     "reap_many",
     "renew_many",
     "session_keys",
@@ -46,6 +49,8 @@ __all__ = [
 ]
 
 AsyncRedis: TypeAlias = "Redis | RedisCluster"
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 # KEYS: live, stream, active. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body,
 # the start of the begin body that names this session and run, nonce of this start.
@@ -258,7 +263,7 @@ def _scripts(redis: AsyncRedis) -> _Scripts:
 
 def hash_tags_for(redis: AsyncRedis) -> bool:
     """Whether keys get Redis Cluster hash tags: the setting, or else whether `redis` is a cluster client."""
-    return settings.cluster_hash_tags if settings.cluster_hash_tags is not None else isinstance(redis, RedisCluster)
+    return settings.cluster_hash_tags if settings.cluster_hash_tags is not None else is_cluster(redis)
 
 
 def session_keys(redis: AsyncRedis, *, scope_id: int, user_id: int, session_id: str) -> SessionKeys:
@@ -447,6 +452,22 @@ class SessionStream:
         return None if entry_id is None else decode(entry_id)
 
 
+def is_cluster(redis: AsyncRedis) -> TypeIs[RedisCluster]:
+    """Whether `redis` is a Redis Cluster client: the one place plain and cluster clients part ways."""
+    return isinstance(redis, RedisCluster)
+
+
+async def _per_slot(
+    redis: AsyncRedis, items: Sequence[_T], call: Callable[[Sequence[_T]], Awaitable[list[_R]]]
+) -> list[_R]:
+    """`call` for all `items` in one script call; on a Redis Cluster, whose scripts cannot span slots, one
+    call per item, sent together."""
+    if not is_cluster(redis):
+        return await call(items)
+    each = await asyncio.gather(*(call([item]) for item in items))
+    return [result for results in each for result in results]
+
+
 async def append_many(
     redis: AsyncRedis, writes: Sequence[tuple[SessionStream, str, str, Sequence[PendingEntry]]]
 ) -> list[str | None]:
@@ -454,9 +475,14 @@ async def append_many(
 
     `writes` holds `(stream, run_id, after, entries)`, `after` being the last entry id that run wrote
     (a re-sent call finds its entries written and writes nothing twice); returns per write the last
-    entry id, or `None` if `run_id` no longer holds that session (nothing was written there). All
-    streams must share a slot on a Redis Cluster.
+    entry id, or `None` if `run_id` no longer holds that session (nothing was written there).
     """
+    return await _per_slot(redis, writes, lambda part: _append(redis, part))
+
+
+async def _append(
+    redis: AsyncRedis, writes: Sequence[tuple[SessionStream, str, str, Sequence[PendingEntry]]]
+) -> list[str | None]:
     first = writes[0][0]
     keys: list[str] = []
     args: list[str | int] = [first.maxlen, first.retention_ms]
@@ -474,8 +500,12 @@ async def renew_many(
 ) -> list[LeaseState]:
     """Extend several runs' leases (and their streams' retention) in one script call.
 
-    `leases` holds `(stream, run_id)`; all streams must share a slot on a Redis Cluster.
+    `leases` holds `(stream, run_id)`.
     """
+    return await _per_slot(redis, leases, lambda part: _renew(redis, part, lease_ms=lease_ms))
+
+
+async def _renew(redis: AsyncRedis, leases: Sequence[tuple[SessionStream, str]], *, lease_ms: int) -> list[LeaseState]:
     keys = [key for stream, _ in leases for key in (stream.keys.live, stream.keys.stream)]
     args: list[str | int] = [lease_ms, leases[0][0].retention_ms, *(run_id for _, run_id in leases)]
     states = await _scripts(redis).renew(keys=keys, args=args, client=redis)
@@ -483,7 +513,11 @@ async def renew_many(
 
 
 async def reap_many(redis: AsyncRedis, streams: Sequence[SessionStream], *, grace_ms: int) -> list[bool]:
-    """`reap` for several sessions in one script call (on a Redis Cluster, they must share a slot)."""
+    """`reap` for several sessions in one script call."""
+    return await _per_slot(redis, streams, lambda part: _reap(redis, part, grace_ms=grace_ms))
+
+
+async def _reap(redis: AsyncRedis, streams: Sequence[SessionStream], *, grace_ms: int) -> list[bool]:
     keys = [key for stream in streams for key in (stream.keys.live, stream.keys.stream, stream.keys.active)]
     body = _dump({"msg": "run lost", "reason": "lease expired"})
     args: list[str | int] = [streams[0].maxlen, grace_ms, body, *(stream.keys.session_id for stream in streams)]

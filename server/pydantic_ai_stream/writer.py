@@ -15,8 +15,6 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from redis.asyncio import Redis
-
 from .errors import LeaseLostError
 from .events import Body
 from .store import AsyncRedis, PendingEntry, SessionStream, append_many
@@ -141,11 +139,7 @@ class WriteCombiner:
     async def _write(self, batch: list[tuple[StreamWriter, list[PendingEntry]]]) -> None:
         writes = [(writer.stream, writer.run_id, writer.last_id, entries) for writer, entries in batch]
         try:
-            if isinstance(self.redis, Redis):
-                results = await append_many(self.redis, writes)
-            else:  # a cluster: scripts cannot span slots, so one call per stream, together
-                each = await asyncio.gather(*(append_many(self.redis, [write]) for write in writes))
-                results = [ids[0] for ids in each]
+            results = await append_many(self.redis, writes)
         except Exception as e:
             for writer, _ in batch:
                 writer.written(None, e)
