@@ -8,8 +8,8 @@ import pytest
 from pydantic_ai import Agent
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import AgxCanceledError, PydanticAIStreamError, Runtime, run
-from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model
+from pydantic_ai_stream import AgxCanceledError, PydanticAIStreamError, RedisSession, Runtime, Settings, q, run
+from support import Collector, MemorySession, ScopedDeps, bodies, has_text, scripted_model
 
 
 def _our_tasks() -> list[asyncio.Task[object]]:
@@ -59,3 +59,22 @@ async def test_exiting_a_runtime_under_a_listener_ends_it_with_an_error(redis: R
     assert await deps.cancel()
     with pytest.raises(AgxCanceledError):
         await asyncio.wait_for(task, 5)
+
+
+async def test_two_runtimes_with_their_own_settings_live_in_one_process(redis: Redis) -> None:
+    mine = Settings(redis_prefix="mine", stream_retention=120)
+    theirs = Settings(redis_prefix="theirs", stream_retention=240)
+    async with Runtime(redis=redis, settings=mine) as a, Runtime(redis=redis, settings=theirs) as b:
+        for runtime, word in ((a, "mine "), (b, "theirs ")):
+            deps = ScopedDeps(redis=redis, user_id=1, session_id="s1", runtime=runtime)
+            session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+            await run(session, Agent(scripted_model(tokens=[word])), "hi", deps)
+        for runtime, word, retention in ((a, "mine ", 120), (b, "theirs ", 240)):
+            deps = ScopedDeps(redis=redis, user_id=1, session_id="s1", runtime=runtime)
+            events = [e async for e in deps.listen(serialize=False)]
+            assert [b["content"] for b in bodies(events, part_kind="text")] == [word]  # type: ignore[arg-type]
+            assert deps.key() == f"{runtime.settings.redis_prefix}:1:1:s1"
+            assert 0 < await redis.ttl(deps.key()) <= retention
+            assert await redis.exists(f"{runtime.settings.redis_prefix}:1:1:s1:msgs")
+            assert [s async for s in q(redis, 1, 1, runtime=runtime)] == []
+    await redis.delete(*[k async for k in redis.scan_iter("mine:*")], *[k async for k in redis.scan_iter("theirs:*")])

@@ -25,9 +25,9 @@ from .keys import SessionKeys, cancel_channel, check_id
 from .lease import Lease
 from .listener import listen
 from .names import ERROR, EVENT, INFO, ORIGIN_PYDANTIC_AI
-from .runtime import Runtime
+from .runtime import Runtime, session_keys
 from .settings import settings
-from .store import AsyncRedis, Entry, OpenState, SessionStream, session_keys
+from .store import AsyncRedis, Entry, OpenState, SessionStream
 from .writer import StreamWriter
 
 __all__ = ["Deps"]
@@ -67,15 +67,17 @@ class Deps(ABC):
 
     def keys(self) -> SessionKeys:
         """All keys of this session; raises `InvalidIdError` for ids that could escape their key space."""
-        return session_keys(self.redis, scope_id=self.get_scope_id(), user_id=self.user_id, session_id=self.session_id)
+        config = self.runtime.settings if self.runtime is not None else settings
+        return session_keys(
+            config, self.redis, scope_id=self.get_scope_id(), user_id=self.user_id, session_id=self.session_id
+        )
+
+    def get_runtime(self) -> Runtime:
+        """The runtime its runs and listeners use: `runtime`, or the default one of `redis`."""
+        return self.runtime if self.runtime is not None else Runtime.default(self.redis)
 
     def _stream(self) -> SessionStream:
-        return SessionStream(
-            redis=self.redis,
-            keys=self.keys(),
-            maxlen=settings.stream_maxlen,
-            retention_ms=settings.stream_retention * 1000,
-        )
+        return self.get_runtime().stream(self.keys())
 
     @property
     def cancellation_token(self) -> CancellationToken | None:
@@ -104,11 +106,11 @@ class Deps(ABC):
         # A run id this Deps generated for an earlier run is not reused for the next one.
         requested = self.run_id if self.run_id != self._generated_run_id else None
         run_id = check_id("run_id", requested) if requested is not None else uuid.uuid4().hex
-        runtime = self._runtime()
+        runtime = self.get_runtime()
         keeper = runtime.leases
         # A Redis that cannot answer within a lease's lifetime could not keep the run's lease either.
-        await keeper.ready(timeout=settings.lease_ttl)
-        lease_ms = int(settings.lease_ttl * 1000)
+        await keeper.ready(timeout=runtime.settings.lease_ttl)
+        lease_ms = keeper.lease_ms
         ids = {"session_id": self.session_id, "run_id": run_id}
         begin = {**ids, **(body or {}), **ids}  # the ids first, as `open` needs, and not overridden by `body`
         try:
@@ -146,16 +148,13 @@ class Deps(ABC):
             lease.keeper.release(lease)
             self._lease = self._writer = None
 
-    def _runtime(self) -> Runtime:
-        return self.runtime if self.runtime is not None else Runtime.default(self.redis)
-
     async def is_live(self) -> bool:
         """Whether a run of this session is live (and not being cancelled)."""
         return await self._stream().is_live()
 
     async def cancel(self) -> bool:
         """Stop the session's live run, wherever it runs; `True` if there was one to stop."""
-        return await self._stream().cancel(cancel_channel(settings.redis_prefix))
+        return await self._stream().cancel(cancel_channel(self.get_runtime().settings.redis_prefix))
 
     async def listen(
         self, *, wait: int = 3, timeout: int = 60, serialize: bool = True, after: str | None = None
@@ -189,11 +188,11 @@ class Deps(ABC):
         """
         return listen(
             self._stream(),
-            hub=self._runtime().hub,
+            hub=self.get_runtime().hub,
             wait=wait,
             timeout=timeout,
             after=after,
-            grace_ms=settings.stream_retention * 1000,
+            grace_ms=self.get_runtime().settings.stream_retention * 1000,
             heartbeat=heartbeat,
         )
 

@@ -14,11 +14,10 @@ from pydantic_ai.messages import ModelMessage
 
 from .deps import Deps
 from .errors import AgxCanceledError, LeaseLostError
-from .keys import active_key
 from .names import ORIGIN_STREAM
+from .runtime import Runtime
 from .session import Session
-from .settings import settings
-from .store import AsyncRedis, active_members, active_sessions, hash_tags_for, session_keys
+from .store import AsyncRedis, active_members, active_sessions
 
 __all__ = ["q", "run", "start_run"]
 
@@ -85,7 +84,7 @@ async def _drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: 
         await _add_error(deps, {"msg": f"crashed - {e}"})
         raise
     finally:
-        await deps.stop(grace_period=settings.stream_retention)
+        await deps.stop(grace_period=deps.get_runtime().settings.stream_retention)
 
 
 async def _save(session: Session, deps: Deps, new_messages: Sequence[ModelMessage]) -> None:
@@ -122,15 +121,16 @@ async def _add_error(deps: Deps, body: dict[str, Any]) -> None:
         logger.warning("run %s lost its lease before it could report %s", deps.run_id, body)
 
 
-async def q(redis: AsyncRedis, scope_id: int, user_id: int) -> AsyncGenerator[tuple[int, int, str], None]:
+async def q(
+    redis: AsyncRedis, scope_id: int, user_id: int, *, runtime: Runtime | None = None
+) -> AsyncGenerator[tuple[int, int, str], None]:
     """Yield `(scope_id, user_id, session_id)` for each live session of the user, oldest first.
 
-    Reads the user's active set (no keyspace scan) and drops sessions whose run died.
+    Reads the user's active set (no keyspace scan) and drops sessions whose run died. Keys follow
+    `runtime`'s settings (default: `Runtime.default(redis)`'s, the process-wide `settings`).
     """
-    hash_tags = hash_tags_for(redis)
-    members = await active_members(
-        redis, active_key(prefix=settings.redis_prefix, scope_id=scope_id, user_id=user_id, hash_tags=hash_tags)
-    )
-    keys = [session_keys(redis, scope_id=scope_id, user_id=user_id, session_id=m) for m in members]
+    runtime = runtime if runtime is not None else Runtime.default(redis)
+    members = await active_members(redis, runtime.active_key(scope_id=scope_id, user_id=user_id))
+    keys = [runtime.keys(scope_id=scope_id, user_id=user_id, session_id=m) for m in members]
     for session_id in await active_sessions(redis, keys):
         yield scope_id, user_id, session_id

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from .hub import StreamHub
+from .keys import SessionKeys, active_key
 from .lease import LeaseKeeper
 from .registry import PerClient
 from .settings import Settings, settings
-from .store import AsyncRedis, is_cluster
+from .store import AsyncRedis, SessionStream, is_cluster
 from .writer import WriteCombiner
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "session_keys"]
 
 
 @dataclass(eq=False, kw_only=True)
@@ -65,6 +66,24 @@ class Runtime:
         if self._default:
             _defaults.drop(self)
 
+    def keys(self, *, scope_id: int, user_id: int, session_id: str) -> SessionKeys:
+        """The keys of a session under this runtime's prefix; raises `InvalidIdError` for unsafe ids."""
+        return session_keys(self.settings, self.redis, scope_id=scope_id, user_id=user_id, session_id=session_id)
+
+    def stream(self, keys: SessionKeys) -> SessionStream:
+        """The Redis side of the session with `keys`, trimmed and kept as this runtime's settings say."""
+        return SessionStream(
+            redis=self.redis,
+            keys=keys,
+            maxlen=self.settings.stream_maxlen,
+            retention_ms=self.settings.stream_retention * 1000,
+        )
+
+    def active_key(self, *, scope_id: int, user_id: int) -> str:
+        """The sorted set of a user's sessions with a run."""
+        prefix, tags = self.settings.redis_prefix, _hash_tags(self.settings, self.redis)
+        return active_key(prefix=prefix, scope_id=scope_id, user_id=user_id, hash_tags=tags)
+
     @property
     def idle(self) -> bool:
         """Whether no part has a task running."""
@@ -73,6 +92,22 @@ class Runtime:
     def _part_idle(self) -> None:
         if self._default and self.idle:
             _defaults.drop(self)
+
+
+def session_keys(settings: Settings, redis: AsyncRedis, *, scope_id: int, user_id: int, session_id: str) -> SessionKeys:
+    """A session's keys under `settings` for `redis`; needs no runtime (nor a running loop)."""
+    return SessionKeys.build(
+        prefix=settings.redis_prefix,
+        scope_id=scope_id,
+        user_id=user_id,
+        session_id=session_id,
+        hash_tags=_hash_tags(settings, redis),
+    )
+
+
+def _hash_tags(settings: Settings, redis: AsyncRedis) -> bool:
+    """Whether keys get Redis Cluster hash tags: the setting, or else whether `redis` is a cluster's client."""
+    return settings.cluster_hash_tags if settings.cluster_hash_tags is not None else is_cluster(redis)
 
 
 _defaults = PerClient(lambda redis: Runtime(redis=redis, _default=True), lambda runtime: runtime.redis)

@@ -253,7 +253,11 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             deps = self._deps(caller, request.session_id, run_id=request.run_id or None)
             settings = await self._model_settings(request, context)
             session = RedisSession(
-                redis=self.redis, scope_id=caller.scope_id, user_id=caller.user_id, session_id=request.session_id
+                redis=self.redis,
+                runtime=self.runtime,
+                scope_id=caller.scope_id,
+                user_id=caller.user_id,
+                session_id=request.session_id,
             )
             try:
                 task = await start_run(session, agent, request.prompt, deps, **settings)
@@ -297,7 +301,8 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
         async with _statuses(context):
             caller = await self._caller(request, context)
             sessions = [
-                pb.ActiveSession(session_id=s) async for _, _, s in q(self.redis, caller.scope_id, caller.user_id)
+                pb.ActiveSession(session_id=s)
+                async for _, _, s in q(self.redis, caller.scope_id, caller.user_id, runtime=self.runtime)
             ]
             return pb.ListActiveResponse(sessions=sessions)
 

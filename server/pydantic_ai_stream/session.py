@@ -10,7 +10,9 @@ from typing import Any
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, UserPromptPart
 
 from . import events
-from .store import AsyncRedis, session_keys
+from .runtime import Runtime, session_keys
+from .settings import settings
+from .store import AsyncRedis
 
 __all__ = ["RedisSession", "Session"]
 
@@ -66,11 +68,16 @@ class RedisSession(Session):
     session_id: str
     ttl: int | None = None
     """Seconds to keep the conversation after each save; `None` keeps it until deleted."""
+    runtime: Runtime | None = None
+    """Whose key prefix it uses; `None`: `Runtime.default(redis)`'s (the process-wide `settings`)."""
 
     @property
     def key(self) -> str:
         """Where the conversation is stored."""
-        keys = session_keys(self.redis, scope_id=self.scope_id, user_id=self.user_id, session_id=self.session_id)
+        config = self.runtime.settings if self.runtime is not None else settings
+        keys = session_keys(
+            config, self.redis, scope_id=self.scope_id, user_id=self.user_id, session_id=self.session_id
+        )
         return keys.msgs
 
     async def load(self) -> None:

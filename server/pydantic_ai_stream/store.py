@@ -23,7 +23,6 @@ from .errors import CursorExpiredError, LeaseLostError
 from .events import Body
 from .keys import SessionKeys
 from .names import BEGIN, CANCEL_MARK, lua
-from .settings import settings
 
 __all__ = [
     "AsyncRedis",
@@ -39,11 +38,9 @@ __all__ = [
     "append_many",
     "decode",
     "entry_type",
-    "hash_tags_for",
     "is_cluster",
     "reap_many",
     "renew_many",
-    "session_keys",
     "stream_id_key",
     "xread_entries_by_key",
 ]
@@ -259,22 +256,6 @@ def _scripts(redis: AsyncRedis) -> _Scripts:
         )
         _scripts_by_client[redis] = scripts
     return scripts
-
-
-def hash_tags_for(redis: AsyncRedis) -> bool:
-    """Whether keys get Redis Cluster hash tags: the setting, or else whether `redis` is a cluster client."""
-    return settings.cluster_hash_tags if settings.cluster_hash_tags is not None else is_cluster(redis)
-
-
-def session_keys(redis: AsyncRedis, *, scope_id: int, user_id: int, session_id: str) -> SessionKeys:
-    """The keys of a session under the current prefix; raises `InvalidIdError` for unsafe ids."""
-    return SessionKeys.build(
-        prefix=settings.redis_prefix,
-        scope_id=scope_id,
-        user_id=user_id,
-        session_id=session_id,
-        hash_tags=hash_tags_for(redis),
-    )
 
 
 def decode(value: bytes | str) -> str:
