@@ -73,12 +73,12 @@ async def _trim(world: _World, session: str) -> None:
             await world.redis.xtrim(world.deps(session).key(), minid=minid, approximate=False)
 
 
-async def _cursor(world: _World, session: str) -> tuple[str | None, str]:
+async def _cursor(world: _World, session: str, n: int) -> tuple[str | None, str]:
     ids = await world.snapshot(session)
     kept = set(ids)
     trimmed = [i for i in world.history.get(session, {}) if i not in kept]
     choice = world.rng.random()
-    if choice < 0.1:
+    if n % 8 == 0:  # every kind is tried, however the draws fall
         return f"{int(time.time() * 1000) + world.rng.randrange(10**6, 10**12)}-0", "far"
     if choice < 0.3 or not ids:
         return None, "begin"
@@ -112,10 +112,10 @@ async def _listen(world: _World, session: str, cursor: str | None, kind: str) ->
 
 async def _listeners(world: _World) -> None:
     tasks = []
-    for _ in range(LISTENERS):
+    for n in range(LISTENERS):
         await asyncio.sleep(world.rng.uniform(0, 0.03))
         session = f"s{world.rng.randrange(SESSIONS)}"
-        cursor, kind = await _cursor(world, session)
+        cursor, kind = await _cursor(world, session, n)
         tasks.append(asyncio.create_task(_listen(world, session, cursor, kind)))
     await asyncio.gather(*tasks)
 
