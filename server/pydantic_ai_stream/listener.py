@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from .errors import CursorAheadError, CursorExpiredError, ListenTimeoutError, StreamNotFoundError
 from .hub import FIRST_PAGE, StreamHub, Subscription, page_size
 from .keys import check_stream_id
-from .names import BEGIN, END
-from .store import Entry, SessionStream, stream_id_key
+from .names import END
+from .store import Entry, SessionStream, stream_id_key, trimmed_past
 
 __all__ = ["listen"]
 
@@ -94,8 +94,8 @@ async def listen(
     else:
         if stream_id_key(cursor) > stream_id_key(bounds.newest):
             raise CursorAheadError(cursor, bounds.newest)
-        if stream_id_key(bounds.oldest) > stream_id_key(cursor) if cursor != "0-0" else bounds.oldest_type != BEGIN:
-            raise CursorExpiredError(cursor, bounds.oldest)  # events after the cursor (or the run's start) are gone
+        if trimmed_past(cursor, oldest=bounds.oldest, oldest_type=bounds.oldest_type):
+            raise CursorExpiredError(cursor, bounds.oldest)
         if cursor == bounds.newest and bounds.newest_type == END:
             return
     now = time.monotonic()

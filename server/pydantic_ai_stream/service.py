@@ -198,14 +198,14 @@ class _MalformedLog:
     _quiet_until: float = float("-inf")
     _held_back: int = 0
 
-    def note(self, request_type: str, peer: str) -> None:
+    def note(self, method: str, peer: str) -> None:
         now = time.monotonic()
         if now < self._quiet_until:
             self._held_back += 1
             return
         logger.warning(
-            "refused a malformed %s from %s (%d more malformed requests since the last warning)",
-            request_type,
+            "refused a malformed request to %s from %s (%d more malformed requests since the last warning)",
+            method,
             peer,
             self._held_back,
         )

@@ -42,6 +42,7 @@ __all__ = [
     "reap_many",
     "renew_many",
     "stream_id_key",
+    "trimmed_past",
     "xread_entries_by_key",
 ]
 
@@ -326,6 +327,14 @@ def stream_id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+def trimmed_past(after: str, *, oldest: str, oldest_type: str) -> bool:
+    """Whether entries after `after` (`0-0`: the run's `begin`) may be gone, the stream now starting at
+    `oldest`: the one rule by which a cursor is expired."""
+    if after == "0-0":
+        return oldest_type != BEGIN
+    return stream_id_key(oldest) > stream_id_key(after)
+
+
 def _dump(body: Body | None) -> str:
     # UTF-8 as is: ASCII escapes would triple non-Latin text (é -> \u00e9) past clients' message limits.
     return json.dumps(body or {}, separators=(",", ":"), default=str, ensure_ascii=False)
@@ -407,12 +416,8 @@ class SessionStream:
             pipe.xrange(self.keys.stream, min=f"({after}", max=until, count=count)
             pipe.xrange(self.keys.stream, count=1)  # after the read: a trim before it shows here
             page, oldest = await pipe.execute()
-        if oldest:
-            oldest_id, oldest_fields = oldest[0]
-            trimmed = (stream_id_key(decode(oldest_id)) > stream_id_key(after) if after != "0-0"
-                       else entry_type(oldest_fields) != BEGIN)  # fmt: skip
-            if trimmed:
-                raise CursorExpiredError(after, decode(oldest_id))
+        if oldest and trimmed_past(after, oldest=decode(oldest[0][0]), oldest_type=entry_type(oldest[0][1])):
+            raise CursorExpiredError(after, decode(oldest[0][0]))
         return [Entry.from_redis(entry_id, fields) for entry_id, fields in page]
 
     async def bounds(self) -> StreamBounds | None:
@@ -425,12 +430,6 @@ class SessionStream:
             return None
         return StreamBounds(oldest=decode(oldest[0][0]), oldest_type=entry_type(oldest[0][1]),
                             newest=decode(newest[0][0]), newest_type=entry_type(newest[0][1]))  # fmt: skip
-
-    async def oldest_id(self) -> str | None:
-        """Id of the oldest entry still in the stream, `None` if the stream is gone."""
-        reply = await self.redis.xrange(self.keys.stream, count=1)
-        entry_id = reply[0][0] if reply else None
-        return None if entry_id is None else decode(entry_id)
 
 
 def is_cluster(redis: AsyncRedis) -> TypeIs[RedisCluster]:
