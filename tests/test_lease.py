@@ -9,7 +9,7 @@ from pydantic_ai import Agent
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import AgxCanceledError, SessionBusyError, q, run, settings
-from pydantic_ai_stream.store import OpenState
+from pydantic_ai_stream._redis import OpenState
 from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model, wait_renewed
 
 

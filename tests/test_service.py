@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from pydantic_ai_stream.service import ListenResponseCache, event_to_proto
-from pydantic_ai_stream.store import Entry
+from pydantic_ai_stream._redis import Entry
+from pydantic_ai_stream._service import ListenResponseCache, event_to_proto
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 
 

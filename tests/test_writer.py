@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import LeaseLostError, Runtime
-from pydantic_ai_stream.writer import StreamWriter
+from pydantic_ai_stream._writer import StreamWriter
 from support import ScopedDeps, evalsha_calls
 
 

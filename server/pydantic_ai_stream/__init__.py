@@ -1,7 +1,7 @@
 """Production runtime for pydantic-ai agents: structured events in Redis Streams, sessions, cancellation."""
 
-from .deps import Deps
-from .errors import (
+from ._deps import Deps
+from ._errors import (
     AgxCanceledError,
     CursorAheadError,
     CursorExpiredError,
@@ -13,11 +13,11 @@ from .errors import (
     SessionBusyError,
     StreamNotFoundError,
 )
-from .events import EventMapper, nodes_from_msgs
-from .runner import q, run, start_run
-from .runtime import Runtime
-from .session import RedisSession, Session
-from .settings import Settings, settings
+from ._events import EventMapper, nodes_from_msgs
+from ._run import q, run, start_run
+from ._runtime import Runtime
+from ._session import RedisSession, Session
+from ._settings import Settings, settings
 
 __all__ = [
     "AgxCanceledError",

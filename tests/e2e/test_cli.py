@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient
-from pydantic_ai_stream.serve import RunningServer, ServerSettings, running_server
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import settings
+from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, event_body
-from pydantic_ai_stream.serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 
 TOKENS = ["alice-token=1:1", "bob-token=1:2", "carol-token=1:3:weather"]

@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, event_body
-from pydantic_ai_stream.serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 
 

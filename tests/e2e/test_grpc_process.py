@@ -16,8 +16,8 @@ import grpc
 import pytest
 import trustme
 
+from pydantic_ai_stream._serve import ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, event_body
-from pydantic_ai_stream.serve import ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 
 HERE = Path(__file__).parent

@@ -15,8 +15,8 @@ from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import settings
+from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, event_body
-from pydantic_ai_stream.serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from support import status_of, wait_renewed
 

@@ -12,12 +12,12 @@ from pydantic_ai import Agent, RunCancelled
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage
 
-from .deps import Deps
-from .errors import AgxCanceledError, LeaseLostError
-from .names import ORIGIN_STREAM
-from .runtime import Runtime
-from .session import Session
-from .store import AsyncRedis, active_members, active_sessions
+from ._deps import Deps
+from ._errors import AgxCanceledError, LeaseLostError
+from ._names import ORIGIN_STREAM
+from ._redis import AsyncRedis, active_members, active_sessions
+from ._runtime import Runtime
+from ._session import Session
 
 __all__ = ["q", "run", "start_run"]
 

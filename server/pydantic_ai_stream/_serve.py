@@ -29,10 +29,10 @@ from redis.backoff import EqualJitterBackoff, NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from .auth import Anonymous, Authenticator, Caller, StaticTokens
-from .runtime import Runtime
-from .service import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS, AgentStreamServicer, ListenResponseCache
-from .store import AsyncRedis
+from ._auth import Anonymous, Authenticator, Caller, StaticTokens
+from ._redis import AsyncRedis
+from ._runtime import Runtime
+from ._service import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS, AgentStreamServicer, ListenResponseCache
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
@@ -123,7 +123,7 @@ def _authenticator(config: ServerSettings) -> Authenticator:
 def _agents(config: ServerSettings) -> dict[str, AbstractAgent[Any, Any]]:
     agents = {name: load_agent(path) for name, path in config.agents.items()}
     if config.demo:
-        from .demo import agent as demo
+        from ._demo import agent as demo
 
         agents.setdefault("demo", demo)
     if not agents:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import InvalidIdError
+from ._errors import InvalidIdError
 
 __all__ = [
     "MAX_ID_LENGTH",

@@ -15,9 +15,9 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import LeaseLostError
-from .events import Body
-from .store import AsyncRedis, PendingEntry, SessionStream, append_many
+from ._errors import LeaseLostError
+from ._events import Body
+from ._redis import AsyncRedis, PendingEntry, SessionStream, append_many
 
 __all__ = ["StreamWriter", "WriteCombiner"]
 

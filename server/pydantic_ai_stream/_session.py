@@ -9,10 +9,10 @@ from typing import Any
 
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, UserPromptPart
 
-from . import events
-from .runtime import Runtime, session_keys
-from .settings import settings
-from .store import AsyncRedis
+from ._events import nodes_from_msgs
+from ._redis import AsyncRedis
+from ._runtime import Runtime, session_keys
+from ._settings import settings
 
 __all__ = ["RedisSession", "Session"]
 
@@ -55,7 +55,7 @@ class Session(ABC):
     @staticmethod
     def nodes_from_msgs(msgs: Sequence[ModelMessage] | Sequence[dict[str, Any]] | bytes | str) -> list[dict[str, Any]]:
         """Rebuild the node/part structure of stored messages, shaped like the live events."""
-        return events.nodes_from_msgs(msgs)
+        return nodes_from_msgs(msgs)
 
 
 @dataclass(kw_only=True)

@@ -10,7 +10,7 @@ from pydantic_ai import Agent
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from pydantic_ai_stream import CursorAheadError, InvalidIdError, hub, run
+from pydantic_ai_stream import CursorAheadError, InvalidIdError, _reader, run
 from support import Collector, MemorySession, ScopedDeps, evalsha_calls, has_text, scripted_model
 
 
@@ -46,7 +46,7 @@ async def test_many_listeners_share_one_blocking_read(redis: Redis, redis_url: s
     for i, events in enumerate(streams):
         assert events[0]["type"] == "begin"
         assert events[-1]["type"] == "end"
-        assert [e["id"] for e in events] == sorted({e["id"] for e in events}, key=hub.stream_id_key)
+        assert [e["id"] for e in events] == sorted({e["id"] for e in events}, key=_reader.stream_id_key)
         assert events == streams[i - i % 5], "the listeners of a session see the same events"
     await listening.aclose()
 
@@ -60,15 +60,15 @@ async def test_a_new_stream_joins_the_blocked_read_at_once(redis: Redis) -> None
     started = time.monotonic()
     late = Collector(_deps(redis, "other"))
     await late.wait_for(has_text("b "))
-    assert time.monotonic() - started < hub.BLOCK_MS / 1000 / 2, "woken, not left to the block timeout"
+    assert time.monotonic() - started < _reader.BLOCK_MS / 1000 / 2, "woken, not left to the block timeout"
     gate.set()
     await asyncio.wait_for(first, 5)
     assert (await late.done())[-1]["type"] == "end"
 
 
 async def test_a_listener_that_falls_behind_rereads_from_redis(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(hub, "MAX_BUFFERED", 5)
-    monkeypatch.setattr(hub, "READ_COUNT", 4)
+    monkeypatch.setattr(_reader, "MAX_BUFFERED", 5)
+    monkeypatch.setattr(_reader, "READ_COUNT", 4)
     tokens = [f"t{i} " for i in range(40)]
     await run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=tokens)), "hi", _deps(redis, "s1"))
     expected = [e async for e in _deps(redis, "s1").listen(serialize=False)]
@@ -123,7 +123,7 @@ async def test_a_rejoin_while_the_shared_read_is_in_flight_loses_nothing(redis: 
     resumed = Collector(_deps(redis, "s1"), after=(await _stream_entries(redis, _deps(redis, "s1")))[1])
     started = time.monotonic()
     await rejoined.wait_for(lambda e: e["type"] == "begin")
-    assert time.monotonic() - started < hub.BLOCK_MS / 1000 / 2, "woken, not left to the block timeout"
+    assert time.monotonic() - started < _reader.BLOCK_MS / 1000 / 2, "woken, not left to the block timeout"
     gate.set()
     await asyncio.wait_for(task, 5)
     ids = await _stream_entries(redis, _deps(redis, "s1"))

@@ -7,7 +7,7 @@ import json
 
 from redis.asyncio import Redis
 
-from pydantic_ai_stream.store import LeaseState, OpenState, SessionStream, active_sessions, append_many
+from pydantic_ai_stream._redis import LeaseState, OpenState, SessionStream, active_sessions, append_many
 from support import ScopedDeps
 
 

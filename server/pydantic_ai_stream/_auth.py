@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from .errors import PydanticAIStreamError
+from ._errors import PydanticAIStreamError
 
 __all__ = ["Anonymous", "AuthError", "Authenticator", "Caller", "StaticTokens"]
 

@@ -19,10 +19,10 @@ from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 from typing_extensions import TypeIs
 
-from .errors import CursorExpiredError, LeaseLostError
-from .events import Body
-from .keys import SessionKeys
-from .names import BEGIN, CANCEL_MARK, lua
+from ._errors import CursorExpiredError, LeaseLostError
+from ._events import Body
+from ._keys import SessionKeys
+from ._names import BEGIN, CANCEL_MARK, lua
 
 __all__ = [
     "AsyncRedis",

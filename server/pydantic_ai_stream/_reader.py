@@ -30,11 +30,11 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .errors import PydanticAIStreamError
-from .keys import wake_key
-from .names import END
-from .settings import Settings
-from .store import Entry, SessionStream, decode, reap_many, stream_id_key
+from ._errors import PydanticAIStreamError
+from ._keys import wake_key
+from ._names import END
+from ._redis import Entry, SessionStream, decode, reap_many, stream_id_key
+from ._settings import Settings
 
 __all__ = ["StreamHub", "Subscription"]
 

@@ -12,11 +12,11 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from .errors import CursorAheadError, CursorExpiredError, ListenTimeoutError, StreamNotFoundError
-from .hub import FIRST_PAGE, StreamHub, Subscription, page_size
-from .keys import check_stream_id
-from .names import END
-from .store import Entry, SessionStream, stream_id_key, trimmed_past
+from ._errors import CursorAheadError, CursorExpiredError, ListenTimeoutError, StreamNotFoundError
+from ._keys import check_stream_id
+from ._names import END
+from ._reader import FIRST_PAGE, StreamHub, Subscription, page_size
+from ._redis import Entry, SessionStream, stream_id_key, trimmed_past
 
 __all__ = ["listen"]
 

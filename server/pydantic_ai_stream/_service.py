@@ -22,9 +22,9 @@ from pydantic_ai.agent import AbstractAgent
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .auth import Authenticator, AuthError, Caller
-from .deps import Deps
-from .errors import (
+from ._auth import Authenticator, AuthError, Caller
+from ._deps import Deps
+from ._errors import (
     AgxCanceledError,
     CursorAheadError,
     CursorExpiredError,
@@ -34,12 +34,12 @@ from .errors import (
     SessionBusyError,
     StreamNotFoundError,
 )
-from .keys import excerpt
-from .names import BEGIN, END, ERROR, EVENT, INFO
-from .runner import q, start_run
-from .runtime import Runtime
-from .session import RedisSession
-from .store import AsyncRedis, Entry
+from ._keys import excerpt
+from ._names import BEGIN, END, ERROR, EVENT, INFO
+from ._redis import AsyncRedis, Entry
+from ._run import q, start_run
+from ._runtime import Runtime
+from ._session import RedisSession
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 

@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from .serve import ServerSettings, serve
+    from ._serve import ServerSettings, serve
 
     overrides: dict[str, Any] = {
         "redis_url": args.redis,

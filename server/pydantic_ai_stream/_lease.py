@@ -18,9 +18,9 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .keys import cancel_channel
-from .settings import Settings
-from .store import AsyncRedis, LeaseState, SessionStream, decode, is_cluster, renew_many
+from ._keys import cancel_channel
+from ._redis import AsyncRedis, LeaseState, SessionStream, decode, is_cluster, renew_many
+from ._settings import Settings
 
 __all__ = ["Lease", "LeaseKeeper"]
 

@@ -7,7 +7,7 @@ from threading import Lock
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .keys import check_prefix
+from ._keys import check_prefix
 
 __all__ = ["Settings", "settings"]
 

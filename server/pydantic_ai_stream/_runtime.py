@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any, Generic, TypeVar
 
-from .hub import StreamHub
-from .keys import SessionKeys, active_key
-from .lease import LeaseKeeper
-from .registry import PerClient
-from .settings import Settings, settings
-from .store import AsyncRedis, SessionStream, is_cluster
-from .writer import WriteCombiner
+from ._keys import SessionKeys, active_key
+from ._lease import LeaseKeeper
+from ._reader import StreamHub
+from ._redis import AsyncRedis, SessionStream, is_cluster
+from ._settings import Settings, settings
+from ._writer import WriteCombiner
 
 __all__ = ["Runtime", "session_keys"]
+
+T = TypeVar("T")
 
 
 @dataclass(eq=False, kw_only=True)
@@ -108,6 +111,31 @@ def session_keys(settings: Settings, redis: AsyncRedis, *, scope_id: int, user_i
 def _hash_tags(settings: Settings, redis: AsyncRedis) -> bool:
     """Whether keys get Redis Cluster hash tags: the setting, or else whether `redis` is a cluster's client."""
     return settings.cluster_hash_tags if settings.cluster_hash_tags is not None else is_cluster(redis)
+
+
+class PerClient(Generic[T]):
+    """One `T` per (Redis client, running loop), created on first use.
+
+    Keyed by the client's identity, not equality (cluster clients compare equal by their nodes), and
+    checked against the client it was made for, since an identity can be reused once a client is gone.
+    """
+
+    def __init__(self, make: Callable[[Any], T], client_of: Callable[[T], Any]) -> None:
+        self._make, self._client_of = make, client_of
+        self._items: dict[tuple[int, int], T] = {}
+
+    def get(self, redis: Any) -> T:
+        key = (id(redis), id(asyncio.get_running_loop()))
+        item = self._items.get(key)
+        if item is None or self._client_of(item) is not redis:
+            item = self._items[key] = self._make(redis)
+        return item
+
+    def drop(self, item: T) -> None:
+        """Forget `item` (it has nothing left to do); the next `get` makes a new one."""
+        for key, held in list(self._items.items()):
+            if held is item:
+                del self._items[key]
 
 
 _defaults = PerClient(lambda redis: Runtime(redis=redis, _default=True), lambda runtime: runtime.redis)

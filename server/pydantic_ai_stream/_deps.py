@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic_ai import CancellationToken
 
-from .errors import (
+from ._errors import (
     LeaseLostError,
     ListenTimeoutError,
     PydanticAIStreamError,
@@ -20,15 +20,15 @@ from .errors import (
     SessionBusyError,
     StreamNotFoundError,
 )
-from .events import Body, EventMapper
-from .keys import SessionKeys, cancel_channel, check_id
-from .lease import Lease
-from .listener import listen
-from .names import ERROR, EVENT, INFO, ORIGIN_PYDANTIC_AI
-from .runtime import Runtime, session_keys
-from .settings import settings
-from .store import AsyncRedis, Entry, OpenState, SessionStream
-from .writer import StreamWriter
+from ._events import Body, EventMapper
+from ._keys import SessionKeys, cancel_channel, check_id
+from ._lease import Lease
+from ._listen import listen
+from ._names import ERROR, EVENT, INFO, ORIGIN_PYDANTIC_AI
+from ._redis import AsyncRedis, Entry, OpenState, SessionStream
+from ._runtime import Runtime, session_keys
+from ._settings import settings
+from ._writer import StreamWriter
 
 __all__ = ["Deps"]
 
