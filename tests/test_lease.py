@@ -108,7 +108,7 @@ async def test_a_reused_deps_gets_a_new_run_id_per_run(redis: Redis) -> None:
 async def test_a_retried_open_is_the_same_open(redis: Redis) -> None:
     # A client that re-sends a call whose reply was lost must see it opened, not as a busy session or a
     # second start of its run; another start of the same run finds it.
-    stream = ScopedDeps(redis=redis, user_id=1, session_id="s1")._stream()
+    stream = ScopedDeps(redis=redis, user_id=1, session_id="s1").handle().stream
     begin = {"session_id": "s1", "run_id": "r1"}
     state, first = await stream.open(run_id="r1", lease_ms=3000, begin=begin, nonce="n1")
     assert state is OpenState.OPENED

@@ -12,7 +12,7 @@ from support import ScopedDeps
 
 
 def _stream(redis: Redis, session_id: str = "s1") -> SessionStream:
-    return ScopedDeps(redis=redis, user_id=1, session_id=session_id)._stream()
+    return ScopedDeps(redis=redis, user_id=1, session_id=session_id).handle().stream
 
 
 async def _opened(stream: SessionStream, run_id: str = "r1") -> str:

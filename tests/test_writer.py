@@ -8,6 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import LeaseLostError, Runtime
+from pydantic_ai_stream._redis import append_many
 from pydantic_ai_stream._writer import StreamWriter
 from support import ScopedDeps, evalsha_calls
 
@@ -17,7 +18,7 @@ async def _writer(redis: Redis) -> tuple[ScopedDeps, StreamWriter]:
     await deps.start()
     assert deps.run_id is not None
     return deps, StreamWriter(
-        stream=deps._stream(),
+        stream=deps.handle().stream,
         run_id=deps.run_id,
         combiner=Runtime.default(redis).writes,
         last_id=deps.begin_event_id or "",
@@ -69,7 +70,7 @@ async def _writers(redis: Redis, n: int) -> list[tuple[ScopedDeps, StreamWriter]
             (
                 deps,
                 StreamWriter(
-                    stream=deps._stream(),
+                    stream=deps.handle().stream,
                     run_id=deps.run_id,
                     combiner=Runtime.default(redis).writes,
                     last_id=deps.begin_event_id or "",
@@ -120,11 +121,12 @@ async def test_a_re_sent_write_or_close_writes_nothing_twice(redis: Redis) -> No
     await deps.start()
     assert deps.run_id is not None
     assert deps.begin_event_id is not None
-    stream = deps._stream()
+    stream = deps.handle().stream
     batch = [("info", "test", {"i": 0}), ("info", "test", {"i": 1})]
-    written = await stream.append(deps.run_id, deps.begin_event_id, batch)
-    assert await stream.append(deps.run_id, deps.begin_event_id, batch) == written
-    after = await stream.append(deps.run_id, written, [("info", "test", {"i": 2})])
+    [written] = await append_many(redis, [(stream, deps.run_id, deps.begin_event_id, batch)])
+    assert written is not None
+    assert await append_many(redis, [(stream, deps.run_id, deps.begin_event_id, batch)]) == [written]
+    [after] = await append_many(redis, [(stream, deps.run_id, written, [("info", "test", {"i": 2})])])
     end = {"run_id": deps.run_id}
     assert await stream.close(run_id=deps.run_id, grace_ms=1000, end=end)
     assert await stream.close(run_id=deps.run_id, grace_ms=1000, end=end)  # its own `end`: closed, not lost

@@ -14,7 +14,8 @@ from ._errors import (
     StreamNotFoundError,
 )
 from ._events import EventMapper, nodes_from_msgs
-from ._run import q, run, start_run
+from ._handle import SessionHandle, q
+from ._run import run, start_run
 from ._runtime import Runtime
 from ._session import RedisSession, Session
 from ._settings import Settings, settings
@@ -34,6 +35,7 @@ __all__ = [
     "Runtime",
     "Session",
     "SessionBusyError",
+    "SessionHandle",
     "Settings",
     "StreamNotFoundError",
     "nodes_from_msgs",

@@ -1,34 +1,23 @@
-"""`Deps`: a session's handle for writing its run's events, listening to them and cancelling the run."""
+"""`Deps`: the published agent dependencies, bound to one session: the write side of its runs
+(`LiveRun`) and the session's read-only handle (`SessionHandle`) behind the published methods."""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_ai import CancellationToken
 
-from ._errors import (
-    LeaseLostError,
-    ListenTimeoutError,
-    PydanticAIStreamError,
-    RunExistsError,
-    SessionBusyError,
-    StreamNotFoundError,
-)
-from ._events import Body, EventMapper
-from ._keys import SessionKeys, cancel_channel, check_id
-from ._lease import Lease
-from ._listen import listen
-from ._names import ERROR, EVENT, INFO, ORIGIN_PYDANTIC_AI
-from ._redis import AsyncRedis, Entry, OpenState, SessionStream
+from ._errors import PydanticAIStreamError
+from ._handle import SessionHandle
+from ._keys import SessionKeys
+from ._live import LiveRun
+from ._names import ERROR, INFO
+from ._redis import AsyncRedis, Entry
 from ._runtime import Runtime, session_keys
 from ._settings import settings
-from ._writer import StreamWriter
 
 __all__ = ["Deps"]
 
@@ -45,9 +34,7 @@ class Deps(ABC):
     runtime: Runtime | None = field(default=None, repr=False, compare=False)
     """The owner of the background work its runs and listeners use; `None`: `Runtime.default(redis)`."""
 
-    _mapper: EventMapper = field(default_factory=EventMapper, init=False, repr=False, compare=False)
-    _lease: Lease | None = field(default=None, init=False, repr=False, compare=False)
-    _writer: StreamWriter | None = field(default=None, init=False, repr=False, compare=False)
+    _run: LiveRun | None = field(default=None, init=False, repr=False, compare=False)
     _begin_event_id: str | None = field(default=None, init=False, repr=False, compare=False)
     _generated_run_id: str | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -55,7 +42,7 @@ class Deps(ABC):
     def get_scope_id(self) -> int:
         """The tenant/organisation the session belongs to (the key's second segment)."""
 
-    # Keys and stream
+    # Keys
 
     def key(self) -> str:
         """The session's stream key, `{prefix}:{scope_id}:{user_id}:{session_id}`."""
@@ -76,13 +63,19 @@ class Deps(ABC):
         """The runtime its runs and listeners use: `runtime`, or the default one of `redis`."""
         return self.runtime if self.runtime is not None else Runtime.default(self.redis)
 
-    def _stream(self) -> SessionStream:
-        return self.get_runtime().stream(self.keys())
+    def handle(self) -> SessionHandle:
+        """The session's read-only handle (listen, cancel, is_live) under this deps' runtime."""
+        return SessionHandle(runtime=self.get_runtime(), keys=self.keys())
+
+    @property
+    def live_run(self) -> LiveRun | None:
+        """The run `start()` opened, until `stop()`."""
+        return self._run
 
     @property
     def cancellation_token(self) -> CancellationToken | None:
         """The pydantic-ai token a cancel of this run fires; `None` until `start()`."""
-        return None if self._lease is None else self._lease.token
+        return None if self._run is None else self._run.token
 
     @property
     def begin_event_id(self) -> str | None:
@@ -92,130 +85,41 @@ class Deps(ABC):
     @property
     def lease_lost(self) -> bool:
         """Whether the run lost its live flag (it must stop without saving)."""
-        return self._lease is not None and self._lease.lost
+        return self._run is not None and self._run.lost
 
-    # Run lifecycle
+    # Run lifecycle (the write side)
 
-    async def start(self, *, body: Body | None = None) -> None:
+    async def start(self, *, body: dict[str, Any] | None = None) -> None:
         """Take the session's live flag and write `begin` (plus `body`) to a fresh stream.
 
         Raises `SessionBusyError`, writing nothing, if another run of the session is live, and
         `RunExistsError` if this `run_id` is the session's live run or its last one (a retry).
         """
-        stream = self._stream()
         # A run id this Deps generated for an earlier run is not reused for the next one.
         requested = self.run_id if self.run_id != self._generated_run_id else None
-        run_id = check_id("run_id", requested) if requested is not None else uuid.uuid4().hex
-        runtime = self.get_runtime()
-        keeper = runtime.leases
-        # A Redis that cannot answer within a lease's lifetime could not keep the run's lease either.
-        await keeper.ready(timeout=runtime.settings.lease_ttl)
-        lease_ms = keeper.lease_ms
-        ids = {"session_id": self.session_id, "run_id": run_id}
-        begin = {**ids, **(body or {}), **ids}  # the ids first, as `open` needs, and not overridden by `body`
-        try:
-            state, begin_event_id = await stream.open(
-                run_id=run_id, lease_ms=lease_ms, begin=begin, nonce=uuid.uuid4().hex
-            )
-        except BaseException:
-            keeper.release(None)
-            raise
-        if state is not OpenState.OPENED:
-            keeper.release(None)
-            if state is OpenState.EXISTS:
-                raise RunExistsError(self.session_id, run_id=run_id, begin_event_id=begin_event_id)
-            raise SessionBusyError(self.session_id)
-        self._begin_event_id = begin_event_id
-        self._generated_run_id = None if requested is not None else run_id
-        self.run_id = run_id
-        self._mapper = EventMapper()
-        self._lease = Lease(stream=stream, run_id=run_id, keeper=keeper)
-        self._writer = StreamWriter(stream=stream, run_id=run_id, combiner=runtime.writes, last_id=begin_event_id)
-        keeper.hold(self._lease)
+        live = await LiveRun.open(self.get_runtime(), self.keys(), run_id=requested, body=body)
+        self._run, self._begin_event_id, self.run_id = live, live.begin_event_id, live.run_id
+        self._generated_run_id = None if requested is not None else live.run_id
 
     async def stop(self, grace_period: int = 5) -> None:
         """Write `end`, release the live flag, and delete the stream `grace_period` seconds later."""
-        lease = self._lease
-        if lease is None:
-            return
-        try:
-            with contextlib.suppress(LeaseLostError):  # then `close` finds the lease gone and writes nothing
-                await self.flush()
-            await lease.stream.close(
-                run_id=lease.run_id, grace_ms=max(1, grace_period) * 1000, end={"run_id": lease.run_id}
-            )
-        finally:
-            lease.keeper.release(lease)
-            self._lease = self._writer = None
+        live, self._run = self._run, None
+        if live is not None:
+            await live.close(grace_ms=max(1, grace_period) * 1000)
 
-    async def is_live(self) -> bool:
-        """Whether a run of this session is live (and not being cancelled)."""
-        return await self._stream().is_live()
-
-    async def cancel(self) -> bool:
-        """Stop the session's live run, wherever it runs; `True` if there was one to stop."""
-        return await self._stream().cancel(cancel_channel(self.get_runtime().settings.redis_prefix))
-
-    async def listen(
-        self, *, wait: int = 3, timeout: int = 60, serialize: bool = True, after: str | None = None
-    ) -> AsyncGenerator[dict[str, Any] | str, None]:
-        """Yield the session's events (`{"id", "type", "origin", "body"}`, as JSON if `serialize`) until `end`.
-
-        From the current run's `begin`, or strictly after the event id `after`. Stops quietly after
-        `wait` seconds if the stream does not appear, or `timeout` seconds of silence once it has
-        (`listen_entries` raises instead, so a caller can tell that from the run's end).
-        """
-        with contextlib.suppress(StreamNotFoundError, ListenTimeoutError):
-            async for entry in self.listen_entries(wait=wait, timeout=timeout, after=after):
-                if entry is not None:
-                    event = entry.as_dict()
-                    yield json.dumps(event) if serialize else event
-
-    def listen_entries(
-        self,
-        *,
-        wait: float = 3,
-        timeout: float | None = 60,
-        after: str | None = None,
-        heartbeat: float | None = None,
-    ) -> AsyncIterator[Entry | None]:
-        """`listen` as typed `Entry`s (shared with other listeners: do not change them); with
-        `heartbeat`, also `None` after each `heartbeat` seconds of silence.
-
-        Ends only after `end` (or at once when resumed after it); raises `StreamNotFoundError` when no
-        stream appears within `wait`, `ListenTimeoutError` after `timeout` seconds of silence (`None`:
-        no limit), `CursorExpiredError`/`CursorAheadError` for a cursor outside the stream.
-        """
-        return listen(
-            self._stream(),
-            hub=self.get_runtime().hub,
-            wait=wait,
-            timeout=timeout,
-            after=after,
-            grace_ms=self.get_runtime().settings.stream_retention * 1000,
-            heartbeat=heartbeat,
-        )
-
-    # Event emission
+    def _live(self) -> LiveRun:
+        if self._run is None:
+            raise PydanticAIStreamError("no run is live on this Deps: call start() (or run()) first")
+        return self._run
 
     async def add(self, *, type: str, origin: str, body: dict[str, Any] | None = None) -> None:
         """Append an entry to the stream of the live run started by this `Deps` (queued, in order)."""
-        if self._writer is None:
-            raise PydanticAIStreamError("no run is live on this Deps: call start() (or run()) first")
-        await self._guarded(self._writer.add(type, origin, body))
+        await self._live().add(type, origin, body)
 
     async def flush(self) -> None:
         """Wait until every event added so far is in Redis (`add` queues; writes go one batch at a time)."""
-        if self._writer is not None:
-            await self._guarded(self._writer.flush())
-
-    async def _guarded(self, write: Awaitable[None]) -> None:
-        try:
-            await write
-        except LeaseLostError:
-            if self._lease is not None:
-                self._lease.lost = True
-            raise
+        if self._run is not None:
+            await self._run.flush()
 
     async def add_error(self, body: dict[str, Any], origin: str = "developer") -> None:
         """Append an `error` entry."""
@@ -226,15 +130,46 @@ class Deps(ABC):
         await self.add(type=INFO, origin=origin, body=body)
 
     async def add_node_begin(self, node: object = None) -> None:
-        """Append `llm-begin`: a model request node starts."""
-        await self.add(type=EVENT, origin=ORIGIN_PYDANTIC_AI, body=self._mapper.node_begin())
+        """Append `llm-begin`: a model request node starts (`node`: the published signature's, unused)."""
+        await self._live().add_node_begin()
 
     async def add_node_end(self) -> None:
         """Append `llm-end`: the model's response has streamed in full."""
-        await self.add(type=EVENT, origin=ORIGIN_PYDANTIC_AI, body=self._mapper.node_end())
+        await self._live().add_node_end()
 
     async def add_node_event(self, event: object) -> None:
         """Append the body of a pydantic-ai stream event, if it carries anything to show."""
-        body = self._mapper.event(event)
-        if body is not None:
-            await self.add(type=EVENT, origin=ORIGIN_PYDANTIC_AI, body=body)
+        await self._live().add_node_event(event)
+
+    # The session, read-only (any process)
+
+    async def is_live(self) -> bool:
+        """Whether a run of this session is live (and not being cancelled)."""
+        return await self.handle().is_live()
+
+    async def cancel(self) -> bool:
+        """Stop the session's live run, wherever it runs; `True` if there was one to stop."""
+        return await self.handle().cancel()
+
+    async def listen(
+        self, *, wait: int = 3, timeout: int = 60, serialize: bool = True, after: str | None = None
+    ) -> AsyncGenerator[dict[str, Any] | str, None]:
+        """Yield the session's events (`{"id", "type", "origin", "body"}`, as JSON if `serialize`) until `end`.
+
+        From the current run's `begin`, or strictly after the event id `after`. Stops quietly after
+        `wait` seconds if the stream does not appear, or `timeout` seconds of silence once it has
+        (`listen_entries` raises instead, so a caller can tell that from the run's end).
+        """
+        async for event in self.handle().listen(wait=wait, timeout=timeout, serialize=serialize, after=after):
+            yield event
+
+    def listen_entries(
+        self,
+        *,
+        wait: float = 3,
+        timeout: float | None = 60,
+        after: str | None = None,
+        heartbeat: float | None = None,
+    ) -> AsyncIterator[Entry | None]:
+        """`listen` as typed `Entry`s (see `SessionHandle.listen_entries`): raises where `listen` stops quietly."""
+        return self.handle().listen_entries(wait=wait, timeout=timeout, after=after, heartbeat=heartbeat)

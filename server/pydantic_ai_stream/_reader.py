@@ -33,7 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ._errors import PydanticAIStreamError
 from ._keys import wake_key
 from ._names import END
-from ._redis import Entry, SessionStream, decode, reap_many, stream_id_key
+from ._redis import Entry, SessionStream, decode, reap_many, stream_id_key, xread_entries_by_key
 from ._settings import Settings
 
 __all__ = ["StreamHub", "Subscription"]
@@ -351,10 +351,8 @@ class StreamHub:
         )
 
     def _dispatch(self, reply: Any) -> None:
-        """Hand out a raw `XREAD` reply: `[[key, [[id, [field, value, ...]], ...]], ...]` (a map in RESP3)."""
-        if not reply:
-            return
-        for raw_key, raw_entries in reply.items() if isinstance(reply, dict) else reply:
+        """Hand out an `XREAD` reply read off the wire (parsed as redis-py parses its own)."""
+        for raw_key, raw_entries in xread_entries_by_key(self.redis.response_callbacks["XREAD"](reply)):
             key = decode(raw_key)
             if key == self._wake_key:
                 self._wake_cursor = decode(raw_entries[-1][0])
@@ -362,7 +360,7 @@ class StreamHub:
             followed = self._in_read.get(key)
             if followed is None or self._streams.get(key) is not followed or not raw_entries:
                 continue  # its followers left while the read was in flight (others may have come)
-            entries = [Entry.from_redis(entry_id, _pairs(fields)) for entry_id, fields in raw_entries]
+            entries = [Entry.from_redis(entry_id, fields) for entry_id, fields in raw_entries]
             followed.advance(entries[-1].id)
             followed.active_at, followed.ended = time.monotonic(), entries[-1].type == END
             size = sum(map(_size, entries))
@@ -382,11 +380,6 @@ def page_size(entries: list[Entry], count: int) -> int:
 def _size(entry: Entry) -> int:
     """About the bytes an entry holds (its body dominates)."""
     return len(entry.body_json) + 64
-
-
-def _pairs(fields: Any) -> dict[Any, Any]:
-    """An entry's fields as a dict (a flat `[field, value, ...]` list from the wire)."""
-    return fields if isinstance(fields, dict) else dict(zip(fields[::2], fields[1::2], strict=True))
 
 
 def _own_pool(redis: Redis) -> ConnectionPool:

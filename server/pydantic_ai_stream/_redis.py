@@ -19,7 +19,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.commands.core import AsyncScript
 from typing_extensions import TypeIs
 
-from ._errors import CursorExpiredError, LeaseLostError
+from ._errors import CursorExpiredError
 from ._events import Body
 from ._keys import SessionKeys
 from ._names import BEGIN, CANCEL_MARK, lua
@@ -363,14 +363,6 @@ class SessionStream:
             client=self.redis,
         )  # fmt: skip
         return OpenState(int(state)), decode(entry_id)
-
-    async def append(self, run_id: str, after: str, entries: Sequence[PendingEntry]) -> str:
-        """Append `(type, origin, body)` entries while `run_id` holds the lease, `after` being the last
-        entry it wrote; returns the new last id."""
-        (entry_id,) = await append_many(self.redis, [(self, run_id, after, entries)])
-        if entry_id is None:
-            raise LeaseLostError(f"run {run_id} no longer holds session {self.keys.session_id!r}")
-        return entry_id
 
     async def close(self, *, run_id: str, grace_ms: int, end: Body) -> bool:
         """Write `end`, release the live flag and keep the stream `grace_ms`; `False` if the lease was lost."""

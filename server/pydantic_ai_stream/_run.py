@@ -1,11 +1,11 @@
-"""`run`: drive a pydantic-ai agent over a session, streaming its events; `q`: list live sessions."""
+"""`run`: drive a pydantic-ai agent over a session, streaming its events (the run loop)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic_ai import Agent, RunCancelled
@@ -15,11 +15,9 @@ from pydantic_ai.messages import ModelMessage
 from ._deps import Deps
 from ._errors import AgxCanceledError, LeaseLostError
 from ._names import ORIGIN_STREAM
-from ._redis import AsyncRedis, active_members, active_sessions
-from ._runtime import Runtime
 from ._session import Session
 
-__all__ = ["q", "run", "start_run"]
+__all__ = ["run", "start_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -119,18 +117,3 @@ async def _add_error(deps: Deps, body: dict[str, Any]) -> None:
         await deps.add_error(body, origin=ORIGIN_STREAM)
     except LeaseLostError:
         logger.warning("run %s lost its lease before it could report %s", deps.run_id, body)
-
-
-async def q(
-    redis: AsyncRedis, scope_id: int, user_id: int, *, runtime: Runtime | None = None
-) -> AsyncGenerator[tuple[int, int, str], None]:
-    """Yield `(scope_id, user_id, session_id)` for each live session of the user, oldest first.
-
-    Reads the user's active set (no keyspace scan) and drops sessions whose run died. Keys follow
-    `runtime`'s settings (default: `Runtime.default(redis)`'s, the process-wide `settings`).
-    """
-    runtime = runtime if runtime is not None else Runtime.default(redis)
-    members = await active_members(redis, runtime.active_key(scope_id=scope_id, user_id=user_id))
-    keys = [runtime.keys(scope_id=scope_id, user_id=user_id, session_id=m) for m in members]
-    for session_id in await active_sessions(redis, keys):
-        yield scope_id, user_id, session_id

@@ -1,6 +1,6 @@
 """The gRPC service: translates `AgentStreamService` calls onto the library, and status codes back.
 
-It holds no runtime logic of its own: `start_run`, `Deps.listen`, `Deps.cancel` and `q` do the work;
+It holds no runtime logic of its own: `start_run` runs, a `SessionHandle` listens, cancels and lists;
 this module authenticates, validates requests, converts events to protos and maps errors to codes.
 """
 
@@ -34,10 +34,11 @@ from ._errors import (
     SessionBusyError,
     StreamNotFoundError,
 )
+from ._handle import SessionHandle, live_sessions
 from ._keys import excerpt
 from ._names import BEGIN, END, ERROR, EVENT, INFO
 from ._redis import AsyncRedis, Entry
-from ._run import q, start_run
+from ._run import start_run
 from ._runtime import Runtime
 from ._session import RedisSession
 from .v1 import stream_pb2 as pb
@@ -279,9 +280,9 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 await _abort(
                     context, grpc.StatusCode.INVALID_ARGUMENT, "wait_seconds <= 3600, timeout_seconds <= 86400"
                 )
-            deps = self._deps(caller, request.session_id)
-            key = deps.key()
-            entries = deps.listen_entries(
+            session = self._session(caller, request.session_id)
+            key = session.keys.stream
+            entries = session.listen_entries(
                 wait=request.wait_seconds or 3,
                 timeout=request.timeout_seconds or None,
                 after=request.after_event_id or None,
@@ -293,18 +294,15 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.CancelResponse:
         async with _statuses(context):
             caller = await self._caller(request, context)
-            return pb.CancelResponse(cancelled=await self._deps(caller, request.session_id).cancel())
+            return pb.CancelResponse(cancelled=await self._session(caller, request.session_id).cancel())
 
     async def ListActive(
         self, request: pb.ListActiveRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListActiveResponse:
         async with _statuses(context):
             caller = await self._caller(request, context)
-            sessions = [
-                pb.ActiveSession(session_id=s)
-                async for _, _, s in q(self.redis, caller.scope_id, caller.user_id, runtime=self.runtime)
-            ]
-            return pb.ListActiveResponse(sessions=sessions)
+            live = await live_sessions(self.runtime, scope_id=caller.scope_id, user_id=caller.user_id)
+            return pb.ListActiveResponse(sessions=[pb.ActiveSession(session_id=s) for s in live])
 
     @property
     def redis(self) -> AsyncRedis:
@@ -346,7 +344,11 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
         authorization = values[0] if values and isinstance(values[0], str) else None
         return await self.authenticator.authenticate(authorization)
 
-    def _deps(self, caller: Caller, session_id: str, run_id: str | None = None) -> ServiceDeps:
+    def _session(self, caller: Caller, session_id: str) -> SessionHandle:
+        """The caller's session (the ids checked: INVALID_ARGUMENT before anything else happens)."""
+        return SessionHandle.of(self.runtime, scope_id=caller.scope_id, user_id=caller.user_id, session_id=session_id)
+
+    def _deps(self, caller: Caller, session_id: str, run_id: str | None) -> ServiceDeps:
         deps = ServiceDeps(
             redis=self.redis,
             runtime=self.runtime,

@@ -1,0 +1,105 @@
+"""Read-only handles on sessions, for any process: listen to a session's events, cancel its run, list
+the live ones. They write nothing but the cancel mark; a run's own writes go through `LiveRun`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import ListenTimeoutError, StreamNotFoundError
+from ._keys import SessionKeys, cancel_channel
+from ._listen import listen
+from ._redis import AsyncRedis, Entry, SessionStream, active_members, active_sessions
+from ._runtime import Runtime
+
+__all__ = ["SessionHandle", "live_sessions", "q"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionHandle:
+    """One session seen from any process: its events, whether a run of it is live, and its cancel."""
+
+    runtime: Runtime
+    """Whose reader, prefix and retention it uses."""
+    keys: SessionKeys
+
+    @classmethod
+    def of(cls, runtime: Runtime, *, scope_id: int, user_id: int, session_id: str) -> SessionHandle:
+        """The handle of a session under `runtime`; raises `InvalidIdError` for unsafe ids, before any I/O."""
+        return cls(runtime=runtime, keys=runtime.keys(scope_id=scope_id, user_id=user_id, session_id=session_id))
+
+    @property
+    def stream(self) -> SessionStream:
+        """The Redis side of the session."""
+        return self.runtime.stream(self.keys)
+
+    async def is_live(self) -> bool:
+        """Whether a run of this session is live (and not being cancelled)."""
+        return await self.stream.is_live()
+
+    async def cancel(self) -> bool:
+        """Stop the session's live run, wherever it runs; `True` if there was one to stop."""
+        return await self.stream.cancel(cancel_channel(self.runtime.settings.redis_prefix))
+
+    def listen_entries(
+        self,
+        *,
+        wait: float = 3,
+        timeout: float | None = 60,
+        after: str | None = None,
+        heartbeat: float | None = None,
+    ) -> AsyncIterator[Entry | None]:
+        """The session's entries (shared with other listeners: do not change them) up to and including
+        `end`, from the current run's `begin` or strictly after the entry id `after`; with `heartbeat`,
+        also `None` after each `heartbeat` seconds of silence.
+
+        Raises `StreamNotFoundError` when no stream appears within `wait` seconds, `ListenTimeoutError`
+        after `timeout` seconds of silence (`None`: no limit), `CursorExpiredError`/`CursorAheadError`
+        for a cursor outside the stream.
+        """
+        return listen(
+            self.stream,
+            hub=self.runtime.hub,
+            wait=wait,
+            timeout=timeout,
+            after=after,
+            grace_ms=self.runtime.settings.stream_retention * 1000,
+            heartbeat=heartbeat,
+        )
+
+    async def listen(
+        self, *, wait: float = 3, timeout: float = 60, serialize: bool = True, after: str | None = None
+    ) -> AsyncGenerator[dict[str, Any] | str, None]:
+        """`{"id", "type", "origin", "body"}` per entry (as JSON if `serialize`) until `end`; stops
+        quietly where `listen_entries` raises `StreamNotFoundError` or `ListenTimeoutError`."""
+        with contextlib.suppress(StreamNotFoundError, ListenTimeoutError):
+            async for entry in self.listen_entries(wait=wait, timeout=timeout, after=after):
+                if entry is not None:
+                    event = entry.as_dict()
+                    yield json.dumps(event) if serialize else event
+
+
+async def live_sessions(runtime: Runtime, *, scope_id: int, user_id: int) -> list[str]:
+    """The user's sessions with a live, uncancelled run, oldest first; forgets those whose run died.
+
+    Reads the user's active set (no keyspace scan).
+    """
+    redis = runtime.redis
+    members = await active_members(redis, runtime.active_key(scope_id=scope_id, user_id=user_id))
+    keys = [runtime.keys(scope_id=scope_id, user_id=user_id, session_id=m) for m in members]
+    return await active_sessions(redis, keys)
+
+
+async def q(
+    redis: AsyncRedis, scope_id: int, user_id: int, *, runtime: Runtime | None = None
+) -> AsyncGenerator[tuple[int, int, str], None]:
+    """Yield `(scope_id, user_id, session_id)` for each live session of the user, oldest first.
+
+    Keys follow `runtime`'s settings (default: `Runtime.default(redis)`'s, the process-wide `settings`).
+    """
+    runtime = runtime if runtime is not None else Runtime.default(redis)
+    for session_id in await live_sessions(runtime, scope_id=scope_id, user_id=user_id):
+        yield scope_id, user_id, session_id

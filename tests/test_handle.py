@@ -1,0 +1,72 @@
+"""`SessionHandle`: a session seen read-only from anywhere: its events, its live run, its cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from pydantic_ai import Agent
+from redis.asyncio import Redis
+
+from pydantic_ai_stream import AgxCanceledError, InvalidIdError, Runtime, SessionHandle, Settings, run
+from pydantic_ai_stream._handle import live_sessions
+from support import MemorySession, ScopedDeps, scripted_model
+
+
+@pytest.fixture
+async def runtime(redis: Redis) -> AsyncIterator[Runtime]:
+    async with Runtime(redis=redis, settings=Settings(redis_prefix=f"h{uuid.uuid4().hex[:10]}")) as runtime:
+        yield runtime
+    await redis.delete(*[k async for k in redis.scan_iter(f"{runtime.settings.redis_prefix}:*")] or ["-"])
+
+
+async def test_a_handle_follows_cancels_and_lists_a_run_it_did_not_start(redis: Redis, runtime: Runtime) -> None:
+    deps = ScopedDeps(redis=redis, user_id=7, session_id="s1", runtime=runtime)
+    task = asyncio.create_task(
+        run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=["a "], stall=True)), "hi", deps)
+    )
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=7, session_id="s1")
+    entries = handle.listen_entries(timeout=5)
+    seen = []
+    async for entry in entries:
+        assert entry is not None
+        seen.append(entry)
+        if entry.body.get("content") == "a ":
+            break
+    assert seen[0].type == "begin"
+    assert await handle.is_live()
+    assert await live_sessions(runtime, scope_id=1, user_id=7) == ["s1"]
+    assert await handle.cancel()
+    assert not await handle.is_live(), "a run asked to stop is no longer live"
+    assert not await handle.cancel(), "asked once"
+    rest = [entry async for entry in entries]
+    assert [(e.type, e.body.get("msg")) for e in rest if e is not None][-2:] == [("error", "canceled"), ("end", None)]
+    with pytest.raises(AgxCanceledError):
+        await asyncio.wait_for(task, 5)
+    assert await live_sessions(runtime, scope_id=1, user_id=7) == []
+    # Resumed after the last entry it saw, a handle of a later listener gets nothing more.
+    last = rest[-1]
+    assert last is not None
+    assert [e async for e in handle.listen(after=last.id)] == []
+
+
+async def test_a_handle_checks_ids_before_any_io(runtime: Runtime) -> None:
+    with pytest.raises(InvalidIdError):
+        SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="a:b")
+    with pytest.raises(InvalidIdError):
+        SessionHandle.of(runtime, scope_id=True, user_id=1, session_id="s")
+
+
+async def test_handles_of_one_session_under_two_prefixes_see_different_streams(redis: Redis, runtime: Runtime) -> None:
+    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1", runtime=runtime)
+    await run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=["x "])), "hi", deps)
+    async with Runtime(redis=redis, settings=Settings(redis_prefix=f"o{uuid.uuid4().hex[:10]}")) as other:
+        events = [e async for e in SessionHandle.of(other, scope_id=1, user_id=1, session_id="s1").listen(wait=0)]
+    assert events == []
+    mine = [e async for e in SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1").listen(wait=0)]
+    types = [json.loads(e)["type"] for e in mine if isinstance(e, str)]  # serialized, as the published API
+    assert len(types) == len(mine)
+    assert (types[0], types[-1]) == ("begin", "end")
