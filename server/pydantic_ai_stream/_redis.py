@@ -7,16 +7,16 @@ token), so a run whose lease has expired can never write after the `end` someone
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 from redis.asyncio import Redis, RedisCluster
-from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 from typing_extensions import TypeIs
 
 from ._errors import CursorExpiredError
@@ -50,12 +50,32 @@ AsyncRedis: TypeAlias = "Redis | RedisCluster"
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
+
+@dataclass(frozen=True)
+class _Script:
+    """A Lua script, sent by its SHA1 (`EVALSHA`) and loaded first into a server that lacks it."""
+
+    source: str
+    sha: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+    async def __call__(self, redis: AsyncRedis, *, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:  # a restarted server (or another node) has not seen it yet
+            await redis.script_load(self.source)
+            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+
+
 # KEYS: live, stream, active. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body,
 # the start of the begin body that names this session and run, nonce of this start.
 # Returns {OpenState, begin id}. The stream already starting with this run's `begin` means the run
 # exists (live, or ended and kept), unless that `begin` carries our nonce: then this call is a re-sent
 # copy of the one that wrote it (its reply was lost) and it opened the run.
-_OPEN = lua("""
+_OPEN = _Script(
+    lua("""
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
 if first then
   local fields, body, nonce = first[2], nil, nil
@@ -80,6 +100,7 @@ redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 return {1, id}
 """)
+)
 
 # KEYS: (live, stream) of each session. ARGV: maxlen, retention_ms, then per session its run_id, the id
 # of the last entry its writer knows it wrote, its entry count n and n (type, origin, body) triples.
@@ -88,7 +109,8 @@ return {1, id}
 # past the known id already holds this batch: the call is a copy re-sent by a retrying client after
 # its reply was lost, and writes nothing again. The stream's retention is kept by the lease renewal
 # (RENEW), not by every write.
-_APPEND = lua("""
+_APPEND = _Script(
+    lua("""
 local results = {}
 local a = 3
 for k = 1, #KEYS, 2 do
@@ -112,10 +134,12 @@ for k = 1, #KEYS, 2 do
 end
 return results
 """)
+)
 
 # KEYS: live, stream, active. ARGV: run_id, maxlen, grace_ms, session_id, end body.
 # Returns the id of `end`, also to a re-sent copy of the call that wrote it; false if the lease was lost.
-_CLOSE = lua("""
+_CLOSE = _Script(
+    lua("""
 local v = redis.call('GET', KEYS[1])
 if v ~= ARGV[1] and v ~= $CANCEL .. ARGV[1] then
   local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
@@ -137,10 +161,12 @@ redis.call('ZREM', KEYS[3], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return id
 """)
+)
 
 # KEYS: (live, stream) of each session. ARGV: lease_ms, retention_ms, then each session's run_id.
 # Extends the leases still held (and their streams' retention); returns a LeaseState per session.
-_RENEW = lua("""
+_RENEW = _Script(
+    lua("""
 local states = {}
 for i = 1, #KEYS / 2 do
   local v = redis.call('GET', KEYS[2 * i - 1])
@@ -155,20 +181,24 @@ for i = 1, #KEYS / 2 do
 end
 return states
 """)
+)
 
 # KEYS: live. ARGV: cancel channel. Marks the lease cancelled and tells its process.
-_CANCEL = lua("""
+_CANCEL = _Script(
+    lua("""
 local v = redis.call('GET', KEYS[1])
 if not v or string.sub(v, 1, #$CANCEL) == $CANCEL then return 0 end
 redis.call('SET', KEYS[1], $CANCEL .. v, 'KEEPTTL')
 redis.call('PUBLISH', ARGV[1], KEYS[1])
 return 1
 """)
+)
 
 # KEYS: (live, stream, active) of each session. ARGV: maxlen, grace_ms, error body, then the
 # session ids. Ends the streams whose run died: no live flag, yet the last entry is not `end`.
 # Returns per session 1 if it ended the stream, else 0.
-_REAP = lua("""
+_REAP = _Script(
+    lua("""
 local done = {}
 for i = 1, #KEYS / 3 do
   local live, stream, active = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
@@ -195,11 +225,13 @@ for i = 1, #KEYS / 3 do
 end
 return done
 """)
+)
 
 
 # KEYS: active, then each session's live flag. ARGV: the session ids.
 # Returns per session 1 (live), 2 (cancel requested) or 0 (gone: removed from the active set).
-_PRUNE = lua("""
+_PRUNE = _Script(
+    lua("""
 local states = {}
 for i = 1, #ARGV do
   local v = redis.call('GET', KEYS[i + 1])
@@ -214,6 +246,7 @@ for i = 1, #ARGV do
 end
 return states
 """)
+)
 
 
 class OpenState(IntEnum):
@@ -233,30 +266,6 @@ class LeaseState(IntEnum):
     LOST = 0
     HELD = 1
     CANCEL_REQUESTED = 2
-
-
-@dataclass(frozen=True, slots=True)
-class _Scripts:
-    open: AsyncScript
-    append: AsyncScript
-    close: AsyncScript
-    renew: AsyncScript
-    cancel: AsyncScript
-    reap: AsyncScript
-    prune: AsyncScript
-
-
-_scripts_by_client: weakref.WeakKeyDictionary[Any, _Scripts] = weakref.WeakKeyDictionary()
-
-
-def _scripts(redis: AsyncRedis) -> _Scripts:
-    scripts = _scripts_by_client.get(redis)
-    if scripts is None:
-        scripts = _Scripts(
-            *(redis.register_script(s) for s in (_OPEN, _APPEND, _CLOSE, _RENEW, _CANCEL, _REAP, _PRUNE))
-        )
-        _scripts_by_client[redis] = scripts
-    return scripts
 
 
 def decode(value: bytes | str) -> str:
@@ -356,20 +365,20 @@ class SessionStream:
         `nonce`, unique to this start, lets a copy of the call re-sent by a retrying client see it opened.
         """
         own = _dump({"session_id": self.keys.session_id, "run_id": run_id})[:-1]
-        state, entry_id = await _scripts(self.redis).open(
+        state, entry_id = await _OPEN(
+            self.redis,
             keys=[self.keys.live, self.keys.stream, self.keys.active],
             args=[run_id, lease_ms, self.keys.session_id, int(time.time() * 1000), self.maxlen,
                   self.retention_ms, _dump(begin), own, nonce],
-            client=self.redis,
         )  # fmt: skip
         return OpenState(int(state)), decode(entry_id)
 
     async def close(self, *, run_id: str, grace_ms: int, end: Body) -> bool:
         """Write `end`, release the live flag and keep the stream `grace_ms`; `False` if the lease was lost."""
-        entry_id = await _scripts(self.redis).close(
+        entry_id = await _CLOSE(
+            self.redis,
             keys=[self.keys.live, self.keys.stream, self.keys.active],
             args=[run_id, self.maxlen, grace_ms, self.keys.session_id, _dump(end)],
-            client=self.redis,
         )
         return entry_id is not None
 
@@ -380,7 +389,7 @@ class SessionStream:
 
     async def cancel(self, channel: str) -> bool:
         """Ask the live run to stop; `True` if there was a live run not already asked."""
-        done = await _scripts(self.redis).cancel(keys=[self.keys.live], args=[channel], client=self.redis)
+        done = await _CANCEL(self.redis, keys=[self.keys.live], args=[channel])
         return bool(done)
 
     async def is_live(self) -> bool:
@@ -463,7 +472,7 @@ async def _append(
         args += [run_id, after, len(entries)]
         for type_, origin, body in entries:
             args += [type_, origin, _dump(body)]
-    ids = await _scripts(redis).append(keys=keys, args=args, client=redis)
+    ids = await _APPEND(redis, keys=keys, args=args)
     return [decode(entry_id) or None for entry_id in ids]
 
 
@@ -480,7 +489,7 @@ async def renew_many(
 async def _renew(redis: AsyncRedis, leases: Sequence[tuple[SessionStream, str]], *, lease_ms: int) -> list[LeaseState]:
     keys = [key for stream, _ in leases for key in (stream.keys.live, stream.keys.stream)]
     args: list[str | int] = [lease_ms, leases[0][0].retention_ms, *(run_id for _, run_id in leases)]
-    states = await _scripts(redis).renew(keys=keys, args=args, client=redis)
+    states = await _RENEW(redis, keys=keys, args=args)
     return [LeaseState(int(state)) for state in states]
 
 
@@ -493,7 +502,7 @@ async def _reap(redis: AsyncRedis, streams: Sequence[SessionStream], *, grace_ms
     keys = [key for stream in streams for key in (stream.keys.live, stream.keys.stream, stream.keys.active)]
     body = _dump({"msg": "run lost", "reason": "lease expired"})
     args: list[str | int] = [streams[0].maxlen, grace_ms, body, *(stream.keys.session_id for stream in streams)]
-    done = await _scripts(redis).reap(keys=keys, args=args, client=redis)
+    done = await _REAP(redis, keys=keys, args=args)
     return [bool(int(flag)) for flag in done]
 
 
@@ -504,9 +513,7 @@ async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> lis
     """
     if not keys:
         return []
-    states = await _scripts(redis).prune(
-        keys=[keys[0].active, *(k.live for k in keys)], args=[k.session_id for k in keys], client=redis
-    )
+    states = await _PRUNE(redis, keys=[keys[0].active, *(k.live for k in keys)], args=[k.session_id for k in keys])
     return [k.session_id for k, state in zip(keys, states, strict=True) if int(state) == 1]
 
 
