@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_ai import CancellationToken
+from typing_extensions import Unpack
 
 from ._errors import PydanticAIStreamError
-from ._handle import SessionHandle
+from ._handle import ListenOptions, SessionHandle
 from ._keys import SessionKeys
 from ._live import LiveRun
 from ._names import ERROR, INFO
@@ -163,13 +164,7 @@ class Deps(ABC):
         async for event in self.handle().listen(wait=wait, timeout=timeout, serialize=serialize, after=after):
             yield event
 
-    def listen_entries(
-        self,
-        *,
-        wait: float = 3,
-        timeout: float | None = 60,
-        after: str | None = None,
-        heartbeat: float | None = None,
-    ) -> AsyncIterator[Entry | None]:
-        """`listen` as typed `Entry`s (see `SessionHandle.listen_entries`): raises where `listen` stops quietly."""
-        return self.handle().listen_entries(wait=wait, timeout=timeout, after=after, heartbeat=heartbeat)
+    def listen_entries(self, **options: Unpack[ListenOptions]) -> AsyncIterator[Entry | None]:
+        """`listen` as typed `Entry`s: `SessionHandle.listen_entries` (`wait=3`, `timeout=60`, `after=None`,
+        `heartbeat=None`), which raises where `listen` stops quietly."""
+        return self.handle().listen_entries(**options)

@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from ._errors import ListenTimeoutError, StreamNotFoundError
 from ._keys import SessionKeys, cancel_channel
@@ -15,7 +15,16 @@ from ._listen import listen
 from ._redis import AsyncRedis, Entry, SessionStream, active_members, active_sessions
 from ._runtime import Runtime
 
-__all__ = ["SessionHandle", "live_sessions", "q"]
+__all__ = ["ListenOptions", "SessionHandle", "live_sessions", "q"]
+
+
+class ListenOptions(TypedDict, total=False):
+    """The options of `SessionHandle.listen_entries`, for callers that pass them on."""
+
+    wait: float
+    timeout: float | None
+    after: str | None
+    heartbeat: float | None
 
 
 @dataclass(frozen=True, kw_only=True)
