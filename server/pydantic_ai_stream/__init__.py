@@ -13,7 +13,7 @@ from ._errors import (
     SessionBusyError,
     StreamNotFoundError,
 )
-from ._events import EventMapper, nodes_from_msgs
+from ._events import EventBody, EventBodyTypeAdapter, EventMapper, StoredNode, nodes_from_msgs
 from ._run import q, run, start_run
 from ._runtime import Runtime
 from ._session import RedisSession, Session
@@ -24,6 +24,8 @@ __all__ = [
     "CursorAheadError",
     "CursorExpiredError",
     "Deps",
+    "EventBody",
+    "EventBodyTypeAdapter",
     "EventMapper",
     "InvalidIdError",
     "LeaseLostError",
@@ -35,6 +37,7 @@ __all__ = [
     "Session",
     "SessionBusyError",
     "Settings",
+    "StoredNode",
     "StreamNotFoundError",
     "nodes_from_msgs",
     "q",

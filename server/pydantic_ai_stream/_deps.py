@@ -6,7 +6,7 @@ import contextlib
 import json
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from ._errors import (
     SessionBusyError,
     StreamNotFoundError,
 )
-from ._events import Body, EventMapper
+from ._events import EventMapper
 from ._keys import SessionKeys, cancel_channel, check_id
 from ._lease import Lease
 from ._listen import listen
@@ -96,7 +96,7 @@ class Deps(ABC):
 
     # Run lifecycle
 
-    async def start(self, *, body: Body | None = None) -> None:
+    async def start(self, *, body: dict[str, Any] | None = None) -> None:
         """Take the session's live flag and write `begin` (plus `body`) to a fresh stream.
 
         Raises `SessionBusyError`, writing nothing, if another run of the session is live, and
@@ -198,7 +198,7 @@ class Deps(ABC):
 
     # Event emission
 
-    async def add(self, *, type: str, origin: str, body: dict[str, Any] | None = None) -> None:
+    async def add(self, *, type: str, origin: str, body: Mapping[str, Any] | None = None) -> None:
         """Append an entry to the stream of the live run started by this `Deps` (queued, in order)."""
         if self._writer is None:
             raise PydanticAIStreamError("no run is live on this Deps: call start() (or run()) first")
