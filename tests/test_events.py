@@ -1,13 +1,19 @@
-"""The pure mapping from pydantic-ai events and messages to stream bodies."""
+"""The pure mapping from pydantic-ai events and messages to stream bodies, and the bodies' types."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
+from pydantic_ai import Agent, ToolFailed
 from pydantic_ai.messages import (
     FinalResultEvent,
     FunctionToolCallEvent,
     FunctionToolResultEvent,
+    ModelMessage,
     ModelRequest,
     ModelResponse,
     OutputToolResultEvent,
@@ -23,8 +29,18 @@ from pydantic_ai.messages import (
     ToolReturnPart,
     UserPromptPart,
 )
+from pydantic_ai.models.function import (
+    AgentInfo,
+    DeltaThinkingCalls,
+    DeltaThinkingPart,
+    DeltaToolCall,
+    DeltaToolCalls,
+    FunctionModel,
+)
+from redis.asyncio import Redis
 
-from pydantic_ai_stream import EventMapper, Session, nodes_from_msgs
+from pydantic_ai_stream import EventBodyTypeAdapter, EventMapper, Session, nodes_from_msgs, run
+from support import MemorySession, ScopedDeps
 
 
 def test_node_boundaries_number_nodes_from_zero() -> None:
@@ -91,6 +107,62 @@ def test_unknown_events_carry_nothing() -> None:
     assert EventMapper().event(object()) is None
 
 
+@dataclass(kw_only=True)
+class Forecast:
+    city: str
+    sky: str
+
+
+async def _thinks_calls_tools_then_answers(
+    messages: list[ModelMessage], info: AgentInfo
+) -> AsyncIterator[str | DeltaToolCalls | DeltaThinkingCalls]:
+    if len(messages) == 1:
+        yield {0: DeltaThinkingPart(content="Paris, ")}
+        yield {0: DeltaThinkingPart(content="in °C.")}
+        yield "Checking "
+        yield "the sky…"
+        yield {2: DeltaToolCall(name="get_weather", json_args='{"ci', tool_call_id="c1")}
+        yield {2: DeltaToolCall(json_args='ty": "Paris"}')}
+        yield {3: DeltaToolCall(name="get_pressure", json_args="{}", tool_call_id="c2")}
+        return
+    yield {0: DeltaToolCall(name="final_result", json_args='{"city": "Paris", ', tool_call_id="c3")}
+    yield {0: DeltaToolCall(json_args='"sky": "sunny"}')}
+
+
+async def test_every_body_of_a_run_is_an_event_body_and_dumps_as_the_stream_holds_it(redis: Redis) -> None:
+    agent = Agent(FunctionModel(stream_function=_thinks_calls_tools_then_answers), output_type=Forecast)
+
+    @agent.tool_plain
+    def get_weather(city: str) -> dict[str, Any]:
+        return {"city": city, "temp": 21, "sky": "sunny"}
+
+    @agent.tool_plain
+    def get_pressure() -> int:
+        raise ToolFailed("barometer offline")
+
+    deps = ScopedDeps(redis=redis, user_id=1, session_id="typed")
+    await run(MemorySession(session_id="typed"), agent, "weather in Paris?", deps)
+
+    stored = [fields[b"body"] for _, fields in await redis.xrange(deps.key()) if fields[b"type"] == b"event"]
+    bodies = [json.loads(body_json) for body_json in stored]
+    for body, body_json in zip(bodies, stored, strict=True):
+        assert EventBodyTypeAdapter.validate_json(body_json) == body  # nothing dropped, nothing converted
+        assert EventBodyTypeAdapter.dump_json(body) == body_json
+    # The run had every kind of body in it.
+    seen = {(b["event"], b.get("part_kind"), b.get("outcome"), b.get("tool_name")) for b in bodies}
+    assert {
+        ("llm-begin", None, None, None), ("llm-end", None, None, None),
+        ("part_start", "thinking", None, None), ("part_delta", "thinking", None, None),
+        ("part_start", "text", None, None), ("part_delta", "text", None, None),
+        ("part_start", "tool-call", None, "get_weather"), ("part_start", "tool-return", None, "get_weather"),
+        ("part_start", "tool-return", "failed", "get_pressure"),
+        ("part_start", "tool-call", None, "final_result"), ("part_start", "tool-return", None, "final_result"),
+        ("answer", None, None, "final_result"),
+    } <= seen  # fmt: skip
+    [call] = [b for b in bodies if b.get("tool_call_id") == "c1" and b["part_kind"] == "tool-call"]
+    assert call["args"] == {"city": "Paris"}  # streamed in two pieces
+
+
 def _conversation() -> list[ModelRequest | ModelResponse]:
     ts = datetime(2026, 1, 1, tzinfo=UTC)
     return [
@@ -133,8 +205,6 @@ def test_nodes_from_msgs_accepts_json_and_its_parsed_form() -> None:
     data = session.msgs_to_json()
     expected = nodes_from_msgs(session.msgs)
     assert Session.nodes_from_msgs(data) == expected
-    import json
-
     assert Session.nodes_from_msgs(json.loads(data)) == expected
     assert session.get_user_prompt() == "weather in Paris?"
     other = Stored()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import MappingProxyType
 
 from redis.asyncio import Redis
 
@@ -50,6 +51,16 @@ async def test_append_writes_only_under_the_lease_and_never_twice(redis: Redis) 
     assert [e[2] for e in await _entries(redis, first)][1:] == [{"i": 1}, {"i": 2}]
     assert await append_many(redis, [(first, "not-the-holder", ids[0] or "", entries)]) == [None]
     assert await redis.xlen(first.keys.stream) == 3
+
+
+async def test_a_body_is_written_as_its_json_object_whatever_mapping_holds_it(redis: Redis) -> None:
+    stream = _stream(redis)
+    after = await _opened(stream)
+    entries = [("info", "developer", MappingProxyType({"city": "Zürich"})), ("info", "developer", None)]
+    await append_many(redis, [(stream, "r1", after, entries)])
+    assert [fields[b"body"] for _, fields in await redis.xrange(stream.keys.stream)][1:] == [
+        '{"city":"Zürich"}'.encode(), b"{}",
+    ]  # fmt: skip
 
 
 async def test_close_writes_end_once_releases_the_flag_and_keeps_the_stream_a_while(redis: Redis) -> None:

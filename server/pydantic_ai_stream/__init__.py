@@ -13,7 +13,7 @@ from ._errors import (
     SessionBusyError,
     StreamNotFoundError,
 )
-from ._events import EventMapper, nodes_from_msgs
+from ._events import EventBody, EventBodyTypeAdapter, EventMapper, StoredNode, nodes_from_msgs
 from ._handle import SessionHandle, q
 from ._run import run, start_run
 from ._runtime import Runtime
@@ -25,6 +25,8 @@ __all__ = [
     "CursorAheadError",
     "CursorExpiredError",
     "Deps",
+    "EventBody",
+    "EventBodyTypeAdapter",
     "EventMapper",
     "InvalidIdError",
     "LeaseLostError",
@@ -37,6 +39,7 @@ __all__ = [
     "SessionBusyError",
     "SessionHandle",
     "Settings",
+    "StoredNode",
     "StreamNotFoundError",
     "nodes_from_msgs",
     "q",

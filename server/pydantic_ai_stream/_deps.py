@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +113,7 @@ class Deps(ABC):
             raise PydanticAIStreamError("no run is live on this Deps: call start() (or run()) first")
         return self._run
 
-    async def add(self, *, type: str, origin: str, body: dict[str, Any] | None = None) -> None:
+    async def add(self, *, type: str, origin: str, body: Mapping[str, Any] | None = None) -> None:
         """Append an entry to the stream of the live run started by this `Deps` (queued, in order)."""
         await self._live().add(type, origin, body)
 

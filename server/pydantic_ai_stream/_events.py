@@ -5,14 +5,18 @@ A run is a sequence of nodes, one per model request, numbered by `idx` from 0. A
 `args` once the call has streamed in full); `part_delta` (`content_delta`); `answer` when the output
 starts; `llm-end`; then `part_start` with `part_kind` `tool-return` (or `retry-prompt`) as each tool
 the node called finishes. `nodes_from_msgs` rebuilds the same structure from stored messages.
+
+The bodies are typed dicts (`EventBody`, one `TypedDict` per `event`): as written, they are the JSON the
+stream holds, and `EventBodyTypeAdapter` parses that JSON back into them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, NotRequired
 
+from pydantic import ConfigDict, Field, TypeAdapter
 from pydantic_ai.messages import (
     BaseToolCallPart,
     BaseToolReturnPart,
@@ -36,15 +40,112 @@ from pydantic_ai.messages import (
     UserPromptPart,
 )
 from pydantic_core import to_jsonable_python
+from typing_extensions import TypedDict
 
-__all__ = ["Body", "EventMapper", "nodes_from_msgs", "part_fields", "request_part_fields"]
+__all__ = [
+    "Answer",
+    "EventBody",
+    "EventBodyTypeAdapter",
+    "EventMapper",
+    "Index",
+    "NodeBegin",
+    "NodeEnd",
+    "PartDelta",
+    "PartFields",
+    "PartStart",
+    "StoredNode",
+    "ToolOutcome",
+    "nodes_from_msgs",
+    "part_fields",
+    "request_part_fields",
+]
 
-Body = dict[str, Any]
+Index = Annotated[int, Field(ge=0, lt=1 << 32)]
+"""A node's or a part's index, from 0 (below 2**32: the proto holds it as a uint32)."""
+
+ToolOutcome = Literal["failed", "denied", "interrupted", "retried"]
+"""How a tool return that did not succeed ended (pydantic-ai's outcomes other than `success`)."""
 
 
-def part_fields(part: ModelResponsePart) -> Body:
+class NodeBegin(TypedDict):
+    """`llm-begin`: a model request node starts."""
+
+    idx: Index
+    event: Literal["llm-begin"]
+
+
+class NodeEnd(TypedDict):
+    """`llm-end`: the node's model response has streamed in full."""
+
+    idx: Index
+    event: Literal["llm-end"]
+
+
+class PartFields(TypedDict):
+    """A part as bodies describe it: its kind and, by kind, its content or its tool call or return."""
+
+    event_idx: NotRequired[Index]
+    """The part's index in its model response; absent for request parts (prompts, tool returns)."""
+    part_kind: str
+    """pydantic-ai's `part_kind`: `text`, `thinking`, `tool-call`, `tool-return`, `user-prompt`, ..."""
+    tool_name: NotRequired[str | None]
+    """Tool calls and returns; `None` only for a stored retry prompt that answers no tool."""
+    tool_call_id: NotRequired[str]
+    content: NotRequired[Any]
+    """Text and thinking: the content so far; tool returns and prompts: their JSON value."""
+    args: NotRequired[dict[str, Any]]
+    """Tool calls: the complete arguments."""
+    outcome: NotRequired[ToolOutcome]
+    """Tool returns that did not succeed."""
+
+
+class PartStart(PartFields):
+    """`part_start`: a text or thinking part starts, or a tool call or return arrives complete."""
+
+    idx: Index
+    event: Literal["part_start"]
+
+
+class PartDelta(TypedDict):
+    """`part_delta`: text or thinking grows by `content_delta`."""
+
+    idx: Index
+    event: Literal["part_delta"]
+    event_idx: Index
+    part_kind: Literal["text", "thinking"]
+    part_delta_kind: Literal["text", "thinking"]
+    content_delta: str
+
+
+class Answer(TypedDict):
+    """`answer`: the run's output starts (through the output tool `tool_name`, if any)."""
+
+    idx: Index
+    event: Literal["answer"]
+    tool_name: NotRequired[str]
+    tool_call_id: NotRequired[str | None]
+
+
+EventBody = Annotated[NodeBegin | NodeEnd | PartStart | PartDelta | Answer, Field(discriminator="event")]
+"""The body of an `event` entry the runtime writes, told apart by its `event`."""
+
+EventBodyTypeAdapter: TypeAdapter[EventBody] = TypeAdapter(EventBody, config=ConfigDict(strict=True))
+"""Parses and dumps `event` bodies; strict: a field of another JSON type than the runtime writes fails."""
+
+
+class StoredNode(TypedDict):
+    """One node of a stored conversation (`nodes_from_msgs`): its model response and the request parts around it."""
+
+    idx: int
+    model_name: str | None
+    timestamp: str | None
+    """The response's time, ISO 8601; `None` for prompts no response answered yet."""
+    parts: list[PartFields]
+
+
+def part_fields(part: ModelResponsePart) -> PartFields:
     """The body fields describing a complete model response part (`part_kind`, `content`, tool fields)."""
-    fields: Body = {"part_kind": part.part_kind}
+    fields: PartFields = {"part_kind": part.part_kind}
     if isinstance(part, BaseToolCallPart):
         fields |= {"tool_name": part.tool_name, "tool_call_id": part.tool_call_id, "args": part.args_as_dict()}
     elif isinstance(part, BaseToolReturnPart):
@@ -54,10 +155,10 @@ def part_fields(part: ModelResponsePart) -> Body:
     return fields
 
 
-def request_part_fields(part: object) -> Body | None:
+def request_part_fields(part: object) -> PartFields | None:
     """Body fields for the request parts a user sees (prompts, tool returns, retries); `None` for the rest."""
     if isinstance(part, ToolReturnPart | NativeToolReturnPart):
-        return {"part_kind": part.part_kind, **_tool_return_fields(part)}
+        return _tool_return_fields(part)
     if isinstance(part, RetryPromptPart):
         return {
             "part_kind": part.part_kind,
@@ -70,8 +171,9 @@ def request_part_fields(part: object) -> Body | None:
     return None
 
 
-def _tool_return_fields(part: BaseToolReturnPart[Any]) -> Body:
-    fields: Body = {
+def _tool_return_fields(part: ToolReturnPart | NativeToolReturnPart) -> PartFields:
+    fields: PartFields = {
+        "part_kind": part.part_kind,
         "tool_name": part.tool_name,
         "tool_call_id": part.tool_call_id,
         "content": to_jsonable_python(part.content, fallback=str, bytes_mode="base64"),
@@ -88,16 +190,16 @@ class EventMapper:
     idx: int = -1
     """Index of the current node; -1 before the first model request."""
 
-    def node_begin(self) -> Body:
+    def node_begin(self) -> NodeBegin:
         """Body of `llm-begin`: a model request node starts."""
         self.idx += 1
         return {"idx": self.idx, "event": "llm-begin"}
 
-    def node_end(self) -> Body:
+    def node_end(self) -> NodeEnd:
         """Body of `llm-end`: the model's response has streamed in full."""
         return {"idx": self.idx, "event": "llm-end"}
 
-    def event(self, event: object) -> Body | None:
+    def event(self, event: object) -> EventBody | None:
         """The body for one pydantic-ai stream event, or `None` for events that carry nothing to show."""
         idx = max(self.idx, 0)
         if isinstance(event, PartStartEvent):
@@ -123,10 +225,10 @@ class EventMapper:
                 return {"idx": idx, "event": "part_start", "event_idx": event.index, **part_fields(event.part)}
             return None
         if isinstance(event, FinalResultEvent):
-            body: Body = {"idx": idx, "event": "answer"}
+            answer: Answer = {"idx": idx, "event": "answer"}
             if event.tool_name is not None:
-                body |= {"tool_name": event.tool_name, "tool_call_id": event.tool_call_id}
-            return body
+                answer |= {"tool_name": event.tool_name, "tool_call_id": event.tool_call_id}
+            return answer
         if isinstance(event, ToolResultEvent):
             # Function and output tools alike: the return reaches listeners as soon as the tool finishes.
             fields = request_part_fields(event.part)
@@ -134,15 +236,15 @@ class EventMapper:
         return None
 
 
-def nodes_from_msgs(msgs: Sequence[ModelMessage] | Sequence[dict[str, Any]] | bytes | str) -> list[Body]:
+def nodes_from_msgs(msgs: Sequence[ModelMessage] | Sequence[dict[str, Any]] | bytes | str) -> list[StoredNode]:
     """Rebuild the node/part structure of a stored conversation, shaped like the live events.
 
     Node `idx` holds the user prompt that started it (if any), the response's parts (each with its
     `event_idx`) and the tool returns answering its calls. Accepts messages, their JSON, or its parsed form.
     """
     messages = _as_messages(msgs)
-    nodes: list[Body] = []
-    pending: list[Body] = []  # request parts that precede the next response (prompts, retries)
+    nodes: list[StoredNode] = []
+    pending: list[PartFields] = []  # request parts that precede the next response (prompts, retries)
     for message in messages:
         if isinstance(message, ModelRequest):
             for part in message.parts:
@@ -152,7 +254,7 @@ def nodes_from_msgs(msgs: Sequence[ModelMessage] | Sequence[dict[str, Any]] | by
                 answers_previous = nodes and fields["part_kind"] != "user-prompt"
                 (nodes[-1]["parts"] if answers_previous else pending).append(fields)
         elif isinstance(message, ModelResponse):
-            parts = [{"event_idx": i, **part_fields(p)} for i, p in enumerate(message.parts)]
+            parts: list[PartFields] = [{"event_idx": i, **part_fields(p)} for i, p in enumerate(message.parts)]
             nodes.append(
                 {
                     "idx": len(nodes),

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic_ai import CancellationToken
 
 from ._errors import LeaseLostError, RunExistsError, SessionBusyError
-from ._events import Body, EventMapper
+from ._events import EventMapper
 from ._keys import SessionKeys, check_id
 from ._lease import Lease
 from ._names import EVENT, ORIGIN_PYDANTIC_AI
@@ -76,7 +76,7 @@ class LiveRun:
         """Whether the run lost its live flag (it must stop without saving)."""
         return self.lease.lost
 
-    async def add(self, type: str, origin: str, body: Body | None = None) -> None:
+    async def add(self, type: str, origin: str, body: Mapping[str, Any] | None = None) -> None:
         """Queue an entry; it is written with the next round trip, in order."""
         await self._guarded(self.writer.add(type, origin, body))
 

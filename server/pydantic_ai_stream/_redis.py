@@ -10,7 +10,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NamedTuple, TypeAlias, TypeVar
@@ -20,7 +20,6 @@ from redis.exceptions import NoScriptError
 from typing_extensions import TypeIs
 
 from ._errors import CursorExpiredError
-from ._events import Body
 from ._keys import SessionKeys
 from ._names import BEGIN, CANCEL_MARK, lua
 
@@ -280,7 +279,7 @@ class Entry:
     id: str
     type: str
     origin: str
-    body: Body
+    body: dict[str, Any]
     body_json: str = "{}"
     """`body` as the JSON it was stored as."""
 
@@ -317,7 +316,7 @@ def entry_type(fields: dict[Any, Any]) -> str:
 
 
 RawEntry: TypeAlias = tuple[bytes | str, dict[Any, Any]]
-PendingEntry: TypeAlias = tuple[str, str, Body | None]
+PendingEntry: TypeAlias = tuple[str, str, Mapping[str, Any] | None]
 """An entry to write: `(type, origin, body)`."""
 
 
@@ -344,7 +343,9 @@ def trimmed_past(after: str, *, oldest: str, oldest_type: str) -> bool:
     return stream_id_key(oldest) > stream_id_key(after)
 
 
-def _dump(body: Body | None) -> str:
+def _dump(body: Mapping[str, Any] | None) -> str:
+    if body is not None and not isinstance(body, dict):
+        body = dict(body)  # `json` dumps no other mapping: it would write its `str`
     # UTF-8 as is: ASCII escapes would triple non-Latin text (é -> \u00e9) past clients' message limits.
     return json.dumps(body or {}, separators=(",", ":"), default=str, ensure_ascii=False)
 
@@ -358,7 +359,7 @@ class SessionStream:
     maxlen: int
     retention_ms: int
 
-    async def open(self, *, run_id: str, lease_ms: int, begin: Body, nonce: str) -> tuple[OpenState, str]:
+    async def open(self, *, run_id: str, lease_ms: int, begin: Mapping[str, Any], nonce: str) -> tuple[OpenState, str]:
         """Take the live flag and start a fresh stream with `begin` (which must start with this session's
         and run's ids); returns what it found and the run's `begin` id (`""` when `BUSY`).
 
@@ -373,7 +374,7 @@ class SessionStream:
         )  # fmt: skip
         return OpenState(int(state)), decode(entry_id)
 
-    async def close(self, *, run_id: str, grace_ms: int, end: Body) -> bool:
+    async def close(self, *, run_id: str, grace_ms: int, end: Mapping[str, Any]) -> bool:
         """Write `end`, release the live flag and keep the stream `grace_ms`; `False` if the lease was lost."""
         entry_id = await _CLOSE(
             self.redis,

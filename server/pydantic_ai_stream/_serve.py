@@ -30,9 +30,10 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ._auth import Anonymous, Authenticator, Caller, StaticTokens
+from ._proto import ListenResponseCache
 from ._redis import AsyncRedis
 from ._runtime import Runtime
-from ._service import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS, AgentStreamServicer, ListenResponseCache
+from ._service import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS, AgentStreamServicer
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 

@@ -1,7 +1,7 @@
 """The gRPC service: translates `AgentStreamService` calls onto the library, and status codes back.
 
 It holds no runtime logic of its own: `start_run` runs, a `SessionHandle` listens, cancels and lists;
-this module authenticates, validates requests, converts events to protos and maps errors to codes.
+this module authenticates, validates requests, sends events (converted by `_proto`) and maps errors to codes.
 """
 
 from __future__ import annotations
@@ -36,15 +36,15 @@ from ._errors import (
 )
 from ._handle import SessionHandle, live_sessions
 from ._keys import excerpt
-from ._names import BEGIN, END, ERROR, EVENT, INFO
-from ._redis import AsyncRedis, Entry
+from ._proto import ListenResponseCache
+from ._redis import AsyncRedis
 from ._run import start_run
 from ._runtime import Runtime
 from ._session import RedisSession
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
-__all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer", "ListenResponseCache", "ServiceDeps", "event_to_proto"]
+__all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer", "ServiceDeps"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,95 +67,7 @@ class ServiceDeps(Deps):
         return self.scope_id
 
 
-_EVENT_TYPES = {BEGIN: pb.EVENT_TYPE_BEGIN, EVENT: pb.EVENT_TYPE_EVENT, ERROR: pb.EVENT_TYPE_ERROR,
-                INFO: pb.EVENT_TYPE_INFO, END: pb.EVENT_TYPE_END}  # fmt: skip
-_EVENT_KINDS = {"llm-begin": pb.EVENT_KIND_LLM_BEGIN, "llm-end": pb.EVENT_KIND_LLM_END,
-                "part_start": pb.EVENT_KIND_PART_START, "part_delta": pb.EVENT_KIND_PART_DELTA,
-                "answer": pb.EVENT_KIND_ANSWER}  # fmt: skip
-_PART_KINDS = {"text": pb.PART_KIND_TEXT, "thinking": pb.PART_KIND_THINKING, "tool-call": pb.PART_KIND_TOOL_CALL,
-               "tool-return": pb.PART_KIND_TOOL_RETURN}  # fmt: skip
-_OUTCOMES = {"failed": pb.TOOL_OUTCOME_FAILED, "denied": pb.TOOL_OUTCOME_DENIED,
-             "interrupted": pb.TOOL_OUTCOME_INTERRUPTED, "retried": pb.TOOL_OUTCOME_RETRIED}  # fmt: skip
 _HEARTBEAT = pb.ListenResponse(heartbeat=pb.Heartbeat())
-
-
-def event_to_proto(entry: Entry) -> pb.Event:
-    """A stream entry as a typed `Event`; the body is also kept as its JSON."""
-    body = entry.body
-    message = pb.Event(
-        id=entry.id,
-        type=_EVENT_TYPES.get(entry.type, pb.EVENT_TYPE_CUSTOM),
-        type_name=entry.type,
-        origin=entry.origin,
-        body_json=entry.body_json,
-    )
-    if entry.type != EVENT or not isinstance(body, dict):
-        return message
-    # Application code may write `event` entries too: a field of an unexpected type is left to `body_json`.
-    if (idx := _uint32(body, "idx")) is not None:
-        message.idx = idx
-    message.kind = _EVENT_KINDS.get(_str(body, "event") or "", pb.EVENT_KIND_UNSPECIFIED)
-    if (event_idx := _uint32(body, "event_idx")) is not None:
-        message.event_idx = event_idx
-    if part_kind := _str(body, "part_kind"):
-        message.part_kind = _PART_KINDS.get(part_kind, pb.PART_KIND_OTHER)
-        message.part_kind_name = part_kind
-    if delta_kind := _str(body, "part_delta_kind"):
-        message.part_delta_kind = _PART_KINDS.get(delta_kind, pb.PART_KIND_OTHER)
-    if outcome := _str(body, "outcome"):
-        message.outcome = _OUTCOMES.get(outcome, pb.TOOL_OUTCOME_OTHER)
-    if "content" in body:
-        content = body["content"]
-        message.content = content if isinstance(content, str) else json.dumps(content)
-    for name in ("content_delta", "tool_name", "tool_call_id"):
-        if (value := _str(body, name)) is not None:
-            setattr(message, name, value)
-    if isinstance(body.get("args"), dict):
-        message.args.update(body["args"])
-    return message
-
-
-def _str(body: dict[str, Any], name: str) -> str | None:
-    value = body.get(name)
-    return value if isinstance(value, str) else None
-
-
-def _uint32(body: dict[str, Any], name: str) -> int | None:
-    value = body.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32 else None
-
-
-@dataclass(kw_only=True)
-class ListenResponseCache:
-    """The `ListenResponse` of recent entries, so the listeners of one session share one conversion.
-
-    Bounded in bytes, not entries: an entry of more than an eighth of the budget is converted for
-    each listener instead of being kept.
-    """
-
-    max_bytes: int = 16 << 20
-    _responses: dict[tuple[str, str], tuple[pb.ListenResponse, int]] = field(default_factory=dict)
-    _bytes: int = 0
-
-    def response(self, key: str, entry: Entry) -> pb.ListenResponse:
-        """The response carrying `entry` of stream `key`, converted once while it is cached."""
-        cached = self._responses.get((key, entry.id))
-        if cached is not None:
-            return cached[0]
-        response = pb.ListenResponse(event=event_to_proto(entry))
-        size = len(entry.body_json) * 2 + 256  # the JSON, plus its typed fields and the message itself
-        if size <= self.max_bytes // 8:
-            while self._responses and self._bytes + size > self.max_bytes:
-                _, evicted = self._responses.pop(next(iter(self._responses)))  # the oldest
-                self._bytes -= evicted
-            self._responses[(key, entry.id)] = (response, size)
-            self._bytes += size
-        return response
-
-    @property
-    def size_bytes(self) -> int:
-        """Bytes the cached responses hold, about."""
-        return self._bytes
 
 
 _STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (

@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, UserPromptPart
 
-from ._events import nodes_from_msgs
+from ._events import StoredNode, nodes_from_msgs
 from ._redis import AsyncRedis
 from ._runtime import Runtime, session_keys
 from ._settings import settings
@@ -53,7 +53,7 @@ class Session(ABC):
         return "No title"
 
     @staticmethod
-    def nodes_from_msgs(msgs: Sequence[ModelMessage] | Sequence[dict[str, Any]] | bytes | str) -> list[dict[str, Any]]:
+    def nodes_from_msgs(msgs: Sequence[ModelMessage] | Sequence[dict[str, Any]] | bytes | str) -> list[StoredNode]:
         """Rebuild the node/part structure of stored messages, shaped like the live events."""
         return nodes_from_msgs(msgs)
 

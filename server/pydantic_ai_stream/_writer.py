@@ -12,11 +12,11 @@ next write is one call per stream, sent together.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ._errors import LeaseLostError
-from ._events import Body
 from ._redis import AsyncRedis, PendingEntry, SessionStream, append_many
 
 __all__ = ["StreamWriter", "WriteCombiner"]
@@ -45,7 +45,7 @@ class StreamWriter:
     def __post_init__(self) -> None:
         self._idle.set()
 
-    async def add(self, type_: str, origin: str, body: Body | None) -> None:
+    async def add(self, type_: str, origin: str, body: Mapping[str, Any] | None) -> None:
         """Queue an entry; it is written with the next round trip, in order."""
         self._raise_error()
         self._pending.append((type_, origin, body))

@@ -6,8 +6,9 @@ context (tests, or a process that serves beside other work); `AgentStreamService
 """
 
 from ._auth import Anonymous, Authenticator, AuthError, Caller, StaticTokens
+from ._proto import ListenResponseCache
 from ._serve import ServerSettings, load_agent, running_server, serve
-from ._service import AgentStreamServicer, ListenResponseCache
+from ._service import AgentStreamServicer
 
 __all__ = [
     "AgentStreamServicer",
