@@ -16,7 +16,9 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import settings
+from pydantic_ai_stream import Runtime, Settings
+from pydantic_ai_stream import settings as process_settings
+from pydantic_ai_stream._keys import SessionKeys
 
 
 def _free_port() -> int:
@@ -200,13 +202,22 @@ def _create_cluster(ports: list[int]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def prefix() -> Iterator[str]:
-    """A key prefix of the test's own, so tests never see each other's keys."""
-    old = settings.redis_prefix
-    new = f"t{uuid.uuid4().hex[:12]}"
-    settings.set_redis_prefix(new)
-    yield new
-    settings.set_redis_prefix(old)
+def process_settings_unchanged() -> Iterator[None]:
+    """Fail a test that changed the process-wide `settings`: a test's configuration flows in through its runtime."""
+    before = process_settings.model_dump()
+    yield
+    after = process_settings.model_dump()
+    if after != before:
+        for name, value in before.items():  # so that the tests after it run as they would alone
+            setattr(process_settings, name, value)
+        changed = {name: (before[name], after[name]) for name in before if before[name] != after[name]}
+        pytest.fail(f"the test changed the process-wide settings (before, after): {changed}")
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """Library settings of the test's own: a key prefix no other test uses, so tests never see each other's keys."""
+    return Settings(redis_prefix=f"t{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture
@@ -214,3 +225,21 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def runtime(redis: Redis, settings: Settings) -> AsyncIterator[Runtime]:
+    """The test's runtime on `redis`, with its `settings`; closed after the test."""
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        yield runtime
+
+
+@pytest.fixture
+async def default_session_id(redis: Redis) -> AsyncIterator[str]:
+    """A session id (scope 1, user 1) of the test's own for tests of the published API's default path, which
+    share the process-wide `settings` and their prefix; what the session left in Redis is deleted after the test."""
+    session_id = f"s{uuid.uuid4().hex[:12]}"
+    yield session_id
+    keys = SessionKeys.build(prefix=process_settings.redis_prefix, scope_id=1, user_id=1, session_id=session_id)
+    await redis.delete(keys.stream, keys.live, keys.msgs)
+    await redis.zrem(keys.active, session_id)

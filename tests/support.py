@@ -13,7 +13,9 @@ from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import Deps, Session
+from pydantic_ai_stream import Deps, Runtime, Session
+from pydantic_ai_stream._keys import SessionKeys
+from pydantic_ai_stream._serve import RunningServer
 
 Event = dict[str, Any]
 
@@ -21,6 +23,11 @@ Event = dict[str, Any]
 @dataclass(kw_only=True)
 class ScopedDeps(Deps):
     scope_id: int = 1
+
+    @classmethod
+    def on(cls, runtime: Runtime, *, user_id: int, session_id: str, run_id: str | None = None) -> ScopedDeps:
+        """Deps of a session in scope 1 on `runtime`: its Redis client, its settings."""
+        return cls(redis=runtime.redis, runtime=runtime, user_id=user_id, session_id=session_id, run_id=run_id)
 
     def get_scope_id(self) -> int:
         return self.scope_id
@@ -139,6 +146,11 @@ async def wait_renewed(redis: Redis, key: str, *, past: float) -> None:
     while time.monotonic() < end:
         assert await redis.exists(key), f"the lease {key} lapsed"
         await asyncio.sleep(0.01)
+
+
+def server_keys(server: RunningServer, session_id: str) -> SessionKeys:
+    """The keys of user 1's session `session_id` (scope 1) on a running gRPC server."""
+    return server.servicer.runtime.keys(scope_id=1, user_id=1, session_id=session_id)
 
 
 async def status_of(call: Awaitable[object]) -> grpc.StatusCode:

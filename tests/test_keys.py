@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pydantic_ai_stream import InvalidIdError, settings
+from pydantic_ai_stream import InvalidIdError, Settings
 from pydantic_ai_stream._keys import SessionKeys, active_key, check_id, check_stream_id
 
 BAD_IDS = ["", "a:b", "a*", "a?", "a[b", "a]", "{a", "a}", "a b", "a\tb", "a\nb", "x" * 129, "a\\b"]
@@ -42,13 +42,11 @@ def test_cluster_layout_shares_a_slot_per_user() -> None:
 
 
 def test_prefix_is_checked_and_defaults_to_pyaix(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pydantic_ai_stream import Settings
-
     assert Settings().redis_prefix == "pyaix"
     monkeypatch.setenv("PYDANTIC_AI_STREAM_REDIS_PREFIX", "myapp")
     assert Settings().redis_prefix == "myapp"
     with pytest.raises(ValueError, match="prefix"):
-        settings.set_redis_prefix("bad prefix")
+        Settings().set_redis_prefix("bad prefix")
 
 
 @pytest.mark.parametrize("bad", ["", "abc", "1-", "-1", "1-2-3", "1 -2"])

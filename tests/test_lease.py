@@ -8,7 +8,7 @@ import pytest
 from pydantic_ai import Agent
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import AgxCanceledError, SessionBusyError, q, run, settings
+from pydantic_ai_stream import AgxCanceledError, Runtime, SessionBusyError, Settings, q, run
 from pydantic_ai_stream._redis import OpenState
 from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model, wait_renewed
 
@@ -18,48 +18,50 @@ async def _scan_calls(redis: Redis) -> int:
     return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("scan", "keys"))
 
 
-async def test_q_lists_live_sessions_without_scanning(redis: Redis) -> None:
+async def test_q_lists_live_sessions_without_scanning(redis: Redis, runtime: Runtime) -> None:
     gates = {sid: asyncio.Event() for sid in ("a", "b", "c")}
     tasks, listeners = {}, []
     for sid, gate in gates.items():
-        deps = ScopedDeps(redis=redis, user_id=5, session_id=sid)
-        listener = Collector(ScopedDeps(redis=redis, user_id=5, session_id=sid))
+        deps = ScopedDeps.on(runtime, user_id=5, session_id=sid)
+        listener = Collector(ScopedDeps.on(runtime, user_id=5, session_id=sid))
         listeners.append(listener)
         agent = Agent(scripted_model(tokens=["x"], gate=gate))
         tasks[sid] = asyncio.create_task(run(MemorySession(session_id=sid), agent, "hi", deps))
         await listener.wait_for(has_text("x"))
-    other_user = ScopedDeps(redis=redis, user_id=6, session_id="z")
+    other_user = ScopedDeps.on(runtime, user_id=6, session_id="z")
     await other_user.start()
 
     scans = await _scan_calls(redis)
-    assert [s async for s in q(redis, 1, 5)] == [(1, 5, "a"), (1, 5, "b"), (1, 5, "c")]
-    assert [s async for s in q(redis, 1, 6)] == [(1, 6, "z")]
-    assert [s async for s in q(redis, 2, 5)] == []
+    assert [s async for s in q(redis, 1, 5, runtime=runtime)] == [(1, 5, "a"), (1, 5, "b"), (1, 5, "c")]
+    assert [s async for s in q(redis, 1, 6, runtime=runtime)] == [(1, 6, "z")]
+    assert [s async for s in q(redis, 2, 5, runtime=runtime)] == []
     assert await _scan_calls(redis) == scans
 
     # A cancelled session leaves the list at once, a finished one when it ends.
-    assert await ScopedDeps(redis=redis, user_id=5, session_id="a").cancel()
-    assert [s async for s in q(redis, 1, 5)] == [(1, 5, "b"), (1, 5, "c")]
+    assert await ScopedDeps.on(runtime, user_id=5, session_id="a").cancel()
+    assert [s async for s in q(redis, 1, 5, runtime=runtime)] == [(1, 5, "b"), (1, 5, "c")]
     gates["b"].set()
     await tasks["b"]
     with pytest.raises(AgxCanceledError):
         await tasks["a"]
-    assert [s async for s in q(redis, 1, 5)] == [(1, 5, "c")]
+    assert [s async for s in q(redis, 1, 5, runtime=runtime)] == [(1, 5, "c")]
     gates["c"].set()
     await tasks["c"]
     await other_user.stop()
-    assert [s async for s in q(redis, 1, 5)] == [] == [s async for s in q(redis, 1, 6)]
+    assert (
+        [s async for s in q(redis, 1, 5, runtime=runtime)] == [] == [s async for s in q(redis, 1, 6, runtime=runtime)]
+    )
     for listener in listeners:
         assert (await listener.done())[-1]["type"] == "end"
 
 
-async def test_a_run_that_loses_its_lease_stops_without_saving(redis: Redis) -> None:
-    settings.lease_renew_interval = 0.05
-    try:
+async def test_a_run_that_loses_its_lease_stops_without_saving(redis: Redis, settings: Settings) -> None:
+    fast = Settings(redis_prefix=settings.redis_prefix, lease_renew_interval=0.05)
+    async with Runtime(redis=redis, settings=fast) as runtime:
         gate = asyncio.Event()
-        deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+        deps = ScopedDeps.on(runtime, user_id=1, session_id="s1")
         session = MemorySession(session_id="s1")
-        listener = Collector(ScopedDeps(redis=redis, user_id=1, session_id="s1"))
+        listener = Collector(ScopedDeps.on(runtime, user_id=1, session_id="s1"))
         task = asyncio.create_task(run(session, Agent(scripted_model(tokens=["x"], gate=gate)), "hi", deps))
         await listener.wait_for(has_text("x"))
         # As if the process had stalled past its lease: the flag expires and a listener ends the stream.
@@ -72,18 +74,16 @@ async def test_a_run_that_loses_its_lease_stops_without_saving(redis: Redis) -> 
             ("error", "run lost"),
             ("end", None),
         ]
-        assert [s async for s in q(redis, 1, 1)] == []
-    finally:
-        settings.lease_renew_interval = 1.0
+        assert [s async for s in q(redis, 1, 1, runtime=runtime)] == []
 
 
-async def test_is_live_follows_the_run(redis: Redis) -> None:
-    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+async def test_is_live_follows_the_run(runtime: Runtime) -> None:
+    deps = ScopedDeps.on(runtime, user_id=1, session_id="s1")
     assert not await deps.is_live()
     await deps.start()
     assert await deps.is_live()
     await deps.add_info({"step": 1})
-    assert await ScopedDeps(redis=redis, user_id=1, session_id="s1").cancel()
+    assert await ScopedDeps.on(runtime, user_id=1, session_id="s1").cancel()
     assert not await deps.is_live()
     await deps.stop()
     events = [e async for e in deps.listen(serialize=False)]
@@ -91,24 +91,24 @@ async def test_is_live_follows_the_run(redis: Redis) -> None:
     assert events[1]["body"] == {"step": 1}  # type: ignore[index]
 
 
-async def test_a_reused_deps_gets_a_new_run_id_per_run(redis: Redis) -> None:
-    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+async def test_a_reused_deps_gets_a_new_run_id_per_run(runtime: Runtime) -> None:
+    deps = ScopedDeps.on(runtime, user_id=1, session_id="s1")
     run_ids = []
     for _ in range(2):
         await deps.start()
         run_ids.append(deps.run_id)
         await deps.stop()
     assert len(set(run_ids)) == 2
-    chosen = ScopedDeps(redis=redis, user_id=1, session_id="s2", run_id="mine")
+    chosen = ScopedDeps.on(runtime, user_id=1, session_id="s2", run_id="mine")
     await chosen.start()
     assert chosen.run_id == "mine"
     await chosen.stop()
 
 
-async def test_a_retried_open_is_the_same_open(redis: Redis) -> None:
+async def test_a_retried_open_is_the_same_open(redis: Redis, runtime: Runtime) -> None:
     # A client that re-sends a call whose reply was lost must see it opened, not as a busy session or a
     # second start of its run; another start of the same run finds it.
-    stream = ScopedDeps(redis=redis, user_id=1, session_id="s1").handle().stream
+    stream = ScopedDeps.on(runtime, user_id=1, session_id="s1").handle().stream
     begin = {"session_id": "s1", "run_id": "r1"}
     state, first = await stream.open(run_id="r1", lease_ms=3000, begin=begin, nonce="n1")
     assert state is OpenState.OPENED
@@ -121,30 +121,30 @@ async def test_a_retried_open_is_the_same_open(redis: Redis) -> None:
     assert await redis.xlen(stream.keys.stream) == 1
 
 
-async def test_a_refused_start_does_not_stop_the_lease_of_a_start_in_flight(redis: Redis, redis_url: str) -> None:
+async def test_a_refused_start_does_not_stop_the_lease_of_a_start_in_flight(
+    redis: Redis, redis_url: str, settings: Settings
+) -> None:
     # Another process holds s2. Here a start on s2 is refused while a run on s1 is between taking its
     # flag and holding its lease: the process's keeper must stay up and renew s1's lease.
-    settings.lease_ttl, settings.lease_renew_interval = 0.5, 0.05
+    fast = Settings(redis_prefix=settings.redis_prefix, lease_ttl=0.5, lease_renew_interval=0.05)
     other = Redis.from_url(redis_url)
-    holder = ScopedDeps(redis=other, user_id=1, session_id="s2")
-    try:
+    async with Runtime(redis=other, settings=fast) as elsewhere, Runtime(redis=redis, settings=fast) as runtime:
+        holder = ScopedDeps.on(elsewhere, user_id=1, session_id="s2")
         await holder.start()
         gate = asyncio.Event()
-        deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+        deps = ScopedDeps.on(runtime, user_id=1, session_id="s1")
         session = MemorySession(session_id="s1")
-        listener = Collector(ScopedDeps(redis=redis, user_id=1, session_id="s1"))
-        refused = ScopedDeps(redis=redis, user_id=1, session_id="s2")
+        listener = Collector(ScopedDeps.on(runtime, user_id=1, session_id="s1"))
+        refused = ScopedDeps.on(runtime, user_id=1, session_id="s2")
         winner = asyncio.create_task(run(session, Agent(scripted_model(tokens=["x"], gate=gate)), "hi", deps))
         with pytest.raises(SessionBusyError):
             await refused.start()
         await listener.wait_for(has_text("x"))
-        await wait_renewed(redis, deps.key_live(), past=settings.lease_ttl)
+        await wait_renewed(redis, deps.key_live(), past=fast.lease_ttl)
         gate.set()
         await asyncio.wait_for(winner, 5)
         events = await listener.done()
         assert [e["type"] for e in events if e["type"] in ("begin", "error", "end")] == ["begin", "end"]
         assert session.saves == 1
-    finally:
         await holder.stop()
-        await other.aclose()
-        settings.lease_ttl, settings.lease_renew_interval = 3.0, 1.0
+    await other.aclose()

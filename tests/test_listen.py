@@ -10,48 +10,48 @@ import pytest
 from pydantic_ai import Agent
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import CursorExpiredError, InvalidIdError, run, settings
+from pydantic_ai_stream import CursorExpiredError, InvalidIdError, Runtime, Settings, run
 from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model
 
 
-async def _finished_run(redis: Redis, tokens: list[str]) -> list[dict]:
-    await run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=tokens)), "hi", _deps(redis))
-    return [e async for e in _deps(redis).listen(serialize=False)]  # type: ignore[misc]
+async def _finished_run(runtime: Runtime, tokens: list[str]) -> list[dict]:
+    await run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=tokens)), "hi", _deps(runtime))
+    return [e async for e in _deps(runtime).listen(serialize=False)]  # type: ignore[misc]
 
 
-def _deps(redis: Redis) -> ScopedDeps:
-    return ScopedDeps(redis=redis, user_id=1, session_id="s1")
+def _deps(runtime: Runtime) -> ScopedDeps:
+    return ScopedDeps.on(runtime, user_id=1, session_id="s1")
 
 
-async def test_resume_after_any_id_misses_and_repeats_nothing(redis: Redis) -> None:
-    events = await _finished_run(redis, [f"t{i} " for i in range(20)])
+async def test_resume_after_any_id_misses_and_repeats_nothing(runtime: Runtime) -> None:
+    events = await _finished_run(runtime, [f"t{i} " for i in range(20)])
     assert events[0]["type"] == "begin"
     assert events[-1]["type"] == "end"
     for k in (0, 5, len(events) - 2):
-        resumed = [e async for e in _deps(redis).listen(serialize=False, after=events[k]["id"])]
+        resumed = [e async for e in _deps(runtime).listen(serialize=False, after=events[k]["id"])]
         assert resumed == events[k + 1 :]
 
 
-async def test_serialized_events_are_json_with_their_id(redis: Redis) -> None:
-    events = await _finished_run(redis, ["a", "b"])
-    serialized = [json.loads(e) async for e in _deps(redis).listen()]  # type: ignore[arg-type]
+async def test_serialized_events_are_json_with_their_id(runtime: Runtime) -> None:
+    events = await _finished_run(runtime, ["a", "b"])
+    serialized = [json.loads(e) async for e in _deps(runtime).listen()]  # type: ignore[arg-type]
     assert serialized == events
     assert all(set(e) == {"id", "type", "origin", "body"} for e in serialized)
 
 
-async def test_resume_during_a_live_run_then_follow_it(redis: Redis) -> None:
+async def test_resume_during_a_live_run_then_follow_it(runtime: Runtime) -> None:
     gate = asyncio.Event()
     task = asyncio.create_task(
         run(
             MemorySession(session_id="s1"),
             Agent(scripted_model(tokens=["a ", "b "], gate=gate)),
             "hi",
-            _deps(redis),
+            _deps(runtime),
         )
     )
-    first = Collector(_deps(redis))
+    first = Collector(_deps(runtime))
     cursor = (await first.wait_for(has_text("a ")))["id"]
-    second = Collector(_deps(redis), after=cursor)
+    second = Collector(_deps(runtime), after=cursor)
     await second.wait_for(has_text("b "))
     gate.set()
     await asyncio.wait_for(task, 5)
@@ -60,19 +60,19 @@ async def test_resume_during_a_live_run_then_follow_it(redis: Redis) -> None:
     assert resumed == full[index + 1 :]
 
 
-async def test_wait_gives_up_on_a_stream_that_never_appears(redis: Redis) -> None:
+async def test_wait_gives_up_on_a_stream_that_never_appears(runtime: Runtime) -> None:
     started = time.monotonic()
-    assert [e async for e in _deps(redis).listen(wait=1)] == []
+    assert [e async for e in _deps(runtime).listen(wait=1)] == []
     assert 0.9 < time.monotonic() - started < 2.5
 
 
-async def test_timeout_ends_listening_to_a_silent_run(redis: Redis) -> None:
+async def test_timeout_ends_listening_to_a_silent_run(runtime: Runtime) -> None:
     gate = asyncio.Event()
     task = asyncio.create_task(
-        run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=["a"], gate=gate)), "hi", _deps(redis))
+        run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=["a"], gate=gate)), "hi", _deps(runtime))
     )
     started = time.monotonic()
-    events = [e async for e in _deps(redis).listen(serialize=False, timeout=1)]
+    events = [e async for e in _deps(runtime).listen(serialize=False, timeout=1)]
     assert 0.9 < time.monotonic() - started < 3
     assert events[0]["type"] == "begin"
     assert events[-1]["type"] == "event"
@@ -80,45 +80,42 @@ async def test_timeout_ends_listening_to_a_silent_run(redis: Redis) -> None:
     await asyncio.wait_for(task, 5)
 
 
-async def test_a_trimmed_cursor_is_an_error_not_a_silent_gap(redis: Redis) -> None:
-    settings.stream_maxlen = 100
-    try:
+async def test_a_trimmed_cursor_is_an_error_not_a_silent_gap(redis: Redis, runtime: Runtime) -> None:
+    short = Settings(redis_prefix=runtime.settings.redis_prefix, stream_maxlen=100)
+    async with Runtime(redis=redis, settings=short) as trimming:
         await run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=[f"{i} " for i in range(600)])), "hi",
-                  _deps(redis))  # fmt: skip
-    finally:
-        settings.stream_maxlen = 100_000
-    kept = await redis.xrange(_deps(redis).key())
+                  _deps(trimming))  # fmt: skip
+    kept = await redis.xrange(_deps(runtime).key())
     assert len(kept) < 400, "trimmed: the stream is bounded"
     assert kept[0][1][b"type"] != b"begin"
     for after in ("1-0", None):  # events after the cursor, or the run's start, are gone
         with pytest.raises(CursorExpiredError, match="trimmed"):
-            async for _ in _deps(redis).listen(after=after):
+            async for _ in _deps(runtime).listen(after=after):
                 pass
-    resumed = [e async for e in _deps(redis).listen(serialize=False, after=kept[0][0].decode())]
+    resumed = [e async for e in _deps(runtime).listen(serialize=False, after=kept[0][0].decode())]
     assert [e["id"] for e in resumed] == [entry_id.decode() for entry_id, _ in kept[1:]]
 
 
-async def test_a_malformed_cursor_is_refused(redis: Redis) -> None:
+async def test_a_malformed_cursor_is_refused(runtime: Runtime) -> None:
     with pytest.raises(InvalidIdError):
-        async for _ in _deps(redis).listen(after="not-an-id"):
+        async for _ in _deps(runtime).listen(after="not-an-id"):
             pass
 
 
-async def test_streams_expire_after_the_retention(redis: Redis) -> None:
+async def test_streams_expire_after_the_retention(redis: Redis, settings: Settings) -> None:
     gate = asyncio.Event()
-    settings.stream_retention = 120
-    settings.lease_renew_interval = 0.05
-    try:
+    kept_briefly = Settings(redis_prefix=settings.redis_prefix, stream_retention=120, lease_renew_interval=0.05)
+    async with Runtime(redis=redis, settings=kept_briefly) as runtime:
         task = asyncio.create_task(
             run(
                 MemorySession(session_id="s1"),
                 Agent(scripted_model(tokens=["a"], gate=gate)),
                 "hi",
-                _deps(redis),
+                _deps(runtime),
             )
         )
-        await Collector(_deps(redis)).wait_for(has_text("a"))
-        key = _deps(redis).key()
+        await Collector(_deps(runtime)).wait_for(has_text("a"))
+        key = _deps(runtime).key()
         # While the run lives, its lease renewal keeps pushing the expiry forward; a dead run's
         # stream still goes away.
         assert 0 < await redis.ttl(key) <= 120
@@ -131,7 +128,4 @@ async def test_streams_expire_after_the_retention(redis: Redis) -> None:
         gate.set()
         await asyncio.wait_for(task, 5)
         assert 0 < await redis.ttl(key) <= 120
-        assert await redis.exists(_deps(redis).key_live()) == 0
-    finally:
-        settings.stream_retention = 3600
-        settings.lease_renew_interval = 1.0
+        assert await redis.exists(_deps(runtime).key_live()) == 0

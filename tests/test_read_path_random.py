@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 
 import pytest
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import RedisCluster
 
-from pydantic_ai_stream import CursorAheadError, CursorExpiredError, settings
+from pydantic_ai_stream import CursorAheadError, CursorExpiredError, Runtime, Settings
 from support import ScopedDeps
 
 SESSIONS = 4
@@ -35,9 +35,15 @@ class _Leg:
     error: BaseException | None = None
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The test's settings, with its streams kept a minute after their run (not an hour)."""
+    return Settings(redis_prefix=settings.redis_prefix, stream_retention=60)
+
+
 @dataclass
 class _World:
-    redis: Redis | RedisCluster
+    runtime: Runtime
     rng: random.Random
     history: dict[str, dict[str, None]] = field(default_factory=dict)
     """Every entry id each stream ever held, in order (recorded before each trim)."""
@@ -45,10 +51,10 @@ class _World:
     done: bool = False
 
     def deps(self, session: str) -> ScopedDeps:
-        return ScopedDeps(redis=self.redis, user_id=1, session_id=session)
+        return ScopedDeps.on(self.runtime, user_id=1, session_id=session)
 
     async def snapshot(self, session: str) -> list[str]:
-        ids = [entry_id.decode() for entry_id, _ in await self.redis.xrange(self.deps(session).key())]
+        ids = [entry_id.decode() for entry_id, _ in await self.runtime.redis.xrange(self.deps(session).key())]
         self.history.setdefault(session, {}).update(dict.fromkeys(ids))
         return ids
 
@@ -70,7 +76,7 @@ async def _trim(world: _World, session: str) -> None:
         ids = await world.snapshot(session)
         if len(ids) > 10:
             minid = ids[world.rng.randrange(len(ids) // 2)]
-            await world.redis.xtrim(world.deps(session).key(), minid=minid, approximate=False)
+            await world.runtime.redis.xtrim(world.deps(session).key(), minid=minid, approximate=False)
 
 
 async def _cursor(world: _World, session: str, n: int) -> tuple[str | None, str]:
@@ -121,25 +127,23 @@ async def _listeners(world: _World) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_every_listener_gets_exactly_the_entries_after_its_cursor(
-    redis: Redis, seed: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    await _check_read_path(redis, seed, monkeypatch)
+async def test_every_listener_gets_exactly_the_entries_after_its_cursor(runtime: Runtime, seed: int) -> None:
+    await _check_read_path(runtime, seed)
 
 
 async def test_every_listener_gets_exactly_the_entries_after_its_cursor_on_a_cluster(
-    cluster_url: str, monkeypatch: pytest.MonkeyPatch
+    cluster_url: str, settings: Settings
 ) -> None:
     cluster = await RedisCluster.from_url(cluster_url).initialize()
     try:
-        await _check_read_path(cluster, 4, monkeypatch)  # listeners read on their own, not through a hub
+        async with Runtime(redis=cluster, settings=settings) as runtime:
+            await _check_read_path(runtime, 4)  # listeners read on their own, not through a hub
     finally:
         await cluster.aclose()
 
 
-async def _check_read_path(redis: Redis | RedisCluster, seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(settings, "stream_retention", 60)
-    world = _World(redis=redis, rng=random.Random(seed))
+async def _check_read_path(runtime: Runtime, seed: int) -> None:
+    world = _World(runtime=runtime, rng=random.Random(seed))
     sessions = [f"s{i}" for i in range(SESSIONS)]
     writers = [asyncio.create_task(_write(world, s)) for s in sessions]
     trims = [asyncio.create_task(_trim(world, s)) for s in sessions[:2]]

@@ -10,12 +10,12 @@ from pydantic_ai import Agent
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from pydantic_ai_stream import CursorAheadError, InvalidIdError, _reader, run
+from pydantic_ai_stream import CursorAheadError, InvalidIdError, Runtime, Settings, _reader, run
 from support import Collector, MemorySession, ScopedDeps, evalsha_calls, has_text, scripted_model
 
 
-def _deps(redis: Redis, session_id: str) -> ScopedDeps:
-    return ScopedDeps(redis=redis, user_id=1, session_id=session_id)
+def _deps(runtime: Runtime, session_id: str) -> ScopedDeps:
+    return ScopedDeps.on(runtime, user_id=1, session_id=session_id)
 
 
 async def _blocked_reads(redis: Redis, name: str) -> int:
@@ -24,25 +24,28 @@ async def _blocked_reads(redis: Redis, name: str) -> int:
     return sum(c.get("name") == name and c.get("cmd") == "xread" and "b" in c.get("flags", "") for c in clients)
 
 
-async def _live_runs(redis: Redis, sessions: list[str], gate: asyncio.Event) -> list[asyncio.Task[None]]:
+async def _live_runs(runtime: Runtime, sessions: list[str], gate: asyncio.Event) -> list[asyncio.Task[None]]:
     model = scripted_model(tokens=["a ", "b "], gate=gate)
     return [
-        asyncio.create_task(run(MemorySession(session_id=s), Agent(model), "hi", _deps(redis, s))) for s in sessions
+        asyncio.create_task(run(MemorySession(session_id=s), Agent(model), "hi", _deps(runtime, s))) for s in sessions
     ]
 
 
-async def test_many_listeners_share_one_blocking_read(redis: Redis, redis_url: str) -> None:
+async def test_many_listeners_share_one_blocking_read(
+    redis: Redis, redis_url: str, settings: Settings, runtime: Runtime
+) -> None:
     listening = Redis.from_url(redis_url, client_name="listeners")  # the client whose hub we count
-    gate = asyncio.Event()
-    sessions = [f"s{i}" for i in range(10)]
-    runs = await _live_runs(redis, sessions, gate)
-    collectors = [Collector(_deps(listening, s)) for s in sessions for _ in range(5)]
-    for collector in collectors:
-        await collector.wait_for(has_text("b "))
-    assert await _blocked_reads(redis, "listeners") == 1, "50 listeners of 10 sessions: one XREAD BLOCK"
-    gate.set()
-    await asyncio.wait_for(asyncio.gather(*runs), 5)
-    streams = [await collector.done() for collector in collectors]
+    async with Runtime(redis=listening, settings=settings) as listeners:
+        gate = asyncio.Event()
+        sessions = [f"s{i}" for i in range(10)]
+        runs = await _live_runs(runtime, sessions, gate)
+        collectors = [Collector(_deps(listeners, s)) for s in sessions for _ in range(5)]
+        for collector in collectors:
+            await collector.wait_for(has_text("b "))
+        assert await _blocked_reads(redis, "listeners") == 1, "50 listeners of 10 sessions: one XREAD BLOCK"
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(*runs), 5)
+        streams = [await collector.done() for collector in collectors]
     for i, events in enumerate(streams):
         assert events[0]["type"] == "begin"
         assert events[-1]["type"] == "end"
@@ -51,14 +54,14 @@ async def test_many_listeners_share_one_blocking_read(redis: Redis, redis_url: s
     await listening.aclose()
 
 
-async def test_a_new_stream_joins_the_blocked_read_at_once(redis: Redis) -> None:
+async def test_a_new_stream_joins_the_blocked_read_at_once(runtime: Runtime) -> None:
     gate = asyncio.Event()
-    (first,) = await _live_runs(redis, ["quiet"], gate)
-    quiet = Collector(_deps(redis, "quiet"))
+    (first,) = await _live_runs(runtime, ["quiet"], gate)
+    quiet = Collector(_deps(runtime, "quiet"))
     await quiet.wait_for(has_text("b "))  # the hub is now blocked on a silent stream
-    await _live_runs(redis, ["other"], gate)
+    await _live_runs(runtime, ["other"], gate)
     started = time.monotonic()
-    late = Collector(_deps(redis, "other"))
+    late = Collector(_deps(runtime, "other"))
     await late.wait_for(has_text("b "))
     assert time.monotonic() - started < _reader.BLOCK_MS / 1000 / 2, "woken, not left to the block timeout"
     gate.set()
@@ -66,34 +69,37 @@ async def test_a_new_stream_joins_the_blocked_read_at_once(redis: Redis) -> None
     assert (await late.done())[-1]["type"] == "end"
 
 
-async def test_a_listener_that_falls_behind_rereads_from_redis(redis: Redis, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_listener_that_falls_behind_rereads_from_redis(
+    monkeypatch: pytest.MonkeyPatch, runtime: Runtime
+) -> None:
     monkeypatch.setattr(_reader, "MAX_BUFFERED", 5)
     monkeypatch.setattr(_reader, "READ_COUNT", 4)
     tokens = [f"t{i} " for i in range(40)]
-    await run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=tokens)), "hi", _deps(redis, "s1"))
-    expected = [e async for e in _deps(redis, "s1").listen(serialize=False)]
-    slow = _deps(redis, "s1").listen(serialize=False)
+    await run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=tokens)), "hi", _deps(runtime, "s1"))
+    expected = [e async for e in _deps(runtime, "s1").listen(serialize=False)]
+    slow = _deps(runtime, "s1").listen(serialize=False)
     seen = [await anext(slow)]
-    fast = [e async for e in _deps(redis, "s1").listen(serialize=False)]  # overflows the slow one's buffer
+    fast = [e async for e in _deps(runtime, "s1").listen(serialize=False)]  # overflows the slow one's buffer
     seen += [e async for e in slow]
     assert seen == expected == fast
 
 
-async def test_listeners_see_redis_going_away() -> None:
+async def test_listeners_see_redis_going_away(settings: Settings) -> None:
     unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
-    with pytest.raises(RedisConnectionError):
-        async for _ in _deps(unreachable, "s1").listen(wait=3):
-            pass
+    async with Runtime(redis=unreachable, settings=settings) as runtime:
+        with pytest.raises(RedisConnectionError):
+            async for _ in _deps(runtime, "s1").listen(wait=3):
+                pass
     await unreachable.aclose()
 
 
-async def test_silent_streams_of_dead_runs_are_ended_in_one_check(redis: Redis) -> None:
-    owners = [_deps(redis, f"s{i}") for i in range(20)]
+async def test_silent_streams_of_dead_runs_are_ended_in_one_check(redis: Redis, runtime: Runtime) -> None:
+    owners = [_deps(runtime, f"s{i}") for i in range(20)]
     for deps in owners:
         await deps.start()
         await deps.add_info({"working": True})
         await deps.flush()
-    listeners = [Collector(_deps(redis, deps.session_id)) for deps in owners]
+    listeners = [Collector(_deps(runtime, deps.session_id)) for deps in owners]
     for listener in listeners:
         await listener.wait_for(lambda e: e["type"] == "info")
     before = await evalsha_calls(redis)
@@ -111,66 +117,70 @@ async def _stream_entries(redis: Redis, deps: ScopedDeps) -> list[str]:
     return [entry_id.decode() for entry_id, _ in await redis.xrange(deps.key())]
 
 
-async def test_a_rejoin_while_the_shared_read_is_in_flight_loses_nothing(redis: Redis) -> None:
+async def test_a_rejoin_while_the_shared_read_is_in_flight_loses_nothing(redis: Redis, runtime: Runtime) -> None:
     gate = asyncio.Event()
-    (task,) = await _live_runs(redis, ["s1"], gate)
-    first = _deps(redis, "s1").listen(serialize=False)
+    (task,) = await _live_runs(runtime, ["s1"], gate)
+    first = _deps(runtime, "s1").listen(serialize=False)
     async for event in first:  # the hub reads all there is so far
         if has_text("b ")(event):  # type: ignore[arg-type]
             break
     await first.aclose()  # the hub's blocked read still carries the cursor of the listener that left
-    rejoined = Collector(_deps(redis, "s1"))
-    resumed = Collector(_deps(redis, "s1"), after=(await _stream_entries(redis, _deps(redis, "s1")))[1])
+    rejoined = Collector(_deps(runtime, "s1"))
+    resumed = Collector(_deps(runtime, "s1"), after=(await _stream_entries(redis, _deps(runtime, "s1")))[1])
     started = time.monotonic()
     await rejoined.wait_for(lambda e: e["type"] == "begin")
     assert time.monotonic() - started < _reader.BLOCK_MS / 1000 / 2, "woken, not left to the block timeout"
     gate.set()
     await asyncio.wait_for(task, 5)
-    ids = await _stream_entries(redis, _deps(redis, "s1"))
+    ids = await _stream_entries(redis, _deps(runtime, "s1"))
     assert [e["id"] for e in await rejoined.done()] == ids
     assert [e["id"] for e in await resumed.done()] == ids[2:]
 
 
-async def test_one_listeners_cursor_never_changes_what_another_receives(redis: Redis) -> None:
+async def test_one_listeners_cursor_never_changes_what_another_receives(redis: Redis, runtime: Runtime) -> None:
     gate = asyncio.Event()
-    (task,) = await _live_runs(redis, ["s1"], gate)
-    await Collector(_deps(redis, "s1")).wait_for(has_text("b "))
-    newest = (await _stream_entries(redis, _deps(redis, "s1")))[-1]
+    (task,) = await _live_runs(runtime, ["s1"], gate)
+    await Collector(_deps(runtime, "s1")).wait_for(has_text("b "))
+    newest = (await _stream_entries(redis, _deps(runtime, "s1")))[-1]
     far_future = f"{int(newest.split('-')[0]) + 10**9}-0"
     for cursor, error in (("99999999999999999999-0", InvalidIdError), (far_future, CursorAheadError)):
         with pytest.raises(error):
-            async for _ in _deps(redis, "s1").listen(after=cursor):
+            async for _ in _deps(runtime, "s1").listen(after=cursor):
                 pass
-    others = [Collector(_deps(redis, "s1")), Collector(_deps(redis, "s1"), after=newest)]
+    others = [Collector(_deps(runtime, "s1")), Collector(_deps(runtime, "s1"), after=newest)]
     await others[0].wait_for(has_text("b "))
     gate.set()
     await asyncio.wait_for(task, 5)
-    ids = await _stream_entries(redis, _deps(redis, "s1"))
+    ids = await _stream_entries(redis, _deps(runtime, "s1"))
     assert [e["id"] for e in await others[0].done()] == ids
     assert [e["id"] for e in await others[1].done()] == ids[ids.index(newest) + 1 :]
 
 
-async def test_a_killed_reader_connection_is_reopened_and_loses_nothing(redis: Redis, redis_url: str) -> None:
+async def test_a_killed_reader_connection_is_reopened_and_loses_nothing(
+    redis: Redis, redis_url: str, settings: Settings, runtime: Runtime
+) -> None:
     listening = Redis.from_url(redis_url, client_name="hub-under-test")
-    gate = asyncio.Event()
-    (task,) = await _live_runs(redis, ["s1"], gate)
-    collector = Collector(_deps(listening, "s1"))
-    await collector.wait_for(has_text("b "))
-    readers = [c for c in await redis.client_list() if c.get("name") == "hub-under-test" and c.get("cmd") == "xread"]
-    assert len(readers) == 1
-    await redis.client_kill_filter(_id=readers[0]["id"])
-    gate.set()
-    await asyncio.wait_for(task, 5)
-    assert [e["id"] for e in await collector.done()] == await _stream_entries(redis, _deps(redis, "s1"))
+    async with Runtime(redis=listening, settings=settings) as listeners:
+        gate = asyncio.Event()
+        (task,) = await _live_runs(runtime, ["s1"], gate)
+        collector = Collector(_deps(listeners, "s1"))
+        await collector.wait_for(has_text("b "))
+        clients = await redis.client_list()
+        readers = [c for c in clients if c.get("name") == "hub-under-test" and c.get("cmd") == "xread"]
+        assert len(readers) == 1
+        await redis.client_kill_filter(_id=readers[0]["id"])
+        gate.set()
+        await asyncio.wait_for(task, 5)
+        assert [e["id"] for e in await collector.done()] == await _stream_entries(redis, _deps(runtime, "s1"))
     await listening.aclose()
 
 
-async def test_a_slow_listener_of_large_entries_holds_little_and_misses_nothing(redis: Redis) -> None:
-    writer = _deps(redis, "big")
+async def test_a_slow_listener_of_large_entries_holds_little_and_misses_nothing(redis: Redis, runtime: Runtime) -> None:
+    writer = _deps(runtime, "big")
     await writer.start()
-    slow = _deps(redis, "big").listen_entries()
+    slow = _deps(runtime, "big").listen_entries()
     assert (await anext(slow)).type == "begin"  # type: ignore[union-attr]
-    fast = Collector(_deps(redis, "big"))  # keeps the hub reading, and delivering to the slow one's buffer
+    fast = Collector(_deps(runtime, "big"))  # keeps the hub reading, and delivering to the slow one's buffer
     blob = "x" * 50_000
     for i in range(100):  # 5 MB: five times what a listener may have waiting
         await writer.add_info({"i": i, "blob": blob})

@@ -8,12 +8,13 @@ from types import MappingProxyType
 
 from redis.asyncio import Redis
 
+from pydantic_ai_stream import Runtime
 from pydantic_ai_stream._redis import LeaseState, OpenState, SessionStream, active_sessions, append_many
 from support import ScopedDeps
 
 
-def _stream(redis: Redis, session_id: str = "s1") -> SessionStream:
-    return ScopedDeps(redis=redis, user_id=1, session_id=session_id).handle().stream
+def _stream(runtime: Runtime, session_id: str = "s1") -> SessionStream:
+    return ScopedDeps.on(runtime, user_id=1, session_id=session_id).handle().stream
 
 
 async def _opened(stream: SessionStream, run_id: str = "r1") -> str:
@@ -30,8 +31,8 @@ async def _entries(redis: Redis, stream: SessionStream) -> list[tuple[str, str, 
     ]
 
 
-async def test_open_takes_the_flag_starts_a_fresh_stream_and_lists_the_session(redis: Redis) -> None:
-    stream = _stream(redis)
+async def test_open_takes_the_flag_starts_a_fresh_stream_and_lists_the_session(redis: Redis, runtime: Runtime) -> None:
+    stream = _stream(runtime)
     await redis.xadd(stream.keys.stream, {"type": "info", "origin": "old", "body": "{}"})  # an old run's entries
     await _opened(stream)
     assert await _entries(redis, stream) == [("begin", "pydantic-ai-stream", {"session_id": "s1", "run_id": "r1"})]
@@ -40,8 +41,8 @@ async def test_open_takes_the_flag_starts_a_fresh_stream_and_lists_the_session(r
     assert await redis.zrange(stream.keys.active, 0, -1) == [b"s1"]
 
 
-async def test_append_writes_only_under_the_lease_and_never_twice(redis: Redis) -> None:
-    first, second = _stream(redis, "s1"), _stream(redis, "s2")
+async def test_append_writes_only_under_the_lease_and_never_twice(redis: Redis, runtime: Runtime) -> None:
+    first, second = _stream(runtime, "s1"), _stream(runtime, "s2")
     known = {"s1": await _opened(first), "s2": await _opened(second, "r2")}
     entries = [("event", "pydantic-ai", {"i": 1}), ("info", "developer", {"i": 2})]
     ids = await append_many(redis, [(first, "r1", known["s1"], entries), (second, "r2", known["s2"], entries[:1])])
@@ -53,8 +54,8 @@ async def test_append_writes_only_under_the_lease_and_never_twice(redis: Redis) 
     assert await redis.xlen(first.keys.stream) == 3
 
 
-async def test_a_body_is_written_as_its_json_object_whatever_mapping_holds_it(redis: Redis) -> None:
-    stream = _stream(redis)
+async def test_a_body_is_written_as_its_json_object_whatever_mapping_holds_it(redis: Redis, runtime: Runtime) -> None:
+    stream = _stream(runtime)
     after = await _opened(stream)
     entries = [("info", "developer", MappingProxyType({"city": "Zürich"})), ("info", "developer", None)]
     await append_many(redis, [(stream, "r1", after, entries)])
@@ -63,8 +64,10 @@ async def test_a_body_is_written_as_its_json_object_whatever_mapping_holds_it(re
     ]  # fmt: skip
 
 
-async def test_close_writes_end_once_releases_the_flag_and_keeps_the_stream_a_while(redis: Redis) -> None:
-    stream = _stream(redis)
+async def test_close_writes_end_once_releases_the_flag_and_keeps_the_stream_a_while(
+    redis: Redis, runtime: Runtime
+) -> None:
+    stream = _stream(runtime)
     await _opened(stream)
     assert await stream.close(run_id="r1", grace_ms=60_000, end={"run_id": "r1"})
     assert await stream.close(run_id="r1", grace_ms=60_000, end={"run_id": "r1"}), "a re-sent close finds its end"
@@ -75,8 +78,8 @@ async def test_close_writes_end_once_releases_the_flag_and_keeps_the_stream_a_wh
     assert not await stream.close(run_id="r2", grace_ms=60_000, end={"run_id": "r2"}), "not its run"
 
 
-async def test_renew_and_cancel_tell_held_from_cancelled_from_lost(redis: Redis) -> None:
-    stream = _stream(redis)
+async def test_renew_and_cancel_tell_held_from_cancelled_from_lost(redis: Redis, runtime: Runtime) -> None:
+    stream = _stream(runtime)
     await _opened(stream)
     assert await stream.renew(run_id="r1", lease_ms=10_000) is LeaseState.HELD
     assert await redis.pttl(stream.keys.live) > 3000
@@ -95,8 +98,8 @@ async def test_renew_and_cancel_tell_held_from_cancelled_from_lost(redis: Redis)
     assert await stream.renew(run_id="r2", lease_ms=10_000) is LeaseState.LOST
 
 
-async def test_reap_ends_only_a_dead_runs_stream(redis: Redis) -> None:
-    stream = _stream(redis)
+async def test_reap_ends_only_a_dead_runs_stream(redis: Redis, runtime: Runtime) -> None:
+    stream = _stream(runtime)
     await _opened(stream)
     assert not await stream.reap(grace_ms=60_000), "its run is live"
     await redis.delete(stream.keys.live)  # as if its process had died
@@ -110,8 +113,8 @@ async def test_reap_ends_only_a_dead_runs_stream(redis: Redis) -> None:
     assert await redis.zrange(stream.keys.active, 0, -1) == []
 
 
-async def test_prune_drops_dead_sessions_and_hides_cancelled_ones(redis: Redis) -> None:
-    streams = [_stream(redis, f"s{i}") for i in range(3)]
+async def test_prune_drops_dead_sessions_and_hides_cancelled_ones(redis: Redis, runtime: Runtime) -> None:
+    streams = [_stream(runtime, f"s{i}") for i in range(3)]
     for i, stream in enumerate(streams):
         await _opened(stream, f"r{i}")
     await redis.delete(streams[0].keys.live)

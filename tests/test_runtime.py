@@ -21,15 +21,17 @@ async def _connections(redis: Redis, name: str) -> int:
     return sum(c.get("name") == name for c in await redis.client_list())
 
 
-async def test_exiting_a_runtime_leaves_no_task_and_no_connection(redis: Redis, redis_url: str) -> None:
+async def test_exiting_a_runtime_leaves_no_task_and_no_connection(
+    redis: Redis, redis_url: str, settings: Settings
+) -> None:
     client = Redis.from_url(redis_url, client_name="owned")
-    async with Runtime(redis=client) as runtime:
+    async with Runtime(redis=client, settings=settings) as runtime:
         gate = asyncio.Event()
-        deps = ScopedDeps(redis=client, user_id=1, session_id="s1", runtime=runtime)
+        deps = ScopedDeps.on(runtime, user_id=1, session_id="s1")
         task = asyncio.create_task(
             run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=["a ", "b "], gate=gate)), "hi", deps)
         )
-        listener = Collector(ScopedDeps(redis=client, user_id=1, session_id="s1", runtime=runtime))
+        listener = Collector(ScopedDeps.on(runtime, user_id=1, session_id="s1"))
         await listener.wait_for(has_text("b "))
         assert runtime.hub is not None
         assert not runtime.idle, "its reader, writes and lease keeper are at work"
@@ -42,13 +44,13 @@ async def test_exiting_a_runtime_leaves_no_task_and_no_connection(redis: Redis, 
     await client.aclose()
 
 
-async def test_exiting_a_runtime_under_a_listener_ends_it_with_an_error(redis: Redis) -> None:
-    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+async def test_exiting_a_runtime_under_a_listener_ends_it_with_an_error(redis: Redis, runtime: Runtime) -> None:
+    deps = ScopedDeps.on(runtime, user_id=1, session_id="s1")
     task = asyncio.create_task(
         run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=["a "], stall=True)), "hi", deps)
     )
-    async with Runtime(redis=redis) as runtime:
-        listener = ScopedDeps(redis=redis, user_id=1, session_id="s1", runtime=runtime).listen_entries()
+    async with Runtime(redis=redis, settings=runtime.settings) as listening:
+        listener = ScopedDeps.on(listening, user_id=1, session_id="s1").listen_entries()
         async for entry in listener:
             if entry is not None and entry.body.get("content") == "a ":
                 break
@@ -66,11 +68,11 @@ async def test_two_runtimes_with_their_own_settings_live_in_one_process(redis: R
     theirs = Settings(redis_prefix="theirs", stream_retention=240)
     async with Runtime(redis=redis, settings=mine) as a, Runtime(redis=redis, settings=theirs) as b:
         for runtime, word in ((a, "mine "), (b, "theirs ")):
-            deps = ScopedDeps(redis=redis, user_id=1, session_id="s1", runtime=runtime)
+            deps = ScopedDeps.on(runtime, user_id=1, session_id="s1")
             session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
             await run(session, Agent(scripted_model(tokens=[word])), "hi", deps)
         for runtime, word, retention in ((a, "mine ", 120), (b, "theirs ", 240)):
-            deps = ScopedDeps(redis=redis, user_id=1, session_id="s1", runtime=runtime)
+            deps = ScopedDeps.on(runtime, user_id=1, session_id="s1")
             events = [e async for e in deps.listen(serialize=False)]
             assert [b["content"] for b in bodies(events, part_kind="text")] == [word]  # type: ignore[arg-type]
             assert deps.key() == f"{runtime.settings.redis_prefix}:1:1:s1"

@@ -1,4 +1,7 @@
-"""The seed README's example, as written, with only the model swapped for a test model."""
+"""The seed README's example, as written, with only the model swapped for a test model.
+
+It runs on the published API's default path (the process-wide `settings`, prefix `pyaix`), in a session of its own.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from pydantic_ai import Agent
 from pydantic_ai.models.test import TestModel
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import Deps, Session, run, settings
+from pydantic_ai_stream import Deps, Session, run
+from pydantic_ai_stream import settings as process_settings
 
 
 # 1. Define your deps (includes Redis client)
@@ -36,11 +40,13 @@ class MySession(Session):
 agent = Agent(TestModel(custom_output_text="Hello back"), deps_type=MyDeps)
 
 
-async def test_seed_example_runs_as_written(redis: Redis) -> None:
+async def test_seed_example_runs_as_written(redis: Redis, default_session_id: str) -> None:
+    session_id = default_session_id  # "session-1" in the README
+
     async def main() -> None:
-        deps = MyDeps(redis=redis, user_id=1, session_id="session-1")
+        deps = MyDeps(redis=redis, user_id=1, session_id=session_id)
         await run(
-            MySession(session_id="session-1"),
+            MySession(session_id=session_id),
             agent,
             "Hello, world!",
             deps=deps,
@@ -48,7 +54,7 @@ async def test_seed_example_runs_as_written(redis: Redis) -> None:
 
     # 4. Stream events (in another coroutine/process)
     async def consume() -> list[str]:
-        deps = MyDeps(redis=redis, user_id=1, session_id="session-1")
+        deps = MyDeps(redis=redis, user_id=1, session_id=session_id)
         return [event async for event in deps.listen()]  # type: ignore[misc]
 
     consumer = asyncio.create_task(consume())
@@ -59,13 +65,13 @@ async def test_seed_example_runs_as_written(redis: Redis) -> None:
         ("begin", "pydantic-ai-stream"),
         ("end", "pydantic-ai-stream"),
     ]
-    assert events[0]["body"]["session_id"] == "session-1"
+    assert events[0]["body"]["session_id"] == session_id
     bodies = [e["body"] for e in events if e["type"] == "event"]
     assert all(e["origin"] == "pydantic-ai" for e in events if e["type"] == "event")
     assert next(b["event"] for b in bodies) == "llm-begin"
     assert "".join(b.get("content", "") + b.get("content_delta", "") for b in bodies) == "Hello back"
     assert {"idx", "event"} <= set(bodies[-1])
     # Keys follow the seed's layout, and the live flag is gone once the run ended.
-    stream_key = f"{settings.redis_prefix}:1:1:session-1"
+    stream_key = f"{process_settings.redis_prefix}:1:1:{session_id}"
     assert await redis.exists(stream_key) == 1
     assert await redis.exists(f"{stream_key}:live") == 0

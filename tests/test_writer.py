@@ -13,20 +13,20 @@ from pydantic_ai_stream._writer import StreamWriter
 from support import ScopedDeps, evalsha_calls
 
 
-async def _writer(redis: Redis) -> tuple[ScopedDeps, StreamWriter]:
-    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+async def _writer(runtime: Runtime) -> tuple[ScopedDeps, StreamWriter]:
+    deps = ScopedDeps.on(runtime, user_id=1, session_id="s1")
     await deps.start()
     assert deps.run_id is not None
     return deps, StreamWriter(
         stream=deps.handle().stream,
         run_id=deps.run_id,
-        combiner=Runtime.default(redis).writes,
+        combiner=runtime.writes,
         last_id=deps.begin_event_id or "",
     )
 
 
-async def test_entries_queued_during_a_write_go_in_one_round_trip_in_order(redis: Redis) -> None:
-    deps, writer = await _writer(redis)
+async def test_entries_queued_during_a_write_go_in_one_round_trip_in_order(redis: Redis, runtime: Runtime) -> None:
+    deps, writer = await _writer(runtime)
     before = await evalsha_calls(redis)
     for i in range(500):
         await writer.add("info", "test", {"i": i})
@@ -37,8 +37,8 @@ async def test_entries_queued_during_a_write_go_in_one_round_trip_in_order(redis
     await deps.stop()
 
 
-async def test_backpressure_bounds_what_waits(redis: Redis) -> None:
-    deps, writer = await _writer(redis)
+async def test_backpressure_bounds_what_waits(redis: Redis, runtime: Runtime) -> None:
+    deps, writer = await _writer(runtime)
     writer.max_pending = 10
     for i in range(100):
         await writer.add("info", "test", {"i": i})
@@ -48,8 +48,8 @@ async def test_backpressure_bounds_what_waits(redis: Redis) -> None:
     await deps.stop()
 
 
-async def test_a_lost_lease_fails_the_write_and_every_later_one(redis: Redis) -> None:
-    deps, writer = await _writer(redis)
+async def test_a_lost_lease_fails_the_write_and_every_later_one(redis: Redis, runtime: Runtime) -> None:
+    deps, writer = await _writer(runtime)
     await redis.delete(deps.key_live())
     await writer.add("info", "test", {"i": 0})
     with pytest.raises(LeaseLostError):
@@ -60,10 +60,10 @@ async def test_a_lost_lease_fails_the_write_and_every_later_one(redis: Redis) ->
     await deps.stop()
 
 
-async def _writers(redis: Redis, n: int) -> list[tuple[ScopedDeps, StreamWriter]]:
+async def _writers(runtime: Runtime, n: int) -> list[tuple[ScopedDeps, StreamWriter]]:
     pairs = []
     for i in range(n):
-        deps = ScopedDeps(redis=redis, user_id=1, session_id=f"s{i}")
+        deps = ScopedDeps.on(runtime, user_id=1, session_id=f"s{i}")
         await deps.start()
         assert deps.run_id is not None
         pairs.append(
@@ -72,7 +72,7 @@ async def _writers(redis: Redis, n: int) -> list[tuple[ScopedDeps, StreamWriter]
                 StreamWriter(
                     stream=deps.handle().stream,
                     run_id=deps.run_id,
-                    combiner=Runtime.default(redis).writes,
+                    combiner=runtime.writes,
                     last_id=deps.begin_event_id or "",
                 ),
             )
@@ -80,8 +80,8 @@ async def _writers(redis: Redis, n: int) -> list[tuple[ScopedDeps, StreamWriter]
     return pairs
 
 
-async def test_runs_writing_at_once_share_round_trips(redis: Redis) -> None:
-    pairs = await _writers(redis, 20)
+async def test_runs_writing_at_once_share_round_trips(redis: Redis, runtime: Runtime) -> None:
+    pairs = await _writers(runtime, 20)
     before = await evalsha_calls(redis)
 
     async def produce(writer: StreamWriter) -> None:
@@ -99,8 +99,8 @@ async def test_runs_writing_at_once_share_round_trips(redis: Redis) -> None:
         assert [e["body"]["i"] for e in events if e["type"] == "info"] == list(range(50))  # type: ignore[index]
 
 
-async def test_a_lost_lease_fails_only_its_own_run_in_a_shared_write(redis: Redis) -> None:
-    (lost, lost_writer), (kept, kept_writer) = await _writers(redis, 2)
+async def test_a_lost_lease_fails_only_its_own_run_in_a_shared_write(redis: Redis, runtime: Runtime) -> None:
+    (lost, lost_writer), (kept, kept_writer) = await _writers(runtime, 2)
     await redis.delete(lost.key_live())
     before = await evalsha_calls(redis)
     await lost_writer.add("info", "test", {"i": 0})
@@ -115,9 +115,9 @@ async def test_a_lost_lease_fails_only_its_own_run_in_a_shared_write(redis: Redi
     await lost.stop()
 
 
-async def test_a_re_sent_write_or_close_writes_nothing_twice(redis: Redis) -> None:
+async def test_a_re_sent_write_or_close_writes_nothing_twice(redis: Redis, runtime: Runtime) -> None:
     # What a retrying client sends again when a reply was lost: the same call, the same arguments.
-    deps = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+    deps = ScopedDeps.on(runtime, user_id=1, session_id="s1")
     await deps.start()
     assert deps.run_id is not None
     assert deps.begin_event_id is not None

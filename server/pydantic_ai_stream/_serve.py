@@ -34,6 +34,8 @@ from ._proto import ListenResponseCache
 from ._redis import AsyncRedis
 from ._runtime import Runtime
 from ._service import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS, AgentStreamServicer
+from ._settings import Settings
+from ._settings import settings as process_settings
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
@@ -332,12 +334,17 @@ class RunningServer:
 
 
 @contextlib.asynccontextmanager
-async def running_server(config: ServerSettings) -> AsyncIterator[RunningServer]:
-    """Start the server described by `config` (and its Redis), yield it, stop it gracefully on exit."""
+async def running_server(config: ServerSettings, *, settings: Settings | None = None) -> AsyncIterator[RunningServer]:
+    """Start the server described by `config` (and its Redis), yield it, stop it gracefully on exit.
+
+    `settings` (key prefix, lease timing, retention) default to the process-wide `settings`, which
+    `serve` uses: read from `PYDANTIC_AI_STREAM_*` when the process starts.
+    """
     authenticator = _authenticator(config)
     agents = _agents(config)
     credentials = _credentials(config)
-    async with _redis(config) as redis, Runtime(redis=redis) as runtime:
+    runtime_settings = process_settings if settings is None else settings
+    async with _redis(config) as redis, Runtime(redis=redis, settings=runtime_settings) as runtime:
         servicer = AgentStreamServicer(
             runtime=runtime,
             agents=agents,

@@ -9,14 +9,15 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from pydantic_ai_stream import Settings
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient
 
 
 @pytest.fixture
-async def server(redis_url: str) -> AsyncIterator[RunningServer]:
+async def server(redis_url: str, settings: Settings) -> AsyncIterator[RunningServer]:
     config = ServerSettings(redis_url=redis_url, port=0, agents={"stalling": "grpc_agents:stalling"})
-    async with running_server(config) as running:
+    async with running_server(config, settings=settings) as running:
         yield running
 
 

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from pydantic_ai_stream import Settings
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient
 from pydantic_ai_stream.v1 import stream_pb2 as pb
@@ -40,9 +41,9 @@ class _ClosingEarly(pb_grpc.AgentStreamServiceServicer):
 
 
 @pytest.fixture
-async def server(redis_url: str) -> AsyncIterator[RunningServer]:
+async def server(redis_url: str, settings: Settings) -> AsyncIterator[RunningServer]:
     config = ServerSettings(redis_url=redis_url, port=0, agents={"weather": "grpc_agents:weather"})
-    async with running_server(config) as running:
+    async with running_server(config, settings=settings) as running:
         yield running
 
 

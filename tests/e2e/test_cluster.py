@@ -11,7 +11,7 @@ from pydantic_ai import Agent
 from redis.asyncio import RedisCluster
 from redis.cluster import key_slot
 
-from pydantic_ai_stream import AgxCanceledError, RedisSession, q, run
+from pydantic_ai_stream import AgxCanceledError, RedisSession, Runtime, Settings, q, run
 from support import Collector, MemorySession, ScopedDeps, bodies, has_text, scripted_model, text_of
 
 
@@ -21,6 +21,13 @@ async def cluster(cluster_url: str) -> AsyncIterator[RedisCluster]:
     client = await RedisCluster.from_url(cluster_url).initialize()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def runtime(cluster: RedisCluster, settings: Settings) -> AsyncIterator[Runtime]:
+    """The test's runtime on the cluster, with its `settings`."""
+    async with Runtime(redis=cluster, settings=settings) as runtime:
+        yield runtime
 
 
 def _weather_agent() -> Agent[ScopedDeps, str]:
@@ -33,60 +40,61 @@ def _weather_agent() -> Agent[ScopedDeps, str]:
     return agent  # type: ignore[return-value]
 
 
-async def test_a_run_with_a_tool_on_the_cluster(cluster: RedisCluster) -> None:
-    deps = ScopedDeps(redis=cluster, user_id=1, session_id="s1")
+async def test_a_run_with_a_tool_on_the_cluster(cluster: RedisCluster, runtime: Runtime) -> None:
+    deps = ScopedDeps.on(runtime, user_id=1, session_id="s1")
     keys = deps.keys()
     assert keys.stream.startswith("{")
     assert len({key_slot(k.encode()) for k in (keys.stream, keys.live, keys.active, keys.msgs)}) == 1
-    listener = Collector(ScopedDeps(redis=cluster, user_id=1, session_id="s1"))
-    session = RedisSession(redis=cluster, scope_id=1, user_id=1, session_id="s1")
+    listener = Collector(ScopedDeps.on(runtime, user_id=1, session_id="s1"))
+    session = RedisSession(redis=cluster, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
     await run(session, _weather_agent(), "weather?", deps)
     events = await listener.done()
     assert [events[0]["type"], events[-1]["type"]] == ["begin", "end"]
     assert bodies(events, part_kind="tool-call")[0]["args"] == {"city": "Paris"}
     assert bodies(events, part_kind="tool-return")[0]["content"] == "sunny in Paris"
     assert text_of(events) == "It is sunny."
-    stored = RedisSession(redis=cluster, scope_id=1, user_id=1, session_id="s1")
+    stored = RedisSession(redis=cluster, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
     await stored.load()
     assert len(stored.msgs) == 4
 
 
-async def test_q_and_cancel_across_clients(cluster: RedisCluster, cluster_url: str) -> None:
+async def test_q_and_cancel_across_clients(cluster: RedisCluster, cluster_url: str, runtime: Runtime) -> None:
     tasks, listeners = {}, {}
     for sid in ("a", "b", "c"):
-        listeners[sid] = Collector(ScopedDeps(redis=cluster, user_id=9, session_id=sid))
+        listeners[sid] = Collector(ScopedDeps.on(runtime, user_id=9, session_id=sid))
         agent = Agent(scripted_model(tokens=["x"], stall=True))
         tasks[sid] = asyncio.create_task(
-            run(MemorySession(session_id=sid), agent, "go", ScopedDeps(redis=cluster, user_id=9, session_id=sid))
+            run(MemorySession(session_id=sid), agent, "go", ScopedDeps.on(runtime, user_id=9, session_id=sid))
         )
         await listeners[sid].wait_for(has_text("x"))
-    assert [s async for s in q(cluster, 1, 9)] == [(1, 9, "a"), (1, 9, "b"), (1, 9, "c")]
+    assert [s async for s in q(cluster, 1, 9, runtime=runtime)] == [(1, 9, "a"), (1, 9, "b"), (1, 9, "c")]
 
     other = await RedisCluster.from_url(cluster_url).initialize()  # another process's client
-    for sid in ("a", "b", "c"):
-        started = time.monotonic()
-        assert await ScopedDeps(redis=other, user_id=9, session_id=sid).cancel() is True
-        with pytest.raises(AgxCanceledError):
-            await asyncio.wait_for(tasks[sid], 5)
-        assert time.monotonic() - started < 0.2
-        events = await listeners[sid].done()
-        assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [("error", "canceled"), ("end", None)]
+    async with Runtime(redis=other, settings=runtime.settings) as elsewhere:
+        for sid in ("a", "b", "c"):
+            started = time.monotonic()
+            assert await ScopedDeps.on(elsewhere, user_id=9, session_id=sid).cancel() is True
+            with pytest.raises(AgxCanceledError):
+                await asyncio.wait_for(tasks[sid], 5)
+            assert time.monotonic() - started < 0.2
+            events = await listeners[sid].done()
+            assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [("error", "canceled"), ("end", None)]
     await other.aclose()
-    assert [s async for s in q(cluster, 1, 9)] == []
+    assert [s async for s in q(cluster, 1, 9, runtime=runtime)] == []
 
 
-async def test_many_users_on_many_slots_at_once(cluster: RedisCluster) -> None:
+async def test_many_users_on_many_slots_at_once(runtime: Runtime) -> None:
     users = range(20, 30)
-    slots = {key_slot(ScopedDeps(redis=cluster, user_id=u, session_id="s").key().encode()) for u in users}
+    slots = {key_slot(ScopedDeps.on(runtime, user_id=u, session_id="s").key().encode()) for u in users}
     assert len(slots) > 1
-    listeners = [Collector(ScopedDeps(redis=cluster, user_id=u, session_id="s")) for u in users]
+    listeners = [Collector(ScopedDeps.on(runtime, user_id=u, session_id="s")) for u in users]
     await asyncio.gather(
         *(
             run(
                 MemorySession(session_id="s"),
                 _weather_agent(),
                 "hi",
-                ScopedDeps(redis=cluster, user_id=u, session_id="s"),
+                ScopedDeps.on(runtime, user_id=u, session_id="s"),
             )
             for u in users
         )

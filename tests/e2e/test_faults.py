@@ -17,11 +17,11 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis.asyncio import Redis
 
 from conftest import RedisServer
-from pydantic_ai_stream import settings
+from pydantic_ai_stream import Settings
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient
 from pydantic_ai_stream.v1 import stream_pb2 as pb
-from support import status_of
+from support import server_keys, status_of
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ paced = Agent(FunctionModel(stream_function=_paced), name="paced")
 
 
 @pytest.fixture
-async def server(redis_server: RedisServer) -> AsyncIterator[RunningServer]:
+async def server(redis_server: RedisServer, settings: Settings) -> AsyncIterator[RunningServer]:
     global pace
     pace = Pace()
     config = ServerSettings(
@@ -70,7 +70,7 @@ async def server(redis_server: RedisServer) -> AsyncIterator[RunningServer]:
         port=0,
         agents={"stalling": "grpc_agents:stalling", "paced": "test_faults:paced"},
     )
-    async with running_server(config) as running:
+    async with running_server(config, settings=settings) as running:
         yield running
 
 
@@ -88,7 +88,7 @@ async def test_a_stalled_redis_makes_run_unavailable(server: RunningServer, admi
         assert await status_of(client.run("demo", "s1", "hi", timeout=None)) == grpc.StatusCode.UNAVAILABLE
         await admin.ping()  # answered once the pause is over
         assert await client.list_active() == []
-        assert await admin.exists(f"{settings.redis_prefix}:1:1:s1") == 0
+        assert await admin.exists(server_keys(server, "s1").stream) == 0
 
 
 async def test_run_honours_the_callers_deadline_while_redis_stalls(server: RunningServer, admin: Redis) -> None:
@@ -100,7 +100,7 @@ async def test_run_honours_the_callers_deadline_while_redis_stalls(server: Runni
         await admin.ping()
         # The call was cancelled with its caller: no run was started once Redis answered again.
         assert await client.list_active() == ["s0"]
-        assert await admin.exists(f"{settings.redis_prefix}:1:1:s1") == 0
+        assert await admin.exists(server_keys(server, "s1").stream) == 0
         assert await client.cancel("s0") is True
 
 
@@ -112,9 +112,8 @@ async def _run_done(server: RunningServer, timeout: float = 15) -> float:
     return time.monotonic()
 
 
-async def _assert_complete(admin: Redis, session_id: str) -> None:
-    """The stream holds the whole run once, in order, ended once; the conversation was saved."""
-    key = f"{settings.redis_prefix}:1:1:{session_id}"
+async def _assert_complete(admin: Redis, key: str) -> None:
+    """The stream at `key` holds the whole run once, in order, ended once; the conversation was saved."""
     entries = [(fields[b"type"].decode(), json.loads(fields[b"body"])) for _, fields in await admin.xrange(key)]
     assert [t for t, _ in entries if t != "event"] == ["begin", "end"], entries
     deltas = [b.get("content", "") + b.get("content_delta", "") for t, b in entries if b.get("part_kind") == "text"]
@@ -138,10 +137,10 @@ async def test_a_redis_restart_mid_run_loses_and_repeats_nothing(server: Running
         await asyncio.to_thread(time.sleep, 1.0)  # the outage (not a synchronisation)
         await asyncio.to_thread(redis_server.start)
         took = await _run_done(server) - started
-        await _assert_complete(admin, "s1")
+        await _assert_complete(admin, server_keys(server, "s1").stream)
         during = await asyncio.wait_for(listening, 15)
         after = [e.id async for e in client.listen("s1")]  # a listener after the fault gets it all, once
-    stream = await _stream_ids(admin, "s1")
+    stream = await _stream_ids(admin, server_keys(server, "s1").stream)
     assert during == after == stream
     print(f"run with a 1 s Redis restart took {took:.2f} s")
 
@@ -150,8 +149,8 @@ async def _listen(client: StreamClient, session_id: str) -> list[str]:
     return [event.id async for event in client.listen(session_id)]
 
 
-async def _stream_ids(admin: Redis, session_id: str) -> list[str]:
-    return [entry_id.decode() for entry_id, _ in await admin.xrange(f"{settings.redis_prefix}:1:1:{session_id}")]
+async def _stream_ids(admin: Redis, key: str) -> list[str]:
+    return [entry_id.decode() for entry_id, _ in await admin.xrange(key)]
 
 
 async def test_killed_connections_mid_run_lose_and_repeat_nothing(server: RunningServer, admin: Redis) -> None:
@@ -166,8 +165,8 @@ async def test_killed_connections_mid_run_lose_and_repeat_nothing(server: Runnin
             await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
             pace.gates[token].set()
         await _run_done(server)
-        assert await asyncio.wait_for(listening, 15) == await _stream_ids(admin, "s1")
-    await _assert_complete(admin, "s1")
+        assert await asyncio.wait_for(listening, 15) == await _stream_ids(admin, server_keys(server, "s1").stream)
+    await _assert_complete(admin, server_keys(server, "s1").stream)
 
 
 async def test_redis_closing_idle_connections_loses_nothing(server: RunningServer, admin: Redis) -> None:
@@ -187,7 +186,7 @@ async def test_redis_closing_idle_connections_loses_nothing(server: RunningServe
         assert await asyncio.gather(*(client.list_active() for _ in range(20)))
         await _run_done(server)
         assert await client.list_active() == []
-    await _assert_complete(admin, "s1")
+    await _assert_complete(admin, server_keys(server, "s1").stream)
 
 
 async def _server_connections(admin: Redis) -> set[str]:

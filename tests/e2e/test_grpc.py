@@ -15,16 +15,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import settings
+from pydantic_ai_stream import Settings
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, event_body
 from pydantic_ai_stream.v1 import stream_pb2 as pb
+from support import server_keys
 
 TOKENS = ["alice-token=1:1", "bob-token=1:2", "carol-token=1:3:weather"]
 
 
 @pytest.fixture
-async def server(redis_url: str) -> AsyncIterator[RunningServer]:
+async def server(redis_url: str, settings: Settings) -> AsyncIterator[RunningServer]:
     config = ServerSettings(
         redis_url=redis_url,
         port=0,
@@ -33,7 +34,7 @@ async def server(redis_url: str) -> AsyncIterator[RunningServer]:
         heartbeat_interval=0.3,
         shutdown_grace=0.5,
     )
-    async with running_server(config) as running:
+    async with running_server(config, settings=settings) as running:
         yield running
 
 
@@ -89,9 +90,9 @@ async def test_run_then_listen_gets_typed_events(server: RunningServer) -> None:
     assert all(e.origin == "pydantic-ai" for e in events if e.type == pb.EVENT_TYPE_EVENT)
 
 
-async def test_tool_outcomes_and_delta_kinds_are_typed(redis_url: str) -> None:
+async def test_tool_outcomes_and_delta_kinds_are_typed(redis_url: str, settings: Settings) -> None:
     config = ServerSettings(redis_url=redis_url, port=0, agents={"picky": "grpc_agents:picky"})
-    async with running_server(config) as server, _client(server, None) as client:
+    async with running_server(config, settings=settings) as server, _client(server, None) as client:
         await client.run("picky", "p1", "weather?")
         events = await _events(client, "p1")
         await client.run("demo", "d1", "count these four words")
@@ -105,8 +106,11 @@ async def test_tool_outcomes_and_delta_kinds_are_typed(redis_url: str) -> None:
     assert all(e.part_delta_kind == pb.PART_KIND_UNSPECIFIED for e in events if e.kind != pb.EVENT_KIND_PART_DELTA)
 
 
-async def test_the_demo_agent_thinks_calls_a_tool_and_answers(redis_url: str) -> None:
-    async with running_server(ServerSettings(redis_url=redis_url, port=0)) as server, _client(server, None) as client:
+async def test_the_demo_agent_thinks_calls_a_tool_and_answers(redis_url: str, settings: Settings) -> None:
+    async with (
+        running_server(ServerSettings(redis_url=redis_url, port=0), settings=settings) as server,
+        _client(server, None) as client,
+    ):
         await client.run("demo", "d1", "count these four words")
         events = await _events(client, "d1")
     kinds = {e.part_kind for e in events}
@@ -116,9 +120,9 @@ async def test_the_demo_agent_thinks_calls_a_tool_and_answers(redis_url: str) ->
 
 
 async def test_the_quickstart_example_prints_the_streamed_answer(
-    redis_url: str, capsys: pytest.CaptureFixture[str]
+    redis_url: str, capsys: pytest.CaptureFixture[str], settings: Settings
 ) -> None:
-    async with running_server(ServerSettings(redis_url=redis_url, port=0)) as server:
+    async with running_server(ServerSettings(redis_url=redis_url, port=0), settings=settings) as server:
         await quickstart(f"127.0.0.1:{server.port}", None, "demo", "count these four words")
     printed = capsys.readouterr().out
     assert printed.startswith("[tool] count_words({'text': 'count these four words'})\nYou said 4 words at ")
@@ -207,7 +211,7 @@ async def test_a_trimmed_cursor_is_out_of_range(server: RunningServer, redis_url
         await client.run("weather", "s1", "hi")
         events = await _events(client, "s1")
         redis = Redis.from_url(redis_url)
-        await redis.xtrim(f"{settings.redis_prefix}:1:1:s1", minid=events[3].id, approximate=False)
+        await redis.xtrim(server_keys(server, "s1").stream, minid=events[3].id, approximate=False)
         await redis.aclose()
         assert await _code(_events(client, "s1", after=events[1].id)) == grpc.StatusCode.OUT_OF_RANGE
 
@@ -325,20 +329,20 @@ async def test_reflection_v1_beside_v1alpha(server: RunningServer) -> None:
             assert [m.input_type for m in v1.service[0].method] == [".grpc.reflection.v1.ServerReflectionRequest"]
 
 
-async def test_redis_down_is_unavailable(redis_url: str) -> None:
+async def test_redis_down_is_unavailable(redis_url: str, settings: Settings) -> None:
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead_port = s.getsockname()[1]
     config = ServerSettings(redis_url=f"redis://127.0.0.1:{dead_port}/0", port=0, tokens=TOKENS)
-    async with running_server(config) as server, _client(server) as client:
+    async with running_server(config, settings=settings) as server, _client(server) as client:
         assert await _code(client.run("demo", "s1", "hi")) == grpc.StatusCode.UNAVAILABLE
         assert await _code(client.list_active()) == grpc.StatusCode.UNAVAILABLE
         assert await _code(client.cancel("s1")) == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_the_client_resumes_listening_when_its_server_goes_away(redis_url: str) -> None:
+async def test_the_client_resumes_listening_when_its_server_goes_away(redis_url: str, settings: Settings) -> None:
     import socket
 
     with socket.socket() as s:
@@ -346,14 +350,14 @@ async def test_the_client_resumes_listening_when_its_server_goes_away(redis_url:
         port = s.getsockname()[1]
     front = ServerSettings(redis_url=redis_url, port=port, tokens=TOKENS)
     back = ServerSettings(redis_url=redis_url, port=0, tokens=TOKENS, agents={"stalling": "grpc_agents:stalling"})
-    async with running_server(back) as runner, _client(runner) as control:
+    async with running_server(back, settings=settings) as runner, _client(runner) as control:
         await control.run("stalling", "s1", "go")
-        async with running_server(front) as first:
+        async with running_server(front, settings=settings) as first:
             client = _client(first)
             listening = client.listen("s1", backoff=0.05)
             seen = await _first(listening, lambda e: e.content_delta == "hard ")
         # The front server is gone mid-stream; it comes back on the same port and the client resumes.
-        async with running_server(front):
+        async with running_server(front, settings=settings):
             assert await control.cancel("s1") is True
             seen += await _first(listening, lambda e: e.type == pb.EVENT_TYPE_END)
         await client.close()
@@ -361,11 +365,11 @@ async def test_the_client_resumes_listening_when_its_server_goes_away(redis_url:
     assert [e.id for e in seen] == [e.id for e in full]
 
 
-async def test_many_listeners_cost_the_server_a_few_redis_connections(redis_url: str) -> None:
+async def test_many_listeners_cost_the_server_a_few_redis_connections(redis_url: str, settings: Settings) -> None:
     named = f"{redis_url}{'&' if '?' in redis_url else '?'}client_name=pais-server"
     config = ServerSettings(redis_url=named, port=0, agents={"stalling": "grpc_agents:stalling"})
     redis = Redis.from_url(redis_url)
-    async with running_server(config) as server, _client(server, None) as client:
+    async with running_server(config, settings=settings) as server, _client(server, None) as client:
         sessions = [f"m{i}" for i in range(20)]
         for session in sessions:
             await client.run("stalling", session, "go")
@@ -382,9 +386,9 @@ async def test_many_listeners_cost_the_server_a_few_redis_connections(redis_url:
     await redis.aclose()
 
 
-async def test_a_server_leaves_no_task_behind(redis_url: str) -> None:
+async def test_a_server_leaves_no_task_behind(redis_url: str, settings: Settings) -> None:
     config = ServerSettings(redis_url=redis_url, port=0, agents={"stalling": "grpc_agents:stalling"})
-    async with running_server(config) as server, StreamClient(f"127.0.0.1:{server.port}") as client:
+    async with running_server(config, settings=settings) as server, StreamClient(f"127.0.0.1:{server.port}") as client:
         await client.run("stalling", "s1", "go")
         async for event in client.listen("s1"):
             if event.content_delta == "hard ":

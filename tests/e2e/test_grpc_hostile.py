@@ -16,10 +16,11 @@ from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import settings
+from pydantic_ai_stream import Settings
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, event_body
 from pydantic_ai_stream.v1 import stream_pb2 as pb
+from support import server_keys
 
 TOKENS = ["alice-token=1:1", "carol-token=1:3:weather"]
 SERVICE = "/pydantic_ai_stream.v1.AgentStreamService"
@@ -28,7 +29,7 @@ RPCS = ("Run", "Listen", "Cancel", "ListActive")
 
 
 @pytest.fixture
-async def server(redis_url: str) -> AsyncIterator[RunningServer]:
+async def server(redis_url: str, settings: Settings) -> AsyncIterator[RunningServer]:
     config = ServerSettings(
         redis_url=redis_url,
         port=0,
@@ -36,7 +37,7 @@ async def server(redis_url: str) -> AsyncIterator[RunningServer]:
         tokens=TOKENS,
         shutdown_grace=0.5,
     )
-    async with running_server(config) as running:
+    async with running_server(config, settings=settings) as running:
         yield running
 
 
@@ -88,7 +89,7 @@ async def test_large_prompts_run_and_a_default_client_receives_their_begin(
     assert event_body(events[0])["user_prompt"] == prompt
     assert events[-1].type == pb.EVENT_TYPE_END
     redis = Redis.from_url(redis_url)
-    [(_, fields)] = await redis.xrange(f"{settings.redis_prefix}:1:1:big", count=1)
+    [(_, fields)] = await redis.xrange(server_keys(server, "big").stream, count=1)
     await redis.aclose()
     assert len(fields[b"body"]) < len(prompt.encode()) * 2  # stored as UTF-8, not \u-escaped
     assert pb.ListenResponse(event=events[0]).ByteSize() < DEFAULT_MAX_RECEIVE
@@ -108,14 +109,14 @@ async def test_a_prompt_too_large_to_store_is_refused_before_anything_is_written
         assert len(error.details() or "") < 200
         assert await client.list_active() == []
     redis = Redis.from_url(redis_url)
-    assert await redis.keys(f"{settings.redis_prefix}:1:1:big*") == []
+    assert await redis.keys(f"{server_keys(server, 'big').stream}*") == []
     await redis.aclose()
 
 
-async def test_the_prompt_limit_is_a_server_setting(redis_url: str) -> None:
+async def test_the_prompt_limit_is_a_server_setting(redis_url: str, settings: Settings) -> None:
     config = ServerSettings(redis_url=redis_url, port=0, tokens=TOKENS, max_prompt_bytes=1000)
     async with (
-        running_server(config) as server,
+        running_server(config, settings=settings) as server,
         StreamClient(f"127.0.0.1:{server.port}", token="alice-token") as client,
     ):
         await client.run("demo", "small", "é" * 499)  # 998 bytes and two quotes

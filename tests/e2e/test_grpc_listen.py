@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
+from pydantic_ai_stream import Settings
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, event_body
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 
 
 @pytest.fixture
-async def server(redis_url: str) -> AsyncIterator[RunningServer]:
+async def server(redis_url: str, settings: Settings) -> AsyncIterator[RunningServer]:
     config = ServerSettings(
         redis_url=redis_url,
         port=0,
@@ -23,7 +24,7 @@ async def server(redis_url: str) -> AsyncIterator[RunningServer]:
         tokens=["alice-token=1:1"],
         heartbeat_interval=0.2,
     )
-    async with running_server(config) as running:
+    async with running_server(config, settings=settings) as running:
         yield running
 
 
@@ -117,9 +118,11 @@ async def test_resuming_a_live_run_right_after_dropping_the_listen_loses_nothing
         assert full[-1].type == pb.EVENT_TYPE_END
 
 
-async def test_many_concurrent_resumes_of_one_live_run_each_get_their_exact_suffix(redis_url: str) -> None:
+async def test_many_concurrent_resumes_of_one_live_run_each_get_their_exact_suffix(
+    redis_url: str, settings: Settings
+) -> None:
     config = ServerSettings(redis_url=redis_url, port=0, demo=True, heartbeat_interval=0.2)
-    async with running_server(config) as server, StreamClient(f"127.0.0.1:{server.port}") as client:
+    async with running_server(config, settings=settings) as server, StreamClient(f"127.0.0.1:{server.port}") as client:
         await client.run("demo", "d1", "count these words please")
         prefix: list[pb.Event] = []
         listening = client.listen("d1")

@@ -16,6 +16,7 @@ import grpc
 import pytest
 import trustme
 
+from pydantic_ai_stream import Settings
 from pydantic_ai_stream._serve import ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, event_body
 from pydantic_ai_stream.v1 import stream_pb2 as pb
@@ -57,8 +58,10 @@ async def _until(events: AsyncIterator[pb.Event], predicate: object) -> list[pb.
     raise AssertionError(f"stream ended early: {seen}")
 
 
-async def test_sigterm_mid_run_cancels_after_the_grace_and_ends_streams(redis_url: str, prefix: str) -> None:
-    with serve_process(redis_url, prefix, "--agent", "stalling=grpc_agents:stalling", "--grace", "0.5") as (proc, port):
+async def test_sigterm_mid_run_cancels_after_the_grace_and_ends_streams(redis_url: str, settings: Settings) -> None:
+    with serve_process(
+        redis_url, settings.redis_prefix, "--agent", "stalling=grpc_agents:stalling", "--grace", "0.5"
+    ) as (proc, port):
         async with StreamClient(f"127.0.0.1:{port}") as client:
             await client.run("stalling", "s1", "go")
             listening = client.listen("s1")
@@ -74,11 +77,11 @@ async def test_sigterm_mid_run_cancels_after_the_grace_and_ends_streams(redis_ur
         assert proc.wait(10) == 0
 
 
-async def test_replicas_share_redis_run_on_one_listen_and_cancel_on_another(redis_url: str, prefix: str) -> None:
+async def test_replicas_share_redis_run_on_one_listen_and_cancel_on_another(redis_url: str, settings: Settings) -> None:
     agent = ("--agent", "stalling=grpc_agents:stalling")
     with (
-        serve_process(redis_url, prefix, *agent) as (_, port_a),
-        serve_process(redis_url, prefix, *agent) as (_, port_b),
+        serve_process(redis_url, settings.redis_prefix, *agent) as (_, port_a),
+        serve_process(redis_url, settings.redis_prefix, *agent) as (_, port_b),
     ):
         async with StreamClient(f"127.0.0.1:{port_a}") as a, StreamClient(f"127.0.0.1:{port_b}") as b:
             await a.run("stalling", "s1", "go")
@@ -99,7 +102,7 @@ async def test_serving_without_auth_off_loopback_is_refused(redis_url: str) -> N
             pass
 
 
-async def test_tls_and_mutual_tls(redis_url: str, tmp_path: Path) -> None:
+async def test_tls_and_mutual_tls(redis_url: str, tmp_path: Path, settings: Settings) -> None:
     ca = trustme.CA()
     server_cert = ca.issue_cert("localhost")
     server_cert.cert_chain_pems[0].write_to_path(tmp_path / "server.pem")
@@ -114,7 +117,7 @@ async def test_tls_and_mutual_tls(redis_url: str, tmp_path: Path) -> None:
         tls_key=tmp_path / "server.key",
         tls_client_ca=tmp_path / "ca.pem",
     )
-    async with running_server(config) as server:
+    async with running_server(config, settings=settings) as server:
         target = f"localhost:{server.port}"
         pair = (client_cert.private_key_pem.bytes(), client_cert.cert_chain_pems[0].bytes())
         async with StreamClient(target, root_certificates=ca.cert_pem.bytes(), client_certificate=pair) as client:

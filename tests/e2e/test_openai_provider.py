@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from pydantic_ai_stream import Deps, RedisSession, Session, run
+from pydantic_ai_stream import Deps, RedisSession, Runtime, Session, run
 
 MODEL = "gpt-4o-mini-2024-07-18"
 CALL_ID = "call_w3Ath3rPar1s"
@@ -152,7 +152,9 @@ def _stream_id(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-async def test_openai_chat_model_streams_tool_call_and_answer_through_a_real_http_server(redis: Redis) -> None:
+async def test_openai_chat_model_streams_tool_call_and_answer_through_a_real_http_server(
+    redis: Redis, runtime: Runtime
+) -> None:
     started = time.monotonic()
     chat = ChatServer()
     async with serving(chat.app) as base_url:
@@ -161,12 +163,12 @@ async def test_openai_chat_model_streams_tool_call_and_answer_through_a_real_htt
             agent = make_agent(OpenAIChatModel(MODEL, provider=provider))
 
             async def collect() -> list[dict[str, Any]]:
-                listener = MyDeps(redis=redis, user_id=1, session_id="s1")
+                listener = MyDeps(redis=redis, runtime=runtime, user_id=1, session_id="s1")
                 return [e async for e in listener.listen(serialize=False)]  # type: ignore[misc]
 
             consumer = asyncio.create_task(collect())
-            session = RedisSession(redis=redis, scope_id=1, user_id=1, session_id="s1")
-            deps = MyDeps(redis=redis, user_id=1, session_id="s1")
+            session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+            deps = MyDeps(redis=redis, runtime=runtime, user_id=1, session_id="s1")
             await asyncio.wait_for(run(session, agent, "What's the weather in Paris?", deps=deps), DEADLINE)
             events = await asyncio.wait_for(consumer, DEADLINE)
 
@@ -236,7 +238,7 @@ async def test_openai_chat_model_streams_tool_call_and_answer_through_a_real_htt
     assert not any(b.get("idx") == 0 for b in text + answers)
 
     # The conversation was persisted: a fresh session reads it back.
-    reloaded = RedisSession(redis=redis, scope_id=1, user_id=1, session_id="s1")
+    reloaded = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
     await reloaded.load()
     assert len(reloaded.msgs) == 4  # prompt, tool call, tool return, answer
     nodes = Session.nodes_from_msgs(reloaded.msgs)

@@ -13,22 +13,21 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import RedisSession, q
+from pydantic_ai_stream import RedisSession, Runtime, Settings, q
 from support import Collector, ScopedDeps, has_text
 
 WORKER = Path(__file__).with_name("worker.py")
 
 
 @pytest.fixture
-def worker(redis_url: str, prefix: str) -> Iterator[subprocess.Popen[str]]:
+def worker(redis_url: str, settings: Settings) -> Iterator[subprocess.Popen[str]]:
     env = {
         **os.environ,
+        "PYDANTIC_AI_STREAM_REDIS_PREFIX": settings.redis_prefix,
         "PYDANTIC_AI_STREAM_LEASE_TTL": "1.5",
         "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.3",
     }
-    proc = subprocess.Popen(
-        [sys.executable, str(WORKER), redis_url, prefix, "s1"], env=env, stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, str(WORKER), redis_url, "s1"], env=env, stdout=subprocess.PIPE, text=True)
     yield proc
     if proc.poll() is None:
         proc.kill()
@@ -37,28 +36,30 @@ def worker(redis_url: str, prefix: str) -> Iterator[subprocess.Popen[str]]:
     proc.stdout.close()
 
 
-async def test_cancel_from_another_process_stops_the_run(redis: Redis, worker: subprocess.Popen[str]) -> None:
-    listener = Collector(ScopedDeps(redis=redis, user_id=1, session_id="s1"), wait=10)
+async def test_cancel_from_another_process_stops_the_run(
+    redis: Redis, worker: subprocess.Popen[str], runtime: Runtime
+) -> None:
+    listener = Collector(ScopedDeps.on(runtime, user_id=1, session_id="s1"), wait=10)
     await listener.wait_for(has_text("working "), timeout=20)
-    assert [s async for s in q(redis, 1, 1)] == [(1, 1, "s1")]
+    assert [s async for s in q(redis, 1, 1, runtime=runtime)] == [(1, 1, "s1")]
 
     started = time.monotonic()
-    assert await ScopedDeps(redis=redis, user_id=1, session_id="s1").cancel() is True
+    assert await ScopedDeps.on(runtime, user_id=1, session_id="s1").cancel() is True
     await listener.wait_for(lambda e: e["type"] == "end")
     assert time.monotonic() - started < 0.2
     events = await listener.done()
     assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [("error", "canceled"), ("end", None)]
     assert worker.wait(10) == 3
     # The worker saved the partial conversation it had.
-    session = RedisSession(redis=redis, scope_id=1, user_id=1, session_id="s1")
+    session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
     await session.load()
     assert session.msgs[-1].parts[0].content == "working "  # type: ignore[union-attr]
 
 
-async def test_a_killed_worker_leaves_no_zombie(redis: Redis, worker: subprocess.Popen[str]) -> None:
-    listener = Collector(ScopedDeps(redis=redis, user_id=1, session_id="s1"), wait=10)
+async def test_a_killed_worker_leaves_no_zombie(redis: Redis, worker: subprocess.Popen[str], runtime: Runtime) -> None:
+    listener = Collector(ScopedDeps.on(runtime, user_id=1, session_id="s1"), wait=10)
     await listener.wait_for(has_text("working "), timeout=20)
-    assert [s async for s in q(redis, 1, 1)] == [(1, 1, "s1")]
+    assert [s async for s in q(redis, 1, 1, runtime=runtime)] == [(1, 1, "s1")]
 
     worker.send_signal(signal.SIGKILL)
     killed = time.monotonic()
@@ -68,11 +69,11 @@ async def test_a_killed_worker_leaves_no_zombie(redis: Redis, worker: subprocess
     assert time.monotonic() - killed < 1.5 + 1.5
     events = await listener.done()
     assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [("error", "run lost"), ("end", None)]
-    assert [s async for s in q(redis, 1, 1)] == []
-    assert not await ScopedDeps(redis=redis, user_id=1, session_id="s1").is_live()
+    assert [s async for s in q(redis, 1, 1, runtime=runtime)] == []
+    assert not await ScopedDeps.on(runtime, user_id=1, session_id="s1").is_live()
     # A late joiner sees the same ending, and the session can run again.
-    replay = [e async for e in ScopedDeps(redis=redis, user_id=1, session_id="s1").listen(serialize=False)]
+    replay = [e async for e in ScopedDeps.on(runtime, user_id=1, session_id="s1").listen(serialize=False)]
     assert replay == events
-    again = ScopedDeps(redis=redis, user_id=1, session_id="s1")
+    again = ScopedDeps.on(runtime, user_id=1, session_id="s1")
     await again.start()
     await again.stop()

@@ -14,11 +14,11 @@ from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import settings
+from pydantic_ai_stream import Settings
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, event_body
 from pydantic_ai_stream.v1 import stream_pb2 as pb
-from support import status_of, wait_renewed
+from support import server_keys, status_of, wait_renewed
 
 
 @dataclass
@@ -62,16 +62,18 @@ async def step() -> str:
 
 
 @pytest.fixture
-async def server(redis_url: str) -> AsyncIterator[RunningServer]:
+def settings(settings: Settings) -> Settings:
+    """The test's settings, with short leases: a lapsed lease shows in a second."""
+    return Settings(redis_prefix=settings.redis_prefix, lease_ttl=0.5, lease_renew_interval=0.05)
+
+
+@pytest.fixture
+async def server(redis_url: str, settings: Settings) -> AsyncIterator[RunningServer]:
     global script
     script = Script()
-    settings.lease_ttl, settings.lease_renew_interval = 0.5, 0.05  # a lapsed lease shows in a second
     config = ServerSettings(redis_url=redis_url, port=0, agents={"counted": "test_run_races:counted"})
-    try:
-        async with running_server(config) as running:
-            yield running
-    finally:
-        settings.lease_ttl, settings.lease_renew_interval = 3.0, 1.0
+    async with running_server(config, settings=settings) as running:
+        yield running
 
 
 async def _finish(client: StreamClient, session_id: str) -> list[pb.Event]:
@@ -91,7 +93,9 @@ def _assert_one_clean_run(events: list[pb.Event]) -> None:
 
 
 @pytest.mark.parametrize("seed", [1, 2])
-async def test_concurrent_retries_of_one_run_execute_it_once(server: RunningServer, redis: Redis, seed: int) -> None:
+async def test_concurrent_retries_of_one_run_execute_it_once(
+    server: RunningServer, redis: Redis, settings: Settings, seed: int
+) -> None:
     rng = random.Random(seed)
 
     async def retry() -> pb.RunResponse:
@@ -102,13 +106,15 @@ async def test_concurrent_retries_of_one_run_execute_it_once(server: RunningServ
         responses = await asyncio.gather(*(retry() for _ in range(50)))
         assert {(r.run_id, r.begin_event_id) for r in responses} == {("r-1", responses[0].begin_event_id)}
         await asyncio.wait_for(script.tool_entered.wait(), 5)
-        await wait_renewed(redis, f"{settings.redis_prefix}:1:1:s1:live", past=settings.lease_ttl)
+        await wait_renewed(redis, server_keys(server, "s1").live, past=settings.lease_ttl)
         events = await _finish(client, "s1")
     assert events[0].id == responses[0].begin_event_id
     _assert_one_clean_run(events)
 
 
-async def test_concurrent_runs_with_their_own_ids_let_one_win(server: RunningServer, redis: Redis) -> None:
+async def test_concurrent_runs_with_their_own_ids_let_one_win(
+    server: RunningServer, redis: Redis, settings: Settings
+) -> None:
     async with StreamClient(f"127.0.0.1:{server.port}") as client:
         codes = await asyncio.gather(
             *(status_of(client.run("counted", "s1", "go", run_id=f"r-{i}")) for i in range(100))
@@ -116,7 +122,7 @@ async def test_concurrent_runs_with_their_own_ids_let_one_win(server: RunningSer
         assert sorted(codes, key=lambda c: c.value) == [grpc.StatusCode.OK] + [grpc.StatusCode.ALREADY_EXISTS] * 99
         await asyncio.wait_for(script.tool_entered.wait(), 5)
         # The winner's lease is renewed past its TTL: no loser stopped the process's lease keeper.
-        await wait_renewed(redis, f"{settings.redis_prefix}:1:1:s1:live", past=settings.lease_ttl)
+        await wait_renewed(redis, server_keys(server, "s1").live, past=settings.lease_ttl)
         events = await _finish(client, "s1")
     _assert_one_clean_run(events)
     assert event_body(events[0])["run_id"] == f"r-{codes.index(grpc.StatusCode.OK)}"

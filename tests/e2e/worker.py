@@ -1,6 +1,6 @@
 """A separate process running one session whose model streams a token and then stalls.
 
-Usage: python worker.py REDIS_URL PREFIX SESSION_ID
+Usage: python worker.py REDIS_URL SESSION_ID (key prefix and lease timing from `PYDANTIC_AI_STREAM_*`)
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pydantic_ai import Agent
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import AgxCanceledError, Deps, RedisSession, run, settings
+from pydantic_ai_stream import AgxCanceledError, Deps, RedisSession, Runtime, run
 
 
 @dataclass
@@ -27,17 +27,17 @@ async def stalling(messages: object, info: AgentInfo):  # type: ignore[no-untype
     await asyncio.Event().wait()
 
 
-async def main(url: str, prefix: str, session_id: str) -> int:
-    settings.set_redis_prefix(prefix)
+async def main(url: str, session_id: str) -> int:
     redis = Redis.from_url(url)
-    session = RedisSession(redis=redis, scope_id=1, user_id=1, session_id=session_id)
     try:
-        await run(
-            session,
-            Agent(FunctionModel(stream_function=stalling)),
-            "go",
-            WorkerDeps(redis=redis, user_id=1, session_id=session_id),
-        )
+        async with Runtime(redis=redis) as runtime:  # the process's settings, read from its environment
+            session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id=session_id)
+            await run(
+                session,
+                Agent(FunctionModel(stream_function=stalling)),
+                "go",
+                WorkerDeps(redis=redis, runtime=runtime, user_id=1, session_id=session_id),
+            )
     except AgxCanceledError:
         print("canceled", flush=True)
         return 3
@@ -47,4 +47,4 @@ async def main(url: str, prefix: str, session_id: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(*sys.argv[1:4])))
+    sys.exit(asyncio.run(main(*sys.argv[1:3])))
