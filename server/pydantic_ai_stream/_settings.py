@@ -1,4 +1,5 @@
-"""Process-wide settings, read from `PYDANTIC_AI_STREAM_*` environment variables."""
+"""Settings (key prefix, lease timing, retention) that a `Runtime` carries; the process-wide default
+`settings` is read from `PYDANTIC_AI_STREAM_*` environment variables."""
 
 from __future__ import annotations
 
