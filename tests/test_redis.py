@@ -9,7 +9,7 @@ from types import MappingProxyType
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import Runtime
-from pydantic_ai_stream._redis import LeaseState, OpenState, SessionStream, active_sessions, append_many
+from pydantic_ai_stream._redis import CancelState, LeaseState, OpenState, SessionStream, active_sessions, append_many
 from support import ScopedDeps
 
 
@@ -85,8 +85,8 @@ async def test_renew_and_cancel_tell_held_from_cancelled_from_lost(redis: Redis,
     assert await redis.pttl(stream.keys.live) > 3000
     pubsub = redis.pubsub()
     await pubsub.subscribe("announced")
-    assert await stream.cancel("announced") is True
-    assert await stream.cancel("announced") is False, "already asked"
+    assert await stream.cancel("announced") == (CancelState.SIGNALLED, "r1")
+    assert await stream.cancel("announced") == (CancelState.NONE, ""), "already asked"
     message = None
     async with asyncio.timeout(5):
         while message is None or message["type"] != "message":
@@ -121,3 +121,35 @@ async def test_prune_drops_dead_sessions_and_hides_cancelled_ones(redis: Redis, 
     await streams[1].cancel("announced")
     assert await active_sessions(redis, [s.keys for s in streams]) == ["s2"]
     assert sorted(await redis.zrange(streams[0].keys.active, 0, -1)) == [b"s1", b"s2"]
+
+
+async def test_a_queued_run_is_adopted_once_and_a_cancel_ends_it_at_once(redis: Redis, runtime: Runtime) -> None:
+    stream = _stream(runtime)
+    begin = {"session_id": "s1", "run_id": "r1", "user_prompt": "hi"}
+    state, begin_id = await stream.open(run_id="r1", lease_ms=60_000, begin=begin, nonce="n1", queued=True)
+    assert state is OpenState.OPENED
+    assert await redis.get(stream.keys.live) == b"queued:r1"
+    assert await stream.is_live(), "a queued run counts as live"
+    assert await stream.open(run_id="r1", lease_ms=60_000, begin=begin, nonce="n2", queued=True) == (
+        OpenState.QUEUED, begin_id,
+    )  # fmt: skip
+    other = {"session_id": "s1", "run_id": "r2"}
+    assert await stream.open(run_id="r2", lease_ms=60_000, begin=other, nonce="n3") == (OpenState.BUSY, "")
+    adopted = await stream.adopt(run_id="r1", lease_ms=3000)
+    assert adopted is not None
+    assert (adopted.id, adopted.type, adopted.body) == (begin_id, "begin", begin)
+    assert await redis.get(stream.keys.live) == b"r1"
+    assert 0 < await redis.pttl(stream.keys.live) <= 3000
+    assert await stream.adopt(run_id="r1", lease_ms=3000) is None, "adopted once"
+
+    queued = _stream(runtime, "s2")
+    await queued.open(run_id="q1", lease_ms=60_000, begin={"session_id": "s2", "run_id": "q1"}, nonce="n", queued=True)
+    assert await queued.cancel("announced") == (CancelState.ENDED, "q1")
+    assert await _entries(redis, queued) == [
+        ("begin", "pydantic-ai-stream", {"session_id": "s2", "run_id": "q1"}),
+        ("error", "pydantic-ai-stream", {"msg": "canceled"}),
+        ("end", "pydantic-ai-stream", {"run_id": "q1"}),
+    ]
+    assert not await redis.exists(queued.keys.live)
+    assert await queued.adopt(run_id="q1", lease_ms=3000) is None, "a cancelled queued run never runs"
+    assert 0 < await redis.pttl(queued.keys.stream) <= runtime.settings.stream_retention * 1000

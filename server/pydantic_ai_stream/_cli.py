@@ -25,20 +25,25 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve agents over gRPC (options also from PYDANTIC_AI_STREAM_*)")
-    serve.add_argument("--agent", action="append", default=[], metavar="NAME=MODULE:ATTR", help="host an agent")
-    serve.add_argument("--no-demo", action="store_true", help="do not host the built-in `demo` agent")
-    serve.add_argument("--redis", metavar="URL", help="Redis URL (default: REDIS_URL, else an embedded Redis)")
-    serve.add_argument("--redis-cluster", action="store_true", help="the Redis URL names a Redis Cluster node")
-    serve.add_argument(
-        "--redis-max-connections", type=int, help="connections the shared pool may open (default 6; plus 1 reader)"
-    )
+    worker = commands.add_parser("worker", help="execute queued runs of agents, without serving gRPC")
+    for command in (serve, worker):
+        command.add_argument("--agent", action="append", default=[], metavar="NAME=MODULE:ATTR", help="host an agent")
+        command.add_argument("--no-demo", action="store_true", help="do not host the built-in `demo` agent")
+        command.add_argument("--redis", metavar="URL", help="Redis URL (default: REDIS_URL, else an embedded Redis)")
+        command.add_argument("--redis-cluster", action="store_true", help="the Redis URL names a Redis Cluster node")
+        command.add_argument(
+            "--redis-max-connections", type=int, help="connections the shared pool may open (default 6; plus 1 reader)"
+        )
+        command.add_argument(
+            "--concurrency", type=int, help="runs executed at once (default 64; serve: 0 executes none)"
+        )
+        command.add_argument("--grace", type=float, help="seconds in-flight runs get on SIGTERM (default 10)")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     serve.add_argument("--token", action="append", default=[], metavar="TOKEN=SCOPE:USER[:AGENTS]", help="bearer token")
     serve.add_argument("--tls-cert", help="server certificate chain (PEM)")
     serve.add_argument("--tls-key", help="server private key (PEM)")
     serve.add_argument("--tls-client-ca", help="CA for client certificates: require them (mTLS)")
-    serve.add_argument("--grace", type=float, help="seconds in-flight runs get on SIGTERM (default 10)")
     serve.add_argument("--listen-cache-bytes", type=int, help="bytes of events Listen streams share (default 16 MiB)")
 
     for name, help_text in (
@@ -66,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `pydantic-ai-stream` command."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "serve":
+    if args.command in ("serve", "worker"):
         _serve(args)
         return
     try:
@@ -80,30 +85,34 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from ._serve import ServerSettings, serve
+    from ._serve import ServerSettings, serve, work
 
     overrides: dict[str, Any] = {
         "redis_url": args.redis,
         "redis_max_connections": args.redis_max_connections,
-        "host": args.host,
-        "port": args.port,
-        "tls_cert": args.tls_cert,
-        "tls_key": args.tls_key,
-        "tls_client_ca": args.tls_client_ca,
         "shutdown_grace": args.grace,
-        "listen_cache_bytes": args.listen_cache_bytes,
+        "concurrency": args.concurrency,
     }
+    if args.command == "serve":
+        overrides |= {
+            "host": args.host,
+            "port": args.port,
+            "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key,
+            "tls_client_ca": args.tls_client_ca,
+            "listen_cache_bytes": args.listen_cache_bytes,
+        }
     config = ServerSettings(**{k: v for k, v in overrides.items() if v is not None})
     if args.agent:
         config.agents = {**config.agents, **dict(spec.split("=", 1) for spec in args.agent)}
-    if args.token:
+    if getattr(args, "token", None):
         config.tokens = [*config.tokens, *args.token]
     if args.no_demo:
         config.demo = False
     if args.redis_cluster:
         config.redis_cluster = True
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config) if args.command == "serve" else work(config))
     except (ValueError, TypeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

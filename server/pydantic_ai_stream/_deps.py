@@ -20,7 +20,7 @@ from ._redis import AsyncRedis, Entry
 from ._runtime import Runtime, session_keys
 from ._settings import settings
 
-__all__ = ["Deps"]
+__all__ = ["Deps", "HostedDeps"]
 
 
 @dataclass(kw_only=True)
@@ -102,6 +102,10 @@ class Deps(ABC):
         self._run, self._begin_event_id, self.run_id = live, live.begin_event_id, live.run_id
         self._generated_run_id = None if requested is not None else live.run_id
 
+    def attach(self, live: LiveRun) -> None:
+        """Make `live` (a run adopted from the run queue) this deps' run, as `start()` would."""
+        self._run, self._begin_event_id, self.run_id = live, live.begin_event_id, live.run_id
+
     async def stop(self, grace_period: int = 5) -> None:
         """Write `end`, release the live flag, and delete the stream `grace_period` seconds later."""
         live, self._run = self._run, None
@@ -168,3 +172,14 @@ class Deps(ABC):
         """`listen` as typed `Entry`s: `SessionHandle.listen_entries` (`wait=3`, `timeout=60`, `after=None`,
         `heartbeat=None`), which raises where `listen` stops quietly."""
         return self.handle().listen_entries(**options)
+
+
+@dataclass(kw_only=True)
+class HostedDeps(Deps):
+    """The deps of runs of agents a server hosts (started through the service, run by its workers): the
+    scope comes from the caller."""
+
+    scope_id: int
+
+    def get_scope_id(self) -> int:
+        return self.scope_id

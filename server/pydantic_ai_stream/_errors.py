@@ -10,6 +10,7 @@ __all__ = [
     "LeaseLostError",
     "ListenTimeoutError",
     "PydanticAIStreamError",
+    "QueueFullError",
     "RunExistsError",
     "SessionBusyError",
     "StreamNotFoundError",
@@ -82,3 +83,12 @@ class ListenTimeoutError(PydanticAIStreamError, TimeoutError):
 
 class StreamNotFoundError(PydanticAIStreamError, LookupError):
     """The session has no events: it never ran, or they expired, and none appeared within `wait`."""
+
+
+class QueueFullError(PydanticAIStreamError):
+    """The scope has as many runs waiting for a worker as it may: nothing was written; retry later."""
+
+    def __init__(self, scope_id: int, limit: int) -> None:
+        super().__init__(f"scope {scope_id} has {limit} runs waiting for a worker, its limit; retry later")
+        self.scope_id = scope_id
+        self.limit = limit

@@ -12,7 +12,8 @@ from typing import Any, TypedDict
 from ._errors import ListenTimeoutError, StreamNotFoundError
 from ._keys import SessionKeys, cancel_channel
 from ._listen import listen
-from ._redis import AsyncRedis, Entry, SessionStream, active_members, active_sessions
+from ._queue import Job
+from ._redis import AsyncRedis, CancelState, Entry, SessionStream, active_members, active_sessions
 from ._runtime import Runtime
 
 __all__ = ["ListenOptions", "SessionHandle", "live_sessions", "q"]
@@ -50,8 +51,15 @@ class SessionHandle:
         return await self.stream.is_live()
 
     async def cancel(self) -> bool:
-        """Stop the session's live run, wherever it runs; `True` if there was one to stop."""
-        return await self.stream.cancel(cancel_channel(self.runtime.settings.redis_prefix))
+        """Stop the session's live run, wherever it runs (a queued one ends at once); `True` if there was
+        one to stop."""
+        state, run_id = await self.stream.cancel(cancel_channel(self.runtime.settings.redis_prefix))
+        if state is CancelState.ENDED:
+            keys = self.keys
+            await self.runtime.queue.release(
+                Job(scope_id=keys.scope_id, user_id=keys.user_id, session_id=keys.session_id, run_id=run_id, agent="")
+            )
+        return state is not CancelState.NONE
 
     def listen_entries(
         self,

@@ -17,6 +17,9 @@ __all__ = [
     "check_prefix",
     "check_stream_id",
     "excerpt",
+    "queue_key",
+    "queue_wake_key",
+    "queued_key",
     "user_prefix",
     "wake_key",
 ]
@@ -83,6 +86,8 @@ class SessionKeys:
     user share a slot and the package's scripts can touch them together.
     """
 
+    scope_id: int
+    user_id: int
     session_id: str
     stream: str
     live: str
@@ -98,6 +103,8 @@ class SessionKeys:
         user = user_prefix(prefix=prefix, scope_id=scope_id, user_id=user_id, hash_tags=hash_tags)
         stream = f"{user}:{check_id('session_id', session_id)}"
         return cls(
+            scope_id=scope_id,
+            user_id=user_id,
             session_id=session_id,
             stream=stream,
             live=f"{stream}:live",
@@ -120,6 +127,22 @@ def active_key(*, prefix: str, scope_id: int, user_id: int, hash_tags: bool = Fa
 def wake_key(prefix: str, reader: str) -> str:
     """A stream of a process's shared reader, written to wake its blocked read when it follows a new stream."""
     return f"{check_prefix(prefix)}::hub:{reader}"
+
+
+def queue_key(prefix: str) -> str:
+    """The stream of runs waiting for a worker (a consumer group's), hash-tagged: the run queue's keys
+    share one slot of a Redis Cluster."""
+    return f"{{{check_prefix(prefix)}::runs}}"
+
+
+def queue_wake_key(prefix: str, worker: str) -> str:
+    """A worker's own stream, read with the queue, written to wake its blocked claim when it stops."""
+    return f"{queue_key(prefix)}:wake:{worker}"
+
+
+def queued_key(prefix: str, scope_id: int) -> str:
+    """The sorted set of a scope's runs accepted and not yet claimed by a worker (its queue's depth)."""
+    return f"{queue_key(prefix)}:queued:{check_int_id('scope_id', scope_id)}"
 
 
 def cancel_channel(prefix: str) -> str:

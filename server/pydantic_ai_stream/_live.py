@@ -15,7 +15,7 @@ from ._events import EventMapper
 from ._keys import SessionKeys, check_id
 from ._lease import Lease
 from ._names import EVENT, ORIGIN_PYDANTIC_AI
-from ._redis import OpenState
+from ._redis import OpenState, SessionStream
 from ._runtime import Runtime
 from ._writer import StreamWriter
 
@@ -28,6 +28,8 @@ class LiveRun:
 
     run_id: str
     begin_event_id: str
+    begin: Mapping[str, Any]
+    """The body of the run's `begin` (its ids, and what its starter added, e.g. `user_prompt`)."""
     lease: Lease
     writer: StreamWriter
     mapper: EventMapper = field(default_factory=EventMapper)
@@ -61,10 +63,34 @@ class LiveRun:
             if state is OpenState.EXISTS:
                 raise RunExistsError(keys.session_id, run_id=run_id, begin_event_id=begin_event_id)
             raise SessionBusyError(keys.session_id)
-        lease = Lease(stream=stream, run_id=run_id, keeper=keeper)
+        return cls._held(runtime, stream, run_id=run_id, begin_event_id=begin_event_id, begin=begin)
+
+    @classmethod
+    async def adopt(cls, runtime: Runtime, keys: SessionKeys, *, run_id: str) -> LiveRun | None:
+        """Take over the queued run `run_id` (its `begin` is written): its flag becomes this process's lease.
+        `None` if it is no longer queued (cancelled, expired, or another worker's)."""
+        stream = runtime.stream(keys)
+        keeper = runtime.leases
+        await keeper.ready(timeout=runtime.settings.lease_ttl)
+        try:
+            begin = await stream.adopt(run_id=run_id, lease_ms=keeper.lease_ms)
+        except BaseException:
+            keeper.release(None)
+            raise
+        if begin is None:
+            keeper.release(None)
+            return None
+        return cls._held(runtime, stream, run_id=run_id, begin_event_id=begin.id, begin=begin.body)
+
+    @classmethod
+    def _held(
+        cls, runtime: Runtime, stream: SessionStream, *, run_id: str, begin_event_id: str, begin: Mapping[str, Any]
+    ) -> LiveRun:
+        """The run whose lease was just taken, renewed by the runtime's keeper from now on."""
+        lease = Lease(stream=stream, run_id=run_id, keeper=runtime.leases)
         writer = StreamWriter(stream=stream, run_id=run_id, combiner=runtime.writes, last_id=begin_event_id)
-        keeper.hold(lease)
-        return cls(run_id=run_id, begin_event_id=begin_event_id, lease=lease, writer=writer)
+        runtime.leases.hold(lease)
+        return cls(run_id=run_id, begin_event_id=begin_event_id, begin=begin, lease=lease, writer=writer)
 
     @property
     def token(self) -> CancellationToken:

@@ -17,6 +17,7 @@ __all__ = [
     "INFO",
     "ORIGIN_PYDANTIC_AI",
     "ORIGIN_STREAM",
+    "QUEUED_MARK",
     "lua",
 ]
 
@@ -38,9 +39,18 @@ ORIGIN_PYDANTIC_AI = "pydantic-ai"
 
 CANCEL_MARK = "cancel:"
 """Prefix of a live flag whose run was asked to stop: `cancel:<run id>`."""
+QUEUED_MARK = "queued:"
+"""Prefix of a live flag whose run waits in the run queue for a worker: `queued:<run id>`."""
 
 
 def lua(script: str) -> str:
-    """`script` with `$BEGIN`, `$END`, `$ERROR`, `$ORIGIN`, `$CANCEL` as Lua string literals."""
-    names = {"BEGIN": BEGIN, "END": END, "ERROR": ERROR, "ORIGIN": ORIGIN_STREAM, "CANCEL": CANCEL_MARK}
+    """`script` with `$BEGIN`, `$END`, `$ERROR`, `$ORIGIN`, `$CANCEL`, `$QUEUED` as Lua string literals."""
+    names = {
+        "BEGIN": BEGIN,
+        "END": END,
+        "ERROR": ERROR,
+        "ORIGIN": ORIGIN_STREAM,
+        "CANCEL": CANCEL_MARK,
+        "QUEUED": QUEUED_MARK,
+    }
     return Template(script).substitute({name: f"'{value}'" for name, value in names.items()})

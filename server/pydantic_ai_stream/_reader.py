@@ -33,7 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ._errors import PydanticAIStreamError
 from ._keys import wake_key
 from ._names import END
-from ._redis import Entry, SessionStream, decode, reap_many, stream_id_key, xread_entries_by_key
+from ._redis import Entry, SessionStream, decode, own_pool, reap_many, stream_id_key, xread_entries_by_key
 from ._settings import Settings
 
 __all__ = ["StreamHub", "Subscription"]
@@ -266,7 +266,7 @@ class StreamHub:
             logger.debug("could not wake the stream hub: %s", e)
 
     async def _read_loop(self) -> None:
-        pool = _own_pool(self.redis)
+        pool = own_pool(self.redis)
         failing_since: float | None = None
         try:
             while self._streams and not self._closed:
@@ -380,9 +380,3 @@ def page_size(entries: list[Entry], count: int) -> int:
 def _size(entry: Entry) -> int:
     """About the bytes an entry holds (its body dominates)."""
     return len(entry.body_json) + 64
-
-
-def _own_pool(redis: Redis) -> ConnectionPool:
-    """A pool of one connection with `redis`'s settings, for the hub's blocking reads."""
-    pool = redis.connection_pool
-    return ConnectionPool(connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs)

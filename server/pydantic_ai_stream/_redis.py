@@ -15,18 +15,20 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, NamedTuple, TypeAlias, TypeVar
 
-from redis.asyncio import Redis, RedisCluster
+from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.exceptions import NoScriptError
 from typing_extensions import TypeIs
 
 from ._errors import CursorExpiredError
 from ._keys import SessionKeys
-from ._names import BEGIN, CANCEL_MARK, lua
+from ._names import BEGIN, CANCEL_MARK, ORIGIN_STREAM, lua
 
 __all__ = [
     "AsyncRedis",
+    "CancelState",
     "Entry",
     "LeaseState",
+    "LuaScript",
     "OpenState",
     "PendingEntry",
     "RawEntry",
@@ -38,6 +40,7 @@ __all__ = [
     "decode",
     "entry_type",
     "is_cluster",
+    "own_pool",
     "reap_many",
     "renew_many",
     "stream_id_key",
@@ -51,7 +54,7 @@ _R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
-class _Script:
+class LuaScript:
     """A Lua script, sent by its SHA1 (`EVALSHA`) and loaded first into a server that lacks it."""
 
     source: str
@@ -69,11 +72,12 @@ class _Script:
 
 
 # KEYS: live, stream, active. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body,
-# the start of the begin body that names this session and run, nonce of this start.
+# the start of the begin body that names this session and run, nonce of this start, '1' to queue the run
+# (its flag then says `queued:<run id>` until a worker adopts it).
 # Returns {OpenState, begin id}. The stream already starting with this run's `begin` means the run
-# exists (live, or ended and kept), unless that `begin` carries our nonce: then this call is a re-sent
-# copy of the one that wrote it (its reply was lost) and it opened the run.
-_OPEN = _Script(
+# exists (live, queued, or ended and kept), unless that `begin` carries our nonce: then this call is a
+# re-sent copy of the one that wrote it (its reply was lost) and it opened the run.
+_OPEN = LuaScript(
     lua("""
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
 if first then
@@ -83,13 +87,15 @@ if first then
   end
   if body and string.sub(body, 1, #ARGV[8]) == ARGV[8] then
     if nonce == ARGV[9] then return {1, first[1]} end
+    if redis.call('GET', KEYS[1]) == $QUEUED .. ARGV[1] then return {3, first[1]} end
     return {2, first[1]}
   end
 end
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+local flag = ARGV[10] == '1' and $QUEUED .. ARGV[1] or ARGV[1]
+if not redis.call('SET', KEYS[1], flag, 'NX', 'PX', ARGV[2]) then
   local v = redis.call('GET', KEYS[1])
   -- Our run, though its `begin` was trimmed away: it exists.
-  if v == ARGV[1] or v == $CANCEL .. ARGV[1] then return {2, first and first[1] or ''} end
+  if v == ARGV[1] or v == $CANCEL .. ARGV[1] or v == $QUEUED .. ARGV[1] then return {2, first and first[1] or ''} end
   return {0, ''}
 end
 redis.call('DEL', KEYS[2])
@@ -108,7 +114,7 @@ return {1, id}
 # past the known id already holds this batch: the call is a copy re-sent by a retrying client after
 # its reply was lost, and writes nothing again. The stream's retention is kept by the lease renewal
 # (RENEW), not by every write.
-_APPEND = _Script(
+_APPEND = LuaScript(
     lua("""
 local results = {}
 local a = 3
@@ -137,7 +143,7 @@ return results
 
 # KEYS: live, stream, active. ARGV: run_id, maxlen, grace_ms, session_id, end body.
 # Returns the id of `end`, also to a re-sent copy of the call that wrote it; false if the lease was lost.
-_CLOSE = _Script(
+_CLOSE = LuaScript(
     lua("""
 local v = redis.call('GET', KEYS[1])
 if v ~= ARGV[1] and v ~= $CANCEL .. ARGV[1] then
@@ -164,7 +170,7 @@ return id
 
 # KEYS: (live, stream) of each session. ARGV: lease_ms, retention_ms, then each session's run_id.
 # Extends the leases still held (and their streams' retention); returns a LeaseState per session.
-_RENEW = _Script(
+_RENEW = LuaScript(
     lua("""
 local states = {}
 for i = 1, #KEYS / 2 do
@@ -182,21 +188,50 @@ return states
 """)
 )
 
-# KEYS: live. ARGV: cancel channel. Marks the lease cancelled and tells its process.
-_CANCEL = _Script(
+# KEYS: live, stream, active. ARGV: cancel channel, maxlen, retention_ms, session_id, the `canceled` error body.
+# A running run's flag is marked cancelled and its process told: returns {1, run id}. A queued run is
+# ended here and now (`error` + `end`, flag released): returns {2, run id}. Else (no run, or one already
+# asked): {0, ''}.
+_CANCEL = LuaScript(
     lua("""
 local v = redis.call('GET', KEYS[1])
-if not v or string.sub(v, 1, #$CANCEL) == $CANCEL then return 0 end
+if not v or string.sub(v, 1, #$CANCEL) == $CANCEL then return {0, ''} end
+if string.sub(v, 1, #$QUEUED) == $QUEUED then
+  local run = string.sub(v, #$QUEUED + 1)
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', $ERROR, 'origin', $ORIGIN, 'body', ARGV[5])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', $END, 'origin', $ORIGIN,
+    'body', cjson.encode({run_id = run}))
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[3], ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return {2, run}
+end
 redis.call('SET', KEYS[1], $CANCEL .. v, 'KEEPTTL')
 redis.call('PUBLISH', ARGV[1], KEYS[1])
-return 1
+return {1, v}
+""")
+)
+
+# KEYS: live, stream. ARGV: run_id, lease_ms. A worker takes a queued run's flag as its lease.
+# Returns {begin id, begin body}, or {} if the run is no longer queued (cancelled, expired, or adopted).
+_ADOPT = LuaScript(
+    lua("""
+if redis.call('GET', KEYS[1]) ~= $QUEUED .. ARGV[1] then return {} end
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+if not first then return {} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local body = '{}'
+for f = 1, #first[2], 2 do
+  if first[2][f] == 'body' then body = first[2][f + 1] end
+end
+return {first[1], body}
 """)
 )
 
 # KEYS: (live, stream, active) of each session. ARGV: maxlen, grace_ms, error body, then the
 # session ids. Ends the streams whose run died: no live flag, yet the last entry is not `end`.
 # Returns per session 1 if it ended the stream, else 0.
-_REAP = _Script(
+_REAP = LuaScript(
     lua("""
 local done = {}
 for i = 1, #KEYS / 3 do
@@ -228,8 +263,8 @@ return done
 
 
 # KEYS: active, then each session's live flag. ARGV: the session ids.
-# Returns per session 1 (live), 2 (cancel requested) or 0 (gone: removed from the active set).
-_PRUNE = _Script(
+# Returns per session 1 (live), 2 (cancel requested), 3 (queued) or 0 (gone: removed from the active set).
+_PRUNE = LuaScript(
     lua("""
 local states = {}
 for i = 1, #ARGV do
@@ -239,6 +274,8 @@ for i = 1, #ARGV do
     states[i] = 0
   elseif string.sub(v, 1, #$CANCEL) == $CANCEL then
     states[i] = 2
+  elseif string.sub(v, 1, #$QUEUED) == $QUEUED then
+    states[i] = 3
   else
     states[i] = 1
   end
@@ -257,6 +294,19 @@ class OpenState(IntEnum):
     """The run took the session and its `begin` is written."""
     EXISTS = 2
     """A run with this id is live or ended (its stream still kept): nothing was written."""
+    QUEUED = 3
+    """A run with this id waits in the run queue: nothing was written."""
+
+
+class CancelState(IntEnum):
+    """What a cancel found."""
+
+    NONE = 0
+    """No run, or one already asked to stop."""
+    SIGNALLED = 1
+    """A running run was asked to stop (its process stops it at once)."""
+    ENDED = 2
+    """A queued run was ended on the spot (`error` canceled + `end`)."""
 
 
 class LeaseState(IntEnum):
@@ -359,20 +409,32 @@ class SessionStream:
     maxlen: int
     retention_ms: int
 
-    async def open(self, *, run_id: str, lease_ms: int, begin: Mapping[str, Any], nonce: str) -> tuple[OpenState, str]:
+    async def open(
+        self, *, run_id: str, lease_ms: int, begin: Mapping[str, Any], nonce: str, queued: bool = False
+    ) -> tuple[OpenState, str]:
         """Take the live flag and start a fresh stream with `begin` (which must start with this session's
         and run's ids); returns what it found and the run's `begin` id (`""` when `BUSY`).
 
         `nonce`, unique to this start, lets a copy of the call re-sent by a retrying client see it opened.
+        `queued`: the flag says the run waits for a worker (`adopt`), and lives `lease_ms` meanwhile.
         """
         own = _dump({"session_id": self.keys.session_id, "run_id": run_id})[:-1]
         state, entry_id = await _OPEN(
             self.redis,
             keys=[self.keys.live, self.keys.stream, self.keys.active],
             args=[run_id, lease_ms, self.keys.session_id, int(time.time() * 1000), self.maxlen,
-                  self.retention_ms, _dump(begin), own, nonce],
+                  self.retention_ms, _dump(begin), own, nonce, "1" if queued else "0"],
         )  # fmt: skip
         return OpenState(int(state)), decode(entry_id)
+
+    async def adopt(self, *, run_id: str, lease_ms: int) -> Entry | None:
+        """Take the flag of the queued run `run_id` as a `lease_ms` lease; its `begin` entry, or `None` if
+        it is no longer queued (cancelled, expired, or adopted by another worker)."""
+        reply = await _ADOPT(self.redis, keys=[self.keys.live, self.keys.stream], args=[run_id, lease_ms])
+        if not reply:
+            return None
+        entry_id, body = reply
+        return Entry.from_redis(entry_id, {"type": BEGIN, "origin": ORIGIN_STREAM, "body": body})
 
     async def close(self, *, run_id: str, grace_ms: int, end: Mapping[str, Any]) -> bool:
         """Write `end`, release the live flag and keep the stream `grace_ms`; `False` if the lease was lost."""
@@ -388,10 +450,14 @@ class SessionStream:
         (state,) = await renew_many(self.redis, [(self, run_id)], lease_ms=lease_ms)
         return state
 
-    async def cancel(self, channel: str) -> bool:
-        """Ask the live run to stop; `True` if there was a live run not already asked."""
-        done = await _CANCEL(self.redis, keys=[self.keys.live], args=[channel])
-        return bool(done)
+    async def cancel(self, channel: str) -> tuple[CancelState, str]:
+        """Ask the live run to stop (a queued one is ended at once); what it found, and the run's id."""
+        state, run_id = await _CANCEL(
+            self.redis,
+            keys=[self.keys.live, self.keys.stream, self.keys.active],
+            args=[channel, self.maxlen, self.retention_ms, self.keys.session_id, _dump({"msg": "canceled"})],
+        )
+        return CancelState(int(state)), decode(run_id)
 
     async def is_live(self) -> bool:
         """Whether a run holds the live flag and has not been asked to cancel."""
@@ -432,6 +498,13 @@ class SessionStream:
             return None
         return StreamBounds(oldest=decode(oldest[0][0]), oldest_type=entry_type(oldest[0][1]),
                             newest=decode(newest[0][0]), newest_type=entry_type(newest[0][1]))  # fmt: skip
+
+
+def own_pool(redis: Redis) -> ConnectionPool:
+    """A pool of one connection with `redis`'s settings, for a blocking read that must not hold one of
+    the shared pool's connections."""
+    pool = redis.connection_pool
+    return ConnectionPool(connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs)
 
 
 def is_cluster(redis: AsyncRedis) -> TypeIs[RedisCluster]:
@@ -515,7 +588,7 @@ async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> lis
     if not keys:
         return []
     states = await _PRUNE(redis, keys=[keys[0].active, *(k.live for k in keys)], args=[k.session_id for k in keys])
-    return [k.session_id for k, state in zip(keys, states, strict=True) if int(state) == 1]
+    return [k.session_id for k, state in zip(keys, states, strict=True) if int(state) in (1, 3)]
 
 
 async def active_members(redis: AsyncRedis, active_key: str) -> list[str]:

@@ -17,7 +17,7 @@ from ._errors import AgxCanceledError, LeaseLostError
 from ._names import ORIGIN_STREAM
 from ._session import Session
 
-__all__ = ["run", "start_run"]
+__all__ = ["drive", "run", "start_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ async def run(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str
     `AgxCanceledError`; on a crash it writes `error` and re-raises. `kwargs` go to `agent.iter()`.
     """
     await deps.start(body={"user_prompt": user_prompt})
-    await _drive(session, agent, user_prompt, deps, **kwargs)
+    await drive(session, agent, user_prompt, deps, **kwargs)
 
 
 async def start_run(
@@ -42,10 +42,11 @@ async def start_run(
     `SessionBusyError` (and bad ids) are raised here; the task ends as `run` would.
     """
     await deps.start(body={"user_prompt": user_prompt})
-    return asyncio.create_task(_drive(session, agent, user_prompt, deps, **kwargs))
+    return asyncio.create_task(drive(session, agent, user_prompt, deps, **kwargs))
 
 
-async def _drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str, deps: Deps, **kwargs: Any) -> None:
+async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str, deps: Deps, **kwargs: Any) -> None:
+    """The rest of `run` once `deps` holds the run (`start()`, or a run adopted from the queue)."""
     try:
         await session.load()
         kwargs.setdefault("conversation_id", deps.session_id)

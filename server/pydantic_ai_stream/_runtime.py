@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from ._keys import SessionKeys, active_key
 from ._lease import LeaseKeeper
+from ._queue import RunQueue
 from ._reader import StreamHub
 from ._redis import AsyncRedis, SessionStream, is_cluster
 from ._settings import Settings, settings
@@ -80,6 +81,17 @@ class Runtime:
             keys=keys,
             maxlen=self.settings.stream_maxlen,
             retention_ms=self.settings.stream_retention * 1000,
+        )
+
+    @property
+    def queue(self) -> RunQueue:
+        """The run queue under this runtime's prefix, bounded as its settings say."""
+        config = self.settings
+        return RunQueue(
+            redis=self.redis,
+            prefix=config.redis_prefix,
+            max_queued=config.max_queued_runs,
+            wait_ms=min(config.queue_wait, config.stream_retention) * 1000,
         )
 
     def active_key(self, *, scope_id: int, user_id: int) -> str:

@@ -36,10 +36,11 @@ from ._runtime import Runtime
 from ._service import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS, AgentStreamServicer
 from ._settings import Settings
 from ._settings import settings as process_settings
+from ._worker import Worker
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
-__all__ = ["ServerSettings", "load_agent", "running_server", "serve"]
+__all__ = ["ServerSettings", "load_agent", "running_server", "serve", "work"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ class ServerSettings(BaseSettings):
     """CA of client certificates: set it to require them (mTLS)."""
     shutdown_grace: float = Field(default=10.0, ge=0)
     """Seconds in-flight runs get on SIGTERM before they are cancelled."""
+    concurrency: int = Field(default=64, ge=0, le=100_000)
+    """Runs this process executes at once, taken from the run queue; 0: none (a replica that only serves
+    the API, with `pydantic-ai-stream worker` processes executing)."""
     heartbeat_interval: float = Field(default=15.0, gt=0)
     listen_cache_bytes: int = Field(default=16 << 20, ge=0)
     """Bytes of converted events the Listen streams of a session share (recent entries only)."""
@@ -325,11 +329,15 @@ class RunningServer:
     health: health.aio.HealthServicer
     port: int
     shutdown_grace: float
+    worker: Worker | None
+    """The worker executing queued runs in this process (`None` with `concurrency=0`)."""
 
     async def stop(self) -> None:
         """Stop taking runs, let runs finish for the grace period, cancel the rest, close streams."""
         await self.health.enter_graceful_shutdown()
-        await self.servicer.drain(self.shutdown_grace)
+        self.servicer.stop_accepting()
+        if self.worker is not None:
+            await self.worker.drain(self.shutdown_grace)
         await self.server.stop(grace=1.0)
 
 
@@ -366,8 +374,16 @@ async def running_server(config: ServerSettings, *, settings: Settings | None = 
         await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        worker = Worker(runtime=runtime, agents=agents, concurrency=config.concurrency) if config.concurrency else None
+        if worker is not None:
+            await worker.start()
         running = RunningServer(
-            server=server, servicer=servicer, health=health_servicer, port=port, shutdown_grace=config.shutdown_grace
+            server=server,
+            servicer=servicer,
+            health=health_servicer,
+            port=port,
+            shutdown_grace=config.shutdown_grace,
+            worker=worker,
         )
         logger.warning(
             "serving %s on %s:%d (%s) with agents: %s",
@@ -396,3 +412,26 @@ async def serve(config: ServerSettings, *, ready: Callable[[RunningServer], None
             ready(running)
         await stopping.wait()
         logger.warning("shutting down: in-flight runs get %.0f s", config.shutdown_grace)
+
+
+async def work(config: ServerSettings) -> None:
+    """Execute queued runs of the hosted agents (no gRPC port) until SIGTERM or SIGINT; then stop
+    claiming, give runs `shutdown_grace` seconds and cancel the rest."""
+    if not config.redis_url:
+        raise ValueError("a worker needs the Redis its servers use: pass --redis or set REDIS_URL")
+    agents = _agents(config)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    async with _redis(config) as redis, Runtime(redis=redis, settings=process_settings) as runtime:
+        worker = Worker(runtime=runtime, agents=agents, concurrency=max(1, config.concurrency))
+        await worker.start()
+        logger.warning(
+            "worker %s executing up to %d runs of: %s", worker.name, worker.concurrency, ", ".join(sorted(agents))
+        )
+        try:
+            await stopping.wait()
+            logger.warning("stopping: in-flight runs get %.0f s", config.shutdown_grace)
+        finally:
+            await worker.drain(config.shutdown_grace)

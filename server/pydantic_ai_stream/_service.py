@@ -1,12 +1,11 @@
 """The gRPC service: translates `AgentStreamService` calls onto the library, and status codes back.
 
-It holds no runtime logic of its own: `start_run` runs, a `SessionHandle` listens, cancels and lists;
+It holds no runtime logic of its own: the run queue takes runs, a `SessionHandle` listens, cancels and lists;
 this module authenticates, validates requests, sends events (converted by `_proto`) and maps errors to codes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -23,28 +22,25 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._auth import Authenticator, AuthError, Caller
-from ._deps import Deps
 from ._errors import (
-    AgxCanceledError,
     CursorAheadError,
     CursorExpiredError,
     InvalidIdError,
     ListenTimeoutError,
+    QueueFullError,
     RunExistsError,
     SessionBusyError,
     StreamNotFoundError,
 )
 from ._handle import SessionHandle, live_sessions
-from ._keys import excerpt
+from ._keys import check_id, excerpt
 from ._proto import ListenResponseCache
 from ._redis import AsyncRedis
-from ._run import start_run
 from ._runtime import Runtime
-from ._session import RedisSession
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
-__all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer", "ServiceDeps"]
+__all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +53,6 @@ DEFAULT_MAX_PROMPT_BYTES = 3_670_016
 """3.5 MiB: a `begin` carrying the prompt stays within a default gRPC client's 4 MiB receive limit."""
 
 
-@dataclass(kw_only=True)
-class ServiceDeps(Deps):
-    """The deps of runs started through the service: the scope comes from the caller."""
-
-    scope_id: int
-
-    def get_scope_id(self) -> int:
-        return self.scope_id
-
-
 _HEARTBEAT = pb.ListenResponse(heartbeat=pb.Heartbeat())
 
 
@@ -74,6 +60,7 @@ _STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (AuthError, grpc.StatusCode.UNAUTHENTICATED),
     (InvalidIdError, grpc.StatusCode.INVALID_ARGUMENT),
     (SessionBusyError, grpc.StatusCode.ALREADY_EXISTS),
+    (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (CursorExpiredError, grpc.StatusCode.OUT_OF_RANGE),
     (CursorAheadError, grpc.StatusCode.OUT_OF_RANGE),
     (StreamNotFoundError, grpc.StatusCode.NOT_FOUND),
@@ -141,7 +128,6 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     """Seconds of silence on a Listen stream before a heartbeat is sent."""
     accepting: bool = True
     """False once shutdown began: new runs get UNAVAILABLE."""
-    runs: set[asyncio.Task[None]] = field(default_factory=set)
     responses: ListenResponseCache = field(default_factory=ListenResponseCache)
     _malformed_log: _MalformedLog = field(default_factory=_MalformedLog)
 
@@ -163,25 +149,24 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, details)
             if not self.accepting:
                 await _abort(context, grpc.StatusCode.UNAVAILABLE, "server is shutting down; retry on another replica")
-            deps = self._deps(caller, request.session_id, run_id=request.run_id or None)
-            settings = await self._model_settings(request, context)
-            session = RedisSession(
-                redis=self.redis,
-                runtime=self.runtime,
-                scope_id=caller.scope_id,
-                user_id=caller.user_id,
-                session_id=request.session_id,
-            )
+            session = self._session(caller, request.session_id)
+            run_id = check_id("run_id", request.run_id) if request.run_id else None
+            options = await self._model_settings(request, context)
             try:
-                task = await start_run(session, agent, request.prompt, deps, **settings)
+                run = await self.runtime.queue.submit(
+                    session.stream,
+                    scope_id=caller.scope_id,
+                    user_id=caller.user_id,
+                    agent=request.agent,
+                    body={"user_prompt": request.prompt},
+                    options=options,
+                    run_id=run_id,
+                )
             except RunExistsError as e:
-                # A retried Run (same run id) gets the run it already started, live or ended; nothing runs again.
+                # A retried Run (same run id) gets the run it already started, queued, live or ended; nothing
+                # runs again.
                 return pb.RunResponse(session_id=request.session_id, run_id=e.run_id, begin_event_id=e.begin_event_id)
-            self.runs.add(task)
-            task.add_done_callback(self._run_done)
-            return pb.RunResponse(
-                session_id=request.session_id, run_id=deps.run_id or "", begin_event_id=deps.begin_event_id or ""
-            )
+            return pb.RunResponse(session_id=request.session_id, run_id=run.run_id, begin_event_id=run.begin_event_id)
 
     async def Listen(
         self, request: pb.ListenRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -221,14 +206,9 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
         """The Redis client of the runtime."""
         return self.runtime.redis
 
-    async def drain(self, grace: float) -> None:
-        """Refuse new runs, give running ones `grace` seconds, then cancel them (listeners get `error` + `end`)."""
+    def stop_accepting(self) -> None:
+        """Refuse new runs from now on (UNAVAILABLE): the server is shutting down."""
         self.accepting = False
-        if self.runs:
-            _, pending = await asyncio.wait(self.runs, timeout=grace)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
 
     async def refuse_malformed(
         self, method: str, context: grpc.aio.ServicerContext[Any, Any], *, authenticate: bool = True
@@ -260,18 +240,6 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
         """The caller's session (the ids checked: INVALID_ARGUMENT before anything else happens)."""
         return SessionHandle.of(self.runtime, scope_id=caller.scope_id, user_id=caller.user_id, session_id=session_id)
 
-    def _deps(self, caller: Caller, session_id: str, run_id: str | None) -> ServiceDeps:
-        deps = ServiceDeps(
-            redis=self.redis,
-            runtime=self.runtime,
-            scope_id=caller.scope_id,
-            user_id=caller.user_id,
-            session_id=session_id,
-            run_id=run_id,
-        )
-        deps.keys()  # validates the ids: INVALID_ARGUMENT before anything else happens
-        return deps
-
     async def _model_settings(
         self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> dict[str, Any]:
@@ -289,11 +257,3 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 f"model setting {excerpt(unknown[0])} not allowed ({len(unknown)} unknown); allowed: {allowed}",
             )
         return {"model_settings": settings}
-
-    def _run_done(self, task: asyncio.Task[None]) -> None:
-        self.runs.discard(task)
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is not None and not isinstance(error, AgxCanceledError):
-            logger.error("run failed", exc_info=error)

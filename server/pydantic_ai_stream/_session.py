@@ -5,12 +5,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, UserPromptPart
 
 from ._events import StoredNode, nodes_from_msgs
 from ._redis import AsyncRedis
+
+if TYPE_CHECKING:
+    from ._deps import Deps
 from ._runtime import Runtime, session_keys
 from ._settings import settings
 
@@ -70,6 +73,18 @@ class RedisSession(Session):
     """Seconds to keep the conversation after each save; `None` keeps it until deleted."""
     runtime: Runtime | None = None
     """Whose key prefix it uses; `None`: `Runtime.default(redis)`'s (the process-wide `settings`)."""
+
+    @classmethod
+    def of(cls, deps: Deps, *, ttl: int | None = None) -> RedisSession:
+        """The conversation of `deps`'s session, on its client and runtime."""
+        return cls(
+            redis=deps.redis,
+            runtime=deps.runtime,
+            scope_id=deps.get_scope_id(),
+            user_id=deps.user_id,
+            session_id=deps.session_id,
+            ttl=ttl,
+        )
 
     @property
     def key(self) -> str:

@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     stream_retention: int = Field(default=3600, ge=1)
     """Seconds a stream is kept after its run ends (and after its last write, if the run dies)."""
 
+    max_queued_runs: int = Field(default=1000, ge=1)
+    """Runs a scope may have waiting for a worker; beyond it a run is refused (`QueueFullError`)."""
+
+    queue_wait: int = Field(default=3600, ge=1)
+    """Seconds a run may wait for a worker (at most `stream_retention`); after that it is ended as lost."""
+
     def set_redis_prefix(self, prefix: str) -> None:
         """Set the first segment of every key (default `pyaix`)."""
         with _lock:

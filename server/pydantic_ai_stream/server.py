@@ -2,13 +2,16 @@
 
 `pydantic-ai-stream serve` is `serve(ServerSettings(...))`; `running_server` runs one inside an async
 context (tests, or a process that serves beside other work); `AgentStreamServicer` with an
-`Authenticator` of your own plugs into any `grpc.aio` server.
+`Authenticator` of your own plugs into any `grpc.aio` server. `Worker` executes queued runs (`work` is
+`pydantic-ai-stream worker`).
 """
 
 from ._auth import Anonymous, Authenticator, AuthError, Caller, StaticTokens
+from ._deps import HostedDeps
 from ._proto import ListenResponseCache
-from ._serve import ServerSettings, load_agent, running_server, serve
+from ._serve import ServerSettings, load_agent, running_server, serve, work
 from ._service import AgentStreamServicer
+from ._worker import Worker
 
 __all__ = [
     "AgentStreamServicer",
@@ -16,10 +19,13 @@ __all__ = [
     "AuthError",
     "Authenticator",
     "Caller",
+    "HostedDeps",
     "ListenResponseCache",
     "ServerSettings",
     "StaticTokens",
+    "Worker",
     "load_agent",
     "running_server",
     "serve",
+    "work",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -25,28 +26,37 @@ HERE = Path(__file__).parent
 
 
 @contextmanager
-def serve_process(redis_url: str, prefix: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """`pydantic-ai-stream serve` on a free port; yields the process and its port once it serves."""
+def _process(
+    command: list[str], env: dict[str, str], ready: str
+) -> Iterator[tuple[subprocess.Popen[str], re.Match[str]]]:
+    """`command` started; yields it and the match of `ready` in its log once it logs it (killed on exit)."""
     env = {
         **os.environ,
-        "REDIS_URL": redis_url,
-        "PYDANTIC_AI_STREAM_REDIS_PREFIX": prefix,
+        **env,
         "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
     }
-    command = [sys.executable, "-m", "pydantic_ai_stream", "serve", "--port", "0", *args]
     proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
     try:
-        for line in proc.stderr:  # blocks until the server logs its port (or dies)
-            if match := re.search(r"serving \S+ on \S+:(\d+) ", line):
-                yield proc, int(match.group(1))
+        for line in proc.stderr:  # blocks until the process logs `ready` (or dies)
+            if match := re.search(ready, line):
+                yield proc, match
                 return
-        raise AssertionError(f"server exited with {proc.wait()}")
+        raise AssertionError(f"{command[3]} exited with {proc.wait()}")
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
         proc.stderr.close()
+
+
+@contextmanager
+def serve_process(redis_url: str, prefix: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """`pydantic-ai-stream serve` on a free port; yields the process and its port once it serves."""
+    command = [sys.executable, "-m", "pydantic_ai_stream", "serve", "--port", "0", *args]
+    env = {"REDIS_URL": redis_url, "PYDANTIC_AI_STREAM_REDIS_PREFIX": prefix}
+    with _process(command, env, r"serving \S+ on \S+:(\d+) ") as (proc, match):
+        yield proc, int(match.group(1))
 
 
 async def _until(events: AsyncIterator[pb.Event], predicate: object) -> list[pb.Event]:
@@ -129,3 +139,41 @@ async def test_tls_and_mutual_tls(redis_url: str, tmp_path: Path, settings: Sett
         async with StreamClient(target) as plaintext:
             with pytest.raises(grpc.aio.AioRpcError):
                 await plaintext.list_active(timeout=5)
+
+
+@contextmanager
+def worker_process(redis_url: str, prefix: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+    """`pydantic-ai-stream worker`: executes queued runs, serves no port; yields it once it claims."""
+    command = [sys.executable, "-m", "pydantic_ai_stream", "worker", "--redis", redis_url, *args]
+    with _process(command, {"PYDANTIC_AI_STREAM_REDIS_PREFIX": prefix}, "executing up to") as (proc, _):
+        yield proc
+
+
+async def test_an_api_replica_queues_runs_that_a_worker_process_executes(redis_url: str, settings: Settings) -> None:
+    config = ServerSettings(redis_url=redis_url, port=0, concurrency=0)  # serves the API, executes nothing
+    async with running_server(config, settings=settings) as api, StreamClient(f"127.0.0.1:{api.port}") as client:
+        assert api.worker is None
+        started = await client.run("demo", "s1", "hi")
+        assert await client.list_active() == ["s1"], "queued counts as active"
+        first = await _until(client.listen("s1"), lambda e: e.type == pb.EVENT_TYPE_BEGIN)
+        assert first[0].id == started.begin_event_id
+        with worker_process(redis_url, settings.redis_prefix, "--concurrency", "2", "--grace", "1") as worker:
+            events = await _until(client.listen("s1"), lambda e: e.type == pb.EVENT_TYPE_END)
+            assert [e.type_name for e in events if e.type != pb.EVENT_TYPE_EVENT] == ["begin", "end"]
+            assert any(e.part_kind == pb.PART_KIND_TEXT for e in events), "the demo agent answered"
+            assert await client.list_active() == []
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(10) == 0
+
+
+async def test_a_worker_without_a_redis_url_is_refused() -> None:
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "pydantic_ai_stream", "worker"],
+        env={k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PYDANTIC_AI_STREAM_REDIS_URL")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "a worker needs the Redis its servers use" in proc.stderr

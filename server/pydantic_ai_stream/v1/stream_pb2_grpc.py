@@ -70,9 +70,11 @@ class AgentStreamServiceServicer:
     """
 
     def Run(self, request, context):
-        """Starts a run of a hosted agent on a session and returns at once, once the session is
-        taken and its stream holds the run's `begin` event. ALREADY_EXISTS if the session has a
-        live run; NOT_FOUND for an unknown agent; INVALID_ARGUMENT for bad ids or an empty prompt.
+        """Accepts a run of a hosted agent on a session into the run queue and returns at once, once
+        the session is taken, its stream holds the run's `begin` event and a worker can claim it.
+        ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
+        scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
+        for bad ids or an empty prompt.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -90,14 +92,14 @@ class AgentStreamServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Cancel(self, request, context):
-        """Asks the session's live run to stop, wherever it runs.
+        """Asks the session's live run to stop, wherever it runs; a queued run ends at once.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListActive(self, request, context):
-        """Lists the caller's sessions that have a live run.
+        """Lists the caller's sessions that have a queued or live run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

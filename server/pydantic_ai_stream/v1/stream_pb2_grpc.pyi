@@ -39,9 +39,11 @@ class AgentStreamServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> AgentStreamServiceAsyncStub: ...
     Run: _grpc.UnaryUnaryMultiCallable[_stream_pb2.RunRequest, _stream_pb2.RunResponse]
-    """Starts a run of a hosted agent on a session and returns at once, once the session is
-    taken and its stream holds the run's `begin` event. ALREADY_EXISTS if the session has a
-    live run; NOT_FOUND for an unknown agent; INVALID_ARGUMENT for bad ids or an empty prompt.
+    """Accepts a run of a hosted agent on a session into the run queue and returns at once, once
+    the session is taken, its stream holds the run's `begin` event and a worker can claim it.
+    ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
+    scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
+    for bad ids or an empty prompt.
     """
     Listen: _grpc.UnaryStreamMultiCallable[_stream_pb2.ListenRequest, _stream_pb2.ListenResponse]
     """Streams a session's events: from the current run's `begin`, or strictly after
@@ -51,9 +53,9 @@ class AgentStreamServiceStub:
     (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
     """
     Cancel: _grpc.UnaryUnaryMultiCallable[_stream_pb2.CancelRequest, _stream_pb2.CancelResponse]
-    """Asks the session's live run to stop, wherever it runs."""
+    """Asks the session's live run to stop, wherever it runs; a queued run ends at once."""
     ListActive: _grpc.UnaryUnaryMultiCallable[_stream_pb2.ListActiveRequest, _stream_pb2.ListActiveResponse]
-    """Lists the caller's sessions that have a live run."""
+    """Lists the caller's sessions that have a queued or live run."""
 
 @_typing.type_check_only
 class AgentStreamServiceAsyncStub(AgentStreamServiceStub):
@@ -66,9 +68,11 @@ class AgentStreamServiceAsyncStub(AgentStreamServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Run: _aio.UnaryUnaryMultiCallable[_stream_pb2.RunRequest, _stream_pb2.RunResponse]  # type: ignore[assignment]
-    """Starts a run of a hosted agent on a session and returns at once, once the session is
-    taken and its stream holds the run's `begin` event. ALREADY_EXISTS if the session has a
-    live run; NOT_FOUND for an unknown agent; INVALID_ARGUMENT for bad ids or an empty prompt.
+    """Accepts a run of a hosted agent on a session into the run queue and returns at once, once
+    the session is taken, its stream holds the run's `begin` event and a worker can claim it.
+    ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
+    scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
+    for bad ids or an empty prompt.
     """
     Listen: _aio.UnaryStreamMultiCallable[_stream_pb2.ListenRequest, _stream_pb2.ListenResponse]  # type: ignore[assignment]
     """Streams a session's events: from the current run's `begin`, or strictly after
@@ -78,9 +82,9 @@ class AgentStreamServiceAsyncStub(AgentStreamServiceStub):
     (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
     """
     Cancel: _aio.UnaryUnaryMultiCallable[_stream_pb2.CancelRequest, _stream_pb2.CancelResponse]  # type: ignore[assignment]
-    """Asks the session's live run to stop, wherever it runs."""
+    """Asks the session's live run to stop, wherever it runs; a queued run ends at once."""
     ListActive: _aio.UnaryUnaryMultiCallable[_stream_pb2.ListActiveRequest, _stream_pb2.ListActiveResponse]  # type: ignore[assignment]
-    """Lists the caller's sessions that have a live run."""
+    """Lists the caller's sessions that have a queued or live run."""
 
 class AgentStreamServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs pydantic-ai agents hosted by the server and streams their events.
@@ -96,9 +100,11 @@ class AgentStreamServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _stream_pb2.RunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_stream_pb2.RunResponse, _abc.Awaitable[_stream_pb2.RunResponse]]:
-        """Starts a run of a hosted agent on a session and returns at once, once the session is
-        taken and its stream holds the run's `begin` event. ALREADY_EXISTS if the session has a
-        live run; NOT_FOUND for an unknown agent; INVALID_ARGUMENT for bad ids or an empty prompt.
+        """Accepts a run of a hosted agent on a session into the run queue and returns at once, once
+        the session is taken, its stream holds the run's `begin` event and a worker can claim it.
+        ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
+        scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
+        for bad ids or an empty prompt.
         """
 
     @_abc_1.abstractmethod
@@ -120,7 +126,7 @@ class AgentStreamServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _stream_pb2.CancelRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_stream_pb2.CancelResponse, _abc.Awaitable[_stream_pb2.CancelResponse]]:
-        """Asks the session's live run to stop, wherever it runs."""
+        """Asks the session's live run to stop, wherever it runs; a queued run ends at once."""
 
     @_abc_1.abstractmethod
     def ListActive(
@@ -128,6 +134,6 @@ class AgentStreamServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _stream_pb2.ListActiveRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_stream_pb2.ListActiveResponse, _abc.Awaitable[_stream_pb2.ListActiveResponse]]:
-        """Lists the caller's sessions that have a live run."""
+        """Lists the caller's sessions that have a queued or live run."""
 
 def add_AgentStreamServiceServicer_to_server(servicer: AgentStreamServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -17,9 +17,11 @@ const _ = grpc.SupportPackageIsVersion7
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type AgentStreamServiceClient interface {
-	// Starts a run of a hosted agent on a session and returns at once, once the session is
-	// taken and its stream holds the run's `begin` event. ALREADY_EXISTS if the session has a
-	// live run; NOT_FOUND for an unknown agent; INVALID_ARGUMENT for bad ids or an empty prompt.
+	// Accepts a run of a hosted agent on a session into the run queue and returns at once, once
+	// the session is taken, its stream holds the run's `begin` event and a worker can claim it.
+	// ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
+	// scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
+	// for bad ids or an empty prompt.
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*RunResponse, error)
 	// Streams a session's events: from the current run's `begin`, or strictly after
 	// `after_event_id`. Lasts until the `end` event (heartbeats while the run is silent) and
@@ -27,9 +29,9 @@ type AgentStreamServiceClient interface {
 	// stream early is a status: NOT_FOUND (no stream within `wait_seconds`), DEADLINE_EXCEEDED
 	// (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
 	Listen(ctx context.Context, in *ListenRequest, opts ...grpc.CallOption) (AgentStreamService_ListenClient, error)
-	// Asks the session's live run to stop, wherever it runs.
+	// Asks the session's live run to stop, wherever it runs; a queued run ends at once.
 	Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error)
-	// Lists the caller's sessions that have a live run.
+	// Lists the caller's sessions that have a queued or live run.
 	ListActive(ctx context.Context, in *ListActiveRequest, opts ...grpc.CallOption) (*ListActiveResponse, error)
 }
 
@@ -104,9 +106,11 @@ func (c *agentStreamServiceClient) ListActive(ctx context.Context, in *ListActiv
 // All implementations must embed UnimplementedAgentStreamServiceServer
 // for forward compatibility
 type AgentStreamServiceServer interface {
-	// Starts a run of a hosted agent on a session and returns at once, once the session is
-	// taken and its stream holds the run's `begin` event. ALREADY_EXISTS if the session has a
-	// live run; NOT_FOUND for an unknown agent; INVALID_ARGUMENT for bad ids or an empty prompt.
+	// Accepts a run of a hosted agent on a session into the run queue and returns at once, once
+	// the session is taken, its stream holds the run's `begin` event and a worker can claim it.
+	// ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
+	// scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
+	// for bad ids or an empty prompt.
 	Run(context.Context, *RunRequest) (*RunResponse, error)
 	// Streams a session's events: from the current run's `begin`, or strictly after
 	// `after_event_id`. Lasts until the `end` event (heartbeats while the run is silent) and
@@ -114,9 +118,9 @@ type AgentStreamServiceServer interface {
 	// stream early is a status: NOT_FOUND (no stream within `wait_seconds`), DEADLINE_EXCEEDED
 	// (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
 	Listen(*ListenRequest, AgentStreamService_ListenServer) error
-	// Asks the session's live run to stop, wherever it runs.
+	// Asks the session's live run to stop, wherever it runs; a queued run ends at once.
 	Cancel(context.Context, *CancelRequest) (*CancelResponse, error)
-	// Lists the caller's sessions that have a live run.
+	// Lists the caller's sessions that have a queued or live run.
 	ListActive(context.Context, *ListActiveRequest) (*ListActiveResponse, error)
 	mustEmbedUnimplementedAgentStreamServiceServer()
 }

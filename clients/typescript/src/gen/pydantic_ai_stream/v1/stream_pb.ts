@@ -598,9 +598,11 @@ export const ToolOutcomeSchema: GenEnum<ToolOutcome> = /*@__PURE__*/
  */
 export const AgentStreamService: GenService<{
   /**
-   * Starts a run of a hosted agent on a session and returns at once, once the session is
-   * taken and its stream holds the run's `begin` event. ALREADY_EXISTS if the session has a
-   * live run; NOT_FOUND for an unknown agent; INVALID_ARGUMENT for bad ids or an empty prompt.
+   * Accepts a run of a hosted agent on a session into the run queue and returns at once, once
+   * the session is taken, its stream holds the run's `begin` event and a worker can claim it.
+   * ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
+   * scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
+   * for bad ids or an empty prompt.
    *
    * @generated from rpc pydantic_ai_stream.v1.AgentStreamService.Run
    */
@@ -624,7 +626,7 @@ export const AgentStreamService: GenService<{
     output: typeof ListenResponseSchema;
   },
   /**
-   * Asks the session's live run to stop, wherever it runs.
+   * Asks the session's live run to stop, wherever it runs; a queued run ends at once.
    *
    * @generated from rpc pydantic_ai_stream.v1.AgentStreamService.Cancel
    */
@@ -634,7 +636,7 @@ export const AgentStreamService: GenService<{
     output: typeof CancelResponseSchema;
   },
   /**
-   * Lists the caller's sessions that have a live run.
+   * Lists the caller's sessions that have a queued or live run.
    *
    * @generated from rpc pydantic_ai_stream.v1.AgentStreamService.ListActive
    */

@@ -201,9 +201,11 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Starts a run of a hosted agent on a session and returns at once, once the session is
-     * taken and its stream holds the run's `begin` event. ALREADY_EXISTS if the session has a
-     * live run; NOT_FOUND for an unknown agent; INVALID_ARGUMENT for bad ids or an empty prompt.
+     * Accepts a run of a hosted agent on a session into the run queue and returns at once, once
+     * the session is taken, its stream holds the run's `begin` event and a worker can claim it.
+     * ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
+     * scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
+     * for bad ids or an empty prompt.
      * </pre>
      */
     public void run(io.github.pydanticaistream.v1.RunRequest request,
@@ -227,7 +229,7 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Asks the session's live run to stop, wherever it runs.
+     * Asks the session's live run to stop, wherever it runs; a queued run ends at once.
      * </pre>
      */
     public void cancel(io.github.pydanticaistream.v1.CancelRequest request,
@@ -237,7 +239,7 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Lists the caller's sessions that have a live run.
+     * Lists the caller's sessions that have a queued or live run.
      * </pre>
      */
     public void listActive(io.github.pydanticaistream.v1.ListActiveRequest request,
@@ -301,9 +303,11 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Starts a run of a hosted agent on a session and returns at once, once the session is
-     * taken and its stream holds the run's `begin` event. ALREADY_EXISTS if the session has a
-     * live run; NOT_FOUND for an unknown agent; INVALID_ARGUMENT for bad ids or an empty prompt.
+     * Accepts a run of a hosted agent on a session into the run queue and returns at once, once
+     * the session is taken, its stream holds the run's `begin` event and a worker can claim it.
+     * ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
+     * scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
+     * for bad ids or an empty prompt.
      * </pre>
      */
     public void run(io.github.pydanticaistream.v1.RunRequest request,
@@ -329,7 +333,7 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Asks the session's live run to stop, wherever it runs.
+     * Asks the session's live run to stop, wherever it runs; a queued run ends at once.
      * </pre>
      */
     public void cancel(io.github.pydanticaistream.v1.CancelRequest request,
@@ -340,7 +344,7 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Lists the caller's sessions that have a live run.
+     * Lists the caller's sessions that have a queued or live run.
      * </pre>
      */
     public void listActive(io.github.pydanticaistream.v1.ListActiveRequest request,
@@ -372,9 +376,11 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Starts a run of a hosted agent on a session and returns at once, once the session is
-     * taken and its stream holds the run's `begin` event. ALREADY_EXISTS if the session has a
-     * live run; NOT_FOUND for an unknown agent; INVALID_ARGUMENT for bad ids or an empty prompt.
+     * Accepts a run of a hosted agent on a session into the run queue and returns at once, once
+     * the session is taken, its stream holds the run's `begin` event and a worker can claim it.
+     * ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
+     * scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
+     * for bad ids or an empty prompt.
      * </pre>
      */
     public io.github.pydanticaistream.v1.RunResponse run(io.github.pydanticaistream.v1.RunRequest request) {
@@ -399,7 +405,7 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Asks the session's live run to stop, wherever it runs.
+     * Asks the session's live run to stop, wherever it runs; a queued run ends at once.
      * </pre>
      */
     public io.github.pydanticaistream.v1.CancelResponse cancel(io.github.pydanticaistream.v1.CancelRequest request) {
@@ -409,7 +415,7 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Lists the caller's sessions that have a live run.
+     * Lists the caller's sessions that have a queued or live run.
      * </pre>
      */
     public io.github.pydanticaistream.v1.ListActiveResponse listActive(io.github.pydanticaistream.v1.ListActiveRequest request) {
@@ -440,9 +446,11 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Starts a run of a hosted agent on a session and returns at once, once the session is
-     * taken and its stream holds the run's `begin` event. ALREADY_EXISTS if the session has a
-     * live run; NOT_FOUND for an unknown agent; INVALID_ARGUMENT for bad ids or an empty prompt.
+     * Accepts a run of a hosted agent on a session into the run queue and returns at once, once
+     * the session is taken, its stream holds the run's `begin` event and a worker can claim it.
+     * ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
+     * scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
+     * for bad ids or an empty prompt.
      * </pre>
      */
     public com.google.common.util.concurrent.ListenableFuture<io.github.pydanticaistream.v1.RunResponse> run(
@@ -453,7 +461,7 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Asks the session's live run to stop, wherever it runs.
+     * Asks the session's live run to stop, wherever it runs; a queued run ends at once.
      * </pre>
      */
     public com.google.common.util.concurrent.ListenableFuture<io.github.pydanticaistream.v1.CancelResponse> cancel(
@@ -464,7 +472,7 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Lists the caller's sessions that have a live run.
+     * Lists the caller's sessions that have a queued or live run.
      * </pre>
      */
     public com.google.common.util.concurrent.ListenableFuture<io.github.pydanticaistream.v1.ListActiveResponse> listActive(

@@ -1,0 +1,213 @@
+"""The run queue: runs accepted by any process, executed by whichever worker claims them.
+
+A Redis Stream with one consumer group (`workers`): `submit` writes the run's `begin` to its session's
+stream (its flag saying `queued:<run id>`) and adds a job; a worker claims jobs with `XREADGROUP`, adopts
+each run's flag as its lease, runs it and acknowledges the job. A scope's runs not yet claimed are
+counted in a sorted set of its own, which bounds them (`QueueFullError`). The queue's keys share one
+hash tag, so each of its scripts touches one slot of a Redis Cluster; a session's keys are in another
+slot, so each step is written to be safe to repeat: a re-sent `submit` re-adds its job, and a job whose
+run is no longer queued is dropped by the worker that claims it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from ._errors import QueueFullError, RunExistsError, SessionBusyError
+from ._keys import check_id, queue_key, queued_key
+from ._redis import AsyncRedis, LuaScript, OpenState, SessionStream, decode, xread_entries_by_key
+
+__all__ = ["GROUP", "Job", "RunQueue", "Submitted"]
+
+GROUP = "workers"
+"""The consumer group every worker claims jobs in."""
+WAKE_TTL = 86_400
+"""Seconds a worker's wake-up stream lives (the worker creates it again when it is gone)."""
+
+# KEYS: the scope's queued set. ARGV: member, limit, now_ms. Counts the run as queued unless the scope
+# has `limit` queued already; 1 if counted (also when it already was: a re-sent submit), else 0.
+_RESERVE = LuaScript("""
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+return 1
+""")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """A run for a worker to execute: whose session, which run, which agent, with what options."""
+
+    scope_id: int
+    user_id: int
+    session_id: str
+    run_id: str
+    agent: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments for `agent.iter()` (JSON: e.g. `model_settings`)."""
+    id: str = ""
+    """The job's entry id in the queue (set once claimed)."""
+
+    @property
+    def member(self) -> str:
+        """The run in its scope's queued set."""
+        return f"{self.user_id}:{self.session_id}:{self.run_id}"
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "scope_id": str(self.scope_id),
+            "user_id": str(self.user_id),
+            "session_id": self.session_id,
+            "run_id": self.run_id,
+            "agent": self.agent,
+            "options": json.dumps(self.options, separators=(",", ":")),
+        }
+
+    @classmethod
+    def from_fields(cls, entry_id: str, fields: Mapping[Any, Any]) -> Job:
+        """A claimed job; raises `ValueError` (or `KeyError`) for an entry that is not one."""
+        values = {decode(k): decode(v) for k, v in fields.items()}
+        return cls(
+            id=entry_id,
+            scope_id=int(values["scope_id"]),
+            user_id=int(values["user_id"]),
+            session_id=values["session_id"],
+            run_id=values["run_id"],
+            agent=values["agent"],
+            options=json.loads(values.get("options", "{}")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Submitted:
+    """A run accepted into the queue: its id and the id of its `begin` entry."""
+
+    run_id: str
+    begin_event_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunQueue:
+    """The run queue of a key prefix on one Redis client (see the module docstring)."""
+
+    redis: AsyncRedis
+    prefix: str
+    max_queued: int
+    """Runs a scope may have waiting for a worker."""
+    wait_ms: int
+    """How long a queued run's flag lives: a run no worker claims within it is ended as lost."""
+
+    @property
+    def key(self) -> str:
+        return queue_key(self.prefix)
+
+    async def submit(
+        self,
+        stream: SessionStream,
+        *,
+        scope_id: int,
+        user_id: int,
+        agent: str,
+        body: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+    ) -> Submitted:
+        """Accept a run of `agent` on the session of `stream`: its `begin` (the ids, then `body`) is in the
+        stream and its job in the queue when this returns.
+
+        Raises `QueueFullError` or `SessionBusyError` writing nothing, and `RunExistsError` if `run_id` is
+        the session's queued, live or last run (a retry: nothing runs twice).
+        """
+        run_id = check_id("run_id", run_id) if run_id is not None else uuid.uuid4().hex
+        session_id = stream.keys.session_id
+        job = Job(
+            scope_id=scope_id, user_id=user_id, session_id=session_id, run_id=run_id, agent=agent, options=options or {}
+        )
+        await self._reserve(job)
+        ids = {"session_id": session_id, "run_id": run_id}
+        try:
+            state, begin_event_id = await stream.open(
+                run_id=run_id,
+                lease_ms=self.wait_ms,
+                begin={**ids, **(body or {}), **ids},
+                nonce=uuid.uuid4().hex,
+                queued=True,
+            )
+            if state in (OpenState.OPENED, OpenState.QUEUED):
+                # Also for a retry of a queued run: its first job may not have been added.
+                await self.redis.xadd(self.key, job.fields())  # type: ignore[arg-type]
+        except BaseException:
+            await self.release(job)
+            raise
+        if state is OpenState.OPENED:
+            return Submitted(run_id=run_id, begin_event_id=begin_event_id)
+        if state is not OpenState.QUEUED:
+            await self.release(job)
+        if state is OpenState.BUSY:
+            raise SessionBusyError(session_id)
+        raise RunExistsError(session_id, run_id=run_id, begin_event_id=begin_event_id)
+
+    async def _reserve(self, job: Job) -> None:
+        limit = self.max_queued
+        counted = await _RESERVE(
+            self.redis,
+            keys=[queued_key(self.prefix, job.scope_id)],
+            args=[job.member, limit, int(time.time() * 1000)],
+        )
+        if not int(counted):
+            raise QueueFullError(job.scope_id, limit)
+
+    async def release(self, job: Job) -> None:
+        """The run no longer waits (a worker claimed it, or it was cancelled or refused)."""
+        await self.redis.zrem(queued_key(self.prefix, job.scope_id), job.member)
+
+    async def depth(self, scope_id: int) -> int:
+        """Runs of the scope waiting for a worker."""
+        return int(await self.redis.zcard(queued_key(self.prefix, scope_id)))
+
+    async def create_group(self, *, wake: str | None = None) -> None:
+        """Create the workers' consumer group (and the queue) if there is none yet; and on the wake-up
+        stream `wake` of one worker (see `claim`)."""
+        for key in (self.key, *([wake] if wake else [])):
+            try:
+                await self.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
+            except ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+        if wake:
+            # A killed worker's stream goes too; a live worker whose stream expired creates it again.
+            await self.redis.expire(wake, WAKE_TTL)
+
+    async def claim(self, *, client: AsyncRedis, consumer: str, count: int, block_ms: int, wake: str) -> list[Job]:
+        """Up to `count` jobs no worker has claimed yet, waiting up to `block_ms` for one, on `client`
+        (whose connection the wait holds); an entry added to the stream `wake` ends the wait at once."""
+        reply = await client.xreadgroup(GROUP, consumer, {self.key: ">", wake: ">"}, count=count, block=block_ms)
+        jobs = []
+        for key, entries in xread_entries_by_key(reply):
+            if decode(key) != self.key:
+                continue  # a wake-up
+            for entry_id, fields in entries:
+                job_id = decode(entry_id)
+                try:
+                    jobs.append(Job.from_fields(job_id, fields))
+                except (KeyError, ValueError):  # not a job of ours: nothing to run
+                    await self.done(job_id)
+        return jobs
+
+    async def wake(self, wake: str) -> None:
+        """End the wait of the claim reading the stream `wake`."""
+        await self.redis.xadd(wake, {"wake": "1"}, maxlen=1, approximate=False)
+
+    async def done(self, job_id: str) -> None:
+        """Acknowledge and delete a job whose run is over (or was never to run)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.key, GROUP, job_id)
+            pipe.xdel(self.key, job_id)
+            await pipe.execute()

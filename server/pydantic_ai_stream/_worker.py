@@ -1,0 +1,207 @@
+"""`Worker`: executes runs from the run queue, a bounded number at once, each under its own lease.
+
+`pydantic-ai-stream serve` runs one beside its gRPC service; `pydantic-ai-stream worker` runs one alone,
+so the API tier and the execution tier scale apart. Every worker claims from the same consumer group;
+a run is executed by the worker that adopts its flag, so a job claimed twice still runs once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from pydantic_ai.agent import AbstractAgent
+from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
+
+from ._deps import HostedDeps
+from ._errors import AgxCanceledError
+from ._keys import SessionKeys, queue_wake_key
+from ._live import LiveRun
+from ._names import ORIGIN_STREAM
+from ._queue import Job
+from ._redis import AsyncRedis, is_cluster, own_pool
+from ._run import drive
+from ._runtime import Runtime
+from ._session import RedisSession
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger(__name__)
+
+CLAIM_BLOCK_MS = 5000
+"""Longest wait of one claim (a stopping worker wakes its own)."""
+
+
+def _default_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(eq=False, kw_only=True)
+class Worker:
+    """Claims queued runs of `agents` and executes them, at most `concurrency` at once.
+
+    Use it as `async with Worker(runtime=..., agents=...)`: on exit it stops claiming and cancels the
+    runs still going (they end with `error` canceled + `end`); `drain(grace)` gives them time first.
+    """
+
+    runtime: Runtime
+    agents: Mapping[str, AbstractAgent[Any, Any]]
+    concurrency: int = 64
+    name: str = field(default_factory=_default_name)
+    """This worker's consumer name in the queue's group."""
+    _runs: set[asyncio.Task[None]] = field(default_factory=set)
+    _claimer: asyncio.Task[None] | None = None
+    _slot_free: asyncio.Event = field(default_factory=asyncio.Event)
+    _stopping: bool = False
+
+    async def __aenter__(self) -> Worker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.drain(0)
+
+    @property
+    def _wake_key(self) -> str:
+        return queue_wake_key(self.runtime.settings.redis_prefix, self.name)
+
+    @property
+    def running(self) -> int:
+        """Runs executing now."""
+        return len(self._runs)
+
+    async def join(self) -> None:
+        """Wait until no run is executing here (also runs claimed meanwhile)."""
+        while self._runs:
+            await asyncio.gather(*self._runs, return_exceptions=True)
+
+    async def start(self) -> None:
+        """Claim runs in the background (Redis need not answer yet)."""
+        if self.concurrency < 1:
+            raise ValueError("a worker needs a concurrency of at least 1")
+        self._claimer = asyncio.create_task(self._claim_loop())
+
+    async def drain(self, grace: float) -> None:
+        """Stop claiming, give the runs going `grace` seconds, then cancel the rest and wait for them."""
+        self._stopping = True
+        self._slot_free.set()
+        if self._claimer is not None:
+            # Woken, not cancelled mid-read: jobs a cancelled read had claimed would be left to nobody.
+            with contextlib.suppress(RedisError, OSError):
+                await self.runtime.queue.wake(self._wake_key)
+            await asyncio.gather(self._claimer, return_exceptions=True)
+        if self._runs:
+            _, pending = await asyncio.wait(set(self._runs), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _claim_loop(self) -> None:
+        queue = self.runtime.queue
+        redis = self.runtime.redis
+        # The blocking claim holds its connection: its own, not one of the shared pool's.
+        client: AsyncRedis = redis if is_cluster(redis) else Redis(connection_pool=own_pool(redis))
+        failures = 0
+        grouped = False
+        try:
+            while not self._stopping:
+                free = self.concurrency - len(self._runs)
+                if free <= 0:
+                    self._slot_free.clear()
+                    await self._slot_free.wait()
+                    continue
+                try:
+                    if not grouped:
+                        await queue.create_group(wake=self._wake_key)
+                        grouped = True
+                    jobs = await queue.claim(
+                        client=client, consumer=self.name, count=free, block_ms=CLAIM_BLOCK_MS, wake=self._wake_key
+                    )
+                except (RedisError, OSError) as e:
+                    if isinstance(e, ResponseError) and "NOGROUP" in str(e):
+                        grouped = False  # the queue was deleted (e.g. FLUSHALL): create it again
+                        continue
+                    failures += 1
+                    logger.warning("worker %s could not claim runs (%s); retrying", self.name, e)
+                    await asyncio.sleep(min(2.0, 0.05 * 2**failures))  # back-off
+                    continue
+                failures = 0
+                for job in jobs:
+                    task = asyncio.create_task(self._execute(job))
+                    self._runs.add(task)
+                    task.add_done_callback(self._run_done)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(redis.delete(self._wake_key))
+            if client is not redis:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(client.aclose())
+
+    def _run_done(self, task: asyncio.Task[None]) -> None:
+        self._runs.discard(task)
+        self._slot_free.set()
+
+    async def _execute(self, job: Job) -> None:
+        runtime = self.runtime
+        adopted = False
+        try:
+            keys = runtime.keys(scope_id=job.scope_id, user_id=job.user_id, session_id=job.session_id)
+            live = await self._adopt(job, keys)
+            adopted = True
+            if live is not None:
+                await self._run(job, live)
+        except AgxCanceledError:
+            pass
+        except Exception:
+            logger.exception("run %s of session %r failed", job.run_id, job.session_id)
+            adopted = True
+        finally:
+            if adopted:  # else the worker stopped before it could adopt the run: the job stays pending
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(runtime.queue.done(job.id))
+
+    async def _adopt(self, job: Job, keys: SessionKeys) -> LiveRun | None:
+        """Adopt the job's run (`None`: it is not queued any more), retrying while Redis fails and the
+        worker runs: a failed adoption must not drop a run."""
+        runtime = self.runtime
+        failures = 0
+        while True:
+            try:
+                await runtime.queue.release(job)
+                return await LiveRun.adopt(runtime, keys, run_id=job.run_id)
+            except (RedisError, OSError) as e:
+                failures += 1
+                if self._stopping:
+                    raise
+                logger.warning("worker %s could not adopt run %s (%s); retrying", self.name, job.run_id, e)
+                await asyncio.sleep(min(2.0, 0.05 * 2**failures))  # back-off
+
+    async def _run(self, job: Job, live: LiveRun) -> None:
+        runtime = self.runtime
+        deps = HostedDeps(
+            redis=runtime.redis,
+            runtime=runtime,
+            scope_id=job.scope_id,
+            user_id=job.user_id,
+            session_id=job.session_id,
+        )
+        deps.attach(live)
+        agent = self.agents.get(job.agent)
+        if agent is None:
+            await deps.add_error({"msg": f"agent {job.agent!r} is not hosted by this worker"}, origin=ORIGIN_STREAM)
+            await deps.stop(grace_period=runtime.settings.stream_retention)
+            return
+        session = RedisSession.of(deps)
+        prompt = live.begin.get("user_prompt")
+        await drive(session, agent, prompt if isinstance(prompt, str) else "", deps, **job.options)

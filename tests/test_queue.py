@@ -1,0 +1,82 @@
+"""`RunQueue`: runs accepted once, bounded per scope, claimed by one worker each, safe to re-send."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio import Redis
+
+from pydantic_ai_stream import QueueFullError, RunExistsError, Runtime, SessionBusyError, Settings
+from pydantic_ai_stream._keys import queue_wake_key
+from pydantic_ai_stream._queue import GROUP, RunQueue
+from pydantic_ai_stream._redis import SessionStream
+
+
+def _stream(runtime: Runtime, session_id: str, user_id: int = 1) -> SessionStream:
+    return runtime.stream(runtime.keys(scope_id=1, user_id=user_id, session_id=session_id))
+
+
+async def _submit(queue: RunQueue, stream: SessionStream, run_id: str | None = None) -> str:
+    submitted = await queue.submit(stream, scope_id=1, user_id=1, agent="a", body={"user_prompt": "hi"}, run_id=run_id)
+    return submitted.run_id
+
+
+async def test_a_submitted_run_is_queued_with_its_begin_and_claimed_once(redis: Redis, runtime: Runtime) -> None:
+    queue = runtime.queue
+    stream = _stream(runtime, "s1")
+    submitted = await queue.submit(
+        stream, scope_id=1, user_id=1, agent="a", body={"user_prompt": "hi"}, options={"model_settings": {"seed": 1}}
+    )
+    [(entry_id, fields)] = await redis.xrange(stream.keys.stream)
+    assert entry_id.decode() == submitted.begin_event_id
+    assert fields[b"type"] == b"begin"
+    assert await redis.get(stream.keys.live) == f"queued:{submitted.run_id}".encode()
+    assert await queue.depth(1) == 1
+    w1, w2 = (queue_wake_key(runtime.settings.redis_prefix, name) for name in ("w1", "w2"))
+    await queue.create_group(wake=w1)
+    await queue.create_group(wake=w1)  # again: nothing changes
+    await queue.create_group(wake=w2)
+    [job] = await queue.claim(client=redis, consumer="w1", count=10, block_ms=1, wake=w1)
+    assert (job.session_id, job.run_id, job.agent, dict(job.options)) == (
+        "s1", submitted.run_id, "a", {"model_settings": {"seed": 1}},
+    )  # fmt: skip
+    assert await queue.claim(client=redis, consumer="w2", count=10, block_ms=1, wake=w2) == [], "claimed once"
+    await queue.wake(w2)
+    assert await queue.claim(client=redis, consumer="w2", count=10, block_ms=10_000, wake=w2) == [], "woken, no job"
+    await queue.release(job)
+    assert await queue.depth(1) == 0
+    await queue.done(job.id)
+    assert await redis.xlen(queue.key) == 0
+    assert await redis.xpending(queue.key, GROUP) == {"pending": 0, "min": None, "max": None, "consumers": []}
+
+
+async def test_a_retried_submit_runs_nothing_twice(redis: Redis, runtime: Runtime) -> None:
+    queue = runtime.queue
+    stream = _stream(runtime, "s1")
+    run_id = await _submit(queue, stream, run_id="r1")
+    with pytest.raises(RunExistsError) as retried:
+        await _submit(queue, stream, run_id="r1")
+    assert retried.value.run_id == "r1"
+    # A retry of a queued run adds its job again (its first may be lost); the worker adopts the run once.
+    assert await redis.xlen(queue.key) == 2
+    assert await queue.depth(1) == 1, "counted once"
+    assert await redis.xlen(stream.keys.stream) == 1, "one begin"
+    with pytest.raises(SessionBusyError) as busy:
+        await _submit(queue, stream)
+    assert not isinstance(busy.value, RunExistsError)
+    assert await queue.depth(1) == 1, "a refused run is not counted"
+    assert run_id == "r1"
+
+
+async def test_a_full_scope_refuses_runs_and_writes_nothing(redis: Redis, settings: Settings) -> None:
+    settings.max_queued_runs = 2
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        queue = runtime.queue
+        await _submit(queue, _stream(runtime, "s1"))
+        await _submit(queue, _stream(runtime, "s2"))
+        full = _stream(runtime, "s3")
+        with pytest.raises(QueueFullError):
+            await _submit(queue, full)
+        assert not await redis.exists(full.keys.stream, full.keys.live)
+        other_scope = runtime.stream(runtime.keys(scope_id=2, user_id=1, session_id="s3"))
+        await queue.submit(other_scope, scope_id=2, user_id=1, agent="a")  # each scope has its own bound
+        assert (await queue.depth(1), await queue.depth(2)) == (2, 1)

@@ -1,0 +1,149 @@
+"""`Worker`: executes queued runs, a bounded number at once, each once; stops claiming when told."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage
+from pydantic_ai.models.function import AgentInfo, FunctionModel
+from redis.asyncio import Redis
+
+from pydantic_ai_stream import Runtime, SessionHandle
+from pydantic_ai_stream._queue import Submitted
+from pydantic_ai_stream._worker import Worker
+
+
+class GatedModel:
+    """A model that counts its calls and how many stream at once, and finishes when `gate` opens."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.calls = 0
+        self.streaming = 0
+        self.most = 0
+        self.started = asyncio.Condition()
+
+    async def stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        async with self.started:
+            self.calls += 1
+            self.streaming += 1
+            self.most = max(self.most, self.streaming)
+            self.started.notify_all()
+        try:
+            yield "hello "
+            await self.gate.wait()
+            yield "world"
+        finally:
+            self.streaming -= 1
+
+    async def wait_calls(self, n: int) -> None:
+        async with asyncio.timeout(5), self.started:
+            await self.started.wait_for(lambda: self.calls >= n)
+
+    def agent(self) -> Agent[Any, str]:
+        return Agent(FunctionModel(stream_function=self.stream))
+
+
+async def _submit(runtime: Runtime, session_id: str, agent: str = "gated") -> Submitted:
+    stream = runtime.stream(runtime.keys(scope_id=1, user_id=1, session_id=session_id))
+    return await runtime.queue.submit(stream, scope_id=1, user_id=1, agent=agent, body={"user_prompt": "hi"})
+
+
+async def _events(runtime: Runtime, session_id: str) -> list[dict[str, Any]]:
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id=session_id)
+    return [e async for e in handle.listen(serialize=False, timeout=10)]  # type: ignore[misc]
+
+
+def _outline(events: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    return [(e["type"], e["body"].get("msg")) for e in events if e["type"] != "event"]
+
+
+async def test_a_worker_runs_a_queued_run_to_its_end(redis: Redis, runtime: Runtime) -> None:
+    model = GatedModel()
+    model.gate.set()
+    submitted = await _submit(runtime, "s1")
+    async with Worker(runtime=runtime, agents={"gated": model.agent()}, concurrency=4) as worker:
+        events = await _events(runtime, "s1")
+        await worker.join()
+    assert events[0]["id"] == submitted.begin_event_id
+    assert _outline(events) == [("begin", None), ("end", None)]
+    text = "".join(e["body"].get("content", "") + e["body"].get("content_delta", "") for e in events[1:-1])
+    assert text == "hello world"
+    keys = runtime.keys(scope_id=1, user_id=1, session_id="s1")
+    assert b"hello world" in (await redis.get(keys.msgs) or b""), "the conversation is saved"
+    assert await redis.xlen(runtime.queue.key) == 0, "its job is done"
+    assert model.calls == 1
+
+
+async def test_a_cancelled_queued_run_ends_at_once_and_never_runs(redis: Redis, runtime: Runtime) -> None:
+    model = GatedModel()
+    await _submit(runtime, "s1")
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+    assert await handle.is_live()
+    assert await handle.cancel()
+    assert _outline(await _events(runtime, "s1")) == [("begin", None), ("error", "canceled"), ("end", None)]
+    assert await runtime.queue.depth(1) == 0
+    async with Worker(runtime=runtime, agents={"gated": model.agent()}) as worker:
+        deadline = time.monotonic() + 5
+        while await redis.xlen(runtime.queue.key):  # the worker takes its job and drops it
+            assert time.monotonic() < deadline, "the worker did not take the job"
+            await asyncio.sleep(0.01)
+        await worker.join()
+    assert model.calls == 0
+
+
+async def test_a_worker_runs_at_most_its_concurrency_and_each_run_once(redis: Redis, runtime: Runtime) -> None:
+    model = GatedModel()
+    for i in range(5):
+        await _submit(runtime, f"s{i}")
+    agents = {"gated": model.agent()}
+    async with Worker(runtime=runtime, agents=agents, concurrency=2), Worker(runtime=runtime, agents=agents):
+        await model.wait_calls(5)  # the second worker took the rest
+        model.gate.set()
+        for i in range(5):
+            assert _outline(await _events(runtime, f"s{i}")) == [("begin", None), ("end", None)]
+    assert model.calls == 5
+    assert model.most <= 2 + 3
+
+
+async def test_concurrency_bounds_one_worker(runtime: Runtime) -> None:
+    model = GatedModel()
+    for i in range(4):
+        await _submit(runtime, f"s{i}")
+    async with Worker(runtime=runtime, agents={"gated": model.agent()}, concurrency=2) as worker:
+        await model.wait_calls(2)
+        assert worker.running == 2
+        assert await runtime.queue.depth(1) == 2, "the rest wait in the queue"
+        model.gate.set()
+        await model.wait_calls(4)
+        await worker.join()
+    assert model.most == 2
+
+
+async def test_an_agent_the_worker_does_not_host_ends_the_run_with_an_error(runtime: Runtime) -> None:
+    await _submit(runtime, "s1", agent="elsewhere")
+    async with Worker(runtime=runtime, agents={}):
+        events = await _events(runtime, "s1")
+    assert _outline(events) == [
+        ("begin", None),
+        ("error", "agent 'elsewhere' is not hosted by this worker"),
+        ("end", None),
+    ]
+
+
+async def test_a_stopping_worker_cancels_its_runs_and_claims_no_more(redis: Redis, runtime: Runtime) -> None:
+    model = GatedModel()
+    await _submit(runtime, "s1")
+    worker = Worker(runtime=runtime, agents={"gated": model.agent()}, concurrency=1)
+    await worker.start()
+    await model.wait_calls(1)
+    await _submit(runtime, "s2")
+    await worker.drain(0)
+    assert _outline(await _events(runtime, "s1")) == [("begin", None), ("error", "canceled"), ("end", None)]
+    assert await runtime.queue.depth(1) == 1, "s2 still waits for a worker"
+    assert await SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s2").is_live()
+    assert model.calls == 1
