@@ -38,7 +38,8 @@ async def test_a_handle_follows_cancels_and_lists_a_run_it_did_not_start(redis: 
             break
     assert seen[0].type == "begin"
     assert await handle.is_live()
-    assert await live_sessions(runtime, scope_id=1, user_id=7) == ["s1"]
+    [active] = await live_sessions(runtime, scope_id=1, user_id=7)
+    assert (active.session_id, active.run_id, active.queued) == ("s1", deps.run_id, False)
     assert await handle.cancel()
     assert not await handle.is_live(), "a run asked to stop is no longer live"
     assert not await handle.cancel(), "asked once"

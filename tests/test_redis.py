@@ -9,7 +9,15 @@ from types import MappingProxyType
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import Runtime
-from pydantic_ai_stream._redis import CancelState, LeaseState, OpenState, SessionStream, active_sessions, append_many
+from pydantic_ai_stream._redis import (
+    ActiveRun,
+    CancelState,
+    LeaseState,
+    OpenState,
+    SessionStream,
+    active_sessions,
+    append_many,
+)
 from support import ScopedDeps
 
 
@@ -114,13 +122,18 @@ async def test_reap_ends_only_a_dead_runs_stream(redis: Redis, runtime: Runtime)
 
 
 async def test_prune_drops_dead_sessions_and_hides_cancelled_ones(redis: Redis, runtime: Runtime) -> None:
-    streams = [_stream(runtime, f"s{i}") for i in range(3)]
-    for i, stream in enumerate(streams):
+    streams = [_stream(runtime, f"s{i}") for i in range(4)]
+    for i, stream in enumerate(streams[:3]):
         await _opened(stream, f"r{i}")
+    begin = {"session_id": "s3", "run_id": "r3"}
+    await streams[3].open(run_id="r3", lease_ms=60_000, begin=begin, nonce="n", queued=True)
     await redis.delete(streams[0].keys.live)
     await streams[1].cancel("announced")
-    assert await active_sessions(redis, [s.keys for s in streams]) == ["s2"]
-    assert sorted(await redis.zrange(streams[0].keys.active, 0, -1)) == [b"s1", b"s2"]
+    assert await active_sessions(redis, [s.keys for s in streams]) == [
+        ActiveRun(session_id="s2", run_id="r2", queued=False),
+        ActiveRun(session_id="s3", run_id="r3", queued=True),
+    ]
+    assert sorted(await redis.zrange(streams[0].keys.active, 0, -1)) == [b"s1", b"s2", b"s3"]
 
 
 async def test_a_queued_run_is_adopted_once_and_a_cancel_ends_it_at_once(redis: Redis, runtime: Runtime) -> None:

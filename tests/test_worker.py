@@ -12,8 +12,9 @@ from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import Runtime, SessionHandle
-from pydantic_ai_stream._queue import Submitted
+from pydantic_ai_stream import Runtime, SessionHandle, Settings
+from pydantic_ai_stream._keys import queue_wake_key
+from pydantic_ai_stream._queue import GROUP, Submitted
 from pydantic_ai_stream._worker import Worker
 
 
@@ -147,3 +148,43 @@ async def test_a_stopping_worker_cancels_its_runs_and_claims_no_more(redis: Redi
     assert await runtime.queue.depth(1) == 1, "s2 still waits for a worker"
     assert await SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s2").is_live()
     assert model.calls == 1
+
+
+async def test_a_job_whose_worker_died_before_adopting_its_run_is_taken_over(redis: Redis, settings: Settings) -> None:
+    settings.lease_ttl, settings.lease_renew_interval = 0.3, 0.05  # a worker gone shows in ~1 s
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        model = GatedModel()
+        model.gate.set()
+        await _submit(runtime, "s1")
+        dead = queue_wake_key(settings.redis_prefix, "dead")
+        await runtime.queue.create_group(wake=dead)
+        [job] = await runtime.queue.claim(client=redis, consumer="dead", count=1, block_ms=1, wake=dead)
+        started = time.monotonic()
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+            assert _outline(await _events(runtime, "s1")) == [("begin", None), ("end", None)]
+        took = time.monotonic() - started
+        assert model.calls == 1
+        assert await redis.xpending(runtime.queue.key, GROUP) == {
+            "pending": 0,
+            "min": None,
+            "max": None,
+            "consumers": [],
+        }
+        assert took < 5
+        assert job.run_id
+
+
+async def test_a_worker_keeps_the_jobs_it_runs_from_other_workers(redis: Redis, settings: Settings) -> None:
+    settings.lease_ttl, settings.lease_renew_interval = 0.3, 0.05
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        model = GatedModel()
+        await _submit(runtime, "s1")
+        agents = {"gated": model.agent()}
+        async with Worker(runtime=runtime, agents=agents), Worker(runtime=runtime, agents=agents):
+            await model.wait_calls(1)
+            await asyncio.sleep(1.5)  # the time being tested: five lease TTLs, past the idle limit of a dead worker
+            [pending] = (await redis.xpending(runtime.queue.key, GROUP))["consumers"]
+            assert pending["pending"] == 1
+            model.gate.set()
+            assert _outline(await _events(runtime, "s1")) == [("begin", None), ("end", None)]
+        assert model.calls == 1, "never run twice"

@@ -13,7 +13,7 @@ from ._errors import ListenTimeoutError, StreamNotFoundError
 from ._keys import SessionKeys, cancel_channel
 from ._listen import listen
 from ._queue import Job
-from ._redis import AsyncRedis, CancelState, Entry, SessionStream, active_members, active_sessions
+from ._redis import ActiveRun, AsyncRedis, CancelState, Entry, SessionStream, active_members, active_sessions
 from ._runtime import Runtime
 
 __all__ = ["ListenOptions", "SessionHandle", "live_sessions", "q"]
@@ -99,11 +99,9 @@ class SessionHandle:
                     yield json.dumps(event) if serialize else event
 
 
-async def live_sessions(runtime: Runtime, *, scope_id: int, user_id: int) -> list[str]:
-    """The user's sessions with a live, uncancelled run, oldest first; forgets those whose run died.
-
-    Reads the user's active set (no keyspace scan).
-    """
+async def live_sessions(runtime: Runtime, *, scope_id: int, user_id: int) -> list[ActiveRun]:
+    """The user's sessions with a queued or live, uncancelled run, oldest first; forgets those whose run
+    died. Reads the user's active set (no keyspace scan)."""
     redis = runtime.redis
     members = await active_members(redis, runtime.active_key(scope_id=scope_id, user_id=user_id))
     keys = [runtime.keys(scope_id=scope_id, user_id=user_id, session_id=m) for m in members]
@@ -118,5 +116,5 @@ async def q(
     Keys follow `runtime`'s settings (default: `Runtime.default(redis)`'s, the process-wide `settings`).
     """
     runtime = runtime if runtime is not None else Runtime.default(redis)
-    for session_id in await live_sessions(runtime, scope_id=scope_id, user_id=user_id):
-        yield scope_id, user_id, session_id
+    for active in await live_sessions(runtime, scope_id=scope_id, user_id=user_id):
+        yield scope_id, user_id, active.session_id

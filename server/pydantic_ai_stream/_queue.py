@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,14 +191,29 @@ class RunQueue:
         reply = await client.xreadgroup(GROUP, consumer, {self.key: ">", wake: ">"}, count=count, block=block_ms)
         jobs = []
         for key, entries in xread_entries_by_key(reply):
-            if decode(key) != self.key:
-                continue  # a wake-up
-            for entry_id, fields in entries:
-                job_id = decode(entry_id)
-                try:
-                    jobs.append(Job.from_fields(job_id, fields))
-                except (KeyError, ValueError):  # not a job of ours: nothing to run
-                    await self.done(job_id)
+            if decode(key) == self.key:  # else a wake-up
+                jobs += await self._jobs(entries)
+        return jobs
+
+    async def heartbeat(self, consumer: str, job_ids: Sequence[str]) -> None:
+        """Show that `consumer` still works on these jobs: their idle time starts again (see `reclaim`)."""
+        if job_ids:
+            await self.redis.xclaim(self.key, GROUP, consumer, 0, list(job_ids), justid=True)
+
+    async def reclaim(self, consumer: str, *, idle_ms: int, count: int) -> list[Job]:
+        """Up to `count` jobs whose worker has not shown for `idle_ms` (it died, or was stopped before it
+        could adopt their runs), now `consumer`'s; a job whose run is not queued any more is dropped by it."""
+        reply = await self.redis.xautoclaim(self.key, GROUP, consumer, idle_ms, "0-0", count=count)
+        return await self._jobs(reply[1])
+
+    async def _jobs(self, entries: Sequence[tuple[Any, Any]]) -> list[Job]:
+        jobs = []
+        for entry_id, fields in entries:
+            job_id = decode(entry_id)
+            try:
+                jobs.append(Job.from_fields(job_id, fields))
+            except (KeyError, ValueError):  # not a job of ours: nothing to run
+                await self.done(job_id)
         return jobs
 
     async def wake(self, wake: str) -> None:

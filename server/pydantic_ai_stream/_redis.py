@@ -24,6 +24,7 @@ from ._keys import SessionKeys
 from ._names import BEGIN, CANCEL_MARK, ORIGIN_STREAM, lua
 
 __all__ = [
+    "ActiveRun",
     "AsyncRedis",
     "CancelState",
     "Entry",
@@ -263,23 +264,25 @@ return done
 
 
 # KEYS: active, then each session's live flag. ARGV: the session ids.
-# Returns per session 1 (live), 2 (cancel requested), 3 (queued) or 0 (gone: removed from the active set).
+# Returns per session its state, 1 (live), 2 (cancel requested), 3 (queued) or 0 (gone: removed from the
+# active set), then per session its flag's run id.
 _PRUNE = LuaScript(
     lua("""
-local states = {}
+local states, runs = {}, {}
 for i = 1, #ARGV do
   local v = redis.call('GET', KEYS[i + 1])
+  local state, run = 1, v
   if not v then
     redis.call('ZREM', KEYS[1], ARGV[i])
-    states[i] = 0
+    state, run = 0, ''
   elseif string.sub(v, 1, #$CANCEL) == $CANCEL then
-    states[i] = 2
+    state, run = 2, string.sub(v, #$CANCEL + 1)
   elseif string.sub(v, 1, #$QUEUED) == $QUEUED then
-    states[i] = 3
-  else
-    states[i] = 1
+    state, run = 3, string.sub(v, #$QUEUED + 1)
   end
+  states[i], runs[i] = state, run
 end
+for i = 1, #runs do states[#ARGV + i] = runs[i] end
 return states
 """)
 )
@@ -580,15 +583,30 @@ async def _reap(redis: AsyncRedis, streams: Sequence[SessionStream], *, grace_ms
     return [bool(int(flag)) for flag in done]
 
 
-async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> list[str]:
-    """Of the given sessions (one user's active set), those with a live, uncancelled run; drops dead ones.
+class ActiveRun(NamedTuple):
+    """A session with a run queued or running (not being cancelled)."""
+
+    session_id: str
+    run_id: str
+    queued: bool
+    """Waiting for a worker; else running."""
+
+
+async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> list[ActiveRun]:
+    """Of the given sessions (one user's active set), those with a queued or live, uncancelled run; drops
+    dead ones.
 
     The drop runs in the same script as the check, so a session that starts again meanwhile is kept.
     """
     if not keys:
         return []
-    states = await _PRUNE(redis, keys=[keys[0].active, *(k.live for k in keys)], args=[k.session_id for k in keys])
-    return [k.session_id for k, state in zip(keys, states, strict=True) if int(state) in (1, 3)]
+    reply = await _PRUNE(redis, keys=[keys[0].active, *(k.live for k in keys)], args=[k.session_id for k in keys])
+    states, runs = reply[: len(keys)], reply[len(keys) :]
+    return [
+        ActiveRun(session_id=k.session_id, run_id=decode(run), queued=int(state) == 3)
+        for k, state, run in zip(keys, states, runs, strict=True)
+        if int(state) in (1, 3)
+    ]
 
 
 async def active_members(redis: AsyncRedis, active_key: str) -> list[str]:

@@ -199,7 +199,16 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
         async with _statuses(context):
             caller = await self._caller(request, context)
             live = await live_sessions(self.runtime, scope_id=caller.scope_id, user_id=caller.user_id)
-            return pb.ListActiveResponse(sessions=[pb.ActiveSession(session_id=s) for s in live])
+            return pb.ListActiveResponse(
+                sessions=[
+                    pb.ActiveSession(
+                        session_id=run.session_id,
+                        run_id=run.run_id,
+                        state=pb.RUN_STATE_QUEUED if run.queued else pb.RUN_STATE_RUNNING,
+                    )
+                    for run in live
+                ]
+            )
 
     @property
     def redis(self) -> AsyncRedis:

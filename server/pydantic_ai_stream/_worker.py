@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 CLAIM_BLOCK_MS = 5000
 """Longest wait of one claim (a stopping worker wakes its own)."""
+RECLAIM_AFTER = 3
+"""Lease TTLs a claimed job may go without its worker's sign of life before another worker takes it."""
 
 
 def _default_name() -> str:
@@ -59,7 +61,10 @@ class Worker:
     name: str = field(default_factory=_default_name)
     """This worker's consumer name in the queue's group."""
     _runs: set[asyncio.Task[None]] = field(default_factory=set)
+    _claimed: dict[str, Job] = field(default_factory=dict)
+    """The jobs this worker holds, by id: it shows the queue it still works on them."""
     _claimer: asyncio.Task[None] | None = None
+    _keeper: asyncio.Task[None] | None = None
     _slot_free: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
 
@@ -91,6 +96,7 @@ class Worker:
         if self.concurrency < 1:
             raise ValueError("a worker needs a concurrency of at least 1")
         self._claimer = asyncio.create_task(self._claim_loop())
+        self._keeper = asyncio.create_task(self._keep_jobs())
 
     async def drain(self, grace: float) -> None:
         """Stop claiming, give the runs going `grace` seconds, then cancel the rest and wait for them."""
@@ -106,6 +112,9 @@ class Worker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
 
     async def _claim_loop(self) -> None:
         queue = self.runtime.queue
@@ -137,16 +146,42 @@ class Worker:
                     await asyncio.sleep(min(2.0, 0.05 * 2**failures))  # back-off
                     continue
                 failures = 0
-                for job in jobs:
-                    task = asyncio.create_task(self._execute(job))
-                    self._runs.add(task)
-                    task.add_done_callback(self._run_done)
+                self._start(jobs)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.shield(redis.delete(self._wake_key))
             if client is not redis:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(client.aclose())
+
+    def _start(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._claimed[job.id] = job
+            task = asyncio.create_task(self._execute(job))
+            self._runs.add(task)
+            task.add_done_callback(self._run_done)
+
+    async def _keep_jobs(self) -> None:
+        """Show the queue the jobs held here are worked on, and take over those of workers that died.
+
+        A job's idle time restarts at each renewal interval here; one idle for `RECLAIM_AFTER` lease TTLs
+        belongs to a worker that is gone (killed, or stopped before it adopted the run).
+        """
+        config = self.runtime.settings
+        queue = self.runtime.queue
+        idle_ms = int(RECLAIM_AFTER * config.lease_ttl * 1000)
+        ticks = 0
+        while True:
+            await asyncio.sleep(config.lease_renew_interval)  # a periodic timer, not synchronisation
+            ticks += 1
+            try:
+                await queue.heartbeat(self.name, list(self._claimed))
+                free = self.concurrency - len(self._runs)
+                if not self._stopping and free > 0 and ticks * config.lease_renew_interval >= config.lease_ttl:
+                    ticks = 0
+                    self._start(await queue.reclaim(self.name, idle_ms=idle_ms, count=free))
+            except (RedisError, OSError) as e:
+                logger.warning("worker %s could not renew its jobs (%s)", self.name, e)
 
     def _run_done(self, task: asyncio.Task[None]) -> None:
         self._runs.discard(task)
@@ -167,9 +202,10 @@ class Worker:
             logger.exception("run %s of session %r failed", job.run_id, job.session_id)
             adopted = True
         finally:
-            if adopted:  # else the worker stopped before it could adopt the run: the job stays pending
+            if adopted:  # else the worker stopped before it could adopt the run: another takes the job over
                 with contextlib.suppress(Exception):
                     await asyncio.shield(runtime.queue.done(job.id))
+            self._claimed.pop(job.id, None)
 
     async def _adopt(self, job: Job, keys: SessionKeys) -> LiveRun | None:
         """Adopt the job's run (`None`: it is not queued any more), retrying while Redis fails and the

@@ -155,9 +155,14 @@ async def test_an_api_replica_queues_runs_that_a_worker_process_executes(redis_u
         assert api.worker is None
         started = await client.run("demo", "s1", "hi")
         assert await client.list_active() == ["s1"], "queued counts as active"
+        [queued] = (await client.stub.ListActive(pb.ListActiveRequest())).sessions
+        assert (queued.session_id, queued.run_id, queued.state) == ("s1", started.run_id, pb.RUN_STATE_QUEUED)
         first = await _until(client.listen("s1"), lambda e: e.type == pb.EVENT_TYPE_BEGIN)
         assert first[0].id == started.begin_event_id
         with worker_process(redis_url, settings.redis_prefix, "--concurrency", "2", "--grace", "1") as worker:
+            await _until(client.listen("s1"), lambda e: e.type == pb.EVENT_TYPE_EVENT)
+            [running] = (await client.stub.ListActive(pb.ListActiveRequest())).sessions
+            assert (running.run_id, running.state) == (started.run_id, pb.RUN_STATE_RUNNING)
             events = await _until(client.listen("s1"), lambda e: e.type == pb.EVENT_TYPE_END)
             assert [e.type_name for e in events if e.type != pb.EVENT_TYPE_EVENT] == ["begin", "end"]
             assert any(e.part_kind == pb.PART_KIND_TEXT for e in events), "the demo agent answered"

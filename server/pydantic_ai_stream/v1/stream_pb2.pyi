@@ -144,6 +144,28 @@ TOOL_OUTCOME_OTHER: ToolOutcome.ValueType  # 5
 """Another pydantic-ai outcome; `body_json` has it."""
 Global___ToolOutcome: _TypeAlias = ToolOutcome  # noqa: Y015
 
+class _RunState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RunStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RUN_STATE_UNSPECIFIED: _RunState.ValueType  # 0
+    RUN_STATE_QUEUED: _RunState.ValueType  # 1
+    """Accepted, waiting in the run queue for a worker."""
+    RUN_STATE_RUNNING: _RunState.ValueType  # 2
+    """A worker executes it."""
+
+class RunState(_RunState, metaclass=_RunStateEnumTypeWrapper):
+    """Where a run is."""
+
+RUN_STATE_UNSPECIFIED: RunState.ValueType  # 0
+RUN_STATE_QUEUED: RunState.ValueType  # 1
+"""Accepted, waiting in the run queue for a worker."""
+RUN_STATE_RUNNING: RunState.ValueType  # 2
+"""A worker executes it."""
+Global___RunState: _TypeAlias = RunState  # noqa: Y015
+
 @_typing.final
 class RunRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -479,15 +501,23 @@ class ActiveSession(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
+    state: Global___RunState.ValueType
+    """Whether the session's run waits for a worker or runs."""
+    run_id: _builtins.str
+    """The id of the session's run."""
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
+        state: Global___RunState.ValueType = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id", "session_id", b"session_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

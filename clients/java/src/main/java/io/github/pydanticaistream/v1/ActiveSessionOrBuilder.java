@@ -18,4 +18,43 @@ public interface ActiveSessionOrBuilder extends
    */
   com.google.protobuf.ByteString
       getSessionIdBytes();
+
+  /**
+   * <pre>
+   * Whether the session's run waits for a worker or runs.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.RunState state = 2 [json_name = "state"];</code>
+   * @return The enum numeric value on the wire for state.
+   */
+  int getStateValue();
+  /**
+   * <pre>
+   * Whether the session's run waits for a worker or runs.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.RunState state = 2 [json_name = "state"];</code>
+   * @return The state.
+   */
+  io.github.pydanticaistream.v1.RunState getState();
+
+  /**
+   * <pre>
+   * The id of the session's run.
+   * </pre>
+   *
+   * <code>string run_id = 3 [json_name = "runId"];</code>
+   * @return The runId.
+   */
+  java.lang.String getRunId();
+  /**
+   * <pre>
+   * The id of the session's run.
+   * </pre>
+   *
+   * <code>string run_id = 3 [json_name = "runId"];</code>
+   * @return The bytes for runId.
+   */
+  com.google.protobuf.ByteString
+      getRunIdBytes();
 }

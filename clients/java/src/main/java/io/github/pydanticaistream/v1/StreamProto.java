@@ -120,38 +120,42 @@ public final class StreamProto {
       "ed\030\001 \001(\010R\tcancelled\"\023\n\021ListActiveRequest" +
       "\"V\n\022ListActiveResponse\022@\n\010sessions\030\001 \003(\013" +
       "2$.pydantic_ai_stream.v1.ActiveSessionR\010" +
-      "sessions\".\n\rActiveSession\022\035\n\nsession_id\030" +
-      "\001 \001(\tR\tsessionId*\251\001\n\tEventType\022\032\n\026EVENT_" +
-      "TYPE_UNSPECIFIED\020\000\022\024\n\020EVENT_TYPE_BEGIN\020\001" +
-      "\022\024\n\020EVENT_TYPE_EVENT\020\002\022\024\n\020EVENT_TYPE_ERR" +
-      "OR\020\003\022\023\n\017EVENT_TYPE_INFO\020\004\022\022\n\016EVENT_TYPE_" +
-      "END\020\005\022\025\n\021EVENT_TYPE_CUSTOM\020\006*\246\001\n\tEventKi" +
-      "nd\022\032\n\026EVENT_KIND_UNSPECIFIED\020\000\022\030\n\024EVENT_" +
-      "KIND_LLM_BEGIN\020\001\022\026\n\022EVENT_KIND_LLM_END\020\002" +
-      "\022\031\n\025EVENT_KIND_PART_START\020\003\022\031\n\025EVENT_KIN" +
-      "D_PART_DELTA\020\004\022\025\n\021EVENT_KIND_ANSWER\020\005*\232\001" +
-      "\n\010PartKind\022\031\n\025PART_KIND_UNSPECIFIED\020\000\022\022\n" +
-      "\016PART_KIND_TEXT\020\001\022\026\n\022PART_KIND_THINKING\020" +
-      "\002\022\027\n\023PART_KIND_TOOL_CALL\020\003\022\031\n\025PART_KIND_" +
-      "TOOL_RETURN\020\004\022\023\n\017PART_KIND_OTHER\020\005*\255\001\n\013T" +
-      "oolOutcome\022\034\n\030TOOL_OUTCOME_UNSPECIFIED\020\000" +
-      "\022\027\n\023TOOL_OUTCOME_FAILED\020\001\022\027\n\023TOOL_OUTCOM" +
-      "E_DENIED\020\002\022\034\n\030TOOL_OUTCOME_INTERRUPTED\020\003" +
-      "\022\030\n\024TOOL_OUTCOME_RETRIED\020\004\022\026\n\022TOOL_OUTCO" +
-      "ME_OTHER\020\0052\365\002\n\022AgentStreamService\022L\n\003Run" +
-      "\022!.pydantic_ai_stream.v1.RunRequest\032\".py" +
-      "dantic_ai_stream.v1.RunResponse\022W\n\006Liste" +
-      "n\022$.pydantic_ai_stream.v1.ListenRequest\032" +
-      "%.pydantic_ai_stream.v1.ListenResponse0\001" +
-      "\022U\n\006Cancel\022$.pydantic_ai_stream.v1.Cance" +
-      "lRequest\032%.pydantic_ai_stream.v1.CancelR" +
-      "esponse\022a\n\nListActive\022(.pydantic_ai_stre" +
-      "am.v1.ListActiveRequest\032).pydantic_ai_st" +
-      "ream.v1.ListActiveResponseB\212\001\n\035io.github" +
-      ".pydanticaistream.v1B\013StreamProtoP\001ZZgit" +
-      "hub.com/pydantic-ai-stream/pydantic-ai-s" +
-      "tream/clients/go/pydantic_ai_stream/v1;s" +
-      "treamv1b\006proto3"
+      "sessions\"|\n\rActiveSession\022\035\n\nsession_id\030" +
+      "\001 \001(\tR\tsessionId\0225\n\005state\030\002 \001(\0162\037.pydant" +
+      "ic_ai_stream.v1.RunStateR\005state\022\025\n\006run_i" +
+      "d\030\003 \001(\tR\005runId*\251\001\n\tEventType\022\032\n\026EVENT_TY" +
+      "PE_UNSPECIFIED\020\000\022\024\n\020EVENT_TYPE_BEGIN\020\001\022\024" +
+      "\n\020EVENT_TYPE_EVENT\020\002\022\024\n\020EVENT_TYPE_ERROR" +
+      "\020\003\022\023\n\017EVENT_TYPE_INFO\020\004\022\022\n\016EVENT_TYPE_EN" +
+      "D\020\005\022\025\n\021EVENT_TYPE_CUSTOM\020\006*\246\001\n\tEventKind" +
+      "\022\032\n\026EVENT_KIND_UNSPECIFIED\020\000\022\030\n\024EVENT_KI" +
+      "ND_LLM_BEGIN\020\001\022\026\n\022EVENT_KIND_LLM_END\020\002\022\031" +
+      "\n\025EVENT_KIND_PART_START\020\003\022\031\n\025EVENT_KIND_" +
+      "PART_DELTA\020\004\022\025\n\021EVENT_KIND_ANSWER\020\005*\232\001\n\010" +
+      "PartKind\022\031\n\025PART_KIND_UNSPECIFIED\020\000\022\022\n\016P" +
+      "ART_KIND_TEXT\020\001\022\026\n\022PART_KIND_THINKING\020\002\022" +
+      "\027\n\023PART_KIND_TOOL_CALL\020\003\022\031\n\025PART_KIND_TO" +
+      "OL_RETURN\020\004\022\023\n\017PART_KIND_OTHER\020\005*\255\001\n\013Too" +
+      "lOutcome\022\034\n\030TOOL_OUTCOME_UNSPECIFIED\020\000\022\027" +
+      "\n\023TOOL_OUTCOME_FAILED\020\001\022\027\n\023TOOL_OUTCOME_" +
+      "DENIED\020\002\022\034\n\030TOOL_OUTCOME_INTERRUPTED\020\003\022\030" +
+      "\n\024TOOL_OUTCOME_RETRIED\020\004\022\026\n\022TOOL_OUTCOME" +
+      "_OTHER\020\005*R\n\010RunState\022\031\n\025RUN_STATE_UNSPEC" +
+      "IFIED\020\000\022\024\n\020RUN_STATE_QUEUED\020\001\022\025\n\021RUN_STA" +
+      "TE_RUNNING\020\0022\365\002\n\022AgentStreamService\022L\n\003R" +
+      "un\022!.pydantic_ai_stream.v1.RunRequest\032\"." +
+      "pydantic_ai_stream.v1.RunResponse\022W\n\006Lis" +
+      "ten\022$.pydantic_ai_stream.v1.ListenReques" +
+      "t\032%.pydantic_ai_stream.v1.ListenResponse" +
+      "0\001\022U\n\006Cancel\022$.pydantic_ai_stream.v1.Can" +
+      "celRequest\032%.pydantic_ai_stream.v1.Cance" +
+      "lResponse\022a\n\nListActive\022(.pydantic_ai_st" +
+      "ream.v1.ListActiveRequest\032).pydantic_ai_" +
+      "stream.v1.ListActiveResponseB\212\001\n\035io.gith" +
+      "ub.pydanticaistream.v1B\013StreamProtoP\001ZZg" +
+      "ithub.com/pydantic-ai-stream/pydantic-ai" +
+      "-stream/clients/go/pydantic_ai_stream/v1" +
+      ";streamv1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -223,7 +227,7 @@ public final class StreamProto {
     internal_static_pydantic_ai_stream_v1_ActiveSession_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ActiveSession_descriptor,
-        new java.lang.String[] { "SessionId", });
+        new java.lang.String[] { "SessionId", "State", "RunId", });
     com.google.protobuf.StructProto.getDescriptor();
   }
 
