@@ -11,7 +11,9 @@ from pydantic_ai import Agent
 from redis.asyncio import RedisCluster
 from redis.cluster import key_slot
 
-from pydantic_ai_stream import AgxCanceledError, RedisSession, Runtime, Settings, q, run
+from pydantic_ai_stream import AgxCanceledError, RedisSession, Runtime, SessionHandle, Settings, q, run
+from pydantic_ai_stream._keys import queued_key
+from pydantic_ai_stream._worker import Worker
 from support import Collector, MemorySession, ScopedDeps, bodies, has_text, scripted_model, text_of
 
 
@@ -101,3 +103,24 @@ async def test_many_users_on_many_slots_at_once(runtime: Runtime) -> None:
     )
     for listener in listeners:
         assert text_of(await listener.done()) == "It is sunny."
+
+
+async def test_the_run_queue_and_its_workers_on_the_cluster(cluster: RedisCluster, runtime: Runtime) -> None:
+    queue = runtime.queue
+    assert len({key_slot(k.encode()) for k in (queue.key, queued_key(runtime.settings.redis_prefix, 1))}) == 1
+    users = range(1, 7)  # sessions of several users: their keys spread over the nodes
+    for user in users:
+        stream = runtime.stream(runtime.keys(scope_id=1, user_id=user, session_id="s1"))
+        await queue.submit(stream, scope_id=1, user_id=user, agent="weather", body={"user_prompt": "weather?"})
+    assert await SessionHandle.of(runtime, scope_id=1, user_id=6, session_id="s1").cancel(), "a queued run"
+    async with Worker(runtime=runtime, agents={"weather": _weather_agent()}, concurrency=2):
+        for user in users:
+            handle = SessionHandle.of(runtime, scope_id=1, user_id=user, session_id="s1")
+            events = [e async for e in handle.listen(serialize=False, timeout=10)]
+            assert isinstance(events[-1], dict)
+            if user == 6:
+                assert [e["type"] for e in events if isinstance(e, dict)] == ["begin", "error", "end"]
+            else:
+                assert text_of(events) == "It is sunny."  # type: ignore[arg-type]
+    assert await queue.depth(1) == 0
+    assert await cluster.xlen(queue.key) == 0
