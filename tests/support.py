@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from redis.asyncio import Redis
@@ -160,3 +161,34 @@ async def status_of(call: Awaitable[object]) -> grpc.StatusCode:
     except grpc.aio.AioRpcError as e:
         return e.code()
     return grpc.StatusCode.OK
+
+
+class GatedModel:
+    """A model that counts its calls and how many stream at once, and finishes when `gate` opens."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.calls = 0
+        self.streaming = 0
+        self.most = 0
+        self.started = asyncio.Condition()
+
+    async def stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        async with self.started:
+            self.calls += 1
+            self.streaming += 1
+            self.most = max(self.most, self.streaming)
+            self.started.notify_all()
+        try:
+            yield "hello "
+            await self.gate.wait()
+            yield "world"
+        finally:
+            self.streaming -= 1
+
+    async def wait_calls(self, n: int) -> None:
+        async with asyncio.timeout(5), self.started:
+            await self.started.wait_for(lambda: self.calls >= n)
+
+    def agent(self) -> Agent[Any, str]:
+        return Agent(FunctionModel(stream_function=self.stream))

@@ -9,11 +9,22 @@ from collections.abc import AsyncIterator
 
 import pytest
 from pydantic_ai import Agent
+from pydantic_ai.messages import TextPart, UserPromptPart
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import AgxCanceledError, InvalidIdError, Runtime, SessionHandle, Settings, run
-from pydantic_ai_stream._handle import live_sessions
-from support import MemorySession, ScopedDeps, scripted_model
+from pydantic_ai_stream import (
+    AgxCanceledError,
+    InvalidIdError,
+    RedisSession,
+    Runtime,
+    SessionBusyError,
+    SessionHandle,
+    Settings,
+    run,
+)
+from pydantic_ai_stream._handle import BusyPolicy, live_sessions
+from pydantic_ai_stream._worker import Worker
+from support import GatedModel, MemorySession, ScopedDeps, scripted_model
 
 
 @pytest.fixture
@@ -71,3 +82,56 @@ async def test_handles_of_one_session_under_two_prefixes_see_different_streams(r
     types = [json.loads(e)["type"] for e in mine if isinstance(e, str)]  # serialized, as the published API
     assert len(types) == len(mine)
     assert (types[0], types[-1]) == ("begin", "end")
+
+
+async def _texts_of_conversation(runtime: Runtime, session_id: str) -> list[str]:
+    session = RedisSession(redis=runtime.redis, runtime=runtime, scope_id=1, user_id=1, session_id=session_id)
+    await session.load()
+    return [
+        str(part.content)
+        for message in session.msgs
+        for part in message.parts
+        if isinstance(part, UserPromptPart | TextPart)
+    ]
+
+
+@pytest.mark.parametrize("policy", ["interrupt", "rollback"])
+async def test_a_run_that_interrupts_the_sessions_run_starts_once_it_has_ended(
+    runtime: Runtime, policy: BusyPolicy
+) -> None:
+    first, second = GatedModel(), GatedModel()
+    second.gate.set()
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+    async with Worker(runtime=runtime, agents={"first": first.agent(), "second": second.agent()}):
+        await handle.submit(agent="first", body={"user_prompt": "one"})
+        listening = handle.listen_entries(timeout=10)
+        async for entry in listening:
+            if entry is not None and entry.body.get("content") == "hello ":
+                break  # the first run is streaming
+        submitted = await handle.submit(agent="second", body={"user_prompt": "two"}, if_busy=policy)
+        ended = [entry async for entry in listening if entry is not None]
+        assert [(e.type, e.body.get("msg"), e.body.get("rollback")) for e in ended[-2:]] == [
+            ("error", "canceled", True if policy == "rollback" else None),
+            ("end", None, None),
+        ]
+        events = [e async for e in handle.listen_entries(timeout=10) if e is not None]
+        assert events[0].id == submitted.begin_event_id
+        assert [e.type for e in events if e.type != "event"] == ["begin", "end"]
+    assert (first.calls, second.calls) == (1, 1)
+    conversation = await _texts_of_conversation(runtime, "s1")
+    kept = ["one", "hello "] if policy == "interrupt" else []
+    assert conversation == [*kept, "two", "hello world"]
+
+
+async def test_a_run_refused_on_a_busy_session_leaves_its_run_alone(runtime: Runtime) -> None:
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+    queued = await handle.submit(agent="first", body={"user_prompt": "one"})
+    with pytest.raises(SessionBusyError):
+        await handle.submit(agent="second", body={"user_prompt": "two"})
+    [active] = await live_sessions(runtime, scope_id=1, user_id=1)
+    assert (active.run_id, active.queued) == (queued.run_id, True)
+    # A queued run is interrupted at once: it never ran, and the new one takes its place in the queue.
+    replaced = await handle.submit(agent="second", body={"user_prompt": "two"}, if_busy="interrupt")
+    [active] = await live_sessions(runtime, scope_id=1, user_id=1)
+    assert (active.run_id, active.queued) == (replaced.run_id, True)
+    assert await runtime.queue.depth(1) == 1

@@ -4,49 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage
-from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import Runtime, SessionHandle, Settings
 from pydantic_ai_stream._keys import queue_wake_key
 from pydantic_ai_stream._queue import GROUP, Submitted
 from pydantic_ai_stream._worker import Worker
-
-
-class GatedModel:
-    """A model that counts its calls and how many stream at once, and finishes when `gate` opens."""
-
-    def __init__(self) -> None:
-        self.gate = asyncio.Event()
-        self.calls = 0
-        self.streaming = 0
-        self.most = 0
-        self.started = asyncio.Condition()
-
-    async def stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
-        async with self.started:
-            self.calls += 1
-            self.streaming += 1
-            self.most = max(self.most, self.streaming)
-            self.started.notify_all()
-        try:
-            yield "hello "
-            await self.gate.wait()
-            yield "world"
-        finally:
-            self.streaming -= 1
-
-    async def wait_calls(self, n: int) -> None:
-        async with asyncio.timeout(5), self.started:
-            await self.started.wait_for(lambda: self.calls >= n)
-
-    def agent(self) -> Agent[Any, str]:
-        return Agent(FunctionModel(stream_function=self.stream))
+from support import GatedModel
 
 
 async def _submit(runtime: Runtime, session_id: str, agent: str = "gated") -> Submitted:

@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict
 
-from ._errors import ListenTimeoutError, StreamNotFoundError
+from ._errors import ListenTimeoutError, RunExistsError, SessionBusyError, StreamNotFoundError
 from ._keys import SessionKeys, cancel_channel
 from ._listen import listen
-from ._queue import Job
+from ._names import END
+from ._queue import Job, Submitted
 from ._redis import ActiveRun, AsyncRedis, CancelState, Entry, SessionStream, active_members, active_sessions
 from ._runtime import Runtime
 
-__all__ = ["ListenOptions", "SessionHandle", "live_sessions", "q"]
+__all__ = ["BusyPolicy", "ListenOptions", "SessionHandle", "live_sessions", "q"]
+
+BusyPolicy = Literal["reject", "interrupt", "rollback"]
+"""What a new run does on a session that has a queued or live run (see `SessionHandle.submit`)."""
 
 
 class ListenOptions(TypedDict, total=False):
@@ -50,16 +54,61 @@ class SessionHandle:
         """Whether a run of this session is live (and not being cancelled)."""
         return await self.stream.is_live()
 
-    async def cancel(self) -> bool:
+    async def cancel(self, *, rollback: bool = False) -> bool:
         """Stop the session's live run, wherever it runs (a queued one ends at once); `True` if there was
-        one to stop."""
-        state, run_id = await self.stream.cancel(cancel_channel(self.runtime.settings.redis_prefix))
+        one to stop. `rollback`: its messages are dropped, not saved (the conversation stays as before it)."""
+        state, run_id = await self.stream.cancel(cancel_channel(self.runtime.settings.redis_prefix), rollback=rollback)
         if state is CancelState.ENDED:
             keys = self.keys
             await self.runtime.queue.release(
                 Job(scope_id=keys.scope_id, user_id=keys.user_id, session_id=keys.session_id, run_id=run_id, agent="")
             )
         return state is not CancelState.NONE
+
+    async def submit(
+        self,
+        *,
+        agent: str,
+        body: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        if_busy: BusyPolicy = "reject",
+        wait: float = 30,
+    ) -> Submitted:
+        """Accept a run of `agent` into the run queue (see `RunQueue.submit`) for a worker to execute.
+
+        When the session has a queued or live run, `if_busy` says what happens: `"reject"`
+        (`SessionBusyError`), `"interrupt"` (that run is cancelled, its partial conversation kept, and this
+        one accepted once its `end` is written, within `wait` seconds) or `"rollback"` (as interrupt, its
+        messages dropped).
+        """
+        keys = self.keys
+        queue = self.runtime.queue
+
+        async def submitted() -> Submitted:
+            return await queue.submit(
+                self.stream,
+                scope_id=keys.scope_id,
+                user_id=keys.user_id,
+                agent=agent,
+                body=body,
+                options=options,
+                run_id=run_id,
+            )
+
+        try:
+            return await submitted()
+        except RunExistsError:
+            raise
+        except SessionBusyError:
+            if if_busy == "reject":
+                raise
+        bounds = await self.stream.bounds()
+        if await self.cancel(rollback=if_busy == "rollback") and bounds is not None:
+            async for entry in self.listen_entries(after=bounds.newest, wait=wait, timeout=wait):
+                if entry is not None and entry.type == END:
+                    break
+        return await submitted()
 
     def listen_entries(
         self,

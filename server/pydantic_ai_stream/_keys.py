@@ -94,6 +94,8 @@ class SessionKeys:
     active: str
     msgs: str
     """Where `RedisSession` stores the conversation."""
+    rollback: str
+    """The id of a run cancelled to be rolled back: it must not save its messages."""
 
     @classmethod
     def build(
@@ -110,6 +112,7 @@ class SessionKeys:
             live=f"{stream}:live",
             active=f"{user}{_ACTIVE_SUFFIX}",
             msgs=f"{stream}:msgs",
+            rollback=f"{stream}:rollback",
         )
 
 

@@ -102,6 +102,10 @@ class LiveRun:
         """Whether the run lost its live flag (it must stop without saving)."""
         return self.lease.lost
 
+    async def rolled_back(self) -> bool:
+        """Whether the run was cancelled to be rolled back: its messages are not to be saved."""
+        return await self.lease.stream.rolled_back(self.run_id)
+
     async def add(self, type: str, origin: str, body: Mapping[str, Any] | None = None) -> None:
         """Queue an entry; it is written with the next round trip, in order."""
         await self._guarded(self.writer.add(type, origin, body))

@@ -189,10 +189,11 @@ return states
 """)
 )
 
-# KEYS: live, stream, active. ARGV: cancel channel, maxlen, retention_ms, session_id, the `canceled` error body.
-# A running run's flag is marked cancelled and its process told: returns {1, run id}. A queued run is
-# ended here and now (`error` + `end`, flag released): returns {2, run id}. Else (no run, or one already
-# asked): {0, ''}.
+# KEYS: live, stream, active, rollback. ARGV: cancel channel, maxlen, retention_ms, session_id, the `canceled`
+# error body, '1' to roll the run back. A running run's flag is marked cancelled and its process told
+# (rolled back: its id is kept in the rollback key, so it saves nothing): returns {1, run id}. A queued
+# run is ended here and now (`error` + `end`, flag released): returns {2, run id}. Else (no run, or one
+# already asked): {0, ''}.
 _CANCEL = LuaScript(
     lua("""
 local v = redis.call('GET', KEYS[1])
@@ -207,6 +208,7 @@ if string.sub(v, 1, #$QUEUED) == $QUEUED then
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
   return {2, run}
 end
+if ARGV[6] == '1' then redis.call('SET', KEYS[4], v, 'PX', ARGV[3]) end
 redis.call('SET', KEYS[1], $CANCEL .. v, 'KEEPTTL')
 redis.call('PUBLISH', ARGV[1], KEYS[1])
 return {1, v}
@@ -453,14 +455,24 @@ class SessionStream:
         (state,) = await renew_many(self.redis, [(self, run_id)], lease_ms=lease_ms)
         return state
 
-    async def cancel(self, channel: str) -> tuple[CancelState, str]:
-        """Ask the live run to stop (a queued one is ended at once); what it found, and the run's id."""
+    async def cancel(self, channel: str, *, rollback: bool = False) -> tuple[CancelState, str]:
+        """Ask the live run to stop (a queued one is ended at once); what it found, and the run's id.
+
+        `rollback`: the run's messages are not to be saved (see `rolled_back`).
+        """
+        keys = self.keys
         state, run_id = await _CANCEL(
             self.redis,
-            keys=[self.keys.live, self.keys.stream, self.keys.active],
-            args=[channel, self.maxlen, self.retention_ms, self.keys.session_id, _dump({"msg": "canceled"})],
-        )
+            keys=[keys.live, keys.stream, keys.active, keys.rollback],
+            args=[channel, self.maxlen, self.retention_ms, keys.session_id, _dump({"msg": "canceled"}),
+                  "1" if rollback else "0"],
+        )  # fmt: skip
         return CancelState(int(state)), decode(run_id)
+
+    async def rolled_back(self, run_id: str) -> bool:
+        """Whether `run_id` was cancelled to be rolled back (so it must not save its messages)."""
+        value = await self.redis.get(self.keys.rollback)
+        return value is not None and decode(value) == run_id
 
     async def is_live(self) -> bool:
         """Whether a run holds the live flag and has not been asked to cancel."""

@@ -98,19 +98,30 @@ async def _save(session: Session, deps: Deps, new_messages: Sequence[ModelMessag
 
 
 async def _end_cancelled(session: Session, deps: Deps, partial: RunCancelled | None) -> Exception | None:
-    """Save a cancelled run's partial conversation, then tell listeners it was cancelled and whether the
-    save failed; a failed save's error is returned, not raised: the cancel is how the run ended."""
+    """Save a cancelled run's partial conversation (unless it is rolled back), then tell listeners it was
+    cancelled and whether the save failed; a failed save's error is returned, not raised: the cancel is
+    how the run ended."""
     save_error = None
-    if partial is not None:
+    rolled_back = await _rolled_back(deps)
+    if partial is not None and not rolled_back:
         try:
             await _save(session, deps, partial.new_messages())
         except Exception as e:
             logger.warning("run %s was cancelled and its conversation could not be saved: %s", deps.run_id, e)
             save_error = e
-    await _add_error(deps, {"msg": "canceled"})
+    await _add_error(deps, {"msg": "canceled", "rollback": True} if rolled_back else {"msg": "canceled"})
     if save_error is not None:
         await _add_error(deps, {"msg": f"save failed - {save_error}"})
     return save_error
+
+
+async def _rolled_back(deps: Deps) -> bool:
+    live = deps.live_run
+    try:
+        return live is not None and await live.rolled_back()
+    except Exception as e:  # then the conversation is saved, as for any cancel (or its save fails too)
+        logger.warning("run %s could not tell whether it was rolled back: %s", deps.run_id, e)
+        return False
 
 
 async def _add_error(deps: Deps, body: dict[str, Any]) -> None:

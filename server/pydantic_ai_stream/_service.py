@@ -32,7 +32,7 @@ from ._errors import (
     SessionBusyError,
     StreamNotFoundError,
 )
-from ._handle import SessionHandle, live_sessions
+from ._handle import BusyPolicy, SessionHandle, live_sessions
 from ._keys import check_id, excerpt
 from ._proto import ListenResponseCache
 from ._redis import AsyncRedis
@@ -54,6 +54,12 @@ DEFAULT_MAX_PROMPT_BYTES = 3_670_016
 
 
 _HEARTBEAT = pb.ListenResponse(heartbeat=pb.Heartbeat())
+_BUSY_POLICIES: dict[int, BusyPolicy] = {
+    pb.BUSY_POLICY_UNSPECIFIED: "reject",
+    pb.BUSY_POLICY_REJECT: "reject",
+    pb.BUSY_POLICY_INTERRUPT: "interrupt",
+    pb.BUSY_POLICY_ROLLBACK: "rollback",
+}
 
 
 _STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
@@ -151,16 +157,16 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 await _abort(context, grpc.StatusCode.UNAVAILABLE, "server is shutting down; retry on another replica")
             session = self._session(caller, request.session_id)
             run_id = check_id("run_id", request.run_id) if request.run_id else None
+            if (if_busy := _BUSY_POLICIES.get(request.if_busy)) is None:
+                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown if_busy policy {request.if_busy}")
             options = await self._model_settings(request, context)
             try:
-                run = await self.runtime.queue.submit(
-                    session.stream,
-                    scope_id=caller.scope_id,
-                    user_id=caller.user_id,
+                run = await session.submit(
                     agent=request.agent,
                     body={"user_prompt": request.prompt},
                     options=options,
                     run_id=run_id,
+                    if_busy=if_busy,
                 )
             except RunExistsError as e:
                 # A retried Run (same run id) gets the run it already started, queued, live or ended; nothing

@@ -154,6 +154,25 @@ async def test_cancel_mid_stream_ends_the_run_at_once(server: RunningServer) -> 
         assert await client.list_active() == []
 
 
+async def test_a_run_can_interrupt_the_sessions_run(server: RunningServer) -> None:
+    async with _client(server) as client:
+        await client.run("stalling", "s1", "go")
+        listening = client.listen("s1")
+        await _first(listening, lambda e: e.content_delta == "hard ")
+        request = pb.RunRequest(agent="weather", session_id="s1", prompt="weather?")
+        assert await _code(client.stub.Run(request, metadata=client.metadata)) == grpc.StatusCode.ALREADY_EXISTS
+        request.if_busy = pb.BUSY_POLICY_INTERRUPT
+        started = await client.stub.Run(request, metadata=client.metadata)
+        rest = await _first(listening, lambda e: e.type == pb.EVENT_TYPE_END)
+        assert event_body(rest[-2]) == {"msg": "canceled"}
+        events = await _events(client, "s1")
+        assert events[0].id == started.begin_event_id
+        assert event_body(events[0])["user_prompt"] == "weather?"
+        request.if_busy = 7  # type: ignore[assignment]
+        request.session_id = "s2"
+        assert await _code(client.stub.Run(request, metadata=client.metadata)) == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_a_retried_run_with_its_run_id_is_the_same_run(server: RunningServer) -> None:
     async with _client(server) as client:
         first = await client.run("stalling", "s1", "go", run_id="r-1")

@@ -20,6 +20,34 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _BusyPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BusyPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BusyPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BUSY_POLICY_UNSPECIFIED: _BusyPolicy.ValueType  # 0
+    """As BUSY_POLICY_REJECT."""
+    BUSY_POLICY_REJECT: _BusyPolicy.ValueType  # 1
+    """ALREADY_EXISTS; the session's run goes on."""
+    BUSY_POLICY_INTERRUPT: _BusyPolicy.ValueType  # 2
+    """The session's run is cancelled (its partial conversation is kept), then this run starts."""
+    BUSY_POLICY_ROLLBACK: _BusyPolicy.ValueType  # 3
+    """As BUSY_POLICY_INTERRUPT, but the cancelled run's messages are dropped from the conversation."""
+
+class BusyPolicy(_BusyPolicy, metaclass=_BusyPolicyEnumTypeWrapper):
+    """What a Run does on a session that already has a queued or live run."""
+
+BUSY_POLICY_UNSPECIFIED: BusyPolicy.ValueType  # 0
+"""As BUSY_POLICY_REJECT."""
+BUSY_POLICY_REJECT: BusyPolicy.ValueType  # 1
+"""ALREADY_EXISTS; the session's run goes on."""
+BUSY_POLICY_INTERRUPT: BusyPolicy.ValueType  # 2
+"""The session's run is cancelled (its partial conversation is kept), then this run starts."""
+BUSY_POLICY_ROLLBACK: BusyPolicy.ValueType  # 3
+"""As BUSY_POLICY_INTERRUPT, but the cancelled run's messages are dropped from the conversation."""
+Global___BusyPolicy: _TypeAlias = BusyPolicy  # noqa: Y015
+
 class _EventType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -175,6 +203,7 @@ class RunRequest(_message.Message):
     PROMPT_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
     MODEL_SETTINGS_FIELD_NUMBER: _builtins.int
+    IF_BUSY_FIELD_NUMBER: _builtins.int
     agent: _builtins.str
     """Name of an agent the server hosts (`pydantic-ai-stream serve --agent NAME=module:attr`)."""
     session_id: _builtins.str
@@ -185,6 +214,8 @@ class RunRequest(_message.Message):
     """Optional run id (same rules as session_id). A retry with the run id of the session's live
     run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
     """
+    if_busy: Global___BusyPolicy.ValueType
+    """What to do when the session already has a queued or live run (default: reject)."""
     @_builtins.property
     def model_settings(self) -> _struct_pb2.Struct:
         """Optional pydantic-ai model settings (e.g. {"temperature": 0.2, "max_tokens": 512}); only
@@ -199,10 +230,11 @@ class RunRequest(_message.Message):
         prompt: _builtins.str = ...,
         run_id: _builtins.str = ...,
         model_settings: _struct_pb2.Struct | None = ...,
+        if_busy: Global___BusyPolicy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["model_settings", b"model_settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "model_settings", b"model_settings", "prompt", b"prompt", "run_id", b"run_id", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "if_busy", b"if_busy", "model_settings", b"model_settings", "prompt", b"prompt", "run_id", b"run_id", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -11,7 +11,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file pydantic_ai_stream/v1/stream.proto.
  */
 export const file_pydantic_ai_stream_v1_stream: GenFile = /*@__PURE__*/
-  fileDesc("CiJweWRhbnRpY19haV9zdHJlYW0vdjEvc3RyZWFtLnByb3RvEhVweWRhbnRpY19haV9zdHJlYW0udjEigAEKClJ1blJlcXVlc3QSDQoFYWdlbnQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDgoGcnVuX2lkGAQgASgJEi8KDm1vZGVsX3NldHRpbmdzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJJCgtSdW5SZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIWCg5iZWdpbl9ldmVudF9pZBgDIAEoCSJqCg1MaXN0ZW5SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSFgoOYWZ0ZXJfZXZlbnRfaWQYAiABKAkSFAoMd2FpdF9zZWNvbmRzGAMgASgNEhcKD3RpbWVvdXRfc2Vjb25kcxgEIAEoDSKBAQoOTGlzdGVuUmVzcG9uc2USLQoFZXZlbnQYASABKAsyHC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRIABI1CgloZWFydGJlYXQYAiABKAsyIC5weWRhbnRpY19haV9zdHJlYW0udjEuSGVhcnRiZWF0SABCCQoHcGF5bG9hZCILCglIZWFydGJlYXQi7QQKBUV2ZW50EgoKAmlkGAEgASgJEi4KBHR5cGUYAiABKA4yIC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRUeXBlEhEKCXR5cGVfbmFtZRgDIAEoCRIOCgZvcmlnaW4YBCABKAkSEAoDaWR4GAUgASgNSACIAQESLgoEa2luZBgGIAEoDjIgLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudEtpbmQSFgoJZXZlbnRfaWR4GAcgASgNSAGIAQESMgoJcGFydF9raW5kGAggASgOMh8ucHlkYW50aWNfYWlfc3RyZWFtLnYxLlBhcnRLaW5kEhYKDnBhcnRfa2luZF9uYW1lGAkgASgJEhQKB2NvbnRlbnQYCiABKAlIAogBARIaCg1jb250ZW50X2RlbHRhGAsgASgJSAOIAQESFgoJdG9vbF9uYW1lGAwgASgJSASIAQESGQoMdG9vbF9jYWxsX2lkGA0gASgJSAWIAQESJQoEYXJncxgOIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEQoJYm9keV9qc29uGA8gASgJEjMKB291dGNvbWUYECABKA4yIi5weWRhbnRpY19haV9zdHJlYW0udjEuVG9vbE91dGNvbWUSOAoPcGFydF9kZWx0YV9raW5kGBEgASgOMh8ucHlkYW50aWNfYWlfc3RyZWFtLnYxLlBhcnRLaW5kQgYKBF9pZHhCDAoKX2V2ZW50X2lkeEIKCghfY29udGVudEIQCg5fY29udGVudF9kZWx0YUIMCgpfdG9vbF9uYW1lQg8KDV90b29sX2NhbGxfaWQiIwoNQ2FuY2VsUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJIiMKDkNhbmNlbFJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCITChFMaXN0QWN0aXZlUmVxdWVzdCJMChJMaXN0QWN0aXZlUmVzcG9uc2USNgoIc2Vzc2lvbnMYASADKAsyJC5weWRhbnRpY19haV9zdHJlYW0udjEuQWN0aXZlU2Vzc2lvbiJjCg1BY3RpdmVTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSLgoFc3RhdGUYAiABKA4yHy5weWRhbnRpY19haV9zdHJlYW0udjEuUnVuU3RhdGUSDgoGcnVuX2lkGAMgASgJKqkBCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhQKEEVWRU5UX1RZUEVfQkVHSU4QARIUChBFVkVOVF9UWVBFX0VWRU5UEAISFAoQRVZFTlRfVFlQRV9FUlJPUhADEhMKD0VWRU5UX1RZUEVfSU5GTxAEEhIKDkVWRU5UX1RZUEVfRU5EEAUSFQoRRVZFTlRfVFlQRV9DVVNUT00QBiqmAQoJRXZlbnRLaW5kEhoKFkVWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIYChRFVkVOVF9LSU5EX0xMTV9CRUdJThABEhYKEkVWRU5UX0tJTkRfTExNX0VORBACEhkKFUVWRU5UX0tJTkRfUEFSVF9TVEFSVBADEhkKFUVWRU5UX0tJTkRfUEFSVF9ERUxUQRAEEhUKEUVWRU5UX0tJTkRfQU5TV0VSEAUqmgEKCFBhcnRLaW5kEhkKFVBBUlRfS0lORF9VTlNQRUNJRklFRBAAEhIKDlBBUlRfS0lORF9URVhUEAESFgoSUEFSVF9LSU5EX1RISU5LSU5HEAISFwoTUEFSVF9LSU5EX1RPT0xfQ0FMTBADEhkKFVBBUlRfS0lORF9UT09MX1JFVFVSThAEEhMKD1BBUlRfS0lORF9PVEhFUhAFKq0BCgtUb29sT3V0Y29tZRIcChhUT09MX09VVENPTUVfVU5TUEVDSUZJRUQQABIXChNUT09MX09VVENPTUVfRkFJTEVEEAESFwoTVE9PTF9PVVRDT01FX0RFTklFRBACEhwKGFRPT0xfT1VUQ09NRV9JTlRFUlJVUFRFRBADEhgKFFRPT0xfT1VUQ09NRV9SRVRSSUVEEAQSFgoSVE9PTF9PVVRDT01FX09USEVSEAUqUgoIUnVuU3RhdGUSGQoVUlVOX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQUlVOX1NUQVRFX1FVRVVFRBABEhUKEVJVTl9TVEFURV9SVU5OSU5HEAIy9QIKEkFnZW50U3RyZWFtU2VydmljZRJMCgNSdW4SIS5weWRhbnRpY19haV9zdHJlYW0udjEuUnVuUmVxdWVzdBoiLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SdW5SZXNwb25zZRJXCgZMaXN0ZW4SJC5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdGVuUmVxdWVzdBolLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0ZW5SZXNwb25zZTABElUKBkNhbmNlbBIkLnB5ZGFudGljX2FpX3N0cmVhbS52MS5DYW5jZWxSZXF1ZXN0GiUucHlkYW50aWNfYWlfc3RyZWFtLnYxLkNhbmNlbFJlc3BvbnNlEmEKCkxpc3RBY3RpdmUSKC5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdEFjdGl2ZVJlcXVlc3QaKS5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdEFjdGl2ZVJlc3BvbnNlQooBCh1pby5naXRodWIucHlkYW50aWNhaXN0cmVhbS52MUILU3RyZWFtUHJvdG9QAVpaZ2l0aHViLmNvbS9weWRhbnRpYy1haS1zdHJlYW0vcHlkYW50aWMtYWktc3RyZWFtL2NsaWVudHMvZ28vcHlkYW50aWNfYWlfc3RyZWFtL3YxO3N0cmVhbXYxYgZwcm90bzM", [file_google_protobuf_struct]);
+  fileDesc("CiJweWRhbnRpY19haV9zdHJlYW0vdjEvc3RyZWFtLnByb3RvEhVweWRhbnRpY19haV9zdHJlYW0udjEitAEKClJ1blJlcXVlc3QSDQoFYWdlbnQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDgoGcnVuX2lkGAQgASgJEi8KDm1vZGVsX3NldHRpbmdzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIyCgdpZl9idXN5GAYgASgOMiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLkJ1c3lQb2xpY3kiSQoLUnVuUmVzcG9uc2USEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkSFgoOYmVnaW5fZXZlbnRfaWQYAyABKAkiagoNTGlzdGVuUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhYKDmFmdGVyX2V2ZW50X2lkGAIgASgJEhQKDHdhaXRfc2Vjb25kcxgDIAEoDRIXCg90aW1lb3V0X3NlY29uZHMYBCABKA0igQEKDkxpc3RlblJlc3BvbnNlEi0KBWV2ZW50GAEgASgLMhwucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50SAASNQoJaGVhcnRiZWF0GAIgASgLMiAucHlkYW50aWNfYWlfc3RyZWFtLnYxLkhlYXJ0YmVhdEgAQgkKB3BheWxvYWQiCwoJSGVhcnRiZWF0Iu0ECgVFdmVudBIKCgJpZBgBIAEoCRIuCgR0eXBlGAIgASgOMiAucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50VHlwZRIRCgl0eXBlX25hbWUYAyABKAkSDgoGb3JpZ2luGAQgASgJEhAKA2lkeBgFIAEoDUgAiAEBEi4KBGtpbmQYBiABKA4yIC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRLaW5kEhYKCWV2ZW50X2lkeBgHIAEoDUgBiAEBEjIKCXBhcnRfa2luZBgIIAEoDjIfLnB5ZGFudGljX2FpX3N0cmVhbS52MS5QYXJ0S2luZBIWCg5wYXJ0X2tpbmRfbmFtZRgJIAEoCRIUCgdjb250ZW50GAogASgJSAKIAQESGgoNY29udGVudF9kZWx0YRgLIAEoCUgDiAEBEhYKCXRvb2xfbmFtZRgMIAEoCUgEiAEBEhkKDHRvb2xfY2FsbF9pZBgNIAEoCUgFiAEBEiUKBGFyZ3MYDiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhEKCWJvZHlfanNvbhgPIAEoCRIzCgdvdXRjb21lGBAgASgOMiIucHlkYW50aWNfYWlfc3RyZWFtLnYxLlRvb2xPdXRjb21lEjgKD3BhcnRfZGVsdGFfa2luZBgRIAEoDjIfLnB5ZGFudGljX2FpX3N0cmVhbS52MS5QYXJ0S2luZEIGCgRfaWR4QgwKCl9ldmVudF9pZHhCCgoIX2NvbnRlbnRCEAoOX2NvbnRlbnRfZGVsdGFCDAoKX3Rvb2xfbmFtZUIPCg1fdG9vbF9jYWxsX2lkIiMKDUNhbmNlbFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCSIjCg5DYW5jZWxSZXNwb25zZRIRCgljYW5jZWxsZWQYASABKAgiEwoRTGlzdEFjdGl2ZVJlcXVlc3QiTAoSTGlzdEFjdGl2ZVJlc3BvbnNlEjYKCHNlc3Npb25zGAEgAygLMiQucHlkYW50aWNfYWlfc3RyZWFtLnYxLkFjdGl2ZVNlc3Npb24iYwoNQWN0aXZlU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEi4KBXN0YXRlGAIgASgOMh8ucHlkYW50aWNfYWlfc3RyZWFtLnYxLlJ1blN0YXRlEg4KBnJ1bl9pZBgDIAEoCSp2CgpCdXN5UG9saWN5EhsKF0JVU1lfUE9MSUNZX1VOU1BFQ0lGSUVEEAASFgoSQlVTWV9QT0xJQ1lfUkVKRUNUEAESGQoVQlVTWV9QT0xJQ1lfSU5URVJSVVBUEAISGAoUQlVTWV9QT0xJQ1lfUk9MTEJBQ0sQAyqpAQoJRXZlbnRUeXBlEhoKFkVWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIUChBFVkVOVF9UWVBFX0JFR0lOEAESFAoQRVZFTlRfVFlQRV9FVkVOVBACEhQKEEVWRU5UX1RZUEVfRVJST1IQAxITCg9FVkVOVF9UWVBFX0lORk8QBBISCg5FVkVOVF9UWVBFX0VORBAFEhUKEUVWRU5UX1RZUEVfQ1VTVE9NEAYqpgEKCUV2ZW50S2luZBIaChZFVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASGAoURVZFTlRfS0lORF9MTE1fQkVHSU4QARIWChJFVkVOVF9LSU5EX0xMTV9FTkQQAhIZChVFVkVOVF9LSU5EX1BBUlRfU1RBUlQQAxIZChVFVkVOVF9LSU5EX1BBUlRfREVMVEEQBBIVChFFVkVOVF9LSU5EX0FOU1dFUhAFKpoBCghQYXJ0S2luZBIZChVQQVJUX0tJTkRfVU5TUEVDSUZJRUQQABISCg5QQVJUX0tJTkRfVEVYVBABEhYKElBBUlRfS0lORF9USElOS0lORxACEhcKE1BBUlRfS0lORF9UT09MX0NBTEwQAxIZChVQQVJUX0tJTkRfVE9PTF9SRVRVUk4QBBITCg9QQVJUX0tJTkRfT1RIRVIQBSqtAQoLVG9vbE91dGNvbWUSHAoYVE9PTF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASFwoTVE9PTF9PVVRDT01FX0ZBSUxFRBABEhcKE1RPT0xfT1VUQ09NRV9ERU5JRUQQAhIcChhUT09MX09VVENPTUVfSU5URVJSVVBURUQQAxIYChRUT09MX09VVENPTUVfUkVUUklFRBAEEhYKElRPT0xfT1VUQ09NRV9PVEhFUhAFKlIKCFJ1blN0YXRlEhkKFVJVTl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEFJVTl9TVEFURV9RVUVVRUQQARIVChFSVU5fU1RBVEVfUlVOTklORxACMvUCChJBZ2VudFN0cmVhbVNlcnZpY2USTAoDUnVuEiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLlJ1blJlcXVlc3QaIi5weWRhbnRpY19haV9zdHJlYW0udjEuUnVuUmVzcG9uc2USVwoGTGlzdGVuEiQucHlkYW50aWNfYWlfc3RyZWFtLnYxLkxpc3RlblJlcXVlc3QaJS5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdGVuUmVzcG9uc2UwARJVCgZDYW5jZWwSJC5weWRhbnRpY19haV9zdHJlYW0udjEuQ2FuY2VsUmVxdWVzdBolLnB5ZGFudGljX2FpX3N0cmVhbS52MS5DYW5jZWxSZXNwb25zZRJhCgpMaXN0QWN0aXZlEigucHlkYW50aWNfYWlfc3RyZWFtLnYxLkxpc3RBY3RpdmVSZXF1ZXN0GikucHlkYW50aWNfYWlfc3RyZWFtLnYxLkxpc3RBY3RpdmVSZXNwb25zZUKKAQodaW8uZ2l0aHViLnB5ZGFudGljYWlzdHJlYW0udjFCC1N0cmVhbVByb3RvUAFaWmdpdGh1Yi5jb20vcHlkYW50aWMtYWktc3RyZWFtL3B5ZGFudGljLWFpLXN0cmVhbS9jbGllbnRzL2dvL3B5ZGFudGljX2FpX3N0cmVhbS92MTtzdHJlYW12MWIGcHJvdG8z", [file_google_protobuf_struct]);
 
 /**
  * @generated from message pydantic_ai_stream.v1.RunRequest
@@ -53,6 +53,13 @@ export type RunRequest = Message<"pydantic_ai_stream.v1.RunRequest"> & {
    * @generated from field: google.protobuf.Struct model_settings = 5;
    */
   modelSettings?: JsonObject | undefined;
+
+  /**
+   * What to do when the session already has a queued or live run (default: reject).
+   *
+   * @generated from field: pydantic_ai_stream.v1.BusyPolicy if_busy = 6;
+   */
+  ifBusy: BusyPolicy;
 };
 
 /**
@@ -399,6 +406,47 @@ export const ActiveSessionSchema: GenMessage<ActiveSession> = /*@__PURE__*/
   messageDesc(file_pydantic_ai_stream_v1_stream, 10);
 
 /**
+ * What a Run does on a session that already has a queued or live run.
+ *
+ * @generated from enum pydantic_ai_stream.v1.BusyPolicy
+ */
+export enum BusyPolicy {
+  /**
+   * As BUSY_POLICY_REJECT.
+   *
+   * @generated from enum value: BUSY_POLICY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * ALREADY_EXISTS; the session's run goes on.
+   *
+   * @generated from enum value: BUSY_POLICY_REJECT = 1;
+   */
+  REJECT = 1,
+
+  /**
+   * The session's run is cancelled (its partial conversation is kept), then this run starts.
+   *
+   * @generated from enum value: BUSY_POLICY_INTERRUPT = 2;
+   */
+  INTERRUPT = 2,
+
+  /**
+   * As BUSY_POLICY_INTERRUPT, but the cancelled run's messages are dropped from the conversation.
+   *
+   * @generated from enum value: BUSY_POLICY_ROLLBACK = 3;
+   */
+  ROLLBACK = 3,
+}
+
+/**
+ * Describes the enum pydantic_ai_stream.v1.BusyPolicy.
+ */
+export const BusyPolicySchema: GenEnum<BusyPolicy> = /*@__PURE__*/
+  enumDesc(file_pydantic_ai_stream_v1_stream, 0);
+
+/**
  * The entry's `type`.
  *
  * @generated from enum pydantic_ai_stream.v1.EventType
@@ -456,7 +504,7 @@ export enum EventType {
  * Describes the enum pydantic_ai_stream.v1.EventType.
  */
 export const EventTypeSchema: GenEnum<EventType> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 0);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 1);
 
 /**
  * The body's `event` field.
@@ -499,7 +547,7 @@ export enum EventKind {
  * Describes the enum pydantic_ai_stream.v1.EventKind.
  */
 export const EventKindSchema: GenEnum<EventKind> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 1);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 2);
 
 /**
  * The body's `part_kind` field.
@@ -544,7 +592,7 @@ export enum PartKind {
  * Describes the enum pydantic_ai_stream.v1.PartKind.
  */
 export const PartKindSchema: GenEnum<PartKind> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 2);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 3);
 
 /**
  * The body's `outcome` field: how a tool return ended when the tool did not succeed.
@@ -599,7 +647,7 @@ export enum ToolOutcome {
  * Describes the enum pydantic_ai_stream.v1.ToolOutcome.
  */
 export const ToolOutcomeSchema: GenEnum<ToolOutcome> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 3);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 4);
 
 /**
  * Where a run is.
@@ -631,7 +679,7 @@ export enum RunState {
  * Describes the enum pydantic_ai_stream.v1.RunState.
  */
 export const RunStateSchema: GenEnum<RunState> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 4);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 5);
 
 /**
  * Runs pydantic-ai agents hosted by the server and streams their events.

@@ -20,6 +20,7 @@ private static final long serialVersionUID = 0L;
     sessionId_ = "";
     prompt_ = "";
     runId_ = "";
+    ifBusy_ = 0;
   }
 
   @java.lang.Override
@@ -278,6 +279,32 @@ private static final long serialVersionUID = 0L;
     return modelSettings_ == null ? com.google.protobuf.Struct.getDefaultInstance() : modelSettings_;
   }
 
+  public static final int IF_BUSY_FIELD_NUMBER = 6;
+  private int ifBusy_ = 0;
+  /**
+   * <pre>
+   * What to do when the session already has a queued or live run (default: reject).
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.BusyPolicy if_busy = 6 [json_name = "ifBusy"];</code>
+   * @return The enum numeric value on the wire for ifBusy.
+   */
+  @java.lang.Override public int getIfBusyValue() {
+    return ifBusy_;
+  }
+  /**
+   * <pre>
+   * What to do when the session already has a queued or live run (default: reject).
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.BusyPolicy if_busy = 6 [json_name = "ifBusy"];</code>
+   * @return The ifBusy.
+   */
+  @java.lang.Override public io.github.pydanticaistream.v1.BusyPolicy getIfBusy() {
+    io.github.pydanticaistream.v1.BusyPolicy result = io.github.pydanticaistream.v1.BusyPolicy.forNumber(ifBusy_);
+    return result == null ? io.github.pydanticaistream.v1.BusyPolicy.UNRECOGNIZED : result;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -307,6 +334,9 @@ private static final long serialVersionUID = 0L;
     if (modelSettings_ != null) {
       output.writeMessage(5, getModelSettings());
     }
+    if (ifBusy_ != io.github.pydanticaistream.v1.BusyPolicy.BUSY_POLICY_UNSPECIFIED.getNumber()) {
+      output.writeEnum(6, ifBusy_);
+    }
     getUnknownFields().writeTo(output);
   }
 
@@ -331,6 +361,10 @@ private static final long serialVersionUID = 0L;
     if (modelSettings_ != null) {
       size += com.google.protobuf.CodedOutputStream
         .computeMessageSize(5, getModelSettings());
+    }
+    if (ifBusy_ != io.github.pydanticaistream.v1.BusyPolicy.BUSY_POLICY_UNSPECIFIED.getNumber()) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeEnumSize(6, ifBusy_);
     }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
@@ -360,6 +394,7 @@ private static final long serialVersionUID = 0L;
       if (!getModelSettings()
           .equals(other.getModelSettings())) return false;
     }
+    if (ifBusy_ != other.ifBusy_) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -383,6 +418,8 @@ private static final long serialVersionUID = 0L;
       hash = (37 * hash) + MODEL_SETTINGS_FIELD_NUMBER;
       hash = (53 * hash) + getModelSettings().hashCode();
     }
+    hash = (37 * hash) + IF_BUSY_FIELD_NUMBER;
+    hash = (53 * hash) + ifBusy_;
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -521,6 +558,7 @@ private static final long serialVersionUID = 0L;
         modelSettingsBuilder_.dispose();
         modelSettingsBuilder_ = null;
       }
+      ifBusy_ = 0;
       return this;
     }
 
@@ -570,6 +608,9 @@ private static final long serialVersionUID = 0L;
         result.modelSettings_ = modelSettingsBuilder_ == null
             ? modelSettings_
             : modelSettingsBuilder_.build();
+      }
+      if (((from_bitField0_ & 0x00000020) != 0)) {
+        result.ifBusy_ = ifBusy_;
       }
     }
 
@@ -640,6 +681,9 @@ private static final long serialVersionUID = 0L;
       if (other.hasModelSettings()) {
         mergeModelSettings(other.getModelSettings());
       }
+      if (other.ifBusy_ != 0) {
+        setIfBusyValue(other.getIfBusyValue());
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -693,6 +737,11 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000010;
               break;
             } // case 42
+            case 48: {
+              ifBusy_ = input.readEnum();
+              bitField0_ |= 0x00000020;
+              break;
+            } // case 48
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -1245,6 +1294,79 @@ private static final long serialVersionUID = 0L;
         modelSettings_ = null;
       }
       return modelSettingsBuilder_;
+    }
+
+    private int ifBusy_ = 0;
+    /**
+     * <pre>
+     * What to do when the session already has a queued or live run (default: reject).
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.BusyPolicy if_busy = 6 [json_name = "ifBusy"];</code>
+     * @return The enum numeric value on the wire for ifBusy.
+     */
+    @java.lang.Override public int getIfBusyValue() {
+      return ifBusy_;
+    }
+    /**
+     * <pre>
+     * What to do when the session already has a queued or live run (default: reject).
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.BusyPolicy if_busy = 6 [json_name = "ifBusy"];</code>
+     * @param value The enum numeric value on the wire for ifBusy to set.
+     * @return This builder for chaining.
+     */
+    public Builder setIfBusyValue(int value) {
+      ifBusy_ = value;
+      bitField0_ |= 0x00000020;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * What to do when the session already has a queued or live run (default: reject).
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.BusyPolicy if_busy = 6 [json_name = "ifBusy"];</code>
+     * @return The ifBusy.
+     */
+    @java.lang.Override
+    public io.github.pydanticaistream.v1.BusyPolicy getIfBusy() {
+      io.github.pydanticaistream.v1.BusyPolicy result = io.github.pydanticaistream.v1.BusyPolicy.forNumber(ifBusy_);
+      return result == null ? io.github.pydanticaistream.v1.BusyPolicy.UNRECOGNIZED : result;
+    }
+    /**
+     * <pre>
+     * What to do when the session already has a queued or live run (default: reject).
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.BusyPolicy if_busy = 6 [json_name = "ifBusy"];</code>
+     * @param value The ifBusy to set.
+     * @return This builder for chaining.
+     */
+    public Builder setIfBusy(io.github.pydanticaistream.v1.BusyPolicy value) {
+      if (value == null) {
+        throw new NullPointerException();
+      }
+      bitField0_ |= 0x00000020;
+      ifBusy_ = value.getNumber();
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * What to do when the session already has a queued or live run (default: reject).
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.BusyPolicy if_busy = 6 [json_name = "ifBusy"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearIfBusy() {
+      bitField0_ = (bitField0_ & ~0x00000020);
+      ifBusy_ = 0;
+      onChanged();
+      return this;
     }
     @java.lang.Override
     public final Builder setUnknownFields(

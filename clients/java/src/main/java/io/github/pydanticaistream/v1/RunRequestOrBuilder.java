@@ -118,4 +118,23 @@ public interface RunRequestOrBuilder extends
    * <code>.google.protobuf.Struct model_settings = 5 [json_name = "modelSettings"];</code>
    */
   com.google.protobuf.StructOrBuilder getModelSettingsOrBuilder();
+
+  /**
+   * <pre>
+   * What to do when the session already has a queued or live run (default: reject).
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.BusyPolicy if_busy = 6 [json_name = "ifBusy"];</code>
+   * @return The enum numeric value on the wire for ifBusy.
+   */
+  int getIfBusyValue();
+  /**
+   * <pre>
+   * What to do when the session already has a queued or live run (default: reject).
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.BusyPolicy if_busy = 6 [json_name = "ifBusy"];</code>
+   * @return The ifBusy.
+   */
+  io.github.pydanticaistream.v1.BusyPolicy getIfBusy();
 }

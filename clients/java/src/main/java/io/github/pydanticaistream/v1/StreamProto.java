@@ -80,82 +80,86 @@ public final class StreamProto {
     java.lang.String[] descriptorData = {
       "\n\"pydantic_ai_stream/v1/stream.proto\022\025py" +
       "dantic_ai_stream.v1\032\034google/protobuf/str" +
-      "uct.proto\"\260\001\n\nRunRequest\022\024\n\005agent\030\001 \001(\tR" +
+      "uct.proto\"\354\001\n\nRunRequest\022\024\n\005agent\030\001 \001(\tR" +
       "\005agent\022\035\n\nsession_id\030\002 \001(\tR\tsessionId\022\026\n" +
       "\006prompt\030\003 \001(\tR\006prompt\022\025\n\006run_id\030\004 \001(\tR\005r" +
       "unId\022>\n\016model_settings\030\005 \001(\0132\027.google.pr" +
-      "otobuf.StructR\rmodelSettings\"i\n\013RunRespo" +
-      "nse\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\022\025\n\006ru" +
-      "n_id\030\002 \001(\tR\005runId\022$\n\016begin_event_id\030\003 \001(" +
-      "\tR\014beginEventId\"\240\001\n\rListenRequest\022\035\n\nses" +
-      "sion_id\030\001 \001(\tR\tsessionId\022$\n\016after_event_" +
-      "id\030\002 \001(\tR\014afterEventId\022!\n\014wait_seconds\030\003" +
-      " \001(\rR\013waitSeconds\022\'\n\017timeout_seconds\030\004 \001" +
-      "(\rR\016timeoutSeconds\"\223\001\n\016ListenResponse\0224\n" +
-      "\005event\030\001 \001(\0132\034.pydantic_ai_stream.v1.Eve" +
-      "ntH\000R\005event\022@\n\theartbeat\030\002 \001(\0132 .pydanti" +
-      "c_ai_stream.v1.HeartbeatH\000R\theartbeatB\t\n" +
-      "\007payload\"\013\n\tHeartbeat\"\213\006\n\005Event\022\016\n\002id\030\001 " +
-      "\001(\tR\002id\0224\n\004type\030\002 \001(\0162 .pydantic_ai_stre" +
-      "am.v1.EventTypeR\004type\022\033\n\ttype_name\030\003 \001(\t" +
-      "R\010typeName\022\026\n\006origin\030\004 \001(\tR\006origin\022\025\n\003id" +
-      "x\030\005 \001(\rH\000R\003idx\210\001\001\0224\n\004kind\030\006 \001(\0162 .pydant" +
-      "ic_ai_stream.v1.EventKindR\004kind\022 \n\tevent" +
-      "_idx\030\007 \001(\rH\001R\010eventIdx\210\001\001\022<\n\tpart_kind\030\010" +
-      " \001(\0162\037.pydantic_ai_stream.v1.PartKindR\010p" +
-      "artKind\022$\n\016part_kind_name\030\t \001(\tR\014partKin" +
-      "dName\022\035\n\007content\030\n \001(\tH\002R\007content\210\001\001\022(\n\r" +
-      "content_delta\030\013 \001(\tH\003R\014contentDelta\210\001\001\022 " +
-      "\n\ttool_name\030\014 \001(\tH\004R\010toolName\210\001\001\022%\n\014tool" +
-      "_call_id\030\r \001(\tH\005R\ntoolCallId\210\001\001\022+\n\004args\030" +
-      "\016 \001(\0132\027.google.protobuf.StructR\004args\022\033\n\t" +
-      "body_json\030\017 \001(\tR\010bodyJson\022<\n\007outcome\030\020 \001" +
-      "(\0162\".pydantic_ai_stream.v1.ToolOutcomeR\007" +
-      "outcome\022G\n\017part_delta_kind\030\021 \001(\0162\037.pydan" +
-      "tic_ai_stream.v1.PartKindR\rpartDeltaKind" +
-      "B\006\n\004_idxB\014\n\n_event_idxB\n\n\010_contentB\020\n\016_c" +
-      "ontent_deltaB\014\n\n_tool_nameB\017\n\r_tool_call" +
-      "_id\".\n\rCancelRequest\022\035\n\nsession_id\030\001 \001(\t" +
-      "R\tsessionId\".\n\016CancelResponse\022\034\n\tcancell" +
-      "ed\030\001 \001(\010R\tcancelled\"\023\n\021ListActiveRequest" +
-      "\"V\n\022ListActiveResponse\022@\n\010sessions\030\001 \003(\013" +
-      "2$.pydantic_ai_stream.v1.ActiveSessionR\010" +
-      "sessions\"|\n\rActiveSession\022\035\n\nsession_id\030" +
-      "\001 \001(\tR\tsessionId\0225\n\005state\030\002 \001(\0162\037.pydant" +
-      "ic_ai_stream.v1.RunStateR\005state\022\025\n\006run_i" +
-      "d\030\003 \001(\tR\005runId*\251\001\n\tEventType\022\032\n\026EVENT_TY" +
-      "PE_UNSPECIFIED\020\000\022\024\n\020EVENT_TYPE_BEGIN\020\001\022\024" +
-      "\n\020EVENT_TYPE_EVENT\020\002\022\024\n\020EVENT_TYPE_ERROR" +
-      "\020\003\022\023\n\017EVENT_TYPE_INFO\020\004\022\022\n\016EVENT_TYPE_EN" +
-      "D\020\005\022\025\n\021EVENT_TYPE_CUSTOM\020\006*\246\001\n\tEventKind" +
-      "\022\032\n\026EVENT_KIND_UNSPECIFIED\020\000\022\030\n\024EVENT_KI" +
-      "ND_LLM_BEGIN\020\001\022\026\n\022EVENT_KIND_LLM_END\020\002\022\031" +
-      "\n\025EVENT_KIND_PART_START\020\003\022\031\n\025EVENT_KIND_" +
-      "PART_DELTA\020\004\022\025\n\021EVENT_KIND_ANSWER\020\005*\232\001\n\010" +
-      "PartKind\022\031\n\025PART_KIND_UNSPECIFIED\020\000\022\022\n\016P" +
-      "ART_KIND_TEXT\020\001\022\026\n\022PART_KIND_THINKING\020\002\022" +
-      "\027\n\023PART_KIND_TOOL_CALL\020\003\022\031\n\025PART_KIND_TO" +
-      "OL_RETURN\020\004\022\023\n\017PART_KIND_OTHER\020\005*\255\001\n\013Too" +
-      "lOutcome\022\034\n\030TOOL_OUTCOME_UNSPECIFIED\020\000\022\027" +
-      "\n\023TOOL_OUTCOME_FAILED\020\001\022\027\n\023TOOL_OUTCOME_" +
-      "DENIED\020\002\022\034\n\030TOOL_OUTCOME_INTERRUPTED\020\003\022\030" +
-      "\n\024TOOL_OUTCOME_RETRIED\020\004\022\026\n\022TOOL_OUTCOME" +
-      "_OTHER\020\005*R\n\010RunState\022\031\n\025RUN_STATE_UNSPEC" +
-      "IFIED\020\000\022\024\n\020RUN_STATE_QUEUED\020\001\022\025\n\021RUN_STA" +
-      "TE_RUNNING\020\0022\365\002\n\022AgentStreamService\022L\n\003R" +
-      "un\022!.pydantic_ai_stream.v1.RunRequest\032\"." +
-      "pydantic_ai_stream.v1.RunResponse\022W\n\006Lis" +
-      "ten\022$.pydantic_ai_stream.v1.ListenReques" +
-      "t\032%.pydantic_ai_stream.v1.ListenResponse" +
-      "0\001\022U\n\006Cancel\022$.pydantic_ai_stream.v1.Can" +
-      "celRequest\032%.pydantic_ai_stream.v1.Cance" +
-      "lResponse\022a\n\nListActive\022(.pydantic_ai_st" +
-      "ream.v1.ListActiveRequest\032).pydantic_ai_" +
-      "stream.v1.ListActiveResponseB\212\001\n\035io.gith" +
-      "ub.pydanticaistream.v1B\013StreamProtoP\001ZZg" +
-      "ithub.com/pydantic-ai-stream/pydantic-ai" +
-      "-stream/clients/go/pydantic_ai_stream/v1" +
-      ";streamv1b\006proto3"
+      "otobuf.StructR\rmodelSettings\022:\n\007if_busy\030" +
+      "\006 \001(\0162!.pydantic_ai_stream.v1.BusyPolicy" +
+      "R\006ifBusy\"i\n\013RunResponse\022\035\n\nsession_id\030\001 " +
+      "\001(\tR\tsessionId\022\025\n\006run_id\030\002 \001(\tR\005runId\022$\n" +
+      "\016begin_event_id\030\003 \001(\tR\014beginEventId\"\240\001\n\r" +
+      "ListenRequest\022\035\n\nsession_id\030\001 \001(\tR\tsessi" +
+      "onId\022$\n\016after_event_id\030\002 \001(\tR\014afterEvent" +
+      "Id\022!\n\014wait_seconds\030\003 \001(\rR\013waitSeconds\022\'\n" +
+      "\017timeout_seconds\030\004 \001(\rR\016timeoutSeconds\"\223" +
+      "\001\n\016ListenResponse\0224\n\005event\030\001 \001(\0132\034.pydan" +
+      "tic_ai_stream.v1.EventH\000R\005event\022@\n\theart" +
+      "beat\030\002 \001(\0132 .pydantic_ai_stream.v1.Heart" +
+      "beatH\000R\theartbeatB\t\n\007payload\"\013\n\tHeartbea" +
+      "t\"\213\006\n\005Event\022\016\n\002id\030\001 \001(\tR\002id\0224\n\004type\030\002 \001(" +
+      "\0162 .pydantic_ai_stream.v1.EventTypeR\004typ" +
+      "e\022\033\n\ttype_name\030\003 \001(\tR\010typeName\022\026\n\006origin" +
+      "\030\004 \001(\tR\006origin\022\025\n\003idx\030\005 \001(\rH\000R\003idx\210\001\001\0224\n" +
+      "\004kind\030\006 \001(\0162 .pydantic_ai_stream.v1.Even" +
+      "tKindR\004kind\022 \n\tevent_idx\030\007 \001(\rH\001R\010eventI" +
+      "dx\210\001\001\022<\n\tpart_kind\030\010 \001(\0162\037.pydantic_ai_s" +
+      "tream.v1.PartKindR\010partKind\022$\n\016part_kind" +
+      "_name\030\t \001(\tR\014partKindName\022\035\n\007content\030\n \001" +
+      "(\tH\002R\007content\210\001\001\022(\n\rcontent_delta\030\013 \001(\tH" +
+      "\003R\014contentDelta\210\001\001\022 \n\ttool_name\030\014 \001(\tH\004R" +
+      "\010toolName\210\001\001\022%\n\014tool_call_id\030\r \001(\tH\005R\nto" +
+      "olCallId\210\001\001\022+\n\004args\030\016 \001(\0132\027.google.proto" +
+      "buf.StructR\004args\022\033\n\tbody_json\030\017 \001(\tR\010bod" +
+      "yJson\022<\n\007outcome\030\020 \001(\0162\".pydantic_ai_str" +
+      "eam.v1.ToolOutcomeR\007outcome\022G\n\017part_delt" +
+      "a_kind\030\021 \001(\0162\037.pydantic_ai_stream.v1.Par" +
+      "tKindR\rpartDeltaKindB\006\n\004_idxB\014\n\n_event_i" +
+      "dxB\n\n\010_contentB\020\n\016_content_deltaB\014\n\n_too" +
+      "l_nameB\017\n\r_tool_call_id\".\n\rCancelRequest" +
+      "\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\".\n\016Cance" +
+      "lResponse\022\034\n\tcancelled\030\001 \001(\010R\tcancelled\"" +
+      "\023\n\021ListActiveRequest\"V\n\022ListActiveRespon" +
+      "se\022@\n\010sessions\030\001 \003(\0132$.pydantic_ai_strea" +
+      "m.v1.ActiveSessionR\010sessions\"|\n\rActiveSe" +
+      "ssion\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\0225\n\005" +
+      "state\030\002 \001(\0162\037.pydantic_ai_stream.v1.RunS" +
+      "tateR\005state\022\025\n\006run_id\030\003 \001(\tR\005runId*v\n\nBu" +
+      "syPolicy\022\033\n\027BUSY_POLICY_UNSPECIFIED\020\000\022\026\n" +
+      "\022BUSY_POLICY_REJECT\020\001\022\031\n\025BUSY_POLICY_INT" +
+      "ERRUPT\020\002\022\030\n\024BUSY_POLICY_ROLLBACK\020\003*\251\001\n\tE" +
+      "ventType\022\032\n\026EVENT_TYPE_UNSPECIFIED\020\000\022\024\n\020" +
+      "EVENT_TYPE_BEGIN\020\001\022\024\n\020EVENT_TYPE_EVENT\020\002" +
+      "\022\024\n\020EVENT_TYPE_ERROR\020\003\022\023\n\017EVENT_TYPE_INF" +
+      "O\020\004\022\022\n\016EVENT_TYPE_END\020\005\022\025\n\021EVENT_TYPE_CU" +
+      "STOM\020\006*\246\001\n\tEventKind\022\032\n\026EVENT_KIND_UNSPE" +
+      "CIFIED\020\000\022\030\n\024EVENT_KIND_LLM_BEGIN\020\001\022\026\n\022EV" +
+      "ENT_KIND_LLM_END\020\002\022\031\n\025EVENT_KIND_PART_ST" +
+      "ART\020\003\022\031\n\025EVENT_KIND_PART_DELTA\020\004\022\025\n\021EVEN" +
+      "T_KIND_ANSWER\020\005*\232\001\n\010PartKind\022\031\n\025PART_KIN" +
+      "D_UNSPECIFIED\020\000\022\022\n\016PART_KIND_TEXT\020\001\022\026\n\022P" +
+      "ART_KIND_THINKING\020\002\022\027\n\023PART_KIND_TOOL_CA" +
+      "LL\020\003\022\031\n\025PART_KIND_TOOL_RETURN\020\004\022\023\n\017PART_" +
+      "KIND_OTHER\020\005*\255\001\n\013ToolOutcome\022\034\n\030TOOL_OUT" +
+      "COME_UNSPECIFIED\020\000\022\027\n\023TOOL_OUTCOME_FAILE" +
+      "D\020\001\022\027\n\023TOOL_OUTCOME_DENIED\020\002\022\034\n\030TOOL_OUT" +
+      "COME_INTERRUPTED\020\003\022\030\n\024TOOL_OUTCOME_RETRI" +
+      "ED\020\004\022\026\n\022TOOL_OUTCOME_OTHER\020\005*R\n\010RunState" +
+      "\022\031\n\025RUN_STATE_UNSPECIFIED\020\000\022\024\n\020RUN_STATE" +
+      "_QUEUED\020\001\022\025\n\021RUN_STATE_RUNNING\020\0022\365\002\n\022Age" +
+      "ntStreamService\022L\n\003Run\022!.pydantic_ai_str" +
+      "eam.v1.RunRequest\032\".pydantic_ai_stream.v" +
+      "1.RunResponse\022W\n\006Listen\022$.pydantic_ai_st" +
+      "ream.v1.ListenRequest\032%.pydantic_ai_stre" +
+      "am.v1.ListenResponse0\001\022U\n\006Cancel\022$.pydan" +
+      "tic_ai_stream.v1.CancelRequest\032%.pydanti" +
+      "c_ai_stream.v1.CancelResponse\022a\n\nListAct" +
+      "ive\022(.pydantic_ai_stream.v1.ListActiveRe" +
+      "quest\032).pydantic_ai_stream.v1.ListActive" +
+      "ResponseB\212\001\n\035io.github.pydanticaistream." +
+      "v1B\013StreamProtoP\001ZZgithub.com/pydantic-a" +
+      "i-stream/pydantic-ai-stream/clients/go/p" +
+      "ydantic_ai_stream/v1;streamv1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -167,7 +171,7 @@ public final class StreamProto {
     internal_static_pydantic_ai_stream_v1_RunRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_RunRequest_descriptor,
-        new java.lang.String[] { "Agent", "SessionId", "Prompt", "RunId", "ModelSettings", });
+        new java.lang.String[] { "Agent", "SessionId", "Prompt", "RunId", "ModelSettings", "IfBusy", });
     internal_static_pydantic_ai_stream_v1_RunResponse_descriptor =
       getDescriptor().getMessageTypes().get(1);
     internal_static_pydantic_ai_stream_v1_RunResponse_fieldAccessorTable = new
