@@ -11,18 +11,20 @@ run is no longer queued is dropped by the worker that claims it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from redis.exceptions import ResponseError
 
 from ._errors import QueueFullError, RunExistsError, SessionBusyError
-from ._keys import check_id, queue_key, queued_key
-from ._redis import AsyncRedis, LuaScript, OpenState, SessionStream, decode, xread_entries_by_key
+from ._keys import cancel_channel, check_id, queue_key, queued_key
+from ._redis import AsyncRedis, Enqueue, LuaScript, OpenState, SessionStream, decode, is_cluster, xread_entries_by_key
 
 __all__ = ["GROUP", "Job", "RunQueue", "Submitted"]
 
@@ -130,29 +132,58 @@ class RunQueue:
         job = Job(
             scope_id=scope_id, user_id=user_id, session_id=session_id, run_id=run_id, agent=agent, options=options or {}
         )
-        await self._reserve(job)
         ids = {"session_id": session_id, "run_id": run_id}
-        try:
-            state, begin_event_id = await stream.open(
-                run_id=run_id,
-                lease_ms=self.wait_ms,
-                begin={**ids, **(body or {}), **ids},
-                nonce=uuid.uuid4().hex,
-                queued=True,
+        open_run = partial(
+            stream.open,
+            run_id=run_id,
+            lease_ms=self.wait_ms,
+            begin={**ids, **(body or {}), **ids},
+            nonce=uuid.uuid4().hex,
+            queued=True,
+        )
+        if is_cluster(self.redis):
+            state, begin_event_id = await self._submit_in_steps(stream, job, open_run)
+        else:  # one script: no step of it can be lost without the others
+            enqueue = Enqueue(
+                queue=self.key,
+                queued=queued_key(self.prefix, scope_id),
+                member=job.member,
+                limit=self.max_queued,
+                fields=job.fields(),
             )
-            if state in (OpenState.OPENED, OpenState.QUEUED):
-                # Also for a retry of a queued run: its first job may not have been added.
-                await self.redis.xadd(self.key, job.fields())  # type: ignore[arg-type]
-        except BaseException:
-            await self.release(job)
-            raise
+            state, begin_event_id = await open_run(enqueue=enqueue)
         if state is OpenState.OPENED:
             return Submitted(run_id=run_id, begin_event_id=begin_event_id)
-        if state is not OpenState.QUEUED:
-            await self.release(job)
+        if state is OpenState.FULL:
+            raise QueueFullError(scope_id, self.max_queued)
         if state is OpenState.BUSY:
             raise SessionBusyError(session_id)
         raise RunExistsError(session_id, run_id=run_id, begin_event_id=begin_event_id)
+
+    async def _submit_in_steps(
+        self, stream: SessionStream, job: Job, open_run: Callable[[], Awaitable[tuple[OpenState, str]]]
+    ) -> tuple[OpenState, str]:
+        """`submit` on a Redis Cluster, whose session and queue keys live in different slots: count the run,
+        open it, add its job; a step that fails undoes the ones before it where it can."""
+        await self._reserve(job)
+        try:
+            state, begin_event_id = await open_run()
+        except BaseException:
+            await self.release(job)
+            raise
+        if state not in (OpenState.OPENED, OpenState.QUEUED):
+            await self.release(job)
+            return state, begin_event_id
+        try:
+            # Also for a retry of a queued run: its first job may not have been added.
+            await self.redis.xadd(self.key, job.fields())  # type: ignore[arg-type]
+        except BaseException:
+            if state is OpenState.OPENED:  # no job would ever run it: end it rather than hold the session
+                with contextlib.suppress(Exception):
+                    await stream.cancel(cancel_channel(self.prefix))
+                    await self.release(job)
+            raise
+        return state, begin_event_id
 
     async def _reserve(self, job: Job) -> None:
         limit = self.max_queued

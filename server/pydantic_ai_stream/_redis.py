@@ -27,6 +27,7 @@ __all__ = [
     "ActiveRun",
     "AsyncRedis",
     "CancelState",
+    "Enqueue",
     "Entry",
     "LeaseState",
     "LuaScript",
@@ -72,9 +73,11 @@ class LuaScript:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
 
 
-# KEYS: live, stream, active. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body,
-# the start of the begin body that names this session and run, nonce of this start, '1' to queue the run
-# (its flag then says `queued:<run id>` until a worker adopts it).
+# KEYS: live, stream, active, and to queue the job too (one Redis only: no cluster) the run queue and the
+# scope's queued set. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body, the
+# start of the begin body that names this session and run, nonce of this start, '1' to queue the run (its
+# flag then says `queued:<run id>` until a worker adopts it), the run's member in the queued set, the
+# scope's limit, then the job's fields and values.
 # Returns {OpenState, begin id}. The stream already starting with this run's `begin` means the run
 # exists (live, queued, or ended and kept), unless that `begin` carries our nonce: then this call is a
 # re-sent copy of the one that wrote it (its reply was lost) and it opened the run.
@@ -92,6 +95,7 @@ if first then
     return {2, first[1]}
   end
 end
+if KEYS[5] and redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[12]) then return {4, ''} end
 local flag = ARGV[10] == '1' and $QUEUED .. ARGV[1] or ARGV[1]
 if not redis.call('SET', KEYS[1], flag, 'NX', 'PX', ARGV[2]) then
   local v = redis.call('GET', KEYS[1])
@@ -104,6 +108,10 @@ local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
   'type', $BEGIN, 'origin', $ORIGIN, 'body', ARGV[7], 'nonce', ARGV[9])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
+if KEYS[4] then
+  redis.call('XADD', KEYS[4], '*', unpack(ARGV, 13))
+  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[11])
+end
 return {1, id}
 """)
 )
@@ -301,6 +309,23 @@ class OpenState(IntEnum):
     """A run with this id is live or ended (its stream still kept): nothing was written."""
     QUEUED = 3
     """A run with this id waits in the run queue: nothing was written."""
+    FULL = 4
+    """The scope has as many runs queued as it may: nothing was written."""
+
+
+class Enqueue(NamedTuple):
+    """The job to add to the run queue in the same script that opens the run (one Redis, not a cluster)."""
+
+    queue: str
+    """The run queue's stream."""
+    queued: str
+    """The scope's set of queued runs."""
+    member: str
+    """The run in that set."""
+    limit: int
+    """Runs the scope may have queued."""
+    fields: Mapping[str, str]
+    """The job."""
 
 
 class CancelState(IntEnum):
@@ -415,21 +440,30 @@ class SessionStream:
     retention_ms: int
 
     async def open(
-        self, *, run_id: str, lease_ms: int, begin: Mapping[str, Any], nonce: str, queued: bool = False
+        self,
+        *,
+        run_id: str,
+        lease_ms: int,
+        begin: Mapping[str, Any],
+        nonce: str,
+        queued: bool = False,
+        enqueue: Enqueue | None = None,
     ) -> tuple[OpenState, str]:
         """Take the live flag and start a fresh stream with `begin` (which must start with this session's
-        and run's ids); returns what it found and the run's `begin` id (`""` when `BUSY`).
+        and run's ids); returns what it found and the run's `begin` id (`""` when `BUSY` or `FULL`).
 
         `nonce`, unique to this start, lets a copy of the call re-sent by a retrying client see it opened.
-        `queued`: the flag says the run waits for a worker (`adopt`), and lives `lease_ms` meanwhile.
+        `queued`: the flag says the run waits for a worker (`adopt`), and lives `lease_ms` meanwhile;
+        `enqueue`: its job is added to the run queue in the same step (not on a Redis Cluster).
         """
         own = _dump({"session_id": self.keys.session_id, "run_id": run_id})[:-1]
-        state, entry_id = await _OPEN(
-            self.redis,
-            keys=[self.keys.live, self.keys.stream, self.keys.active],
-            args=[run_id, lease_ms, self.keys.session_id, int(time.time() * 1000), self.maxlen,
-                  self.retention_ms, _dump(begin), own, nonce, "1" if queued else "0"],
-        )  # fmt: skip
+        keys = [self.keys.live, self.keys.stream, self.keys.active]
+        args: list[str | int] = [run_id, lease_ms, self.keys.session_id, int(time.time() * 1000), self.maxlen,
+                                 self.retention_ms, _dump(begin), own, nonce, "1" if queued else "0"]  # fmt: skip
+        if enqueue is not None:
+            keys += [enqueue.queue, enqueue.queued]
+            args += [enqueue.member, enqueue.limit, *(item for pair in enqueue.fields.items() for item in pair)]
+        state, entry_id = await _OPEN(self.redis, keys=keys, args=args)
         return OpenState(int(state)), decode(entry_id)
 
     async def adopt(self, *, run_id: str, lease_ms: int) -> Entry | None:
