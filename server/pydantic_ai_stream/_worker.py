@@ -120,7 +120,7 @@ class Worker:
         queue = self.runtime.queue
         redis = self.runtime.redis
         # The blocking claim holds its connection: its own, not one of the shared pool's.
-        client: AsyncRedis = redis if is_cluster(redis) else Redis(connection_pool=own_pool(redis))
+        client: AsyncRedis = redis if is_cluster(redis) else Redis.from_pool(own_pool(redis))
         failures = 0
         grouped = False
         try:
