@@ -148,12 +148,12 @@ async def test_a_queued_run_is_adopted_once_and_a_cancel_ends_it_at_once(redis: 
     )  # fmt: skip
     other = {"session_id": "s1", "run_id": "r2"}
     assert await stream.open(run_id="r2", lease_ms=60_000, begin=other, nonce="n3") == (OpenState.BUSY, "")
-    adopted = await stream.adopt(run_id="r1", lease_ms=3000)
+    adopted = await stream.adopt(run_id="r1", lease_ms=3000, wait_ms=60_000)
     assert adopted is not None
     assert (adopted.id, adopted.type, adopted.body) == (begin_id, "begin", begin)
     assert await redis.get(stream.keys.live) == b"r1"
     assert 0 < await redis.pttl(stream.keys.live) <= 3000
-    assert await stream.adopt(run_id="r1", lease_ms=3000) is None, "adopted once"
+    assert await stream.adopt(run_id="r1", lease_ms=3000, wait_ms=60_000) is None, "adopted once"
 
     queued = _stream(runtime, "s2")
     await queued.open(run_id="q1", lease_ms=60_000, begin={"session_id": "s2", "run_id": "q1"}, nonce="n", queued=True)
@@ -164,5 +164,56 @@ async def test_a_queued_run_is_adopted_once_and_a_cancel_ends_it_at_once(redis: 
         ("end", "pydantic-ai-stream", {"run_id": "q1"}),
     ]
     assert not await redis.exists(queued.keys.live)
-    assert await queued.adopt(run_id="q1", lease_ms=3000) is None, "a cancelled queued run never runs"
+    assert await queued.adopt(run_id="q1", lease_ms=3000, wait_ms=60_000) is None, "a cancelled queued run never runs"
     assert 0 < await redis.pttl(queued.keys.stream) <= runtime.settings.stream_retention * 1000
+
+
+async def test_a_durable_run_whose_lease_lapsed_is_taken_over_attempt_by_attempt(
+    redis: Redis, runtime: Runtime
+) -> None:
+    stream = _stream(runtime)
+    begin = {"session_id": "s1", "run_id": "r1", "user_prompt": "hi"}
+    _, begin_id = await stream.open(run_id="r1", lease_ms=60_000, begin=begin, nonce="n", queued=True)
+    adopted = await stream.adopt(run_id="r1", lease_ms=60_000, wait_ms=60_000)
+    assert adopted is not None
+    [written] = await append_many(redis, [(stream, "r1", begin_id, [("info", "test", {"i": 0})])])
+    assert written is not None
+    assert await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000) is None, "still held"
+    await redis.delete(stream.keys.live)  # its worker died: the lease lapsed
+    assert not await stream.reap(grace_ms=60_000), "a durable run is not lost while a worker may resume it"
+    second = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000)
+    assert second is not None
+    assert (second.attempt, second.token, second.begin.id, second.begin.body) == (2, "r1:2", begin_id, begin)
+    assert await redis.get(stream.keys.live) == b"r1:2"
+    # The first attempt comes back: its writes are refused; the second's go in after the marker.
+    assert await append_many(redis, [(stream, "r1", written, [("info", "test", {"i": 1})])]) == [None]
+    assert await append_many(redis, [(stream, "r1:2", second.marker_id, [("info", "test", {"i": 2})])]) != [None]
+    await redis.delete(stream.keys.live)
+    third = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000)
+    assert third is not None
+    assert third.attempt == 3
+    await redis.delete(stream.keys.live)
+    assert await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000) is None
+    assert [(t, b) for t, _, b in await _entries(redis, stream)] == [
+        ("begin", begin),
+        ("info", {"i": 0}),
+        ("event", {"idx": 0, "event": "resumed", "attempt": 2}),
+        ("info", {"i": 2}),
+        ("event", {"idx": 0, "event": "resumed", "attempt": 3}),
+        ("error", {"msg": "run lost", "reason": "3 attempts failed"}),
+        ("end", {"run_id": "r1"}),
+    ]
+    assert not await redis.exists(stream.keys.durable)
+
+
+async def test_closing_a_durable_run_ends_its_durability(redis: Redis, runtime: Runtime) -> None:
+    stream = _stream(runtime)
+    _, begin_id = await stream.open(
+        run_id="r1", lease_ms=60_000, begin={"session_id": "s1", "run_id": "r1"}, nonce="n", queued=True
+    )
+    assert await stream.adopt(run_id="r1", lease_ms=60_000, wait_ms=60_000) is not None
+    assert await redis.get(stream.keys.durable) == b"r1:1"
+    assert await stream.close(run_id="r1", grace_ms=60_000, end={"run_id": "r1"})
+    assert not await redis.exists(stream.keys.durable)
+    assert await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000) is None
+    assert begin_id

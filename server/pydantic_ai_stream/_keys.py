@@ -96,6 +96,9 @@ class SessionKeys:
     """Where `RedisSession` stores the conversation."""
     rollback: str
     """The id of a run cancelled to be rolled back: it must not save its messages."""
+    durable: str
+    """`<run id>:<attempt>` of the session's queued run while it is queued or running: a worker that
+    finds its lease lapsed resumes it (and no listener ends it as lost meanwhile)."""
 
     @classmethod
     def build(
@@ -113,6 +116,7 @@ class SessionKeys:
             active=f"{user}{_ACTIVE_SUFFIX}",
             msgs=f"{stream}:msgs",
             rollback=f"{stream}:rollback",
+            durable=f"{stream}:run",
         )
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic_ai import CancellationToken
 
@@ -21,12 +21,18 @@ from ._writer import StreamWriter
 
 __all__ = ["LiveRun"]
 
+_T = TypeVar("_T")
+
 
 @dataclass(eq=False, kw_only=True)
 class LiveRun:
     """A run that holds its session: what it writes goes to the stream in order, fenced by its lease."""
 
     run_id: str
+    lease_id: str
+    """The live flag's value while this attempt holds the run: the run id, `<run id>:<attempt>` after the
+    first (writes of an older attempt are refused)."""
+    attempt: int = 1
     begin_event_id: str
     begin: Mapping[str, Any]
     """The body of the run's `begin` (its ids, and what its starter added, e.g. `user_prompt`)."""
@@ -70,27 +76,79 @@ class LiveRun:
         """Take over the queued run `run_id` (its `begin` is written): its flag becomes this process's lease.
         `None` if it is no longer queued (cancelled, expired, or another worker's)."""
         stream = runtime.stream(keys)
-        keeper = runtime.leases
-        await keeper.ready(timeout=runtime.settings.lease_ttl)
-        try:
-            begin = await stream.adopt(run_id=run_id, lease_ms=keeper.lease_ms)
-        except BaseException:
-            keeper.release(None)
-            raise
+        lease_ms, wait_ms = runtime.leases.lease_ms, runtime.queue.wait_ms
+        begin = await cls._leased(runtime, lambda: stream.adopt(run_id=run_id, lease_ms=lease_ms, wait_ms=wait_ms))
         if begin is None:
-            keeper.release(None)
             return None
         return cls._held(runtime, stream, run_id=run_id, begin_event_id=begin.id, begin=begin.body)
 
     @classmethod
+    async def recover(cls, runtime: Runtime, keys: SessionKeys, *, run_id: str) -> LiveRun | None:
+        """Take over the durable run `run_id` whose worker's lease lapsed, as its next attempt (a `resumed`
+        event marks where its stream goes on). `None` if there is nothing to take over."""
+        stream = runtime.stream(keys)
+        lease_ms, wait_ms = runtime.leases.lease_ms, runtime.queue.wait_ms
+        attempts = runtime.settings.max_attempts
+        recovered = await cls._leased(
+            runtime,
+            lambda: stream.recover(run_id=run_id, lease_ms=lease_ms, max_attempts=attempts, wait_ms=wait_ms),
+        )
+        if recovered is None:
+            return None
+        return cls._held(
+            runtime,
+            stream,
+            run_id=run_id,
+            begin_event_id=recovered.begin.id,
+            begin=recovered.begin.body,
+            lease_id=recovered.token,
+            attempt=recovered.attempt,
+            last_id=recovered.marker_id,
+        )
+
+    @staticmethod
+    async def _leased(runtime: Runtime, take: Callable[[], Awaitable[_T | None]]) -> _T | None:
+        """What `take` (a script that takes a lease) took, the lease keeper being ready to hold it."""
+        keeper = runtime.leases
+        await keeper.ready(timeout=runtime.settings.lease_ttl)
+        try:
+            taken = await take()
+        except BaseException:
+            keeper.release(None)
+            raise
+        if taken is None:
+            keeper.release(None)
+        return taken
+
+    @classmethod
     def _held(
-        cls, runtime: Runtime, stream: SessionStream, *, run_id: str, begin_event_id: str, begin: Mapping[str, Any]
+        cls,
+        runtime: Runtime,
+        stream: SessionStream,
+        *,
+        run_id: str,
+        begin_event_id: str,
+        begin: Mapping[str, Any],
+        lease_id: str | None = None,
+        attempt: int = 1,
+        last_id: str | None = None,
     ) -> LiveRun:
         """The run whose lease was just taken, renewed by the runtime's keeper from now on."""
-        lease = Lease(stream=stream, run_id=run_id, keeper=runtime.leases)
-        writer = StreamWriter(stream=stream, run_id=run_id, combiner=runtime.writes, last_id=begin_event_id)
+        lease_id = lease_id or run_id
+        lease = Lease(stream=stream, run_id=lease_id, keeper=runtime.leases)
+        writer = StreamWriter(
+            stream=stream, run_id=lease_id, combiner=runtime.writes, last_id=last_id or begin_event_id
+        )
         runtime.leases.hold(lease)
-        return cls(run_id=run_id, begin_event_id=begin_event_id, begin=begin, lease=lease, writer=writer)
+        return cls(
+            run_id=run_id,
+            lease_id=lease_id,
+            attempt=attempt,
+            begin_event_id=begin_event_id,
+            begin=begin,
+            lease=lease,
+            writer=writer,
+        )
 
     @property
     def token(self) -> CancellationToken:
@@ -104,7 +162,7 @@ class LiveRun:
 
     async def rolled_back(self) -> bool:
         """Whether the run was cancelled to be rolled back: its messages are not to be saved."""
-        return await self.lease.stream.rolled_back(self.run_id)
+        return await self.lease.stream.rolled_back(self.lease_id)
 
     async def add(self, type: str, origin: str, body: Mapping[str, Any] | None = None) -> None:
         """Queue an entry; it is written with the next round trip, in order."""
@@ -133,7 +191,7 @@ class LiveRun:
         try:
             with contextlib.suppress(LeaseLostError):  # then `close` finds the lease gone and writes nothing
                 await self.flush()
-            await self.lease.stream.close(run_id=self.run_id, grace_ms=grace_ms, end={"run_id": self.run_id})
+            await self.lease.stream.close(run_id=self.lease_id, grace_ms=grace_ms, end={"run_id": self.run_id})
         finally:
             self.lease.keeper.release(self.lease)
 

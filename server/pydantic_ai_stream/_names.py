@@ -44,7 +44,7 @@ QUEUED_MARK = "queued:"
 
 
 def lua(script: str) -> str:
-    """`script` with `$BEGIN`, `$END`, `$ERROR`, `$ORIGIN`, `$CANCEL`, `$QUEUED` as Lua string literals."""
+    """`script` with `$BEGIN`, `$END`, `$ERROR`, `$EVENT`, `$ORIGIN`, `$CANCEL`, `$QUEUED` as Lua string literals."""
     names = {
         "BEGIN": BEGIN,
         "END": END,
@@ -52,5 +52,6 @@ def lua(script: str) -> str:
         "ORIGIN": ORIGIN_STREAM,
         "CANCEL": CANCEL_MARK,
         "QUEUED": QUEUED_MARK,
+        "EVENT": EVENT,
     }
     return Template(script).substitute({name: f"'{value}'" for name, value in names.items()})

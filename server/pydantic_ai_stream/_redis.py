@@ -34,6 +34,7 @@ __all__ = [
     "OpenState",
     "PendingEntry",
     "RawEntry",
+    "Recovered",
     "SessionStream",
     "StreamBounds",
     "active_members",
@@ -73,8 +74,8 @@ class LuaScript:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
 
 
-# KEYS: live, stream, active, and to queue the job too (one Redis only: no cluster) the run queue and the
-# scope's queued set. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body, the
+# KEYS: live, stream, active, durable, and to queue the job too (one Redis only: no cluster) the run queue
+# and the scope's queued set. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body, the
 # start of the begin body that names this session and run, nonce of this start, '1' to queue the run (its
 # flag then says `queued:<run id>` until a worker adopts it), the run's member in the queued set, the
 # scope's limit, then the job's fields and values.
@@ -95,12 +96,15 @@ if first then
     return {2, first[1]}
   end
 end
-if KEYS[5] and redis.call('ZCARD', KEYS[5]) >= tonumber(ARGV[12]) then return {4, ''} end
+if KEYS[6] and redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[12]) then return {4, ''} end
 local flag = ARGV[10] == '1' and $QUEUED .. ARGV[1] or ARGV[1]
 if not redis.call('SET', KEYS[1], flag, 'NX', 'PX', ARGV[2]) then
   local v = redis.call('GET', KEYS[1])
   -- Our run, though its `begin` was trimmed away: it exists.
-  if v == ARGV[1] or v == $CANCEL .. ARGV[1] or v == $QUEUED .. ARGV[1] then return {2, first and first[1] or ''} end
+  for _, mark in ipairs({'', $CANCEL, $QUEUED}) do
+    local run = mark .. ARGV[1]
+    if v == run or string.sub(v, 1, #run + 1) == run .. ':' then return {2, first and first[1] or ''} end
+  end
   return {0, ''}
 end
 redis.call('DEL', KEYS[2])
@@ -108,9 +112,14 @@ local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
   'type', $BEGIN, 'origin', $ORIGIN, 'body', ARGV[7], 'nonce', ARGV[9])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
-if KEYS[4] then
-  redis.call('XADD', KEYS[4], '*', unpack(ARGV, 13))
-  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[11])
+if ARGV[10] == '1' then
+  redis.call('SET', KEYS[4], ARGV[1] .. ':1', 'PX', ARGV[2])
+else
+  redis.call('DEL', KEYS[4])
+end
+if KEYS[5] then
+  redis.call('XADD', KEYS[5], '*', unpack(ARGV, 13))
+  redis.call('ZADD', KEYS[6], ARGV[4], ARGV[11])
 end
 return {1, id}
 """)
@@ -150,7 +159,7 @@ return results
 """)
 )
 
-# KEYS: live, stream, active. ARGV: run_id, maxlen, grace_ms, session_id, end body.
+# KEYS: live, stream, active, durable. ARGV: run_id (the lease's token), maxlen, grace_ms, session_id, end body.
 # Returns the id of `end`, also to a re-sent copy of the call that wrote it; false if the lease was lost.
 _CLOSE = LuaScript(
     lua("""
@@ -170,7 +179,7 @@ if v ~= ARGV[1] and v ~= $CANCEL .. ARGV[1] then
 end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
   'type', $END, 'origin', $ORIGIN, 'body', ARGV[5])
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[4])
 redis.call('ZREM', KEYS[3], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return id
@@ -197,7 +206,7 @@ return states
 """)
 )
 
-# KEYS: live, stream, active, rollback. ARGV: cancel channel, maxlen, retention_ms, session_id, the `canceled`
+# KEYS: live, stream, active, rollback, durable. ARGV: cancel channel, maxlen, retention_ms, session_id, the `canceled`
 # error body, '1' to roll the run back. A running run's flag is marked cancelled and its process told
 # (rolled back: its id is kept in the rollback key, so it saves nothing): returns {1, run id}. A queued
 # run is ended here and now (`error` + `end`, flag released): returns {2, run id}. Else (no run, or one
@@ -211,7 +220,7 @@ if string.sub(v, 1, #$QUEUED) == $QUEUED then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', $ERROR, 'origin', $ORIGIN, 'body', ARGV[5])
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', $END, 'origin', $ORIGIN,
     'body', cjson.encode({run_id = run}))
-  redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1], KEYS[5])
   redis.call('ZREM', KEYS[3], ARGV[4])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
   return {2, run}
@@ -223,14 +232,15 @@ return {1, v}
 """)
 )
 
-# KEYS: live, stream. ARGV: run_id, lease_ms. A worker takes a queued run's flag as its lease.
-# Returns {begin id, begin body}, or {} if the run is no longer queued (cancelled, expired, or adopted).
+# KEYS: live, stream, durable. ARGV: run_id, lease_ms, wait_ms. A worker takes a queued run's flag as its
+# lease. Returns {begin id, begin body}, or {} if the run is no longer queued (cancelled, expired, or adopted).
 _ADOPT = LuaScript(
     lua("""
 if redis.call('GET', KEYS[1]) ~= $QUEUED .. ARGV[1] then return {} end
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
 if not first then return {} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
 local body = '{}'
 for f = 1, #first[2], 2 do
   if first[2][f] == 'body' then body = first[2][f + 1] end
@@ -239,16 +249,65 @@ return {first[1], body}
 """)
 )
 
-# KEYS: (live, stream, active) of each session. ARGV: maxlen, grace_ms, error body, then the
-# session ids. Ends the streams whose run died: no live flag, yet the last entry is not `end`.
+# KEYS: live, stream, active, durable. ARGV: run_id, lease_ms, max attempts, maxlen, retention_ms, session_id,
+# wait_ms, the error body of a run out of attempts. A worker takes over a durable run whose worker's lease
+# lapsed: the flag becomes `<run id>:<attempt>` (the old attempt's writes are refused from now on) and a
+# `resumed` event marks where the stream goes on. Returns {attempt, begin id, begin body, marker id}; {0}
+# if there is nothing to resume (the run ended, or its worker still holds it; out of attempts, it is
+# ended with `error` + `end`).
+_RECOVER = LuaScript(
+    lua("""
+local d = redis.call('GET', KEYS[4])
+if not d then return {0} end
+local sep = string.find(d, ':', 1, true)
+if not sep or string.sub(d, 1, sep - 1) ~= ARGV[1] then return {0} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+local ended = not last
+if last then
+  for f = 1, #last[2], 2 do
+    if last[2][f] == 'type' and last[2][f + 1] == $END then ended = true end
+  end
+end
+if ended then
+  redis.call('DEL', KEYS[4])
+  return {0}
+end
+local attempt = tonumber(string.sub(d, sep + 1)) + 1
+if attempt > tonumber(ARGV[3]) then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', $ERROR, 'origin', $ORIGIN, 'body', ARGV[8])
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', $END, 'origin', $ORIGIN,
+    'body', cjson.encode({run_id = ARGV[1]}))
+  redis.call('DEL', KEYS[4])
+  redis.call('ZREM', KEYS[3], ARGV[6])
+  redis.call('PEXPIRE', KEYS[2], ARGV[5])
+  return {0}
+end
+local token = ARGV[1] .. ':' .. attempt
+redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+redis.call('SET', KEYS[4], token, 'PX', ARGV[7])
+local marker = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', $EVENT, 'origin', $ORIGIN,
+  'body', '{"idx":0,"event":"resumed","attempt":' .. attempt .. '}')
+local body = '{}'
+for f = 1, #first[2], 2 do
+  if first[2][f] == 'body' then body = first[2][f + 1] end
+end
+return {attempt, first[1], body, marker}
+""")
+)
+
+# KEYS: (live, stream, active, durable) of each session. ARGV: maxlen, grace_ms, error body, then the
+# session ids. Ends the streams whose run died: no live flag, yet the last entry is not `end`; a durable
+# run is not dead while its durable key lives (a worker resumes it).
 # Returns per session 1 if it ended the stream, else 0.
 _REAP = LuaScript(
     lua("""
 local done = {}
-for i = 1, #KEYS / 3 do
-  local live, stream, active = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+for i = 1, #KEYS / 4 do
+  local live, stream, active, durable = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
   done[i] = 0
-  if redis.call('EXISTS', live) == 0 then
+  if redis.call('EXISTS', live, durable) == 0 then
     local last = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
     local ended = #last == 0
     if not ended then
@@ -311,6 +370,17 @@ class OpenState(IntEnum):
     """A run with this id waits in the run queue: nothing was written."""
     FULL = 4
     """The scope has as many runs queued as it may: nothing was written."""
+
+
+class Recovered(NamedTuple):
+    """A durable run taken over from a worker whose lease lapsed."""
+
+    attempt: int
+    token: str
+    """The lease's token of this attempt, `<run id>:<attempt>`: the flag's value while it holds it."""
+    begin: Entry
+    marker_id: str
+    """The `resumed` event that says where the stream goes on."""
 
 
 class Enqueue(NamedTuple):
@@ -457,7 +527,7 @@ class SessionStream:
         `enqueue`: its job is added to the run queue in the same step (not on a Redis Cluster).
         """
         own = _dump({"session_id": self.keys.session_id, "run_id": run_id})[:-1]
-        keys = [self.keys.live, self.keys.stream, self.keys.active]
+        keys = [self.keys.live, self.keys.stream, self.keys.active, self.keys.durable]
         args: list[str | int] = [run_id, lease_ms, self.keys.session_id, int(time.time() * 1000), self.maxlen,
                                  self.retention_ms, _dump(begin), own, nonce, "1" if queued else "0"]  # fmt: skip
         if enqueue is not None:
@@ -466,20 +536,40 @@ class SessionStream:
         state, entry_id = await _OPEN(self.redis, keys=keys, args=args)
         return OpenState(int(state)), decode(entry_id)
 
-    async def adopt(self, *, run_id: str, lease_ms: int) -> Entry | None:
+    async def adopt(self, *, run_id: str, lease_ms: int, wait_ms: int) -> Entry | None:
         """Take the flag of the queued run `run_id` as a `lease_ms` lease; its `begin` entry, or `None` if
         it is no longer queued (cancelled, expired, or adopted by another worker)."""
-        reply = await _ADOPT(self.redis, keys=[self.keys.live, self.keys.stream], args=[run_id, lease_ms])
+        reply = await _ADOPT(
+            self.redis, keys=[self.keys.live, self.keys.stream, self.keys.durable], args=[run_id, lease_ms, wait_ms]
+        )
         if not reply:
             return None
         entry_id, body = reply
         return Entry.from_redis(entry_id, {"type": BEGIN, "origin": ORIGIN_STREAM, "body": body})
 
+    async def recover(self, *, run_id: str, lease_ms: int, max_attempts: int, wait_ms: int) -> Recovered | None:
+        """Take over the durable run `run_id` whose worker's lease lapsed, as its next attempt; `None` if
+        there is nothing to take over (ended, still held, or out of attempts: then ended as lost)."""
+        keys = self.keys
+        reply = await _RECOVER(
+            self.redis,
+            keys=[keys.live, keys.stream, keys.active, keys.durable],
+            args=[run_id, lease_ms, max_attempts, self.maxlen, self.retention_ms, keys.session_id, wait_ms,
+                  _dump({"msg": "run lost", "reason": f"{max_attempts} attempts failed"})],
+        )  # fmt: skip
+        if int(reply[0]) == 0:
+            return None
+        attempt, begin_id, body, marker_id = reply
+        begin = Entry.from_redis(begin_id, {"type": BEGIN, "origin": ORIGIN_STREAM, "body": body})
+        return Recovered(
+            attempt=int(attempt), token=f"{run_id}:{int(attempt)}", begin=begin, marker_id=decode(marker_id)
+        )
+
     async def close(self, *, run_id: str, grace_ms: int, end: Mapping[str, Any]) -> bool:
         """Write `end`, release the live flag and keep the stream `grace_ms`; `False` if the lease was lost."""
         entry_id = await _CLOSE(
             self.redis,
-            keys=[self.keys.live, self.keys.stream, self.keys.active],
+            keys=[self.keys.live, self.keys.stream, self.keys.active, self.keys.durable],
             args=[run_id, self.maxlen, grace_ms, self.keys.session_id, _dump(end)],
         )
         return entry_id is not None
@@ -497,7 +587,7 @@ class SessionStream:
         keys = self.keys
         state, run_id = await _CANCEL(
             self.redis,
-            keys=[keys.live, keys.stream, keys.active, keys.rollback],
+            keys=[keys.live, keys.stream, keys.active, keys.rollback, keys.durable],
             args=[channel, self.maxlen, self.retention_ms, keys.session_id, _dump({"msg": "canceled"}),
                   "1" if rollback else "0"],
         )  # fmt: skip
@@ -621,8 +711,14 @@ async def reap_many(redis: AsyncRedis, streams: Sequence[SessionStream], *, grac
     return await _per_slot(redis, streams, lambda part: _reap(redis, part, grace_ms=grace_ms))
 
 
+def _reap_keys(keys: SessionKeys) -> tuple[str, str, str, str]:
+    return keys.live, keys.stream, keys.active, keys.durable
+
+
 async def _reap(redis: AsyncRedis, streams: Sequence[SessionStream], *, grace_ms: int) -> list[bool]:
-    keys = [key for stream in streams for key in (stream.keys.live, stream.keys.stream, stream.keys.active)]
+    keys = [
+        k for stream in streams for k in (stream.keys.live, stream.keys.stream, stream.keys.active, stream.keys.durable)
+    ]
     body = _dump({"msg": "run lost", "reason": "lease expired"})
     args: list[str | int] = [streams[0].maxlen, grace_ms, body, *(stream.keys.session_id for stream in streams)]
     done = await _REAP(redis, keys=keys, args=args)

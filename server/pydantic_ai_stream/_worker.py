@@ -208,14 +208,19 @@ class Worker:
             self._claimed.pop(job.id, None)
 
     async def _adopt(self, job: Job, keys: SessionKeys) -> LiveRun | None:
-        """Adopt the job's run (`None`: it is not queued any more), retrying while Redis fails and the
-        worker runs: a failed adoption must not drop a run."""
+        """Adopt the job's run, or take it over from a worker that died (`None`: nothing to run), retrying
+        while Redis fails and the worker runs: a failed adoption must not drop a run."""
         runtime = self.runtime
         failures = 0
         while True:
             try:
                 await runtime.queue.release(job)
-                return await LiveRun.adopt(runtime, keys, run_id=job.run_id)
+                live = await LiveRun.adopt(runtime, keys, run_id=job.run_id)
+                if live is None:  # not queued: maybe running on a worker that died (a job taken over)
+                    live = await LiveRun.recover(runtime, keys, run_id=job.run_id)
+                    if live is not None:
+                        logger.warning("worker %s resumes run %s (attempt %d)", self.name, job.run_id, live.attempt)
+                return live
             except (RedisError, OSError) as e:
                 failures += 1
                 if self._stopping:

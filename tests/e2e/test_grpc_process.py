@@ -142,10 +142,12 @@ async def test_tls_and_mutual_tls(redis_url: str, tmp_path: Path, settings: Sett
 
 
 @contextmanager
-def worker_process(redis_url: str, prefix: str, *args: str) -> Iterator[subprocess.Popen[str]]:
+def worker_process(
+    redis_url: str, prefix: str, *args: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[str]]:
     """`pydantic-ai-stream worker`: executes queued runs, serves no port; yields it once it claims."""
     command = [sys.executable, "-m", "pydantic_ai_stream", "worker", "--redis", redis_url, *args]
-    with _process(command, {"PYDANTIC_AI_STREAM_REDIS_PREFIX": prefix}, "executing up to") as (proc, _):
+    with _process(command, {**(env or {}), "PYDANTIC_AI_STREAM_REDIS_PREFIX": prefix}, "executing up to") as (proc, _):
         yield proc
 
 
