@@ -118,3 +118,15 @@ def test_an_entry_too_large_to_share_is_converted_each_time() -> None:
     assert cache.response("s", huge) is not cache.response("s", huge)
     assert cache.size_bytes == 0
     assert cache.response("s", huge).event.body_json == huge.body_json
+
+
+def test_a_resumed_marker_is_typed() -> None:
+    entry = Entry(
+        id="1-0",
+        type="event",
+        origin="pydantic-ai-stream",
+        body={"idx": 0, "event": "resumed", "attempt": 2},
+        body_json='{"idx":0,"event":"resumed","attempt":2}',
+    )
+    event = event_to_proto(entry)
+    assert (event.kind, event.idx, event.attempt) == (pb.EVENT_KIND_RESUMED, 0, 2)

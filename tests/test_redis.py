@@ -185,6 +185,7 @@ async def test_a_durable_run_whose_lease_lapsed_is_taken_over_attempt_by_attempt
     assert second is not None
     assert (second.attempt, second.token, second.begin.id, second.begin.body) == (2, "r1:2", begin_id, begin)
     assert await redis.get(stream.keys.live) == b"r1:2"
+    assert await active_sessions(redis, [stream.keys]) == [ActiveRun("s1", "r1", queued=False, attempt=2)]
     # The first attempt comes back: its writes are refused; the second's go in after the marker.
     assert await append_many(redis, [(stream, "r1", written, [("info", "test", {"i": 1})])]) == [None]
     assert await append_many(redis, [(stream, "r1:2", second.marker_id, [("info", "test", {"i": 2})])]) != [None]

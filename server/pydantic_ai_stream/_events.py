@@ -53,6 +53,7 @@ __all__ = [
     "PartDelta",
     "PartFields",
     "PartStart",
+    "Resumed",
     "StoredNode",
     "ToolOutcome",
     "nodes_from_msgs",
@@ -126,7 +127,17 @@ class Answer(TypedDict):
     tool_call_id: NotRequired[str | None]
 
 
-EventBody = Annotated[NodeBegin | NodeEnd | PartStart | PartDelta | Answer, Field(discriminator="event")]
+class Resumed(TypedDict):
+    """`resumed`: the run's worker died and another goes on as attempt `attempt` from node `idx`; the
+    events of that node and after that came before this one are superseded (written by the runtime,
+    origin `pydantic-ai-stream`)."""
+
+    idx: Index
+    event: Literal["resumed"]
+    attempt: int
+
+
+EventBody = Annotated[NodeBegin | NodeEnd | PartStart | PartDelta | Answer | Resumed, Field(discriminator="event")]
 """The body of an `event` entry the runtime writes, told apart by its `event`."""
 
 EventBodyTypeAdapter: TypeAdapter[EventBody] = TypeAdapter(EventBody, config=ConfigDict(strict=True))

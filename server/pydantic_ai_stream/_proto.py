@@ -20,7 +20,7 @@ _EVENT_TYPES = {BEGIN: pb.EVENT_TYPE_BEGIN, EVENT: pb.EVENT_TYPE_EVENT, ERROR: p
                 INFO: pb.EVENT_TYPE_INFO, END: pb.EVENT_TYPE_END}  # fmt: skip
 _EVENT_KINDS = {"llm-begin": pb.EVENT_KIND_LLM_BEGIN, "llm-end": pb.EVENT_KIND_LLM_END,
                 "part_start": pb.EVENT_KIND_PART_START, "part_delta": pb.EVENT_KIND_PART_DELTA,
-                "answer": pb.EVENT_KIND_ANSWER}  # fmt: skip
+                "answer": pb.EVENT_KIND_ANSWER, "resumed": pb.EVENT_KIND_RESUMED}  # fmt: skip
 _PART_KINDS = {"text": pb.PART_KIND_TEXT, "thinking": pb.PART_KIND_THINKING, "tool-call": pb.PART_KIND_TOOL_CALL,
                "tool-return": pb.PART_KIND_TOOL_RETURN}  # fmt: skip
 _OUTCOMES = {"failed": pb.TOOL_OUTCOME_FAILED, "denied": pb.TOOL_OUTCOME_DENIED,
@@ -46,6 +46,7 @@ class _EventFields(TypedDict, total=False):
     tool_name: OnErrorOmit[str | None]
     tool_call_id: OnErrorOmit[str | None]
     args: OnErrorOmit[dict[str, Any]]
+    attempt: OnErrorOmit[Index]
 
 
 _EVENT_FIELDS = TypeAdapter(_EventFields)
@@ -103,6 +104,8 @@ def _set_event_fields(message: pb.Event, body: _EventFields) -> None:
         message.tool_call_id = tool_call_id
     if "args" in body:
         message.args.update(body["args"])
+    if "attempt" in body:
+        message.attempt = body["attempt"]
 
 
 @dataclass(kw_only=True)

@@ -732,6 +732,8 @@ class ActiveRun(NamedTuple):
     run_id: str
     queued: bool
     """Waiting for a worker; else running."""
+    attempt: int = 1
+    """Which attempt runs it (more than 1 once a worker died and another resumed it)."""
 
 
 async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> list[ActiveRun]:
@@ -744,11 +746,12 @@ async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> lis
         return []
     reply = await _PRUNE(redis, keys=[keys[0].active, *(k.live for k in keys)], args=[k.session_id for k in keys])
     states, runs = reply[: len(keys)], reply[len(keys) :]
-    return [
-        ActiveRun(session_id=k.session_id, run_id=decode(run), queued=int(state) == 3)
-        for k, state, run in zip(keys, states, runs, strict=True)
-        if int(state) in (1, 3)
-    ]
+    active = []
+    for k, state, run in zip(keys, states, runs, strict=True):
+        if int(state) in (1, 3):
+            run_id, _, attempt = decode(run).partition(":")  # the lease of attempt n > 1: `<run id>:<n>`
+            active.append(ActiveRun(k.session_id, run_id, queued=int(state) == 3, attempt=int(attempt or 1)))
+    return active
 
 
 async def active_members(redis: AsyncRedis, active_key: str) -> list[str]:

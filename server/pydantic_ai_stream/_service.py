@@ -211,6 +211,7 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                         session_id=run.session_id,
                         run_id=run.run_id,
                         state=pb.RUN_STATE_QUEUED if run.queued else pb.RUN_STATE_RUNNING,
+                        attempt=0 if run.queued else run.attempt,
                     )
                     for run in live
                 ]

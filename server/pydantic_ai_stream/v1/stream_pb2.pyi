@@ -98,6 +98,10 @@ class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.V
     EVENT_KIND_PART_START: _EventKind.ValueType  # 3
     EVENT_KIND_PART_DELTA: _EventKind.ValueType  # 4
     EVENT_KIND_ANSWER: _EventKind.ValueType  # 5
+    EVENT_KIND_RESUMED: _EventKind.ValueType  # 6
+    """The run's worker died and another resumed it (`attempt`): the events of the node `idx` and
+    after that came before this one are superseded by those after it; drop them.
+    """
 
 class EventKind(_EventKind, metaclass=_EventKindEnumTypeWrapper):
     """The body's `event` field."""
@@ -108,6 +112,10 @@ EVENT_KIND_LLM_END: EventKind.ValueType  # 2
 EVENT_KIND_PART_START: EventKind.ValueType  # 3
 EVENT_KIND_PART_DELTA: EventKind.ValueType  # 4
 EVENT_KIND_ANSWER: EventKind.ValueType  # 5
+EVENT_KIND_RESUMED: EventKind.ValueType  # 6
+"""The run's worker died and another resumed it (`attempt`): the events of the node `idx` and
+after that came before this one are superseded by those after it; drop them.
+"""
 Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
 
 class _PartKind:
@@ -369,6 +377,7 @@ class Event(_message.Message):
     BODY_JSON_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     PART_DELTA_KIND_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stream entry id (`<ms>-<seq>`): the cursor to resume after."""
     type: Global___EventType.ValueType
@@ -398,6 +407,8 @@ class Event(_message.Message):
     """Tool returns that did not succeed: how they ended."""
     part_delta_kind: Global___PartKind.ValueType
     """Delta events: what `content_delta` extends, PART_KIND_TEXT or PART_KIND_THINKING."""
+    attempt: _builtins.int
+    """EVENT_KIND_RESUMED: the attempt that goes on from here (2 for the first resume)."""
     @_builtins.property
     def args(self) -> _struct_pb2.Struct:
         """Tool calls: the complete arguments."""
@@ -422,10 +433,11 @@ class Event(_message.Message):
         body_json: _builtins.str = ...,
         outcome: Global___ToolOutcome.ValueType = ...,
         part_delta_kind: Global___PartKind.ValueType = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_content_delta", b"_content_delta", "_event_idx", b"_event_idx", "_idx", b"_idx", "_tool_call_id", b"_tool_call_id", "_tool_name", b"_tool_name", "args", b"args", "content", b"content", "content_delta", b"content_delta", "event_idx", b"event_idx", "idx", b"idx", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_content_delta", b"_content_delta", "_event_idx", b"_event_idx", "_idx", b"_idx", "_tool_call_id", b"_tool_call_id", "_tool_name", b"_tool_name", "args", b"args", "body_json", b"body_json", "content", b"content", "content_delta", b"content_delta", "event_idx", b"event_idx", "id", b"id", "idx", b"idx", "kind", b"kind", "origin", b"origin", "outcome", b"outcome", "part_delta_kind", b"part_delta_kind", "part_kind", b"part_kind", "part_kind_name", b"part_kind_name", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name", "type", b"type", "type_name", b"type_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_content_delta", b"_content_delta", "_event_idx", b"_event_idx", "_idx", b"_idx", "_tool_call_id", b"_tool_call_id", "_tool_name", b"_tool_name", "args", b"args", "attempt", b"attempt", "body_json", b"body_json", "content", b"content", "content_delta", b"content_delta", "event_idx", b"event_idx", "id", b"id", "idx", b"idx", "kind", b"kind", "origin", b"origin", "outcome", b"outcome", "part_delta_kind", b"part_delta_kind", "part_kind", b"part_kind", "part_kind_name", b"part_kind_name", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name", "type", b"type", "type_name", b"type_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__content: _TypeAlias = _typing.Literal["content"]  # noqa: Y015
     _WhichOneofArgType__content: _TypeAlias = _typing.Literal["_content", b"_content"]  # noqa: Y015
@@ -535,21 +547,25 @@ class ActiveSession(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     state: Global___RunState.ValueType
     """Whether the session's run waits for a worker or runs."""
     run_id: _builtins.str
     """The id of the session's run."""
+    attempt: _builtins.int
+    """RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it)."""
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         state: Global___RunState.ValueType = ...,
         run_id: _builtins.str = ...,
+        attempt: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id", "session_id", b"session_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "run_id", b"run_id", "session_id", b"session_id", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -158,6 +158,21 @@ private static final long serialVersionUID = 0L;
     }
   }
 
+  public static final int ATTEMPT_FIELD_NUMBER = 4;
+  private int attempt_ = 0;
+  /**
+   * <pre>
+   * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it).
+   * </pre>
+   *
+   * <code>uint32 attempt = 4 [json_name = "attempt"];</code>
+   * @return The attempt.
+   */
+  @java.lang.Override
+  public int getAttempt() {
+    return attempt_;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -181,6 +196,9 @@ private static final long serialVersionUID = 0L;
     if (!com.google.protobuf.GeneratedMessageV3.isStringEmpty(runId_)) {
       com.google.protobuf.GeneratedMessageV3.writeString(output, 3, runId_);
     }
+    if (attempt_ != 0) {
+      output.writeUInt32(4, attempt_);
+    }
     getUnknownFields().writeTo(output);
   }
 
@@ -199,6 +217,10 @@ private static final long serialVersionUID = 0L;
     }
     if (!com.google.protobuf.GeneratedMessageV3.isStringEmpty(runId_)) {
       size += com.google.protobuf.GeneratedMessageV3.computeStringSize(3, runId_);
+    }
+    if (attempt_ != 0) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeUInt32Size(4, attempt_);
     }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
@@ -220,6 +242,8 @@ private static final long serialVersionUID = 0L;
     if (state_ != other.state_) return false;
     if (!getRunId()
         .equals(other.getRunId())) return false;
+    if (getAttempt()
+        != other.getAttempt()) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -237,6 +261,8 @@ private static final long serialVersionUID = 0L;
     hash = (53 * hash) + state_;
     hash = (37 * hash) + RUN_ID_FIELD_NUMBER;
     hash = (53 * hash) + getRunId().hashCode();
+    hash = (37 * hash) + ATTEMPT_FIELD_NUMBER;
+    hash = (53 * hash) + getAttempt();
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -369,6 +395,7 @@ private static final long serialVersionUID = 0L;
       sessionId_ = "";
       state_ = 0;
       runId_ = "";
+      attempt_ = 0;
       return this;
     }
 
@@ -410,6 +437,9 @@ private static final long serialVersionUID = 0L;
       }
       if (((from_bitField0_ & 0x00000004) != 0)) {
         result.runId_ = runId_;
+      }
+      if (((from_bitField0_ & 0x00000008) != 0)) {
+        result.attempt_ = attempt_;
       }
     }
 
@@ -470,6 +500,9 @@ private static final long serialVersionUID = 0L;
         bitField0_ |= 0x00000004;
         onChanged();
       }
+      if (other.getAttempt() != 0) {
+        setAttempt(other.getAttempt());
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -511,6 +544,11 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000004;
               break;
             } // case 26
+            case 32: {
+              attempt_ = input.readUInt32();
+              bitField0_ |= 0x00000008;
+              break;
+            } // case 32
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -761,6 +799,50 @@ private static final long serialVersionUID = 0L;
       checkByteStringIsUtf8(value);
       runId_ = value;
       bitField0_ |= 0x00000004;
+      onChanged();
+      return this;
+    }
+
+    private int attempt_ ;
+    /**
+     * <pre>
+     * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it).
+     * </pre>
+     *
+     * <code>uint32 attempt = 4 [json_name = "attempt"];</code>
+     * @return The attempt.
+     */
+    @java.lang.Override
+    public int getAttempt() {
+      return attempt_;
+    }
+    /**
+     * <pre>
+     * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it).
+     * </pre>
+     *
+     * <code>uint32 attempt = 4 [json_name = "attempt"];</code>
+     * @param value The attempt to set.
+     * @return This builder for chaining.
+     */
+    public Builder setAttempt(int value) {
+      
+      attempt_ = value;
+      bitField0_ |= 0x00000008;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it).
+     * </pre>
+     *
+     * <code>uint32 attempt = 4 [json_name = "attempt"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearAttempt() {
+      bitField0_ = (bitField0_ & ~0x00000008);
+      attempt_ = 0;
       onChanged();
       return this;
     }

@@ -57,4 +57,14 @@ public interface ActiveSessionOrBuilder extends
    */
   com.google.protobuf.ByteString
       getRunIdBytes();
+
+  /**
+   * <pre>
+   * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it).
+   * </pre>
+   *
+   * <code>uint32 attempt = 4 [json_name = "attempt"];</code>
+   * @return The attempt.
+   */
+  int getAttempt();
 }

@@ -706,6 +706,21 @@ private static final long serialVersionUID = 0L;
     return result == null ? io.github.pydanticaistream.v1.PartKind.UNRECOGNIZED : result;
   }
 
+  public static final int ATTEMPT_FIELD_NUMBER = 18;
+  private int attempt_ = 0;
+  /**
+   * <pre>
+   * EVENT_KIND_RESUMED: the attempt that goes on from here (2 for the first resume).
+   * </pre>
+   *
+   * <code>uint32 attempt = 18 [json_name = "attempt"];</code>
+   * @return The attempt.
+   */
+  @java.lang.Override
+  public int getAttempt() {
+    return attempt_;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -770,6 +785,9 @@ private static final long serialVersionUID = 0L;
     }
     if (partDeltaKind_ != io.github.pydanticaistream.v1.PartKind.PART_KIND_UNSPECIFIED.getNumber()) {
       output.writeEnum(17, partDeltaKind_);
+    }
+    if (attempt_ != 0) {
+      output.writeUInt32(18, attempt_);
     }
     getUnknownFields().writeTo(output);
   }
@@ -839,6 +857,10 @@ private static final long serialVersionUID = 0L;
       size += com.google.protobuf.CodedOutputStream
         .computeEnumSize(17, partDeltaKind_);
     }
+    if (attempt_ != 0) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeUInt32Size(18, attempt_);
+    }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
     return size;
@@ -904,6 +926,8 @@ private static final long serialVersionUID = 0L;
         .equals(other.getBodyJson())) return false;
     if (outcome_ != other.outcome_) return false;
     if (partDeltaKind_ != other.partDeltaKind_) return false;
+    if (getAttempt()
+        != other.getAttempt()) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -963,6 +987,8 @@ private static final long serialVersionUID = 0L;
     hash = (53 * hash) + outcome_;
     hash = (37 * hash) + PART_DELTA_KIND_FIELD_NUMBER;
     hash = (53 * hash) + partDeltaKind_;
+    hash = (37 * hash) + ATTEMPT_FIELD_NUMBER;
+    hash = (53 * hash) + getAttempt();
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -1113,6 +1139,7 @@ private static final long serialVersionUID = 0L;
       bodyJson_ = "";
       outcome_ = 0;
       partDeltaKind_ = 0;
+      attempt_ = 0;
       return this;
     }
 
@@ -1205,6 +1232,9 @@ private static final long serialVersionUID = 0L;
       }
       if (((from_bitField0_ & 0x00010000) != 0)) {
         result.partDeltaKind_ = partDeltaKind_;
+      }
+      if (((from_bitField0_ & 0x00020000) != 0)) {
+        result.attempt_ = attempt_;
       }
       result.bitField0_ |= to_bitField0_;
     }
@@ -1322,6 +1352,9 @@ private static final long serialVersionUID = 0L;
       if (other.partDeltaKind_ != 0) {
         setPartDeltaKindValue(other.getPartDeltaKindValue());
       }
+      if (other.getAttempt() != 0) {
+        setAttempt(other.getAttempt());
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -1435,6 +1468,11 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00010000;
               break;
             } // case 136
+            case 144: {
+              attempt_ = input.readUInt32();
+              bitField0_ |= 0x00020000;
+              break;
+            } // case 144
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -2850,6 +2888,50 @@ private static final long serialVersionUID = 0L;
     public Builder clearPartDeltaKind() {
       bitField0_ = (bitField0_ & ~0x00010000);
       partDeltaKind_ = 0;
+      onChanged();
+      return this;
+    }
+
+    private int attempt_ ;
+    /**
+     * <pre>
+     * EVENT_KIND_RESUMED: the attempt that goes on from here (2 for the first resume).
+     * </pre>
+     *
+     * <code>uint32 attempt = 18 [json_name = "attempt"];</code>
+     * @return The attempt.
+     */
+    @java.lang.Override
+    public int getAttempt() {
+      return attempt_;
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_RESUMED: the attempt that goes on from here (2 for the first resume).
+     * </pre>
+     *
+     * <code>uint32 attempt = 18 [json_name = "attempt"];</code>
+     * @param value The attempt to set.
+     * @return This builder for chaining.
+     */
+    public Builder setAttempt(int value) {
+      
+      attempt_ = value;
+      bitField0_ |= 0x00020000;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_RESUMED: the attempt that goes on from here (2 for the first resume).
+     * </pre>
+     *
+     * <code>uint32 attempt = 18 [json_name = "attempt"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearAttempt() {
+      bitField0_ = (bitField0_ & ~0x00020000);
+      attempt_ = 0;
       onChanged();
       return this;
     }

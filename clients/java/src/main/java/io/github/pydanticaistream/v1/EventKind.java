@@ -36,6 +36,15 @@ public enum EventKind
    * <code>EVENT_KIND_ANSWER = 5;</code>
    */
   EVENT_KIND_ANSWER(5),
+  /**
+   * <pre>
+   * The run's worker died and another resumed it (`attempt`): the events of the node `idx` and
+   * after that came before this one are superseded by those after it; drop them.
+   * </pre>
+   *
+   * <code>EVENT_KIND_RESUMED = 6;</code>
+   */
+  EVENT_KIND_RESUMED(6),
   UNRECOGNIZED(-1),
   ;
 
@@ -63,6 +72,15 @@ public enum EventKind
    * <code>EVENT_KIND_ANSWER = 5;</code>
    */
   public static final int EVENT_KIND_ANSWER_VALUE = 5;
+  /**
+   * <pre>
+   * The run's worker died and another resumed it (`attempt`): the events of the node `idx` and
+   * after that came before this one are superseded by those after it; drop them.
+   * </pre>
+   *
+   * <code>EVENT_KIND_RESUMED = 6;</code>
+   */
+  public static final int EVENT_KIND_RESUMED_VALUE = 6;
 
 
   public final int getNumber() {
@@ -95,6 +113,7 @@ public enum EventKind
       case 3: return EVENT_KIND_PART_START;
       case 4: return EVENT_KIND_PART_DELTA;
       case 5: return EVENT_KIND_ANSWER;
+      case 6: return EVENT_KIND_RESUMED;
       default: return null;
     }
   }

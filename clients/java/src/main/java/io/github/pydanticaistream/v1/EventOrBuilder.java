@@ -337,4 +337,14 @@ public interface EventOrBuilder extends
    * @return The partDeltaKind.
    */
   io.github.pydanticaistream.v1.PartKind getPartDeltaKind();
+
+  /**
+   * <pre>
+   * EVENT_KIND_RESUMED: the attempt that goes on from here (2 for the first resume).
+   * </pre>
+   *
+   * <code>uint32 attempt = 18 [json_name = "attempt"];</code>
+   * @return The attempt.
+   */
+  int getAttempt();
 }

@@ -97,7 +97,7 @@ public final class StreamProto {
       "tic_ai_stream.v1.EventH\000R\005event\022@\n\theart" +
       "beat\030\002 \001(\0132 .pydantic_ai_stream.v1.Heart" +
       "beatH\000R\theartbeatB\t\n\007payload\"\013\n\tHeartbea" +
-      "t\"\213\006\n\005Event\022\016\n\002id\030\001 \001(\tR\002id\0224\n\004type\030\002 \001(" +
+      "t\"\245\006\n\005Event\022\016\n\002id\030\001 \001(\tR\002id\0224\n\004type\030\002 \001(" +
       "\0162 .pydantic_ai_stream.v1.EventTypeR\004typ" +
       "e\022\033\n\ttype_name\030\003 \001(\tR\010typeName\022\026\n\006origin" +
       "\030\004 \001(\tR\006origin\022\025\n\003idx\030\005 \001(\rH\000R\003idx\210\001\001\0224\n" +
@@ -114,52 +114,54 @@ public final class StreamProto {
       "yJson\022<\n\007outcome\030\020 \001(\0162\".pydantic_ai_str" +
       "eam.v1.ToolOutcomeR\007outcome\022G\n\017part_delt" +
       "a_kind\030\021 \001(\0162\037.pydantic_ai_stream.v1.Par" +
-      "tKindR\rpartDeltaKindB\006\n\004_idxB\014\n\n_event_i" +
-      "dxB\n\n\010_contentB\020\n\016_content_deltaB\014\n\n_too" +
-      "l_nameB\017\n\r_tool_call_id\".\n\rCancelRequest" +
-      "\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\".\n\016Cance" +
-      "lResponse\022\034\n\tcancelled\030\001 \001(\010R\tcancelled\"" +
-      "\023\n\021ListActiveRequest\"V\n\022ListActiveRespon" +
-      "se\022@\n\010sessions\030\001 \003(\0132$.pydantic_ai_strea" +
-      "m.v1.ActiveSessionR\010sessions\"|\n\rActiveSe" +
-      "ssion\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\0225\n\005" +
-      "state\030\002 \001(\0162\037.pydantic_ai_stream.v1.RunS" +
-      "tateR\005state\022\025\n\006run_id\030\003 \001(\tR\005runId*v\n\nBu" +
-      "syPolicy\022\033\n\027BUSY_POLICY_UNSPECIFIED\020\000\022\026\n" +
-      "\022BUSY_POLICY_REJECT\020\001\022\031\n\025BUSY_POLICY_INT" +
-      "ERRUPT\020\002\022\030\n\024BUSY_POLICY_ROLLBACK\020\003*\251\001\n\tE" +
-      "ventType\022\032\n\026EVENT_TYPE_UNSPECIFIED\020\000\022\024\n\020" +
-      "EVENT_TYPE_BEGIN\020\001\022\024\n\020EVENT_TYPE_EVENT\020\002" +
-      "\022\024\n\020EVENT_TYPE_ERROR\020\003\022\023\n\017EVENT_TYPE_INF" +
-      "O\020\004\022\022\n\016EVENT_TYPE_END\020\005\022\025\n\021EVENT_TYPE_CU" +
-      "STOM\020\006*\246\001\n\tEventKind\022\032\n\026EVENT_KIND_UNSPE" +
-      "CIFIED\020\000\022\030\n\024EVENT_KIND_LLM_BEGIN\020\001\022\026\n\022EV" +
-      "ENT_KIND_LLM_END\020\002\022\031\n\025EVENT_KIND_PART_ST" +
-      "ART\020\003\022\031\n\025EVENT_KIND_PART_DELTA\020\004\022\025\n\021EVEN" +
-      "T_KIND_ANSWER\020\005*\232\001\n\010PartKind\022\031\n\025PART_KIN" +
-      "D_UNSPECIFIED\020\000\022\022\n\016PART_KIND_TEXT\020\001\022\026\n\022P" +
-      "ART_KIND_THINKING\020\002\022\027\n\023PART_KIND_TOOL_CA" +
-      "LL\020\003\022\031\n\025PART_KIND_TOOL_RETURN\020\004\022\023\n\017PART_" +
-      "KIND_OTHER\020\005*\255\001\n\013ToolOutcome\022\034\n\030TOOL_OUT" +
-      "COME_UNSPECIFIED\020\000\022\027\n\023TOOL_OUTCOME_FAILE" +
-      "D\020\001\022\027\n\023TOOL_OUTCOME_DENIED\020\002\022\034\n\030TOOL_OUT" +
-      "COME_INTERRUPTED\020\003\022\030\n\024TOOL_OUTCOME_RETRI" +
-      "ED\020\004\022\026\n\022TOOL_OUTCOME_OTHER\020\005*R\n\010RunState" +
-      "\022\031\n\025RUN_STATE_UNSPECIFIED\020\000\022\024\n\020RUN_STATE" +
-      "_QUEUED\020\001\022\025\n\021RUN_STATE_RUNNING\020\0022\365\002\n\022Age" +
-      "ntStreamService\022L\n\003Run\022!.pydantic_ai_str" +
-      "eam.v1.RunRequest\032\".pydantic_ai_stream.v" +
-      "1.RunResponse\022W\n\006Listen\022$.pydantic_ai_st" +
-      "ream.v1.ListenRequest\032%.pydantic_ai_stre" +
-      "am.v1.ListenResponse0\001\022U\n\006Cancel\022$.pydan" +
-      "tic_ai_stream.v1.CancelRequest\032%.pydanti" +
-      "c_ai_stream.v1.CancelResponse\022a\n\nListAct" +
-      "ive\022(.pydantic_ai_stream.v1.ListActiveRe" +
-      "quest\032).pydantic_ai_stream.v1.ListActive" +
-      "ResponseB\212\001\n\035io.github.pydanticaistream." +
-      "v1B\013StreamProtoP\001ZZgithub.com/pydantic-a" +
-      "i-stream/pydantic-ai-stream/clients/go/p" +
-      "ydantic_ai_stream/v1;streamv1b\006proto3"
+      "tKindR\rpartDeltaKind\022\030\n\007attempt\030\022 \001(\rR\007a" +
+      "ttemptB\006\n\004_idxB\014\n\n_event_idxB\n\n\010_content" +
+      "B\020\n\016_content_deltaB\014\n\n_tool_nameB\017\n\r_too" +
+      "l_call_id\".\n\rCancelRequest\022\035\n\nsession_id" +
+      "\030\001 \001(\tR\tsessionId\".\n\016CancelResponse\022\034\n\tc" +
+      "ancelled\030\001 \001(\010R\tcancelled\"\023\n\021ListActiveR" +
+      "equest\"V\n\022ListActiveResponse\022@\n\010sessions" +
+      "\030\001 \003(\0132$.pydantic_ai_stream.v1.ActiveSes" +
+      "sionR\010sessions\"\226\001\n\rActiveSession\022\035\n\nsess" +
+      "ion_id\030\001 \001(\tR\tsessionId\0225\n\005state\030\002 \001(\0162\037" +
+      ".pydantic_ai_stream.v1.RunStateR\005state\022\025" +
+      "\n\006run_id\030\003 \001(\tR\005runId\022\030\n\007attempt\030\004 \001(\rR\007" +
+      "attempt*v\n\nBusyPolicy\022\033\n\027BUSY_POLICY_UNS" +
+      "PECIFIED\020\000\022\026\n\022BUSY_POLICY_REJECT\020\001\022\031\n\025BU" +
+      "SY_POLICY_INTERRUPT\020\002\022\030\n\024BUSY_POLICY_ROL" +
+      "LBACK\020\003*\251\001\n\tEventType\022\032\n\026EVENT_TYPE_UNSP" +
+      "ECIFIED\020\000\022\024\n\020EVENT_TYPE_BEGIN\020\001\022\024\n\020EVENT" +
+      "_TYPE_EVENT\020\002\022\024\n\020EVENT_TYPE_ERROR\020\003\022\023\n\017E" +
+      "VENT_TYPE_INFO\020\004\022\022\n\016EVENT_TYPE_END\020\005\022\025\n\021" +
+      "EVENT_TYPE_CUSTOM\020\006*\276\001\n\tEventKind\022\032\n\026EVE" +
+      "NT_KIND_UNSPECIFIED\020\000\022\030\n\024EVENT_KIND_LLM_" +
+      "BEGIN\020\001\022\026\n\022EVENT_KIND_LLM_END\020\002\022\031\n\025EVENT" +
+      "_KIND_PART_START\020\003\022\031\n\025EVENT_KIND_PART_DE" +
+      "LTA\020\004\022\025\n\021EVENT_KIND_ANSWER\020\005\022\026\n\022EVENT_KI" +
+      "ND_RESUMED\020\006*\232\001\n\010PartKind\022\031\n\025PART_KIND_U" +
+      "NSPECIFIED\020\000\022\022\n\016PART_KIND_TEXT\020\001\022\026\n\022PART" +
+      "_KIND_THINKING\020\002\022\027\n\023PART_KIND_TOOL_CALL\020" +
+      "\003\022\031\n\025PART_KIND_TOOL_RETURN\020\004\022\023\n\017PART_KIN" +
+      "D_OTHER\020\005*\255\001\n\013ToolOutcome\022\034\n\030TOOL_OUTCOM" +
+      "E_UNSPECIFIED\020\000\022\027\n\023TOOL_OUTCOME_FAILED\020\001" +
+      "\022\027\n\023TOOL_OUTCOME_DENIED\020\002\022\034\n\030TOOL_OUTCOM" +
+      "E_INTERRUPTED\020\003\022\030\n\024TOOL_OUTCOME_RETRIED\020" +
+      "\004\022\026\n\022TOOL_OUTCOME_OTHER\020\005*R\n\010RunState\022\031\n" +
+      "\025RUN_STATE_UNSPECIFIED\020\000\022\024\n\020RUN_STATE_QU" +
+      "EUED\020\001\022\025\n\021RUN_STATE_RUNNING\020\0022\365\002\n\022AgentS" +
+      "treamService\022L\n\003Run\022!.pydantic_ai_stream" +
+      ".v1.RunRequest\032\".pydantic_ai_stream.v1.R" +
+      "unResponse\022W\n\006Listen\022$.pydantic_ai_strea" +
+      "m.v1.ListenRequest\032%.pydantic_ai_stream." +
+      "v1.ListenResponse0\001\022U\n\006Cancel\022$.pydantic" +
+      "_ai_stream.v1.CancelRequest\032%.pydantic_a" +
+      "i_stream.v1.CancelResponse\022a\n\nListActive" +
+      "\022(.pydantic_ai_stream.v1.ListActiveReque" +
+      "st\032).pydantic_ai_stream.v1.ListActiveRes" +
+      "ponseB\212\001\n\035io.github.pydanticaistream.v1B" +
+      "\013StreamProtoP\001ZZgithub.com/pydantic-ai-s" +
+      "tream/pydantic-ai-stream/clients/go/pyda" +
+      "ntic_ai_stream/v1;streamv1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -201,7 +203,7 @@ public final class StreamProto {
     internal_static_pydantic_ai_stream_v1_Event_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_Event_descriptor,
-        new java.lang.String[] { "Id", "Type", "TypeName", "Origin", "Idx", "Kind", "EventIdx", "PartKind", "PartKindName", "Content", "ContentDelta", "ToolName", "ToolCallId", "Args", "BodyJson", "Outcome", "PartDeltaKind", "Idx", "EventIdx", "Content", "ContentDelta", "ToolName", "ToolCallId", });
+        new java.lang.String[] { "Id", "Type", "TypeName", "Origin", "Idx", "Kind", "EventIdx", "PartKind", "PartKindName", "Content", "ContentDelta", "ToolName", "ToolCallId", "Args", "BodyJson", "Outcome", "PartDeltaKind", "Attempt", "Idx", "EventIdx", "Content", "ContentDelta", "ToolName", "ToolCallId", });
     internal_static_pydantic_ai_stream_v1_CancelRequest_descriptor =
       getDescriptor().getMessageTypes().get(6);
     internal_static_pydantic_ai_stream_v1_CancelRequest_fieldAccessorTable = new
@@ -231,7 +233,7 @@ public final class StreamProto {
     internal_static_pydantic_ai_stream_v1_ActiveSession_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ActiveSession_descriptor,
-        new java.lang.String[] { "SessionId", "State", "RunId", });
+        new java.lang.String[] { "SessionId", "State", "RunId", "Attempt", });
     com.google.protobuf.StructProto.getDescriptor();
   }
 
