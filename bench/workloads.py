@@ -95,7 +95,11 @@ async def _grpc_paced(bench: Bench) -> list[Row]:
     async def start(client: StreamClient, session_id: str) -> None:
         await client.run(grpc_side.AGENT, session_id, prompt)
 
-    async with grpc_side.our_server(bench) as server, grpc_side.clients(server.target, runs) as clients:
+    # Every run executes at once (the server executes 64 by default; the rest would wait in its queue).
+    async with (
+        grpc_side.our_server(bench, concurrency=runs) as server,
+        grpc_side.clients(server.target, runs) as clients,
+    ):
         await grpc_side.warm_up(clients[0])
         async with grpc_side.Listeners(timeout=s.worker_timeout) as listeners:
             cpu, redis_cpu, started = cpu_seconds(server.pid), await bench.redis.cpu(), time.perf_counter()
@@ -241,7 +245,11 @@ async def _server_stall(bench: Bench, runs: int) -> float:
     """Server RSS growth per run while it holds `runs` stalled runs started through gRPC `Run`."""
     await bench.redis.reset()
     progress(f"footprint: ours via gRPC, {runs} stalled runs")
-    async with grpc_side.our_server(bench) as server, grpc_side.clients(server.target, runs) as clients:
+    # Every run executes at once (the server executes 64 by default; the rest would wait in its queue).
+    async with (
+        grpc_side.our_server(bench, concurrency=runs) as server,
+        grpc_side.clients(server.target, runs) as clients,
+    ):
         await grpc_side.warm_up(clients[0])
         before = rss_kib(server.pid)
         prompt = Pace(tokens=1, stall=True).prompt()
