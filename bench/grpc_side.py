@@ -8,13 +8,13 @@ import itertools
 import json
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import grpc
 
-from bench.procs import ROOT, SERVER_CLIENT_NAME, SERVER_READY, Proc
+from bench.procs import QUEUE_WORKER_READY, ROOT, SERVER_CLIENT_NAME, SERVER_READY, Proc
 from bench.suite import PREFIX, Bench
 from bench.worker import Pace, first_event_ms
 from pydantic_ai_stream.client import StreamClient
@@ -41,21 +41,46 @@ class Server:
         return self.proc.pid
 
 
-@contextlib.asynccontextmanager
-async def our_server(bench: Bench) -> AsyncIterator[Server]:
-    """`pydantic-ai-stream serve` hosting the paced agent on a free port; its Redis connections are named.
+HOSTED = ["--no-demo", "--agent", f"{AGENT}=bench.agents:paced", "--agent", f"{OK_AGENT}=bench.agents:ok"]
+"""The agents our server and queue workers host."""
 
-    The server runs with its defaults: a shared pool of 6 connections plus its one blocking reader.
+
+def _env(settings: Mapping[str, str] | None) -> dict[str, str]:
+    """Our processes' environment: `bench.agents` importable, the bench's key prefix, then `settings`."""
+    return {"PYTHONPATH": str(ROOT), "PYDANTIC_AI_STREAM_REDIS_PREFIX": PREFIX, **(settings or {})}
+
+
+@contextlib.asynccontextmanager
+async def our_server(
+    bench: Bench, *, concurrency: int | None = None, settings: Mapping[str, str] | None = None
+) -> AsyncIterator[Server]:
+    """`pydantic-ai-stream serve` hosting the bench's agents on a free port; its Redis connections are named.
+
+    The server runs with its defaults (a shared pool of 6 connections plus its one blocking reader; it
+    executes 64 runs at once) unless `concurrency` (0: API only) or `settings` (`PYDANTIC_AI_STREAM_*`) say.
     """
     url = f"{bench.redis.url}?client_name={SERVER_CLIENT_NAME}"
-    cmd = [bench.python("ours"), "-m", "pydantic_ai_stream", "serve", "--port", "0", "--no-demo",
-           "--agent", f"{AGENT}=bench.agents:paced", "--agent", f"{OK_AGENT}=bench.agents:ok",
-           "--redis", url, "--grace", "0"]  # fmt: skip
-    env = {"PYTHONPATH": str(ROOT), "PYDANTIC_AI_STREAM_REDIS_PREFIX": PREFIX}
-    proc = await bench.procs.start("server", cmd, env=env, echo=False)
+    cmd = [bench.python("ours"), "-m", "pydantic_ai_stream", "serve", "--port", "0", *HOSTED, "--redis", url,
+           "--grace", "0"]  # fmt: skip
+    if concurrency is not None:
+        cmd += ["--concurrency", str(concurrency)]
+    proc = await bench.procs.start("server", cmd, env=_env(settings), echo=False)
     try:
         match = await proc.wait_line(SERVER_READY, timeout=60)
         yield Server(proc=proc, target=f"127.0.0.1:{match[1]}")
+    finally:
+        await bench.procs.stop(proc)
+
+
+@contextlib.asynccontextmanager
+async def queue_worker(bench: Bench, name: str, concurrency: int) -> AsyncIterator[Proc]:
+    """`pydantic-ai-stream worker` executing queued runs of the bench's agents, `concurrency` at once."""
+    cmd = [bench.python("ours"), "-m", "pydantic_ai_stream", "worker", *HOSTED, "--redis", bench.redis.url,
+           "--concurrency", str(concurrency), "--grace", "0"]  # fmt: skip
+    proc = await bench.procs.start(name, cmd, env=_env(None), echo=False)
+    try:
+        await proc.wait_line(QUEUE_WORKER_READY, timeout=60)
+        yield proc
     finally:
         await bench.procs.stop(proc)
 
@@ -113,6 +138,21 @@ async def warm_up(client: StreamClient) -> None:
     listener = asyncio.create_task(listen_tokens(client, "warm-up", []))
     await client.run(AGENT, "warm-up", Pace(tokens=5).prompt())
     await listener
+
+
+async def run_ramped(sessions: Sequence[tuple[StreamClient, str]], agent: str, prompt: str) -> list[float]:
+    """A gRPC `Run` per session, `RAMP` at a time (each batch once the previous one has returned); each
+    call's latency (ms)."""
+    latencies: list[float] = []
+
+    async def one(client: StreamClient, session_id: str) -> None:
+        started = time.perf_counter()
+        await client.run(agent, session_id, prompt)
+        latencies.append((time.perf_counter() - started) * 1000)
+
+    for first in range(0, len(sessions), RAMP):
+        await asyncio.gather(*(one(client, session_id) for client, session_id in sessions[first : first + RAMP]))
+    return latencies
 
 
 @dataclass

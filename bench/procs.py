@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = Path(__file__).resolve().parent / "worker.py"
 WORKER_READY = "bench-worker: ready"  # worker.READY; the worker is a script, not imported here
 SERVER_READY = re.compile(r"serving \S+ on [\d.]+:(\d+)")
+QUEUE_WORKER_READY = re.compile(r"worker \S+ executing up to \d+ runs")
+"""Logged by `pydantic-ai-stream worker` once it claims runs."""
 SERVER_CLIENT_NAME = "pais-server"
 """Redis client name of the server's connections (`?client_name=` in its Redis URL)."""
 
@@ -79,11 +81,20 @@ class Proc:
         tail = "\n".join(f"    {line}" for line in self.tail)
         return RuntimeError(f"{self.name} (pid {self.pid}) {what}; its last output:\n{tail}")
 
+    def pause(self) -> None:
+        """Stop it (SIGSTOP) until `resume`: it runs nothing, its connections stay open."""
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused process run again (SIGCONT)."""
+        self.process.send_signal(signal.SIGCONT)
+
     async def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL if it does not exit within `timeout`."""
+        """SIGTERM (and SIGCONT, should it be paused), then SIGKILL if it does not exit within `timeout`."""
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.process.send_signal(signal.SIGTERM)
+                self.process.send_signal(signal.SIGCONT)
             try:
                 async with asyncio.timeout(timeout):
                     await self.process.wait()

@@ -357,21 +357,33 @@ def _entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
     return [entry for _, entries in reply for entry in entries]
 
 
-async def first_tokens(admin: Redis, keys: Sequence[str], timeout: float) -> None:
-    """Wait (one key at a time, on one connection) until each stream holds its run's first token."""
+async def wait_for_entries(
+    admin: Redis, keys: Sequence[str], matches: Callable[[dict[bytes, bytes]], bool], timeout: float
+) -> None:
+    """Wait (one key at a time, on one connection) until each stream holds an entry whose fields `matches`."""
     deadline = time.monotonic() + timeout
     for key in keys:
         cursor: bytes | str = "0"
         while True:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
-                raise TimeoutError(f"{key} got no token within {timeout} s")
+                raise TimeoutError(f"{key} got no such entry within {timeout} s")
             reply = await admin.xread({key: cursor}, block=remaining_ms)
             entries = _entries(reply)
-            if any(b'"part_start"' in fields.get(b"body", b"") for _, fields in entries):
+            if any(matches(fields) for _, fields in entries):
                 break
             if entries:
                 cursor = entries[-1][0]
+
+
+def is_part_start(fields: dict[bytes, bytes]) -> bool:
+    """Whether a stream entry starts a part (a text part's first token comes with it)."""
+    return b'"part_start"' in fields.get(b"body", b"")
+
+
+async def first_tokens(admin: Redis, keys: Sequence[str], timeout: float) -> None:
+    """Wait until each stream holds its run's first token."""
+    await wait_for_entries(admin, keys, is_part_start, timeout)
 
 
 async def stall(url: str, runs: int) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -11,7 +12,7 @@ from bench import grpc_side
 from bench.procs import WORKER_READY, Proc, output
 from bench.suite import PREFIX, Bench, Side, cpu_seconds, progress, reset_peak_rss, rss_kib
 from bench.table import Row, percentile
-from bench.worker import Pace, entry_ids, first_tokens, resume_cursors
+from bench.worker import Pace, entry_ids, first_tokens, is_part_start, resume_cursors, wait_for_entries
 from pydantic_ai_stream.client import StreamClient
 
 
@@ -21,6 +22,11 @@ def _per_side(results: dict[Side, dict[str, Any]], figure: Callable[[dict[str, A
 
 def _row(workload: str, figure: str, values: dict[str, Any], decimals: int = 0) -> Row:
     return Row(workload, figure, values.get("ours"), values.get("published"), decimals)
+
+
+def _stream_key(session_id: str) -> str:
+    """The stream of a session of our server's caller (no auth: scope 1, user 1)."""
+    return f"{PREFIX}:1:1:{session_id}"
 
 
 # 1. Write throughput
@@ -89,7 +95,11 @@ async def _grpc_paced(bench: Bench) -> list[Row]:
     async def start(client: StreamClient, session_id: str) -> None:
         await client.run(grpc_side.AGENT, session_id, prompt)
 
-    async with grpc_side.our_server(bench) as server, grpc_side.clients(server.target, runs) as clients:
+    # Every run executes at once (the server executes 64 by default; the rest would wait in its queue).
+    async with (
+        grpc_side.our_server(bench, concurrency=runs) as server,
+        grpc_side.clients(server.target, runs) as clients,
+    ):
         await grpc_side.warm_up(clients[0])
         async with grpc_side.Listeners(timeout=s.worker_timeout) as listeners:
             cpu, redis_cpu, started = cpu_seconds(server.pid), await bench.redis.cpu(), time.perf_counter()
@@ -235,12 +245,16 @@ async def _server_stall(bench: Bench, runs: int) -> float:
     """Server RSS growth per run while it holds `runs` stalled runs started through gRPC `Run`."""
     await bench.redis.reset()
     progress(f"footprint: ours via gRPC, {runs} stalled runs")
-    async with grpc_side.our_server(bench) as server, grpc_side.clients(server.target, runs) as clients:
+    # Every run executes at once (the server executes 64 by default; the rest would wait in its queue).
+    async with (
+        grpc_side.our_server(bench, concurrency=runs) as server,
+        grpc_side.clients(server.target, runs) as clients,
+    ):
         await grpc_side.warm_up(clients[0])
         before = rss_kib(server.pid)
         prompt = Pace(tokens=1, stall=True).prompt()
         await asyncio.gather(*(clients[0].run(grpc_side.AGENT, f"s{i}", prompt) for i in range(runs)))
-        await first_tokens(bench.redis.client, [f"{PREFIX}:1:1:s{i}" for i in range(runs)], timeout=60)
+        await first_tokens(bench.redis.client, [_stream_key(f"s{i}") for i in range(runs)], timeout=60)
         return (rss_kib(server.pid) - before) / runs
 
 
@@ -279,9 +293,7 @@ async def _resumes(
     grpc_ms: dict[str, list[float]] = {}
     peak_kib: dict[str, int] = {}
     for session_id in ("live", "done"):
-        cursors = resume_cursors(
-            await entry_ids(bench.redis.client, f"{PREFIX}:1:1:{session_id}"), resumes, RESUME_SEED
-        )
+        cursors = resume_cursors(await entry_ids(bench.redis.client, _stream_key(session_id)), resumes, RESUME_SEED)
         await grpc_side.resume_ms(client, session_id, cursors[0])  # warm-up: the server's first Listen of it
         reset_peak_rss(server.pid)
         grpc_ms[session_id] = [await grpc_side.resume_ms(client, session_id, cursor) for cursor in cursors]
@@ -406,6 +418,162 @@ async def _big_prompts(bench: Bench) -> list[Row]:
     ]
 
 
+# 8. The run queue
+
+
+QUEUE_PROMPT = "hello"
+QUEUE_WORKERS = (1, 2)
+"""Worker processes draining the queue: one, then two."""
+
+Entries = list[tuple[bytes, dict[bytes, bytes]]]
+
+
+async def queue(bench: Bench) -> list[Row]:
+    """gRPC Runs an API-only server accepts per second; runs 1, then 2 worker processes start per second."""
+    s = bench.sizes
+    await bench.redis.reset()
+    progress(f"queue: ours, {s.queue_runs} runs")
+    rows = []
+    # Every run is in one scope, whose bound on runs waiting for a worker (default 1,000) must hold them all.
+    bound = {"PYDANTIC_AI_STREAM_MAX_QUEUED_RUNS": str(s.queue_runs)}
+    async with (
+        grpc_side.our_server(bench, concurrency=0, settings=bound) as server,
+        grpc_side.clients(server.target, s.queue_runs) as clients,
+        contextlib.AsyncExitStack() as started,
+    ):
+        workers: list[Proc] = []
+        for count in QUEUE_WORKERS:
+            while len(workers) < count:
+                process = grpc_side.queue_worker(bench, f"queue worker {len(workers) + 1}", s.queue_concurrency)
+                workers.append(await started.enter_async_context(process))
+            await _warm_up_queue(bench, clients[0], count)
+            for worker in workers:
+                worker.pause()  # until the queue holds every run
+            session_ids = [f"q{count}-{i}" for i in range(s.queue_runs)]
+            progress(f"queue: {s.queue_runs} gRPC Runs while no worker runs")
+            accepted = await _fill_queue(bench, server, clients, session_ids)
+            if count == QUEUE_WORKERS[0]:
+                rows += _accepted_rows(bench, accepted)
+            progress(f"queue: {count} worker process(es) drain it")
+            drained = await _drain_queue(bench, workers, session_ids)
+            progress(f"queue: {s.queue_light_runs} runs one at a time")
+            light = await _one_at_a_time(bench, clients[0], [f"l{count}-{i}" for i in range(s.queue_light_runs)])
+            rows += _queue_rows(bench, count, drained, light)
+    return rows
+
+
+async def _warm_up_queue(bench: Bench, client: StreamClient, workers: int) -> None:
+    """Two runs per worker through the queue, each listened to its end: first runs are not measured."""
+    session_ids = [f"warm-up-{workers}-{i}" for i in range(2 * workers)]
+    async with asyncio.timeout(bench.sizes.worker_timeout):
+        await asyncio.gather(*(client.run(grpc_side.OK_AGENT, session_id, QUEUE_PROMPT) for session_id in session_ids))
+        readings = await asyncio.gather(*(grpc_side.read_to_end(client, session_id) for session_id in session_ids))
+    if not all(reading.ended for reading in readings):
+        raise RuntimeError("a warm-up run through the queue did not end")
+
+
+async def _fill_queue(
+    bench: Bench, server: grpc_side.Server, clients: list[StreamClient], session_ids: list[str]
+) -> dict[str, Any]:
+    """A gRPC `Run` per session, ramped: each call's latency, the wall time, the server's CPU."""
+    sessions = [(clients[i % len(clients)], session_id) for i, session_id in enumerate(session_ids)]
+    cpu, started = cpu_seconds(server.pid), time.perf_counter()
+    async with asyncio.timeout(bench.sizes.worker_timeout):
+        latencies = await grpc_side.run_ramped(sessions, grpc_side.OK_AGENT, QUEUE_PROMPT)
+    return {
+        "latencies_ms": latencies,
+        "seconds": time.perf_counter() - started,
+        "server_cpu_s": cpu_seconds(server.pid) - cpu,
+    }
+
+
+def _accepted_rows(bench: Bench, accepted: dict[str, Any]) -> list[Row]:
+    s = bench.sizes
+    label = (f"queue (ours): {s.queue_runs:,} gRPC Run to an API-only server (`--concurrency 0`), "
+             f"{grpc_side.RAMP} at a time")  # fmt: skip
+    latencies = accepted["latencies_ms"]
+    p50, p99 = _percentiles(latencies)
+    return [
+        _row(label, "Run calls/s", {"ours": len(latencies) / accepted["seconds"]}),
+        _row(label, "Run latency p50 (ms)", {"ours": p50}, 1),
+        _row(label, "Run latency p99 (ms)", {"ours": p99}, 1),
+        _row(label, "server CPU ms / Run", {"ours": accepted["server_cpu_s"] / len(latencies) * 1000}, 2),
+    ]
+
+
+async def _drain_queue(bench: Bench, workers: list[Proc], session_ids: list[str]) -> dict[str, Any]:
+    """Resume the paused workers and wait for every run's `end`; when each started, from its stream's entry ids."""
+    redis = bench.redis
+    cpu, redis_cpu = sum(cpu_seconds(worker.pid) for worker in workers), await redis.cpu()
+    seconds, micros = await redis.client.time()
+    resumed_ms = seconds * 1000 + micros / 1000  # Redis's clock, which the entry ids carry
+    for worker in workers:
+        worker.resume()
+    await _ended(bench, session_ids)
+    worker_cpu_s = sum(cpu_seconds(worker.pid) for worker in workers) - cpu
+    streams = await _streams(bench, session_ids)
+    # A run's first token comes with its text part's start (a run that failed may have none).
+    starts = [_entry_ms(entry_id) for entries in streams for entry_id, fields in entries if is_part_start(fields)]
+    return {
+        "drain_s": (max(starts) - resumed_ms) / 1000,
+        # Every `begin` was written before the workers resumed: a run waited for them from then on.
+        "waits_ms": [_entry_ms(entries[1][0]) - resumed_ms for entries in streams],
+        "worker_cpu_s": worker_cpu_s,
+        "redis_cpu_s": await redis.cpu() - redis_cpu,
+        "errored": sum(any(fields[b"type"] == b"error" for _, fields in entries) for entries in streams),
+    }
+
+
+async def _one_at_a_time(bench: Bench, client: StreamClient, session_ids: list[str]) -> list[float]:
+    """A gRPC `Run` per session, each once the previous run has ended: from its `begin` to the next entry (ms)."""
+    for session_id in session_ids:
+        await client.run(grpc_side.OK_AGENT, session_id, QUEUE_PROMPT)
+        await _ended(bench, [session_id])
+    return [_entry_ms(entries[1][0]) - _entry_ms(entries[0][0]) for entries in await _streams(bench, session_ids)]
+
+
+async def _ended(bench: Bench, session_ids: list[str]) -> None:
+    """Wait until each session's run has written its `end`."""
+    keys = [_stream_key(session_id) for session_id in session_ids]
+    await wait_for_entries(
+        bench.redis.client, keys, lambda fields: fields[b"type"] == b"end", bench.sizes.worker_timeout
+    )
+
+
+async def _streams(bench: Bench, session_ids: list[str]) -> list[Entries]:
+    """Every session's stream, in one round trip."""
+    async with bench.redis.client.pipeline(transaction=False) as pipe:
+        for session_id in session_ids:
+            pipe.xrange(_stream_key(session_id))
+        streams: list[Entries] = await pipe.execute()
+    return streams
+
+
+def _entry_ms(entry_id: bytes) -> int:
+    """The Redis time (ms) an entry was added at: its id's first part."""
+    return int(entry_id.split(b"-")[0])
+
+
+def _queue_rows(bench: Bench, workers: int, drained: dict[str, Any], light: list[float]) -> list[Row]:
+    s = bench.sizes
+    n = s.queue_runs
+    label = (f"queue (ours): {n:,} queued runs drained by {workers} `pydantic-ai-stream worker "
+             f"--concurrency {s.queue_concurrency}`")  # fmt: skip
+    light_label = f"queue (ours): {s.queue_light_runs} runs one at a time (each once the last one ended), same workers"
+    waits, light_waits = _percentiles(drained["waits_ms"]), _percentiles(light)
+    return [
+        _row(label, "runs started/s (to each run's first token)", {"ours": n / drained["drain_s"]}),
+        _row(label, "time to drain the queue (s)", {"ours": drained["drain_s"]}, 2),
+        _row(label, "queue wait p50 (ms): workers resumed -> the run's first entry", {"ours": waits[0]}, 1),
+        _row(label, "queue wait p99 (ms)", {"ours": waits[1]}, 1),
+        _row(label, "worker CPU ms / run (all workers)", {"ours": drained["worker_cpu_s"] / n * 1000}, 2),
+        _row(label, "Redis CPU ms / run", {"ours": drained["redis_cpu_s"] / n * 1000}, 2),
+        _row(label, "runs that got an error event", {"ours": drained["errored"]}),
+        _row(light_label, "queue wait p50 (ms): begin -> the run's next entry", {"ours": light_waits[0]}, 1),
+        _row(light_label, "queue wait p99 (ms)", {"ours": light_waits[1]}, 1),
+    ]
+
+
 WORKLOADS: dict[str, Callable[[Bench], Awaitable[list[Row]]]] = {
     "write": write,
     "paced": paced,
@@ -414,4 +582,5 @@ WORKLOADS: dict[str, Callable[[Bench], Awaitable[list[Row]]]] = {
     "footprint": footprint,
     "resume": resume,
     "slowread": slowread,
+    "queue": queue,
 }
