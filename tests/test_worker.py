@@ -102,18 +102,50 @@ async def test_an_agent_the_worker_does_not_host_ends_the_run_with_an_error(runt
     ]
 
 
-async def test_a_stopping_worker_cancels_its_runs_and_claims_no_more(redis: Redis, runtime: Runtime) -> None:
+async def test_a_stopping_worker_cancels_its_runs_if_told_and_claims_no_more(redis: Redis, runtime: Runtime) -> None:
     model = GatedModel()
     await _submit(runtime, "s1")
     worker = Worker(runtime=runtime, agents={"gated": model.agent()}, concurrency=1)
     await worker.start()
     await model.wait_calls(1)
     await _submit(runtime, "s2")
-    await worker.drain(0)
+    await worker.drain(0, hand_back=False)
     assert _outline(await _events(runtime, "s1")) == [("begin", None), ("error", "canceled"), ("end", None)]
     assert await runtime.queue.depth(1) == 1, "s2 still waits for a worker"
     assert await SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s2").is_live()
     assert model.calls == 1
+
+
+async def test_a_stopping_worker_hands_its_runs_back_and_another_resumes_them(redis: Redis, settings: Settings) -> None:
+    settings.lease_ttl, settings.lease_renew_interval = 0.3, 0.05
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        model = GatedModel()
+        await _submit(runtime, "s1")
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        listening = handle.listen_entries(timeout=10)
+        first = Worker(runtime=runtime, agents={"gated": model.agent()})
+        await first.start()
+        async for entry in listening:
+            if entry is not None and entry.body.get("content") == "hello ":
+                break
+        await first.drain(0)  # a deploy: the run is let go, not ended
+        assert not await redis.exists(handle.keys.live)
+        assert await redis.get(handle.keys.durable) == f"{(await _run_id(handle))}:1".encode()
+        model.gate.set()
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+            rest = [entry async for entry in listening if entry is not None]
+        assert [
+            (e.type, e.body.get("event")) for e in rest if e.type != "event" or e.body.get("event") == "resumed"
+        ] == [
+            ("event", "resumed"),
+            ("end", None),
+        ]
+        assert model.calls == 2, "the second attempt calls the model again"
+
+
+async def _run_id(handle: SessionHandle) -> str:
+    [begin] = await handle.stream.read_range(after="0-0", count=1)
+    return str(begin.body["run_id"])
 
 
 async def test_a_job_whose_worker_died_before_adopting_its_run_is_taken_over(redis: Redis, settings: Settings) -> None:

@@ -40,6 +40,8 @@ class LiveRun:
     writer: StreamWriter
     mapper: EventMapper = field(default_factory=EventMapper)
     """Numbers the run's nodes and turns pydantic-ai events into bodies."""
+    handing_back: bool = False
+    """Its worker stops: the run is to be let go without an end, for another worker to resume."""
 
     @classmethod
     async def open(
@@ -187,11 +189,15 @@ class LiveRun:
         await self._guarded(self.writer.flush())
 
     async def close(self, *, grace_ms: int) -> None:
-        """Write `end`, release the live flag, and let the stream expire `grace_ms` later."""
+        """Write `end`, release the live flag, and let the stream expire `grace_ms` later; when
+        `handing_back`, release the flag only (the events so far written), for another worker to resume."""
         try:
             with contextlib.suppress(LeaseLostError):  # then `close` finds the lease gone and writes nothing
                 await self.flush()
-            await self.lease.stream.close(run_id=self.lease_id, grace_ms=grace_ms, end={"run_id": self.run_id})
+            if self.handing_back:
+                await self.lease.stream.hand_back(run_id=self.lease_id)
+            else:
+                await self.lease.stream.close(run_id=self.lease_id, grace_ms=grace_ms, end={"run_id": self.run_id})
         finally:
             self.lease.keeper.release(self.lease)
 

@@ -30,6 +30,8 @@ __all__ = ["GROUP", "Job", "RunQueue", "Submitted"]
 
 GROUP = "workers"
 """The consumer group every worker claims jobs in."""
+HANDED_BACK_IDLE_MS = 86_400_000
+"""The idle time a handed-back job is given: longer than any worker waits before taking a job over."""
 WAKE_TTL = 86_400
 """Seconds a worker's wake-up stream lives (the worker creates it again when it is gone)."""
 
@@ -246,6 +248,11 @@ class RunQueue:
             except (KeyError, ValueError):  # not a job of ours: nothing to run
                 await self.done(job_id)
         return jobs
+
+    async def hand_back(self, consumer: str, job_id: str) -> None:
+        """Leave a job `consumer` holds to the next worker that looks for jobs of dead workers (`reclaim`):
+        its run was let go unfinished."""
+        await self.redis.xclaim(self.key, GROUP, consumer, 0, [job_id], idle=HANDED_BACK_IDLE_MS, justid=True)
 
     async def wake(self, wake: str) -> None:
         """End the wait of the claim reading the stream `wake`."""

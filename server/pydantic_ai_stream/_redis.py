@@ -186,6 +186,17 @@ return id
 """)
 )
 
+# KEYS: live. ARGV: the lease's token. Lets go of a durable run without ending it (its worker stops and
+# hands it back): another worker resumes it. Returns 1 if the lease was still this token's.
+_HAND_BACK = LuaScript(
+    lua("""
+local v = redis.call('GET', KEYS[1])
+if v ~= ARGV[1] and v ~= $CANCEL .. ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+""")
+)
+
 # KEYS: (live, stream) of each session. ARGV: lease_ms, retention_ms, then each session's run_id.
 # Extends the leases still held (and their streams' retention); returns a LeaseState per session.
 _RENEW = LuaScript(
@@ -573,6 +584,11 @@ class SessionStream:
             args=[run_id, self.maxlen, grace_ms, self.keys.session_id, _dump(end)],
         )
         return entry_id is not None
+
+    async def hand_back(self, *, run_id: str) -> bool:
+        """Let go of the durable run whose lease `run_id` (its token) holds, without ending it: another
+        worker resumes it. `False` if the lease was no longer held."""
+        return bool(await _HAND_BACK(self.redis, keys=[self.keys.live], args=[run_id]))
 
     async def renew(self, *, run_id: str, lease_ms: int) -> LeaseState:
         """Extend the lease of `run_id`; says whether it is still held and whether a cancel was asked."""

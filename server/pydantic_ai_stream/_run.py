@@ -74,9 +74,11 @@ async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: s
         save_error = await _end_cancelled(session, deps, e)
         raise AgxCanceledError("canceled") from save_error or e
     except asyncio.CancelledError as e:
-        # The task running us was cancelled (e.g. shutdown): keep what was done, tell listeners, go on.
-        await _end_cancelled(session, deps, RunCancelled.from_cancellation(e))
-        raise
+        live = deps.live_run
+        if live is None or not live.handing_back:
+            # The task running us was cancelled (e.g. shutdown): keep what was done, tell listeners, go on.
+            await _end_cancelled(session, deps, RunCancelled.from_cancellation(e))
+        raise  # handed back: another worker resumes the run, which ends and saves it
     except LeaseLostError:
         raise
     except Exception as e:

@@ -44,9 +44,9 @@ class Settings(BaseSettings):
     queue_wait: int = Field(default=3600, ge=1)
     """Seconds a run may wait for a worker (at most `stream_retention`); after that it is ended as lost."""
 
-    max_attempts: int = Field(default=3, ge=1, le=100)
-    """Times a queued run is started: after a worker dies mid-run, another resumes it until this many
-    attempts failed (then the run ends with `error` `run lost`)."""
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    """Times a queued run is started: after its worker dies mid-run (or hands it back on shutdown),
+    another resumes it until this many attempts (then the run ends with `error` `run lost`)."""
 
     def set_redis_prefix(self, prefix: str) -> None:
         """Set the first segment of every key (default `pyaix`)."""

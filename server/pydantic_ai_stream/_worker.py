@@ -51,8 +51,8 @@ def _default_name() -> str:
 class Worker:
     """Claims queued runs of `agents` and executes them, at most `concurrency` at once.
 
-    Use it as `async with Worker(runtime=..., agents=...)`: on exit it stops claiming and cancels the
-    runs still going (they end with `error` canceled + `end`); `drain(grace)` gives them time first.
+    Use it as `async with Worker(runtime=..., agents=...)`: on exit it stops claiming and hands the runs
+    still going back to the queue, where another worker resumes them; `drain(grace)` gives them time first.
     """
 
     runtime: Runtime
@@ -61,6 +61,8 @@ class Worker:
     name: str = field(default_factory=_default_name)
     """This worker's consumer name in the queue's group."""
     _runs: set[asyncio.Task[None]] = field(default_factory=set)
+    _live: dict[asyncio.Task[None], LiveRun] = field(default_factory=dict)
+    """The runs executing, by the task executing each."""
     _claimed: dict[str, Job] = field(default_factory=dict)
     """The jobs this worker holds, by id: it shows the queue it still works on them."""
     _claimer: asyncio.Task[None] | None = None
@@ -98,8 +100,9 @@ class Worker:
         self._claimer = asyncio.create_task(self._claim_loop())
         self._keeper = asyncio.create_task(self._keep_jobs())
 
-    async def drain(self, grace: float) -> None:
-        """Stop claiming, give the runs going `grace` seconds, then cancel the rest and wait for them."""
+    async def drain(self, grace: float, *, hand_back: bool = True) -> None:
+        """Stop claiming, give the runs going `grace` seconds, then hand the rest back to the queue (another
+        worker resumes each; with `hand_back=False`, cancel them: `error` canceled + `end`) and wait."""
         self._stopping = True
         self._slot_free.set()
         if self._claimer is not None:
@@ -110,6 +113,9 @@ class Worker:
         if self._runs:
             _, pending = await asyncio.wait(set(self._runs), timeout=grace)
             for task in pending:
+                live = self._live.get(task)
+                if hand_back and live is not None:
+                    live.handing_back = True
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         if self._keeper is not None:
@@ -190,11 +196,15 @@ class Worker:
     async def _execute(self, job: Job) -> None:
         runtime = self.runtime
         adopted = False
+        live = None
+        task = asyncio.current_task()
         try:
             keys = runtime.keys(scope_id=job.scope_id, user_id=job.user_id, session_id=job.session_id)
             live = await self._adopt(job, keys)
             adopted = True
             if live is not None:
+                if task is not None:
+                    self._live[task] = live
                 await self._run(job, live)
         except AgxCanceledError:
             pass
@@ -202,8 +212,12 @@ class Worker:
             logger.exception("run %s of session %r failed", job.run_id, job.session_id)
             adopted = True
         finally:
-            if adopted:  # else the worker stopped before it could adopt the run: another takes the job over
-                with contextlib.suppress(Exception):
+            if task is not None:
+                self._live.pop(task, None)
+            with contextlib.suppress(Exception):
+                if live is not None and live.handing_back:
+                    await asyncio.shield(runtime.queue.hand_back(self.name, job.id))
+                elif adopted:  # else the worker stopped before it could adopt the run: another takes it over
                     await asyncio.shield(runtime.queue.done(job.id))
             self._claimed.pop(job.id, None)
 

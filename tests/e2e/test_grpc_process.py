@@ -9,15 +9,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
 import pytest
 import trustme
+from redis.asyncio import Redis
 
-from pydantic_ai_stream import Settings
+from pydantic_ai_stream import Runtime, SessionHandle, Settings
+from pydantic_ai_stream._redis import Entry
 from pydantic_ai_stream._serve import ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, event_body
 from pydantic_ai_stream.v1 import stream_pb2 as pb
@@ -51,10 +53,12 @@ def _process(
 
 
 @contextmanager
-def serve_process(redis_url: str, prefix: str, *args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+def serve_process(
+    redis_url: str, prefix: str, *args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
     """`pydantic-ai-stream serve` on a free port; yields the process and its port once it serves."""
     command = [sys.executable, "-m", "pydantic_ai_stream", "serve", "--port", "0", *args]
-    env = {"REDIS_URL": redis_url, "PYDANTIC_AI_STREAM_REDIS_PREFIX": prefix}
+    env = {**(env or {}), "REDIS_URL": redis_url, "PYDANTIC_AI_STREAM_REDIS_PREFIX": prefix}
     with _process(command, env, r"serving \S+ on \S+:(\d+) ") as (proc, match):
         yield proc, int(match.group(1))
 
@@ -68,23 +72,36 @@ async def _until(events: AsyncIterator[pb.Event], predicate: object) -> list[pb.
     raise AssertionError(f"stream ended early: {seen}")
 
 
-async def test_sigterm_mid_run_cancels_after_the_grace_and_ends_streams(redis_url: str, settings: Settings) -> None:
-    with serve_process(
-        redis_url, settings.redis_prefix, "--agent", "stalling=grpc_agents:stalling", "--grace", "0.5"
-    ) as (proc, port):
-        async with StreamClient(f"127.0.0.1:{port}") as client:
-            await client.run("stalling", "s1", "go")
-            listening = client.listen("s1")
-            await _until(listening, lambda e: e.content_delta == "hard ")
-            proc.send_signal(signal.SIGTERM)
-            signalled = time.monotonic()
-            rest = await _until(listening, lambda e: e.type == pb.EVENT_TYPE_END)
-            assert [(e.type, event_body(e).get("msg")) for e in rest[-2:]] == [
-                (pb.EVENT_TYPE_ERROR, "canceled"),
-                (pb.EVENT_TYPE_END, None),
-            ]
-            assert 0.4 < time.monotonic() - signalled < 5
-        assert proc.wait(10) == 0
+async def test_sigterm_mid_run_hands_the_run_to_another_replica_after_the_grace(
+    redis: Redis, redis_url: str, settings: Settings
+) -> None:
+    settings.lease_ttl, settings.lease_renew_interval = 0.5, 0.1
+    short = {"PYDANTIC_AI_STREAM_LEASE_TTL": "0.5", "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.1"}
+    agent = ("--agent", "stalling=grpc_agents:stalling")
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        listening = handle.listen_entries(timeout=30)
+        with serve_process(redis_url, settings.redis_prefix, *agent, "--grace", "0.5", env=short) as (proc, port):
+            async with StreamClient(f"127.0.0.1:{port}") as client:
+                await client.run("stalling", "s1", "go")
+            await _until_entry(listening, lambda e: e.body.get("content_delta") == "hard ")
+            with worker_process(redis_url, settings.redis_prefix, *agent, env=short):
+                proc.send_signal(signal.SIGTERM)
+                signalled = time.monotonic()
+                marker = await _until_entry(listening, lambda e: e.body.get("event") == "resumed")
+                assert marker.body["attempt"] == 2
+                assert proc.wait(10) == 0
+                assert 0.4 < time.monotonic() - signalled < 10
+                await _until_entry(listening, lambda e: e.body.get("content_delta") == "hard ")  # the new attempt
+                assert await handle.cancel()
+                await _until_entry(listening, lambda e: e.type == "end")
+
+
+async def _until_entry(entries: AsyncIterator[Entry | None], predicate: Callable[[Entry], bool]) -> Entry:
+    async for entry in entries:
+        if entry is not None and predicate(entry):
+            return entry
+    raise AssertionError("the stream ended early")
 
 
 async def test_replicas_share_redis_run_on_one_listen_and_cancel_on_another(redis_url: str, settings: Settings) -> None:

@@ -1,5 +1,6 @@
-"""Crash recovery: a run whose worker dies (kill -9) or stalls past its lease (SIGSTOP) is resumed by
-another worker; listeners see one stream with a `resumed` marker, and the run's work is kept once."""
+"""Crash recovery: a run whose worker dies (kill -9), stalls past its lease (SIGSTOP) or is deployed away
+(SIGTERM) is resumed by another worker; listeners see one stream with a `resumed` marker, and the run's
+work is kept once."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def settings() -> Settings:
     return Settings(redis_prefix=f"t{uuid.uuid4().hex[:12]}", lease_ttl=0.5, lease_renew_interval=0.1)
 
 
-AGENT = ("--agent", "paced=grpc_agents:paced", "--no-demo")
+AGENT = ("--agent", "paced=grpc_agents:paced", "--no-demo", "--grace", "0.2")
 SHORT_LEASES = {"PYDANTIC_AI_STREAM_LEASE_TTL": "0.5", "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.1"}
 
 
@@ -66,7 +67,7 @@ async def _check_resumed_once(runtime: Runtime, entries: list[Entry]) -> None:
     assert part.content == FULL_TEXT
 
 
-@pytest.mark.parametrize("fault", ["kill", "pause"])
+@pytest.mark.parametrize("fault", ["kill", "pause", "deploy"])
 async def test_a_run_whose_worker_dies_or_stalls_mid_answer_is_resumed_by_another(
     redis: Redis, redis_url: str, settings: Settings, fault: str
 ) -> None:
@@ -76,7 +77,10 @@ async def test_a_run_whose_worker_dies_or_stalls_mid_answer_is_resumed_by_anothe
             await handle.submit(agent="paced", body={"user_prompt": "go"})
             listening = handle.listen_entries(timeout=30)
             seen = await _until_text(listening, "t5 ")
-            first.send_signal(signal.SIGKILL if fault == "kill" else signal.SIGSTOP)
+            signals = {"kill": signal.SIGKILL, "pause": signal.SIGSTOP, "deploy": signal.SIGTERM}
+            first.send_signal(signals[fault])
+            if fault == "deploy":  # it stops claiming, gives its run 0.2 s, hands it back and exits
+                assert await asyncio.to_thread(first.wait, 10) == 0
             async with Worker(runtime=runtime, agents={"paced": paced}):
                 seen += [entry async for entry in listening if entry is not None]
                 if fault == "pause":
