@@ -384,10 +384,11 @@ async def test_the_client_resumes_listening_when_its_server_goes_away(redis_url:
     assert [e.id for e in seen] == [e.id for e in full]
 
 
-async def test_many_listeners_cost_the_server_a_few_redis_connections(redis_url: str, settings: Settings) -> None:
+async def test_many_listeners_cost_the_server_a_few_redis_connections(
+    redis: Redis, redis_url: str, settings: Settings
+) -> None:
     named = f"{redis_url}{'&' if '?' in redis_url else '?'}client_name=pais-server"
     config = ServerSettings(redis_url=named, port=0, agents={"stalling": "grpc_agents:stalling"})
-    redis = Redis.from_url(redis_url)
     async with running_server(config, settings=settings) as server, _client(server, None) as client:
         sessions = [f"m{i}" for i in range(20)]
         for session in sessions:
@@ -397,12 +398,12 @@ async def test_many_listeners_cost_the_server_a_few_redis_connections(redis_url:
             await _first(events, lambda e: e.content_delta == "hard ")
         clients = await redis.client_list()
         held = sum(c.get("name") == "pais-server" for c in clients)
-        assert held <= config.redis_max_connections + 1, f"{held} connections for 200 listeners"
+        # The shared pool, the listeners' one shared reader and the worker's one blocking claim.
+        assert held <= config.redis_max_connections + 2, f"{held} connections for 200 listeners"
         for session in sessions:
             await client.cancel(session)
         for events in listens:
             await _first(events, lambda e: e.type == pb.EVENT_TYPE_END)
-    await redis.aclose()
 
 
 async def test_a_server_leaves_no_task_behind(redis_url: str, settings: Settings) -> None:
