@@ -217,7 +217,9 @@ class Worker:
             with contextlib.suppress(Exception):
                 if live is not None and live.handing_back:
                     await asyncio.shield(runtime.queue.hand_back(self.name, job.id))
-                elif adopted:  # else the worker stopped before it could adopt the run: another takes it over
+                elif adopted and not (live is not None and live.lost):
+                    # Not when the worker stopped before it could adopt the run (another takes the job over),
+                    # nor when it lost the run's lease (another worker resumed it and holds the job now).
                     await asyncio.shield(runtime.queue.done(job.id))
             self._claimed.pop(job.id, None)
 
