@@ -614,6 +614,10 @@ class SessionStream:
         value = await self.redis.get(self.keys.rollback)
         return value is not None and decode(value) == run_id
 
+    async def is_held(self) -> bool:
+        """Whether a run holds the live flag (queued, running, or being cancelled)."""
+        return bool(await self.redis.exists(self.keys.live))
+
     async def is_live(self) -> bool:
         """Whether a run holds the live flag and has not been asked to cancel."""
         value = await self.redis.get(self.keys.live)

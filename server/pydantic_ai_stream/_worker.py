@@ -201,7 +201,9 @@ class Worker:
         try:
             keys = runtime.keys(scope_id=job.scope_id, user_id=job.user_id, session_id=job.session_id)
             live = await self._adopt(job, keys)
-            adopted = True
+            # A job taken over from a worker that is alive after all (slow, not dead) is left to it: its
+            # next sign of life takes the job back.
+            adopted = live is not None or not await runtime.stream(keys).is_held()
             if live is not None:
                 if task is not None:
                     self._live[task] = live
