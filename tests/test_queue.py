@@ -42,7 +42,7 @@ async def test_a_submitted_run_is_queued_with_its_begin_and_claimed_once(redis: 
     assert await queue.claim(client=redis, consumer="w2", count=10, block_ms=1, wake=w2) == [], "claimed once"
     await queue.wake(w2)
     assert await queue.claim(client=redis, consumer="w2", count=10, block_ms=10_000, wake=w2) == [], "woken, no job"
-    await queue.release(job)
+    await queue.release(job.scope_id, job.member)
     assert await queue.depth(1) == 0
     await queue.done(job.id)
     assert await redis.xlen(queue.key) == 0

@@ -13,7 +13,7 @@ from ._errors import ListenTimeoutError, RunExistsError, SessionBusyError, Strea
 from ._keys import SessionKeys, cancel_channel
 from ._listen import listen
 from ._names import END
-from ._queue import Job, Submitted
+from ._queue import Submitted, queued_member
 from ._redis import ActiveRun, AsyncRedis, CancelState, Entry, SessionStream, active_members, active_sessions
 from ._runtime import Runtime
 
@@ -60,9 +60,7 @@ class SessionHandle:
         state, run_id = await self.stream.cancel(cancel_channel(self.runtime.settings.redis_prefix), rollback=rollback)
         if state is CancelState.ENDED:
             keys = self.keys
-            await self.runtime.queue.release(
-                Job(scope_id=keys.scope_id, user_id=keys.user_id, session_id=keys.session_id, run_id=run_id, agent="")
-            )
+            await self.runtime.queue.release(keys.scope_id, queued_member(keys.user_id, keys.session_id, run_id))
         return state is not CancelState.NONE
 
     async def submit(

@@ -26,7 +26,7 @@ from ._errors import QueueFullError, RunExistsError, SessionBusyError
 from ._keys import cancel_channel, check_id, queue_key, queued_key
 from ._redis import AsyncRedis, Enqueue, LuaScript, OpenState, SessionStream, decode, is_cluster, xread_entries_by_key
 
-__all__ = ["GROUP", "Job", "RunQueue", "Submitted"]
+__all__ = ["GROUP", "Job", "RunQueue", "Submitted", "queued_member"]
 
 GROUP = "workers"
 """The consumer group every worker claims jobs in."""
@@ -43,6 +43,11 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
 return 1
 """)
+
+
+def queued_member(user_id: int, session_id: str, run_id: str) -> str:
+    """A run in its scope's set of queued runs (ids cannot hold `:`)."""
+    return f"{user_id}:{session_id}:{run_id}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +67,7 @@ class Job:
     @property
     def member(self) -> str:
         """The run in its scope's queued set."""
-        return f"{self.user_id}:{self.session_id}:{self.run_id}"
+        return queued_member(self.user_id, self.session_id, self.run_id)
 
     def fields(self) -> dict[str, str]:
         return {
@@ -171,10 +176,10 @@ class RunQueue:
         try:
             state, begin_event_id = await open_run()
         except BaseException:
-            await self.release(job)
+            await self.release(job.scope_id, job.member)
             raise
         if state not in (OpenState.OPENED, OpenState.QUEUED):
-            await self.release(job)
+            await self.release(job.scope_id, job.member)
             return state, begin_event_id
         try:
             # Also for a retry of a queued run: its first job may not have been added.
@@ -183,7 +188,7 @@ class RunQueue:
             if state is OpenState.OPENED:  # no job would ever run it: end it rather than hold the session
                 with contextlib.suppress(Exception):
                     await stream.cancel(cancel_channel(self.prefix))
-                    await self.release(job)
+                    await self.release(job.scope_id, job.member)
             raise
         return state, begin_event_id
 
@@ -197,9 +202,10 @@ class RunQueue:
         if not int(counted):
             raise QueueFullError(job.scope_id, limit)
 
-    async def release(self, job: Job) -> None:
-        """The run no longer waits (a worker claimed it, or it was cancelled or refused)."""
-        await self.redis.zrem(queued_key(self.prefix, job.scope_id), job.member)
+    async def release(self, scope_id: int, member: str) -> None:
+        """The run `member` (see `queued_member`) no longer waits: a worker claimed it, or it was
+        cancelled or refused."""
+        await self.redis.zrem(queued_key(self.prefix, scope_id), member)
 
     async def depth(self, scope_id: int) -> int:
         """Runs of the scope waiting for a worker."""

@@ -33,7 +33,7 @@ from ._errors import (
     StreamNotFoundError,
 )
 from ._handle import BusyPolicy, SessionHandle, live_sessions
-from ._keys import check_id, excerpt
+from ._keys import excerpt
 from ._proto import ListenResponseCache
 from ._redis import AsyncRedis
 from ._runtime import Runtime
@@ -156,7 +156,6 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             if not self.accepting:
                 await _abort(context, grpc.StatusCode.UNAVAILABLE, "server is shutting down; retry on another replica")
             session = self._session(caller, request.session_id)
-            run_id = check_id("run_id", request.run_id) if request.run_id else None
             if (if_busy := _BUSY_POLICIES.get(request.if_busy)) is None:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown if_busy policy {request.if_busy}")
             options = await self._model_settings(request, context)
@@ -165,7 +164,7 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                     agent=request.agent,
                     body={"user_prompt": request.prompt},
                     options=options,
-                    run_id=run_id,
+                    run_id=request.run_id or None,
                     if_busy=if_busy,
                 )
             except RunExistsError as e:

@@ -232,7 +232,7 @@ class Worker:
         failures = 0
         while True:
             try:
-                await runtime.queue.release(job)
+                await runtime.queue.release(job.scope_id, job.member)
                 live = await LiveRun.adopt(runtime, keys, run_id=job.run_id)
                 if live is None:  # not queued: maybe running on a worker that died (a job taken over)
                     live = await LiveRun.recover(runtime, keys, run_id=job.run_id)
