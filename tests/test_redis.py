@@ -218,3 +218,37 @@ async def test_closing_a_durable_run_ends_its_durability(redis: Redis, runtime: 
     assert not await redis.exists(stream.keys.durable)
     assert await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000) is None
     assert begin_id
+
+
+async def test_a_checkpoint_is_fenced_by_the_attempts_lease_and_says_where_a_resumed_run_goes_on(
+    redis: Redis, runtime: Runtime
+) -> None:
+    stream = _stream(runtime)
+    await stream.open(run_id="r1", lease_ms=60_000, begin={"session_id": "s1", "run_id": "r1"}, nonce="n", queued=True)
+    assert await stream.adopt(run_id="r1", lease_ms=60_000, wait_ms=60_000) is not None
+    assert await stream.load_checkpoint("r1") is None
+    assert await stream.checkpoint(token="r1", run_id="r1", idx=0, kept=0, messages=[b'"a"', b'"b"'], ttl_ms=60_000)
+    assert await stream.checkpoint(token="r1", run_id="r1", idx=1, kept=2, messages=[b'"c"'], ttl_ms=60_000)
+    assert await stream.load_checkpoint("r1") == (1, [b'"a"', b'"b"', b'"c"'])
+    assert await stream.load_checkpoint("r0") is None, "another run's checkpoint is not this one's"
+    assert 0 < await redis.pttl(stream.keys.durable) <= 60_000, "a checkpoint keeps the run durable"
+    await redis.delete(stream.keys.live)  # the worker died
+    second = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000)
+    assert second is not None
+    marker = await redis.xrange(stream.keys.stream, min=second.marker_id, max=second.marker_id)
+    assert json.loads(marker[0][1][b"body"]) == {"idx": 1, "event": "resumed", "attempt": 2}, "from the checkpoint"
+    # The first attempt is refused; the second keeps what came before the point it rewrites from.
+    assert not await stream.checkpoint(token="r1", run_id="r1", idx=2, kept=3, messages=[b'"x"'], ttl_ms=60_000)
+    assert await stream.checkpoint(token="r1:2", run_id="r1", idx=1, kept=1, messages=[b'"d"'], ttl_ms=60_000)
+    assert await stream.load_checkpoint("r1") == (1, [b'"a"', b'"d"'])
+    assert await stream.close(run_id="r1:2", grace_ms=60_000, end={"run_id": "r1"})
+    assert not await redis.exists(stream.keys.checkpoint, stream.keys.checkpoint_msgs), "an ended run keeps none"
+
+    # A stale checkpoint of an earlier run of the session is replaced, not extended.
+    await stream.open(run_id="r2", lease_ms=60_000, begin={"session_id": "s1", "run_id": "r2"}, nonce="m", queued=True)
+    assert await stream.adopt(run_id="r2", lease_ms=60_000, wait_ms=60_000) is not None
+    await redis.hset(stream.keys.checkpoint, mapping={"run": "r1", "idx": 5, "count": 1})
+    await redis.rpush(stream.keys.checkpoint_msgs, b'"old"')
+    assert await stream.load_checkpoint("r2") is None
+    assert await stream.checkpoint(token="r2", run_id="r2", idx=0, kept=0, messages=[b'"new"'], ttl_ms=60_000)
+    assert await stream.load_checkpoint("r2") == (0, [b'"new"'])

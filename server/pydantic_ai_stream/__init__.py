@@ -16,12 +16,15 @@ from ._errors import (
 )
 from ._events import EventBody, EventBodyTypeAdapter, EventMapper, StoredNode, nodes_from_msgs
 from ._handle import SessionHandle, q
+from ._resume import RETRY_SAFE, UNKNOWN_OUTCOME
 from ._run import run, start_run
 from ._runtime import Runtime
 from ._session import RedisSession, Session
 from ._settings import Settings, settings
 
 __all__ = [
+    "RETRY_SAFE",
+    "UNKNOWN_OUTCOME",
     "AgxCanceledError",
     "CursorAheadError",
     "CursorExpiredError",

@@ -210,6 +210,16 @@ class EventMapper:
         """Body of `llm-end`: the model's response has streamed in full."""
         return {"idx": self.idx, "event": "llm-end"}
 
+    def replay(self, idx: int, response: ModelResponse) -> list[EventBody]:
+        """The events of node `idx` whose response is complete (a resumed run redoes the node from its tool
+        calls): `llm-begin`, each part complete as a `part_start`, `llm-end`."""
+        self.idx = idx
+        parts: list[EventBody] = [
+            {"idx": idx, "event": "part_start", "event_idx": i, **part_fields(part)}
+            for i, part in enumerate(response.parts)
+        ]
+        return [{"idx": idx, "event": "llm-begin"}, *parts, self.node_end()]
+
     def event(self, event: object) -> EventBody | None:
         """The body for one pydantic-ai stream event, or `None` for events that carry nothing to show."""
         idx = max(self.idx, 0)

@@ -99,6 +99,10 @@ class SessionKeys:
     durable: str
     """`<run id>:<attempt>` of the session's queued run while it is queued or running: a worker that
     finds its lease lapsed resumes it (and no listener ends it as lost meanwhile)."""
+    checkpoint: str
+    """A durable run's last checkpoint: its run id and the node it resumes from (a hash)."""
+    checkpoint_msgs: str
+    """The messages of that checkpoint, one JSON message per element (a list)."""
 
     @classmethod
     def build(
@@ -117,6 +121,8 @@ class SessionKeys:
             msgs=f"{stream}:msgs",
             rollback=f"{stream}:rollback",
             durable=f"{stream}:run",
+            checkpoint=f"{stream}:checkpoint",
+            checkpoint_msgs=f"{stream}:checkpoint:msgs",
         )
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic_ai import CancellationToken
+from pydantic_ai.messages import ModelMessage
 
 from ._errors import LeaseLostError, RunExistsError, SessionBusyError
 from ._events import EventMapper
@@ -16,6 +17,7 @@ from ._keys import SessionKeys, check_id
 from ._lease import Lease
 from ._names import EVENT, ORIGIN_PYDANTIC_AI
 from ._redis import OpenState, SessionStream
+from ._resume import Checkpoint, decode_messages, encode_messages
 from ._runtime import Runtime
 from ._writer import StreamWriter
 
@@ -42,6 +44,11 @@ class LiveRun:
     """Numbers the run's nodes and turns pydantic-ai events into bodies."""
     handing_back: bool = False
     """Its worker stops: the run is to be let go without an end, for another worker to resume."""
+    checkpoint_ttl_ms: int | None = None
+    """A durable run's (one from the run queue): how long its checkpoints are kept; `None`: not durable,
+    never checkpointed."""
+    kept: tuple[int, int] = (-1, 0)
+    """The node and the number of messages of its last checkpoint."""
 
     @classmethod
     async def open(
@@ -82,7 +89,9 @@ class LiveRun:
         begin = await cls._leased(runtime, lambda: stream.adopt(run_id=run_id, lease_ms=lease_ms, wait_ms=wait_ms))
         if begin is None:
             return None
-        return cls._held(runtime, stream, run_id=run_id, begin_event_id=begin.id, begin=begin.body)
+        return cls._held(
+            runtime, stream, run_id=run_id, begin_event_id=begin.id, begin=begin.body, checkpoint_ttl_ms=wait_ms
+        )
 
     @classmethod
     async def recover(cls, runtime: Runtime, keys: SessionKeys, *, run_id: str) -> LiveRun | None:
@@ -106,6 +115,7 @@ class LiveRun:
             lease_id=recovered.token,
             attempt=recovered.attempt,
             last_id=recovered.marker_id,
+            checkpoint_ttl_ms=wait_ms,
         )
 
     @staticmethod
@@ -134,6 +144,7 @@ class LiveRun:
         lease_id: str | None = None,
         attempt: int = 1,
         last_id: str | None = None,
+        checkpoint_ttl_ms: int | None = None,
     ) -> LiveRun:
         """The run whose lease was just taken, renewed by the runtime's keeper from now on."""
         lease_id = lease_id or run_id
@@ -150,12 +161,18 @@ class LiveRun:
             begin=begin,
             lease=lease,
             writer=writer,
+            checkpoint_ttl_ms=checkpoint_ttl_ms,
         )
 
     @property
     def token(self) -> CancellationToken:
         """The pydantic-ai token a cancel of this run (from any process) fires."""
         return self.lease.token
+
+    @property
+    def durable(self) -> bool:
+        """Whether the run came from the run queue: checkpointed, resumed by another worker if this one dies."""
+        return self.checkpoint_ttl_ms is not None
 
     @property
     def lost(self) -> bool:
@@ -183,6 +200,46 @@ class LiveRun:
         body = self.mapper.event(event)
         if body is not None:
             await self.add(EVENT, ORIGIN_PYDANTIC_AI, body)
+
+    async def checkpoint(self, idx: int, messages: Sequence[ModelMessage]) -> None:
+        """Keep a durable run's progress: it would resume from node `idx` with `messages` (the run's, after its
+        session's history). What it wrote so far is in the stream first; raises `LeaseLostError` if the
+        lease is lost (the checkpoint is refused). Does nothing for a run that is not durable."""
+        ttl_ms = self.checkpoint_ttl_ms
+        if ttl_ms is None or self.kept == (idx, len(messages)):
+            return
+        await self.flush()
+        kept = min(self.kept[1], len(messages))
+        done = await self.lease.stream.checkpoint(
+            token=self.lease_id,
+            run_id=self.run_id,
+            idx=idx,
+            kept=kept,
+            messages=encode_messages(messages[kept:]),
+            ttl_ms=ttl_ms,
+        )
+        if not done:
+            self.lease.lost = True
+            raise LeaseLostError(f"run {self.lease_id} no longer holds its session: its checkpoint was refused")
+        self.kept = (idx, len(messages))
+
+    async def resume(self) -> Checkpoint | None:
+        """Where a resumed run goes on: its last checkpoint, or `None` (a first attempt, or none was taken:
+        it starts over). When the run stopped while tools ran, their node is redone from its response,
+        re-sent complete here; node numbers go on from the checkpoint's."""
+        if self.attempt == 1:
+            return None
+        loaded = await self.lease.stream.load_checkpoint(self.run_id)
+        if loaded is None:
+            return None
+        idx, items = loaded
+        checkpoint = Checkpoint(idx=idx, messages=decode_messages(items))
+        self.kept = (idx, len(checkpoint.messages))
+        self.mapper.idx = idx - 1
+        if (response := checkpoint.interrupted) is not None:
+            for body in self.mapper.replay(idx, response):
+                await self.add(EVENT, ORIGIN_PYDANTIC_AI, body)
+        return checkpoint
 
     async def flush(self) -> None:
         """Wait until every entry added so far is in Redis."""

@@ -66,7 +66,7 @@ class LuaScript:
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
 
-    async def __call__(self, redis: AsyncRedis, *, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+    async def __call__(self, redis: AsyncRedis, *, keys: Sequence[str], args: Sequence[str | int | bytes]) -> Any:
         try:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
         except NoScriptError:  # a restarted server (or another node) has not seen it yet
@@ -159,8 +159,9 @@ return results
 """)
 )
 
-# KEYS: live, stream, active, durable. ARGV: run_id (the lease's token), maxlen, grace_ms, session_id, end body.
-# Returns the id of `end`, also to a re-sent copy of the call that wrote it; false if the lease was lost.
+# KEYS: live, stream, active, durable, checkpoint, checkpoint messages. ARGV: run_id (the lease's token), maxlen,
+# grace_ms, session_id, end body. Returns the id of `end`, also to a re-sent copy of the call that wrote it;
+# false if the lease was lost.
 _CLOSE = LuaScript(
     lua("""
 local v = redis.call('GET', KEYS[1])
@@ -179,7 +180,7 @@ if v ~= ARGV[1] and v ~= $CANCEL .. ARGV[1] then
 end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
   'type', $END, 'origin', $ORIGIN, 'body', ARGV[5])
-redis.call('DEL', KEYS[1], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[4], KEYS[5], KEYS[6])
 redis.call('ZREM', KEYS[3], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return id
@@ -194,6 +195,40 @@ local v = redis.call('GET', KEYS[1])
 if v ~= ARGV[1] and v ~= $CANCEL .. ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 return 1
+""")
+)
+
+# KEYS: live, checkpoint, checkpoint messages, durable. ARGV: the lease's token, run_id, the node the run would
+# resume from, ttl_ms, how many messages the last checkpoint kept, then the messages after those (JSON).
+# Keeps a durable run's progress, fenced by its lease: returns 1, or 0 if the lease is not this token's.
+_CHECKPOINT = LuaScript(
+    lua("""
+local v = redis.call('GET', KEYS[1])
+if v ~= ARGV[1] and v ~= $CANCEL .. ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[2], 'run') ~= ARGV[2] then
+  redis.call('DEL', KEYS[3])
+  redis.call('HSET', KEYS[2], 'run', ARGV[2])
+end
+local kept = tonumber(ARGV[5])
+if redis.call('LLEN', KEYS[3]) > kept then redis.call('LTRIM', KEYS[3], 0, kept - 1) end
+if #ARGV > 5 then redis.call('RPUSH', KEYS[3], unpack(ARGV, 6)) end
+redis.call('HSET', KEYS[2], 'idx', ARGV[3], 'count', kept + #ARGV - 5)
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+redis.call('PEXPIRE', KEYS[4], ARGV[4])
+return 1
+""")
+)
+
+# KEYS: checkpoint, checkpoint messages. ARGV: run_id. Returns {idx, messages...} of the run's last
+# checkpoint, or {} if it has none.
+_LOAD_CHECKPOINT = LuaScript(
+    lua("""
+local c = redis.call('HMGET', KEYS[1], 'run', 'idx', 'count')
+if c[1] ~= ARGV[1] then return {} end
+local reply = {c[2]}
+for _, m in ipairs(redis.call('LRANGE', KEYS[2], 0, tonumber(c[3]) - 1)) do reply[#reply + 1] = m end
+return reply
 """)
 )
 
@@ -260,10 +295,11 @@ return {first[1], body}
 """)
 )
 
-# KEYS: live, stream, active, durable. ARGV: run_id, lease_ms, max attempts, maxlen, retention_ms, session_id,
-# wait_ms, the error body of a run out of attempts. A worker takes over a durable run whose worker's lease
-# lapsed: the flag becomes `<run id>:<attempt>` (the old attempt's writes are refused from now on) and a
-# `resumed` event marks where the stream goes on. Returns {attempt, begin id, begin body, marker id}; {0}
+# KEYS: live, stream, active, durable, checkpoint, checkpoint messages. ARGV: run_id, lease_ms, max attempts,
+# maxlen, retention_ms, session_id, wait_ms, the error body of a run out of attempts. A worker takes over a
+# durable run whose worker's lease lapsed: the flag becomes `<run id>:<attempt>` (the old attempt's writes
+# are refused from now on) and a `resumed` event marks where the stream goes on: the node of the run's
+# last checkpoint (0 without one). Returns {attempt, begin id, begin body, marker id}; {0}
 # if there is nothing to resume (the run ended, or its worker still holds it; out of attempts, it is
 # ended with `error` + `end`).
 _RECOVER = LuaScript(
@@ -282,7 +318,7 @@ if last then
   end
 end
 if ended then
-  redis.call('DEL', KEYS[4])
+  redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
   return {0}
 end
 local attempt = tonumber(string.sub(d, sep + 1)) + 1
@@ -290,7 +326,7 @@ if attempt > tonumber(ARGV[3]) then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', $ERROR, 'origin', $ORIGIN, 'body', ARGV[8])
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', $END, 'origin', $ORIGIN,
     'body', cjson.encode({run_id = ARGV[1]}))
-  redis.call('DEL', KEYS[4])
+  redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
   redis.call('ZREM', KEYS[3], ARGV[6])
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
   return {0}
@@ -298,8 +334,11 @@ end
 local token = ARGV[1] .. ':' .. attempt
 redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
 redis.call('SET', KEYS[4], token, 'PX', ARGV[7])
+local checkpoint = redis.call('HMGET', KEYS[5], 'run', 'idx')
+local idx = 0
+if checkpoint[1] == ARGV[1] then idx = tonumber(checkpoint[2]) end
 local marker = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', $EVENT, 'origin', $ORIGIN,
-  'body', '{"idx":0,"event":"resumed","attempt":' .. attempt .. '}')
+  'body', '{"idx":' .. idx .. ',"event":"resumed","attempt":' .. attempt .. '}')
 local body = '{}'
 for f = 1, #first[2], 2 do
   if first[2][f] == 'body' then body = first[2][f + 1] end
@@ -538,7 +577,7 @@ class SessionStream:
         `enqueue`: its job is added to the run queue in the same step (not on a Redis Cluster).
         """
         own = _dump({"session_id": self.keys.session_id, "run_id": run_id})[:-1]
-        keys = [self.keys.live, self.keys.stream, self.keys.active, self.keys.durable]
+        keys = list(_run_keys(self.keys))
         args: list[str | int] = [run_id, lease_ms, self.keys.session_id, int(time.time() * 1000), self.maxlen,
                                  self.retention_ms, _dump(begin), own, nonce, "1" if queued else "0"]  # fmt: skip
         if enqueue is not None:
@@ -564,7 +603,7 @@ class SessionStream:
         keys = self.keys
         reply = await _RECOVER(
             self.redis,
-            keys=[keys.live, keys.stream, keys.active, keys.durable],
+            keys=[*_run_keys(keys), keys.checkpoint, keys.checkpoint_msgs],
             args=[run_id, lease_ms, max_attempts, self.maxlen, self.retention_ms, keys.session_id, wait_ms,
                   _dump({"msg": "run lost", "reason": f"{max_attempts} attempts failed"})],
         )  # fmt: skip
@@ -580,7 +619,7 @@ class SessionStream:
         """Write `end`, release the live flag and keep the stream `grace_ms`; `False` if the lease was lost."""
         entry_id = await _CLOSE(
             self.redis,
-            keys=[self.keys.live, self.keys.stream, self.keys.active, self.keys.durable],
+            keys=[*_run_keys(self.keys), self.keys.checkpoint, self.keys.checkpoint_msgs],
             args=[run_id, self.maxlen, grace_ms, self.keys.session_id, _dump(end)],
         )
         return entry_id is not None
@@ -589,6 +628,28 @@ class SessionStream:
         """Let go of the durable run whose lease `run_id` (its token) holds, without ending it: another
         worker resumes it. `False` if the lease was no longer held."""
         return bool(await _HAND_BACK(self.redis, keys=[self.keys.live], args=[run_id]))
+
+    async def checkpoint(
+        self, *, token: str, run_id: str, idx: int, kept: int, messages: Sequence[bytes], ttl_ms: int
+    ) -> bool:
+        """Keep the durable run's progress: it resumes from node `idx` with the messages of its last
+        checkpoint up to `kept`, then `messages` (each one message's JSON). `False` if the lease `token`
+        is not held (the checkpoint is refused)."""
+        keys = self.keys
+        done = await _CHECKPOINT(
+            self.redis,
+            keys=[keys.live, keys.checkpoint, keys.checkpoint_msgs, keys.durable],
+            args=[token, run_id, idx, ttl_ms, kept, *messages],
+        )
+        return bool(done)
+
+    async def load_checkpoint(self, run_id: str) -> tuple[int, list[bytes]] | None:
+        """The node the run resumes from and its messages (each one's JSON), or `None` without a checkpoint."""
+        keys = [self.keys.checkpoint, self.keys.checkpoint_msgs]
+        reply = await _LOAD_CHECKPOINT(self.redis, keys=keys, args=[run_id])
+        if not reply:
+            return None
+        return int(reply[0]), [m if isinstance(m, bytes) else str(m).encode() for m in reply[1:]]
 
     async def renew(self, *, run_id: str, lease_ms: int) -> LeaseState:
         """Extend the lease of `run_id`; says whether it is still held and whether a cancel was asked."""
@@ -731,14 +792,13 @@ async def reap_many(redis: AsyncRedis, streams: Sequence[SessionStream], *, grac
     return await _per_slot(redis, streams, lambda part: _reap(redis, part, grace_ms=grace_ms))
 
 
-def _reap_keys(keys: SessionKeys) -> tuple[str, str, str, str]:
+def _run_keys(keys: SessionKeys) -> tuple[str, str, str, str]:
+    """The keys a run's start and end touch: live flag, stream, active set, durable key."""
     return keys.live, keys.stream, keys.active, keys.durable
 
 
 async def _reap(redis: AsyncRedis, streams: Sequence[SessionStream], *, grace_ms: int) -> list[bool]:
-    keys = [
-        k for stream in streams for k in (stream.keys.live, stream.keys.stream, stream.keys.active, stream.keys.durable)
-    ]
+    keys = [k for stream in streams for k in _run_keys(stream.keys)]
     body = _dump({"msg": "run lost", "reason": "lease expired"})
     args: list[str | int] = [streams[0].maxlen, grace_ms, body, *(stream.keys.session_id for stream in streams)]
     done = await _REAP(redis, keys=keys, args=args)

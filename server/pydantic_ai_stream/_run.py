@@ -46,38 +46,59 @@ async def start_run(
 
 
 async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str, deps: Deps, **kwargs: Any) -> None:
-    """The rest of `run` once `deps` holds the run (`start()`, or a run adopted from the queue)."""
+    """The rest of `run` once `deps` holds the run (`start()`, or a run adopted from the queue).
+
+    A durable run (one from the run queue) is checkpointed as it goes; resumed by another worker, it goes
+    on from its last checkpoint (see `_resume`).
+    """
+    live = deps.live_run
+    before: list[ModelMessage] = []  # the run's messages from its earlier attempts (its last checkpoint)
     try:
         await session.load()
+        history = list(session.msgs)
+        resumed = await live.resume() if live is not None else None
+        prompt: str | None = user_prompt
+        if resumed is not None:
+            prompt, before = None, resumed.messages
+            kwargs.setdefault("deferred_tool_results", resumed.tool_results(agent))
         kwargs.setdefault("conversation_id", deps.session_id)
-        kwargs.setdefault("run_id", deps.run_id)
+        # pydantic-ai's run id is unique per attempt: a resumed run's history holds its earlier attempts'.
+        kwargs.setdefault("run_id", live.lease_id if live is not None else deps.run_id)
         async with agent.iter(
-            user_prompt,
+            prompt,
             deps=deps,
-            message_history=session.msgs,
+            message_history=[*history, *before],
             cancellation_token=deps.cancellation_token,
             **kwargs,
         ) as agent_run:
+            tools_ran = False
             async for node in agent_run:
                 if Agent.is_model_request_node(node):
+                    if tools_ran and live is not None and live.durable:
+                        # The previous node's tool returns are in: resume with this request.
+                        await live.checkpoint(live.mapper.idx + 1, [*before, *agent_run.new_messages(), node.request])
                     await deps.add_node_begin(node)
                     async with node.stream(agent_run.ctx) as model_events:
                         async for event in model_events:
                             await deps.add_node_event(event)
                     await deps.add_node_end()
                 elif Agent.is_call_tools_node(node):
+                    if node.model_response.tool_calls and live is not None and live.durable:
+                        # The response is in: resume with its tool calls.
+                        await live.checkpoint(live.mapper.idx, [*before, *agent_run.new_messages()])
                     async with node.stream(agent_run.ctx) as tool_events:
                         async for event in tool_events:
                             await deps.add_node_event(event)
-        await _save(session, deps, agent_run.new_messages())
+                    tools_ran = True
+        await _save(session, deps, [*before, *agent_run.new_messages()])
     except RunCancelled as e:
-        save_error = await _end_cancelled(session, deps, e)
+        save_error = await _end_cancelled(session, deps, [*before, *e.new_messages()])
         raise AgxCanceledError("canceled") from save_error or e
     except asyncio.CancelledError as e:
-        live = deps.live_run
         if live is None or not live.handing_back:
             # The task running us was cancelled (e.g. shutdown): keep what was done, tell listeners, go on.
-            await _end_cancelled(session, deps, RunCancelled.from_cancellation(e))
+            partial = RunCancelled.from_cancellation(e)
+            await _end_cancelled(session, deps, None if partial is None else [*before, *partial.new_messages()])
         raise  # handed back: another worker resumes the run, which ends and saves it
     except LeaseLostError:
         raise
@@ -99,7 +120,7 @@ async def _save(session: Session, deps: Deps, new_messages: Sequence[ModelMessag
     await session.save()
 
 
-async def _end_cancelled(session: Session, deps: Deps, partial: RunCancelled | None) -> Exception | None:
+async def _end_cancelled(session: Session, deps: Deps, partial: Sequence[ModelMessage] | None) -> Exception | None:
     """Save a cancelled run's partial conversation (unless it is rolled back), then tell listeners it was
     cancelled and whether the save failed; a failed save's error is returned, not raised: the cancel is
     how the run ended."""
@@ -107,7 +128,7 @@ async def _end_cancelled(session: Session, deps: Deps, partial: RunCancelled | N
     rolled_back = await _rolled_back(deps)
     if partial is not None and not rolled_back:
         try:
-            await _save(session, deps, partial.new_messages())
+            await _save(session, deps, partial)
         except Exception as e:
             logger.warning("run %s was cancelled and its conversation could not be saved: %s", deps.run_id, e)
             save_error = e

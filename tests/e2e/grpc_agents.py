@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from pydantic_ai import Agent, ModelRetry
-from pydantic_ai.messages import ModelMessage
-from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
+from pydantic_ai_stream import RETRY_SAFE
 from support import scripted_model
 
 # Streams two tokens, then waits forever: a run that is live until cancelled.
@@ -41,3 +44,52 @@ async def _paced(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator
 PACED_TOKENS = 40
 # Streams forty tokens, one every 50 ms: long enough to kill or pause its worker mid-answer.
 paced = Agent(FunctionModel(stream_function=_paced), name="paced")
+
+
+# Two nodes: a text part and two tool calls, `book` (not safe to retry) and `lookup` (safe to retry); then
+# forty paced tokens. The tools count their calls in files under $TEST_TOOL_MARKS (across processes);
+# while a file `hang-lookup` is there, the first `lookup` hangs: its worker can be killed mid-tool-call.
+STEPS_TEXT = "Checking. "
+
+
+def _marks() -> Path:
+    return Path(os.environ["TEST_TOOL_MARKS"])
+
+
+def tool_calls(name: str) -> int:
+    """How many times the `steps` agent's tool `name` was called."""
+    return len(list(_marks().glob(f"{name}.*")))
+
+
+def _mark(name: str) -> int:
+    n = tool_calls(name) + 1
+    (_marks() / f"{name}.{n}").touch()
+    return n
+
+
+async def _steps(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+    if not any(isinstance(m, ModelResponse) for m in messages):
+        yield STEPS_TEXT
+        yield {
+            0: DeltaToolCall(name="book", json_args='{"what": "table"}', tool_call_id="book-1"),
+            1: DeltaToolCall(name="lookup", json_args='{"what": "menu"}', tool_call_id="lookup-1"),
+        }
+        return
+    async for token in _paced(messages, info):
+        yield token
+
+
+steps = Agent(FunctionModel(stream_function=_steps), name="steps")
+
+
+@steps.tool_plain
+def book(what: str) -> str:
+    _mark("book")
+    return f"booked a {what}"
+
+
+@steps.tool_plain(metadata={RETRY_SAFE: True})
+async def lookup(what: str) -> str:
+    if _mark("lookup") == 1 and (_marks() / "hang-lookup").exists():
+        await asyncio.sleep(60)  # its worker is killed meanwhile
+    return f"{what}: soup"

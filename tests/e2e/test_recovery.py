@@ -7,15 +7,19 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
-from grpc_agents import PACED_TOKENS, paced
-from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart
-from redis.asyncio import Redis
+from grpc_agents import PACED_TOKENS, STEPS_TEXT, paced, steps, tool_calls
+from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
+from redis.asyncio import Redis, RedisCluster
 from test_grpc_process import worker_process
 
-from pydantic_ai_stream import RedisSession, Runtime, SessionHandle, Settings
+from conftest import RedisServer
+from pydantic_ai_stream import UNKNOWN_OUTCOME, RedisSession, Runtime, SessionHandle, Settings
 from pydantic_ai_stream._redis import Entry
 from pydantic_ai_stream._worker import Worker
 
@@ -98,3 +102,162 @@ def _logged(proc: subprocess.Popen[str], text: str) -> None:
         if text in line:
             return
     raise AssertionError(f"the process ended without logging {text!r}")
+
+
+STEPS = ("--agent", "steps=grpc_agents:steps", "--no-demo", "--grace", "0.2")
+
+
+@pytest.fixture
+def marks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the `steps` agent's tools count their calls, in this process and in the worker processes."""
+    monkeypatch.setenv("TEST_TOOL_MARKS", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def target(request: pytest.FixtureRequest) -> tuple[str, bool]:
+    """A plain Redis or the 3-master Redis Cluster: its URL, and whether it is the cluster."""
+    cluster = request.param == "cluster"
+    return request.getfixturevalue("cluster_url" if cluster else "redis_url"), cluster
+
+
+async def _until(entries: AsyncIterator[Entry | None], done: Callable[[Entry], bool]) -> list[Entry]:
+    seen = []
+    async for entry in entries:
+        if entry is not None:
+            seen.append(entry)
+            if done(entry):
+                return seen
+    raise AssertionError("the stream ended first")
+
+
+async def _file(path: Path, timeout: float = 10.0) -> None:
+    """Wait until `path` exists (a tool in another process got there)."""
+    deadline = time.monotonic() + timeout
+    while not await asyncio.to_thread(path.exists):
+        assert time.monotonic() < deadline, f"{path.name} did not appear"
+        await asyncio.sleep(0.01)  # polling a file: what another process does shows only there
+
+
+async def _steps_killed(
+    target: tuple[str, bool],
+    settings: Settings,
+    marks: Path,
+    until: Callable[[AsyncIterator[Entry | None]], Any],
+) -> tuple[list[Entry], list[dict[str, Any]], list[Any]]:
+    """Run `steps` on a worker process, kill -9 it once `until` returns, let an in-process worker resume the
+    run; the stream (checked: what a listener got), the bodies after the marker, the stored conversation."""
+    url, cluster = target
+    redis = await RedisCluster.from_url(url).initialize() if cluster else Redis.from_url(url)
+    options = ("--redis-cluster",) if cluster else ()
+    async with redis, Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        env = {**SHORT_LEASES, "TEST_TOOL_MARKS": str(marks)}
+        with worker_process(url, settings.redis_prefix, *STEPS, *options, env=env) as first:
+            await handle.submit(agent="steps", body={"user_prompt": "go"})
+            listening = handle.listen_entries(timeout=30)
+            seen = await until(listening)
+            first.kill()
+            async with Worker(runtime=runtime, agents={"steps": steps}):
+                seen += [entry async for entry in listening if entry is not None]
+        entries = await runtime.stream(handle.keys).read_range(after="0-0", count=10_000)
+        assert [e.id for e in seen] == [e.id for e in entries], "the listener got the stream as it is"
+        assert [e.type for e in entries if e.type != "event"] == ["begin", "end"]
+        [marker] = [i for i, e in enumerate(entries) if e.body.get("event") == "resumed"]
+        assert (entries[marker].origin, entries[marker].body["attempt"]) == ("pydantic-ai-stream", 2)
+        after = [e.body for e in entries[marker:] if e.type == "event"]
+        session = RedisSession(redis=runtime.redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+        await session.load()
+        return entries, after, session.msgs
+
+
+def _conversation(msgs: list[Any]) -> list[tuple[str, list[tuple[str, Any]]]]:
+    """The stored conversation as (message kind, [(part kind, what it says)])."""
+
+    def said(part: Any) -> Any:
+        if isinstance(part, ToolCallPart):
+            return part.tool_name
+        if isinstance(part, ToolReturnPart):
+            return (part.tool_name, part.content)
+        return getattr(part, "content", None)
+
+    return [(m.kind, [(p.part_kind, said(p)) for p in m.parts]) for m in msgs]
+
+
+async def test_a_run_killed_mid_tool_call_redoes_the_node_from_its_response_and_reruns_only_safe_tools(
+    target: tuple[str, bool], settings: Settings, marks: Path
+) -> None:
+    (marks / "hang-lookup").touch()
+
+    async def in_lookup(listening: AsyncIterator[Entry | None]) -> list[Entry]:
+        seen = await _until(listening, lambda e: e.body.get("event") == "llm-end")
+        await _file(marks / "lookup.1")  # the first worker is inside the tool
+        return seen
+
+    entries, after, msgs = await _steps_killed(target, settings, marks, in_lookup)
+    assert after[0] == {"idx": 0, "event": "resumed", "attempt": 2}, "node 0 is redone: its tools were running"
+    # Node 0 is re-sent from its checkpointed response, complete, then its tools' returns, then node 1.
+    assert [(b["event"], b["idx"], b.get("part_kind")) for b in after[1:5]] == [
+        ("llm-begin", 0, None),
+        ("part_start", 0, "text"),
+        ("part_start", 0, "tool-call"),
+        ("part_start", 0, "tool-call"),
+    ]
+    assert after[2]["content"] == STEPS_TEXT
+    returns = {b["tool_name"]: b["content"] for b in after if b.get("part_kind") == "tool-return"}
+    assert returns == {"book": UNKNOWN_OUTCOME, "lookup": "menu: soup"}, "only the tool safe to retry ran again"
+    assert tool_calls("lookup") == 2
+    assert _text([e for e in entries if e.body.get("idx") == 1]) == FULL_TEXT
+    assert _conversation(msgs) == [
+        ("request", [("user-prompt", "go")]),
+        ("response", [("text", STEPS_TEXT), ("tool-call", "book"), ("tool-call", "lookup")]),
+        ("request", [("tool-return", ("book", UNKNOWN_OUTCOME)), ("tool-return", ("lookup", "menu: soup"))]),
+        ("response", [("text", FULL_TEXT)]),
+    ], "every finished step once"
+
+
+async def test_a_run_killed_mid_answer_after_its_tools_redoes_only_that_node(
+    target: tuple[str, bool], settings: Settings, marks: Path
+) -> None:
+    async def mid_answer(listening: AsyncIterator[Entry | None]) -> list[Entry]:
+        return await _until(listening, lambda e: e.body.get("content_delta") == "t5 ")
+
+    entries, after, msgs = await _steps_killed(target, settings, marks, mid_answer)
+    assert after[0] == {"idx": 1, "event": "resumed", "attempt": 2}, "resumed from node 1's request"
+    assert {b["idx"] for b in after} == {1}, "node 0 is not redone"
+    assert (tool_calls("book"), tool_calls("lookup")) == (1, 1), "no tool ran again"
+    marker = next(i for i, e in enumerate(entries) if e.body.get("event") == "resumed")
+    assert _text(entries[marker:]) == FULL_TEXT
+    assert _conversation(msgs) == [
+        ("request", [("user-prompt", "go")]),
+        ("response", [("text", STEPS_TEXT), ("tool-call", "book"), ("tool-call", "lookup")]),
+        ("request", [("tool-return", ("book", "booked a table")), ("tool-return", ("lookup", "menu: soup"))]),
+        ("response", [("text", FULL_TEXT)]),
+    ], "every finished step once"
+
+
+async def test_a_redis_stall_longer_than_the_lease_mid_run_loses_no_run(
+    redis_server: RedisServer, settings: Settings
+) -> None:
+    """`DEBUG SLEEP 5` freezes Redis mid-answer, ten times the lease: the run completes (continued, or resumed
+    by the same worker once it sees the lease gone) with one `begin`, one `end`, its answer whole and kept."""
+    async with (
+        Redis.from_url(redis_server.url) as redis,
+        Redis.from_url(redis_server.url, socket_timeout=30) as admin,
+        Runtime(redis=redis, settings=settings) as runtime,
+        Worker(runtime=runtime, agents={"paced": paced}),
+    ):
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        await handle.submit(agent="paced", body={"user_prompt": "go"})
+        listening = handle.listen_entries(timeout=30)
+        seen = await _until_text(listening, "t5 ")
+        await admin.execute_command("DEBUG", "SLEEP", 5)
+        seen += [entry async for entry in listening if entry is not None]
+        entries = await runtime.stream(handle.keys).read_range(after="0-0", count=10_000)
+        assert [e.id for e in seen] == [e.id for e in entries]
+        assert [e.type for e in entries if e.type != "event"] == ["begin", "end"], [e.body for e in entries]
+        markers = [i for i, e in enumerate(entries) if e.body.get("event") == "resumed"]
+        assert _text(entries[markers[-1] + 1 if markers else 0 :]) == FULL_TEXT
+        session = RedisSession(redis=runtime.redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+        await session.load()
+        assert [type(m) for m in session.msgs] == [ModelRequest, ModelResponse]

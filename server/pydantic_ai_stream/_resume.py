@@ -1,0 +1,104 @@
+"""How a durable run goes on after its worker died: from its last checkpoint, by the tool rule (no I/O).
+
+A durable run is checkpointed before each model request it makes after its first (its history then ends
+in the previous node's tool returns) and after each model response that calls tools (its history ends in
+those calls, about to run). A resumed run goes on from the last one with the public pydantic-ai API,
+`agent.iter(None, message_history=...)`. A checkpoint taken after a response means the crash came while
+its tool calls ran: their outcome is unknown. A call of a tool marked safe to retry runs again; any other
+gets a tool return saying its outcome is unknown, and the model decides what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter
+from pydantic_ai.agent import AbstractAgent
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelResponse
+from pydantic_ai.tools import DeferredToolResults
+from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
+
+__all__ = ["RETRY_SAFE", "UNKNOWN_OUTCOME", "Checkpoint", "decode_messages", "encode_messages", "retry_safe_tools"]
+
+RETRY_SAFE = "retry_safe"
+"""The tool metadata key that marks a tool safe to run again after a crash left a call of it with an unknown
+outcome: `@agent.tool(metadata={"retry_safe": True})`. Mark only tools whose repeated call does no harm
+(reads, idempotent writes)."""
+
+UNKNOWN_OUTCOME = (
+    "The outcome of this tool call is unknown: the process running it stopped before it reported back. "
+    "It was not run again, because it is not marked safe to retry; it may or may not have taken effect."
+)
+"""The tool return a resumed run gives the model for a call that may have run and is not safe to retry."""
+
+_MessageTypeAdapter: TypeAdapter[ModelMessage] = TypeAdapter(ModelMessage)
+
+
+def encode_messages(messages: Sequence[ModelMessage]) -> list[bytes]:
+    """Each message's JSON, as a checkpoint keeps them."""
+    return [_MessageTypeAdapter.dump_json(message) for message in messages]
+
+
+def decode_messages(items: Sequence[bytes]) -> list[ModelMessage]:
+    """The messages `encode_messages` encoded."""
+    return ModelMessagesTypeAdapter.validate_json(b"[" + b",".join(items) + b"]")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where a durable run resumes: node `idx`, with the run's `messages` so far (after its session's history)."""
+
+    idx: int
+    messages: list[ModelMessage]
+
+    @property
+    def interrupted(self) -> ModelResponse | None:
+        """The response whose tool calls were running when the run stopped (node `idx`'s, redone from its
+        tool calls), or `None` when the run resumes with a model request."""
+        last = self.messages[-1] if self.messages else None
+        return last if isinstance(last, ModelResponse) and last.tool_calls else None
+
+    def tool_results(self, agent: AbstractAgent[Any, Any]) -> DeferredToolResults | None:
+        """What a resumed run does with the interrupted calls: run again those of tools safe to retry (and of
+        output tools, which the run ends with), answer the others with `UNKNOWN_OUTCOME`."""
+        response = self.interrupted
+        if response is None:
+            return None
+        rerun = retry_safe_tools(agent) | _output_tools(agent)
+        results = DeferredToolResults()
+        for call in response.tool_calls:
+            if call.tool_name in rerun:
+                results.approvals[call.tool_call_id] = True
+            else:
+                results.calls[call.tool_call_id] = UNKNOWN_OUTCOME
+        return results
+
+
+def retry_safe_tools(agent: AbstractAgent[Any, Any]) -> set[str]:
+    """The names of the agent's tools marked safe to retry (`RETRY_SAFE` in their metadata)."""
+    return {name for name, metadata in _function_tools(agent).items() if metadata.get(RETRY_SAFE) is True}
+
+
+def _function_tools(agent: AbstractAgent[Any, Any]) -> dict[str, dict[str, Any]]:
+    """The agent's function tools (those registered on it or in its function toolsets), by name, with their
+    metadata. Tools of other toolsets (MCP servers, ...) count as not safe to retry."""
+    tools: dict[str, dict[str, Any]] = {}
+
+    def visit(toolset: AbstractToolset[Any]) -> None:
+        if isinstance(toolset, FunctionToolset):
+            for name, tool in toolset.tools.items():
+                tools[name] = tool.metadata or {}
+
+    for toolset in agent.toolsets:
+        toolset.apply(visit)
+    return tools
+
+
+def _output_tools(agent: AbstractAgent[Any, Any]) -> set[str]:
+    """The names of the agent's output tools. pydantic-ai has no public way to list them; an agent whose
+    output tools cannot be found here has their calls answered as unknown, and the model calls them again."""
+    toolset = getattr(agent, "_output_toolset", None)
+    processors = getattr(toolset, "processors", None)
+    return {name for name in processors if isinstance(name, str)} if isinstance(processors, dict) else set()
