@@ -36,8 +36,9 @@ def get_weather_picky(city: str) -> str:
 
 
 async def _paced(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    pace = float(os.environ.get("TEST_PACE_SECONDS", "0.05"))
     for i in range(PACED_TOKENS):
-        await asyncio.sleep(0.05)  # the model's pace: a run lasts about two seconds
+        await asyncio.sleep(pace)  # the model's pace: a run lasts about two seconds
         yield f"t{i} "
 
 

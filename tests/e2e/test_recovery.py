@@ -5,6 +5,7 @@ work is kept once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import time
@@ -16,12 +17,14 @@ import pytest
 from grpc_agents import PACED_TOKENS, STEPS_TEXT, paced, steps, tool_calls
 from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from redis.asyncio import Redis, RedisCluster
-from test_grpc_process import worker_process
+from test_grpc_process import serve_process, worker_process
 
 from conftest import RedisServer
 from pydantic_ai_stream import UNKNOWN_OUTCOME, RedisSession, Runtime, SessionHandle, Settings
+from pydantic_ai_stream._handle import live_sessions
 from pydantic_ai_stream._redis import Entry
 from pydantic_ai_stream._worker import Worker
+from pydantic_ai_stream.client import StreamClient
 
 FULL_TEXT = "".join(f"t{i} " for i in range(PACED_TOKENS))
 
@@ -261,3 +264,56 @@ async def test_a_redis_stall_longer_than_the_lease_mid_run_loses_no_run(
         session = RedisSession(redis=runtime.redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
         await session.load()
         assert [type(m) for m in session.msgs] == [ModelRequest, ModelResponse]
+
+
+def _visible_text(entries: list[Entry]) -> str:
+    """The run's text as a client shows it: what a `resumed` marker supersedes (its node and after) dropped."""
+    kept: list[Entry] = []
+    for entry in entries:
+        if entry.body.get("event") == "resumed":
+            kept = [e for e in kept if e.body.get("idx", -1) < entry.body["idx"]]
+        else:
+            kept.append(entry)
+    return _text([e for e in kept if e.body.get("part_kind") == "text"])
+
+
+async def test_a_rolling_restart_of_three_replicas_under_thirty_runs_loses_none(
+    redis: Redis, redis_url: str, settings: Settings, marks: Path
+) -> None:
+    """Three `serve` replicas (API and workers) run 30 runs; each replica in turn gets SIGTERM (0.2 s grace,
+    then its runs are handed back) and is replaced. Every run ends once, whole, its conversation kept once."""
+    env = {**SHORT_LEASES, "TEST_TOOL_MARKS": str(marks), "TEST_PACE_SECONDS": "0.15"}
+    options = (*STEPS, "--concurrency", "10")
+    sessions = [f"s{i}" for i in range(30)]
+    with contextlib.ExitStack() as stack:
+        replicas = [
+            stack.enter_context(serve_process(redis_url, settings.redis_prefix, *options, env=env)) for _ in range(3)
+        ]
+        for i, session_id in enumerate(sessions):
+            async with StreamClient(f"127.0.0.1:{replicas[i % 3][1]}") as client:
+                await client.run("steps", session_id, "go")
+        async with Runtime(redis=redis, settings=settings) as runtime:
+            handles = [SessionHandle.of(runtime, scope_id=1, user_id=1, session_id=s) for s in sessions]
+            assert len(await live_sessions(runtime, scope_id=1, user_id=1)) == 30, "all in flight"
+            for i, (proc, _) in enumerate(replicas):
+                proc.send_signal(signal.SIGTERM)
+                assert await asyncio.to_thread(proc.wait, 10) == 0
+                replicas[i] = stack.enter_context(serve_process(redis_url, settings.redis_prefix, *options, env=env))
+            ended = await asyncio.gather(*(_ended(handle) for handle in handles))
+            resumed = 0
+            for handle, entries in zip(handles, ended, strict=True):
+                assert [e.type for e in entries if e.type != "event"] == ["begin", "end"], handle.keys.session_id
+                resumed += sum(e.body.get("event") == "resumed" for e in entries)
+                assert _visible_text(entries) == STEPS_TEXT + FULL_TEXT
+                session = RedisSession(
+                    redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id=handle.keys.session_id
+                )
+                await session.load()
+                assert [m.kind for m in session.msgs] == ["request", "response", "request", "response"]
+                assert _conversation(session.msgs)[-1] == ("response", [("text", FULL_TEXT)])
+            assert resumed >= 10, "the replicas' runs were handed back and resumed, not waited for"
+
+
+async def _ended(handle: SessionHandle) -> list[Entry]:
+    """The session's run's entries, once it ended."""
+    return [entry async for entry in handle.listen_entries(timeout=60, wait=10) if entry is not None]
