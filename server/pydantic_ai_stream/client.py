@@ -1,20 +1,22 @@
-"""A typed asyncio client for `AgentStreamService`, with a `listen` that resumes after drops."""
+"""A typed asyncio client for `AgentStreamService`, with a `listen` that resumes after drops, and the
+`Transcript` that folds a run's events into its output, without what a resumed run superseded."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
-__all__ = ["StreamClient"]
+__all__ = ["StreamClient", "Transcript", "TranscriptNode", "TranscriptPart"]
 
 # Codes after which a Listen is resumed from its last event id instead of failing.
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
@@ -142,3 +144,98 @@ def event_body(event: pb.Event) -> dict[str, Any]:
     """The event's body as a dict (the JSON the library wrote)."""
     body: dict[str, Any] = json.loads(event.body_json or "{}")
     return body
+
+
+@dataclass(kw_only=True)
+class TranscriptPart:
+    """A part of a node: a response part (with its `event_idx`), or a tool return or retry prompt (without)."""
+
+    part_kind: pb.PartKind.ValueType
+    part_kind_name: str
+    event_idx: int | None = None
+    content: str = ""
+    """Text and thinking: the start's content and every delta since; tool returns: the return value."""
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+    args: dict[str, Any] | None = None
+    """Tool calls: the complete arguments."""
+    outcome: pb.ToolOutcome.ValueType = pb.TOOL_OUTCOME_UNSPECIFIED
+
+
+@dataclass(kw_only=True)
+class TranscriptNode:
+    """A node (model request) of a run: its response parts by `event_idx`, then its tool returns as they came."""
+
+    idx: int
+    _response: dict[int, TranscriptPart] = field(default_factory=dict)
+    _returns: list[TranscriptPart] = field(default_factory=list)
+
+    @property
+    def parts(self) -> list[TranscriptPart]:
+        """The response parts in `event_idx` order, then the tool returns and retry prompts in arrival order."""
+        return [self._response[i] for i in sorted(self._response)] + self._returns
+
+
+@dataclass(kw_only=True)
+class Transcript:
+    """What a run has output so far, folded from its events with `apply`; a resume drops what it superseded."""
+
+    attempt: int = 1
+    """The attempt the run goes on as: 1 until a worker died and another resumed it."""
+    error: dict[str, Any] | None = None
+    """The body of the last `error` event (e.g. `{"msg": "canceled"}`), or `None`."""
+    ended: bool = False
+    """Whether the run's `end` came."""
+    _nodes: dict[int, TranscriptNode] = field(default_factory=dict)
+
+    @property
+    def nodes(self) -> list[TranscriptNode]:
+        """The nodes in `idx` order."""
+        return [self._nodes[i] for i in sorted(self._nodes)]
+
+    def apply(self, event: pb.Event) -> bool:
+        """Fold one event in; `True` when it dropped output folded before (a resume), so a UI re-renders."""
+        if event.type == pb.EVENT_TYPE_END:
+            self.ended = True
+        elif event.type == pb.EVENT_TYPE_ERROR:
+            self.error = event_body(event)
+        if not event.HasField("idx"):  # begin, end, error, custom events: no node
+            return False
+        if event.kind == pb.EVENT_KIND_RESUMED:
+            self.attempt = event.attempt
+            superseded = [i for i in self._nodes if i >= event.idx]
+            for i in superseded:
+                del self._nodes[i]
+            return bool(superseded)
+        if event.kind == pb.EVENT_KIND_PART_DELTA:
+            # A listener that joined after a cursor may get deltas of a part it never saw start: nothing to extend.
+            node = self._nodes.get(event.idx)
+            part = node._response.get(event.event_idx) if node is not None else None
+            if part is not None:
+                part.content += event.content_delta
+            return False
+        node = self._nodes.setdefault(event.idx, TranscriptNode(idx=event.idx))
+        if event.kind == pb.EVENT_KIND_PART_START:
+            part = _part(event)
+            if part.event_idx is None:
+                node._returns.append(part)
+            else:
+                node._response[part.event_idx] = part  # a response part sent again replaces the one before
+        return False
+
+    def text(self) -> str:
+        """The text parts' content, node after node: what the run has answered so far."""
+        return "".join(p.content for node in self.nodes for p in node.parts if p.part_kind == pb.PART_KIND_TEXT)
+
+
+def _part(event: pb.Event) -> TranscriptPart:
+    return TranscriptPart(
+        part_kind=event.part_kind,
+        part_kind_name=event.part_kind_name,
+        event_idx=event.event_idx if event.HasField("event_idx") else None,
+        content=event.content,
+        tool_name=event.tool_name if event.HasField("tool_name") else None,
+        tool_call_id=event.tool_call_id if event.HasField("tool_call_id") else None,
+        args=json_format.MessageToDict(event.args) if event.HasField("args") else None,
+        outcome=event.outcome,
+    )

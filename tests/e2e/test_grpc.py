@@ -17,7 +17,7 @@ from redis.asyncio import Redis
 
 from pydantic_ai_stream import Settings
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
-from pydantic_ai_stream.client import StreamClient, event_body
+from pydantic_ai_stream.client import StreamClient, Transcript, event_body
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from support import server_keys
 
@@ -117,6 +117,21 @@ async def test_the_demo_agent_thinks_calls_a_tool_and_answers(redis_url: str, se
     assert {pb.PART_KIND_THINKING, pb.PART_KIND_TOOL_CALL, pb.PART_KIND_TOOL_RETURN, pb.PART_KIND_TEXT} <= kinds
     assert next(e for e in events if e.part_kind == pb.PART_KIND_TOOL_RETURN).content == "4"
     assert events[-1].type == pb.EVENT_TYPE_END
+
+    transcript = Transcript()
+    assert not any([transcript.apply(e) for e in events])  # no resume: nothing superseded
+    text = "".join(e.content + e.content_delta for e in events if e.part_kind == pb.PART_KIND_TEXT)
+    assert transcript.text() == text
+    assert text.startswith("You said 4 words at ")
+    assert (transcript.ended, transcript.attempt, transcript.error) == (True, 1, None)
+    thinking, call, ret = transcript.nodes[0].parts
+    assert thinking.content == "The user said something; let me count its words first."
+    assert (call.tool_name, call.args, ret.tool_call_id, ret.content) == (
+        "count_words",
+        {"text": "count these four words"},
+        "count-1",
+        "4",
+    )
 
 
 async def test_the_quickstart_example_prints_the_streamed_answer(

@@ -1,13 +1,17 @@
 /**
  * A typed client for the pydantic-ai-stream gRPC service: start agent runs, stream their events
- * (resuming after the last event id when the connection drops), cancel runs, list live sessions.
+ * (resuming after the last event id when the connection drops), cancel runs, list live sessions;
+ * and a `Transcript` that folds a run's events into its output, without what a resumed run superseded.
  */
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { JsonObject } from "@bufbuild/protobuf";
 import {
   AgentStreamService,
+  EventKind,
   EventType,
+  PartKind,
+  ToolOutcome,
   type Event,
   type RunResponse,
 } from "./gen/pydantic_ai_stream/v1/stream_pb.js";
@@ -143,4 +147,100 @@ export class StreamClient {
 /** An event's body as the library wrote it (the source of truth for custom events). */
 export function eventBody(event: Event): Record<string, unknown> {
   return event.bodyJson ? (JSON.parse(event.bodyJson) as Record<string, unknown>) : {};
+}
+
+/** A part of a node: a response part (with its `eventIdx`), or a tool return or retry prompt (without). */
+export interface TranscriptPart {
+  partKind: PartKind;
+  partKindName: string;
+  eventIdx?: number;
+  /** Text and thinking: the start's content and every delta since; tool returns: the return value. */
+  content: string;
+  toolName?: string;
+  toolCallId?: string;
+  /** Tool calls: the complete arguments. */
+  args?: JsonObject;
+  outcome: ToolOutcome;
+}
+
+/** A node (model request) of a run: its response parts by `eventIdx`, then its tool returns as they came. */
+export interface TranscriptNode {
+  idx: number;
+  parts: TranscriptPart[];
+}
+
+interface FoldedNode {
+  response: Map<number, TranscriptPart>;
+  returns: TranscriptPart[];
+}
+
+/** What a run has output so far, folded from its events with `apply`; a resume drops what it superseded. */
+export class Transcript {
+  /** The attempt the run goes on as: 1 until a worker died and another resumed it. */
+  attempt = 1;
+  /** The body of the last `error` event (e.g. `{ msg: "canceled" }`), or undefined. */
+  error: Record<string, unknown> | undefined;
+  /** Whether the run's `end` came. */
+  ended = false;
+  readonly #nodes = new Map<number, FoldedNode>();
+
+  /** The nodes in `idx` order: response parts in `eventIdx` order, then tool returns in arrival order. */
+  get nodes(): TranscriptNode[] {
+    return [...this.#nodes.keys()]
+      .sort((a, b) => a - b)
+      .map((idx) => {
+        const node = this.#nodes.get(idx)!;
+        const response = [...node.response.keys()].sort((a, b) => a - b).map((i) => node.response.get(i)!);
+        return { idx, parts: [...response, ...node.returns] };
+      });
+  }
+
+  /** Folds one event in; true when it dropped output folded before (a resume), so a UI re-renders. */
+  apply(event: Event): boolean {
+    if (event.type === EventType.END) this.ended = true;
+    else if (event.type === EventType.ERROR) this.error = eventBody(event);
+    const idx = event.idx;
+    if (idx === undefined) return false; // begin, end, error, custom events: no node
+    if (event.kind === EventKind.RESUMED) {
+      this.attempt = event.attempt;
+      const superseded = [...this.#nodes.keys()].filter((i) => i >= idx);
+      for (const i of superseded) this.#nodes.delete(i);
+      return superseded.length > 0;
+    }
+    if (event.kind === EventKind.PART_DELTA) {
+      // A listener that joined after a cursor may get deltas of a part it never saw start: nothing to extend.
+      const part = this.#nodes.get(idx)?.response.get(event.eventIdx ?? -1);
+      if (part !== undefined) part.content += event.contentDelta ?? "";
+      return false;
+    }
+    let node = this.#nodes.get(idx);
+    if (node === undefined) {
+      node = { response: new Map(), returns: [] };
+      this.#nodes.set(idx, node);
+    }
+    if (event.kind === EventKind.PART_START) {
+      const part: TranscriptPart = {
+        partKind: event.partKind,
+        partKindName: event.partKindName,
+        eventIdx: event.eventIdx,
+        content: event.content ?? "",
+        toolName: event.toolName,
+        toolCallId: event.toolCallId,
+        args: event.args,
+        outcome: event.outcome,
+      };
+      if (part.eventIdx === undefined) node.returns.push(part);
+      else node.response.set(part.eventIdx, part); // a response part sent again replaces the one before
+    }
+    return false;
+  }
+
+  /** The text parts' content, node after node: what the run has answered so far. */
+  text(): string {
+    return this.nodes
+      .flatMap((node) => node.parts)
+      .filter((part) => part.partKind === PartKind.TEXT)
+      .map((part) => part.content)
+      .join("");
+  }
 }

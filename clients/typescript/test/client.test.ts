@@ -1,7 +1,17 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Code, ConnectError, EventKind, EventType, PartKind, StreamClient, eventBody, type Event } from "../src/index.js";
+import {
+  Code,
+  ConnectError,
+  EventKind,
+  EventType,
+  PartKind,
+  StreamClient,
+  Transcript,
+  eventBody,
+  type Event,
+} from "../src/index.js";
 import { quickstart } from "../examples/quickstart.js";
 import { SERVER, startFront, startProxy, TOKENS } from "./harness.js";
 
@@ -223,4 +233,23 @@ test("another user cannot see or cancel the session", async () => {
 test("the quickstart example streams the demo agent's answer", async () => {
   const answer = await quickstart(SERVER, TOKENS.alice, "demo", "count these four words");
   assert.match(answer, /^You said 4 words/);
+});
+
+test("a transcript of the demo agent's run holds its text, tool call and return", async () => {
+  await alice.run("demo", "ts-11", "count these four words");
+  const events = await collect(alice.listen("ts-11"));
+  const transcript = new Transcript();
+  assert.deepEqual(events.filter((e) => transcript.apply(e)), [], "no resume: nothing superseded");
+  const text = events.filter((e) => e.partKind === PartKind.TEXT).map((e) => e.content ?? e.contentDelta).join("");
+  assert.equal(transcript.text(), text);
+  assert.match(text, /^You said 4 words at /);
+  assert.deepEqual([transcript.ended, transcript.attempt, transcript.error], [true, 1, undefined]);
+  const [thinking, call, ret] = transcript.nodes[0]?.parts ?? [];
+  assert.equal(thinking?.content, "The user said something; let me count its words first.");
+  assert.deepEqual([call?.toolName, call?.args, ret?.toolCallId, ret?.content], [
+    "count_words",
+    { text: "count these four words" },
+    "count-1",
+    "4",
+  ]);
 });

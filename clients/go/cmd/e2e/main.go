@@ -251,6 +251,27 @@ func quickstartExample(ctx context.Context) {
 	fmt.Print(out.String() + "\n")
 }
 
+func demoTranscript(ctx context.Context) {
+	session := prefix + "7"
+	must(alice.Run(ctx, "demo", session, "count these four words"))
+	events := must(collect(ctx, alice, session, streamclient.ListenOptions{}))
+	var transcript streamclient.Transcript
+	var text strings.Builder
+	for _, event := range events {
+		check(!transcript.Apply(event), "no resume: nothing superseded, yet %v did", event)
+		if event.PartKind == streamv1.PartKind_PART_KIND_TEXT {
+			text.WriteString(event.GetContent() + event.GetContentDelta())
+		}
+	}
+	check(transcript.Text() == text.String(), "transcript text %q, events' %q", transcript.Text(), text.String())
+	check(strings.HasPrefix(text.String(), "You said 4 words at "), "text: %q", text.String())
+	check(transcript.Ended() && transcript.Attempt() == 1 && transcript.Error() == nil, "ended, attempt 1, no error")
+	parts := transcript.Nodes()[0].Parts
+	check(len(parts) == 3 && parts[0].Content == "The user said something; let me count its words first.", "thinking: %+v", parts)
+	check(parts[1].ToolName == "count_words" && reflect.DeepEqual(parts[1].Args, map[string]any{"text": "count these four words"}), "tool call: %+v", parts[1])
+	check(parts[2].ToolCallID == "count-1" && parts[2].Content == "4", "tool return: %+v", parts[2])
+}
+
 func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -270,6 +291,7 @@ func main() {
 		{"a listen that closes OK before end is resumed; from the start with nothing, it fails", closedBeforeEnd},
 		{"a wrong bearer token is UNAUTHENTICATED", func(ctx context.Context) { wrongToken(ctx, conn) }},
 		{"the quickstart example streams the demo agent's answer", quickstartExample},
+		{"a transcript of the demo agent's run holds its text, tool call and return", demoTranscript},
 	} {
 		start := time.Now()
 		err := func() (err error) {

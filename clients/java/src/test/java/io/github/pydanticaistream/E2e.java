@@ -1,6 +1,7 @@
 package io.github.pydanticaistream;
 
 import io.github.pydanticaistream.client.StreamClient;
+import io.github.pydanticaistream.client.Transcript;
 import io.github.pydanticaistream.examples.Quickstart;
 import io.github.pydanticaistream.v1.AgentStreamServiceGrpc;
 import io.github.pydanticaistream.v1.Event;
@@ -265,6 +266,31 @@ public final class E2e {
     System.out.println(printed);
   }
 
+  static void demoTranscript() {
+    String session = PREFIX + "7";
+    alice.run("demo", session, "count these four words");
+    List<Event> events = collect(alice, session, new StreamClient.ListenOptions());
+    Transcript transcript = new Transcript();
+    StringBuilder text = new StringBuilder();
+    for (Event event : events) {
+      check(!transcript.apply(event), "no resume: nothing superseded, yet " + event + " did");
+      if (event.getPartKind() == PartKind.PART_KIND_TEXT) {
+        text.append(event.getContent()).append(event.getContentDelta());
+      }
+    }
+    check(transcript.text().equals(text.toString()), "transcript text: " + transcript.text() + ", events': " + text);
+    check(text.toString().startsWith("You said 4 words at "), "text: " + text);
+    check(transcript.ended() && transcript.attempt() == 1 && transcript.error().isEmpty(), "ended, attempt 1, no error");
+    List<Transcript.Part> parts = transcript.nodes().get(0).parts();
+    check(parts.size() == 3, "thinking, tool call, tool return: " + parts.size());
+    check(parts.get(0).content().equals("The user said something; let me count its words first."), "thinking");
+    check(
+        parts.get(1).toolName().equals("count_words")
+            && parts.get(1).args().getFieldsOrThrow("text").getStringValue().equals("count these four words"),
+        "tool call: " + parts.get(1).args());
+    check(parts.get(2).toolCallId().equals("count-1") && parts.get(2).content().equals("4"), "tool return");
+  }
+
   interface Check {
     void run() throws Exception;
   }
@@ -282,6 +308,7 @@ public final class E2e {
     checks.put("a listen that closes OK before end is resumed; from the start with nothing, it fails", E2e::closedBeforeEnd);
     checks.put("a wrong bearer token is UNAUTHENTICATED", () -> wrongToken(channel));
     checks.put("the quickstart example streams the demo agent's answer", E2e::quickstart);
+    checks.put("a transcript of the demo agent's run holds its text, tool call and return", E2e::demoTranscript);
     int failed = 0;
     for (Map.Entry<String, Check> entry : checks.entrySet()) {
       long start = System.nanoTime();
