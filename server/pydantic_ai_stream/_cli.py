@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from .client import StreamClient, event_body
+from .client import StreamClient, Transcript, event_body
 from .v1 import stream_pb2 as pb
 
 __all__ = ["main"]
@@ -141,19 +141,28 @@ async def _client_command(args: argparse.Namespace) -> int:
 
 
 async def _print_answer(client: StreamClient, session_id: str) -> int:
-    """Text to stdout as it streams; thinking, tools and errors to stderr. Exit 1 if the run failed."""
+    """The answer to stdout: as it streams on a terminal, else once the run ended (so a file or a pipe never
+    gets output a resumed run superseded); thinking, tools, resumes and errors to stderr as they come.
+    Exit 1 if the run failed."""
+    streaming = sys.stdout.isatty()
+    transcript = Transcript()
     failed = False
     async for event in client.listen(session_id):
-        if event.type == pb.EVENT_TYPE_ERROR:
+        dropped = transcript.apply(event)
+        if event.kind == pb.EVENT_KIND_RESUMED:
+            redone = f"; what it printed from step {event.idx} on is redone below" if dropped and streaming else ""
+            print(f"\n[resumed] its worker stopped; attempt {event.attempt} goes on{redone}", file=sys.stderr)
+        elif event.type == pb.EVENT_TYPE_ERROR:
             failed = True
             print(f"\n[error] {event_body(event).get('msg')}", file=sys.stderr)
         elif event.part_kind == pb.PART_KIND_TEXT:
-            print(event.content_delta or event.content, end="", flush=True)
+            if streaming:
+                print(event.content_delta or event.content, end="", flush=True)
         elif event.part_kind == pb.PART_KIND_THINKING:
             print(event.content_delta or event.content, end="", file=sys.stderr, flush=True)
         elif event.part_kind == pb.PART_KIND_TOOL_CALL:
             print(f"\n[tool] {event.tool_name}({json.dumps(dict(event.args))})", file=sys.stderr)
         elif event.part_kind == pb.PART_KIND_TOOL_RETURN:
             print(f"[tool] {event.tool_name} -> {event.content}", file=sys.stderr)
-    print()
+    print("" if streaming else transcript.text())
     return 1 if failed else 0

@@ -21,10 +21,14 @@ from test_grpc_process import serve_process, worker_process
 
 from conftest import RedisServer
 from pydantic_ai_stream import UNKNOWN_OUTCOME, RedisSession, Runtime, SessionHandle, Settings
+from pydantic_ai_stream._cli import _print_answer
 from pydantic_ai_stream._handle import live_sessions
 from pydantic_ai_stream._redis import Entry
+from pydantic_ai_stream._serve import ServerSettings, running_server
 from pydantic_ai_stream._worker import Worker
-from pydantic_ai_stream.client import StreamClient
+from pydantic_ai_stream.client import StreamClient, Transcript
+from pydantic_ai_stream.v1 import stream_pb2 as pb
+from support import server_keys
 
 FULL_TEXT = "".join(f"t{i} " for i in range(PACED_TOKENS))
 
@@ -147,31 +151,58 @@ async def _steps_killed(
     settings: Settings,
     marks: Path,
     until: Callable[[AsyncIterator[Entry | None]], Any],
+    capsys: pytest.CaptureFixture[str],
 ) -> tuple[list[Entry], list[dict[str, Any]], list[Any]]:
-    """Run `steps` on a worker process, kill -9 it once `until` returns, let an in-process worker resume the
-    run; the stream (checked: what a listener got), the bodies after the marker, the stored conversation."""
+    """Run `steps` (started through an API replica) on a worker process, kill -9 it once `until` returns,
+    let an in-process worker resume the run. A gRPC listener on the API replica folds the run into a
+    `Transcript`, and the CLI's `run` prints it: each shows the whole answer once. Returns the stream
+    (checked: what a listener got), the bodies from the marker on, and the stored conversation."""
     url, cluster = target
     redis = await RedisCluster.from_url(url).initialize() if cluster else Redis.from_url(url)
     options = ("--redis-cluster",) if cluster else ()
-    async with redis, Runtime(redis=redis, settings=settings) as runtime:
-        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+    config = ServerSettings(
+        redis_url=url, redis_cluster=cluster, port=0, concurrency=0, agents={"steps": "grpc_agents:steps"}, demo=False
+    )  # the API, no worker
+    async with (
+        redis,
+        Runtime(redis=redis, settings=settings) as runtime,
+        running_server(config, settings=settings) as api,
+        StreamClient(f"127.0.0.1:{api.port}") as client,
+    ):
+        handle = SessionHandle(runtime=runtime, keys=server_keys(api, "s1"))
         env = {**SHORT_LEASES, "TEST_TOOL_MARKS": str(marks)}
         with worker_process(url, settings.redis_prefix, *STEPS, *options, env=env) as first:
-            await handle.submit(agent="steps", body={"user_prompt": "go"})
+            await client.run("steps", "s1", "go")
+            transcript = Transcript()
+            folding = asyncio.create_task(_fold(client.listen("s1"), transcript))
+            printing = asyncio.create_task(_print_answer(client, "s1"))
             listening = handle.listen_entries(timeout=30)
             seen = await until(listening)
             first.kill()
             async with Worker(runtime=runtime, agents={"steps": steps}):
                 seen += [entry async for entry in listening if entry is not None]
+                dropped = await folding
+                assert await printing == 0
         entries = await runtime.stream(handle.keys).read_range(after="0-0", count=10_000)
         assert [e.id for e in seen] == [e.id for e in entries], "the listener got the stream as it is"
         assert [e.type for e in entries if e.type != "event"] == ["begin", "end"]
         [marker] = [i for i, e in enumerate(entries) if e.body.get("event") == "resumed"]
         assert (entries[marker].origin, entries[marker].body["attempt"]) == ("pydantic-ai-stream", 2)
+        assert (transcript.text(), transcript.attempt, transcript.ended, dropped) == (
+            STEPS_TEXT + FULL_TEXT, 2, True, 1,
+        ), "the gRPC listener shows the answer once"  # fmt: skip
+        out, err = capsys.readouterr()
+        assert out == STEPS_TEXT + FULL_TEXT + "\n", "the CLI prints the answer once (stdout is not a terminal)"
+        assert "[resumed] its worker stopped; attempt 2 goes on\n" in err
         after = [e.body for e in entries[marker:] if e.type == "event"]
         session = RedisSession(redis=runtime.redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
         await session.load()
         return entries, after, session.msgs
+
+
+async def _fold(events: AsyncIterator[pb.Event], transcript: Transcript) -> int:
+    """Fold the events into `transcript`; how many of them dropped output (resumes)."""
+    return sum([transcript.apply(event) async for event in events])
 
 
 def _conversation(msgs: list[Any]) -> list[tuple[str, list[tuple[str, Any]]]]:
@@ -188,7 +219,7 @@ def _conversation(msgs: list[Any]) -> list[tuple[str, list[tuple[str, Any]]]]:
 
 
 async def test_a_run_killed_mid_tool_call_redoes_the_node_from_its_response_and_reruns_only_safe_tools(
-    target: tuple[str, bool], settings: Settings, marks: Path
+    target: tuple[str, bool], settings: Settings, marks: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (marks / "hang-lookup").touch()
 
@@ -197,7 +228,7 @@ async def test_a_run_killed_mid_tool_call_redoes_the_node_from_its_response_and_
         await _file(marks / "lookup.1")  # the first worker is inside the tool
         return seen
 
-    entries, after, msgs = await _steps_killed(target, settings, marks, in_lookup)
+    entries, after, msgs = await _steps_killed(target, settings, marks, in_lookup, capsys)
     assert after[0] == {"idx": 0, "event": "resumed", "attempt": 2}, "node 0 is redone: its tools were running"
     # Node 0 is re-sent from its checkpointed response, complete, then its tools' returns, then node 1.
     assert [(b["event"], b["idx"], b.get("part_kind")) for b in after[1:5]] == [
@@ -220,12 +251,12 @@ async def test_a_run_killed_mid_tool_call_redoes_the_node_from_its_response_and_
 
 
 async def test_a_run_killed_mid_answer_after_its_tools_redoes_only_that_node(
-    target: tuple[str, bool], settings: Settings, marks: Path
+    target: tuple[str, bool], settings: Settings, marks: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async def mid_answer(listening: AsyncIterator[Entry | None]) -> list[Entry]:
         return await _until(listening, lambda e: e.body.get("content_delta") == "t5 ")
 
-    entries, after, msgs = await _steps_killed(target, settings, marks, mid_answer)
+    entries, after, msgs = await _steps_killed(target, settings, marks, mid_answer, capsys)
     assert after[0] == {"idx": 1, "event": "resumed", "attempt": 2}, "resumed from node 1's request"
     assert {b["idx"] for b in after} == {1}, "node 0 is not redone"
     assert (tool_calls("book"), tool_calls("lookup")) == (1, 1), "no tool ran again"
