@@ -6,9 +6,10 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import Runtime, SessionHandle, Settings
+from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionHandle, Settings
 from pydantic_ai_stream._keys import queue_wake_key
 from pydantic_ai_stream._queue import GROUP, Submitted
 from pydantic_ai_stream._worker import Worker
@@ -186,3 +187,63 @@ async def test_a_worker_keeps_the_jobs_it_runs_from_other_workers(redis: Redis, 
             model.gate.set()
             assert _outline(await _events(runtime, "s1")) == [("begin", None), ("end", None)]
         assert model.calls == 1, "never run twice"
+
+
+async def _ended_run(handle: SessionHandle, run_id: str) -> list[dict[str, Any]]:
+    """The events of the session's run `run_id`, once it ended (the runs before it end first)."""
+    async with asyncio.timeout(10):
+        while True:
+            events = [e async for e in handle.listen(serialize=False, wait=10, timeout=10)]  # type: ignore[misc]
+            if events and events[0]["body"]["run_id"] == run_id and events[-1]["type"] == "end":
+                return events
+
+
+async def test_enqueued_runs_wait_behind_the_sessions_run_and_start_one_by_one_in_order(
+    redis: Redis, settings: Settings
+) -> None:
+    settings.max_queued_runs = 3
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        model = GatedModel()
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        await handle.submit(agent="gated", body={"user_prompt": "one"}, run_id="r1")
+        second = await handle.submit(agent="gated", body={"user_prompt": "two"}, run_id="r2", if_busy="enqueue")
+        assert (second.run_id, second.begin_event_id, second.waiting) == ("r2", "", True)
+        retried = await handle.submit(agent="gated", body={"user_prompt": "two"}, run_id="r2", if_busy="enqueue")
+        assert retried == second, "a retried enqueue waits once"
+        await handle.submit(agent="gated", body={"user_prompt": "three"}, run_id="r3", if_busy="enqueue")
+        assert await runtime.queue.depth(1) == 3, "waiting runs count as queued"
+        with pytest.raises(QueueFullError):
+            await handle.submit(agent="gated", body={"user_prompt": "four"}, if_busy="enqueue")
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}, concurrency=4):
+            await model.wait_calls(1)
+            assert await handle.cancel(), "the first run is cancelled: the second starts"
+            await model.wait_calls(2)
+            assert model.most == 1, "one run of the session at a time"
+            model.gate.set()
+            events = await _ended_run(handle, "r3")
+        assert _outline(events) == [("begin", None), ("end", None)]
+        session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+        await session.load()
+        prompts = [p.content for m in session.msgs for p in m.parts if p.part_kind == "user-prompt"]
+        assert prompts == ["one", "two", "three"], "each ran once, in order"
+        assert await runtime.queue.depth(1) == 0
+        assert not await redis.exists(handle.keys.waiting)
+
+
+async def test_the_job_of_a_cancelled_queued_run_is_dropped_though_another_run_holds_its_session(
+    redis: Redis, runtime: Runtime
+) -> None:
+    model = GatedModel()
+    model.gate.set()
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+    await handle.submit(agent="gated", body={"user_prompt": "one"}, run_id="r1")
+    assert await handle.cancel()
+    await handle.submit(agent="gated", body={"user_prompt": "two"}, run_id="r2")
+    async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+        events = await _ended_run(handle, "r2")
+        deadline = time.monotonic() + 5
+        while await redis.xlen(runtime.queue.key):  # r1's job is taken and dropped, not left to be taken again
+            assert time.monotonic() < deadline, "a job is left in the queue"
+            await asyncio.sleep(0.01)
+    assert _outline(events) == [("begin", None), ("end", None)]
+    assert model.calls == 1

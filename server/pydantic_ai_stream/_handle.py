@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from ._errors import ListenTimeoutError, RunExistsError, SessionBusyError, StreamNotFoundError
-from ._keys import SessionKeys, cancel_channel
+from ._keys import SessionKeys, cancel_channel, check_id
 from ._listen import listen
 from ._names import END
 from ._queue import Submitted, queued_member
@@ -19,7 +20,7 @@ from ._runtime import Runtime
 
 __all__ = ["BusyPolicy", "ListenOptions", "SessionHandle", "live_sessions", "q"]
 
-BusyPolicy = Literal["reject", "interrupt", "rollback"]
+BusyPolicy = Literal["reject", "enqueue", "interrupt", "rollback"]
 """What a new run does on a session that has a queued or live run (see `SessionHandle.submit`)."""
 
 
@@ -61,6 +62,7 @@ class SessionHandle:
         if state is CancelState.ENDED:
             keys = self.keys
             await self.runtime.queue.release(keys.scope_id, queued_member(keys.user_id, keys.session_id, run_id))
+            await self.runtime.queue.promote(self.stream)
         return state is not CancelState.NONE
 
     async def submit(
@@ -76,12 +78,14 @@ class SessionHandle:
         """Accept a run of `agent` into the run queue (see `RunQueue.submit`) for a worker to execute.
 
         When the session has a queued or live run, `if_busy` says what happens: `"reject"`
-        (`SessionBusyError`), `"interrupt"` (that run is cancelled, its partial conversation kept, and this
-        one accepted once its `end` is written, within `wait` seconds) or `"rollback"` (as interrupt, its
-        messages dropped).
+        (`SessionBusyError`), `"enqueue"` (this run waits behind it and the runs already waiting, and starts
+        when they ended; it counts as queued in its scope), `"interrupt"` (that run is cancelled, its
+        partial conversation kept, and this one accepted once its `end` is written, within `wait` seconds)
+        or `"rollback"` (as interrupt, its messages dropped).
         """
         keys = self.keys
         queue = self.runtime.queue
+        run_id = check_id("run_id", run_id) if run_id is not None else uuid.uuid4().hex
 
         async def submitted() -> Submitted:
             return await queue.submit(
@@ -101,6 +105,17 @@ class SessionHandle:
         except SessionBusyError:
             if if_busy == "reject":
                 raise
+            if if_busy == "enqueue":
+                waiting = await queue.wait_behind(
+                    self.stream,
+                    scope_id=keys.scope_id,
+                    user_id=keys.user_id,
+                    agent=agent,
+                    body=body,
+                    options=options,
+                    run_id=run_id,
+                )
+                return waiting or await submitted()  # `None`: the session's run ended meanwhile
         bounds = await self.stream.bounds()
         if await self.cancel(rollback=if_busy == "rollback") and bounds is not None:
             async for entry in self.listen_entries(after=bounds.newest, wait=wait, timeout=wait):

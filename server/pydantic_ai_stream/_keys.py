@@ -103,6 +103,8 @@ class SessionKeys:
     """A durable run's last checkpoint: its run id and the node it resumes from (a hash)."""
     checkpoint_msgs: str
     """The messages of that checkpoint, one JSON message per element (a list)."""
+    waiting: str
+    """Runs accepted behind the session's run (`enqueue`), first first: each starts when the one before ends."""
 
     @classmethod
     def build(
@@ -123,6 +125,7 @@ class SessionKeys:
             durable=f"{stream}:run",
             checkpoint=f"{stream}:checkpoint",
             checkpoint_msgs=f"{stream}:checkpoint:msgs",
+            waiting=f"{stream}:waiting",
         )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -20,13 +21,15 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from ._errors import QueueFullError, RunExistsError, SessionBusyError
 from ._keys import cancel_channel, check_id, queue_key, queued_key
 from ._redis import AsyncRedis, Enqueue, LuaScript, OpenState, SessionStream, decode, is_cluster, xread_entries_by_key
 
 __all__ = ["GROUP", "Job", "RunQueue", "Submitted", "queued_member"]
+
+logger = logging.getLogger(__name__)
 
 GROUP = "workers"
 """The consumer group every worker claims jobs in."""
@@ -96,10 +99,13 @@ class Job:
 
 @dataclass(frozen=True, kw_only=True)
 class Submitted:
-    """A run accepted into the queue: its id and the id of its `begin` entry."""
+    """A run accepted into the queue: its id and the id of its `begin` entry (`""` while it waits behind
+    the session's run: its `begin` is written when it starts)."""
 
     run_id: str
     begin_event_id: str
+    waiting: bool = False
+    """It waits behind the session's run (`enqueue`) and starts when that one ends."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,6 +172,66 @@ class RunQueue:
         if state is OpenState.BUSY:
             raise SessionBusyError(session_id)
         raise RunExistsError(session_id, run_id=run_id, begin_event_id=begin_event_id)
+
+    async def wait_behind(
+        self,
+        stream: SessionStream,
+        *,
+        scope_id: int,
+        user_id: int,
+        agent: str,
+        body: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        run_id: str,
+    ) -> Submitted | None:
+        """Accept a run behind the session's queued or live run (and the runs already waiting there): it
+        starts when they ended (`promote`). It counts as queued in its scope (`QueueFullError`). `None` if
+        the session has no run any more: `submit` it instead."""
+        check_id("run_id", run_id)
+        keys = stream.keys
+        job = Job(scope_id=scope_id, user_id=user_id, session_id=keys.session_id, run_id=run_id, agent=agent)
+        await self._reserve(job)
+        waiting = {"run_id": run_id, "agent": agent, "body": dict(body or {}), "options": dict(options or {})}
+        try:
+            state = await stream.wait_behind(run_id=run_id, run=waiting, ttl_ms=self.wait_ms)
+        except BaseException:
+            await self.release(scope_id, job.member)
+            raise
+        if state == 0:
+            await self.release(scope_id, job.member)
+            return None
+        return Submitted(run_id=run_id, begin_event_id="", waiting=True)
+
+    async def promote(self, stream: SessionStream) -> None:
+        """Start the first run waiting behind the session's run, if the session is free: each process that
+        sees a run of the session end calls this (at most one start wins; the rest find it started). A
+        Redis failure is logged, not raised: the run that ended stays ended."""
+        try:
+            await self._promote(stream)
+        except (RedisError, OSError) as e:
+            logger.warning("could not start the run waiting in session %r (%s)", stream.keys.session_id, e)
+
+    async def _promote(self, stream: SessionStream) -> None:
+        item = await stream.first_waiting()
+        if item is None:
+            return
+        waiting = json.loads(item)
+        keys = stream.keys
+        try:
+            await self.submit(
+                stream,
+                scope_id=keys.scope_id,
+                user_id=keys.user_id,
+                agent=waiting["agent"],
+                body=waiting["body"],
+                options=waiting["options"],
+                run_id=waiting["run_id"],
+            )
+        except RunExistsError:
+            pass  # started already, by another process seeing the same end
+        except SessionBusyError:
+            return  # another run took the session first: it waits on, for that run's end
+        await stream.started_waiting(item)
 
     async def _submit_in_steps(
         self, stream: SessionStream, job: Job, open_run: Callable[[], Awaitable[tuple[OpenState, str]]]

@@ -96,7 +96,9 @@ if first then
     return {2, first[1]}
   end
 end
-if KEYS[6] and redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[12]) then return {4, ''} end
+if KEYS[6] and not redis.call('ZSCORE', KEYS[6], ARGV[11]) and redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[12]) then
+  return {4, ''}
+end
 local flag = ARGV[10] == '1' and $QUEUED .. ARGV[1] or ARGV[1]
 if not redis.call('SET', KEYS[1], flag, 'NX', 'PX', ARGV[2]) then
   local v = redis.call('GET', KEYS[1])
@@ -229,6 +231,21 @@ if c[1] ~= ARGV[1] then return {} end
 local reply = {c[2]}
 for _, m in ipairs(redis.call('LRANGE', KEYS[2], 0, tonumber(c[3]) - 1)) do reply[#reply + 1] = m end
 return reply
+""")
+)
+
+# KEYS: live, waiting. ARGV: run_id, the waiting run (JSON with its `run_id`), ttl_ms. Puts a run behind the
+# session's run: 1 if it now waits, 2 if it already did (a re-sent call), 0 if the session has no run (it
+# ended meanwhile: start this one instead).
+_WAIT = LuaScript(
+    lua("""
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  if cjson.decode(item).run_id == ARGV[1] then return 2 end
+end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
 """)
 )
 
@@ -651,6 +668,20 @@ class SessionStream:
             return None
         return int(reply[0]), [m if isinstance(m, bytes) else str(m).encode() for m in reply[1:]]
 
+    async def wait_behind(self, *, run_id: str, run: Mapping[str, Any], ttl_ms: int) -> int:
+        """Put `run` (JSON with its `run_id`) behind the session's run: 1 if it waits now, 2 if it already
+        did, 0 if the session has no run to wait for."""
+        return int(await _WAIT(self.redis, keys=[self.keys.live, self.keys.waiting], args=[run_id, _dump(run), ttl_ms]))
+
+    async def first_waiting(self) -> str | None:
+        """The first run waiting behind the session's run (its JSON), or `None`."""
+        item = await self.redis.lindex(self.keys.waiting, 0)
+        return None if item is None else decode(item)
+
+    async def started_waiting(self, item: str) -> None:
+        """The waiting run `item` (as `first_waiting` gave it) started: it waits no more."""
+        await self.redis.lrem(self.keys.waiting, 1, item)
+
     async def renew(self, *, run_id: str, lease_ms: int) -> LeaseState:
         """Extend the lease of `run_id`; says whether it is still held and whether a cancel was asked."""
         (state,) = await renew_many(self.redis, [(self, run_id)], lease_ms=lease_ms)
@@ -675,9 +706,13 @@ class SessionStream:
         value = await self.redis.get(self.keys.rollback)
         return value is not None and decode(value) == run_id
 
-    async def is_held(self) -> bool:
-        """Whether a run holds the live flag (queued, running, or being cancelled)."""
-        return bool(await self.redis.exists(self.keys.live))
+    async def is_held_by(self, run_id: str) -> bool:
+        """Whether the run `run_id` holds the live flag (running, any attempt, or being cancelled)."""
+        value = await self.redis.get(self.keys.live)
+        if value is None:
+            return False
+        held = decode(value).removeprefix(CANCEL_MARK)
+        return held == run_id or held.startswith(f"{run_id}:")
 
     async def is_live(self) -> bool:
         """Whether a run holds the live flag and has not been asked to cancel."""

@@ -59,6 +59,7 @@ _BUSY_POLICIES: dict[int, BusyPolicy] = {
     pb.BUSY_POLICY_REJECT: "reject",
     pb.BUSY_POLICY_INTERRUPT: "interrupt",
     pb.BUSY_POLICY_ROLLBACK: "rollback",
+    pb.BUSY_POLICY_ENQUEUE: "enqueue",
 }
 
 
@@ -171,7 +172,12 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 # A retried Run (same run id) gets the run it already started, queued, live or ended; nothing
                 # runs again.
                 return pb.RunResponse(session_id=request.session_id, run_id=e.run_id, begin_event_id=e.begin_event_id)
-            return pb.RunResponse(session_id=request.session_id, run_id=run.run_id, begin_event_id=run.begin_event_id)
+            return pb.RunResponse(
+                session_id=request.session_id,
+                run_id=run.run_id,
+                begin_event_id=run.begin_event_id,
+                waiting=run.waiting,
+            )
 
     async def Listen(
         self, request: pb.ListenRequest, context: grpc.aio.ServicerContext[Any, Any]

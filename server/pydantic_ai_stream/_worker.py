@@ -203,7 +203,7 @@ class Worker:
             live = await self._adopt(job, keys)
             # A job taken over from a worker that is alive after all (slow, not dead) is left to it: its
             # next sign of life takes the job back.
-            adopted = live is not None or not await runtime.stream(keys).is_held()
+            adopted = live is not None or not await runtime.stream(keys).is_held_by(job.run_id)
             if live is not None:
                 if task is not None:
                     self._live[task] = live
@@ -223,6 +223,8 @@ class Worker:
                     # Not when the worker stopped before it could adopt the run (another takes the job over),
                     # nor when it lost the run's lease (another worker resumed it and holds the job now).
                     await asyncio.shield(runtime.queue.done(job.id))
+                    if live is None:  # its run ended without running (cancelled, out of attempts)
+                        await asyncio.shield(runtime.queue.promote(runtime.stream(keys)))
             self._claimed.pop(job.id, None)
 
     async def _adopt(self, job: Job, keys: SessionKeys) -> LiveRun | None:

@@ -62,15 +62,17 @@ class StreamClient:
         *,
         run_id: str = "",
         model_settings: Mapping[str, Any] | None = None,
+        if_busy: pb.BusyPolicy.ValueType = pb.BUSY_POLICY_REJECT,
         timeout: float | None = 30.0,
     ) -> pb.RunResponse:
-        """Start a run; returns once its `begin` is in the stream. Retrying with the same `run_id` is safe."""
+        """Start a run; returns once its `begin` is in the stream (or, `waiting`, once it waits behind the
+        session's run: `if_busy=BUSY_POLICY_ENQUEUE`). Retrying with the same `run_id` is safe."""
         settings = None
         if model_settings is not None:
             settings = struct_pb2.Struct()
             settings.update(dict(model_settings))
         request = pb.RunRequest(
-            agent=agent, session_id=session_id, prompt=prompt, run_id=run_id, model_settings=settings
+            agent=agent, session_id=session_id, prompt=prompt, run_id=run_id, model_settings=settings, if_busy=if_busy
         )
         response: pb.RunResponse = await self.stub.Run(request, metadata=self.metadata, timeout=timeout)
         return response

@@ -188,6 +188,27 @@ async def test_a_run_can_interrupt_the_sessions_run(server: RunningServer) -> No
         assert await _code(client.stub.Run(request, metadata=client.metadata)) == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_an_enqueued_run_waits_for_the_sessions_run_and_then_runs(server: RunningServer) -> None:
+    async with _client(server) as client:
+        first = await client.run("stalling", "s1", "go")
+        await _first(client.listen("s1"), lambda e: e.content_delta == "hard ")
+        waiting = await client.run("weather", "s1", "weather?", if_busy=pb.BUSY_POLICY_ENQUEUE, run_id="r-2")
+        assert (waiting.run_id, waiting.begin_event_id, waiting.waiting) == ("r-2", "", True)
+        assert [
+            s.run_id for s in (await client.stub.ListActive(pb.ListActiveRequest(), metadata=client.metadata)).sessions
+        ] == [first.run_id]
+        assert await client.cancel("s1")
+        async with asyncio.timeout(10):
+            events = await _events(client, "s1")
+            while event_body(events[0])["run_id"] != "r-2":  # the cancelled run's stream, until r-2 begins
+                events = await _events(client, "s1")
+        assert event_body(events[0]) == {"session_id": "s1", "run_id": "r-2", "user_prompt": "weather?"}
+        assert [e.type for e in events if e.type != pb.EVENT_TYPE_EVENT] == [pb.EVENT_TYPE_BEGIN, pb.EVENT_TYPE_END]
+        assert (
+            "".join(e.content + e.content_delta for e in events if e.part_kind == pb.PART_KIND_TEXT) == "It is sunny."
+        )
+
+
 async def test_a_retried_run_with_its_run_id_is_the_same_run(server: RunningServer) -> None:
     async with _client(server) as client:
         first = await client.run("stalling", "s1", "go", run_id="r-1")

@@ -34,6 +34,10 @@ class _BusyPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BusyPolicy
     """The session's run is cancelled (its partial conversation is kept), then this run starts."""
     BUSY_POLICY_ROLLBACK: _BusyPolicy.ValueType  # 3
     """As BUSY_POLICY_INTERRUPT, but the cancelled run's messages are dropped from the conversation."""
+    BUSY_POLICY_ENQUEUE: _BusyPolicy.ValueType  # 4
+    """This run waits behind the session's run (and the runs already waiting there) and starts when
+    they ended; it counts toward the scope's queued runs (RESOURCE_EXHAUSTED beyond the bound).
+    """
 
 class BusyPolicy(_BusyPolicy, metaclass=_BusyPolicyEnumTypeWrapper):
     """What a Run does on a session that already has a queued or live run."""
@@ -46,6 +50,10 @@ BUSY_POLICY_INTERRUPT: BusyPolicy.ValueType  # 2
 """The session's run is cancelled (its partial conversation is kept), then this run starts."""
 BUSY_POLICY_ROLLBACK: BusyPolicy.ValueType  # 3
 """As BUSY_POLICY_INTERRUPT, but the cancelled run's messages are dropped from the conversation."""
+BUSY_POLICY_ENQUEUE: BusyPolicy.ValueType  # 4
+"""This run waits behind the session's run (and the runs already waiting there) and starts when
+they ended; it counts toward the scope's queued runs (RESOURCE_EXHAUSTED beyond the bound).
+"""
 Global___BusyPolicy: _TypeAlias = BusyPolicy  # noqa: Y015
 
 class _EventType:
@@ -255,21 +263,29 @@ class RunResponse(_message.Message):
     SESSION_ID_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
     BEGIN_EVENT_ID_FIELD_NUMBER: _builtins.int
+    WAITING_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     run_id: _builtins.str
     """The run's id (generated when the request had none)."""
     begin_event_id: _builtins.str
-    """Stream entry id of the run's `begin` event. Listen without `after_event_id` starts there."""
+    """Stream entry id of the run's `begin` event. Listen without `after_event_id` starts there.
+    Empty while the run waits behind the session's run (`waiting`).
+    """
+    waiting: _builtins.bool
+    """BUSY_POLICY_ENQUEUE: the run waits behind the session's run; its `begin` is written when it
+    starts (Listen without `after_event_id` once the run before it ended).
+    """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
         run_id: _builtins.str = ...,
         begin_event_id: _builtins.str = ...,
+        waiting: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["begin_event_id", b"begin_event_id", "run_id", b"run_id", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["begin_event_id", b"begin_event_id", "run_id", b"run_id", "session_id", b"session_id", "waiting", b"waiting"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -44,6 +44,15 @@ public enum BusyPolicy
    * <code>BUSY_POLICY_ROLLBACK = 3;</code>
    */
   BUSY_POLICY_ROLLBACK(3),
+  /**
+   * <pre>
+   * This run waits behind the session's run (and the runs already waiting there) and starts when
+   * they ended; it counts toward the scope's queued runs (RESOURCE_EXHAUSTED beyond the bound).
+   * </pre>
+   *
+   * <code>BUSY_POLICY_ENQUEUE = 4;</code>
+   */
+  BUSY_POLICY_ENQUEUE(4),
   UNRECOGNIZED(-1),
   ;
 
@@ -79,6 +88,15 @@ public enum BusyPolicy
    * <code>BUSY_POLICY_ROLLBACK = 3;</code>
    */
   public static final int BUSY_POLICY_ROLLBACK_VALUE = 3;
+  /**
+   * <pre>
+   * This run waits behind the session's run (and the runs already waiting there) and starts when
+   * they ended; it counts toward the scope's queued runs (RESOURCE_EXHAUSTED beyond the bound).
+   * </pre>
+   *
+   * <code>BUSY_POLICY_ENQUEUE = 4;</code>
+   */
+  public static final int BUSY_POLICY_ENQUEUE_VALUE = 4;
 
 
   public final int getNumber() {
@@ -109,6 +127,7 @@ public enum BusyPolicy
       case 1: return BUSY_POLICY_REJECT;
       case 2: return BUSY_POLICY_INTERRUPT;
       case 3: return BUSY_POLICY_ROLLBACK;
+      case 4: return BUSY_POLICY_ENQUEUE;
       default: return null;
     }
   }

@@ -138,6 +138,7 @@ private static final long serialVersionUID = 0L;
   /**
    * <pre>
    * Stream entry id of the run's `begin` event. Listen without `after_event_id` starts there.
+   * Empty while the run waits behind the session's run (`waiting`).
    * </pre>
    *
    * <code>string begin_event_id = 3 [json_name = "beginEventId"];</code>
@@ -159,6 +160,7 @@ private static final long serialVersionUID = 0L;
   /**
    * <pre>
    * Stream entry id of the run's `begin` event. Listen without `after_event_id` starts there.
+   * Empty while the run waits behind the session's run (`waiting`).
    * </pre>
    *
    * <code>string begin_event_id = 3 [json_name = "beginEventId"];</code>
@@ -177,6 +179,22 @@ private static final long serialVersionUID = 0L;
     } else {
       return (com.google.protobuf.ByteString) ref;
     }
+  }
+
+  public static final int WAITING_FIELD_NUMBER = 4;
+  private boolean waiting_ = false;
+  /**
+   * <pre>
+   * BUSY_POLICY_ENQUEUE: the run waits behind the session's run; its `begin` is written when it
+   * starts (Listen without `after_event_id` once the run before it ended).
+   * </pre>
+   *
+   * <code>bool waiting = 4 [json_name = "waiting"];</code>
+   * @return The waiting.
+   */
+  @java.lang.Override
+  public boolean getWaiting() {
+    return waiting_;
   }
 
   private byte memoizedIsInitialized = -1;
@@ -202,6 +220,9 @@ private static final long serialVersionUID = 0L;
     if (!com.google.protobuf.GeneratedMessageV3.isStringEmpty(beginEventId_)) {
       com.google.protobuf.GeneratedMessageV3.writeString(output, 3, beginEventId_);
     }
+    if (waiting_ != false) {
+      output.writeBool(4, waiting_);
+    }
     getUnknownFields().writeTo(output);
   }
 
@@ -219,6 +240,10 @@ private static final long serialVersionUID = 0L;
     }
     if (!com.google.protobuf.GeneratedMessageV3.isStringEmpty(beginEventId_)) {
       size += com.google.protobuf.GeneratedMessageV3.computeStringSize(3, beginEventId_);
+    }
+    if (waiting_ != false) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeBoolSize(4, waiting_);
     }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
@@ -241,6 +266,8 @@ private static final long serialVersionUID = 0L;
         .equals(other.getRunId())) return false;
     if (!getBeginEventId()
         .equals(other.getBeginEventId())) return false;
+    if (getWaiting()
+        != other.getWaiting()) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -258,6 +285,9 @@ private static final long serialVersionUID = 0L;
     hash = (53 * hash) + getRunId().hashCode();
     hash = (37 * hash) + BEGIN_EVENT_ID_FIELD_NUMBER;
     hash = (53 * hash) + getBeginEventId().hashCode();
+    hash = (37 * hash) + WAITING_FIELD_NUMBER;
+    hash = (53 * hash) + com.google.protobuf.Internal.hashBoolean(
+        getWaiting());
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -390,6 +420,7 @@ private static final long serialVersionUID = 0L;
       sessionId_ = "";
       runId_ = "";
       beginEventId_ = "";
+      waiting_ = false;
       return this;
     }
 
@@ -431,6 +462,9 @@ private static final long serialVersionUID = 0L;
       }
       if (((from_bitField0_ & 0x00000004) != 0)) {
         result.beginEventId_ = beginEventId_;
+      }
+      if (((from_bitField0_ & 0x00000008) != 0)) {
+        result.waiting_ = waiting_;
       }
     }
 
@@ -493,6 +527,9 @@ private static final long serialVersionUID = 0L;
         bitField0_ |= 0x00000004;
         onChanged();
       }
+      if (other.getWaiting() != false) {
+        setWaiting(other.getWaiting());
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -534,6 +571,11 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000004;
               break;
             } // case 26
+            case 32: {
+              waiting_ = input.readBool();
+              bitField0_ |= 0x00000008;
+              break;
+            } // case 32
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -719,6 +761,7 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Stream entry id of the run's `begin` event. Listen without `after_event_id` starts there.
+     * Empty while the run waits behind the session's run (`waiting`).
      * </pre>
      *
      * <code>string begin_event_id = 3 [json_name = "beginEventId"];</code>
@@ -739,6 +782,7 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Stream entry id of the run's `begin` event. Listen without `after_event_id` starts there.
+     * Empty while the run waits behind the session's run (`waiting`).
      * </pre>
      *
      * <code>string begin_event_id = 3 [json_name = "beginEventId"];</code>
@@ -760,6 +804,7 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Stream entry id of the run's `begin` event. Listen without `after_event_id` starts there.
+     * Empty while the run waits behind the session's run (`waiting`).
      * </pre>
      *
      * <code>string begin_event_id = 3 [json_name = "beginEventId"];</code>
@@ -777,6 +822,7 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Stream entry id of the run's `begin` event. Listen without `after_event_id` starts there.
+     * Empty while the run waits behind the session's run (`waiting`).
      * </pre>
      *
      * <code>string begin_event_id = 3 [json_name = "beginEventId"];</code>
@@ -791,6 +837,7 @@ private static final long serialVersionUID = 0L;
     /**
      * <pre>
      * Stream entry id of the run's `begin` event. Listen without `after_event_id` starts there.
+     * Empty while the run waits behind the session's run (`waiting`).
      * </pre>
      *
      * <code>string begin_event_id = 3 [json_name = "beginEventId"];</code>
@@ -803,6 +850,53 @@ private static final long serialVersionUID = 0L;
       checkByteStringIsUtf8(value);
       beginEventId_ = value;
       bitField0_ |= 0x00000004;
+      onChanged();
+      return this;
+    }
+
+    private boolean waiting_ ;
+    /**
+     * <pre>
+     * BUSY_POLICY_ENQUEUE: the run waits behind the session's run; its `begin` is written when it
+     * starts (Listen without `after_event_id` once the run before it ended).
+     * </pre>
+     *
+     * <code>bool waiting = 4 [json_name = "waiting"];</code>
+     * @return The waiting.
+     */
+    @java.lang.Override
+    public boolean getWaiting() {
+      return waiting_;
+    }
+    /**
+     * <pre>
+     * BUSY_POLICY_ENQUEUE: the run waits behind the session's run; its `begin` is written when it
+     * starts (Listen without `after_event_id` once the run before it ended).
+     * </pre>
+     *
+     * <code>bool waiting = 4 [json_name = "waiting"];</code>
+     * @param value The waiting to set.
+     * @return This builder for chaining.
+     */
+    public Builder setWaiting(boolean value) {
+      
+      waiting_ = value;
+      bitField0_ |= 0x00000008;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * BUSY_POLICY_ENQUEUE: the run waits behind the session's run; its `begin` is written when it
+     * starts (Listen without `after_event_id` once the run before it ended).
+     * </pre>
+     *
+     * <code>bool waiting = 4 [json_name = "waiting"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearWaiting() {
+      bitField0_ = (bitField0_ & ~0x00000008);
+      waiting_ = false;
       onChanged();
       return this;
     }

@@ -42,6 +42,7 @@ public interface RunResponseOrBuilder extends
   /**
    * <pre>
    * Stream entry id of the run's `begin` event. Listen without `after_event_id` starts there.
+   * Empty while the run waits behind the session's run (`waiting`).
    * </pre>
    *
    * <code>string begin_event_id = 3 [json_name = "beginEventId"];</code>
@@ -51,6 +52,7 @@ public interface RunResponseOrBuilder extends
   /**
    * <pre>
    * Stream entry id of the run's `begin` event. Listen without `after_event_id` starts there.
+   * Empty while the run waits behind the session's run (`waiting`).
    * </pre>
    *
    * <code>string begin_event_id = 3 [json_name = "beginEventId"];</code>
@@ -58,4 +60,15 @@ public interface RunResponseOrBuilder extends
    */
   com.google.protobuf.ByteString
       getBeginEventIdBytes();
+
+  /**
+   * <pre>
+   * BUSY_POLICY_ENQUEUE: the run waits behind the session's run; its `begin` is written when it
+   * starts (Listen without `after_event_id` once the run before it ended).
+   * </pre>
+   *
+   * <code>bool waiting = 4 [json_name = "waiting"];</code>
+   * @return The waiting.
+   */
+  boolean getWaiting();
 }

@@ -86,82 +86,84 @@ public final class StreamProto {
       "unId\022>\n\016model_settings\030\005 \001(\0132\027.google.pr" +
       "otobuf.StructR\rmodelSettings\022:\n\007if_busy\030" +
       "\006 \001(\0162!.pydantic_ai_stream.v1.BusyPolicy" +
-      "R\006ifBusy\"i\n\013RunResponse\022\035\n\nsession_id\030\001 " +
-      "\001(\tR\tsessionId\022\025\n\006run_id\030\002 \001(\tR\005runId\022$\n" +
-      "\016begin_event_id\030\003 \001(\tR\014beginEventId\"\240\001\n\r" +
-      "ListenRequest\022\035\n\nsession_id\030\001 \001(\tR\tsessi" +
-      "onId\022$\n\016after_event_id\030\002 \001(\tR\014afterEvent" +
-      "Id\022!\n\014wait_seconds\030\003 \001(\rR\013waitSeconds\022\'\n" +
-      "\017timeout_seconds\030\004 \001(\rR\016timeoutSeconds\"\223" +
-      "\001\n\016ListenResponse\0224\n\005event\030\001 \001(\0132\034.pydan" +
-      "tic_ai_stream.v1.EventH\000R\005event\022@\n\theart" +
-      "beat\030\002 \001(\0132 .pydantic_ai_stream.v1.Heart" +
-      "beatH\000R\theartbeatB\t\n\007payload\"\013\n\tHeartbea" +
-      "t\"\245\006\n\005Event\022\016\n\002id\030\001 \001(\tR\002id\0224\n\004type\030\002 \001(" +
-      "\0162 .pydantic_ai_stream.v1.EventTypeR\004typ" +
-      "e\022\033\n\ttype_name\030\003 \001(\tR\010typeName\022\026\n\006origin" +
-      "\030\004 \001(\tR\006origin\022\025\n\003idx\030\005 \001(\rH\000R\003idx\210\001\001\0224\n" +
-      "\004kind\030\006 \001(\0162 .pydantic_ai_stream.v1.Even" +
-      "tKindR\004kind\022 \n\tevent_idx\030\007 \001(\rH\001R\010eventI" +
-      "dx\210\001\001\022<\n\tpart_kind\030\010 \001(\0162\037.pydantic_ai_s" +
-      "tream.v1.PartKindR\010partKind\022$\n\016part_kind" +
-      "_name\030\t \001(\tR\014partKindName\022\035\n\007content\030\n \001" +
-      "(\tH\002R\007content\210\001\001\022(\n\rcontent_delta\030\013 \001(\tH" +
-      "\003R\014contentDelta\210\001\001\022 \n\ttool_name\030\014 \001(\tH\004R" +
-      "\010toolName\210\001\001\022%\n\014tool_call_id\030\r \001(\tH\005R\nto" +
-      "olCallId\210\001\001\022+\n\004args\030\016 \001(\0132\027.google.proto" +
-      "buf.StructR\004args\022\033\n\tbody_json\030\017 \001(\tR\010bod" +
-      "yJson\022<\n\007outcome\030\020 \001(\0162\".pydantic_ai_str" +
-      "eam.v1.ToolOutcomeR\007outcome\022G\n\017part_delt" +
-      "a_kind\030\021 \001(\0162\037.pydantic_ai_stream.v1.Par" +
-      "tKindR\rpartDeltaKind\022\030\n\007attempt\030\022 \001(\rR\007a" +
-      "ttemptB\006\n\004_idxB\014\n\n_event_idxB\n\n\010_content" +
-      "B\020\n\016_content_deltaB\014\n\n_tool_nameB\017\n\r_too" +
-      "l_call_id\".\n\rCancelRequest\022\035\n\nsession_id" +
-      "\030\001 \001(\tR\tsessionId\".\n\016CancelResponse\022\034\n\tc" +
-      "ancelled\030\001 \001(\010R\tcancelled\"\023\n\021ListActiveR" +
-      "equest\"V\n\022ListActiveResponse\022@\n\010sessions" +
-      "\030\001 \003(\0132$.pydantic_ai_stream.v1.ActiveSes" +
-      "sionR\010sessions\"\226\001\n\rActiveSession\022\035\n\nsess" +
-      "ion_id\030\001 \001(\tR\tsessionId\0225\n\005state\030\002 \001(\0162\037" +
-      ".pydantic_ai_stream.v1.RunStateR\005state\022\025" +
-      "\n\006run_id\030\003 \001(\tR\005runId\022\030\n\007attempt\030\004 \001(\rR\007" +
-      "attempt*v\n\nBusyPolicy\022\033\n\027BUSY_POLICY_UNS" +
-      "PECIFIED\020\000\022\026\n\022BUSY_POLICY_REJECT\020\001\022\031\n\025BU" +
-      "SY_POLICY_INTERRUPT\020\002\022\030\n\024BUSY_POLICY_ROL" +
-      "LBACK\020\003*\251\001\n\tEventType\022\032\n\026EVENT_TYPE_UNSP" +
-      "ECIFIED\020\000\022\024\n\020EVENT_TYPE_BEGIN\020\001\022\024\n\020EVENT" +
-      "_TYPE_EVENT\020\002\022\024\n\020EVENT_TYPE_ERROR\020\003\022\023\n\017E" +
-      "VENT_TYPE_INFO\020\004\022\022\n\016EVENT_TYPE_END\020\005\022\025\n\021" +
-      "EVENT_TYPE_CUSTOM\020\006*\276\001\n\tEventKind\022\032\n\026EVE" +
-      "NT_KIND_UNSPECIFIED\020\000\022\030\n\024EVENT_KIND_LLM_" +
-      "BEGIN\020\001\022\026\n\022EVENT_KIND_LLM_END\020\002\022\031\n\025EVENT" +
-      "_KIND_PART_START\020\003\022\031\n\025EVENT_KIND_PART_DE" +
-      "LTA\020\004\022\025\n\021EVENT_KIND_ANSWER\020\005\022\026\n\022EVENT_KI" +
-      "ND_RESUMED\020\006*\232\001\n\010PartKind\022\031\n\025PART_KIND_U" +
-      "NSPECIFIED\020\000\022\022\n\016PART_KIND_TEXT\020\001\022\026\n\022PART" +
-      "_KIND_THINKING\020\002\022\027\n\023PART_KIND_TOOL_CALL\020" +
-      "\003\022\031\n\025PART_KIND_TOOL_RETURN\020\004\022\023\n\017PART_KIN" +
-      "D_OTHER\020\005*\255\001\n\013ToolOutcome\022\034\n\030TOOL_OUTCOM" +
-      "E_UNSPECIFIED\020\000\022\027\n\023TOOL_OUTCOME_FAILED\020\001" +
-      "\022\027\n\023TOOL_OUTCOME_DENIED\020\002\022\034\n\030TOOL_OUTCOM" +
-      "E_INTERRUPTED\020\003\022\030\n\024TOOL_OUTCOME_RETRIED\020" +
-      "\004\022\026\n\022TOOL_OUTCOME_OTHER\020\005*R\n\010RunState\022\031\n" +
-      "\025RUN_STATE_UNSPECIFIED\020\000\022\024\n\020RUN_STATE_QU" +
-      "EUED\020\001\022\025\n\021RUN_STATE_RUNNING\020\0022\365\002\n\022AgentS" +
-      "treamService\022L\n\003Run\022!.pydantic_ai_stream" +
-      ".v1.RunRequest\032\".pydantic_ai_stream.v1.R" +
-      "unResponse\022W\n\006Listen\022$.pydantic_ai_strea" +
-      "m.v1.ListenRequest\032%.pydantic_ai_stream." +
-      "v1.ListenResponse0\001\022U\n\006Cancel\022$.pydantic" +
-      "_ai_stream.v1.CancelRequest\032%.pydantic_a" +
-      "i_stream.v1.CancelResponse\022a\n\nListActive" +
-      "\022(.pydantic_ai_stream.v1.ListActiveReque" +
-      "st\032).pydantic_ai_stream.v1.ListActiveRes" +
-      "ponseB\212\001\n\035io.github.pydanticaistream.v1B" +
-      "\013StreamProtoP\001ZZgithub.com/pydantic-ai-s" +
-      "tream/pydantic-ai-stream/clients/go/pyda" +
-      "ntic_ai_stream/v1;streamv1b\006proto3"
+      "R\006ifBusy\"\203\001\n\013RunResponse\022\035\n\nsession_id\030\001" +
+      " \001(\tR\tsessionId\022\025\n\006run_id\030\002 \001(\tR\005runId\022$" +
+      "\n\016begin_event_id\030\003 \001(\tR\014beginEventId\022\030\n\007" +
+      "waiting\030\004 \001(\010R\007waiting\"\240\001\n\rListenRequest" +
+      "\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\022$\n\016after" +
+      "_event_id\030\002 \001(\tR\014afterEventId\022!\n\014wait_se" +
+      "conds\030\003 \001(\rR\013waitSeconds\022\'\n\017timeout_seco" +
+      "nds\030\004 \001(\rR\016timeoutSeconds\"\223\001\n\016ListenResp" +
+      "onse\0224\n\005event\030\001 \001(\0132\034.pydantic_ai_stream" +
+      ".v1.EventH\000R\005event\022@\n\theartbeat\030\002 \001(\0132 ." +
+      "pydantic_ai_stream.v1.HeartbeatH\000R\theart" +
+      "beatB\t\n\007payload\"\013\n\tHeartbeat\"\245\006\n\005Event\022\016" +
+      "\n\002id\030\001 \001(\tR\002id\0224\n\004type\030\002 \001(\0162 .pydantic_" +
+      "ai_stream.v1.EventTypeR\004type\022\033\n\ttype_nam" +
+      "e\030\003 \001(\tR\010typeName\022\026\n\006origin\030\004 \001(\tR\006origi" +
+      "n\022\025\n\003idx\030\005 \001(\rH\000R\003idx\210\001\001\0224\n\004kind\030\006 \001(\0162 " +
+      ".pydantic_ai_stream.v1.EventKindR\004kind\022 " +
+      "\n\tevent_idx\030\007 \001(\rH\001R\010eventIdx\210\001\001\022<\n\tpart" +
+      "_kind\030\010 \001(\0162\037.pydantic_ai_stream.v1.Part" +
+      "KindR\010partKind\022$\n\016part_kind_name\030\t \001(\tR\014" +
+      "partKindName\022\035\n\007content\030\n \001(\tH\002R\007content" +
+      "\210\001\001\022(\n\rcontent_delta\030\013 \001(\tH\003R\014contentDel" +
+      "ta\210\001\001\022 \n\ttool_name\030\014 \001(\tH\004R\010toolName\210\001\001\022" +
+      "%\n\014tool_call_id\030\r \001(\tH\005R\ntoolCallId\210\001\001\022+" +
+      "\n\004args\030\016 \001(\0132\027.google.protobuf.StructR\004a" +
+      "rgs\022\033\n\tbody_json\030\017 \001(\tR\010bodyJson\022<\n\007outc" +
+      "ome\030\020 \001(\0162\".pydantic_ai_stream.v1.ToolOu" +
+      "tcomeR\007outcome\022G\n\017part_delta_kind\030\021 \001(\0162" +
+      "\037.pydantic_ai_stream.v1.PartKindR\rpartDe" +
+      "ltaKind\022\030\n\007attempt\030\022 \001(\rR\007attemptB\006\n\004_id" +
+      "xB\014\n\n_event_idxB\n\n\010_contentB\020\n\016_content_" +
+      "deltaB\014\n\n_tool_nameB\017\n\r_tool_call_id\".\n\r" +
+      "CancelRequest\022\035\n\nsession_id\030\001 \001(\tR\tsessi" +
+      "onId\".\n\016CancelResponse\022\034\n\tcancelled\030\001 \001(" +
+      "\010R\tcancelled\"\023\n\021ListActiveRequest\"V\n\022Lis" +
+      "tActiveResponse\022@\n\010sessions\030\001 \003(\0132$.pyda" +
+      "ntic_ai_stream.v1.ActiveSessionR\010session" +
+      "s\"\226\001\n\rActiveSession\022\035\n\nsession_id\030\001 \001(\tR" +
+      "\tsessionId\0225\n\005state\030\002 \001(\0162\037.pydantic_ai_" +
+      "stream.v1.RunStateR\005state\022\025\n\006run_id\030\003 \001(" +
+      "\tR\005runId\022\030\n\007attempt\030\004 \001(\rR\007attempt*\217\001\n\nB" +
+      "usyPolicy\022\033\n\027BUSY_POLICY_UNSPECIFIED\020\000\022\026" +
+      "\n\022BUSY_POLICY_REJECT\020\001\022\031\n\025BUSY_POLICY_IN" +
+      "TERRUPT\020\002\022\030\n\024BUSY_POLICY_ROLLBACK\020\003\022\027\n\023B" +
+      "USY_POLICY_ENQUEUE\020\004*\251\001\n\tEventType\022\032\n\026EV" +
+      "ENT_TYPE_UNSPECIFIED\020\000\022\024\n\020EVENT_TYPE_BEG" +
+      "IN\020\001\022\024\n\020EVENT_TYPE_EVENT\020\002\022\024\n\020EVENT_TYPE" +
+      "_ERROR\020\003\022\023\n\017EVENT_TYPE_INFO\020\004\022\022\n\016EVENT_T" +
+      "YPE_END\020\005\022\025\n\021EVENT_TYPE_CUSTOM\020\006*\276\001\n\tEve" +
+      "ntKind\022\032\n\026EVENT_KIND_UNSPECIFIED\020\000\022\030\n\024EV" +
+      "ENT_KIND_LLM_BEGIN\020\001\022\026\n\022EVENT_KIND_LLM_E" +
+      "ND\020\002\022\031\n\025EVENT_KIND_PART_START\020\003\022\031\n\025EVENT" +
+      "_KIND_PART_DELTA\020\004\022\025\n\021EVENT_KIND_ANSWER\020" +
+      "\005\022\026\n\022EVENT_KIND_RESUMED\020\006*\232\001\n\010PartKind\022\031" +
+      "\n\025PART_KIND_UNSPECIFIED\020\000\022\022\n\016PART_KIND_T" +
+      "EXT\020\001\022\026\n\022PART_KIND_THINKING\020\002\022\027\n\023PART_KI" +
+      "ND_TOOL_CALL\020\003\022\031\n\025PART_KIND_TOOL_RETURN\020" +
+      "\004\022\023\n\017PART_KIND_OTHER\020\005*\255\001\n\013ToolOutcome\022\034" +
+      "\n\030TOOL_OUTCOME_UNSPECIFIED\020\000\022\027\n\023TOOL_OUT" +
+      "COME_FAILED\020\001\022\027\n\023TOOL_OUTCOME_DENIED\020\002\022\034" +
+      "\n\030TOOL_OUTCOME_INTERRUPTED\020\003\022\030\n\024TOOL_OUT" +
+      "COME_RETRIED\020\004\022\026\n\022TOOL_OUTCOME_OTHER\020\005*R" +
+      "\n\010RunState\022\031\n\025RUN_STATE_UNSPECIFIED\020\000\022\024\n" +
+      "\020RUN_STATE_QUEUED\020\001\022\025\n\021RUN_STATE_RUNNING" +
+      "\020\0022\365\002\n\022AgentStreamService\022L\n\003Run\022!.pydan" +
+      "tic_ai_stream.v1.RunRequest\032\".pydantic_a" +
+      "i_stream.v1.RunResponse\022W\n\006Listen\022$.pyda" +
+      "ntic_ai_stream.v1.ListenRequest\032%.pydant" +
+      "ic_ai_stream.v1.ListenResponse0\001\022U\n\006Canc" +
+      "el\022$.pydantic_ai_stream.v1.CancelRequest" +
+      "\032%.pydantic_ai_stream.v1.CancelResponse\022" +
+      "a\n\nListActive\022(.pydantic_ai_stream.v1.Li" +
+      "stActiveRequest\032).pydantic_ai_stream.v1." +
+      "ListActiveResponseB\212\001\n\035io.github.pydanti" +
+      "caistream.v1B\013StreamProtoP\001ZZgithub.com/" +
+      "pydantic-ai-stream/pydantic-ai-stream/cl" +
+      "ients/go/pydantic_ai_stream/v1;streamv1b" +
+      "\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -179,7 +181,7 @@ public final class StreamProto {
     internal_static_pydantic_ai_stream_v1_RunResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_RunResponse_descriptor,
-        new java.lang.String[] { "SessionId", "RunId", "BeginEventId", });
+        new java.lang.String[] { "SessionId", "RunId", "BeginEventId", "Waiting", });
     internal_static_pydantic_ai_stream_v1_ListenRequest_descriptor =
       getDescriptor().getMessageTypes().get(2);
     internal_static_pydantic_ai_stream_v1_ListenRequest_fieldAccessorTable = new
