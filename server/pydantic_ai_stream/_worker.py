@@ -39,8 +39,10 @@ logger = logging.getLogger(__name__)
 
 CLAIM_BLOCK_MS = 5000
 """Longest wait of one claim (a stopping worker wakes its own)."""
-RECLAIM_AFTER = 3
-"""Lease TTLs a claimed job may go without its worker's sign of life before another worker takes it."""
+RECLAIM_AFTER = 1
+"""Lease TTLs a claimed job may go without its worker's sign of life before another worker takes it: by
+then the run's lease lapsed too (both are renewed at the same interval), so the taker can resume it. A
+job taken from a worker that is only slow is left to it (see `_execute`)."""
 
 
 def _default_name() -> str:
@@ -171,20 +173,18 @@ class Worker:
         """Show the queue the jobs held here are worked on, and take over those of workers that died.
 
         A job's idle time restarts at each renewal interval here; one idle for `RECLAIM_AFTER` lease TTLs
-        belongs to a worker that is gone (killed, or stopped before it adopted the run).
+        belongs to a worker that is gone (killed, stalled past its leases, or stopped before it adopted the
+        run): a run whose worker died is resumed about a lease TTL after its last renewal.
         """
         config = self.runtime.settings
         queue = self.runtime.queue
         idle_ms = int(RECLAIM_AFTER * config.lease_ttl * 1000)
-        ticks = 0
         while True:
             await asyncio.sleep(config.lease_renew_interval)  # a periodic timer, not synchronisation
-            ticks += 1
             try:
                 await queue.heartbeat(self.name, list(self._claimed))
                 free = self.concurrency - len(self._runs)
-                if not self._stopping and free > 0 and ticks * config.lease_renew_interval >= config.lease_ttl:
-                    ticks = 0
+                if not self._stopping and free > 0:
                     self._start(await queue.reclaim(self.name, idle_ms=idle_ms, count=free))
             except (RedisError, OSError) as e:
                 logger.warning("worker %s could not renew its jobs (%s)", self.name, e)
