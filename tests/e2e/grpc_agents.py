@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -83,9 +84,14 @@ async def _steps(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator
 steps = Agent(FunctionModel(stream_function=_steps), name="steps")
 
 
+def _tool_seconds() -> float:
+    return float(os.environ.get("TEST_TOOL_SECONDS", "0"))
+
+
 @steps.tool_plain
 def book(what: str) -> str:
     _mark("book")
+    time.sleep(_tool_seconds())  # a tool's work (in a thread: the tool is sync)
     return f"booked a {what}"
 
 
@@ -93,4 +99,5 @@ def book(what: str) -> str:
 async def lookup(what: str) -> str:
     if _mark("lookup") == 1 and (_marks() / "hang-lookup").exists():
         await asyncio.sleep(60)  # its worker is killed meanwhile
+    await asyncio.sleep(_tool_seconds())  # a tool's work
     return f"{what}: soup"

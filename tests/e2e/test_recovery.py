@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import signal
 import subprocess
 import time
@@ -348,3 +349,41 @@ async def test_a_rolling_restart_of_three_replicas_under_thirty_runs_loses_none(
 async def _ended(handle: SessionHandle) -> list[Entry]:
     """The session's run's entries, once it ended."""
     return [entry async for entry in handle.listen_entries(timeout=60, wait=10) if entry is not None]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
+async def test_runs_survive_a_worker_killed_at_a_random_moment(
+    redis: Redis, redis_url: str, settings: Settings, marks: Path, seed: int
+) -> None:
+    """Seeded: 6 `steps` runs shared by a worker process and an in-process worker; the process is killed
+    -9 at a random moment (mid-token, mid-checkpoint, mid-tool: wherever it falls). Every run ends once,
+    shows its whole answer once, and keeps every finished step once; a tool not safe to retry never runs
+    twice."""
+    rng = random.Random(seed)
+    env = {**SHORT_LEASES, "TEST_TOOL_MARKS": str(marks), "TEST_PACE_SECONDS": "0.02", "TEST_TOOL_SECONDS": "0.3"}
+    sessions = [f"s{i}" for i in range(6)]
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        handles = [SessionHandle.of(runtime, scope_id=1, user_id=1, session_id=s) for s in sessions]
+        with worker_process(redis_url, settings.redis_prefix, *STEPS, env=env) as victim:
+            async with Worker(runtime=runtime, agents={"steps": steps}, concurrency=3):
+                for handle in handles:
+                    await handle.submit(agent="steps", body={"user_prompt": "go"})
+                await asyncio.sleep(rng.uniform(0.05, 1.2))  # the fault's random moment, not synchronisation
+                victim.kill()
+                ended = await asyncio.gather(*(_ended(handle) for handle in handles))
+        for handle, entries in zip(handles, ended, strict=True):
+            assert [e.type for e in entries if e.type != "event"] == ["begin", "end"], handle.keys.session_id
+            markers = [e.body for e in entries if e.body.get("event") == "resumed"]
+            assert [m["attempt"] for m in markers] in ([], [2])
+            assert _visible_text(entries) == STEPS_TEXT + FULL_TEXT
+            session = RedisSession(
+                redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id=handle.keys.session_id
+            )
+            await session.load()
+            conversation = _conversation(session.msgs)
+            assert [kind for kind, _ in conversation] == ["request", "response", "request", "response"]
+            returns = dict(what for _, what in conversation[2][1])
+            assert returns["lookup"] == "menu: soup"
+            assert returns["book"] in ("booked a table", UNKNOWN_OUTCOME)
+            assert conversation[3] == ("response", [("text", FULL_TEXT)])
+    assert tool_calls("book") <= len(sessions), "a tool not safe to retry never ran twice for a run"
