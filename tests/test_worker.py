@@ -7,10 +7,12 @@ import time
 from typing import Any
 
 import pytest
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionHandle, Settings
 from pydantic_ai_stream._keys import queue_wake_key
+from pydantic_ai_stream._live import LiveRun
 from pydantic_ai_stream._queue import GROUP, Submitted
 from pydantic_ai_stream._worker import Worker
 from support import GatedModel
@@ -247,3 +249,30 @@ async def test_the_job_of_a_cancelled_queued_run_is_dropped_though_another_run_h
             await asyncio.sleep(0.01)
     assert _outline(events) == [("begin", None), ("end", None)]
     assert model.calls == 1
+
+
+async def test_a_run_whose_worker_died_after_saving_it_is_ended_not_run_again(redis: Redis, settings: Settings) -> None:
+    """Its worker saved the conversation, then died before `end`: the next attempt writes `end` and
+    neither calls the model again nor saves the run's messages twice."""
+    async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        await handle.submit(agent="gated", body={"user_prompt": "hi"}, run_id="r1")
+        live = await LiveRun.adopt(dead, handle.keys, run_id="r1")
+        assert live is not None
+        conversation: list[ModelMessage] = [
+            ModelRequest(parts=[UserPromptPart("hi")], run_id="r1"),
+            ModelResponse(parts=[TextPart("hello world")], run_id="r1"),
+        ]
+        session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+        session.add_msgs(conversation)
+        await session.save()
+        dead.leases.release(live.lease)  # the worker dies: its lease lapses, no `end` is written
+        await redis.delete(handle.keys.live)
+        model = GatedModel()
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+            events = await _ended_run(handle, "r1")
+        assert _outline(events) == [("begin", None), ("end", None)]
+        assert model.calls == 0
+        stored = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+        await stored.load()
+        assert [m.parts for m in stored.msgs] == [m.parts for m in conversation], "saved once"

@@ -14,13 +14,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelResponse
 from pydantic_ai.tools import DeferredToolResults
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 
-__all__ = ["RETRY_SAFE", "UNKNOWN_OUTCOME", "Checkpoint", "decode_messages", "encode_messages", "retry_safe_tools"]
+__all__ = [
+    "RETRY_SAFE",
+    "UNKNOWN_OUTCOME",
+    "Checkpoint",
+    "decode_messages",
+    "encode_messages",
+    "retry_safe_tools",
+    "saved_by",
+]
 
 RETRY_SAFE = "retry_safe"
 """The tool metadata key that marks a tool safe to run again after a crash left a call of it with an unknown
@@ -33,7 +41,10 @@ UNKNOWN_OUTCOME = (
 )
 """The tool return a resumed run gives the model for a call that may have run and is not safe to retry."""
 
-_MessageTypeAdapter: TypeAdapter[ModelMessage] = TypeAdapter(ModelMessage)
+_MessageTypeAdapter: TypeAdapter[ModelMessage] = TypeAdapter(
+    ModelMessage, config=ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+)
+"""One message as `ModelMessagesTypeAdapter` writes each of a list's (bytes as base64)."""
 
 
 def encode_messages(messages: Sequence[ModelMessage]) -> list[bytes]:
@@ -74,6 +85,13 @@ class Checkpoint:
             else:
                 results.calls[call.tool_call_id] = UNKNOWN_OUTCOME
         return results
+
+
+def saved_by(messages: Sequence[ModelMessage], run_id: str) -> bool:
+    """Whether `messages` (a session's stored conversation) hold messages of the run `run_id`, of any
+    attempt: its worker saved the conversation and died before the run's `end`."""
+    attempt = f"{run_id}:"
+    return any(m.run_id == run_id or (m.run_id or "").startswith(attempt) for m in messages)
 
 
 def retry_safe_tools(agent: AbstractAgent[Any, Any]) -> set[str]:

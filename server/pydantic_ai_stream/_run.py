@@ -15,6 +15,7 @@ from pydantic_ai.messages import ModelMessage
 from ._deps import Deps
 from ._errors import AgxCanceledError, LeaseLostError
 from ._names import ORIGIN_STREAM
+from ._resume import saved_by
 from ._session import Session
 
 __all__ = ["drive", "run", "start_run"]
@@ -56,6 +57,8 @@ async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: s
     try:
         await session.load()
         history = list(session.msgs)
+        if live is not None and live.attempt > 1 and saved_by(history, live.run_id):
+            return  # its last worker saved the conversation and died before `end`: only `end` is left
         resumed = await live.resume() if live is not None else None
         prompt: str | None = user_prompt
         if resumed is not None:
