@@ -16,7 +16,7 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import Runtime, Settings
+from pydantic_ai_stream import RedisConversationStore, Runtime, Settings
 from pydantic_ai_stream import settings as process_settings
 from pydantic_ai_stream._keys import SessionKeys
 
@@ -241,5 +241,6 @@ async def default_session_id(redis: Redis) -> AsyncIterator[str]:
     session_id = f"s{uuid.uuid4().hex[:12]}"
     yield session_id
     keys = SessionKeys.build(prefix=process_settings.redis_prefix, scope_id=1, user_id=1, session_id=session_id)
+    await RedisConversationStore(redis=redis, scope_id=1, user_id=1).delete(session_id)  # and its messages
     await redis.delete(keys.stream, keys.live, keys.msgs)
     await redis.zrem(keys.active, session_id)

@@ -5,6 +5,7 @@ from ._errors import (
     AgxCanceledError,
     CursorAheadError,
     CursorExpiredError,
+    ForeignScopeError,
     InvalidIdError,
     LeaseLostError,
     ListenTimeoutError,
@@ -19,8 +20,9 @@ from ._handle import SessionHandle, q
 from ._resume import RETRY_SAFE, UNKNOWN_OUTCOME
 from ._run import run, start_run
 from ._runtime import Runtime
-from ._session import RedisSession, Session
+from ._session import RedisSession, Session, StoredSession
 from ._settings import Settings, settings
+from ._store import RedisConversationStore
 
 __all__ = [
     "RETRY_SAFE",
@@ -32,11 +34,13 @@ __all__ = [
     "EventBody",
     "EventBodyTypeAdapter",
     "EventMapper",
+    "ForeignScopeError",
     "InvalidIdError",
     "LeaseLostError",
     "ListenTimeoutError",
     "PydanticAIStreamError",
     "QueueFullError",
+    "RedisConversationStore",
     "RedisSession",
     "RunExistsError",
     "Runtime",
@@ -45,6 +49,7 @@ __all__ = [
     "SessionHandle",
     "Settings",
     "StoredNode",
+    "StoredSession",
     "StreamNotFoundError",
     "nodes_from_msgs",
     "q",
