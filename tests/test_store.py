@@ -10,12 +10,13 @@ import pytest
 from pydantic_ai import Agent
 from pydantic_ai.conversation import Conversation
 from pydantic_ai.conversation_store import ConversationConflict
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, ModelResponse, TextPart
+from pydantic_ai.messages import ModelMessagesTypeAdapter
 from pydantic_ai.models.test import TestModel
 from redis.asyncio import Connection, Redis, RedisCluster
 from redis.cluster import key_slot
 
 from pydantic_ai_stream import ForeignScopeError, RedisConversationStore, RedisSession, Runtime, Settings
+from support import texts, turn
 
 Client = Redis | RedisCluster
 
@@ -46,14 +47,6 @@ def store_of(runtime: Runtime, user_id: int = 1, **kw: Any) -> RedisConversation
 
 def session_of(runtime: Runtime, session_id: str = "s1", user_id: int = 1, **kw: Any) -> RedisSession:
     return RedisSession(redis=runtime.redis, runtime=runtime, scope_id=1, user_id=user_id, session_id=session_id, **kw)
-
-
-def turn(prompt: str, answer: str) -> list[ModelMessage]:
-    return [ModelRequest.user_text_prompt(prompt), ModelResponse(parts=[TextPart(answer)])]
-
-
-def texts(messages: list[ModelMessage]) -> list[str]:
-    return [str(getattr(part, "content", "")) for message in messages for part in message.parts]
 
 
 async def test_pydantic_ai_and_the_session_continue_each_others_conversation(on: Runtime) -> None:

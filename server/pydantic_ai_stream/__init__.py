@@ -1,5 +1,7 @@
 """Production runtime for pydantic-ai agents: structured events in Redis Streams, sessions, cancellation."""
 
+from typing import TYPE_CHECKING, Any
+
 from ._deps import Deps
 from ._errors import (
     AgxCanceledError,
@@ -24,6 +26,9 @@ from ._session import RedisSession, Session, StoredSession
 from ._settings import Settings, settings
 from ._store import RedisConversationStore
 
+if TYPE_CHECKING:
+    from ._postgres import PostgresConversationStore, PostgresSession
+
 __all__ = [
     "RETRY_SAFE",
     "UNKNOWN_OUTCOME",
@@ -38,6 +43,8 @@ __all__ = [
     "InvalidIdError",
     "LeaseLostError",
     "ListenTimeoutError",
+    "PostgresConversationStore",
+    "PostgresSession",
     "PydanticAIStreamError",
     "QueueFullError",
     "RedisConversationStore",
@@ -57,3 +64,14 @@ __all__ = [
     "settings",
     "start_run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The PostgreSQL names, imported on first use: they need the `postgres` extra (psycopg)."""
+    if name in ("PostgresConversationStore", "PostgresSession"):
+        try:
+            from . import _postgres
+        except ImportError as e:
+            raise ImportError(f"{name} needs the postgres extra: pip install 'pydantic-ai-stream[postgres]'") from e
+        return getattr(_postgres, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
