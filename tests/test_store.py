@@ -217,3 +217,25 @@ async def test_every_key_of_a_users_conversations_shares_its_hash_slot(on: Runti
     keys = [store.keys.record("s1"), store.keys.record("s2"), store.keys.entries, store.keys.parents]
     keys += [store.keys.index, store.keys.expiry, on.keys(scope_id=1, user_id=1, session_id="s1").stream]
     assert len({key_slot(key.encode()) for key in keys}) == 1
+
+
+async def test_a_rewritten_history_is_saved_with_the_replaced_one_kept_as_a_branch(on: Runtime) -> None:
+    session = session_of(on)
+    session.add_msgs([*turn("one", "1"), *turn("two", "2")])
+    await session.save()
+    session.msgs = [*session.msgs[:2], *turn("two, edited", "2'")]  # not an extension: a rewrite
+    await session.save()
+    store = store_of(on)
+    conversation = await store.load("s1")
+    assert conversation is not None
+    assert texts(conversation.messages) == ["one", "1", "two, edited", "2'"]
+    record = await store.read_record("s1")
+    assert record is not None
+    [tip] = record.branches
+    assert texts([entry.message for entry in await store.read_history(tip)]) == ["one", "1", "two", "2"]
+
+    unloaded = session_of(on)  # saved without a load: its messages become the history, as before
+    unloaded.msgs = turn("fresh", "start")
+    await unloaded.save()
+    await session.load()
+    assert texts(session.msgs) == ["fresh", "start"]
