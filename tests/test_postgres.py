@@ -151,6 +151,10 @@ async def test_a_history_of_1000_messages_loads_in_one_query(postgres_url: str, 
             assert conversation is not None
             assert len(conversation.messages) == 1000
             assert round_trips() == 2, "pydantic-ai's load: the record, then the history in one query"
+            recent = await store_of(pool, postgres_schema).load("s1", limit=3)
+            assert recent is not None
+            assert texts(recent.messages) == ["a498", "q499", "a499"]
+            round_trips()
 
             loaded.add_msgs(turn("q500", "a500"))
             await loaded.save()

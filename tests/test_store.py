@@ -168,6 +168,10 @@ async def test_a_history_of_1000_messages_loads_in_one_round_trip(redis_url: str
         assert conversation is not None
         assert len(conversation.messages) == 1000
         assert len(sent) == 2, sent  # pydantic-ai's load: the record, then the history in one script
+        recent = await store_of(runtime).load("s1", limit=3)
+        assert recent is not None
+        assert texts(recent.messages) == ["a498", "q499", "a499"]
+        sent.clear()
 
         sent.clear()
         loaded.add_msgs(turn("q500", "a500"))
