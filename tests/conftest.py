@@ -11,12 +11,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import Runtime, Settings
+from pydantic_ai_stream import RedisConversationStore, Runtime, Settings
 from pydantic_ai_stream import settings as process_settings
 from pydantic_ai_stream._keys import SessionKeys
 
@@ -201,6 +202,45 @@ def _create_cluster(ports: list[int]) -> None:
         client.close()
 
 
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The PostgreSQL the tests use: `POSTGRES_URL`, else the local one (trust auth, database `test`)."""
+    url = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    try:
+        with socket.create_connection(_host_port(url), 2):
+            pass
+    except OSError:
+        pytest.skip(f"no PostgreSQL answers at {url}")
+    return url
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or 5432
+
+
+@pytest.fixture
+def postgres_schema(postgres_url: str) -> Iterator[str]:
+    """A schema of the test's own for the PostgreSQL store's tables; dropped after the test."""
+    import psycopg
+
+    schema = f"t{uuid.uuid4().hex[:12]}"
+    yield schema
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")  # type: ignore[arg-type]  # our own name
+
+
+@pytest.fixture
+async def postgres(postgres_url: str, postgres_schema: str) -> AsyncIterator[Any]:
+    """A pool of autocommit connections with the store's tables in the test's own schema."""
+    from pydantic_ai_stream._postgres import postgres_pool
+
+    async with postgres_pool(postgres_url, schema=postgres_schema) as pool:
+        yield pool
+
+
 @pytest.fixture(autouse=True)
 def process_settings_unchanged() -> Iterator[None]:
     """Fail a test that changed the process-wide `settings`: a test's configuration flows in through its runtime."""
@@ -241,5 +281,6 @@ async def default_session_id(redis: Redis) -> AsyncIterator[str]:
     session_id = f"s{uuid.uuid4().hex[:12]}"
     yield session_id
     keys = SessionKeys.build(prefix=process_settings.redis_prefix, scope_id=1, user_id=1, session_id=session_id)
+    await RedisConversationStore(redis=redis, scope_id=1, user_id=1).delete(session_id)  # and its messages
     await redis.delete(keys.stream, keys.live, keys.msgs)
     await redis.zrem(keys.active, session_id)

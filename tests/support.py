@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from redis.asyncio import Redis
 
@@ -52,6 +52,16 @@ class MemorySession(Session):
 
 def _answered_tools(messages: list[ModelMessage]) -> int:
     return sum(isinstance(p, ToolReturnPart) for m in messages if isinstance(m, ModelRequest) for p in m.parts)
+
+
+def turn(prompt: str, answer: str) -> list[ModelMessage]:
+    """A user's prompt and the model's text answer."""
+    return [ModelRequest.user_text_prompt(prompt), ModelResponse(parts=[TextPart(answer)])]
+
+
+def texts(messages: list[ModelMessage]) -> list[str]:
+    """What each part of `messages` says, in order."""
+    return [str(getattr(part, "content", "")) for message in messages for part in message.parts]
 
 
 def scripted_model(

@@ -43,8 +43,9 @@ async def test_a_worker_runs_a_queued_run_to_its_end(redis: Redis, runtime: Runt
     assert _outline(events) == [("begin", None), ("end", None)]
     text = "".join(e["body"].get("content", "") + e["body"].get("content_delta", "") for e in events[1:-1])
     assert text == "hello world"
-    keys = runtime.keys(scope_id=1, user_id=1, session_id="s1")
-    assert b"hello world" in (await redis.get(keys.msgs) or b""), "the conversation is saved"
+    session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+    await session.load()
+    assert b"hello world" in session.msgs_to_json(), "the conversation is saved"
     assert await redis.xlen(runtime.queue.key) == 0, "its job is done"
     assert model.calls == 1
 

@@ -1,10 +1,13 @@
 """Production runtime for pydantic-ai agents: structured events in Redis Streams, sessions, cancellation."""
 
+from typing import TYPE_CHECKING, Any
+
 from ._deps import Deps
 from ._errors import (
     AgxCanceledError,
     CursorAheadError,
     CursorExpiredError,
+    ForeignScopeError,
     InvalidIdError,
     LeaseLostError,
     ListenTimeoutError,
@@ -19,8 +22,12 @@ from ._handle import SessionHandle, q
 from ._resume import RETRY_SAFE, UNKNOWN_OUTCOME
 from ._run import run, start_run
 from ._runtime import Runtime
-from ._session import RedisSession, Session
+from ._session import RedisSession, Session, StoredSession
 from ._settings import Settings, settings
+from ._store import RedisConversationStore
+
+if TYPE_CHECKING:
+    from ._postgres import PostgresConversationStore, PostgresSession
 
 __all__ = [
     "RETRY_SAFE",
@@ -32,11 +39,15 @@ __all__ = [
     "EventBody",
     "EventBodyTypeAdapter",
     "EventMapper",
+    "ForeignScopeError",
     "InvalidIdError",
     "LeaseLostError",
     "ListenTimeoutError",
+    "PostgresConversationStore",
+    "PostgresSession",
     "PydanticAIStreamError",
     "QueueFullError",
+    "RedisConversationStore",
     "RedisSession",
     "RunExistsError",
     "Runtime",
@@ -45,6 +56,7 @@ __all__ = [
     "SessionHandle",
     "Settings",
     "StoredNode",
+    "StoredSession",
     "StreamNotFoundError",
     "nodes_from_msgs",
     "q",
@@ -52,3 +64,14 @@ __all__ = [
     "settings",
     "start_run",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The PostgreSQL names, imported on first use: they need the `postgres` extra (psycopg)."""
+    if name in ("PostgresConversationStore", "PostgresSession"):
+        try:
+            from . import _postgres
+        except ImportError as e:
+            raise ImportError(f"{name} needs the postgres extra: pip install 'pydantic-ai-stream[postgres]'") from e
+        return getattr(_postgres, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

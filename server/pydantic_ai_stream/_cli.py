@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
             "--concurrency", type=int, help="runs executed at once (default 64; serve: 0 executes none)"
         )
         command.add_argument("--grace", type=float, help="seconds in-flight runs get on SIGTERM (default 10)")
+        command.add_argument(
+            "--sessions", metavar="URL", help="keep conversations in PostgreSQL (postgresql://...; default: Redis)"
+        )
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     serve.add_argument("--token", action="append", default=[], metavar="TOKEN=SCOPE:USER[:AGENTS]", help="bearer token")
@@ -92,6 +95,7 @@ def _serve(args: argparse.Namespace) -> None:
         "redis_max_connections": args.redis_max_connections,
         "shutdown_grace": args.grace,
         "concurrency": args.concurrency,
+        "sessions": args.sessions,
     }
     if args.command == "serve":
         overrides |= {

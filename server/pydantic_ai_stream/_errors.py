@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pydantic_ai.exceptions import UserError
+
 __all__ = [
     "AgxCanceledError",
     "CursorAheadError",
     "CursorExpiredError",
+    "ForeignScopeError",
     "InvalidIdError",
     "LeaseLostError",
     "ListenTimeoutError",
@@ -92,3 +95,16 @@ class QueueFullError(PydanticAIStreamError):
         super().__init__(f"scope {scope_id} has {limit} runs waiting for a worker, its limit; retry later")
         self.scope_id = scope_id
         self.limit = limit
+
+
+class ForeignScopeError(PydanticAIStreamError, UserError):
+    """A conversation store holds one user's conversations: one of another scope (a fork across users, a
+    save with another user's scope) was refused, and nothing was written."""
+
+    def __init__(self, scope: str, other: str) -> None:
+        super().__init__(
+            f"this store holds the conversations of scope {scope!r}, not {other!r}: to give another user a copy, "
+            "load the conversation and save it with that user's store"
+        )
+        self.scope = scope
+        self.other = other

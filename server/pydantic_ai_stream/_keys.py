@@ -9,6 +9,7 @@ from ._errors import InvalidIdError
 
 __all__ = [
     "MAX_ID_LENGTH",
+    "ConversationKeys",
     "SessionKeys",
     "active_key",
     "cancel_channel",
@@ -93,7 +94,7 @@ class SessionKeys:
     live: str
     active: str
     msgs: str
-    """Where `RedisSession` stores the conversation."""
+    """Where `RedisSession` stores the conversation: its record (`ConversationKeys.record`)."""
     rollback: str
     """The id of a run cancelled to be rolled back: it must not save its messages."""
     durable: str
@@ -120,13 +121,54 @@ class SessionKeys:
             stream=stream,
             live=f"{stream}:live",
             active=f"{user}{_ACTIVE_SUFFIX}",
-            msgs=f"{stream}:msgs",
+            msgs=conversation_key(user, session_id),
             rollback=f"{stream}:rollback",
             durable=f"{stream}:run",
             checkpoint=f"{stream}:checkpoint",
             checkpoint_msgs=f"{stream}:checkpoint:msgs",
             waiting=f"{stream}:waiting",
         )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ConversationKeys:
+    """The keys of one user's conversations (`RedisConversationStore`), all in the user's hash slot.
+
+    A conversation's record is `{prefix}:{scope_id}:{user_id}:{conversation_id}:msgs` (its session's
+    `SessionKeys.msgs`); the user's messages, each stored once and shared by forks, are in two hashes.
+    """
+
+    user: str
+    entries: str
+    """Hash: entry id -> the entry's message (JSON)."""
+    parents: str
+    """Hash: entry id -> the id of the entry before it (empty for a history's first)."""
+    index: str
+    """Sorted set: conversation id -> when it was last saved (ms), to list conversations newest first."""
+    expiry: str
+    """Sorted set: conversation id -> when its record expires (ms, `inf` for never): the shared keys live as
+    long as the last of them."""
+
+    @classmethod
+    def build(cls, *, prefix: str, scope_id: int, user_id: int, hash_tags: bool = False) -> ConversationKeys:
+        """Check every segment and build the keys; raises `InvalidIdError` before any I/O."""
+        user = user_prefix(prefix=prefix, scope_id=scope_id, user_id=user_id, hash_tags=hash_tags)
+        return cls(
+            user=user,
+            entries=f"{user}::msgs:entries",
+            parents=f"{user}::msgs:parents",
+            index=f"{user}::msgs:index",
+            expiry=f"{user}::msgs:expiry",
+        )
+
+    def record(self, conversation_id: str) -> str:
+        """Where a conversation's record is: its session's `msgs` key."""
+        return conversation_key(self.user, conversation_id)
+
+
+def conversation_key(user: str, session_id: str) -> str:
+    """`<user prefix>:{session_id}:msgs`, after checking the id."""
+    return f"{user}:{check_id('conversation_id', session_id)}:msgs"
 
 
 def user_prefix(*, prefix: str, scope_id: int, user_id: int, hash_tags: bool = False) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
-from ._keys import SessionKeys, active_key
+from ._keys import ConversationKeys, SessionKeys, active_key
 from ._lease import LeaseKeeper
 from ._queue import RunQueue
 from ._reader import StreamHub
@@ -16,7 +16,7 @@ from ._redis import AsyncRedis, SessionStream, is_cluster
 from ._settings import Settings, settings
 from ._writer import WriteCombiner
 
-__all__ = ["Runtime", "session_keys"]
+__all__ = ["Runtime", "conversation_keys", "session_keys"]
 
 T = TypeVar("T")
 
@@ -117,6 +117,13 @@ def session_keys(settings: Settings, redis: AsyncRedis, *, scope_id: int, user_i
         user_id=user_id,
         session_id=session_id,
         hash_tags=_hash_tags(settings, redis),
+    )
+
+
+def conversation_keys(settings: Settings, redis: AsyncRedis, *, scope_id: int, user_id: int) -> ConversationKeys:
+    """A user's conversation keys under `settings` for `redis`."""
+    return ConversationKeys.build(
+        prefix=settings.redis_prefix, scope_id=scope_id, user_id=user_id, hash_tags=_hash_tags(settings, redis)
     )
 
 

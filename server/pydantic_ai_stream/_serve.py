@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import inspect
 import ipaddress
@@ -30,10 +31,12 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ._auth import Anonymous, Authenticator, Caller, StaticTokens
+from ._deps import HostedDeps
 from ._proto import ListenResponseCache
 from ._redis import AsyncRedis
 from ._runtime import Runtime
 from ._service import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS, AgentStreamServicer
+from ._session import RedisSession, Session
 from ._settings import Settings
 from ._settings import settings as process_settings
 from ._worker import Worker
@@ -88,6 +91,11 @@ class ServerSettings(BaseSettings):
     max_prompt_bytes: int = Field(default=DEFAULT_MAX_PROMPT_BYTES, ge=1)
     """Largest `Run` prompt, in bytes as stored (UTF-8 JSON); larger ones are INVALID_ARGUMENT. The default
     keeps the `begin` event that carries it within a default gRPC client's 4 MiB receive limit."""
+    sessions: str | None = None
+    """Where conversations are kept: a `postgresql://` URL (the `postgres` extra; its tables are created or
+    migrated on start); none: the server's Redis."""
+    sessions_schema: str = "pydantic_ai_stream"
+    """The PostgreSQL schema of the conversation tables."""
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=4 * 1024 * 1024)
     """Largest request the server reads; larger ones are RESOURCE_EXHAUSTED. Above `max_prompt_bytes`, so
     that a prompt over its limit gets INVALID_ARGUMENT, which says why."""
@@ -208,6 +216,24 @@ async def _redis(config: ServerSettings) -> AsyncIterator[AsyncRedis]:
             await client.aclose()
             with contextlib.suppress(RedisError):
                 embedded.shutdown(nosave=True)
+
+
+@contextlib.asynccontextmanager
+async def _sessions(config: ServerSettings) -> AsyncIterator[Callable[[HostedDeps], Session]]:
+    """How the worker gets a run's session: from the server's Redis, or from the PostgreSQL `sessions` names
+    (its pool open, its tables migrated, while the server runs)."""
+    if not config.sessions:
+        yield RedisSession.of
+        return
+    try:
+        from ._postgres import PostgresSession, postgres_pool
+    except ImportError as e:
+        raise ImportError(
+            f"sessions in PostgreSQL need the postgres extra: pip install 'pydantic-ai-stream[postgres]' ({e})"
+        ) from e
+
+    async with postgres_pool(config.sessions, schema=config.sessions_schema) as pool:
+        yield functools.partial(PostgresSession.of, pool=pool, schema=config.sessions_schema)
 
 
 def _credentials(config: ServerSettings) -> grpc.ServerCredentials | None:
@@ -352,7 +378,11 @@ async def running_server(config: ServerSettings, *, settings: Settings | None = 
     agents = _agents(config)
     credentials = _credentials(config)
     runtime_settings = process_settings if settings is None else settings
-    async with _redis(config) as redis, Runtime(redis=redis, settings=runtime_settings) as runtime:
+    async with (
+        _redis(config) as redis,
+        Runtime(redis=redis, settings=runtime_settings) as runtime,
+        _sessions(config) as sessions,
+    ):
         servicer = AgentStreamServicer(
             runtime=runtime,
             agents=agents,
@@ -374,7 +404,11 @@ async def running_server(config: ServerSettings, *, settings: Settings | None = 
         await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        worker = Worker(runtime=runtime, agents=agents, concurrency=config.concurrency) if config.concurrency else None
+        worker = (
+            Worker(runtime=runtime, agents=agents, concurrency=config.concurrency, sessions=sessions)
+            if config.concurrency
+            else None
+        )
         if worker is not None:
             await worker.start()
         running = RunningServer(
@@ -424,8 +458,12 @@ async def work(config: ServerSettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    async with _redis(config) as redis, Runtime(redis=redis, settings=process_settings) as runtime:
-        worker = Worker(runtime=runtime, agents=agents, concurrency=max(1, config.concurrency))
+    async with (
+        _redis(config) as redis,
+        Runtime(redis=redis, settings=process_settings) as runtime,
+        _sessions(config) as sessions,
+    ):
+        worker = Worker(runtime=runtime, agents=agents, concurrency=max(1, config.concurrency), sessions=sessions)
         await worker.start()
         logger.warning(
             "worker %s executing up to %d runs of: %s", worker.name, worker.concurrency, ", ".join(sorted(agents))

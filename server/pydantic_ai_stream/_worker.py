@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -31,7 +31,7 @@ from ._queue import Job
 from ._redis import AsyncRedis, is_cluster, own_pool
 from ._run import drive
 from ._runtime import Runtime
-from ._session import RedisSession
+from ._session import RedisSession, Session
 
 __all__ = ["Worker"]
 
@@ -62,6 +62,8 @@ class Worker:
     concurrency: int = 64
     name: str = field(default_factory=_default_name)
     """This worker's consumer name in the queue's group."""
+    sessions: Callable[[HostedDeps], Session] = RedisSession.of
+    """The conversation a run continues and saves: in Redis by default (`PostgresSession.of` for PostgreSQL)."""
     _runs: set[asyncio.Task[None]] = field(default_factory=set)
     _live: dict[asyncio.Task[None], LiveRun] = field(default_factory=dict)
     """The runs executing, by the task executing each."""
@@ -263,6 +265,6 @@ class Worker:
             await deps.add_error({"msg": f"agent {job.agent!r} is not hosted by this worker"}, origin=ORIGIN_STREAM)
             await deps.stop(grace_period=runtime.settings.stream_retention)
             return
-        session = RedisSession.of(deps)
+        session = self.sessions(deps)
         prompt = live.begin.get("user_prompt")
         await drive(session, agent, prompt if isinstance(prompt, str) else "", deps, **job.options)

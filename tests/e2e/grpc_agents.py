@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from pydantic_ai import Agent, ModelRetry
-from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.messages import ModelMessage, ModelResponse, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 from pydantic_ai_stream import RETRY_SAFE
@@ -101,3 +103,25 @@ async def lookup(what: str) -> str:
         await asyncio.sleep(60)  # its worker is killed meanwhile
     await asyncio.sleep(_tool_seconds())  # a tool's work
     return f"{what}: soup"
+
+
+# `steps` for a session with earlier turns: it goes by the messages after the last user prompt, and writes what
+# each model request sends (its process, and what each part says) to a file `input.<n>` under $TEST_TOOL_MARKS.
+def model_inputs() -> list[dict[str, Any]]:
+    """What each model request of `recalling` sent, in order: `{"pid": ..., "said": [...]}`."""
+    files = sorted(_marks().glob("input.*"), key=lambda path: int(path.suffix[1:]))
+    return [json.loads(path.read_text()) for path in files]
+
+
+async def _recalling(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+    said = [str(getattr(part, "content", getattr(part, "tool_name", ""))) for m in messages for part in m.parts]
+    n = _mark("input")
+    (_marks() / f"input.{n}").write_text(json.dumps({"pid": os.getpid(), "said": said}))
+    prompts = [i for i, m in enumerate(messages) if any(isinstance(p, UserPromptPart) for p in m.parts)]
+    async for item in _steps(messages[prompts[-1] :] if prompts else messages, info):
+        yield item
+
+
+recalling = Agent(FunctionModel(stream_function=_recalling), name="recalling")
+recalling.tool_plain(book)
+recalling.tool_plain(metadata={RETRY_SAFE: True})(lookup)

@@ -17,7 +17,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis.asyncio import Redis
 
 from conftest import RedisServer
-from pydantic_ai_stream import Settings
+from pydantic_ai_stream import RedisSession, Settings
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient
 from pydantic_ai_stream.v1 import stream_pb2 as pb
@@ -114,16 +114,18 @@ async def _run_done(server: RunningServer, timeout: float = 15) -> float:
     return time.monotonic()
 
 
-async def _assert_complete(admin: Redis, key: str) -> None:
-    """The stream at `key` holds the whole run once, in order, ended once; the conversation was saved."""
+async def _assert_complete(admin: Redis, server: RunningServer) -> None:
+    """Session s1's stream holds the whole run once, in order, ended once; the conversation was saved."""
+    key = server_keys(server, "s1").stream
     entries = [(fields[b"type"].decode(), json.loads(fields[b"body"])) for _, fields in await admin.xrange(key)]
     assert [t for t, _ in entries if t != "event"] == ["begin", "end"], entries
     deltas = [b.get("content", "") + b.get("content_delta", "") for t, b in entries if b.get("part_kind") == "text"]
     assert "".join(deltas) == "".join(f"t{i} " for i in range(TOKENS))
     assert len(deltas) == TOKENS  # no token written twice
-    saved = await admin.get(f"{key}:msgs")
-    assert saved is not None
-    assert f"t{TOKENS - 1} " in saved.decode()
+    session = RedisSession(redis=admin, runtime=server.servicer.runtime, scope_id=1, user_id=1, session_id="s1")
+    await session.load()
+    assert session.msgs, "saved"
+    assert f"t{TOKENS - 1} " in session.msgs_to_json().decode()
 
 
 async def test_a_redis_restart_mid_run_loses_and_repeats_nothing(server: RunningServer, redis_server: RedisServer,
@@ -139,7 +141,7 @@ async def test_a_redis_restart_mid_run_loses_and_repeats_nothing(server: Running
         await asyncio.to_thread(time.sleep, 1.0)  # the outage (not a synchronisation)
         await asyncio.to_thread(redis_server.start)
         took = await _run_done(server) - started
-        await _assert_complete(admin, server_keys(server, "s1").stream)
+        await _assert_complete(admin, server)
         during = await asyncio.wait_for(listening, 15)
         after = [e.id async for e in client.listen("s1")]  # a listener after the fault gets it all, once
     stream = await _stream_ids(admin, server_keys(server, "s1").stream)
@@ -168,7 +170,7 @@ async def test_killed_connections_mid_run_lose_and_repeat_nothing(server: Runnin
             pace.gates[token].set()
         await _run_done(server)
         assert await asyncio.wait_for(listening, 15) == await _stream_ids(admin, server_keys(server, "s1").stream)
-    await _assert_complete(admin, server_keys(server, "s1").stream)
+    await _assert_complete(admin, server)
 
 
 async def test_redis_closing_idle_connections_loses_nothing(server: RunningServer, admin: Redis) -> None:
@@ -188,7 +190,7 @@ async def test_redis_closing_idle_connections_loses_nothing(server: RunningServe
         assert await asyncio.gather(*(client.list_active() for _ in range(20)))
         await _run_done(server)
         assert await client.list_active() == []
-    await _assert_complete(admin, server_keys(server, "s1").stream)
+    await _assert_complete(admin, server)
 
 
 async def _server_connections(admin: Redis) -> set[str]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import os
 import random
 import signal
 import subprocess
@@ -15,21 +17,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from grpc_agents import PACED_TOKENS, STEPS_TEXT, paced, steps, tool_calls
+from grpc_agents import PACED_TOKENS, STEPS_TEXT, model_inputs, paced, recalling, steps, tool_calls
 from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from redis.asyncio import Redis, RedisCluster
 from test_grpc_process import serve_process, worker_process
 
 from conftest import RedisServer
-from pydantic_ai_stream import UNKNOWN_OUTCOME, RedisSession, Runtime, SessionHandle, Settings
+from pydantic_ai_stream import UNKNOWN_OUTCOME, PostgresSession, RedisSession, Runtime, SessionHandle, Settings
 from pydantic_ai_stream._cli import _print_answer
 from pydantic_ai_stream._handle import live_sessions
+from pydantic_ai_stream._postgres import postgres_pool
 from pydantic_ai_stream._redis import Entry
 from pydantic_ai_stream._serve import ServerSettings, running_server
 from pydantic_ai_stream._worker import Worker
 from pydantic_ai_stream.client import StreamClient, Transcript
 from pydantic_ai_stream.v1 import stream_pb2 as pb
-from support import server_keys
+from support import server_keys, turn
 
 FULL_TEXT = "".join(f"t{i} " for i in range(PACED_TOKENS))
 
@@ -387,3 +390,55 @@ async def test_runs_survive_a_worker_killed_at_a_random_moment(
             assert returns["book"] in ("booked a table", UNKNOWN_OUTCOME)
             assert conversation[3] == ("response", [("text", FULL_TEXT)])
     assert tool_calls("book") <= len(sessions), "a tool not safe to retry never ran twice for a run"
+
+
+async def test_a_run_killed_mid_answer_resumes_with_its_session_history_from_postgresql(
+    redis: Redis, redis_url: str, settings: Settings, marks: Path, postgres_url: str, postgres_schema: str
+) -> None:
+    """Sessions in PostgreSQL (`worker --sessions URL`): a worker process is killed -9 mid-answer on a session
+    with an earlier turn; the run resumed in this process sends that turn to the model again, and the stored
+    conversation holds the earlier turn and every step of the run once. Nothing is kept in Redis's `:msgs`."""
+    async with (
+        postgres_pool(postgres_url, schema=postgres_schema) as pool,
+        Runtime(redis=redis, settings=settings) as runtime,
+    ):
+        earlier = PostgresSession(pool=pool, schema=postgres_schema, scope_id=1, user_id=1, session_id="s1")
+        await earlier.load()
+        earlier.add_msgs(turn("earlier question", "earlier answer"))
+        await earlier.save()
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        env = {**SHORT_LEASES, "TEST_TOOL_MARKS": str(marks), "PYDANTIC_AI_STREAM_SESSIONS_SCHEMA": postgres_schema}
+        options = ("--agent", "recalling=grpc_agents:recalling", "--no-demo", "--grace", "0.2")
+        with worker_process(redis_url, settings.redis_prefix, *options, "--sessions", postgres_url, env=env) as first:
+            await handle.submit(agent="recalling", body={"user_prompt": "go"})
+            listening = handle.listen_entries(timeout=30)
+            seen = await _until(listening, lambda e: e.body.get("content_delta") == "t5 ")
+            first.kill()
+            sessions = functools.partial(PostgresSession.of, pool=pool, schema=postgres_schema)
+            async with Worker(runtime=runtime, agents={"recalling": recalling}, sessions=sessions):
+                seen += [entry async for entry in listening if entry is not None]
+        entries = await runtime.stream(handle.keys).read_range(after="0-0", count=10_000)
+        assert [e.id for e in seen] == [e.id for e in entries]
+        assert [e.type for e in entries if e.type != "event"] == ["begin", "end"]
+        [marker] = [e.body for e in entries if e.body.get("event") == "resumed"]
+        assert marker == {"idx": 1, "event": "resumed", "attempt": 2}, "resumed from node 1's request"
+
+        inputs = model_inputs()
+        resumed = [i["said"] for i in inputs if i["pid"] == os.getpid()]
+        assert [i["pid"] for i in inputs[:2]] == [first.pid] * 2, "the killed worker sent nodes 0 and 1"
+        assert len(resumed) == 1, "the resumed attempt redoes node 1 only"
+        assert resumed[0][:3] == ["earlier question", "earlier answer", "go"], "the earlier turn is in its input"
+        assert resumed[0] == inputs[1]["said"], "it sends what the killed attempt sent"
+
+        stored = PostgresSession(pool=pool, schema=postgres_schema, scope_id=1, user_id=1, session_id="s1")
+        await stored.load()
+        assert _conversation(stored.msgs) == [
+            ("request", [("user-prompt", "earlier question")]),
+            ("response", [("text", "earlier answer")]),
+            ("request", [("user-prompt", "go")]),
+            ("response", [("text", STEPS_TEXT), ("tool-call", "book"), ("tool-call", "lookup")]),
+            ("request", [("tool-return", ("book", "booked a table")), ("tool-return", ("lookup", "menu: soup"))]),
+            ("response", [("text", FULL_TEXT)]),
+        ], "the earlier turn and every step of the run, once"
+        assert (tool_calls("book"), tool_calls("lookup")) == (1, 1), "no tool ran again"
+        assert not await redis.exists(handle.keys.msgs), "the conversation is not in Redis"
