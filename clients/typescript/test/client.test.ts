@@ -228,6 +228,7 @@ test("a run enqueued on a busy session waits, starts when the session's run ende
   await alice.run("stalling", "ts-12", "go");
   const first = alice.listen("ts-12")[Symbol.asyncIterator]();
   await until(first, (e) => e.contentDelta === "hard ");
+  await first.return();
   const enqueue = { ifBusy: BusyPolicy.ENQUEUE, runId: "ts-12-next" };
   const waiting = await alice.run("weather", "ts-12", "weather?", enqueue);
   assert.deepEqual([waiting.runId, waiting.beginEventId, waiting.waiting], ["ts-12-next", "", true]);
@@ -239,7 +240,6 @@ test("a run enqueued on a busy session waits, starts when the session's run ende
     );
   }
   assert.equal(await alice.cancel("ts-12"), true);
-  await until(first, (e) => e.type === EventType.END);
   const events = await eventsOfRun("ts-12", "ts-12-next", 10_000);
   assert.deepEqual(eventBody(events[0]!), { session_id: "ts-12", run_id: "ts-12-next", user_prompt: "weather?" });
   assert.deepEqual(events.filter((e) => e.type !== EventType.EVENT).map((e) => e.type), [EventType.BEGIN, EventType.END]);
