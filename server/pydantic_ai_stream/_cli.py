@@ -8,8 +8,9 @@ import json
 import logging
 import os
 import sys
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
@@ -18,6 +19,16 @@ from .client import StreamClient, Transcript, event_body
 from .v1 import stream_pb2 as pb
 
 __all__ = ["main"]
+
+# `run --if-busy`: what a run does on a session that already has a queued or live run.
+_IF_BUSY = {
+    "reject": pb.BUSY_POLICY_REJECT,
+    "enqueue": pb.BUSY_POLICY_ENQUEUE,
+    "interrupt": pb.BUSY_POLICY_INTERRUPT,
+    "rollback": pb.BUSY_POLICY_ROLLBACK,
+}
+# Seconds an enqueued run may take to begin after the run before it ended (that end starts it).
+_BEGIN_SECONDS = 30.0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,6 +74,13 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("agent")
             command.add_argument("prompt")
             command.add_argument("--session", help="session id (default: a new one)")
+            command.add_argument(
+                "--if-busy",
+                choices=list(_IF_BUSY),
+                default="reject",
+                help="if the session has a queued or live run: fail (reject, the default), wait behind it and then "
+                "run (enqueue), or cancel it first, keeping its messages (interrupt) or dropping them (rollback)",
+            )
         if name in ("listen", "cancel"):
             command.add_argument("session")
         if name == "listen":
@@ -138,20 +156,47 @@ async def _client_command(args: argparse.Namespace) -> int:
                 print(json.dumps({"id": event.id, "type": event.type_name, "origin": event.origin, "body": body}))
         else:
             session_id = args.session or uuid.uuid4().hex[:12]
-            started = await client.run(args.agent, session_id, args.prompt)
-            print(f"session {session_id} run {started.run_id}", file=sys.stderr)
-            return await _print_answer(client, session_id)
+            started = await client.run(args.agent, session_id, args.prompt, if_busy=_IF_BUSY[args.if_busy])
+            waiting = " waiting behind the session's run" if started.waiting else ""
+            print(f"session {session_id} run {started.run_id}{waiting}", file=sys.stderr)
+            return await _print_answer(_events_of_run(client, session_id, started.run_id))
     return 0
 
 
-async def _print_answer(client: StreamClient, session_id: str) -> int:
+async def _events_of_run(client: StreamClient, session_id: str, run_id: str) -> AsyncIterator[pb.Event]:
+    """The events of the session's run `run_id`. Listen gives the current run, so a run that waits behind
+    others follows each of them to its `end`, then listens again; DEADLINE_EXCEEDED if it has not begun
+    `_BEGIN_SECONDS` after the run before it ended."""
+    ended = None  # the run last followed to its `end`
+    deadline = time.monotonic() + _BEGIN_SECONDS
+    while True:
+        current: str | None = None
+        async for event in client.listen(session_id):
+            if current is None:  # the first event: the run's `begin`
+                current = event_body(event)["run_id"]
+            if current == run_id:
+                yield event
+        if current == run_id:
+            return
+        if current != ended:
+            ended, deadline = current, time.monotonic() + _BEGIN_SECONDS
+        elif time.monotonic() > deadline:
+            details = f"run {run_id} did not begin within {_BEGIN_SECONDS:.0f} s of the session's run ending"
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), details
+            )
+        else:
+            await asyncio.sleep(0.1)  # the next run's `begin` is not written yet: poll back-off, not synchronisation
+
+
+async def _print_answer(events: AsyncIterator[pb.Event]) -> int:
     """The answer to stdout: as it streams on a terminal, else once the run ended (so a file or a pipe never
     gets output a resumed run superseded); thinking, tools, resumes and errors to stderr as they come.
     Exit 1 if the run failed."""
     streaming = sys.stdout.isatty()
     transcript = Transcript()
     failed = False
-    async for event in client.listen(session_id):
+    async for event in events:
         dropped = transcript.apply(event)
         if event.kind == pb.EVENT_KIND_RESUMED:
             redone = f"; what it printed from step {event.idx} on is redone below" if dropped and streaming else ""

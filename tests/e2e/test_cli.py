@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import AsyncIterator
 
@@ -21,14 +22,29 @@ async def server(redis_url: str, settings: Settings) -> AsyncIterator[RunningSer
         yield running
 
 
-async def _cli(server: RunningServer, *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
+async def _start_cli(server: RunningServer, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pydantic_ai_stream", *args, "--target", f"127.0.0.1:{server.port}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
+
+
+async def _finished(proc: asyncio.subprocess.Process) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+async def _cli(server: RunningServer, *args: str) -> tuple[int, str, str]:
+    return await _finished(await _start_cli(server, *args))
+
+
+async def _streaming(server: RunningServer, session_id: str) -> None:
+    """Returns once the session's `stalling` run has streamed its tokens (it then waits until cancelled)."""
+    async with StreamClient(f"127.0.0.1:{server.port}") as client:
+        async for event in client.listen(session_id, wait_seconds=30):
+            if event.content_delta == "hard ":
+                break
 
 
 async def test_run_prints_the_answer_as_it_streams(server: RunningServer) -> None:
@@ -47,10 +63,7 @@ async def test_run_prints_the_answer_as_it_streams(server: RunningServer) -> Non
 
 async def test_ls_and_cancel(server: RunningServer) -> None:
     running = asyncio.create_task(_cli(server, "run", "stalling", "go", "--session", "c2"))
-    async with StreamClient(f"127.0.0.1:{server.port}") as client:
-        async for event in client.listen("c2", wait_seconds=30):
-            if event.content_delta == "hard ":
-                break
+    await _streaming(server, "c2")
     assert (await _cli(server, "ls"))[:2] == (0, "c2\n")
     assert (await _cli(server, "cancel", "c2"))[:2] == (0, "cancelled\n")
     code, out, err = await running
@@ -65,3 +78,36 @@ async def test_errors_are_one_line_with_the_status(server: RunningServer) -> Non
     code, _, err = await _cli(server, "run", "nope", "hi")
     assert code == 1
     assert err.startswith("error: NOT_FOUND: unknown agent 'nope'")
+
+
+async def test_run_if_busy_enqueue_waits_behind_the_sessions_run_then_prints_its_answer(server: RunningServer) -> None:
+    running = asyncio.create_task(_cli(server, "run", "stalling", "go", "--session", "c3"))
+    await _streaming(server, "c3")
+    code, _, err = await _cli(server, "run", "demo", "hi", "--session", "c3")
+    assert (code, err.splitlines()[-1]) == (1, "error: ALREADY_EXISTS: session 'c3' already has a live run")
+    enqueued = await _start_cli(
+        server, "run", "demo", "count these words please", "--session", "c3", "--if-busy", "enqueue"
+    )
+    assert enqueued.stderr is not None
+    waiting = (await asyncio.wait_for(enqueued.stderr.readline(), 30)).decode()
+    assert re.fullmatch(r"session c3 run \w+ waiting behind the session's run\n", waiting)
+    assert (await _cli(server, "cancel", "c3"))[:2] == (0, "cancelled\n")
+    code, out, err = await _finished(enqueued)
+    assert code == 0, err
+    assert out.startswith("You said 4 words")  # its own answer, not the cancelled run's
+    assert "[tool] count_words" in err
+    assert (await running)[0] == 1
+
+
+async def test_run_if_busy_interrupt_cancels_the_sessions_run_then_prints_its_answer(server: RunningServer) -> None:
+    running = asyncio.create_task(_cli(server, "run", "stalling", "go", "--session", "c4"))
+    await _streaming(server, "c4")
+    code, out, err = await _cli(
+        server, "run", "demo", "count these words please", "--session", "c4", "--if-busy", "interrupt"
+    )
+    assert code == 0, err
+    assert out.startswith("You said 4 words")
+    code, out, err = await running
+    assert code == 1
+    assert out.startswith("thinking hard")
+    assert "[error] canceled" in err

@@ -38,8 +38,28 @@ func (c *Client) auth(ctx context.Context) context.Context {
 }
 
 // Run starts a run of a hosted agent on a session; it returns once the run's `begin` is in the stream.
+// It is RunWith with the zero RunOptions.
 func (c *Client) Run(ctx context.Context, agent, sessionID, prompt string) (*streamv1.RunResponse, error) {
-	return c.RPC.Run(c.auth(ctx), &streamv1.RunRequest{Agent: agent, SessionId: sessionID, Prompt: prompt})
+	return c.RunWith(ctx, agent, sessionID, prompt, RunOptions{})
+}
+
+// RunOptions tune RunWith, as ListenOptions tune Listen; the zero value is Run's: a generated run id,
+// and AlreadyExists if the session has a queued or live run.
+type RunOptions struct {
+	RunID  string              // your own run id: a retry with it returns the same run, under every policy
+	IfBusy streamv1.BusyPolicy // if the session has a queued or live run (0: BUSY_POLICY_REJECT)
+}
+
+// RunWith is Run with options. With IfBusy BUSY_POLICY_ENQUEUE on a busy session it returns once the
+// run waits behind the session's run: the response's Waiting is true and its BeginEventId empty.
+func (c *Client) RunWith(ctx context.Context, agent, sessionID, prompt string, opts RunOptions) (*streamv1.RunResponse, error) {
+	return c.RPC.Run(c.auth(ctx), &streamv1.RunRequest{
+		Agent:     agent,
+		SessionId: sessionID,
+		Prompt:    prompt,
+		RunId:     opts.RunID,
+		IfBusy:    opts.IfBusy,
+	})
 }
 
 // ListenOptions tune Listen; the zero value listens from the current run's `begin` with the

@@ -8,6 +8,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import type { JsonObject } from "@bufbuild/protobuf";
 import {
   AgentStreamService,
+  BusyPolicy,
   EventKind,
   EventType,
   PartKind,
@@ -33,6 +34,11 @@ export interface RunOptions {
   runId?: string;
   /** pydantic-ai model settings the server allows, e.g. { temperature: 0.2 }. */
   modelSettings?: JsonObject;
+  /**
+   * What to do if the session has a queued or live run (default REJECT: AlreadyExists). ENQUEUE: this
+   * run waits behind it (the response says `waiting`); INTERRUPT and ROLLBACK cancel it first.
+   */
+  ifBusy?: BusyPolicy;
   timeoutMs?: number;
 }
 
@@ -73,10 +79,15 @@ export class StreamClient {
     this.rpc = createClient(AgentStreamService, transport);
   }
 
-  /** Start a run of a hosted agent; resolves once its `begin` event is in the stream. */
+  /**
+   * Start a run of a hosted agent; resolves once its `begin` event is in the stream, or, with `waiting`
+   * and no `beginEventId`, once it waits behind the session's run (`ifBusy: BusyPolicy.ENQUEUE`).
+   * Retrying with the same `runId` is safe under every policy.
+   */
   async run(agent: string, sessionId: string, prompt: string, options: RunOptions = {}): Promise<RunResponse> {
+    const { runId = "", modelSettings, ifBusy = BusyPolicy.REJECT } = options;
     return await this.rpc.run(
-      { agent, sessionId, prompt, runId: options.runId ?? "", modelSettings: options.modelSettings },
+      { agent, sessionId, prompt, runId, modelSettings, ifBusy },
       { timeoutMs: options.timeoutMs ?? 30_000 },
     );
   }

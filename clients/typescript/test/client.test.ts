@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
+  BusyPolicy,
   Code,
   ConnectError,
   EventKind,
@@ -211,6 +212,39 @@ test("cancel mid-stream ends the run with error then end", async () => {
   assert.deepEqual(eventBody(error), { msg: "canceled" });
   assert.equal(await alice.cancel("ts-3"), false);
   assert.deepEqual(await alice.listActive(), []);
+});
+
+/** The events of the session's run `runId`: Listen gives the current run, so listen again until it is that one. */
+async function eventsOfRun(session: string, runId: string, ms: number): Promise<Event[]> {
+  const deadline = performance.now() + ms;
+  while (performance.now() < deadline) {
+    const events = await collect(alice.listen(session));
+    if (eventBody(events[0]!).run_id === runId) return events;
+  }
+  throw new Error(`run ${runId} did not begin within ${ms} ms`);
+}
+
+test("a run enqueued on a busy session waits, starts when the session's run ended, and runs", async () => {
+  await alice.run("stalling", "ts-12", "go");
+  const first = alice.listen("ts-12")[Symbol.asyncIterator]();
+  await until(first, (e) => e.contentDelta === "hard ");
+  await first.return();
+  const enqueue = { ifBusy: BusyPolicy.ENQUEUE, runId: "ts-12-next" };
+  const waiting = await alice.run("weather", "ts-12", "weather?", enqueue);
+  assert.deepEqual([waiting.runId, waiting.beginEventId, waiting.waiting], ["ts-12-next", "", true]);
+  assert.deepEqual(await alice.run("weather", "ts-12", "weather?", enqueue), waiting, "a retry is the same run");
+  for (const ifBusy of [undefined, BusyPolicy.REJECT]) {
+    await assert.rejects(
+      alice.run("weather", "ts-12", "weather?", { ifBusy }),
+      (error: unknown) => ConnectError.from(error).code === Code.AlreadyExists,
+    );
+  }
+  assert.equal(await alice.cancel("ts-12"), true);
+  const events = await eventsOfRun("ts-12", "ts-12-next", 10_000);
+  assert.deepEqual(eventBody(events[0]!), { session_id: "ts-12", run_id: "ts-12-next", user_prompt: "weather?" });
+  assert.deepEqual(events.filter((e) => e.type !== EventType.EVENT).map((e) => e.type), [EventType.BEGIN, EventType.END]);
+  const text = events.filter((e) => e.partKind === PartKind.TEXT).map((e) => e.content ?? e.contentDelta).join("");
+  assert.equal(text, "It is sunny.");
 });
 
 test("a wrong bearer token is UNAUTHENTICATED", async () => {

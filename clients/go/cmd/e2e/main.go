@@ -272,6 +272,53 @@ func demoTranscript(ctx context.Context) {
 	check(parts[2].ToolCallID == "count-1" && parts[2].Content == "4", "tool return: %+v", parts[2])
 }
 
+// eventsOfRun returns the events of the session's run runID: Listen gives the current run, so it
+// listens again until that is runID, for up to `within`.
+func eventsOfRun(ctx context.Context, session, runID string, within time.Duration) []*streamv1.Event {
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); {
+		events := must(collect(ctx, alice, session, streamclient.ListenOptions{}))
+		if must(streamclient.Body(events[0]))["run_id"] == runID {
+			return events
+		}
+	}
+	panic(fmt.Errorf("run %s did not begin within %v", runID, within))
+}
+
+func enqueueBehindBusy(ctx context.Context) {
+	session := prefix + "8"
+	must(alice.Run(ctx, "stalling", session, "go"))
+	streaming := errors.New("streaming")
+	err := alice.Listen(ctx, session, streamclient.ListenOptions{}, func(event *streamv1.Event) error {
+		if event.GetContentDelta() == "hard " {
+			return streaming
+		}
+		return nil
+	})
+	check(err == streaming, "the first run streams: %v", err)
+	enqueue := streamclient.RunOptions{RunID: session + "-next", IfBusy: streamv1.BusyPolicy_BUSY_POLICY_ENQUEUE}
+	waiting := must(alice.RunWith(ctx, "weather", session, "weather?", enqueue))
+	check(waiting.RunId == enqueue.RunID && waiting.BeginEventId == "" && waiting.Waiting, "waiting, no begin yet: %v", waiting)
+	again := must(alice.RunWith(ctx, "weather", session, "weather?", enqueue))
+	check(again.RunId == enqueue.RunID && again.BeginEventId == "" && again.Waiting, "a retry is the same run: %v", again)
+	for _, ifBusy := range []streamv1.BusyPolicy{streamv1.BusyPolicy_BUSY_POLICY_UNSPECIFIED, streamv1.BusyPolicy_BUSY_POLICY_REJECT} {
+		_, err := alice.RunWith(ctx, "weather", session, "weather?", streamclient.RunOptions{IfBusy: ifBusy})
+		check(status.Code(err) == codes.AlreadyExists, "%v: AlreadyExists, got %v", ifBusy, err)
+	}
+	check(must(alice.Cancel(ctx, session)), "the first run is cancelled")
+	events := eventsOfRun(ctx, session, enqueue.RunID, 10*time.Second)
+	begin := must(streamclient.Body(events[0]))
+	check(reflect.DeepEqual(begin, map[string]any{"session_id": session, "run_id": enqueue.RunID, "user_prompt": "weather?"}), "its begin: %v", begin)
+	check(events[len(events)-1].Type == streamv1.EventType_EVENT_TYPE_END, "its end")
+	var answer strings.Builder
+	for _, event := range events {
+		check(event.Type != streamv1.EventType_EVENT_TYPE_ERROR, "no error: %s", event.BodyJson)
+		if event.PartKind == streamv1.PartKind_PART_KIND_TEXT {
+			answer.WriteString(event.GetContent() + event.GetContentDelta())
+		}
+	}
+	check(answer.String() == "It is sunny.", "its answer: %q", answer.String())
+}
+
 func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -292,6 +339,7 @@ func main() {
 		{"a wrong bearer token is UNAUTHENTICATED", func(ctx context.Context) { wrongToken(ctx, conn) }},
 		{"the quickstart example streams the demo agent's answer", quickstartExample},
 		{"a transcript of the demo agent's run holds its text, tool call and return", demoTranscript},
+		{"a run enqueued on a busy session waits, starts when the session's run ended, and runs", enqueueBehindBusy},
 	} {
 		start := time.Now()
 		err := func() (err error) {

@@ -4,6 +4,7 @@ import io.github.pydanticaistream.client.StreamClient;
 import io.github.pydanticaistream.client.Transcript;
 import io.github.pydanticaistream.examples.Quickstart;
 import io.github.pydanticaistream.v1.AgentStreamServiceGrpc;
+import io.github.pydanticaistream.v1.BusyPolicy;
 import io.github.pydanticaistream.v1.Event;
 import io.github.pydanticaistream.v1.EventKind;
 import io.github.pydanticaistream.v1.EventType;
@@ -33,6 +34,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.regex.Pattern;
 import java.util.stream.Collectors;
 
 /**
@@ -291,6 +293,72 @@ public final class E2e {
     check(parts.get(2).toolCallId().equals("count-1") && parts.get(2).content().equals("4"), "tool return");
   }
 
+  /** Whether a JSON body has the string field {@code key} equal to {@code value}. */
+  private static boolean hasField(String json, String key, String value) {
+    return Pattern.compile("\"" + key + "\": ?\"" + Pattern.quote(value) + "\"").matcher(json).find();
+  }
+
+  /**
+   * The events of the session's run {@code runId}: Listen gives the current run, so this listens
+   * again until that is {@code runId}, for up to {@code seconds}.
+   */
+  private static List<Event> eventsOfRun(String session, String runId, int seconds) {
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(seconds);
+    while (System.nanoTime() < deadline) {
+      List<Event> events = collect(alice, session, new StreamClient.ListenOptions());
+      if (hasField(events.get(0).getBodyJson(), "run_id", runId)) {
+        return events;
+      }
+    }
+    throw new AssertionError("run " + runId + " did not begin within " + seconds + " s");
+  }
+
+  static void enqueueBehindBusy() throws Exception {
+    String session = PREFIX + "8";
+    alice.run("stalling", session, "go");
+    CompletableFuture<Void> streaming = new CompletableFuture<>();
+    CompletableFuture<Void> first =
+        CompletableFuture.runAsync(
+            () ->
+                alice.listen(
+                    session,
+                    event -> {
+                      if (event.getContentDelta().equals("hard ")) {
+                        streaming.complete(null);
+                      }
+                    }));
+    CompletableFuture.anyOf(streaming, first).get(10, TimeUnit.SECONDS);
+    check(streaming.isDone(), "the first run streams");
+    String next = session + "-next";
+    StreamClient.RunOptions enqueue =
+        new StreamClient.RunOptions().runId(next).ifBusy(BusyPolicy.BUSY_POLICY_ENQUEUE);
+    RunResponse waiting = alice.run("weather", session, "weather?", enqueue);
+    check(
+        waiting.getRunId().equals(next) && waiting.getBeginEventId().isEmpty() && waiting.getWaiting(),
+        "waiting, no begin yet: " + waiting);
+    check(alice.run("weather", session, "weather?", enqueue).equals(waiting), "a retry is the same run");
+    for (StreamClient.RunOptions reject :
+        List.of(new StreamClient.RunOptions(), new StreamClient.RunOptions().ifBusy(BusyPolicy.BUSY_POLICY_REJECT))) {
+      Status.Code code = codeOf(() -> alice.run("weather", session, "weather?", reject));
+      check(code == Status.Code.ALREADY_EXISTS, "a busy session rejects: " + code);
+    }
+    check(alice.cancel(session), "the first run is cancelled");
+    first.get(10, TimeUnit.SECONDS);
+    List<Event> events = eventsOfRun(session, next, 10);
+    String begin = events.get(0).getBodyJson();
+    check(
+        hasField(begin, "session_id", session) && hasField(begin, "user_prompt", "weather?"),
+        "its begin: " + begin);
+    check(events.get(events.size() - 1).getType() == EventType.EVENT_TYPE_END, "its end");
+    check(events.stream().noneMatch(e -> e.getType() == EventType.EVENT_TYPE_ERROR), "no error");
+    String text =
+        events.stream()
+            .filter(e -> e.getPartKind() == PartKind.PART_KIND_TEXT)
+            .map(e -> e.getContent() + e.getContentDelta())
+            .collect(Collectors.joining());
+    check(text.equals("It is sunny."), "its answer: " + text);
+  }
+
   interface Check {
     void run() throws Exception;
   }
@@ -309,6 +377,7 @@ public final class E2e {
     checks.put("a wrong bearer token is UNAUTHENTICATED", () -> wrongToken(channel));
     checks.put("the quickstart example streams the demo agent's answer", E2e::quickstart);
     checks.put("a transcript of the demo agent's run holds its text, tool call and return", E2e::demoTranscript);
+    checks.put("a run enqueued on a busy session waits, starts when the session's run ended, and runs", E2e::enqueueBehindBusy);
     int failed = 0;
     for (Map.Entry<String, Check> entry : checks.entrySet()) {
       long start = System.nanoTime();

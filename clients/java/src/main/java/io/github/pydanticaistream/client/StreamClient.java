@@ -2,6 +2,7 @@ package io.github.pydanticaistream.client;
 
 import io.github.pydanticaistream.v1.ActiveSession;
 import io.github.pydanticaistream.v1.AgentStreamServiceGrpc;
+import io.github.pydanticaistream.v1.BusyPolicy;
 import io.github.pydanticaistream.v1.CancelRequest;
 import io.github.pydanticaistream.v1.Event;
 import io.github.pydanticaistream.v1.EventType;
@@ -57,12 +58,41 @@ public final class StreamClient {
 
   /** Starts a run of a hosted agent; returns once the run's {@code begin} is in the stream. */
   public RunResponse run(String agent, String sessionId, String prompt) {
+    return run(agent, sessionId, prompt, new RunOptions());
+  }
+
+  /** Options for {@link #run}; the defaults generate a run id and reject a busy session. */
+  public static final class RunOptions {
+    String runId = "";
+    BusyPolicy ifBusy = BusyPolicy.BUSY_POLICY_REJECT;
+
+    /** Your own run id: a retry with it returns the same run, under every policy. */
+    public RunOptions runId(String runId) {
+      this.runId = runId;
+      return this;
+    }
+
+    /** What to do if the session has a queued or live run (default: ALREADY_EXISTS). */
+    public RunOptions ifBusy(BusyPolicy policy) {
+      this.ifBusy = policy;
+      return this;
+    }
+  }
+
+  /**
+   * Starts a run of a hosted agent; returns once the run's {@code begin} is in the stream, or, with
+   * {@code ifBusy(BUSY_POLICY_ENQUEUE)} on a busy session, once it waits behind the session's run
+   * ({@code getWaiting()} true, {@code getBeginEventId()} empty).
+   */
+  public RunResponse run(String agent, String sessionId, String prompt, RunOptions options) {
     return stub.withDeadlineAfter(UNARY_DEADLINE_SECONDS, TimeUnit.SECONDS)
         .run(
             RunRequest.newBuilder()
                 .setAgent(agent)
                 .setSessionId(sessionId)
                 .setPrompt(prompt)
+                .setRunId(options.runId)
+                .setIfBusy(options.ifBusy)
                 .build());
   }
 
