@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from types import MappingProxyType
 
 from redis.asyncio import Redis
@@ -252,3 +253,21 @@ async def test_a_checkpoint_is_fenced_by_the_attempts_lease_and_says_where_a_res
     assert await stream.load_checkpoint("r2") is None
     assert await stream.checkpoint(token="r2", run_id="r2", idx=0, kept=0, messages=[b'"new"'], ttl_ms=60_000)
     assert await stream.load_checkpoint("r2") == (0, [b'"new"'])
+
+
+async def test_a_new_runs_ids_come_after_every_id_of_the_run_it_replaces(redis: Redis, runtime: Runtime) -> None:
+    """A run that ended in the millisecond the next one starts (here: an id ahead of the clock) must not
+    share an id with the next run's `begin`: a cursor, or a cached event, names one entry."""
+    stream = _stream(runtime)
+    await _opened(stream, "r1")
+    ahead = f"{int(time.time() * 1000) + 60_000}-5"
+    await redis.xadd(stream.keys.stream, {"type": "info", "origin": "test", "body": "{}"}, id=ahead)
+    assert await stream.close(run_id="r1", grace_ms=60_000, end={"run_id": "r1"})
+    [(end_id, _)] = await redis.xrevrange(stream.keys.stream, count=1)
+    begin_id = await _opened(stream, "r2")
+    assert _id(begin_id) > _id(end_id.decode()) > _id(ahead)
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)

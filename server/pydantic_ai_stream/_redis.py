@@ -109,8 +109,19 @@ if not redis.call('SET', KEYS[1], flag, 'NX', 'PX', ARGV[2]) then
   end
   return {0, ''}
 end
+-- The new run's ids come after every id of the stream it replaces (one written in this very millisecond
+-- too): an id names one entry of the session, whichever run wrote it.
+local id = '*'
+local prev = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+if prev then
+  local ms, seq = string.match(prev[1], '^(%d+)-(%d+)$$')
+  local t = redis.call('TIME')
+  if tonumber(ms) >= tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then
+    id = ms .. '-' .. (tonumber(seq) + 1)
+  end
+end
 redis.call('DEL', KEYS[2])
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*',
+id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], id,
   'type', $BEGIN, 'origin', $ORIGIN, 'body', ARGV[7], 'nonce', ARGV[9])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
