@@ -179,7 +179,7 @@ async def _steps_killed(
             await client.run("steps", "s1", "go")
             transcript = Transcript()
             folding = asyncio.create_task(_fold(client.listen("s1"), transcript))
-            printing = asyncio.create_task(_print_answer(client, "s1"))
+            printing = asyncio.create_task(_print_answer(client.listen("s1")))
             listening = handle.listen_entries(timeout=30)
             seen = await until(listening)
             first.kill()
