@@ -1,25 +1,33 @@
 """Durable runs (ours only: the published package has no queue): how soon a run whose worker is killed goes on
-in another worker."""
+in another worker, and what checkpointing a run at every node costs."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic_ai import Agent
+from pydantic_ai.messages import ModelMessage, ModelResponse
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
+from redis.asyncio import Redis
 
 from bench import grpc_side
 from bench.procs import Proc
 from bench.suite import PREFIX, Bench, progress
 from bench.table import Row, percentile
-from bench.worker import SCOPE_ID, USER_ID, Pace, token_text
-from pydantic_ai_stream import Runtime, SessionHandle, Settings
+from bench.worker import SCOPE_ID, USER_ID, BenchDeps, Pace, redis_commands, token_text
+from pydantic_ai_stream import RedisSession, Runtime, SessionHandle, Settings, run
+from pydantic_ai_stream._live import LiveRun
 from pydantic_ai_stream._queue import GROUP
 from pydantic_ai_stream._redis import Entry
+from pydantic_ai_stream._worker import Worker
 
 STEP_TIMEOUT = 60.0
 """Longest wait for any one step (a token, a takeover, a run's end)."""
@@ -315,3 +323,204 @@ def _recovery_rows(leases: _Leases, kills: list[_Kill]) -> list[Row]:
         Row(label, f"streams with one begin, one resumed, one end, no error (of {n})",
             sum(kill.whole for kill in kills)),
     ]  # fmt: skip
+
+
+# 2. Checkpoint cost
+
+NODES_AGENT = "nodes"
+STEP_TOOL = "step"
+RETURNS: tuple[tuple[str, str], ...] = (("2 B", "ok"), ("10 kB", "x" * 10_000))
+"""What the tool returns (a label, the return): small, then 10 kB, so the run's messages grow by 10 kB a node."""
+FIRST_LAST = 10
+"""Checkpoints at either end of a run whose times are compared (the cost per node must not grow)."""
+
+
+@dataclass(eq=False)
+class _Nodes:
+    """The checkpoint workload's agent: `nodes` model responses each calling `step` (which returns
+    `returned`), then the answer "done"; when each model call of the current run started."""
+
+    nodes: int
+    returned: str
+    calls: list[float] = field(default_factory=list)
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    """Its last model call began."""
+
+    def agent(self) -> Agent[None, str]:
+        agent = Agent(FunctionModel(stream_function=self._stream))
+        returned = self.returned
+
+        @agent.tool_plain(name=STEP_TOOL)
+        def step(i: int) -> str:
+            return returned
+
+        return agent
+
+    def next_run(self) -> None:
+        self.calls.clear()
+        self.answered.clear()
+
+    async def _stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        self.calls.append(time.perf_counter())
+        done = sum(isinstance(message, ModelResponse) for message in messages)
+        if done < self.nodes:
+            yield {0: DeltaToolCall(name=STEP_TOOL, json_args=f'{{"i": {done}}}', tool_call_id=f"step-{done}")}
+            return
+        self.answered.set()
+        yield "done"
+
+    def per_node_ms(self) -> float:
+        """The last run's wall time per node: from its first model call to its last (the answer)."""
+        return (self.calls[-1] - self.calls[0]) / self.nodes * 1000
+
+
+@dataclass(eq=False)
+class _Probe:
+    """Wraps `LiveRun.checkpoint` in this process while `installed`: how long each checkpoint took, per run;
+    with `admin`, also the Redis commands each caused (`INFO commandstats` around it) and what the run's
+    checkpoint keeps after it (`MEMORY USAGE`, `LLEN`, message bytes; read afterwards, not counted)."""
+
+    admin: Redis | None = None
+    runs: list[list[float]] = field(default_factory=list)
+    """Per run, each checkpoint's time (ms), in order."""
+    commands: int = 0
+    kept: tuple[int, int, int] = (0, 0, 0)
+
+    @property
+    def checkpoints(self) -> int:
+        return sum(len(times) for times in self.runs)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        original = LiveRun.checkpoint
+        probe = self
+
+        async def checkpoint(live: LiveRun, idx: int, messages: Sequence[ModelMessage]) -> None:
+            kept, admin = live.kept, probe.admin
+            commands = 0 if admin is None else await redis_commands(admin)
+            started = time.perf_counter()
+            await original(live, idx, messages)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            if live.kept == kept:
+                return  # nothing kept: the same checkpoint again
+            probe.runs[-1].append(elapsed_ms)
+            if admin is not None:
+                probe.commands += await redis_commands(admin) - commands
+                probe.kept = await _kept(admin, live.lease.stream.keys.checkpoint_msgs)
+
+        LiveRun.checkpoint = checkpoint  # type: ignore[method-assign, assignment]
+        try:
+            yield
+        finally:
+            LiveRun.checkpoint = original  # type: ignore[method-assign]
+
+
+async def _kept(admin: Redis, key: str) -> tuple[int, int, int]:
+    """`MEMORY USAGE` of a checkpoint's message list, its length and its messages' bytes."""
+    usage = await admin.memory_usage(key, samples=0)
+    messages: list[bytes | str] = await admin.lrange(key, 0, -1)
+    return int(usage or 0), len(messages), sum(len(message) for message in messages)
+
+
+async def checkpoint(bench: Bench) -> list[Row]:
+    """Wall time per node of runs through the queue (checkpointed) and of `run()` (not); what a checkpoint
+    costs in time, Redis commands and memory; with small tool returns, then 10 kB ones."""
+    rows = []
+    for size, returned in RETURNS:
+        await bench.redis.reset()
+        progress(f"checkpoint: ours, {bench.sizes.checkpoint_runs} x 2 runs of {bench.sizes.checkpoint_nodes} nodes, "
+                 f"{size} tool returns")  # fmt: skip
+        rows += await _checkpoint_rows(bench, size, returned)
+    return rows
+
+
+async def _checkpoint_rows(bench: Bench, size: str, returned: str) -> list[Row]:
+    s = bench.sizes
+    admin = bench.redis.client
+    nodes = _Nodes(s.checkpoint_nodes, returned)
+    agent = nodes.agent()
+    timing, counting = _Probe(), _Probe(admin=admin)
+    wall: dict[str, list[float]] = {"queue": [], "run": []}
+    commands = {"queue": 0, "run": 0}
+    # No socket timeout: redis-py 8's default (5 s) cuts the worker's blocking claim (up to 5 s) short.
+    async with (
+        Redis.from_url(bench.redis.url, socket_timeout=None) as client,
+        Runtime(redis=client, settings=Settings(redis_prefix=PREFIX)) as runtime,
+        Worker(runtime=runtime, agents={NODES_AGENT: agent}, concurrency=1) as worker,
+    ):
+
+        async def one(kind: str, session_id: str, probe: _Probe) -> int:
+            """Run the agent once, through the queue or with `run()`; the Redis commands meanwhile."""
+            nodes.next_run()
+            before = await redis_commands(admin)
+            async with asyncio.timeout(s.worker_timeout):
+                if kind == "queue":
+                    probe.runs.append([])
+                    handle = SessionHandle.of(runtime, scope_id=SCOPE_ID, user_id=USER_ID, session_id=session_id)
+                    await handle.submit(agent=NODES_AGENT, body={"user_prompt": "go"})
+                    await nodes.answered.wait()
+                    await worker.join()
+                else:
+                    deps = BenchDeps(redis=client, runtime=runtime, user_id=USER_ID, session_id=session_id)
+                    await run(RedisSession.of(deps), agent, "go", deps)
+            sent = await redis_commands(admin) - before
+            await _check_ended(admin, runtime, session_id)
+            return sent
+
+        with timing.installed():
+            for kind in wall:
+                await one(kind, f"warm-up-{kind}", timing)
+            timing.runs.clear()  # the warm-up runs are not measured
+            for i in range(s.checkpoint_runs):
+                for kind in wall:  # alternating: a drift of the machine hits both
+                    commands[kind] += await one(kind, f"{kind}-{i}", timing)
+                    wall[kind].append(nodes.per_node_ms())
+        with counting.installed():
+            await one("queue", "counted", counting)
+    return _checkpoint_table(bench, size, wall, commands, timing, counting)
+
+
+async def _check_ended(admin: Redis, runtime: Runtime, session_id: str) -> None:
+    """Fail unless the session's stream ends with `end` and has no `error`."""
+    key = runtime.keys(scope_id=SCOPE_ID, user_id=USER_ID, session_id=session_id).stream
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = await admin.xrange(key)  # type: ignore[assignment]
+    kinds = [fields[b"type"] for _, fields in entries]
+    if not kinds or kinds[-1] != b"end" or b"error" in kinds:
+        raise RuntimeError(f"{session_id}: the run did not end cleanly: {kinds[-3:]}")
+
+
+def _checkpoint_table(
+    bench: Bench,
+    size: str,
+    wall: dict[str, list[float]],
+    commands: dict[str, int],
+    timing: _Probe,
+    counting: _Probe,
+) -> list[Row]:
+    s = bench.sizes
+    n, runs = s.checkpoint_nodes, s.checkpoint_runs
+    label = (f"checkpoint (ours): {runs} + {runs} runs of {n} nodes (a model response calling a tool that returns "
+             f"{size}), through the queue (in-process `Worker`) and with `run()`")  # fmt: skip
+    queue_ms, run_ms = percentile(wall["queue"], 50), percentile(wall["run"], 50)
+    times = [ms for run_times in timing.runs for ms in run_times]
+    per_run = timing.checkpoints / len(timing.runs)
+    edge = min(FIRST_LAST, int(per_run) // 2)
+    first = [ms for run_times in timing.runs for ms in run_times[:edge]]
+    last = [ms for run_times in timing.runs for ms in run_times[-edge:]]
+    usage, length, payload = counting.kept
+    return [
+        Row(label, "wall ms / node through the queue (durable), p50 of runs", queue_ms, decimals=2),
+        Row(label, "wall ms / node with run() (not durable), p50 of runs", run_ms, decimals=2),
+        Row(label, "difference (ms / node)", queue_ms - run_ms, decimals=2),
+        Row(label, "checkpoints / run", per_run),
+        Row(label, "LiveRun.checkpoint p50 (ms)", percentile(times, 50), decimals=2),
+        Row(label, "LiveRun.checkpoint p99 (ms)", percentile(times, 99), decimals=2),
+        Row(label, f"LiveRun.checkpoint p50 (ms), a run's first {edge}", percentile(first, 50), decimals=2),
+        Row(label, f"LiveRun.checkpoint p50 (ms), a run's last {edge}", percentile(last, 50), decimals=2),
+        Row(label, "Redis commands / checkpoint", counting.commands / counting.checkpoints, decimals=1),
+        Row(label, "Redis commands / node through the queue", commands["queue"] / (runs * n), decimals=1),
+        Row(label, "Redis commands / node with run()", commands["run"] / (runs * n), decimals=1),
+        Row(label, "checkpoint messages at the last node: MEMORY USAGE (bytes)", usage),
+        Row(label, "checkpoint messages at the last node: LLEN", length),
+        Row(label, "checkpoint messages at the last node: message bytes", payload),
+    ]

@@ -584,4 +584,5 @@ WORKLOADS: dict[str, Callable[[Bench], Awaitable[list[Row]]]] = {
     "slowread": slowread,
     "queue": queue,
     "recovery": durable.recovery,
+    "checkpoint": durable.checkpoint,
 }
