@@ -337,10 +337,14 @@ FIRST_LAST = 10
 
 @dataclass(eq=False)
 class _Nodes:
-    """The checkpoint workload's agent: `nodes` model responses each calling `step` (which returns
-    `returned`), then the answer "done"; when each model call of the current run started."""
+    """The checkpoint workload's agent: `requests` model requests, each answered with a call of `step` (which
+    returns `returned`) but the last, answered "done"; when each model call of the current run started.
 
-    nodes: int
+    The answer is one of the requests: pydantic-ai allows a run 50 by default (`UsageLimits`), and the
+    limit cannot be raised for a run from the queue (its options are JSON).
+    """
+
+    requests: int
     returned: str
     calls: list[float] = field(default_factory=list)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
@@ -363,15 +367,20 @@ class _Nodes:
     async def _stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
         self.calls.append(time.perf_counter())
         done = sum(isinstance(message, ModelResponse) for message in messages)
-        if done < self.nodes:
+        if done < self.tool_nodes:
             yield {0: DeltaToolCall(name=STEP_TOOL, json_args=f'{{"i": {done}}}', tool_call_id=f"step-{done}")}
             return
         self.answered.set()
         yield "done"
 
+    @property
+    def tool_nodes(self) -> int:
+        """Nodes whose response calls the tool (and is checkpointed)."""
+        return self.requests - 1
+
     def per_node_ms(self) -> float:
-        """The last run's wall time per node: from its first model call to its last (the answer)."""
-        return (self.calls[-1] - self.calls[0]) / self.nodes * 1000
+        """The last run's wall time per node that calls the tool: from its first model call to its last."""
+        return (self.calls[-1] - self.calls[0]) / self.tool_nodes * 1000
 
 
 @dataclass(eq=False)
@@ -453,7 +462,7 @@ async def _checkpoint_rows(bench: Bench, size: str, returned: str) -> list[Row]:
             """Run the agent once, through the queue or with `run()`; the Redis commands meanwhile."""
             nodes.next_run()
             before = await redis_commands(admin)
-            async with asyncio.timeout(s.worker_timeout):
+            async with asyncio.timeout(STEP_TIMEOUT):
                 if kind == "queue":
                     probe.runs.append([])
                     handle = SessionHandle.of(runtime, scope_id=SCOPE_ID, user_id=USER_ID, session_id=session_id)
@@ -498,9 +507,9 @@ def _checkpoint_table(
     counting: _Probe,
 ) -> list[Row]:
     s = bench.sizes
-    n, runs = s.checkpoint_nodes, s.checkpoint_runs
+    n, runs = s.checkpoint_nodes - 1, s.checkpoint_runs
     label = (f"checkpoint (ours): {runs} + {runs} runs of {n} nodes (a model response calling a tool that returns "
-             f"{size}), through the queue (in-process `Worker`) and with `run()`")  # fmt: skip
+             f"{size}) and the answer, through the queue (in-process `Worker`) and with `run()`")  # fmt: skip
     queue_ms, run_ms = percentile(wall["queue"], 50), percentile(wall["run"], 50)
     times = [ms for run_times in timing.runs for ms in run_times]
     per_run = timing.checkpoints / len(timing.runs)

@@ -48,7 +48,7 @@ class Sizes:
     recovery_kills: int
     """Workers killed mid-run, one at a time, per lease setting."""
     checkpoint_nodes: int
-    """Nodes (model responses calling a tool) of each run of the checkpoint workload."""
+    """Nodes (model requests) of each run of the checkpoint workload: all but the last call a tool."""
     checkpoint_runs: int
     """Runs of each kind (through the queue, `run()`) per tool return size."""
     worker_timeout: float
