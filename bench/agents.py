@@ -1,7 +1,8 @@
 """The agents our gRPC server hosts for the benchmarks (`--agent paced=bench.agents:paced --agent ok=bench.agents:ok`).
 
 `paced`: the worker's paced model: the prompt (`Pace(...).prompt()`) says how many timestamp tokens to
-stream, how far apart, and whether to hang afterwards. `ok`: answers "ok" to any prompt (big prompts).
+stream, how far apart, and whether to hang afterwards (or stream on until a file exists). `ok`: answers
+"ok" to any prompt (big prompts).
 """
 
 from __future__ import annotations

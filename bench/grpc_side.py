@@ -75,14 +75,26 @@ async def our_server(
 @contextlib.asynccontextmanager
 async def queue_worker(bench: Bench, name: str, concurrency: int) -> AsyncIterator[Proc]:
     """`pydantic-ai-stream worker` executing queued runs of the bench's agents, `concurrency` at once."""
-    cmd = [bench.python("ours"), "-m", "pydantic_ai_stream", "worker", *HOSTED, "--redis", bench.redis.url,
-           "--concurrency", str(concurrency), "--grace", "0"]  # fmt: skip
-    proc = await bench.procs.start(name, cmd, env=_env(None), echo=False)
+    proc = await start_queue_worker(bench, name, concurrency)
     try:
-        await proc.wait_line(QUEUE_WORKER_READY, timeout=60)
         yield proc
     finally:
         await bench.procs.stop(proc)
+
+
+async def start_queue_worker(
+    bench: Bench, name: str, concurrency: int, settings: Mapping[str, str] | None = None
+) -> Proc:
+    """`queue_worker`, returned once it claims runs; the caller stops it (`bench.procs.stop`, also on exit)."""
+    cmd = [bench.python("ours"), "-m", "pydantic_ai_stream", "worker", *HOSTED, "--redis", bench.redis.url,
+           "--concurrency", str(concurrency), "--grace", "0"]  # fmt: skip
+    proc = await bench.procs.start(name, cmd, env=_env(settings), echo=False)
+    try:
+        await proc.wait_line(QUEUE_WORKER_READY, timeout=60)
+    except BaseException:
+        await bench.procs.stop(proc)
+        raise
+    return proc
 
 
 async def _client(target: str, index: int) -> StreamClient:

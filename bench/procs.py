@@ -89,6 +89,10 @@ class Proc:
         """Let a paused process run again (SIGCONT)."""
         self.process.send_signal(signal.SIGCONT)
 
+    def kill(self) -> None:
+        """Kill it at once (SIGKILL), as a crash would: it cleans nothing up (`stop` then reaps it)."""
+        self.process.send_signal(signal.SIGKILL)
+
     async def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (and SIGCONT, should it be paused), then SIGKILL if it does not exit within `timeout`."""
         if self.process.returncode is None:

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import random
 import sys
 import time
@@ -72,15 +73,22 @@ class Pace:
     """What the model streams: `tokens` text deltas, `interval` seconds apart, then maybe hangs forever.
 
     `offset`: seconds before the first token (so paced runs that start together do not tick in step).
+    `stop_file`: it streams on past `tokens` until that file exists (a run that lasts until its worker
+    is killed, and whose resumed attempt then ends after `tokens`).
     """
 
     tokens: int
     interval: float = 0.0
     stall: bool = False
     offset: float = 0.0
+    stop_file: str | None = None
 
     def prompt(self) -> str:
         return json.dumps(asdict(self))
+
+    def goes_on(self, streamed: int) -> bool:
+        """Whether the model streams another token after `streamed`."""
+        return streamed < self.tokens or (self.stop_file is not None and not os.path.exists(self.stop_file))
 
 
 def _pace(messages: Sequence[ModelMessage]) -> Pace:
@@ -106,10 +114,12 @@ def paced_model(gate: asyncio.Event | None = None, started: asyncio.Queue[None] 
             await gate.wait()
         if pace.offset:
             await asyncio.sleep(pace.offset)  # the model's pacing
-        for i in range(pace.tokens):
-            if i and pace.interval:
+        streamed = 0
+        while pace.goes_on(streamed):
+            if streamed and pace.interval:
                 await asyncio.sleep(pace.interval)  # the model's pacing
             yield f"{time.monotonic_ns()} "
+            streamed += 1
         if pace.stall:
             await asyncio.Event().wait()
 
