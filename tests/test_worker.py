@@ -277,3 +277,31 @@ async def test_a_run_whose_worker_died_after_saving_it_is_ended_not_run_again(re
         stored = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
         await stored.load()
         assert [m.parts for m in stored.msgs] == [m.parts for m in conversation], "saved once"
+
+
+async def test_a_lease_outliving_its_jobs_last_renewal_is_waited_out_once(redis: Redis, settings: Settings) -> None:
+    """The dead worker's job goes silent a little before its lease lapses: the worker that takes the job
+    waits the lease's remaining time and resumes the run, rather than letting the job go silent once more."""
+    settings.lease_ttl, settings.lease_renew_interval = 0.5, 0.05
+    async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        await handle.submit(agent="gated", body={"user_prompt": "hi"}, run_id="r1")
+        wake = queue_wake_key(settings.redis_prefix, "dead")
+        await runtime.queue.create_group(wake=wake)
+        [job] = await runtime.queue.claim(client=redis, consumer="dead", count=1, block_ms=1, wake=wake)
+        live = await LiveRun.adopt(dead, handle.keys, run_id="r1")
+        assert live is not None
+        dead.leases.release(live.lease)  # the worker dies: neither its job nor its lease is renewed again,
+        await redis.pexpire(handle.keys.live, 800)  # and its lease's last renewal came after the job's
+        model = GatedModel()
+        model.gate.set()
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+            await model.wait_calls(1)
+            [pending] = await redis.xpending_range(runtime.queue.key, GROUP, min="-", max="+", count=10)
+            assert pending["message_id"].decode() == job.id
+            assert pending["times_delivered"] == 2, "taken over once: by the dead worker, then by this one"
+            events = await _ended_run(handle, "r1")
+        resumed = [e["body"] for e in events if e["type"] == "event" and e["body"].get("event") == "resumed"]
+        assert resumed == [{"idx": 0, "event": "resumed", "attempt": 2}]
+        assert _outline(events) == [("begin", None), ("end", None)]
+        assert model.calls == 1

@@ -168,7 +168,7 @@ class LeaseKeeper:
                     await asyncio.sleep(min(self.renew_interval, 0.05 * attempts))
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
+                await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call, unused-ignore]
 
     async def _renew(self) -> None:
         while True:

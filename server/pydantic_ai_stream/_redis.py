@@ -211,6 +211,18 @@ return 1
 """)
 )
 
+# KEYS: live. ARGV: run_id. How long (ms) a lease of the run `run_id` (any attempt) is held unless renewed; 0
+# if the live flag is not held by it.
+_LEASE_LEFT = LuaScript(
+    lua("""
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+if string.sub(v, 1, #$CANCEL) == $CANCEL then v = string.sub(v, #$CANCEL + 1) end
+if v ~= ARGV[1] and string.sub(v, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then return 0 end
+return math.max(redis.call('PTTL', KEYS[1]), 0)
+""")
+)
+
 # KEYS: live, checkpoint, checkpoint messages, durable. ARGV: the lease's token, run_id, the node the run would
 # resume from, ttl_ms, how many messages the last checkpoint kept, then the messages after those (JSON).
 # Keeps a durable run's progress, fenced by its lease: returns 1, or 0 if the lease is not this token's.
@@ -724,6 +736,11 @@ class SessionStream:
             return False
         held = decode(value).removeprefix(CANCEL_MARK)
         return held == run_id or held.startswith(f"{run_id}:")
+
+    async def lease_left_ms(self, run_id: str) -> int:
+        """How long (ms) the run `run_id` (any attempt) holds the live flag unless its lease is renewed; 0 if
+        it does not hold it."""
+        return int(await _LEASE_LEFT(self.redis, keys=[self.keys.live], args=[run_id]))
 
     async def is_live(self) -> bool:
         """Whether a run holds the live flag and has not been asked to cancel."""

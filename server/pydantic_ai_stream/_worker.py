@@ -37,8 +37,11 @@ __all__ = ["Worker"]
 
 logger = logging.getLogger(__name__)
 
-CLAIM_BLOCK_MS = 5000
-"""Longest wait of one claim (a stopping worker wakes its own)."""
+CLAIM_BLOCK_MS = 2000
+"""Longest wait of one claim (a stopping worker wakes its own); under redis-py's default socket timeout
+(5 s), so a worker on a client made with defaults does not see its idle claims time out."""
+LEASE_MARGIN = 0.01
+"""Seconds past a lease's expiry a taker waits before it looks again."""
 RECLAIM_AFTER = 1
 """Lease TTLs a claimed job may go without its worker's sign of life before another worker takes it: by
 then the run's lease lapsed too (both are renewed at the same interval), so the taker can resume it. A
@@ -239,7 +242,7 @@ class Worker:
                 await runtime.queue.release(job.scope_id, job.member)
                 live = await LiveRun.adopt(runtime, keys, run_id=job.run_id)
                 if live is None:  # not queued: maybe running on a worker that died (a job taken over)
-                    live = await LiveRun.recover(runtime, keys, run_id=job.run_id)
+                    live = await self._recover(job, keys)
                     if live is not None:
                         logger.warning("worker %s resumes run %s (attempt %d)", self.name, job.run_id, live.attempt)
                 return live
@@ -249,6 +252,19 @@ class Worker:
                     raise
                 logger.warning("worker %s could not adopt run %s (%s); retrying", self.name, job.run_id, e)
                 await asyncio.sleep(min(2.0, 0.05 * 2**failures))  # back-off
+
+    async def _recover(self, job: Job, keys: SessionKeys) -> LiveRun | None:
+        """Take over the run of a job taken from a silent worker. Its job and its lease are renewed at the
+        same interval, but not at the same instant: a lease a little younger than the job's last sign of
+        life is waited out once (not another `RECLAIM_AFTER` TTLs); a worker alive after all renews it."""
+        runtime = self.runtime
+        live = await LiveRun.recover(runtime, keys, run_id=job.run_id)
+        if live is None:
+            left_ms = await runtime.stream(keys).lease_left_ms(job.run_id)
+            if 0 < left_ms <= runtime.leases.lease_ms:
+                await asyncio.sleep(left_ms / 1000 + LEASE_MARGIN)  # the lease's expiry, a timer
+                live = await LiveRun.recover(runtime, keys, run_id=job.run_id)
+        return live
 
     async def _run(self, job: Job, live: LiveRun) -> None:
         runtime = self.runtime
