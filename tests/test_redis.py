@@ -208,6 +208,30 @@ async def test_a_durable_run_whose_lease_lapsed_is_taken_over_attempt_by_attempt
     assert not await redis.exists(stream.keys.durable)
 
 
+async def test_a_handed_back_attempt_does_not_count_against_max_attempts(redis: Redis, runtime: Runtime) -> None:
+    stream = _stream(runtime)
+    begin = {"session_id": "s1", "run_id": "r1"}
+    await stream.open(run_id="r1", lease_ms=60_000, begin=begin, nonce="n", queued=True)
+    assert await stream.adopt(run_id="r1", lease_ms=60_000, wait_ms=60_000) is not None
+    assert not await stream.hand_back(token="r1:2", run_id="r1"), "not this attempt's lease: refused, not counted"
+    assert await stream.hand_back(token="r1", run_id="r1")  # a deploy
+    assert 0 < await redis.pttl(stream.keys.checkpoint) <= 60_000, "the count lives as long as the run is durable"
+    second = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=2, wait_ms=60_000)
+    assert second is not None
+    assert second.attempt == 2
+    await redis.delete(stream.keys.live)  # its worker died: that counts
+    third = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=2, wait_ms=60_000)
+    assert third is not None
+    assert third.attempt == 3
+    await redis.delete(stream.keys.live)  # died again: two attempts failed
+    assert await stream.recover(run_id="r1", lease_ms=3000, max_attempts=2, wait_ms=60_000) is None
+    assert [(t, b) for t, _, b in await _entries(redis, stream)][-2:] == [
+        ("error", {"msg": "run lost", "reason": "2 attempts failed"}),
+        ("end", {"run_id": "r1"}),
+    ]
+    assert not await redis.exists(stream.keys.checkpoint, stream.keys.durable)
+
+
 async def test_closing_a_durable_run_ends_its_durability(redis: Redis, runtime: Runtime) -> None:
     stream = _stream(runtime)
     _, begin_id = await stream.open(

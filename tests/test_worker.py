@@ -147,6 +147,33 @@ async def test_a_stopping_worker_hands_its_runs_back_and_another_resumes_them(re
         assert model.calls == 2, "the second attempt calls the model again"
 
 
+async def test_hand_backs_do_not_use_up_a_runs_attempts(redis: Redis, settings: Settings) -> None:
+    """Three deploys in a row hand one run back, though it may be started twice (`max_attempts=2`): it goes
+    on each time and ends; a worker's death still counts (the next one is out of attempts)."""
+    settings.lease_ttl, settings.lease_renew_interval = 0.3, 0.05
+    settings.max_attempts = 2
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        model = GatedModel()
+        await _submit(runtime, "s1")
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        listening = handle.listen_entries(timeout=10)
+        for deploy in range(3):
+            worker = Worker(runtime=runtime, agents={"gated": model.agent()})
+            await worker.start()
+            await model.wait_calls(deploy + 1)
+            await worker.drain(0)
+        model.gate.set()
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+            entries = [entry async for entry in listening if entry is not None]
+        assert [e.body["attempt"] for e in entries if e.type == "event" and e.body.get("event") == "resumed"] == [
+            2,
+            3,
+            4,
+        ]
+        assert [e.type for e in entries if e.type != "event"] == ["begin", "end"]
+        assert model.calls == 4
+
+
 async def _run_id(handle: SessionHandle) -> str:
     [begin] = await handle.stream.read_range(after="0-0", count=1)
     return str(begin.body["run_id"])

@@ -252,7 +252,7 @@ class LiveRun:
             with contextlib.suppress(LeaseLostError):  # then `close` finds the lease gone and writes nothing
                 await self.flush()
             if self.handing_back:
-                await self.lease.stream.hand_back(run_id=self.lease_id)
+                await self.lease.stream.hand_back(token=self.lease_id, run_id=self.run_id)
             else:
                 await self.lease.stream.close(run_id=self.lease_id, grace_ms=grace_ms, end={"run_id": self.run_id})
         finally:

@@ -200,13 +200,18 @@ return id
 """)
 )
 
-# KEYS: live. ARGV: the lease's token. Lets go of a durable run without ending it (its worker stops and
-# hands it back): another worker resumes it. Returns 1 if the lease was still this token's.
+# KEYS: live, checkpoint, durable. ARGV: the lease's token, run_id. Lets go of a durable run without ending it
+# (its worker stops and hands it back): another worker resumes it. The hand-back is counted (in the
+# checkpoint hash, under the run's id) so that it does not use up one of the run's attempts. Returns 1 if the
+# lease was still this token's.
 _HAND_BACK = LuaScript(
     lua("""
 local v = redis.call('GET', KEYS[1])
 if v ~= ARGV[1] and v ~= $CANCEL .. ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('HINCRBY', KEYS[2], 'handed:' .. ARGV[2], 1)
+local ttl = redis.call('PTTL', KEYS[3])
+if redis.call('PTTL', KEYS[2]) < 0 and ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
 return 1
 """)
 )
@@ -341,7 +346,7 @@ return {first[1], body}
 # are refused from now on) and a `resumed` event marks where the stream goes on: the node of the run's
 # last checkpoint (0 without one). Returns {attempt, begin id, begin body, marker id}; {0}
 # if there is nothing to resume (the run ended, or its worker still holds it; out of attempts, it is
-# ended with `error` + `end`).
+# ended with `error` + `end`: attempts its workers handed back on shutdown do not count).
 _RECOVER = LuaScript(
     lua("""
 local d = redis.call('GET', KEYS[4])
@@ -362,7 +367,8 @@ if ended then
   return {0}
 end
 local attempt = tonumber(string.sub(d, sep + 1)) + 1
-if attempt > tonumber(ARGV[3]) then
+local handed = tonumber(redis.call('HGET', KEYS[5], 'handed:' .. ARGV[1]) or '0')
+if attempt - handed > tonumber(ARGV[3]) then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', $ERROR, 'origin', $ORIGIN, 'body', ARGV[8])
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', $END, 'origin', $ORIGIN,
     'body', cjson.encode({run_id = ARGV[1]}))
@@ -664,10 +670,11 @@ class SessionStream:
         )
         return entry_id is not None
 
-    async def hand_back(self, *, run_id: str) -> bool:
-        """Let go of the durable run whose lease `run_id` (its token) holds, without ending it: another
-        worker resumes it. `False` if the lease was no longer held."""
-        return bool(await _HAND_BACK(self.redis, keys=[self.keys.live], args=[run_id]))
+    async def hand_back(self, *, token: str, run_id: str) -> bool:
+        """Let go of the durable run `run_id` whose lease `token` holds, without ending it: another worker
+        resumes it (this attempt not counted against `max_attempts`). `False` if the lease was no longer held."""
+        keys = self.keys
+        return bool(await _HAND_BACK(self.redis, keys=[keys.live, keys.checkpoint, keys.durable], args=[token, run_id]))
 
     async def checkpoint(
         self, *, token: str, run_id: str, idx: int, kept: int, messages: Sequence[bytes], ttl_ms: int

@@ -45,8 +45,9 @@ class Settings(BaseSettings):
     """Seconds a run may wait for a worker (at most `stream_retention`); after that it is ended as lost."""
 
     max_attempts: int = Field(default=5, ge=1, le=100)
-    """Times a queued run is started: after its worker dies mid-run (or hands it back on shutdown),
-    another resumes it until this many attempts (then the run ends with `error` `run lost`)."""
+    """Attempts of a queued run that may fail: after its worker dies mid-run another resumes it, until this
+    many attempts died (then the run ends with `error` `run lost`). Attempts handed back on shutdown do not
+    count: a run outlives any number of deploys."""
 
     def set_redis_prefix(self, prefix: str) -> None:
         """Set the first segment of every key (default `pyaix`)."""
