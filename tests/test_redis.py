@@ -13,8 +13,10 @@ from pydantic_ai_stream import Runtime
 from pydantic_ai_stream._redis import (
     ActiveRun,
     CancelState,
+    Held,
     LeaseState,
     OpenState,
+    Recovered,
     SessionStream,
     active_sessions,
     append_many,
@@ -179,11 +181,13 @@ async def test_a_durable_run_whose_lease_lapsed_is_taken_over_attempt_by_attempt
     assert adopted is not None
     [written] = await append_many(redis, [(stream, "r1", begin_id, [("info", "test", {"i": 0})])])
     assert written is not None
-    assert await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000) is None, "still held"
+    held = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000)
+    assert isinstance(held, Held), "still held"
+    assert 59_000 < held.left_ms <= 60_000, "for as long as its lease lasts"
     await redis.delete(stream.keys.live)  # its worker died: the lease lapsed
     assert not await stream.reap(grace_ms=60_000), "a durable run is not lost while a worker may resume it"
     second = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000)
-    assert second is not None
+    assert isinstance(second, Recovered)
     assert (second.attempt, second.token, second.begin.id, second.begin.body) == (2, "r1:2", begin_id, begin)
     assert await redis.get(stream.keys.live) == b"r1:2"
     assert await active_sessions(redis, [stream.keys]) == [ActiveRun("s1", "r1", queued=False, attempt=2)]
@@ -192,7 +196,7 @@ async def test_a_durable_run_whose_lease_lapsed_is_taken_over_attempt_by_attempt
     assert await append_many(redis, [(stream, "r1:2", second.marker_id, [("info", "test", {"i": 2})])]) != [None]
     await redis.delete(stream.keys.live)
     third = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000)
-    assert third is not None
+    assert isinstance(third, Recovered)
     assert third.attempt == 3
     await redis.delete(stream.keys.live)
     assert await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000) is None
@@ -217,11 +221,11 @@ async def test_a_handed_back_attempt_does_not_count_against_max_attempts(redis: 
     assert await stream.hand_back(token="r1", run_id="r1")  # a deploy
     assert 0 < await redis.pttl(stream.keys.checkpoint) <= 60_000, "the count lives as long as the run is durable"
     second = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=2, wait_ms=60_000)
-    assert second is not None
+    assert isinstance(second, Recovered)
     assert second.attempt == 2
     await redis.delete(stream.keys.live)  # its worker died: that counts
     third = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=2, wait_ms=60_000)
-    assert third is not None
+    assert isinstance(third, Recovered)
     assert third.attempt == 3
     await redis.delete(stream.keys.live)  # died again: two attempts failed
     assert await stream.recover(run_id="r1", lease_ms=3000, max_attempts=2, wait_ms=60_000) is None
@@ -259,7 +263,7 @@ async def test_a_checkpoint_is_fenced_by_the_attempts_lease_and_says_where_a_res
     assert 0 < await redis.pttl(stream.keys.durable) <= 60_000, "a checkpoint keeps the run durable"
     await redis.delete(stream.keys.live)  # the worker died
     second = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000)
-    assert second is not None
+    assert isinstance(second, Recovered)
     marker = await redis.xrange(stream.keys.stream, min=second.marker_id, max=second.marker_id)
     assert json.loads(marker[0][1][b"body"]) == {"idx": 1, "event": "resumed", "attempt": 2}, "from the checkpoint"
     # The first attempt is refused; the second keeps what came before the point it rewrites from.

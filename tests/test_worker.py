@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
@@ -332,3 +333,37 @@ async def test_a_lease_outliving_its_jobs_last_renewal_is_waited_out_once(redis:
         assert resumed == [{"idx": 0, "event": "resumed", "attempt": 2}]
         assert _outline(events) == [("begin", None), ("end", None)]
         assert model.calls == 1
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_a_lease_lapsing_as_its_job_is_taken_over_never_loses_the_run(
+    redis: Redis, settings: Settings, seed: int
+) -> None:
+    """Seeded: a dead worker's leases lapse at random moments around the instant another worker takes its
+    jobs over (some a few ms before, some during, some after). Every run is resumed once and ends; none is
+    dropped for looking over while its lease lapsed between two looks (a job was acknowledged unrun)."""
+    rng = random.Random(seed)
+    settings.lease_ttl, settings.lease_renew_interval = 0.3, 0.02
+    sessions = [f"s{i}" for i in range(30)]
+    async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
+        handles = [SessionHandle.of(runtime, scope_id=1, user_id=1, session_id=s) for s in sessions]
+        for handle in handles:
+            await handle.submit(agent="gated", body={"user_prompt": "hi"}, run_id=f"r-{handle.keys.session_id}")
+        wake = queue_wake_key(settings.redis_prefix, "dead")
+        await runtime.queue.create_group(wake=wake)
+        jobs = await runtime.queue.claim(client=redis, consumer="dead", count=len(sessions), block_ms=1, wake=wake)
+        assert len(jobs) == len(sessions)
+        for handle in handles:
+            live = await LiveRun.adopt(dead, handle.keys, run_id=f"r-{handle.keys.session_id}")
+            assert live is not None
+            dead.leases.release(live.lease)  # the worker dies: its jobs and leases are not renewed again
+            await redis.pexpire(handle.keys.live, rng.randint(280, 330))  # lapsing around the job's takeover
+        model = GatedModel()
+        model.gate.set()
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}, concurrency=len(sessions)):
+            ended = await asyncio.gather(*(_ended_run(h, f"r-{h.keys.session_id}") for h in handles))
+    for events in ended:
+        assert _outline(events) == [("begin", None), ("end", None)]
+        resumed = [e["body"] for e in events if e["type"] == "event" and e["body"].get("event") == "resumed"]
+        assert resumed == [{"idx": 0, "event": "resumed", "attempt": 2}]
+    assert model.calls == len(sessions)

@@ -16,7 +16,7 @@ from ._events import EventMapper
 from ._keys import SessionKeys, check_id
 from ._lease import Lease
 from ._names import EVENT, ORIGIN_PYDANTIC_AI
-from ._redis import OpenState, SessionStream
+from ._redis import Held, OpenState, SessionStream
 from ._resume import Checkpoint, decode_messages, encode_messages
 from ._runtime import Runtime
 from ._writer import StreamWriter
@@ -94,9 +94,10 @@ class LiveRun:
         )
 
     @classmethod
-    async def recover(cls, runtime: Runtime, keys: SessionKeys, *, run_id: str) -> LiveRun | None:
+    async def recover(cls, runtime: Runtime, keys: SessionKeys, *, run_id: str) -> LiveRun | Held | None:
         """Take over the durable run `run_id` whose worker's lease lapsed, as its next attempt (a `resumed`
-        event marks where its stream goes on). `None` if there is nothing to take over."""
+        event marks where its stream goes on). `Held` if a worker still holds it; `None` if there is
+        nothing to take over."""
         stream = runtime.stream(keys)
         lease_ms, wait_ms = runtime.leases.lease_ms, runtime.queue.wait_ms
         attempts = runtime.settings.max_attempts
@@ -104,8 +105,8 @@ class LiveRun:
             runtime,
             lambda: stream.recover(run_id=run_id, lease_ms=lease_ms, max_attempts=attempts, wait_ms=wait_ms),
         )
-        if recovered is None:
-            return None
+        if recovered is None or isinstance(recovered, Held):
+            return recovered
         return cls._held(
             runtime,
             stream,
@@ -119,8 +120,9 @@ class LiveRun:
         )
 
     @staticmethod
-    async def _leased(runtime: Runtime, take: Callable[[], Awaitable[_T | None]]) -> _T | None:
-        """What `take` (a script that takes a lease) took, the lease keeper being ready to hold it."""
+    async def _leased(runtime: Runtime, take: Callable[[], Awaitable[_T]]) -> _T:
+        """What `take` (a script that takes a lease) took, the lease keeper being ready to hold it (`None` or
+        `Held`: it took nothing)."""
         keeper = runtime.leases
         await keeper.ready(timeout=runtime.settings.lease_ttl)
         try:
@@ -128,7 +130,7 @@ class LiveRun:
         except BaseException:
             keeper.release(None)
             raise
-        if taken is None:
+        if taken is None or isinstance(taken, Held):
             keeper.release(None)
         return taken
 

@@ -29,6 +29,7 @@ __all__ = [
     "CancelState",
     "Enqueue",
     "Entry",
+    "Held",
     "LeaseState",
     "LuaScript",
     "OpenState",
@@ -216,18 +217,6 @@ return 1
 """)
 )
 
-# KEYS: live. ARGV: run_id. How long (ms) a lease of the run `run_id` (any attempt) is held unless renewed; 0
-# if the live flag is not held by it.
-_LEASE_LEFT = LuaScript(
-    lua("""
-local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
-if string.sub(v, 1, #$CANCEL) == $CANCEL then v = string.sub(v, #$CANCEL + 1) end
-if v ~= ARGV[1] and string.sub(v, 1, #ARGV[1] + 1) ~= ARGV[1] .. ':' then return 0 end
-return math.max(redis.call('PTTL', KEYS[1]), 0)
-""")
-)
-
 # KEYS: live, checkpoint, checkpoint messages, durable. ARGV: the lease's token, run_id, the node the run would
 # resume from, ttl_ms, how many messages the last checkpoint kept, then the messages after those (JSON).
 # Keeps a durable run's progress, fenced by its lease: returns 1, or 0 if the lease is not this token's.
@@ -344,16 +333,17 @@ return {first[1], body}
 # maxlen, retention_ms, session_id, wait_ms, the error body of a run out of attempts. A worker takes over a
 # durable run whose worker's lease lapsed: the flag becomes `<run id>:<attempt>` (the old attempt's writes
 # are refused from now on) and a `resumed` event marks where the stream goes on: the node of the run's
-# last checkpoint (0 without one). Returns {attempt, begin id, begin body, marker id}; {0}
-# if there is nothing to resume (the run ended, or its worker still holds it; out of attempts, it is
-# ended with `error` + `end`: attempts its workers handed back on shutdown do not count).
+# last checkpoint (0 without one). Returns {attempt, begin id, begin body, marker id}; {-1, ms left} if a
+# worker still holds its flag (in the same script, so a lease lapsing meanwhile is never taken for the run
+# being over); {0} if there is nothing to resume (the run ended; out of attempts, it is ended with
+# `error` + `end`: attempts its workers handed back on shutdown do not count).
 _RECOVER = LuaScript(
     lua("""
 local d = redis.call('GET', KEYS[4])
 if not d then return {0} end
 local sep = string.find(d, ':', 1, true)
 if not sep or string.sub(d, 1, sep - 1) ~= ARGV[1] then return {0} end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {0} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {-1, math.max(redis.call('PTTL', KEYS[1]), 0)} end
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
 local ended = not last
@@ -477,6 +467,13 @@ class Recovered(NamedTuple):
     begin: Entry
     marker_id: str
     """The `resumed` event that says where the stream goes on."""
+
+
+class Held(NamedTuple):
+    """A durable run's flag still held by a worker (alive, or dead with its lease not yet lapsed)."""
+
+    left_ms: int
+    """How long the lease lasts unless it is renewed."""
 
 
 class Enqueue(NamedTuple):
@@ -643,9 +640,10 @@ class SessionStream:
         entry_id, body = reply
         return Entry.from_redis(entry_id, {"type": BEGIN, "origin": ORIGIN_STREAM, "body": body})
 
-    async def recover(self, *, run_id: str, lease_ms: int, max_attempts: int, wait_ms: int) -> Recovered | None:
-        """Take over the durable run `run_id` whose worker's lease lapsed, as its next attempt; `None` if
-        there is nothing to take over (ended, still held, or out of attempts: then ended as lost)."""
+    async def recover(self, *, run_id: str, lease_ms: int, max_attempts: int, wait_ms: int) -> Recovered | Held | None:
+        """Take over the durable run `run_id` whose worker's lease lapsed, as its next attempt; `Held` if a
+        worker still holds it; `None` if there is nothing to take over (ended, or out of attempts: then
+        ended as lost)."""
         keys = self.keys
         reply = await _RECOVER(
             self.redis,
@@ -655,6 +653,8 @@ class SessionStream:
         )  # fmt: skip
         if int(reply[0]) == 0:
             return None
+        if int(reply[0]) < 0:
+            return Held(left_ms=int(reply[1]))
         attempt, begin_id, body, marker_id = reply
         begin = Entry.from_redis(begin_id, {"type": BEGIN, "origin": ORIGIN_STREAM, "body": body})
         return Recovered(
@@ -735,19 +735,6 @@ class SessionStream:
         """Whether `run_id` was cancelled to be rolled back (so it must not save its messages)."""
         value = await self.redis.get(self.keys.rollback)
         return value is not None and decode(value) == run_id
-
-    async def is_held_by(self, run_id: str) -> bool:
-        """Whether the run `run_id` holds the live flag (running, any attempt, or being cancelled)."""
-        value = await self.redis.get(self.keys.live)
-        if value is None:
-            return False
-        held = decode(value).removeprefix(CANCEL_MARK)
-        return held == run_id or held.startswith(f"{run_id}:")
-
-    async def lease_left_ms(self, run_id: str) -> int:
-        """How long (ms) the run `run_id` (any attempt) holds the live flag unless its lease is renewed; 0 if
-        it does not hold it."""
-        return int(await _LEASE_LEFT(self.redis, keys=[self.keys.live], args=[run_id]))
 
     async def is_live(self) -> bool:
         """Whether a run holds the live flag and has not been asked to cancel."""

@@ -28,7 +28,7 @@ from ._keys import SessionKeys, queue_wake_key
 from ._live import LiveRun
 from ._names import ORIGIN_STREAM
 from ._queue import Job
-from ._redis import AsyncRedis, is_cluster, own_pool
+from ._redis import AsyncRedis, Held, is_cluster, own_pool
 from ._run import drive
 from ._runtime import Runtime
 from ._session import RedisSession, Session
@@ -205,10 +205,11 @@ class Worker:
         task = asyncio.current_task()
         try:
             keys = runtime.keys(scope_id=job.scope_id, user_id=job.user_id, session_id=job.session_id)
-            live = await self._adopt(job, keys)
+            taken = await self._adopt(job, keys)
             # A job taken over from a worker that is alive after all (slow, not dead) is left to it: its
             # next sign of life takes the job back.
-            adopted = live is not None or not await runtime.stream(keys).is_held_by(job.run_id)
+            adopted = not isinstance(taken, Held)
+            live = taken if isinstance(taken, LiveRun) else None
             if live is not None:
                 if task is not None:
                     self._live[task] = live
@@ -232,20 +233,23 @@ class Worker:
                         await asyncio.shield(runtime.queue.promote(runtime.stream(keys)))
             self._claimed.pop(job.id, None)
 
-    async def _adopt(self, job: Job, keys: SessionKeys) -> LiveRun | None:
-        """Adopt the job's run, or take it over from a worker that died (`None`: nothing to run), retrying
-        while Redis fails and the worker runs: a failed adoption must not drop a run."""
+    async def _adopt(self, job: Job, keys: SessionKeys) -> LiveRun | Held | None:
+        """Adopt the job's run, or take it over from a worker that died (`Held`: a worker holds it; `None`:
+        nothing to run), retrying while Redis fails and the worker runs: a failed adoption must not drop a
+        run."""
         runtime = self.runtime
         failures = 0
         while True:
             try:
                 await runtime.queue.release(job.scope_id, job.member)
                 live = await LiveRun.adopt(runtime, keys, run_id=job.run_id)
-                if live is None:  # not queued: maybe running on a worker that died (a job taken over)
-                    live = await self._recover(job, keys)
-                    if live is not None:
-                        logger.warning("worker %s resumes run %s (attempt %d)", self.name, job.run_id, live.attempt)
-                return live
+                if live is not None:
+                    return live
+                # Not queued: maybe running on a worker that died (a job taken over).
+                taken = await self._recover(job, keys)
+                if isinstance(taken, LiveRun):
+                    logger.warning("worker %s resumes run %s (attempt %d)", self.name, job.run_id, taken.attempt)
+                return taken
             except (RedisError, OSError) as e:
                 failures += 1
                 if self._stopping:
@@ -253,18 +257,16 @@ class Worker:
                 logger.warning("worker %s could not adopt run %s (%s); retrying", self.name, job.run_id, e)
                 await asyncio.sleep(min(2.0, 0.05 * 2**failures))  # back-off
 
-    async def _recover(self, job: Job, keys: SessionKeys) -> LiveRun | None:
+    async def _recover(self, job: Job, keys: SessionKeys) -> LiveRun | Held | None:
         """Take over the run of a job taken from a silent worker. Its job and its lease are renewed at the
         same interval, but not at the same instant: a lease a little younger than the job's last sign of
         life is waited out once (not another `RECLAIM_AFTER` TTLs); a worker alive after all renews it."""
         runtime = self.runtime
-        live = await LiveRun.recover(runtime, keys, run_id=job.run_id)
-        if live is None:
-            left_ms = await runtime.stream(keys).lease_left_ms(job.run_id)
-            if 0 < left_ms <= runtime.leases.lease_ms:
-                await asyncio.sleep(left_ms / 1000 + LEASE_MARGIN)  # the lease's expiry, a timer
-                live = await LiveRun.recover(runtime, keys, run_id=job.run_id)
-        return live
+        taken = await LiveRun.recover(runtime, keys, run_id=job.run_id)
+        if isinstance(taken, Held) and taken.left_ms <= runtime.leases.lease_ms:
+            await asyncio.sleep(taken.left_ms / 1000 + LEASE_MARGIN)  # the lease's expiry, a timer
+            taken = await LiveRun.recover(runtime, keys, run_id=job.run_id)
+        return taken
 
     async def _run(self, job: Job, live: LiveRun) -> None:
         runtime = self.runtime
