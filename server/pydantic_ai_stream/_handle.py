@@ -74,6 +74,7 @@ class SessionHandle:
         run_id: str | None = None,
         if_busy: BusyPolicy = "reject",
         wait: float = 30,
+        traceparent: str | None = None,
     ) -> Submitted:
         """Accept a run of `agent` into the run queue (see `RunQueue.submit`) for a worker to execute.
 
@@ -81,7 +82,7 @@ class SessionHandle:
         (`SessionBusyError`), `"enqueue"` (this run waits behind it and the runs already waiting, and starts
         when they ended; it counts as queued in its scope), `"interrupt"` (that run is cancelled, its
         partial conversation kept, and this one accepted once its `end` is written, within `wait` seconds)
-        or `"rollback"` (as interrupt, its messages dropped).
+        or `"rollback"` (as interrupt, its messages dropped). The run's span continues the W3C `traceparent`.
         """
         keys = self.keys
         queue = self.runtime.queue
@@ -96,6 +97,7 @@ class SessionHandle:
                 body=body,
                 options=options,
                 run_id=run_id,
+                traceparent=traceparent,
             )
 
         try:
@@ -114,6 +116,7 @@ class SessionHandle:
                     body=body,
                     options=options,
                     run_id=run_id,
+                    traceparent=traceparent,
                 )
                 return waiting or await submitted()  # `None`: the session's run ended meanwhile
         bounds = await self.stream.bounds()
@@ -139,7 +142,7 @@ class SessionHandle:
         after `timeout` seconds of silence (`None`: no limit), `CursorExpiredError`/`CursorAheadError`
         for a cursor outside the stream.
         """
-        return listen(
+        entries = listen(
             self.stream,
             hub=self.runtime.hub,
             wait=wait,
@@ -148,6 +151,8 @@ class SessionHandle:
             grace_ms=self.runtime.settings.stream_retention * 1000,
             heartbeat=heartbeat,
         )
+        telemetry = self.runtime.telemetry
+        return entries if telemetry is None else telemetry.listening(entries)
 
     async def listen(
         self, *, wait: float = 3, timeout: float = 60, serialize: bool = True, after: str | None = None
