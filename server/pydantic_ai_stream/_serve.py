@@ -248,8 +248,11 @@ async def _sessions(config: ServerSettings) -> AsyncIterator[Callable[[HostedDep
 
 
 @contextlib.asynccontextmanager
-async def _telemetry(config: ServerSettings) -> AsyncIterator[Telemetry | None]:
-    """The process's telemetry while it runs, if `config` asks for any."""
+async def _telemetry(config: ServerSettings, given: Telemetry | None = None) -> AsyncIterator[Telemetry | None]:
+    """The process's telemetry while it runs: `given` (its caller's to close), else one if `config` asks."""
+    if given is not None:
+        yield given
+        return
     if not (config.telemetry or config.metrics_port is not None or config.otlp_endpoint):
         yield None
         return
@@ -393,18 +396,21 @@ class RunningServer:
 
 
 @contextlib.asynccontextmanager
-async def running_server(config: ServerSettings, *, settings: Settings | None = None) -> AsyncIterator[RunningServer]:
+async def running_server(
+    config: ServerSettings, *, settings: Settings | None = None, telemetry: Telemetry | None = None
+) -> AsyncIterator[RunningServer]:
     """Start the server described by `config` (and its Redis), yield it, stop it gracefully on exit.
 
     `settings` (key prefix, lease timing, retention) default to the process-wide `settings`, which
-    `serve` uses: read from `PYDANTIC_AI_STREAM_*` when the process starts.
+    `serve` uses: read from `PYDANTIC_AI_STREAM_*` when the process starts. `telemetry` (started, and closed
+    by its caller) replaces the one `config` describes.
     """
     authenticator = _authenticator(config)
     agents = _agents(config)
     credentials = _credentials(config)
     runtime_settings = process_settings if settings is None else settings
     async with (
-        _telemetry(config) as telemetry,
+        _telemetry(config, telemetry) as telemetry,
         _redis(config) as redis,
         Runtime(redis=redis, settings=runtime_settings, telemetry=telemetry) as runtime,
         _sessions(config) as sessions,
