@@ -12,8 +12,11 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import grpc
 import httpx
 import pytest
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,10 +27,9 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from pydantic_ai_stream import Runtime, Settings
+from pydantic_ai_stream import Runtime, Settings, Telemetry
 from pydantic_ai_stream._queue import Job
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
-from pydantic_ai_stream._telemetry import Telemetry
 from pydantic_ai_stream._worker import Worker
 from pydantic_ai_stream.client import StreamClient
 from pydantic_ai_stream.v1 import stream_pb2 as pb
@@ -347,7 +349,7 @@ async def test_disabled_telemetry_reports_nothing_and_imports_no_sdk(redis_url: 
         "        [e async for e in client.listen('nosdk')]\n"
         "asyncio.run(main())\n"
         "loaded = [m for m in sys.modules if m.startswith(('opentelemetry.sdk.trace', 'opentelemetry.instrumentation',"
-        " 'opentelemetry.exporter', 'prometheus_client', 'pydantic_ai_stream._telemetry'))]\n"
+        " 'opentelemetry.exporter', 'prometheus_client'))]\n"
         "assert not loaded, loaded\n"
     )
     env = {**os.environ, "PYDANTIC_AI_STREAM_REDIS_PREFIX": settings.redis_prefix}
@@ -365,3 +367,63 @@ def test_a_job_without_traceparent_still_parses() -> None:
     traced = Job.from_fields("1-0", {**old, "traceparent": TRACEPARENT})
     assert traced.traceparent == TRACEPARENT
     assert traced.fields()["traceparent"] == TRACEPARENT
+
+
+class _Collector(trace_service_pb2_grpc.TraceServiceServicer, metrics_service_pb2_grpc.MetricsServiceServicer):
+    """An OTLP/gRPC collector: keeps the names of the spans and metrics it is sent."""
+
+    def __init__(self) -> None:
+        self.spans: list[str] = []
+        self.metrics: set[str] = set()
+
+    async def Export(self, request: Any, context: Any) -> Any:
+        if isinstance(request, trace_service_pb2.ExportTraceServiceRequest):
+            self.spans += [s.name for r in request.resource_spans for ss in r.scope_spans for s in ss.spans]
+            return trace_service_pb2.ExportTraceServiceResponse()
+        self.metrics |= {m.name for r in request.resource_metrics for sm in r.scope_metrics for m in sm.metrics}
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
+async def test_spans_and_metrics_are_exported_over_otlp(redis_url: str, settings: Settings) -> None:
+    collector = _Collector()
+    otlp = grpc.aio.server()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, otlp)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(collector, otlp)
+    port = otlp.add_insecure_port("127.0.0.1:0")
+    await otlp.start()
+    try:
+        config = _config(redis_url).model_copy(update={"otlp_endpoint": f"http://127.0.0.1:{port}"})
+        async with running_server(config, settings=settings) as server, _client(server) as client:
+            assert server.servicer.runtime.telemetry is not None
+            await client.run("weather", "o1", "weather?")
+            await _until_end(client, "o1")
+            assert server.worker is not None
+            await server.worker.join()
+        # The server's exit shut its telemetry down, which exports what is left.
+    finally:
+        await otlp.stop(None)
+    assert "run weather" in collector.spans
+    assert "/pydantic_ai_stream.v1.AgentStreamService/Run" in collector.spans
+    assert {"pydantic_ai_stream.runs.finished", "pydantic_ai_stream.events.written"} <= collector.metrics
+
+
+async def test_a_worker_process_serves_prometheus_metrics(redis_url: str, settings: Settings) -> None:
+    port = _free_port()
+    env = {**os.environ, "PYDANTIC_AI_STREAM_REDIS_PREFIX": settings.redis_prefix}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pydantic_ai_stream", "worker", "--redis", redis_url, "--metrics-port", str(port),
+        env=env, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    try:
+        async with asyncio.timeout(30):
+            while b"executing up to" not in await proc.stderr.readline():  # its start-up log line
+                pass
+            async with httpx.AsyncClient() as http:
+                scraped = (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+        assert _sample(scraped, "pydantic_ai_stream_runs_queued").endswith(" 0.0")
+    finally:
+        proc.terminate()
+        async with asyncio.timeout(30):
+            await proc.communicate()
+    assert proc.returncode == 0
