@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage
 from pydantic_ai.models.function import AgentInfo, FunctionModel
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from bench.suite import PREFIX, Bench, progress
 from bench.table import Row
@@ -67,7 +67,8 @@ async def _round(bench: Bench, *, on: bool, index: int, exporter: _Dropped) -> d
     await bench.redis.reset()
     async with (
         _telemetry(on, exporter) as telemetry,
-        Redis.from_url(bench.redis.url, socket_timeout=None) as client,
+        # A blocking pool, as the server's: many runs and listeners wait for a connection instead of failing.
+        Redis.from_pool(BlockingConnectionPool.from_url(bench.redis.url, max_connections=20, timeout=None)) as client,
         Runtime(redis=client, settings=Settings(redis_prefix=PREFIX), telemetry=telemetry) as runtime,
         Worker(runtime=runtime, agents={AGENT: agent}, concurrency=s.telemetry_runs) as worker,
     ):

@@ -99,7 +99,8 @@ class Telemetry:
             from prometheus_client import CollectorRegistry
 
             self._registry = CollectorRegistry()  # this object's own: two in one process do not collide
-            readers.append(PrometheusMetricReader(registry=self._registry))
+            # No `otel_scope_*` labels: the metric names say whose they are.
+            readers.append(PrometheusMetricReader(registry=self._registry, scope_info_enabled=False))
         self.meter_provider = MeterProvider(resource=resource, metric_readers=readers)
         self._instruments()
 
@@ -111,7 +112,9 @@ class Telemetry:
         self.runs_failed = meter.create_counter(f"{name}.runs.failed", "{run}", "Runs that crashed or lost their lease")
         self.runs_cancelled = meter.create_counter(f"{name}.runs.cancelled", "{run}", "Runs ended by a cancel")
         self.runs_live = meter.create_up_down_counter(f"{name}.runs.live", "{run}", "Runs executing in this process")
-        self.events_written = meter.create_counter(f"{name}.events.written", "{event}", "Entries written to streams")
+        self.events_written = meter.create_counter(
+            f"{name}.events.written", "{event}", "Events runs streamed (not `begin`, `end`)"
+        )
         self.redis_errors = meter.create_counter(f"{name}.redis.errors", "{error}", "Redis calls that failed")
         self.listen_streams = meter.create_up_down_counter(
             f"{name}.listen.streams", "{stream}", "Listeners reading a session's events now"
