@@ -31,7 +31,7 @@ from pydantic_ai_stream import Runtime, Settings, Telemetry
 from pydantic_ai_stream._queue import Job
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream._worker import Worker
-from pydantic_ai_stream.client import StreamClient
+from pydantic_ai_stream.client import StreamClient, event_body
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from support import scripted_model
 
@@ -427,3 +427,41 @@ async def test_a_worker_process_serves_prometheus_metrics(redis_url: str, settin
         async with asyncio.timeout(30):
             await proc.communicate()
     assert proc.returncode == 0
+
+
+async def test_a_run_waiting_behind_another_keeps_its_callers_trace(
+    server: RunningServer, spans: InMemorySpanExporter
+) -> None:
+    async with _client(server) as client:
+        await client.run("stalling", "w1", "think")
+        listen = client.listen("w1")
+        async for event in listen:
+            if event.content_delta == "hard ":
+                break
+        client.metadata = (*client.metadata, ("traceparent", TRACEPARENT))
+        waiting = await client.run("weather", "w1", "weather?", if_busy=pb.BUSY_POLICY_ENQUEUE)
+        assert waiting.waiting
+        await client.cancel("w1")  # the stalling run ends; the waiting one starts
+        [event async for event in listen]
+        events = await _events_of_run(client, "w1", waiting.run_id)
+    assert events[-1].type == pb.EVENT_TYPE_END
+    assert server.worker is not None
+    await server.worker.join()
+    named = _by_name(spans)
+    [run] = named["run weather"]
+    [stalled] = named["run stalling"]
+    assert format(run.context.trace_id, "032x") == TRACE_ID
+    assert stalled.context.trace_id != run.context.trace_id
+
+
+async def _events_of_run(client: StreamClient, session_id: str, run_id: str) -> list[pb.Event]:
+    """The events of the session's run `run_id`, once it has begun (Listen gives the session's current run)."""
+    found: list[pb.Event] = []
+
+    async def begun() -> bool:
+        nonlocal found
+        found = await _until_end(client, session_id)
+        return bool(event_body(found[0])["run_id"] == run_id)
+
+    await _until(begun)
+    return found

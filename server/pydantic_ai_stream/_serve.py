@@ -40,11 +40,11 @@ from ._session import RedisSession, Session
 from ._settings import Settings
 from ._settings import settings as process_settings
 from ._worker import Worker
+from .v1 import stream_pb2 as pb
+from .v1 import stream_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
     from ._telemetry import Telemetry
-from .v1 import stream_pb2 as pb
-from .v1 import stream_pb2_grpc as pb_grpc
 
 __all__ = ["ServerSettings", "load_agent", "running_server", "serve", "work"]
 
