@@ -72,6 +72,8 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Flush pending writes, then stop every task and close every connection the parts opened."""
+        if self.telemetry is not None:
+            self.telemetry.observe_queue(None)  # a scrape after this must not open a connection
         await self.writes.aclose()
         await asyncio.gather(self.leases.aclose(), *([self.hub.aclose()] if self.hub else []))
         if self._default:

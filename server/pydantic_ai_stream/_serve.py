@@ -9,6 +9,7 @@ import importlib
 import inspect
 import ipaddress
 import logging
+import os
 import signal
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -103,8 +104,8 @@ class ServerSettings(BaseSettings):
     """Largest request the server reads; larger ones are RESOURCE_EXHAUSTED. Above `max_prompt_bytes`, so
     that a prompt over its limit gets INVALID_ARGUMENT, which says why."""
     telemetry: bool = False
-    """OpenTelemetry traces and metrics (the `otel` extra); on as well when `metrics_port` or `otlp_endpoint`
-    is set. Off: nothing is imported or measured."""
+    """OpenTelemetry traces and metrics (the `otel` extra), exported over OTLP to `OTEL_EXPORTER_OTLP_ENDPOINT`
+    if set; on as well when `metrics_port` or `otlp_endpoint` is set. Off: nothing is imported or measured."""
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
     """Serve Prometheus metrics on this port (`/metrics`, on `host`)."""
     otlp_endpoint: str | None = None
@@ -258,8 +259,10 @@ async def _telemetry(config: ServerSettings, given: Telemetry | None = None) -> 
         return
     from ._telemetry import Telemetry
 
+    # The standard variable names a collector too (read here, where the process's configuration is read).
+    otlp_endpoint = config.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     async with Telemetry(
-        otlp_endpoint=config.otlp_endpoint, metrics_port=config.metrics_port, metrics_host=config.host
+        otlp_endpoint=otlp_endpoint, metrics_port=config.metrics_port, metrics_host=config.host
     ) as telemetry:
         yield telemetry
 

@@ -177,8 +177,9 @@ class Telemetry:
         host, port = self._http[0].server_address[:2]
         return str(host), int(port)
 
-    def observe_queue(self, depth: Callable[[], Any]) -> None:
-        """Report `depth()` (a coroutine: the runs no worker claimed yet) as the queued-runs gauge."""
+    def observe_queue(self, depth: Callable[[], Any] | None) -> None:
+        """Report `depth()` (a coroutine: the runs no worker claimed yet) as the queued-runs gauge; `None`:
+        stop (its Redis client is closing)."""
         self._queue_depth = depth
 
     def _observe_queued(self, options: CallbackOptions) -> Iterable[Observation]:
