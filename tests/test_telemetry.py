@@ -26,8 +26,9 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
-from pydantic_ai_stream import Runtime, Settings, Telemetry
+from pydantic_ai_stream import Runtime, SessionHandle, Settings, Telemetry
 from pydantic_ai_stream._queue import Job
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream._worker import Worker
@@ -321,9 +322,20 @@ async def test_redis_errors_are_counted(settings: Settings) -> None:
     async with (
         Telemetry(metric_readers=[reader]) as telemetry,
         Runtime(redis=dead, settings=settings, telemetry=telemetry) as runtime,
-        Worker(runtime=runtime, agents={"weather": weather}),
     ):
-        await _until(lambda: _claim_failed(reader))
+        async with Worker(runtime=runtime, agents={"weather": weather}):
+            await _until(lambda: _claim_failed(reader))
+        # The API side too: what a gRPC Run, Listen or Cancel calls.
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="e1")
+        with pytest.raises(RedisConnectionError):
+            await handle.submit(agent="weather", body={"user_prompt": "hi"})
+        with pytest.raises(RedisConnectionError):
+            [entry async for entry in handle.listen_entries()]
+        with pytest.raises(RedisConnectionError):
+            await handle.cancel()
+        points = await _points(reader)
+        assert [_value(points, "redis.errors", operation=op) for op in ("submit", "listen", "cancel")] == [1, 1, 1]
+        assert _value(points, "listen.streams") == 0
     await dead.aclose()
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import RedisError
+
 from ._errors import AgxCanceledError
 
 if TYPE_CHECKING:
@@ -210,16 +212,26 @@ class Telemetry:
         """A Redis call of `operation` failed."""
         self.redis_errors.add(1, {"operation": operation})
 
+    @contextlib.contextmanager
+    def redis_errors_of(self, operation: str) -> Iterator[None]:
+        """Count a Redis error raised inside as one of `operation`."""
+        try:
+            yield
+        except (RedisError, OSError):
+            self.redis_error(operation)
+            raise
+
     async def listening(self, entries: AsyncIterator[Entry | None]) -> AsyncIterator[Entry | None]:
         """`entries` of one listener, counted as an open Listen stream while read; each entry's delivery
         latency is recorded (its stream id carries the millisecond Redis wrote it)."""
         streams, latency = self.listen_streams, self.delivery_latency
         streams.add(1)
         try:
-            async for entry in entries:
-                if entry is not None:
-                    latency.record(max(0, time.time() * 1000 - int(entry.id.partition("-")[0])))
-                yield entry
+            with self.redis_errors_of("listen"):
+                async for entry in entries:
+                    if entry is not None:
+                        latency.record(max(0, time.time() * 1000 - int(entry.id.partition("-")[0])))
+                    yield entry
         finally:
             streams.add(-1)
             await entries.aclose()  # type: ignore[attr-defined]
