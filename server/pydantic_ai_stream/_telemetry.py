@@ -1,9 +1,10 @@
 """`Telemetry`: the OpenTelemetry traces and metrics of a server or worker process (the `otel` extra).
 
 Off unless a process builds one: every part that reports holds `Telemetry | None` and checks for `None`,
-so a process without it pays one comparison per write batch, run or listened entry, and never imports
-OpenTelemetry. A `Telemetry` owns its providers, its exporters and its Prometheus endpoint: they are started
-by `async with Telemetry(...)` (or `start()`) and stopped on exit (or `aclose()`); nothing is set globally.
+so a process without it pays one comparison per write batch, run or listener (none per event), and loads
+neither the SDK's tracing nor the exporters. A `Telemetry` owns its providers, its exporters and its
+Prometheus endpoint: they are started by `async with Telemetry(...)` (or `start()`) and stopped on exit (or
+`aclose()`); nothing is set globally.
 """
 
 from __future__ import annotations
