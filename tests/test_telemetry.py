@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -477,3 +478,13 @@ async def _events_of_run(client: StreamClient, session_id: str, run_id: str) -> 
 
     await _until(begun)
     return found
+
+
+async def test_health_checks_make_no_spans(server: RunningServer, spans: InMemorySpanExporter) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        async with _client(server) as client:
+            assert await client.list_active() == []
+    names = [span.name for span in spans.get_finished_spans()]
+    assert names == ["/pydantic_ai_stream.v1.AgentStreamService/ListActive"]

@@ -253,10 +253,15 @@ class Telemetry:
         return out.get("traceparent")
 
     def grpc_interceptor(self) -> Any:
-        """The OpenTelemetry gRPC instrumentation's server interceptor (a server span per RPC)."""
+        """The OpenTelemetry gRPC instrumentation's server interceptor: a server span per RPC, but health
+        checks (a load balancer's probes would fill the traces)."""
         from opentelemetry.instrumentation.grpc import aio_server_interceptor
+        from opentelemetry.instrumentation.grpc.filters import health_check, negate
 
-        return aio_server_interceptor(tracer_provider=self.tracer_provider)  # type: ignore[no-untyped-call]
+        return aio_server_interceptor(  # type: ignore[no-untyped-call]
+            tracer_provider=self.tracer_provider,
+            filter_=negate(health_check()),
+        )
 
     @contextlib.contextmanager
     def run(self, job: Job, live: LiveRun) -> Iterator[dict[str, Any]]:
