@@ -76,7 +76,7 @@ FULL = Sizes(
     cancel_runs=200, fanout_sessions=1_000, fanout_listeners=10, fanout_tokens=8, fanout_interval=4.0,
     stalled_runs=200, resume_entries=2_000, resume_big_entries=3_000, resumes=500, big_resumes=100, slow_entries=3_000,
     slow_interval=0.02, big_prompt_runs=200, big_prompt_bytes=3_500_000, queue_runs=3_000,
-    queue_light_runs=200, recovery_kills=50, checkpoint_nodes=50, checkpoint_runs=10, telemetry_runs=100,
+    queue_light_runs=200, recovery_kills=50, checkpoint_nodes=50, checkpoint_runs=10, telemetry_runs=20,
     telemetry_tokens=1_000, worker_timeout=900,
 )  # fmt: skip
 QUICK = Sizes(

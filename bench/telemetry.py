@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import statistics
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -20,14 +21,17 @@ from bench.suite import PREFIX, Bench, progress
 from bench.table import Row
 from bench.worker import SCOPE_ID, USER_ID
 from pydantic_ai_stream import Runtime, SessionHandle, Settings
-from pydantic_ai_stream._names import END
+from pydantic_ai_stream._names import END, EVENT, ORIGIN_PYDANTIC_AI
+from pydantic_ai_stream._redis import Entry
 from pydantic_ai_stream._telemetry import Telemetry
 from pydantic_ai_stream._worker import Worker
 
 STEP_TIMEOUT = 120.0
 """Longest wait for one round's runs to end."""
-ROUNDS = 3
+ROUNDS = 5
 """Rounds of each setting, alternating (off, on, off, on, ...): a drift of the machine hits both."""
+HOOK_ENTRIES = 200_000
+"""Entries passed through a listener's hook, with and without telemetry, for its cost alone."""
 AGENT = "tokens"
 
 
@@ -98,6 +102,23 @@ async def _listened(handle: SessionHandle) -> int:
     return seen
 
 
+async def _entries(n: int) -> AsyncIterator[Entry | None]:
+    now_ms = int(time.time() * 1000)
+    for i in range(n):
+        yield Entry(id=f"{now_ms}-{i}", type=EVENT, origin=ORIGIN_PYDANTIC_AI, body={})
+
+
+async def _hook_us(on: bool) -> float:
+    """CPU µs per entry a listener's entries take through `SessionHandle.listen_entries`' telemetry hook
+    (on: `Telemetry.listening`: the delivery histogram, the open-streams gauge), or without it (off)."""
+    async with Telemetry(metrics_port=0) as telemetry:
+        started = time.process_time()
+        entries = _entries(HOOK_ENTRIES)
+        async for _ in telemetry.listening(entries) if on else entries:
+            pass
+        return (time.process_time() - started) / HOOK_ENTRIES * 1e6
+
+
 async def telemetry(bench: Bench) -> list[Row]:
     """CPU per event and wall time per run with telemetry off and on (the bench process runs everything)."""
     s = bench.sizes
@@ -110,17 +131,25 @@ async def telemetry(bench: Bench) -> list[Row]:
         for on in (False, True):
             results[on].append(await _round(bench, on=on, index=index, exporter=exporter))
 
-    def best(on: bool, key: str) -> float:
-        return min(result[key] for result in results[on])  # the least disturbed round
+    def median(on: bool, key: str) -> float:
+        return statistics.median(result[key] for result in results[on])
 
-    off_cpu, on_cpu = best(False, "cpu_us_per_event"), best(True, "cpu_us_per_event")
+    def spread(on: bool) -> str:
+        values = sorted(result["cpu_us_per_event"] for result in results[on])
+        return f"{values[0]:.0f}-{values[-1]:.0f}"
+
+    off_cpu, on_cpu = median(False, "cpu_us_per_event"), median(True, "cpu_us_per_event")
+    hook_off, hook_on = await _hook_us(False), await _hook_us(True)
     return [
         Row(label, "events per round", results[False][0]["events"]),
-        Row(label, "CPU µs / event, telemetry off (best round)", off_cpu, decimals=1),
-        Row(label, "CPU µs / event, telemetry on (best round)", on_cpu, decimals=1),
-        Row(label, "CPU µs / event added by telemetry", on_cpu - off_cpu, decimals=1),
-        Row(label, "CPU added by telemetry (%)", (on_cpu / off_cpu - 1) * 100, decimals=1),
-        Row(label, "wall ms / run, telemetry off (best round)", best(False, "wall_ms_per_run"), decimals=1),
-        Row(label, "wall ms / run, telemetry on (best round)", best(True, "wall_ms_per_run"), decimals=1),
+        Row(label, f"CPU µs / event, telemetry off (median of {ROUNDS}; range {spread(False)})", off_cpu, decimals=1),
+        Row(label, f"CPU µs / event, telemetry on (median of {ROUNDS}; range {spread(True)})", on_cpu, decimals=1),
+        Row(label, "CPU added by telemetry (%, medians)", (on_cpu / off_cpu - 1) * 100, decimals=1),
+        Row(label, "wall ms / run, telemetry off (median)", median(False, "wall_ms_per_run"), decimals=1),
+        Row(label, "wall ms / run, telemetry on (median)", median(True, "wall_ms_per_run"), decimals=1),
         Row(label, "spans exported per run (on)", exporter.spans / ((ROUNDS + 1) * s.telemetry_runs), decimals=1),
-    ]
+        Row(f"telemetry: a listener's hook alone, {HOOK_ENTRIES:,} entries", "CPU µs / entry, off (no hook)",
+            hook_off, decimals=2),
+        Row(f"telemetry: a listener's hook alone, {HOOK_ENTRIES:,} entries", "CPU µs / entry, on", hook_on,
+            decimals=2),
+    ]  # fmt: skip
