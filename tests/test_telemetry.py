@@ -488,3 +488,36 @@ async def test_health_checks_make_no_spans(server: RunningServer, spans: InMemor
             assert await client.list_active() == []
     names = [span.name for span in spans.get_finished_spans()]
     assert names == ["/pydantic_ai_stream.v1.AgentStreamService/ListActive"]
+
+
+def test_without_the_otel_extra_the_package_works_and_telemetry_says_what_to_install(
+    redis_url: str, settings: Settings
+) -> None:
+    # The extra's packages made unimportable (pydantic-ai itself needs only opentelemetry-api).
+    code = (
+        "import sys\n"
+        "class Missing:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.startswith(('opentelemetry.sdk', 'opentelemetry.exporter', 'opentelemetry.instrumentation',"
+        " 'prometheus_client')):\n"
+        "            raise ImportError(f'No module named {name!r}')\n"
+        "sys.meta_path.insert(0, Missing())\n"
+        "import asyncio\n"
+        "from pydantic_ai_stream import Telemetry\n"
+        "from pydantic_ai_stream.server import ServerSettings, running_server\n"
+        "from pydantic_ai_stream.client import StreamClient\n"
+        "async def main():\n"
+        f"    config = ServerSettings(redis_url={redis_url!r}, port=0)\n"
+        "    async with running_server(config) as server, StreamClient(f'127.0.0.1:{server.port}') as client:\n"
+        "        await client.run('demo', 'noextra', 'count these words')\n"
+        "        assert [e async for e in client.listen('noextra')][-1].type_name == 'end'\n"
+        "asyncio.run(main())\n"
+        "try:\n"
+        "    Telemetry()\n"
+        "except ImportError as e:\n"
+        "    print(e)\n"
+    )
+    env = {**os.environ, "PYDANTIC_AI_STREAM_REDIS_PREFIX": settings.redis_prefix}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "pip install 'pydantic-ai-stream[otel]'" in done.stdout
