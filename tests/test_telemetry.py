@@ -30,12 +30,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pydantic_ai_stream import Runtime, SessionHandle, Settings, Telemetry
+from pydantic_ai_stream._names import END
 from pydantic_ai_stream._queue import Job
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream._worker import Worker
 from pydantic_ai_stream.client import StreamClient, event_body
 from pydantic_ai_stream.v1 import stream_pb2 as pb
-from support import scripted_model
+from support import GatedModel, scripted_model
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_SPAN_ID = "00f067aa0ba902b7"
@@ -521,3 +522,36 @@ def test_without_the_otel_extra_the_package_works_and_telemetry_says_what_to_ins
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     assert "pip install 'pydantic-ai-stream[otel]'" in done.stdout
+
+
+async def test_a_run_handed_back_and_resumed_elsewhere_stays_in_its_trace(redis: Redis, settings: Settings) -> None:
+    settings.lease_ttl, settings.lease_renew_interval = 0.3, 0.05
+    spans = InMemorySpanExporter()
+    model = GatedModel()
+    async with (
+        Telemetry(span_exporters=[spans]) as telemetry,
+        Runtime(redis=redis, settings=settings, telemetry=telemetry) as runtime,
+    ):
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="h1")
+        await handle.submit(agent="gated", body={"user_prompt": "hi"}, traceparent=TRACEPARENT)
+        listening = handle.listen_entries(timeout=10)
+        first = Worker(runtime=runtime, agents={"gated": model.agent()})
+        await first.start()
+        async for entry in listening:
+            if entry is not None and entry.body.get("content") == "hello ":
+                break
+        await first.drain(0)  # a deploy: the run is let go, for another worker to resume
+        model.gate.set()
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}) as second:
+            assert [entry async for entry in listening if entry is not None][-1].type == END
+            await second.join()
+    runs = sorted(
+        (s for s in spans.get_finished_spans() if s.name == "run gated"),
+        key=lambda s: s.attributes["pydantic_ai_stream.attempt"] if s.attributes else 0,
+    )
+    assert [(s.attributes or {}).get("pydantic_ai_stream.outcome") for s in runs] == ["handed_back", "finished"]
+    assert [(s.attributes or {}).get("pydantic_ai_stream.attempt") for s in runs] == [1, 2]
+    for span in runs:
+        assert format(span.context.trace_id, "032x") == TRACE_ID
+        assert span.parent is not None
+        assert format(span.parent.span_id, "016x") == CALLER_SPAN_ID
