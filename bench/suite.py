@@ -51,6 +51,9 @@ class Sizes:
     """Nodes (model requests) of each run of the checkpoint workload: all but the last call a tool."""
     checkpoint_runs: int
     """Runs of each kind (through the queue, `run()`) per tool return size."""
+    telemetry_runs: int
+    """Runs at once in each round of the telemetry workload (off, then on)."""
+    telemetry_tokens: int
     worker_timeout: float
     paced_interval: float = 0.02  # 50 tokens/s
     paced_light_runs: int = 10
@@ -73,14 +76,16 @@ FULL = Sizes(
     cancel_runs=200, fanout_sessions=1_000, fanout_listeners=10, fanout_tokens=8, fanout_interval=4.0,
     stalled_runs=200, resume_entries=2_000, resume_big_entries=3_000, resumes=500, big_resumes=100, slow_entries=3_000,
     slow_interval=0.02, big_prompt_runs=200, big_prompt_bytes=3_500_000, queue_runs=3_000,
-    queue_light_runs=200, recovery_kills=50, checkpoint_nodes=50, checkpoint_runs=10, worker_timeout=900,
+    queue_light_runs=200, recovery_kills=50, checkpoint_nodes=50, checkpoint_runs=10, telemetry_runs=20,
+    telemetry_tokens=1_000, worker_timeout=900,
 )  # fmt: skip
 QUICK = Sizes(
     write_tokens=2_000, many_runs=10, many_tokens=200, paced_runs=50, paced_tokens=40, grpc_paced_runs=20,
     cancel_runs=20, fanout_sessions=20, fanout_listeners=5, fanout_tokens=5, fanout_interval=0.2,
     stalled_runs=50, resume_entries=200, resume_big_entries=100, resumes=20, big_resumes=20, slow_entries=200,
     slow_interval=0.001, big_prompt_runs=10, big_prompt_bytes=1_000_000, queue_runs=100,
-    queue_light_runs=20, recovery_kills=3, checkpoint_nodes=10, checkpoint_runs=3, worker_timeout=120,
+    queue_light_runs=20, recovery_kills=3, checkpoint_nodes=10, checkpoint_runs=3, telemetry_runs=10,
+    telemetry_tokens=100, worker_timeout=120,
 )  # fmt: skip
 
 

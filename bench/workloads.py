@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench import durable, grpc_side
+from bench import durable, grpc_side, telemetry
 from bench.procs import WORKER_READY, Proc, output
 from bench.suite import PREFIX, Bench, Side, cpu_seconds, progress, reset_peak_rss, rss_kib
 from bench.table import Row, percentile
@@ -585,4 +585,5 @@ WORKLOADS: dict[str, Callable[[Bench], Awaitable[list[Row]]]] = {
     "queue": queue,
     "recovery": durable.recovery,
     "checkpoint": durable.checkpoint,
+    "telemetry": telemetry.telemetry,
 }

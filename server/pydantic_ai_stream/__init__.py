@@ -25,6 +25,7 @@ from ._runtime import Runtime
 from ._session import RedisSession, Session, StoredSession
 from ._settings import Settings, settings
 from ._store import RedisConversationStore
+from ._telemetry import Telemetry
 
 if TYPE_CHECKING:
     from ._postgres import PostgresConversationStore, PostgresSession
@@ -58,6 +59,7 @@ __all__ = [
     "StoredNode",
     "StoredSession",
     "StreamNotFoundError",
+    "Telemetry",
     "nodes_from_msgs",
     "q",
     "run",

@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument(
             "--sessions", metavar="URL", help="keep conversations in PostgreSQL (postgresql://...; default: Redis)"
         )
+        command.add_argument("--telemetry", action="store_true", help="OpenTelemetry traces and metrics (otel extra)")
+        command.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+        command.add_argument("--otlp-endpoint", metavar="URL", help="export traces and metrics over OTLP/gRPC")
     serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     serve.add_argument("--token", action="append", default=[], metavar="TOKEN=SCOPE:USER[:AGENTS]", help="bearer token")
@@ -114,6 +117,8 @@ def _serve(args: argparse.Namespace) -> None:
         "shutdown_grace": args.grace,
         "concurrency": args.concurrency,
         "sessions": args.sessions,
+        "metrics_port": args.metrics_port,
+        "otlp_endpoint": args.otlp_endpoint,
     }
     if args.command == "serve":
         overrides |= {
@@ -133,6 +138,8 @@ def _serve(args: argparse.Namespace) -> None:
         config.demo = False
     if args.redis_cluster:
         config.redis_cluster = True
+    if args.telemetry:
+        config.telemetry = True
     try:
         asyncio.run(serve(config) if args.command == "serve" else work(config))
     except (ValueError, TypeError, ImportError) as e:

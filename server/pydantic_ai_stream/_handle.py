@@ -58,6 +58,10 @@ class SessionHandle:
     async def cancel(self, *, rollback: bool = False) -> bool:
         """Stop the session's live run, wherever it runs (a queued one ends at once); `True` if there was
         one to stop. `rollback`: its messages are dropped, not saved (the conversation stays as before it)."""
+        with self._redis_errors("cancel"):
+            return await self._cancel(rollback=rollback)
+
+    async def _cancel(self, *, rollback: bool) -> bool:
         state, run_id = await self.stream.cancel(cancel_channel(self.runtime.settings.redis_prefix), rollback=rollback)
         if state is CancelState.ENDED:
             keys = self.keys
@@ -74,6 +78,7 @@ class SessionHandle:
         run_id: str | None = None,
         if_busy: BusyPolicy = "reject",
         wait: float = 30,
+        traceparent: str | None = None,
     ) -> Submitted:
         """Accept a run of `agent` into the run queue (see `RunQueue.submit`) for a worker to execute.
 
@@ -81,8 +86,30 @@ class SessionHandle:
         (`SessionBusyError`), `"enqueue"` (this run waits behind it and the runs already waiting, and starts
         when they ended; it counts as queued in its scope), `"interrupt"` (that run is cancelled, its
         partial conversation kept, and this one accepted once its `end` is written, within `wait` seconds)
-        or `"rollback"` (as interrupt, its messages dropped).
+        or `"rollback"` (as interrupt, its messages dropped). The run's span continues the W3C `traceparent`.
         """
+        with self._redis_errors("submit"):
+            return await self._submit(
+                agent=agent,
+                body=body,
+                options=options,
+                run_id=run_id,
+                if_busy=if_busy,
+                wait=wait,
+                traceparent=traceparent,
+            )
+
+    async def _submit(
+        self,
+        *,
+        agent: str,
+        body: Mapping[str, Any] | None,
+        options: Mapping[str, Any] | None,
+        run_id: str | None,
+        if_busy: BusyPolicy,
+        wait: float,
+        traceparent: str | None,
+    ) -> Submitted:
         keys = self.keys
         queue = self.runtime.queue
         run_id = check_id("run_id", run_id) if run_id is not None else uuid.uuid4().hex
@@ -96,6 +123,7 @@ class SessionHandle:
                 body=body,
                 options=options,
                 run_id=run_id,
+                traceparent=traceparent,
             )
 
         try:
@@ -114,14 +142,20 @@ class SessionHandle:
                     body=body,
                     options=options,
                     run_id=run_id,
+                    traceparent=traceparent,
                 )
                 return waiting or await submitted()  # `None`: the session's run ended meanwhile
         bounds = await self.stream.bounds()
-        if await self.cancel(rollback=if_busy == "rollback") and bounds is not None:
+        if await self._cancel(rollback=if_busy == "rollback") and bounds is not None:
             async for entry in self.listen_entries(after=bounds.newest, wait=wait, timeout=wait):
                 if entry is not None and entry.type == END:
                     break
         return await submitted()
+
+    def _redis_errors(self, operation: str) -> contextlib.AbstractContextManager[None]:
+        """Count the Redis errors of `operation` (if the runtime has telemetry)."""
+        telemetry = self.runtime.telemetry
+        return contextlib.nullcontext() if telemetry is None else telemetry.redis_errors_of(operation)
 
     def listen_entries(
         self,
@@ -139,7 +173,7 @@ class SessionHandle:
         after `timeout` seconds of silence (`None`: no limit), `CursorExpiredError`/`CursorAheadError`
         for a cursor outside the stream.
         """
-        return listen(
+        entries = listen(
             self.stream,
             hub=self.runtime.hub,
             wait=wait,
@@ -148,6 +182,8 @@ class SessionHandle:
             grace_ms=self.runtime.settings.stream_retention * 1000,
             heartbeat=heartbeat,
         )
+        telemetry = self.runtime.telemetry
+        return entries if telemetry is None else telemetry.listening(entries)
 
     async def listen(
         self, *, wait: float = 3, timeout: float = 60, serialize: bool = True, after: str | None = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -38,10 +39,14 @@ class Lease:
     token: CancellationToken = field(default_factory=CancellationToken)
     lost: bool = False
     """The flag expired or was taken: the run must stop and must not save."""
+    cancelled_at: float | None = None
+    """When (`time.monotonic()`) a cancel first reached this process (for the cancel latency)."""
 
     def cancel(self, *, lost: bool = False) -> None:
         """Stop the run: cancel its pydantic-ai token (from this loop, so it is delivered at once)."""
         self.lost = self.lost or lost
+        if self.cancelled_at is None:
+            self.cancelled_at = time.monotonic()
         self.token.cancel()
 
 

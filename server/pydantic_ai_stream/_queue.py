@@ -64,6 +64,8 @@ class Job:
     agent: str
     options: Mapping[str, Any] = field(default_factory=dict)
     """Keyword arguments for `agent.iter()` (JSON: e.g. `model_settings`)."""
+    traceparent: str = ""
+    """The W3C trace context the run's span continues (`""`: none; jobs written before it have none)."""
     id: str = ""
     """The job's entry id in the queue (set once claimed)."""
 
@@ -73,7 +75,7 @@ class Job:
         return queued_member(self.user_id, self.session_id, self.run_id)
 
     def fields(self) -> dict[str, str]:
-        return {
+        fields = {
             "scope_id": str(self.scope_id),
             "user_id": str(self.user_id),
             "session_id": self.session_id,
@@ -81,6 +83,9 @@ class Job:
             "agent": self.agent,
             "options": json.dumps(self.options, separators=(",", ":")),
         }
+        if self.traceparent:
+            fields["traceparent"] = self.traceparent
+        return fields
 
     @classmethod
     def from_fields(cls, entry_id: str, fields: Mapping[Any, Any]) -> Job:
@@ -94,6 +99,7 @@ class Job:
             run_id=values["run_id"],
             agent=values["agent"],
             options=json.loads(values.get("options", "{}")),
+            traceparent=values.get("traceparent", ""),
         )
 
 
@@ -133,9 +139,10 @@ class RunQueue:
         body: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
         run_id: str | None = None,
+        traceparent: str | None = None,
     ) -> Submitted:
         """Accept a run of `agent` on the session of `stream`: its `begin` (the ids, then `body`) is in the
-        stream and its job in the queue when this returns.
+        stream and its job in the queue when this returns; its span continues the trace of `traceparent`.
 
         Raises `QueueFullError` or `SessionBusyError` writing nothing, and `RunExistsError` if `run_id` is
         the session's queued, live or last run (a retry: nothing runs twice).
@@ -143,7 +150,13 @@ class RunQueue:
         run_id = check_id("run_id", run_id) if run_id is not None else uuid.uuid4().hex
         session_id = stream.keys.session_id
         job = Job(
-            scope_id=scope_id, user_id=user_id, session_id=session_id, run_id=run_id, agent=agent, options=options or {}
+            scope_id=scope_id,
+            user_id=user_id,
+            session_id=session_id,
+            run_id=run_id,
+            agent=agent,
+            options=options or {},
+            traceparent=traceparent or "",
         )
         ids = {"session_id": session_id, "run_id": run_id}
         open_run = partial(
@@ -183,6 +196,7 @@ class RunQueue:
         body: Mapping[str, Any] | None = None,
         options: Mapping[str, Any] | None = None,
         run_id: str,
+        traceparent: str | None = None,
     ) -> Submitted | None:
         """Accept a run behind the session's queued or live run (and the runs already waiting there): it
         starts when they ended (`promote`). It counts as queued in its scope (`QueueFullError`). `None` if
@@ -191,7 +205,14 @@ class RunQueue:
         keys = stream.keys
         job = Job(scope_id=scope_id, user_id=user_id, session_id=keys.session_id, run_id=run_id, agent=agent)
         await self._reserve(job)
-        waiting = {"run_id": run_id, "agent": agent, "body": dict(body or {}), "options": dict(options or {})}
+        waiting: dict[str, Any] = {
+            "run_id": run_id,
+            "agent": agent,
+            "body": dict(body or {}),
+            "options": dict(options or {}),
+        }
+        if traceparent:
+            waiting["traceparent"] = traceparent
         try:
             state = await stream.wait_behind(run_id=run_id, run=waiting, ttl_ms=self.wait_ms)
         except BaseException:
@@ -226,6 +247,7 @@ class RunQueue:
                 body=waiting["body"],
                 options=waiting["options"],
                 run_id=waiting["run_id"],
+                traceparent=waiting.get("traceparent"),
             )
         except RunExistsError:
             pass  # started already, by another process seeing the same end
@@ -276,6 +298,17 @@ class RunQueue:
     async def depth(self, scope_id: int) -> int:
         """Runs of the scope waiting for a worker."""
         return int(await self.redis.zcard(queued_key(self.prefix, scope_id)))
+
+    async def waiting(self) -> int:
+        """Runs in the queue no worker has claimed yet, of every scope (jobs in the stream, less those claimed)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xlen(self.key)
+            pipe.xpending(self.key, GROUP)
+            length, pending = await pipe.execute(raise_on_error=False)
+        if isinstance(length, Exception):
+            raise length
+        claimed = 0 if isinstance(pending, Exception) else int(pending["pending"])  # no group yet: none claimed
+        return max(0, int(length) - claimed)
 
     async def create_group(self, *, wake: str | None = None) -> None:
         """Create the workers' consumer group (and the queue) if there is none yet; and on the wake-up

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._keys import ConversationKeys, SessionKeys, active_key
 from ._lease import LeaseKeeper
@@ -15,6 +15,9 @@ from ._reader import StreamHub
 from ._redis import AsyncRedis, SessionStream, is_cluster
 from ._settings import Settings, settings
 from ._writer import WriteCombiner
+
+if TYPE_CHECKING:
+    from ._telemetry import Telemetry
 
 __all__ = ["Runtime", "conversation_keys", "session_keys"]
 
@@ -36,6 +39,8 @@ class Runtime:
     redis: AsyncRedis
     settings: Settings = field(default_factory=lambda: settings)
     """Lease timing and the key prefix its parts use (the process-wide `settings` by default)."""
+    telemetry: Telemetry | None = None
+    """Where its parts report traces and metrics (the `otel` extra); `None`: nowhere, at no cost."""
     hub: StreamHub | None = field(init=False)
     """The shared reader; `None` on a Redis Cluster, where each listener reads on its own."""
     writes: WriteCombiner = field(init=False)
@@ -47,7 +52,9 @@ class Runtime:
         self.hub = (
             None if is_cluster(redis) else StreamHub(redis=redis, settings=self.settings, on_idle=self._part_idle)
         )
-        self.writes = WriteCombiner(redis=self.redis, on_idle=self._part_idle)
+        self.writes = WriteCombiner(redis=self.redis, on_idle=self._part_idle, telemetry=self.telemetry)
+        if self.telemetry is not None:
+            self.telemetry.observe_queue(lambda: self.queue.waiting())
         self.leases = LeaseKeeper(redis=self.redis, settings=self.settings, on_idle=self._part_idle)
 
     @classmethod
@@ -65,6 +72,8 @@ class Runtime:
 
     async def aclose(self) -> None:
         """Flush pending writes, then stop every task and close every connection the parts opened."""
+        if self.telemetry is not None:
+            self.telemetry.observe_queue(None)  # a scrape after this must not open a connection
         await self.writes.aclose()
         await asyncio.gather(self.leases.aclose(), *([self.hub.aclose()] if self.hub else []))
         if self._default:

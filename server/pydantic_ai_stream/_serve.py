@@ -9,12 +9,13 @@ import importlib
 import inspect
 import ipaddress
 import logging
+import os
 import signal
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
@@ -42,6 +43,9 @@ from ._settings import settings as process_settings
 from ._worker import Worker
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from ._telemetry import Telemetry
 
 __all__ = ["ServerSettings", "load_agent", "running_server", "serve", "work"]
 
@@ -99,6 +103,14 @@ class ServerSettings(BaseSettings):
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=4 * 1024 * 1024)
     """Largest request the server reads; larger ones are RESOURCE_EXHAUSTED. Above `max_prompt_bytes`, so
     that a prompt over its limit gets INVALID_ARGUMENT, which says why."""
+    telemetry: bool = False
+    """OpenTelemetry traces and metrics (the `otel` extra), exported over OTLP to `OTEL_EXPORTER_OTLP_ENDPOINT`
+    if set; on as well when `metrics_port` or `otlp_endpoint` is set. Off: nothing is imported or measured."""
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve Prometheus metrics on this port (`/metrics`, on `host`)."""
+    otlp_endpoint: str | None = None
+    """Export traces and metrics over OTLP/gRPC to this collector (e.g. `http://localhost:4317`); the
+    `OTEL_EXPORTER_OTLP_*` variables apply (headers, TLS)."""
 
 
 def load_agent(path: str) -> AbstractAgent[Any, Any]:
@@ -236,6 +248,25 @@ async def _sessions(config: ServerSettings) -> AsyncIterator[Callable[[HostedDep
         yield functools.partial(PostgresSession.of, pool=pool, schema=config.sessions_schema)
 
 
+@contextlib.asynccontextmanager
+async def _telemetry(config: ServerSettings, given: Telemetry | None = None) -> AsyncIterator[Telemetry | None]:
+    """The process's telemetry while it runs: `given` (its caller's to close), else one if `config` asks."""
+    if given is not None:
+        yield given
+        return
+    if not (config.telemetry or config.metrics_port is not None or config.otlp_endpoint):
+        yield None
+        return
+    from ._telemetry import Telemetry
+
+    # The standard variable names a collector too (read here, where the process's configuration is read).
+    otlp_endpoint = config.otlp_endpoint or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    async with Telemetry(
+        otlp_endpoint=otlp_endpoint, metrics_port=config.metrics_port, metrics_host=config.host
+    ) as telemetry:
+        yield telemetry
+
+
 def _credentials(config: ServerSettings) -> grpc.ServerCredentials | None:
     if config.tls_cert is None and config.tls_key is None:
         return None
@@ -368,19 +399,23 @@ class RunningServer:
 
 
 @contextlib.asynccontextmanager
-async def running_server(config: ServerSettings, *, settings: Settings | None = None) -> AsyncIterator[RunningServer]:
+async def running_server(
+    config: ServerSettings, *, settings: Settings | None = None, telemetry: Telemetry | None = None
+) -> AsyncIterator[RunningServer]:
     """Start the server described by `config` (and its Redis), yield it, stop it gracefully on exit.
 
     `settings` (key prefix, lease timing, retention) default to the process-wide `settings`, which
-    `serve` uses: read from `PYDANTIC_AI_STREAM_*` when the process starts.
+    `serve` uses: read from `PYDANTIC_AI_STREAM_*` when the process starts. `telemetry` (started, and closed
+    by its caller) replaces the one `config` describes.
     """
     authenticator = _authenticator(config)
     agents = _agents(config)
     credentials = _credentials(config)
     runtime_settings = process_settings if settings is None else settings
     async with (
+        _telemetry(config, telemetry) as telemetry,
         _redis(config) as redis,
-        Runtime(redis=redis, settings=runtime_settings) as runtime,
+        Runtime(redis=redis, settings=runtime_settings, telemetry=telemetry) as runtime,
         _sessions(config) as sessions,
     ):
         servicer = AgentStreamServicer(
@@ -394,7 +429,10 @@ async def running_server(config: ServerSettings, *, settings: Settings | None = 
         )
         # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
         options = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", config.max_request_bytes)]
-        server = grpc.aio.server(interceptors=[_MalformedRequests(servicer)], options=options)
+        interceptors: list[grpc.aio.ServerInterceptor] = [_MalformedRequests(servicer)]
+        if telemetry is not None:
+            interceptors.insert(0, telemetry.grpc_interceptor())  # outermost: its span covers the others
+        server = grpc.aio.server(interceptors=interceptors, options=options)
         pb_grpc.add_AgentStreamServiceServicer_to_server(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -459,8 +497,9 @@ async def work(config: ServerSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     async with (
+        _telemetry(config) as telemetry,
         _redis(config) as redis,
-        Runtime(redis=redis, settings=process_settings) as runtime,
+        Runtime(redis=redis, settings=process_settings, telemetry=telemetry) as runtime,
         _sessions(config) as sessions,
     ):
         worker = Worker(runtime=runtime, agents=agents, concurrency=max(1, config.concurrency), sessions=sessions)

@@ -160,6 +160,8 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             if (if_busy := _BUSY_POLICIES.get(request.if_busy)) is None:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown if_busy policy {request.if_busy}")
             options = await self._model_settings(request, context)
+            telemetry = self.runtime.telemetry
+            traceparent = telemetry.traceparent(context.invocation_metadata()) if telemetry is not None else None
             try:
                 run = await session.submit(
                     agent=request.agent,
@@ -167,6 +169,7 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                     options=options,
                     run_id=request.run_id or None,
                     if_busy=if_busy,
+                    traceparent=traceparent,
                 )
             except RunExistsError as e:
                 # A retried Run (same run id) gets the run it already started, queued, live or ended; nothing

@@ -154,6 +154,7 @@ class Worker:
                     if isinstance(e, ResponseError) and "NOGROUP" in str(e):
                         grouped = False  # the queue was deleted (e.g. FLUSHALL): create it again
                         continue
+                    self._redis_error("claim")
                     failures += 1
                     logger.warning("worker %s could not claim runs (%s); retrying", self.name, e)
                     await asyncio.sleep(min(2.0, 0.05 * 2**failures))  # back-off
@@ -192,7 +193,12 @@ class Worker:
                 if not self._stopping and free > 0:
                     self._start(await queue.reclaim(self.name, idle_ms=idle_ms, count=free))
             except (RedisError, OSError) as e:
+                self._redis_error("renew_jobs")
                 logger.warning("worker %s could not renew its jobs (%s)", self.name, e)
+
+    def _redis_error(self, operation: str) -> None:
+        if (telemetry := self.runtime.telemetry) is not None:
+            telemetry.redis_error(operation)
 
     def _run_done(self, task: asyncio.Task[None]) -> None:
         self._runs.discard(task)
@@ -251,6 +257,7 @@ class Worker:
                     logger.warning("worker %s resumes run %s (attempt %d)", self.name, job.run_id, taken.attempt)
                 return taken
             except (RedisError, OSError) as e:
+                self._redis_error("adopt")
                 failures += 1
                 if self._stopping:
                     raise
@@ -285,4 +292,10 @@ class Worker:
             return
         session = self.sessions(deps)
         prompt = live.begin.get("user_prompt")
-        await drive(session, agent, prompt if isinstance(prompt, str) else "", deps, **job.options)
+        user_prompt = prompt if isinstance(prompt, str) else ""
+        telemetry = runtime.telemetry
+        if telemetry is None:
+            await drive(session, agent, user_prompt, deps, **job.options)
+            return
+        with telemetry.run(job, live) as instrumented:
+            await drive(session, agent, user_prompt, deps, **instrumented, **job.options)
