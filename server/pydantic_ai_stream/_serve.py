@@ -96,6 +96,8 @@ class ServerSettings(BaseSettings):
     migrated on start); none: the server's Redis."""
     sessions_schema: str = "pydantic_ai_stream"
     """The PostgreSQL schema of the conversation tables."""
+    a2a: bool | None = None
+    """Serve the A2A protocol (`lf.a2a.v1.A2AService`) on the same port; `None`: when the `a2a` extra is installed."""
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=4 * 1024 * 1024)
     """Largest request the server reads; larger ones are RESOURCE_EXHAUSTED. Above `max_prompt_bytes`, so
     that a prompt over its limit gets INVALID_ARGUMENT, which says why."""
@@ -346,6 +348,20 @@ def _add_reflection(server: grpc.aio.Server, service_names: list[str]) -> None:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": info}),))
 
 
+def _add_a2a(server: grpc.aio.Server, servicer: AgentStreamServicer, *, config: ServerSettings, url: str) -> list[str]:
+    """Serve A2A beside our service when `config.a2a` says so (by default: when the `a2a` extra is installed);
+    the names of the services added."""
+    if config.a2a is False:
+        return []
+    try:
+        from ._a2a import add_a2a
+    except ImportError as e:
+        if config.a2a:
+            raise ImportError(f"A2A needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
+        return []
+    return [add_a2a(server, servicer, url=url)]
+
+
 @dataclass(kw_only=True)
 class RunningServer:
     """A started server: its port, its servicer, and how to stop it gracefully."""
@@ -398,9 +414,11 @@ async def running_server(config: ServerSettings, *, settings: Settings | None = 
         pb_grpc.add_AgentStreamServiceServicer_to_server(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        _add_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
         address = f"{config.host}:{config.port}"
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        services = [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        services += _add_a2a(server, servicer, config=config, url=f"{config.host}:{port}")
+        _add_reflection(server, services)
         await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,235 @@
+"""A2A end to end: the a2a SDK's own gRPC client against real servers (two replicas) on one real Redis."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from a2a.client import A2AClientError, Client, ClientCallContext, ClientConfig, ClientFactory, minimal_agent_card
+from a2a.types import a2a_pb2 as a2a
+from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
+
+from pydantic_ai_stream import Settings
+from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
+from pydantic_ai_stream.client import StreamClient, Transcript
+from pydantic_ai_stream.v1 import stream_pb2 as pb
+
+TOKENS = ["alice-token=1:1", "bob-token=1:2", "carol-token=1:3:weather"]
+
+
+def _config(redis_url: str) -> ServerSettings:
+    return ServerSettings(
+        redis_url=redis_url,
+        port=0,
+        agents={"weather": "grpc_agents:weather"},
+        tokens=TOKENS,
+        shutdown_grace=0.5,
+        a2a=True,
+    )
+
+
+@pytest.fixture
+async def server(redis_url: str, settings: Settings) -> AsyncIterator[RunningServer]:
+    async with running_server(_config(redis_url), settings=settings) as running:
+        yield running
+
+
+@pytest.fixture
+async def replica(redis_url: str, settings: Settings) -> AsyncIterator[RunningServer]:
+    """A second server on the same Redis that executes no runs: it only reads what the first one writes."""
+    config = _config(redis_url).model_copy(update={"concurrency": 0})
+    async with running_server(config, settings=settings) as running:
+        yield running
+
+
+def _auth(token: str) -> ClientCallContext:
+    return ClientCallContext(service_parameters={"authorization": f"Bearer {token}"}, timeout=30)
+
+
+@contextlib.asynccontextmanager
+async def _a2a(
+    server: RunningServer, token: str = "alice-token", agent: str = "demo", *, streaming: bool = True
+) -> AsyncIterator[tuple[Client, a2a.AgentCard]]:
+    """The SDK's client for `agent`, made from the card the server gives over gRPC (GetExtendedAgentCard)."""
+    factory = ClientFactory(
+        ClientConfig(
+            streaming=streaming, supported_protocol_bindings=["GRPC"], grpc_channel_factory=grpc.aio.insecure_channel
+        )
+    )
+    bootstrap = factory.create(minimal_agent_card(f"127.0.0.1:{server.port}", ["GRPC"]))
+    try:
+        request = a2a.GetExtendedAgentCardRequest(tenant=agent)
+        card = await bootstrap.get_extended_agent_card(request, context=_auth(token))
+    finally:
+        await bootstrap.close()
+    client = factory.create(card)
+    try:
+        yield client, card
+    finally:
+        await client.close()
+
+
+def _message(text: str, context_id: str = "") -> a2a.SendMessageRequest:
+    message = a2a.Message(message_id="m-" + text[:8].replace(" ", "-"), role=a2a.ROLE_USER, context_id=context_id)
+    message.parts.append(a2a.Part(text=text))
+    return a2a.SendMessageRequest(message=message)
+
+
+@dataclass
+class Conversation:
+    """What an A2A client shows: task states in order and the artifact text (chunks appended, or replaced)."""
+
+    task_id: str = ""
+    context_id: str = ""
+    states: list[str] = field(default_factory=list)
+    text: str = ""
+    last_chunk: bool = False
+
+    def apply(self, response: a2a.StreamResponse) -> None:
+        if response.HasField("task"):
+            self.task_id, self.context_id = response.task.id, response.task.context_id
+            self.states.append(a2a.TaskState.Name(response.task.status.state))
+            self.text = "".join(p.text for a in response.task.artifacts for p in a.parts)
+        elif response.HasField("status_update"):
+            self.states.append(a2a.TaskState.Name(response.status_update.status.state))
+        elif response.HasField("artifact_update"):
+            update = response.artifact_update
+            chunk = "".join(p.text for p in update.artifact.parts)
+            self.text = self.text + chunk if update.append else chunk
+            self.last_chunk = update.last_chunk
+
+
+async def _our_answer(server: RunningServer, session_id: str, token: str = "alice-token") -> tuple[str, list[pb.Event]]:
+    """The run's text and events as our own Listen gives them."""
+    transcript, events = Transcript(), []
+    async with StreamClient(f"127.0.0.1:{server.port}", token=token) as client:
+        async for event in client.listen(session_id):
+            transcript.apply(event)
+            events.append(event)
+    return transcript.text(), events
+
+
+async def test_a_streamed_demo_run_reaches_the_sdk_client_as_states_and_text(server: RunningServer) -> None:
+    conversation = Conversation()
+    async with _a2a(server) as (client, card):
+        assert card.name == "demo"
+        assert card.capabilities.streaming
+        assert card.supported_interfaces[0].tenant == "demo"
+        async for response in client.send_message(_message("hello there, agent"), context=_auth("alice-token")):
+            conversation.apply(response)
+    assert conversation.states == ["TASK_STATE_SUBMITTED", "TASK_STATE_WORKING", "TASK_STATE_COMPLETED"]
+    assert conversation.last_chunk
+    answer, _ = await _our_answer(server, conversation.context_id)
+    assert conversation.text == answer
+    assert answer.startswith("You said 3 words at ")
+
+
+async def test_a_non_streaming_send_returns_the_completed_task(server: RunningServer) -> None:
+    async with _a2a(server, agent="weather", streaming=False) as (client, _):
+        responses = [r async for r in client.send_message(_message("weather in Paris?"), context=_auth("alice-token"))]
+    (response,) = responses
+    task = response.task
+    assert task.status.state == a2a.TASK_STATE_COMPLETED
+    assert [p.text for a in task.artifacts for p in a.parts] == ["It is sunny."]
+    assert task.history[0].parts[0].text == "weather in Paris?"
+
+
+async def test_cancel_mid_run_ends_the_task_canceled_and_our_stream(server: RunningServer) -> None:
+    conversation = Conversation()
+    async with _a2a(server) as (client, _):
+        async for response in client.send_message(_message("cancel me soon"), context=_auth("alice-token")):
+            conversation.apply(response)
+            if response.HasField("artifact_update"):
+                request = a2a.CancelTaskRequest(id=conversation.task_id)
+                task = await client.cancel_task(request, context=_auth("alice-token"))
+                assert task.status.state == a2a.TASK_STATE_CANCELED
+                break
+        stored = await client.get_task(a2a.GetTaskRequest(id=conversation.task_id), context=_auth("alice-token"))
+        assert stored.status.state == a2a.TASK_STATE_CANCELED
+        with pytest.raises(TaskNotCancelableError, match="already ended"):
+            await client.cancel_task(a2a.CancelTaskRequest(id=conversation.task_id), context=_auth("alice-token"))
+    _, events = await _our_answer(server, conversation.context_id)
+    assert events[-1].type == pb.EVENT_TYPE_END
+    assert any(e.type == pb.EVENT_TYPE_ERROR for e in events)
+
+
+async def test_subscribing_on_a_second_replica_mid_run_gets_the_whole_text(
+    server: RunningServer, replica: RunningServer
+) -> None:
+    first = Conversation()
+    async with _a2a(server) as (client, _):
+        async for response in client.send_message(_message("one two three four"), context=_auth("alice-token")):
+            first.apply(response)
+            if response.HasField("artifact_update"):
+                break  # the client goes away mid-answer
+    assert first.text
+    assert first.states[-1] == "TASK_STATE_WORKING"
+    second = Conversation()
+    async with _a2a(replica) as (client, _):
+        subscribe = a2a.SubscribeToTaskRequest(id=first.task_id)
+        async for response in client.subscribe(subscribe, context=_auth("alice-token")):
+            second.apply(response)
+        task = await client.get_task(a2a.GetTaskRequest(id=first.task_id), context=_auth("alice-token"))
+    answer, _ = await _our_answer(server, first.context_id)
+    assert second.text == answer  # nothing lost, nothing twice
+    assert second.text.startswith(first.text)
+    assert second.states[-1] == "TASK_STATE_COMPLETED"
+    assert task.status.state == a2a.TASK_STATE_COMPLETED
+    assert [p.text for a in task.artifacts for p in a.parts] == [answer]
+
+
+async def test_another_user_never_reaches_a_task(server: RunningServer) -> None:
+    conversation = Conversation()
+    async with _a2a(server, agent="weather") as (client, _):
+        async for response in client.send_message(_message("weather?"), context=_auth("alice-token")):
+            conversation.apply(response)
+        bob = _auth("bob-token")
+        with pytest.raises(TaskNotFoundError):
+            await client.get_task(a2a.GetTaskRequest(id=conversation.task_id), context=bob)
+        with pytest.raises(TaskNotFoundError):
+            await client.cancel_task(a2a.CancelTaskRequest(id=conversation.task_id), context=bob)
+        with pytest.raises(TaskNotFoundError):
+            async for _ in client.subscribe(a2a.SubscribeToTaskRequest(id=conversation.task_id), context=bob):
+                pass
+        listed = await client.list_tasks(a2a.ListTasksRequest(), context=bob)
+        assert list(listed.tasks) == []
+        with pytest.raises(A2AClientError, match="UNAUTHENTICATED"):
+            await client.get_task(a2a.GetTaskRequest(id=conversation.task_id), context=_auth("nobody"))
+        with pytest.raises(A2AClientError, match="UNAUTHENTICATED"):
+            async for _ in client.send_message(_message("hi"), context=ClientCallContext()):
+                pass
+
+
+async def test_tenants_are_agents(server: RunningServer) -> None:
+    async with _a2a(server, agent="weather") as (client, _):
+        request = _message("hi")
+        request.tenant = "nosuch"
+        with pytest.raises(A2AClientError, match="NOT_FOUND"):
+            async for _ in client.send_message(request, context=_auth("alice-token")):
+                pass
+        with pytest.raises(A2AClientError, match="PERMISSION_DENIED"):
+            await client.get_extended_agent_card(
+                a2a.GetExtendedAgentCardRequest(tenant="demo"), context=_auth("carol-token")
+            )
+
+
+async def test_get_and_list_tasks_read_our_runs(server: RunningServer) -> None:
+    ids = []
+    async with _a2a(server, agent="weather") as (client, _):
+        for text in ("first", "second"):
+            conversation = Conversation()
+            async for response in client.send_message(_message(text, context_id="talk"), context=_auth("alice-token")):
+                conversation.apply(response)
+            ids.append(conversation.task_id)
+            assert conversation.context_id == "talk"
+        task = await client.get_task(a2a.GetTaskRequest(id=ids[0]), context=_auth("alice-token"))
+        assert (task.id, task.context_id, task.status.state) == (ids[0], "talk", a2a.TASK_STATE_COMPLETED)
+        assert [p.text for a in task.artifacts for p in a.parts] == ["It is sunny."]
+        listed = await client.list_tasks(a2a.ListTasksRequest(include_artifacts=True), context=_auth("alice-token"))
+        assert [t.id for t in listed.tasks] == ids[::-1]
+        assert {t.status.state for t in listed.tasks} == {a2a.TASK_STATE_COMPLETED}
+        other = await client.list_tasks(a2a.ListTasksRequest(context_id="else"), context=_auth("alice-token"))
+        assert list(other.tasks) == []
