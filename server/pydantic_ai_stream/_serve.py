@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentStreamService"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+A2A_SERVICE_NAME = "lf.a2a.v1.A2AService"
+"""The A2A protocol's gRPC service (`_a2a`, the `a2a` extra): its callers authenticate as ours do."""
 
 
 class ServerSettings(BaseSettings):
@@ -272,7 +274,7 @@ class _MalformedRequests(grpc.aio.ServerInterceptor):
             return handler  # type: ignore[no-any-return]
         method: str = handler_call_details.method
         parse = handler.request_deserializer
-        authenticate = method.startswith(f"/{SERVICE_NAME}/")
+        authenticate = method.startswith((f"/{SERVICE_NAME}/", f"/{A2A_SERVICE_NAME}/"))
 
         def tolerant_parse(raw: bytes) -> Any:
             try:
@@ -438,12 +440,13 @@ async def running_server(config: ServerSettings, *, settings: Settings | None = 
             worker=worker,
         )
         logger.warning(
-            "serving %s on %s:%d (%s) with agents: %s",
+            "serving %s on %s:%d (%s) with agents: %s%s",
             SERVICE_NAME,
             config.host,
             port,
             "TLS" if credentials else "plaintext",
             ", ".join(sorted(agents)),
+            f"; and {A2A_SERVICE_NAME} (tenant: agent name)" if A2A_SERVICE_NAME in services else "",
         )
         watch = asyncio.create_task(_watch_redis(redis, health_servicer))
         try:
