@@ -100,6 +100,8 @@ class ServerSettings(BaseSettings):
     """The PostgreSQL schema of the conversation tables."""
     a2a: bool | None = None
     """Serve the A2A protocol (`lf.a2a.v1.A2AService`) on the same port; `None`: when the `a2a` extra is installed."""
+    a2a_url: str | None = None
+    """Where A2A clients reach this server (`host:port`), as agent cards say; none: `host:port` as bound."""
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=4 * 1024 * 1024)
     """Largest request the server reads; larger ones are RESOURCE_EXHAUSTED. Above `max_prompt_bytes`, so
     that a prompt over its limit gets INVALID_ARGUMENT, which says why."""
@@ -419,7 +421,7 @@ async def running_server(config: ServerSettings, *, settings: Settings | None = 
         address = f"{config.host}:{config.port}"
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
         services = [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
-        services += _add_a2a(server, servicer, config=config, url=f"{config.host}:{port}")
+        services += _add_a2a(server, servicer, config=config, url=config.a2a_url or f"{config.host}:{port}")
         _add_reflection(server, services)
         await server.start()
         for name in ("", SERVICE_NAME):

@@ -11,6 +11,7 @@ import pytest
 from a2a.client import A2AClientError, Client, ClientCallContext, ClientConfig, ClientFactory, minimal_agent_card
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
+from examples.a2a_client import converse
 
 from pydantic_ai_stream import Settings
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
@@ -233,3 +234,14 @@ async def test_get_and_list_tasks_read_our_runs(server: RunningServer) -> None:
         assert {t.status.state for t in listed.tasks} == {a2a.TASK_STATE_COMPLETED}
         other = await client.list_tasks(a2a.ListTasksRequest(context_id="else"), context=_auth("alice-token"))
         assert list(other.tasks) == []
+
+
+async def test_the_example_client_prints_the_conversation(
+    server: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = await converse(f"127.0.0.1:{server.port}", "alice-token", "weather", "weather in Paris?")
+    assert text == "It is sunny."
+    printed = capsys.readouterr().out
+    assert "[card] GRPC at 127.0.0.1:" in printed
+    assert "TASK_STATE_SUBMITTED" in printed
+    assert printed.rstrip().endswith("[status] TASK_STATE_COMPLETED")
