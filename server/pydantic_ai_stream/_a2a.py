@@ -18,6 +18,7 @@ import grpc
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event
 from a2a.server.request_handlers import GrpcHandler, RequestHandler
+from a2a.server.tasks.task_store import TaskStore
 from a2a.types import a2a_pb2 as a2a
 from a2a.types import a2a_pb2_grpc as a2a_grpc
 from a2a.utils.constants import PROTOCOL_VERSION_CURRENT, TransportProtocol
@@ -26,6 +27,7 @@ from a2a.utils.errors import (
     PushNotificationNotSupportedError,
     TaskNotCancelableError,
     TaskNotFoundError,
+    UnsupportedOperationError,
 )
 
 from ._auth import Caller
@@ -33,10 +35,11 @@ from ._errors import CursorExpiredError, InvalidIdError, InvalidRequestError, Un
 from ._handle import SessionHandle
 from ._names import END, ERROR, EVENT, ORIGIN_STREAM
 from ._redis import Entry
+from ._runtime import Runtime
 from ._service import AgentStreamServicer, statuses
 from ._tasks import TaskRecord, TaskRecords, TaskState, now_ms
 
-__all__ = ["A2A_SERVICE_NAME", "A2ARequestHandler", "TaskFold", "add_a2a"]
+__all__ = ["A2A_SERVICE_NAME", "A2ARequestHandler", "RedisTaskStore", "TaskFold", "add_a2a"]
 
 A2A_SERVICE_NAME = a2a.DESCRIPTOR.services_by_name["A2AService"].full_name
 ARTIFACT_ID = "answer"
@@ -49,6 +52,8 @@ _STATES: dict[TaskState, a2a.TaskState] = {
     "canceled": a2a.TASK_STATE_CANCELED,
 }
 _PAGE = 1000
+_CALLER = "pydantic_ai_stream.caller"
+"""Where a call context's state holds the authenticated caller and the tenant's agent."""
 _CANCEL_WAIT = 10.0
 """Seconds `CancelTask` waits for the cancelled run's `end` before it answers with the task as it is."""
 
@@ -175,6 +180,97 @@ def _agent_message(text: str, task_id: str, context_id: str) -> a2a.Message:
 
 
 @dataclass(kw_only=True)
+class RedisTaskStore(TaskStore):
+    """The SDK's task store on our Redis: a task is read from its record and its run's stream (runs write them;
+    `save` is not how tasks are written here). The caller and agent are the call's (`A2ARequestHandler` puts them
+    in the call context's state), so a caller only ever reads its own tasks of the tenant's agent."""
+
+    runtime: Runtime
+
+    async def get(self, task_id: str, context: ServerCallContext) -> a2a.Task | None:
+        """The caller's task `task_id` as its run's stream has it so far, or `None`."""
+        caller, agent = _call(context)
+        try:
+            return await self.snapshot(caller, await self.record(caller, agent, task_id))
+        except TaskNotFoundError:
+            return None
+
+    async def list(self, params: a2a.ListTasksRequest, context: ServerCallContext) -> a2a.ListTasksResponse:
+        """The caller's tasks of the tenant's agent, newest first (`context_id` and `status` filter the page)."""
+        caller, agent = _call(context)
+        page_size = min(params.page_size or 50, 100)
+        offset = int(params.page_token) if params.page_token.isdigit() else 0
+        records = self.records(caller)
+        ids, total = await records.ids(offset=offset, limit=page_size)
+        response = a2a.ListTasksResponse(page_size=page_size, total_size=total)
+        for task_id in ids:
+            record = await records.get(task_id)
+            if record is None or record.agent != agent:
+                continue
+            if params.context_id and record.context_id != params.context_id:
+                continue
+            task = await self.snapshot(caller, record)
+            if params.status and task.status.state != params.status:
+                continue
+            if not params.include_artifacts:
+                del task.artifacts[:]
+            response.tasks.append(task)
+        if offset + page_size < total:
+            response.next_page_token = str(offset + page_size)
+        return response
+
+    async def save(self, task: a2a.Task, context: ServerCallContext) -> None:
+        """Not how tasks are written here: a run writes its stream, `A2ARequestHandler` its record."""
+        raise UnsupportedOperationError("tasks are written by their runs")
+
+    async def delete(self, task_id: str, context: ServerCallContext) -> None:
+        """Forget the caller's task record (its run's stream expires on its own)."""
+        caller, agent = _call(context)
+        await self.record(caller, agent, task_id)
+        await self.records(caller).delete(task_id)
+
+    async def snapshot(self, caller: Caller, record: TaskRecord) -> a2a.Task:
+        """The task as the stream has it now (or as its record has it, once the stream expired)."""
+        if record.state:
+            return _ended_task(record)
+        session = self.session(caller, record)
+        fold = TaskFold(task_id=record.task_id, context_id=record.context_id)
+        cursor = record.begin_event_id
+        try:
+            while not fold.ended and (page := await session.stream.read_range(after=cursor, count=_PAGE)):
+                for entry in page:
+                    fold.entry(entry)
+                    if fold.ended:
+                        break
+                cursor = page[-1].id
+        except CursorExpiredError:
+            return _ended_task(record)
+        if fold.ended:
+            await self.records(caller).finish(record.task_id, fold.state, error=fold.error, text=fold.text())
+        return fold.task()
+
+    async def record(self, caller: Caller, agent: str, task_id: str) -> TaskRecord:
+        """The caller's task `task_id` of `agent`; `TaskNotFoundError` for any other (never another user's data)."""
+        try:
+            record = await self.records(caller).get(task_id)
+        except InvalidIdError:
+            record = None
+        if record is None or record.agent != agent:
+            raise TaskNotFoundError(f"task {task_id[:64]!r} not found")
+        return record
+
+    def records(self, caller: Caller) -> TaskRecords:
+        runtime = self.runtime
+        keys = runtime.task_keys(scope_id=caller.scope_id, user_id=caller.user_id)
+        return TaskRecords(redis=runtime.redis, keys=keys, retention_ms=runtime.settings.stream_retention * 1000)
+
+    def session(self, caller: Caller, record: TaskRecord) -> SessionHandle:
+        return SessionHandle.of(
+            self.runtime, scope_id=caller.scope_id, user_id=caller.user_id, session_id=record.context_id
+        )
+
+
+@dataclass(kw_only=True)
 class A2ARequestHandler(RequestHandler):
     """The SDK's request handler on our runtime: every call authenticated, admitted and mapped as `Run` does."""
 
@@ -182,6 +278,7 @@ class A2ARequestHandler(RequestHandler):
     """Whose runtime, agents, authenticator and admission checks the A2A calls use."""
     url: str
     """Where clients reach the server (`host:port`), for agent cards."""
+    tasks: RedisTaskStore
 
     def default_agent(self) -> str | None:
         """The agent of a call without a tenant: `demo`, or the only hosted agent."""
@@ -255,8 +352,8 @@ class A2ARequestHandler(RequestHandler):
         grpc_context = _grpc_context(context)
         async with statuses(grpc_context):
             caller, agent = await self._caller(context)
-            record = await self._record(caller, agent, params.id)
-            session = self._session(caller, record)
+            record = await self.tasks.record(caller, agent, params.id)
+            session = self.tasks.session(caller, record)
             if record.state:  # ended: its stream may be gone (expired, or replaced by the session's next run)
                 yield _ended_task(record)
                 return
@@ -268,47 +365,25 @@ class A2ARequestHandler(RequestHandler):
 
     async def on_get_task(self, params: a2a.GetTaskRequest, context: ServerCallContext) -> a2a.Task | None:
         """The task as its run's stream has it so far."""
-        grpc_context = _grpc_context(context)
-        async with statuses(grpc_context):
-            caller, agent = await self._caller(context)
-            record = await self._record(caller, agent, params.id)
-            return await self._snapshot(caller, record)
+        async with statuses(_grpc_context(context)):
+            await self._caller(context)
+            return await self.tasks.get(params.id, context)
 
     async def on_list_tasks(self, params: a2a.ListTasksRequest, context: ServerCallContext) -> a2a.ListTasksResponse:
-        """The caller's tasks of the tenant's agent, newest first (`context_id` and `status` filter the page)."""
-        grpc_context = _grpc_context(context)
-        async with statuses(grpc_context):
-            caller, agent = await self._caller(context)
-            page_size = min(params.page_size or 50, 100)
-            offset = int(params.page_token) if params.page_token.isdigit() else 0
-            records = self._records(caller)
-            ids, total = await records.ids(offset=offset, limit=page_size)
-            response = a2a.ListTasksResponse(page_size=page_size, total_size=total)
-            for task_id in ids:
-                record = await records.get(task_id)
-                if record is None or record.agent != agent:
-                    continue
-                if params.context_id and record.context_id != params.context_id:
-                    continue
-                task = await self._snapshot(caller, record)
-                if params.status and task.status.state != params.status:
-                    continue
-                if not params.include_artifacts:
-                    del task.artifacts[:]
-                response.tasks.append(task)
-            if offset + page_size < total:
-                response.next_page_token = str(offset + page_size)
-            return response
+        """The caller's tasks of the tenant's agent, newest first."""
+        async with statuses(_grpc_context(context)):
+            await self._caller(context)
+            return await self.tasks.list(params, context)
 
     async def on_cancel_task(self, params: a2a.CancelTaskRequest, context: ServerCallContext) -> a2a.Task | None:
         """Cancel the task's run (only that run of its session), wait for its `end`, and return the task."""
         grpc_context = _grpc_context(context)
         async with statuses(grpc_context):
             caller, agent = await self._caller(context)
-            record = await self._record(caller, agent, params.id)
-            session = self._session(caller, record)
+            record = await self.tasks.record(caller, agent, params.id)
+            session = self.tasks.session(caller, record)
             if not await session.cancel(run_id=record.task_id):
-                task = await self._snapshot(caller, record)
+                task = await self.tasks.snapshot(caller, record)
                 if task.status.state in (a2a.TASK_STATE_COMPLETED, a2a.TASK_STATE_FAILED, a2a.TASK_STATE_CANCELED):
                     raise TaskNotCancelableError(f"task {record.task_id} already ended")
                 return task
@@ -363,6 +438,7 @@ class A2ARequestHandler(RequestHandler):
             raise UnknownAgentError(f"name the agent as the request's tenant; hosted: {hosted}")
         if check_run or agent not in self.servicer.agents:
             self.servicer.check_agent(caller, agent)
+        context.state[_CALLER] = (caller, agent)
         return caller, agent
 
     async def _start(self, caller: Caller, agent: str, message: a2a.Message) -> tuple[SessionHandle, TaskRecord]:
@@ -381,7 +457,7 @@ class A2ARequestHandler(RequestHandler):
             begin_event_id=run.begin_event_id,
             created_ms=now_ms(),
         )
-        await self._records(caller).add(record)
+        await self.tasks.records(caller).add(record)
         message.task_id, message.context_id = record.task_id, context_id
         return session, record
 
@@ -396,52 +472,10 @@ class A2ARequestHandler(RequestHandler):
             for event in fold.entry(entry):
                 yield event
             if fold.ended:
-                await self._records_of(session).finish(record.task_id, fold.state, error=fold.error, text=fold.text())
+                keys = session.keys
+                records = self.tasks.records(Caller(scope_id=keys.scope_id, user_id=keys.user_id))
+                await records.finish(record.task_id, fold.state, error=fold.error, text=fold.text())
                 return
-
-    async def _snapshot(self, caller: Caller, record: TaskRecord) -> a2a.Task:
-        """The task as the stream has it now (or as its record has it, once the stream expired)."""
-        if record.state:
-            return _ended_task(record)
-        session = self._session(caller, record)
-        fold = TaskFold(task_id=record.task_id, context_id=record.context_id)
-        cursor = record.begin_event_id
-        try:
-            while not fold.ended and (page := await session.stream.read_range(after=cursor, count=_PAGE)):
-                for entry in page:
-                    fold.entry(entry)
-                    if fold.ended:
-                        break
-                cursor = page[-1].id
-        except CursorExpiredError:
-            return _ended_task(record)
-        if fold.ended:
-            await self._records(caller).finish(record.task_id, fold.state, error=fold.error, text=fold.text())
-        return fold.task()
-
-    async def _record(self, caller: Caller, agent: str, task_id: str) -> TaskRecord:
-        """The caller's task `task_id` of `agent`; `TaskNotFoundError` for any other (never another user's data)."""
-        try:
-            record = await self._records(caller).get(task_id)
-        except InvalidIdError:
-            record = None
-        if record is None or record.agent != agent:
-            raise TaskNotFoundError(f"task {task_id[:64]!r} not found")
-        return record
-
-    def _records(self, caller: Caller) -> TaskRecords:
-        runtime = self.servicer.runtime
-        keys = runtime.task_keys(scope_id=caller.scope_id, user_id=caller.user_id)
-        return TaskRecords(redis=runtime.redis, keys=keys, retention_ms=runtime.settings.stream_retention * 1000)
-
-    def _records_of(self, session: SessionHandle) -> TaskRecords:
-        keys = session.keys
-        return self._records(Caller(scope_id=keys.scope_id, user_id=keys.user_id))
-
-    def _session(self, caller: Caller, record: TaskRecord) -> SessionHandle:
-        return SessionHandle.of(
-            self.servicer.runtime, scope_id=caller.scope_id, user_id=caller.user_id, session_id=record.context_id
-        )
 
 
 def _ended_task(record: TaskRecord) -> a2a.Task:
@@ -453,6 +487,12 @@ def _ended_task(record: TaskRecord) -> a2a.Task:
     return task
 
 
+def _call(context: ServerCallContext) -> tuple[Caller, str]:
+    """The authenticated caller and the tenant's agent of a call (put there by `A2ARequestHandler`)."""
+    call: tuple[Caller, str] = context.state[_CALLER]
+    return call
+
+
 def _grpc_context(context: ServerCallContext) -> grpc.aio.ServicerContext[Any, Any]:
     grpc_context: grpc.aio.ServicerContext[Any, Any] = context.state["grpc_context"]
     return grpc_context
@@ -461,6 +501,6 @@ def _grpc_context(context: ServerCallContext) -> grpc.aio.ServicerContext[Any, A
 def add_a2a(server: grpc.aio.Server, servicer: AgentStreamServicer, *, url: str) -> str:
     """Serve `A2AService` on `server` for `servicer`'s hosted agents (the SDK's `GrpcHandler` on our handler);
     returns its service name (for health and reflection)."""
-    handler = GrpcHandler(A2ARequestHandler(servicer=servicer, url=url))
+    handler = GrpcHandler(A2ARequestHandler(servicer=servicer, url=url, tasks=RedisTaskStore(runtime=servicer.runtime)))
     a2a_grpc.add_A2AServiceServicer_to_server(handler, server)  # type: ignore[no-untyped-call]
     return A2A_SERVICE_NAME

@@ -94,6 +94,13 @@ class TaskRecords:
                 pipe.pexpire(key, self.retention_ms)
                 await pipe.execute()
 
+    async def delete(self, task_id: str) -> None:
+        """Forget `task_id`."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(self.keys.task(task_id))
+            pipe.zrem(self.keys.tasks, task_id)
+            await pipe.execute()
+
     async def ids(self, *, offset: int = 0, limit: int = 50) -> tuple[list[str], int]:
         """Task ids newest first, `limit` from `offset`, and how many the index holds."""
         async with self.redis.pipeline(transaction=False) as pipe:
