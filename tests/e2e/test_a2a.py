@@ -170,6 +170,8 @@ async def test_subscribing_on_a_second_replica_mid_run_gets_the_whole_text(
     assert first.states[-1] == "TASK_STATE_WORKING"
     second = Conversation()
     async with _a2a(replica) as (client, _):
+        before = await client.get_task(a2a.GetTaskRequest(id=first.task_id), context=_auth("alice-token"))
+        assert before.status.state == a2a.TASK_STATE_WORKING  # mid-run
         subscribe = a2a.SubscribeToTaskRequest(id=first.task_id)
         async for response in client.subscribe(subscribe, context=_auth("alice-token")):
             second.apply(response)
