@@ -4,18 +4,22 @@ from typing import TYPE_CHECKING, Any
 
 from ._deps import Deps
 from ._errors import (
+    AgentNotAllowedError,
     AgxCanceledError,
     CursorAheadError,
     CursorExpiredError,
     ForeignScopeError,
     InvalidIdError,
+    InvalidRequestError,
     LeaseLostError,
     ListenTimeoutError,
     PydanticAIStreamError,
     QueueFullError,
     RunExistsError,
     SessionBusyError,
+    ShuttingDownError,
     StreamNotFoundError,
+    UnknownAgentError,
 )
 from ._events import EventBody, EventBodyTypeAdapter, EventMapper, StoredNode, nodes_from_msgs
 from ._handle import SessionHandle, q
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RETRY_SAFE",
     "UNKNOWN_OUTCOME",
+    "AgentNotAllowedError",
     "AgxCanceledError",
     "CursorAheadError",
     "CursorExpiredError",
@@ -41,6 +46,7 @@ __all__ = [
     "EventMapper",
     "ForeignScopeError",
     "InvalidIdError",
+    "InvalidRequestError",
     "LeaseLostError",
     "ListenTimeoutError",
     "PostgresConversationStore",
@@ -55,9 +61,11 @@ __all__ = [
     "SessionBusyError",
     "SessionHandle",
     "Settings",
+    "ShuttingDownError",
     "StoredNode",
     "StoredSession",
     "StreamNotFoundError",
+    "UnknownAgentError",
     "nodes_from_msgs",
     "q",
     "run",
