@@ -9,6 +9,7 @@ status updates and artifact chunks (`TaskFold`); cancel is our cancel; subscribi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from a2a.utils.errors import (
 from ._auth import Caller
 from ._errors import CursorExpiredError, InvalidIdError, InvalidRequestError, UnknownAgentError
 from ._handle import SessionHandle
-from ._names import END, ERROR, EVENT, ORIGIN_STREAM
+from ._names import BEGIN, END, ERROR, EVENT, ORIGIN_STREAM
 from ._redis import Entry
 from ._runtime import Runtime
 from ._service import AgentStreamServicer, statuses
@@ -160,6 +161,10 @@ class TaskFold:
         if self.error:
             status.message.CopyFrom(_agent_message(self.error, self.task_id, self.context_id))
         return status
+
+    def status(self) -> a2a.TaskStatusUpdateEvent:
+        """The task's current state as a status update (also sent again after a silence: a heartbeat)."""
+        return self._status()
 
     def _status(self) -> a2a.TaskStatusUpdateEvent:
         return a2a.TaskStatusUpdateEvent(task_id=self.task_id, context_id=self.context_id, status=self._task_status())
@@ -449,6 +454,7 @@ class A2ARequestHandler(RequestHandler):
             raise InvalidRequestError("the message has no text part")
         context_id = message.context_id or uuid.uuid4().hex
         session = self.servicer.admit(caller, agent=agent, prompt=prompt, session_id=context_id)
+        await self._settle_previous(caller, session)
         run = await session.submit(agent=agent, body={"user_prompt": prompt})
         record = TaskRecord(
             task_id=run.run_id,
@@ -461,13 +467,29 @@ class A2ARequestHandler(RequestHandler):
         message.task_id, message.context_id = record.task_id, context_id
         return session, record
 
+    async def _settle_previous(self, caller: Caller, session: SessionHandle) -> None:
+        """Note the outcome of the session's last task if no reader saw it end: a new run replaces the stream."""
+        try:
+            first = await session.stream.read_range(after="0-0", count=1)
+        except CursorExpiredError:
+            return
+        run_id = first[0].body.get("run_id") if first and first[0].type == BEGIN else None
+        if isinstance(run_id, str):
+            with contextlib.suppress(InvalidIdError):
+                record = await self.tasks.records(caller).get(run_id)
+                if record is not None and not record.state:
+                    await self.tasks.snapshot(caller, record)
+
     async def _follow(
         self, session: SessionHandle, record: TaskRecord, fold: TaskFold | None = None
     ) -> AsyncGenerator[Event]:
         """The A2A events of the run's entries after its `begin`, until its `end` (noted in its record)."""
         fold = fold or TaskFold(task_id=record.task_id, context_id=record.context_id)
-        async for entry in session.listen_entries(after=record.begin_event_id, wait=10, timeout=None):
-            if entry is None:
+        heartbeat = self.servicer.heartbeat_interval
+        entries = session.listen_entries(after=record.begin_event_id, wait=10, timeout=None, heartbeat=heartbeat)
+        async for entry in entries:
+            if entry is None:  # silence: proxies cut idle streams, so the state is said again
+                yield fold.status()
                 continue
             for event in fold.entry(entry):
                 yield event

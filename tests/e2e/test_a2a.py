@@ -25,9 +25,10 @@ def _config(redis_url: str) -> ServerSettings:
     return ServerSettings(
         redis_url=redis_url,
         port=0,
-        agents={"weather": "grpc_agents:weather"},
+        agents={"weather": "grpc_agents:weather", "stalling": "grpc_agents:stalling"},
         tokens=TOKENS,
         shutdown_grace=0.5,
+        heartbeat_interval=0.3,
         a2a=True,
     )
 
@@ -247,3 +248,36 @@ async def test_the_example_client_prints_the_conversation(
     assert "[card] GRPC at 127.0.0.1:" in printed
     assert "TASK_STATE_SUBMITTED" in printed
     assert printed.rstrip().endswith("[status] TASK_STATE_COMPLETED")
+
+
+async def test_a_silent_run_repeats_its_state_and_cancels(server: RunningServer) -> None:
+    """A run that stalls mid-answer: its stream says WORKING again every heartbeat (proxies cut idle streams)
+    until the task is cancelled."""
+    conversation, cancelled = Conversation(), False
+    async with _a2a(server, agent="stalling") as (client, _):
+        async for response in client.send_message(_message("go"), context=_auth("alice-token")):
+            conversation.apply(response)
+            heartbeats = conversation.states.count("TASK_STATE_WORKING") - 1
+            if conversation.text == "thinking hard " and heartbeats >= 2 and not cancelled:
+                cancelled = True
+                task = await client.cancel_task(
+                    a2a.CancelTaskRequest(id=conversation.task_id), context=_auth("alice-token")
+                )
+                assert task.status.state == a2a.TASK_STATE_CANCELED
+    assert conversation.states[-1] == "TASK_STATE_CANCELED"
+    assert conversation.text == "thinking hard "
+
+
+async def test_a_task_no_reader_saw_end_keeps_its_outcome_when_its_session_runs_again(server: RunningServer) -> None:
+    async with _a2a(server, agent="weather", streaming=False) as (client, _):
+        request = _message("first", context_id="again")
+        request.configuration.return_immediately = True
+        [response] = [r async for r in client.send_message(request, context=_auth("alice-token"))]
+        first = response.task
+        assert first.status.state == a2a.TASK_STATE_SUBMITTED
+        await _our_answer(server, "again")  # the run ended; no A2A reader saw it
+        [second] = [r async for r in client.send_message(_message("second", "again"), context=_auth("alice-token"))]
+        assert second.task.status.state == a2a.TASK_STATE_COMPLETED
+        task = await client.get_task(a2a.GetTaskRequest(id=first.id), context=_auth("alice-token"))
+    assert task.status.state == a2a.TASK_STATE_COMPLETED
+    assert [p.text for a in task.artifacts for p in a.parts] == ["It is sunny."]
