@@ -281,3 +281,17 @@ async def test_a_task_no_reader_saw_end_keeps_its_outcome_when_its_session_runs_
         task = await client.get_task(a2a.GetTaskRequest(id=first.id), context=_auth("alice-token"))
     assert task.status.state == a2a.TASK_STATE_COMPLETED
     assert [p.text for a in task.artifacts for p in a.parts] == ["It is sunny."]
+
+
+async def test_a2a_on_a_redis_cluster(cluster_url: str, settings: Settings) -> None:
+    """Task records are hash-tagged by user: on a real 3-master cluster a task streams, is read and listed."""
+    config = _config(cluster_url).model_copy(update={"redis_cluster": True})
+    async with running_server(config, settings=settings) as running, _a2a(running, agent="weather") as (client, _):
+        conversation = Conversation()
+        async for response in client.send_message(_message("weather?"), context=_auth("alice-token")):
+            conversation.apply(response)
+        assert conversation.text == "It is sunny."
+        task = await client.get_task(a2a.GetTaskRequest(id=conversation.task_id), context=_auth("alice-token"))
+        assert task.status.state == a2a.TASK_STATE_COMPLETED
+        listed = await client.list_tasks(a2a.ListTasksRequest(), context=_auth("alice-token"))
+        assert [t.id for t in listed.tasks] == [conversation.task_id]
