@@ -79,6 +79,8 @@ class TaskFold:
     """Node idx -> text part event_idx -> its content so far."""
     _sent: list[str] = field(default_factory=list)
     """The chunks of the artifact the client has, in order."""
+    _opened: bool = False
+    """Whether the client has the artifact (possibly empty): later chunks append to it."""
 
     def text(self) -> str:
         """The text parts' content, node after node."""
@@ -93,7 +95,7 @@ class TaskFold:
         elif entry.type == END:
             self.ended = True
             self.state = self.state or "completed"
-            if self._sent:
+            if self._opened:
                 events.append(self._chunk("", append=True, last=True))
             events.append(self._status())
         elif entry.type == EVENT:
@@ -128,7 +130,7 @@ class TaskFold:
             delta = str(body.get("content_delta") or "")
             parts[event_idx] += delta
             if self._is_last(idx, event_idx):
-                return [self._chunk(delta, append=bool(self._sent))] if delta else []
+                return [self._chunk(delta, append=self._opened)] if delta else []
             return self._resend()
         return []
 
@@ -142,7 +144,7 @@ class TaskFold:
         if text == sent:
             return []
         if text.startswith(sent):
-            return [self._chunk(text[len(sent) :], append=bool(self._sent))]
+            return [self._chunk(text[len(sent) :], append=self._opened)]
         self._sent.clear()
         return [self._chunk(text, append=False)]
 
@@ -151,6 +153,7 @@ class TaskFold:
             self._sent.clear()
         if text:
             self._sent.append(text)
+        self._opened = True
         return a2a.TaskArtifactUpdateEvent(
             task_id=self.task_id, context_id=self.context_id, artifact=_artifact(text), append=append, last_chunk=last
         )

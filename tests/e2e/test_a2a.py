@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -12,9 +13,12 @@ from a2a.client import A2AClientError, Client, ClientCallContext, ClientConfig, 
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
 from examples.a2a_client import converse
+from grpc_agents import PACED_TOKENS, paced
+from test_grpc_process import worker_process
 
 from pydantic_ai_stream import Settings
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
+from pydantic_ai_stream._worker import Worker
 from pydantic_ai_stream.client import StreamClient, Transcript
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 
@@ -295,3 +299,29 @@ async def test_a2a_on_a_redis_cluster(cluster_url: str, settings: Settings) -> N
         assert task.status.state == a2a.TASK_STATE_COMPLETED
         listed = await client.list_tasks(a2a.ListTasksRequest(), context=_auth("alice-token"))
         assert [t.id for t in listed.tasks] == [conversation.task_id]
+
+
+async def test_a_worker_killed_mid_answer_shows_no_text_twice_over_a2a(redis_url: str) -> None:
+    """An API-only replica; the run executes in a worker process that is killed -9 mid-answer, and an
+    in-process worker resumes it (a `resumed` marker): the A2A client's artifact ends with the answer once."""
+    settings = Settings(redis_prefix=f"t{uuid.uuid4().hex[:12]}", lease_ttl=0.5, lease_renew_interval=0.1)
+    config = _config(redis_url).model_copy(update={"concurrency": 0, "agents": {"paced": "grpc_agents:paced"}})
+    short_leases = {"PYDANTIC_AI_STREAM_LEASE_TTL": "0.5", "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.1"}
+    conversation, replaced = Conversation(), 0
+    agent = ("--agent", "paced=grpc_agents:paced", "--no-demo", "--grace", "0.2")
+    async with running_server(config, settings=settings) as api, _a2a(api, agent="paced") as (client, _):
+        with worker_process(redis_url, settings.redis_prefix, *agent, env=short_leases) as first:
+            responses = client.send_message(_message("go"), context=_auth("alice-token"))
+            async for response in responses:
+                conversation.apply(response)
+                if "t5 " in conversation.text:
+                    first.kill()
+                    break
+            async with Worker(runtime=api.servicer.runtime, agents={"paced": paced}):
+                async for response in responses:
+                    conversation.apply(response)
+                    update = response.artifact_update
+                    replaced += response.HasField("artifact_update") and not update.append
+    assert replaced == 1, "the resume superseded text the client had: the artifact was sent again once"
+    assert conversation.text == "".join(f"t{i} " for i in range(PACED_TOKENS))
+    assert conversation.states[-1] == "TASK_STATE_COMPLETED"
