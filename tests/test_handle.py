@@ -51,7 +51,9 @@ async def test_a_handle_follows_cancels_and_lists_a_run_it_did_not_start(redis: 
     assert await handle.is_live()
     [active] = await live_sessions(runtime, scope_id=1, user_id=7)
     assert (active.session_id, active.run_id, active.queued) == ("s1", deps.run_id, False)
-    assert await handle.cancel()
+    assert not await handle.cancel(run_id="another-run"), "only the run named is cancelled"
+    assert await handle.is_live()
+    assert await handle.cancel(run_id=deps.run_id)
     assert not await handle.is_live(), "a run asked to stop is no longer live"
     assert not await handle.cancel(), "asked once"
     rest = [entry async for entry in entries]

@@ -4,18 +4,22 @@ from typing import TYPE_CHECKING, Any
 
 from ._deps import Deps
 from ._errors import (
+    AgentNotAllowedError,
     AgxCanceledError,
     CursorAheadError,
     CursorExpiredError,
     ForeignScopeError,
     InvalidIdError,
+    InvalidRequestError,
     LeaseLostError,
     ListenTimeoutError,
     PydanticAIStreamError,
     QueueFullError,
     RunExistsError,
     SessionBusyError,
+    ShuttingDownError,
     StreamNotFoundError,
+    UnknownAgentError,
 )
 from ._events import EventBody, EventBodyTypeAdapter, EventMapper, StoredNode, nodes_from_msgs
 from ._handle import SessionHandle, q
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "RETRY_SAFE",
     "UNKNOWN_OUTCOME",
+    "AgentNotAllowedError",
     "AgxCanceledError",
     "CursorAheadError",
     "CursorExpiredError",
@@ -42,6 +47,7 @@ __all__ = [
     "EventMapper",
     "ForeignScopeError",
     "InvalidIdError",
+    "InvalidRequestError",
     "LeaseLostError",
     "ListenTimeoutError",
     "PostgresConversationStore",
@@ -56,10 +62,12 @@ __all__ = [
     "SessionBusyError",
     "SessionHandle",
     "Settings",
+    "ShuttingDownError",
     "StoredNode",
     "StoredSession",
     "StreamNotFoundError",
     "Telemetry",
+    "UnknownAgentError",
     "nodes_from_msgs",
     "q",
     "run",

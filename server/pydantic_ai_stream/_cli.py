@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", help="server private key (PEM)")
     serve.add_argument("--tls-client-ca", help="CA for client certificates: require them (mTLS)")
     serve.add_argument("--listen-cache-bytes", type=int, help="bytes of events Listen streams share (default 16 MiB)")
+    serve.add_argument(
+        "--a2a",
+        action=argparse.BooleanOptionalAction,
+        help="serve A2A (lf.a2a.v1.A2AService) on the same port (default: when the a2a extra is installed)",
+    )
+    serve.add_argument("--a2a-url", metavar="HOST:PORT", help="where A2A clients reach this server, as cards say")
 
     for name, help_text in (
         ("run", "start a run and print the answer as it streams"),
@@ -128,6 +134,8 @@ def _serve(args: argparse.Namespace) -> None:
             "tls_key": args.tls_key,
             "tls_client_ca": args.tls_client_ca,
             "listen_cache_bytes": args.listen_cache_bytes,
+            "a2a": args.a2a,
+            "a2a_url": args.a2a_url,
         }
     config = ServerSettings(**{k: v for k, v in overrides.items() if v is not None})
     if args.agent:

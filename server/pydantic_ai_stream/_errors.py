@@ -5,18 +5,22 @@ from __future__ import annotations
 from pydantic_ai.exceptions import UserError
 
 __all__ = [
+    "AgentNotAllowedError",
     "AgxCanceledError",
     "CursorAheadError",
     "CursorExpiredError",
     "ForeignScopeError",
     "InvalidIdError",
+    "InvalidRequestError",
     "LeaseLostError",
     "ListenTimeoutError",
     "PydanticAIStreamError",
     "QueueFullError",
     "RunExistsError",
     "SessionBusyError",
+    "ShuttingDownError",
     "StreamNotFoundError",
+    "UnknownAgentError",
 ]
 
 
@@ -26,6 +30,22 @@ class PydanticAIStreamError(Exception):
 
 class AgxCanceledError(PydanticAIStreamError):
     """The run was cancelled (by `Deps.cancel()` from any process, or by its lease running out)."""
+
+
+class UnknownAgentError(PydanticAIStreamError, LookupError):
+    """The server hosts no agent of that name (gRPC NOT_FOUND)."""
+
+
+class AgentNotAllowedError(PydanticAIStreamError):
+    """The caller may not run that agent (gRPC PERMISSION_DENIED)."""
+
+
+class InvalidRequestError(PydanticAIStreamError, ValueError):
+    """A request the server refuses as it is, e.g. an empty or over-long prompt (gRPC INVALID_ARGUMENT)."""
+
+
+class ShuttingDownError(PydanticAIStreamError):
+    """The server is shutting down and takes no new runs; retry on another replica (gRPC UNAVAILABLE)."""
 
 
 class InvalidIdError(PydanticAIStreamError, ValueError):

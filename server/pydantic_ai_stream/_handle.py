@@ -55,14 +55,16 @@ class SessionHandle:
         """Whether a run of this session is live (and not being cancelled)."""
         return await self.stream.is_live()
 
-    async def cancel(self, *, rollback: bool = False) -> bool:
+    async def cancel(self, *, rollback: bool = False, run_id: str | None = None) -> bool:
         """Stop the session's live run, wherever it runs (a queued one ends at once); `True` if there was
-        one to stop. `rollback`: its messages are dropped, not saved (the conversation stays as before it)."""
+        one to stop. `rollback`: its messages are dropped, not saved (the conversation stays as before it).
+        `run_id`: only if the session's live or queued run is that one (a later run of the session is left alone)."""
         with self._redis_errors("cancel"):
-            return await self._cancel(rollback=rollback)
+            return await self._cancel(rollback=rollback, run_id=run_id)
 
-    async def _cancel(self, *, rollback: bool) -> bool:
-        state, run_id = await self.stream.cancel(cancel_channel(self.runtime.settings.redis_prefix), rollback=rollback)
+    async def _cancel(self, *, rollback: bool, run_id: str | None = None) -> bool:
+        channel = cancel_channel(self.runtime.settings.redis_prefix)
+        state, run_id = await self.stream.cancel(channel, rollback=rollback, run_id=run_id)
         if state is CancelState.ENDED:
             keys = self.keys
             await self.runtime.queue.release(keys.scope_id, queued_member(keys.user_id, keys.session_id, run_id))

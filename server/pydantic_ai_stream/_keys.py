@@ -11,6 +11,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "ConversationKeys",
     "SessionKeys",
+    "TaskKeys",
     "active_key",
     "cancel_channel",
     "check_id",
@@ -164,6 +165,25 @@ class ConversationKeys:
     def record(self, conversation_id: str) -> str:
         """Where a conversation's record is: its session's `msgs` key."""
         return conversation_key(self.user, conversation_id)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskKeys:
+    """The keys of one user's A2A tasks, all in the user's hash slot: `{prefix}:{scope_id}:{user_id}::a2a:tasks`
+    (a sorted set of task ids by creation time, ms) and `...::a2a:task:<task id>` (a hash per task)."""
+
+    user: str
+    tasks: str
+
+    @classmethod
+    def build(cls, *, prefix: str, scope_id: int, user_id: int, hash_tags: bool = False) -> TaskKeys:
+        """Check every segment and build the keys; raises `InvalidIdError` before any I/O."""
+        user = user_prefix(prefix=prefix, scope_id=scope_id, user_id=user_id, hash_tags=hash_tags)
+        return cls(user=user, tasks=f"{user}::a2a:tasks")
+
+    def task(self, task_id: str) -> str:
+        """The hash of task `task_id` (its session, agent, run and state), after checking the id."""
+        return f"{self.user}::a2a:task:{check_id('task_id', task_id)}"
 
 
 def conversation_key(user: str, session_id: str) -> str:

@@ -287,14 +287,19 @@ return states
 )
 
 # KEYS: live, stream, active, rollback, durable. ARGV: cancel channel, maxlen, retention_ms, session_id, the `canceled`
-# error body, '1' to roll the run back. A running run's flag is marked cancelled and its process told
-# (rolled back: its id is kept in the rollback key, so it saves nothing): returns {1, run id}. A queued
-# run is ended here and now (`error` + `end`, flag released): returns {2, run id}. Else (no run, or one
-# already asked): {0, ''}.
+# error body, '1' to roll the run back, the only run id to cancel ('': whichever run). A running run's flag is
+# marked cancelled and its process told (rolled back: its id is kept in the rollback key, so it saves nothing):
+# returns {1, run id}. A queued run is ended here and now (`error` + `end`, flag released): returns {2, run id}.
+# Else (no run, another run than the one named, or one already asked): {0, ''}.
 _CANCEL = LuaScript(
     lua("""
 local v = redis.call('GET', KEYS[1])
 if not v or string.sub(v, 1, #$CANCEL) == $CANCEL then return {0, ''} end
+if ARGV[7] ~= '' then
+  local held = v
+  if string.sub(held, 1, #$QUEUED) == $QUEUED then held = string.sub(held, #$QUEUED + 1) end
+  if held ~= ARGV[7] and string.sub(held, 1, #ARGV[7] + 1) ~= ARGV[7] .. ':' then return {0, ''} end
+end
 if string.sub(v, 1, #$QUEUED) == $QUEUED then
   local run = string.sub(v, #$QUEUED + 1)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', $ERROR, 'origin', $ORIGIN, 'body', ARGV[5])
@@ -717,17 +722,20 @@ class SessionStream:
         (state,) = await renew_many(self.redis, [(self, run_id)], lease_ms=lease_ms)
         return state
 
-    async def cancel(self, channel: str, *, rollback: bool = False) -> tuple[CancelState, str]:
+    async def cancel(
+        self, channel: str, *, rollback: bool = False, run_id: str | None = None
+    ) -> tuple[CancelState, str]:
         """Ask the live run to stop (a queued one is ended at once); what it found, and the run's id.
 
-        `rollback`: the run's messages are not to be saved (see `rolled_back`).
+        `rollback`: the run's messages are not to be saved (see `rolled_back`). `run_id`: only if the live
+        or queued run is that one.
         """
         keys = self.keys
         state, run_id = await _CANCEL(
             self.redis,
             keys=[keys.live, keys.stream, keys.active, keys.rollback, keys.durable],
             args=[channel, self.maxlen, self.retention_ms, keys.session_id, _dump({"msg": "canceled"}),
-                  "1" if rollback else "0"],
+                  "1" if rollback else "0", run_id or ""],
         )  # fmt: skip
         return CancelState(int(state)), decode(run_id)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._keys import ConversationKeys, SessionKeys, active_key
+from ._keys import ConversationKeys, SessionKeys, TaskKeys, active_key
 from ._lease import LeaseKeeper
 from ._queue import RunQueue
 from ._reader import StreamHub
@@ -107,6 +107,11 @@ class Runtime:
         """The sorted set of a user's sessions with a run."""
         prefix, tags = self.settings.redis_prefix, _hash_tags(self.settings, self.redis)
         return active_key(prefix=prefix, scope_id=scope_id, user_id=user_id, hash_tags=tags)
+
+    def task_keys(self, *, scope_id: int, user_id: int) -> TaskKeys:
+        """The keys of a user's A2A tasks."""
+        prefix, tags = self.settings.redis_prefix, _hash_tags(self.settings, self.redis)
+        return TaskKeys.build(prefix=prefix, scope_id=scope_id, user_id=user_id, hash_tags=tags)
 
     @property
     def idle(self) -> bool:

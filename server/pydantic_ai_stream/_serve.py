@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentStreamService"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+A2A_SERVICE_NAME = "lf.a2a.v1.A2AService"
+"""The A2A protocol's gRPC service (`_a2a`, the `a2a` extra): its callers authenticate as ours do."""
 
 
 class ServerSettings(BaseSettings):
@@ -100,6 +102,10 @@ class ServerSettings(BaseSettings):
     migrated on start); none: the server's Redis."""
     sessions_schema: str = "pydantic_ai_stream"
     """The PostgreSQL schema of the conversation tables."""
+    a2a: bool | None = None
+    """Serve the A2A protocol (`lf.a2a.v1.A2AService`) on the same port; `None`: when the `a2a` extra is installed."""
+    a2a_url: str | None = None
+    """Where A2A clients reach this server (`host:port`), as agent cards say; none: `host:port` as bound."""
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=4 * 1024 * 1024)
     """Largest request the server reads; larger ones are RESOURCE_EXHAUSTED. Above `max_prompt_bytes`, so
     that a prompt over its limit gets INVALID_ARGUMENT, which says why."""
@@ -301,7 +307,7 @@ class _MalformedRequests(grpc.aio.ServerInterceptor):
             return handler  # type: ignore[no-any-return]
         method: str = handler_call_details.method
         parse = handler.request_deserializer
-        authenticate = method.startswith(f"/{SERVICE_NAME}/")
+        authenticate = method.startswith((f"/{SERVICE_NAME}/", f"/{A2A_SERVICE_NAME}/"))
 
         def tolerant_parse(raw: bytes) -> Any:
             try:
@@ -377,6 +383,20 @@ def _add_reflection(server: grpc.aio.Server, service_names: list[str]) -> None:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": info}),))
 
 
+def _add_a2a(server: grpc.aio.Server, servicer: AgentStreamServicer, *, config: ServerSettings, url: str) -> list[str]:
+    """Serve A2A beside our service when `config.a2a` says so (by default: when the `a2a` extra is installed);
+    the names of the services added."""
+    if config.a2a is False:
+        return []
+    try:
+        from ._a2a import add_a2a
+    except ImportError as e:
+        if config.a2a:
+            raise ImportError(f"A2A needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
+        return []
+    return [add_a2a(server, servicer, url=url)]
+
+
 @dataclass(kw_only=True)
 class RunningServer:
     """A started server: its port, its servicer, and how to stop it gracefully."""
@@ -436,9 +456,11 @@ async def running_server(
         pb_grpc.add_AgentStreamServiceServicer_to_server(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        _add_reflection(server, [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name])
         address = f"{config.host}:{config.port}"
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        services = [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+        services += _add_a2a(server, servicer, config=config, url=config.a2a_url or f"{config.host}:{port}")
+        _add_reflection(server, services)
         await server.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -458,12 +480,13 @@ async def running_server(
             worker=worker,
         )
         logger.warning(
-            "serving %s on %s:%d (%s) with agents: %s",
+            "serving %s on %s:%d (%s) with agents: %s%s",
             SERVICE_NAME,
             config.host,
             port,
             "TLS" if credentials else "plaintext",
             ", ".join(sorted(agents)),
+            f"; and {A2A_SERVICE_NAME} (tenant: agent name)" if A2A_SERVICE_NAME in services else "",
         )
         watch = asyncio.create_task(_watch_redis(redis, health_servicer))
         try:

@@ -23,14 +23,18 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._auth import Authenticator, AuthError, Caller
 from ._errors import (
+    AgentNotAllowedError,
     CursorAheadError,
     CursorExpiredError,
     InvalidIdError,
+    InvalidRequestError,
     ListenTimeoutError,
     QueueFullError,
     RunExistsError,
     SessionBusyError,
+    ShuttingDownError,
     StreamNotFoundError,
+    UnknownAgentError,
 )
 from ._handle import BusyPolicy, SessionHandle, live_sessions
 from ._keys import excerpt
@@ -40,7 +44,7 @@ from ._runtime import Runtime
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
-__all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer"]
+__all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer", "status_of", "statuses"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +69,11 @@ _BUSY_POLICIES: dict[int, BusyPolicy] = {
 
 _STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (AuthError, grpc.StatusCode.UNAUTHENTICATED),
+    (UnknownAgentError, grpc.StatusCode.NOT_FOUND),
+    (AgentNotAllowedError, grpc.StatusCode.PERMISSION_DENIED),
     (InvalidIdError, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
     (SessionBusyError, grpc.StatusCode.ALREADY_EXISTS),
     (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (CursorExpiredError, grpc.StatusCode.OUT_OF_RANGE),
@@ -82,18 +90,22 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusC
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
+def status_of(error: BaseException) -> grpc.StatusCode | None:
+    """The gRPC status code that means what the library's `error` means; `None` for unexpected errors."""
+    return next((code for error_type, code in _STATUS_OF if isinstance(error, error_type)), None)
+
+
 @contextlib.asynccontextmanager
-async def _statuses(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
-    """Turn the library's errors into the status codes that mean the same."""
+async def statuses(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[None]:
+    """Turn the library's errors into the status codes that mean the same (for every service of the server)."""
     try:
         yield
     except grpc.aio.AbortError:
         raise
     except Exception as e:
-        for error_type, code in _STATUS_OF:
-            if isinstance(e, error_type):
-                details = f"Redis is unavailable ({e}); retry later" if code is grpc.StatusCode.UNAVAILABLE else str(e)
-                await _abort(context, code, details)
+        if (code := status_of(e)) is not None:
+            redis_down = isinstance(e, RedisConnectionError | RedisTimeoutError)
+            await _abort(context, code, f"Redis is unavailable ({e}); retry later" if redis_down else str(e))
         raise
 
 
@@ -139,29 +151,13 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     _malformed_log: _MalformedLog = field(default_factory=_MalformedLog)
 
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RunResponse:
-        async with _statuses(context):
+        async with statuses(context):
             caller = await self._caller(request, context)
-            agent = self.agents.get(request.agent)
-            if agent is None:
-                hosted = ", ".join(sorted(name for name in self.agents if caller.may_run(name))) or "none"
-                details = f"unknown agent {excerpt(request.agent)}; hosted: {hosted}"
-                await _abort(context, grpc.StatusCode.NOT_FOUND, details)
-            if not caller.may_run(request.agent):
-                await _abort(context, grpc.StatusCode.PERMISSION_DENIED, f"you may not run agent {request.agent!r}")
-            if not request.prompt.strip():
-                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "prompt must not be empty")
-            # Measured as stored: JSON escapes a control character to six bytes.
-            if (stored := len(json.dumps(request.prompt, ensure_ascii=False).encode())) > self.max_prompt_bytes:
-                details = f"prompt is {stored} bytes as stored (UTF-8 JSON); the limit is {self.max_prompt_bytes}"
-                await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, details)
-            if not self.accepting:
-                await _abort(context, grpc.StatusCode.UNAVAILABLE, "server is shutting down; retry on another replica")
-            session = self._session(caller, request.session_id)
+            session = self.admit(caller, agent=request.agent, prompt=request.prompt, session_id=request.session_id)
             if (if_busy := _BUSY_POLICIES.get(request.if_busy)) is None:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown if_busy policy {request.if_busy}")
             options = await self._model_settings(request, context)
-            telemetry = self.runtime.telemetry
-            traceparent = telemetry.traceparent(context.invocation_metadata()) if telemetry is not None else None
+            traceparent = self.traceparent(context)
             try:
                 run = await session.submit(
                     agent=request.agent,
@@ -185,7 +181,7 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     async def Listen(
         self, request: pb.ListenRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.ListenResponse]:
-        async with _statuses(context):
+        async with statuses(context):
             caller = await self._caller(request, context)
             if request.wait_seconds > 3600 or request.timeout_seconds > 86400:
                 await _abort(
@@ -203,14 +199,14 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 yield _HEARTBEAT if entry is None else self.responses.response(key, entry)
 
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.CancelResponse:
-        async with _statuses(context):
+        async with statuses(context):
             caller = await self._caller(request, context)
             return pb.CancelResponse(cancelled=await self._session(caller, request.session_id).cancel())
 
     async def ListActive(
         self, request: pb.ListActiveRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListActiveResponse:
-        async with _statuses(context):
+        async with statuses(context):
             caller = await self._caller(request, context)
             live = await live_sessions(self.runtime, scope_id=caller.scope_id, user_id=caller.user_id)
             return pb.ListActiveResponse(
@@ -224,6 +220,35 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                     for run in live
                 ]
             )
+
+    def check_agent(self, caller: Caller, name: str) -> None:
+        """Raise `UnknownAgentError` unless the server hosts agent `name`, `AgentNotAllowedError` unless
+        `caller` may run it."""
+        if name not in self.agents:
+            hosted = ", ".join(sorted(agent for agent in self.agents if caller.may_run(agent))) or "none"
+            raise UnknownAgentError(f"unknown agent {excerpt(name)}; hosted: {hosted}")
+        if not caller.may_run(name):
+            raise AgentNotAllowedError(f"you may not run agent {name!r}")
+
+    def admit(self, caller: Caller, *, agent: str, prompt: str, session_id: str) -> SessionHandle:
+        """Check that `caller` may start a run of `agent` with `prompt` on its session `session_id` now, and
+        return that session to submit the run to: the checks every edge (`Run`, A2A) makes, in order."""
+        self.check_agent(caller, agent)
+        if not prompt.strip():
+            raise InvalidRequestError("prompt must not be empty")
+        # Measured as stored: JSON escapes a control character to six bytes.
+        if (stored := len(json.dumps(prompt, ensure_ascii=False).encode())) > self.max_prompt_bytes:
+            raise InvalidRequestError(
+                f"prompt is {stored} bytes as stored (UTF-8 JSON); the limit is {self.max_prompt_bytes}"
+            )
+        if not self.accepting:
+            raise ShuttingDownError("server is shutting down; retry on another replica")
+        return self._session(caller, session_id)
+
+    def traceparent(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+        """The caller's trace (its W3C `traceparent` metadata) a run it starts continues; `None` without telemetry."""
+        telemetry = self.runtime.telemetry
+        return telemetry.traceparent(context.invocation_metadata()) if telemetry is not None else None
 
     @property
     def redis(self) -> AsyncRedis:
@@ -239,21 +264,22 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     ) -> NoReturn:
         """Answer a request whose bytes do not parse: INVALID_ARGUMENT (UNAUTHENTICATED first without
         credentials, when `authenticate`); logged once a minute at most."""
-        async with _statuses(context):
+        async with statuses(context):
             if authenticate:
-                await self._authenticate(context)
+                await self.authenticate(context)
             self._malformed_log.note(method, context.peer())
             await _abort(
                 context, grpc.StatusCode.INVALID_ARGUMENT, f"request to {method} does not parse (malformed protobuf)"
             )
 
     async def _caller(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
-        caller = await self._authenticate(context)
+        caller = await self.authenticate(context)
         if len(UnknownFieldSet(request)):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "request has fields this server does not know")
         return caller
 
-    async def _authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+    async def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        """The caller behind the call's `authorization` metadata; `AuthError` (UNAUTHENTICATED) if none."""
         values = [value for key, value in context.invocation_metadata() or () if key == "authorization"]
         if len(values) > 1:  # proxies and clients disagree on which one counts: accept none
             raise AuthError("more than one 'authorization' metadata entry")

@@ -3,8 +3,10 @@
 `pydantic-ai-stream serve` is `serve(ServerSettings(...))`; `running_server` runs one inside an async
 context (tests, or a process that serves beside other work); `AgentStreamServicer` with an
 `Authenticator` of your own plugs into any `grpc.aio` server. `Worker` executes queued runs (`work` is
-`pydantic-ai-stream worker`).
+`pydantic-ai-stream worker`). `add_a2a(server, servicer, url=)` serves A2A beside it (the `a2a` extra).
 """
+
+from typing import TYPE_CHECKING, Any
 
 from ._auth import Anonymous, Authenticator, AuthError, Caller, StaticTokens
 from ._deps import HostedDeps
@@ -12,6 +14,9 @@ from ._proto import ListenResponseCache
 from ._serve import ServerSettings, load_agent, running_server, serve, work
 from ._service import AgentStreamServicer
 from ._worker import Worker
+
+if TYPE_CHECKING:
+    from ._a2a import add_a2a
 
 __all__ = [
     "AgentStreamServicer",
@@ -24,8 +29,20 @@ __all__ = [
     "ServerSettings",
     "StaticTokens",
     "Worker",
+    "add_a2a",
     "load_agent",
     "running_server",
     "serve",
     "work",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`add_a2a`, imported on first use: it needs the `a2a` extra (the a2a SDK)."""
+    if name == "add_a2a":
+        try:
+            from ._a2a import add_a2a
+        except ImportError as e:
+            raise ImportError(f"add_a2a needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
+        return add_a2a
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
