@@ -506,9 +506,18 @@ class A2ARequestHandler(RequestHandler):
                 return
 
 
+_OUTCOME_LOST = (
+    "the task ended but its outcome was not kept: its session ran again outside A2A (or its stream expired) "
+    "before the task was read to its end"
+)
+
+
 def _ended_task(record: TaskRecord) -> a2a.Task:
-    """A task whose run's stream is gone (expired, or replaced by the session's next run): as its record has it."""
-    fold = TaskFold(task_id=record.task_id, context_id=record.context_id, state=record.state, error=record.error)
+    """A task whose run's stream is gone (expired, or replaced by the session's next run): as its record has it.
+    Without an outcome in the record the run still ended (a session runs one run at a time): a terminal state
+    that says so, rather than a task a poller would wait on for ever."""
+    state, error = (record.state, record.error) if record.state else ("failed", _OUTCOME_LOST)
+    fold = TaskFold(task_id=record.task_id, context_id=record.context_id, state=state, error=error)
     task = fold.task()
     if record.text:
         task.artifacts.append(_artifact(record.text))

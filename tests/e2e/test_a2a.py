@@ -358,3 +358,28 @@ async def test_an_a2a_callers_trace_continues_through_the_queue_to_the_run(redis
     assert run.parent.span_id == rpc.context.span_id
     assert run.attributes is not None
     assert run.attributes["pydantic_ai_stream.run_id"] == response.task.id
+
+
+async def test_a_task_whose_session_ran_again_through_run_never_shows_the_next_runs_text(
+    server: RunningServer,
+) -> None:
+    """A task nobody read to its end, then a run on its session through our own `Run` (not A2A), which
+    replaces the session's stream: the task never shows that run's text as its own, and is not left
+    SUBMITTED."""
+    async with _a2a(server, agent="weather", streaming=False) as (client, _):
+        request = _message("first", context_id="mixed")
+        request.configuration.return_immediately = True
+        [response] = [r async for r in client.send_message(request, context=_auth("alice-token"))]
+        first = response.task
+        await _our_answer(server, "mixed")  # the run ended; no A2A reader saw it
+        async with StreamClient(f"127.0.0.1:{server.port}", token="alice-token") as ours:
+            await ours.run("demo", "mixed", "count these words")
+        text, _ = await _our_answer(server, "mixed")
+        assert "You said 3 words" in text
+        task = await client.get_task(a2a.GetTaskRequest(id=first.id), context=_auth("alice-token"))
+    texts = [p.text for a in task.artifacts for p in a.parts]
+    assert not any("You said" in text for text in texts), texts
+    # Its outcome went with the replaced stream: the task says it ended and why its result is not known,
+    # rather than staying SUBMITTED for a poller to wait on for ever.
+    assert task.status.state == a2a.TASK_STATE_FAILED
+    assert "outcome was not kept" in task.status.message.parts[0].text
