@@ -14,7 +14,7 @@ from redis.asyncio import Redis
 from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionHandle, Settings
 from pydantic_ai_stream._keys import queue_wake_key
 from pydantic_ai_stream._live import LiveRun
-from pydantic_ai_stream._queue import GROUP, Submitted
+from pydantic_ai_stream._queue import GROUP, RunQueue, Submitted
 from pydantic_ai_stream._worker import Worker
 from support import GatedModel
 
@@ -367,3 +367,30 @@ async def test_a_lease_lapsing_as_its_job_is_taken_over_never_loses_the_run(
         resumed = [e["body"] for e in events if e["type"] == "event" and e["body"].get("event") == "resumed"]
         assert resumed == [{"idx": 0, "event": "resumed", "attempt": 2}]
     assert model.calls == len(sessions)
+
+
+async def test_a_worker_stops_though_a_redis_call_turned_its_cancel_into_an_error(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis client may turn a cancel into an error (Python 3.11's `asyncio.timeout` does when its deadline
+    passes as the cancel arrives): the worker's job keeper still ends when the worker stops, rather than
+    retrying for ever (the stop then never returned)."""
+    settings.lease_renew_interval = 0.02
+    entered, converted = asyncio.Event(), asyncio.Event()
+
+    async def heartbeat(queue: RunQueue, consumer: str, job_ids: list[str]) -> None:
+        entered.set()
+        try:
+            await asyncio.sleep(3600)  # a Redis call in flight
+        except asyncio.CancelledError:
+            converted.set()
+            raise ConnectionError("the cancel, turned into an error") from None
+
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        monkeypatch.setattr(RunQueue, "heartbeat", heartbeat)
+        worker = Worker(runtime=runtime, agents={})
+        await worker.start()
+        async with asyncio.timeout(10):
+            await entered.wait()
+            await worker.drain(0)
+    assert converted.is_set(), "the keeper was stopped mid-call"

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._keys import cancel_channel
-from ._redis import AsyncRedis, LeaseState, SessionStream, decode, is_cluster, renew_many
+from ._redis import AsyncRedis, LeaseState, SessionStream, decode, is_cluster, raise_if_cancelled, renew_many
 from ._settings import Settings
 
 __all__ = ["Lease", "LeaseKeeper"]
@@ -164,6 +164,7 @@ class LeaseKeeper:
                             if lease is not None:
                                 lease.cancel()
                 except (RedisError, OSError) as e:
+                    raise_if_cancelled()
                     if not self._subscribed.is_set() and attempts >= 3:
                         self._error = e
                         self._subscribed.set()
@@ -182,6 +183,7 @@ class LeaseKeeper:
             try:
                 states = await self._renew_all(leases)
             except RedisError as e:
+                raise_if_cancelled()
                 logger.warning("could not renew %d leases: %s", len(leases), e)
                 continue
             for lease, state in zip(leases, states, strict=True):

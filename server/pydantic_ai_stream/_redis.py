@@ -45,6 +45,7 @@ __all__ = [
     "entry_type",
     "is_cluster",
     "own_pool",
+    "raise_if_cancelled",
     "reap_many",
     "renew_many",
     "stream_id_key",
@@ -790,6 +791,15 @@ def own_pool(redis: Redis) -> ConnectionPool:
     the shared pool's connections."""
     pool = redis.connection_pool
     return ConnectionPool(connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs)
+
+
+def raise_if_cancelled() -> None:
+    """Raise `CancelledError` if this task was asked to cancel. For the retry loops around Redis calls: a cancel
+    a library turned into an error (Python 3.11's `asyncio.timeout` does when its deadline passes as the cancel
+    arrives) must end the loop, not be retried for ever."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def is_cluster(redis: AsyncRedis) -> TypeIs[RedisCluster]:

@@ -28,7 +28,7 @@ from ._keys import SessionKeys, queue_wake_key
 from ._live import LiveRun
 from ._names import ORIGIN_STREAM
 from ._queue import Job
-from ._redis import AsyncRedis, Held, is_cluster, own_pool
+from ._redis import AsyncRedis, Held, is_cluster, own_pool, raise_if_cancelled
 from ._run import drive
 from ._runtime import Runtime
 from ._session import RedisSession, Session
@@ -151,6 +151,7 @@ class Worker:
                         client=client, consumer=self.name, count=free, block_ms=CLAIM_BLOCK_MS, wake=self._wake_key
                     )
                 except (RedisError, OSError) as e:
+                    raise_if_cancelled()
                     if isinstance(e, ResponseError) and "NOGROUP" in str(e):
                         grouped = False  # the queue was deleted (e.g. FLUSHALL): create it again
                         continue
@@ -193,6 +194,7 @@ class Worker:
                 if not self._stopping and free > 0:
                     self._start(await queue.reclaim(self.name, idle_ms=idle_ms, count=free))
             except (RedisError, OSError) as e:
+                raise_if_cancelled()
                 self._redis_error("renew_jobs")
                 logger.warning("worker %s could not renew its jobs (%s)", self.name, e)
 
@@ -257,6 +259,7 @@ class Worker:
                     logger.warning("worker %s resumes run %s (attempt %d)", self.name, job.run_id, taken.attempt)
                 return taken
             except (RedisError, OSError) as e:
+                raise_if_cancelled()
                 self._redis_error("adopt")
                 failures += 1
                 if self._stopping:
