@@ -211,8 +211,7 @@ class RedisTaskStore(TaskStore):
         records = self.records(caller)
         ids, total = await records.ids(offset=offset, limit=page_size)
         response = a2a.ListTasksResponse(page_size=page_size, total_size=total)
-        for task_id in ids:
-            record = await records.get(task_id)
+        for record in await records.get_many(ids):
             if record is None or record.agent != agent:
                 continue
             if params.context_id and record.context_id != params.context_id:

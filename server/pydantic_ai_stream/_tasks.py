@@ -7,8 +7,9 @@ so a record holds only where to read it, and the final state once a reader saw t
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ._keys import TaskKeys
 from ._redis import AsyncRedis, decode
@@ -69,21 +70,15 @@ class TaskRecords:
 
     async def get(self, task_id: str) -> TaskRecord | None:
         """The record of `task_id`, or `None` (never written, expired, or another user's)."""
-        fields = await self.redis.hgetall(self.keys.task(task_id))
-        if not fields:
-            return None
-        values = {decode(k): decode(v) for k, v in fields.items()}
-        state = values.get("state", "")
-        return TaskRecord(
-            task_id=task_id,
-            context_id=values["context_id"],
-            agent=values["agent"],
-            begin_event_id=values["begin_event_id"],
-            created_ms=int(values["created_ms"]),
-            state=state if state in ("completed", "failed", "canceled") else "",  # type: ignore[arg-type]
-            error=values.get("error", ""),
-            text=values.get("text", ""),
-        )
+        return _record(task_id, await self.redis.hgetall(self.keys.task(task_id)))
+
+    async def get_many(self, task_ids: Sequence[str]) -> list[TaskRecord | None]:
+        """The records of `task_ids` (`None` for each one gone), in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.hgetall(self.keys.task(task_id))
+            replies = await pipe.execute()
+        return [_record(task_id, fields) for task_id, fields in zip(task_ids, replies, strict=True)]
 
     async def finish(self, task_id: str, state: TaskState, *, error: str = "", text: str = "") -> None:
         """Note the final state and text of `task_id` (if its record still exists); kept a retention longer."""
@@ -108,6 +103,24 @@ class TaskRecords:
             pipe.zcard(self.keys.tasks)
             ids, total = await pipe.execute()
         return [decode(i) for i in ids], int(total)
+
+
+def _record(task_id: str, fields: Mapping[Any, Any]) -> TaskRecord | None:
+    """A record as its hash holds it (`None`: no hash)."""
+    if not fields:
+        return None
+    values = {decode(k): decode(v) for k, v in fields.items()}
+    state = values.get("state", "")
+    return TaskRecord(
+        task_id=task_id,
+        context_id=values["context_id"],
+        agent=values["agent"],
+        begin_event_id=values["begin_event_id"],
+        created_ms=int(values["created_ms"]),
+        state=state if state in ("completed", "failed", "canceled") else "",  # type: ignore[arg-type]
+        error=values.get("error", ""),
+        text=values.get("text", ""),
+    )
 
 
 def now_ms() -> int:
