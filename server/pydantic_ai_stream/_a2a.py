@@ -13,7 +13,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import grpc
 from a2a.server.context import ServerCallContext
@@ -415,25 +415,31 @@ class A2ARequestHandler(RequestHandler):
     async def on_create_task_push_notification_config(
         self, params: a2a.TaskPushNotificationConfig, context: ServerCallContext
     ) -> a2a.TaskPushNotificationConfig:
-        """Not supported: subscribe to the task instead."""
-        raise PushNotificationNotSupportedError
+        """Not supported (subscribe to the task instead), said to authenticated callers only."""
+        await self._unsupported_push(context)
 
     async def on_get_task_push_notification_config(
         self, params: a2a.GetTaskPushNotificationConfigRequest, context: ServerCallContext
     ) -> a2a.TaskPushNotificationConfig:
-        """Not supported."""
-        raise PushNotificationNotSupportedError
+        """Not supported, said to authenticated callers only."""
+        await self._unsupported_push(context)
 
     async def on_list_task_push_notification_configs(
         self, params: a2a.ListTaskPushNotificationConfigsRequest, context: ServerCallContext
     ) -> a2a.ListTaskPushNotificationConfigsResponse:
-        """Not supported."""
-        raise PushNotificationNotSupportedError
+        """Not supported, said to authenticated callers only."""
+        await self._unsupported_push(context)
 
     async def on_delete_task_push_notification_config(
         self, params: a2a.DeleteTaskPushNotificationConfigRequest, context: ServerCallContext
     ) -> None:
-        """Not supported."""
+        """Not supported, said to authenticated callers only."""
+        await self._unsupported_push(context)
+
+    async def _unsupported_push(self, context: ServerCallContext) -> NoReturn:
+        """Push notifications are not offered: every A2A call authenticates first, this one too."""
+        async with statuses(_grpc_context(context)):
+            await self._caller(context)
         raise PushNotificationNotSupportedError
 
     async def _caller(self, context: ServerCallContext, *, check_run: bool = False) -> tuple[Caller, str]:

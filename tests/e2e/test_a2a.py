@@ -11,7 +11,7 @@ import grpc
 import pytest
 from a2a.client import A2AClientError, Client, ClientCallContext, ClientConfig, ClientFactory, minimal_agent_card
 from a2a.types import a2a_pb2 as a2a
-from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
+from a2a.utils.errors import PushNotificationNotSupportedError, TaskNotCancelableError, TaskNotFoundError
 from examples.a2a_client import converse
 from grpc_agents import PACED_TOKENS, paced
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -383,3 +383,28 @@ async def test_a_task_whose_session_ran_again_through_run_never_shows_the_next_r
     # rather than staying SUBMITTED for a poller to wait on for ever.
     assert task.status.state == a2a.TASK_STATE_FAILED
     assert "outcome was not kept" in task.status.message.parts[0].text
+
+
+async def test_push_notification_configs_authenticate_first(server: RunningServer) -> None:
+    """Push notifications are not offered, and only an authenticated caller learns that."""
+    async with _a2a(server) as (client, _):
+        calls = [
+            lambda context: client.create_task_push_notification_config(
+                a2a.TaskPushNotificationConfig(task_id="t", url="https://example.com/hook"), context=context
+            ),
+            lambda context: client.get_task_push_notification_config(
+                a2a.GetTaskPushNotificationConfigRequest(task_id="t", id="c"), context=context
+            ),
+            lambda context: client.list_task_push_notification_configs(
+                a2a.ListTaskPushNotificationConfigsRequest(task_id="t"), context=context
+            ),
+            lambda context: client.delete_task_push_notification_config(
+                a2a.DeleteTaskPushNotificationConfigRequest(task_id="t", id="c"), context=context
+            ),
+        ]
+        for call in calls:
+            for anonymous in (ClientCallContext(timeout=30), _auth("nobody")):
+                with pytest.raises(A2AClientError, match="UNAUTHENTICATED"):
+                    await call(anonymous)
+            with pytest.raises(PushNotificationNotSupportedError):
+                await call(_auth("alice-token"))
