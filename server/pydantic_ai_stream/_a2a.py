@@ -24,6 +24,7 @@ from a2a.types import a2a_pb2 as a2a
 from a2a.types import a2a_pb2_grpc as a2a_grpc
 from a2a.utils.constants import PROTOCOL_VERSION_CURRENT, TransportProtocol
 from a2a.utils.errors import (
+    ContentTypeNotSupportedError,
     InvalidParamsError,
     PushNotificationNotSupportedError,
     TaskNotCancelableError,
@@ -55,6 +56,8 @@ _STATES: dict[TaskState, a2a.TaskState] = {
 _PAGE = 1000
 _CALLER = "pydantic_ai_stream.caller"
 """Where a call context's state holds the authenticated caller and the tenant's agent."""
+_MAX_ID_CHARS = 256
+"""Longest `message_id` accepted: replies echo it."""
 _CANCEL_WAIT = 10.0
 """Seconds `CancelTask` waits for the cancelled run's `end` before it answers with the task as it is."""
 
@@ -329,11 +332,11 @@ class A2ARequestHandler(RequestHandler):
         grpc_context = _grpc_context(context)
         async with statuses(grpc_context):
             caller, agent = await self._caller(context, check_run=True)
-            session, record = await self._start(caller, agent, params.message, context)
+            session, record, request = await self._start(caller, agent, params.message, context)
             task = a2a.Task(
                 id=record.task_id, context_id=record.context_id, status=a2a.TaskStatus(state=a2a.TASK_STATE_SUBMITTED)
             )
-            task.history.append(params.message)
+            task.history.append(request)
             yield task
             async for event in self._follow(session, record):
                 yield event
@@ -343,13 +346,13 @@ class A2ARequestHandler(RequestHandler):
         grpc_context = _grpc_context(context)
         async with statuses(grpc_context):
             caller, agent = await self._caller(context, check_run=True)
-            session, record = await self._start(caller, agent, params.message, context)
+            session, record, request = await self._start(caller, agent, params.message, context)
             fold = TaskFold(task_id=record.task_id, context_id=record.context_id)
             if not params.configuration.return_immediately:
                 async for _ in self._follow(session, record, fold):
                     pass
             task = fold.task()
-            task.history.append(params.message)
+            task.history.append(request)
             return task
 
     async def on_subscribe_to_task(
@@ -456,10 +459,15 @@ class A2ARequestHandler(RequestHandler):
 
     async def _start(
         self, caller: Caller, agent: str, message: a2a.Message, context: ServerCallContext
-    ) -> tuple[SessionHandle, TaskRecord]:
+    ) -> tuple[SessionHandle, TaskRecord, a2a.Message]:
+        """Submit the run of `message`; its session, its task's record and the message as the task keeps it."""
         if message.task_id:
             raise InvalidParamsError("a task here is one run: send the next message with its context_id, no task_id")
-        prompt = "\n".join(part.text for part in message.parts if part.HasField("text"))
+        if other := next((part.WhichOneof("content") for part in message.parts if not part.HasField("text")), None):
+            raise ContentTypeNotSupportedError(f"the agents here take text parts only; the message has a {other} part")
+        if len(message.message_id) > _MAX_ID_CHARS:
+            raise InvalidParamsError(f"message_id is {len(message.message_id)} characters; at most {_MAX_ID_CHARS}")
+        prompt = "\n".join(part.text for part in message.parts)
         if not prompt:
             raise InvalidRequestError("the message has no text part")
         context_id = message.context_id or uuid.uuid4().hex
@@ -475,8 +483,15 @@ class A2ARequestHandler(RequestHandler):
             created_ms=now_ms(),
         )
         await self.tasks.records(caller).add(record)
-        message.task_id, message.context_id = record.task_id, context_id
-        return session, record
+        # What replies echo: the prompt's parts (bounded by `max_prompt_bytes`), never the request's other fields.
+        request = a2a.Message(
+            message_id=message.message_id,
+            context_id=context_id,
+            task_id=record.task_id,
+            role=a2a.ROLE_USER,
+            parts=[a2a.Part(text=part.text) for part in message.parts],
+        )
+        return session, record, request
 
     async def _settle_previous(self, caller: Caller, session: SessionHandle) -> None:
         """Note the outcome of the session's last task if no reader saw it end: a new run replaces the stream."""

@@ -11,7 +11,12 @@ import grpc
 import pytest
 from a2a.client import A2AClientError, Client, ClientCallContext, ClientConfig, ClientFactory, minimal_agent_card
 from a2a.types import a2a_pb2 as a2a
-from a2a.utils.errors import PushNotificationNotSupportedError, TaskNotCancelableError, TaskNotFoundError
+from a2a.utils.errors import (
+    ContentTypeNotSupportedError,
+    PushNotificationNotSupportedError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+)
 from examples.a2a_client import converse
 from grpc_agents import PACED_TOKENS, paced
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -408,3 +413,28 @@ async def test_push_notification_configs_authenticate_first(server: RunningServe
                     await call(anonymous)
             with pytest.raises(PushNotificationNotSupportedError):
                 await call(_auth("alice-token"))
+
+
+async def test_replies_stay_under_a_default_clients_limit_whatever_the_request_held(server: RunningServer) -> None:
+    """A message's non-text part (which the agent would never see) is refused; its other large fields are not
+    echoed: the task's first event and SendMessage's reply carry only the prompt's parts, under 4 MiB."""
+    five_mb = 5 * 1024 * 1024
+    for streaming in (True, False):
+        async with _a2a(server, streaming=streaming) as (client, _):
+            request = _message("count my words")
+            request.message.parts.append(a2a.Part(raw=b"x" * five_mb, media_type="application/octet-stream"))
+            with pytest.raises(ContentTypeNotSupportedError, match="text parts only; the message has a raw part"):
+                async for _ in client.send_message(request, context=_auth("alice-token")):
+                    pass
+            request = _message("count my words")
+            request.message.metadata.update({"blob": "x" * five_mb})
+            request.message.parts[0].metadata.update({"blob": "y" * 1024 * 1024})
+            responses = [r async for r in client.send_message(request, context=_auth("alice-token"))]
+        first = responses[0].task
+        assert first.history[0].parts[0].text == "count my words"
+        assert first.ByteSize() < 4 * 1024 * 1024
+        conversation = Conversation()
+        for response in responses:
+            conversation.apply(response)
+        assert conversation.states[-1] == "TASK_STATE_COMPLETED"
+        assert conversation.text.startswith("You said 3 words at ")
