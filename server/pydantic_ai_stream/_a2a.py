@@ -31,6 +31,8 @@ from a2a.utils.errors import (
     TaskNotFoundError,
     UnsupportedOperationError,
 )
+from a2a.utils.task import apply_history_length, validate_history_length
+from google.protobuf import json_format
 
 from ._auth import Caller
 from ._errors import CursorExpiredError, InvalidIdError, InvalidRequestError, UnknownAgentError
@@ -114,6 +116,12 @@ class TaskFold:
         if text := self.text():
             task.artifacts.append(_artifact(text))
         return task
+
+    def shown(self) -> a2a.Task:
+        """The task as folded so far, for a client that has nothing yet: later events continue from it."""
+        text = self.text()
+        self._sent, self._opened = ([text], True) if text else ([], False)
+        return self.task()
 
     def _event(self, body: Mapping[str, Any]) -> list[Event]:
         kind, idx = body.get("event"), body.get("idx")
@@ -202,9 +210,10 @@ class RedisTaskStore(TaskStore):
         """The caller's task `task_id` as its run's stream has it so far, or `None`."""
         caller, agent = _call(context)
         try:
-            return await self.snapshot(caller, await self.record(caller, agent, task_id))
+            record = await self.record(caller, agent, task_id)
         except TaskNotFoundError:
             return None
+        return await self.snapshot(caller, record)
 
     async def list(self, params: a2a.ListTasksRequest, context: ServerCallContext) -> a2a.ListTasksResponse:
         """The caller's tasks of the tenant's agent, newest first (`context_id` and `status` filter the page)."""
@@ -240,9 +249,18 @@ class RedisTaskStore(TaskStore):
         await self.records(caller).delete(task_id)
 
     async def snapshot(self, caller: Caller, record: TaskRecord) -> a2a.Task:
-        """The task as the stream has it now (or as its record has it, once the stream expired)."""
+        """The task as the stream has it now (or as its record has it, once the stream expired), with its
+        history."""
+        folded = await self.fold(caller, record)
+        task = _ended_task(record) if folded is None else folded[0].task()
+        task.history.extend(_history(record))
+        return task
+
+    async def fold(self, caller: Caller, record: TaskRecord) -> tuple[TaskFold, str] | None:
+        """The run's entries so far, folded, and the id of the last one read; `None` for a task whose outcome
+        is in its record (it ended, and its stream may be gone)."""
         if record.state:
-            return _ended_task(record)
+            return None
         session = self.session(caller, record)
         fold = TaskFold(task_id=record.task_id, context_id=record.context_id)
         cursor = record.begin_event_id
@@ -250,14 +268,14 @@ class RedisTaskStore(TaskStore):
             while not fold.ended and (page := await session.stream.read_range(after=cursor, count=_PAGE)):
                 for entry in page:
                     fold.entry(entry)
+                    cursor = entry.id
                     if fold.ended:
                         break
-                cursor = page[-1].id
         except CursorExpiredError:
-            return _ended_task(record)
+            return None
         if fold.ended:
             await self.records(caller).finish(record.task_id, fold.state, error=fold.error, text=fold.text())
-        return fold.task()
+        return fold, cursor
 
     async def record(self, caller: Caller, agent: str, task_id: str) -> TaskRecord:
         """The caller's task `task_id` of `agent`; `TaskNotFoundError` for any other (never another user's data)."""
@@ -358,32 +376,42 @@ class A2ARequestHandler(RequestHandler):
     async def on_subscribe_to_task(
         self, params: a2a.SubscribeToTaskRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event]:
-        """The task, then its run's events from its `begin` (replayed, then followed) until `end`."""
+        """The task as it is now, then its run's events until `end`; `UnsupportedOperationError` for a task that
+        ended (as the SDK's own handler answers)."""
         grpc_context = _grpc_context(context)
         async with statuses(grpc_context):
             caller, agent = await self._caller(context)
             record = await self.tasks.record(caller, agent, params.id)
-            session = self.tasks.session(caller, record)
-            if record.state:  # ended: its stream may be gone (expired, or replaced by the session's next run)
-                yield _ended_task(record)
-                return
-            yield a2a.Task(
-                id=record.task_id, context_id=record.context_id, status=a2a.TaskStatus(state=a2a.TASK_STATE_SUBMITTED)
-            )
-            async for event in self._follow(session, record):
+            folded = await self.tasks.fold(caller, record)
+            if folded is None or folded[0].ended:
+                state = (_ended_task(record) if folded is None else folded[0].task()).status.state
+                raise UnsupportedOperationError(
+                    f"Task {record.task_id} is in terminal state: {a2a.TaskState.Name(state)}"
+                )
+            fold, cursor = folded
+            task = fold.shown()
+            task.history.extend(_history(record))
+            yield task
+            async for event in self._follow(self.tasks.session(caller, record), record, fold, after=cursor):
                 yield event
 
     async def on_get_task(self, params: a2a.GetTaskRequest, context: ServerCallContext) -> a2a.Task | None:
-        """The task as its run's stream has it so far."""
+        """The task as its run's stream has it so far, with its history (`history_length`: its last messages)."""
         async with statuses(_grpc_context(context)):
             await self._caller(context)
-            return await self.tasks.get(params.id, context)
+            validate_history_length(params)
+            task = await self.tasks.get(params.id, context)
+            return None if task is None else apply_history_length(task, params)
 
     async def on_list_tasks(self, params: a2a.ListTasksRequest, context: ServerCallContext) -> a2a.ListTasksResponse:
-        """The caller's tasks of the tenant's agent, newest first."""
+        """The caller's tasks of the tenant's agent, newest first (`history_length` as for `GetTask`)."""
         async with statuses(_grpc_context(context)):
             await self._caller(context)
-            return await self.tasks.list(params, context)
+            validate_history_length(params)
+            page = await self.tasks.list(params, context)
+            for task in page.tasks:
+                task.CopyFrom(apply_history_length(task, params))
+            return page
 
     async def on_cancel_task(self, params: a2a.CancelTaskRequest, context: ServerCallContext) -> a2a.Task | None:
         """Cancel the task's run (only that run of its session), wait for its `end`, and return the task."""
@@ -475,22 +503,24 @@ class A2ARequestHandler(RequestHandler):
         await self._settle_previous(caller, session)
         traceparent = self.servicer.traceparent(_grpc_context(context))
         run = await session.submit(agent=agent, body={"user_prompt": prompt}, traceparent=traceparent)
+        # What replies echo and the task's history holds: the prompt's parts (bounded by `max_prompt_bytes`),
+        # never the request's other fields.
+        request = a2a.Message(
+            message_id=message.message_id,
+            context_id=context_id,
+            task_id=run.run_id,
+            role=a2a.ROLE_USER,
+            parts=[a2a.Part(text=part.text) for part in message.parts],
+        )
         record = TaskRecord(
             task_id=run.run_id,
             context_id=context_id,
             agent=agent,
             begin_event_id=run.begin_event_id,
             created_ms=now_ms(),
+            message=json_format.MessageToJson(request, indent=None),
         )
         await self.tasks.records(caller).add(record)
-        # What replies echo: the prompt's parts (bounded by `max_prompt_bytes`), never the request's other fields.
-        request = a2a.Message(
-            message_id=message.message_id,
-            context_id=context_id,
-            task_id=record.task_id,
-            role=a2a.ROLE_USER,
-            parts=[a2a.Part(text=part.text) for part in message.parts],
-        )
         return session, record, request
 
     async def _settle_previous(self, caller: Caller, session: SessionHandle) -> None:
@@ -507,12 +537,14 @@ class A2ARequestHandler(RequestHandler):
                     await self.tasks.snapshot(caller, record)
 
     async def _follow(
-        self, session: SessionHandle, record: TaskRecord, fold: TaskFold | None = None
+        self, session: SessionHandle, record: TaskRecord, fold: TaskFold | None = None, *, after: str = ""
     ) -> AsyncGenerator[Event]:
-        """The A2A events of the run's entries after its `begin`, until its `end` (noted in its record)."""
+        """The A2A events of the run's entries after its `begin` (or entry `after`, which `fold` has folded),
+        until its `end` (noted in its record)."""
         fold = fold or TaskFold(task_id=record.task_id, context_id=record.context_id)
         heartbeat = self.servicer.heartbeat_interval
-        entries = session.listen_entries(after=record.begin_event_id, wait=10, timeout=None, heartbeat=heartbeat)
+        after = after or record.begin_event_id
+        entries = session.listen_entries(after=after, wait=10, timeout=None, heartbeat=heartbeat)
         async for entry in entries:
             if entry is None:  # silence: proxies cut idle streams, so the state is said again
                 yield fold.status()
@@ -542,6 +574,11 @@ def _ended_task(record: TaskRecord) -> a2a.Task:
     if record.text:
         task.artifacts.append(_artifact(record.text))
     return task
+
+
+def _history(record: TaskRecord) -> list[a2a.Message]:
+    """The task's history: the message that started it."""
+    return [json_format.Parse(record.message, a2a.Message())] if record.message else []
 
 
 def _call(context: ServerCallContext) -> tuple[Caller, str]:

@@ -16,6 +16,7 @@ from a2a.utils.errors import (
     PushNotificationNotSupportedError,
     TaskNotCancelableError,
     TaskNotFoundError,
+    UnsupportedOperationError,
 )
 from examples.a2a_client import converse
 from grpc_agents import PACED_TOKENS, paced
@@ -192,6 +193,7 @@ async def test_subscribing_on_a_second_replica_mid_run_gets_the_whole_text(
         async for response in client.subscribe(subscribe, context=_auth("alice-token")):
             second.apply(response)
         task = await client.get_task(a2a.GetTaskRequest(id=first.task_id), context=_auth("alice-token"))
+    assert second.states[0] == "TASK_STATE_WORKING"  # the task's current state first, as GetTask said
     answer, _ = await _our_answer(server, first.context_id)
     assert second.text == answer  # nothing lost, nothing twice
     assert second.text.startswith(first.text)
@@ -443,3 +445,28 @@ async def test_replies_stay_under_a_default_clients_limit_whatever_the_request_h
             conversation.apply(response)
         assert conversation.states[-1] == "TASK_STATE_COMPLETED"
         assert conversation.text.startswith("You said 3 words at ")
+
+
+async def test_an_ended_task_has_its_history_and_cannot_be_subscribed_to(server: RunningServer) -> None:
+    """GetTask returns the message that started the task (`history_length` honoured); subscribing to an ended
+    task is refused as the SDK's own handler refuses it."""
+    async with _a2a(server, agent="weather") as (client, _):
+        conversation = Conversation()
+        async for response in client.send_message(_message("weather in Oslo?"), context=_auth("alice-token")):
+            conversation.apply(response)
+        alice = _auth("alice-token")
+        task = await client.get_task(a2a.GetTaskRequest(id=conversation.task_id), context=alice)
+        [message] = task.history
+        assert (message.role, message.task_id, message.context_id) == (
+            a2a.ROLE_USER,
+            conversation.task_id,
+            conversation.context_id,
+        )
+        assert [p.text for p in message.parts] == ["weather in Oslo?"]
+        bare = await client.get_task(a2a.GetTaskRequest(id=conversation.task_id, history_length=0), context=alice)
+        assert list(bare.history) == []
+        listed = await client.list_tasks(a2a.ListTasksRequest(), context=alice)
+        assert [m.parts[0].text for t in listed.tasks for m in t.history] == ["weather in Oslo?"]
+        with pytest.raises(UnsupportedOperationError, match="terminal state: TASK_STATE_COMPLETED"):
+            async for _ in client.subscribe(a2a.SubscribeToTaskRequest(id=conversation.task_id), context=alice):
+                pass
