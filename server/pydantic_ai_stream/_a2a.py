@@ -349,7 +349,7 @@ class A2ARequestHandler(RequestHandler):
         """Start a run of the tenant's agent with the message's text; its task, then its events until `end`."""
         grpc_context = _grpc_context(context)
         async with statuses(grpc_context):
-            caller, agent = await self._caller(context, check_run=True)
+            caller, agent = await self._caller(context)
             session, record, request = await self._start(caller, agent, params.message, context)
             task = a2a.Task(
                 id=record.task_id, context_id=record.context_id, status=a2a.TaskStatus(state=a2a.TASK_STATE_SUBMITTED)
@@ -363,7 +363,7 @@ class A2ARequestHandler(RequestHandler):
         """Start a run; its task once it ended (at once, SUBMITTED, with `return_immediately`)."""
         grpc_context = _grpc_context(context)
         async with statuses(grpc_context):
-            caller, agent = await self._caller(context, check_run=True)
+            caller, agent = await self._caller(context)
             session, record, request = await self._start(caller, agent, params.message, context)
             fold = TaskFold(task_id=record.task_id, context_id=record.context_id)
             if not params.configuration.return_immediately:
@@ -440,7 +440,7 @@ class A2ARequestHandler(RequestHandler):
         """The card of the tenant's agent (or the default one), for an authenticated caller who may run it."""
         grpc_context = _grpc_context(context)
         async with statuses(grpc_context):
-            _, agent = await self._caller(context, check_run=True)
+            _, agent = await self._caller(context)
             return self.card(agent)
 
     async def on_create_task_push_notification_config(
@@ -473,15 +473,15 @@ class A2ARequestHandler(RequestHandler):
             await self._caller(context)
         raise PushNotificationNotSupportedError
 
-    async def _caller(self, context: ServerCallContext, *, check_run: bool = False) -> tuple[Caller, str]:
-        """The authenticated caller and the tenant's agent (`check_run`: which the caller may run)."""
+    async def _caller(self, context: ServerCallContext) -> tuple[Caller, str]:
+        """The authenticated caller and the tenant's agent, which the caller may run: a caller limited to some
+        agents neither starts, reads, lists nor cancels tasks of another."""
         caller = await self.servicer.authenticate(_grpc_context(context))
         agent = context.tenant or self.default_agent()
         if agent is None:
             hosted = ", ".join(sorted(self.servicer.agents))
             raise UnknownAgentError(f"name the agent as the request's tenant; hosted: {hosted}")
-        if check_run or agent not in self.servicer.agents:
-            self.servicer.check_agent(caller, agent)
+        self.servicer.check_agent(caller, agent)
         context.state[_CALLER] = (caller, agent)
         return caller, agent
 

@@ -29,7 +29,7 @@ from pydantic_ai_stream._worker import Worker
 from pydantic_ai_stream.client import StreamClient, Transcript
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 
-TOKENS = ["alice-token=1:1", "bob-token=1:2", "carol-token=1:3:weather"]
+TOKENS = ["alice-token=1:1", "bob-token=1:2", "carol-token=1:3:weather", "alice-weather-token=1:1:weather"]
 
 
 def _config(redis_url: str) -> ServerSettings:
@@ -470,3 +470,35 @@ async def test_an_ended_task_has_its_history_and_cannot_be_subscribed_to(server:
         with pytest.raises(UnsupportedOperationError, match="terminal state: TASK_STATE_COMPLETED"):
             async for _ in client.subscribe(a2a.SubscribeToTaskRequest(id=conversation.task_id), context=alice):
                 pass
+
+
+async def test_a_token_limited_to_agents_reaches_no_task_of_another_agent(server: RunningServer) -> None:
+    """Alice's token limited to `weather` neither reads, lists, subscribes to nor cancels her task of `stalling`,
+    under its tenant (PERMISSION_DENIED) or its own (not found); the task runs on."""
+    conversation = Conversation()
+    async with _a2a(server, agent="stalling") as (client, _):
+        async for response in client.send_message(_message("go"), context=_auth("alice-token")):
+            conversation.apply(response)
+            if response.HasField("artifact_update"):
+                break
+        limited = _auth("alice-weather-token")
+        for tenant in ("stalling", "weather"):
+            error = A2AClientError if tenant == "stalling" else TaskNotFoundError
+            match = "PERMISSION_DENIED" if tenant == "stalling" else "not found"
+            with pytest.raises(error, match=match):
+                await client.get_task(a2a.GetTaskRequest(id=conversation.task_id, tenant=tenant), context=limited)
+            with pytest.raises(error, match=match):
+                await client.cancel_task(a2a.CancelTaskRequest(id=conversation.task_id, tenant=tenant), context=limited)
+            request = a2a.SubscribeToTaskRequest(id=conversation.task_id, tenant=tenant)
+            with pytest.raises(error, match=match):
+                async for _ in client.subscribe(request, context=limited):
+                    pass
+        with pytest.raises(A2AClientError, match="PERMISSION_DENIED"):
+            await client.list_tasks(a2a.ListTasksRequest(tenant="stalling"), context=limited)
+        listed = await client.list_tasks(a2a.ListTasksRequest(tenant="weather"), context=limited)
+        assert list(listed.tasks) == []
+        alice = _auth("alice-token")
+        task = await client.get_task(a2a.GetTaskRequest(id=conversation.task_id), context=alice)
+        assert task.status.state == a2a.TASK_STATE_WORKING  # untouched
+        task = await client.cancel_task(a2a.CancelTaskRequest(id=conversation.task_id), context=alice)
+        assert task.status.state == a2a.TASK_STATE_CANCELED
