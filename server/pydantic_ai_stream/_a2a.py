@@ -11,41 +11,71 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 import grpc
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event
 from a2a.server.request_handlers import GrpcHandler, RequestHandler
+from a2a.server.routes import (
+    DefaultServerCallContextBuilder,
+    create_agent_card_routes,
+    create_jsonrpc_routes,
+    create_rest_routes,
+)
 from a2a.server.tasks.task_store import TaskStore
 from a2a.types import a2a_pb2 as a2a
 from a2a.types import a2a_pb2_grpc as a2a_grpc
-from a2a.utils.constants import PROTOCOL_VERSION_CURRENT, TransportProtocol
+from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_CURRENT, TransportProtocol
 from a2a.utils.errors import (
+    A2AError,
     ContentTypeNotSupportedError,
+    InternalError,
     InvalidParamsError,
     PushNotificationNotSupportedError,
     TaskNotCancelableError,
     TaskNotFoundError,
     UnsupportedOperationError,
 )
+from a2a.utils.errors import InvalidRequestError as A2AInvalidRequestError
 from a2a.utils.task import apply_history_length, validate_history_length
 from google.protobuf import json_format
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Mount, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._auth import Caller
+from ._auth import AuthError, Caller
 from ._errors import CursorExpiredError, InvalidIdError, InvalidRequestError, UnknownAgentError
 from ._handle import SessionHandle
 from ._names import BEGIN, END, ERROR, EVENT, ORIGIN_STREAM
 from ._redis import Entry
 from ._runtime import Runtime
-from ._service import AgentStreamServicer, statuses
+from ._service import AgentStreamServicer, status_of, statuses
 from ._tasks import TaskRecord, TaskRecords, TaskState, now_ms
 
-__all__ = ["A2A_SERVICE_NAME", "A2ARequestHandler", "RedisTaskStore", "TaskFold", "add_a2a"]
+__all__ = [
+    "A2A_HTTP_PREFIX",
+    "A2A_SERVICE_NAME",
+    "JSONRPC_PATH",
+    "REST_PATH",
+    "A2ARequestHandler",
+    "RedisTaskStore",
+    "TaskFold",
+    "a2a_routes",
+    "add_a2a",
+]
 
 A2A_SERVICE_NAME = a2a.DESCRIPTOR.services_by_name["A2AService"].full_name
+A2A_HTTP_PREFIX = "/a2a"
+"""Where A2A's HTTP routes live on the HTTP port (the agent cards' standard path aside)."""
+JSONRPC_PATH = f"{A2A_HTTP_PREFIX}/jsonrpc"
+"""A2A's JSON-RPC endpoint on the HTTP port (the request's `tenant` param names the agent)."""
+REST_PATH = f"{A2A_HTTP_PREFIX}/rest"
+"""A2A's REST (HTTP+JSON) routes on the HTTP port (`/<tenant>/...` names the agent)."""
 ARTIFACT_ID = "answer"
 """The artifact that carries a task's text: the text parts of every node, in order (as `Transcript.text()`)."""
 
@@ -58,6 +88,8 @@ _STATES: dict[TaskState, a2a.TaskState] = {
 _PAGE = 1000
 _CALLER = "pydantic_ai_stream.caller"
 """Where a call context's state holds the authenticated caller and the tenant's agent."""
+_HTTP_CALLER = "pydantic_ai_stream.http_caller"
+"""Where an HTTP request's scope state (and so its call context's state) holds the caller `a2a_routes` let in."""
 _MAX_ID_CHARS = 256
 """Longest `message_id` accepted: replies echo it."""
 _CANCEL_WAIT = 10.0
@@ -307,6 +339,8 @@ class A2ARequestHandler(RequestHandler):
     url: str
     """Where clients reach the server (`host:port`), for agent cards."""
     tasks: RedisTaskStore
+    http_url: str | None = None
+    """Where HTTP clients reach the server (`http://host:port`), for agent cards; `None`: no HTTP port."""
 
     def default_agent(self) -> str | None:
         """The agent of a call without a tenant: `demo`, or the only hosted agent."""
@@ -327,11 +361,9 @@ class A2ARequestHandler(RequestHandler):
             version="1.0.0",
             supported_interfaces=[
                 a2a.AgentInterface(
-                    url=self.url,
-                    protocol_binding=TransportProtocol.GRPC.value,
-                    tenant=name,
-                    protocol_version=PROTOCOL_VERSION_CURRENT,
+                    url=url, protocol_binding=binding.value, tenant=name, protocol_version=PROTOCOL_VERSION_CURRENT
                 )
+                for url, binding in self._interfaces()
             ],
             capabilities=a2a.AgentCapabilities(streaming=True, extended_agent_card=True),
             default_input_modes=["text/plain"],
@@ -343,12 +375,22 @@ class A2ARequestHandler(RequestHandler):
             ],
         )
 
+    def _interfaces(self) -> list[tuple[str, TransportProtocol]]:
+        """Where and how the agents are reached: gRPC, and JSON-RPC and REST on the HTTP port if there is one."""
+        interfaces = [(self.url, TransportProtocol.GRPC)]
+        if self.http_url is not None:
+            base = self.http_url.rstrip("/")
+            interfaces += [
+                (base + JSONRPC_PATH, TransportProtocol.JSONRPC),
+                (base + REST_PATH, TransportProtocol.HTTP_JSON),
+            ]
+        return interfaces
+
     async def on_message_send_stream(
         self, params: a2a.SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event]:
         """Start a run of the tenant's agent with the message's text; its task, then its events until `end`."""
-        grpc_context = _grpc_context(context)
-        async with statuses(grpc_context):
+        async with _errors(context):
             caller, agent = await self._caller(context)
             session, record, request = await self._start(caller, agent, params.message, context)
             task = a2a.Task(
@@ -361,8 +403,7 @@ class A2ARequestHandler(RequestHandler):
 
     async def on_message_send(self, params: a2a.SendMessageRequest, context: ServerCallContext) -> a2a.Task:
         """Start a run; its task once it ended (at once, SUBMITTED, with `return_immediately`)."""
-        grpc_context = _grpc_context(context)
-        async with statuses(grpc_context):
+        async with _errors(context):
             caller, agent = await self._caller(context)
             session, record, request = await self._start(caller, agent, params.message, context)
             fold = TaskFold(task_id=record.task_id, context_id=record.context_id)
@@ -378,8 +419,7 @@ class A2ARequestHandler(RequestHandler):
     ) -> AsyncGenerator[Event]:
         """The task as it is now, then its run's events until `end`; `UnsupportedOperationError` for a task that
         ended (as the SDK's own handler answers)."""
-        grpc_context = _grpc_context(context)
-        async with statuses(grpc_context):
+        async with _errors(context):
             caller, agent = await self._caller(context)
             record = await self.tasks.record(caller, agent, params.id)
             folded = await self.tasks.fold(caller, record)
@@ -397,7 +437,7 @@ class A2ARequestHandler(RequestHandler):
 
     async def on_get_task(self, params: a2a.GetTaskRequest, context: ServerCallContext) -> a2a.Task | None:
         """The task as its run's stream has it so far, with its history (`history_length`: its last messages)."""
-        async with statuses(_grpc_context(context)):
+        async with _errors(context):
             await self._caller(context)
             validate_history_length(params)
             task = await self.tasks.get(params.id, context)
@@ -405,7 +445,7 @@ class A2ARequestHandler(RequestHandler):
 
     async def on_list_tasks(self, params: a2a.ListTasksRequest, context: ServerCallContext) -> a2a.ListTasksResponse:
         """The caller's tasks of the tenant's agent, newest first (`history_length` as for `GetTask`)."""
-        async with statuses(_grpc_context(context)):
+        async with _errors(context):
             await self._caller(context)
             validate_history_length(params)
             page = await self.tasks.list(params, context)
@@ -415,8 +455,7 @@ class A2ARequestHandler(RequestHandler):
 
     async def on_cancel_task(self, params: a2a.CancelTaskRequest, context: ServerCallContext) -> a2a.Task | None:
         """Cancel the task's run (only that run of its session), wait for its `end`, and return the task."""
-        grpc_context = _grpc_context(context)
-        async with statuses(grpc_context):
+        async with _errors(context):
             caller, agent = await self._caller(context)
             record = await self.tasks.record(caller, agent, params.id)
             session = self.tasks.session(caller, record)
@@ -438,8 +477,7 @@ class A2ARequestHandler(RequestHandler):
         self, params: a2a.GetExtendedAgentCardRequest, context: ServerCallContext
     ) -> a2a.AgentCard:
         """The card of the tenant's agent (or the default one), for an authenticated caller who may run it."""
-        grpc_context = _grpc_context(context)
-        async with statuses(grpc_context):
+        async with _errors(context):
             _, agent = await self._caller(context)
             return self.card(agent)
 
@@ -469,14 +507,16 @@ class A2ARequestHandler(RequestHandler):
 
     async def _unsupported_push(self, context: ServerCallContext) -> NoReturn:
         """Push notifications are not offered: every A2A call authenticates first, this one too."""
-        async with statuses(_grpc_context(context)):
+        async with _errors(context):
             await self._caller(context)
         raise PushNotificationNotSupportedError
 
     async def _caller(self, context: ServerCallContext) -> tuple[Caller, str]:
         """The authenticated caller and the tenant's agent, which the caller may run: a caller limited to some
         agents neither starts, reads, lists nor cancels tasks of another."""
-        caller = await self.servicer.authenticate(_grpc_context(context))
+        grpc_context = _grpc_context(context)
+        # Over HTTP, `a2a_routes` authenticated the request before the SDK's routes saw it.
+        caller = await self.servicer.authenticate(grpc_context) if grpc_context else context.state[_HTTP_CALLER]
         agent = context.tenant or self.default_agent()
         if agent is None:
             hosted = ", ".join(sorted(self.servicer.agents))
@@ -484,6 +524,14 @@ class A2ARequestHandler(RequestHandler):
         self.servicer.check_agent(caller, agent)
         context.state[_CALLER] = (caller, agent)
         return caller, agent
+
+    def _traceparent(self, context: ServerCallContext) -> str | None:
+        """The caller's trace a run it starts continues (its `traceparent` metadata or header)."""
+        if (grpc_context := _grpc_context(context)) is not None:
+            return self.servicer.traceparent(grpc_context)
+        telemetry = self.servicer.runtime.telemetry
+        headers: dict[str, str] = context.state.get("headers", {})
+        return telemetry.traceparent(headers.items()) if telemetry is not None else None
 
     async def _start(
         self, caller: Caller, agent: str, message: a2a.Message, context: ServerCallContext
@@ -501,7 +549,7 @@ class A2ARequestHandler(RequestHandler):
         context_id = message.context_id or uuid.uuid4().hex
         session = self.servicer.admit(caller, agent=agent, prompt=prompt, session_id=context_id)
         await self._settle_previous(caller, session)
-        traceparent = self.servicer.traceparent(_grpc_context(context))
+        traceparent = self._traceparent(context)
         run = await session.submit(agent=agent, body={"user_prompt": prompt}, traceparent=traceparent)
         # What replies echo and the task's history holds: the prompt's parts (bounded by `max_prompt_bytes`),
         # never the request's other fields.
@@ -587,14 +635,98 @@ def _call(context: ServerCallContext) -> tuple[Caller, str]:
     return call
 
 
-def _grpc_context(context: ServerCallContext) -> grpc.aio.ServicerContext[Any, Any]:
-    grpc_context: grpc.aio.ServicerContext[Any, Any] = context.state["grpc_context"]
+def _grpc_context(context: ServerCallContext) -> grpc.aio.ServicerContext[Any, Any] | None:
+    """The gRPC call of a call over gRPC (the SDK's `GrpcHandler` puts it there); `None` over HTTP."""
+    grpc_context: grpc.aio.ServicerContext[Any, Any] | None = context.state.get("grpc_context")
     return grpc_context
 
 
-def add_a2a(server: grpc.aio.Server, servicer: AgentStreamServicer, *, url: str) -> str:
+_A2A_ERROR_OF: dict[grpc.StatusCode, type[A2AError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidParamsError,
+    grpc.StatusCode.NOT_FOUND: InvalidParamsError,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidParamsError,
+    grpc.StatusCode.UNAVAILABLE: InternalError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: InternalError,
+}
+"""The A2A error an HTTP caller gets for the library's errors (by their gRPC code; others: `InvalidRequestError`)."""
+
+
+@contextlib.asynccontextmanager
+async def _errors(context: ServerCallContext) -> AsyncIterator[None]:
+    """The library's errors as the call's transport says them: gRPC status codes (`statuses`), or over HTTP the
+    A2A errors the SDK's routes answer with, their message led by the same code's name."""
+    if (grpc_context := _grpc_context(context)) is not None:
+        async with statuses(grpc_context):
+            yield
+        return
+    try:
+        yield
+    except A2AError:
+        raise
+    except Exception as e:
+        if (code := status_of(e)) is None:
+            raise
+        raise _A2A_ERROR_OF.get(code, A2AInvalidRequestError)(f"{code.name}: {e}") from e
+
+
+def add_a2a(
+    server: grpc.aio.Server, servicer: AgentStreamServicer, *, url: str, http_url: str | None = None
+) -> A2ARequestHandler:
     """Serve `A2AService` on `server` for `servicer`'s hosted agents (the SDK's `GrpcHandler` on our handler);
-    returns its service name (for health and reflection)."""
-    handler = GrpcHandler(A2ARequestHandler(servicer=servicer, url=url, tasks=RedisTaskStore(runtime=servicer.runtime)))
-    a2a_grpc.add_A2AServiceServicer_to_server(handler, server)  # type: ignore[no-untyped-call]
-    return A2A_SERVICE_NAME
+    returns the handler, which `a2a_routes` serves over HTTP too (`http_url`: where, as cards say)."""
+    handler = A2ARequestHandler(
+        servicer=servicer, url=url, http_url=http_url, tasks=RedisTaskStore(runtime=servicer.runtime)
+    )
+    a2a_grpc.add_A2AServiceServicer_to_server(GrpcHandler(handler), server)  # type: ignore[no-untyped-call]
+    return handler
+
+
+def a2a_routes(handler: A2ARequestHandler) -> list[BaseRoute]:
+    """A2A over HTTP on `handler` (the one the gRPC service uses): the SDK's JSON-RPC (`JSONRPC_PATH`) and REST
+    (`REST_PATH`) routes behind our authentication, the default agent's card at `/.well-known/agent-card.json` and
+    each agent's at `/a2a/agents/<name>/.well-known/agent-card.json` (public, as discovery needs)."""
+    context_builder = _HttpCallContextBuilder()
+    rpc = Router(
+        routes=[
+            *create_jsonrpc_routes(handler, JSONRPC_PATH.removeprefix(A2A_HTTP_PREFIX), context_builder),
+            Mount(REST_PATH.removeprefix(A2A_HTTP_PREFIX), routes=create_rest_routes(handler, context_builder)),
+        ]
+    )
+    routes: list[BaseRoute] = []
+    if (default := handler.default_agent()) is not None:
+        routes += create_agent_card_routes(handler.card(default))
+    for name in handler.servicer.agents:
+        card_url = f"{A2A_HTTP_PREFIX}/agents/{quote(name, safe='')}{AGENT_CARD_WELL_KNOWN_PATH}"
+        routes += create_agent_card_routes(handler.card(name), card_url=card_url)
+    routes.append(Mount(A2A_HTTP_PREFIX, app=_Authenticated(app=rpc, servicer=handler.servicer)))
+    return routes
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Authenticated:
+    """Lets only authenticated requests through to `app` (401 otherwise), as the gRPC edge authenticates every
+    call first; the caller goes on in the request's state (`_HTTP_CALLER`)."""
+
+    app: ASGIApp
+    servicer: AgentStreamServicer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            values = [value.decode("latin-1") for key, value in scope["headers"] if key == b"authorization"]
+            try:
+                caller = await self.servicer.authenticate_values(values)
+            except AuthError as e:
+                response = JSONResponse({"error": str(e)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                await response(scope, receive, send)
+                return
+            scope.setdefault("state", {})[_HTTP_CALLER] = caller
+        await self.app(scope, receive, send)
+
+
+class _HttpCallContextBuilder(DefaultServerCallContextBuilder):
+    """The SDK's call context of an HTTP request, with the caller `_Authenticated` let in."""
+
+    def build(self, request: Request) -> ServerCallContext:
+        context = super().build(request)
+        context.state[_HTTP_CALLER] = request.scope["state"][_HTTP_CALLER]
+        return context

@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -325,10 +325,13 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     async def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         """The caller behind the call's `authorization` metadata; `AuthError` (UNAUTHENTICATED) if none."""
         values = [value for key, value in context.invocation_metadata() or () if key == "authorization"]
+        return await self.authenticate_values([value if isinstance(value, str) else "" for value in values])
+
+    async def authenticate_values(self, values: Sequence[str]) -> Caller:
+        """The caller behind a call's `authorization` values (gRPC metadata entries or HTTP headers)."""
         if len(values) > 1:  # proxies and clients disagree on which one counts: accept none
             raise AuthError("more than one 'authorization' metadata entry")
-        authorization = values[0] if values and isinstance(values[0], str) else None
-        return await self.authenticator.authenticate(authorization)
+        return await self.authenticator.authenticate(values[0] if values else None)
 
     def _session(self, caller: Caller, session_id: str) -> SessionHandle:
         """The caller's session (the ids checked: INVALID_ARGUMENT before anything else happens)."""

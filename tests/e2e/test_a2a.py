@@ -101,6 +101,15 @@ class Conversation:
     text: str = ""
     last_chunk: bool = False
 
+    def completed_in_order(self) -> bool:
+        """Whether the task went SUBMITTED, WORKING, COMPLETED (a loaded machine may repeat WORKING: a heartbeat
+        after 0.3 s of silence)."""
+        return list(dict.fromkeys(self.states)) == [
+            "TASK_STATE_SUBMITTED",
+            "TASK_STATE_WORKING",
+            "TASK_STATE_COMPLETED",
+        ]
+
     def apply(self, response: a2a.StreamResponse) -> None:
         if response.HasField("task"):
             self.task_id, self.context_id = response.task.id, response.task.context_id
@@ -133,12 +142,7 @@ async def test_a_streamed_demo_run_reaches_the_sdk_client_as_states_and_text(ser
         assert card.supported_interfaces[0].tenant == "demo"
         async for response in client.send_message(_message("hello there, agent"), context=_auth("alice-token")):
             conversation.apply(response)
-    # A loaded machine may repeat WORKING (a heartbeat after 0.3 s of silence): the states, each once, in order.
-    assert list(dict.fromkeys(conversation.states)) == [
-        "TASK_STATE_SUBMITTED",
-        "TASK_STATE_WORKING",
-        "TASK_STATE_COMPLETED",
-    ]
+    assert conversation.completed_in_order()
     assert conversation.last_chunk
     answer, _ = await _our_answer(server, conversation.context_id)
     assert conversation.text == answer
