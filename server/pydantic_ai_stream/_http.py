@@ -16,9 +16,44 @@ from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["HttpServer"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Bounded:
+    """Refuses request bodies over `max_bytes` (413): a client cannot make the server hold more, as on gRPC."""
+
+    app: ASGIApp
+    max_bytes: int
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            await PlainTextResponse(self._refusal(), status_code=413)(scope, receive, send)
+            return
+        read = 0
+
+        async def bounded() -> Message:
+            nonlocal read
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > self.max_bytes:  # a body without a length, or longer than it said
+                    raise HTTPException(413, self._refusal())
+            return message
+
+        await self.app(scope, bounded, send)
+
+    def _refusal(self) -> str:
+        return f"the request body is larger than {self.max_bytes} bytes"
 
 
 class _Uvicorn(uvicorn.Server):
@@ -41,6 +76,8 @@ class HttpServer:
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     """CA of client certificates: set it to require them (mTLS), as on the gRPC port."""
+    max_request_bytes: int = 8 * 1024 * 1024
+    """Largest request body read (413 beyond), as the gRPC port's `max_request_bytes`."""
     shutdown_grace: int = 1
     """Seconds open responses (event streams) get to finish on `stop` before they are cancelled."""
     _server: _Uvicorn | None = field(default=None, init=False)
@@ -78,7 +115,7 @@ class HttpServer:
             self.bind()
         assert self._socket is not None
         config = uvicorn.Config(
-            Starlette(routes=self.routes),
+            _Bounded(app=Starlette(routes=self.routes), max_bytes=self.max_request_bytes),
             lifespan="off",
             log_level="warning",
             timeout_graceful_shutdown=self.shutdown_grace,

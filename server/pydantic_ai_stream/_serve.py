@@ -113,7 +113,7 @@ class ServerSettings(BaseSettings):
     http_url: str | None = None
     """Where HTTP clients reach this server (`http://host:port`), as agent cards say; none: as bound."""
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=4 * 1024 * 1024)
-    """Largest request the server reads; larger ones are RESOURCE_EXHAUSTED. Above `max_prompt_bytes`, so
+    """Largest request the server reads; larger ones are RESOURCE_EXHAUSTED (HTTP: 413). Above `max_prompt_bytes`, so
     that a prompt over its limit gets INVALID_ARGUMENT, which says why."""
     telemetry: bool = False
     """OpenTelemetry traces and metrics (the `otel` extra), exported over OTLP to `OTEL_EXPORTER_OTLP_ENDPOINT`
@@ -428,6 +428,7 @@ def _http(config: ServerSettings) -> HttpServer | None:
         tls_cert=config.tls_cert,
         tls_key=config.tls_key,
         tls_client_ca=config.tls_client_ca,
+        max_request_bytes=config.max_request_bytes,
     )
     http.bind()
     return http

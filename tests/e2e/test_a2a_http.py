@@ -183,3 +183,19 @@ async def test_serve_http_port_serves_a2a_and_stops_on_sigterm(redis_url: str, s
             await client.close()
         assert proc.wait(10) == 0
     assert conversation.text == "thinking hard "
+
+
+async def test_a_request_larger_than_the_limit_is_refused_unread(server: RunningServer) -> None:
+    """As on the gRPC port (`max_request_bytes`, 8 MiB): 413, with a length said or not."""
+    body = b'{"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {"text": "' + b"x" * (9 << 20)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(body), 1 << 20):
+            yield body[start : start + (1 << 20)]
+
+    headers = {"authorization": "Bearer alice-token", "content-type": "application/json", "A2A-Version": "1.0"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        for content in (body, chunks()):
+            response = await http.post(f"{_base(server)}/a2a/jsonrpc", content=content, headers=headers)
+            refused = response.status_code == 413 or "Payload too large" in response.text
+            assert refused, (response.status_code, response.text[:200])
