@@ -56,6 +56,10 @@ class _Bounded:
         return f"the request body is larger than {self.max_bytes} bytes"
 
 
+_BACKLOG = 2048
+"""Connections the port queues before they are accepted (uvicorn's default)."""
+
+
 class _Uvicorn(uvicorn.Server):
     """uvicorn without its own signal handlers: the server process handles SIGTERM and stops this one."""
 
@@ -103,6 +107,7 @@ class HttpServer:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((self.host, self.port))
+            sock.listen(_BACKLOG)  # now: a client that connects before uvicorn accepts waits, is not refused
         except OSError:
             sock.close()
             raise
@@ -124,6 +129,7 @@ class HttpServer:
             ssl_ca_certs=str(self.tls_client_ca) if self.tls_client_ca else None,
             ssl_cert_reqs=ssl.CERT_REQUIRED if self.tls_client_ca else ssl.CERT_NONE,
         )
+        config.load()  # here: a TLS file that does not load fails `start`, not the serving task
         self._server = _Uvicorn(config)
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]))
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import ssl
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
+import trustme
 from a2a.client import A2ACardResolver, A2AClientError, Client, ClientConfig, ClientFactory
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils.errors import InvalidRequestError, TaskNotFoundError
@@ -199,3 +202,34 @@ async def test_a_request_larger_than_the_limit_is_refused_unread(server: Running
             response = await http.post(f"{_base(server)}/a2a/jsonrpc", content=content, headers=headers)
             refused = response.status_code == 413 or "Payload too large" in response.text
             assert refused, (response.status_code, response.text[:200])
+
+
+async def test_the_http_port_speaks_tls_and_mutual_tls_as_the_grpc_port(
+    redis_url: str, tmp_path: Path, settings: Settings
+) -> None:
+    ca = trustme.CA()
+    server_cert = ca.issue_cert("localhost")
+    server_cert.cert_chain_pems[0].write_to_path(tmp_path / "server.pem")
+    server_cert.private_key_pem.write_to_path(tmp_path / "server.key")
+    ca.cert_pem.write_to_path(tmp_path / "ca.pem")
+    tls = {
+        "tls_cert": tmp_path / "server.pem",
+        "tls_key": tmp_path / "server.key",
+        "tls_client_ca": tmp_path / "ca.pem",
+    }
+    config = _config(redis_url).model_copy(update={"host": "localhost", **tls})
+    trusting = ssl.create_default_context()
+    ca.configure_trust(trusting)
+    with_cert = ssl.create_default_context()
+    ca.configure_trust(with_cert)
+    ca.issue_cert("client@example").configure_cert(with_cert)
+    async with running_server(config, settings=settings) as server:
+        assert _base(server).startswith("https://localhost:")
+        async with httpx.AsyncClient(verify=with_cert, timeout=30) as http:
+            card = await A2ACardResolver(http, _base(server)).get_agent_card()
+        assert {i.url for i in card.supported_interfaces if i.protocol_binding == "JSONRPC"} == {
+            f"{_base(server)}/a2a/jsonrpc"
+        }
+        async with httpx.AsyncClient(verify=trusting, timeout=30) as no_client_cert:
+            with pytest.raises(httpx.HTTPError):
+                await no_client_cert.get(f"{_base(server)}/.well-known/agent-card.json")
