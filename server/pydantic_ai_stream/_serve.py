@@ -414,10 +414,13 @@ def _add_a2a(
     return [A2A_SERVICE_NAME]
 
 
-def _http(config: ServerSettings) -> HttpServer | None:
-    """The HTTP port `config` asks for, bound (its routes still to add), or `None`."""
+@contextlib.asynccontextmanager
+async def _http(config: ServerSettings) -> AsyncIterator[HttpServer | None]:
+    """The HTTP port `config` asks for, bound (its routes still to add), or `None`; stopped (or let go of, if
+    the server never started) on exit."""
     if config.http_port is None:
-        return None
+        yield None
+        return
     try:
         from ._http import HttpServer
     except ImportError as e:
@@ -431,7 +434,10 @@ def _http(config: ServerSettings) -> HttpServer | None:
         max_request_bytes=config.max_request_bytes,
     )
     http.bind()
-    return http
+    try:
+        yield http
+    finally:
+        await http.stop()
 
 
 @dataclass(kw_only=True)
@@ -476,6 +482,7 @@ async def running_server(
         _redis(config) as redis,
         Runtime(redis=redis, settings=runtime_settings, telemetry=telemetry) as runtime,
         _sessions(config) as sessions,
+        _http(config) as http,
     ):
         servicer = AgentStreamServicer(
             runtime=runtime,
@@ -498,7 +505,6 @@ async def running_server(
         address = f"{config.host}:{config.port}"
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
         services = [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
-        http = _http(config)
         url = config.a2a_url or f"{config.host}:{port}"
         services += _add_a2a(server, servicer, config=config, url=url, http=http)
         _add_reflection(server, services)
