@@ -1,5 +1,6 @@
-"""The A2A protocol (`lf.a2a.v1.A2AService`, the `a2a` extra) on our runtime: the SDK's `GrpcHandler` serves it and
-calls `A2ARequestHandler`, which admits runs as `Run` does and reads tasks from our Redis streams.
+"""The A2A protocol (`lf.a2a.v1.A2AService`, the `a2a` extra) on our runtime: the SDK's `GrpcHandler` serves it (and
+its JSON-RPC and REST routes over HTTP, `a2a_routes`) and calls `A2ARequestHandler`, which admits runs as `Run`
+does and reads tasks from our Redis streams.
 
 A message starts a run (its `context_id` is our session, the task is the run); the run's stream entries become A2A
 status updates and artifact chunks (`TaskFold`); cancel is our cancel; subscribing replays the stream from the run's
@@ -514,9 +515,10 @@ class A2ARequestHandler(RequestHandler):
     async def _caller(self, context: ServerCallContext) -> tuple[Caller, str]:
         """The authenticated caller and the tenant's agent, which the caller may run: a caller limited to some
         agents neither starts, reads, lists nor cancels tasks of another."""
-        grpc_context = _grpc_context(context)
-        # Over HTTP, `a2a_routes` authenticated the request before the SDK's routes saw it.
-        caller = await self.servicer.authenticate(grpc_context) if grpc_context else context.state[_HTTP_CALLER]
+        if (grpc_context := _grpc_context(context)) is not None:
+            caller = await self.servicer.authenticate(grpc_context)
+        else:  # over HTTP, `a2a_routes` authenticated the request before the SDK's routes saw it
+            caller = context.state[_HTTP_CALLER]
         agent = context.tenant or self.default_agent()
         if agent is None:
             hosted = ", ".join(sorted(self.servicer.agents))
