@@ -87,6 +87,14 @@ async def test_a_streamed_run_over_http_is_the_task_grpc_reads(server: RunningSe
     assert [p.text for m in task.history for p in m.parts] == ["weather in Paris?"]
 
 
+async def test_a_non_streaming_send_over_http_returns_the_completed_task(server: RunningServer) -> None:
+    async with _http_a2a(server, "weather", streaming=False) as (client, _):
+        [response] = [r async for r in client.send_message(_message("weather?"), context=_auth("alice-token"))]
+    assert response.task.status.state == a2a.TASK_STATE_COMPLETED
+    assert [p.text for a in response.task.artifacts for p in a.parts] == ["It is sunny."]
+    assert [p.text for m in response.task.history for p in m.parts] == ["weather?"]
+
+
 async def test_resubscribe_and_cancel_over_http(server: RunningServer) -> None:
     """A client goes away mid-run; another subscribes (the task as it is, then the rest) and cancels it."""
     first = Conversation()
