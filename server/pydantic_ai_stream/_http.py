@@ -98,7 +98,8 @@ class HttpServer:
     @property
     def url(self) -> str:
         """`http(s)://host:port` as bound."""
-        return f"{'https' if self.tls_cert else 'http'}://{self.host}:{self.bound_port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.bound_port}"
 
     def bind(self) -> int:
         """Take the port now (a taken port fails here, before anything is served); the port bound."""
