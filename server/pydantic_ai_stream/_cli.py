@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         help="serve A2A (lf.a2a.v1.A2AService) on the same port (default: when the a2a extra is installed)",
     )
     serve.add_argument("--a2a-url", metavar="HOST:PORT", help="where A2A clients reach this server, as cards say")
+    serve.add_argument("--http-port", type=int, metavar="PORT", help="serve HTTP too: A2A JSON-RPC, REST, agent cards")
 
     for name, help_text in (
         ("run", "start a run and print the answer as it streams"),
@@ -136,6 +137,7 @@ def _serve(args: argparse.Namespace) -> None:
             "listen_cache_bytes": args.listen_cache_bytes,
             "a2a": args.a2a,
             "a2a_url": args.a2a_url,
+            "http_port": args.http_port,
         }
     config = ServerSettings(**{k: v for k, v in overrides.items() if v is not None})
     if args.agent:

@@ -158,7 +158,8 @@ class RunQueue:
             options=options or {},
             traceparent=traceparent or "",
         )
-        ids = {"session_id": session_id, "run_id": run_id}
+        # The ids first (as `open` needs), then the agent (which callers limited to some agents check).
+        ids = {"session_id": session_id, "run_id": run_id, "agent": agent}
         open_run = partial(
             stream.open,
             run_id=run_id,

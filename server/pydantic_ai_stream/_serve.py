@@ -45,6 +45,7 @@ from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:
+    from ._http import HttpServer
     from ._telemetry import Telemetry
 
 __all__ = ["ServerSettings", "load_agent", "running_server", "serve", "work"]
@@ -106,8 +107,13 @@ class ServerSettings(BaseSettings):
     """Serve the A2A protocol (`lf.a2a.v1.A2AService`) on the same port; `None`: when the `a2a` extra is installed."""
     a2a_url: str | None = None
     """Where A2A clients reach this server (`host:port`), as agent cards say; none: `host:port` as bound."""
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve HTTP on this port too (on `host`; TLS as the gRPC port's): A2A over JSON-RPC and REST and the agent
+    cards (the `a2a` extra); none: no HTTP."""
+    http_url: str | None = None
+    """Where HTTP clients reach this server (`http://host:port`), as agent cards say; none: as bound."""
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=4 * 1024 * 1024)
-    """Largest request the server reads; larger ones are RESOURCE_EXHAUSTED. Above `max_prompt_bytes`, so
+    """Largest request the server reads; larger ones are RESOURCE_EXHAUSTED (HTTP: 413). Above `max_prompt_bytes`, so
     that a prompt over its limit gets INVALID_ARGUMENT, which says why."""
     telemetry: bool = False
     """OpenTelemetry traces and metrics (the `otel` extra), exported over OTLP to `OTEL_EXPORTER_OTLP_ENDPOINT`
@@ -383,18 +389,55 @@ def _add_reflection(server: grpc.aio.Server, service_names: list[str]) -> None:
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, {"ServerReflectionInfo": info}),))
 
 
-def _add_a2a(server: grpc.aio.Server, servicer: AgentStreamServicer, *, config: ServerSettings, url: str) -> list[str]:
-    """Serve A2A beside our service when `config.a2a` says so (by default: when the `a2a` extra is installed);
-    the names of the services added."""
+def _add_a2a(
+    server: grpc.aio.Server,
+    servicer: AgentStreamServicer,
+    *,
+    config: ServerSettings,
+    url: str,
+    http: HttpServer | None,
+) -> list[str]:
+    """Serve A2A beside our service when `config.a2a` says so (by default: when the `a2a` extra is installed),
+    and on `http` too; the names of the gRPC services added."""
     if config.a2a is False:
         return []
     try:
-        from ._a2a import add_a2a
+        from ._a2a import a2a_routes, add_a2a
     except ImportError as e:
         if config.a2a:
             raise ImportError(f"A2A needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
         return []
-    return [add_a2a(server, servicer, url=url)]
+    http_url = None if http is None else config.http_url or http.url
+    handler = add_a2a(server, servicer, url=url, http_url=http_url)
+    if http is not None:
+        http.routes.extend(a2a_routes(handler))
+    return [A2A_SERVICE_NAME]
+
+
+@contextlib.asynccontextmanager
+async def _http(config: ServerSettings) -> AsyncIterator[HttpServer | None]:
+    """The HTTP port `config` asks for, bound (its routes still to add), or `None`; stopped (or let go of, if
+    the server never started) on exit."""
+    if config.http_port is None:
+        yield None
+        return
+    try:
+        from ._http import HttpServer
+    except ImportError as e:
+        raise ImportError(f"--http-port needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
+    http = HttpServer(
+        host=config.host,
+        port=config.http_port,
+        tls_cert=config.tls_cert,
+        tls_key=config.tls_key,
+        tls_client_ca=config.tls_client_ca,
+        max_request_bytes=config.max_request_bytes,
+    )
+    http.bind()
+    try:
+        yield http
+    finally:
+        await http.stop()
 
 
 @dataclass(kw_only=True)
@@ -408,6 +451,8 @@ class RunningServer:
     shutdown_grace: float
     worker: Worker | None
     """The worker executing queued runs in this process (`None` with `concurrency=0`)."""
+    http: HttpServer | None = None
+    """The HTTP port (`http_port`), if served."""
 
     async def stop(self) -> None:
         """Stop taking runs, let runs finish for the grace period, cancel the rest, close streams."""
@@ -415,7 +460,7 @@ class RunningServer:
         self.servicer.stop_accepting()
         if self.worker is not None:
             await self.worker.drain(self.shutdown_grace)
-        await self.server.stop(grace=1.0)
+        await asyncio.gather(self.server.stop(grace=1.0), *([self.http.stop()] if self.http is not None else []))
 
 
 @contextlib.asynccontextmanager
@@ -437,6 +482,7 @@ async def running_server(
         _redis(config) as redis,
         Runtime(redis=redis, settings=runtime_settings, telemetry=telemetry) as runtime,
         _sessions(config) as sessions,
+        _http(config) as http,
     ):
         servicer = AgentStreamServicer(
             runtime=runtime,
@@ -459,9 +505,12 @@ async def running_server(
         address = f"{config.host}:{config.port}"
         port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
         services = [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
-        services += _add_a2a(server, servicer, config=config, url=config.a2a_url or f"{config.host}:{port}")
+        url = config.a2a_url or f"{config.host}:{port}"
+        services += _add_a2a(server, servicer, config=config, url=url, http=http)
         _add_reflection(server, services)
         await server.start()
+        if http is not None:
+            await http.start()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         worker = (
@@ -478,6 +527,7 @@ async def running_server(
             port=port,
             shutdown_grace=config.shutdown_grace,
             worker=worker,
+            http=http,
         )
         logger.warning(
             "serving %s on %s:%d (%s) with agents: %s%s",
@@ -488,6 +538,8 @@ async def running_server(
             ", ".join(sorted(agents)),
             f"; and {A2A_SERVICE_NAME} (tenant: agent name)" if A2A_SERVICE_NAME in services else "",
         )
+        if http is not None:
+            logger.warning("serving HTTP on %s (%d routes)", http.url, len(http.routes))
         watch = asyncio.create_task(_watch_redis(redis, health_servicer))
         try:
             yield running

@@ -6,11 +6,12 @@ this module authenticates, validates requests, sends events (converted by `_prot
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -38,8 +39,9 @@ from ._errors import (
 )
 from ._handle import BusyPolicy, SessionHandle, live_sessions
 from ._keys import excerpt
+from ._names import BEGIN
 from ._proto import ListenResponseCache
-from ._redis import AsyncRedis
+from ._redis import AsyncRedis, Entry
 from ._runtime import Runtime
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
@@ -188,6 +190,7 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                     context, grpc.StatusCode.INVALID_ARGUMENT, "wait_seconds <= 3600, timeout_seconds <= 86400"
                 )
             session = self._session(caller, request.session_id)
+            await self.run_of_allowed_agent(caller, session)
             key = session.keys.stream
             entries = session.listen_entries(
                 wait=request.wait_seconds or 3,
@@ -196,12 +199,16 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 heartbeat=self.heartbeat_interval,
             )
             async for entry in entries:
+                if entry is not None and entry.type == BEGIN:  # a run that started after the check above
+                    self.check_run_agent(caller, entry)
                 yield _HEARTBEAT if entry is None else self.responses.response(key, entry)
 
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.CancelResponse:
         async with statuses(context):
             caller = await self._caller(request, context)
-            return pb.CancelResponse(cancelled=await self._session(caller, request.session_id).cancel())
+            session = self._session(caller, request.session_id)
+            run_id = await self.run_of_allowed_agent(caller, session)  # only that run: not one started since
+            return pb.CancelResponse(cancelled=await session.cancel(run_id=run_id))
 
     async def ListActive(
         self, request: pb.ListActiveRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -209,6 +216,11 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
         async with statuses(context):
             caller = await self._caller(request, context)
             live = await live_sessions(self.runtime, scope_id=caller.scope_id, user_id=caller.user_id)
+            if caller.agents is not None:  # only the runs of agents it may run
+                allowed = await asyncio.gather(
+                    *(self._allowed_run(caller, self._session(caller, run.session_id)) for run in live)
+                )
+                live = [run for run, ok in zip(live, allowed, strict=True) if ok == run.run_id]
             return pb.ListActiveResponse(
                 sessions=[
                     pb.ActiveSession(
@@ -229,6 +241,38 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             raise UnknownAgentError(f"unknown agent {excerpt(name)}; hosted: {hosted}")
         if not caller.may_run(name):
             raise AgentNotAllowedError(f"you may not run agent {name!r}")
+
+    async def run_of_allowed_agent(self, caller: Caller, session: SessionHandle) -> str | None:
+        """For a caller limited to some agents: the id of the session's current run, `AgentNotAllowedError`
+        unless its `begin` names one of them (`None`: no run, or a caller that may run every agent)."""
+        if caller.agents is None:
+            return None
+        try:
+            first = await session.stream.read_range(after="0-0", count=1)
+        except CursorExpiredError:  # its `begin` trimmed away: the run's agent is not known
+            raise AgentNotAllowedError(
+                "the session's run is of an agent no longer known, which you may not run"
+            ) from None
+        if not first:
+            return None
+        return self.check_run_agent(caller, first[0])
+
+    def check_run_agent(self, caller: Caller, begin: Entry) -> str:
+        """The run id of `begin`; `AgentNotAllowedError` unless `caller` may run its agent (a `begin` that
+        names none is no agent a limited caller may run)."""
+        agent = begin.body.get("agent") if begin.type == BEGIN else None
+        run_id = begin.body.get("run_id")
+        if not isinstance(agent, str) or not isinstance(run_id, str) or not caller.may_run(agent):
+            named = f"agent {excerpt(agent)}" if isinstance(agent, str) else "an agent it does not name"
+            raise AgentNotAllowedError(f"the session's run is of {named}, which you may not run")
+        return run_id
+
+    async def _allowed_run(self, caller: Caller, session: SessionHandle) -> str | None:
+        """`run_of_allowed_agent`, `None` where it is not allowed."""
+        try:
+            return await self.run_of_allowed_agent(caller, session)
+        except AgentNotAllowedError:
+            return None
 
     def admit(self, caller: Caller, *, agent: str, prompt: str, session_id: str) -> SessionHandle:
         """Check that `caller` may start a run of `agent` with `prompt` on its session `session_id` now, and
@@ -281,10 +325,13 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     async def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         """The caller behind the call's `authorization` metadata; `AuthError` (UNAUTHENTICATED) if none."""
         values = [value for key, value in context.invocation_metadata() or () if key == "authorization"]
+        return await self.authenticate_values([value if isinstance(value, str) else "" for value in values])
+
+    async def authenticate_values(self, values: Sequence[str]) -> Caller:
+        """The caller behind a call's `authorization` values (gRPC metadata entries or HTTP headers)."""
         if len(values) > 1:  # proxies and clients disagree on which one counts: accept none
             raise AuthError("more than one 'authorization' metadata entry")
-        authorization = values[0] if values and isinstance(values[0], str) else None
-        return await self.authenticator.authenticate(authorization)
+        return await self.authenticator.authenticate(values[0] if values else None)
 
     def _session(self, caller: Caller, session_id: str) -> SessionHandle:
         """The caller's session (the ids checked: INVALID_ARGUMENT before anything else happens)."""

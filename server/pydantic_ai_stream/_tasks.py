@@ -37,6 +37,8 @@ class TaskRecord:
     """The message of a failed run's error."""
     text: str = ""
     """The run's text once it ended: the session's stream holds only its latest run."""
+    message: str = ""
+    """The message that started the task, as JSON (the task's history)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +62,7 @@ class TaskRecords:
                     "created_ms": record.created_ms,
                     "state": record.state,
                     "error": record.error,
+                    "message": record.message,
                 },
             )
             pipe.pexpire(key, self.retention_ms)
@@ -120,6 +123,7 @@ def _record(task_id: str, fields: Mapping[Any, Any]) -> TaskRecord | None:
         state=state if state in ("completed", "failed", "canceled") else "",  # type: ignore[arg-type]
         error=values.get("error", ""),
         text=values.get("text", ""),
+        message=values.get("message", ""),
     )
 
 

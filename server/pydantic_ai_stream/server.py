@@ -3,7 +3,8 @@
 `pydantic-ai-stream serve` is `serve(ServerSettings(...))`; `running_server` runs one inside an async
 context (tests, or a process that serves beside other work); `AgentStreamServicer` with an
 `Authenticator` of your own plugs into any `grpc.aio` server. `Worker` executes queued runs (`work` is
-`pydantic-ai-stream worker`). `add_a2a(server, servicer, url=)` serves A2A beside it (the `a2a` extra).
+`pydantic-ai-stream worker`). `add_a2a(server, servicer, url=)` serves A2A beside it (the `a2a` extra), and
+`a2a_routes(handler)` the same over HTTP (Starlette routes).
 """
 
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from ._service import AgentStreamServicer
 from ._worker import Worker
 
 if TYPE_CHECKING:
-    from ._a2a import add_a2a
+    from ._a2a import a2a_routes, add_a2a
 
 __all__ = [
     "AgentStreamServicer",
@@ -29,6 +30,7 @@ __all__ = [
     "ServerSettings",
     "StaticTokens",
     "Worker",
+    "a2a_routes",
     "add_a2a",
     "load_agent",
     "running_server",
@@ -38,11 +40,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """`add_a2a`, imported on first use: it needs the `a2a` extra (the a2a SDK)."""
-    if name == "add_a2a":
+    """`add_a2a` and `a2a_routes`, imported on first use: they need the `a2a` extra (the a2a SDK)."""
+    if name in ("add_a2a", "a2a_routes"):
         try:
-            from ._a2a import add_a2a
+            from . import _a2a
         except ImportError as e:
-            raise ImportError(f"add_a2a needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
-        return add_a2a
+            raise ImportError(f"{name} needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
+        return getattr(_a2a, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

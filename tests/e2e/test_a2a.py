@@ -11,7 +11,13 @@ import grpc
 import pytest
 from a2a.client import A2AClientError, Client, ClientCallContext, ClientConfig, ClientFactory, minimal_agent_card
 from a2a.types import a2a_pb2 as a2a
-from a2a.utils.errors import TaskNotCancelableError, TaskNotFoundError
+from a2a.utils.errors import (
+    ContentTypeNotSupportedError,
+    PushNotificationNotSupportedError,
+    TaskNotCancelableError,
+    TaskNotFoundError,
+    UnsupportedOperationError,
+)
 from examples.a2a_client import converse
 from grpc_agents import PACED_TOKENS, paced
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -23,7 +29,7 @@ from pydantic_ai_stream._worker import Worker
 from pydantic_ai_stream.client import StreamClient, Transcript
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 
-TOKENS = ["alice-token=1:1", "bob-token=1:2", "carol-token=1:3:weather"]
+TOKENS = ["alice-token=1:1", "bob-token=1:2", "carol-token=1:3:weather", "alice-weather-token=1:1:weather"]
 
 
 def _config(redis_url: str) -> ServerSettings:
@@ -95,6 +101,15 @@ class Conversation:
     text: str = ""
     last_chunk: bool = False
 
+    def completed_in_order(self) -> bool:
+        """Whether the task went SUBMITTED, WORKING, COMPLETED (a loaded machine may repeat WORKING: a heartbeat
+        after 0.3 s of silence)."""
+        return list(dict.fromkeys(self.states)) == [
+            "TASK_STATE_SUBMITTED",
+            "TASK_STATE_WORKING",
+            "TASK_STATE_COMPLETED",
+        ]
+
     def apply(self, response: a2a.StreamResponse) -> None:
         if response.HasField("task"):
             self.task_id, self.context_id = response.task.id, response.task.context_id
@@ -127,7 +142,7 @@ async def test_a_streamed_demo_run_reaches_the_sdk_client_as_states_and_text(ser
         assert card.supported_interfaces[0].tenant == "demo"
         async for response in client.send_message(_message("hello there, agent"), context=_auth("alice-token")):
             conversation.apply(response)
-    assert conversation.states == ["TASK_STATE_SUBMITTED", "TASK_STATE_WORKING", "TASK_STATE_COMPLETED"]
+    assert conversation.completed_in_order()
     assert conversation.last_chunk
     answer, _ = await _our_answer(server, conversation.context_id)
     assert conversation.text == answer
@@ -182,6 +197,7 @@ async def test_subscribing_on_a_second_replica_mid_run_gets_the_whole_text(
         async for response in client.subscribe(subscribe, context=_auth("alice-token")):
             second.apply(response)
         task = await client.get_task(a2a.GetTaskRequest(id=first.task_id), context=_auth("alice-token"))
+    assert second.states[0] == "TASK_STATE_WORKING"  # the task's current state first, as GetTask said
     answer, _ = await _our_answer(server, first.context_id)
     assert second.text == answer  # nothing lost, nothing twice
     assert second.text.startswith(first.text)
@@ -383,3 +399,110 @@ async def test_a_task_whose_session_ran_again_through_run_never_shows_the_next_r
     # rather than staying SUBMITTED for a poller to wait on for ever.
     assert task.status.state == a2a.TASK_STATE_FAILED
     assert "outcome was not kept" in task.status.message.parts[0].text
+
+
+async def test_push_notification_configs_authenticate_first(server: RunningServer) -> None:
+    """Push notifications are not offered, and only an authenticated caller learns that."""
+    async with _a2a(server) as (client, _):
+        calls = [
+            lambda context: client.create_task_push_notification_config(
+                a2a.TaskPushNotificationConfig(task_id="t", url="https://example.com/hook"), context=context
+            ),
+            lambda context: client.get_task_push_notification_config(
+                a2a.GetTaskPushNotificationConfigRequest(task_id="t", id="c"), context=context
+            ),
+            lambda context: client.list_task_push_notification_configs(
+                a2a.ListTaskPushNotificationConfigsRequest(task_id="t"), context=context
+            ),
+            lambda context: client.delete_task_push_notification_config(
+                a2a.DeleteTaskPushNotificationConfigRequest(task_id="t", id="c"), context=context
+            ),
+        ]
+        for call in calls:
+            for anonymous in (ClientCallContext(timeout=30), _auth("nobody")):
+                with pytest.raises(A2AClientError, match="UNAUTHENTICATED"):
+                    await call(anonymous)
+            with pytest.raises(PushNotificationNotSupportedError):
+                await call(_auth("alice-token"))
+
+
+async def test_replies_stay_under_a_default_clients_limit_whatever_the_request_held(server: RunningServer) -> None:
+    """A message's non-text part (which the agent would never see) is refused; its other large fields are not
+    echoed: the task's first event and SendMessage's reply carry only the prompt's parts, under 4 MiB."""
+    five_mb = 5 * 1024 * 1024
+    for streaming in (True, False):
+        async with _a2a(server, streaming=streaming) as (client, _):
+            request = _message("count my words")
+            request.message.parts.append(a2a.Part(raw=b"x" * five_mb, media_type="application/octet-stream"))
+            with pytest.raises(ContentTypeNotSupportedError, match="text parts only; the message has a raw part"):
+                async for _ in client.send_message(request, context=_auth("alice-token")):
+                    pass
+            request = _message("count my words")
+            request.message.metadata.update({"blob": "x" * five_mb})
+            request.message.parts[0].metadata.update({"blob": "y" * 1024 * 1024})
+            responses = [r async for r in client.send_message(request, context=_auth("alice-token"))]
+        first = responses[0].task
+        assert first.history[0].parts[0].text == "count my words"
+        assert first.ByteSize() < 4 * 1024 * 1024
+        conversation = Conversation()
+        for response in responses:
+            conversation.apply(response)
+        assert conversation.states[-1] == "TASK_STATE_COMPLETED"
+        assert conversation.text.startswith("You said 3 words at ")
+
+
+async def test_an_ended_task_has_its_history_and_cannot_be_subscribed_to(server: RunningServer) -> None:
+    """GetTask returns the message that started the task (`history_length` honoured); subscribing to an ended
+    task is refused as the SDK's own handler refuses it."""
+    async with _a2a(server, agent="weather") as (client, _):
+        conversation = Conversation()
+        async for response in client.send_message(_message("weather in Oslo?"), context=_auth("alice-token")):
+            conversation.apply(response)
+        alice = _auth("alice-token")
+        task = await client.get_task(a2a.GetTaskRequest(id=conversation.task_id), context=alice)
+        [message] = task.history
+        assert (message.role, message.task_id, message.context_id) == (
+            a2a.ROLE_USER,
+            conversation.task_id,
+            conversation.context_id,
+        )
+        assert [p.text for p in message.parts] == ["weather in Oslo?"]
+        bare = await client.get_task(a2a.GetTaskRequest(id=conversation.task_id, history_length=0), context=alice)
+        assert list(bare.history) == []
+        listed = await client.list_tasks(a2a.ListTasksRequest(), context=alice)
+        assert [m.parts[0].text for t in listed.tasks for m in t.history] == ["weather in Oslo?"]
+        with pytest.raises(UnsupportedOperationError, match="terminal state: TASK_STATE_COMPLETED"):
+            async for _ in client.subscribe(a2a.SubscribeToTaskRequest(id=conversation.task_id), context=alice):
+                pass
+
+
+async def test_a_token_limited_to_agents_reaches_no_task_of_another_agent(server: RunningServer) -> None:
+    """Alice's token limited to `weather` neither reads, lists, subscribes to nor cancels her task of `stalling`,
+    under its tenant (PERMISSION_DENIED) or its own (not found); the task runs on."""
+    conversation = Conversation()
+    async with _a2a(server, agent="stalling") as (client, _):
+        async for response in client.send_message(_message("go"), context=_auth("alice-token")):
+            conversation.apply(response)
+            if response.HasField("artifact_update"):
+                break
+        limited = _auth("alice-weather-token")
+        for tenant in ("stalling", "weather"):
+            error = A2AClientError if tenant == "stalling" else TaskNotFoundError
+            match = "PERMISSION_DENIED" if tenant == "stalling" else "not found"
+            with pytest.raises(error, match=match):
+                await client.get_task(a2a.GetTaskRequest(id=conversation.task_id, tenant=tenant), context=limited)
+            with pytest.raises(error, match=match):
+                await client.cancel_task(a2a.CancelTaskRequest(id=conversation.task_id, tenant=tenant), context=limited)
+            request = a2a.SubscribeToTaskRequest(id=conversation.task_id, tenant=tenant)
+            with pytest.raises(error, match=match):
+                async for _ in client.subscribe(request, context=limited):
+                    pass
+        with pytest.raises(A2AClientError, match="PERMISSION_DENIED"):
+            await client.list_tasks(a2a.ListTasksRequest(tenant="stalling"), context=limited)
+        listed = await client.list_tasks(a2a.ListTasksRequest(tenant="weather"), context=limited)
+        assert list(listed.tasks) == []
+        alice = _auth("alice-token")
+        task = await client.get_task(a2a.GetTaskRequest(id=conversation.task_id), context=alice)
+        assert task.status.state == a2a.TASK_STATE_WORKING  # untouched
+        task = await client.cancel_task(a2a.CancelTaskRequest(id=conversation.task_id), context=alice)
+        assert task.status.state == a2a.TASK_STATE_CANCELED

@@ -21,7 +21,7 @@ from pydantic_ai_stream.client import StreamClient, Transcript, event_body
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from support import server_keys
 
-TOKENS = ["alice-token=1:1", "bob-token=1:2", "carol-token=1:3:weather"]
+TOKENS = ["alice-token=1:1", "bob-token=1:2", "carol-token=1:3:weather", "alice-weather-token=1:1:weather"]
 
 
 @pytest.fixture
@@ -202,7 +202,12 @@ async def test_an_enqueued_run_waits_for_the_sessions_run_and_then_runs(server: 
             events = await _events(client, "s1")
             while event_body(events[0])["run_id"] != "r-2":  # the cancelled run's stream, until r-2 begins
                 events = await _events(client, "s1")
-        assert event_body(events[0]) == {"session_id": "s1", "run_id": "r-2", "user_prompt": "weather?"}
+        assert event_body(events[0]) == {
+            "session_id": "s1",
+            "run_id": "r-2",
+            "agent": "weather",
+            "user_prompt": "weather?",
+        }
         assert [e.type for e in events if e.type != pb.EVENT_TYPE_EVENT] == [pb.EVENT_TYPE_BEGIN, pb.EVENT_TYPE_END]
         assert (
             "".join(e.content + e.content_delta for e in events if e.part_kind == pb.PART_KIND_TEXT) == "It is sunny."
@@ -455,3 +460,22 @@ async def test_a_server_leaves_no_task_behind(redis_url: str, settings: Settings
 def _our_tasks() -> list[asyncio.Task[object]]:
     current = asyncio.current_task()
     return [t for t in asyncio.all_tasks() if t is not current and "pydantic_ai_stream" in repr(t.get_coro())]
+
+
+async def test_a_token_limited_to_agents_acts_only_on_runs_of_those_agents(server: RunningServer) -> None:
+    """Alice's token limited to `weather` neither lists, listens to nor cancels her run of `stalling`; her runs
+    of `weather` it reads as any token does."""
+    async with _client(server) as alice, _client(server, token="alice-weather-token") as limited:
+        await alice.run("stalling", "stalls", "hi")
+        await _first(alice.listen("stalls"), lambda e: e.type == pb.EVENT_TYPE_EVENT)  # it is running
+        await limited.run("weather", "sunny", "weather in Paris?")
+        assert (await _events(limited, "sunny"))[-1].type == pb.EVENT_TYPE_END
+        assert await alice.list_active() == ["stalls"]
+        assert await limited.list_active() == []
+        assert await _code(_events(limited, "stalls")) == grpc.StatusCode.PERMISSION_DENIED
+        assert await _code(limited.cancel("stalls")) == grpc.StatusCode.PERMISSION_DENIED
+        assert await alice.list_active() == ["stalls"]  # still running
+        assert await alice.cancel("stalls")
+        events = await _events(alice, "stalls")
+    assert [event_body(e)["msg"] for e in events if e.type == pb.EVENT_TYPE_ERROR] == ["canceled"]
+    assert events[-1].type == pb.EVENT_TYPE_END
