@@ -46,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
             "--redis-max-connections", type=int, help="connections the shared pool may open (default 6; plus 1 reader)"
         )
         command.add_argument(
-            "--concurrency", type=int, help="runs executed at once (default 64; serve: 0 executes none)"
+            "--concurrency",
+            type=int,
+            help="runs executed at once (default 64; serve: 0 executes none, and accepts runs of the agents "
+            "live workers host)",
         )
         command.add_argument("--grace", type=float, help="seconds in-flight runs get on SIGTERM (default 10)")
         command.add_argument(
