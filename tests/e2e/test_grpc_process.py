@@ -19,6 +19,7 @@ import trustme
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import Runtime, SessionHandle, Settings
+from pydantic_ai_stream._cli import main
 from pydantic_ai_stream._fleet import fleet_agents
 from pydantic_ai_stream._redis import Entry
 from pydantic_ai_stream._serve import ServerSettings, running_server
@@ -260,3 +261,13 @@ async def test_a_worker_without_a_redis_url_is_refused() -> None:
     )
     assert proc.returncode == 2
     assert "a worker needs the Redis its servers use" in proc.stderr
+
+
+def test_the_worker_help_claims_no_embedded_redis(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("worker", "serve"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+    worker_help, serve_help = " ".join(capsys.readouterr().out.split()).split("usage: ")[1:]
+    assert "default: REDIS_URL; required: a worker has no embedded Redis" in worker_help
+    assert "else an embedded Redis" not in worker_help
+    assert "default: REDIS_URL, else an embedded Redis" in serve_help
