@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -226,7 +226,7 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 ]
             )
 
-    def check_agent(self, caller: Caller, name: str, *, also: Collection[str] = ()) -> None:
+    def check_agent(self, caller: Caller, name: str, *, also: frozenset[str] = frozenset()) -> None:
         """Raise `UnknownAgentError` unless the server hosts agent `name` (or `also` names it: the agents of
         the live workers), `AgentNotAllowedError` unless `caller` may run it."""
         if name not in self.agents and name not in also:
@@ -236,7 +236,7 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             raise AgentNotAllowedError(f"you may not run agent {name!r}")
 
     def admit(
-        self, caller: Caller, *, agent: str, prompt: str, session_id: str, also: Collection[str] = ()
+        self, caller: Caller, *, agent: str, prompt: str, session_id: str, also: frozenset[str] = frozenset()
     ) -> SessionHandle:
         """Check that `caller` may start a run of `agent` (hosted here, or named by `also`) with `prompt` on its
         session `session_id` now, and return that session to submit the run to: the checks every edge (`Run`,
