@@ -190,3 +190,41 @@ async def test_a_slow_listener_of_large_entries_holds_little_and_misses_nothing(
     assert [e.body["i"] for e in received if e is not None and e.type == "info"] == list(range(100))
     ids = await _stream_entries(redis, writer)
     assert [e.id for e in received if e is not None] == ids[1:]
+
+
+async def test_a_listener_joining_as_the_last_read_winds_down_still_sees_a_dead_run_end(
+    monkeypatch: pytest.MonkeyPatch, redis: Redis, redis_url: str, settings: Settings, runtime: Runtime
+) -> None:
+    monkeypatch.setattr(_reader, "BLOCK_MS", 30_000)  # the read the last listener leaves stays in flight
+    check_stopped = asyncio.Event()
+    check = _reader.StreamHub._check_silent_streams
+
+    async def observed_check(hub: _reader.StreamHub) -> None:
+        try:
+            await check(hub)
+        finally:
+            check_stopped.set()
+
+    monkeypatch.setattr(_reader.StreamHub, "_check_silent_streams", observed_check)
+    owner = _deps(runtime, "s1")
+    await owner.start()
+    await owner.add_info({"working": True})
+    await owner.flush()
+    listening = Redis.from_url(redis_url, client_name="winding-down")
+    async with Runtime(redis=listening, settings=settings) as listeners:
+        first = Collector(_deps(listeners, "s1"))
+        await first.wait_for(lambda e: e["type"] == "info")
+        deadline = time.monotonic() + 5
+        while await _blocked_reads(redis, "winding-down") != 1:  # the hub's read is in flight
+            assert time.monotonic() < deadline, "the hub did not block in its read"
+            await asyncio.sleep(0.01)
+        first.task.cancel()  # the process's last listener leaves
+        await asyncio.gather(first.task, return_exceptions=True)
+        await asyncio.wait_for(check_stopped.wait(), 5)  # the dead-run check stops with it...
+        assert await _blocked_reads(redis, "winding-down") == 1, "...while the read loop is in its last read"
+        await redis.delete(owner.key_live())  # as if the run's process had died
+        late = Collector(_deps(listeners, "s1"))
+        events = await late.done(timeout=5)
+        assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [("error", "run lost"), ("end", None)]
+    await listening.aclose()
+    await owner.stop()

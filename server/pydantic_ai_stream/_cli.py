@@ -40,13 +40,21 @@ def _parser() -> argparse.ArgumentParser:
     for command in (serve, worker):
         command.add_argument("--agent", action="append", default=[], metavar="NAME=MODULE:ATTR", help="host an agent")
         command.add_argument("--no-demo", action="store_true", help="do not host the built-in `demo` agent")
-        command.add_argument("--redis", metavar="URL", help="Redis URL (default: REDIS_URL, else an embedded Redis)")
+        redis_help = (
+            "Redis URL (default: REDIS_URL, else an embedded Redis)"
+            if command is serve
+            else "URL of the Redis its servers use (default: REDIS_URL; required: a worker has no embedded Redis)"
+        )
+        command.add_argument("--redis", metavar="URL", help=redis_help)
         command.add_argument("--redis-cluster", action="store_true", help="the Redis URL names a Redis Cluster node")
         command.add_argument(
             "--redis-max-connections", type=int, help="connections the shared pool may open (default 6; plus 1 reader)"
         )
         command.add_argument(
-            "--concurrency", type=int, help="runs executed at once (default 64; serve: 0 executes none)"
+            "--concurrency",
+            type=int,
+            help="runs executed at once (default 64; serve: 0 executes none, and accepts runs of the agents "
+            "live workers host)",
         )
         command.add_argument("--grace", type=float, help="seconds in-flight runs get on SIGTERM (default 10)")
         command.add_argument(

@@ -24,6 +24,7 @@ __all__ = [
     "queued_key",
     "user_prefix",
     "wake_key",
+    "workers_key",
 ]
 
 MAX_ID_LENGTH = 128
@@ -226,3 +227,8 @@ def queued_key(prefix: str, scope_id: int) -> str:
 def cancel_channel(prefix: str) -> str:
     """The Pub/Sub channel on which cancels are announced to the processes running the runs."""
     return f"{check_prefix(prefix)}::cancel"
+
+
+def workers_key(prefix: str) -> str:
+    """The hash of the live workers: each one's name -> until when it lives and the agents it hosts."""
+    return f"{check_prefix(prefix)}::workers"

@@ -197,10 +197,12 @@ class StreamHub:
             self._error = None
             self._wake_key = wake_key(self.settings.redis_prefix, uuid.uuid4().hex)
             self._task = asyncio.create_task(self._read_loop())
-            if self._checker is None or self._checker.done():
-                self._checker = asyncio.create_task(self._check_silent_streams())
         elif self._in_read.get(key) is not followed:
             self._wake()
+        if self._checker is None or self._checker.done():
+            # Also beside a running read loop: the check stops a tick after the last listener left,
+            # while the loop's last read may still be in flight, which a new listener then keeps going.
+            self._checker = asyncio.create_task(self._check_silent_streams())
         try:
             yield subscription
         finally:

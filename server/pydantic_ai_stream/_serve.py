@@ -159,13 +159,14 @@ def _authenticator(config: ServerSettings) -> Authenticator:
     return Anonymous(caller=Caller(scope_id=config.anonymous_scope_id, user_id=config.anonymous_user_id))
 
 
-def _agents(config: ServerSettings) -> dict[str, AbstractAgent[Any, Any]]:
+def _agents(config: ServerSettings, *, required: bool = True) -> dict[str, AbstractAgent[Any, Any]]:
+    """The agents `config` names (and `demo`); unless `required`, none will do."""
     agents = {name: load_agent(path) for name, path in config.agents.items()}
     if config.demo:
         from ._demo import agent as demo
 
         agents.setdefault("demo", demo)
-    if not agents:
+    if not agents and required:
         raise ValueError("no agents to serve: pass --agent NAME=package.module:attr")
     return agents
 
@@ -474,7 +475,7 @@ async def running_server(
     by its caller) replaces the one `config` describes.
     """
     authenticator = _authenticator(config)
-    agents = _agents(config)
+    agents = _agents(config, required=config.concurrency > 0)  # serving the API only: the workers' agents do
     credentials = _credentials(config)
     runtime_settings = process_settings if settings is None else settings
     async with (
@@ -535,7 +536,7 @@ async def running_server(
             config.host,
             port,
             "TLS" if credentials else "plaintext",
-            ", ".join(sorted(agents)),
+            ", ".join([*sorted(agents), "those live workers host"]),
             f"; and {A2A_SERVICE_NAME} (tenant: agent name)" if A2A_SERVICE_NAME in services else "",
         )
         if http is not None:

@@ -37,6 +37,7 @@ from ._errors import (
     StreamNotFoundError,
     UnknownAgentError,
 )
+from ._fleet import fleet_agents
 from ._handle import BusyPolicy, SessionHandle, live_sessions
 from ._keys import excerpt
 from ._names import BEGIN
@@ -155,7 +156,11 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RunResponse:
         async with statuses(context):
             caller = await self._caller(request, context)
-            session = self.admit(caller, agent=request.agent, prompt=request.prompt, session_id=request.session_id)
+            # Runs of the agents live workers host are accepted too (an API-only server hosts none itself).
+            workers = await fleet_agents(self.runtime) if request.agent not in self.agents else frozenset()
+            session = self.admit(
+                caller, agent=request.agent, prompt=request.prompt, session_id=request.session_id, also=workers
+            )
             if (if_busy := _BUSY_POLICIES.get(request.if_busy)) is None:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown if_busy policy {request.if_busy}")
             options = await self._model_settings(request, context)
@@ -233,11 +238,11 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 ]
             )
 
-    def check_agent(self, caller: Caller, name: str) -> None:
-        """Raise `UnknownAgentError` unless the server hosts agent `name`, `AgentNotAllowedError` unless
-        `caller` may run it."""
-        if name not in self.agents:
-            hosted = ", ".join(sorted(agent for agent in self.agents if caller.may_run(agent))) or "none"
+    def check_agent(self, caller: Caller, name: str, *, also: frozenset[str] = frozenset()) -> None:
+        """Raise `UnknownAgentError` unless the server hosts agent `name` (or `also` names it: the agents of
+        the live workers), `AgentNotAllowedError` unless `caller` may run it."""
+        if name not in self.agents and name not in also:
+            hosted = ", ".join(sorted(agent for agent in {*self.agents, *also} if caller.may_run(agent))) or "none"
             raise UnknownAgentError(f"unknown agent {excerpt(name)}; hosted: {hosted}")
         if not caller.may_run(name):
             raise AgentNotAllowedError(f"you may not run agent {name!r}")
@@ -274,10 +279,13 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
         except AgentNotAllowedError:
             return None
 
-    def admit(self, caller: Caller, *, agent: str, prompt: str, session_id: str) -> SessionHandle:
-        """Check that `caller` may start a run of `agent` with `prompt` on its session `session_id` now, and
-        return that session to submit the run to: the checks every edge (`Run`, A2A) makes, in order."""
-        self.check_agent(caller, agent)
+    def admit(
+        self, caller: Caller, *, agent: str, prompt: str, session_id: str, also: frozenset[str] = frozenset()
+    ) -> SessionHandle:
+        """Check that `caller` may start a run of `agent` (hosted here, or named by `also`) with `prompt` on its
+        session `session_id` now, and return that session to submit the run to: the checks every edge (`Run`,
+        A2A) makes, in order."""
+        self.check_agent(caller, agent, also=also)
         if not prompt.strip():
             raise InvalidRequestError("prompt must not be empty")
         # Measured as stored: JSON escapes a control character to six bytes.

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from ._deps import HostedDeps
 from ._errors import AgxCanceledError
+from ._fleet import Advertisement
 from ._keys import SessionKeys, queue_wake_key
 from ._live import LiveRun
 from ._names import ORIGIN_STREAM
@@ -74,6 +75,8 @@ class Worker:
     """The jobs this worker holds, by id: it shows the queue it still works on them."""
     _claimer: asyncio.Task[None] | None = None
     _keeper: asyncio.Task[None] | None = None
+    _advertisement: Advertisement | None = None
+    """The agents hosted here, advertised to the fleet while the worker runs."""
     _slot_free: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
 
@@ -106,6 +109,8 @@ class Worker:
             raise ValueError("a worker needs a concurrency of at least 1")
         self._claimer = asyncio.create_task(self._claim_loop())
         self._keeper = asyncio.create_task(self._keep_jobs())
+        self._advertisement = Advertisement(runtime=self.runtime, worker=self.name, agents=list(self.agents))
+        self._advertisement.start()
 
     async def drain(self, grace: float, *, hand_back: bool = True) -> None:
         """Stop claiming, give the runs going `grace` seconds, then hand the rest back to the queue (another
@@ -128,6 +133,8 @@ class Worker:
         if self._keeper is not None:
             self._keeper.cancel()
             await asyncio.gather(self._keeper, return_exceptions=True)
+        if self._advertisement is not None:
+            await self._advertisement.aclose()
 
     async def _claim_loop(self) -> None:
         queue = self.runtime.queue

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +19,8 @@ import trustme
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import Runtime, SessionHandle, Settings
+from pydantic_ai_stream._cli import main
+from pydantic_ai_stream._fleet import fleet_agents
 from pydantic_ai_stream._redis import Entry
 from pydantic_ai_stream._serve import ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, event_body
@@ -190,6 +192,64 @@ async def test_an_api_replica_queues_runs_that_a_worker_process_executes(redis_u
             assert worker.wait(10) == 0
 
 
+async def _fleet_until(runtime: Runtime, agents: set[str], deadline: float) -> float:
+    """Wait until the live workers advertise exactly `agents`; when they did."""
+    while await fleet_agents(runtime) != agents:
+        assert time.monotonic() < deadline, f"the fleet's agents are {await fleet_agents(runtime)}, not {agents}"
+        await asyncio.sleep(0.01)
+    return time.monotonic()
+
+
+async def _not_found(call: Awaitable[object]) -> str:
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    return str(error.value.details())
+
+
+async def test_an_api_only_server_runs_the_agents_its_worker_processes_host(
+    redis: Redis, redis_url: str, settings: Settings
+) -> None:
+    config = ServerSettings(redis_url=redis_url, port=0, concurrency=0, demo=False)  # no agent of its own
+    short = {"PYDANTIC_AI_STREAM_LEASE_TTL": "1", "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.2"}
+    agent = ("--no-demo", "--agent", "stalling=grpc_agents:stalling")
+    async with (
+        running_server(config, settings=settings) as api,
+        StreamClient(f"127.0.0.1:{api.port}") as client,
+        Runtime(redis=redis, settings=settings) as runtime,
+    ):
+        assert await _not_found(client.run("stalling", "s0", "go")) == "unknown agent 'stalling'; hosted: none"
+        with worker_process(redis_url, settings.redis_prefix, *agent, env=short) as worker:
+            await _fleet_until(runtime, {"stalling"}, deadline=time.monotonic() + 10)
+            await client.run("stalling", "s1", "go")
+            await _until(client.listen("s1"), lambda e: e.content_delta == "hard ")  # the worker runs it
+            assert await _not_found(client.run("nobody", "s2", "go")) == "unknown agent 'nobody'; hosted: stalling"
+            worker.kill()  # SIGKILL: its advertisement lapses with its lease
+            killed = time.monotonic()
+            assert await _fleet_until(runtime, set(), deadline=killed + 10) - killed < 1 + 2
+        assert await _not_found(client.run("stalling", "s3", "go")) == "unknown agent 'stalling'; hosted: none"
+        assert not await redis.exists(f"{settings.redis_prefix}::workers"), "the lapsed worker's field is gone"
+
+
+async def test_a_server_executing_its_agents_advertises_them_until_it_stops(redis_url: str, settings: Settings) -> None:
+    api_only = ServerSettings(redis_url=redis_url, port=0, concurrency=0, demo=False)
+    async with (
+        running_server(api_only, settings=settings) as api,
+        StreamClient(f"127.0.0.1:{api.port}") as client,
+        Runtime(redis=Redis.from_url(redis_url), settings=settings) as runtime,
+    ):
+        hosting = ServerSettings(redis_url=redis_url, port=0, concurrency=1)  # hosts `demo` and executes its runs
+        async with running_server(hosting, settings=settings):
+            await _fleet_until(runtime, {"demo"}, deadline=time.monotonic() + 10)
+            await client.run("demo", "s1", "count these words")
+            events = await _until(client.listen("s1"), lambda e: e.type == pb.EVENT_TYPE_END)
+            assert any(e.part_kind == pb.PART_KIND_TEXT for e in events), "the demo agent answered"
+            assert await _not_found(client.run("nobody", "s2", "go")) == "unknown agent 'nobody'; hosted: demo"
+        # Stopped: withdrawn at once, not left to lapse.
+        assert await _not_found(client.run("demo", "s3", "go")) == "unknown agent 'demo'; hosted: none"
+        await runtime.redis.aclose()
+
+
 async def test_a_worker_without_a_redis_url_is_refused() -> None:
     proc = await asyncio.to_thread(
         subprocess.run,
@@ -201,3 +261,13 @@ async def test_a_worker_without_a_redis_url_is_refused() -> None:
     )
     assert proc.returncode == 2
     assert "a worker needs the Redis its servers use" in proc.stderr
+
+
+def test_the_worker_help_claims_no_embedded_redis(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("worker", "serve"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+    worker_help, serve_help = " ".join(capsys.readouterr().out.split()).split("usage: ")[1:]
+    assert "default: REDIS_URL; required: a worker has no embedded Redis" in worker_help
+    assert "else an embedded Redis" not in worker_help
+    assert "default: REDIS_URL, else an embedded Redis" in serve_help
