@@ -92,7 +92,7 @@ async def test_close_writes_end_once_releases_the_flag_and_keeps_the_stream_a_wh
 async def test_renew_and_cancel_tell_held_from_cancelled_from_lost(redis: Redis, runtime: Runtime) -> None:
     stream = _stream(runtime)
     await _opened(stream)
-    assert await stream.renew(run_id="r1", lease_ms=10_000) is LeaseState.HELD
+    assert await stream.renew(run_id="r1", lease_ms=10_000, wait_ms=60_000) is LeaseState.HELD
     assert await redis.pttl(stream.keys.live) > 3000
     pubsub = redis.pubsub()
     await pubsub.subscribe("announced")
@@ -104,9 +104,9 @@ async def test_renew_and_cancel_tell_held_from_cancelled_from_lost(redis: Redis,
             message = await pubsub.get_message(timeout=1.0)
     assert message["data"] == stream.keys.live.encode()
     await pubsub.aclose()  # type: ignore[no-untyped-call]
-    assert await stream.renew(run_id="r1", lease_ms=10_000) is LeaseState.CANCEL_REQUESTED
+    assert await stream.renew(run_id="r1", lease_ms=10_000, wait_ms=60_000) is LeaseState.CANCEL_REQUESTED
     assert not await stream.is_live()
-    assert await stream.renew(run_id="r2", lease_ms=10_000) is LeaseState.LOST
+    assert await stream.renew(run_id="r2", lease_ms=10_000, wait_ms=60_000) is LeaseState.LOST
 
 
 async def test_reap_ends_only_a_dead_runs_stream(redis: Redis, runtime: Runtime) -> None:
@@ -217,8 +217,9 @@ async def test_a_handed_back_attempt_does_not_count_against_max_attempts(redis: 
     begin = {"session_id": "s1", "run_id": "r1"}
     await stream.open(run_id="r1", lease_ms=60_000, begin=begin, nonce="n", queued=True)
     assert await stream.adopt(run_id="r1", lease_ms=60_000, wait_ms=60_000) is not None
-    assert not await stream.hand_back(token="r1:2", run_id="r1"), "not this attempt's lease: refused, not counted"
-    assert await stream.hand_back(token="r1", run_id="r1")  # a deploy
+    refused = await stream.hand_back(token="r1:2", run_id="r1", wait_ms=60_000)
+    assert not refused, "not this attempt's lease: refused, not counted"
+    assert await stream.hand_back(token="r1", run_id="r1", wait_ms=60_000)  # a deploy
     assert 0 < await redis.pttl(stream.keys.checkpoint) <= 60_000, "the count lives as long as the run is durable"
     second = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=2, wait_ms=60_000)
     assert isinstance(second, Recovered)

@@ -36,6 +36,7 @@ __all__ = [
     "PendingEntry",
     "RawEntry",
     "Recovered",
+    "Renewal",
     "SessionStream",
     "StreamBounds",
     "active_members",
@@ -79,8 +80,8 @@ class LuaScript:
 # KEYS: live, stream, active, durable, and to queue the job too (one Redis only: no cluster) the run queue
 # and the scope's queued set. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body, the
 # start of the begin body that names this session and run, nonce of this start, '1' to queue the run (its
-# flag then says `queued:<run id>` until a worker adopts it), the run's member in the queued set, the
-# scope's limit, then the job's fields and values.
+# flag then says `queued:<run id>` until a worker adopts it), the run's member in the queued set (scored by
+# when it stops waiting: when its flag expires), the scope's limit, then the job's fields and values.
 # Returns {OpenState, begin id}. The stream already starting with this run's `begin` means the run
 # exists (live, queued, or ended and kept), unless that `begin` carries our nonce: then this call is a
 # re-sent copy of the one that wrote it (its reply was lost) and it opened the run.
@@ -98,6 +99,7 @@ if first then
     return {2, first[1]}
   end
 end
+if KEYS[6] then redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[4]) end  -- runs no longer waiting
 if KEYS[6] and not redis.call('ZSCORE', KEYS[6], ARGV[11]) and redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[12]) then
   return {4, ''}
 end
@@ -134,7 +136,7 @@ else
 end
 if KEYS[5] then
   redis.call('XADD', KEYS[5], '*', unpack(ARGV, 13))
-  redis.call('ZADD', KEYS[6], ARGV[4], ARGV[11])
+  redis.call('ZADD', KEYS[6], tonumber(ARGV[4]) + tonumber(ARGV[2]), ARGV[11])
 end
 return {1, id}
 """)
@@ -202,8 +204,9 @@ return id
 """)
 )
 
-# KEYS: live, checkpoint, durable. ARGV: the lease's token, run_id. Lets go of a durable run without ending it
-# (its worker stops and hands it back): another worker resumes it. The hand-back is counted (in the
+# KEYS: live, checkpoint, durable, checkpoint messages. ARGV: the lease's token, run_id, wait_ms. Lets go of a
+# durable run without ending it (its worker stops and hands it back): another worker resumes it, within
+# `wait_ms` (its durable key and checkpoint live that long from now). The hand-back is counted (in the
 # checkpoint hash, under the run's id) so that it does not use up one of the run's attempts. Returns 1 if the
 # lease was still this token's.
 _HAND_BACK = LuaScript(
@@ -212,8 +215,7 @@ local v = redis.call('GET', KEYS[1])
 if v ~= ARGV[1] and v ~= $CANCEL .. ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('HINCRBY', KEYS[2], 'handed:' .. ARGV[2], 1)
-local ttl = redis.call('PTTL', KEYS[3])
-if redis.call('PTTL', KEYS[2]) < 0 and ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+for k = 2, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[3]) end
 return 1
 """)
 )
@@ -267,23 +269,36 @@ return 1
 """)
 )
 
-# KEYS: (live, stream) of each session. ARGV: lease_ms, retention_ms, then each session's run_id.
-# Extends the leases still held (and their streams' retention); returns a LeaseState per session.
+# KEYS: (live, stream, waiting, durable, checkpoint, checkpoint messages) of each session. ARGV: lease_ms,
+# retention_ms, wait_ms, then per session its run_id and '1' if the run is durable. Extends the leases still
+# held, their streams' retention, and by `wait_ms` the runs waiting behind them and a durable run's record
+# (what a worker resumes it from if this one dies): those live as long as the run, not as `wait_ms` from its
+# start. Returns {a LeaseState per session, per session the ids of the runs waiting behind it}.
 _RENEW = LuaScript(
     lua("""
-local states = {}
-for i = 1, #KEYS / 2 do
-  local v = redis.call('GET', KEYS[2 * i - 1])
-  local run_id = ARGV[i + 2]
+local states, waiting = {}, {}
+for i = 1, #KEYS / 6 do
+  local k = 6 * (i - 1)
+  local v = redis.call('GET', KEYS[k + 1])
+  local run_id = ARGV[2 * i + 2]
   local state = 0
   if v == run_id then state = 1 elseif v == $CANCEL .. run_id then state = 2 end
+  local behind = {}
   if state > 0 then
-    redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[1])
-    redis.call('PEXPIRE', KEYS[2 * i], ARGV[2])
+    redis.call('PEXPIRE', KEYS[k + 1], ARGV[1])
+    redis.call('PEXPIRE', KEYS[k + 2], ARGV[2])
+    if redis.call('PEXPIRE', KEYS[k + 3], ARGV[3]) == 1 then
+      for _, item in ipairs(redis.call('LRANGE', KEYS[k + 3], 0, -1)) do
+        behind[#behind + 1] = cjson.decode(item).run_id
+      end
+    end
+    if ARGV[2 * i + 3] == '1' then
+      for d = 4, 6 do redis.call('PEXPIRE', KEYS[k + d], ARGV[3]) end
+    end
   end
-  states[i] = state
+  states[i], waiting[i] = state, behind
 end
-return states
+return {states, waiting}
 """)
 )
 
@@ -516,6 +531,14 @@ class LeaseState(IntEnum):
     CANCEL_REQUESTED = 2
 
 
+class Renewal(NamedTuple):
+    """What renewing a run's lease found."""
+
+    state: LeaseState
+    waiting: list[str]
+    """The ids of the runs waiting behind it (their wait extended with it)."""
+
+
 def decode(value: bytes | str) -> str:
     """A Redis reply as `str`, whether the client decodes responses or not."""
     return value.decode() if isinstance(value, bytes) else value
@@ -676,11 +699,18 @@ class SessionStream:
         )
         return entry_id is not None
 
-    async def hand_back(self, *, token: str, run_id: str) -> bool:
+    async def hand_back(self, *, token: str, run_id: str, wait_ms: int) -> bool:
         """Let go of the durable run `run_id` whose lease `token` holds, without ending it: another worker
-        resumes it (this attempt not counted against `max_attempts`). `False` if the lease was no longer held."""
+        resumes it within `wait_ms` (this attempt not counted against `max_attempts`). `False` if the lease
+        was no longer held."""
         keys = self.keys
-        return bool(await _HAND_BACK(self.redis, keys=[keys.live, keys.checkpoint, keys.durable], args=[token, run_id]))
+        return bool(
+            await _HAND_BACK(
+                self.redis,
+                keys=[keys.live, keys.checkpoint, keys.durable, keys.checkpoint_msgs],
+                args=[token, run_id, wait_ms],
+            )
+        )
 
     async def checkpoint(
         self, *, token: str, run_id: str, idx: int, kept: int, messages: Sequence[bytes], ttl_ms: int
@@ -718,9 +748,10 @@ class SessionStream:
         """The waiting run `item` (as `first_waiting` gave it) started: it waits no more."""
         await self.redis.lrem(self.keys.waiting, 1, item)
 
-    async def renew(self, *, run_id: str, lease_ms: int) -> LeaseState:
-        """Extend the lease of `run_id`; says whether it is still held and whether a cancel was asked."""
-        (state,) = await renew_many(self.redis, [(self, run_id)], lease_ms=lease_ms)
+    async def renew(self, *, run_id: str, lease_ms: int, wait_ms: int, durable: bool = False) -> LeaseState:
+        """Extend the lease of `run_id` (see `renew_many`); says whether it is still held and whether a cancel
+        was asked."""
+        ((state, _),) = await renew_many(self.redis, [(self, run_id, durable)], lease_ms=lease_ms, wait_ms=wait_ms)
         return state
 
     async def cancel(
@@ -846,20 +877,37 @@ async def _append(
 
 
 async def renew_many(
-    redis: AsyncRedis, leases: Sequence[tuple[SessionStream, str]], *, lease_ms: int
-) -> list[LeaseState]:
-    """Extend several runs' leases (and their streams' retention) in one script call.
+    redis: AsyncRedis, leases: Sequence[tuple[SessionStream, str, bool]], *, lease_ms: int, wait_ms: int
+) -> list[Renewal]:
+    """Extend several runs' leases (and their streams' retention) in one script call; the runs waiting behind
+    them, and a durable run's record, `wait_ms` past now.
 
-    `leases` holds `(stream, run_id)`.
+    `leases` holds `(stream, run_id, durable)`.
     """
-    return await _per_slot(redis, leases, lambda part: _renew(redis, part, lease_ms=lease_ms))
+    return await _per_slot(redis, leases, lambda part: _renew(redis, part, lease_ms=lease_ms, wait_ms=wait_ms))
 
 
-async def _renew(redis: AsyncRedis, leases: Sequence[tuple[SessionStream, str]], *, lease_ms: int) -> list[LeaseState]:
-    keys = [key for stream, _ in leases for key in (stream.keys.live, stream.keys.stream)]
-    args: list[str | int] = [lease_ms, leases[0][0].retention_ms, *(run_id for _, run_id in leases)]
-    states = await _RENEW(redis, keys=keys, args=args)
-    return [LeaseState(int(state)) for state in states]
+async def _renew(
+    redis: AsyncRedis, leases: Sequence[tuple[SessionStream, str, bool]], *, lease_ms: int, wait_ms: int
+) -> list[Renewal]:
+    keys = [
+        key
+        for stream, _, _ in leases
+        for key in (stream.keys.live, stream.keys.stream, stream.keys.waiting, *_durable_keys(stream.keys))
+    ]
+    args: list[str | int] = [lease_ms, leases[0][0].retention_ms, wait_ms]
+    for _, run_id, durable in leases:
+        args += [run_id, "1" if durable else "0"]
+    states, waiting = await _RENEW(redis, keys=keys, args=args)
+    return [
+        Renewal(LeaseState(int(state)), [decode(run_id) for run_id in behind])
+        for state, behind in zip(states, waiting, strict=True)
+    ]
+
+
+def _durable_keys(keys: SessionKeys) -> tuple[str, str, str]:
+    """The record of a durable run a worker resumes it from: its durable key, checkpoint and checkpoint's messages."""
+    return keys.durable, keys.checkpoint, keys.checkpoint_msgs
 
 
 async def reap_many(redis: AsyncRedis, streams: Sequence[SessionStream], *, grace_ms: int) -> list[bool]:

@@ -106,6 +106,31 @@ async def test_a_run_whose_worker_dies_or_stalls_mid_answer_is_resumed_by_anothe
         await _check_resumed_once(runtime, entries)
 
 
+@pytest.mark.parametrize("fault", ["kill", "deploy"])
+async def test_a_run_whose_step_outlasts_the_queue_wait_is_still_resumed(
+    redis: Redis, redis_url: str, settings: Settings, fault: str
+) -> None:
+    """One step (a model answer of about four seconds) lasts longer than `queue_wait` (2 s); its worker dies or
+    is deployed away after that: the run's record lived as long as the run, so another worker resumes it
+    (not `run lost`)."""
+    settings.queue_wait = 2
+    env = {**SHORT_LEASES, "PYDANTIC_AI_STREAM_QUEUE_WAIT": "2", "TEST_PACE_SECONDS": "0.1"}
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        with worker_process(redis_url, settings.redis_prefix, *AGENT, env=env) as first:
+            await handle.submit(agent="paced", body={"user_prompt": "go"})
+            listening = handle.listen_entries(timeout=30)
+            seen = await _until_text(listening, "t25 ")  # 2.5 s into the step at the least: past the queue wait
+            first.send_signal(signal.SIGKILL if fault == "kill" else signal.SIGTERM)
+            if fault == "deploy":
+                assert await asyncio.to_thread(first.wait, 10) == 0
+            async with Worker(runtime=runtime, agents={"paced": paced}):
+                seen += [entry async for entry in listening if entry is not None]
+        entries = await runtime.stream(handle.keys).read_range(after="0-0", count=10_000)
+        assert [e.id for e in seen] == [e.id for e in entries]
+        await _check_resumed_once(runtime, entries)
+
+
 def _logged(proc: subprocess.Popen[str], text: str) -> None:
     """Read the process's log until a line says `text`."""
     assert proc.stderr is not None
