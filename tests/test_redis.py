@@ -18,6 +18,7 @@ from pydantic_ai_stream._redis import (
     OpenState,
     Recovered,
     SessionStream,
+    active_members,
     active_sessions,
     append_many,
 )
@@ -186,10 +187,14 @@ async def test_a_durable_run_whose_lease_lapsed_is_taken_over_attempt_by_attempt
     assert 59_000 < held.left_ms <= 60_000, "for as long as its lease lasts"
     await redis.delete(stream.keys.live)  # its worker died: the lease lapsed
     assert not await stream.reap(grace_ms=60_000), "a durable run is not lost while a worker may resume it"
+    between = ActiveRun("s1", "r1", queued=True, attempt=1, resuming=True)
+    assert await active_sessions(redis, [stream.keys]) == [between], "listed, to be resumed"
+    await redis.zrem(stream.keys.active, "s1")  # as a listing that met the gap did before
     second = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000)
     assert isinstance(second, Recovered)
     assert (second.attempt, second.token, second.begin.id, second.begin.body) == (2, "r1:2", begin_id, begin)
     assert await redis.get(stream.keys.live) == b"r1:2"
+    assert await active_members(redis, stream.keys.active) == ["s1"], "listed again by its takeover"
     assert await active_sessions(redis, [stream.keys]) == [ActiveRun("s1", "r1", queued=False, attempt=2)]
     # The first attempt comes back: its writes are refused; the second's go in after the marker.
     assert await append_many(redis, [(stream, "r1", written, [("info", "test", {"i": 1})])]) == [None]

@@ -333,8 +333,9 @@ return {1, v}
 """)
 )
 
-# KEYS: live, stream, durable. ARGV: run_id, lease_ms, wait_ms. A worker takes a queued run's flag as its
-# lease. Returns {begin id, begin body}, or {} if the run is no longer queued (cancelled, expired, or adopted).
+# KEYS: live, stream, durable, active. ARGV: run_id, lease_ms, wait_ms, session_id. A worker takes a queued
+# run's flag as its lease (the session listed as active, should a listing have dropped it meanwhile).
+# Returns {begin id, begin body}, or {} if the run is no longer queued (cancelled, expired, or adopted).
 _ADOPT = LuaScript(
     lua("""
 if redis.call('GET', KEYS[1]) ~= $QUEUED .. ARGV[1] then return {} end
@@ -342,6 +343,7 @@ local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
 if not first then return {} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[4], 'NX', string.match(first[1], '^%d+'), ARGV[4])
 local body = '{}'
 for f = 1, #first[2], 2 do
   if first[2][f] == 'body' then body = first[2][f + 1] end
@@ -391,6 +393,7 @@ end
 local token = ARGV[1] .. ':' .. attempt
 redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
 redis.call('SET', KEYS[4], token, 'PX', ARGV[7])
+redis.call('ZADD', KEYS[3], 'NX', string.match(first[1], '^%d+'), ARGV[6])  -- should a listing have dropped it
 local checkpoint = redis.call('HMGET', KEYS[5], 'run', 'idx')
 local idx = 0
 if checkpoint[1] == ARGV[1] then idx = tonumber(checkpoint[2]) end
@@ -439,18 +442,25 @@ return done
 )
 
 
-# KEYS: active, then each session's live flag. ARGV: the session ids.
-# Returns per session its state, 1 (live), 2 (cancel requested), 3 (queued) or 0 (gone: removed from the
-# active set), then per session its flag's run id.
+# KEYS: active, then each session's (live flag, durable key). ARGV: the session ids.
+# Returns per session its state, 1 (live), 2 (cancel requested), 3 (queued), 4 (a durable run between two
+# workers: its worker died or handed it back, and the next one has not taken it over yet) or 0 (gone:
+# removed from the active set), then per session its flag's run id (for 4, `<run id>:<attempt>` of the
+# attempt that ran last).
 _PRUNE = LuaScript(
     lua("""
 local states, runs = {}, {}
 for i = 1, #ARGV do
-  local v = redis.call('GET', KEYS[i + 1])
+  local v = redis.call('GET', KEYS[2 * i])
   local state, run = 1, v
   if not v then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-    state, run = 0, ''
+    run = redis.call('GET', KEYS[2 * i + 1])
+    if run then
+      state = 4
+    else
+      redis.call('ZREM', KEYS[1], ARGV[i])
+      state, run = 0, ''
+    end
   elseif string.sub(v, 1, #$CANCEL) == $CANCEL then
     state, run = 2, string.sub(v, #$CANCEL + 1)
   elseif string.sub(v, 1, #$QUEUED) == $QUEUED then
@@ -661,8 +671,11 @@ class SessionStream:
     async def adopt(self, *, run_id: str, lease_ms: int, wait_ms: int) -> Entry | None:
         """Take the flag of the queued run `run_id` as a `lease_ms` lease; its `begin` entry, or `None` if
         it is no longer queued (cancelled, expired, or adopted by another worker)."""
+        keys = self.keys
         reply = await _ADOPT(
-            self.redis, keys=[self.keys.live, self.keys.stream, self.keys.durable], args=[run_id, lease_ms, wait_ms]
+            self.redis,
+            keys=[keys.live, keys.stream, keys.durable, keys.active],
+            args=[run_id, lease_ms, wait_ms, keys.session_id],
         )
         if not reply:
             return None
@@ -936,7 +949,10 @@ class ActiveRun(NamedTuple):
     queued: bool
     """Waiting for a worker; else running."""
     attempt: int = 1
-    """Which attempt runs it (more than 1 once a worker died and another resumed it)."""
+    """Which attempt runs it (more than 1 once a worker died and another resumed it); of a run `resuming`,
+    the attempt that ran last."""
+    resuming: bool = False
+    """Queued again: its worker died or handed it back, and another worker takes it over as its next attempt."""
 
 
 async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> list[ActiveRun]:
@@ -947,13 +963,17 @@ async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> lis
     """
     if not keys:
         return []
-    reply = await _PRUNE(redis, keys=[keys[0].active, *(k.live for k in keys)], args=[k.session_id for k in keys])
+    flags = [key for k in keys for key in (k.live, k.durable)]
+    reply = await _PRUNE(redis, keys=[keys[0].active, *flags], args=[k.session_id for k in keys])
     states, runs = reply[: len(keys)], reply[len(keys) :]
     active = []
     for k, state, run in zip(keys, states, runs, strict=True):
-        if int(state) in (1, 3):
+        if int(state) in (1, 3, 4):
             run_id, _, attempt = decode(run).partition(":")  # the lease of attempt n > 1: `<run id>:<n>`
-            active.append(ActiveRun(k.session_id, run_id, queued=int(state) == 3, attempt=int(attempt or 1)))
+            resuming = int(state) == 4
+            active.append(
+                ActiveRun(k.session_id, run_id, queued=int(state) != 1, attempt=int(attempt or 1), resuming=resuming)
+            )
     return active
 
 
