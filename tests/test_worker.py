@@ -446,3 +446,27 @@ async def test_a_run_waiting_behind_a_run_that_died_stops_counting_in_its_scope(
         other = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s2")
         await other.submit(agent="gated", body={"user_prompt": "elsewhere"}, run_id="r3")
         assert [run.session_id for run in await live_sessions(runtime, scope_id=1, user_id=1)] == ["s2"]
+
+
+async def test_a_run_waiting_behind_a_run_that_died_starts_once_a_listener_ends_that_run(
+    redis: Redis, settings: Settings
+) -> None:
+    """The session's run (started in a process, not queued) dies; a listener finds it dead and ends it (`run
+    lost`): the run waiting behind it starts then, runs and ends, rather than waiting for nobody."""
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.1
+    async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        live = await LiveRun.open(dead, handle.keys, run_id="r1")
+        await handle.submit(agent="gated", body={"user_prompt": "two"}, run_id="r2", if_busy="enqueue")
+        dead.leases.release(live.lease)  # its process dies: the lease is renewed no more
+        model = GatedModel()
+        model.gate.set()
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+            lost = await _events(runtime, "s1")
+            assert _outline(lost) == [("begin", None), ("error", "run lost"), ("end", None)]
+            assert lost[0]["body"]["run_id"] == "r1"
+            events = await _ended_run(handle, "r2")
+        assert _outline(events) == [("begin", None), ("end", None)]
+        assert model.calls == 1
+        assert await runtime.queue.depth(1) == 0
+        assert not await redis.exists(handle.keys.waiting)

@@ -21,7 +21,7 @@ from typing_extensions import TypeIs
 
 from ._errors import CursorExpiredError
 from ._keys import SessionKeys
-from ._names import BEGIN, CANCEL_MARK, ORIGIN_STREAM, lua
+from ._names import BEGIN, CANCEL_MARK, ORIGIN_STREAM, RUN_LOST, lua
 
 __all__ = [
     "ActiveRun",
@@ -935,7 +935,7 @@ def _run_keys(keys: SessionKeys) -> tuple[str, str, str, str]:
 
 async def _reap(redis: AsyncRedis, streams: Sequence[SessionStream], *, grace_ms: int) -> list[bool]:
     keys = [k for stream in streams for k in _run_keys(stream.keys)]
-    body = _dump({"msg": "run lost", "reason": "lease expired"})
+    body = _dump({"msg": RUN_LOST, "reason": "lease expired"})
     args: list[str | int] = [streams[0].maxlen, grace_ms, body, *(stream.keys.session_id for stream in streams)]
     done = await _REAP(redis, keys=keys, args=args)
     return [bool(int(flag)) for flag in done]
