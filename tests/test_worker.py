@@ -11,7 +11,7 @@ import pytest
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionHandle, Settings
+from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionBusyError, SessionHandle, Settings
 from pydantic_ai_stream._handle import live_sessions
 from pydantic_ai_stream._keys import queue_wake_key
 from pydantic_ai_stream._live import LiveRun
@@ -470,3 +470,31 @@ async def test_a_run_waiting_behind_a_run_that_died_starts_once_a_listener_ends_
         assert model.calls == 1
         assert await runtime.queue.depth(1) == 0
         assert not await redis.exists(handle.keys.waiting)
+
+
+async def test_a_run_between_two_workers_keeps_its_session(redis: Redis, settings: Settings) -> None:
+    """Its worker died and no other has taken it over yet: a new run of the session is refused, or enqueued
+    behind it, rather than taking the session (the run was then never resumed nor ended)."""
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.1
+    async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        await handle.submit(agent="gated", body={"user_prompt": "one"}, run_id="r1")
+        live = await LiveRun.adopt(dead, handle.keys, run_id="r1")
+        assert live is not None
+        dead.leases.release(live.lease)  # its worker dies
+        await redis.delete(handle.keys.live)  # and its lease lapses
+        with pytest.raises(SessionBusyError):
+            await handle.submit(agent="gated", body={"user_prompt": "two"}, run_id="r2")
+        enqueued = await handle.submit(agent="gated", body={"user_prompt": "three"}, run_id="r3", if_busy="enqueue")
+        assert enqueued.waiting
+        model = GatedModel()
+        model.gate.set()
+        listening = handle.listen_entries(timeout=10)
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+            first = [entry async for entry in listening if entry is not None]
+            assert (first[0].body["run_id"], [e.type for e in first if e.type != "event"]) == ("r1", ["begin", "end"])
+            assert _outline(await _ended_run(handle, "r3")) == [("begin", None), ("end", None)]
+        session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+        await session.load()
+        prompts = [p.content for m in session.msgs for p in m.parts if p.part_kind == "user-prompt"]
+        assert prompts == ["one", "three"]

@@ -103,6 +103,12 @@ if KEYS[6] then redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[4]) 
 if KEYS[6] and not redis.call('ZSCORE', KEYS[6], ARGV[11]) and redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[12]) then
   return {4, ''}
 end
+-- A durable run between two workers (its flag lapsed, its record kept for the next one) holds the session.
+local d = redis.call('GET', KEYS[4])
+if d and redis.call('EXISTS', KEYS[1]) == 0 then
+  if string.sub(d, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then return {2, first and first[1] or ''} end
+  return {0, ''}
+end
 local flag = ARGV[10] == '1' and $QUEUED .. ARGV[1] or ARGV[1]
 if not redis.call('SET', KEYS[1], flag, 'NX', 'PX', ARGV[2]) then
   local v = redis.call('GET', KEYS[1])
@@ -254,12 +260,12 @@ return reply
 """)
 )
 
-# KEYS: live, waiting. ARGV: run_id, the waiting run (JSON with its `run_id`), ttl_ms. Puts a run behind the
-# session's run: 1 if it now waits, 2 if it already did (a re-sent call), 0 if the session has no run (it
-# ended meanwhile: start this one instead).
+# KEYS: live, waiting, durable. ARGV: run_id, the waiting run (JSON with its `run_id`), ttl_ms. Puts a run behind
+# the session's run (also one between two workers): 1 if it now waits, 2 if it already did (a re-sent call), 0
+# if the session has no run (it ended meanwhile: start this one instead).
 _WAIT = LuaScript(
     lua("""
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1], KEYS[3]) == 0 then return 0 end
 for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
   if cjson.decode(item).run_id == ARGV[1] then return 2 end
 end
@@ -750,7 +756,8 @@ class SessionStream:
     async def wait_behind(self, *, run_id: str, run: Mapping[str, Any], ttl_ms: int) -> int:
         """Put `run` (JSON with its `run_id`) behind the session's run: 1 if it waits now, 2 if it already
         did, 0 if the session has no run to wait for."""
-        return int(await _WAIT(self.redis, keys=[self.keys.live, self.keys.waiting], args=[run_id, _dump(run), ttl_ms]))
+        keys = [self.keys.live, self.keys.waiting, self.keys.durable]
+        return int(await _WAIT(self.redis, keys=keys, args=[run_id, _dump(run), ttl_ms]))
 
     async def first_waiting(self) -> str | None:
         """The first run waiting behind the session's run (its JSON), or `None`."""
