@@ -18,6 +18,7 @@ from pydantic_ai_stream._redis import (
     OpenState,
     Recovered,
     SessionStream,
+    active_members,
     active_sessions,
     append_many,
 )
@@ -92,7 +93,7 @@ async def test_close_writes_end_once_releases_the_flag_and_keeps_the_stream_a_wh
 async def test_renew_and_cancel_tell_held_from_cancelled_from_lost(redis: Redis, runtime: Runtime) -> None:
     stream = _stream(runtime)
     await _opened(stream)
-    assert await stream.renew(run_id="r1", lease_ms=10_000) is LeaseState.HELD
+    assert await stream.renew(run_id="r1", lease_ms=10_000, wait_ms=60_000) is LeaseState.HELD
     assert await redis.pttl(stream.keys.live) > 3000
     pubsub = redis.pubsub()
     await pubsub.subscribe("announced")
@@ -104,9 +105,9 @@ async def test_renew_and_cancel_tell_held_from_cancelled_from_lost(redis: Redis,
             message = await pubsub.get_message(timeout=1.0)
     assert message["data"] == stream.keys.live.encode()
     await pubsub.aclose()  # type: ignore[no-untyped-call]
-    assert await stream.renew(run_id="r1", lease_ms=10_000) is LeaseState.CANCEL_REQUESTED
+    assert await stream.renew(run_id="r1", lease_ms=10_000, wait_ms=60_000) is LeaseState.CANCEL_REQUESTED
     assert not await stream.is_live()
-    assert await stream.renew(run_id="r2", lease_ms=10_000) is LeaseState.LOST
+    assert await stream.renew(run_id="r2", lease_ms=10_000, wait_ms=60_000) is LeaseState.LOST
 
 
 async def test_reap_ends_only_a_dead_runs_stream(redis: Redis, runtime: Runtime) -> None:
@@ -186,10 +187,14 @@ async def test_a_durable_run_whose_lease_lapsed_is_taken_over_attempt_by_attempt
     assert 59_000 < held.left_ms <= 60_000, "for as long as its lease lasts"
     await redis.delete(stream.keys.live)  # its worker died: the lease lapsed
     assert not await stream.reap(grace_ms=60_000), "a durable run is not lost while a worker may resume it"
+    between = ActiveRun("s1", "r1", queued=True, attempt=1, resuming=True)
+    assert await active_sessions(redis, [stream.keys]) == [between], "listed, to be resumed"
+    await redis.zrem(stream.keys.active, "s1")  # as a listing that met the gap did before
     second = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000)
     assert isinstance(second, Recovered)
     assert (second.attempt, second.token, second.begin.id, second.begin.body) == (2, "r1:2", begin_id, begin)
     assert await redis.get(stream.keys.live) == b"r1:2"
+    assert await active_members(redis, stream.keys.active) == ["s1"], "listed again by its takeover"
     assert await active_sessions(redis, [stream.keys]) == [ActiveRun("s1", "r1", queued=False, attempt=2)]
     # The first attempt comes back: its writes are refused; the second's go in after the marker.
     assert await append_many(redis, [(stream, "r1", written, [("info", "test", {"i": 1})])]) == [None]
@@ -217,8 +222,9 @@ async def test_a_handed_back_attempt_does_not_count_against_max_attempts(redis: 
     begin = {"session_id": "s1", "run_id": "r1"}
     await stream.open(run_id="r1", lease_ms=60_000, begin=begin, nonce="n", queued=True)
     assert await stream.adopt(run_id="r1", lease_ms=60_000, wait_ms=60_000) is not None
-    assert not await stream.hand_back(token="r1:2", run_id="r1"), "not this attempt's lease: refused, not counted"
-    assert await stream.hand_back(token="r1", run_id="r1")  # a deploy
+    refused = await stream.hand_back(token="r1:2", run_id="r1", wait_ms=60_000)
+    assert not refused, "not this attempt's lease: refused, not counted"
+    assert await stream.hand_back(token="r1", run_id="r1", wait_ms=60_000)  # a deploy
     assert 0 < await redis.pttl(stream.keys.checkpoint) <= 60_000, "the count lives as long as the run is durable"
     second = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=2, wait_ms=60_000)
     assert isinstance(second, Recovered)

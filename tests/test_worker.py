@@ -11,7 +11,8 @@ import pytest
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionHandle, Settings
+from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionBusyError, SessionHandle, Settings
+from pydantic_ai_stream._handle import live_sessions
 from pydantic_ai_stream._keys import queue_wake_key
 from pydantic_ai_stream._live import LiveRun
 from pydantic_ai_stream._queue import GROUP, RunQueue, Submitted
@@ -394,3 +395,106 @@ async def test_a_worker_stops_though_a_redis_call_turned_its_cancel_into_an_erro
             await entered.wait()
             await worker.drain(0)
     assert converted.is_set(), "the keeper was stopped mid-call"
+
+
+async def test_a_run_enqueued_behind_a_run_longer_than_the_queue_wait_runs_after_it(
+    redis: Redis, settings: Settings
+) -> None:
+    """The session's run lasts longer than `queue_wait` (1 s): the run waiting behind it waits on, counted in
+    its scope the while, and runs once the first ended; then nothing of either stays counted."""
+    settings.queue_wait, settings.max_queued_runs = 1, 1
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.1
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        model = GatedModel()
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        other = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s2")
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+            await handle.submit(agent="gated", body={"user_prompt": "one"}, run_id="r1")
+            await model.wait_calls(1)
+            await handle.submit(agent="gated", body={"user_prompt": "two"}, run_id="r2", if_busy="enqueue")
+            await asyncio.sleep(2.5)  # the time being tested: the first run goes on past twice the queue wait
+            assert await runtime.queue.depth(1) == 1, "the second still waits, and counts"
+            with pytest.raises(QueueFullError):
+                await other.submit(agent="gated", body={"user_prompt": "elsewhere"})
+            model.gate.set()
+            events = await _ended_run(handle, "r2")
+            assert _outline(events) == [("begin", None), ("end", None)]
+            assert await runtime.queue.depth(1) == 0
+            await other.submit(agent="gated", body={"user_prompt": "elsewhere"}, run_id="r3")
+            assert _outline(await _ended_run(other, "r3")) == [("begin", None), ("end", None)]
+        assert model.calls == 3
+
+
+async def test_a_run_waiting_behind_a_run_that_died_stops_counting_in_its_scope(
+    redis: Redis, settings: Settings
+) -> None:
+    """The session's run (started in a process, not queued) dies: nobody starts the run waiting behind it.
+    Once its wait is over (`queue_wait` after the dead run's last renewal) it counts no more: the scope, whose
+    bound it filled, takes runs again."""
+    settings.queue_wait, settings.max_queued_runs = 1, 1
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.1
+    async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        live = await LiveRun.open(dead, handle.keys, run_id="r1")
+        await handle.submit(agent="gated", body={"user_prompt": "two"}, run_id="r2", if_busy="enqueue")
+        assert await runtime.queue.depth(1) == 1
+        dead.leases.release(live.lease)  # its process dies: the lease is renewed no more
+        deadline = time.monotonic() + 10
+        while await runtime.queue.depth(1):
+            assert time.monotonic() < deadline, "the run that nobody starts still counts"
+            await asyncio.sleep(0.05)
+        other = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s2")
+        await other.submit(agent="gated", body={"user_prompt": "elsewhere"}, run_id="r3")
+        assert [run.session_id for run in await live_sessions(runtime, scope_id=1, user_id=1)] == ["s2"]
+
+
+async def test_a_run_waiting_behind_a_run_that_died_starts_once_a_listener_ends_that_run(
+    redis: Redis, settings: Settings
+) -> None:
+    """The session's run (started in a process, not queued) dies; a listener finds it dead and ends it (`run
+    lost`): the run waiting behind it starts then, runs and ends, rather than waiting for nobody."""
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.1
+    async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        live = await LiveRun.open(dead, handle.keys, run_id="r1")
+        await handle.submit(agent="gated", body={"user_prompt": "two"}, run_id="r2", if_busy="enqueue")
+        dead.leases.release(live.lease)  # its process dies: the lease is renewed no more
+        model = GatedModel()
+        model.gate.set()
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+            lost = await _events(runtime, "s1")
+            assert _outline(lost) == [("begin", None), ("error", "run lost"), ("end", None)]
+            assert lost[0]["body"]["run_id"] == "r1"
+            events = await _ended_run(handle, "r2")
+        assert _outline(events) == [("begin", None), ("end", None)]
+        assert model.calls == 1
+        assert await runtime.queue.depth(1) == 0
+        assert not await redis.exists(handle.keys.waiting)
+
+
+async def test_a_run_between_two_workers_keeps_its_session(redis: Redis, settings: Settings) -> None:
+    """Its worker died and no other has taken it over yet: a new run of the session is refused, or enqueued
+    behind it, rather than taking the session (the run was then never resumed nor ended)."""
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.1
+    async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        await handle.submit(agent="gated", body={"user_prompt": "one"}, run_id="r1")
+        live = await LiveRun.adopt(dead, handle.keys, run_id="r1")
+        assert live is not None
+        dead.leases.release(live.lease)  # its worker dies
+        await redis.delete(handle.keys.live)  # and its lease lapses
+        with pytest.raises(SessionBusyError):
+            await handle.submit(agent="gated", body={"user_prompt": "two"}, run_id="r2")
+        enqueued = await handle.submit(agent="gated", body={"user_prompt": "three"}, run_id="r3", if_busy="enqueue")
+        assert enqueued.waiting
+        model = GatedModel()
+        model.gate.set()
+        listening = handle.listen_entries(timeout=10)
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+            first = [entry async for entry in listening if entry is not None]
+            assert (first[0].body["run_id"], [e.type for e in first if e.type != "event"]) == ("r1", ["begin", "end"])
+            assert _outline(await _ended_run(handle, "r3")) == [("begin", None), ("end", None)]
+        session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+        await session.load()
+        prompts = [p.content for m in session.msgs for p in m.parts if p.part_kind == "user-prompt"]
+        assert prompts == ["one", "three"]

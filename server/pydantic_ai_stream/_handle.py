@@ -13,7 +13,7 @@ from typing import Any, Literal, TypedDict
 from ._errors import ListenTimeoutError, RunExistsError, SessionBusyError, StreamNotFoundError
 from ._keys import SessionKeys, cancel_channel, check_id
 from ._listen import listen
-from ._names import END
+from ._names import END, ERROR, RUN_LOST
 from ._queue import Submitted, queued_member
 from ._redis import ActiveRun, AsyncRedis, CancelState, Entry, SessionStream, active_members, active_sessions
 from ._runtime import Runtime
@@ -175,17 +175,33 @@ class SessionHandle:
         after `timeout` seconds of silence (`None`: no limit), `CursorExpiredError`/`CursorAheadError`
         for a cursor outside the stream.
         """
-        entries = listen(
-            self.stream,
-            hub=self.runtime.hub,
-            wait=wait,
-            timeout=timeout,
-            after=after,
-            grace_ms=self.runtime.settings.stream_retention * 1000,
-            heartbeat=heartbeat,
+        entries = self._starting_waiting(
+            listen(
+                self.stream,
+                hub=self.runtime.hub,
+                wait=wait,
+                timeout=timeout,
+                after=after,
+                grace_ms=self.runtime.settings.stream_retention * 1000,
+                heartbeat=heartbeat,
+            )
         )
         telemetry = self.runtime.telemetry
         return entries if telemetry is None else telemetry.listening(entries)
+
+    async def _starting_waiting(self, entries: AsyncIterator[Entry | None]) -> AsyncIterator[Entry | None]:
+        """`entries`; a run that died is ended by its listeners (`run lost`, then `end`), and they alone see it
+        end: they start the run waiting behind it (`enqueue`), before passing its `end` on."""
+        lost = False
+        try:
+            async for entry in entries:
+                if entry is not None:
+                    if entry.type == END and lost:
+                        await self.runtime.queue.promote(self.stream)
+                    lost = entry.type == ERROR and entry.body.get("msg") == RUN_LOST
+                yield entry
+        finally:
+            await entries.aclose()  # type: ignore[attr-defined]
 
     async def listen(
         self, *, wait: float = 3, timeout: float = 60, serialize: bool = True, after: str | None = None

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._keys import cancel_channel
+from ._queue import RunQueue
 from ._redis import AsyncRedis, LeaseState, SessionStream, decode, is_cluster, raise_if_cancelled, renew_many
 from ._settings import Settings
 
@@ -37,6 +38,8 @@ class Lease:
     keeper: LeaseKeeper
     """The keeper renewing it (and the one to release it to)."""
     token: CancellationToken = field(default_factory=CancellationToken)
+    durable: bool = False
+    """A run from the run queue: each renewal keeps its record (what another worker resumes it from) too."""
     lost: bool = False
     """The flag expired or was taken: the run must stop and must not save."""
     cancelled_at: float | None = None
@@ -196,6 +199,20 @@ class LeaseKeeper:
                     lease.cancel(lost=True)
 
     async def _renew_all(self, leases: list[Lease]) -> list[LeaseState]:
+        """Renew `leases`; the runs waiting behind them stay counted as queued as long (see `RunQueue.keep_waiting`)."""
         if not leases:
             return []
-        return await renew_many(self.redis, [(lease.stream, lease.run_id) for lease in leases], lease_ms=self.lease_ms)
+        queue = RunQueue.of(self.redis, self.settings)
+        renewals = await renew_many(
+            self.redis,
+            [(lease.stream, lease.run_id, lease.durable) for lease in leases],
+            lease_ms=self.lease_ms,
+            wait_ms=queue.wait_ms,
+        )
+        waiting = [
+            (lease.stream.keys, run_id)
+            for lease, renewal in zip(leases, renewals, strict=True)
+            for run_id in renewal.waiting
+        ]
+        await queue.keep_waiting(waiting)
+        return [renewal.state for renewal in renewals]

@@ -150,7 +150,7 @@ class LiveRun:
     ) -> LiveRun:
         """The run whose lease was just taken, renewed by the runtime's keeper from now on."""
         lease_id = lease_id or run_id
-        lease = Lease(stream=stream, run_id=lease_id, keeper=runtime.leases)
+        lease = Lease(stream=stream, run_id=lease_id, keeper=runtime.leases, durable=checkpoint_ttl_ms is not None)
         writer = StreamWriter(
             stream=stream, run_id=lease_id, combiner=runtime.writes, last_id=last_id or begin_event_id
         )
@@ -253,8 +253,9 @@ class LiveRun:
         try:
             with contextlib.suppress(LeaseLostError):  # then `close` finds the lease gone and writes nothing
                 await self.flush()
-            if self.handing_back:
-                await self.lease.stream.hand_back(token=self.lease_id, run_id=self.run_id)
+            if self.handing_back and self.checkpoint_ttl_ms is not None:
+                wait_ms = self.checkpoint_ttl_ms
+                await self.lease.stream.hand_back(token=self.lease_id, run_id=self.run_id, wait_ms=wait_ms)
             else:
                 await self.lease.stream.close(run_id=self.lease_id, grace_ms=grace_ms, end={"run_id": self.run_id})
         finally:

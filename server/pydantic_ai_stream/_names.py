@@ -18,6 +18,7 @@ __all__ = [
     "ORIGIN_PYDANTIC_AI",
     "ORIGIN_STREAM",
     "QUEUED_MARK",
+    "RUN_LOST",
     "lua",
 ]
 
@@ -36,6 +37,9 @@ ORIGIN_STREAM = "pydantic-ai-stream"
 """Origin of the entries the runtime writes itself (`begin`, `end`, its own errors)."""
 ORIGIN_PYDANTIC_AI = "pydantic-ai"
 """Origin of agent events."""
+
+RUN_LOST = "run lost"
+"""The `msg` of the `error` that ends a run whose process died (and no worker resumes it)."""
 
 CANCEL_MARK = "cancel:"
 """Prefix of a live flag whose run was asked to stop: `cancel:<run id>`."""

@@ -24,8 +24,9 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from ._errors import QueueFullError, RunExistsError, SessionBusyError
-from ._keys import cancel_channel, check_id, queue_key, queued_key
+from ._keys import SessionKeys, cancel_channel, check_id, queue_key, queued_key
 from ._redis import AsyncRedis, Enqueue, LuaScript, OpenState, SessionStream, decode, is_cluster, xread_entries_by_key
+from ._settings import Settings
 
 __all__ = ["GROUP", "Job", "RunQueue", "Submitted", "queued_member"]
 
@@ -38,12 +39,18 @@ HANDED_BACK_IDLE_MS = 86_400_000
 WAKE_TTL = 86_400
 """Seconds a worker's wake-up stream lives (the worker creates it again when it is gone)."""
 
-# KEYS: the scope's queued set. ARGV: member, limit, now_ms. Counts the run as queued unless the scope
-# has `limit` queued already; 1 if counted (also when it already was: a re-sent submit), else 0.
+# KEYS: the scope's queued set. ARGV: member, limit, now_ms, wait_ms. Counts the run as queued until `wait_ms`
+# from now unless the scope has `limit` queued already (runs whose wait is over no longer count); 1 if
+# counted (also when it already was: a re-sent submit, a waiting run that starts), else 0.
 _RESERVE = LuaScript("""
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 1 end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+local deadline = tonumber(ARGV[3]) + tonumber(ARGV[4])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], deadline, ARGV[1])
+  return 1
+end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[1], deadline, ARGV[1])
 return 1
 """)
 
@@ -123,7 +130,18 @@ class RunQueue:
     max_queued: int
     """Runs a scope may have waiting for a worker."""
     wait_ms: int
-    """How long a queued run's flag lives: a run no worker claims within it is ended as lost."""
+    """How long a queued run's flag lives: a run no worker claims within it is ended as lost. Also how long a
+    durable run's record outlives its worker, and a run waiting behind another outlives that one's lease."""
+
+    @classmethod
+    def of(cls, redis: AsyncRedis, settings: Settings) -> RunQueue:
+        """The run queue under `settings`' prefix, bounded as they say."""
+        return cls(
+            redis=redis,
+            prefix=settings.redis_prefix,
+            max_queued=settings.max_queued_runs,
+            wait_ms=min(settings.queue_wait, settings.stream_retention) * 1000,
+        )
 
     @property
     def key(self) -> str:
@@ -286,7 +304,7 @@ class RunQueue:
         counted = await _RESERVE(
             self.redis,
             keys=[queued_key(self.prefix, job.scope_id)],
-            args=[job.member, limit, int(time.time() * 1000)],
+            args=[job.member, limit, int(time.time() * 1000), self.wait_ms],
         )
         if not int(counted):
             raise QueueFullError(job.scope_id, limit)
@@ -297,8 +315,20 @@ class RunQueue:
         await self.redis.zrem(queued_key(self.prefix, scope_id), member)
 
     async def depth(self, scope_id: int) -> int:
-        """Runs of the scope waiting for a worker."""
-        return int(await self.redis.zcard(queued_key(self.prefix, scope_id)))
+        """Runs of the scope waiting for a worker (or behind their session's run)."""
+        return int(await self.redis.zcount(queued_key(self.prefix, scope_id), int(time.time() * 1000), "+inf"))
+
+    async def keep_waiting(self, runs: Sequence[tuple[SessionKeys, str]]) -> None:
+        """The runs `(session keys, run id)` still wait behind their session's run: they stay counted in their
+        scope another `wait_ms` (their session's run, renewed, extends their place there as long)."""
+        if not runs:
+            return
+        deadline = int(time.time() * 1000) + self.wait_ms
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, run_id in runs:
+                member = queued_member(keys.user_id, keys.session_id, run_id)
+                pipe.zadd(queued_key(self.prefix, keys.scope_id), {member: deadline}, xx=True)
+            await pipe.execute()
 
     async def waiting(self) -> int:
         """Runs in the queue no worker has claimed yet, of every scope (jobs in the stream, less those claimed)."""

@@ -21,7 +21,7 @@ from typing_extensions import TypeIs
 
 from ._errors import CursorExpiredError
 from ._keys import SessionKeys
-from ._names import BEGIN, CANCEL_MARK, ORIGIN_STREAM, lua
+from ._names import BEGIN, CANCEL_MARK, ORIGIN_STREAM, RUN_LOST, lua
 
 __all__ = [
     "ActiveRun",
@@ -36,6 +36,7 @@ __all__ = [
     "PendingEntry",
     "RawEntry",
     "Recovered",
+    "Renewal",
     "SessionStream",
     "StreamBounds",
     "active_members",
@@ -79,8 +80,8 @@ class LuaScript:
 # KEYS: live, stream, active, durable, and to queue the job too (one Redis only: no cluster) the run queue
 # and the scope's queued set. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body, the
 # start of the begin body that names this session and run, nonce of this start, '1' to queue the run (its
-# flag then says `queued:<run id>` until a worker adopts it), the run's member in the queued set, the
-# scope's limit, then the job's fields and values.
+# flag then says `queued:<run id>` until a worker adopts it), the run's member in the queued set (scored by
+# when it stops waiting: when its flag expires), the scope's limit, then the job's fields and values.
 # Returns {OpenState, begin id}. The stream already starting with this run's `begin` means the run
 # exists (live, queued, or ended and kept), unless that `begin` carries our nonce: then this call is a
 # re-sent copy of the one that wrote it (its reply was lost) and it opened the run.
@@ -98,8 +99,15 @@ if first then
     return {2, first[1]}
   end
 end
+if KEYS[6] then redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[4]) end  -- runs no longer waiting
 if KEYS[6] and not redis.call('ZSCORE', KEYS[6], ARGV[11]) and redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[12]) then
   return {4, ''}
+end
+-- A durable run between two workers (its flag lapsed, its record kept for the next one) holds the session.
+local d = redis.call('GET', KEYS[4])
+if d and redis.call('EXISTS', KEYS[1]) == 0 then
+  if string.sub(d, 1, #ARGV[1] + 1) == ARGV[1] .. ':' then return {2, first and first[1] or ''} end
+  return {0, ''}
 end
 local flag = ARGV[10] == '1' and $QUEUED .. ARGV[1] or ARGV[1]
 if not redis.call('SET', KEYS[1], flag, 'NX', 'PX', ARGV[2]) then
@@ -134,7 +142,7 @@ else
 end
 if KEYS[5] then
   redis.call('XADD', KEYS[5], '*', unpack(ARGV, 13))
-  redis.call('ZADD', KEYS[6], ARGV[4], ARGV[11])
+  redis.call('ZADD', KEYS[6], tonumber(ARGV[4]) + tonumber(ARGV[2]), ARGV[11])
 end
 return {1, id}
 """)
@@ -202,8 +210,9 @@ return id
 """)
 )
 
-# KEYS: live, checkpoint, durable. ARGV: the lease's token, run_id. Lets go of a durable run without ending it
-# (its worker stops and hands it back): another worker resumes it. The hand-back is counted (in the
+# KEYS: live, checkpoint, durable, checkpoint messages. ARGV: the lease's token, run_id, wait_ms. Lets go of a
+# durable run without ending it (its worker stops and hands it back): another worker resumes it, within
+# `wait_ms` (its durable key and checkpoint live that long from now). The hand-back is counted (in the
 # checkpoint hash, under the run's id) so that it does not use up one of the run's attempts. Returns 1 if the
 # lease was still this token's.
 _HAND_BACK = LuaScript(
@@ -212,8 +221,7 @@ local v = redis.call('GET', KEYS[1])
 if v ~= ARGV[1] and v ~= $CANCEL .. ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('HINCRBY', KEYS[2], 'handed:' .. ARGV[2], 1)
-local ttl = redis.call('PTTL', KEYS[3])
-if redis.call('PTTL', KEYS[2]) < 0 and ttl > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+for k = 2, 4 do redis.call('PEXPIRE', KEYS[k], ARGV[3]) end
 return 1
 """)
 )
@@ -252,12 +260,12 @@ return reply
 """)
 )
 
-# KEYS: live, waiting. ARGV: run_id, the waiting run (JSON with its `run_id`), ttl_ms. Puts a run behind the
-# session's run: 1 if it now waits, 2 if it already did (a re-sent call), 0 if the session has no run (it
-# ended meanwhile: start this one instead).
+# KEYS: live, waiting, durable. ARGV: run_id, the waiting run (JSON with its `run_id`), ttl_ms. Puts a run behind
+# the session's run (also one between two workers): 1 if it now waits, 2 if it already did (a re-sent call), 0
+# if the session has no run (it ended meanwhile: start this one instead).
 _WAIT = LuaScript(
     lua("""
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[1], KEYS[3]) == 0 then return 0 end
 for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
   if cjson.decode(item).run_id == ARGV[1] then return 2 end
 end
@@ -267,23 +275,36 @@ return 1
 """)
 )
 
-# KEYS: (live, stream) of each session. ARGV: lease_ms, retention_ms, then each session's run_id.
-# Extends the leases still held (and their streams' retention); returns a LeaseState per session.
+# KEYS: (live, stream, waiting, durable, checkpoint, checkpoint messages) of each session. ARGV: lease_ms,
+# retention_ms, wait_ms, then per session its run_id and '1' if the run is durable. Extends the leases still
+# held, their streams' retention, and by `wait_ms` the runs waiting behind them and a durable run's record
+# (what a worker resumes it from if this one dies): those live as long as the run, not as `wait_ms` from its
+# start. Returns {a LeaseState per session, per session the ids of the runs waiting behind it}.
 _RENEW = LuaScript(
     lua("""
-local states = {}
-for i = 1, #KEYS / 2 do
-  local v = redis.call('GET', KEYS[2 * i - 1])
-  local run_id = ARGV[i + 2]
+local states, waiting = {}, {}
+for i = 1, #KEYS / 6 do
+  local k = 6 * (i - 1)
+  local v = redis.call('GET', KEYS[k + 1])
+  local run_id = ARGV[2 * i + 2]
   local state = 0
   if v == run_id then state = 1 elseif v == $CANCEL .. run_id then state = 2 end
+  local behind = {}
   if state > 0 then
-    redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[1])
-    redis.call('PEXPIRE', KEYS[2 * i], ARGV[2])
+    redis.call('PEXPIRE', KEYS[k + 1], ARGV[1])
+    redis.call('PEXPIRE', KEYS[k + 2], ARGV[2])
+    if redis.call('PEXPIRE', KEYS[k + 3], ARGV[3]) == 1 then
+      for _, item in ipairs(redis.call('LRANGE', KEYS[k + 3], 0, -1)) do
+        behind[#behind + 1] = cjson.decode(item).run_id
+      end
+    end
+    if ARGV[2 * i + 3] == '1' then
+      for d = 4, 6 do redis.call('PEXPIRE', KEYS[k + d], ARGV[3]) end
+    end
   end
-  states[i] = state
+  states[i], waiting[i] = state, behind
 end
-return states
+return {states, waiting}
 """)
 )
 
@@ -318,8 +339,9 @@ return {1, v}
 """)
 )
 
-# KEYS: live, stream, durable. ARGV: run_id, lease_ms, wait_ms. A worker takes a queued run's flag as its
-# lease. Returns {begin id, begin body}, or {} if the run is no longer queued (cancelled, expired, or adopted).
+# KEYS: live, stream, durable, active. ARGV: run_id, lease_ms, wait_ms, session_id. A worker takes a queued
+# run's flag as its lease (the session listed as active, should a listing have dropped it meanwhile).
+# Returns {begin id, begin body}, or {} if the run is no longer queued (cancelled, expired, or adopted).
 _ADOPT = LuaScript(
     lua("""
 if redis.call('GET', KEYS[1]) ~= $QUEUED .. ARGV[1] then return {} end
@@ -327,6 +349,7 @@ local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
 if not first then return {} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[4], 'NX', string.match(first[1], '^%d+'), ARGV[4])
 local body = '{}'
 for f = 1, #first[2], 2 do
   if first[2][f] == 'body' then body = first[2][f + 1] end
@@ -376,6 +399,7 @@ end
 local token = ARGV[1] .. ':' .. attempt
 redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
 redis.call('SET', KEYS[4], token, 'PX', ARGV[7])
+redis.call('ZADD', KEYS[3], 'NX', string.match(first[1], '^%d+'), ARGV[6])  -- should a listing have dropped it
 local checkpoint = redis.call('HMGET', KEYS[5], 'run', 'idx')
 local idx = 0
 if checkpoint[1] == ARGV[1] then idx = tonumber(checkpoint[2]) end
@@ -424,18 +448,25 @@ return done
 )
 
 
-# KEYS: active, then each session's live flag. ARGV: the session ids.
-# Returns per session its state, 1 (live), 2 (cancel requested), 3 (queued) or 0 (gone: removed from the
-# active set), then per session its flag's run id.
+# KEYS: active, then each session's (live flag, durable key). ARGV: the session ids.
+# Returns per session its state, 1 (live), 2 (cancel requested), 3 (queued), 4 (a durable run between two
+# workers: its worker died or handed it back, and the next one has not taken it over yet) or 0 (gone:
+# removed from the active set), then per session its flag's run id (for 4, `<run id>:<attempt>` of the
+# attempt that ran last).
 _PRUNE = LuaScript(
     lua("""
 local states, runs = {}, {}
 for i = 1, #ARGV do
-  local v = redis.call('GET', KEYS[i + 1])
+  local v = redis.call('GET', KEYS[2 * i])
   local state, run = 1, v
   if not v then
-    redis.call('ZREM', KEYS[1], ARGV[i])
-    state, run = 0, ''
+    run = redis.call('GET', KEYS[2 * i + 1])
+    if run then
+      state = 4
+    else
+      redis.call('ZREM', KEYS[1], ARGV[i])
+      state, run = 0, ''
+    end
   elseif string.sub(v, 1, #$CANCEL) == $CANCEL then
     state, run = 2, string.sub(v, #$CANCEL + 1)
   elseif string.sub(v, 1, #$QUEUED) == $QUEUED then
@@ -514,6 +545,14 @@ class LeaseState(IntEnum):
     LOST = 0
     HELD = 1
     CANCEL_REQUESTED = 2
+
+
+class Renewal(NamedTuple):
+    """What renewing a run's lease found."""
+
+    state: LeaseState
+    waiting: list[str]
+    """The ids of the runs waiting behind it (their wait extended with it)."""
 
 
 def decode(value: bytes | str) -> str:
@@ -638,8 +677,11 @@ class SessionStream:
     async def adopt(self, *, run_id: str, lease_ms: int, wait_ms: int) -> Entry | None:
         """Take the flag of the queued run `run_id` as a `lease_ms` lease; its `begin` entry, or `None` if
         it is no longer queued (cancelled, expired, or adopted by another worker)."""
+        keys = self.keys
         reply = await _ADOPT(
-            self.redis, keys=[self.keys.live, self.keys.stream, self.keys.durable], args=[run_id, lease_ms, wait_ms]
+            self.redis,
+            keys=[keys.live, keys.stream, keys.durable, keys.active],
+            args=[run_id, lease_ms, wait_ms, keys.session_id],
         )
         if not reply:
             return None
@@ -676,11 +718,18 @@ class SessionStream:
         )
         return entry_id is not None
 
-    async def hand_back(self, *, token: str, run_id: str) -> bool:
+    async def hand_back(self, *, token: str, run_id: str, wait_ms: int) -> bool:
         """Let go of the durable run `run_id` whose lease `token` holds, without ending it: another worker
-        resumes it (this attempt not counted against `max_attempts`). `False` if the lease was no longer held."""
+        resumes it within `wait_ms` (this attempt not counted against `max_attempts`). `False` if the lease
+        was no longer held."""
         keys = self.keys
-        return bool(await _HAND_BACK(self.redis, keys=[keys.live, keys.checkpoint, keys.durable], args=[token, run_id]))
+        return bool(
+            await _HAND_BACK(
+                self.redis,
+                keys=[keys.live, keys.checkpoint, keys.durable, keys.checkpoint_msgs],
+                args=[token, run_id, wait_ms],
+            )
+        )
 
     async def checkpoint(
         self, *, token: str, run_id: str, idx: int, kept: int, messages: Sequence[bytes], ttl_ms: int
@@ -707,7 +756,8 @@ class SessionStream:
     async def wait_behind(self, *, run_id: str, run: Mapping[str, Any], ttl_ms: int) -> int:
         """Put `run` (JSON with its `run_id`) behind the session's run: 1 if it waits now, 2 if it already
         did, 0 if the session has no run to wait for."""
-        return int(await _WAIT(self.redis, keys=[self.keys.live, self.keys.waiting], args=[run_id, _dump(run), ttl_ms]))
+        keys = [self.keys.live, self.keys.waiting, self.keys.durable]
+        return int(await _WAIT(self.redis, keys=keys, args=[run_id, _dump(run), ttl_ms]))
 
     async def first_waiting(self) -> str | None:
         """The first run waiting behind the session's run (its JSON), or `None`."""
@@ -718,9 +768,10 @@ class SessionStream:
         """The waiting run `item` (as `first_waiting` gave it) started: it waits no more."""
         await self.redis.lrem(self.keys.waiting, 1, item)
 
-    async def renew(self, *, run_id: str, lease_ms: int) -> LeaseState:
-        """Extend the lease of `run_id`; says whether it is still held and whether a cancel was asked."""
-        (state,) = await renew_many(self.redis, [(self, run_id)], lease_ms=lease_ms)
+    async def renew(self, *, run_id: str, lease_ms: int, wait_ms: int, durable: bool = False) -> LeaseState:
+        """Extend the lease of `run_id` (see `renew_many`); says whether it is still held and whether a cancel
+        was asked."""
+        ((state, _),) = await renew_many(self.redis, [(self, run_id, durable)], lease_ms=lease_ms, wait_ms=wait_ms)
         return state
 
     async def cancel(
@@ -846,20 +897,37 @@ async def _append(
 
 
 async def renew_many(
-    redis: AsyncRedis, leases: Sequence[tuple[SessionStream, str]], *, lease_ms: int
-) -> list[LeaseState]:
-    """Extend several runs' leases (and their streams' retention) in one script call.
+    redis: AsyncRedis, leases: Sequence[tuple[SessionStream, str, bool]], *, lease_ms: int, wait_ms: int
+) -> list[Renewal]:
+    """Extend several runs' leases (and their streams' retention) in one script call; the runs waiting behind
+    them, and a durable run's record, `wait_ms` past now.
 
-    `leases` holds `(stream, run_id)`.
+    `leases` holds `(stream, run_id, durable)`.
     """
-    return await _per_slot(redis, leases, lambda part: _renew(redis, part, lease_ms=lease_ms))
+    return await _per_slot(redis, leases, lambda part: _renew(redis, part, lease_ms=lease_ms, wait_ms=wait_ms))
 
 
-async def _renew(redis: AsyncRedis, leases: Sequence[tuple[SessionStream, str]], *, lease_ms: int) -> list[LeaseState]:
-    keys = [key for stream, _ in leases for key in (stream.keys.live, stream.keys.stream)]
-    args: list[str | int] = [lease_ms, leases[0][0].retention_ms, *(run_id for _, run_id in leases)]
-    states = await _RENEW(redis, keys=keys, args=args)
-    return [LeaseState(int(state)) for state in states]
+async def _renew(
+    redis: AsyncRedis, leases: Sequence[tuple[SessionStream, str, bool]], *, lease_ms: int, wait_ms: int
+) -> list[Renewal]:
+    keys = [
+        key
+        for stream, _, _ in leases
+        for key in (stream.keys.live, stream.keys.stream, stream.keys.waiting, *_durable_keys(stream.keys))
+    ]
+    args: list[str | int] = [lease_ms, leases[0][0].retention_ms, wait_ms]
+    for _, run_id, durable in leases:
+        args += [run_id, "1" if durable else "0"]
+    states, waiting = await _RENEW(redis, keys=keys, args=args)
+    return [
+        Renewal(LeaseState(int(state)), [decode(run_id) for run_id in behind])
+        for state, behind in zip(states, waiting, strict=True)
+    ]
+
+
+def _durable_keys(keys: SessionKeys) -> tuple[str, str, str]:
+    """The record of a durable run a worker resumes it from: its durable key, checkpoint and checkpoint's messages."""
+    return keys.durable, keys.checkpoint, keys.checkpoint_msgs
 
 
 async def reap_many(redis: AsyncRedis, streams: Sequence[SessionStream], *, grace_ms: int) -> list[bool]:
@@ -874,7 +942,7 @@ def _run_keys(keys: SessionKeys) -> tuple[str, str, str, str]:
 
 async def _reap(redis: AsyncRedis, streams: Sequence[SessionStream], *, grace_ms: int) -> list[bool]:
     keys = [k for stream in streams for k in _run_keys(stream.keys)]
-    body = _dump({"msg": "run lost", "reason": "lease expired"})
+    body = _dump({"msg": RUN_LOST, "reason": "lease expired"})
     args: list[str | int] = [streams[0].maxlen, grace_ms, body, *(stream.keys.session_id for stream in streams)]
     done = await _REAP(redis, keys=keys, args=args)
     return [bool(int(flag)) for flag in done]
@@ -888,7 +956,10 @@ class ActiveRun(NamedTuple):
     queued: bool
     """Waiting for a worker; else running."""
     attempt: int = 1
-    """Which attempt runs it (more than 1 once a worker died and another resumed it)."""
+    """Which attempt runs it (more than 1 once a worker died and another resumed it); of a run `resuming`,
+    the attempt that ran last."""
+    resuming: bool = False
+    """Queued again: its worker died or handed it back, and another worker takes it over as its next attempt."""
 
 
 async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> list[ActiveRun]:
@@ -899,13 +970,17 @@ async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> lis
     """
     if not keys:
         return []
-    reply = await _PRUNE(redis, keys=[keys[0].active, *(k.live for k in keys)], args=[k.session_id for k in keys])
+    flags = [key for k in keys for key in (k.live, k.durable)]
+    reply = await _PRUNE(redis, keys=[keys[0].active, *flags], args=[k.session_id for k in keys])
     states, runs = reply[: len(keys)], reply[len(keys) :]
     active = []
     for k, state, run in zip(keys, states, runs, strict=True):
-        if int(state) in (1, 3):
+        if int(state) in (1, 3, 4):
             run_id, _, attempt = decode(run).partition(":")  # the lease of attempt n > 1: `<run id>:<n>`
-            active.append(ActiveRun(k.session_id, run_id, queued=int(state) == 3, attempt=int(attempt or 1)))
+            resuming = int(state) == 4
+            active.append(
+                ActiveRun(k.session_id, run_id, queued=int(state) != 1, attempt=int(attempt or 1), resuming=resuming)
+            )
     return active
 
 

@@ -95,13 +95,7 @@ class Runtime:
     @property
     def queue(self) -> RunQueue:
         """The run queue under this runtime's prefix, bounded as its settings say."""
-        config = self.settings
-        return RunQueue(
-            redis=self.redis,
-            prefix=config.redis_prefix,
-            max_queued=config.max_queued_runs,
-            wait_ms=min(config.queue_wait, config.stream_retention) * 1000,
-        )
+        return RunQueue.of(self.redis, self.settings)
 
     def active_key(self, *, scope_id: int, user_id: int) -> str:
         """The sorted set of a user's sessions with a run."""

@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     """Runs a scope may have waiting for a worker; beyond it a run is refused (`QueueFullError`)."""
 
     queue_wait: int = Field(default=3600, ge=1)
-    """Seconds a run may wait for a worker (at most `stream_retention`); after that it is ended as lost."""
+    """Seconds a run may wait for a worker (at most `stream_retention`); after that it is ended as lost. A durable
+    run whose worker died or handed it back waits as long for the next one, counted from its last lease renewal."""
 
     max_attempts: int = Field(default=5, ge=1, le=100)
     """Attempts of a queued run that may fail: after its worker dies mid-run another resumes it, until this

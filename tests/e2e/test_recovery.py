@@ -106,6 +106,63 @@ async def test_a_run_whose_worker_dies_or_stalls_mid_answer_is_resumed_by_anothe
         await _check_resumed_once(runtime, entries)
 
 
+@pytest.mark.parametrize("fault", ["kill", "deploy"])
+async def test_a_run_whose_step_outlasts_the_queue_wait_is_still_resumed(
+    redis: Redis, redis_url: str, settings: Settings, fault: str
+) -> None:
+    """One step (a model answer of about four seconds) lasts longer than `queue_wait` (2 s); its worker dies or
+    is deployed away after that: the run's record lived as long as the run, so another worker resumes it
+    (not `run lost`)."""
+    settings.queue_wait = 2
+    env = {**SHORT_LEASES, "PYDANTIC_AI_STREAM_QUEUE_WAIT": "2", "TEST_PACE_SECONDS": "0.1"}
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        with worker_process(redis_url, settings.redis_prefix, *AGENT, env=env) as first:
+            await handle.submit(agent="paced", body={"user_prompt": "go"})
+            listening = handle.listen_entries(timeout=30)
+            seen = await _until_text(listening, "t25 ")  # 2.5 s into the step at the least: past the queue wait
+            first.send_signal(signal.SIGKILL if fault == "kill" else signal.SIGTERM)
+            if fault == "deploy":
+                assert await asyncio.to_thread(first.wait, 10) == 0
+            async with Worker(runtime=runtime, agents={"paced": paced}):
+                seen += [entry async for entry in listening if entry is not None]
+        entries = await runtime.stream(handle.keys).read_range(after="0-0", count=10_000)
+        assert [e.id for e in seen] == [e.id for e in entries]
+        await _check_resumed_once(runtime, entries)
+
+
+async def test_a_run_stays_listed_through_its_takeover(redis: Redis, redis_url: str, settings: Settings) -> None:
+    """Its worker is killed -9 mid-answer: every listing, before, during and after another worker takes the
+    run over, shows the session (running, queued again while no worker holds it, then running as attempt 2)
+    until the run's `end`."""
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        with worker_process(redis_url, settings.redis_prefix, *AGENT, env=SHORT_LEASES) as first:
+            submitted = await handle.submit(agent="paced", body={"user_prompt": "go"})
+            listening = handle.listen_entries(timeout=30)
+            await _until_text(listening, "t5 ")
+            first.kill()
+            seen: list[tuple[bool, bool, int]] = []
+            async with Worker(runtime=runtime, agents={"paced": paced}):
+                ending = asyncio.create_task(_until(listening, lambda e: e.type == "end"))
+                while not ending.done():
+                    listed = await live_sessions(runtime, scope_id=1, user_id=1)
+                    if not listed:
+                        bounds = await handle.stream.bounds()
+                        assert bounds is not None
+                        assert bounds.newest_type == "end", f"unlisted mid-run after {len(seen)} listings"
+                        break
+                    [run] = listed
+                    assert (run.session_id, run.run_id) == ("s1", submitted.run_id)
+                    seen.append((run.queued, run.resuming, run.attempt))
+                    await asyncio.sleep(0.002)  # the listing's pace: a client polling
+                await ending
+        assert seen[0] == (False, False, 1), "running as its first attempt"
+        assert seen[-1] == (False, False, 2), "then running as its second"
+        assert set(seen) <= {(False, False, 1), (True, True, 1), (False, False, 2)}
+        assert await live_sessions(runtime, scope_id=1, user_id=1) == []
+
+
 def _logged(proc: subprocess.Popen[str], text: str) -> None:
     """Read the process's log until a line says `text`."""
     assert proc.stderr is not None
