@@ -9,12 +9,14 @@ from pydantic_ai.messages import (
     ModelResponse,
     TextPart,
     ToolCallPart,
+    ToolReturnPart,
     UserPromptPart,
 )
 from pydantic_ai.models.test import TestModel
 
 from pydantic_ai_stream import RETRY_SAFE, UNKNOWN_OUTCOME
-from pydantic_ai_stream._resume import Checkpoint, decode_messages, encode_messages, saved_by
+from pydantic_ai_stream._events import EventMapper
+from pydantic_ai_stream._resume import Checkpoint, decode_messages, encode_messages, saved_by, saved_nodes
 
 
 def test_a_checkpoint_keeps_any_message_as_it_was_even_binary_content() -> None:
@@ -63,3 +65,29 @@ def test_a_conversation_saved_by_any_attempt_of_a_run_is_told_apart() -> None:
     assert saved_by(saved, "r1")
     assert not saved_by(saved, "r")
     assert not saved_by([ModelRequest(parts=[UserPromptPart("hi")], run_id="r10")], "r1")
+
+
+def test_a_saved_runs_nodes_replay_with_their_tool_returns_across_attempts() -> None:
+    """What a resumed attempt streams again for a run its last worker saved before `end`: each node of the run
+    (not of another run), numbered from 0 across attempts, its tool returns after its `llm-end`."""
+    messages = [
+        ModelRequest(parts=[UserPromptPart("earlier")], run_id="r0"),
+        ModelResponse(parts=[TextPart("an earlier answer")], run_id="r0"),
+        ModelRequest(parts=[UserPromptPart("go")], run_id="r1"),
+        ModelResponse(parts=[TextPart("checking"), ToolCallPart("lookup", {"q": 1}, tool_call_id="c1")], run_id="r1"),
+        ModelRequest(parts=[ToolReturnPart("lookup", "soup", tool_call_id="c1")], run_id="r1:2"),
+        ModelResponse(parts=[TextPart("soup it is")], run_id="r1:2"),
+    ]
+    nodes = saved_nodes(messages, "r1")
+    assert [(response.parts[0].content, answer is not None) for response, answer in nodes] == [  # type: ignore[union-attr]
+        ("checking", True),
+        ("soup it is", False),
+    ]
+    response, answer = nodes[0]
+    assert [(b["event"], b.get("part_kind")) for b in EventMapper().replay(0, response, answer)] == [
+        ("llm-begin", None),
+        ("part_start", "text"),
+        ("part_start", "tool-call"),
+        ("llm-end", None),
+        ("part_start", "tool-return"),
+    ]

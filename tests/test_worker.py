@@ -282,8 +282,9 @@ async def test_the_job_of_a_cancelled_queued_run_is_dropped_though_another_run_h
 
 
 async def test_a_run_whose_worker_died_after_saving_it_is_ended_not_run_again(redis: Redis, settings: Settings) -> None:
-    """Its worker saved the conversation, then died before `end`: the next attempt writes `end` and
-    neither calls the model again nor saves the run's messages twice."""
+    """Its worker saved the conversation, then died before `end`: the next attempt streams the saved answer
+    again after its `resumed` marker (which tells listeners to drop it) and writes `end`, and neither calls the
+    model again nor saves the run's messages twice."""
     async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
         handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
         await handle.submit(agent="gated", body={"user_prompt": "hi"}, run_id="r1")
@@ -302,6 +303,12 @@ async def test_a_run_whose_worker_died_after_saving_it_is_ended_not_run_again(re
         async with Worker(runtime=runtime, agents={"gated": model.agent()}):
             events = await _ended_run(handle, "r1")
         assert _outline(events) == [("begin", None), ("end", None)]
+        marker = next(i for i, e in enumerate(events) if e["body"].get("event") == "resumed")
+        assert [(e["body"].get("event"), e["body"].get("content")) for e in events[marker + 1 : -1]] == [
+            ("llm-begin", None),
+            ("part_start", "hello world"),
+            ("llm-end", None),
+        ], "the answer the resumed marker replaced is streamed again, from the saved conversation"
         assert model.calls == 0
         stored = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
         await stored.load()

@@ -210,15 +210,21 @@ class EventMapper:
         """Body of `llm-end`: the model's response has streamed in full."""
         return {"idx": self.idx, "event": "llm-end"}
 
-    def replay(self, idx: int, response: ModelResponse) -> list[EventBody]:
+    def replay(self, idx: int, response: ModelResponse, answer: ModelRequest | None = None) -> list[EventBody]:
         """The events of node `idx` whose response is complete (a resumed run redoes the node from its tool
-        calls): `llm-begin`, each part complete as a `part_start`, `llm-end`."""
+        calls): `llm-begin`, each part complete as a `part_start`, `llm-end`; then the tool returns of
+        `answer`, the request that answered the response, if it is known."""
         self.idx = idx
         parts: list[EventBody] = [
             {"idx": idx, "event": "part_start", "event_idx": i, **part_fields(part)}
             for i, part in enumerate(response.parts)
         ]
-        return [{"idx": idx, "event": "llm-begin"}, *parts, self.node_end()]
+        returns: list[EventBody] = []
+        for part in answer.parts if answer is not None else ():
+            fields = request_part_fields(part)
+            if fields is not None and fields["part_kind"] != "user-prompt":
+                returns.append({"idx": idx, "event": "part_start", **fields})
+        return [{"idx": idx, "event": "llm-begin"}, *parts, self.node_end(), *returns]
 
     def event(self, event: object) -> EventBody | None:
         """The body for one pydantic-ai stream event, or `None` for events that carry nothing to show."""

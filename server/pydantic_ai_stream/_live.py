@@ -17,7 +17,7 @@ from ._keys import SessionKeys, check_id
 from ._lease import Lease
 from ._names import EVENT, ORIGIN_PYDANTIC_AI
 from ._redis import Held, OpenState, SessionStream
-from ._resume import Checkpoint, decode_messages, encode_messages
+from ._resume import Checkpoint, decode_messages, encode_messages, saved_nodes
 from ._runtime import Runtime
 from ._writer import StreamWriter
 
@@ -242,6 +242,16 @@ class LiveRun:
             for body in self.mapper.replay(idx, response):
                 await self.add(EVENT, ORIGIN_PYDANTIC_AI, body)
         return checkpoint
+
+    async def replay_saved(self, history: Sequence[ModelMessage]) -> None:
+        """A run its last worker saved, then stopped before its `end`: its nodes from the `resumed` marker's
+        (which replaced them for listeners) streamed again, complete, from the saved conversation `history`."""
+        loaded = await self.lease.stream.load_checkpoint(self.run_id)
+        start = loaded[0] if loaded is not None else 0
+        for idx, (response, answer) in enumerate(saved_nodes(history, self.run_id)):
+            if idx >= start:
+                for body in self.mapper.replay(idx, response, answer):
+                    await self.add(EVENT, ORIGIN_PYDANTIC_AI, body)
 
     async def flush(self) -> None:
         """Wait until every entry added so far is in Redis."""

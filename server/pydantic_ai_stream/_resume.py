@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter
 from pydantic_ai.agent import AbstractAgent
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelResponse
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, ModelResponse
 from pydantic_ai.tools import DeferredToolResults
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 
@@ -28,6 +28,7 @@ __all__ = [
     "encode_messages",
     "retry_safe_tools",
     "saved_by",
+    "saved_nodes",
 ]
 
 RETRY_SAFE = "retry_safe"
@@ -92,6 +93,18 @@ def saved_by(messages: Sequence[ModelMessage], run_id: str) -> bool:
     attempt: its worker saved the conversation and died before the run's `end`."""
     attempt = f"{run_id}:"
     return any(m.run_id == run_id or (m.run_id or "").startswith(attempt) for m in messages)
+
+
+def saved_nodes(messages: Sequence[ModelMessage], run_id: str) -> list[tuple[ModelResponse, ModelRequest | None]]:
+    """The nodes of the run `run_id` (of any attempt) in a stored conversation, in order: each response with
+    the request that answered it (its tool returns), `None` for the last."""
+    attempt = f"{run_id}:"
+    own = [m for m in messages if m.run_id == run_id or (m.run_id or "").startswith(attempt)]
+    return [
+        (m, next((a for a in own[i + 1 : i + 2] if isinstance(a, ModelRequest)), None))
+        for i, m in enumerate(own)
+        if isinstance(m, ModelResponse)
+    ]
 
 
 def retry_safe_tools(agent: AbstractAgent[Any, Any]) -> set[str]:

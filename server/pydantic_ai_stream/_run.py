@@ -58,7 +58,10 @@ async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: s
         await session.load()
         history = list(session.msgs)
         if live is not None and live.attempt > 1 and saved_by(history, live.run_id):
-            return  # its last worker saved the conversation and died before `end`: only `end` is left
+            # Its last worker saved the conversation and stopped before `end`: only `end` is left, after the
+            # nodes that the `resumed` marker replaced for listeners.
+            await live.replay_saved(history)
+            return
         resumed = await live.resume() if live is not None else None
         prompt: str | None = user_prompt
         if resumed is not None:
