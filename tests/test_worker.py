@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionHandle, Settings
@@ -394,3 +397,67 @@ async def test_a_worker_stops_though_a_redis_call_turned_its_cancel_into_an_erro
             await entered.wait()
             await worker.drain(0)
     assert converted.is_set(), "the keeper was stopped mid-call"
+
+
+class OneByOne:
+    """A model whose calls each wait for their own prompt's gate: the test ends runs one at a time and sees
+    in which order they started."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        self.changed = asyncio.Condition()
+
+    async def stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        [prompt] = [
+            p.content for m in messages if isinstance(m, ModelRequest) for p in m.parts if p.part_kind == "user-prompt"
+        ]
+        assert isinstance(prompt, str)
+        async with self.changed:
+            self.started.append(prompt)
+            self.changed.notify_all()
+        yield "hello "
+        await self.gates.setdefault(prompt, asyncio.Event()).wait()
+        yield "world"
+
+    async def wait_started(self, n: int) -> list[str]:
+        async with asyncio.timeout(10), self.changed:
+            await self.changed.wait_for(lambda: len(self.started) >= n)
+        return self.started[:n]
+
+    def end(self, prompt: str) -> None:
+        self.gates.setdefault(prompt, asyncio.Event()).set()
+
+    def agent(self) -> Agent[Any, str]:
+        return Agent(FunctionModel(stream_function=self.stream))
+
+
+async def _submit_in(runtime: Runtime, scope_id: int, session_id: str) -> None:
+    stream = runtime.stream(runtime.keys(scope_id=scope_id, user_id=1, session_id=session_id))
+    await runtime.queue.submit(stream, scope_id=scope_id, user_id=1, agent="one", body={"user_prompt": session_id})
+
+
+async def test_a_scope_with_nothing_running_starts_next_whatever_another_scope_queued(runtime: Runtime) -> None:
+    """Scope 1 has 20 runs queued; scope 2's run, submitted while one of them runs, waits for one turn of
+    each scope with runs queued (one run of scope 1), not for the 19 runs queued before it."""
+    model = OneByOne()
+    for i in range(20):
+        await _submit_in(runtime, 1, f"a{i}")
+    async with Worker(runtime=runtime, agents={"one": model.agent()}, concurrency=1) as worker:
+        assert await model.wait_started(1) == ["a0"]
+        await _submit_in(runtime, 2, "b0")
+        model.end("a0")
+        model.end("a1")
+        assert await model.wait_started(3) == ["a0", "a1", "b0"]
+        handle = SessionHandle.of(runtime, scope_id=2, user_id=1, session_id="b0")
+        model.end("b0")
+        assert _outline([e async for e in handle.listen(serialize=False, timeout=10)]) == [
+            ("begin", None),
+            ("end", None),
+        ]  # type: ignore[misc]
+        for i in range(1, 20):
+            model.end(f"a{i}")
+        await model.wait_started(21)
+        await worker.join()
+    assert model.started == ["a0", "a1", "b0", *(f"a{i}" for i in range(2, 20))]
+    assert await runtime.queue.waiting() == 0
