@@ -461,3 +461,42 @@ async def test_a_scope_with_nothing_running_starts_next_whatever_another_scope_q
         await worker.join()
     assert model.started == ["a0", "a1", "b0", *(f"a{i}" for i in range(2, 20))]
     assert await runtime.queue.waiting() == 0
+
+
+async def test_a_run_cut_short_is_resumed_at_the_next_free_slot_before_new_runs(
+    redis: Redis, settings: Settings
+) -> None:
+    """A worker always full of new runs still takes a dead worker's job over first when a slot frees, rather
+    than after the backlog (a run cut by a kill -9 waited for every run queued)."""
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.05
+    async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
+        model = OneByOne()
+        await _submit_in(runtime, 1, "cut")
+        wake = queue_wake_key(settings.redis_prefix, "dead")
+        await runtime.queue.create_group(wake=wake)
+        [job] = await runtime.queue.claim(client=redis, consumer="dead", count=1, block_ms=1, wake=wake)
+        for i in range(10):
+            await _submit_in(runtime, 1, f"new{i}")
+        cut = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="cut")
+        async with Worker(runtime=runtime, agents={"one": model.agent()}, concurrency=1) as worker:
+            assert await model.wait_started(1) == ["new0"], "the dead worker's job is not silent yet"
+            live = await LiveRun.adopt(dead, cut.keys, run_id=job.run_id)
+            assert live is not None
+            dead.leases.release(live.lease)  # the worker is killed: its job and lease go silent
+            await redis.delete(cut.keys.live)
+            await runtime.queue.hand_back("dead", job.id)  # silent for long already
+            deadline = time.monotonic() + 10
+            while not worker._takeover:  # the worker saw it (its renewal timer)
+                assert time.monotonic() < deadline, "the worker did not see the dead worker's job"
+                await asyncio.sleep(0.01)
+            model.end("new0")
+            assert await model.wait_started(2) == ["new0", "cut"]
+            model.end("cut")
+            events = await _ended_run(cut, job.run_id)
+            for i in range(1, 10):
+                model.end(f"new{i}")
+            await model.wait_started(11)
+            await worker.join()
+    resumed = [e["body"] for e in events if e["type"] == "event" and e["body"].get("event") == "resumed"]
+    assert resumed == [{"idx": 0, "event": "resumed", "attempt": 2}]
+    assert _outline(events) == [("begin", None), ("end", None)]

@@ -1,15 +1,15 @@
 """The run queue: runs accepted by any process, executed by whichever worker claims them.
 
-`submit` writes the run's `begin` to its session's stream (its flag saying `queued:<run id>`) and adds a
-job to its scope's job stream. Workers claim jobs in turns of the scopes with jobs waiting, one job per
-scope per turn, so one scope's backlog delays another scope's run by at most one job per scope with jobs
-waiting. A job claimed enters a Redis Stream with one consumer group (`workers`), the queue, and is read
-from it with `XREADGROUP` in the same script; the worker adopts the run's flag as its lease, runs it and
-acknowledges the job. A scope's runs not yet claimed are
-counted in a sorted set of its own, which bounds them (`QueueFullError`). The queue's keys share one
-hash tag, so each of its scripts touches one slot of a Redis Cluster; a session's keys are in another
-slot, so each step is written to be safe to repeat: a re-sent `submit` re-adds its job, and a job whose
-run is no longer queued is dropped by the worker that claims it.
+`submit` writes the run's `begin` to its session's stream (its flag saying `queued:<run id>`) and adds a job
+to its scope's job stream. Workers claim jobs in turns of the scopes with jobs waiting, one job per scope
+per turn, so one scope's backlog delays another scope's run by at most one job per scope with jobs waiting.
+A job claimed enters a Redis Stream with one consumer group (`workers`), the queue, and is read from it with
+`XREADGROUP` in the same script; the worker adopts the run's flag as its lease, runs it and acknowledges the
+job. A job of a worker that died is taken over before any new job (see `Worker`). A scope's runs not yet
+claimed are counted in a sorted set of its own, which bounds them (`QueueFullError`). The queue's keys share
+one hash tag, so each of its scripts touches one slot of a Redis Cluster; a session's keys are in another
+slot, so each step is written to be safe to repeat: a re-sent `submit` re-adds its job, and a job whose run
+is no longer queued is dropped by the worker that claims it.
 """
 
 from __future__ import annotations
@@ -424,8 +424,19 @@ class RunQueue:
     async def reclaim(self, consumer: str, *, idle_ms: int, count: int) -> list[Job]:
         """Up to `count` jobs whose worker has not shown for `idle_ms` (it died, or was stopped before it
         could adopt their runs), now `consumer`'s; a job whose run is not queued any more is dropped by it."""
-        reply = await self.redis.xautoclaim(self.key, GROUP, consumer, idle_ms, "0-0", count=count)
-        return await self._jobs(reply[1])
+        entries: list[tuple[Any, Any]] = []
+        cursor = "0-0"
+        while len(entries) < count:  # each look scans a part of the claimed jobs: go on to their end
+            reply = await self.redis.xautoclaim(self.key, GROUP, consumer, idle_ms, cursor, count=count - len(entries))
+            entries += reply[1]
+            cursor = decode(reply[0])
+            if cursor == "0-0":
+                break
+        return await self._jobs(entries)
+
+    async def abandoned(self, *, idle_ms: int) -> bool:
+        """Whether a claimed job's worker has not shown for `idle_ms` (see `reclaim`)."""
+        return bool(await self.redis.xpending_range(self.key, GROUP, min="-", max="+", count=1, idle=idle_ms))
 
     async def _jobs(self, entries: Sequence[tuple[Any, Any]]) -> list[Job]:
         jobs = []
