@@ -9,7 +9,7 @@ import random
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -238,12 +238,17 @@ async def _kills(bench: Bench, leases: _Leases) -> list[_Kill]:
                     for watch, killed in zip(watches, kills, strict=True)
                 ]
         finally:
-            for watch in watches:
-                if watch.task is not None:
-                    watch.task.cancel()
-            await asyncio.gather(*(watch.task for watch in watches if watch.task is not None), return_exceptions=True)
-            for worker in workers:
-                await bench.procs.stop(worker)
+            await _stop(bench, watches, workers)
+
+
+async def _stop(bench: Bench, watches: list[_Watch], workers: list[Proc]) -> None:
+    """Stop the listeners, then the workers."""
+    for watch in watches:
+        if watch.task is not None:
+            watch.task.cancel()
+    await asyncio.gather(*(watch.task for watch in watches if watch.task is not None), return_exceptions=True)
+    for worker in workers:
+        await bench.procs.stop(worker)
 
 
 async def _warm_worker(
@@ -533,3 +538,131 @@ def _checkpoint_table(
         Row(label, "checkpoint messages at the last node: LLEN", length),
         Row(label, "checkpoint messages at the last node: message bytes", payload),
     ]
+
+
+# 3. A backlog: runs cut short, and another tenant's first run
+
+BACKLOG_CONCURRENCY = 16
+"""Runs each `pydantic-ai-stream worker` of the backlog workload executes at once (16 held by the victim)."""
+BACKLOG_PACE = Pace(tokens=30, interval=0.1)
+"""Each backlog run streams for about 3 s, after a random (seeded) wait of up to 3 s, so runs started
+together do not end together: a worker's 16 slots free one at a time, ~0.3 s apart. The victim's runs still
+stream when it is killed, and the backlog lasts well past the measurements."""
+OTHER_SCOPE_ID = SCOPE_ID + 1
+"""The second tenant's scope."""
+
+
+async def backlog(bench: Bench) -> list[Row]:
+    """Ours: 2 workers busy on a backlog of one scope. Kill -9 one: time until each of its runs resumed.
+    Then a second scope's runs, one at a time, while the first has a backlog queued: time until each starts."""
+    sizes = bench.sizes
+    await bench.redis.reset()
+    progress(f"backlog: ours, kill -9 with {sizes.backlog_runs} queued")
+    resumed, queued_at_kill = await _killed_in_backlog(bench, sizes.backlog_runs)
+    await bench.redis.reset()
+    progress(f"backlog: ours, {sizes.backlog_firsts} first runs of a second scope behind {sizes.backlog_other} queued")
+    firsts, queued_left = await _firsts_behind_backlog(bench, sizes.backlog_other, sizes.backlog_firsts)
+    kill = (f"backlog (ours): kill -9 of 1 of 2 `pydantic-ai-stream worker --concurrency {BACKLOG_CONCURRENCY}` "
+            f"busy on {sizes.backlog_runs} queued runs of one scope (3-6 s), default leases (TTL 3 s)")  # fmt: skip
+    first = (f"backlog (ours): a second scope's run, one at a time, while 1 worker (`--concurrency "
+             f"{BACKLOG_CONCURRENCY}`) is busy on {sizes.backlog_other} queued runs of the first")  # fmt: skip
+    return [
+        Row(kill, "runs queued at the kill", queued_at_kill),
+        Row(kill, "runs the victim held (all resumed, each once)", len(resumed)),
+        Row(kill, "kill -> `resumed` p50 (ms)", percentile(resumed, 50)),
+        Row(kill, "kill -> `resumed` p99 (ms)", percentile(resumed, 99)),
+        Row(first, "submit -> the run's first entry after `begin` p50 (ms)", percentile(firsts, 50), decimals=1),
+        Row(first, "submit -> the run's first entry after `begin` p99 (ms)", percentile(firsts, 99), decimals=1),
+        Row(first, "runs of the first scope still queued after the last one", queued_left),
+    ]  # fmt: skip
+
+
+async def _submit_backlog(runtime: Runtime, scope_id: int, runs: int, name: str) -> None:
+    """`runs` runs of the paced agent in `scope_id`, submitted 100 at a time."""
+    offsets = random.Random(PHASE_SEED)
+    prompts = [replace(BACKLOG_PACE, offset=offsets.uniform(0, 3)).prompt() for _ in range(runs)]
+    for start in range(0, runs, 100):
+        await asyncio.gather(*(
+            SessionHandle.of(runtime, scope_id=scope_id, user_id=USER_ID, session_id=f"{name}{i}").submit(
+                agent=grpc_side.AGENT, body={"user_prompt": prompts[i]}
+            )
+            for i in range(start, min(runs, start + 100))
+        ))  # fmt: skip
+
+
+def _backlog_runtime(bench: Bench, runs: int) -> Runtime:
+    return Runtime(redis=bench.redis.client, settings=Settings(redis_prefix=PREFIX, max_queued_runs=runs + 100))
+
+
+async def _killed_in_backlog(bench: Bench, runs: int) -> tuple[list[float], int]:
+    """Kill -> the `resumed` marker of each run the killed worker held (ms), and the runs queued at the kill."""
+    workers: list[Proc] = []
+    watches: list[_Watch] = []
+    async with _backlog_runtime(bench, runs) as runtime:
+        try:
+            for n in range(2):
+                workers.append(
+                    await grpc_side.start_queue_worker(bench, f"backlog worker {n + 1}", BACKLOG_CONCURRENCY)
+                )
+            victim = workers[0]
+            await _submit_backlog(runtime, SCOPE_ID, runs, "q")
+            held = await _held_runs(runtime, victim, BACKLOG_CONCURRENCY)
+            for session_id in held:
+                watch = _Watch(SessionHandle.of(runtime, scope_id=SCOPE_ID, user_id=USER_ID, session_id=session_id))
+                watches.append(watch)
+                watch.start()
+                await watch.until(watch.streaming, "first token")
+            victim.kill()
+            killed_ns = time.monotonic_ns()
+            queued = await runtime.queue.waiting()
+            resumed = []
+            for watch in watches:
+                await watch.until(watch.answered, "token after the resumed marker")
+                marker_ns = next(arrived for arrived, entry in watch.seen if _is_marker(entry))
+                resumed.append((marker_ns - killed_ns) / 1e6)
+            return resumed, queued
+        finally:
+            await _stop(bench, watches, workers)
+
+
+async def _held_runs(runtime: Runtime, victim: Proc, count: int) -> list[str]:
+    """The sessions of the `count` runs the worker `victim` holds, once it holds that many."""
+    redis, queue = runtime.redis, runtime.queue
+    async with asyncio.timeout(STEP_TIMEOUT):
+        while True:
+            pending: list[dict[str, Any]] = await redis.xpending_range(queue.key, GROUP, min="-", max="+", count=1000)
+            ids = [p["message_id"] for p in pending if f"-{victim.pid}-" in p["consumer"].decode()]
+            if len(ids) >= count:
+                break
+            await asyncio.sleep(0.05)  # polling the queue: the workers claim on their own
+    sessions = []
+    for job_id in ids:
+        jobs: list[tuple[bytes, dict[bytes, bytes]]] = await redis.xrange(queue.key, job_id, job_id)  # type: ignore[assignment]
+        sessions.append(jobs[0][1][b"session_id"].decode())
+    return sessions
+
+
+async def _firsts_behind_backlog(bench: Bench, runs: int, firsts: int) -> tuple[list[float], int]:
+    """Submit -> first entry after `begin` (ms) of the second scope's runs, each after the last one ended."""
+    async with _backlog_runtime(bench, runs) as runtime:
+        worker = await grpc_side.start_queue_worker(bench, "backlog worker", BACKLOG_CONCURRENCY)
+        try:
+            await _submit_backlog(runtime, SCOPE_ID, runs, "q")
+            latencies = []
+            for k in range(firsts):
+                handle = SessionHandle.of(runtime, scope_id=OTHER_SCOPE_ID, user_id=USER_ID, session_id=f"other{k}")
+                started = time.monotonic_ns()
+                await handle.submit(agent=grpc_side.AGENT, body={"user_prompt": Pace(tokens=1).prompt()})
+                entries = handle.listen_entries(wait=STEP_TIMEOUT, timeout=STEP_TIMEOUT)
+                seen = 0
+                async for entry in entries:
+                    if entry is None:
+                        continue
+                    seen += 1
+                    if seen == 2:  # the first entry after `begin`: the run started
+                        latencies.append((time.monotonic_ns() - started) / 1e6)
+                    if entry.type == "end":
+                        break
+            return latencies, await runtime.queue.depth(SCOPE_ID)
+        finally:
+            await bench.procs.stop(worker)

@@ -585,5 +585,6 @@ WORKLOADS: dict[str, Callable[[Bench], Awaitable[list[Row]]]] = {
     "queue": queue,
     "recovery": durable.recovery,
     "checkpoint": durable.checkpoint,
+    "backlog": durable.backlog,
     "telemetry": telemetry.telemetry,
 }

@@ -7,7 +7,7 @@ from redis.asyncio import Redis
 
 from pydantic_ai_stream import QueueFullError, RunExistsError, Runtime, SessionBusyError, Settings
 from pydantic_ai_stream._keys import queue_wake_key
-from pydantic_ai_stream._queue import GROUP, RunQueue
+from pydantic_ai_stream._queue import GROUP, Job, RunQueue
 from pydantic_ai_stream._redis import SessionStream
 
 
@@ -57,7 +57,7 @@ async def test_a_retried_submit_runs_nothing_twice(redis: Redis, runtime: Runtim
         await _submit(queue, stream, run_id="r1")
     assert retried.value.run_id == "r1"
     # The job went in with the run's open, in one script: a retry adds none.
-    assert await redis.xlen(queue.key) == 1
+    assert await queue.waiting() == 1
     assert await queue.depth(1) == 1, "counted once"
     assert await redis.xlen(stream.keys.stream) == 1, "one begin"
     with pytest.raises(SessionBusyError) as busy:
@@ -80,3 +80,39 @@ async def test_a_full_scope_refuses_runs_and_writes_nothing(redis: Redis, settin
         other_scope = runtime.stream(runtime.keys(scope_id=2, user_id=1, session_id="s3"))
         await queue.submit(other_scope, scope_id=2, user_id=1, agent="a")  # each scope has its own bound
         assert (await queue.depth(1), await queue.depth(2)) == (2, 1)
+
+
+async def test_claims_take_turns_between_scopes_and_waiting_counts_every_scope(redis: Redis, runtime: Runtime) -> None:
+    """Scope 1's backlog is claimed one job per turn of each scope with jobs: scope 2's run, submitted after
+    it, is the second claimed, not the 21st."""
+    queue = runtime.queue
+    for i in range(20):
+        await _submit(queue, _stream(runtime, f"a{i}"))
+    for i in range(2):
+        other = runtime.stream(runtime.keys(scope_id=2, user_id=1, session_id=f"b{i}"))
+        await queue.submit(other, scope_id=2, user_id=1, agent="a")
+    assert (await queue.waiting(), await queue.depth(1), await queue.depth(2)) == (22, 20, 2)
+    wake = queue_wake_key(runtime.settings.redis_prefix, "w1")
+    await queue.create_group(wake=wake)
+    claimed = []
+    for _ in range(5):
+        [job] = await queue.claim(client=redis, consumer="w1", count=1, block_ms=1, wake=wake)
+        claimed.append((job.scope_id, job.session_id))
+    assert claimed == [(1, "a0"), (2, "b0"), (1, "a1"), (2, "b1"), (1, "a2")]
+    jobs = await queue.claim(client=redis, consumer="w1", count=10, block_ms=1, wake=wake)
+    assert [job.session_id for job in jobs] == [f"a{i}" for i in range(3, 13)], "one scope left: its jobs in order"
+    assert await queue.waiting() == 7, "claimed jobs wait no more"
+
+
+async def test_a_job_in_the_queue_of_an_older_version_is_claimed_first(redis: Redis, runtime: Runtime) -> None:
+    """A job an older version added to the queue's one stream (before scopes took turns) is still claimed."""
+    queue = runtime.queue
+    await _submit(queue, _stream(runtime, "new"))
+    wake = queue_wake_key(runtime.settings.redis_prefix, "w1")
+    await queue.create_group(wake=wake)
+    old = Job(scope_id=1, user_id=1, session_id="old", run_id="r1", agent="a")
+    await redis.xadd(queue.key, old.fields())  # type: ignore[arg-type]
+    assert await queue.waiting() == 2
+    jobs = await queue.claim(client=redis, consumer="w1", count=10, block_ms=1, wake=wake)
+    assert [job.session_id for job in jobs] == ["old", "new"]
+    assert await queue.waiting() == 0

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionBusyError, SessionHandle, Settings
@@ -505,3 +508,106 @@ async def test_a_run_between_two_workers_keeps_its_session(redis: Redis, setting
         await session.load()
         prompts = [p.content for m in session.msgs for p in m.parts if p.part_kind == "user-prompt"]
         assert prompts == ["one", "three"]
+
+
+class OneByOne:
+    """A model whose calls each wait for their own prompt's gate: the test ends runs one at a time and sees
+    in which order they started."""
+
+    def __init__(self) -> None:
+        self.started: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+        self.changed = asyncio.Condition()
+
+    async def stream(self, messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+        [prompt] = [
+            p.content for m in messages if isinstance(m, ModelRequest) for p in m.parts if p.part_kind == "user-prompt"
+        ]
+        assert isinstance(prompt, str)
+        async with self.changed:
+            self.started.append(prompt)
+            self.changed.notify_all()
+        yield "hello "
+        await self.gates.setdefault(prompt, asyncio.Event()).wait()
+        yield "world"
+
+    async def wait_started(self, n: int) -> list[str]:
+        async with asyncio.timeout(10), self.changed:
+            await self.changed.wait_for(lambda: len(self.started) >= n)
+        return self.started[:n]
+
+    def end(self, prompt: str) -> None:
+        self.gates.setdefault(prompt, asyncio.Event()).set()
+
+    def agent(self) -> Agent[Any, str]:
+        return Agent(FunctionModel(stream_function=self.stream))
+
+
+async def _submit_in(runtime: Runtime, scope_id: int, session_id: str) -> None:
+    stream = runtime.stream(runtime.keys(scope_id=scope_id, user_id=1, session_id=session_id))
+    await runtime.queue.submit(stream, scope_id=scope_id, user_id=1, agent="one", body={"user_prompt": session_id})
+
+
+async def test_a_scope_with_nothing_running_starts_next_whatever_another_scope_queued(runtime: Runtime) -> None:
+    """Scope 1 has 20 runs queued; scope 2's run, submitted while one of them runs, waits for one turn of
+    each scope with runs queued (one run of scope 1), not for the 19 runs queued before it."""
+    model = OneByOne()
+    for i in range(20):
+        await _submit_in(runtime, 1, f"a{i}")
+    async with Worker(runtime=runtime, agents={"one": model.agent()}, concurrency=1) as worker:
+        assert await model.wait_started(1) == ["a0"]
+        await _submit_in(runtime, 2, "b0")
+        model.end("a0")
+        model.end("a1")
+        assert await model.wait_started(3) == ["a0", "a1", "b0"]
+        handle = SessionHandle.of(runtime, scope_id=2, user_id=1, session_id="b0")
+        model.end("b0")
+        assert _outline([e async for e in handle.listen(serialize=False, timeout=10)]) == [
+            ("begin", None),
+            ("end", None),
+        ]  # type: ignore[misc]
+        for i in range(1, 20):
+            model.end(f"a{i}")
+        await model.wait_started(21)
+        await worker.join()
+    assert model.started == ["a0", "a1", "b0", *(f"a{i}" for i in range(2, 20))]
+    assert await runtime.queue.waiting() == 0
+
+
+async def test_a_run_cut_short_is_resumed_at_the_next_free_slot_before_new_runs(
+    redis: Redis, settings: Settings
+) -> None:
+    """A worker always full of new runs still takes a dead worker's job over first when a slot frees, rather
+    than after the backlog (a run cut by a kill -9 waited for every run queued)."""
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.05
+    async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
+        model = OneByOne()
+        await _submit_in(runtime, 1, "cut")
+        wake = queue_wake_key(settings.redis_prefix, "dead")
+        await runtime.queue.create_group(wake=wake)
+        [job] = await runtime.queue.claim(client=redis, consumer="dead", count=1, block_ms=1, wake=wake)
+        for i in range(10):
+            await _submit_in(runtime, 1, f"new{i}")
+        cut = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="cut")
+        async with Worker(runtime=runtime, agents={"one": model.agent()}, concurrency=1) as worker:
+            assert await model.wait_started(1) == ["new0"], "the dead worker's job is not silent yet"
+            live = await LiveRun.adopt(dead, cut.keys, run_id=job.run_id)
+            assert live is not None
+            dead.leases.release(live.lease)  # the worker is killed: its job and lease go silent
+            await redis.delete(cut.keys.live)
+            await runtime.queue.hand_back("dead", job.id)  # silent for long already
+            deadline = time.monotonic() + 10
+            while not worker._takeover:  # the worker saw it (its renewal timer)
+                assert time.monotonic() < deadline, "the worker did not see the dead worker's job"
+                await asyncio.sleep(0.01)
+            model.end("new0")
+            assert await model.wait_started(2) == ["new0", "cut"]
+            model.end("cut")
+            events = await _ended_run(cut, job.run_id)
+            for i in range(1, 10):
+                model.end(f"new{i}")
+            await model.wait_started(11)
+            await worker.join()
+    resumed = [e["body"] for e in events if e["type"] == "event" and e["body"].get("event") == "resumed"]
+    assert resumed == [{"idx": 0, "event": "resumed", "attempt": 2}]
+    assert _outline(events) == [("begin", None), ("end", None)]

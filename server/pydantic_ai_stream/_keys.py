@@ -22,6 +22,10 @@ __all__ = [
     "queue_key",
     "queue_wake_key",
     "queued_key",
+    "ready_key",
+    "scope_jobs_key",
+    "scopes_key",
+    "turn_key",
     "user_prefix",
     "wake_key",
     "workers_key",
@@ -222,6 +226,26 @@ def queue_wake_key(prefix: str, worker: str) -> str:
 def queued_key(prefix: str, scope_id: int) -> str:
     """The sorted set of a scope's runs accepted and not yet claimed by a worker (its queue's depth)."""
     return f"{queue_key(prefix)}:queued:{check_int_id('scope_id', scope_id)}"
+
+
+def scope_jobs_key(prefix: str, scope_id: int) -> str:
+    """The stream of a scope's jobs not yet given to a worker: they enter the queue one per turn of the scope."""
+    return f"{queue_key(prefix)}:scope:{check_int_id('scope_id', scope_id)}"
+
+
+def scopes_key(prefix: str) -> str:
+    """The sorted set of the scopes with jobs waiting (their `scope_jobs_key`), scored by turn: next first."""
+    return f"{queue_key(prefix)}:scopes"
+
+
+def turn_key(prefix: str) -> str:
+    """The counter that numbers the scopes' turns (a scope's next turn is after every other's)."""
+    return f"{queue_key(prefix)}:turn"
+
+
+def ready_key(prefix: str) -> str:
+    """The stream that wakes a worker waiting for jobs: an entry per job added (read by one worker, unacked)."""
+    return f"{queue_key(prefix)}:ready"
 
 
 def cancel_channel(prefix: str) -> str:

@@ -1,12 +1,15 @@
 """The run queue: runs accepted by any process, executed by whichever worker claims them.
 
-A Redis Stream with one consumer group (`workers`): `submit` writes the run's `begin` to its session's
-stream (its flag saying `queued:<run id>`) and adds a job; a worker claims jobs with `XREADGROUP`, adopts
-each run's flag as its lease, runs it and acknowledges the job. A scope's runs not yet claimed are
-counted in a sorted set of its own, which bounds them (`QueueFullError`). The queue's keys share one
-hash tag, so each of its scripts touches one slot of a Redis Cluster; a session's keys are in another
-slot, so each step is written to be safe to repeat: a re-sent `submit` re-adds its job, and a job whose
-run is no longer queued is dropped by the worker that claims it.
+`submit` writes the run's `begin` to its session's stream (its flag saying `queued:<run id>`) and adds a job
+to its scope's job stream. Workers claim jobs in turns of the scopes with jobs waiting, one job per scope
+per turn, so one scope's backlog delays another scope's run by at most one job per scope with jobs waiting.
+A job claimed enters a Redis Stream with one consumer group (`workers`), the queue, and is read from it with
+`XREADGROUP` in the same script; the worker adopts the run's flag as its lease, runs it and acknowledges the
+job. A job of a worker that died is taken over before any new job (see `Worker`). A scope's runs not yet
+claimed are counted in a sorted set of its own, which bounds them (`QueueFullError`). The queue's keys share
+one hash tag, so each of its scripts touches one slot of a Redis Cluster; a session's keys are in another
+slot, so each step is written to be safe to repeat: a re-sent `submit` re-adds its job, and a job whose run
+is no longer queued is dropped by the worker that claims it.
 """
 
 from __future__ import annotations
@@ -24,8 +27,30 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from ._errors import QueueFullError, RunExistsError, SessionBusyError
-from ._keys import SessionKeys, cancel_channel, check_id, queue_key, queued_key
-from ._redis import AsyncRedis, Enqueue, LuaScript, OpenState, SessionStream, decode, is_cluster, xread_entries_by_key
+from ._keys import (
+    SessionKeys,
+    cancel_channel,
+    check_id,
+    queue_key,
+    queued_key,
+    ready_key,
+    scope_jobs_key,
+    scopes_key,
+    turn_key,
+)
+from ._names import lua
+from ._redis import (
+    ADD_JOB_LUA,
+    READY_MAXLEN,
+    AsyncRedis,
+    Enqueue,
+    LuaScript,
+    OpenState,
+    SessionStream,
+    decode,
+    is_cluster,
+    xread_entries_by_key,
+)
 from ._settings import Settings
 
 __all__ = ["GROUP", "Job", "RunQueue", "Submitted", "queued_member"]
@@ -53,6 +78,63 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], deadline, ARGV[1])
 return 1
 """)
+
+
+# KEYS: the scope's job stream, the queue's scopes, turn and ready keys. ARGV: the job's fields and values.
+# Adds the job on a Redis Cluster, where `_OPEN` cannot (see `add_job`).
+_ADD_JOB = LuaScript(lua(ADD_JOB_LUA + "add_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], 1)"))
+
+# KEYS: the queue, its scopes, turn and ready keys. ARGV: group, consumer, count. Up to `count` jobs, now
+# `consumer`'s: first those already in the queue (added by a version without scopes' turns), then one of the
+# scope whose turn is next, at a time, each moved into the queue; the scope's next turn comes after every
+# other scope's. Wakes another worker when jobs are left and this one took all it could.
+_CLAIM = LuaScript(f"""
+local n = tonumber(ARGV[3])
+local function read(count)
+  local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', count, 'STREAMS', KEYS[1], '>')
+  return reply and reply[1][2] or {{}}
+end
+local jobs = read(n)
+local moved = 0
+while #jobs + moved < n do
+  local turn = redis.call('ZPOPMIN', KEYS[2])
+  if not turn[1] then break end
+  local scope = turn[1]
+  local job = redis.call('XRANGE', scope, '-', '+', 'COUNT', 1)[1]
+  if job then
+    redis.call('XDEL', scope, job[1])
+    redis.call('XADD', KEYS[1], '*', unpack(job[2]))
+    moved = moved + 1
+  end
+  if redis.call('XLEN', scope) > 0 then
+    redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), scope)
+  else
+    redis.call('DEL', scope)
+  end
+end
+if moved > 0 then
+  for _, job in ipairs(read(moved)) do jobs[#jobs + 1] = job end
+end
+if #jobs == n and redis.call('ZCARD', KEYS[2]) > 0 then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', {READY_MAXLEN}, '*', 'job', '1')
+end
+return jobs
+""")
+
+# KEYS: the queue, its scopes. ARGV: group. Jobs no worker has claimed yet: those of every scope's job
+# stream, and those in the queue not delivered to a worker.
+_WAITING = LuaScript("""
+local n = 0
+for _, scope in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do n = n + redis.call('XLEN', scope) end
+local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+local claimed = type(pending) == 'table' and not pending.err and pending[1] or 0
+return n + math.max(0, redis.call('XLEN', KEYS[1]) - claimed)
+""")
+
+
+def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:
+    """A stream entry's fields as a script returns them (field, value, field, value...)."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def queued_member(user_id: int, session_id: str, run_id: str) -> str:
@@ -147,6 +229,10 @@ class RunQueue:
     def key(self) -> str:
         return queue_key(self.prefix)
 
+    def _ring(self) -> list[str]:
+        """The scopes with jobs waiting, the turn counter and the ready stream (see `add_job`)."""
+        return [scopes_key(self.prefix), turn_key(self.prefix), ready_key(self.prefix)]
+
     async def submit(
         self,
         stream: SessionStream,
@@ -189,12 +275,16 @@ class RunQueue:
         if is_cluster(self.redis):
             state, begin_event_id = await self._submit_in_steps(stream, job, open_run)
         else:  # one script: no step of it can be lost without the others
+            scopes, turn, ready = self._ring()
             enqueue = Enqueue(
-                queue=self.key,
+                queue=scope_jobs_key(self.prefix, scope_id),
                 queued=queued_key(self.prefix, scope_id),
                 member=job.member,
                 limit=self.max_queued,
                 fields=job.fields(),
+                scopes=scopes,
+                turn=turn,
+                ready=ready,
             )
             state, begin_event_id = await open_run(enqueue=enqueue)
         if state is OpenState.OPENED:
@@ -290,7 +380,8 @@ class RunQueue:
             return state, begin_event_id
         try:
             # Also for a retry of a queued run: its first job may not have been added.
-            await self.redis.xadd(self.key, job.fields())  # type: ignore[arg-type]
+            fields = [item for pair in job.fields().items() for item in pair]
+            await _ADD_JOB(self.redis, keys=[scope_jobs_key(self.prefix, job.scope_id), *self._ring()], args=fields)
         except BaseException:
             if state is OpenState.OPENED:  # no job would ever run it: end it rather than hold the session
                 with contextlib.suppress(Exception):
@@ -331,20 +422,14 @@ class RunQueue:
             await pipe.execute()
 
     async def waiting(self) -> int:
-        """Runs in the queue no worker has claimed yet, of every scope (jobs in the stream, less those claimed)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xlen(self.key)
-            pipe.xpending(self.key, GROUP)
-            length, pending = await pipe.execute(raise_on_error=False)
-        if isinstance(length, Exception):
-            raise length
-        claimed = 0 if isinstance(pending, Exception) else int(pending["pending"])  # no group yet: none claimed
-        return max(0, int(length) - claimed)
+        """Runs in the queue no worker has claimed yet, of every scope (jobs in the scopes' job streams, and
+        in the queue less those claimed)."""
+        return int(await _WAITING(self.redis, keys=[self.key, scopes_key(self.prefix)], args=[GROUP]))
 
     async def create_group(self, *, wake: str | None = None) -> None:
-        """Create the workers' consumer group (and the queue) if there is none yet; and on the wake-up
-        stream `wake` of one worker (see `claim`)."""
-        for key in (self.key, *([wake] if wake else [])):
+        """Create the workers' consumer group (and the queue) if there is none yet, on the queue and its
+        ready stream; and on the wake-up stream `wake` of one worker (see `claim`)."""
+        for key in (self.key, ready_key(self.prefix), *([wake] if wake else [])):
             try:
                 await self.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
             except ResponseError as e:
@@ -355,14 +440,22 @@ class RunQueue:
             await self.redis.expire(wake, WAKE_TTL)
 
     async def claim(self, *, client: AsyncRedis, consumer: str, count: int, block_ms: int, wake: str) -> list[Job]:
-        """Up to `count` jobs no worker has claimed yet, waiting up to `block_ms` for one, on `client`
-        (whose connection the wait holds); an entry added to the stream `wake` ends the wait at once."""
-        reply = await client.xreadgroup(GROUP, consumer, {self.key: ">", wake: ">"}, count=count, block=block_ms)
-        jobs = []
-        for key, entries in xread_entries_by_key(reply):
-            if decode(key) == self.key:  # else a wake-up
-                jobs += await self._jobs(entries)
-        return jobs
+        """Up to `count` jobs no worker has claimed yet, in the scopes' turns, waiting up to `block_ms` for
+        one on `client` (whose connection the wait holds); an entry added to the stream `wake` ends the wait
+        at once, with no job."""
+        jobs = await self._claim(consumer, count)
+        if jobs:
+            return jobs
+        # A job added since the look above left an entry no worker read yet: the wait ends at once.
+        streams: dict[Any, Any] = {ready_key(self.prefix): ">", wake: ">"}
+        reply = await client.xreadgroup(GROUP, consumer, streams, count=READY_MAXLEN, block=block_ms, noack=True)
+        if any(decode(key) == wake for key, _ in xread_entries_by_key(reply)):
+            return []
+        return await self._claim(consumer, count) if reply else []
+
+    async def _claim(self, consumer: str, count: int) -> list[Job]:
+        entries = await _CLAIM(self.redis, keys=[self.key, *self._ring()], args=[GROUP, consumer, count])
+        return await self._jobs([(entry_id, _pairs(fields)) for entry_id, fields in entries])
 
     async def heartbeat(self, consumer: str, job_ids: Sequence[str]) -> None:
         """Show that `consumer` still works on these jobs: their idle time starts again (see `reclaim`)."""
@@ -372,8 +465,19 @@ class RunQueue:
     async def reclaim(self, consumer: str, *, idle_ms: int, count: int) -> list[Job]:
         """Up to `count` jobs whose worker has not shown for `idle_ms` (it died, or was stopped before it
         could adopt their runs), now `consumer`'s; a job whose run is not queued any more is dropped by it."""
-        reply = await self.redis.xautoclaim(self.key, GROUP, consumer, idle_ms, "0-0", count=count)
-        return await self._jobs(reply[1])
+        entries: list[tuple[Any, Any]] = []
+        cursor = "0-0"
+        while len(entries) < count:  # each look scans a part of the claimed jobs: go on to their end
+            reply = await self.redis.xautoclaim(self.key, GROUP, consumer, idle_ms, cursor, count=count - len(entries))
+            entries += reply[1]
+            cursor = decode(reply[0])
+            if cursor == "0-0":
+                break
+        return await self._jobs(entries)
+
+    async def abandoned(self, *, idle_ms: int) -> bool:
+        """Whether a claimed job's worker has not shown for `idle_ms` (see `reclaim`)."""
+        return bool(await self.redis.xpending_range(self.key, GROUP, min="-", max="+", count=1, idle=idle_ms))
 
     async def _jobs(self, entries: Sequence[tuple[Any, Any]]) -> list[Job]:
         jobs = []

@@ -24,6 +24,8 @@ from ._keys import SessionKeys
 from ._names import BEGIN, CANCEL_MARK, ORIGIN_STREAM, RUN_LOST, lua
 
 __all__ = [
+    "ADD_JOB_LUA",
+    "READY_MAXLEN",
     "ActiveRun",
     "AsyncRedis",
     "CancelState",
@@ -77,8 +79,23 @@ class LuaScript:
             return await redis.evalsha(self.sha, len(keys), *keys, *args)
 
 
-# KEYS: live, stream, active, durable, and to queue the job too (one Redis only: no cluster) the run queue
-# and the scope's queued set. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body, the
+READY_MAXLEN = 1000
+"""Wake-ups the run queue's ready stream keeps: enough that a worker about to wait sees the newest ones."""
+
+# Lua `add_job(jobs, scopes, turn, ready, first)`: adds the job whose fields and values are ARGV[first..] to
+# the scope's job stream `jobs`; a scope that had none waiting takes its turn after every other scope's (the
+# sorted set `scopes`, scored by the counter `turn`), and one worker waiting on the stream `ready` wakes.
+ADD_JOB_LUA = f"""
+local function add_job(jobs, scopes, turn, ready, first)
+  redis.call('XADD', jobs, '*', unpack(ARGV, first))
+  if not redis.call('ZSCORE', scopes, jobs) then redis.call('ZADD', scopes, redis.call('INCR', turn), jobs) end
+  redis.call('XADD', ready, 'MAXLEN', '~', {READY_MAXLEN}, '*', 'job', '1')
+end
+"""
+
+# KEYS: live, stream, active, durable, and to queue the job too (one Redis only: no cluster) the scope's job
+# stream, the scope's queued set, and the queue's scopes, turn and ready keys (see `add_job`).
+# ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body, the
 # start of the begin body that names this session and run, nonce of this start, '1' to queue the run (its
 # flag then says `queued:<run id>` until a worker adopts it), the run's member in the queued set (scored by
 # when it stops waiting: when its flag expires), the scope's limit, then the job's fields and values.
@@ -86,7 +103,9 @@ class LuaScript:
 # exists (live, queued, or ended and kept), unless that `begin` carries our nonce: then this call is a
 # re-sent copy of the one that wrote it (its reply was lost) and it opened the run.
 _OPEN = LuaScript(
-    lua("""
+    lua(
+        ADD_JOB_LUA
+        + """
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
 if first then
   local fields, body, nonce = first[2], nil, nil
@@ -141,11 +160,12 @@ else
   redis.call('DEL', KEYS[4])
 end
 if KEYS[5] then
-  redis.call('XADD', KEYS[5], '*', unpack(ARGV, 13))
+  add_job(KEYS[5], KEYS[7], KEYS[8], KEYS[9], 13)
   redis.call('ZADD', KEYS[6], tonumber(ARGV[4]) + tonumber(ARGV[2]), ARGV[11])
 end
 return {1, id}
-""")
+"""
+    )
 )
 
 # KEYS: (live, stream) of each session. ARGV: maxlen, retention_ms, then per session its run_id, the id
@@ -517,7 +537,7 @@ class Enqueue(NamedTuple):
     """The job to add to the run queue in the same script that opens the run (one Redis, not a cluster)."""
 
     queue: str
-    """The run queue's stream."""
+    """The scope's job stream (see `add_job`)."""
     queued: str
     """The scope's set of queued runs."""
     member: str
@@ -526,6 +546,10 @@ class Enqueue(NamedTuple):
     """Runs the scope may have queued."""
     fields: Mapping[str, str]
     """The job."""
+    scopes: str
+    """The queue's scopes with jobs waiting, its turn counter and its ready stream (see `add_job`)."""
+    turn: str
+    ready: str
 
 
 class CancelState(IntEnum):
@@ -669,7 +693,7 @@ class SessionStream:
         args: list[str | int] = [run_id, lease_ms, self.keys.session_id, int(time.time() * 1000), self.maxlen,
                                  self.retention_ms, _dump(begin), own, nonce, "1" if queued else "0"]  # fmt: skip
         if enqueue is not None:
-            keys += [enqueue.queue, enqueue.queued]
+            keys += [enqueue.queue, enqueue.queued, enqueue.scopes, enqueue.turn, enqueue.ready]
             args += [enqueue.member, enqueue.limit, *(item for pair in enqueue.fields.items() for item in pair)]
         state, entry_id = await _OPEN(self.redis, keys=keys, args=args)
         return OpenState(int(state)), decode(entry_id)

@@ -79,6 +79,8 @@ class Worker:
     """The agents hosted here, advertised to the fleet while the worker runs."""
     _slot_free: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
+    _takeover: bool = False
+    """A job of a dead worker waits: the next free slot takes it over, before any new job."""
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -154,9 +156,13 @@ class Worker:
                     if not grouped:
                         await queue.create_group(wake=self._wake_key)
                         grouped = True
-                    jobs = await queue.claim(
-                        client=client, consumer=self.name, count=free, block_ms=CLAIM_BLOCK_MS, wake=self._wake_key
-                    )
+                    if self._takeover:  # runs cut short come before new work
+                        jobs = await queue.reclaim(self.name, idle_ms=self._idle_ms, count=free)
+                        self._takeover = len(jobs) == free  # maybe more
+                    else:
+                        jobs = await queue.claim(
+                            client=client, consumer=self.name, count=free, block_ms=CLAIM_BLOCK_MS, wake=self._wake_key
+                        )
                 except (RedisError, OSError) as e:
                     raise_if_cancelled()
                     if isinstance(e, ResponseError) and "NOGROUP" in str(e):
@@ -183,23 +189,28 @@ class Worker:
             self._runs.add(task)
             task.add_done_callback(self._run_done)
 
+    @property
+    def _idle_ms(self) -> int:
+        return int(RECLAIM_AFTER * self.runtime.settings.lease_ttl * 1000)
+
     async def _keep_jobs(self) -> None:
-        """Show the queue the jobs held here are worked on, and take over those of workers that died.
+        """Show the queue the jobs held here are worked on, and look for those of workers that died.
 
         A job's idle time restarts at each renewal interval here; one idle for `RECLAIM_AFTER` lease TTLs
         belongs to a worker that is gone (killed, stalled past its leases, or stopped before it adopted the
-        run): a run whose worker died is resumed about a lease TTL after its last renewal.
+        run): the claim loop takes it over at its next free slot, before any new job, so a run whose worker
+        died is resumed about a lease TTL after its last renewal, or when a slot frees, whatever is queued.
         """
         config = self.runtime.settings
         queue = self.runtime.queue
-        idle_ms = int(RECLAIM_AFTER * config.lease_ttl * 1000)
         while True:
             await asyncio.sleep(config.lease_renew_interval)  # a periodic timer, not synchronisation
             try:
                 await queue.heartbeat(self.name, list(self._claimed))
-                free = self.concurrency - len(self._runs)
-                if not self._stopping and free > 0:
-                    self._start(await queue.reclaim(self.name, idle_ms=idle_ms, count=free))
+                if not self._stopping and not self._takeover and await queue.abandoned(idle_ms=self._idle_ms):
+                    self._takeover = True
+                    if self.running < self.concurrency:  # the claim loop waits for new jobs: end its wait
+                        await queue.wake(self._wake_key)
             except (RedisError, OSError) as e:
                 raise_if_cancelled()
                 self._redis_error("renew_jobs")

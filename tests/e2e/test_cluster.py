@@ -12,7 +12,7 @@ from redis.asyncio import RedisCluster
 from redis.cluster import key_slot
 
 from pydantic_ai_stream import AgxCanceledError, RedisSession, Runtime, SessionHandle, Settings, q, run
-from pydantic_ai_stream._keys import queued_key
+from pydantic_ai_stream._keys import queued_key, ready_key, scope_jobs_key, scopes_key, turn_key
 from pydantic_ai_stream._worker import Worker
 from support import Collector, MemorySession, ScopedDeps, bodies, has_text, scripted_model, text_of
 
@@ -107,7 +107,9 @@ async def test_many_users_on_many_slots_at_once(runtime: Runtime) -> None:
 
 async def test_the_run_queue_and_its_workers_on_the_cluster(cluster: RedisCluster, runtime: Runtime) -> None:
     queue = runtime.queue
-    assert len({key_slot(k.encode()) for k in (queue.key, queued_key(runtime.settings.redis_prefix, 1))}) == 1
+    prefix = runtime.settings.redis_prefix
+    keys = (queue.key, queued_key(prefix, 1), scope_jobs_key(prefix, 1), scopes_key(prefix), turn_key(prefix))
+    assert len({key_slot(k.encode()) for k in (*keys, ready_key(prefix))}) == 1, "the queue's scripts touch one slot"
     users = range(1, 7)  # sessions of several users: their keys spread over the nodes
     for user in users:
         stream = runtime.stream(runtime.keys(scope_id=1, user_id=user, session_id="s1"))

@@ -499,3 +499,39 @@ async def test_a_run_killed_mid_answer_resumes_with_its_session_history_from_pos
         ], "the earlier turn and every step of the run, once"
         assert (tool_calls("book"), tool_calls("lookup")) == (1, 1), "no tool ran again"
         assert not await redis.exists(handle.keys.msgs), "the conversation is not in Redis"
+
+
+def _id(entry: Entry) -> tuple[int, int]:
+    """A stream entry id as Redis orders it (its clock in ms, then a sequence): comparable across sessions."""
+    ms, seq = entry.id.split("-")
+    return int(ms), int(seq)
+
+
+async def test_runs_of_a_killed_worker_resume_before_the_backlog_of_new_runs(
+    redis: Redis, redis_url: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker process running 2 runs is killed -9 while 12 new runs are queued and the other worker is
+    busy with them: its runs resume at that worker's next free slots, before the backlog (they waited for
+    all 12 before)."""
+    monkeypatch.setenv("TEST_PACE_SECONDS", "0.02")  # this process's runs: ~0.8 s each
+    cut, backlog = ["cut0", "cut1"], [f"q{i}" for i in range(12)]
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        handles = {s: SessionHandle.of(runtime, scope_id=1, user_id=1, session_id=s) for s in cut + backlog}
+        with worker_process(redis_url, settings.redis_prefix, *AGENT, "--concurrency", "2", env=SHORT_LEASES) as victim:
+            for session_id in cut:
+                await handles[session_id].submit(agent="paced", body={"user_prompt": "go"})
+            for session_id in cut:
+                await _until_text(handles[session_id].listen_entries(timeout=10), "t0 ")
+            for session_id in backlog:  # the victim is full: they wait
+                await handles[session_id].submit(agent="paced", body={"user_prompt": "go"})
+            async with Worker(runtime=runtime, agents={"paced": paced}, concurrency=2):
+                victim.kill()
+                ended = {s: await _ended(handle) for s, handle in handles.items()}
+    resumed_at = max(_id(e) for s in cut for e in ended[s] if e.body.get("event") == "resumed")
+    started = [s for s in backlog if _id(ended[s][1]) < resumed_at]  # its first entry after `begin`
+    assert len(started) <= 6, f"{len(started)} of {len(backlog)} new runs started before the cut ones resumed"
+    for session_id in cut:
+        assert [e.body.get("attempt") for e in ended[session_id] if e.body.get("event") == "resumed"] == [2]
+    for entries in ended.values():
+        assert [e.type for e in entries if e.type != "event"] == ["begin", "end"]
+        assert _text(entries).endswith(FULL_TEXT)
