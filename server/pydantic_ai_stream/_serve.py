@@ -223,7 +223,7 @@ async def _redis(config: ServerSettings) -> AsyncIterator[AsyncRedis]:
     with tempfile.TemporaryDirectory(prefix="pydantic-ai-stream-") as tmp:
         # No retries: its SHUTDOWN closes the connection, which a retrying client would wait out.
         embedded = EmbeddedRedis(str(Path(tmp) / "redis.rdb"), retry=Retry(NoBackoff(), 0))
-        logger.warning(
+        logger.info(
             "no REDIS_URL given: started an embedded Redis at unix://%s; it lives only as long as this server",
             embedded.socket_file,
         )
@@ -479,7 +479,7 @@ async def running_server(
             shutdown_grace=config.shutdown_grace,
             worker=worker,
         )
-        logger.warning(
+        logger.info(
             "serving %s on %s:%d (%s) with agents: %s%s",
             SERVICE_NAME,
             config.host,
@@ -506,7 +506,7 @@ async def serve(config: ServerSettings, *, ready: Callable[[RunningServer], None
         if ready is not None:
             ready(running)
         await stopping.wait()
-        logger.warning("shutting down: in-flight runs get %.0f s", config.shutdown_grace)
+        logger.info("shutting down: in-flight runs get %.0f s", config.shutdown_grace)
 
 
 async def work(config: ServerSettings) -> None:
@@ -527,11 +527,11 @@ async def work(config: ServerSettings) -> None:
     ):
         worker = Worker(runtime=runtime, agents=agents, concurrency=max(1, config.concurrency), sessions=sessions)
         await worker.start()
-        logger.warning(
+        logger.info(
             "worker %s executing up to %d runs of: %s", worker.name, worker.concurrency, ", ".join(sorted(agents))
         )
         try:
             await stopping.wait()
-            logger.warning("stopping: in-flight runs get %.0f s", config.shutdown_grace)
+            logger.info("stopping: in-flight runs get %.0f s", config.shutdown_grace)
         finally:
             await worker.drain(config.shutdown_grace)

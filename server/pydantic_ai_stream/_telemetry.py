@@ -155,7 +155,7 @@ class Telemetry:
             from prometheus_client import start_http_server
 
             self._http = start_http_server(self.metrics_port, addr=self.metrics_host, registry=self._registry)
-            logger.warning("Prometheus metrics on http://%s:%d/metrics", *self.metrics_address)
+            logger.info("Prometheus metrics on http://%s:%d/metrics", *self.metrics_address)
 
     async def aclose(self) -> None:
         """Stop the Prometheus endpoint, export what is left and shut the providers down."""
