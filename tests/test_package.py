@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import email
 import subprocess
 import sys
+import zipfile
+from importlib.metadata import version
+from pathlib import Path
+
+from packaging.version import Version
 
 import pydantic_ai_stream
+
+ROOT = Path(__file__).parent.parent
 
 
 def test_every_public_name_resolves_from_the_package() -> None:
@@ -23,4 +31,41 @@ def test_the_postgres_names_without_psycopg_say_which_extra_to_install() -> None
         "except ImportError as e:\n    print(e)\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60).stdout
-    assert out == "PostgresSession needs the postgres extra: pip install 'pydantic-ai-stream[postgres]'\n"
+    assert out == "PostgresSession needs the postgres extra: pip install 'pydantic-ai-stream[postgres]>=0.2'\n"
+
+
+def test_the_wheel_is_this_version_with_its_extras(tmp_path: Path) -> None:
+    """What `pip install ./dist/pydantic_ai_stream-0.2.0-py3-none-any.whl[otel]` (README, Install) gets."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    [wheel] = tmp_path.glob("*.whl")
+    assert wheel.name == f"pydantic_ai_stream-{pydantic_ai_stream.__version__}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as files:
+        metadata = email.message_from_bytes(
+            files.read(f"pydantic_ai_stream-{pydantic_ai_stream.__version__}.dist-info/METADATA")
+        )
+        names = set(files.namelist())
+    assert metadata["Version"] == pydantic_ai_stream.__version__ == version("pydantic-ai-stream")
+    assert Version(metadata["Version"]) >= Version("0.2"), "past the published 0.1.1"
+    extras = set(metadata.get_all("Provides-Extra") or [])
+    assert {"otel", "a2a", "postgres", "embedded", "openai"} <= extras
+    assert {
+        "pydantic_ai_stream/client.py",
+        "pydantic_ai_stream/py.typed",
+        "pydantic_ai_stream/v1/stream_pb2.py",
+    } <= names

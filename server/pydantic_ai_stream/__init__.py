@@ -3,6 +3,9 @@
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+# Past the published 0.1.1 (the code base this one replaces), so a `>=0.2` requirement never installs that.
+__version__ = "0.2.0"
+
 if TYPE_CHECKING:
     from ._deps import Deps
     from ._errors import (
@@ -122,6 +125,6 @@ def __getattr__(name: str) -> Any:
     except ImportError as e:
         if module != "._postgres":
             raise
-        raise ImportError(f"{name} needs the postgres extra: pip install 'pydantic-ai-stream[postgres]'") from e
+        raise ImportError(f"{name} needs the postgres extra: pip install 'pydantic-ai-stream[postgres]>=0.2'") from e
     globals()[name] = value  # later lookups skip this function
     return value

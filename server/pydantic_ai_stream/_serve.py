@@ -247,7 +247,7 @@ async def _sessions(config: ServerSettings) -> AsyncIterator[Callable[[HostedDep
         from ._postgres import PostgresSession, postgres_pool
     except ImportError as e:
         raise ImportError(
-            f"sessions in PostgreSQL need the postgres extra: pip install 'pydantic-ai-stream[postgres]' ({e})"
+            f"sessions in PostgreSQL need the postgres extra: pip install 'pydantic-ai-stream[postgres]>=0.2' ({e})"
         ) from e
 
     async with postgres_pool(config.sessions, schema=config.sessions_schema) as pool:
@@ -392,7 +392,7 @@ def _add_a2a(server: grpc.aio.Server, servicer: AgentStreamServicer, *, config: 
         from ._a2a import add_a2a
     except ImportError as e:
         if config.a2a:
-            raise ImportError(f"A2A needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
+            raise ImportError(f"A2A needs the a2a extra: pip install 'pydantic-ai-stream[a2a]>=0.2' ({e})") from e
         return []
     return [add_a2a(server, servicer, url=url)]
 

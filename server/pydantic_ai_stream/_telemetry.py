@@ -83,7 +83,9 @@ class Telemetry:
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
         except ImportError as e:
-            raise ImportError(f"telemetry needs the otel extra: pip install 'pydantic-ai-stream[otel]' ({e})") from e
+            raise ImportError(
+                f"telemetry needs the otel extra: pip install 'pydantic-ai-stream[otel]>=0.2' ({e})"
+            ) from e
 
         resource = Resource.create({"service.name": self.service_name})
         self.tracer_provider = TracerProvider(resource=resource)

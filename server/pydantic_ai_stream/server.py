@@ -43,6 +43,6 @@ def __getattr__(name: str) -> Any:
         try:
             from ._a2a import add_a2a
         except ImportError as e:
-            raise ImportError(f"add_a2a needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
+            raise ImportError(f"add_a2a needs the a2a extra: pip install 'pydantic-ai-stream[a2a]>=0.2' ({e})") from e
         return add_a2a
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
