@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import email
+import shutil
 import subprocess
 import sys
 import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
+import pytest
 from packaging.version import Version
 
 import pydantic_ai_stream
@@ -69,3 +71,27 @@ def test_the_wheel_is_this_version_with_its_extras(tmp_path: Path) -> None:
         "pydantic_ai_stream/py.typed",
         "pydantic_ai_stream/v1/stream_pb2.py",
     } <= names
+
+
+@pytest.mark.skipif(shutil.which("npm") is None, reason="needs npm (Node 20+), as the TypeScript client does")
+def test_npm_install_of_the_typescript_client_folder_gives_a_working_package(tmp_path: Path) -> None:
+    """`npm install ./clients/typescript` (clients/README.md) into a project of its own, from a clone's files:
+    the folder's `prepare` installs its dependencies and builds it."""
+    clone = tmp_path / "typescript"
+    shutil.copytree(ROOT / "clients/typescript", clone, ignore=shutil.ignore_patterns("node_modules", "dist"))
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "package.json").write_text('{"name": "app", "private": true}\n')
+    npm = ["npm", "install", "--no-audit", "--no-fund", "../typescript"]
+    subprocess.run(npm, cwd=app, check=True, capture_output=True, timeout=300)
+    probes = {
+        "import": "const m = await import('@pydantic-ai-stream/client');",
+        "require": "const m = require('@pydantic-ai-stream/client');",
+    }
+    for kind, load in probes.items():
+        use = "console.log(typeof m.StreamClient, new m.Transcript().text() === '', m.EventType.END > 0)"
+        module = ["--input-type=module"] if kind == "import" else []
+        out = subprocess.run(
+            ["node", *module, "-e", f"{load} {use}"], cwd=app, check=True, capture_output=True, text=True, timeout=60
+        ).stdout
+        assert out == "function true true\n", kind
