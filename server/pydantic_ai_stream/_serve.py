@@ -47,7 +47,7 @@ from .v1 import stream_pb2_grpc as pb_grpc
 if TYPE_CHECKING:
     from ._telemetry import Telemetry
 
-__all__ = ["ServerSettings", "load_agent", "running_server", "serve", "work"]
+__all__ = ["ServerSettings", "load_agent", "redis_client", "running_server", "serve", "work"]
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,9 @@ async def _watch_redis(redis: AsyncRedis, health_servicer: health.aio.HealthServ
 
 
 @contextlib.asynccontextmanager
-async def _redis(config: ServerSettings) -> AsyncIterator[AsyncRedis]:
+async def redis_client(config: ServerSettings) -> AsyncIterator[AsyncRedis]:
+    """The client of `config.redis_url` (REDIS_URL), closed on exit; without one, an embedded Redis (the
+    `embedded` extra) that lives as long as the context, as in `pydantic-ai-stream serve`."""
     if config.redis_url:
         if config.redis_cluster:
             client: AsyncRedis = RedisCluster.from_url(config.redis_url)
@@ -434,7 +436,7 @@ async def running_server(
     runtime_settings = process_settings if settings is None else settings
     async with (
         _telemetry(config, telemetry) as telemetry,
-        _redis(config) as redis,
+        redis_client(config) as redis,
         Runtime(redis=redis, settings=runtime_settings, telemetry=telemetry) as runtime,
         _sessions(config) as sessions,
     ):
@@ -521,7 +523,7 @@ async def work(config: ServerSettings) -> None:
         loop.add_signal_handler(sig, stopping.set)
     async with (
         _telemetry(config) as telemetry,
-        _redis(config) as redis,
+        redis_client(config) as redis,
         Runtime(redis=redis, settings=process_settings, telemetry=telemetry) as runtime,
         _sessions(config) as sessions,
     ):

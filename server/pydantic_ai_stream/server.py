@@ -4,6 +4,7 @@
 context (tests, or a process that serves beside other work); `AgentStreamServicer` with an
 `Authenticator` of your own plugs into any `grpc.aio` server. `Worker` executes queued runs (`work` is
 `pydantic-ai-stream worker`). `add_a2a(server, servicer, url=)` serves A2A beside it (the `a2a` extra).
+`redis_client(config)` is the server's Redis: `REDIS_URL`'s, else an embedded one.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._auth import Anonymous, Authenticator, AuthError, Caller, StaticTokens
 from ._deps import HostedDeps
 from ._proto import ListenResponseCache
-from ._serve import ServerSettings, load_agent, running_server, serve, work
+from ._serve import ServerSettings, load_agent, redis_client, running_server, serve, work
 from ._service import AgentStreamServicer
 from ._worker import Worker
 
@@ -31,6 +32,7 @@ __all__ = [
     "Worker",
     "add_a2a",
     "load_agent",
+    "redis_client",
     "running_server",
     "serve",
     "work",
