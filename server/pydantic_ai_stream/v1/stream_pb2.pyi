@@ -227,8 +227,9 @@ class RunRequest(_message.Message):
     prompt: _builtins.str
     """The user prompt; must not be empty."""
     run_id: _builtins.str
-    """Optional run id (same rules as session_id). A retry with the run id of the session's live
-    run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+    """Optional run id (same rules as session_id). A retry with the id of the session's queued or
+    live run, or of its last run while its stream is kept (also after that run ended), returns
+    that run instead of ALREADY_EXISTS and runs nothing again, so Run can be retried safely.
     """
     if_busy: Global___BusyPolicy.ValueType
     """What to do when the session already has a queued or live run (default: reject)."""
@@ -339,7 +340,9 @@ class ListenResponse(_message.Message):
     def event(self) -> Global___Event: ...
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat:
-        """Sent while the run is silent (every few seconds), so proxies keep the stream open."""
+        """Sent while the run is silent (after 15 s of silence by default: the server's
+        heartbeat_interval), so proxies keep the stream open.
+        """
 
     def __init__(
         self,
@@ -507,7 +510,7 @@ class CancelResponse(_message.Message):
 
     CANCELLED_FIELD_NUMBER: _builtins.int
     cancelled: _builtins.bool
-    """True if the session had a live run that was not already being cancelled."""
+    """True if the session had a queued or live run that was not already being cancelled."""
     def __init__(
         self,
         *,
@@ -570,7 +573,9 @@ class ActiveSession(_message.Message):
     run_id: _builtins.str
     """The id of the session's run."""
     attempt: _builtins.int
-    """RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it)."""
+    """RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it);
+    0 while queued.
+    """
     def __init__(
         self,
         *,

@@ -403,8 +403,9 @@ type RunRequest struct {
 	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// The user prompt; must not be empty.
 	Prompt string `protobuf:"bytes,3,opt,name=prompt,proto3" json:"prompt,omitempty"`
-	// Optional run id (same rules as session_id). A retry with the run id of the session's live
-	// run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+	// Optional run id (same rules as session_id). A retry with the id of the session's queued or
+	// live run, or of its last run while its stream is kept (also after that run ended), returns
+	// that run instead of ALREADY_EXISTS and runs nothing again, so Run can be retried safely.
 	RunId string `protobuf:"bytes,4,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	// Optional pydantic-ai model settings (e.g. {"temperature": 0.2, "max_tokens": 512}); only
 	// the keys the agent's server configuration allows are accepted.
@@ -715,7 +716,8 @@ type ListenResponse_Event struct {
 }
 
 type ListenResponse_Heartbeat struct {
-	// Sent while the run is silent (every few seconds), so proxies keep the stream open.
+	// Sent while the run is silent (after 15 s of silence by default: the server's
+	// heartbeat_interval), so proxies keep the stream open.
 	Heartbeat *Heartbeat `protobuf:"bytes,2,opt,name=heartbeat,proto3,oneof"`
 }
 
@@ -1010,7 +1012,7 @@ type CancelResponse struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
-	// True if the session had a live run that was not already being cancelled.
+	// True if the session had a queued or live run that was not already being cancelled.
 	Cancelled bool `protobuf:"varint,1,opt,name=cancelled,proto3" json:"cancelled,omitempty"`
 }
 
@@ -1148,7 +1150,8 @@ type ActiveSession struct {
 	State RunState `protobuf:"varint,2,opt,name=state,proto3,enum=pydantic_ai_stream.v1.RunState" json:"state,omitempty"`
 	// The id of the session's run.
 	RunId string `protobuf:"bytes,3,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
-	// RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it).
+	// RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it);
+	// 0 while queued.
 	Attempt uint32 `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
 }
 
