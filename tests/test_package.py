@@ -26,6 +26,12 @@ def test_every_public_name_resolves_from_the_package() -> None:
     assert set(pydantic_ai_stream.__all__) <= set(namespace)
 
 
+def test_the_package_imports_a_names_module_on_its_first_use_and_lists_every_name_before() -> None:
+    probe = "import sys, pydantic_ai_stream as p; print(set(p.__all__) <= set(dir(p)), 'pydantic_ai' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out == "True False\n"
+
+
 def test_the_postgres_names_without_psycopg_say_which_extra_to_install() -> None:
     probe = (
         "import sys; sys.modules['psycopg'] = None\n"
