@@ -227,9 +227,8 @@ class RunRequest(_message.Message):
     prompt: _builtins.str
     """The user prompt; must not be empty."""
     run_id: _builtins.str
-    """Optional run id (same rules as session_id). A retry with the id of the session's queued or
-    live run, or of its last run while its stream is kept (also after that run ended), returns
-    that run instead of ALREADY_EXISTS and runs nothing again, so Run can be retried safely.
+    """Optional run id (same rules as session_id). A retry with the run id of the session's live
+    run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
     """
     if_busy: Global___BusyPolicy.ValueType
     """What to do when the session already has a queued or live run (default: reject)."""
@@ -510,7 +509,7 @@ class CancelResponse(_message.Message):
 
     CANCELLED_FIELD_NUMBER: _builtins.int
     cancelled: _builtins.bool
-    """True if the session had a queued or live run that was not already being cancelled."""
+    """True if the session had a live run that was not already being cancelled."""
     def __init__(
         self,
         *,

@@ -39,9 +39,8 @@ export type RunRequest = Message<"pydantic_ai_stream.v1.RunRequest"> & {
   prompt: string;
 
   /**
-   * Optional run id (same rules as session_id). A retry with the id of the session's queued or
-   * live run, or of its last run while its stream is kept (also after that run ended), returns
-   * that run instead of ALREADY_EXISTS and runs nothing again, so Run can be retried safely.
+   * Optional run id (same rules as session_id). A retry with the run id of the session's live
+   * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
    *
    * @generated from field: string run_id = 4;
    */
@@ -348,7 +347,7 @@ export const CancelRequestSchema: GenMessage<CancelRequest> = /*@__PURE__*/
  */
 export type CancelResponse = Message<"pydantic_ai_stream.v1.CancelResponse"> & {
   /**
-   * True if the session had a queued or live run that was not already being cancelled.
+   * True if the session had a live run that was not already being cancelled.
    *
    * @generated from field: bool cancelled = 1;
    */

@@ -47,7 +47,7 @@ private static final long serialVersionUID = 0L;
   private boolean cancelled_ = false;
   /**
    * <pre>
-   * True if the session had a queued or live run that was not already being cancelled.
+   * True if the session had a live run that was not already being cancelled.
    * </pre>
    *
    * <code>bool cancelled = 1 [json_name = "cancelled"];</code>
@@ -385,7 +385,7 @@ private static final long serialVersionUID = 0L;
     private boolean cancelled_ ;
     /**
      * <pre>
-     * True if the session had a queued or live run that was not already being cancelled.
+     * True if the session had a live run that was not already being cancelled.
      * </pre>
      *
      * <code>bool cancelled = 1 [json_name = "cancelled"];</code>
@@ -397,7 +397,7 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * True if the session had a queued or live run that was not already being cancelled.
+     * True if the session had a live run that was not already being cancelled.
      * </pre>
      *
      * <code>bool cancelled = 1 [json_name = "cancelled"];</code>
@@ -413,7 +413,7 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * True if the session had a queued or live run that was not already being cancelled.
+     * True if the session had a live run that was not already being cancelled.
      * </pre>
      *
      * <code>bool cancelled = 1 [json_name = "cancelled"];</code>

@@ -9,7 +9,7 @@ public interface CancelResponseOrBuilder extends
 
   /**
    * <pre>
-   * True if the session had a queued or live run that was not already being cancelled.
+   * True if the session had a live run that was not already being cancelled.
    * </pre>
    *
    * <code>bool cancelled = 1 [json_name = "cancelled"];</code>

@@ -194,9 +194,8 @@ private static final long serialVersionUID = 0L;
   private volatile java.lang.Object runId_ = "";
   /**
    * <pre>
-   * Optional run id (same rules as session_id). A retry with the id of the session's queued or
-   * live run, or of its last run while its stream is kept (also after that run ended), returns
-   * that run instead of ALREADY_EXISTS and runs nothing again, so Run can be retried safely.
+   * Optional run id (same rules as session_id). A retry with the run id of the session's live
+   * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
    * </pre>
    *
    * <code>string run_id = 4 [json_name = "runId"];</code>
@@ -217,9 +216,8 @@ private static final long serialVersionUID = 0L;
   }
   /**
    * <pre>
-   * Optional run id (same rules as session_id). A retry with the id of the session's queued or
-   * live run, or of its last run while its stream is kept (also after that run ended), returns
-   * that run instead of ALREADY_EXISTS and runs nothing again, so Run can be retried safely.
+   * Optional run id (same rules as session_id). A retry with the run id of the session's live
+   * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
    * </pre>
    *
    * <code>string run_id = 4 [json_name = "runId"];</code>
@@ -1040,9 +1038,8 @@ private static final long serialVersionUID = 0L;
     private java.lang.Object runId_ = "";
     /**
      * <pre>
-     * Optional run id (same rules as session_id). A retry with the id of the session's queued or
-     * live run, or of its last run while its stream is kept (also after that run ended), returns
-     * that run instead of ALREADY_EXISTS and runs nothing again, so Run can be retried safely.
+     * Optional run id (same rules as session_id). A retry with the run id of the session's live
+     * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
      * </pre>
      *
      * <code>string run_id = 4 [json_name = "runId"];</code>
@@ -1062,9 +1059,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Optional run id (same rules as session_id). A retry with the id of the session's queued or
-     * live run, or of its last run while its stream is kept (also after that run ended), returns
-     * that run instead of ALREADY_EXISTS and runs nothing again, so Run can be retried safely.
+     * Optional run id (same rules as session_id). A retry with the run id of the session's live
+     * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
      * </pre>
      *
      * <code>string run_id = 4 [json_name = "runId"];</code>
@@ -1085,9 +1081,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Optional run id (same rules as session_id). A retry with the id of the session's queued or
-     * live run, or of its last run while its stream is kept (also after that run ended), returns
-     * that run instead of ALREADY_EXISTS and runs nothing again, so Run can be retried safely.
+     * Optional run id (same rules as session_id). A retry with the run id of the session's live
+     * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
      * </pre>
      *
      * <code>string run_id = 4 [json_name = "runId"];</code>
@@ -1104,9 +1099,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Optional run id (same rules as session_id). A retry with the id of the session's queued or
-     * live run, or of its last run while its stream is kept (also after that run ended), returns
-     * that run instead of ALREADY_EXISTS and runs nothing again, so Run can be retried safely.
+     * Optional run id (same rules as session_id). A retry with the run id of the session's live
+     * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
      * </pre>
      *
      * <code>string run_id = 4 [json_name = "runId"];</code>
@@ -1120,9 +1114,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Optional run id (same rules as session_id). A retry with the id of the session's queued or
-     * live run, or of its last run while its stream is kept (also after that run ended), returns
-     * that run instead of ALREADY_EXISTS and runs nothing again, so Run can be retried safely.
+     * Optional run id (same rules as session_id). A retry with the run id of the session's live
+     * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
      * </pre>
      *
      * <code>string run_id = 4 [json_name = "runId"];</code>

@@ -69,9 +69,8 @@ public interface RunRequestOrBuilder extends
 
   /**
    * <pre>
-   * Optional run id (same rules as session_id). A retry with the id of the session's queued or
-   * live run, or of its last run while its stream is kept (also after that run ended), returns
-   * that run instead of ALREADY_EXISTS and runs nothing again, so Run can be retried safely.
+   * Optional run id (same rules as session_id). A retry with the run id of the session's live
+   * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
    * </pre>
    *
    * <code>string run_id = 4 [json_name = "runId"];</code>
@@ -80,9 +79,8 @@ public interface RunRequestOrBuilder extends
   java.lang.String getRunId();
   /**
    * <pre>
-   * Optional run id (same rules as session_id). A retry with the id of the session's queued or
-   * live run, or of its last run while its stream is kept (also after that run ended), returns
-   * that run instead of ALREADY_EXISTS and runs nothing again, so Run can be retried safely.
+   * Optional run id (same rules as session_id). A retry with the run id of the session's live
+   * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
    * </pre>
    *
    * <code>string run_id = 4 [json_name = "runId"];</code>
