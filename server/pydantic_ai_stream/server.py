@@ -4,7 +4,6 @@
 context (tests, or a process that serves beside other work); `AgentStreamServicer` with an
 `Authenticator` of your own plugs into any `grpc.aio` server. `Worker` executes queued runs (`work` is
 `pydantic-ai-stream worker`). `add_a2a(server, servicer, url=)` serves A2A beside it (the `a2a` extra).
-`redis_client(config)` is the server's Redis: `REDIS_URL`'s, else an embedded one.
 """
 
 from typing import TYPE_CHECKING, Any
@@ -45,6 +44,6 @@ def __getattr__(name: str) -> Any:
         try:
             from ._a2a import add_a2a
         except ImportError as e:
-            raise ImportError(f"add_a2a needs the a2a extra: pip install 'pydantic-ai-stream[a2a]>=0.2' ({e})") from e
+            raise ImportError(f"add_a2a needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
         return add_a2a
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
