@@ -26,7 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("workload", nargs="?", default="all", choices=["all", *workloads.WORKLOADS])
     size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="small workloads, for a CI smoke run (< 3 min)")
+    size.add_argument("--quick", action="store_true", help="small workloads, for a CI smoke run (minutes)")
     size.add_argument("--full", action="store_true", help="the full workloads (the default)")
     parser.add_argument("--skip-published", action="store_true", help="measure ours only (no published venv)")
     parser.add_argument(

@@ -378,7 +378,8 @@ async def wait_for_entries(
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 raise TimeoutError(f"{key} got no such entry within {timeout} s")
-            reply = await admin.xread({key: cursor}, block=remaining_ms)
+            # Blocks of at most 1 s: a longer one outlasts redis-py's socket timeout (5 s) on a silent stream.
+            reply = await admin.xread({key: cursor}, block=min(remaining_ms, 1000))
             entries = _entries(reply)
             if any(matches(fields) for _, fields in entries):
                 break

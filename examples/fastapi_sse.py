@@ -1,6 +1,7 @@
 """A chat backend on FastAPI: runs stream to the browser as SSE, resumable with `Last-Event-ID`.
 
     pip install -e ".[example]"
+    uvicorn examples.fastapi_sse:app                                # an embedded Redis, as `serve` starts
     REDIS_URL=redis://localhost:6379 uvicorn examples.fastapi_sse:app
 
 Without `MODEL` (e.g. `MODEL=openai:gpt-4o-mini`), the agent uses pydantic-ai's `TestModel`, so the
@@ -37,6 +38,7 @@ from pydantic_ai_stream import (
     SessionBusyError,
     start_run,
 )
+from pydantic_ai_stream.server import ServerSettings, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -154,13 +156,10 @@ def create_app(redis: Redis, agent: Agent[ChatDeps, str] | None = None) -> FastA
 
 @asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    redis = Redis.from_url(os.environ.get("REDIS_URL", "redis://localhost:6379"))
-    app.mount("/", create_app(redis))
-    try:
+    async with redis_client(ServerSettings()) as redis:  # `REDIS_URL`'s, else an embedded Redis
+        app.mount("/", create_app(redis))
         yield
-    finally:
-        await redis.aclose()
 
 
 app = FastAPI(lifespan=_lifespan)
-"""For `uvicorn examples.fastapi_sse:app`: the chat app on `REDIS_URL`."""
+"""For `uvicorn examples.fastapi_sse:app`: the chat app on `REDIS_URL`, else on an embedded Redis."""

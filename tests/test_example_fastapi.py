@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +15,9 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from examples import fastapi_sse
 from examples.fastapi_sse import ChatDeps, create_app
+from fastapi import FastAPI
 from pydantic_ai import Agent
 from redis.asyncio import Redis
 
@@ -33,9 +36,14 @@ def _agent(**model: Any) -> Agent[ChatDeps, str]:
 
 
 async def _serve(redis: Redis, agent: Agent[ChatDeps, str]) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in _serve_app(create_app(redis, agent)):
+        yield client
+
+
+async def _serve_app(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     # A socket already listening: requests wait in its backlog until uvicorn accepts them.
     sock = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(redis, agent), log_level="warning", timeout_graceful_shutdown=1))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=10) as client:
         yield client
@@ -156,3 +164,19 @@ async def test_history_and_unknown_sessions(weather: httpx.AsyncClient, session_
     assert {"part_kind": "user-prompt", "content": "weather?"} in parts
     assert any(p["part_kind"] == "tool-call" and p["args"] == {"city": "Paris"} for p in parts)
     assert (await weather.get("/chat/never/events", params={"wait": 1})).status_code == 404
+
+
+async def test_the_app_without_redis_url_runs_on_an_embedded_redis(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`uvicorn examples.fastapi_sse:app` with no `REDIS_URL` starts a Redis of its own, as `serve` does."""
+    for name in ("REDIS_URL", "PYDANTIC_AI_STREAM_REDIS_URL", "MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    caplog.set_level(logging.INFO, logger="pydantic_ai_stream")
+    async for client in _serve_app(fastapi_sse.app):
+        messages = await _chat(client, "embedded", "weather?")
+        assert "no REDIS_URL given: started an embedded Redis" in caplog.text
+        assert [messages[0]["event"], messages[-1]["event"]] == ["begin", "end"]
+        assert not [m for m in messages if m["event"] == "error"]
+        nodes = (await client.get("/chat/embedded/history")).json()
+        assert {"part_kind": "user-prompt", "content": "weather?"} in [p for node in nodes for p in node["parts"]]

@@ -521,7 +521,7 @@ def test_without_the_otel_extra_the_package_works_and_telemetry_says_what_to_ins
     env = {**os.environ, "PYDANTIC_AI_STREAM_REDIS_PREFIX": settings.redis_prefix}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
-    assert "pip install 'pydantic-ai-stream[otel]'" in done.stdout
+    assert "pip install 'pydantic-ai-stream[otel]>=0.2'" in done.stdout
 
 
 async def test_a_run_handed_back_and_resumed_elsewhere_stays_in_its_trace(redis: Redis, settings: Settings) -> None:

@@ -1,38 +1,41 @@
 """Production runtime for pydantic-ai agents: structured events in Redis Streams, sessions, cancellation."""
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from ._deps import Deps
-from ._errors import (
-    AgentNotAllowedError,
-    AgxCanceledError,
-    CursorAheadError,
-    CursorExpiredError,
-    ForeignScopeError,
-    InvalidIdError,
-    InvalidRequestError,
-    LeaseLostError,
-    ListenTimeoutError,
-    PydanticAIStreamError,
-    QueueFullError,
-    RunExistsError,
-    SessionBusyError,
-    ShuttingDownError,
-    StreamNotFoundError,
-    UnknownAgentError,
-)
-from ._events import EventBody, EventBodyTypeAdapter, EventMapper, StoredNode, nodes_from_msgs
-from ._handle import SessionHandle, q
-from ._resume import RETRY_SAFE, UNKNOWN_OUTCOME
-from ._run import run, start_run
-from ._runtime import Runtime
-from ._session import RedisSession, Session, StoredSession
-from ._settings import Settings, settings
-from ._store import RedisConversationStore
-from ._telemetry import Telemetry
+# Past the published 0.1.1 (the code base this one replaces), so a `>=0.2` requirement never installs that.
+__version__ = "0.2.0"
 
 if TYPE_CHECKING:
+    from ._deps import Deps
+    from ._errors import (
+        AgentNotAllowedError,
+        AgxCanceledError,
+        CursorAheadError,
+        CursorExpiredError,
+        ForeignScopeError,
+        InvalidIdError,
+        InvalidRequestError,
+        LeaseLostError,
+        ListenTimeoutError,
+        PydanticAIStreamError,
+        QueueFullError,
+        RunExistsError,
+        SessionBusyError,
+        ShuttingDownError,
+        StreamNotFoundError,
+        UnknownAgentError,
+    )
+    from ._events import EventBody, EventBodyTypeAdapter, EventMapper, StoredNode, nodes_from_msgs
+    from ._handle import SessionHandle, q
     from ._postgres import PostgresConversationStore, PostgresSession
+    from ._resume import RETRY_SAFE, UNKNOWN_OUTCOME
+    from ._run import run, start_run
+    from ._runtime import Runtime
+    from ._session import RedisSession, Session, StoredSession
+    from ._settings import Settings, settings
+    from ._store import RedisConversationStore
+    from ._telemetry import Telemetry
 
 __all__ = [
     "RETRY_SAFE",
@@ -76,12 +79,57 @@ __all__ = [
 ]
 
 
+# Each module's public names, imported on first use: importing `pydantic_ai_stream.client` (the CLI's `ls`,
+# `cancel`, `listen`) then loads no pydantic-ai, which alone takes a second.
+_LAZY = {
+    "._deps": ("Deps",),
+    "._errors": (
+        "AgentNotAllowedError",
+        "AgxCanceledError",
+        "CursorAheadError",
+        "CursorExpiredError",
+        "ForeignScopeError",
+        "InvalidIdError",
+        "InvalidRequestError",
+        "LeaseLostError",
+        "ListenTimeoutError",
+        "PydanticAIStreamError",
+        "QueueFullError",
+        "RunExistsError",
+        "SessionBusyError",
+        "ShuttingDownError",
+        "StreamNotFoundError",
+        "UnknownAgentError",
+    ),
+    "._events": ("EventBody", "EventBodyTypeAdapter", "EventMapper", "StoredNode", "nodes_from_msgs"),
+    "._handle": ("SessionHandle", "q"),
+    "._postgres": ("PostgresConversationStore", "PostgresSession"),
+    "._resume": ("RETRY_SAFE", "UNKNOWN_OUTCOME"),
+    "._run": ("run", "start_run"),
+    "._runtime": ("Runtime",),
+    "._session": ("RedisSession", "Session", "StoredSession"),
+    "._settings": ("Settings", "settings"),
+    "._store": ("RedisConversationStore",),
+    "._telemetry": ("Telemetry",),
+}
+_MODULES = {name: module for module, names in _LAZY.items() for name in names}
+
+
 def __getattr__(name: str) -> Any:
-    """The PostgreSQL names, imported on first use: they need the `postgres` extra (psycopg)."""
-    if name in ("PostgresConversationStore", "PostgresSession"):
-        try:
-            from . import _postgres
-        except ImportError as e:
-            raise ImportError(f"{name} needs the postgres extra: pip install 'pydantic-ai-stream[postgres]'") from e
-        return getattr(_postgres, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """A public name, imported from its module on first use; the PostgreSQL names need the `postgres` extra."""
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        value = getattr(import_module(module, __name__), name)
+    except ImportError as e:
+        if module != "._postgres":
+            raise
+        raise ImportError(f"{name} needs the postgres extra: pip install 'pydantic-ai-stream[postgres]>=0.2'") from e
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    """The public names too, before their first use."""
+    return sorted({*globals(), *__all__})

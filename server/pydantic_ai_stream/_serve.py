@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from ._http import HttpServer
     from ._telemetry import Telemetry
 
-__all__ = ["ServerSettings", "load_agent", "running_server", "serve", "work"]
+__all__ = ["ServerSettings", "load_agent", "redis_client", "running_server", "serve", "work"]
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +213,9 @@ async def _watch_redis(redis: AsyncRedis, health_servicer: health.aio.HealthServ
 
 
 @contextlib.asynccontextmanager
-async def _redis(config: ServerSettings) -> AsyncIterator[AsyncRedis]:
+async def redis_client(config: ServerSettings) -> AsyncIterator[AsyncRedis]:
+    """The client of `config.redis_url` (REDIS_URL), closed on exit; without one, an embedded Redis (the
+    `embedded` extra) that lives as long as the context, as in `pydantic-ai-stream serve`."""
     if config.redis_url:
         if config.redis_cluster:
             client: AsyncRedis = RedisCluster.from_url(config.redis_url)
@@ -230,7 +232,7 @@ async def _redis(config: ServerSettings) -> AsyncIterator[AsyncRedis]:
     with tempfile.TemporaryDirectory(prefix="pydantic-ai-stream-") as tmp:
         # No retries: its SHUTDOWN closes the connection, which a retrying client would wait out.
         embedded = EmbeddedRedis(str(Path(tmp) / "redis.rdb"), retry=Retry(NoBackoff(), 0))
-        logger.warning(
+        logger.info(
             "no REDIS_URL given: started an embedded Redis at unix://%s; it lives only as long as this server",
             embedded.socket_file,
         )
@@ -254,7 +256,7 @@ async def _sessions(config: ServerSettings) -> AsyncIterator[Callable[[HostedDep
         from ._postgres import PostgresSession, postgres_pool
     except ImportError as e:
         raise ImportError(
-            f"sessions in PostgreSQL need the postgres extra: pip install 'pydantic-ai-stream[postgres]' ({e})"
+            f"sessions in PostgreSQL need the postgres extra: pip install 'pydantic-ai-stream[postgres]>=0.2' ({e})"
         ) from e
 
     async with postgres_pool(config.sessions, schema=config.sessions_schema) as pool:
@@ -406,7 +408,7 @@ def _add_a2a(
         from ._a2a import a2a_routes, add_a2a
     except ImportError as e:
         if config.a2a:
-            raise ImportError(f"A2A needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
+            raise ImportError(f"A2A needs the a2a extra: pip install 'pydantic-ai-stream[a2a]>=0.2' ({e})") from e
         return []
     http_url = None if http is None else config.http_url or http.url
     handler = add_a2a(server, servicer, url=url, http_url=http_url)
@@ -480,7 +482,7 @@ async def running_server(
     runtime_settings = process_settings if settings is None else settings
     async with (
         _telemetry(config, telemetry) as telemetry,
-        _redis(config) as redis,
+        redis_client(config) as redis,
         Runtime(redis=redis, settings=runtime_settings, telemetry=telemetry) as runtime,
         _sessions(config) as sessions,
         _http(config) as http,
@@ -530,7 +532,7 @@ async def running_server(
             worker=worker,
             http=http,
         )
-        logger.warning(
+        logger.info(
             "serving %s on %s:%d (%s) with agents: %s%s",
             SERVICE_NAME,
             config.host,
@@ -559,7 +561,7 @@ async def serve(config: ServerSettings, *, ready: Callable[[RunningServer], None
         if ready is not None:
             ready(running)
         await stopping.wait()
-        logger.warning("shutting down: in-flight runs get %.0f s", config.shutdown_grace)
+        logger.info("shutting down: in-flight runs get %.0f s", config.shutdown_grace)
 
 
 async def work(config: ServerSettings) -> None:
@@ -574,17 +576,17 @@ async def work(config: ServerSettings) -> None:
         loop.add_signal_handler(sig, stopping.set)
     async with (
         _telemetry(config) as telemetry,
-        _redis(config) as redis,
+        redis_client(config) as redis,
         Runtime(redis=redis, settings=process_settings, telemetry=telemetry) as runtime,
         _sessions(config) as sessions,
     ):
         worker = Worker(runtime=runtime, agents=agents, concurrency=max(1, config.concurrency), sessions=sessions)
         await worker.start()
-        logger.warning(
+        logger.info(
             "worker %s executing up to %d runs of: %s", worker.name, worker.concurrency, ", ".join(sorted(agents))
         )
         try:
             await stopping.wait()
-            logger.warning("stopping: in-flight runs get %.0f s", config.shutdown_grace)
+            logger.info("stopping: in-flight runs get %.0f s", config.shutdown_grace)
         finally:
             await worker.drain(config.shutdown_grace)

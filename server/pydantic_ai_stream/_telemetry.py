@@ -83,7 +83,9 @@ class Telemetry:
             from opentelemetry.sdk.trace import TracerProvider
             from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
         except ImportError as e:
-            raise ImportError(f"telemetry needs the otel extra: pip install 'pydantic-ai-stream[otel]' ({e})") from e
+            raise ImportError(
+                f"telemetry needs the otel extra: pip install 'pydantic-ai-stream[otel]>=0.2' ({e})"
+            ) from e
 
         resource = Resource.create({"service.name": self.service_name})
         self.tracer_provider = TracerProvider(resource=resource)
@@ -155,7 +157,7 @@ class Telemetry:
             from prometheus_client import start_http_server
 
             self._http = start_http_server(self.metrics_port, addr=self.metrics_host, registry=self._registry)
-            logger.warning("Prometheus metrics on http://%s:%d/metrics", *self.metrics_address)
+            logger.info("Prometheus metrics on http://%s:%d/metrics", *self.metrics_address)
 
     async def aclose(self) -> None:
         """Stop the Prometheus endpoint, export what is left and shut the providers down."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ._auth import Anonymous, Authenticator, AuthError, Caller, StaticTokens
 from ._deps import HostedDeps
 from ._proto import ListenResponseCache
-from ._serve import ServerSettings, load_agent, running_server, serve, work
+from ._serve import ServerSettings, load_agent, redis_client, running_server, serve, work
 from ._service import AgentStreamServicer
 from ._worker import Worker
 
@@ -33,6 +33,7 @@ __all__ = [
     "a2a_routes",
     "add_a2a",
     "load_agent",
+    "redis_client",
     "running_server",
     "serve",
     "work",

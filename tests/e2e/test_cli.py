@@ -111,3 +111,36 @@ async def test_run_if_busy_interrupt_cancels_the_sessions_run_then_prints_its_an
     assert code == 1
     assert out.startswith("thinking hard")
     assert "[error] canceled" in err
+
+
+# Runs the command as `python -m pydantic_ai_stream` does, then says on stderr which of the packages that take
+# a second to import it loaded.
+_IMPORTS_PROBE = (
+    "import atexit, runpy, sys; "
+    "atexit.register(lambda: print('imported:', sorted({m.split('.')[0] for m in sys.modules} "
+    "& {'pydantic_ai', 'redis', 'opentelemetry'}), file=sys.stderr)); "
+    "runpy.run_module('pydantic_ai_stream', run_name='__main__', alter_sys=True)"
+)
+
+
+async def _cli_imports(server: RunningServer, *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _IMPORTS_PROBE, *args, "--target", f"127.0.0.1:{server.port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    return await _finished(proc)
+
+
+async def test_ls_cancel_and_listen_start_without_importing_pydantic_ai_or_redis(server: RunningServer) -> None:
+    """They start in a quarter of a second instead of one and more (pydantic-ai alone takes a second)."""
+    running = asyncio.create_task(_cli(server, "run", "stalling", "go", "--session", "c6"))
+    await _streaming(server, "c6")
+    code, out, err = await _cli_imports(server, "ls")
+    assert (code, out, err.splitlines()[-1]) == (0, "c6\n", "imported: []")
+    code, out, err = await _cli_imports(server, "cancel", "c6")
+    assert (code, out, err.splitlines()[-1]) == (0, "cancelled\n", "imported: []")
+    assert (await running)[0] == 1
+    code, out, err = await _cli_imports(server, "listen", "c6")
+    assert (code, err.splitlines()[-1]) == (0, "imported: []")
+    entries = [json.loads(line) for line in out.splitlines()]
+    assert [(e["type"], e["body"].get("msg")) for e in entries[-2:]] == [("error", "canceled"), ("end", None)]

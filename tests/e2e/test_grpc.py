@@ -228,6 +228,30 @@ async def test_a_retried_run_with_its_run_id_is_the_same_run(server: RunningServ
         await client.cancel("s1")
 
 
+async def test_cancel_ends_a_queued_run_and_a_retried_run_returns_it_after_its_end(
+    redis_url: str, settings: Settings
+) -> None:
+    """What stream.proto says of Cancel and of a retried Run, at the gRPC edge."""
+    config = ServerSettings(redis_url=redis_url, port=0, concurrency=0)  # queues runs, executes none
+    async with running_server(config, settings=settings) as api, StreamClient(f"127.0.0.1:{api.port}") as client:
+        first = await client.run("demo", "q1", "hi", run_id="r-1")
+        [queued] = (await client.stub.ListActive(pb.ListActiveRequest())).sessions
+        assert (queued.run_id, queued.state, queued.attempt) == ("r-1", pb.RUN_STATE_QUEUED, 0)
+        assert await client.cancel("q1") is True
+        events = await _events(client, "q1")
+        assert [(e.type_name, event_body(e).get("msg")) for e in events] == [
+            ("begin", None),
+            ("error", "canceled"),
+            ("end", None),
+        ]
+        assert await client.list_active() == []
+        again = await client.run("demo", "q1", "hi", run_id="r-1")
+        assert (again.run_id, again.begin_event_id) == ("r-1", first.begin_event_id)
+        assert [e.id for e in await _events(client, "q1")] == [e.id for e in events], "nothing ran again"
+        assert await client.list_active() == []
+        assert await client.cancel("q1") is False
+
+
 async def test_status_codes_mean_what_they_say(server: RunningServer) -> None:
     async with _client(server) as client:
         assert await _code(client.run("weather", "a:b", "hi")) == grpc.StatusCode.INVALID_ARGUMENT

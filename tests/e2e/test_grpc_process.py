@@ -131,6 +131,33 @@ async def test_serving_without_auth_off_loopback_is_refused(redis_url: str) -> N
             pass
 
 
+def test_serve_logs_its_start_up_and_shutdown_at_info_and_warns_only_of_no_auth() -> None:
+    """An embedded Redis and no tokens: what a first `serve` prints, which must not read as trouble."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PYDANTIC_AI_STREAM_REDIS_URL")}
+    command = [sys.executable, "-m", "pydantic_ai_stream", "serve", "--port", "0", "--grace", "0"]
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    try:
+        lines = []
+        for line in proc.stderr:  # blocks until the process serves (or dies)
+            lines.append(line)
+            if line.startswith("serving ", line.find(": ") + 2):
+                proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stderr.close()
+    logged = re.findall(r" (INFO|WARNING) \S+: ([^:]*)", "".join(lines))
+    assert logged == [
+        ("WARNING", "no auth configured"),
+        ("INFO", "no REDIS_URL given"),
+        ("INFO", "serving pydantic_ai_stream.v1.AgentStreamService on 127.0.0.1"),
+        ("INFO", "shutting down"),
+    ], "".join(lines)
+
+
 async def test_tls_and_mutual_tls(redis_url: str, tmp_path: Path, settings: Settings) -> None:
     ca = trustme.CA()
     server_cert = ca.issue_cert("localhost")

@@ -339,7 +339,9 @@ class ListenResponse(_message.Message):
     def event(self) -> Global___Event: ...
     @_builtins.property
     def heartbeat(self) -> Global___Heartbeat:
-        """Sent while the run is silent (every few seconds), so proxies keep the stream open."""
+        """Sent while the run is silent (after 15 s of silence by default: the server's
+        heartbeat_interval), so proxies keep the stream open.
+        """
 
     def __init__(
         self,
@@ -570,7 +572,9 @@ class ActiveSession(_message.Message):
     run_id: _builtins.str
     """The id of the session's run."""
     attempt: _builtins.int
-    """RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it)."""
+    """RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it);
+    0 while queued.
+    """
     def __init__(
         self,
         *,

@@ -71,10 +71,14 @@ class AgentStreamServiceServicer:
 
     def Run(self, request, context):
         """Accepts a run of a hosted agent on a session into the run queue and returns at once, once
-        the session is taken, its stream holds the run's `begin` event and a worker can claim it.
-        ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
-        scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
-        for bad ids or an empty prompt.
+        the session is taken, its stream holds the run's `begin` event and a worker can claim it
+        (BUSY_POLICY_ENQUEUE: once it waits behind the session's run, `waiting`). Retrying with the
+        same `run_id` returns that run, also after it ended, and runs nothing again.
+        ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
+        RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
+        unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
+        ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+        while the server shuts down or its Redis does not answer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,7 +96,8 @@ class AgentStreamServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Cancel(self, request, context):
-        """Asks the session's live run to stop, wherever it runs; a queued run ends at once.
+        """Stops the session's run, wherever it runs: a live run is asked to stop at once, a queued one
+        is ended on the spot; either way its listeners get `error` {"msg": "canceled"}, then `end`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

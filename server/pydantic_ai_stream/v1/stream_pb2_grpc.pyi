@@ -40,10 +40,14 @@ class AgentStreamServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AgentStreamServiceAsyncStub: ...
     Run: _grpc.UnaryUnaryMultiCallable[_stream_pb2.RunRequest, _stream_pb2.RunResponse]
     """Accepts a run of a hosted agent on a session into the run queue and returns at once, once
-    the session is taken, its stream holds the run's `begin` event and a worker can claim it.
-    ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
-    scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
-    for bad ids or an empty prompt.
+    the session is taken, its stream holds the run's `begin` event and a worker can claim it
+    (BUSY_POLICY_ENQUEUE: once it waits behind the session's run, `waiting`). Retrying with the
+    same `run_id` returns that run, also after it ended, and runs nothing again.
+    ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
+    RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
+    unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
+    ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+    while the server shuts down or its Redis does not answer.
     """
     Listen: _grpc.UnaryStreamMultiCallable[_stream_pb2.ListenRequest, _stream_pb2.ListenResponse]
     """Streams a session's events: from the current run's `begin`, or strictly after
@@ -53,7 +57,9 @@ class AgentStreamServiceStub:
     (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
     """
     Cancel: _grpc.UnaryUnaryMultiCallable[_stream_pb2.CancelRequest, _stream_pb2.CancelResponse]
-    """Asks the session's live run to stop, wherever it runs; a queued run ends at once."""
+    """Stops the session's run, wherever it runs: a live run is asked to stop at once, a queued one
+    is ended on the spot; either way its listeners get `error` {"msg": "canceled"}, then `end`.
+    """
     ListActive: _grpc.UnaryUnaryMultiCallable[_stream_pb2.ListActiveRequest, _stream_pb2.ListActiveResponse]
     """Lists the caller's sessions that have a queued or live run."""
 
@@ -69,10 +75,14 @@ class AgentStreamServiceAsyncStub(AgentStreamServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Run: _aio.UnaryUnaryMultiCallable[_stream_pb2.RunRequest, _stream_pb2.RunResponse]  # type: ignore[assignment]
     """Accepts a run of a hosted agent on a session into the run queue and returns at once, once
-    the session is taken, its stream holds the run's `begin` event and a worker can claim it.
-    ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
-    scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
-    for bad ids or an empty prompt.
+    the session is taken, its stream holds the run's `begin` event and a worker can claim it
+    (BUSY_POLICY_ENQUEUE: once it waits behind the session's run, `waiting`). Retrying with the
+    same `run_id` returns that run, also after it ended, and runs nothing again.
+    ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
+    RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
+    unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
+    ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+    while the server shuts down or its Redis does not answer.
     """
     Listen: _aio.UnaryStreamMultiCallable[_stream_pb2.ListenRequest, _stream_pb2.ListenResponse]  # type: ignore[assignment]
     """Streams a session's events: from the current run's `begin`, or strictly after
@@ -82,7 +92,9 @@ class AgentStreamServiceAsyncStub(AgentStreamServiceStub):
     (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
     """
     Cancel: _aio.UnaryUnaryMultiCallable[_stream_pb2.CancelRequest, _stream_pb2.CancelResponse]  # type: ignore[assignment]
-    """Asks the session's live run to stop, wherever it runs; a queued run ends at once."""
+    """Stops the session's run, wherever it runs: a live run is asked to stop at once, a queued one
+    is ended on the spot; either way its listeners get `error` {"msg": "canceled"}, then `end`.
+    """
     ListActive: _aio.UnaryUnaryMultiCallable[_stream_pb2.ListActiveRequest, _stream_pb2.ListActiveResponse]  # type: ignore[assignment]
     """Lists the caller's sessions that have a queued or live run."""
 
@@ -101,10 +113,14 @@ class AgentStreamServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_stream_pb2.RunResponse, _abc.Awaitable[_stream_pb2.RunResponse]]:
         """Accepts a run of a hosted agent on a session into the run queue and returns at once, once
-        the session is taken, its stream holds the run's `begin` event and a worker can claim it.
-        ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
-        scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
-        for bad ids or an empty prompt.
+        the session is taken, its stream holds the run's `begin` event and a worker can claim it
+        (BUSY_POLICY_ENQUEUE: once it waits behind the session's run, `waiting`). Retrying with the
+        same `run_id` returns that run, also after it ended, and runs nothing again.
+        ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
+        RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
+        unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
+        ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+        while the server shuts down or its Redis does not answer.
         """
 
     @_abc_1.abstractmethod
@@ -126,7 +142,9 @@ class AgentStreamServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _stream_pb2.CancelRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_stream_pb2.CancelResponse, _abc.Awaitable[_stream_pb2.CancelResponse]]:
-        """Asks the session's live run to stop, wherever it runs; a queued run ends at once."""
+        """Stops the session's run, wherever it runs: a live run is asked to stop at once, a queued one
+        is ended on the spot; either way its listeners get `error` {"msg": "canceled"}, then `end`.
+        """
 
     @_abc_1.abstractmethod
     def ListActive(

@@ -715,7 +715,8 @@ type ListenResponse_Event struct {
 }
 
 type ListenResponse_Heartbeat struct {
-	// Sent while the run is silent (every few seconds), so proxies keep the stream open.
+	// Sent while the run is silent (after 15 s of silence by default: the server's
+	// heartbeat_interval), so proxies keep the stream open.
 	Heartbeat *Heartbeat `protobuf:"bytes,2,opt,name=heartbeat,proto3,oneof"`
 }
 
@@ -1148,7 +1149,8 @@ type ActiveSession struct {
 	State RunState `protobuf:"varint,2,opt,name=state,proto3,enum=pydantic_ai_stream.v1.RunState" json:"state,omitempty"`
 	// The id of the session's run.
 	RunId string `protobuf:"bytes,3,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
-	// RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it).
+	// RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it);
+	// 0 while queued.
 	Attempt uint32 `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
 }
 

@@ -18,10 +18,14 @@ const _ = grpc.SupportPackageIsVersion7
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type AgentStreamServiceClient interface {
 	// Accepts a run of a hosted agent on a session into the run queue and returns at once, once
-	// the session is taken, its stream holds the run's `begin` event and a worker can claim it.
-	// ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
-	// scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
-	// for bad ids or an empty prompt.
+	// the session is taken, its stream holds the run's `begin` event and a worker can claim it
+	// (BUSY_POLICY_ENQUEUE: once it waits behind the session's run, `waiting`). Retrying with the
+	// same `run_id` returns that run, also after it ended, and runs nothing again.
+	// ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
+	// RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
+	// unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
+	// ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+	// while the server shuts down or its Redis does not answer.
 	Run(ctx context.Context, in *RunRequest, opts ...grpc.CallOption) (*RunResponse, error)
 	// Streams a session's events: from the current run's `begin`, or strictly after
 	// `after_event_id`. Lasts until the `end` event (heartbeats while the run is silent) and
@@ -29,7 +33,8 @@ type AgentStreamServiceClient interface {
 	// stream early is a status: NOT_FOUND (no stream within `wait_seconds`), DEADLINE_EXCEEDED
 	// (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
 	Listen(ctx context.Context, in *ListenRequest, opts ...grpc.CallOption) (AgentStreamService_ListenClient, error)
-	// Asks the session's live run to stop, wherever it runs; a queued run ends at once.
+	// Stops the session's run, wherever it runs: a live run is asked to stop at once, a queued one
+	// is ended on the spot; either way its listeners get `error` {"msg": "canceled"}, then `end`.
 	Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error)
 	// Lists the caller's sessions that have a queued or live run.
 	ListActive(ctx context.Context, in *ListActiveRequest, opts ...grpc.CallOption) (*ListActiveResponse, error)
@@ -107,10 +112,14 @@ func (c *agentStreamServiceClient) ListActive(ctx context.Context, in *ListActiv
 // for forward compatibility
 type AgentStreamServiceServer interface {
 	// Accepts a run of a hosted agent on a session into the run queue and returns at once, once
-	// the session is taken, its stream holds the run's `begin` event and a worker can claim it.
-	// ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
-	// scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
-	// for bad ids or an empty prompt.
+	// the session is taken, its stream holds the run's `begin` event and a worker can claim it
+	// (BUSY_POLICY_ENQUEUE: once it waits behind the session's run, `waiting`). Retrying with the
+	// same `run_id` returns that run, also after it ended, and runs nothing again.
+	// ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
+	// RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
+	// unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
+	// ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+	// while the server shuts down or its Redis does not answer.
 	Run(context.Context, *RunRequest) (*RunResponse, error)
 	// Streams a session's events: from the current run's `begin`, or strictly after
 	// `after_event_id`. Lasts until the `end` event (heartbeats while the run is silent) and
@@ -118,7 +127,8 @@ type AgentStreamServiceServer interface {
 	// stream early is a status: NOT_FOUND (no stream within `wait_seconds`), DEADLINE_EXCEEDED
 	// (`timeout_seconds` of silence), OUT_OF_RANGE (a cursor trimmed away or past the end).
 	Listen(*ListenRequest, AgentStreamService_ListenServer) error
-	// Asks the session's live run to stop, wherever it runs; a queued run ends at once.
+	// Stops the session's run, wherever it runs: a live run is asked to stop at once, a queued one
+	// is ended on the spot; either way its listeners get `error` {"msg": "canceled"}, then `end`.
 	Cancel(context.Context, *CancelRequest) (*CancelResponse, error)
 	// Lists the caller's sessions that have a queued or live run.
 	ListActive(context.Context, *ListActiveRequest) (*ListActiveResponse, error)

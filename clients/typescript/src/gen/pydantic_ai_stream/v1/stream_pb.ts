@@ -166,7 +166,8 @@ export type ListenResponse = Message<"pydantic_ai_stream.v1.ListenResponse"> & {
     case: "event";
   } | {
     /**
-     * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+     * Sent while the run is silent (after 15 s of silence by default: the server's
+     * heartbeat_interval), so proxies keep the stream open.
      *
      * @generated from field: pydantic_ai_stream.v1.Heartbeat heartbeat = 2;
      */
@@ -414,7 +415,8 @@ export type ActiveSession = Message<"pydantic_ai_stream.v1.ActiveSession"> & {
   runId: string;
 
   /**
-   * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it).
+   * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it);
+   * 0 while queued.
    *
    * @generated from field: uint32 attempt = 4;
    */
@@ -732,10 +734,14 @@ export const RunStateSchema: GenEnum<RunState> = /*@__PURE__*/
 export const AgentStreamService: GenService<{
   /**
    * Accepts a run of a hosted agent on a session into the run queue and returns at once, once
-   * the session is taken, its stream holds the run's `begin` event and a worker can claim it.
-   * ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
-   * scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
-   * for bad ids or an empty prompt.
+   * the session is taken, its stream holds the run's `begin` event and a worker can claim it
+   * (BUSY_POLICY_ENQUEUE: once it waits behind the session's run, `waiting`). Retrying with the
+   * same `run_id` returns that run, also after it ended, and runs nothing again.
+   * ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
+   * RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
+   * unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
+   * ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+   * while the server shuts down or its Redis does not answer.
    *
    * @generated from rpc pydantic_ai_stream.v1.AgentStreamService.Run
    */
@@ -759,7 +765,8 @@ export const AgentStreamService: GenService<{
     output: typeof ListenResponseSchema;
   },
   /**
-   * Asks the session's live run to stop, wherever it runs; a queued run ends at once.
+   * Stops the session's run, wherever it runs: a live run is asked to stop at once, a queued one
+   * is ended on the spot; either way its listeners get `error` {"msg": "canceled"}, then `end`.
    *
    * @generated from rpc pydantic_ai_stream.v1.AgentStreamService.Cancel
    */

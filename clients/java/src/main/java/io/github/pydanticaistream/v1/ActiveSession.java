@@ -162,7 +162,8 @@ private static final long serialVersionUID = 0L;
   private int attempt_ = 0;
   /**
    * <pre>
-   * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it).
+   * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it);
+   * 0 while queued.
    * </pre>
    *
    * <code>uint32 attempt = 4 [json_name = "attempt"];</code>
@@ -806,7 +807,8 @@ private static final long serialVersionUID = 0L;
     private int attempt_ ;
     /**
      * <pre>
-     * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it).
+     * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it);
+     * 0 while queued.
      * </pre>
      *
      * <code>uint32 attempt = 4 [json_name = "attempt"];</code>
@@ -818,7 +820,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it).
+     * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it);
+     * 0 while queued.
      * </pre>
      *
      * <code>uint32 attempt = 4 [json_name = "attempt"];</code>
@@ -834,7 +837,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it).
+     * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it);
+     * 0 while queued.
      * </pre>
      *
      * <code>uint32 attempt = 4 [json_name = "attempt"];</code>

@@ -60,7 +60,8 @@ public interface ActiveSessionOrBuilder extends
 
   /**
    * <pre>
-   * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it).
+   * RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it);
+   * 0 while queued.
    * </pre>
    *
    * <code>uint32 attempt = 4 [json_name = "attempt"];</code>

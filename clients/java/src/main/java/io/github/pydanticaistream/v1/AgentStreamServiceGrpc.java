@@ -202,10 +202,14 @@ public final class AgentStreamServiceGrpc {
     /**
      * <pre>
      * Accepts a run of a hosted agent on a session into the run queue and returns at once, once
-     * the session is taken, its stream holds the run's `begin` event and a worker can claim it.
-     * ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
-     * scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
-     * for bad ids or an empty prompt.
+     * the session is taken, its stream holds the run's `begin` event and a worker can claim it
+     * (BUSY_POLICY_ENQUEUE: once it waits behind the session's run, `waiting`). Retrying with the
+     * same `run_id` returns that run, also after it ended, and runs nothing again.
+     * ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
+     * RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
+     * unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
+     * ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+     * while the server shuts down or its Redis does not answer.
      * </pre>
      */
     public void run(io.github.pydanticaistream.v1.RunRequest request,
@@ -229,7 +233,8 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Asks the session's live run to stop, wherever it runs; a queued run ends at once.
+     * Stops the session's run, wherever it runs: a live run is asked to stop at once, a queued one
+     * is ended on the spot; either way its listeners get `error` {"msg": "canceled"}, then `end`.
      * </pre>
      */
     public void cancel(io.github.pydanticaistream.v1.CancelRequest request,
@@ -304,10 +309,14 @@ public final class AgentStreamServiceGrpc {
     /**
      * <pre>
      * Accepts a run of a hosted agent on a session into the run queue and returns at once, once
-     * the session is taken, its stream holds the run's `begin` event and a worker can claim it.
-     * ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
-     * scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
-     * for bad ids or an empty prompt.
+     * the session is taken, its stream holds the run's `begin` event and a worker can claim it
+     * (BUSY_POLICY_ENQUEUE: once it waits behind the session's run, `waiting`). Retrying with the
+     * same `run_id` returns that run, also after it ended, and runs nothing again.
+     * ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
+     * RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
+     * unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
+     * ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+     * while the server shuts down or its Redis does not answer.
      * </pre>
      */
     public void run(io.github.pydanticaistream.v1.RunRequest request,
@@ -333,7 +342,8 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Asks the session's live run to stop, wherever it runs; a queued run ends at once.
+     * Stops the session's run, wherever it runs: a live run is asked to stop at once, a queued one
+     * is ended on the spot; either way its listeners get `error` {"msg": "canceled"}, then `end`.
      * </pre>
      */
     public void cancel(io.github.pydanticaistream.v1.CancelRequest request,
@@ -377,10 +387,14 @@ public final class AgentStreamServiceGrpc {
     /**
      * <pre>
      * Accepts a run of a hosted agent on a session into the run queue and returns at once, once
-     * the session is taken, its stream holds the run's `begin` event and a worker can claim it.
-     * ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
-     * scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
-     * for bad ids or an empty prompt.
+     * the session is taken, its stream holds the run's `begin` event and a worker can claim it
+     * (BUSY_POLICY_ENQUEUE: once it waits behind the session's run, `waiting`). Retrying with the
+     * same `run_id` returns that run, also after it ended, and runs nothing again.
+     * ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
+     * RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
+     * unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
+     * ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+     * while the server shuts down or its Redis does not answer.
      * </pre>
      */
     public io.github.pydanticaistream.v1.RunResponse run(io.github.pydanticaistream.v1.RunRequest request) {
@@ -405,7 +419,8 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Asks the session's live run to stop, wherever it runs; a queued run ends at once.
+     * Stops the session's run, wherever it runs: a live run is asked to stop at once, a queued one
+     * is ended on the spot; either way its listeners get `error` {"msg": "canceled"}, then `end`.
      * </pre>
      */
     public io.github.pydanticaistream.v1.CancelResponse cancel(io.github.pydanticaistream.v1.CancelRequest request) {
@@ -447,10 +462,14 @@ public final class AgentStreamServiceGrpc {
     /**
      * <pre>
      * Accepts a run of a hosted agent on a session into the run queue and returns at once, once
-     * the session is taken, its stream holds the run's `begin` event and a worker can claim it.
-     * ALREADY_EXISTS if the session has a queued or live run; RESOURCE_EXHAUSTED if the caller's
-     * scope has as many runs waiting as it may; NOT_FOUND for an unknown agent; INVALID_ARGUMENT
-     * for bad ids or an empty prompt.
+     * the session is taken, its stream holds the run's `begin` event and a worker can claim it
+     * (BUSY_POLICY_ENQUEUE: once it waits behind the session's run, `waiting`). Retrying with the
+     * same `run_id` returns that run, also after it ended, and runs nothing again.
+     * ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
+     * RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
+     * unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
+     * ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+     * while the server shuts down or its Redis does not answer.
      * </pre>
      */
     public com.google.common.util.concurrent.ListenableFuture<io.github.pydanticaistream.v1.RunResponse> run(
@@ -461,7 +480,8 @@ public final class AgentStreamServiceGrpc {
 
     /**
      * <pre>
-     * Asks the session's live run to stop, wherever it runs; a queued run ends at once.
+     * Stops the session's run, wherever it runs: a live run is asked to stop at once, a queued one
+     * is ended on the spot; either way its listeners get `error` {"msg": "canceled"}, then `end`.
      * </pre>
      */
     public com.google.common.util.concurrent.ListenableFuture<io.github.pydanticaistream.v1.CancelResponse> cancel(

@@ -118,7 +118,8 @@ private static final long serialVersionUID = 0L;
   public static final int HEARTBEAT_FIELD_NUMBER = 2;
   /**
    * <pre>
-   * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+   * Sent while the run is silent (after 15 s of silence by default: the server's
+   * heartbeat_interval), so proxies keep the stream open.
    * </pre>
    *
    * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>
@@ -130,7 +131,8 @@ private static final long serialVersionUID = 0L;
   }
   /**
    * <pre>
-   * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+   * Sent while the run is silent (after 15 s of silence by default: the server's
+   * heartbeat_interval), so proxies keep the stream open.
    * </pre>
    *
    * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>
@@ -145,7 +147,8 @@ private static final long serialVersionUID = 0L;
   }
   /**
    * <pre>
-   * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+   * Sent while the run is silent (after 15 s of silence by default: the server's
+   * heartbeat_interval), so proxies keep the stream open.
    * </pre>
    *
    * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>
@@ -707,7 +710,8 @@ private static final long serialVersionUID = 0L;
         io.github.pydanticaistream.v1.Heartbeat, io.github.pydanticaistream.v1.Heartbeat.Builder, io.github.pydanticaistream.v1.HeartbeatOrBuilder> heartbeatBuilder_;
     /**
      * <pre>
-     * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+     * Sent while the run is silent (after 15 s of silence by default: the server's
+     * heartbeat_interval), so proxies keep the stream open.
      * </pre>
      *
      * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>
@@ -719,7 +723,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+     * Sent while the run is silent (after 15 s of silence by default: the server's
+     * heartbeat_interval), so proxies keep the stream open.
      * </pre>
      *
      * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>
@@ -741,7 +746,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+     * Sent while the run is silent (after 15 s of silence by default: the server's
+     * heartbeat_interval), so proxies keep the stream open.
      * </pre>
      *
      * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>
@@ -761,7 +767,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+     * Sent while the run is silent (after 15 s of silence by default: the server's
+     * heartbeat_interval), so proxies keep the stream open.
      * </pre>
      *
      * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>
@@ -779,7 +786,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+     * Sent while the run is silent (after 15 s of silence by default: the server's
+     * heartbeat_interval), so proxies keep the stream open.
      * </pre>
      *
      * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>
@@ -806,7 +814,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+     * Sent while the run is silent (after 15 s of silence by default: the server's
+     * heartbeat_interval), so proxies keep the stream open.
      * </pre>
      *
      * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>
@@ -829,7 +838,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+     * Sent while the run is silent (after 15 s of silence by default: the server's
+     * heartbeat_interval), so proxies keep the stream open.
      * </pre>
      *
      * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>
@@ -839,7 +849,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+     * Sent while the run is silent (after 15 s of silence by default: the server's
+     * heartbeat_interval), so proxies keep the stream open.
      * </pre>
      *
      * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>
@@ -857,7 +868,8 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+     * Sent while the run is silent (after 15 s of silence by default: the server's
+     * heartbeat_interval), so proxies keep the stream open.
      * </pre>
      *
      * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>

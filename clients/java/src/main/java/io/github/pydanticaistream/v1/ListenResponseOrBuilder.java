@@ -24,7 +24,8 @@ public interface ListenResponseOrBuilder extends
 
   /**
    * <pre>
-   * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+   * Sent while the run is silent (after 15 s of silence by default: the server's
+   * heartbeat_interval), so proxies keep the stream open.
    * </pre>
    *
    * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>
@@ -33,7 +34,8 @@ public interface ListenResponseOrBuilder extends
   boolean hasHeartbeat();
   /**
    * <pre>
-   * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+   * Sent while the run is silent (after 15 s of silence by default: the server's
+   * heartbeat_interval), so proxies keep the stream open.
    * </pre>
    *
    * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>
@@ -42,7 +44,8 @@ public interface ListenResponseOrBuilder extends
   io.github.pydanticaistream.v1.Heartbeat getHeartbeat();
   /**
    * <pre>
-   * Sent while the run is silent (every few seconds), so proxies keep the stream open.
+   * Sent while the run is silent (after 15 s of silence by default: the server's
+   * heartbeat_interval), so proxies keep the stream open.
    * </pre>
    *
    * <code>.pydantic_ai_stream.v1.Heartbeat heartbeat = 2 [json_name = "heartbeat"];</code>
