@@ -542,7 +542,7 @@ async def running_server(
             f"; and {A2A_SERVICE_NAME} (tenant: agent name)" if A2A_SERVICE_NAME in services else "",
         )
         if http is not None:
-            logger.warning("serving HTTP on %s (%d routes)", http.url, len(http.routes))
+            logger.info("serving HTTP on %s (%d routes)", http.url, len(http.routes))
         watch = asyncio.create_task(_watch_redis(redis, health_servicer))
         try:
             yield running

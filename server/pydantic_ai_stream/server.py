@@ -46,6 +46,6 @@ def __getattr__(name: str) -> Any:
         try:
             from . import _a2a
         except ImportError as e:
-            raise ImportError(f"{name} needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
+            raise ImportError(f"{name} needs the a2a extra: pip install 'pydantic-ai-stream[a2a]>=0.2' ({e})") from e
         return getattr(_a2a, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
