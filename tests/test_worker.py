@@ -8,10 +8,19 @@ import time
 from typing import Any
 
 import pytest
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionHandle, Settings
+from pydantic_ai_stream._handle import live_sessions
 from pydantic_ai_stream._keys import queue_wake_key
 from pydantic_ai_stream._live import LiveRun
 from pydantic_ai_stream._queue import GROUP, RunQueue, Submitted
@@ -394,3 +403,54 @@ async def test_a_worker_stops_though_a_redis_call_turned_its_cancel_into_an_erro
             await entered.wait()
             await worker.drain(0)
     assert converted.is_set(), "the keeper was stopped mid-call"
+
+
+@pytest.mark.parametrize(("lease", "rollback"), [("held", False), ("lapsed", False), ("held", True)])
+async def test_a_run_cancelled_while_its_worker_is_dead_is_ended_by_the_next_not_resumed(
+    redis: Redis, settings: Settings, lease: str, rollback: bool
+) -> None:
+    """The cancel reaches no process (its worker was killed), whether the dead worker's lease still holds
+    the flag or has lapsed: the worker that takes the job over ends the run (`error` canceled + `end`),
+    runs nothing, and keeps the run's last checkpoint in the conversation (not when rolled back)."""
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.05
+    async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        await handle.submit(agent="gated", body={"user_prompt": "hi"}, run_id="r1")
+        wake = queue_wake_key(settings.redis_prefix, "dead")
+        await runtime.queue.create_group(wake=wake)
+        await runtime.queue.claim(client=redis, consumer="dead", count=1, block_ms=1, wake=wake)
+        live = await LiveRun.adopt(dead, handle.keys, run_id="r1")
+        assert live is not None
+        progress: list[ModelMessage] = [
+            ModelRequest(parts=[UserPromptPart("hi")], run_id="r1"),
+            ModelResponse(parts=[TextPart("looking"), ToolCallPart("lookup", {}, tool_call_id="c1")], run_id="r1"),
+        ]
+        await live.add("event", "pydantic-ai", {"idx": 1, "event": "part_start", "content": "looking"})
+        await live.checkpoint(1, progress)
+        dead.leases.release(live.lease)  # the worker is killed mid-tool-call: nothing of it runs again
+        if lease == "lapsed":
+            await redis.delete(handle.keys.live)
+        assert await handle.cancel(rollback=rollback)
+        assert not await live_sessions(runtime, scope_id=1, user_id=1), "a cancelled run is not listed"
+        model = GatedModel()
+        model.gate.set()
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+            events = await _ended_run(handle, "r1")
+            deadline = time.monotonic() + 5
+            while await redis.xlen(runtime.queue.key):
+                assert time.monotonic() < deadline, "its job is left in the queue"
+                await asyncio.sleep(0.01)
+        assert _outline(events) == [("begin", None), ("error", "canceled"), ("end", None)]
+        assert not [e for e in events if e["body"].get("event") == "resumed"], "never resumed"
+        assert events[-2]["body"] == ({"msg": "canceled", "rollback": True} if rollback else {"msg": "canceled"})
+        assert model.calls == 0
+        session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+        await session.load()
+        if rollback:
+            assert session.msgs == []
+        else:
+            assert [type(m) for m in session.msgs] == [ModelRequest, ModelResponse, ModelRequest]
+            [answered] = session.msgs[2].parts
+            assert isinstance(answered, ToolReturnPart)
+            assert answered.tool_call_id == "c1"
+        assert not await handle.is_live()
