@@ -405,6 +405,24 @@ async def test_a_worker_stops_though_a_redis_call_turned_its_cancel_into_an_erro
     assert converted.is_set(), "the keeper was stopped mid-call"
 
 
+async def _killed_mid_tool_call(dead: Runtime, handle: SessionHandle, run_id: str) -> None:
+    """Submit the run `run_id`; a worker of `dead` claims it, streams, checkpoints its tool call and dies."""
+    runtime = handle.runtime
+    await handle.submit(agent="gated", body={"user_prompt": "hi"}, run_id=run_id)
+    wake = queue_wake_key(runtime.settings.redis_prefix, "dead")
+    await runtime.queue.create_group(wake=wake)
+    await runtime.queue.claim(client=runtime.redis, consumer="dead", count=1, block_ms=1, wake=wake)
+    live = await LiveRun.adopt(dead, handle.keys, run_id=run_id)
+    assert live is not None
+    progress: list[ModelMessage] = [
+        ModelRequest(parts=[UserPromptPart("hi")], run_id=run_id),
+        ModelResponse(parts=[TextPart("looking"), ToolCallPart("lookup", {}, tool_call_id="c1")], run_id=run_id),
+    ]
+    await live.add("event", "pydantic-ai", {"idx": 1, "event": "part_start", "content": "looking"})
+    await live.checkpoint(1, progress)
+    dead.leases.release(live.lease)  # the worker is killed mid-tool-call: nothing of it runs again
+
+
 @pytest.mark.parametrize(("lease", "rollback"), [("held", False), ("lapsed", False), ("held", True)])
 async def test_a_run_cancelled_while_its_worker_is_dead_is_ended_by_the_next_not_resumed(
     redis: Redis, settings: Settings, lease: str, rollback: bool
@@ -415,19 +433,7 @@ async def test_a_run_cancelled_while_its_worker_is_dead_is_ended_by_the_next_not
     settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.05
     async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
         handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
-        await handle.submit(agent="gated", body={"user_prompt": "hi"}, run_id="r1")
-        wake = queue_wake_key(settings.redis_prefix, "dead")
-        await runtime.queue.create_group(wake=wake)
-        await runtime.queue.claim(client=redis, consumer="dead", count=1, block_ms=1, wake=wake)
-        live = await LiveRun.adopt(dead, handle.keys, run_id="r1")
-        assert live is not None
-        progress: list[ModelMessage] = [
-            ModelRequest(parts=[UserPromptPart("hi")], run_id="r1"),
-            ModelResponse(parts=[TextPart("looking"), ToolCallPart("lookup", {}, tool_call_id="c1")], run_id="r1"),
-        ]
-        await live.add("event", "pydantic-ai", {"idx": 1, "event": "part_start", "content": "looking"})
-        await live.checkpoint(1, progress)
-        dead.leases.release(live.lease)  # the worker is killed mid-tool-call: nothing of it runs again
+        await _killed_mid_tool_call(dead, handle, "r1")
         if lease == "lapsed":
             await redis.delete(handle.keys.live)
         assert await handle.cancel(rollback=rollback)
@@ -454,3 +460,34 @@ async def test_a_run_cancelled_while_its_worker_is_dead_is_ended_by_the_next_not
             assert isinstance(answered, ToolReturnPart)
             assert answered.tool_call_id == "c1"
         assert not await handle.is_live()
+
+
+async def test_a_run_interrupting_one_whose_worker_is_dead_starts_within_a_lease_ttl_or_so(
+    redis: Redis, settings: Settings
+) -> None:
+    """`if_busy="interrupt"` on a session whose run's worker was killed: that run is ended as cancelled (by
+    the worker that takes it over) and the new run starts, in about a lease TTL, not at the end of `wait`."""
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.05
+    async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        await _killed_mid_tool_call(dead, handle, "r1")
+        model = GatedModel()  # a resumed r1 would block on its gate
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+            started = time.monotonic()
+            submitted = await handle.submit(
+                agent="gated", body={"user_prompt": "two"}, run_id="r2", if_busy="interrupt"
+            )
+            took = time.monotonic() - started
+            assert (submitted.run_id, submitted.waiting) == ("r2", False)
+            [active] = await live_sessions(runtime, scope_id=1, user_id=1)
+            assert active.run_id == "r2"
+            model.gate.set()
+            events = await _ended_run(handle, "r2")
+        assert events[0]["id"] == submitted.begin_event_id
+        assert _outline(events) == [("begin", None), ("end", None)]
+        assert model.calls == 1, "r1 never ran again"
+        assert took < 3 * settings.lease_ttl, took  # the dead job's idle limit, then the takeover; `wait` is 30 s
+        session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+        await session.load()
+        prompts = [p.content for m in session.msgs for p in m.parts if p.part_kind == "user-prompt"]
+        assert prompts == ["hi", "two"], "r1's progress kept, then r2"

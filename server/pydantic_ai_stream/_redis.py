@@ -252,16 +252,16 @@ return reply
 """)
 )
 
-# KEYS: live, waiting. ARGV: run_id, the waiting run (JSON with its `run_id`), ttl_ms. Puts a run behind the
-# session's run: 1 if it now waits, 2 if it already did (a re-sent call), 0 if the session has no run (it
-# ended meanwhile: start this one instead).
+# KEYS: live, waiting. ARGV: run_id, the waiting run (JSON with its `run_id`), ttl_ms, '1' to put it first in
+# line. Puts a run behind the session's run: 1 if it now waits, 2 if it already did (a re-sent call), 0 if the
+# session has no run (it ended meanwhile: start this one instead).
 _WAIT = LuaScript(
     lua("""
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
   if cjson.decode(item).run_id == ARGV[1] then return 2 end
 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call(ARGV[4] == '1' and 'LPUSH' or 'RPUSH', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """)
@@ -754,10 +754,11 @@ class SessionStream:
             return None
         return int(reply[0]), [m if isinstance(m, bytes) else str(m).encode() for m in reply[1:]]
 
-    async def wait_behind(self, *, run_id: str, run: Mapping[str, Any], ttl_ms: int) -> int:
-        """Put `run` (JSON with its `run_id`) behind the session's run: 1 if it waits now, 2 if it already
-        did, 0 if the session has no run to wait for."""
-        return int(await _WAIT(self.redis, keys=[self.keys.live, self.keys.waiting], args=[run_id, _dump(run), ttl_ms]))
+    async def wait_behind(self, *, run_id: str, run: Mapping[str, Any], ttl_ms: int, first: bool = False) -> int:
+        """Put `run` (JSON with its `run_id`) behind the session's run (`first`: before the runs waiting there):
+        1 if it waits now, 2 if it already did, 0 if the session has no run to wait for."""
+        args: list[str | int] = [run_id, _dump(run), ttl_ms, "1" if first else "0"]
+        return int(await _WAIT(self.redis, keys=[self.keys.live, self.keys.waiting], args=args))
 
     async def first_waiting(self) -> str | None:
         """The first run waiting behind the session's run (its JSON), or `None`."""
