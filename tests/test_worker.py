@@ -23,7 +23,7 @@ from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionHan
 from pydantic_ai_stream._handle import live_sessions
 from pydantic_ai_stream._keys import queue_wake_key
 from pydantic_ai_stream._live import LiveRun
-from pydantic_ai_stream._queue import GROUP, RunQueue, Submitted
+from pydantic_ai_stream._queue import GROUP, Job, RunQueue, Submitted
 from pydantic_ai_stream._worker import Worker
 from support import GatedModel
 
@@ -491,3 +491,32 @@ async def test_a_run_interrupting_one_whose_worker_is_dead_starts_within_a_lease
         await session.load()
         prompts = [p.content for m in session.msgs for p in m.parts if p.part_kind == "user-prompt"]
         assert prompts == ["hi", "two"], "r1's progress kept, then r2"
+
+
+async def test_an_adoption_whose_reply_was_lost_is_the_workers_own_when_it_retries(
+    redis: Redis, settings: Settings
+) -> None:
+    """The worker's adoption reached Redis but its reply was lost: its retry (same worker, same job) finds
+    the run its own and runs it as attempt 1 at once, not as attempt 2 a lease TTL later."""
+    settings.lease_ttl, settings.lease_renew_interval = 3.0, 0.05
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        await handle.submit(agent="gated", body={"user_prompt": "hi"}, run_id="r1")
+        [(job_id, fields)] = await redis.xrange(runtime.queue.key)
+        model = GatedModel()
+        model.gate.set()
+        worker = Worker(runtime=runtime, agents={"gated": model.agent()}, name="w1")
+        adopter = worker.adopter(Job.from_fields(job_id.decode(), fields))
+        lease_ms, wait_ms = runtime.leases.lease_ms, runtime.queue.wait_ms
+        assert await handle.stream.adopt(run_id="r1", lease_ms=lease_ms, wait_ms=wait_ms, adopter=adopter)
+        assert not await handle.stream.adopt(run_id="r1", lease_ms=lease_ms, wait_ms=wait_ms, adopter="w2/other"), (
+            "another worker's is refused"
+        )
+        started = time.monotonic()
+        async with worker:
+            events = await _ended_run(handle, "r1")
+        took = time.monotonic() - started
+        assert _outline(events) == [("begin", None), ("end", None)]
+        assert not [e for e in events if e["body"].get("event") == "resumed"], "attempt 1 goes on"
+        assert model.calls == 1
+        assert took < settings.lease_ttl, took

@@ -81,12 +81,15 @@ class LiveRun:
         return cls._held(runtime, stream, run_id=run_id, begin_event_id=begin_event_id, begin=begin)
 
     @classmethod
-    async def adopt(cls, runtime: Runtime, keys: SessionKeys, *, run_id: str) -> LiveRun | None:
+    async def adopt(cls, runtime: Runtime, keys: SessionKeys, *, run_id: str, adopter: str = "") -> LiveRun | None:
         """Take over the queued run `run_id` (its `begin` is written): its flag becomes this process's lease.
-        `None` if it is no longer queued (cancelled, expired, or another worker's)."""
+        `None` if it is no longer queued (cancelled, expired, or another worker's). A retry with the same
+        `adopter` (one worker's, for one job) after a lost reply gets the run it took."""
         stream = runtime.stream(keys)
         lease_ms, wait_ms = runtime.leases.lease_ms, runtime.queue.wait_ms
-        begin = await cls._leased(runtime, lambda: stream.adopt(run_id=run_id, lease_ms=lease_ms, wait_ms=wait_ms))
+        begin = await cls._leased(
+            runtime, lambda: stream.adopt(run_id=run_id, lease_ms=lease_ms, wait_ms=wait_ms, adopter=adopter)
+        )
         if begin is None:
             return None
         return cls._held(

@@ -351,14 +351,28 @@ return {1, v}
 """)
 )
 
-# KEYS: live, stream, durable. ARGV: run_id, lease_ms, wait_ms. A worker takes a queued run's flag as its
-# lease. Returns {begin id, begin body}, or {} if the run is no longer queued (cancelled, expired, or adopted).
+# KEYS: live, stream, durable, checkpoint. ARGV: run_id, lease_ms, wait_ms, the adopter (unique to one worker
+# and job; '': none). A worker takes a queued run's flag as its lease (the adopter kept in the checkpoint hash,
+# `adopted:<run id>`). Returns {begin id, begin body}, also to a re-sent copy of the call that took it (its
+# reply was lost: the same adopter finds the flag its own, the lease renewed, a cancel mark kept); {} if the
+# run is no longer queued (cancelled, expired, or adopted).
 _ADOPT = LuaScript(
     lua("""
-if redis.call('GET', KEYS[1]) ~= $QUEUED .. ARGV[1] then return {} end
+local v = redis.call('GET', KEYS[1])
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
 if not first then return {} end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if v == $QUEUED .. ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if ARGV[4] ~= '' then
+    redis.call('HSET', KEYS[4], 'adopted:' .. ARGV[1], ARGV[4])
+    if redis.call('PTTL', KEYS[4]) < 0 then redis.call('PEXPIRE', KEYS[4], ARGV[3]) end
+  end
+elseif ARGV[4] ~= '' and (v == ARGV[1] or v == $CANCEL .. ARGV[1])
+    and redis.call('HGET', KEYS[4], 'adopted:' .. ARGV[1]) == ARGV[4] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  return {}
+end
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 local body = '{}'
 for f = 1, #first[2], 2 do
@@ -681,11 +695,15 @@ class SessionStream:
         state, entry_id = await _OPEN(self.redis, keys=keys, args=args)
         return OpenState(int(state)), decode(entry_id)
 
-    async def adopt(self, *, run_id: str, lease_ms: int, wait_ms: int) -> Entry | None:
+    async def adopt(self, *, run_id: str, lease_ms: int, wait_ms: int, adopter: str = "") -> Entry | None:
         """Take the flag of the queued run `run_id` as a `lease_ms` lease; its `begin` entry, or `None` if
-        it is no longer queued (cancelled, expired, or adopted by another worker)."""
+        it is no longer queued (cancelled, expired, or adopted by another worker). `adopter`, unique to one
+        worker and job, lets a re-sent copy of the call (its reply lost) find the run its own."""
+        keys = self.keys
         reply = await _ADOPT(
-            self.redis, keys=[self.keys.live, self.keys.stream, self.keys.durable], args=[run_id, lease_ms, wait_ms]
+            self.redis,
+            keys=[keys.live, keys.stream, keys.durable, keys.checkpoint],
+            args=[run_id, lease_ms, wait_ms, adopter],
         )
         if not reply:
             return None

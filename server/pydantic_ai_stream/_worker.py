@@ -250,7 +250,7 @@ class Worker:
         while True:
             try:
                 await runtime.queue.release(job.scope_id, job.member)
-                live = await LiveRun.adopt(runtime, keys, run_id=job.run_id)
+                live = await LiveRun.adopt(runtime, keys, run_id=job.run_id, adopter=self.adopter(job))
                 if live is not None:
                     return live
                 # Not queued: maybe running on a worker that died (a job taken over).
@@ -266,6 +266,10 @@ class Worker:
                     raise
                 logger.warning("worker %s could not adopt run %s (%s); retrying", self.name, job.run_id, e)
                 await asyncio.sleep(min(2.0, 0.05 * 2**failures))  # back-off
+
+    def adopter(self, job: Job) -> str:
+        """Who adopts the job's run: this worker, for this job (a retried adoption whose reply was lost is its own)."""
+        return f"{self.name}/{job.id}"
 
     async def _recover(self, job: Job, keys: SessionKeys) -> LiveRun | Held | None:
         """Take over the run of a job taken from a silent worker. Its job and its lease are renewed at the
