@@ -175,3 +175,29 @@ async def test_an_interrupting_run_goes_first_and_the_waiting_runs_wait_on_behin
     kept = ["one", "hello "] if policy == "interrupt" and running else []
     assert await _texts_of_conversation(runtime, "s1") == [*kept, "three", "hello world", "two", "hello world"]
     assert await runtime.queue.depth(1) == 0
+
+
+async def test_a_retried_cancel_naming_the_run_answers_as_the_first_did(runtime: Runtime) -> None:
+    """A cancel whose reply was lost is sent again: naming the run, it answers `True` again (the run was
+    cancelled), queued (ended at once) or running; a cancel naming no run cannot tell a retry from a second
+    cancel and answers `False`; one naming another run too."""
+    model = GatedModel()
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+    await handle.submit(agent="gated", body={"user_prompt": "one"}, run_id="r1")
+    assert await handle.cancel(run_id="r1")
+    assert await handle.cancel(run_id="r1"), "the queued run it ended"
+    assert not await handle.cancel()
+    assert not await handle.cancel(run_id="other")
+    async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+        await handle.submit(agent="gated", body={"user_prompt": "two"}, run_id="r2")
+        await model.wait_calls(1)
+        assert await handle.cancel(run_id="r2")
+        assert await handle.cancel(run_id="r2"), "the running run it asked to stop"
+        assert not await handle.cancel()
+        events = [e async for e in handle.listen_entries(timeout=10) if e is not None]
+        assert [(e.type, e.body.get("msg")) for e in events if e.type != "event"] == [
+            ("begin", None),
+            ("error", "canceled"),
+            ("end", None),
+        ]
+        assert await handle.cancel(run_id="r2"), "and once it ended"

@@ -59,7 +59,11 @@ class SessionHandle:
     async def cancel(self, *, rollback: bool = False, run_id: str | None = None) -> bool:
         """Stop the session's live run, wherever it runs (a queued one ends at once); `True` if there was
         one to stop. `rollback`: its messages are dropped, not saved (the conversation stays as before it).
-        `run_id`: only if the session's live or queued run is that one (a later run of the session is left alone)."""
+        `run_id`: only if the session's live or queued run is that one (a later run of the session is left alone);
+        `True` also if it was cancelled already, so a retry whose first reply was lost answers as the first did.
+        A durable run whose worker died is ended by the worker that takes it over, never resumed."""
+        if run_id is not None:
+            check_id("run_id", run_id)
         with self._redis_errors("cancel"):
             return await self._cancel(rollback=rollback, run_id=run_id)
 

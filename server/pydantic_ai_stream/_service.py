@@ -201,7 +201,8 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.CancelResponse:
         async with statuses(context):
             caller = await self._caller(request, context)
-            return pb.CancelResponse(cancelled=await self._session(caller, request.session_id).cancel())
+            session = self._session(caller, request.session_id)
+            return pb.CancelResponse(cancelled=await session.cancel(run_id=request.run_id or None))
 
     async def ListActive(
         self, request: pb.ListActiveRequest, context: grpc.aio.ServicerContext[Any, Any]
