@@ -17,6 +17,7 @@ from pydantic_ai_stream import (
     AgxCanceledError,
     InvalidIdError,
     RedisSession,
+    RunExistsError,
     Runtime,
     SessionBusyError,
     SessionHandle,
@@ -201,3 +202,25 @@ async def test_a_retried_cancel_naming_the_run_answers_as_the_first_did(runtime:
             ("end", None),
         ]
         assert await handle.cancel(run_id="r2"), "and once it ended"
+
+
+async def test_a_retried_run_never_runs_again_after_another_run_replaced_its_stream(
+    redis: Redis, runtime: Runtime
+) -> None:
+    """A Run whose reply was lost is retried (same run id) after the session ran another run: it answers that
+    the run exists (its `begin` id), rejected or enqueued, and starts nothing, on a free or a busy session."""
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+    first = await handle.submit(agent="gated", body={"user_prompt": "one"}, run_id="r1")
+    assert await handle.cancel()
+    await handle.submit(agent="gated", body={"user_prompt": "two"}, run_id="r2")
+    assert await handle.cancel()
+    for policy in ("reject", "enqueue", "interrupt"):
+        with pytest.raises(RunExistsError) as exists:
+            await handle.submit(agent="gated", body={"user_prompt": "one"}, run_id="r1", if_busy=policy)
+        assert exists.value.begin_event_id == first.begin_event_id
+        assert not await live_sessions(runtime, scope_id=1, user_id=1), "nothing started"
+    await handle.submit(agent="gated", body={"user_prompt": "three"}, run_id="r3")
+    with pytest.raises(RunExistsError):
+        await handle.submit(agent="gated", body={"user_prompt": "one"}, run_id="r1", if_busy="enqueue")
+    assert not await redis.exists(handle.keys.waiting), "it does not wait behind r3 to run again"
+    assert [a.run_id for a in await live_sessions(runtime, scope_id=1, user_id=1)] == ["r3"]

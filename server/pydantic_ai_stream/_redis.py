@@ -80,10 +80,11 @@ class LuaScript:
 # and the scope's queued set. ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body, the
 # start of the begin body that names this session and run, nonce of this start, '1' to queue the run (its
 # flag then says `queued:<run id>` until a worker adopts it), the run's member in the queued set, the
-# scope's limit, then the job's fields and values.
+# scope's limit, then the job's fields and values. The last key is the session's runs (see `SessionKeys.runs`).
 # Returns {OpenState, begin id}. The stream already starting with this run's `begin` means the run
 # exists (live, queued, or ended and kept), unless that `begin` carries our nonce: then this call is a
-# re-sent copy of the one that wrote it (its reply was lost) and it opened the run.
+# re-sent copy of the one that wrote it (its reply was lost) and it opened the run. A run of the session's
+# runs exists too, though another run replaced its stream since.
 _OPEN = LuaScript(
     lua("""
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
@@ -98,6 +99,9 @@ if first then
     return {2, first[1]}
   end
 end
+local runs = KEYS[#KEYS]
+local started = redis.call('HGET', runs, ARGV[1])
+if started then return {2, started} end
 if KEYS[6] and not redis.call('ZSCORE', KEYS[6], ARGV[11]) and redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[12]) then
   return {4, ''}
 end
@@ -126,13 +130,15 @@ redis.call('DEL', KEYS[2])
 id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], id,
   'type', $BEGIN, 'origin', $ORIGIN, 'body', ARGV[7], 'nonce', ARGV[9])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('HSET', runs, ARGV[1], id)
+redis.call('PEXPIRE', runs, ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 if ARGV[10] == '1' then
   redis.call('SET', KEYS[4], ARGV[1] .. ':1', 'PX', ARGV[2])
 else
   redis.call('DEL', KEYS[4])
 end
-if KEYS[5] then
+if #KEYS > 5 then
   redis.call('XADD', KEYS[5], '*', unpack(ARGV, 13))
   redis.call('ZADD', KEYS[6], ARGV[4], ARGV[11])
 end
@@ -692,6 +698,7 @@ class SessionStream:
         if enqueue is not None:
             keys += [enqueue.queue, enqueue.queued]
             args += [enqueue.member, enqueue.limit, *(item for pair in enqueue.fields.items() for item in pair)]
+        keys.append(self.keys.runs)
         state, entry_id = await _OPEN(self.redis, keys=keys, args=args)
         return OpenState(int(state)), decode(entry_id)
 
