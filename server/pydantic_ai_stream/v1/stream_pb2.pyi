@@ -233,8 +233,9 @@ class RunRequest(_message.Message):
     prompt: _builtins.str
     """The user prompt; must not be empty."""
     run_id: _builtins.str
-    """Optional run id (same rules as session_id). A retry with the run id of the session's live
-    run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+    """Optional run id (same rules as session_id). A retry with the run id of one of the session's
+    runs (queued, live, or started within the stream retention, also before another run) returns
+    that run instead of ALREADY_EXISTS and starts nothing, so Run can be retried safely.
     """
     if_busy: Global___BusyPolicy.ValueType
     """What to do when the session already has a queued or live run (default: reject)."""

@@ -405,8 +405,9 @@ type RunRequest struct {
 	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
 	// The user prompt; must not be empty.
 	Prompt string `protobuf:"bytes,3,opt,name=prompt,proto3" json:"prompt,omitempty"`
-	// Optional run id (same rules as session_id). A retry with the run id of the session's live
-	// run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+	// Optional run id (same rules as session_id). A retry with the run id of one of the session's
+	// runs (queued, live, or started within the stream retention, also before another run) returns
+	// that run instead of ALREADY_EXISTS and starts nothing, so Run can be retried safely.
 	RunId string `protobuf:"bytes,4,opt,name=run_id,json=runId,proto3" json:"run_id,omitempty"`
 	// Optional pydantic-ai model settings (e.g. {"temperature": 0.2, "max_tokens": 512}); only
 	// the keys the agent's server configuration allows are accepted.

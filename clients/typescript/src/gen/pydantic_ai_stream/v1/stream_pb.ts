@@ -39,8 +39,9 @@ export type RunRequest = Message<"pydantic_ai_stream.v1.RunRequest"> & {
   prompt: string;
 
   /**
-   * Optional run id (same rules as session_id). A retry with the run id of the session's live
-   * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+   * Optional run id (same rules as session_id). A retry with the run id of one of the session's
+   * runs (queued, live, or started within the stream retention, also before another run) returns
+   * that run instead of ALREADY_EXISTS and starts nothing, so Run can be retried safely.
    *
    * @generated from field: string run_id = 4;
    */
