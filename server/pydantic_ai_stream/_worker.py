@@ -256,7 +256,8 @@ class Worker:
                 # Not queued: maybe running on a worker that died (a job taken over).
                 taken = await self._recover(job, keys)
                 if isinstance(taken, LiveRun):
-                    logger.warning("worker %s resumes run %s (attempt %d)", self.name, job.run_id, taken.attempt)
+                    does = "ends cancelled" if taken.token.cancelled else "resumes"
+                    logger.warning("worker %s %s run %s (attempt %d)", self.name, does, job.run_id, taken.attempt)
                 return taken
             except (RedisError, OSError) as e:
                 raise_if_cancelled()
