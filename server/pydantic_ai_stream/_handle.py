@@ -62,19 +62,24 @@ class SessionHandle:
         `run_id`: only if the session's live or queued run is that one (a later run of the session is left alone);
         `True` also if it was cancelled already, so a retry whose first reply was lost answers as the first did.
         A durable run whose worker died is ended by the worker that takes it over, never resumed."""
+        return await self.cancel_run(rollback=rollback, run_id=run_id) is not CancelState.NONE
+
+    async def cancel_run(self, *, rollback: bool = False, run_id: str | None = None) -> CancelState:
+        """`cancel`, saying what it found: `ALREADY` when the run named was cancelled before (a retry, or a
+        second cancel: a caller for whom a second cancel is an error tells them apart by its own records)."""
         if run_id is not None:
             check_id("run_id", run_id)
         with self._redis_errors("cancel"):
             return await self._cancel(rollback=rollback, run_id=run_id)
 
-    async def _cancel(self, *, rollback: bool, run_id: str | None = None) -> bool:
+    async def _cancel(self, *, rollback: bool, run_id: str | None = None) -> CancelState:
         channel = cancel_channel(self.runtime.settings.redis_prefix)
         state, run_id = await self.stream.cancel(channel, rollback=rollback, run_id=run_id)
         if state is CancelState.ENDED:
             keys = self.keys
             await self.runtime.queue.release(keys.scope_id, queued_member(keys.user_id, keys.session_id, run_id))
             await self.runtime.queue.promote(self.stream)
-        return state is not CancelState.NONE
+        return state
 
     async def submit(
         self,
