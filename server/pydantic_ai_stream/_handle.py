@@ -173,11 +173,16 @@ class SessionHandle:
         if bounds is not None and bounds.newest_type != END:
             # Ended by its worker, by the one that takes it over if its worker died, or here if queued; a
             # cursor expired or a `begin`: the next run replaced the stream.
-            with contextlib.suppress(TimeoutError, ListenTimeoutError, StreamNotFoundError, CursorExpiredError):
-                async with asyncio.timeout(wait):
-                    async for entry in self.listen_entries(after=bounds.newest, wait=wait, timeout=wait):
-                        if entry is not None and entry.type in (END, BEGIN):
-                            break
+            entries = self.listen_entries(after=bounds.newest, wait=wait, timeout=wait)
+            try:
+                with contextlib.suppress(TimeoutError, ListenTimeoutError, StreamNotFoundError, CursorExpiredError):
+                    async with asyncio.timeout(wait):
+                        async for entry in entries:
+                            if entry is not None and entry.type in (END, BEGIN):
+                                break
+            finally:
+                if isinstance(entries, AsyncGenerator):  # let go of the reader now, not when collected
+                    await entries.aclose()
         # Whoever saw the run end started the first waiting run; this run may have become first after that.
         await self.runtime.queue.promote(self.stream)
         with contextlib.suppress(CursorExpiredError):
