@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from pydantic_ai_stream import (
     AgxCanceledError,
     InvalidIdError,
     RedisSession,
+    RunExistsError,
     Runtime,
     SessionBusyError,
     SessionHandle,
@@ -137,3 +139,88 @@ async def test_a_run_refused_on_a_busy_session_leaves_its_run_alone(runtime: Run
     [active] = await live_sessions(runtime, scope_id=1, user_id=1)
     assert (active.run_id, active.queued) == (replaced.run_id, True)
     assert await runtime.queue.depth(1) == 1
+
+
+@pytest.mark.parametrize(("policy", "running"), [("interrupt", True), ("rollback", True), ("interrupt", False)])
+async def test_an_interrupting_run_goes_first_and_the_waiting_runs_wait_on_behind_it(
+    runtime: Runtime, policy: BusyPolicy, running: bool
+) -> None:
+    """The session's run (running, or queued: ended at once) is cancelled; the interrupting run takes the
+    session next, not the run that waited behind it, which starts after it."""
+    first, second = GatedModel(), GatedModel()
+    second.gate.set()
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+    worker = Worker(runtime=runtime, agents={"first": first.agent(), "second": second.agent()})
+    async with contextlib.AsyncExitStack() as stack:
+        await handle.submit(agent="first", body={"user_prompt": "one"}, run_id="r1")
+        if running:
+            await stack.enter_async_context(worker)
+            await first.wait_calls(1)
+        waiting = await handle.submit(agent="second", body={"user_prompt": "two"}, run_id="r2", if_busy="enqueue")
+        assert waiting.waiting
+        submitted = await handle.submit(agent="second", body={"user_prompt": "three"}, run_id="r3", if_busy=policy)
+        assert (submitted.run_id, submitted.waiting) == ("r3", False), "not refused: it took the session next"
+        [begin] = await handle.stream.read_range(after="0-0", count=1)
+        assert (begin.id, begin.body["run_id"]) == (submitted.begin_event_id, "r3")
+        if not running:
+            [active] = await live_sessions(runtime, scope_id=1, user_id=1)
+            assert (active.run_id, active.queued) == ("r3", True)
+            await stack.enter_async_context(worker)
+        async with asyncio.timeout(10):
+            while True:  # r3 runs; r2, still waiting, starts after it
+                events = [e async for e in handle.listen_entries(timeout=10) if e is not None]
+                if events[0].body["run_id"] == "r2" and events[-1].type == "end":
+                    break
+        assert [e.type for e in events if e.type != "event"] == ["begin", "end"]
+    assert (first.calls, second.calls) == (1 if running else 0, 2)
+    kept = ["one", "hello "] if policy == "interrupt" and running else []
+    assert await _texts_of_conversation(runtime, "s1") == [*kept, "three", "hello world", "two", "hello world"]
+    assert await runtime.queue.depth(1) == 0
+
+
+async def test_a_retried_cancel_naming_the_run_answers_as_the_first_did(runtime: Runtime) -> None:
+    """A cancel whose reply was lost is sent again: naming the run, it answers `True` again (the run was
+    cancelled), queued (ended at once) or running; a cancel naming no run cannot tell a retry from a second
+    cancel and answers `False`; one naming another run too."""
+    model = GatedModel()
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+    await handle.submit(agent="gated", body={"user_prompt": "one"}, run_id="r1")
+    assert await handle.cancel(run_id="r1")
+    assert await handle.cancel(run_id="r1"), "the queued run it ended"
+    assert not await handle.cancel()
+    assert not await handle.cancel(run_id="other")
+    async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+        await handle.submit(agent="gated", body={"user_prompt": "two"}, run_id="r2")
+        await model.wait_calls(1)
+        assert await handle.cancel(run_id="r2")
+        assert await handle.cancel(run_id="r2"), "the running run it asked to stop"
+        assert not await handle.cancel()
+        events = [e async for e in handle.listen_entries(timeout=10) if e is not None]
+        assert [(e.type, e.body.get("msg")) for e in events if e.type != "event"] == [
+            ("begin", None),
+            ("error", "canceled"),
+            ("end", None),
+        ]
+        assert await handle.cancel(run_id="r2"), "and once it ended"
+
+
+async def test_a_retried_run_never_runs_again_after_another_run_replaced_its_stream(
+    redis: Redis, runtime: Runtime
+) -> None:
+    """A Run whose reply was lost is retried (same run id) after the session ran another run: it answers that
+    the run exists (its `begin` id), rejected or enqueued, and starts nothing, on a free or a busy session."""
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+    first = await handle.submit(agent="gated", body={"user_prompt": "one"}, run_id="r1")
+    assert await handle.cancel()
+    await handle.submit(agent="gated", body={"user_prompt": "two"}, run_id="r2")
+    assert await handle.cancel()
+    for policy in ("reject", "enqueue", "interrupt"):
+        with pytest.raises(RunExistsError) as exists:
+            await handle.submit(agent="gated", body={"user_prompt": "one"}, run_id="r1", if_busy=policy)
+        assert exists.value.begin_event_id == first.begin_event_id
+        assert not await live_sessions(runtime, scope_id=1, user_id=1), "nothing started"
+    await handle.submit(agent="gated", body={"user_prompt": "three"}, run_id="r3")
+    with pytest.raises(RunExistsError):
+        await handle.submit(agent="gated", body={"user_prompt": "one"}, run_id="r1", if_busy="enqueue")
+    assert not await redis.exists(handle.keys.waiting), "it does not wait behind r3 to run again"
+    assert [a.run_id for a in await live_sessions(runtime, scope_id=1, user_id=1)] == ["r3"]

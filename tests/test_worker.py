@@ -10,15 +10,23 @@ from typing import Any
 
 import pytest
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, UserPromptPart
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionBusyError, SessionHandle, Settings
 from pydantic_ai_stream._handle import live_sessions
-from pydantic_ai_stream._keys import queue_wake_key
+from pydantic_ai_stream._keys import queue_wake_key, scope_jobs_key
 from pydantic_ai_stream._live import LiveRun
-from pydantic_ai_stream._queue import GROUP, RunQueue, Submitted
+from pydantic_ai_stream._queue import GROUP, Job, RunQueue, Submitted
 from pydantic_ai_stream._worker import Worker
 from support import GatedModel
 
@@ -611,3 +619,120 @@ async def test_a_run_cut_short_is_resumed_at_the_next_free_slot_before_new_runs(
     resumed = [e["body"] for e in events if e["type"] == "event" and e["body"].get("event") == "resumed"]
     assert resumed == [{"idx": 0, "event": "resumed", "attempt": 2}]
     assert _outline(events) == [("begin", None), ("end", None)]
+
+
+async def _killed_mid_tool_call(dead: Runtime, handle: SessionHandle, run_id: str) -> None:
+    """Submit the run `run_id`; a worker of `dead` claims it, streams, checkpoints its tool call and dies."""
+    runtime = handle.runtime
+    await handle.submit(agent="gated", body={"user_prompt": "hi"}, run_id=run_id)
+    wake = queue_wake_key(runtime.settings.redis_prefix, "dead")
+    await runtime.queue.create_group(wake=wake)
+    await runtime.queue.claim(client=runtime.redis, consumer="dead", count=1, block_ms=1, wake=wake)
+    live = await LiveRun.adopt(dead, handle.keys, run_id=run_id)
+    assert live is not None
+    progress: list[ModelMessage] = [
+        ModelRequest(parts=[UserPromptPart("hi")], run_id=run_id),
+        ModelResponse(parts=[TextPart("looking"), ToolCallPart("lookup", {}, tool_call_id="c1")], run_id=run_id),
+    ]
+    await live.add("event", "pydantic-ai", {"idx": 1, "event": "part_start", "content": "looking"})
+    await live.checkpoint(1, progress)
+    dead.leases.release(live.lease)  # the worker is killed mid-tool-call: nothing of it runs again
+
+
+@pytest.mark.parametrize(("lease", "rollback"), [("held", False), ("lapsed", False), ("held", True)])
+async def test_a_run_cancelled_while_its_worker_is_dead_is_ended_by_the_next_not_resumed(
+    redis: Redis, settings: Settings, lease: str, rollback: bool
+) -> None:
+    """The cancel reaches no process (its worker was killed), whether the dead worker's lease still holds
+    the flag or has lapsed: the worker that takes the job over ends the run (`error` canceled + `end`),
+    runs nothing, and keeps the run's last checkpoint in the conversation (not when rolled back)."""
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.05
+    async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        await _killed_mid_tool_call(dead, handle, "r1")
+        if lease == "lapsed":
+            await redis.delete(handle.keys.live)
+        assert await handle.cancel(rollback=rollback)
+        assert not await live_sessions(runtime, scope_id=1, user_id=1), "a cancelled run is not listed"
+        model = GatedModel()
+        model.gate.set()
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+            events = await _ended_run(handle, "r1")
+            deadline = time.monotonic() + 5
+            while await redis.xlen(runtime.queue.key) or await runtime.queue.waiting():
+                assert time.monotonic() < deadline, "its job is left in the queue"
+                await asyncio.sleep(0.01)
+        assert _outline(events) == [("begin", None), ("error", "canceled"), ("end", None)]
+        assert not [e for e in events if e["body"].get("event") == "resumed"], "never resumed"
+        assert events[-2]["body"] == ({"msg": "canceled", "rollback": True} if rollback else {"msg": "canceled"})
+        assert model.calls == 0
+        session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+        await session.load()
+        if rollback:
+            assert session.msgs == []
+        else:
+            assert [type(m) for m in session.msgs] == [ModelRequest, ModelResponse, ModelRequest]
+            [answered] = session.msgs[2].parts
+            assert isinstance(answered, ToolReturnPart)
+            assert answered.tool_call_id == "c1"
+        assert not await handle.is_live()
+
+
+async def test_a_run_interrupting_one_whose_worker_is_dead_starts_within_a_lease_ttl_or_so(
+    redis: Redis, settings: Settings
+) -> None:
+    """`if_busy="interrupt"` on a session whose run's worker was killed: that run is ended as cancelled (by
+    the worker that takes it over) and the new run starts, in about a lease TTL, not at the end of `wait`."""
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.05
+    async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        await _killed_mid_tool_call(dead, handle, "r1")
+        model = GatedModel()  # a resumed r1 would block on its gate
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+            started = time.monotonic()
+            submitted = await handle.submit(
+                agent="gated", body={"user_prompt": "two"}, run_id="r2", if_busy="interrupt"
+            )
+            took = time.monotonic() - started
+            assert (submitted.run_id, submitted.waiting) == ("r2", False)
+            [active] = await live_sessions(runtime, scope_id=1, user_id=1)
+            assert active.run_id == "r2"
+            model.gate.set()
+            events = await _ended_run(handle, "r2")
+        assert events[0]["id"] == submitted.begin_event_id
+        assert _outline(events) == [("begin", None), ("end", None)]
+        assert model.calls == 1, "r1 never ran again"
+        assert took < 3 * settings.lease_ttl, took  # the dead job's idle limit, then the takeover; `wait` is 30 s
+        session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+        await session.load()
+        prompts = [p.content for m in session.msgs for p in m.parts if p.part_kind == "user-prompt"]
+        assert prompts == ["hi", "two"], "r1's progress kept, then r2"
+
+
+async def test_an_adoption_whose_reply_was_lost_is_the_workers_own_when_it_retries(
+    redis: Redis, settings: Settings
+) -> None:
+    """The worker's adoption reached Redis but its reply was lost: its retry (same worker, same job) finds
+    the run its own and runs it as attempt 1 at once, not as attempt 2 a lease TTL later."""
+    settings.lease_ttl, settings.lease_renew_interval = 3.0, 0.05
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        await handle.submit(agent="gated", body={"user_prompt": "hi"}, run_id="r1")
+        [(job_id, fields)] = await redis.xrange(scope_jobs_key(settings.redis_prefix, 1))
+        model = GatedModel()
+        model.gate.set()
+        worker = Worker(runtime=runtime, agents={"gated": model.agent()}, name="w1")
+        adopter = worker.adopter(Job.from_fields(job_id.decode(), fields))
+        lease_ms, wait_ms = runtime.leases.lease_ms, runtime.queue.wait_ms
+        assert await handle.stream.adopt(run_id="r1", lease_ms=lease_ms, wait_ms=wait_ms, adopter=adopter)
+        assert not await handle.stream.adopt(run_id="r1", lease_ms=lease_ms, wait_ms=wait_ms, adopter="w2/other"), (
+            "another worker's is refused"
+        )
+        started = time.monotonic()
+        async with worker:
+            events = await _ended_run(handle, "r1")
+        took = time.monotonic() - started
+        assert _outline(events) == [("begin", None), ("end", None)]
+        assert not [e for e in events if e["body"].get("event") == "resumed"], "attempt 1 goes on"
+        assert model.calls == 1
+        assert took < settings.lease_ttl, took

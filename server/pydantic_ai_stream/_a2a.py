@@ -53,7 +53,7 @@ from ._auth import AuthError, Caller
 from ._errors import CursorExpiredError, InvalidIdError, InvalidRequestError, UnknownAgentError
 from ._handle import SessionHandle
 from ._names import BEGIN, END, ERROR, EVENT, ORIGIN_STREAM
-from ._redis import Entry
+from ._redis import CancelState, Entry
 from ._runtime import Runtime
 from ._service import AgentStreamServicer, status_of, statuses
 from ._tasks import TaskRecord, TaskRecords, TaskState, now_ms
@@ -460,7 +460,7 @@ class A2ARequestHandler(RequestHandler):
             caller, agent = await self._caller(context)
             record = await self.tasks.record(caller, agent, params.id)
             session = self.tasks.session(caller, record)
-            if not await session.cancel(run_id=record.task_id):
+            if await session.cancel_run(run_id=record.task_id) in (CancelState.NONE, CancelState.ALREADY):
                 task = await self.tasks.snapshot(caller, record)
                 if task.status.state in (a2a.TASK_STATE_COMPLETED, a2a.TASK_STATE_FAILED, a2a.TASK_STATE_CANCELED):
                     raise TaskNotCancelableError(f"task {record.task_id} already ended")

@@ -3,6 +3,7 @@ the live ones. They write nothing but the cancel mark; a run's own writes go thr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -10,10 +11,10 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
-from ._errors import ListenTimeoutError, RunExistsError, SessionBusyError, StreamNotFoundError
+from ._errors import CursorExpiredError, ListenTimeoutError, RunExistsError, SessionBusyError, StreamNotFoundError
 from ._keys import SessionKeys, cancel_channel, check_id
 from ._listen import listen
-from ._names import END, ERROR, RUN_LOST
+from ._names import BEGIN, END, ERROR, RUN_LOST
 from ._queue import Submitted, queued_member
 from ._redis import ActiveRun, AsyncRedis, CancelState, Entry, SessionStream, active_members, active_sessions
 from ._runtime import Runtime
@@ -58,18 +59,27 @@ class SessionHandle:
     async def cancel(self, *, rollback: bool = False, run_id: str | None = None) -> bool:
         """Stop the session's live run, wherever it runs (a queued one ends at once); `True` if there was
         one to stop. `rollback`: its messages are dropped, not saved (the conversation stays as before it).
-        `run_id`: only if the session's live or queued run is that one (a later run of the session is left alone)."""
+        `run_id`: only if the session's live or queued run is that one (a later run of the session is left alone);
+        `True` also if it was cancelled already, so a retry whose first reply was lost answers as the first did.
+        A durable run whose worker died is ended by the worker that takes it over, never resumed."""
+        return await self.cancel_run(rollback=rollback, run_id=run_id) is not CancelState.NONE
+
+    async def cancel_run(self, *, rollback: bool = False, run_id: str | None = None) -> CancelState:
+        """`cancel`, saying what it found: `ALREADY` when the run named was cancelled before (a retry, or a
+        second cancel: a caller for whom a second cancel is an error tells them apart by its own records)."""
+        if run_id is not None:
+            check_id("run_id", run_id)
         with self._redis_errors("cancel"):
             return await self._cancel(rollback=rollback, run_id=run_id)
 
-    async def _cancel(self, *, rollback: bool, run_id: str | None = None) -> bool:
+    async def _cancel(self, *, rollback: bool, run_id: str | None = None) -> CancelState:
         channel = cancel_channel(self.runtime.settings.redis_prefix)
         state, run_id = await self.stream.cancel(channel, rollback=rollback, run_id=run_id)
         if state is CancelState.ENDED:
             keys = self.keys
             await self.runtime.queue.release(keys.scope_id, queued_member(keys.user_id, keys.session_id, run_id))
             await self.runtime.queue.promote(self.stream)
-        return state is not CancelState.NONE
+        return state
 
     async def submit(
         self,
@@ -86,9 +96,11 @@ class SessionHandle:
 
         When the session has a queued or live run, `if_busy` says what happens: `"reject"`
         (`SessionBusyError`), `"enqueue"` (this run waits behind it and the runs already waiting, and starts
-        when they ended; it counts as queued in its scope), `"interrupt"` (that run is cancelled, its
-        partial conversation kept, and this one accepted once its `end` is written, within `wait` seconds)
-        or `"rollback"` (as interrupt, its messages dropped). The run's span continues the W3C `traceparent`.
+        when they ended; it counts as queued in its scope), `"interrupt"` (this run goes first in the
+        session's line, before the runs already waiting, which wait on behind it; the session's run is
+        cancelled, its partial conversation kept, and this one starts once its `end` is written: returned
+        started, or still `waiting` if that took over `wait` seconds) or `"rollback"` (as interrupt, the
+        cancelled run's messages dropped). The run's span continues the W3C `traceparent`.
         """
         with self._redis_errors("submit"):
             return await self._submit(
@@ -135,24 +147,49 @@ class SessionHandle:
         except SessionBusyError:
             if if_busy == "reject":
                 raise
-            if if_busy == "enqueue":
-                waiting = await queue.wait_behind(
-                    self.stream,
-                    scope_id=keys.scope_id,
-                    user_id=keys.user_id,
-                    agent=agent,
-                    body=body,
-                    options=options,
-                    run_id=run_id,
-                    traceparent=traceparent,
-                )
-                return waiting or await submitted()  # `None`: the session's run ended meanwhile
+        interrupt = if_busy != "enqueue"
+        waiting = await queue.wait_behind(
+            self.stream,
+            scope_id=keys.scope_id,
+            user_id=keys.user_id,
+            agent=agent,
+            body=body,
+            options=options,
+            run_id=run_id,
+            traceparent=traceparent,
+            first=interrupt,
+        )
+        if waiting is None:  # the session's run ended meanwhile
+            return await submitted()
+        if not interrupt:
+            return waiting
+        return await self._interrupt(run_id, rollback=if_busy == "rollback", wait=wait) or waiting
+
+    async def _interrupt(self, run_id: str, *, rollback: bool, wait: float) -> Submitted | None:
+        """Cancel the session's run and start the run `run_id`, first in the session's line, once it ended
+        (within `wait` seconds); `None` if it still waits."""
         bounds = await self.stream.bounds()
-        if await self._cancel(rollback=if_busy == "rollback") and bounds is not None:
-            async for entry in self.listen_entries(after=bounds.newest, wait=wait, timeout=wait):
-                if entry is not None and entry.type == END:
-                    break
-        return await submitted()
+        await self._cancel(rollback=rollback)
+        if bounds is not None and bounds.newest_type != END:
+            # Ended by its worker, by the one that takes it over if its worker died, or here if queued; a
+            # cursor expired or a `begin`: the next run replaced the stream.
+            entries = self.listen_entries(after=bounds.newest, wait=wait, timeout=wait)
+            try:
+                with contextlib.suppress(TimeoutError, ListenTimeoutError, StreamNotFoundError, CursorExpiredError):
+                    async with asyncio.timeout(wait):
+                        async for entry in entries:
+                            if entry is not None and entry.type in (END, BEGIN):
+                                break
+            finally:
+                if isinstance(entries, AsyncGenerator):  # let go of the reader now, not when collected
+                    await entries.aclose()
+        # Whoever saw the run end started the first waiting run; this run may have become first after that.
+        await self.runtime.queue.promote(self.stream)
+        with contextlib.suppress(CursorExpiredError):
+            for begin in await self.stream.read_range(after="0-0", count=1):
+                if begin.type == BEGIN and begin.body.get("run_id") == run_id:
+                    return Submitted(run_id=run_id, begin_event_id=begin.id)
+        return None
 
     def _redis_errors(self, operation: str) -> contextlib.AbstractContextManager[None]:
         """Count the Redis errors of `operation` (if the runtime has telemetry)."""

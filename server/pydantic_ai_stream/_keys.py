@@ -112,6 +112,9 @@ class SessionKeys:
     """The messages of that checkpoint, one JSON message per element (a list)."""
     waiting: str
     """Runs accepted behind the session's run (`enqueue`), first first: each starts when the one before ends."""
+    runs: str
+    """The session's runs started within the stream retention (a hash: run id -> `begin` id), so that a retry
+    of one is recognised after another run replaced its stream."""
 
     @classmethod
     def build(
@@ -133,6 +136,7 @@ class SessionKeys:
             checkpoint=f"{stream}:checkpoint",
             checkpoint_msgs=f"{stream}:checkpoint:msgs",
             waiting=f"{stream}:waiting",
+            runs=f"{stream}:runs",
         )
 
 

@@ -81,12 +81,15 @@ class LiveRun:
         return cls._held(runtime, stream, run_id=run_id, begin_event_id=begin_event_id, begin=begin)
 
     @classmethod
-    async def adopt(cls, runtime: Runtime, keys: SessionKeys, *, run_id: str) -> LiveRun | None:
+    async def adopt(cls, runtime: Runtime, keys: SessionKeys, *, run_id: str, adopter: str = "") -> LiveRun | None:
         """Take over the queued run `run_id` (its `begin` is written): its flag becomes this process's lease.
-        `None` if it is no longer queued (cancelled, expired, or another worker's)."""
+        `None` if it is no longer queued (cancelled, expired, or another worker's). A retry with the same
+        `adopter` (one worker's, for one job) after a lost reply gets the run it took."""
         stream = runtime.stream(keys)
         lease_ms, wait_ms = runtime.leases.lease_ms, runtime.queue.wait_ms
-        begin = await cls._leased(runtime, lambda: stream.adopt(run_id=run_id, lease_ms=lease_ms, wait_ms=wait_ms))
+        begin = await cls._leased(
+            runtime, lambda: stream.adopt(run_id=run_id, lease_ms=lease_ms, wait_ms=wait_ms, adopter=adopter)
+        )
         if begin is None:
             return None
         return cls._held(
@@ -96,8 +99,8 @@ class LiveRun:
     @classmethod
     async def recover(cls, runtime: Runtime, keys: SessionKeys, *, run_id: str) -> LiveRun | Held | None:
         """Take over the durable run `run_id` whose worker's lease lapsed, as its next attempt (a `resumed`
-        event marks where its stream goes on). `Held` if a worker still holds it; `None` if there is
-        nothing to take over."""
+        event marks where its stream goes on; a run cancelled meanwhile is taken over cancelled, to be
+        ended). `Held` if a worker still holds it; `None` if there is nothing to take over."""
         stream = runtime.stream(keys)
         lease_ms, wait_ms = runtime.leases.lease_ms, runtime.queue.wait_ms
         attempts = runtime.settings.max_attempts
@@ -107,7 +110,7 @@ class LiveRun:
         )
         if recovered is None or isinstance(recovered, Held):
             return recovered
-        return cls._held(
+        live = cls._held(
             runtime,
             stream,
             run_id=run_id,
@@ -118,6 +121,9 @@ class LiveRun:
             last_id=recovered.marker_id,
             checkpoint_ttl_ms=wait_ms,
         )
+        if recovered.cancelled:
+            live.lease.cancel()
+        return live
 
     @staticmethod
     async def _leased(runtime: Runtime, take: Callable[[], Awaitable[_T]]) -> _T:
@@ -238,7 +244,7 @@ class LiveRun:
         checkpoint = Checkpoint(idx=idx, messages=decode_messages(items))
         self.kept = (idx, len(checkpoint.messages))
         self.mapper.idx = idx - 1
-        if (response := checkpoint.interrupted) is not None:
+        if (response := checkpoint.interrupted) is not None and not self.token.cancelled:  # not redone: it ends
             for body in self.mapper.replay(idx, response):
                 await self.add(EVENT, ORIGIN_PYDANTIC_AI, body)
         return checkpoint

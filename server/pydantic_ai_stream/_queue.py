@@ -306,10 +306,11 @@ class RunQueue:
         options: Mapping[str, Any] | None = None,
         run_id: str,
         traceparent: str | None = None,
+        first: bool = False,
     ) -> Submitted | None:
-        """Accept a run behind the session's queued or live run (and the runs already waiting there): it
-        starts when they ended (`promote`). It counts as queued in its scope (`QueueFullError`). `None` if
-        the session has no run any more: `submit` it instead."""
+        """Accept a run behind the session's queued or live run (and the runs already waiting there, unless
+        `first`): it starts when they ended (`promote`). It counts as queued in its scope (`QueueFullError`).
+        `None` if the session has no run any more: `submit` it instead."""
         check_id("run_id", run_id)
         keys = stream.keys
         job = Job(scope_id=scope_id, user_id=user_id, session_id=keys.session_id, run_id=run_id, agent=agent)
@@ -323,7 +324,7 @@ class RunQueue:
         if traceparent:
             waiting["traceparent"] = traceparent
         try:
-            state = await stream.wait_behind(run_id=run_id, run=waiting, ttl_ms=self.wait_ms)
+            state = await stream.wait_behind(run_id=run_id, run=waiting, ttl_ms=self.wait_ms, first=first)
         except BaseException:
             await self.release(scope_id, job.member)
             raise

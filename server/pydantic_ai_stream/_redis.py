@@ -98,10 +98,12 @@ end
 # ARGV: run_id, lease_ms, session_id, now_ms, maxlen, retention_ms, begin body, the
 # start of the begin body that names this session and run, nonce of this start, '1' to queue the run (its
 # flag then says `queued:<run id>` until a worker adopts it), the run's member in the queued set (scored by
-# when it stops waiting: when its flag expires), the scope's limit, then the job's fields and values.
+# when it stops waiting: when its flag expires), the scope's limit, then the job's fields and values. The last
+# key is the session's runs (see `SessionKeys.runs`).
 # Returns {OpenState, begin id}. The stream already starting with this run's `begin` means the run
 # exists (live, queued, or ended and kept), unless that `begin` carries our nonce: then this call is a
-# re-sent copy of the one that wrote it (its reply was lost) and it opened the run.
+# re-sent copy of the one that wrote it (its reply was lost) and it opened the run. A run of the session's
+# runs exists too, though another run replaced its stream since.
 _OPEN = LuaScript(
     lua(
         ADD_JOB_LUA
@@ -118,8 +120,12 @@ if first then
     return {2, first[1]}
   end
 end
-if KEYS[6] then redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[4]) end  -- runs no longer waiting
-if KEYS[6] and not redis.call('ZSCORE', KEYS[6], ARGV[11]) and redis.call('ZCARD', KEYS[6]) >= tonumber(ARGV[12]) then
+local runs = KEYS[#KEYS]
+local started = redis.call('HGET', runs, ARGV[1])
+if started then return {2, started} end
+local queued = #KEYS > 5 and KEYS[6] or nil
+if queued then redis.call('ZREMRANGEBYSCORE', queued, '-inf', '(' .. ARGV[4]) end  -- runs no longer waiting
+if queued and not redis.call('ZSCORE', queued, ARGV[11]) and redis.call('ZCARD', queued) >= tonumber(ARGV[12]) then
   return {4, ''}
 end
 -- A durable run between two workers (its flag lapsed, its record kept for the next one) holds the session.
@@ -153,15 +159,17 @@ redis.call('DEL', KEYS[2])
 id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], id,
   'type', $BEGIN, 'origin', $ORIGIN, 'body', ARGV[7], 'nonce', ARGV[9])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('HSET', runs, ARGV[1], id)
+redis.call('PEXPIRE', runs, ARGV[6])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
 if ARGV[10] == '1' then
   redis.call('SET', KEYS[4], ARGV[1] .. ':1', 'PX', ARGV[2])
 else
   redis.call('DEL', KEYS[4])
 end
-if KEYS[5] then
+if queued then
   add_job(KEYS[5], KEYS[7], KEYS[8], KEYS[9], 13)
-  redis.call('ZADD', KEYS[6], tonumber(ARGV[4]) + tonumber(ARGV[2]), ARGV[11])
+  redis.call('ZADD', queued, tonumber(ARGV[4]) + tonumber(ARGV[2]), ARGV[11])
 end
 return {1, id}
 """
@@ -280,16 +288,16 @@ return reply
 """)
 )
 
-# KEYS: live, waiting, durable. ARGV: run_id, the waiting run (JSON with its `run_id`), ttl_ms. Puts a run behind
-# the session's run (also one between two workers): 1 if it now waits, 2 if it already did (a re-sent call), 0
-# if the session has no run (it ended meanwhile: start this one instead).
+# KEYS: live, waiting, durable. ARGV: run_id, the waiting run (JSON with its `run_id`), ttl_ms, '1' to put it
+# first in line. Puts a run behind the session's run (also one between two workers): 1 if it now waits, 2 if it
+# already did (a re-sent call), 0 if the session has no run (it ended meanwhile: start this one instead).
 _WAIT = LuaScript(
     lua("""
 if redis.call('EXISTS', KEYS[1], KEYS[3]) == 0 then return 0 end
 for _, item in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
   if cjson.decode(item).run_id == ARGV[1] then return 2 end
 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call(ARGV[4] == '1' and 'LPUSH' or 'RPUSH', KEYS[2], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 """)
@@ -328,48 +336,95 @@ return {states, waiting}
 """)
 )
 
-# KEYS: live, stream, active, rollback, durable. ARGV: cancel channel, maxlen, retention_ms, session_id, the `canceled`
-# error body, '1' to roll the run back, the only run id to cancel ('': whichever run). A running run's flag is
-# marked cancelled and its process told (rolled back: its id is kept in the rollback key, so it saves nothing):
-# returns {1, run id}. A queued run is ended here and now (`error` + `end`, flag released): returns {2, run id}.
-# Else (no run, another run than the one named, or one already asked): {0, ''}.
+# KEYS: live, stream, active, rollback, durable, checkpoint. ARGV: cancel channel, maxlen, retention_ms,
+# session_id, the `canceled` error body, '1' to roll the run back, the only run id to cancel ('': whichever run).
+# A running run's flag is marked cancelled and its process told (rolled back: its id is kept in the rollback
+# key, so it saves nothing): returns {1, run id}. A durable run is also marked in its checkpoint hash
+# (`cancel:<run id>`: `keep` or `rollback`), which outlives its worker's lease: the worker that takes it
+# over ends it rather than resume it; so is one whose worker died, its flag lapsed (also {1, run id}). A
+# queued run is ended here and now (`error` + `end`, flag released): returns {2, run id}. A cancel naming a
+# run already cancelled (a retry whose reply was lost) returns {3, run id}. Else (no run, another run than
+# the one named, or one already asked): {0, ''}.
 _CANCEL = LuaScript(
     lua("""
+local named = ARGV[7]
+local function is_run(value, run) return value == run or string.sub(value, 1, #run + 1) == run .. ':' end
+local function field(entry, name)
+  for f = 1, #entry[2], 2 do if entry[2][f] == name then return entry[2][f + 1] end end
+  return nil
+end
+local d = redis.call('GET', KEYS[5])
+local durable = d and string.find(d, ':', 1, true) and string.sub(d, 1, string.find(d, ':', 1, true) - 1)
 local v = redis.call('GET', KEYS[1])
-if not v or string.sub(v, 1, #$CANCEL) == $CANCEL then return {0, ''} end
-if ARGV[7] ~= '' then
-  local held = v
-  if string.sub(held, 1, #$QUEUED) == $QUEUED then held = string.sub(held, #$QUEUED + 1) end
-  if held ~= ARGV[7] and string.sub(held, 1, #ARGV[7] + 1) ~= ARGV[7] .. ':' then return {0, ''} end
+if not v then
+  local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 2)
+  if durable and last[1] and field(last[1], 'type') ~= $END and (named == '' or named == durable) then
+    if redis.call('HGET', KEYS[6], 'cancel:' .. durable) then return named == '' and {0, ''} or {3, durable} end
+    v = durable
+  elseif named ~= '' and #last == 2 and field(last[1], 'type') == $END and field(last[2], 'type') == $ERROR
+      and cjson.decode(field(last[1], 'body') or '{}').run_id == named
+      and cjson.decode(field(last[2], 'body') or '{}').msg == 'canceled' then
+    return {3, named}
+  else
+    return {0, ''}
+  end
+elseif string.sub(v, 1, #$CANCEL) == $CANCEL then
+  if named ~= '' and is_run(string.sub(v, #$CANCEL + 1), named) then return {3, named} end
+  return {0, ''}
+else
+  if named ~= '' then
+    local held = v
+    if string.sub(held, 1, #$QUEUED) == $QUEUED then held = string.sub(held, #$QUEUED + 1) end
+    if not is_run(held, named) then return {0, ''} end
+  end
+  if string.sub(v, 1, #$QUEUED) == $QUEUED then
+    local run = string.sub(v, #$QUEUED + 1)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', $ERROR, 'origin', $ORIGIN, 'body', ARGV[5])
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', $END, 'origin', $ORIGIN,
+      'body', cjson.encode({run_id = run}))
+    redis.call('DEL', KEYS[1], KEYS[5])
+    redis.call('ZREM', KEYS[3], ARGV[4])
+    redis.call('PEXPIRE', KEYS[2], ARGV[3])
+    return {2, run}
+  end
+  if ARGV[6] == '1' then redis.call('SET', KEYS[4], v, 'PX', ARGV[3]) end
+  redis.call('SET', KEYS[1], $CANCEL .. v, 'KEEPTTL')
+  redis.call('PUBLISH', ARGV[1], KEYS[1])
 end
-if string.sub(v, 1, #$QUEUED) == $QUEUED then
-  local run = string.sub(v, #$QUEUED + 1)
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', $ERROR, 'origin', $ORIGIN, 'body', ARGV[5])
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'type', $END, 'origin', $ORIGIN,
-    'body', cjson.encode({run_id = run}))
-  redis.call('DEL', KEYS[1], KEYS[5])
-  redis.call('ZREM', KEYS[3], ARGV[4])
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
-  return {2, run}
+if durable and is_run(v, durable) then
+  redis.call('HSET', KEYS[6], 'cancel:' .. durable, ARGV[6] == '1' and 'rollback' or 'keep')
+  local ttl = redis.call('PTTL', KEYS[5])
+  if redis.call('PTTL', KEYS[6]) < 0 and ttl > 0 then redis.call('PEXPIRE', KEYS[6], ttl) end
 end
-if ARGV[6] == '1' then redis.call('SET', KEYS[4], v, 'PX', ARGV[3]) end
-redis.call('SET', KEYS[1], $CANCEL .. v, 'KEEPTTL')
-redis.call('PUBLISH', ARGV[1], KEYS[1])
 return {1, v}
 """)
 )
 
-# KEYS: live, stream, durable, active. ARGV: run_id, lease_ms, wait_ms, session_id. A worker takes a queued
-# run's flag as its lease (the session listed as active, should a listing have dropped it meanwhile).
-# Returns {begin id, begin body}, or {} if the run is no longer queued (cancelled, expired, or adopted).
+# KEYS: live, stream, durable, checkpoint, active. ARGV: run_id, lease_ms, wait_ms, the adopter (unique to one
+# worker and job; '': none), session_id. A worker takes a queued run's flag as its lease (the adopter kept in the
+# checkpoint hash, `adopted:<run id>`; the session listed as active, should a listing have dropped it meanwhile).
+# Returns {begin id, begin body}, also to a re-sent copy of the call that took it (its reply was lost: the same
+# adopter finds the flag its own, the lease renewed, a cancel mark kept); {} if the run is no longer queued
+# (cancelled, expired, or adopted).
 _ADOPT = LuaScript(
     lua("""
-if redis.call('GET', KEYS[1]) ~= $QUEUED .. ARGV[1] then return {} end
+local v = redis.call('GET', KEYS[1])
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
 if not first then return {} end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+if v == $QUEUED .. ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if ARGV[4] ~= '' then
+    redis.call('HSET', KEYS[4], 'adopted:' .. ARGV[1], ARGV[4])
+    if redis.call('PTTL', KEYS[4]) < 0 then redis.call('PEXPIRE', KEYS[4], ARGV[3]) end
+  end
+elseif ARGV[4] ~= '' and (v == ARGV[1] or v == $CANCEL .. ARGV[1])
+    and redis.call('HGET', KEYS[4], 'adopted:' .. ARGV[1]) == ARGV[4] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  return {}
+end
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
-redis.call('ZADD', KEYS[4], 'NX', string.match(first[1], '^%d+'), ARGV[4])
+redis.call('ZADD', KEYS[5], 'NX', string.match(first[1], '^%d+'), ARGV[5])
 local body = '{}'
 for f = 1, #first[2], 2 do
   if first[2][f] == 'body' then body = first[2][f + 1] end
@@ -378,11 +433,13 @@ return {first[1], body}
 """)
 )
 
-# KEYS: live, stream, active, durable, checkpoint, checkpoint messages. ARGV: run_id, lease_ms, max attempts,
-# maxlen, retention_ms, session_id, wait_ms, the error body of a run out of attempts. A worker takes over a
-# durable run whose worker's lease lapsed: the flag becomes `<run id>:<attempt>` (the old attempt's writes
-# are refused from now on) and a `resumed` event marks where the stream goes on: the node of the run's
-# last checkpoint (0 without one). Returns {attempt, begin id, begin body, marker id}; {-1, ms left} if a
+# KEYS: live, stream, active, durable, checkpoint, checkpoint messages, rollback. ARGV: run_id, lease_ms, max
+# attempts, maxlen, retention_ms, session_id, wait_ms, the error body of a run out of attempts. A worker takes
+# over a durable run whose worker's lease lapsed: the flag becomes `<run id>:<attempt>` (the old attempt's
+# writes are refused from now on) and a `resumed` event marks where the stream goes on: the node of the run's
+# last checkpoint (0 without one). Returns {attempt, begin id, begin body, marker id, 0}; for a run marked
+# cancelled (see `_CANCEL`), the flag is `cancel:<run id>:<attempt>` for its worker to end it, nothing is
+# written and the marker id is the stream's last: {attempt, begin id, begin body, last id, 1}; {-1, ms left} if a
 # worker still holds its flag (in the same script, so a lease lapsing meanwhile is never taken for the run
 # being over); {0} if there is nothing to resume (the run ended; out of attempts, it is ended with
 # `error` + `end`: attempts its workers handed back on shutdown do not count).
@@ -406,6 +463,18 @@ if ended then
   return {0}
 end
 local attempt = tonumber(string.sub(d, sep + 1)) + 1
+local token = ARGV[1] .. ':' .. attempt
+local body = '{}'
+for f = 1, #first[2], 2 do
+  if first[2][f] == 'body' then body = first[2][f + 1] end
+end
+local cancelled = redis.call('HGET', KEYS[5], 'cancel:' .. ARGV[1])
+if cancelled then
+  redis.call('SET', KEYS[1], $CANCEL .. token, 'PX', ARGV[2])
+  redis.call('SET', KEYS[4], token, 'PX', ARGV[7])
+  if cancelled == 'rollback' then redis.call('SET', KEYS[7], token, 'PX', ARGV[5]) end
+  return {attempt, first[1], body, last[1], 1}
+end
 local handed = tonumber(redis.call('HGET', KEYS[5], 'handed:' .. ARGV[1]) or '0')
 if attempt - handed > tonumber(ARGV[3]) then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', $ERROR, 'origin', $ORIGIN, 'body', ARGV[8])
@@ -416,7 +485,6 @@ if attempt - handed > tonumber(ARGV[3]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[5])
   return {0}
 end
-local token = ARGV[1] .. ':' .. attempt
 redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
 redis.call('SET', KEYS[4], token, 'PX', ARGV[7])
 redis.call('ZADD', KEYS[3], 'NX', string.match(first[1], '^%d+'), ARGV[6])  -- should a listing have dropped it
@@ -425,11 +493,7 @@ local idx = 0
 if checkpoint[1] == ARGV[1] then idx = tonumber(checkpoint[2]) end
 local marker = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', $EVENT, 'origin', $ORIGIN,
   'body', '{"idx":' .. idx .. ',"event":"resumed","attempt":' .. attempt .. '}')
-local body = '{}'
-for f = 1, #first[2], 2 do
-  if first[2][f] == 'body' then body = first[2][f + 1] end
-end
-return {attempt, first[1], body, marker}
+return {attempt, first[1], body, marker, 0}
 """)
 )
 
@@ -523,7 +587,9 @@ class Recovered(NamedTuple):
     """The lease's token of this attempt, `<run id>:<attempt>`: the flag's value while it holds it."""
     begin: Entry
     marker_id: str
-    """The `resumed` event that says where the stream goes on."""
+    """The `resumed` event that says where the stream goes on (the stream's last entry when `cancelled`)."""
+    cancelled: bool = False
+    """The run was cancelled while its worker was gone: this attempt ends it (its flag says so), not resume it."""
 
 
 class Held(NamedTuple):
@@ -561,6 +627,8 @@ class CancelState(IntEnum):
     """A running run was asked to stop (its process stops it at once)."""
     ENDED = 2
     """A queued run was ended on the spot (`error` canceled + `end`)."""
+    ALREADY = 3
+    """The run named was cancelled already (by this very cancel, if it is a retry whose reply was lost)."""
 
 
 class LeaseState(IntEnum):
@@ -695,17 +763,19 @@ class SessionStream:
         if enqueue is not None:
             keys += [enqueue.queue, enqueue.queued, enqueue.scopes, enqueue.turn, enqueue.ready]
             args += [enqueue.member, enqueue.limit, *(item for pair in enqueue.fields.items() for item in pair)]
+        keys.append(self.keys.runs)
         state, entry_id = await _OPEN(self.redis, keys=keys, args=args)
         return OpenState(int(state)), decode(entry_id)
 
-    async def adopt(self, *, run_id: str, lease_ms: int, wait_ms: int) -> Entry | None:
+    async def adopt(self, *, run_id: str, lease_ms: int, wait_ms: int, adopter: str = "") -> Entry | None:
         """Take the flag of the queued run `run_id` as a `lease_ms` lease; its `begin` entry, or `None` if
-        it is no longer queued (cancelled, expired, or adopted by another worker)."""
+        it is no longer queued (cancelled, expired, or adopted by another worker). `adopter`, unique to one
+        worker and job, lets a re-sent copy of the call (its reply lost) find the run its own."""
         keys = self.keys
         reply = await _ADOPT(
             self.redis,
-            keys=[keys.live, keys.stream, keys.durable, keys.active],
-            args=[run_id, lease_ms, wait_ms, keys.session_id],
+            keys=[keys.live, keys.stream, keys.durable, keys.checkpoint, keys.active],
+            args=[run_id, lease_ms, wait_ms, adopter, keys.session_id],
         )
         if not reply:
             return None
@@ -719,7 +789,7 @@ class SessionStream:
         keys = self.keys
         reply = await _RECOVER(
             self.redis,
-            keys=[*_run_keys(keys), keys.checkpoint, keys.checkpoint_msgs],
+            keys=[*_run_keys(keys), keys.checkpoint, keys.checkpoint_msgs, keys.rollback],
             args=[run_id, lease_ms, max_attempts, self.maxlen, self.retention_ms, keys.session_id, wait_ms,
                   _dump({"msg": "run lost", "reason": f"{max_attempts} attempts failed"})],
         )  # fmt: skip
@@ -727,10 +797,14 @@ class SessionStream:
             return None
         if int(reply[0]) < 0:
             return Held(left_ms=int(reply[1]))
-        attempt, begin_id, body, marker_id = reply
+        attempt, begin_id, body, marker_id, cancelled = reply
         begin = Entry.from_redis(begin_id, {"type": BEGIN, "origin": ORIGIN_STREAM, "body": body})
         return Recovered(
-            attempt=int(attempt), token=f"{run_id}:{int(attempt)}", begin=begin, marker_id=decode(marker_id)
+            attempt=int(attempt),
+            token=f"{run_id}:{int(attempt)}",
+            begin=begin,
+            marker_id=decode(marker_id),
+            cancelled=bool(int(cancelled)),
         )
 
     async def close(self, *, run_id: str, grace_ms: int, end: Mapping[str, Any]) -> bool:
@@ -777,11 +851,12 @@ class SessionStream:
             return None
         return int(reply[0]), [m if isinstance(m, bytes) else str(m).encode() for m in reply[1:]]
 
-    async def wait_behind(self, *, run_id: str, run: Mapping[str, Any], ttl_ms: int) -> int:
-        """Put `run` (JSON with its `run_id`) behind the session's run: 1 if it waits now, 2 if it already
-        did, 0 if the session has no run to wait for."""
+    async def wait_behind(self, *, run_id: str, run: Mapping[str, Any], ttl_ms: int, first: bool = False) -> int:
+        """Put `run` (JSON with its `run_id`) behind the session's run (`first`: before the runs waiting there):
+        1 if it waits now, 2 if it already did, 0 if the session has no run to wait for."""
         keys = [self.keys.live, self.keys.waiting, self.keys.durable]
-        return int(await _WAIT(self.redis, keys=keys, args=[run_id, _dump(run), ttl_ms]))
+        args: list[str | int] = [run_id, _dump(run), ttl_ms, "1" if first else "0"]
+        return int(await _WAIT(self.redis, keys=keys, args=args))
 
     async def first_waiting(self) -> str | None:
         """The first run waiting behind the session's run (its JSON), or `None`."""
@@ -801,15 +876,16 @@ class SessionStream:
     async def cancel(
         self, channel: str, *, rollback: bool = False, run_id: str | None = None
     ) -> tuple[CancelState, str]:
-        """Ask the live run to stop (a queued one is ended at once); what it found, and the run's id.
+        """Ask the live run to stop (a queued one is ended at once; a durable one whose worker died is ended by
+        the worker that takes it over); what it found, and the run's id.
 
         `rollback`: the run's messages are not to be saved (see `rolled_back`). `run_id`: only if the live
-        or queued run is that one.
+        or queued run is that one (`ALREADY` if it was cancelled before: a retry's answer).
         """
         keys = self.keys
         state, run_id = await _CANCEL(
             self.redis,
-            keys=[keys.live, keys.stream, keys.active, keys.rollback, keys.durable],
+            keys=[keys.live, keys.stream, keys.active, keys.rollback, keys.durable, keys.checkpoint],
             args=[channel, self.maxlen, self.retention_ms, keys.session_id, _dump({"msg": "canceled"}),
                   "1" if rollback else "0", run_id or ""],
         )  # fmt: skip

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter
 from pydantic_ai.agent import AbstractAgent
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, ModelResponse
+from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, ModelResponse, ToolReturnPart
 from pydantic_ai.tools import DeferredToolResults
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 
@@ -71,6 +71,18 @@ class Checkpoint:
         tool calls), or `None` when the run resumes with a model request."""
         last = self.messages[-1] if self.messages else None
         return last if isinstance(last, ModelResponse) and last.tool_calls else None
+
+    def closed(self) -> list[ModelMessage]:
+        """The messages, the interrupted calls (if any) answered with `UNKNOWN_OUTCOME`: a run's progress kept
+        when it ends here instead of resuming (it was cancelled while its worker was gone)."""
+        response = self.interrupted
+        if response is None:
+            return self.messages
+        returns = [
+            ToolReturnPart(call.tool_name, UNKNOWN_OUTCOME, tool_call_id=call.tool_call_id, outcome="interrupted")
+            for call in response.tool_calls
+        ]
+        return [*self.messages, ModelRequest(parts=returns, run_id=response.run_id)]
 
     def tool_results(self, agent: AbstractAgent[Any, Any]) -> DeferredToolResults | None:
         """What a resumed run does with the interrupted calls: run again those of tools safe to retry (and of

@@ -66,6 +66,9 @@ async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: s
         prompt: str | None = user_prompt
         if resumed is not None:
             prompt, before = None, resumed.messages
+            if live is not None and live.token.cancelled:  # cancelled while its worker was gone: it ends here
+                before = resumed.closed()
+                raise RunCancelled("canceled")
             kwargs.setdefault("deferred_tool_results", resumed.tool_results(agent))
         kwargs.setdefault("conversation_id", deps.session_id)
         # pydantic-ai's run id is unique per attempt: a resumed run's history holds its earlier attempts'.

@@ -212,8 +212,10 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
         async with statuses(context):
             caller = await self._caller(request, context)
             session = self._session(caller, request.session_id)
-            run_id = await self.run_of_allowed_agent(caller, session)  # only that run: not one started since
-            return pb.CancelResponse(cancelled=await session.cancel(run_id=run_id))
+            # A caller limited to some agents: the session's run must be of one of them, and only that run
+            # is cancelled (not one started since).
+            allowed = await self.run_of_allowed_agent(caller, session)
+            return pb.CancelResponse(cancelled=await session.cancel(run_id=request.run_id or allowed))
 
     async def ListActive(
         self, request: pb.ListActiveRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -268,13 +268,14 @@ class Worker:
         while True:
             try:
                 await runtime.queue.release(job.scope_id, job.member)
-                live = await LiveRun.adopt(runtime, keys, run_id=job.run_id)
+                live = await LiveRun.adopt(runtime, keys, run_id=job.run_id, adopter=self.adopter(job))
                 if live is not None:
                     return live
                 # Not queued: maybe running on a worker that died (a job taken over).
                 taken = await self._recover(job, keys)
                 if isinstance(taken, LiveRun):
-                    logger.warning("worker %s resumes run %s (attempt %d)", self.name, job.run_id, taken.attempt)
+                    does = "ends cancelled" if taken.token.cancelled else "resumes"
+                    logger.warning("worker %s %s run %s (attempt %d)", self.name, does, job.run_id, taken.attempt)
                 return taken
             except (RedisError, OSError) as e:
                 raise_if_cancelled()
@@ -284,6 +285,10 @@ class Worker:
                     raise
                 logger.warning("worker %s could not adopt run %s (%s); retrying", self.name, job.run_id, e)
                 await asyncio.sleep(min(2.0, 0.05 * 2**failures))  # back-off
+
+    def adopter(self, job: Job) -> str:
+        """Who adopts the job's run: this worker, for this job (a retried adoption whose reply was lost is its own)."""
+        return f"{self.name}/{job.id}"
 
     async def _recover(self, job: Job, keys: SessionKeys) -> LiveRun | Held | None:
         """Take over the run of a job taken from a silent worker. Its job and its lease are renewed at the

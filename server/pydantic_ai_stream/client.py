@@ -123,10 +123,11 @@ class StreamClient:
             await asyncio.sleep(backoff * 2**attempt)  # reconnect back-off, not synchronisation
             attempt += 1
 
-    async def cancel(self, session_id: str, *, timeout: float | None = 10.0) -> bool:
-        """Stop the session's live run; `True` if there was one."""
+    async def cancel(self, session_id: str, *, run_id: str = "", timeout: float | None = 10.0) -> bool:
+        """Stop the session's live run (`run_id`: only that one); `True` if there was one (naming the run,
+        also if it was cancelled already: a retry answers as the first call did)."""
         response = await self.stub.Cancel(
-            pb.CancelRequest(session_id=session_id), metadata=self.metadata, timeout=timeout
+            pb.CancelRequest(session_id=session_id, run_id=run_id), metadata=self.metadata, timeout=timeout
         )
         return bool(response.cancelled)
 

@@ -169,6 +169,25 @@ async def test_cancel_mid_stream_ends_the_run_at_once(server: RunningServer) -> 
         assert await client.list_active() == []
 
 
+async def test_a_retried_cancel_naming_the_run_answers_true_again(server: RunningServer) -> None:
+    """Cancel's reply was lost and the client sends it again: naming the run, it says the run was cancelled."""
+    async with _client(server) as client:
+        run = await client.run("stalling", "s1", "go")
+        listening = client.listen("s1")
+        await _first(listening, lambda e: e.content_delta == "hard ")
+        assert await client.cancel("s1", run_id="another") is False
+        assert await client.cancel("s1", run_id=run.run_id) is True
+        assert await client.cancel("s1", run_id=run.run_id) is True
+        rest = await _first(listening, lambda e: e.type == pb.EVENT_TYPE_END)
+        assert [(e.type, event_body(e).get("msg")) for e in rest[-2:]] == [
+            (pb.EVENT_TYPE_ERROR, "canceled"),
+            (pb.EVENT_TYPE_END, None),
+        ]
+        assert await client.cancel("s1", run_id=run.run_id) is True, "also once it ended"
+        assert await client.cancel("s1") is False
+        assert await _code(client.cancel("s1", run_id="bad id")) == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_a_run_can_interrupt_the_sessions_run(server: RunningServer) -> None:
     async with _client(server) as client:
         await client.run("stalling", "s1", "go")

@@ -535,3 +535,48 @@ async def test_runs_of_a_killed_worker_resume_before_the_backlog_of_new_runs(
     for entries in ended.values():
         assert [e.type for e in entries if e.type != "event"] == ["begin", "end"]
         assert _text(entries).endswith(FULL_TEXT)
+
+
+@pytest.mark.parametrize("then", ["cancel", "interrupt"])
+async def test_a_run_whose_worker_was_killed_then_cancelled_ends_cancelled_and_is_never_resumed(
+    redis: Redis, redis_url: str, settings: Settings, then: str
+) -> None:
+    """kill -9 mid-answer, then a Cancel (or a Run interrupting it) while no process holds the run: the
+    worker that takes it over ends it (`error` canceled + `end`) instead of resuming it; an interrupting
+    run is accepted in about a lease TTL and runs."""
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.1
+    env = {"PYDANTIC_AI_STREAM_LEASE_TTL": "1.0", "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.1"}
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+        with worker_process(redis_url, settings.redis_prefix, *AGENT, env=env) as first:
+            await handle.submit(agent="paced", body={"user_prompt": "go"}, run_id="r1")
+            listening = handle.listen_entries(timeout=30)
+            seen = await _until_text(listening, "t5 ")
+            first.kill()
+            await asyncio.to_thread(first.wait, 10)
+            async with Worker(runtime=runtime, agents={"paced": paced}):
+                if then == "cancel":
+                    assert await handle.cancel() is True
+                    seen += [entry async for entry in listening if entry is not None]
+                    assert [(e.type, e.body.get("msg")) for e in seen if e.type != "event"] == [
+                        ("begin", None),
+                        ("error", "canceled"),
+                        ("end", None),
+                    ]
+                    assert not [e for e in seen if e.body.get("event") == "resumed"], "never resumed"
+                else:
+                    started = time.monotonic()
+                    submitted = await handle.submit(
+                        agent="paced", body={"user_prompt": "again"}, run_id="r2", if_busy="interrupt"
+                    )
+                    took = time.monotonic() - started
+                    assert (submitted.run_id, submitted.waiting) == ("r2", False)
+                    assert took < 3 * settings.lease_ttl, took
+                    events = [e async for e in handle.listen_entries(timeout=30) if e is not None]
+                    assert events[0].id == submitted.begin_event_id
+                    assert [e.type for e in events if e.type != "event"] == ["begin", "end"]
+                assert await live_sessions(runtime, scope_id=1, user_id=1) == []
+        session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+        await session.load()
+        prompts = [p.content for m in session.msgs for p in m.parts if p.part_kind == "user-prompt"]
+        assert prompts == ([] if then == "cancel" else ["again"]), "r1 never ran on (no checkpoint to keep)"

@@ -31,7 +31,10 @@ class _BusyPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BusyPolicy
     BUSY_POLICY_REJECT: _BusyPolicy.ValueType  # 1
     """ALREADY_EXISTS; the session's run goes on."""
     BUSY_POLICY_INTERRUPT: _BusyPolicy.ValueType  # 2
-    """The session's run is cancelled (its partial conversation is kept), then this run starts."""
+    """This run goes first in the session's line (runs already waiting there wait on behind it); the
+    session's run is cancelled (its partial conversation is kept), and this run starts once it ended
+    (returned `waiting` if that takes longer than the server waits, e.g. no worker is up).
+    """
     BUSY_POLICY_ROLLBACK: _BusyPolicy.ValueType  # 3
     """As BUSY_POLICY_INTERRUPT, but the cancelled run's messages are dropped from the conversation."""
     BUSY_POLICY_ENQUEUE: _BusyPolicy.ValueType  # 4
@@ -47,7 +50,10 @@ BUSY_POLICY_UNSPECIFIED: BusyPolicy.ValueType  # 0
 BUSY_POLICY_REJECT: BusyPolicy.ValueType  # 1
 """ALREADY_EXISTS; the session's run goes on."""
 BUSY_POLICY_INTERRUPT: BusyPolicy.ValueType  # 2
-"""The session's run is cancelled (its partial conversation is kept), then this run starts."""
+"""This run goes first in the session's line (runs already waiting there wait on behind it); the
+session's run is cancelled (its partial conversation is kept), and this run starts once it ended
+(returned `waiting` if that takes longer than the server waits, e.g. no worker is up).
+"""
 BUSY_POLICY_ROLLBACK: BusyPolicy.ValueType  # 3
 """As BUSY_POLICY_INTERRUPT, but the cancelled run's messages are dropped from the conversation."""
 BUSY_POLICY_ENQUEUE: BusyPolicy.ValueType  # 4
@@ -227,8 +233,9 @@ class RunRequest(_message.Message):
     prompt: _builtins.str
     """The user prompt; must not be empty."""
     run_id: _builtins.str
-    """Optional run id (same rules as session_id). A retry with the run id of the session's live
-    run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+    """Optional run id (same rules as session_id). A retry with the run id of one of the session's
+    runs (queued, live, or started within the stream retention, also before another run) returns
+    that run instead of ALREADY_EXISTS and starts nothing, so Run can be retried safely.
     """
     if_busy: Global___BusyPolicy.ValueType
     """What to do when the session already has a queued or live run (default: reject)."""
@@ -489,15 +496,21 @@ class CancelRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
+    run_id: _builtins.str
+    """Optional: cancel only if the session's queued or live run is this one (a later run is left alone).
+    A retry naming it answers `cancelled` true again, also once the cancelled run ended.
+    """
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -509,7 +522,10 @@ class CancelResponse(_message.Message):
 
     CANCELLED_FIELD_NUMBER: _builtins.int
     cancelled: _builtins.bool
-    """True if the session had a live run that was not already being cancelled."""
+    """True if the session had a queued or live run that was not already being cancelled (with `run_id`:
+    also if that run was cancelled already, so a retried Cancel answers as the first one did). A run
+    whose worker died is ended by the worker that takes it over, never resumed.
+    """
     def __init__(
         self,
         *,

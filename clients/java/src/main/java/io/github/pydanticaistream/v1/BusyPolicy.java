@@ -30,7 +30,9 @@ public enum BusyPolicy
   BUSY_POLICY_REJECT(1),
   /**
    * <pre>
-   * The session's run is cancelled (its partial conversation is kept), then this run starts.
+   * This run goes first in the session's line (runs already waiting there wait on behind it); the
+   * session's run is cancelled (its partial conversation is kept), and this run starts once it ended
+   * (returned `waiting` if that takes longer than the server waits, e.g. no worker is up).
    * </pre>
    *
    * <code>BUSY_POLICY_INTERRUPT = 2;</code>
@@ -74,7 +76,9 @@ public enum BusyPolicy
   public static final int BUSY_POLICY_REJECT_VALUE = 1;
   /**
    * <pre>
-   * The session's run is cancelled (its partial conversation is kept), then this run starts.
+   * This run goes first in the session's line (runs already waiting there wait on behind it); the
+   * session's run is cancelled (its partial conversation is kept), and this run starts once it ended
+   * (returned `waiting` if that takes longer than the server waits, e.g. no worker is up).
    * </pre>
    *
    * <code>BUSY_POLICY_INTERRUPT = 2;</code>

@@ -17,6 +17,7 @@ private static final long serialVersionUID = 0L;
   }
   private CancelRequest() {
     sessionId_ = "";
+    runId_ = "";
   }
 
   @java.lang.Override
@@ -83,6 +84,55 @@ private static final long serialVersionUID = 0L;
     }
   }
 
+  public static final int RUN_ID_FIELD_NUMBER = 2;
+  @SuppressWarnings("serial")
+  private volatile java.lang.Object runId_ = "";
+  /**
+   * <pre>
+   * Optional: cancel only if the session's queued or live run is this one (a later run is left alone).
+   * A retry naming it answers `cancelled` true again, also once the cancelled run ended.
+   * </pre>
+   *
+   * <code>string run_id = 2 [json_name = "runId"];</code>
+   * @return The runId.
+   */
+  @java.lang.Override
+  public java.lang.String getRunId() {
+    java.lang.Object ref = runId_;
+    if (ref instanceof java.lang.String) {
+      return (java.lang.String) ref;
+    } else {
+      com.google.protobuf.ByteString bs = 
+          (com.google.protobuf.ByteString) ref;
+      java.lang.String s = bs.toStringUtf8();
+      runId_ = s;
+      return s;
+    }
+  }
+  /**
+   * <pre>
+   * Optional: cancel only if the session's queued or live run is this one (a later run is left alone).
+   * A retry naming it answers `cancelled` true again, also once the cancelled run ended.
+   * </pre>
+   *
+   * <code>string run_id = 2 [json_name = "runId"];</code>
+   * @return The bytes for runId.
+   */
+  @java.lang.Override
+  public com.google.protobuf.ByteString
+      getRunIdBytes() {
+    java.lang.Object ref = runId_;
+    if (ref instanceof java.lang.String) {
+      com.google.protobuf.ByteString b = 
+          com.google.protobuf.ByteString.copyFromUtf8(
+              (java.lang.String) ref);
+      runId_ = b;
+      return b;
+    } else {
+      return (com.google.protobuf.ByteString) ref;
+    }
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -100,6 +150,9 @@ private static final long serialVersionUID = 0L;
     if (!com.google.protobuf.GeneratedMessageV3.isStringEmpty(sessionId_)) {
       com.google.protobuf.GeneratedMessageV3.writeString(output, 1, sessionId_);
     }
+    if (!com.google.protobuf.GeneratedMessageV3.isStringEmpty(runId_)) {
+      com.google.protobuf.GeneratedMessageV3.writeString(output, 2, runId_);
+    }
     getUnknownFields().writeTo(output);
   }
 
@@ -111,6 +164,9 @@ private static final long serialVersionUID = 0L;
     size = 0;
     if (!com.google.protobuf.GeneratedMessageV3.isStringEmpty(sessionId_)) {
       size += com.google.protobuf.GeneratedMessageV3.computeStringSize(1, sessionId_);
+    }
+    if (!com.google.protobuf.GeneratedMessageV3.isStringEmpty(runId_)) {
+      size += com.google.protobuf.GeneratedMessageV3.computeStringSize(2, runId_);
     }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
@@ -129,6 +185,8 @@ private static final long serialVersionUID = 0L;
 
     if (!getSessionId()
         .equals(other.getSessionId())) return false;
+    if (!getRunId()
+        .equals(other.getRunId())) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -142,6 +200,8 @@ private static final long serialVersionUID = 0L;
     hash = (19 * hash) + getDescriptor().hashCode();
     hash = (37 * hash) + SESSION_ID_FIELD_NUMBER;
     hash = (53 * hash) + getSessionId().hashCode();
+    hash = (37 * hash) + RUN_ID_FIELD_NUMBER;
+    hash = (53 * hash) + getRunId().hashCode();
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -272,6 +332,7 @@ private static final long serialVersionUID = 0L;
       super.clear();
       bitField0_ = 0;
       sessionId_ = "";
+      runId_ = "";
       return this;
     }
 
@@ -307,6 +368,9 @@ private static final long serialVersionUID = 0L;
       int from_bitField0_ = bitField0_;
       if (((from_bitField0_ & 0x00000001) != 0)) {
         result.sessionId_ = sessionId_;
+      }
+      if (((from_bitField0_ & 0x00000002) != 0)) {
+        result.runId_ = runId_;
       }
     }
 
@@ -359,6 +423,11 @@ private static final long serialVersionUID = 0L;
         bitField0_ |= 0x00000001;
         onChanged();
       }
+      if (!other.getRunId().isEmpty()) {
+        runId_ = other.runId_;
+        bitField0_ |= 0x00000002;
+        onChanged();
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -390,6 +459,11 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000001;
               break;
             } // case 10
+            case 18: {
+              runId_ = input.readStringRequireUtf8();
+              bitField0_ |= 0x00000002;
+              break;
+            } // case 18
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -475,6 +549,103 @@ private static final long serialVersionUID = 0L;
       checkByteStringIsUtf8(value);
       sessionId_ = value;
       bitField0_ |= 0x00000001;
+      onChanged();
+      return this;
+    }
+
+    private java.lang.Object runId_ = "";
+    /**
+     * <pre>
+     * Optional: cancel only if the session's queued or live run is this one (a later run is left alone).
+     * A retry naming it answers `cancelled` true again, also once the cancelled run ended.
+     * </pre>
+     *
+     * <code>string run_id = 2 [json_name = "runId"];</code>
+     * @return The runId.
+     */
+    public java.lang.String getRunId() {
+      java.lang.Object ref = runId_;
+      if (!(ref instanceof java.lang.String)) {
+        com.google.protobuf.ByteString bs =
+            (com.google.protobuf.ByteString) ref;
+        java.lang.String s = bs.toStringUtf8();
+        runId_ = s;
+        return s;
+      } else {
+        return (java.lang.String) ref;
+      }
+    }
+    /**
+     * <pre>
+     * Optional: cancel only if the session's queued or live run is this one (a later run is left alone).
+     * A retry naming it answers `cancelled` true again, also once the cancelled run ended.
+     * </pre>
+     *
+     * <code>string run_id = 2 [json_name = "runId"];</code>
+     * @return The bytes for runId.
+     */
+    public com.google.protobuf.ByteString
+        getRunIdBytes() {
+      java.lang.Object ref = runId_;
+      if (ref instanceof String) {
+        com.google.protobuf.ByteString b = 
+            com.google.protobuf.ByteString.copyFromUtf8(
+                (java.lang.String) ref);
+        runId_ = b;
+        return b;
+      } else {
+        return (com.google.protobuf.ByteString) ref;
+      }
+    }
+    /**
+     * <pre>
+     * Optional: cancel only if the session's queued or live run is this one (a later run is left alone).
+     * A retry naming it answers `cancelled` true again, also once the cancelled run ended.
+     * </pre>
+     *
+     * <code>string run_id = 2 [json_name = "runId"];</code>
+     * @param value The runId to set.
+     * @return This builder for chaining.
+     */
+    public Builder setRunId(
+        java.lang.String value) {
+      if (value == null) { throw new NullPointerException(); }
+      runId_ = value;
+      bitField0_ |= 0x00000002;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional: cancel only if the session's queued or live run is this one (a later run is left alone).
+     * A retry naming it answers `cancelled` true again, also once the cancelled run ended.
+     * </pre>
+     *
+     * <code>string run_id = 2 [json_name = "runId"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearRunId() {
+      runId_ = getDefaultInstance().getRunId();
+      bitField0_ = (bitField0_ & ~0x00000002);
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional: cancel only if the session's queued or live run is this one (a later run is left alone).
+     * A retry naming it answers `cancelled` true again, also once the cancelled run ended.
+     * </pre>
+     *
+     * <code>string run_id = 2 [json_name = "runId"];</code>
+     * @param value The bytes for runId to set.
+     * @return This builder for chaining.
+     */
+    public Builder setRunIdBytes(
+        com.google.protobuf.ByteString value) {
+      if (value == null) { throw new NullPointerException(); }
+      checkByteStringIsUtf8(value);
+      runId_ = value;
+      bitField0_ |= 0x00000002;
       onChanged();
       return this;
     }

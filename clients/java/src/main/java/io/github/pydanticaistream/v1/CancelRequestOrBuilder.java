@@ -18,4 +18,26 @@ public interface CancelRequestOrBuilder extends
    */
   com.google.protobuf.ByteString
       getSessionIdBytes();
+
+  /**
+   * <pre>
+   * Optional: cancel only if the session's queued or live run is this one (a later run is left alone).
+   * A retry naming it answers `cancelled` true again, also once the cancelled run ended.
+   * </pre>
+   *
+   * <code>string run_id = 2 [json_name = "runId"];</code>
+   * @return The runId.
+   */
+  java.lang.String getRunId();
+  /**
+   * <pre>
+   * Optional: cancel only if the session's queued or live run is this one (a later run is left alone).
+   * A retry naming it answers `cancelled` true again, also once the cancelled run ended.
+   * </pre>
+   *
+   * <code>string run_id = 2 [json_name = "runId"];</code>
+   * @return The bytes for runId.
+   */
+  com.google.protobuf.ByteString
+      getRunIdBytes();
 }

@@ -47,7 +47,9 @@ private static final long serialVersionUID = 0L;
   private boolean cancelled_ = false;
   /**
    * <pre>
-   * True if the session had a live run that was not already being cancelled.
+   * True if the session had a queued or live run that was not already being cancelled (with `run_id`:
+   * also if that run was cancelled already, so a retried Cancel answers as the first one did). A run
+   * whose worker died is ended by the worker that takes it over, never resumed.
    * </pre>
    *
    * <code>bool cancelled = 1 [json_name = "cancelled"];</code>
@@ -385,7 +387,9 @@ private static final long serialVersionUID = 0L;
     private boolean cancelled_ ;
     /**
      * <pre>
-     * True if the session had a live run that was not already being cancelled.
+     * True if the session had a queued or live run that was not already being cancelled (with `run_id`:
+     * also if that run was cancelled already, so a retried Cancel answers as the first one did). A run
+     * whose worker died is ended by the worker that takes it over, never resumed.
      * </pre>
      *
      * <code>bool cancelled = 1 [json_name = "cancelled"];</code>
@@ -397,7 +401,9 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * True if the session had a live run that was not already being cancelled.
+     * True if the session had a queued or live run that was not already being cancelled (with `run_id`:
+     * also if that run was cancelled already, so a retried Cancel answers as the first one did). A run
+     * whose worker died is ended by the worker that takes it over, never resumed.
      * </pre>
      *
      * <code>bool cancelled = 1 [json_name = "cancelled"];</code>
@@ -413,7 +419,9 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * True if the session had a live run that was not already being cancelled.
+     * True if the session had a queued or live run that was not already being cancelled (with `run_id`:
+     * also if that run was cancelled already, so a retried Cancel answers as the first one did). A run
+     * whose worker died is ended by the worker that takes it over, never resumed.
      * </pre>
      *
      * <code>bool cancelled = 1 [json_name = "cancelled"];</code>

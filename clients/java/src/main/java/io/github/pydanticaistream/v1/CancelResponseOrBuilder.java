@@ -9,7 +9,9 @@ public interface CancelResponseOrBuilder extends
 
   /**
    * <pre>
-   * True if the session had a live run that was not already being cancelled.
+   * True if the session had a queued or live run that was not already being cancelled (with `run_id`:
+   * also if that run was cancelled already, so a retried Cancel answers as the first one did). A run
+   * whose worker died is ended by the worker that takes it over, never resumed.
    * </pre>
    *
    * <code>bool cancelled = 1 [json_name = "cancelled"];</code>

@@ -194,8 +194,9 @@ private static final long serialVersionUID = 0L;
   private volatile java.lang.Object runId_ = "";
   /**
    * <pre>
-   * Optional run id (same rules as session_id). A retry with the run id of the session's live
-   * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+   * Optional run id (same rules as session_id). A retry with the run id of one of the session's
+   * runs (queued, live, or started within the stream retention, also before another run) returns
+   * that run instead of ALREADY_EXISTS and starts nothing, so Run can be retried safely.
    * </pre>
    *
    * <code>string run_id = 4 [json_name = "runId"];</code>
@@ -216,8 +217,9 @@ private static final long serialVersionUID = 0L;
   }
   /**
    * <pre>
-   * Optional run id (same rules as session_id). A retry with the run id of the session's live
-   * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+   * Optional run id (same rules as session_id). A retry with the run id of one of the session's
+   * runs (queued, live, or started within the stream retention, also before another run) returns
+   * that run instead of ALREADY_EXISTS and starts nothing, so Run can be retried safely.
    * </pre>
    *
    * <code>string run_id = 4 [json_name = "runId"];</code>
@@ -1038,8 +1040,9 @@ private static final long serialVersionUID = 0L;
     private java.lang.Object runId_ = "";
     /**
      * <pre>
-     * Optional run id (same rules as session_id). A retry with the run id of the session's live
-     * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+     * Optional run id (same rules as session_id). A retry with the run id of one of the session's
+     * runs (queued, live, or started within the stream retention, also before another run) returns
+     * that run instead of ALREADY_EXISTS and starts nothing, so Run can be retried safely.
      * </pre>
      *
      * <code>string run_id = 4 [json_name = "runId"];</code>
@@ -1059,8 +1062,9 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Optional run id (same rules as session_id). A retry with the run id of the session's live
-     * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+     * Optional run id (same rules as session_id). A retry with the run id of one of the session's
+     * runs (queued, live, or started within the stream retention, also before another run) returns
+     * that run instead of ALREADY_EXISTS and starts nothing, so Run can be retried safely.
      * </pre>
      *
      * <code>string run_id = 4 [json_name = "runId"];</code>
@@ -1081,8 +1085,9 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Optional run id (same rules as session_id). A retry with the run id of the session's live
-     * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+     * Optional run id (same rules as session_id). A retry with the run id of one of the session's
+     * runs (queued, live, or started within the stream retention, also before another run) returns
+     * that run instead of ALREADY_EXISTS and starts nothing, so Run can be retried safely.
      * </pre>
      *
      * <code>string run_id = 4 [json_name = "runId"];</code>
@@ -1099,8 +1104,9 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Optional run id (same rules as session_id). A retry with the run id of the session's live
-     * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+     * Optional run id (same rules as session_id). A retry with the run id of one of the session's
+     * runs (queued, live, or started within the stream retention, also before another run) returns
+     * that run instead of ALREADY_EXISTS and starts nothing, so Run can be retried safely.
      * </pre>
      *
      * <code>string run_id = 4 [json_name = "runId"];</code>
@@ -1114,8 +1120,9 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * Optional run id (same rules as session_id). A retry with the run id of the session's live
-     * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+     * Optional run id (same rules as session_id). A retry with the run id of one of the session's
+     * runs (queued, live, or started within the stream retention, also before another run) returns
+     * that run instead of ALREADY_EXISTS and starts nothing, so Run can be retried safely.
      * </pre>
      *
      * <code>string run_id = 4 [json_name = "runId"];</code>

@@ -69,8 +69,9 @@ public interface RunRequestOrBuilder extends
 
   /**
    * <pre>
-   * Optional run id (same rules as session_id). A retry with the run id of the session's live
-   * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+   * Optional run id (same rules as session_id). A retry with the run id of one of the session's
+   * runs (queued, live, or started within the stream retention, also before another run) returns
+   * that run instead of ALREADY_EXISTS and starts nothing, so Run can be retried safely.
    * </pre>
    *
    * <code>string run_id = 4 [json_name = "runId"];</code>
@@ -79,8 +80,9 @@ public interface RunRequestOrBuilder extends
   java.lang.String getRunId();
   /**
    * <pre>
-   * Optional run id (same rules as session_id). A retry with the run id of the session's live
-   * run returns that run instead of ALREADY_EXISTS, so Run can be retried safely.
+   * Optional run id (same rules as session_id). A retry with the run id of one of the session's
+   * runs (queued, live, or started within the stream retention, also before another run) returns
+   * that run instead of ALREADY_EXISTS and starts nothing, so Run can be retried safely.
    * </pre>
    *
    * <code>string run_id = 4 [json_name = "runId"];</code>

@@ -117,53 +117,53 @@ public final class StreamProto {
       "\037.pydantic_ai_stream.v1.PartKindR\rpartDe" +
       "ltaKind\022\030\n\007attempt\030\022 \001(\rR\007attemptB\006\n\004_id" +
       "xB\014\n\n_event_idxB\n\n\010_contentB\020\n\016_content_" +
-      "deltaB\014\n\n_tool_nameB\017\n\r_tool_call_id\".\n\r" +
+      "deltaB\014\n\n_tool_nameB\017\n\r_tool_call_id\"E\n\r" +
       "CancelRequest\022\035\n\nsession_id\030\001 \001(\tR\tsessi" +
-      "onId\".\n\016CancelResponse\022\034\n\tcancelled\030\001 \001(" +
-      "\010R\tcancelled\"\023\n\021ListActiveRequest\"V\n\022Lis" +
-      "tActiveResponse\022@\n\010sessions\030\001 \003(\0132$.pyda" +
-      "ntic_ai_stream.v1.ActiveSessionR\010session" +
-      "s\"\226\001\n\rActiveSession\022\035\n\nsession_id\030\001 \001(\tR" +
-      "\tsessionId\0225\n\005state\030\002 \001(\0162\037.pydantic_ai_" +
-      "stream.v1.RunStateR\005state\022\025\n\006run_id\030\003 \001(" +
-      "\tR\005runId\022\030\n\007attempt\030\004 \001(\rR\007attempt*\217\001\n\nB" +
-      "usyPolicy\022\033\n\027BUSY_POLICY_UNSPECIFIED\020\000\022\026" +
-      "\n\022BUSY_POLICY_REJECT\020\001\022\031\n\025BUSY_POLICY_IN" +
-      "TERRUPT\020\002\022\030\n\024BUSY_POLICY_ROLLBACK\020\003\022\027\n\023B" +
-      "USY_POLICY_ENQUEUE\020\004*\251\001\n\tEventType\022\032\n\026EV" +
-      "ENT_TYPE_UNSPECIFIED\020\000\022\024\n\020EVENT_TYPE_BEG" +
-      "IN\020\001\022\024\n\020EVENT_TYPE_EVENT\020\002\022\024\n\020EVENT_TYPE" +
-      "_ERROR\020\003\022\023\n\017EVENT_TYPE_INFO\020\004\022\022\n\016EVENT_T" +
-      "YPE_END\020\005\022\025\n\021EVENT_TYPE_CUSTOM\020\006*\276\001\n\tEve" +
-      "ntKind\022\032\n\026EVENT_KIND_UNSPECIFIED\020\000\022\030\n\024EV" +
-      "ENT_KIND_LLM_BEGIN\020\001\022\026\n\022EVENT_KIND_LLM_E" +
-      "ND\020\002\022\031\n\025EVENT_KIND_PART_START\020\003\022\031\n\025EVENT" +
-      "_KIND_PART_DELTA\020\004\022\025\n\021EVENT_KIND_ANSWER\020" +
-      "\005\022\026\n\022EVENT_KIND_RESUMED\020\006*\232\001\n\010PartKind\022\031" +
-      "\n\025PART_KIND_UNSPECIFIED\020\000\022\022\n\016PART_KIND_T" +
-      "EXT\020\001\022\026\n\022PART_KIND_THINKING\020\002\022\027\n\023PART_KI" +
-      "ND_TOOL_CALL\020\003\022\031\n\025PART_KIND_TOOL_RETURN\020" +
-      "\004\022\023\n\017PART_KIND_OTHER\020\005*\255\001\n\013ToolOutcome\022\034" +
-      "\n\030TOOL_OUTCOME_UNSPECIFIED\020\000\022\027\n\023TOOL_OUT" +
-      "COME_FAILED\020\001\022\027\n\023TOOL_OUTCOME_DENIED\020\002\022\034" +
-      "\n\030TOOL_OUTCOME_INTERRUPTED\020\003\022\030\n\024TOOL_OUT" +
-      "COME_RETRIED\020\004\022\026\n\022TOOL_OUTCOME_OTHER\020\005*R" +
-      "\n\010RunState\022\031\n\025RUN_STATE_UNSPECIFIED\020\000\022\024\n" +
-      "\020RUN_STATE_QUEUED\020\001\022\025\n\021RUN_STATE_RUNNING" +
-      "\020\0022\365\002\n\022AgentStreamService\022L\n\003Run\022!.pydan" +
-      "tic_ai_stream.v1.RunRequest\032\".pydantic_a" +
-      "i_stream.v1.RunResponse\022W\n\006Listen\022$.pyda" +
-      "ntic_ai_stream.v1.ListenRequest\032%.pydant" +
-      "ic_ai_stream.v1.ListenResponse0\001\022U\n\006Canc" +
-      "el\022$.pydantic_ai_stream.v1.CancelRequest" +
-      "\032%.pydantic_ai_stream.v1.CancelResponse\022" +
-      "a\n\nListActive\022(.pydantic_ai_stream.v1.Li" +
-      "stActiveRequest\032).pydantic_ai_stream.v1." +
-      "ListActiveResponseB\212\001\n\035io.github.pydanti" +
-      "caistream.v1B\013StreamProtoP\001ZZgithub.com/" +
-      "pydantic-ai-stream/pydantic-ai-stream/cl" +
-      "ients/go/pydantic_ai_stream/v1;streamv1b" +
-      "\006proto3"
+      "onId\022\025\n\006run_id\030\002 \001(\tR\005runId\".\n\016CancelRes" +
+      "ponse\022\034\n\tcancelled\030\001 \001(\010R\tcancelled\"\023\n\021L" +
+      "istActiveRequest\"V\n\022ListActiveResponse\022@" +
+      "\n\010sessions\030\001 \003(\0132$.pydantic_ai_stream.v1" +
+      ".ActiveSessionR\010sessions\"\226\001\n\rActiveSessi" +
+      "on\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\0225\n\005sta" +
+      "te\030\002 \001(\0162\037.pydantic_ai_stream.v1.RunStat" +
+      "eR\005state\022\025\n\006run_id\030\003 \001(\tR\005runId\022\030\n\007attem" +
+      "pt\030\004 \001(\rR\007attempt*\217\001\n\nBusyPolicy\022\033\n\027BUSY" +
+      "_POLICY_UNSPECIFIED\020\000\022\026\n\022BUSY_POLICY_REJ" +
+      "ECT\020\001\022\031\n\025BUSY_POLICY_INTERRUPT\020\002\022\030\n\024BUSY" +
+      "_POLICY_ROLLBACK\020\003\022\027\n\023BUSY_POLICY_ENQUEU" +
+      "E\020\004*\251\001\n\tEventType\022\032\n\026EVENT_TYPE_UNSPECIF" +
+      "IED\020\000\022\024\n\020EVENT_TYPE_BEGIN\020\001\022\024\n\020EVENT_TYP" +
+      "E_EVENT\020\002\022\024\n\020EVENT_TYPE_ERROR\020\003\022\023\n\017EVENT" +
+      "_TYPE_INFO\020\004\022\022\n\016EVENT_TYPE_END\020\005\022\025\n\021EVEN" +
+      "T_TYPE_CUSTOM\020\006*\276\001\n\tEventKind\022\032\n\026EVENT_K" +
+      "IND_UNSPECIFIED\020\000\022\030\n\024EVENT_KIND_LLM_BEGI" +
+      "N\020\001\022\026\n\022EVENT_KIND_LLM_END\020\002\022\031\n\025EVENT_KIN" +
+      "D_PART_START\020\003\022\031\n\025EVENT_KIND_PART_DELTA\020" +
+      "\004\022\025\n\021EVENT_KIND_ANSWER\020\005\022\026\n\022EVENT_KIND_R" +
+      "ESUMED\020\006*\232\001\n\010PartKind\022\031\n\025PART_KIND_UNSPE" +
+      "CIFIED\020\000\022\022\n\016PART_KIND_TEXT\020\001\022\026\n\022PART_KIN" +
+      "D_THINKING\020\002\022\027\n\023PART_KIND_TOOL_CALL\020\003\022\031\n" +
+      "\025PART_KIND_TOOL_RETURN\020\004\022\023\n\017PART_KIND_OT" +
+      "HER\020\005*\255\001\n\013ToolOutcome\022\034\n\030TOOL_OUTCOME_UN" +
+      "SPECIFIED\020\000\022\027\n\023TOOL_OUTCOME_FAILED\020\001\022\027\n\023" +
+      "TOOL_OUTCOME_DENIED\020\002\022\034\n\030TOOL_OUTCOME_IN" +
+      "TERRUPTED\020\003\022\030\n\024TOOL_OUTCOME_RETRIED\020\004\022\026\n" +
+      "\022TOOL_OUTCOME_OTHER\020\005*R\n\010RunState\022\031\n\025RUN" +
+      "_STATE_UNSPECIFIED\020\000\022\024\n\020RUN_STATE_QUEUED" +
+      "\020\001\022\025\n\021RUN_STATE_RUNNING\020\0022\365\002\n\022AgentStrea" +
+      "mService\022L\n\003Run\022!.pydantic_ai_stream.v1." +
+      "RunRequest\032\".pydantic_ai_stream.v1.RunRe" +
+      "sponse\022W\n\006Listen\022$.pydantic_ai_stream.v1" +
+      ".ListenRequest\032%.pydantic_ai_stream.v1.L" +
+      "istenResponse0\001\022U\n\006Cancel\022$.pydantic_ai_" +
+      "stream.v1.CancelRequest\032%.pydantic_ai_st" +
+      "ream.v1.CancelResponse\022a\n\nListActive\022(.p" +
+      "ydantic_ai_stream.v1.ListActiveRequest\032)" +
+      ".pydantic_ai_stream.v1.ListActiveRespons" +
+      "eB\212\001\n\035io.github.pydanticaistream.v1B\013Str" +
+      "eamProtoP\001ZZgithub.com/pydantic-ai-strea" +
+      "m/pydantic-ai-stream/clients/go/pydantic" +
+      "_ai_stream/v1;streamv1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -211,7 +211,7 @@ public final class StreamProto {
     internal_static_pydantic_ai_stream_v1_CancelRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_CancelRequest_descriptor,
-        new java.lang.String[] { "SessionId", });
+        new java.lang.String[] { "SessionId", "RunId", });
     internal_static_pydantic_ai_stream_v1_CancelResponse_descriptor =
       getDescriptor().getMessageTypes().get(7);
     internal_static_pydantic_ai_stream_v1_CancelResponse_fieldAccessorTable = new
