@@ -21,12 +21,14 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionBusyError, SessionHandle, Settings
 from pydantic_ai_stream._handle import live_sessions
-from pydantic_ai_stream._keys import queue_wake_key, scope_jobs_key
+from pydantic_ai_stream._keys import queue_wake_key
 from pydantic_ai_stream._live import LiveRun
-from pydantic_ai_stream._queue import GROUP, Job, RunQueue, Submitted
+from pydantic_ai_stream._queue import GROUP, RunQueue, Submitted
+from pydantic_ai_stream._redis import Entry, SessionStream
 from pydantic_ai_stream._worker import Worker
 from support import GatedModel
 
@@ -710,28 +712,32 @@ async def test_a_run_interrupting_one_whose_worker_is_dead_starts_within_a_lease
 
 
 async def test_an_adoption_whose_reply_was_lost_is_the_workers_own_when_it_retries(
-    redis: Redis, settings: Settings
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worker's adoption reached Redis but its reply was lost: its retry (same worker, same job) finds
     the run its own and runs it as attempt 1 at once, not as attempt 2 a lease TTL later."""
     settings.lease_ttl, settings.lease_renew_interval = 3.0, 0.05
+    adopt = SessionStream.adopt
+    others: list[Entry | None] = []
+
+    async def reply_lost_once(stream: SessionStream, **kwargs: Any) -> Entry | None:
+        taken = await adopt(stream, **kwargs)
+        if others:
+            return taken
+        others.append(await adopt(stream, **{**kwargs, "adopter": "w2/other"}))
+        raise RedisConnectionError("the reply was lost")  # the script ran: the run is taken
+
+    monkeypatch.setattr(SessionStream, "adopt", reply_lost_once)
     async with Runtime(redis=redis, settings=settings) as runtime:
         handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
         await handle.submit(agent="gated", body={"user_prompt": "hi"}, run_id="r1")
-        [(job_id, fields)] = await redis.xrange(scope_jobs_key(settings.redis_prefix, 1))
         model = GatedModel()
         model.gate.set()
-        worker = Worker(runtime=runtime, agents={"gated": model.agent()}, name="w1")
-        adopter = worker.adopter(Job.from_fields(job_id.decode(), fields))
-        lease_ms, wait_ms = runtime.leases.lease_ms, runtime.queue.wait_ms
-        assert await handle.stream.adopt(run_id="r1", lease_ms=lease_ms, wait_ms=wait_ms, adopter=adopter)
-        assert not await handle.stream.adopt(run_id="r1", lease_ms=lease_ms, wait_ms=wait_ms, adopter="w2/other"), (
-            "another worker's is refused"
-        )
         started = time.monotonic()
-        async with worker:
+        async with Worker(runtime=runtime, agents={"gated": model.agent()}, name="w1"):
             events = await _ended_run(handle, "r1")
         took = time.monotonic() - started
+        assert others == [None], "another worker's adoption is refused"
         assert _outline(events) == [("begin", None), ("end", None)]
         assert not [e for e in events if e["body"].get("event") == "resumed"], "attempt 1 goes on"
         assert model.calls == 1

@@ -532,21 +532,25 @@ return done
 )
 
 
-# KEYS: active, then each session's (live flag, durable key). ARGV: the session ids.
-# Returns per session its state, 1 (live), 2 (cancel requested), 3 (queued), 4 (a durable run between two
-# workers: its worker died or handed it back, and the next one has not taken it over yet) or 0 (gone:
-# removed from the active set), then per session its flag's run id (for 4, `<run id>:<attempt>` of the
-# attempt that ran last).
+# KEYS: active, then each session's (live flag, durable key, checkpoint). ARGV: the session ids.
+# Returns per session its state, 1 (live), 2 (cancel requested; also a durable run between two workers
+# marked cancelled: the next one ends it), 3 (queued), 4 (a durable run between two workers: its worker died
+# or handed it back, and the next one has not taken it over yet) or 0 (gone: removed from the active set),
+# then per session its flag's run id (for 4, `<run id>:<attempt>` of the attempt that ran last).
 _PRUNE = LuaScript(
     lua("""
 local states, runs = {}, {}
 for i = 1, #ARGV do
-  local v = redis.call('GET', KEYS[2 * i])
+  local v = redis.call('GET', KEYS[3 * i - 1])
   local state, run = 1, v
   if not v then
-    run = redis.call('GET', KEYS[2 * i + 1])
+    run = redis.call('GET', KEYS[3 * i])
     if run then
       state = 4
+      local sep = string.find(run, ':', 1, true)
+      if sep and redis.call('HEXISTS', KEYS[3 * i + 1], 'cancel:' .. string.sub(run, 1, sep - 1)) == 1 then
+        state = 2
+      end
     else
       redis.call('ZREM', KEYS[1], ARGV[i])
       state, run = 0, ''
@@ -1070,7 +1074,7 @@ async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> lis
     """
     if not keys:
         return []
-    flags = [key for k in keys for key in (k.live, k.durable)]
+    flags = [key for k in keys for key in (k.live, k.durable, k.checkpoint)]
     reply = await _PRUNE(redis, keys=[keys[0].active, *flags], args=[k.session_id for k in keys])
     states, runs = reply[: len(keys)], reply[len(keys) :]
     active = []
