@@ -187,6 +187,7 @@ class Worker:
         queue = self.runtime.queue
         idle_ms = int(RECLAIM_AFTER * config.lease_ttl * 1000)
         while True:
+            raise_if_cancelled()  # a cancel the last Redis call completed over still stops us
             await asyncio.sleep(config.lease_renew_interval)  # a periodic timer, not synchronisation
             try:
                 await queue.heartbeat(self.name, list(self._claimed))
