@@ -127,7 +127,7 @@ async def test_a_refused_start_does_not_stop_the_lease_of_a_start_in_flight(
 ) -> None:
     # Another process holds s2. Here a start on s2 is refused while a run on s1 is between taking its
     # flag and holding its lease: the process's keeper must stay up and renew s1's lease.
-    fast = Settings(redis_prefix=settings.redis_prefix, lease_ttl=0.5, lease_renew_interval=0.05)
+    fast = Settings(redis_prefix=settings.redis_prefix, lease_ttl=1.0, lease_renew_interval=0.05)
     other = Redis.from_url(redis_url)
     async with Runtime(redis=other, settings=fast) as elsewhere, Runtime(redis=redis, settings=fast) as runtime:
         holder = ScopedDeps.on(elsewhere, user_id=1, session_id="s2")

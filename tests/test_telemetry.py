@@ -525,7 +525,7 @@ def test_without_the_otel_extra_the_package_works_and_telemetry_says_what_to_ins
 
 
 async def test_a_run_handed_back_and_resumed_elsewhere_stays_in_its_trace(redis: Redis, settings: Settings) -> None:
-    settings.lease_ttl, settings.lease_renew_interval = 0.3, 0.05
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.05  # leases a loaded machine still renews
     spans = InMemorySpanExporter()
     model = GatedModel()
     async with (
