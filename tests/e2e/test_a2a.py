@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -127,7 +128,9 @@ async def test_a_streamed_demo_run_reaches_the_sdk_client_as_states_and_text(ser
         assert card.supported_interfaces[0].tenant == "demo"
         async for response in client.send_message(_message("hello there, agent"), context=_auth("alice-token")):
             conversation.apply(response)
-    assert conversation.states == ["TASK_STATE_SUBMITTED", "TASK_STATE_WORKING", "TASK_STATE_COMPLETED"]
+    # A silence longer than the heartbeat (0.3 s: a loaded machine has them) says WORKING again.
+    states = [state for state, _ in itertools.groupby(conversation.states)]
+    assert states == ["TASK_STATE_SUBMITTED", "TASK_STATE_WORKING", "TASK_STATE_COMPLETED"]
     assert conversation.last_chunk
     answer, _ = await _our_answer(server, conversation.context_id)
     assert conversation.text == answer
