@@ -331,7 +331,11 @@ async def test_a_rolling_restart_of_three_replicas_under_thirty_runs_loses_none(
             return stack.enter_context(serve_process(redis_url, settings.redis_prefix, *options, env=env))
 
         # Started together, each awaited in a thread: their start-ups overlap and the test's loop runs meanwhile.
-        replicas = list(await asyncio.gather(*(asyncio.to_thread(replica) for _ in range(3))))
+        # Every start is waited for (one failing), so that none enters the stack once it has closed.
+        started = await asyncio.gather(*(asyncio.to_thread(replica) for _ in range(3)), return_exceptions=True)
+        if failed := [e for e in started if isinstance(e, BaseException)]:
+            raise failed[0]
+        replicas = [r for r in started if not isinstance(r, BaseException)]
         for i, session_id in enumerate(sessions):
             async with StreamClient(f"127.0.0.1:{replicas[i % 3][1]}") as client:
                 await client.run("steps", session_id, "go")
