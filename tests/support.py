@@ -14,11 +14,24 @@ from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, Text
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import Deps, Runtime, Session
+from pydantic_ai_stream import Deps, Runtime, Session, Settings
 from pydantic_ai_stream._keys import SessionKeys
 from pydantic_ai_stream._serve import RunningServer
 
 Event = dict[str, Any]
+
+SLOW_RENEWAL = 20.0
+"""Seconds between lease renewals in the tests of cancel latency, so that a cancel that stopped its run within
+`CANCEL_WITHIN` came through Pub/Sub, not with a renewal (with renewals every 0.3 s and 0.2 s to stop, a test
+failed on a busy machine, and would have passed two times in three with no Pub/Sub at all)."""
+CANCEL_WITHIN = 1.0
+"""Seconds a cancel from any process takes to stop a run and reach its listeners: a few ms on an idle machine,
+a few hundred on a busy one."""
+
+
+def renew_slowly(settings: Settings) -> None:
+    """Leases renewed every `SLOW_RENEWAL` seconds (and living three times that)."""
+    settings.lease_ttl, settings.lease_renew_interval = 3 * SLOW_RENEWAL, SLOW_RENEWAL
 
 
 @dataclass(kw_only=True)

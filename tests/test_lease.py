@@ -9,7 +9,8 @@ from pydantic_ai import Agent
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import AgxCanceledError, Runtime, SessionBusyError, Settings, q, run
-from pydantic_ai_stream._redis import OpenState
+from pydantic_ai_stream._lease import Lease, LeaseKeeper
+from pydantic_ai_stream._redis import LeaseState, OpenState
 from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model, wait_renewed
 
 
@@ -126,7 +127,7 @@ async def test_a_refused_start_does_not_stop_the_lease_of_a_start_in_flight(
 ) -> None:
     # Another process holds s2. Here a start on s2 is refused while a run on s1 is between taking its
     # flag and holding its lease: the process's keeper must stay up and renew s1's lease.
-    fast = Settings(redis_prefix=settings.redis_prefix, lease_ttl=0.5, lease_renew_interval=0.05)
+    fast = Settings(redis_prefix=settings.redis_prefix, lease_ttl=1.0, lease_renew_interval=0.05)
     other = Redis.from_url(redis_url)
     async with Runtime(redis=other, settings=fast) as elsewhere, Runtime(redis=redis, settings=fast) as runtime:
         holder = ScopedDeps.on(elsewhere, user_id=1, session_id="s2")
@@ -148,3 +149,32 @@ async def test_a_refused_start_does_not_stop_the_lease_of_a_start_in_flight(
         assert session.saves == 1
         await holder.stop()
     await other.aclose()
+
+
+async def test_the_lease_keeper_stops_though_a_renewal_dropped_its_cancel(
+    redis: Redis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Redis call may drop a cancel as it completes (Python 3.11's `asyncio.wait_for`, which redis-py sends
+    each command through): the keeper's tasks still end once it holds no lease, rather than renewing nothing
+    for ever (one more task per idle spell, and a runtime's close that never returned)."""
+    settings.lease_renew_interval = 0.02
+    entered, dropped = asyncio.Event(), asyncio.Event()
+
+    async def renew_all(keeper: LeaseKeeper, leases: list[Lease]) -> list[LeaseState]:
+        entered.set()
+        if not dropped.is_set():
+            try:
+                await asyncio.sleep(3600)  # a renewal in flight
+            except asyncio.CancelledError:
+                dropped.set()  # it returns as if the cancel had come a moment later
+        return []
+
+    monkeypatch.setattr(LeaseKeeper, "_renew_all", renew_all)
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        await runtime.leases.ready()
+        keeping = [t for t in asyncio.all_tasks() if "LeaseKeeper" in repr(t.get_coro())]
+        await asyncio.wait_for(entered.wait(), 10)
+        runtime.leases.release(None)  # the last run let go: the keeper stops
+        _, going_on = await asyncio.wait(keeping, timeout=10)
+    assert dropped.is_set(), "the keeper was stopped mid-renewal"
+    assert not going_on, "a task of the keeper went on"

@@ -67,7 +67,8 @@ async def _write(world: _World, session: str) -> None:
         await deps.add_info({"i": i})
         if world.rng.random() < 0.1:
             await asyncio.sleep(world.rng.uniform(0, 0.02))  # bursts and pauses
-    await deps.stop()
+    # Kept the settings' minute, not 5 s: the last listeners and the final look come later on a busy machine.
+    await deps.stop(grace_period=world.runtime.settings.stream_retention)
 
 
 async def _trim(world: _World, session: str) -> None:

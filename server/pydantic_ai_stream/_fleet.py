@@ -87,6 +87,7 @@ class Advertisement:
         config = self.runtime.settings
         agents = json.dumps(sorted(self.agents))
         while True:
+            raise_if_cancelled()  # a cancel the last Redis call completed over still stops us
             try:
                 ttl_ms = int(config.lease_ttl * 1000)
                 await _ADVERTISE(self.runtime.redis, keys=[self._key], args=[self.worker, ttl_ms, agents])

@@ -162,6 +162,7 @@ class LeaseKeeper:
                     self._subscribed.set()
                     while True:
                         message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                        raise_if_cancelled()  # a cancel the read completed over still stops us
                         if message is not None and message["type"] == "message":
                             lease = self._leases.get(decode(message["data"]))
                             if lease is not None:
@@ -181,6 +182,7 @@ class LeaseKeeper:
 
     async def _renew(self) -> None:
         while True:
+            raise_if_cancelled()  # a cancel the last renewal completed over still stops us
             await asyncio.sleep(self.renew_interval)
             leases = list(self._leases.values())
             try:

@@ -34,7 +34,7 @@ from redis.retry import Retry
 from ._auth import Anonymous, Authenticator, Caller, StaticTokens
 from ._deps import HostedDeps
 from ._proto import ListenResponseCache
-from ._redis import AsyncRedis
+from ._redis import AsyncRedis, raise_if_cancelled
 from ._runtime import Runtime
 from ._service import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS, AgentStreamServicer
 from ._session import RedisSession, Session
@@ -197,6 +197,7 @@ async def _watch_redis(redis: AsyncRedis, health_servicer: health.aio.HealthServ
     """Keep the health status at SERVING while Redis answers a PING within a second, NOT_SERVING otherwise."""
     serving = True
     while True:
+        raise_if_cancelled()  # a cancel the last PING completed over still stops us
         await asyncio.sleep(_HEALTH_INTERVAL)
         try:
             async with asyncio.timeout(1.0):
@@ -548,6 +549,7 @@ async def running_server(
             yield running
         finally:
             watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)  # ended before its client closes
             await running.stop()
 
 

@@ -204,6 +204,7 @@ class Worker:
         config = self.runtime.settings
         queue = self.runtime.queue
         while True:
+            raise_if_cancelled()  # a cancel the last Redis call completed over still stops us
             await asyncio.sleep(config.lease_renew_interval)  # a periodic timer, not synchronisation
             try:
                 await queue.heartbeat(self.name, list(self._claimed))

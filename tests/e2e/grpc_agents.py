@@ -52,7 +52,8 @@ paced = Agent(FunctionModel(stream_function=_paced), name="paced")
 
 # Two nodes: a text part and two tool calls, `book` (not safe to retry) and `lookup` (safe to retry); then
 # forty paced tokens. The tools count their calls in files under $TEST_TOOL_MARKS (across processes);
-# while a file `hang-lookup` is there, the first `lookup` hangs: its worker can be killed mid-tool-call.
+# while a file `hang-lookup` is there, the first `lookup` hangs: its worker can be killed mid-tool-call;
+# while a file `hold-answer` is there, the second node waits before its tokens: its runs stay in flight.
 STEPS_TEXT = "Checking. "
 
 
@@ -79,6 +80,10 @@ async def _steps(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator
             1: DeltaToolCall(name="lookup", json_args='{"what": "menu"}', tool_call_id="lookup-1"),
         }
         return
+    held_until = time.monotonic() + 120
+    while (_marks() / "hold-answer").exists():
+        assert time.monotonic() < held_until, "the test never let the answers go"
+        await asyncio.sleep(0.01)  # polling a file: what the test process does shows only there
     async for token in _paced(messages, info):
         yield token
 

@@ -321,9 +321,9 @@ async def test_a2a_on_a_redis_cluster(cluster_url: str, settings: Settings) -> N
 async def test_a_worker_killed_mid_answer_shows_no_text_twice_over_a2a(redis_url: str) -> None:
     """An API-only replica; the run executes in a worker process that is killed -9 mid-answer, and an
     in-process worker resumes it (a `resumed` marker): the A2A client's artifact ends with the answer once."""
-    settings = Settings(redis_prefix=f"t{uuid.uuid4().hex[:12]}", lease_ttl=0.5, lease_renew_interval=0.1)
+    settings = Settings(redis_prefix=f"t{uuid.uuid4().hex[:12]}", lease_ttl=1.5, lease_renew_interval=0.1)
     config = _config(redis_url).model_copy(update={"concurrency": 0, "agents": {"paced": "grpc_agents:paced"}})
-    short_leases = {"PYDANTIC_AI_STREAM_LEASE_TTL": "0.5", "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.1"}
+    short_leases = {"PYDANTIC_AI_STREAM_LEASE_TTL": "1.5", "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.1"}
     conversation, replaced = Conversation(), 0
     agent = ("--agent", "paced=grpc_agents:paced", "--no-demo", "--grace", "0.2")
     async with running_server(config, settings=settings) as api, _a2a(api, agent="paced") as (client, _):

@@ -77,8 +77,8 @@ async def _until(events: AsyncIterator[pb.Event], predicate: object) -> list[pb.
 async def test_sigterm_mid_run_hands_the_run_to_another_replica_after_the_grace(
     redis: Redis, redis_url: str, settings: Settings
 ) -> None:
-    settings.lease_ttl, settings.lease_renew_interval = 0.5, 0.1
-    short = {"PYDANTIC_AI_STREAM_LEASE_TTL": "0.5", "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.1"}
+    settings.lease_ttl, settings.lease_renew_interval = 1.5, 0.1  # leases a loaded machine still renews
+    short = {"PYDANTIC_AI_STREAM_LEASE_TTL": "1.5", "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.1"}
     agent = ("--agent", "stalling=grpc_agents:stalling")
     async with Runtime(redis=redis, settings=settings) as runtime:
         handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")

@@ -39,14 +39,15 @@ FULL_TEXT = "".join(f"t{i} " for i in range(PACED_TOKENS))
 
 @pytest.fixture
 def settings() -> Settings:
-    """Short leases: a worker that stops showing is taken over in about a second and a half."""
+    """Short leases: a worker that stops showing is taken over in about three seconds. Not shorter: a busy
+    machine stalls a live worker's loop for over half a second, and a lease lost so resumes the run again."""
     import uuid
 
-    return Settings(redis_prefix=f"t{uuid.uuid4().hex[:12]}", lease_ttl=0.5, lease_renew_interval=0.1)
+    return Settings(redis_prefix=f"t{uuid.uuid4().hex[:12]}", lease_ttl=1.5, lease_renew_interval=0.1)
 
 
 AGENT = ("--agent", "paced=grpc_agents:paced", "--no-demo", "--grace", "0.2")
-SHORT_LEASES = {"PYDANTIC_AI_STREAM_LEASE_TTL": "0.5", "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.1"}
+SHORT_LEASES = {"PYDANTIC_AI_STREAM_LEASE_TTL": "1.5", "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.1"}
 
 
 async def _until_text(entries: AsyncIterator[Entry | None], text: str) -> list[Entry]:
@@ -334,7 +335,7 @@ async def test_a_run_killed_mid_answer_after_its_tools_redoes_only_that_node(
 async def test_a_redis_stall_longer_than_the_lease_mid_run_loses_no_run(
     redis_server: RedisServer, settings: Settings
 ) -> None:
-    """`DEBUG SLEEP 5` freezes Redis mid-answer, ten times the lease: the run completes (continued, or resumed
+    """`DEBUG SLEEP 5` freezes Redis mid-answer, over three times the lease: the run completes (continued, or resumed
     by the same worker once it sees the lease gone) with one `begin`, one `end`, its answer whole and kept."""
     async with (
         Redis.from_url(redis_server.url) as redis,
@@ -373,24 +374,36 @@ async def test_a_rolling_restart_of_three_replicas_under_thirty_runs_loses_none(
     redis: Redis, redis_url: str, settings: Settings, marks: Path
 ) -> None:
     """Three `serve` replicas (API and workers) run 30 runs; each replica in turn gets SIGTERM (0.2 s grace,
-    then its runs are handed back) and is replaced. Every run ends once, whole, its conversation kept once."""
+    then its runs are handed back) and is replaced. Every run ends once, whole, its conversation kept once.
+
+    The runs hold before their answers until the first replica has handed its ten back (however slow the
+    machine, they are all in flight then); the later restarts meet them mid-answer."""
     env = {**SHORT_LEASES, "TEST_TOOL_MARKS": str(marks), "TEST_PACE_SECONDS": "0.15"}
     options = (*STEPS, "--concurrency", "10")
     sessions = [f"s{i}" for i in range(30)]
+    (marks / "hold-answer").touch()
     with contextlib.ExitStack() as stack:
-        replicas = [
-            stack.enter_context(serve_process(redis_url, settings.redis_prefix, *options, env=env)) for _ in range(3)
-        ]
+
+        def replica() -> tuple[subprocess.Popen[str], int]:
+            return stack.enter_context(serve_process(redis_url, settings.redis_prefix, *options, env=env))
+
+        # Started together, each awaited in a thread: their start-ups overlap and the test's loop runs meanwhile.
+        # Every start is waited for (one failing), so that none enters the stack once it has closed.
+        started = await asyncio.gather(*(asyncio.to_thread(replica) for _ in range(3)), return_exceptions=True)
+        if failed := [e for e in started if isinstance(e, BaseException)]:
+            raise failed[0]
+        replicas = [r for r in started if not isinstance(r, BaseException)]
         for i, session_id in enumerate(sessions):
             async with StreamClient(f"127.0.0.1:{replicas[i % 3][1]}") as client:
                 await client.run("steps", session_id, "go")
         async with Runtime(redis=redis, settings=settings) as runtime:
             handles = [SessionHandle.of(runtime, scope_id=1, user_id=1, session_id=s) for s in sessions]
-            assert len(await live_sessions(runtime, scope_id=1, user_id=1)) == 30, "all in flight"
+            await _until_running(runtime, len(sessions))  # ten on each replica
             for i, (proc, _) in enumerate(replicas):
                 proc.send_signal(signal.SIGTERM)
                 assert await asyncio.to_thread(proc.wait, 10) == 0
-                replicas[i] = stack.enter_context(serve_process(redis_url, settings.redis_prefix, *options, env=env))
+                replicas[i] = await asyncio.to_thread(replica)
+                (marks / "hold-answer").unlink(missing_ok=True)
             ended = await asyncio.gather(*(_ended(handle) for handle in handles))
             resumed = 0
             for handle, entries in zip(handles, ended, strict=True):
@@ -404,6 +417,18 @@ async def test_a_rolling_restart_of_three_replicas_under_thirty_runs_loses_none(
                 assert [m.kind for m in session.msgs] == ["request", "response", "request", "response"]
                 assert _conversation(session.msgs)[-1] == ("response", [("text", FULL_TEXT)])
             assert resumed >= 10, "the replicas' runs were handed back and resumed, not waited for"
+
+
+async def _until_running(runtime: Runtime, n: int, timeout: float = 30.0) -> None:
+    """Wait until `n` runs of user 1 are running (none queued); fail if one is lost meanwhile."""
+    deadline = time.monotonic() + timeout
+    while True:
+        active = await live_sessions(runtime, scope_id=1, user_id=1)
+        assert len(active) == n, f"{len(active)} of {n} in flight"
+        if not any(run.queued for run in active):
+            return
+        assert time.monotonic() < deadline, f"{sum(run.queued for run in active)} of {n} still queued"
+        await asyncio.sleep(0.05)  # polling Redis: the replicas' claims show only there
 
 
 async def _ended(handle: SessionHandle) -> list[Entry]:
