@@ -241,7 +241,7 @@ test("a run enqueued on a busy session waits, starts when the session's run ende
   }
   assert.equal(await alice.cancel("ts-12"), true);
   const events = await eventsOfRun("ts-12", "ts-12-next", 10_000);
-  assert.deepEqual(eventBody(events[0]!), { session_id: "ts-12", run_id: "ts-12-next", user_prompt: "weather?" });
+  assert.deepEqual(eventBody(events[0]!), { session_id: "ts-12", run_id: "ts-12-next", agent: "weather", user_prompt: "weather?" });
   assert.deepEqual(events.filter((e) => e.type !== EventType.EVENT).map((e) => e.type), [EventType.BEGIN, EventType.END]);
   const text = events.filter((e) => e.partKind === PartKind.TEXT).map((e) => e.content ?? e.contentDelta).join("");
   assert.equal(text, "It is sunny.");
