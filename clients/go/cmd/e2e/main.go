@@ -307,7 +307,7 @@ func enqueueBehindBusy(ctx context.Context) {
 	check(must(alice.Cancel(ctx, session)), "the first run is cancelled")
 	events := eventsOfRun(ctx, session, enqueue.RunID, 10*time.Second)
 	begin := must(streamclient.Body(events[0]))
-	check(reflect.DeepEqual(begin, map[string]any{"session_id": session, "run_id": enqueue.RunID, "user_prompt": "weather?"}), "its begin: %v", begin)
+	check(reflect.DeepEqual(begin, map[string]any{"session_id": session, "run_id": enqueue.RunID, "agent": "weather", "user_prompt": "weather?"}), "its begin: %v", begin)
 	check(events[len(events)-1].Type == streamv1.EventType_EVENT_TYPE_END, "its end")
 	var answer strings.Builder
 	for _, event := range events {
