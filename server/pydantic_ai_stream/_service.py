@@ -204,8 +204,8 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 heartbeat=self.heartbeat_interval,
             )
             async for entry in entries:
-                if entry is not None and entry.type == BEGIN:  # a run that started after the check above
-                    self.check_run_agent(caller, entry)
+                if entry is not None and entry.type == BEGIN and caller.agents is not None:
+                    self.check_run_agent(caller, entry)  # a run that started after the check above
                 yield _HEARTBEAT if entry is None else self.responses.response(key, entry)
 
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.CancelResponse:

@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from pydantic_ai_stream import Settings
+from pydantic_ai_stream._live import LiveRun
 from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, event_body
 from pydantic_ai_stream.v1 import stream_pb2 as pb
@@ -138,3 +139,18 @@ async def test_many_concurrent_resumes_of_one_live_run_each_get_their_exact_suff
         assert full[:8] == prefix
         for k, events in enumerate(resumed):
             assert events == full[k % 8 + 1 :]
+
+
+async def test_a_run_started_by_the_library_streams_to_any_token_over_grpc(
+    server: RunningServer, client: StreamClient
+) -> None:
+    """A run started in a process of its own with the library (its `begin` names no agent) is listened to over
+    gRPC from its `begin` to its `end` by a token that may run every agent (the agent rule limits only limited
+    tokens)."""
+    runtime = server.servicer.runtime
+    live = await LiveRun.open(runtime, runtime.keys(scope_id=1, user_id=1, session_id="lib"), run_id="r1")
+    await live.add("info", "developer", {"step": 1})
+    await live.close(grace_ms=60_000)
+    events = [event async for event in client.listen("lib")]
+    assert [e.type for e in events] == [pb.EVENT_TYPE_BEGIN, pb.EVENT_TYPE_INFO, pb.EVENT_TYPE_END]
+    assert event_body(events[1]) == {"step": 1}
