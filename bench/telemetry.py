@@ -21,10 +21,10 @@ from bench.suite import PREFIX, Bench, progress
 from bench.table import Row
 from bench.worker import SCOPE_ID, USER_ID
 from pydantic_ai_stream import Runtime, SessionHandle, Settings
-from pydantic_ai_stream._names import END, EVENT, ORIGIN_PYDANTIC_AI
-from pydantic_ai_stream._redis import Entry
-from pydantic_ai_stream._telemetry import Telemetry
-from pydantic_ai_stream._worker import Worker
+from pydantic_ai_stream._core.entry import Entry
+from pydantic_ai_stream._core.names import END, EVENT, ORIGIN_PYDANTIC_AI
+from pydantic_ai_stream._edges.telemetry import Telemetry
+from pydantic_ai_stream._runtime.worker import Worker
 
 STEP_TIMEOUT = 120.0
 """Longest wait for one round's runs to end."""

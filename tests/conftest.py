@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 
 from pydantic_ai_stream import RedisConversationStore, Runtime, Settings
 from pydantic_ai_stream import settings as process_settings
-from pydantic_ai_stream._keys import SessionKeys
+from pydantic_ai_stream._core.keys import SessionKeys
 
 
 def _free_port() -> int:
@@ -28,7 +28,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_ready(url: str, deadline: float = 10.0) -> None:
+def _wait_ready(url: str, deadline: float = 30.0) -> None:  # a loaded machine starts slowly
     client = SyncRedis.from_url(url)
     end = time.monotonic() + deadline
     while True:
@@ -235,7 +235,7 @@ def postgres_schema(postgres_url: str) -> Iterator[str]:
 @pytest.fixture
 async def postgres(postgres_url: str, postgres_schema: str) -> AsyncIterator[Any]:
     """A pool of autocommit connections with the store's tables in the test's own schema."""
-    from pydantic_ai_stream._postgres import postgres_pool
+    from pydantic_ai_stream._store.postgres import postgres_pool
 
     async with postgres_pool(postgres_url, schema=postgres_schema) as pool:
         yield pool

@@ -15,8 +15,8 @@ from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import Deps, Runtime, Session, Settings
-from pydantic_ai_stream._keys import SessionKeys
-from pydantic_ai_stream._serve import RunningServer
+from pydantic_ai_stream._core.keys import SessionKeys
+from pydantic_ai_stream._edges.grpc_server import RunningServer
 
 Event = dict[str, Any]
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from a2a.types import a2a_pb2 as a2a
 
-from pydantic_ai_stream._a2a import TaskFold
-from pydantic_ai_stream._names import END, ERROR, EVENT, ORIGIN_PYDANTIC_AI, ORIGIN_STREAM
-from pydantic_ai_stream._redis import Entry
+from pydantic_ai_stream._core.entry import Entry
+from pydantic_ai_stream._core.names import END, ERROR, EVENT, ORIGIN_PYDANTIC_AI, ORIGIN_STREAM
+from pydantic_ai_stream._edges.a2a.service import TaskFold
 
 _ids = iter(range(1, 10_000))
 

@@ -10,8 +10,8 @@ from pydantic_ai.messages import PartDeltaEvent, PartStartEvent, TextPart, TextP
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import LeaseLostError, RunExistsError, Runtime, SessionBusyError, Settings
-from pydantic_ai_stream._keys import SessionKeys
-from pydantic_ai_stream._live import LiveRun
+from pydantic_ai_stream._core.keys import SessionKeys
+from pydantic_ai_stream._write.live import LiveRun
 
 
 @pytest.fixture

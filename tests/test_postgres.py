@@ -17,7 +17,7 @@ from pydantic_ai.conversation_store import ConversationConflict
 from pydantic_ai.models.test import TestModel
 
 from pydantic_ai_stream import ForeignScopeError, PostgresConversationStore, PostgresSession
-from pydantic_ai_stream._postgres import postgres_pool
+from pydantic_ai_stream._store.postgres import postgres_pool
 from support import texts, turn
 
 

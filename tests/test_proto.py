@@ -9,8 +9,8 @@ import pytest
 from pydantic_ai.messages import FinalResultEvent, PartDeltaEvent, PartEndEvent, TextPartDelta, ToolCallPart
 
 from pydantic_ai_stream import EventMapper
-from pydantic_ai_stream._proto import ListenResponseCache, event_to_proto
-from pydantic_ai_stream._redis import Entry
+from pydantic_ai_stream._core.entry import Entry
+from pydantic_ai_stream._edges.proto import ListenResponseCache, event_to_proto
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 
 

@@ -6,9 +6,9 @@ import pytest
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import QueueFullError, RunExistsError, Runtime, SessionBusyError, Settings
-from pydantic_ai_stream._keys import queue_wake_key
-from pydantic_ai_stream._queue import GROUP, Job, RunQueue
-from pydantic_ai_stream._redis import SessionStream
+from pydantic_ai_stream._core.keys import queue_wake_key
+from pydantic_ai_stream._durable.queue import GROUP, Job, RunQueue
+from pydantic_ai_stream._store.redis import SessionStream
 
 
 def _stream(runtime: Runtime, session_id: str, user_id: int = 1) -> SessionStream:

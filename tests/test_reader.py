@@ -10,7 +10,8 @@ from pydantic_ai import Agent
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from pydantic_ai_stream import CursorAheadError, InvalidIdError, Runtime, Settings, _reader, run
+from pydantic_ai_stream import CursorAheadError, InvalidIdError, Runtime, Settings, run
+from pydantic_ai_stream._read import hub as _reader
 from support import Collector, MemorySession, ScopedDeps, evalsha_calls, has_text, scripted_model
 
 

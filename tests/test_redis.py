@@ -10,7 +10,7 @@ from types import MappingProxyType
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import Runtime
-from pydantic_ai_stream._redis import (
+from pydantic_ai_stream._store.redis import (
     ActiveRun,
     CancelState,
     Held,

@@ -24,12 +24,13 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionBusyError, SessionHandle, Settings
-from pydantic_ai_stream._handle import live_sessions
-from pydantic_ai_stream._keys import queue_wake_key
-from pydantic_ai_stream._live import LiveRun
-from pydantic_ai_stream._queue import GROUP, RunQueue, Submitted
-from pydantic_ai_stream._redis import Entry, SessionStream
-from pydantic_ai_stream._worker import Worker
+from pydantic_ai_stream._core.entry import Entry
+from pydantic_ai_stream._core.keys import queue_wake_key
+from pydantic_ai_stream._durable.queue import GROUP, RunQueue, Submitted
+from pydantic_ai_stream._read.handle import live_sessions
+from pydantic_ai_stream._runtime.worker import Worker
+from pydantic_ai_stream._store.redis import SessionStream
+from pydantic_ai_stream._write.live import LiveRun
 from support import GatedModel
 
 

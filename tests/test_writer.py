@@ -8,8 +8,8 @@ import pytest
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import LeaseLostError, Runtime
-from pydantic_ai_stream._redis import append_many
-from pydantic_ai_stream._writer import StreamWriter
+from pydantic_ai_stream._store.redis import append_many
+from pydantic_ai_stream._write.writer import StreamWriter
 from support import ScopedDeps, evalsha_calls
 
 

@@ -7,8 +7,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 if TYPE_CHECKING:
-    from ._deps import Deps
-    from ._errors import (
+    from ._core.errors import (
         AgentNotAllowedError,
         AgxCanceledError,
         CursorAheadError,
@@ -26,16 +25,17 @@ if TYPE_CHECKING:
         StreamNotFoundError,
         UnknownAgentError,
     )
-    from ._events import EventBody, EventBodyTypeAdapter, EventMapper, StoredNode, nodes_from_msgs
-    from ._handle import SessionHandle, q
-    from ._postgres import PostgresConversationStore, PostgresSession
-    from ._resume import RETRY_SAFE, UNKNOWN_OUTCOME
-    from ._run import run, start_run
-    from ._runtime import Runtime
-    from ._session import RedisSession, Session, StoredSession
-    from ._settings import Settings, settings
-    from ._store import RedisConversationStore
-    from ._telemetry import Telemetry
+    from ._core.events import EventBody, EventBodyTypeAdapter, EventMapper, StoredNode, nodes_from_msgs
+    from ._core.settings import Settings, settings
+    from ._durable.checkpoint import RETRY_SAFE, UNKNOWN_OUTCOME
+    from ._edges.telemetry import Telemetry
+    from ._read.handle import SessionHandle, q
+    from ._runtime.deps import Deps
+    from ._runtime.loop import run, start_run
+    from ._runtime.runtime import Runtime
+    from ._store.conversations import RedisConversationStore
+    from ._store.postgres import PostgresConversationStore, PostgresSession
+    from ._store.sessions import RedisSession, Session, StoredSession
 
 __all__ = [
     "RETRY_SAFE",
@@ -82,8 +82,8 @@ __all__ = [
 # Each module's public names, imported on first use: importing `pydantic_ai_stream.client` (the CLI's `ls`,
 # `cancel`, `listen`) then loads no pydantic-ai, which alone takes a second.
 _LAZY = {
-    "._deps": ("Deps",),
-    "._errors": (
+    "._runtime.deps": ("Deps",),
+    "._core.errors": (
         "AgentNotAllowedError",
         "AgxCanceledError",
         "CursorAheadError",
@@ -101,16 +101,16 @@ _LAZY = {
         "StreamNotFoundError",
         "UnknownAgentError",
     ),
-    "._events": ("EventBody", "EventBodyTypeAdapter", "EventMapper", "StoredNode", "nodes_from_msgs"),
-    "._handle": ("SessionHandle", "q"),
-    "._postgres": ("PostgresConversationStore", "PostgresSession"),
-    "._resume": ("RETRY_SAFE", "UNKNOWN_OUTCOME"),
-    "._run": ("run", "start_run"),
-    "._runtime": ("Runtime",),
-    "._session": ("RedisSession", "Session", "StoredSession"),
-    "._settings": ("Settings", "settings"),
-    "._store": ("RedisConversationStore",),
-    "._telemetry": ("Telemetry",),
+    "._core.events": ("EventBody", "EventBodyTypeAdapter", "EventMapper", "StoredNode", "nodes_from_msgs"),
+    "._read.handle": ("SessionHandle", "q"),
+    "._store.postgres": ("PostgresConversationStore", "PostgresSession"),
+    "._durable.checkpoint": ("RETRY_SAFE", "UNKNOWN_OUTCOME"),
+    "._runtime.loop": ("run", "start_run"),
+    "._runtime.runtime": ("Runtime",),
+    "._store.sessions": ("RedisSession", "Session", "StoredSession"),
+    "._core.settings": ("Settings", "settings"),
+    "._store.conversations": ("RedisConversationStore",),
+    "._edges.telemetry": ("Telemetry",),
 }
 _MODULES = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -123,7 +123,7 @@ def __getattr__(name: str) -> Any:
     try:
         value = getattr(import_module(module, __name__), name)
     except ImportError as e:
-        if module != "._postgres":
+        if module != "._store.postgres":
             raise
         raise ImportError(f"{name} needs the postgres extra: pip install 'pydantic-ai-stream[postgres]>=0.2'") from e
     globals()[name] = value  # later lookups skip this function

@@ -1,5 +1,5 @@
 """`python -m pydantic_ai_stream ...` is the `pydantic-ai-stream` command."""
 
-from ._cli import main
+from ._edges.cli import main
 
 main()

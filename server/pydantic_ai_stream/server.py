@@ -9,15 +9,15 @@ context (tests, or a process that serves beside other work); `AgentStreamService
 
 from typing import TYPE_CHECKING, Any
 
-from ._auth import Anonymous, Authenticator, AuthError, Caller, StaticTokens
-from ._deps import HostedDeps
-from ._proto import ListenResponseCache
-from ._serve import ServerSettings, load_agent, redis_client, running_server, serve, work
-from ._service import AgentStreamServicer
-from ._worker import Worker
+from ._edges.grpc_server import ServerSettings, load_agent, redis_client, running_server, serve, work
+from ._edges.grpc_service import AgentStreamServicer
+from ._edges.proto import ListenResponseCache
+from ._runtime.auth import Anonymous, Authenticator, AuthError, Caller, StaticTokens
+from ._runtime.deps import HostedDeps
+from ._runtime.worker import Worker
 
 if TYPE_CHECKING:
-    from ._a2a import a2a_routes, add_a2a
+    from ._edges.a2a.service import a2a_routes, add_a2a
 
 __all__ = [
     "AgentStreamServicer",
@@ -44,8 +44,8 @@ def __getattr__(name: str) -> Any:
     """`add_a2a` and `a2a_routes`, imported on first use: they need the `a2a` extra (the a2a SDK)."""
     if name in ("add_a2a", "a2a_routes"):
         try:
-            from . import _a2a
+            from ._edges.a2a import service as a2a
         except ImportError as e:
             raise ImportError(f"{name} needs the a2a extra: pip install 'pydantic-ai-stream[a2a]>=0.2' ({e})") from e
-        return getattr(_a2a, name)
+        return getattr(a2a, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

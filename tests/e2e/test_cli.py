@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pydantic_ai_stream import Settings
-from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
+from pydantic_ai_stream._edges.grpc_server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient
 
 

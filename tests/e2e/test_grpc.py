@@ -15,8 +15,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import Settings, _serve
-from pydantic_ai_stream._serve import RunningServer, ServerSettings, running_server
+from pydantic_ai_stream import Settings
+from pydantic_ai_stream._edges import grpc_server as _serve
+from pydantic_ai_stream._edges.grpc_server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, Transcript, event_body
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from support import CANCEL_WITHIN, renew_slowly, server_keys

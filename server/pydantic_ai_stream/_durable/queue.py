@@ -1,0 +1,507 @@
+"""The run queue: runs accepted by any process, executed by whichever worker claims them.
+
+`submit` writes the run's `begin` to its session's stream (its flag saying `queued:<run id>`) and adds a job
+to its scope's job stream. Workers claim jobs in turns of the scopes with jobs waiting, one job per scope
+per turn, so one scope's backlog delays another scope's run by at most one job per scope with jobs waiting.
+A job claimed enters a Redis Stream with one consumer group (`workers`), the queue, and is read from it with
+`XREADGROUP` in the same script; the worker adopts the run's flag as its lease, runs it and acknowledges the
+job. A job of a worker that died is taken over before any new job (see `Worker`). A scope's runs not yet
+claimed are counted in a sorted set of its own, which bounds them (`QueueFullError`). The queue's keys share
+one hash tag, so each of its scripts touches one slot of a Redis Cluster; a session's keys are in another
+slot, so each step is written to be safe to repeat: a re-sent `submit` re-adds its job, and a job whose run
+is no longer queued is dropped by the worker that claims it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+from redis.exceptions import RedisError, ResponseError
+
+from .._core.entry import decode
+from .._core.errors import QueueFullError, RunExistsError, SessionBusyError
+from .._core.keys import (
+    SessionKeys,
+    cancel_channel,
+    check_id,
+    queue_key,
+    queued_key,
+    ready_key,
+    scope_jobs_key,
+    scopes_key,
+    turn_key,
+)
+from .._core.names import lua
+from .._core.settings import Settings
+from .._store.redis import (
+    ADD_JOB_LUA,
+    READY_MAXLEN,
+    AsyncRedis,
+    Enqueue,
+    LuaScript,
+    OpenState,
+    SessionStream,
+    is_cluster,
+    xread_entries_by_key,
+)
+
+__all__ = ["GROUP", "Job", "RunQueue", "Submitted", "queued_member"]
+
+logger = logging.getLogger(__name__)
+
+GROUP = "workers"
+"""The consumer group every worker claims jobs in."""
+HANDED_BACK_IDLE_MS = 86_400_000
+"""The idle time a handed-back job is given: longer than any worker waits before taking a job over."""
+WAKE_TTL = 86_400
+"""Seconds a worker's wake-up stream lives (the worker creates it again when it is gone)."""
+
+# KEYS: the scope's queued set. ARGV: member, limit, now_ms, wait_ms. Counts the run as queued until `wait_ms`
+# from now unless the scope has `limit` queued already (runs whose wait is over no longer count); 1 if
+# counted (also when it already was: a re-sent submit, a waiting run that starts), else 0.
+_RESERVE = LuaScript("""
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+local deadline = tonumber(ARGV[3]) + tonumber(ARGV[4])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], deadline, ARGV[1])
+  return 1
+end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], deadline, ARGV[1])
+return 1
+""")
+
+
+# KEYS: the scope's job stream, the queue's scopes, turn and ready keys. ARGV: the job's fields and values.
+# Adds the job on a Redis Cluster, where `_OPEN` cannot (see `add_job`).
+_ADD_JOB = LuaScript(lua(ADD_JOB_LUA + "add_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], 1)"))
+
+# KEYS: the queue, its scopes, turn and ready keys. ARGV: group, consumer, count. Up to `count` jobs, now
+# `consumer`'s: first those already in the queue (added by a version without scopes' turns), then one of the
+# scope whose turn is next, at a time, each moved into the queue; the scope's next turn comes after every
+# other scope's. Wakes another worker when jobs are left and this one took all it could.
+_CLAIM = LuaScript(f"""
+local n = tonumber(ARGV[3])
+local function read(count)
+  local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', count, 'STREAMS', KEYS[1], '>')
+  return reply and reply[1][2] or {{}}
+end
+local jobs = read(n)
+local moved = 0
+while #jobs + moved < n do
+  local turn = redis.call('ZPOPMIN', KEYS[2])
+  if not turn[1] then break end
+  local scope = turn[1]
+  local job = redis.call('XRANGE', scope, '-', '+', 'COUNT', 1)[1]
+  if job then
+    redis.call('XDEL', scope, job[1])
+    redis.call('XADD', KEYS[1], '*', unpack(job[2]))
+    moved = moved + 1
+  end
+  if redis.call('XLEN', scope) > 0 then
+    redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), scope)
+  else
+    redis.call('DEL', scope)
+  end
+end
+if moved > 0 then
+  for _, job in ipairs(read(moved)) do jobs[#jobs + 1] = job end
+end
+if #jobs == n and redis.call('ZCARD', KEYS[2]) > 0 then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', {READY_MAXLEN}, '*', 'job', '1')
+end
+return jobs
+""")
+
+# KEYS: the queue, its scopes. ARGV: group. Jobs no worker has claimed yet: those of every scope's job
+# stream, and those in the queue not delivered to a worker.
+_WAITING = LuaScript("""
+local n = 0
+for _, scope in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do n = n + redis.call('XLEN', scope) end
+local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1])
+local claimed = type(pending) == 'table' and not pending.err and pending[1] or 0
+return n + math.max(0, redis.call('XLEN', KEYS[1]) - claimed)
+""")
+
+
+def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:
+    """A stream entry's fields as a script returns them (field, value, field, value...)."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def queued_member(user_id: int, session_id: str, run_id: str) -> str:
+    """A run in its scope's set of queued runs (ids cannot hold `:`)."""
+    return f"{user_id}:{session_id}:{run_id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """A run for a worker to execute: whose session, which run, which agent, with what options."""
+
+    scope_id: int
+    user_id: int
+    session_id: str
+    run_id: str
+    agent: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Keyword arguments for `agent.iter()` (JSON: e.g. `model_settings`)."""
+    traceparent: str = ""
+    """The W3C trace context the run's span continues (`""`: none; jobs written before it have none)."""
+    id: str = ""
+    """The job's entry id in the queue (set once claimed)."""
+
+    @property
+    def member(self) -> str:
+        """The run in its scope's queued set."""
+        return queued_member(self.user_id, self.session_id, self.run_id)
+
+    def fields(self) -> dict[str, str]:
+        fields = {
+            "scope_id": str(self.scope_id),
+            "user_id": str(self.user_id),
+            "session_id": self.session_id,
+            "run_id": self.run_id,
+            "agent": self.agent,
+            "options": json.dumps(self.options, separators=(",", ":")),
+        }
+        if self.traceparent:
+            fields["traceparent"] = self.traceparent
+        return fields
+
+    @classmethod
+    def from_fields(cls, entry_id: str, fields: Mapping[Any, Any]) -> Job:
+        """A claimed job; raises `ValueError` (or `KeyError`) for an entry that is not one."""
+        values = {decode(k): decode(v) for k, v in fields.items()}
+        return cls(
+            id=entry_id,
+            scope_id=int(values["scope_id"]),
+            user_id=int(values["user_id"]),
+            session_id=values["session_id"],
+            run_id=values["run_id"],
+            agent=values["agent"],
+            options=json.loads(values.get("options", "{}")),
+            traceparent=values.get("traceparent", ""),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Submitted:
+    """A run accepted into the queue: its id and the id of its `begin` entry (`""` while it waits behind
+    the session's run: its `begin` is written when it starts)."""
+
+    run_id: str
+    begin_event_id: str
+    waiting: bool = False
+    """It waits behind the session's run (`enqueue`) and starts when that one ends."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunQueue:
+    """The run queue of a key prefix on one Redis client (see the module docstring)."""
+
+    redis: AsyncRedis
+    prefix: str
+    max_queued: int
+    """Runs a scope may have waiting for a worker."""
+    wait_ms: int
+    """How long a queued run's flag lives: a run no worker claims within it is ended as lost. Also how long a
+    durable run's record outlives its worker, and a run waiting behind another outlives that one's lease."""
+
+    @classmethod
+    def of(cls, redis: AsyncRedis, settings: Settings) -> RunQueue:
+        """The run queue under `settings`' prefix, bounded as they say."""
+        return cls(
+            redis=redis,
+            prefix=settings.redis_prefix,
+            max_queued=settings.max_queued_runs,
+            wait_ms=min(settings.queue_wait, settings.stream_retention) * 1000,
+        )
+
+    @property
+    def key(self) -> str:
+        return queue_key(self.prefix)
+
+    def _ring(self) -> list[str]:
+        """The scopes with jobs waiting, the turn counter and the ready stream (see `add_job`)."""
+        return [scopes_key(self.prefix), turn_key(self.prefix), ready_key(self.prefix)]
+
+    async def submit(
+        self,
+        stream: SessionStream,
+        *,
+        scope_id: int,
+        user_id: int,
+        agent: str,
+        body: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        run_id: str | None = None,
+        traceparent: str | None = None,
+    ) -> Submitted:
+        """Accept a run of `agent` on the session of `stream`: its `begin` (the ids, then `body`) is in the
+        stream and its job in the queue when this returns; its span continues the trace of `traceparent`.
+
+        Raises `QueueFullError` or `SessionBusyError` writing nothing, and `RunExistsError` if `run_id` is
+        the session's queued, live or last run (a retry: nothing runs twice).
+        """
+        run_id = check_id("run_id", run_id) if run_id is not None else uuid.uuid4().hex
+        session_id = stream.keys.session_id
+        job = Job(
+            scope_id=scope_id,
+            user_id=user_id,
+            session_id=session_id,
+            run_id=run_id,
+            agent=agent,
+            options=options or {},
+            traceparent=traceparent or "",
+        )
+        # The ids first (as `open` needs), then the agent (which callers limited to some agents check).
+        ids = {"session_id": session_id, "run_id": run_id, "agent": agent}
+        open_run = partial(
+            stream.open,
+            run_id=run_id,
+            lease_ms=self.wait_ms,
+            begin={**ids, **(body or {}), **ids},
+            nonce=uuid.uuid4().hex,
+            queued=True,
+        )
+        if is_cluster(self.redis):
+            state, begin_event_id = await self._submit_in_steps(stream, job, open_run)
+        else:  # one script: no step of it can be lost without the others
+            scopes, turn, ready = self._ring()
+            enqueue = Enqueue(
+                queue=scope_jobs_key(self.prefix, scope_id),
+                queued=queued_key(self.prefix, scope_id),
+                member=job.member,
+                limit=self.max_queued,
+                fields=job.fields(),
+                scopes=scopes,
+                turn=turn,
+                ready=ready,
+            )
+            state, begin_event_id = await open_run(enqueue=enqueue)
+        if state is OpenState.OPENED:
+            return Submitted(run_id=run_id, begin_event_id=begin_event_id)
+        if state is OpenState.FULL:
+            raise QueueFullError(scope_id, self.max_queued)
+        if state is OpenState.BUSY:
+            raise SessionBusyError(session_id)
+        raise RunExistsError(session_id, run_id=run_id, begin_event_id=begin_event_id)
+
+    async def wait_behind(
+        self,
+        stream: SessionStream,
+        *,
+        scope_id: int,
+        user_id: int,
+        agent: str,
+        body: Mapping[str, Any] | None = None,
+        options: Mapping[str, Any] | None = None,
+        run_id: str,
+        traceparent: str | None = None,
+        first: bool = False,
+    ) -> Submitted | None:
+        """Accept a run behind the session's queued or live run (and the runs already waiting there, unless
+        `first`): it starts when they ended (`promote`). It counts as queued in its scope (`QueueFullError`).
+        `None` if the session has no run any more: `submit` it instead."""
+        check_id("run_id", run_id)
+        keys = stream.keys
+        job = Job(scope_id=scope_id, user_id=user_id, session_id=keys.session_id, run_id=run_id, agent=agent)
+        await self._reserve(job)
+        waiting: dict[str, Any] = {
+            "run_id": run_id,
+            "agent": agent,
+            "body": dict(body or {}),
+            "options": dict(options or {}),
+        }
+        if traceparent:
+            waiting["traceparent"] = traceparent
+        try:
+            state = await stream.wait_behind(run_id=run_id, run=waiting, ttl_ms=self.wait_ms, first=first)
+        except BaseException:
+            await self.release(scope_id, job.member)
+            raise
+        if state == 0:
+            await self.release(scope_id, job.member)
+            return None
+        return Submitted(run_id=run_id, begin_event_id="", waiting=True)
+
+    async def promote(self, stream: SessionStream) -> None:
+        """Start the first run waiting behind the session's run, if the session is free: each process that
+        sees a run of the session end calls this (at most one start wins; the rest find it started). A
+        Redis failure is logged, not raised: the run that ended stays ended."""
+        try:
+            await self._promote(stream)
+        except (RedisError, OSError) as e:
+            logger.warning("could not start the run waiting in session %r (%s)", stream.keys.session_id, e)
+
+    async def _promote(self, stream: SessionStream) -> None:
+        item = await stream.first_waiting()
+        if item is None:
+            return
+        waiting = json.loads(item)
+        keys = stream.keys
+        try:
+            await self.submit(
+                stream,
+                scope_id=keys.scope_id,
+                user_id=keys.user_id,
+                agent=waiting["agent"],
+                body=waiting["body"],
+                options=waiting["options"],
+                run_id=waiting["run_id"],
+                traceparent=waiting.get("traceparent"),
+            )
+        except RunExistsError:
+            pass  # started already, by another process seeing the same end
+        except SessionBusyError:
+            return  # another run took the session first: it waits on, for that run's end
+        await stream.started_waiting(item)
+
+    async def _submit_in_steps(
+        self, stream: SessionStream, job: Job, open_run: Callable[[], Awaitable[tuple[OpenState, str]]]
+    ) -> tuple[OpenState, str]:
+        """`submit` on a Redis Cluster, whose session and queue keys live in different slots: count the run,
+        open it, add its job; a step that fails undoes the ones before it where it can."""
+        await self._reserve(job)
+        try:
+            state, begin_event_id = await open_run()
+        except BaseException:
+            await self.release(job.scope_id, job.member)
+            raise
+        if state not in (OpenState.OPENED, OpenState.QUEUED):
+            await self.release(job.scope_id, job.member)
+            return state, begin_event_id
+        try:
+            # Also for a retry of a queued run: its first job may not have been added.
+            fields = [item for pair in job.fields().items() for item in pair]
+            await _ADD_JOB(self.redis, keys=[scope_jobs_key(self.prefix, job.scope_id), *self._ring()], args=fields)
+        except BaseException:
+            if state is OpenState.OPENED:  # no job would ever run it: end it rather than hold the session
+                with contextlib.suppress(Exception):
+                    await stream.cancel(cancel_channel(self.prefix))
+                    await self.release(job.scope_id, job.member)
+            raise
+        return state, begin_event_id
+
+    async def _reserve(self, job: Job) -> None:
+        limit = self.max_queued
+        counted = await _RESERVE(
+            self.redis,
+            keys=[queued_key(self.prefix, job.scope_id)],
+            args=[job.member, limit, int(time.time() * 1000), self.wait_ms],
+        )
+        if not int(counted):
+            raise QueueFullError(job.scope_id, limit)
+
+    async def release(self, scope_id: int, member: str) -> None:
+        """The run `member` (see `queued_member`) no longer waits: a worker claimed it, or it was
+        cancelled or refused."""
+        await self.redis.zrem(queued_key(self.prefix, scope_id), member)
+
+    async def depth(self, scope_id: int) -> int:
+        """Runs of the scope waiting for a worker (or behind their session's run)."""
+        return int(await self.redis.zcount(queued_key(self.prefix, scope_id), int(time.time() * 1000), "+inf"))
+
+    async def keep_waiting(self, runs: Sequence[tuple[SessionKeys, str]]) -> None:
+        """The runs `(session keys, run id)` still wait behind their session's run: they stay counted in their
+        scope another `wait_ms` (their session's run, renewed, extends their place there as long)."""
+        if not runs:
+            return
+        deadline = int(time.time() * 1000) + self.wait_ms
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for keys, run_id in runs:
+                member = queued_member(keys.user_id, keys.session_id, run_id)
+                pipe.zadd(queued_key(self.prefix, keys.scope_id), {member: deadline}, xx=True)
+            await pipe.execute()
+
+    async def waiting(self) -> int:
+        """Runs in the queue no worker has claimed yet, of every scope (jobs in the scopes' job streams, and
+        in the queue less those claimed)."""
+        return int(await _WAITING(self.redis, keys=[self.key, scopes_key(self.prefix)], args=[GROUP]))
+
+    async def create_group(self, *, wake: str | None = None) -> None:
+        """Create the workers' consumer group (and the queue) if there is none yet, on the queue and its
+        ready stream; and on the wake-up stream `wake` of one worker (see `claim`)."""
+        for key in (self.key, ready_key(self.prefix), *([wake] if wake else [])):
+            try:
+                await self.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
+            except ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+        if wake:
+            # A killed worker's stream goes too; a live worker whose stream expired creates it again.
+            await self.redis.expire(wake, WAKE_TTL)
+
+    async def claim(self, *, client: AsyncRedis, consumer: str, count: int, block_ms: int, wake: str) -> list[Job]:
+        """Up to `count` jobs no worker has claimed yet, in the scopes' turns, waiting up to `block_ms` for
+        one on `client` (whose connection the wait holds); an entry added to the stream `wake` ends the wait
+        at once, with no job."""
+        jobs = await self._claim(consumer, count)
+        if jobs:
+            return jobs
+        # A job added since the look above left an entry no worker read yet: the wait ends at once.
+        streams: dict[Any, Any] = {ready_key(self.prefix): ">", wake: ">"}
+        reply = await client.xreadgroup(GROUP, consumer, streams, count=READY_MAXLEN, block=block_ms, noack=True)
+        if any(decode(key) == wake for key, _ in xread_entries_by_key(reply)):
+            return []
+        return await self._claim(consumer, count) if reply else []
+
+    async def _claim(self, consumer: str, count: int) -> list[Job]:
+        entries = await _CLAIM(self.redis, keys=[self.key, *self._ring()], args=[GROUP, consumer, count])
+        return await self._jobs([(entry_id, _pairs(fields)) for entry_id, fields in entries])
+
+    async def heartbeat(self, consumer: str, job_ids: Sequence[str]) -> None:
+        """Show that `consumer` still works on these jobs: their idle time starts again (see `reclaim`)."""
+        if job_ids:
+            await self.redis.xclaim(self.key, GROUP, consumer, 0, list(job_ids), justid=True)
+
+    async def reclaim(self, consumer: str, *, idle_ms: int, count: int) -> list[Job]:
+        """Up to `count` jobs whose worker has not shown for `idle_ms` (it died, or was stopped before it
+        could adopt their runs), now `consumer`'s; a job whose run is not queued any more is dropped by it."""
+        entries: list[tuple[Any, Any]] = []
+        cursor = "0-0"
+        while len(entries) < count:  # each look scans a part of the claimed jobs: go on to their end
+            reply = await self.redis.xautoclaim(self.key, GROUP, consumer, idle_ms, cursor, count=count - len(entries))
+            entries += reply[1]
+            cursor = decode(reply[0])
+            if cursor == "0-0":
+                break
+        return await self._jobs(entries)
+
+    async def abandoned(self, *, idle_ms: int) -> bool:
+        """Whether a claimed job's worker has not shown for `idle_ms` (see `reclaim`)."""
+        return bool(await self.redis.xpending_range(self.key, GROUP, min="-", max="+", count=1, idle=idle_ms))
+
+    async def _jobs(self, entries: Sequence[tuple[Any, Any]]) -> list[Job]:
+        jobs = []
+        for entry_id, fields in entries:
+            job_id = decode(entry_id)
+            try:
+                jobs.append(Job.from_fields(job_id, fields))
+            except (KeyError, ValueError):  # not a job of ours: nothing to run
+                await self.done(job_id)
+        return jobs
+
+    async def hand_back(self, consumer: str, job_id: str) -> None:
+        """Leave a job `consumer` holds to the next worker that looks for jobs of dead workers (`reclaim`):
+        its run was let go unfinished."""
+        await self.redis.xclaim(self.key, GROUP, consumer, 0, [job_id], idle=HANDED_BACK_IDLE_MS, justid=True)
+
+    async def wake(self, wake: str) -> None:
+        """End the wait of the claim reading the stream `wake`."""
+        await self.redis.xadd(wake, {"wake": "1"}, maxlen=1, approximate=False)
+
+    async def done(self, job_id: str) -> None:
+        """Acknowledge and delete a job whose run is over (or was never to run)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(self.key, GROUP, job_id)
+            pipe.xdel(self.key, job_id)
+            await pipe.execute()

@@ -1,0 +1,242 @@
+"""`pydantic-ai-stream`: serve agents over gRPC, and talk to such a server (run, listen, ls, cancel)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+
+from ..client import StreamClient, Transcript, event_body
+from ..v1 import stream_pb2 as pb
+
+__all__ = ["main"]
+
+# `run --if-busy`: what a run does on a session that already has a queued or live run.
+_IF_BUSY = {
+    "reject": pb.BUSY_POLICY_REJECT,
+    "enqueue": pb.BUSY_POLICY_ENQUEUE,
+    "interrupt": pb.BUSY_POLICY_INTERRUPT,
+    "rollback": pb.BUSY_POLICY_ROLLBACK,
+}
+# Seconds an enqueued run may take to begin after the run before it ended (that end starts it).
+_BEGIN_SECONDS = 30.0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pydantic-ai-stream", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve agents over gRPC (options also from PYDANTIC_AI_STREAM_*)")
+    worker = commands.add_parser("worker", help="execute queued runs of agents, without serving gRPC")
+    for command in (serve, worker):
+        command.add_argument("--agent", action="append", default=[], metavar="NAME=MODULE:ATTR", help="host an agent")
+        command.add_argument("--no-demo", action="store_true", help="do not host the built-in `demo` agent")
+        redis_help = (
+            "Redis URL (default: REDIS_URL, else an embedded Redis)"
+            if command is serve
+            else "URL of the Redis its servers use (default: REDIS_URL; required: a worker has no embedded Redis)"
+        )
+        command.add_argument("--redis", metavar="URL", help=redis_help)
+        command.add_argument("--redis-cluster", action="store_true", help="the Redis URL names a Redis Cluster node")
+        command.add_argument(
+            "--redis-max-connections", type=int, help="connections the shared pool may open (default 6; plus 1 reader)"
+        )
+        command.add_argument(
+            "--concurrency",
+            type=int,
+            help="runs executed at once (default 64; serve: 0 executes none, and accepts runs of the agents "
+            "live workers host)",
+        )
+        command.add_argument("--grace", type=float, help="seconds in-flight runs get on SIGTERM (default 10)")
+        command.add_argument(
+            "--sessions", metavar="URL", help="keep conversations in PostgreSQL (postgresql://...; default: Redis)"
+        )
+        command.add_argument("--telemetry", action="store_true", help="OpenTelemetry traces and metrics (otel extra)")
+        command.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+        command.add_argument("--otlp-endpoint", metavar="URL", help="export traces and metrics over OTLP/gRPC")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
+    serve.add_argument("--token", action="append", default=[], metavar="TOKEN=SCOPE:USER[:AGENTS]", help="bearer token")
+    serve.add_argument("--tls-cert", help="server certificate chain (PEM)")
+    serve.add_argument("--tls-key", help="server private key (PEM)")
+    serve.add_argument("--tls-client-ca", help="CA for client certificates: require them (mTLS)")
+    serve.add_argument("--listen-cache-bytes", type=int, help="bytes of events Listen streams share (default 16 MiB)")
+    serve.add_argument(
+        "--a2a",
+        action=argparse.BooleanOptionalAction,
+        help="serve A2A (lf.a2a.v1.A2AService) on the same port (default: when the a2a extra is installed)",
+    )
+    serve.add_argument("--a2a-url", metavar="HOST:PORT", help="where A2A clients reach this server, as cards say")
+    serve.add_argument("--http-port", type=int, metavar="PORT", help="serve HTTP too: A2A JSON-RPC, REST, agent cards")
+
+    for name, help_text in (
+        ("run", "start a run and print the answer as it streams"),
+        ("listen", "print a session's events as JSON lines"),
+        ("ls", "list your sessions with a live run"),
+        ("cancel", "cancel a session's live run"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--target", default=os.environ.get("PYDANTIC_AI_STREAM_TARGET", "localhost:50051"))
+        command.add_argument("--token", default=os.environ.get("PYDANTIC_AI_STREAM_TOKEN"), help="bearer token")
+        command.add_argument("--tls-ca", help="trust this CA (PEM) and use TLS")
+        if name == "run":
+            command.add_argument("agent")
+            command.add_argument("prompt")
+            command.add_argument("--session", help="session id (default: a new one)")
+            command.add_argument(
+                "--if-busy",
+                choices=list(_IF_BUSY),
+                default="reject",
+                help="if the session has a queued or live run: fail (reject, the default), wait behind it and then "
+                "run (enqueue), or cancel it first, keeping its messages (interrupt) or dropping them (rollback)",
+            )
+        if name in ("listen", "cancel"):
+            command.add_argument("session")
+        if name == "listen":
+            command.add_argument("--after", default="", help="resume after this event id")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `pydantic-ai-stream` command."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in ("serve", "worker"):
+        _serve(args)
+        return
+    try:
+        sys.exit(asyncio.run(_client_command(args)))
+    except grpc.aio.AioRpcError as e:
+        print(f"error: {e.code().name}: {e.details()}", file=sys.stderr)
+        sys.exit(1)
+    except BrokenPipeError:  # e.g. `listen ... | head`: the reader left, which is fine
+        sys.stderr.close()
+        sys.exit(0)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from .grpc_server import ServerSettings, serve, work
+
+    overrides: dict[str, Any] = {
+        "redis_url": args.redis,
+        "redis_max_connections": args.redis_max_connections,
+        "shutdown_grace": args.grace,
+        "concurrency": args.concurrency,
+        "sessions": args.sessions,
+        "metrics_port": args.metrics_port,
+        "otlp_endpoint": args.otlp_endpoint,
+    }
+    if args.command == "serve":
+        overrides |= {
+            "host": args.host,
+            "port": args.port,
+            "tls_cert": args.tls_cert,
+            "tls_key": args.tls_key,
+            "tls_client_ca": args.tls_client_ca,
+            "listen_cache_bytes": args.listen_cache_bytes,
+            "a2a": args.a2a,
+            "a2a_url": args.a2a_url,
+            "http_port": args.http_port,
+        }
+    config = ServerSettings(**{k: v for k, v in overrides.items() if v is not None})
+    if args.agent:
+        config.agents = {**config.agents, **dict(spec.split("=", 1) for spec in args.agent)}
+    if getattr(args, "token", None):
+        config.tokens = [*config.tokens, *args.token]
+    if args.no_demo:
+        config.demo = False
+    if args.redis_cluster:
+        config.redis_cluster = True
+    if args.telemetry:
+        config.telemetry = True
+    try:
+        asyncio.run(serve(config) if args.command == "serve" else work(config))
+    except (ValueError, TypeError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+async def _client_command(args: argparse.Namespace) -> int:
+    root = open(args.tls_ca, "rb").read() if args.tls_ca else None  # noqa: SIM115, ASYNC230 - read once at start
+    async with StreamClient(args.target, token=args.token, root_certificates=root) as client:
+        if args.command == "ls":
+            for session_id in await client.list_active():
+                print(session_id)
+        elif args.command == "cancel":
+            cancelled = await client.cancel(args.session)
+            print("cancelled" if cancelled else "no live run")
+            return 0 if cancelled else 1
+        elif args.command == "listen":
+            async for event in client.listen(args.session, after=args.after):
+                body = event_body(event)
+                print(json.dumps({"id": event.id, "type": event.type_name, "origin": event.origin, "body": body}))
+        else:
+            session_id = args.session or uuid.uuid4().hex[:12]
+            started = await client.run(args.agent, session_id, args.prompt, if_busy=_IF_BUSY[args.if_busy])
+            waiting = " waiting behind the session's run" if started.waiting else ""
+            print(f"session {session_id} run {started.run_id}{waiting}", file=sys.stderr)
+            return await _print_answer(_events_of_run(client, session_id, started.run_id))
+    return 0
+
+
+async def _events_of_run(client: StreamClient, session_id: str, run_id: str) -> AsyncIterator[pb.Event]:
+    """The events of the session's run `run_id`. Listen gives the current run, so a run that waits behind
+    others follows each of them to its `end`, then listens again; DEADLINE_EXCEEDED if it has not begun
+    `_BEGIN_SECONDS` after the run before it ended."""
+    ended = None  # the run last followed to its `end`
+    deadline = time.monotonic() + _BEGIN_SECONDS
+    while True:
+        current: str | None = None
+        async for event in client.listen(session_id):
+            if current is None:  # the first event: the run's `begin`
+                current = event_body(event)["run_id"]
+            if current == run_id:
+                yield event
+        if current == run_id:
+            return
+        if current != ended:
+            ended, deadline = current, time.monotonic() + _BEGIN_SECONDS
+        elif time.monotonic() > deadline:
+            details = f"run {run_id} did not begin within {_BEGIN_SECONDS:.0f} s of the session's run ending"
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), details
+            )
+        else:
+            await asyncio.sleep(0.1)  # the next run's `begin` is not written yet: poll back-off, not synchronisation
+
+
+async def _print_answer(events: AsyncIterator[pb.Event]) -> int:
+    """The answer to stdout: as it streams on a terminal, else once the run ended (so a file or a pipe never
+    gets output a resumed run superseded); thinking, tools, resumes and errors to stderr as they come.
+    Exit 1 if the run failed."""
+    streaming = sys.stdout.isatty()
+    transcript = Transcript()
+    failed = False
+    async for event in events:
+        dropped = transcript.apply(event)
+        if event.kind == pb.EVENT_KIND_RESUMED:
+            redone = f"; what it printed from step {event.idx} on is redone below" if dropped and streaming else ""
+            print(f"\n[resumed] its worker stopped; attempt {event.attempt} goes on{redone}", file=sys.stderr)
+        elif event.type == pb.EVENT_TYPE_ERROR:
+            failed = True
+            print(f"\n[error] {event_body(event).get('msg')}", file=sys.stderr)
+        elif event.part_kind == pb.PART_KIND_TEXT:
+            if streaming:
+                print(event.content_delta or event.content, end="", flush=True)
+        elif event.part_kind == pb.PART_KIND_THINKING:
+            print(event.content_delta or event.content, end="", file=sys.stderr, flush=True)
+        elif event.part_kind == pb.PART_KIND_TOOL_CALL:
+            print(f"\n[tool] {event.tool_name}({json.dumps(dict(event.args))})", file=sys.stderr)
+        elif event.part_kind == pb.PART_KIND_TOOL_RETURN:
+            print(f"[tool] {event.tool_name} -> {event.content}", file=sys.stderr)
+    print("" if streaming else transcript.text())
+    return 1 if failed else 0

@@ -1,0 +1,163 @@
+"""`run`: drive a pydantic-ai agent over a session, streaming its events (the run loop)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic_ai import Agent, RunCancelled
+from pydantic_ai.agent import AbstractAgent
+from pydantic_ai.messages import ModelMessage
+
+from .._core.errors import AgxCanceledError, LeaseLostError
+from .._core.names import ORIGIN_STREAM
+from .._durable.checkpoint import saved_by
+from .._store.sessions import Session
+from .deps import Deps
+
+__all__ = ["drive", "run", "start_run"]
+
+logger = logging.getLogger(__name__)
+
+
+async def run(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str, deps: Deps, **kwargs: Any) -> None:
+    """Run `agent` on `user_prompt` in `session`, streaming its events to the session's stream.
+
+    Takes the session's live flag (`SessionBusyError` if taken), loads the session, drives
+    `agent.iter()`, saves the conversation and writes `end`. On a cancel from any process it stops at
+    once, saves the partial conversation, writes `error` `{"msg": "canceled"}` and raises
+    `AgxCanceledError`; on a crash it writes `error` and re-raises. `kwargs` go to `agent.iter()`.
+    """
+    await deps.start(body={"user_prompt": user_prompt})
+    await drive(session, agent, user_prompt, deps, **kwargs)
+
+
+async def start_run(
+    session: Session, agent: AbstractAgent[Any, Any], user_prompt: str, deps: Deps, **kwargs: Any
+) -> asyncio.Task[None]:
+    """Like `run`, but return once the session is taken and `begin` written, with the rest in a task.
+
+    `SessionBusyError` (and bad ids) are raised here; the task ends as `run` would.
+    """
+    await deps.start(body={"user_prompt": user_prompt})
+    return asyncio.create_task(drive(session, agent, user_prompt, deps, **kwargs))
+
+
+async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str, deps: Deps, **kwargs: Any) -> None:
+    """The rest of `run` once `deps` holds the run (`start()`, or a run adopted from the queue).
+
+    A durable run (one from the run queue) is checkpointed as it goes; resumed by another worker, it goes
+    on from its last checkpoint (see `_resume`).
+    """
+    live = deps.live_run
+    before: list[ModelMessage] = []  # the run's messages from its earlier attempts (its last checkpoint)
+    try:
+        await session.load()
+        history = list(session.msgs)
+        if live is not None and live.attempt > 1 and saved_by(history, live.run_id):
+            # Its last worker saved the conversation and stopped before `end`: only `end` is left, after the
+            # nodes that the `resumed` marker replaced for listeners.
+            await live.replay_saved(history)
+            return
+        resumed = await live.resume() if live is not None else None
+        prompt: str | None = user_prompt
+        if resumed is not None:
+            prompt, before = None, resumed.messages
+            if live is not None and live.token.cancelled:  # cancelled while its worker was gone: it ends here
+                before = resumed.closed()
+                raise RunCancelled("canceled")
+            kwargs.setdefault("deferred_tool_results", resumed.tool_results(agent))
+        kwargs.setdefault("conversation_id", deps.session_id)
+        # pydantic-ai's run id is unique per attempt: a resumed run's history holds its earlier attempts'.
+        kwargs.setdefault("run_id", live.lease_id if live is not None else deps.run_id)
+        async with agent.iter(
+            prompt,
+            deps=deps,
+            message_history=[*history, *before],
+            cancellation_token=deps.cancellation_token,
+            **kwargs,
+        ) as agent_run:
+            tools_ran = False
+            async for node in agent_run:
+                if Agent.is_model_request_node(node):
+                    if tools_ran and live is not None and live.durable:
+                        # The previous node's tool returns are in: resume with this request.
+                        await live.checkpoint(live.mapper.idx + 1, [*before, *agent_run.new_messages(), node.request])
+                    await deps.add_node_begin(node)
+                    async with node.stream(agent_run.ctx) as model_events:
+                        async for event in model_events:
+                            await deps.add_node_event(event)
+                    await deps.add_node_end()
+                elif Agent.is_call_tools_node(node):
+                    if node.model_response.tool_calls and live is not None and live.durable:
+                        # The response is in: resume with its tool calls.
+                        await live.checkpoint(live.mapper.idx, [*before, *agent_run.new_messages()])
+                    async with node.stream(agent_run.ctx) as tool_events:
+                        async for event in tool_events:
+                            await deps.add_node_event(event)
+                    tools_ran = True
+        await _save(session, deps, [*before, *agent_run.new_messages()])
+    except RunCancelled as e:
+        save_error = await _end_cancelled(session, deps, [*before, *e.new_messages()])
+        raise AgxCanceledError("canceled") from save_error or e
+    except asyncio.CancelledError as e:
+        if live is None or not live.handing_back:
+            # The task running us was cancelled (e.g. shutdown): keep what was done, tell listeners, go on.
+            partial = RunCancelled.from_cancellation(e)
+            await _end_cancelled(session, deps, None if partial is None else [*before, *partial.new_messages()])
+        raise  # handed back: another worker resumes the run, which ends and saves it
+    except LeaseLostError:
+        raise
+    except Exception as e:
+        await _add_error(deps, {"msg": f"crashed - {e}"})
+        raise
+    finally:
+        await deps.stop(grace_period=deps.get_runtime().settings.stream_retention)
+
+
+async def _save(session: Session, deps: Deps, new_messages: Sequence[ModelMessage]) -> None:
+    with contextlib.suppress(LeaseLostError):
+        await deps.flush()  # a write refused for a lost lease shows here, before anything is saved
+    if deps.lease_lost:
+        # Another run may own the session now: its history wins.
+        logger.warning("run %s lost its lease; its messages are not saved", deps.run_id)
+        return
+    session.add_msgs(new_messages)
+    await session.save()
+
+
+async def _end_cancelled(session: Session, deps: Deps, partial: Sequence[ModelMessage] | None) -> Exception | None:
+    """Save a cancelled run's partial conversation (unless it is rolled back), then tell listeners it was
+    cancelled and whether the save failed; a failed save's error is returned, not raised: the cancel is
+    how the run ended."""
+    save_error = None
+    rolled_back = await _rolled_back(deps)
+    if partial is not None and not rolled_back:
+        try:
+            await _save(session, deps, partial)
+        except Exception as e:
+            logger.warning("run %s was cancelled and its conversation could not be saved: %s", deps.run_id, e)
+            save_error = e
+    await _add_error(deps, {"msg": "canceled", "rollback": True} if rolled_back else {"msg": "canceled"})
+    if save_error is not None:
+        await _add_error(deps, {"msg": f"save failed - {save_error}"})
+    return save_error
+
+
+async def _rolled_back(deps: Deps) -> bool:
+    live = deps.live_run
+    try:
+        return live is not None and await live.rolled_back()
+    except Exception as e:  # then the conversation is saved, as for any cancel (or its save fails too)
+        logger.warning("run %s could not tell whether it was rolled back: %s", deps.run_id, e)
+        return False
+
+
+async def _add_error(deps: Deps, body: dict[str, Any]) -> None:
+    try:
+        await deps.add_error(body, origin=ORIGIN_STREAM)
+    except LeaseLostError:
+        logger.warning("run %s lost its lease before it could report %s", deps.run_id, body)

@@ -1,0 +1,163 @@
+"""Stream writers: each run's entries in order, every run of the process sharing its round trips.
+
+A `StreamWriter` queues its run's entries on its runtime's `WriteCombiner` (one per `Runtime`, the
+owner of its task). The combiner keeps one write in flight: the first entry of a burst is sent at
+once, and whatever any run adds meanwhile goes together in the next write, one script call for
+every stream with entries waiting (each stream fenced by its own run's lease). So one run streaming
+alone sees every token immediately, and a thousand runs streaming at once share their round trips
+instead of queueing a thousand of them. On a Redis Cluster, whose scripts cannot span slots, the
+next write is one call per stream, sent together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .._core.errors import LeaseLostError
+from .._store.redis import AsyncRedis, PendingEntry, SessionStream, append_many
+
+if TYPE_CHECKING:
+    from .._edges.telemetry import Telemetry
+
+__all__ = ["StreamWriter", "WriteCombiner"]
+
+MAX_ENTRIES_PER_WRITE = 5000
+"""Entries one write carries at most; the rest go in the next."""
+
+
+@dataclass(eq=False, kw_only=True)
+class StreamWriter:
+    """Appends one run's entries to its stream under its lease; errors surface at the next call."""
+
+    stream: SessionStream
+    run_id: str
+    combiner: WriteCombiner
+    """The process's writes to the stream's Redis client, which this writer's go with."""
+    last_id: str
+    """The last entry this run is known to have written (its `begin` at first)."""
+    max_pending: int = 1000
+    """Entries that may wait for the write in flight before `add` waits too (backpressure)."""
+
+    _pending: list[PendingEntry] = field(default_factory=list)
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    _error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        self._idle.set()
+
+    async def add(self, type_: str, origin: str, body: Mapping[str, Any] | None) -> None:
+        """Queue an entry; it is written with the next round trip, in order."""
+        self._raise_error()
+        self._pending.append((type_, origin, body))
+        self._idle.clear()
+        self.combiner.schedule(self)
+        if len(self._pending) >= self.max_pending:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until every queued entry is written; raises the write's error if one failed."""
+        await self._idle.wait()  # a cancelled caller leaves the write itself to the combiner
+        self._raise_error()
+
+    def take(self, limit: int) -> list[PendingEntry]:
+        """The combiner takes up to `limit` queued entries for the next write."""
+        taken, self._pending = self._pending[:limit], self._pending[limit:]
+        return taken
+
+    def written(self, entry_id: str | None, error: BaseException | None) -> None:
+        """The combiner reports a write of this writer's entries: its last id, or how it failed."""
+        if entry_id is not None:
+            self.last_id = entry_id
+        if error is not None and self._error is None:
+            self._error = error
+            self._pending.clear()  # nothing after a failed write may be written
+        if not self._pending:
+            self._idle.set()
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._pending) and self._error is None
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+@dataclass(eq=False, kw_only=True)
+class WriteCombiner:
+    """The process's writes to one Redis client: one in flight, carrying every waiting run's entries."""
+
+    redis: AsyncRedis
+    on_idle: Callable[[], None] = lambda: None
+    """Called when no write is left in flight or waiting."""
+    telemetry: Telemetry | None = None
+    """Counts the entries written and the writes that failed."""
+    _waiting: dict[StreamWriter, None] = field(default_factory=dict)
+    """Writers with entries to write, in the order they asked (a dict as an ordered set)."""
+    _task: asyncio.Task[None] | None = None
+
+    def schedule(self, writer: StreamWriter) -> None:
+        """Have `writer`'s queued entries go with the next write (now, if none is in flight)."""
+        self._waiting[writer] = None
+        if self._task is None:
+            self._task = asyncio.create_task(self._write_waiting())
+
+    async def _write_waiting(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._next_batch()
+                if batch:
+                    await self._write(batch)
+        finally:
+            self._task = None
+            if not self._waiting:
+                self.on_idle()
+
+    @property
+    def idle(self) -> bool:
+        """Whether no write is in flight."""
+        return self._task is None
+
+    async def aclose(self) -> None:
+        """Wait for the writes in flight and waiting (each fails on its own if Redis is gone)."""
+        while self._task is not None:
+            await asyncio.wait([self._task])
+
+    def _next_batch(self) -> list[tuple[StreamWriter, list[PendingEntry]]]:
+        batch: list[tuple[StreamWriter, list[PendingEntry]]] = []
+        room = MAX_ENTRIES_PER_WRITE
+        for writer in list(self._waiting):
+            if room <= 0:
+                break
+            del self._waiting[writer]
+            if writer.waiting:
+                entries = writer.take(room)
+                room -= len(entries)
+                batch.append((writer, entries))
+                if writer.waiting:
+                    self._waiting[writer] = None  # the rest goes next time, after the others
+        return batch
+
+    async def _write(self, batch: list[tuple[StreamWriter, list[PendingEntry]]]) -> None:
+        writes = [(writer.stream, writer.run_id, writer.last_id, entries) for writer, entries in batch]
+        try:
+            results = await append_many(self.redis, writes)
+        except Exception as e:
+            if self.telemetry is not None:
+                self.telemetry.redis_error("write")
+            for writer, _ in batch:
+                writer.written(None, e)
+            return
+        except BaseException as e:  # cancelled (the loop is closing): fail the writers, then stop
+            for writer, _ in batch:
+                writer.written(None, e)
+            raise
+        if self.telemetry is not None:
+            self.telemetry.written(sum(len(e) for (_, e), done in zip(batch, results, strict=True) if done is not None))
+        for (writer, _), entry_id in zip(batch, results, strict=True):
+            session = writer.stream.keys.session_id
+            lost = LeaseLostError(f"run {writer.run_id} no longer holds session {session!r}")
+            writer.written(entry_id, None if entry_id is not None else lost)
