@@ -57,6 +57,7 @@ from ..._runtime.auth import AuthError, Caller
 from ..._runtime.runtime import Runtime
 from ..._store.redis import CancelState
 from ..grpc_service import AgentStreamServicer, status_of, statuses
+from . import A2A_SERVICE_NAME
 from .tasks import TaskRecord, TaskRecords, TaskState, now_ms
 
 __all__ = [
@@ -71,7 +72,6 @@ __all__ = [
     "add_a2a",
 ]
 
-A2A_SERVICE_NAME = a2a.DESCRIPTOR.services_by_name["A2AService"].full_name
 A2A_HTTP_PREFIX = "/a2a"
 """Where A2A's HTTP routes live on the HTTP port (the agent cards' standard path aside)."""
 JSONRPC_PATH = f"{A2A_HTTP_PREFIX}/jsonrpc"
