@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
 
+from ._core.fold import Fold, TranscriptNode
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
@@ -166,35 +167,13 @@ class TranscriptPart:
 
 
 @dataclass(kw_only=True)
-class TranscriptNode:
-    """A node (model request) of a run: its response parts by `event_idx`, then its tool returns as they came."""
-
-    idx: int
-    _response: dict[int, TranscriptPart] = field(default_factory=dict)
-    _returns: list[TranscriptPart] = field(default_factory=list)
-
-    @property
-    def parts(self) -> list[TranscriptPart]:
-        """The response parts in `event_idx` order, then the tool returns and retry prompts in arrival order."""
-        return [self._response[i] for i in sorted(self._response)] + self._returns
-
-
-@dataclass(kw_only=True)
-class Transcript:
+class Transcript(Fold[TranscriptPart]):
     """What a run has output so far, folded from its events with `apply`; a resume drops what it superseded."""
 
-    attempt: int = 1
-    """The attempt the run goes on as: 1 until a worker died and another resumed it."""
     error: dict[str, Any] | None = None
     """The body of the last `error` event (e.g. `{"msg": "canceled"}`), or `None`."""
     ended: bool = False
     """Whether the run's `end` came."""
-    _nodes: dict[int, TranscriptNode] = field(default_factory=dict)
-
-    @property
-    def nodes(self) -> list[TranscriptNode]:
-        """The nodes in `idx` order."""
-        return [self._nodes[i] for i in sorted(self._nodes)]
 
     def apply(self, event: pb.Event) -> bool:
         """Fold one event in; `True` when it dropped output folded before (a resume), so a UI re-renders."""
@@ -204,31 +183,26 @@ class Transcript:
             self.error = event_body(event)
         if not event.HasField("idx"):  # begin, end, error, custom events: no node
             return False
-        if event.kind == pb.EVENT_KIND_RESUMED:
-            self.attempt = event.attempt
-            superseded = [i for i in self._nodes if i >= event.idx]
-            for i in superseded:
-                del self._nodes[i]
-            return bool(superseded)
-        if event.kind == pb.EVENT_KIND_PART_DELTA:
-            # A listener that joined after a cursor may get deltas of a part it never saw start: nothing to extend.
-            node = self._nodes.get(event.idx)
-            part = node._response.get(event.event_idx) if node is not None else None
-            if part is not None:
-                part.content += event.content_delta
-            return False
-        node = self._nodes.setdefault(event.idx, TranscriptNode(idx=event.idx))
-        if event.kind == pb.EVENT_KIND_PART_START:
-            part = _part(event)
-            if part.event_idx is None:
-                node._returns.append(part)
-            else:
-                node._response[part.event_idx] = part  # a response part sent again replaces the one before
-        return False
+        return self.fold(_fold_body(event), lambda: _part(event))
 
-    def text(self) -> str:
-        """The text parts' content, node after node: what the run has answered so far."""
-        return "".join(p.content for node in self.nodes for p in node.parts if p.part_kind == pb.PART_KIND_TEXT)
+
+_FOLDED_KINDS = {
+    pb.EVENT_KIND_RESUMED: "resumed",
+    pb.EVENT_KIND_PART_START: "part_start",
+    pb.EVENT_KIND_PART_DELTA: "part_delta",
+}
+"""The event kinds the fold tells apart, by the name their body has."""
+
+
+def _fold_body(event: pb.Event) -> dict[str, Any]:
+    """What the fold reads of an event, as the event's body has it (an `Event` may come without its JSON)."""
+    return {
+        "event": _FOLDED_KINDS.get(event.kind, ""),
+        "idx": event.idx,
+        "event_idx": event.event_idx,  # a delta's (a part's own comes with `_part`)
+        "content_delta": event.content_delta,
+        "attempt": event.attempt,
+    }
 
 
 def _part(event: pb.Event) -> TranscriptPart:

@@ -51,6 +51,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..._core.entry import Entry
 from ..._core.errors import CursorExpiredError, InvalidIdError, InvalidRequestError, UnknownAgentError
+from ..._core.fold import BodyPart, Fold
 from ..._core.names import BEGIN, END, ERROR, EVENT, ORIGIN_STREAM
 from ..._read.handle import SessionHandle
 from ..._runtime.auth import AuthError, Caller
@@ -114,8 +115,8 @@ class TaskFold:
     """Whether the run started (a node began): the state is WORKING, else SUBMITTED."""
     error: str = ""
     ended: bool = False
-    _text: dict[int, dict[int, str]] = field(default_factory=dict)
-    """Node idx -> text part event_idx -> its content so far."""
+    _fold: Fold[BodyPart] = field(default_factory=Fold)
+    """The run's output so far, folded as `client.Transcript` folds it."""
     _sent: list[str] = field(default_factory=list)
     """The chunks of the artifact the client has, in order."""
     _opened: bool = False
@@ -123,7 +124,7 @@ class TaskFold:
 
     def text(self) -> str:
         """The text parts' content, node after node."""
-        return "".join(part for idx in sorted(self._text) for _, part in sorted(self._text[idx].items()))
+        return self._fold.text()
 
     def entry(self, entry: Entry) -> list[Event]:
         """The A2A events for one entry; the last one after `end` is the final status."""
@@ -158,30 +159,17 @@ class TaskFold:
         return self.task()
 
     def _event(self, body: Mapping[str, Any]) -> list[Event]:
-        kind, idx = body.get("event"), body.get("idx")
-        if not isinstance(idx, int):
-            return []
-        if kind == "resumed":
-            for superseded in [i for i in self._text if i >= idx]:
-                del self._text[superseded]
-            return self._resend()
-        if body.get("part_kind") != "text" or not isinstance(event_idx := body.get("event_idx"), int):
-            return []
-        parts = self._text.setdefault(idx, {})
-        if kind == "part_start":
-            parts[event_idx] = str(body.get("content") or "")
-            return self._resend()
-        if kind == "part_delta" and event_idx in parts:
-            delta = str(body.get("content_delta") or "")
-            parts[event_idx] += delta
-            if self._is_last(idx, event_idx):
+        kind, idx, event_idx = body.get("event"), body.get("idx"), body.get("event_idx")
+        self._fold.fold(body, lambda: BodyPart.of(body))
+        if kind == "part_delta":
+            if body.get("part_kind") != "text" or not isinstance(idx, int) or not isinstance(event_idx, int):
+                return []
+            if self._fold.ends_text(idx, event_idx):  # the common case, without re-joining the text
+                delta = str(body.get("content_delta") or "")
                 return [self._chunk(delta, append=self._opened)] if delta else []
-            return self._resend()
-        return []
-
-    def _is_last(self, idx: int, event_idx: int) -> bool:
-        last_node = max(self._text)
-        return idx == last_node and event_idx == max(self._text[last_node])
+        elif kind not in ("resumed", "part_start"):
+            return []
+        return self._resend()
 
     def _resend(self) -> list[Event]:
         """What the client needs to have the text: the new end appended, or the whole artifact again."""
