@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from a2a.server.context import ServerCallContext
 from a2a.server.events.event_queue import Event
@@ -194,35 +194,16 @@ class A2ARequestHandler(RequestHandler):
             _, agent = await self._caller(context)
             return self.card(agent)
 
-    async def on_create_task_push_notification_config(
-        self, params: a2a.TaskPushNotificationConfig, context: ServerCallContext
-    ) -> a2a.TaskPushNotificationConfig:
-        """Not supported (subscribe to the task instead), said to authenticated callers only."""
-        await self._unsupported_push(context)
-
-    async def on_get_task_push_notification_config(
-        self, params: a2a.GetTaskPushNotificationConfigRequest, context: ServerCallContext
-    ) -> a2a.TaskPushNotificationConfig:
-        """Not supported, said to authenticated callers only."""
-        await self._unsupported_push(context)
-
-    async def on_list_task_push_notification_configs(
-        self, params: a2a.ListTaskPushNotificationConfigsRequest, context: ServerCallContext
-    ) -> a2a.ListTaskPushNotificationConfigsResponse:
-        """Not supported, said to authenticated callers only."""
-        await self._unsupported_push(context)
-
-    async def on_delete_task_push_notification_config(
-        self, params: a2a.DeleteTaskPushNotificationConfigRequest, context: ServerCallContext
-    ) -> None:
-        """Not supported, said to authenticated callers only."""
-        await self._unsupported_push(context)
-
-    async def _unsupported_push(self, context: ServerCallContext) -> NoReturn:
-        """Push notifications are not offered: every A2A call authenticates first, this one too."""
+    async def on_create_task_push_notification_config(self, params: Any, context: ServerCallContext) -> NoReturn:
+        """Push notifications are not offered (subscribe to the task instead), said to authenticated callers
+        only: every A2A call authenticates first, this one too."""
         async with call_errors(context):
             await self._caller(context)
         raise PushNotificationNotSupportedError
+
+    on_get_task_push_notification_config = on_create_task_push_notification_config
+    on_list_task_push_notification_configs = on_create_task_push_notification_config
+    on_delete_task_push_notification_config = on_create_task_push_notification_config
 
     async def _caller(self, context: ServerCallContext) -> tuple[Caller, str]:
         """The authenticated caller and the tenant's agent, which the caller may run: a caller limited to some
