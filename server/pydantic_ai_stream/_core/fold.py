@@ -37,6 +37,7 @@ class BodyPart:
 
     @classmethod
     def of(cls, body: Mapping[str, Any]) -> BodyPart:
+        """The part a `part_start` body starts (a missing `event_idx`: a tool return's)."""
         event_idx = body.get("event_idx")
         return cls(
             part_kind_name=str(body.get("part_kind") or ""),
