@@ -9,7 +9,8 @@ from a2a.types import a2a_pb2 as a2a
 
 from pydantic_ai_stream._core.entry import Entry
 from pydantic_ai_stream._core.names import END, ERROR, EVENT, ORIGIN_PYDANTIC_AI, ORIGIN_STREAM
-from pydantic_ai_stream._edges.a2a.service import TaskFold
+from pydantic_ai_stream._edges.a2a import A2A_SERVICE_NAME
+from pydantic_ai_stream._edges.a2a.fold import TaskFold
 
 _ids = iter(range(1, 10_000))
 
@@ -109,3 +110,7 @@ def test_cancel_and_failure_states() -> None:
     # A developer's own error event does not end or fail the run.
     fold, _ = _fold([_entry(ERROR, {"msg": "retrying"}, "developer"), _entry(END, {}, ORIGIN_STREAM)])
     assert fold.task().status.state == a2a.TASK_STATE_COMPLETED
+
+
+def test_the_service_name_is_the_sdks() -> None:
+    assert a2a.DESCRIPTOR.services_by_name["A2AService"].full_name == A2A_SERVICE_NAME

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pydantic_ai_stream import CursorAheadError, InvalidIdError, Runtime, Settings, run
+from pydantic_ai_stream._core.cursor import Cursor
 from pydantic_ai_stream._read import hub as _reader
 from support import Collector, MemorySession, ScopedDeps, evalsha_calls, has_text, scripted_model
 
@@ -50,7 +51,7 @@ async def test_many_listeners_share_one_blocking_read(
     for i, events in enumerate(streams):
         assert events[0]["type"] == "begin"
         assert events[-1]["type"] == "end"
-        assert [e["id"] for e in events] == sorted({e["id"] for e in events}, key=_reader.stream_id_key)
+        assert [e["id"] for e in events] == sorted({e["id"] for e in events}, key=Cursor.key_of)
         assert events == streams[i - i % 5], "the listeners of a session see the same events"
     await listening.aclose()
 

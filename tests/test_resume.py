@@ -16,7 +16,8 @@ from pydantic_ai.models.test import TestModel
 
 from pydantic_ai_stream import RETRY_SAFE, UNKNOWN_OUTCOME
 from pydantic_ai_stream._core.events import EventMapper
-from pydantic_ai_stream._durable.checkpoint import Checkpoint, decode_messages, encode_messages, saved_by, saved_nodes
+from pydantic_ai_stream._core.messages import decode_messages
+from pydantic_ai_stream._durable.checkpoint import Checkpoint, encode_messages, saved_by, saved_nodes
 
 
 def test_a_checkpoint_keeps_any_message_as_it_was_even_binary_content() -> None:

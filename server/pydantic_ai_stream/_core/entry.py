@@ -1,4 +1,4 @@
-"""A stream entry as listeners see it, and the rules of the cursor (an entry id) that resumes after it."""
+"""A stream entry as listeners see it (its id is a `Cursor`), and where a stream starts and ends."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .names import BEGIN
-
-__all__ = ["Entry", "StreamBounds", "decode", "entry_type", "stream_id_key", "trimmed_past"]
+__all__ = ["Entry", "StreamBounds", "decode", "entry_type"]
 
 
 def decode(value: bytes | str) -> str:
@@ -57,17 +55,3 @@ class StreamBounds(NamedTuple):
 def entry_type(fields: dict[Any, Any]) -> str:
     """An entry's `type`, its body left unparsed (it may be large)."""
     return next((decode(v) for k, v in fields.items() if decode(k) == "type"), "")
-
-
-def stream_id_key(entry_id: str) -> tuple[int, int]:
-    """Sort key of a stream entry id (`<ms>-<seq>`)."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
-def trimmed_past(after: str, *, oldest: str, oldest_type: str) -> bool:
-    """Whether entries after `after` (`0-0`: the run's `begin`) may be gone, the stream now starting at
-    `oldest`: the one rule by which a cursor is expired."""
-    if after == "0-0":
-        return oldest_type != BEGIN
-    return stream_id_key(oldest) > stream_id_key(after)

@@ -17,7 +17,6 @@ __all__ = [
     "check_id",
     "check_int_id",
     "check_prefix",
-    "check_stream_id",
     "excerpt",
     "queue_key",
     "queue_wake_key",
@@ -36,7 +35,6 @@ MAX_ID_LENGTH = 128
 _FORBIDDEN = re.compile(r"[:*?\[\]{}\s\\]")
 _PREFIX_FORBIDDEN = re.compile(r"[*?\[\]{}\s\\]")
 _ACTIVE_SUFFIX = "::active"
-_STREAM_ID = re.compile(r"^\d{1,20}-\d{1,20}$|^0$")
 
 
 def excerpt(value: str, limit: int = 40) -> str:
@@ -72,14 +70,6 @@ def check_prefix(value: str) -> str:
     """Return `value` if it can start every key: non-empty, no glob characters, braces or spaces."""
     if not value or len(value) > MAX_ID_LENGTH or _PREFIX_FORBIDDEN.search(value):
         raise InvalidIdError(f"redis prefix {value!r} must be 1-{MAX_ID_LENGTH} chars without *?[]{{}}\\ or spaces")
-    return value
-
-
-def check_stream_id(value: str) -> str:
-    """Return `value` if it is a Redis stream entry id (`<ms>-<seq>`), else raise `InvalidIdError`."""
-    if not _STREAM_ID.match(value) or any(int(part) >= 1 << 64 for part in value.split("-")):
-        # Redis's own limit: both parts are 64-bit; a larger id would fail the shared read.
-        raise InvalidIdError(f"event id {excerpt(value)} is not a stream entry id like '1700000000000-0'")
     return value
 
 

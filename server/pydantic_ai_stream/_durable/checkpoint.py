@@ -14,17 +14,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ConfigDict, TypeAdapter
 from pydantic_ai.agent import AbstractAgent
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, ModelResponse, ToolReturnPart
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, ToolReturnPart
 from pydantic_ai.tools import DeferredToolResults
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
+
+from .._core.messages import encode_message
 
 __all__ = [
     "RETRY_SAFE",
     "UNKNOWN_OUTCOME",
     "Checkpoint",
-    "decode_messages",
     "encode_messages",
     "retry_safe_tools",
     "saved_by",
@@ -42,20 +42,10 @@ UNKNOWN_OUTCOME = (
 )
 """The tool return a resumed run gives the model for a call that may have run and is not safe to retry."""
 
-_MessageTypeAdapter: TypeAdapter[ModelMessage] = TypeAdapter(
-    ModelMessage, config=ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
-)
-"""One message as `ModelMessagesTypeAdapter` writes each of a list's (bytes as base64)."""
-
 
 def encode_messages(messages: Sequence[ModelMessage]) -> list[bytes]:
-    """Each message's JSON, as a checkpoint keeps them."""
-    return [_MessageTypeAdapter.dump_json(message) for message in messages]
-
-
-def decode_messages(items: Sequence[bytes]) -> list[ModelMessage]:
-    """The messages `encode_messages` encoded."""
-    return ModelMessagesTypeAdapter.validate_json(b"[" + b",".join(items) + b"]")
+    """Each message's JSON, as a checkpoint keeps them (`decode_messages` reads them back)."""
+    return [encode_message(message) for message in messages]
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""The edges: the gRPC service and server, A2A, HTTP, the CLI, telemetry, the demo agent."""
+"""The edges: the gRPC service, server and client, A2A, HTTP, the CLI, telemetry, the demo agent."""

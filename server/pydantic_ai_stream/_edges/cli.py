@@ -15,8 +15,8 @@ from typing import Any
 
 import grpc
 
-from ..client import StreamClient, Transcript, event_body
 from ..v1 import stream_pb2 as pb
+from .grpc_client import StreamClient, Transcript, event_body
 
 __all__ = ["main"]
 

@@ -42,6 +42,7 @@ from .._store.redis import AsyncRedis
 from .._store.sessions import RedisSession, Session
 from ..v1 import stream_pb2 as pb
 from ..v1 import stream_pb2_grpc as pb_grpc
+from .a2a import A2A_SERVICE_NAME
 from .grpc_service import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS, AgentStreamServicer
 from .proto import ListenResponseCache
 
@@ -55,8 +56,6 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["AgentStreamService"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
-A2A_SERVICE_NAME = "lf.a2a.v1.A2AService"
-"""The A2A protocol's gRPC service (`_a2a`, the `a2a` extra): its callers authenticate as ours do."""
 
 
 class ServerSettings(BaseSettings):

@@ -12,7 +12,7 @@ A dropped connection is re-opened and the read re-sent from each stream's cursor
 loses nothing; only an outage longer than `RECONNECT_WINDOW` reaches the listeners.
 
 Redis Cluster cannot read streams of different slots in one command, so cluster clients keep one
-blocking read per listener (see `listener.py`).
+blocking read per listener (see `listen.py`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._core.entry import Entry, decode, stream_id_key
+from .._core.cursor import Cursor
+from .._core.entry import Entry, decode
 from .._core.errors import PydanticAIStreamError
 from .._core.keys import wake_key
 from .._core.names import END
@@ -65,14 +66,14 @@ CHECK_BATCH = 500
 
 @dataclass(eq=False, kw_only=True)
 class Subscription:
-    """One listener's view of a stream: entries strictly after `last`, in order, each once."""
+    """One listener's view of a stream: entries strictly after `cursor`, in order, each once."""
 
     hub: StreamHub
     stream: SessionStream
-    last: str
-    """Id of the last entry handed to the listener (the resume cursor)."""
+    cursor: Cursor
+    """The last entry handed to the listener."""
     gap_until: str | None = None
-    """Entries in (`last`, `gap_until`] are to be read from Redis (`+`: all there are), not from the hub."""
+    """Entries in (`cursor`, `gap_until`] are to be read from Redis (`+`: all there are), not from the hub."""
     _buffer: list[Entry] = field(default_factory=list)
     _buffered_bytes: int = 0
     _page: int = FIRST_PAGE
@@ -103,22 +104,22 @@ class Subscription:
         if self.gap_until is not None:
             return await self._catch_up(self.gap_until)
         batch, self._buffer, self._buffered_bytes = self._buffer, [], 0
-        if batch and stream_id_key(batch[0].id) <= (last := stream_id_key(self.last)):
+        if batch and Cursor.key_of(batch[0].id) <= (last := self.cursor.key):
             # Only after a resume ahead of the hub or a catch-up: drop what was already handed out.
-            batch = [entry for entry in batch if stream_id_key(entry.id) > last]
+            batch = [entry for entry in batch if Cursor.key_of(entry.id) > last]
         if batch:
-            self.last = batch[-1].id
+            self.cursor = Cursor(batch[-1].id)
         return batch
 
     async def _catch_up(self, until: str) -> list[Entry]:
         count = self._page
-        page = await self.stream.read_range(after=self.last, until=until, count=count)
+        page = await self.stream.read_range(after=self.cursor.id, until=until, count=count)
         self._page = page_size(page, count)
         # Closed only if no newer gap opened (an overflow) while this page was read.
         if (len(page) < count or page[-1].id == until) and self.gap_until == until:
             self.gap_until = None
         if page:
-            self.last = page[-1].id
+            self.cursor = Cursor(page[-1].id)
         elif self.gap_until is None:
             return await self.next(0)  # nothing missed after all: take what the hub delivered
         return page
@@ -129,8 +130,8 @@ class _Followed:
     stream: SessionStream
     grace_ms: int
     """How long a stream the hub ends for a dead run is kept."""
-    cursor: str
-    """Id of the last entry the hub read from this stream."""
+    cursor: Cursor
+    """The last entry the hub read from this stream."""
     subscribers: set[Subscription] = field(default_factory=set)
     active_at: float = field(default_factory=time.monotonic)
     """When the hub last read an entry of this stream (or started to follow it)."""
@@ -143,8 +144,8 @@ class _Followed:
     def __post_init__(self) -> None:
         self.advance(self.cursor)
 
-    def advance(self, cursor: str) -> None:
-        self.cursor, self.packed_cursor = cursor, _bulk(cursor)
+    def advance(self, cursor: Cursor) -> None:
+        self.cursor, self.packed_cursor = cursor, _bulk(cursor.id)
 
 
 def _bulk(value: str) -> bytes:
@@ -177,8 +178,8 @@ class StreamHub:
     _closed: bool = False
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, stream: SessionStream, after: str, *, grace_ms: int) -> AsyncIterator[Subscription]:
-        """Follow `stream` strictly after entry id `after` while the context is open.
+    async def subscribe(self, stream: SessionStream, cursor: Cursor, *, grace_ms: int) -> AsyncIterator[Subscription]:
+        """Follow `stream` strictly after `cursor` while the context is open.
 
         While it is silent and its run may have died, the hub checks on it (and ends it for the dead
         run, keeping it `grace_ms`).
@@ -187,11 +188,11 @@ class StreamHub:
             raise PydanticAIStreamError("the runtime reading this stream was closed")
         key = stream.keys.stream
         followed = self._streams.get(key)
-        # The first entries come from Redis, read after `after` then checked against trimming (which
+        # The first entries come from Redis, read after `cursor` then checked against trimming (which
         # `XREAD` would skip silently); from then on the hub's reads, minus what that read had.
-        subscription = Subscription(hub=self, stream=stream, last=after, gap_until="+")
+        subscription = Subscription(hub=self, stream=stream, cursor=cursor, gap_until="+")
         if followed is None:
-            followed = self._streams[key] = _Followed(stream=stream, grace_ms=grace_ms, cursor=after)
+            followed = self._streams[key] = _Followed(stream=stream, grace_ms=grace_ms, cursor=cursor)
             self._packed_keys = None
         followed.subscribers.add(subscription)
         if self._task is None:
@@ -234,7 +235,7 @@ class StreamHub:
             followed
             for followed in self._streams.values()
             if not followed.ended
-            and followed.cursor != "0-0"  # the stream exists: a run began (or a listener resumed)
+            and not followed.cursor.is_begin  # the stream exists: a run began (or a listener resumed)
             and now - max(followed.active_at, followed.checked_at) >= CHECK_AFTER
         ]
         for followed in due:
@@ -364,7 +365,7 @@ class StreamHub:
             if followed is None or self._streams.get(key) is not followed or not raw_entries:
                 continue  # its followers left while the read was in flight (others may have come)
             entries = [Entry.from_redis(entry_id, fields) for entry_id, fields in raw_entries]
-            followed.advance(entries[-1].id)
+            followed.advance(Cursor(entries[-1].id))
             followed.active_at, followed.ended = time.monotonic(), entries[-1].type == END
             size = sum(map(_size, entries))
             for subscription in followed.subscribers:

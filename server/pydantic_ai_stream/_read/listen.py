@@ -12,9 +12,9 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from .._core.entry import Entry, stream_id_key, trimmed_past
-from .._core.errors import CursorAheadError, CursorExpiredError, ListenTimeoutError, StreamNotFoundError
-from .._core.keys import check_stream_id
+from .._core.cursor import Cursor
+from .._core.entry import Entry
+from .._core.errors import ListenTimeoutError, StreamNotFoundError
 from .._core.names import END
 from .._store.redis import SessionStream
 from .hub import FIRST_PAGE, StreamHub, Subscription, page_size
@@ -34,7 +34,7 @@ class _DirectReader:
     """
 
     stream: SessionStream
-    last: str
+    cursor: Cursor
     grace_ms: int
     checked: bool = False
     """The first read is a checked range read: `XREAD` would skip entries trimmed meanwhile."""
@@ -44,27 +44,27 @@ class _DirectReader:
     async def next(self, timeout: float) -> list[Entry]:
         count = self.count
         if not self.checked:
-            entries = await self.stream.read_range(after=self.last, count=count)
+            entries = await self.stream.read_range(after=self.cursor.id, count=count)
             self.checked = len(entries) < count
         else:
-            entries = await self.stream.read(self.last, block_ms=max(1, int(timeout * 1000)), count=count)
+            entries = await self.stream.read(self.cursor.id, block_ms=max(1, int(timeout * 1000)), count=count)
         self.count = page_size(entries, count)
         if entries:
-            self.last = entries[-1].id
-        elif self.last != "0-0":  # the stream exists: a run began (or the listener resumed)
+            self.cursor = Cursor(entries[-1].id)
+        elif not self.cursor.is_begin:  # the stream exists: a run began (or the listener resumed)
             await self.stream.reap(grace_ms=self.grace_ms)
         return entries
 
 
 @contextlib.asynccontextmanager
 async def _reader(
-    stream: SessionStream, hub: StreamHub | None, after: str, grace_ms: int
+    stream: SessionStream, hub: StreamHub | None, cursor: Cursor, grace_ms: int
 ) -> AsyncIterator[_DirectReader | Subscription]:
     if hub is not None:
-        async with hub.subscribe(stream, after, grace_ms=grace_ms) as subscription:
+        async with hub.subscribe(stream, cursor, grace_ms=grace_ms) as subscription:
             yield subscription
     else:
-        yield _DirectReader(stream=stream, last=after, grace_ms=grace_ms)
+        yield _DirectReader(stream=stream, cursor=cursor, grace_ms=grace_ms)
 
 
 async def listen(
@@ -87,24 +87,15 @@ async def listen(
     `timeout` seconds without an entry (`None`: no limit); `CursorExpiredError` if events after
     `after` were trimmed away (or expired); `CursorAheadError` if `after` is past the stream's end.
     """
-    cursor = "0-0" if after is None or after == "0" else check_stream_id(after)
+    cursor = Cursor.parse(after)
     bounds = await stream.bounds()  # also: an unreachable Redis fails here, not after `wait`
-    if bounds is None:
-        if cursor != "0-0":
-            raise CursorExpiredError(cursor, "none: the stream expired")
-    else:
-        if stream_id_key(cursor) > stream_id_key(bounds.newest):
-            raise CursorAheadError(cursor, bounds.newest)
-        if trimmed_past(cursor, oldest=bounds.oldest, oldest_type=bounds.oldest_type):
-            raise CursorExpiredError(cursor, bounds.oldest)
-        if cursor == bounds.newest and bounds.newest_type == END:
-            return
+    if cursor.check(bounds):
+        return
     now = time.monotonic()
     # `wait` bounds the wait for the stream to appear; `timeout` the silence once it exists.
     appear_by = now + wait if bounds is None else math.inf
     silent_by = math.inf if timeout is None or bounds is None else now + timeout
     beat = math.inf if heartbeat is None else now + heartbeat
-    last = cursor
     async with _reader(stream, hub, cursor, grace_ms) as reader:
         while True:
             now = time.monotonic()
@@ -112,7 +103,7 @@ async def listen(
                 session = stream.keys.session_id
                 raise StreamNotFoundError(f"session {session!r} has no events (it never ran, or they expired)")
             if silent_by <= now:
-                raise ListenTimeoutError(timeout or 0.0, last)
+                raise ListenTimeoutError(timeout or 0.0, cursor.id)
             if beat <= now:
                 yield None
                 beat = now + (heartbeat or math.inf)
@@ -127,4 +118,4 @@ async def listen(
                 yield entry
                 if entry.type == END:
                     return
-            last = entries[-1].id
+            cursor = Cursor(entries[-1].id)

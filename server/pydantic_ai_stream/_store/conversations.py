@@ -22,11 +22,12 @@ from pydantic_ai.conversation_store import (
     ConversationRecord,
     ConversationStore,
 )
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
+from pydantic_ai.messages import ModelMessagesTypeAdapter
 
 from .._core.entry import decode
 from .._core.errors import ForeignScopeError
 from .._core.keys import check_int_id
+from .._core.messages import decode_messages, encode_message
 from .._core.settings import Settings
 from .._core.settings import settings as process_settings
 from .._runtime.runtime import conversation_keys
@@ -35,9 +36,7 @@ from .redis import AsyncRedis, LuaScript, active_members
 __all__ = [
     "RedisConversationStore",
     "UserConversationStore",
-    "decode_messages",
     "decode_record",
-    "encode_message",
     "encode_record",
     "user_scope",
 ]
@@ -53,17 +52,6 @@ def encode_record(record: ConversationRecord) -> bytes:
 def decode_record(data: bytes | str) -> ConversationRecord:
     """The record `encode_record` encoded."""
     return _RecordAdapter.validate_json(data)
-
-
-def encode_message(message: ModelMessage) -> bytes:
-    """One message as JSON, as `ModelMessagesTypeAdapter` writes it in a list (binary content in base64)."""
-    return ModelMessagesTypeAdapter.dump_json([message])[1:-1]
-
-
-def decode_messages(items: Sequence[bytes | str]) -> list[ModelMessage]:
-    """The messages `encode_message` encoded, parsed as one list."""
-    parts = [item.encode() if isinstance(item, str) else item for item in items]
-    return ModelMessagesTypeAdapter.validate_json(b"[" + b",".join(parts) + b"]")
 
 
 def user_scope(scope_id: int, user_id: int) -> str:

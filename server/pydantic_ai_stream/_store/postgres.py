@@ -22,7 +22,8 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic_ai.conversation_store import ConversationConflict, ConversationEntry, ConversationRecord
 from pydantic_ai.messages import ModelMessagesTypeAdapter
 
-from .conversations import UserConversationStore, decode_record, encode_message, encode_record, user_scope
+from .._core.messages import encode_message
+from .conversations import UserConversationStore, decode_record, encode_record, user_scope
 from .sessions import StoredSession
 
 if TYPE_CHECKING:

@@ -19,7 +19,8 @@ from redis.asyncio import ConnectionPool, Redis, RedisCluster
 from redis.exceptions import NoScriptError
 from typing_extensions import TypeIs
 
-from .._core.entry import Entry, StreamBounds, decode, entry_type, trimmed_past
+from .._core.cursor import Cursor
+from .._core.entry import Entry, StreamBounds, decode, entry_type
 from .._core.errors import CursorExpiredError
 from .._core.keys import SessionKeys
 from .._core.names import BEGIN, CANCEL_MARK, ORIGIN_STREAM, RUN_LOST, lua
@@ -857,7 +858,7 @@ class SessionStream:
             pipe.xrange(self.keys.stream, min=f"({after}", max=until, count=count)
             pipe.xrange(self.keys.stream, count=1)  # after the read: a trim before it shows here
             page, oldest = await pipe.execute()
-        if oldest and trimmed_past(after, oldest=decode(oldest[0][0]), oldest_type=entry_type(oldest[0][1])):
+        if oldest and Cursor(after).trimmed_past(oldest=decode(oldest[0][0]), oldest_type=entry_type(oldest[0][1])):
             raise CursorExpiredError(after, decode(oldest[0][0]))
         return [Entry.from_redis(entry_id, fields) for entry_id, fields in page]
 

@@ -14,8 +14,9 @@ from pydantic_ai.messages import ModelMessage
 from .._core.errors import LeaseLostError, RunExistsError, SessionBusyError
 from .._core.events import EventMapper
 from .._core.keys import SessionKeys, check_id
+from .._core.messages import decode_messages
 from .._core.names import EVENT, ORIGIN_PYDANTIC_AI
-from .._durable.checkpoint import Checkpoint, decode_messages, encode_messages, saved_nodes
+from .._durable.checkpoint import Checkpoint, encode_messages, saved_nodes
 from .._runtime.runtime import Runtime
 from .._store.redis import Held, OpenState, SessionStream
 from .lease import Lease

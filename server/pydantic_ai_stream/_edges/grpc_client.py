@@ -1,0 +1,218 @@
+"""The gRPC client (public as `pydantic_ai_stream.client`): `StreamClient`, whose `listen` resumes after drops,
+and `Transcript`, the one fold (`_core.fold`) of a run's gRPC events into its output. The CLI talks through it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from .._core.fold import Fold, TranscriptNode
+from ..v1 import stream_pb2 as pb
+from ..v1 import stream_pb2_grpc as pb_grpc
+
+__all__ = ["StreamClient", "Transcript", "TranscriptNode", "TranscriptPart", "event_body"]
+
+# Codes after which a Listen is resumed from its last event id instead of failing.
+_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+
+
+class StreamClient:
+    """Talks to a pydantic-ai-stream server: `run`, `listen`, `cancel`, `list_active`."""
+
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        *,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
+        client_certificate: tuple[bytes, bytes] | None = None,
+        tls: bool | None = None,
+    ) -> None:
+        """`token` goes as `authorization: Bearer <token>`; TLS when certificates are given or `tls=True`."""
+        if tls or root_certificates is not None or client_certificate is not None:
+            key, chain = client_certificate or (None, None)
+            credentials = grpc.ssl_channel_credentials(root_certificates, private_key=key, certificate_chain=chain)
+            self.channel = grpc.aio.secure_channel(target, credentials)
+        else:
+            self.channel = grpc.aio.insecure_channel(target)
+        self.stub = pb_grpc.AgentStreamServiceStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    async def __aenter__(self) -> StreamClient:
+        return self
+
+    async def __aexit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self.channel.close()
+
+    async def run(
+        self,
+        agent: str,
+        session_id: str,
+        prompt: str,
+        *,
+        run_id: str = "",
+        model_settings: Mapping[str, Any] | None = None,
+        if_busy: pb.BusyPolicy.ValueType = pb.BUSY_POLICY_REJECT,
+        timeout: float | None = 30.0,
+    ) -> pb.RunResponse:
+        """Start a run; returns once its `begin` is in the stream (or, `waiting`, once it waits behind the
+        session's run: `if_busy=BUSY_POLICY_ENQUEUE`). Retrying with the same `run_id` is safe."""
+        settings = None
+        if model_settings is not None:
+            settings = struct_pb2.Struct()
+            settings.update(dict(model_settings))
+        request = pb.RunRequest(
+            agent=agent, session_id=session_id, prompt=prompt, run_id=run_id, model_settings=settings, if_busy=if_busy
+        )
+        response: pb.RunResponse = await self.stub.Run(request, metadata=self.metadata, timeout=timeout)
+        return response
+
+    async def listen(
+        self,
+        session_id: str,
+        *,
+        after: str = "",
+        wait_seconds: int = 0,
+        timeout_seconds: int = 0,
+        retries: int = 5,
+        backoff: float = 0.2,
+    ) -> AsyncIterator[pb.Event]:
+        """Yield the session's events up to `end`; on a dropped stream, resume after the last one seen.
+
+        Returns only after `end`, or at once when `after` is `end`'s id. Raises `grpc.aio.AioRpcError`
+        when a limit ends the Listen early: DEADLINE_EXCEEDED after `timeout_seconds` of silence (0: no
+        limit), NOT_FOUND when no stream appears within `wait_seconds` (0: the server's 3), OUT_OF_RANGE
+        for a trimmed cursor. Heartbeats are consumed here. Up to `retries` reconnects in a row,
+        `backoff` seconds apart, doubling.
+        """
+        attempt = 0
+        delivered = False
+        while True:
+            request = pb.ListenRequest(
+                session_id=session_id, after_event_id=after, wait_seconds=wait_seconds, timeout_seconds=timeout_seconds
+            )
+            call = self.stub.Listen(request, metadata=self.metadata)
+            try:
+                async for response in call:
+                    if response.WhichOneof("payload") != "event":
+                        continue
+                    attempt = 0
+                    after = response.event.id
+                    delivered = True
+                    yield response.event
+                    if response.event.type == pb.EVENT_TYPE_END:
+                        return
+                if after and not delivered:
+                    return  # resumed after `end`: the server closes such a Listen at once
+                raise _closed_before_end(after)
+            except grpc.aio.AioRpcError as e:
+                if e.code() not in _RETRYABLE or attempt >= retries:
+                    raise
+            finally:
+                call.cancel()  # a caller that stops early ends the call (and the server's reads) now
+            await asyncio.sleep(backoff * 2**attempt)  # reconnect back-off, not synchronisation
+            attempt += 1
+
+    async def cancel(self, session_id: str, *, run_id: str = "", timeout: float | None = 10.0) -> bool:
+        """Stop the session's live run (`run_id`: only that one); `True` if there was one (naming the run,
+        also if it was cancelled already: a retry answers as the first call did)."""
+        response = await self.stub.Cancel(
+            pb.CancelRequest(session_id=session_id, run_id=run_id), metadata=self.metadata, timeout=timeout
+        )
+        return bool(response.cancelled)
+
+    async def list_active(self, *, timeout: float | None = 10.0) -> list[str]:
+        """Session ids of the caller's live runs."""
+        response = await self.stub.ListActive(pb.ListActiveRequest(), metadata=self.metadata, timeout=timeout)
+        return [s.session_id for s in response.sessions]
+
+
+def _closed_before_end(after: str) -> grpc.aio.AioRpcError:
+    """A Listen that closed OK before `end`: not the run's end (an older server's timeout, a proxy), so resumed."""
+    details = f"Listen closed before `end` (last event: {after or 'none'})"
+    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+def event_body(event: pb.Event) -> dict[str, Any]:
+    """The event's body as a dict (the JSON the library wrote)."""
+    body: dict[str, Any] = json.loads(event.body_json or "{}")
+    return body
+
+
+@dataclass(kw_only=True)
+class TranscriptPart:
+    """A part of a node: a response part (with its `event_idx`), or a tool return or retry prompt (without)."""
+
+    part_kind: pb.PartKind.ValueType
+    part_kind_name: str
+    event_idx: int | None = None
+    content: str = ""
+    """Text and thinking: the start's content and every delta since; tool returns: the return value."""
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+    args: dict[str, Any] | None = None
+    """Tool calls: the complete arguments."""
+    outcome: pb.ToolOutcome.ValueType = pb.TOOL_OUTCOME_UNSPECIFIED
+
+
+@dataclass(kw_only=True)
+class Transcript(Fold[TranscriptPart]):
+    """What a run has output so far, folded from its events with `apply`; a resume drops what it superseded."""
+
+    error: dict[str, Any] | None = None
+    """The body of the last `error` event (e.g. `{"msg": "canceled"}`), or `None`."""
+    ended: bool = False
+    """Whether the run's `end` came."""
+
+    def apply(self, event: pb.Event) -> bool:
+        """Fold one event in; `True` when it dropped output folded before (a resume), so a UI re-renders."""
+        if event.type == pb.EVENT_TYPE_END:
+            self.ended = True
+        elif event.type == pb.EVENT_TYPE_ERROR:
+            self.error = event_body(event)
+        if not event.HasField("idx"):  # begin, end, error, custom events: no node
+            return False
+        return self.fold(_fold_body(event), lambda: _part(event))
+
+
+_FOLDED_KINDS = {
+    pb.EVENT_KIND_RESUMED: "resumed",
+    pb.EVENT_KIND_PART_START: "part_start",
+    pb.EVENT_KIND_PART_DELTA: "part_delta",
+}
+"""The event kinds the fold tells apart, by the name their body has."""
+
+
+def _fold_body(event: pb.Event) -> dict[str, Any]:
+    """What the fold reads of an event, as the event's body has it (an `Event` may come without its JSON)."""
+    return {
+        "event": _FOLDED_KINDS.get(event.kind, ""),
+        "idx": event.idx,
+        "event_idx": event.event_idx,  # a delta's (a part's own comes with `_part`)
+        "content_delta": event.content_delta,
+        "attempt": event.attempt,
+    }
+
+
+def _part(event: pb.Event) -> TranscriptPart:
+    return TranscriptPart(
+        part_kind=event.part_kind,
+        part_kind_name=event.part_kind_name,
+        event_idx=event.event_idx if event.HasField("event_idx") else None,
+        content=event.content,
+        tool_name=event.tool_name if event.HasField("tool_name") else None,
+        tool_call_id=event.tool_call_id if event.HasField("tool_call_id") else None,
+        args=json_format.MessageToDict(event.args) if event.HasField("args") else None,
+        outcome=event.outcome,
+    )
