@@ -7,22 +7,21 @@ token), so a run whose lease has expired can never write after the `end` someone
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, NamedTuple, TypeAlias, TypeVar
 
 from redis.asyncio import ConnectionPool, Redis, RedisCluster
-from redis.exceptions import NoScriptError
 from typing_extensions import TypeIs
 
 from .._core.entry import Entry, StreamBounds, decode, entry_type, trimmed_past
 from .._core.errors import CursorExpiredError
 from .._core.keys import SessionKeys
 from .._core.names import BEGIN, CANCEL_MARK, ORIGIN_STREAM, RUN_LOST, lua
+from .scripts import READY_MAXLEN, LuaScript
 
 __all__ = [
     "ADD_JOB_LUA",
@@ -54,27 +53,6 @@ AsyncRedis: TypeAlias = "Redis | RedisCluster"
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
-
-@dataclass(frozen=True)
-class LuaScript:
-    """A Lua script, sent by its SHA1 (`EVALSHA`) and loaded first into a server that lacks it."""
-
-    source: str
-    sha: str = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
-
-    async def __call__(self, redis: AsyncRedis, *, keys: Sequence[str], args: Sequence[str | int | bytes]) -> Any:
-        try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:  # a restarted server (or another node) has not seen it yet
-            await redis.script_load(self.source)
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
-
-
-READY_MAXLEN = 1000
-"""Wake-ups the run queue's ready stream keeps: enough that a worker about to wait sees the newest ones."""
 
 # Lua `add_job(jobs, scopes, turn, ready, first)`: adds the job whose fields and values are ARGV[first..] to
 # the scope's job stream `jobs`; a scope that had none waiting takes its turn after every other scope's (the
