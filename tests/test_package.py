@@ -77,6 +77,9 @@ def test_the_wheel_is_this_version_with_its_extras(tmp_path: Path) -> None:
         "pydantic_ai_stream/py.typed",
         "pydantic_ai_stream/v1/stream_pb2.py",
     } <= names
+    lua = {path.relative_to(ROOT / "server").as_posix() for path in (ROOT / "server").rglob("*.lua")}
+    assert "pydantic_ai_stream/_store/scripts/lib.lua" in lua
+    assert lua <= names, "the Lua scripts ship in the wheel"
 
 
 @pytest.mark.skipif(shutil.which("npm") is None, reason="needs npm (Node 20+), as the TypeScript client does")

@@ -1,11 +1,12 @@
 """Every name the stream's entries and Redis values share between Python and the Lua scripts, in one place.
 
-The scripts in `store.py` are written with `$NAME` placeholders that `lua()` fills from here, so a name is
-spelled once.
+The Lua scripts (`.lua` files loaded by `_store.scripts.LuaScript`) are written with `$NAME` placeholders
+that `lua()` fills from here, so a name is spelled once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from string import Template
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "ERROR",
     "EVENT",
     "INFO",
+    "LUA_NAMES",
     "ORIGIN_PYDANTIC_AI",
     "ORIGIN_STREAM",
     "QUEUED_MARK",
@@ -47,15 +49,33 @@ QUEUED_MARK = "queued:"
 """Prefix of a live flag whose run waits in the run queue for a worker: `queued:<run id>`."""
 
 
-def lua(script: str) -> str:
-    """`script` with `$BEGIN`, `$END`, `$ERROR`, `$EVENT`, `$ORIGIN`, `$CANCEL`, `$QUEUED` as Lua string literals."""
-    names = {
-        "BEGIN": BEGIN,
-        "END": END,
-        "ERROR": ERROR,
-        "ORIGIN": ORIGIN_STREAM,
-        "CANCEL": CANCEL_MARK,
-        "QUEUED": QUEUED_MARK,
-        "EVENT": EVENT,
-    }
-    return Template(script).substitute({name: f"'{value}'" for name, value in names.items()})
+LUA_NAMES: Mapping[str, str] = {
+    "BEGIN": BEGIN,
+    "END": END,
+    "ERROR": ERROR,
+    "ORIGIN": ORIGIN_STREAM,
+    "CANCEL": CANCEL_MARK,
+    "QUEUED": QUEUED_MARK,
+    "EVENT": EVENT,
+}
+"""The names a script spells `$BEGIN`, `$END`, ...: each one's value, written as a Lua string literal."""
+
+
+class _Placeholders(Template):
+    idpattern = r"(?a:[_a-z][_a-z0-9]*(?:\.[_a-z][_a-z0-9]*)?)"  # also `$OpenState.OPENED`: an enum's member
+
+
+def lua(script: str, values: Mapping[str, str | int] | None = None) -> str:
+    """`script` with `$BEGIN`, `$END`, `$ERROR`, `$EVENT`, `$ORIGIN`, `$CANCEL`, `$QUEUED` as Lua string literals,
+    and each of `values` (a string as a literal, a number as is); `$$` is a `$`."""
+    filled: dict[str, str] = {name: _literal(value) for name, value in LUA_NAMES.items()}
+    filled.update((name, _literal(value)) for name, value in (values or {}).items())
+    return _Placeholders(script).substitute(filled)
+
+
+def _literal(value: str | int) -> str:
+    if isinstance(value, int):
+        return str(int(value))  # an IntEnum's member as its number
+    if "'" in value or "\\" in value:
+        raise ValueError(f"not a plain Lua string literal: {value!r}")
+    return f"'{value}'"

@@ -23,7 +23,7 @@ from .._core.aio import raise_if_cancelled
 from .._core.entry import decode
 from .._core.keys import workers_key
 from .._runtime.runtime import Runtime
-from .._store.redis import LuaScript
+from .._store.scripts import LuaScript
 
 __all__ = ["Advertisement", "fleet_agents"]
 

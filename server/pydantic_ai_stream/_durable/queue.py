@@ -39,19 +39,11 @@ from .._core.keys import (
     scopes_key,
     turn_key,
 )
-from .._core.names import lua
 from .._core.settings import Settings
-from .._store.redis import (
-    ADD_JOB_LUA,
-    READY_MAXLEN,
-    AsyncRedis,
-    Enqueue,
-    LuaScript,
-    OpenState,
-    SessionStream,
-    is_cluster,
-    xread_entries_by_key,
-)
+from .._store.redis import AsyncRedis, is_cluster, xread_entries_by_key
+from .._store.results import Enqueue, OpenState
+from .._store.scripts import READY_MAXLEN, LuaScript
+from .._store.stream import SessionStream
 
 __all__ = ["GROUP", "Job", "RunQueue", "Submitted", "queued_member"]
 
@@ -82,7 +74,7 @@ return 1
 
 # KEYS: the scope's job stream, the queue's scopes, turn and ready keys. ARGV: the job's fields and values.
 # Adds the job on a Redis Cluster, where `_OPEN` cannot (see `add_job`).
-_ADD_JOB = LuaScript(lua(ADD_JOB_LUA + "add_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], 1)"))
+_ADD_JOB = LuaScript.from_source("add_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], 1)")
 
 # KEYS: the queue, its scopes, turn and ready keys. ARGV: group, consumer, count. Up to `count` jobs, now
 # `consumer`'s: first those already in the queue (added by a version without scopes' turns), then one of the

@@ -17,7 +17,10 @@ from .._core.keys import SessionKeys, cancel_channel, check_id
 from .._core.names import BEGIN, END, ERROR, RUN_LOST
 from .._durable.queue import Submitted, queued_member
 from .._runtime.runtime import Runtime
-from .._store.redis import ActiveRun, AsyncRedis, CancelState, SessionStream, active_members, active_sessions
+from .._store.active import active_members, active_sessions
+from .._store.redis import AsyncRedis
+from .._store.results import ActiveRun, CancelState
+from .._store.stream import SessionStream
 from .listen import listen
 
 __all__ = ["BusyPolicy", "ListenOptions", "SessionHandle", "live_sessions", "q"]

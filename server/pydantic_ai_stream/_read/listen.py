@@ -16,7 +16,7 @@ from .._core.cursor import Cursor
 from .._core.entry import Entry
 from .._core.errors import ListenTimeoutError, StreamNotFoundError
 from .._core.names import END
-from .._store.redis import SessionStream
+from .._store.stream import SessionStream
 from .hub import FIRST_PAGE, StreamHub, Subscription, page_size
 
 __all__ = ["listen"]

@@ -31,7 +31,9 @@ from .._core.messages import decode_messages, encode_message
 from .._core.settings import Settings
 from .._core.settings import settings as process_settings
 from .._runtime.runtime import conversation_keys
-from .redis import AsyncRedis, LuaScript, active_members
+from .active import active_members
+from .redis import AsyncRedis
+from .scripts import LuaScript
 
 __all__ = [
     "RedisConversationStore",

@@ -18,7 +18,8 @@ from .._core.messages import decode_messages
 from .._core.names import EVENT, ORIGIN_PYDANTIC_AI
 from .._durable.checkpoint import Checkpoint, encode_messages, saved_nodes
 from .._runtime.runtime import Runtime
-from .._store.redis import Held, OpenState, SessionStream
+from .._store.results import Held, OpenState
+from .._store.stream import SessionStream
 from .lease import Lease
 from .writer import StreamWriter
 

@@ -27,7 +27,7 @@ from ..._core.errors import InvalidRequestError, UnknownAgentError
 from ..._durable.queue import Submitted
 from ..._read.handle import SessionHandle
 from ..._runtime.auth import Caller
-from ..._store.redis import CancelState
+from ..._store.results import CancelState
 from ..grpc_service import AgentStreamServicer
 from . import JSONRPC_PATH, REST_PATH
 from .calls import CALLER, HTTP_CALLER, call_errors, grpc_call

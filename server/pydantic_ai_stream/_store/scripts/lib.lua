@@ -1,0 +1,53 @@
+-- The fragments the scripts share: a script calls them by name, and `LuaScript.load` puts the ones it calls
+-- (with those they call) before it. A function calls only those above it, and its `end` is at column 0.
+
+-- The value of the field `name` of `entry` (as XRANGE gives it: {id, {field, value, ...}}), or nil.
+local function field(entry, name)
+  for f = 1, #entry[2], 2 do
+    if entry[2][f] == name then return entry[2][f + 1] end
+  end
+  return nil
+end
+
+-- The last entry of `stream`, or nil if it has none.
+local function last_entry(stream)
+  return redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)[1]
+end
+
+-- Whether `entry` (nil: none) is a run's `end`: nothing follows it.
+local function is_end(entry)
+  return entry ~= nil and field(entry, 'type') == $END
+end
+
+-- Whether the live flag `flag` is the lease `token`'s, asked to cancel or not.
+local function holds(flag, token)
+  return flag == token or flag == $CANCEL .. token
+end
+
+-- Whether `value` names the run `run`: its first attempt (`<run>`) or a later one (`<run>:<attempt>`).
+local function is_run(value, run)
+  return value == run or string.sub(value, 1, #run + 1) == run .. ':'
+end
+
+-- Ends the run of `stream` without its process: `error` (`error_body`), then `end` (`end_body`); the session
+-- `session_id` leaves the `active` set and the stream is kept `keep_ms`.
+local function end_run(stream, maxlen, error_body, end_body, active, session_id, keep_ms)
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'type', $ERROR, 'origin', $ORIGIN, 'body', error_body)
+  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'type', $END, 'origin', $ORIGIN, 'body', end_body)
+  redis.call('ZREM', active, session_id)
+  redis.call('PEXPIRE', stream, keep_ms)
+end
+
+-- Wakes one worker waiting on the run queue's stream `ready`.
+local function wake(ready)
+  redis.call('XADD', ready, 'MAXLEN', '~', $READY_MAXLEN, '*', 'job', '1')
+end
+
+-- Adds the job whose fields and values are ARGV[first..] to the scope's job stream `jobs`; a scope that had
+-- none waiting takes its turn after every other scope's (the sorted set `scopes`, scored by the counter
+-- `turn`), and one worker waiting on the stream `ready` wakes.
+local function add_job(jobs, scopes, turn, ready, first)
+  redis.call('XADD', jobs, '*', unpack(ARGV, first))
+  if not redis.call('ZSCORE', scopes, jobs) then redis.call('ZADD', scopes, redis.call('INCR', turn), jobs) end
+  wake(ready)
+end
