@@ -29,19 +29,16 @@ __all__ = ["RedisSession", "Session", "SessionOf", "StoredSession"]
 
 
 class SessionOf(Protocol):
-    """What a session's `of` reads of a `Deps`: whose session it is."""
+    """What a session's `of` reads of a `Deps`: whose session it is, on which client and runtime."""
 
+    redis: AsyncRedis
     user_id: int
     session_id: str
 
-    def get_scope_id(self) -> int: ...
-
-
-class _RedisSessionOf(SessionOf, Protocol):
-    redis: AsyncRedis
-
     @property
     def runtime(self) -> Configured | None: ...
+
+    def get_scope_id(self) -> int: ...
 
 
 @dataclass(kw_only=True)
@@ -202,7 +199,7 @@ class RedisSession(StoredSession):
     """Whose key prefix it uses (a `Runtime`); `None`: settings read from `PYDANTIC_AI_STREAM_*`."""
 
     @classmethod
-    def of(cls, deps: _RedisSessionOf, *, ttl: int | None = None) -> RedisSession:
+    def of(cls, deps: SessionOf, *, ttl: int | None = None) -> RedisSession:
         """The conversation of `deps`'s session, on its client and runtime."""
         return cls(
             redis=deps.redis,
