@@ -9,7 +9,6 @@ __version__ = "0.2.0"
 if TYPE_CHECKING:
     from ._core.errors import (
         AgentNotAllowedError,
-        AgxCanceledError,
         CursorAheadError,
         CursorExpiredError,
         ForeignScopeError,
@@ -26,10 +25,11 @@ if TYPE_CHECKING:
         UnknownAgentError,
     )
     from ._core.events import EventBody, EventBodyTypeAdapter, EventMapper, StoredNode, nodes_from_msgs
-    from ._core.settings import Settings, settings
+    from ._core.settings import Settings
     from ._durable.checkpoint import RETRY_SAFE, UNKNOWN_OUTCOME
     from ._edges.telemetry import Telemetry
-    from ._read.handle import SessionHandle, q
+    from ._read.handle import SessionHandle
+    from ._runtime.compat import AgxCanceledError, q, settings
     from ._runtime.deps import Deps
     from ._runtime.loop import run, start_run
     from ._runtime.runtime import Runtime
@@ -85,7 +85,6 @@ _LAZY = {
     "._runtime.deps": ("Deps",),
     "._core.errors": (
         "AgentNotAllowedError",
-        "AgxCanceledError",
         "CursorAheadError",
         "CursorExpiredError",
         "ForeignScopeError",
@@ -102,13 +101,14 @@ _LAZY = {
         "UnknownAgentError",
     ),
     "._core.events": ("EventBody", "EventBodyTypeAdapter", "EventMapper", "StoredNode", "nodes_from_msgs"),
-    "._read.handle": ("SessionHandle", "q"),
+    "._read.handle": ("SessionHandle",),
+    "._runtime.compat": ("AgxCanceledError", "q", "settings"),  # the published API's process-wide names
     "._store.postgres": ("PostgresConversationStore", "PostgresSession"),
     "._durable.checkpoint": ("RETRY_SAFE", "UNKNOWN_OUTCOME"),
     "._runtime.loop": ("run", "start_run"),
     "._runtime.runtime": ("Runtime",),
     "._store.sessions": ("RedisSession", "Session", "StoredSession"),
-    "._core.settings": ("Settings", "settings"),
+    "._core.settings": ("Settings",),
     "._store.conversations": ("RedisConversationStore",),
     "._edges.telemetry": ("Telemetry",),
 }

@@ -1,16 +1,18 @@
-"""Settings (key prefix, lease timing, retention) that a `Runtime` carries; the process-wide default
-`settings` is read from `PYDANTIC_AI_STREAM_*` environment variables."""
+"""Settings (key prefix, lease timing, retention) that a `Runtime` carries and everything below it is given;
+each field also reads its `PYDANTIC_AI_STREAM_*` environment variable. The published API's process-wide
+instance lives with the other legacy names in `_runtime/compat.py`."""
 
 from __future__ import annotations
 
 from threading import Lock
+from typing import Protocol
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .keys import check_prefix
+from .keys import ConversationKeys, SessionKeys, check_prefix
 
-__all__ = ["Settings", "settings"]
+__all__ = ["Configured", "Settings"]
 
 _lock = Lock()
 
@@ -55,10 +57,34 @@ class Settings(BaseSettings):
         with _lock:
             self.redis_prefix = prefix
 
+    def hash_tags(self, *, cluster: bool) -> bool:
+        """Whether keys get Redis Cluster hash tags: `cluster_hash_tags`, or else whether the client is a cluster's."""
+        return self.cluster_hash_tags if self.cluster_hash_tags is not None else cluster
+
+    def session_keys(self, *, cluster: bool, scope_id: int, user_id: int, session_id: str) -> SessionKeys:
+        """A session's keys under this prefix, for a client that is (`cluster`) a Redis Cluster's or not;
+        raises `InvalidIdError` for unsafe ids, before any I/O."""
+        return SessionKeys.build(
+            prefix=self.redis_prefix,
+            scope_id=scope_id,
+            user_id=user_id,
+            session_id=session_id,
+            hash_tags=self.hash_tags(cluster=cluster),
+        )
+
+    def conversation_keys(self, *, cluster: bool, scope_id: int, user_id: int) -> ConversationKeys:
+        """A user's conversation keys under this prefix (see `session_keys`)."""
+        tags = self.hash_tags(cluster=cluster)
+        return ConversationKeys.build(prefix=self.redis_prefix, scope_id=scope_id, user_id=user_id, hash_tags=tags)
+
     @field_validator("redis_prefix")
     @classmethod
     def _check_prefix(cls, value: str) -> str:
         return check_prefix(value)
 
 
-settings = Settings()
+class Configured(Protocol):
+    """What carries settings (a `Runtime`), for code below it that takes its key prefix from it."""
+
+    @property
+    def settings(self) -> Settings: ...

@@ -16,16 +16,18 @@ import json
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Protocol
 
 from redis.exceptions import RedisError
 
 from .._core.aio import raise_if_cancelled
 from .._core.entry import decode
 from .._core.keys import workers_key
-from .._runtime.runtime import Runtime
+from .._core.settings import Configured
+from .._store.redis import AsyncRedis
 from .._store.scripts import LuaScript
 
-__all__ = ["Advertisement", "fleet_agents"]
+__all__ = ["Advertisement", "FleetRedis", "fleet_agents"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,11 +61,18 @@ return live
 """)
 
 
+class FleetRedis(Configured, Protocol):
+    """Where the fleet's hash is (a `Runtime`): its Redis, and the settings that name the key and time renewals."""
+
+    @property
+    def redis(self) -> AsyncRedis: ...
+
+
 @dataclass(eq=False, kw_only=True)
 class Advertisement:
     """A worker's field in the fleet's hash, renewed while it runs and deleted when it stops."""
 
-    runtime: Runtime
+    runtime: FleetRedis
     worker: str
     agents: Collection[str]
     _task: asyncio.Task[None] | None = None
@@ -99,7 +108,7 @@ class Advertisement:
             await asyncio.sleep(config.lease_renew_interval)  # a periodic timer, not synchronisation
 
 
-async def fleet_agents(runtime: Runtime) -> frozenset[str]:
+async def fleet_agents(runtime: FleetRedis) -> frozenset[str]:
     """The agents the live workers of `runtime`'s Redis and prefix host, as they advertise them."""
     live = await _LIVE(runtime.redis, keys=[workers_key(runtime.settings.redis_prefix)], args=[])
     return frozenset(name for value in live for name in json.loads(decode(value)))

@@ -124,7 +124,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from .grpc_server import ServerSettings, serve, work
+    from .grpc_server import serve
+    from .process import work
+    from .server_config import ServerSettings
 
     overrides: dict[str, Any] = {
         "redis_url": args.redis,

@@ -18,12 +18,11 @@ from .._core.names import BEGIN, END, ERROR, RUN_LOST
 from .._durable.queue import Submitted, queued_member
 from .._runtime.runtime import Runtime
 from .._store.active import active_members, active_sessions
-from .._store.redis import AsyncRedis
 from .._store.results import ActiveRun, CancelState
 from .._store.stream import SessionStream
 from .listen import listen
 
-__all__ = ["BusyPolicy", "ListenOptions", "SessionHandle", "live_sessions", "q"]
+__all__ = ["BusyPolicy", "ListenOptions", "SessionHandle", "live_sessions"]
 
 BusyPolicy = Literal["reject", "enqueue", "interrupt", "rollback"]
 """What a new run does on a session that has a queued or live run (see `SessionHandle.submit`)."""
@@ -263,15 +262,3 @@ async def live_sessions(runtime: Runtime, *, scope_id: int, user_id: int) -> lis
     members = await active_members(redis, runtime.active_key(scope_id=scope_id, user_id=user_id))
     keys = [runtime.keys(scope_id=scope_id, user_id=user_id, session_id=m) for m in members]
     return await active_sessions(redis, keys)
-
-
-async def q(
-    redis: AsyncRedis, scope_id: int, user_id: int, *, runtime: Runtime | None = None
-) -> AsyncGenerator[tuple[int, int, str], None]:
-    """Yield `(scope_id, user_id, session_id)` for each live session of the user, oldest first.
-
-    Keys follow `runtime`'s settings (default: `Runtime.default(redis)`'s, the process-wide `settings`).
-    """
-    runtime = runtime if runtime is not None else Runtime.default(redis)
-    for active in await live_sessions(runtime, scope_id=scope_id, user_id=user_id):
-        yield scope_id, user_id, active.session_id

@@ -15,11 +15,11 @@ from .._core.entry import Entry
 from .._core.errors import PydanticAIStreamError
 from .._core.keys import SessionKeys
 from .._core.names import ERROR, INFO
-from .._core.settings import settings
 from .._read.handle import ListenOptions, SessionHandle
-from .._store.redis import AsyncRedis
+from .._store.redis import AsyncRedis, is_cluster
 from .._write.live import LiveRun
-from .runtime import Runtime, session_keys
+from .compat import default_runtime, settings_of
+from .runtime import Runtime
 
 __all__ = ["Deps", "HostedDeps"]
 
@@ -34,7 +34,7 @@ class Deps(ABC):
     run_id: str | None = None
     """This run's id; set by `start()` when not given (a caller-chosen id makes retries recognisable)."""
     runtime: Runtime | None = field(default=None, repr=False, compare=False)
-    """The owner of the background work its runs and listeners use; `None`: `Runtime.default(redis)`."""
+    """The owner of the background work its runs and listeners use; `None`: the default runtime of `redis`."""
 
     _run: LiveRun | None = field(default=None, init=False, repr=False, compare=False)
     _begin_event_id: str | None = field(default=None, init=False, repr=False, compare=False)
@@ -56,14 +56,16 @@ class Deps(ABC):
 
     def keys(self) -> SessionKeys:
         """All keys of this session; raises `InvalidIdError` for ids that could escape their key space."""
-        config = self.runtime.settings if self.runtime is not None else settings
-        return session_keys(
-            config, self.redis, scope_id=self.get_scope_id(), user_id=self.user_id, session_id=self.session_id
+        return settings_of(self.runtime).session_keys(
+            cluster=is_cluster(self.redis),
+            scope_id=self.get_scope_id(),
+            user_id=self.user_id,
+            session_id=self.session_id,
         )
 
     def get_runtime(self) -> Runtime:
         """The runtime its runs and listeners use: `runtime`, or the default one of `redis`."""
-        return self.runtime if self.runtime is not None else Runtime.default(self.redis)
+        return self.runtime if self.runtime is not None else default_runtime(self.redis)
 
     def handle(self) -> SessionHandle:
         """The session's read-only handle (listen, cancel, is_live) under this deps' runtime."""

@@ -29,10 +29,8 @@ from .._core.errors import ForeignScopeError
 from .._core.keys import check_int_id
 from .._core.messages import decode_messages, encode_message
 from .._core.settings import Settings
-from .._core.settings import settings as process_settings
-from .._runtime.runtime import conversation_keys
 from .active import active_members
-from .redis import AsyncRedis
+from .redis import AsyncRedis, is_cluster
 from .scripts import LuaScript
 
 __all__ = [
@@ -290,10 +288,11 @@ class RedisConversationStore(UserConversationStore):
         settings: Settings | None = None,
         ttl: int | None = None,
     ) -> None:
-        """`settings` give the key prefix (the process-wide `settings` when `None`); `ttl` is in seconds."""
+        """`settings` give the key prefix (when `None`, read from `PYDANTIC_AI_STREAM_*`); `ttl` is in seconds."""
         self.redis = redis
         self.scope = user_scope(scope_id, user_id)
-        self.keys = conversation_keys(settings or process_settings, redis, scope_id=scope_id, user_id=user_id)
+        settings = settings if settings is not None else Settings()
+        self.keys = settings.conversation_keys(cluster=is_cluster(redis), scope_id=scope_id, user_id=user_id)
         self.ttl = ttl
 
     @property

@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any, LiteralString
+from typing import Any, LiteralString
 
 from psycopg import errors, sql
 from psycopg_pool import AsyncConnectionPool
@@ -24,10 +24,7 @@ from pydantic_ai.messages import ModelMessagesTypeAdapter
 
 from .._core.messages import encode_message
 from .conversations import UserConversationStore, decode_record, encode_record, user_scope
-from .sessions import StoredSession
-
-if TYPE_CHECKING:
-    from .._runtime.deps import Deps
+from .sessions import SessionOf, StoredSession
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresConversationStore", "PostgresSession", "postgres_pool"]
 
@@ -325,7 +322,7 @@ class PostgresSession(StoredSession):
     schema: str = DEFAULT_SCHEMA
 
     @classmethod
-    def of(cls, deps: Deps, *, pool: AsyncConnectionPool[Any], schema: str = DEFAULT_SCHEMA) -> PostgresSession:
+    def of(cls, deps: SessionOf, *, pool: AsyncConnectionPool[Any], schema: str = DEFAULT_SCHEMA) -> PostgresSession:
         """The conversation of `deps`'s session."""
         return cls(
             pool=pool, schema=schema, scope_id=deps.get_scope_id(), user_id=deps.user_id, session_id=deps.session_id

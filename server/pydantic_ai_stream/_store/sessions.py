@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from copy import deepcopy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pydantic_ai.conversation import Conversation
 from pydantic_ai.conversation_store import ConversationEntry, ConversationRecord
@@ -21,15 +21,24 @@ from pydantic_ai.messages import (
 from pydantic_ai.usage import RunUsage
 
 from .._core.events import StoredNode, nodes_from_msgs
+from .._core.settings import Configured, Settings
 from .conversations import RedisConversationStore, UserConversationStore
-from .redis import AsyncRedis
+from .redis import AsyncRedis, is_cluster
 
-if TYPE_CHECKING:
-    from .._runtime.deps import Deps
-from .._core.settings import settings
-from .._runtime.runtime import Runtime, session_keys
+__all__ = ["RedisSession", "Session", "SessionOf", "StoredSession"]
 
-__all__ = ["RedisSession", "Session", "StoredSession"]
+
+class SessionOf(Protocol):
+    """What a session's `of` reads of a `Deps`: whose session it is, on which client and runtime."""
+
+    redis: AsyncRedis
+    user_id: int
+    session_id: str
+
+    @property
+    def runtime(self) -> Configured | None: ...
+
+    def get_scope_id(self) -> int: ...
 
 
 @dataclass(kw_only=True)
@@ -186,11 +195,11 @@ class RedisSession(StoredSession):
     redis: AsyncRedis
     ttl: int | None = None
     """Seconds to keep the conversation after each save; `None` keeps it until deleted."""
-    runtime: Runtime | None = None
-    """Whose key prefix it uses; `None`: `Runtime.default(redis)`'s (the process-wide `settings`)."""
+    runtime: Configured | None = None
+    """Whose key prefix it uses (a `Runtime`); `None`: settings read from `PYDANTIC_AI_STREAM_*`."""
 
     @classmethod
-    def of(cls, deps: Deps, *, ttl: int | None = None) -> RedisSession:
+    def of(cls, deps: SessionOf, *, ttl: int | None = None) -> RedisSession:
         """The conversation of `deps`'s session, on its client and runtime."""
         return cls(
             redis=deps.redis,
@@ -208,15 +217,18 @@ class RedisSession(StoredSession):
             redis=self.redis,
             scope_id=self.scope_id,
             user_id=self.user_id,
-            settings=self.runtime.settings if self.runtime is not None else settings,
+            settings=self._settings,
             ttl=self.ttl,
         )
 
     @property
     def key(self) -> str:
         """Where the conversation's record is stored."""
-        config = self.runtime.settings if self.runtime is not None else settings
-        keys = session_keys(
-            config, self.redis, scope_id=self.scope_id, user_id=self.user_id, session_id=self.session_id
+        keys = self._settings.session_keys(
+            cluster=is_cluster(self.redis), scope_id=self.scope_id, user_id=self.user_id, session_id=self.session_id
         )
         return keys.msgs
+
+    @property
+    def _settings(self) -> Settings:
+        return self.runtime.settings if self.runtime is not None else Settings()
