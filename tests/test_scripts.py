@@ -45,7 +45,7 @@ def test_names_codes_and_values_are_filled_in_once() -> None:
 
 def test_every_store_script_is_filled_in_completely() -> None:
     for path in sorted(SCRIPTS.glob("*.lua")):
-        if path.stem != "lib":
+        if path.stem != "lib" and not path.stem.startswith("conversation_"):  # see test_conversation_scripts.py
             source = LuaScript.load(scripts.__name__, path.stem).source
             assert "$" not in source.replace("$$", ""), path.name
 
