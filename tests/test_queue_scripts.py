@@ -6,23 +6,15 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import Settings
-from pydantic_ai_stream._core.keys import (
-    queue_key,
-    queued_key,
-    ready_key,
-    scope_jobs_key,
-    scopes_key,
-    turn_key,
-    workers_key,
-)
+from pydantic_ai_stream._core.keys import QueueKeys, workers_key
 from pydantic_ai_stream._durable import scripts
+from pydantic_ai_stream._durable.queue import GROUP
 from pydantic_ai_stream._durable.scripts import (
     Reservation,
     add_job,
@@ -35,38 +27,11 @@ from pydantic_ai_stream._durable.scripts import (
 from pydantic_ai_stream._store.scripts import READY_MAXLEN, LuaScript
 
 SCRIPTS = Path(scripts.__file__).parent
-GROUP = "workers"
-
-
-@dataclass(frozen=True)
-class _Queue:
-    """The run queue's keys under the test's prefix."""
-
-    prefix: str
-
-    @property
-    def queue(self) -> str:
-        return queue_key(self.prefix)
-
-    @property
-    def scopes(self) -> str:
-        return scopes_key(self.prefix)
-
-    @property
-    def turn(self) -> str:
-        return turn_key(self.prefix)
-
-    @property
-    def ready(self) -> str:
-        return ready_key(self.prefix)
-
-    def jobs(self, scope_id: int) -> str:
-        return scope_jobs_key(self.prefix, scope_id)
 
 
 @pytest.fixture
-def q(settings: Settings) -> _Queue:
-    return _Queue(settings.redis_prefix)
+def q(settings: Settings) -> QueueKeys:
+    return QueueKeys.build(settings.redis_prefix)
 
 
 def _now_ms() -> int:
@@ -86,28 +51,27 @@ def test_every_script_states_its_contract_and_is_filled_in_completely() -> None:
 
 
 async def test_reserve_counts_a_run_until_its_wait_ends_and_refuses_one_past_the_limit(
-    redis: Redis, settings: Settings
+    redis: Redis, q: QueueKeys
 ) -> None:
-    queued = queued_key(settings.redis_prefix, 1)
+    queued = q.queued(1)
     now = _now_ms()
     await redis.zadd(queued, {"lapsed": now - 1})
-    counted = await reserve(redis, queued=queued, member="a", limit=1, now_ms=now, wait_ms=500)
+    counted = await reserve(redis, q, scope_id=1, member="a", limit=1, now_ms=now, wait_ms=500)
     assert counted is Reservation.COUNTED
     assert await redis.zrange(queued, 0, -1, withscores=True) == [(b"a", now + 500)], "a lapsed run counts no more"
-    full = await reserve(redis, queued=queued, member="b", limit=1, now_ms=now, wait_ms=500)
+    full = await reserve(redis, q, scope_id=1, member="b", limit=1, now_ms=now, wait_ms=500)
     assert full is Reservation.FULL
     assert await redis.zrange(queued, 0, -1) == [b"a"], "nothing written"
-    again = await reserve(redis, queued=queued, member="a", limit=1, now_ms=now + 10, wait_ms=500)
+    again = await reserve(redis, q, scope_id=1, member="a", limit=1, now_ms=now + 10, wait_ms=500)
     assert again is Reservation.COUNTED, "a run counted already counts again, full or not"
     assert await redis.zscore(queued, "a") == now + 510
     assert [int(code) for code in Reservation] == [0, 1]
 
 
-async def test_add_job_adds_it_to_its_scope_which_takes_its_turn_after_the_others(redis: Redis, q: _Queue) -> None:
-    ring = {"scopes": q.scopes, "turn": q.turn, "ready": q.ready}
-    await add_job(redis, jobs=q.jobs(1), **ring, fields={"run_id": "r1", "agent": "a"})
-    await add_job(redis, jobs=q.jobs(2), **ring, fields={"run_id": "r2", "agent": "a"})
-    await add_job(redis, jobs=q.jobs(1), **ring, fields={"run_id": "r3", "agent": "a"})
+async def test_add_job_adds_it_to_its_scope_which_takes_its_turn_after_the_others(redis: Redis, q: QueueKeys) -> None:
+    await add_job(redis, q, scope_id=1, fields={"run_id": "r1", "agent": "a"})
+    await add_job(redis, q, scope_id=2, fields={"run_id": "r2", "agent": "a"})
+    await add_job(redis, q, scope_id=1, fields={"run_id": "r3", "agent": "a"})
     assert [fields for _, fields in await redis.xrange(q.jobs(1))] == [
         {b"run_id": b"r1", b"agent": b"a"},
         {b"run_id": b"r3", b"agent": b"a"},
@@ -120,38 +84,38 @@ async def test_add_job_adds_it_to_its_scope_which_takes_its_turn_after_the_other
     assert [fields for _, fields in await redis.xrange(q.ready)] == [{b"job": b"1"}] * 3, "a wake-up per job"
 
 
-async def test_claim_jobs_takes_the_queues_own_jobs_first_then_one_per_scope_turn(redis: Redis, q: _Queue) -> None:
-    ring = {"scopes": q.scopes, "turn": q.turn, "ready": q.ready}
+async def test_claim_jobs_takes_the_queues_own_jobs_first_then_one_per_scope_turn(redis: Redis, q: QueueKeys) -> None:
     await redis.xgroup_create(q.queue, GROUP, id="0", mkstream=True)
     await redis.xadd(q.queue, {"run_id": "old"})  # added by a version without scopes' turns
     for run_id in ("a1", "a2"):
-        await add_job(redis, jobs=q.jobs(1), **ring, fields={"run_id": run_id})
-    await add_job(redis, jobs=q.jobs(2), **ring, fields={"run_id": "b1"})
+        await add_job(redis, q, scope_id=1, fields={"run_id": run_id})
+    await add_job(redis, q, scope_id=2, fields={"run_id": "b1"})
     await redis.delete(q.ready)
-    jobs = await claim_jobs(redis, queue=q.queue, **ring, group=GROUP, consumer="w1", count=3)
+    jobs = await claim_jobs(redis, q, group=GROUP, consumer="w1", count=3)
     assert [fields for _, fields in jobs] == [{b"run_id": b"old"}, {b"run_id": b"a1"}, {b"run_id": b"b1"}]
     pending = await redis.xpending_range(q.queue, GROUP, min="-", max="+", count=10)
     assert [(p["message_id"], p["consumer"]) for p in pending] == [(entry_id, b"w1") for entry_id, _ in jobs]
     assert await redis.zrange(q.scopes, 0, -1, withscores=True) == [(q.jobs(1).encode(), 3.0)], "its next turn"
     assert not await redis.exists(q.jobs(2)), "a scope with no job left is deleted"
     assert await redis.xlen(q.ready) == 1, "all it could take, jobs left: another worker wakes"
-    [(_, last)] = await claim_jobs(redis, queue=q.queue, **ring, group=GROUP, consumer="w2", count=2)
+    [(_, last)] = await claim_jobs(redis, q, group=GROUP, consumer="w2", count=2)
     assert last == {b"run_id": b"a2"}
     assert await redis.xlen(q.ready) == 1, "fewer than asked: no job left, no wake-up"
-    assert await claim_jobs(redis, queue=q.queue, **ring, group=GROUP, consumer="w2", count=2) == []
+    assert await claim_jobs(redis, q, group=GROUP, consumer="w2", count=2) == []
     assert READY_MAXLEN > 1
 
 
-async def test_unclaimed_jobs_counts_the_scopes_jobs_and_the_queues_undelivered_ones(redis: Redis, q: _Queue) -> None:
-    ring = {"scopes": q.scopes, "turn": q.turn, "ready": q.ready}
-    assert await unclaimed_jobs(redis, queue=q.queue, scopes=q.scopes, group=GROUP) == 0, "no queue, no group"
-    await add_job(redis, jobs=q.jobs(1), **ring, fields={"run_id": "a1"})
-    await add_job(redis, jobs=q.jobs(2), **ring, fields={"run_id": "b1"})
+async def test_unclaimed_jobs_counts_the_scopes_jobs_and_the_queues_undelivered_ones(
+    redis: Redis, q: QueueKeys
+) -> None:
+    assert await unclaimed_jobs(redis, q, group=GROUP) == 0, "no queue, no group"
+    await add_job(redis, q, scope_id=1, fields={"run_id": "a1"})
+    await add_job(redis, q, scope_id=2, fields={"run_id": "b1"})
     await redis.xadd(q.queue, {"run_id": "old"})
-    assert await unclaimed_jobs(redis, queue=q.queue, scopes=q.scopes, group=GROUP) == 3, "no group yet"
+    assert await unclaimed_jobs(redis, q, group=GROUP) == 3, "no group yet"
     await redis.xgroup_create(q.queue, GROUP, id="0")
-    await claim_jobs(redis, queue=q.queue, **ring, group=GROUP, consumer="w1", count=2)
-    assert await unclaimed_jobs(redis, queue=q.queue, scopes=q.scopes, group=GROUP) == 1
+    await claim_jobs(redis, q, group=GROUP, consumer="w1", count=2)
+    assert await unclaimed_jobs(redis, q, group=GROUP) == 1
 
 
 async def test_advertise_writes_the_workers_field_and_deletes_those_that_lapsed(

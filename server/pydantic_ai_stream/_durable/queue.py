@@ -28,17 +28,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from .._core.entry import decode
 from .._core.errors import QueueFullError, RunExistsError, SessionBusyError
-from .._core.keys import (
-    SessionKeys,
-    cancel_channel,
-    check_id,
-    queue_key,
-    queued_key,
-    ready_key,
-    scope_jobs_key,
-    scopes_key,
-    turn_key,
-)
+from .._core.keys import QueueKeys, SessionKeys, cancel_channel, check_id
 from .._core.settings import Settings
 from .._store.redis import AsyncRedis, Enqueue, OpenState, SessionStream, is_cluster, xread_entries_by_key
 from .._store.scripts import READY_MAXLEN
@@ -92,11 +82,12 @@ class RunQueue:
 
     @property
     def key(self) -> str:
-        return queue_key(self.prefix)
+        """The stream of the jobs claimed (see `QueueKeys`)."""
+        return self._keys.queue
 
-    def _ring(self) -> tuple[str, str, str]:
-        """The scopes with jobs waiting, the turn counter and the ready stream (see `add_job`)."""
-        return scopes_key(self.prefix), turn_key(self.prefix), ready_key(self.prefix)
+    @property
+    def _keys(self) -> QueueKeys:
+        return QueueKeys.build(self.prefix)
 
     async def submit(
         self,
@@ -140,16 +131,16 @@ class RunQueue:
         if is_cluster(self.redis):
             state, begin_event_id = await self._submit_in_steps(stream, job, open_run)
         else:  # one script: no step of it can be lost without the others
-            scopes, turn, ready = self._ring()
+            keys = self._keys
             enqueue = Enqueue(
-                queue=scope_jobs_key(self.prefix, scope_id),
-                queued=queued_key(self.prefix, scope_id),
+                queue=keys.jobs(scope_id),
+                queued=keys.queued(scope_id),
                 member=job.member,
                 limit=self.max_queued,
                 fields=job.fields(),
-                scopes=scopes,
-                turn=turn,
-                ready=ready,
+                scopes=keys.scopes,
+                turn=keys.turn,
+                ready=keys.ready,
             )
             state, begin_event_id = await open_run(enqueue=enqueue)
         if state is OpenState.OPENED:
@@ -246,9 +237,7 @@ class RunQueue:
             return state, begin_event_id
         try:
             # Also for a retry of a queued run: its first job may not have been added.
-            scopes, turn, ready = self._ring()
-            jobs = scope_jobs_key(self.prefix, job.scope_id)
-            await add_job(self.redis, jobs=jobs, scopes=scopes, turn=turn, ready=ready, fields=job.fields())
+            await add_job(self.redis, self._keys, scope_id=job.scope_id, fields=job.fields())
         except BaseException:
             if state is OpenState.OPENED:  # no job would ever run it: end it rather than hold the session
                 with contextlib.suppress(Exception):
@@ -258,10 +247,15 @@ class RunQueue:
         return state, begin_event_id
 
     async def _reserve(self, job: Job) -> None:
-        limit, queued = self.max_queued, queued_key(self.prefix, job.scope_id)
-        now_ms = int(time.time() * 1000)
+        limit, now_ms = self.max_queued, int(time.time() * 1000)
         reserved = await reserve(
-            self.redis, queued=queued, member=job.member, limit=limit, now_ms=now_ms, wait_ms=self.wait_ms
+            self.redis,
+            self._keys,
+            scope_id=job.scope_id,
+            member=job.member,
+            limit=limit,
+            now_ms=now_ms,
+            wait_ms=self.wait_ms,
         )
         if reserved is Reservation.FULL:
             raise QueueFullError(job.scope_id, limit)
@@ -269,33 +263,33 @@ class RunQueue:
     async def release(self, scope_id: int, member: str) -> None:
         """The run `member` (see `queued_member`) no longer waits: a worker claimed it, or it was
         cancelled or refused."""
-        await self.redis.zrem(queued_key(self.prefix, scope_id), member)
+        await self.redis.zrem(self._keys.queued(scope_id), member)
 
     async def depth(self, scope_id: int) -> int:
         """Runs of the scope waiting for a worker (or behind their session's run)."""
-        return int(await self.redis.zcount(queued_key(self.prefix, scope_id), int(time.time() * 1000), "+inf"))
+        return int(await self.redis.zcount(self._keys.queued(scope_id), int(time.time() * 1000), "+inf"))
 
     async def keep_waiting(self, runs: Sequence[tuple[SessionKeys, str]]) -> None:
         """The runs `(session keys, run id)` still wait behind their session's run: they stay counted in their
         scope another `wait_ms` (their session's run, renewed, extends their place there as long)."""
         if not runs:
             return
-        deadline = int(time.time() * 1000) + self.wait_ms
+        deadline, queue_keys = int(time.time() * 1000) + self.wait_ms, self._keys
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, run_id in runs:
                 member = queued_member(keys.user_id, keys.session_id, run_id)
-                pipe.zadd(queued_key(self.prefix, keys.scope_id), {member: deadline}, xx=True)
+                pipe.zadd(queue_keys.queued(keys.scope_id), {member: deadline}, xx=True)
             await pipe.execute()
 
     async def waiting(self) -> int:
         """Runs in the queue no worker has claimed yet, of every scope (jobs in the scopes' job streams, and
         in the queue less those claimed)."""
-        return await unclaimed_jobs(self.redis, queue=self.key, scopes=scopes_key(self.prefix), group=GROUP)
+        return await unclaimed_jobs(self.redis, self._keys, group=GROUP)
 
     async def create_group(self, *, wake: str | None = None) -> None:
         """Create the workers' consumer group (and the queue) if there is none yet, on the queue and its
         ready stream; and on the wake-up stream `wake` of one worker (see `claim`)."""
-        for key in (self.key, ready_key(self.prefix), *([wake] if wake else [])):
+        for key in (self.key, self._keys.ready, *([wake] if wake else [])):
             try:
                 await self.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
             except ResponseError as e:
@@ -313,24 +307,14 @@ class RunQueue:
         if jobs:
             return jobs
         # A job added since the look above left an entry no worker read yet: the wait ends at once.
-        streams: dict[Any, Any] = {ready_key(self.prefix): ">", wake: ">"}
+        streams: dict[Any, Any] = {self._keys.ready: ">", wake: ">"}
         reply = await client.xreadgroup(GROUP, consumer, streams, count=READY_MAXLEN, block=block_ms, noack=True)
         if any(decode(key) == wake for key, _ in xread_entries_by_key(reply)):
             return []
         return await self._claim(consumer, count) if reply else []
 
     async def _claim(self, consumer: str, count: int) -> list[Job]:
-        scopes, turn, ready = self._ring()
-        entries = await claim_jobs(
-            self.redis,
-            queue=self.key,
-            scopes=scopes,
-            turn=turn,
-            ready=ready,
-            group=GROUP,
-            consumer=consumer,
-            count=count,
-        )
+        entries = await claim_jobs(self.redis, self._keys, group=GROUP, consumer=consumer, count=count)
         return await self._jobs(entries)
 
     async def heartbeat(self, consumer: str, job_ids: Sequence[str]) -> None:

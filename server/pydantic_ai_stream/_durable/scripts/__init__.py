@@ -1,6 +1,6 @@
 """The durable runs' Lua scripts (the `.lua` files beside this module), each behind a call with named arguments.
 
-The run queue's keys share one hash tag (`queue_key`), so each script touches one slot of a Redis Cluster; so
+The run queue's keys (`QueueKeys`) share one hash tag, so each script touches one slot of a Redis Cluster; so
 does the fleet's one hash. Each `.lua` file's header states its KEYS, ARGV and replies.
 """
 
@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import Any
 
+from ..._core.keys import QueueKeys
 from ..._store.redis import AsyncRedis
 from ..._store.scripts import LuaScript
 
@@ -33,33 +34,34 @@ _ADVERTISE = LuaScript.load(__name__, "advertise")
 _LIVE_AGENTS = LuaScript.load(__name__, "live_agents")
 
 
-async def reserve(redis: AsyncRedis, *, queued: str, member: str, limit: int, now_ms: int, wait_ms: int) -> Reservation:
-    """Count the run `member` in its scope's sorted set `queued` until `wait_ms` after `now_ms`, unless the scope
-    has `limit` runs queued already."""
-    return Reservation(int(await _RESERVE(redis, keys=[queued], args=[member, limit, now_ms, wait_ms])))
+async def reserve(
+    redis: AsyncRedis, keys: QueueKeys, *, scope_id: int, member: str, limit: int, now_ms: int, wait_ms: int
+) -> Reservation:
+    """Count the run `member` in its scope's queued runs until `wait_ms` after `now_ms`, unless the scope has
+    `limit` runs queued already."""
+    reply = await _RESERVE(redis, keys=[keys.queued(scope_id)], args=[member, limit, now_ms, wait_ms])
+    return Reservation(int(reply))
 
 
-async def add_job(
-    redis: AsyncRedis, *, jobs: str, scopes: str, turn: str, ready: str, fields: Mapping[str, str]
-) -> None:
-    """Add a job (its `fields`) to its scope's job stream `jobs`; the scope takes its turn in `scopes` (numbered
-    by the counter `turn`) if it had none, and one worker waiting on `ready` wakes."""
+async def add_job(redis: AsyncRedis, keys: QueueKeys, *, scope_id: int, fields: Mapping[str, str]) -> None:
+    """Add a job (its `fields`) to its scope's job stream; the scope takes its turn if it had none, and one worker
+    waiting for jobs wakes."""
     args = [item for pair in fields.items() for item in pair]
-    await _ADD_JOB(redis, keys=[jobs, scopes, turn, ready], args=args)
+    await _ADD_JOB(redis, keys=[keys.jobs(scope_id), keys.scopes, keys.turn, keys.ready], args=args)
 
 
 async def claim_jobs(
-    redis: AsyncRedis, *, queue: str, scopes: str, turn: str, ready: str, group: str, consumer: str, count: int
+    redis: AsyncRedis, keys: QueueKeys, *, group: str, consumer: str, count: int
 ) -> list[tuple[Any, dict[Any, Any]]]:
-    """Up to `count` jobs, now `consumer`'s in `group` of the stream `queue`, in the scopes' turns: each one's
-    entry id and fields."""
-    entries = await _CLAIM(redis, keys=[queue, scopes, turn, ready], args=[group, consumer, count])
+    """Up to `count` jobs, now `consumer`'s in `group` of the queue, in the scopes' turns: each one's entry id
+    and fields."""
+    entries = await _CLAIM(redis, keys=[keys.queue, keys.scopes, keys.turn, keys.ready], args=[group, consumer, count])
     return [(entry_id, _pairs(fields)) for entry_id, fields in entries]
 
 
-async def unclaimed_jobs(redis: AsyncRedis, *, queue: str, scopes: str, group: str) -> int:
-    """The jobs no worker of `group` has claimed yet: in the scopes' job streams, and in `queue` not delivered."""
-    return int(await _UNCLAIMED(redis, keys=[queue, scopes], args=[group]))
+async def unclaimed_jobs(redis: AsyncRedis, keys: QueueKeys, *, group: str) -> int:
+    """The jobs no worker of `group` has claimed yet: in the scopes' job streams, and in the queue not delivered."""
+    return int(await _UNCLAIMED(redis, keys=[keys.queue, keys.scopes], args=[group]))
 
 
 async def advertise(redis: AsyncRedis, *, workers: str, worker: str, ttl_ms: int, agents: str) -> None:
