@@ -9,7 +9,7 @@ from pydantic_ai import Agent
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import AgxCanceledError, Runtime, SessionBusyError, Settings, q, run
-from pydantic_ai_stream._store.redis import LeaseState, OpenState
+from pydantic_ai_stream._store.results import LeaseState, OpenState
 from pydantic_ai_stream._write.lease import Lease, LeaseKeeper
 from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model, wait_renewed
 

@@ -9,7 +9,7 @@ from pydantic_ai_stream import QueueFullError, RunExistsError, Runtime, SessionB
 from pydantic_ai_stream._core.keys import queue_wake_key
 from pydantic_ai_stream._durable.job import Job
 from pydantic_ai_stream._durable.queue import GROUP, RunQueue
-from pydantic_ai_stream._store.redis import SessionStream
+from pydantic_ai_stream._store.stream import SessionStream
 
 
 def _stream(runtime: Runtime, session_id: str, user_id: int = 1) -> SessionStream:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from redis.asyncio import Redis
 
 from pydantic_ai_stream._core.names import lua
 from pydantic_ai_stream._store import scripts
-from pydantic_ai_stream._store.scripts import LuaScript, library
+from pydantic_ai_stream._store.scripts import LuaScript, conversation, library, session
 
 SCRIPTS = Path(scripts.__file__).parent
 
@@ -43,11 +44,13 @@ def test_names_codes_and_values_are_filled_in_once() -> None:
         lua("return $NOT_A_NAME")
 
 
-def test_every_store_script_is_filled_in_completely() -> None:
-    for path in sorted(SCRIPTS.glob("*.lua")):
-        if path.stem != "lib" and not path.stem.startswith("conversation_"):  # see test_conversation_scripts.py
-            source = LuaScript.load(scripts.__name__, path.stem).source
-            assert "$" not in source.replace("$$", ""), path.name
+def test_every_store_script_is_loaded_and_filled_in_completely() -> None:
+    modules = (session, conversation)
+    loaded = [script.source for module in modules for script in vars(module).values() if isinstance(script, LuaScript)]
+    files = {path.stem for path in SCRIPTS.glob("*.lua")} - {"lib"}
+    assert len(loaded) == len(files) == 13 + 4
+    for source in loaded:
+        assert re.search(r"\$\w", source) is None, "a placeholder left"
 
 
 async def test_a_script_is_loaded_into_a_server_that_lacks_it(redis: Redis) -> None:

@@ -29,7 +29,7 @@ from pydantic_ai_stream._core.keys import queue_wake_key
 from pydantic_ai_stream._durable.queue import GROUP, RunQueue, Submitted
 from pydantic_ai_stream._read.handle import live_sessions
 from pydantic_ai_stream._runtime.worker import Worker
-from pydantic_ai_stream._store.redis import SessionStream
+from pydantic_ai_stream._store.stream import SessionStream
 from pydantic_ai_stream._write.live import LiveRun
 from support import GatedModel
 

@@ -8,7 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import LeaseLostError, Runtime
-from pydantic_ai_stream._store.redis import append_many
+from pydantic_ai_stream._store.cluster import append_many
 from pydantic_ai_stream._write.writer import StreamWriter
 from support import ScopedDeps, evalsha_calls
 

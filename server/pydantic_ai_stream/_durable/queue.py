@@ -30,8 +30,10 @@ from .._core.entry import decode
 from .._core.errors import QueueFullError, RunExistsError, SessionBusyError
 from .._core.keys import QueueKeys, SessionKeys, cancel_channel, check_id
 from .._core.settings import Settings
-from .._store.redis import AsyncRedis, Enqueue, OpenState, SessionStream, is_cluster, xread_entries_by_key
+from .._store.redis import AsyncRedis, is_cluster, xread_entries_by_key
+from .._store.results import Enqueue, OpenState, WaitState
 from .._store.scripts import READY_MAXLEN
+from .._store.stream import SessionStream
 from .job import Job, queued_member
 from .scripts import Reservation, add_job, claim_jobs, reserve, unclaimed_jobs
 
@@ -184,7 +186,7 @@ class RunQueue:
         except BaseException:
             await self.release(scope_id, job.member)
             raise
-        if state == 0:
+        if state is WaitState.NO_RUN:
             await self.release(scope_id, job.member)
             return None
         return Submitted(run_id=run_id, begin_event_id="", waiting=True)

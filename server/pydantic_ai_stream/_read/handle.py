@@ -18,7 +18,10 @@ from .._core.names import BEGIN, END, ERROR, RUN_LOST
 from .._durable.job import queued_member
 from .._durable.queue import Submitted
 from .._runtime.runtime import Runtime
-from .._store.redis import ActiveRun, AsyncRedis, CancelState, SessionStream, active_members, active_sessions
+from .._store.active import active_members, active_sessions
+from .._store.redis import AsyncRedis
+from .._store.results import ActiveRun, CancelState
+from .._store.stream import SessionStream
 from .listen import listen
 
 __all__ = ["BusyPolicy", "ListenOptions", "SessionHandle", "live_sessions", "q"]

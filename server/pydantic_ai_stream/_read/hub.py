@@ -35,7 +35,9 @@ from .._core.errors import PydanticAIStreamError
 from .._core.keys import wake_key
 from .._core.names import END
 from .._core.settings import Settings
-from .._store.redis import SessionStream, own_pool, reap_many, xread_entries_by_key
+from .._store.cluster import reap_many
+from .._store.redis import own_pool, xread_entries_by_key
+from .._store.stream import SessionStream
 
 __all__ = ["StreamHub", "Subscription"]
 

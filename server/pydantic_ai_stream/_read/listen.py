@@ -16,7 +16,7 @@ from .._core.entry import Entry, stream_id_key, trimmed_past
 from .._core.errors import CursorAheadError, CursorExpiredError, ListenTimeoutError, StreamNotFoundError
 from .._core.keys import check_stream_id
 from .._core.names import END
-from .._store.redis import SessionStream
+from .._store.stream import SessionStream
 from .hub import FIRST_PAGE, StreamHub, Subscription, page_size
 
 __all__ = ["listen"]

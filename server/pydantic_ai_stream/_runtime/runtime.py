@@ -12,7 +12,8 @@ from .._core.keys import ConversationKeys, SessionKeys, TaskKeys, active_key
 from .._core.settings import Settings, settings
 from .._durable.queue import RunQueue
 from .._read.hub import StreamHub
-from .._store.redis import AsyncRedis, SessionStream, is_cluster
+from .._store.redis import AsyncRedis, is_cluster
+from .._store.stream import SessionStream
 from .._write.lease import LeaseKeeper
 from .._write.writer import WriteCombiner
 

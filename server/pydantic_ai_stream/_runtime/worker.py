@@ -28,7 +28,8 @@ from .._core.keys import SessionKeys, queue_wake_key
 from .._core.names import ORIGIN_STREAM
 from .._durable.fleet import Advertisement
 from .._durable.job import Job
-from .._store.redis import AsyncRedis, Held, is_cluster, own_pool
+from .._store.redis import AsyncRedis, is_cluster, own_pool
+from .._store.results import Held
 from .._store.sessions import RedisSession, Session
 from .._write.live import LiveRun
 from .deps import HostedDeps

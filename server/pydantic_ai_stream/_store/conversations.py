@@ -30,7 +30,8 @@ from .._core.keys import check_int_id
 from .._core.settings import Settings
 from .._core.settings import settings as process_settings
 from .._runtime.runtime import conversation_keys
-from .redis import AsyncRedis, active_members
+from .active import active_members
+from .redis import AsyncRedis
 from .scripts import conversation as scripts
 
 __all__ = [

@@ -24,7 +24,10 @@ from .._core.entry import decode
 from .._core.keys import cancel_channel
 from .._core.settings import Settings
 from .._durable.queue import RunQueue
-from .._store.redis import AsyncRedis, LeaseState, SessionStream, is_cluster, renew_many
+from .._store.cluster import renew_many
+from .._store.redis import AsyncRedis, is_cluster
+from .._store.results import LeaseState
+from .._store.stream import SessionStream
 
 __all__ = ["Lease", "LeaseKeeper"]
 

@@ -17,7 +17,8 @@ from .._core.keys import SessionKeys, check_id
 from .._core.names import EVENT, ORIGIN_PYDANTIC_AI
 from .._durable.checkpoint import Checkpoint, decode_messages, encode_messages, saved_nodes
 from .._runtime.runtime import Runtime
-from .._store.redis import Held, OpenState, SessionStream
+from .._store.results import Held, OpenState
+from .._store.stream import SessionStream
 from .lease import Lease
 from .writer import StreamWriter
 

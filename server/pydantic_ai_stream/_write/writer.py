@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._core.errors import LeaseLostError
-from .._store.redis import AsyncRedis, PendingEntry, SessionStream, append_many
+from .._store.cluster import append_many
+from .._store.redis import AsyncRedis
+from .._store.results import PendingEntry
+from .._store.stream import SessionStream
 
 if TYPE_CHECKING:
     from .._edges.telemetry import Telemetry

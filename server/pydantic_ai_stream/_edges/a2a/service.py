@@ -55,7 +55,7 @@ from ..._core.names import BEGIN, END, ERROR, EVENT, ORIGIN_STREAM
 from ..._read.handle import SessionHandle
 from ..._runtime.auth import AuthError, Caller
 from ..._runtime.runtime import Runtime
-from ..._store.redis import CancelState
+from ..._store.results import CancelState
 from ..grpc_service import AgentStreamServicer, status_of, statuses
 from .tasks import TaskRecord, TaskRecords, TaskState, now_ms
 

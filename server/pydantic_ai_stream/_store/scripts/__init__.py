@@ -15,16 +15,14 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from functools import cache
 from importlib.resources import files
-from typing import Any, TypeAlias
+from typing import Any
 
-from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError
 
 from ..._core.names import lua
+from ..redis import AsyncRedis
 
 __all__ = ["LIBRARY_VALUES", "READY_MAXLEN", "LuaScript", "library"]
-
-AsyncRedis: TypeAlias = "Redis | RedisCluster"
 
 READY_MAXLEN = 1000
 """Wake-ups the run queue's ready stream keeps: enough that a worker about to wait sees the newest ones."""
@@ -69,14 +67,28 @@ class LuaScript:
 
     @classmethod
     def load(
-        cls, package: str, name: str, *, codes: Iterable[type[IntEnum]] = (), values: Mapping[str, str | int] = {}
+        cls,
+        package: str | None,
+        name: str,
+        *,
+        codes: Iterable[type[IntEnum]] = (),
+        values: Mapping[str, str | int] | None = None,
     ) -> LuaScript:
-        """The script `<name>.lua` of `package` (its `__package__`), with the library functions it calls, the
-        members of `codes` as `$Enum.MEMBER` and `values` as `$NAME` filled in."""
+        """The script `<name>.lua` of `package` (the caller's `__package__`), with the library functions it
+        calls, the members of `codes` as `$Enum.MEMBER` and `values` as `$NAME` filled in."""
+        if package is None:
+            raise ValueError(f"{name}.lua: load it from a module of a package")
         body = files(package).joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        return cls.from_source(body, codes=codes, values=values)
+
+    @classmethod
+    def from_source(
+        cls, body: str, *, codes: Iterable[type[IntEnum]] = (), values: Mapping[str, str | int] | None = None
+    ) -> LuaScript:
+        """A script written in Python: as `load`, from its text."""
         filled: dict[str, str | int] = dict(LIBRARY_VALUES)
         filled.update((f"{enum.__name__}.{member.name}", int(member)) for enum in codes for member in enum)
-        filled.update(values)
+        filled.update(values or {})
         return cls(lua(_with_library(body), filled))
 
     async def __call__(self, redis: AsyncRedis, *, keys: Sequence[str], args: Sequence[str | int | bytes]) -> Any:

@@ -1,0 +1,25 @@
+-- A worker takes a queued run's flag as its lease (the adopter kept in the checkpoint hash,
+-- `adopted:<run id>`; the session listed as active, should a listing have dropped it meanwhile).
+-- KEYS: [1] live, [2] stream, [3] durable, [4] checkpoint, [5] active.
+-- ARGV: [1] run_id, [2] lease_ms, [3] wait_ms, [4] the adopter (unique to one worker and job; '': none),
+--   [5] session_id.
+-- Returns {begin id, begin body}, also to a re-sent copy of the call that took it (its reply was lost: the
+-- same adopter finds the flag its own, the lease renewed, a cancel mark kept); {} if the run is no longer
+-- queued (cancelled, expired, or adopted).
+local v = redis.call('GET', KEYS[1])
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+if not first then return {} end
+if v == $QUEUED .. ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  if ARGV[4] ~= '' then
+    redis.call('HSET', KEYS[4], 'adopted:' .. ARGV[1], ARGV[4])
+    if redis.call('PTTL', KEYS[4]) < 0 then redis.call('PEXPIRE', KEYS[4], ARGV[3]) end
+  end
+elseif ARGV[4] ~= '' and holds(v, ARGV[1]) and redis.call('HGET', KEYS[4], 'adopted:' .. ARGV[1]) == ARGV[4] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  return {}
+end
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[5], 'NX', string.match(first[1], '^%d+'), ARGV[5])
+return {first[1], field(first, 'body') or '{}'}
