@@ -1,4 +1,5 @@
-"""The Lua scripts as files: the loader, the shared library, and each script's KEYS/ARGV contract and return codes."""
+"""The Lua scripts as files: the loader, the shared library, the names and codes filled in (each script's
+contract: `test_scripts_run.py`, `test_scripts_durable.py`)."""
 
 from __future__ import annotations
 
@@ -29,12 +30,12 @@ def test_the_library_lists_its_functions_each_after_those_it_calls() -> None:
 
 
 def test_a_script_gets_the_library_functions_it_calls_and_only_those() -> None:
-    source = scripts._with_library("return is_end(last_entry(KEYS[1]))\n")
+    source = LuaScript.from_source("return is_end(last_entry(KEYS[1]))\n").source
     assert "local function is_end(" in source
     assert "local function field(" in source, "is_end calls it"
     assert "local function add_job(" not in source
     assert source.index("local function field(") < source.index("local function is_end(")
-    assert "$" not in lua(source)
+    assert "$END" not in source
 
 
 def test_names_codes_and_values_are_filled_in_once() -> None:
@@ -42,6 +43,7 @@ def test_names_codes_and_values_are_filled_in_once() -> None:
     assert filled == "return {'end', 7, 3, '$'}"
     with pytest.raises(KeyError):
         lua("return $NOT_A_NAME")
+    assert "return {7, 0}" in LuaScript.from_source("return {$_Code.YES, $_Code.NO}", codes=[_Code]).source
 
 
 def test_every_store_script_is_loaded_and_filled_in_completely() -> None:
@@ -62,7 +64,7 @@ async def test_a_script_is_loaded_into_a_server_that_lacks_it(redis: Redis) -> N
 
 
 async def test_the_wake_fragment_keeps_the_ready_stream_bounded(redis: Redis) -> None:
-    script = LuaScript(lua(scripts._with_library("for _ = 1, 3 do wake(KEYS[1]) end\nreturn 1\n"), {"READY_MAXLEN": 1}))
+    script = LuaScript.from_source("for _ = 1, 3 do wake(KEYS[1]) end\nreturn 1\n", values={"READY_MAXLEN": 1})
     await redis.delete("ready")
     assert await script(redis, keys=["ready"], args=[]) == 1
     assert 1 <= await redis.xlen("ready") <= 3
