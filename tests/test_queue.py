@@ -7,7 +7,8 @@ from redis.asyncio import Redis
 
 from pydantic_ai_stream import QueueFullError, RunExistsError, Runtime, SessionBusyError, Settings
 from pydantic_ai_stream._core.keys import queue_wake_key
-from pydantic_ai_stream._durable.queue import GROUP, Job, RunQueue
+from pydantic_ai_stream._durable.job import Job
+from pydantic_ai_stream._durable.queue import GROUP, RunQueue
 from pydantic_ai_stream._store.stream import SessionStream
 
 

@@ -31,7 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pydantic_ai_stream import Runtime, SessionHandle, Settings, Telemetry
 from pydantic_ai_stream._core.names import END
-from pydantic_ai_stream._durable.queue import Job
+from pydantic_ai_stream._durable.job import Job
 from pydantic_ai_stream._edges.grpc_server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream._runtime.worker import Worker
 from pydantic_ai_stream.client import StreamClient, event_body

@@ -10,6 +10,7 @@ from .errors import InvalidIdError
 __all__ = [
     "MAX_ID_LENGTH",
     "ConversationKeys",
+    "QueueKeys",
     "SessionKeys",
     "TaskKeys",
     "active_key",
@@ -240,6 +241,36 @@ def turn_key(prefix: str) -> str:
 def ready_key(prefix: str) -> str:
     """The stream that wakes a worker waiting for jobs: an entry per job added (read by one worker, unacked)."""
     return f"{queue_key(prefix)}:ready"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class QueueKeys:
+    """The run queue's keys under a prefix, all in one slot of a Redis Cluster (see `queue_key`)."""
+
+    prefix: str
+    queue: str
+    scopes: str
+    turn: str
+    ready: str
+
+    @classmethod
+    def build(cls, prefix: str) -> QueueKeys:
+        """Check the prefix and build the keys; raises `InvalidIdError` before any I/O."""
+        return cls(
+            prefix=prefix,
+            queue=queue_key(prefix),
+            scopes=scopes_key(prefix),
+            turn=turn_key(prefix),
+            ready=ready_key(prefix),
+        )
+
+    def jobs(self, scope_id: int) -> str:
+        """The scope's job stream (`scope_jobs_key`)."""
+        return scope_jobs_key(self.prefix, scope_id)
+
+    def queued(self, scope_id: int) -> str:
+        """The scope's queued runs (`queued_key`)."""
+        return queued_key(self.prefix, scope_id)
 
 
 def cancel_channel(prefix: str) -> str:

@@ -25,40 +25,11 @@ from .._core.entry import decode
 from .._core.keys import workers_key
 from .._core.settings import Configured
 from .._store.redis import AsyncRedis
-from .._store.scripts import LuaScript
+from .scripts import advertise, live_agents
 
 __all__ = ["Advertisement", "FleetRedis", "fleet_agents"]
 
 logger = logging.getLogger(__name__)
-
-# KEYS: the workers hash. ARGV: worker name, ttl_ms, its agents (JSON). Writes the worker's field to `ttl_ms`
-# from now, deletes the fields that lapsed, and keeps the hash at least as long as this field.
-_ADVERTISE = LuaScript("""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = tonumber(ARGV[2])
-redis.call('HSET', KEYS[1], ARGV[1], string.format('%.0f', now + ttl) .. ' ' .. ARGV[3])
-local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  local until_ms = tonumber(string.match(fields[i + 1], '^(%d+) '))
-  if not until_ms or until_ms < now then redis.call('HDEL', KEYS[1], fields[i]) end
-end
-if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
-return 1
-""")
-
-# KEYS: the workers hash. The agents (JSON lists) of the workers whose field has not lapsed.
-_LIVE = LuaScript("""
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local fields = redis.call('HGETALL', KEYS[1])
-local live = {}
-for i = 2, #fields, 2 do
-  local until_ms, agents = string.match(fields[i], '^(%d+) (.*)$')
-  if until_ms and tonumber(until_ms) >= now then live[#live + 1] = agents end
-end
-return live
-""")
 
 
 class FleetRedis(Configured, Protocol):
@@ -101,7 +72,7 @@ class Advertisement:
             raise_if_cancelled()  # a cancel the last Redis call completed over still stops us
             try:
                 ttl_ms = int(config.lease_ttl * 1000)
-                await _ADVERTISE(self.runtime.redis, keys=[self._key], args=[self.worker, ttl_ms, agents])
+                await advertise(self.runtime.redis, workers=self._key, worker=self.worker, ttl_ms=ttl_ms, agents=agents)
             except (RedisError, OSError) as e:
                 raise_if_cancelled()
                 logger.warning("worker %s could not advertise its agents (%s)", self.worker, e)
@@ -110,5 +81,5 @@ class Advertisement:
 
 async def fleet_agents(runtime: FleetRedis) -> frozenset[str]:
     """The agents the live workers of `runtime`'s Redis and prefix host, as they advertise them."""
-    live = await _LIVE(runtime.redis, keys=[workers_key(runtime.settings.redis_prefix)], args=[])
+    live = await live_agents(runtime.redis, workers=workers_key(runtime.settings.redis_prefix))
     return frozenset(name for value in live for name in json.loads(decode(value)))

@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -28,24 +28,16 @@ from redis.exceptions import RedisError, ResponseError
 
 from .._core.entry import decode
 from .._core.errors import QueueFullError, RunExistsError, SessionBusyError
-from .._core.keys import (
-    SessionKeys,
-    cancel_channel,
-    check_id,
-    queue_key,
-    queued_key,
-    ready_key,
-    scope_jobs_key,
-    scopes_key,
-    turn_key,
-)
+from .._core.keys import QueueKeys, SessionKeys, cancel_channel, check_id
 from .._core.settings import Settings
 from .._store.redis import AsyncRedis, is_cluster, xread_entries_by_key
-from .._store.results import Enqueue, OpenState
-from .._store.scripts import READY_MAXLEN, LuaScript
+from .._store.results import Enqueue, OpenState, WaitState
+from .._store.scripts import READY_MAXLEN
 from .._store.stream import SessionStream
+from .job import Job, queued_member
+from .scripts import Reservation, add_job, claim_jobs, reserve, unclaimed_jobs
 
-__all__ = ["GROUP", "Job", "RunQueue", "Submitted", "queued_member"]
+__all__ = ["GROUP", "RunQueue", "Submitted"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,133 +47,6 @@ HANDED_BACK_IDLE_MS = 86_400_000
 """The idle time a handed-back job is given: longer than any worker waits before taking a job over."""
 WAKE_TTL = 86_400
 """Seconds a worker's wake-up stream lives (the worker creates it again when it is gone)."""
-
-# KEYS: the scope's queued set. ARGV: member, limit, now_ms, wait_ms. Counts the run as queued until `wait_ms`
-# from now unless the scope has `limit` queued already (runs whose wait is over no longer count); 1 if
-# counted (also when it already was: a re-sent submit, a waiting run that starts), else 0.
-_RESERVE = LuaScript("""
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
-local deadline = tonumber(ARGV[3]) + tonumber(ARGV[4])
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('ZADD', KEYS[1], deadline, ARGV[1])
-  return 1
-end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], deadline, ARGV[1])
-return 1
-""")
-
-
-# KEYS: the scope's job stream, the queue's scopes, turn and ready keys. ARGV: the job's fields and values.
-# Adds the job on a Redis Cluster, where `_OPEN` cannot (see `add_job`).
-_ADD_JOB = LuaScript.from_source("add_job(KEYS[1], KEYS[2], KEYS[3], KEYS[4], 1)")
-
-# KEYS: the queue, its scopes, turn and ready keys. ARGV: group, consumer, count. Up to `count` jobs, now
-# `consumer`'s: first those already in the queue (added by a version without scopes' turns), then one of the
-# scope whose turn is next, at a time, each moved into the queue; the scope's next turn comes after every
-# other scope's. Wakes another worker when jobs are left and this one took all it could.
-_CLAIM = LuaScript(f"""
-local n = tonumber(ARGV[3])
-local function read(count)
-  local reply = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', count, 'STREAMS', KEYS[1], '>')
-  return reply and reply[1][2] or {{}}
-end
-local jobs = read(n)
-local moved = 0
-while #jobs + moved < n do
-  local turn = redis.call('ZPOPMIN', KEYS[2])
-  if not turn[1] then break end
-  local scope = turn[1]
-  local job = redis.call('XRANGE', scope, '-', '+', 'COUNT', 1)[1]
-  if job then
-    redis.call('XDEL', scope, job[1])
-    redis.call('XADD', KEYS[1], '*', unpack(job[2]))
-    moved = moved + 1
-  end
-  if redis.call('XLEN', scope) > 0 then
-    redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), scope)
-  else
-    redis.call('DEL', scope)
-  end
-end
-if moved > 0 then
-  for _, job in ipairs(read(moved)) do jobs[#jobs + 1] = job end
-end
-if #jobs == n and redis.call('ZCARD', KEYS[2]) > 0 then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', {READY_MAXLEN}, '*', 'job', '1')
-end
-return jobs
-""")
-
-# KEYS: the queue, its scopes. ARGV: group. Jobs no worker has claimed yet: those of every scope's job
-# stream, and those in the queue not delivered to a worker.
-_WAITING = LuaScript("""
-local n = 0
-for _, scope in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do n = n + redis.call('XLEN', scope) end
-local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1])
-local claimed = type(pending) == 'table' and not pending.err and pending[1] or 0
-return n + math.max(0, redis.call('XLEN', KEYS[1]) - claimed)
-""")
-
-
-def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:
-    """A stream entry's fields as a script returns them (field, value, field, value...)."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
-def queued_member(user_id: int, session_id: str, run_id: str) -> str:
-    """A run in its scope's set of queued runs (ids cannot hold `:`)."""
-    return f"{user_id}:{session_id}:{run_id}"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Job:
-    """A run for a worker to execute: whose session, which run, which agent, with what options."""
-
-    scope_id: int
-    user_id: int
-    session_id: str
-    run_id: str
-    agent: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-    """Keyword arguments for `agent.iter()` (JSON: e.g. `model_settings`)."""
-    traceparent: str = ""
-    """The W3C trace context the run's span continues (`""`: none; jobs written before it have none)."""
-    id: str = ""
-    """The job's entry id in the queue (set once claimed)."""
-
-    @property
-    def member(self) -> str:
-        """The run in its scope's queued set."""
-        return queued_member(self.user_id, self.session_id, self.run_id)
-
-    def fields(self) -> dict[str, str]:
-        fields = {
-            "scope_id": str(self.scope_id),
-            "user_id": str(self.user_id),
-            "session_id": self.session_id,
-            "run_id": self.run_id,
-            "agent": self.agent,
-            "options": json.dumps(self.options, separators=(",", ":")),
-        }
-        if self.traceparent:
-            fields["traceparent"] = self.traceparent
-        return fields
-
-    @classmethod
-    def from_fields(cls, entry_id: str, fields: Mapping[Any, Any]) -> Job:
-        """A claimed job; raises `ValueError` (or `KeyError`) for an entry that is not one."""
-        values = {decode(k): decode(v) for k, v in fields.items()}
-        return cls(
-            id=entry_id,
-            scope_id=int(values["scope_id"]),
-            user_id=int(values["user_id"]),
-            session_id=values["session_id"],
-            run_id=values["run_id"],
-            agent=values["agent"],
-            options=json.loads(values.get("options", "{}")),
-            traceparent=values.get("traceparent", ""),
-        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,11 +84,12 @@ class RunQueue:
 
     @property
     def key(self) -> str:
-        return queue_key(self.prefix)
+        """The stream of the jobs claimed (see `QueueKeys`)."""
+        return self._keys.queue
 
-    def _ring(self) -> list[str]:
-        """The scopes with jobs waiting, the turn counter and the ready stream (see `add_job`)."""
-        return [scopes_key(self.prefix), turn_key(self.prefix), ready_key(self.prefix)]
+    @property
+    def _keys(self) -> QueueKeys:
+        return QueueKeys.build(self.prefix)
 
     async def submit(
         self,
@@ -267,16 +133,16 @@ class RunQueue:
         if is_cluster(self.redis):
             state, begin_event_id = await self._submit_in_steps(stream, job, open_run)
         else:  # one script: no step of it can be lost without the others
-            scopes, turn, ready = self._ring()
+            keys = self._keys
             enqueue = Enqueue(
-                queue=scope_jobs_key(self.prefix, scope_id),
-                queued=queued_key(self.prefix, scope_id),
+                queue=keys.jobs(scope_id),
+                queued=keys.queued(scope_id),
                 member=job.member,
                 limit=self.max_queued,
                 fields=job.fields(),
-                scopes=scopes,
-                turn=turn,
-                ready=ready,
+                scopes=keys.scopes,
+                turn=keys.turn,
+                ready=keys.ready,
             )
             state, begin_event_id = await open_run(enqueue=enqueue)
         if state is OpenState.OPENED:
@@ -320,7 +186,7 @@ class RunQueue:
         except BaseException:
             await self.release(scope_id, job.member)
             raise
-        if state == 0:
+        if state is WaitState.NO_RUN:
             await self.release(scope_id, job.member)
             return None
         return Submitted(run_id=run_id, begin_event_id="", waiting=True)
@@ -373,8 +239,7 @@ class RunQueue:
             return state, begin_event_id
         try:
             # Also for a retry of a queued run: its first job may not have been added.
-            fields = [item for pair in job.fields().items() for item in pair]
-            await _ADD_JOB(self.redis, keys=[scope_jobs_key(self.prefix, job.scope_id), *self._ring()], args=fields)
+            await add_job(self.redis, self._keys, scope_id=job.scope_id, fields=job.fields())
         except BaseException:
             if state is OpenState.OPENED:  # no job would ever run it: end it rather than hold the session
                 with contextlib.suppress(Exception):
@@ -384,45 +249,49 @@ class RunQueue:
         return state, begin_event_id
 
     async def _reserve(self, job: Job) -> None:
-        limit = self.max_queued
-        counted = await _RESERVE(
+        limit, now_ms = self.max_queued, int(time.time() * 1000)
+        reserved = await reserve(
             self.redis,
-            keys=[queued_key(self.prefix, job.scope_id)],
-            args=[job.member, limit, int(time.time() * 1000), self.wait_ms],
+            self._keys,
+            scope_id=job.scope_id,
+            member=job.member,
+            limit=limit,
+            now_ms=now_ms,
+            wait_ms=self.wait_ms,
         )
-        if not int(counted):
+        if reserved is Reservation.FULL:
             raise QueueFullError(job.scope_id, limit)
 
     async def release(self, scope_id: int, member: str) -> None:
         """The run `member` (see `queued_member`) no longer waits: a worker claimed it, or it was
         cancelled or refused."""
-        await self.redis.zrem(queued_key(self.prefix, scope_id), member)
+        await self.redis.zrem(self._keys.queued(scope_id), member)
 
     async def depth(self, scope_id: int) -> int:
         """Runs of the scope waiting for a worker (or behind their session's run)."""
-        return int(await self.redis.zcount(queued_key(self.prefix, scope_id), int(time.time() * 1000), "+inf"))
+        return int(await self.redis.zcount(self._keys.queued(scope_id), int(time.time() * 1000), "+inf"))
 
     async def keep_waiting(self, runs: Sequence[tuple[SessionKeys, str]]) -> None:
         """The runs `(session keys, run id)` still wait behind their session's run: they stay counted in their
         scope another `wait_ms` (their session's run, renewed, extends their place there as long)."""
         if not runs:
             return
-        deadline = int(time.time() * 1000) + self.wait_ms
+        deadline, queue_keys = int(time.time() * 1000) + self.wait_ms, self._keys
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, run_id in runs:
                 member = queued_member(keys.user_id, keys.session_id, run_id)
-                pipe.zadd(queued_key(self.prefix, keys.scope_id), {member: deadline}, xx=True)
+                pipe.zadd(queue_keys.queued(keys.scope_id), {member: deadline}, xx=True)
             await pipe.execute()
 
     async def waiting(self) -> int:
         """Runs in the queue no worker has claimed yet, of every scope (jobs in the scopes' job streams, and
         in the queue less those claimed)."""
-        return int(await _WAITING(self.redis, keys=[self.key, scopes_key(self.prefix)], args=[GROUP]))
+        return await unclaimed_jobs(self.redis, self._keys, group=GROUP)
 
     async def create_group(self, *, wake: str | None = None) -> None:
         """Create the workers' consumer group (and the queue) if there is none yet, on the queue and its
         ready stream; and on the wake-up stream `wake` of one worker (see `claim`)."""
-        for key in (self.key, ready_key(self.prefix), *([wake] if wake else [])):
+        for key in (self.key, self._keys.ready, *([wake] if wake else [])):
             try:
                 await self.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
             except ResponseError as e:
@@ -440,15 +309,15 @@ class RunQueue:
         if jobs:
             return jobs
         # A job added since the look above left an entry no worker read yet: the wait ends at once.
-        streams: dict[Any, Any] = {ready_key(self.prefix): ">", wake: ">"}
+        streams: dict[Any, Any] = {self._keys.ready: ">", wake: ">"}
         reply = await client.xreadgroup(GROUP, consumer, streams, count=READY_MAXLEN, block=block_ms, noack=True)
         if any(decode(key) == wake for key, _ in xread_entries_by_key(reply)):
             return []
         return await self._claim(consumer, count) if reply else []
 
     async def _claim(self, consumer: str, count: int) -> list[Job]:
-        entries = await _CLAIM(self.redis, keys=[self.key, *self._ring()], args=[GROUP, consumer, count])
-        return await self._jobs([(entry_id, _pairs(fields)) for entry_id, fields in entries])
+        entries = await claim_jobs(self.redis, self._keys, group=GROUP, consumer=consumer, count=count)
+        return await self._jobs(entries)
 
     async def heartbeat(self, consumer: str, job_ids: Sequence[str]) -> None:
         """Show that `consumer` still works on these jobs: their idle time starts again (see `reclaim`)."""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from .._core.entry import Entry
-    from .._durable.queue import Job
+    from .._durable.job import Job
     from .._write.live import LiveRun
 
 __all__ = ["LATENCY_BUCKETS_MS", "METER_NAME", "Telemetry"]

@@ -15,7 +15,8 @@ from .._core.entry import Entry
 from .._core.errors import CursorExpiredError, ListenTimeoutError, RunExistsError, SessionBusyError, StreamNotFoundError
 from .._core.keys import SessionKeys, cancel_channel, check_id
 from .._core.names import BEGIN, END, ERROR, RUN_LOST
-from .._durable.queue import Submitted, queued_member
+from .._durable.job import queued_member
+from .._durable.queue import Submitted
 from .._runtime.runtime import Runtime
 from .._store.active import active_members, active_sessions
 from .._store.results import ActiveRun, CancelState

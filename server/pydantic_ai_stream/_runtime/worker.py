@@ -27,7 +27,7 @@ from .._core.errors import AgxCanceledError
 from .._core.keys import SessionKeys, queue_wake_key
 from .._core.names import ORIGIN_STREAM
 from .._durable.fleet import Advertisement
-from .._durable.queue import Job
+from .._durable.job import Job
 from .._store.redis import AsyncRedis, is_cluster, own_pool
 from .._store.results import Held
 from .._store.sessions import RedisSession, Session

@@ -31,7 +31,7 @@ from .._core.messages import decode_messages, encode_message
 from .._core.settings import Settings
 from .active import active_members
 from .redis import AsyncRedis, is_cluster
-from .scripts import LuaScript
+from .scripts import conversation as scripts
 
 __all__ = [
     "RedisConversationStore",
@@ -83,184 +83,6 @@ class UserConversationStore(ConversationStore):
         return scope is None or scope == self.scope
 
 
-_LEGACY = "legacy:"
-"""The revision of a conversation the previous release stored (a JSON list of messages at `:msgs`): the
-SHA1 of that value. A read converts it into a record and its entries."""
-
-# Shared by the scripts below. `revision(value)`: the revision of a stored record value. `walk`: from entry
-# `head` back to the first, at most `limit` entries (all if negative), the ids and parents newest first,
-# or false if one is missing. `triples`: append {id, parent, message} of those, oldest first, to `out`
-# (false if a message is missing). `keep_alive`: the shared keys expire with the last record (KEYS 2-5).
-_LIB = """
-local function revision(value)
-  if string.sub(value, 1, 1) == '[' then return 'legacy:' .. redis.sha1hex(value) end
-  return cjson.decode(value)['revision']
-end
-local function walk(parents, head, limit)
-  local ids, ps = {}, {}
-  local id = head
-  while id ~= '' and (limit < 0 or #ids < limit) do
-    local p = redis.call('HGET', parents, id)
-    if not p then return false end
-    ids[#ids + 1], ps[#ps + 1] = id, p
-    id = p
-  end
-  return ids, ps
-end
-local function triples(entries, ids, ps, out)
-  local n = #ids
-  for first = n, 1, -1000 do
-    local last = math.max(first - 999, 1)
-    local chunk = {}
-    for i = first, last, -1 do chunk[#chunk + 1] = ids[i] end
-    local msgs = redis.call('HMGET', entries, unpack(chunk))
-    for j, m in ipairs(chunk) do
-      if not msgs[j] then return false end
-      local i = first - j + 1
-      out[#out + 1], out[#out + 2], out[#out + 3] = ids[i], ps[i], msgs[j]
-    end
-  end
-  return true
-end
-local function keep_alive(now)
-  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. now)
-  local last = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')[2]
-  for k = 2, 5 do
-    if not last or last == 'inf' then redis.call('PERSIST', KEYS[k]) else redis.call('PEXPIREAT', KEYS[k], last) end
-  end
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-"""
-
-# KEYS: entries, parents, and the record to read it too. ARGV: limit (-1: all), the head (without a record).
-# Returns {} without a record; {'legacy', value} for a record the previous release stored; else
-# {'ok' or 'missing', record or '', then id, parent, message of each entry, oldest first}.
-_READ = LuaScript(
-    _LIB
-    + """
-local record, head = '', ARGV[2]
-if KEYS[3] then
-  record = redis.call('GET', KEYS[3])
-  if not record then return {} end
-  if string.sub(record, 1, 1) == '[' then return {'legacy', record} end
-  head = cjson.decode(record)['head_id']
-  if type(head) ~= 'string' then head = '' end
-end
-local out = {'ok', record}
-local ids, ps = walk(KEYS[2], head, tonumber(ARGV[1]))
-if not ids or not triples(KEYS[1], ids, ps, out) then return {'missing', record} end
-return out
-"""
-)
-
-# KEYS: record, entries, parents, index, expiry. ARGV: expected revision ('' for none), record, its head
-# ('' for none), conversation id, updated at (ms), ttl (ms; '' for none, 'keep' for the key's own), then
-# id, parent ('' for none), message of each new entry. Returns 1; 0 if the stored revision is another; -1
-# if the head or a new entry's parent is neither stored nor new (a delete released it).
-_WRITE = LuaScript(
-    _LIB
-    + """
-local stored = redis.call('GET', KEYS[1])
-if (stored and revision(stored) or '') ~= ARGV[1] then return 0 end
-local new = {}
-for i = 7, #ARGV, 3 do new[ARGV[i]] = true end
-local function known(id) return id == '' or new[id] or redis.call('HEXISTS', KEYS[3], id) == 1 end
-if not known(ARGV[3]) then return -1 end
-for i = 7, #ARGV, 3 do
-  if not known(ARGV[i + 1]) then return -1 end
-end
-for i = 7, #ARGV, 3 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
-  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1])
-end
-local ttl = ARGV[6]
-if ttl == 'keep' then
-  local left = redis.call('PTTL', KEYS[1])
-  ttl = left > 0 and tostring(left) or ''
-end
-local now = now_ms()
-if ttl == '' then redis.call('SET', KEYS[1], ARGV[2]) else redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl) end
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
-redis.call('ZADD', KEYS[5], ttl == '' and 'inf' or tostring(now + tonumber(ttl)), ARGV[4])
-keep_alive(now)
-return 1
-"""
-)
-
-# KEYS: the record to delete, entries, parents, index, expiry, then the record of each conversation in the
-# index. ARGV: its revision, its id, then the index's members (in the order of their KEYS). Deletes the
-# record and every entry no remaining record's history or branch reaches. Returns the number of entries
-# deleted; -1 if the revision is another (or it is gone); -2 if the index is not the one given (read it
-# again).
-_DELETE = LuaScript(
-    _LIB
-    + """
-local stored = redis.call('GET', KEYS[1])
-if not stored or revision(stored) ~= ARGV[1] then return -1 end
-local members = redis.call('ZRANGE', KEYS[4], 0, -1)
-if #members ~= #ARGV - 2 then return -2 end
-local given = {}
-for i = 3, #ARGV do given[ARGV[i]] = true end
-for _, m in ipairs(members) do
-  if not given[m] then return -2 end
-end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[4], ARGV[2])
-redis.call('ZREM', KEYS[5], ARGV[2])
-local reachable = {}
-for k = 6, #KEYS do
-  local value = redis.call('GET', KEYS[k])
-  if not value then
-    redis.call('ZREM', KEYS[4], ARGV[k - 3])  -- expired
-    redis.call('ZREM', KEYS[5], ARGV[k - 3])
-  elseif string.sub(value, 1, 1) == '{' then
-    local record = cjson.decode(value)
-    local tips = {}
-    if type(record['head_id']) == 'string' then tips[1] = record['head_id'] end
-    for _, tip in ipairs(record['branches']) do tips[#tips + 1] = tip end
-    for _, id in ipairs(tips) do
-      while id and id ~= '' and not reachable[id] do
-        reachable[id] = true
-        id = redis.call('HGET', KEYS[3], id)
-      end
-    end
-  end
-end
-local dead = {}
-for _, id in ipairs(redis.call('HKEYS', KEYS[3])) do
-  if not reachable[id] then dead[#dead + 1] = id end
-end
-for first = 1, #dead, 1000 do
-  local chunk = {unpack(dead, first, math.min(first + 999, #dead))}
-  redis.call('HDEL', KEYS[2], unpack(chunk))
-  redis.call('HDEL', KEYS[3], unpack(chunk))
-end
-keep_alive(now_ms())
-return #dead
-"""
-)
-
-# KEYS: index, expiry, then records. ARGV: their conversation ids. Returns each record ('' if it expired:
-# then it leaves the index too).
-_READ_RECORDS = LuaScript(
-    """
-local out = {}
-for k = 3, #KEYS do
-  local value = redis.call('GET', KEYS[k])
-  if not value then
-    redis.call('ZREM', KEYS[1], ARGV[k - 2])
-    redis.call('ZREM', KEYS[2], ARGV[k - 2])
-  end
-  out[#out + 1] = value or ''
-end
-return out
-"""
-)
-
-
 class RedisConversationStore(UserConversationStore):
     """One user's conversations in Redis, for pydantic-ai (`store.load(session_id)`) and `RedisSession` alike.
 
@@ -295,23 +117,19 @@ class RedisConversationStore(UserConversationStore):
         self.keys = settings.conversation_keys(cluster=is_cluster(redis), scope_id=scope_id, user_id=user_id)
         self.ttl = ttl
 
-    @property
-    def _shared(self) -> list[str]:
-        return [self.keys.entries, self.keys.parents, self.keys.index, self.keys.expiry]
-
     async def read(self, conversation_id: str) -> tuple[ConversationRecord, list[ConversationEntry]] | None:
         record_key = self.keys.record(conversation_id)
         while True:
-            reply = await _READ(self.redis, keys=[self.keys.entries, self.keys.parents, record_key], args=[-1])
-            if not reply:
+            history = await scripts.read_history(self.redis, self.keys, record_key=record_key)
+            if history is None:
                 return None
-            if decode(reply[0]) == "legacy":
-                await self._convert(conversation_id, _raw(reply[1]))
+            if history.state is scripts.ReadState.LEGACY:
+                await self._convert(conversation_id, _raw(history.record))
                 continue
-            record = decode_record(reply[1])
-            if decode(reply[0]) == "missing":
+            record = decode_record(history.record)
+            if history.state is scripts.ReadState.MISSING:
                 raise LookupError(f"conversation {conversation_id!r} misses an entry of its history")
-            return record, _entries(reply[2:])
+            return record, _entries(history.triples)
 
     async def read_record(self, conversation_id: str) -> ConversationRecord | None:
         while True:
@@ -328,11 +146,7 @@ class RedisConversationStore(UserConversationStore):
         members = [decode(m) for m in await self.redis.zrevrange(self.keys.index, 0, -1) if isinstance(m, bytes | str)]
         if not members:
             return []
-        values = await _READ_RECORDS(
-            self.redis,
-            keys=[self.keys.index, self.keys.expiry, *(self.keys.record(m) for m in members)],
-            args=members,
-        )
+        values = await scripts.read_records(self.redis, self.keys, members=members)
         records = [decode_record(value) for value in values if _raw(value).startswith(b"{")]
         return records[:limit]
 
@@ -347,17 +161,14 @@ class RedisConversationStore(UserConversationStore):
         await self._write(self.own(record), new_entries, expected_revision, ttl=ttl)
 
     async def delete_record(self, conversation_id: str, *, expected_revision: str) -> None:
-        record_key = self.keys.record(conversation_id)
         while True:
             members = await active_members(self.redis, self.keys.index)
-            deleted = await _DELETE(
-                self.redis,
-                keys=[record_key, *self._shared, *(self.keys.record(m) for m in members)],
-                args=[expected_revision, conversation_id, *members],
+            deleted = await scripts.delete_record(
+                self.redis, self.keys, conversation_id=conversation_id, revision=expected_revision, members=members
             )
-            if deleted == -1:
+            if deleted is scripts.DeleteState.CONFLICT:
                 raise ConversationConflict(conversation_id)
-            if deleted >= 0:
+            if deleted is not scripts.DeleteState.INDEX_CHANGED:
                 return
 
     async def read_entry(self, entry_id: str) -> ConversationEntry:
@@ -370,12 +181,12 @@ class RedisConversationStore(UserConversationStore):
         """The entries up to `head_id` (the last `limit` of them) in one script call."""
         if head_id is None or limit == 0:
             return []
-        reply = await _READ(
-            self.redis, keys=[self.keys.entries, self.keys.parents], args=[-1 if limit is None else limit, head_id]
+        history = await scripts.read_history(
+            self.redis, self.keys, head_id=head_id, limit=-1 if limit is None else limit
         )
-        if decode(reply[0]) == "missing":
+        if history is None or history.state is scripts.ReadState.MISSING:
             raise KeyError(head_id)
-        return _entries(reply[2:])
+        return _entries(history.triples)
 
     async def _write(
         self,
@@ -385,18 +196,18 @@ class RedisConversationStore(UserConversationStore):
         *,
         ttl: int | str,
     ) -> None:
-        args: list[str | int | bytes] = [
-            expected_revision or "",
-            encode_record(record),
-            record.head_id or "",
-            record.conversation_id,
-            int(record.updated_at.timestamp() * 1000),
-            ttl,
-        ]
-        for entry in new_entries:
-            args += [entry.id, entry.parent_id or "", encode_message(entry.message)]
-        written = await _WRITE(self.redis, keys=[self.keys.record(record.conversation_id), *self._shared], args=args)
-        if written != 1:
+        written = await scripts.write_record(
+            self.redis,
+            self.keys,
+            conversation_id=record.conversation_id,
+            expected_revision=expected_revision or "",
+            record=encode_record(record),
+            head_id=record.head_id or "",
+            updated_at_ms=int(record.updated_at.timestamp() * 1000),
+            ttl=ttl,
+            new_entries=[(entry.id, entry.parent_id or "", encode_message(entry.message)) for entry in new_entries],
+        )
+        if written is not scripts.WriteState.WRITTEN:
             raise ConversationConflict(record.conversation_id)
 
     async def _convert(self, conversation_id: str, value: bytes) -> None:
@@ -408,7 +219,7 @@ class RedisConversationStore(UserConversationStore):
         record = ConversationRecord(
             conversation_id=conversation_id, head_id=entries[-1].id if entries else None, scope=self.scope
         )
-        revision = _LEGACY + hashlib.sha1(value).hexdigest()
+        revision = scripts.LEGACY_REVISION + hashlib.sha1(value).hexdigest()
         with contextlib.suppress(ConversationConflict):  # converted or rewritten by another process: read again
             await self._write(record, entries, revision, ttl="keep")
 

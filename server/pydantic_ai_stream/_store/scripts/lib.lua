@@ -51,3 +51,57 @@ local function add_job(jobs, scopes, turn, ready, first)
   if not redis.call('ZSCORE', scopes, jobs) then redis.call('ZADD', scopes, redis.call('INCR', turn), jobs) end
   wake(ready)
 end
+
+-- Redis's clock, in ms.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The revision of a stored conversation record `value` (one the previous release stored: the SHA1 of its list).
+local function revision(value)
+  if string.sub(value, 1, 1) == '[' then return $LEGACY_REVISION .. redis.sha1hex(value) end
+  return cjson.decode(value)['revision']
+end
+
+-- From conversation entry `head` back to the first, at most `limit` entries (all if negative) of the hash
+-- `parents` (id -> parent id): their ids and parents, newest first; false if one is missing.
+local function walk(parents, head, limit)
+  local ids, ps = {}, {}
+  local id = head
+  while id ~= '' and (limit < 0 or #ids < limit) do
+    local p = redis.call('HGET', parents, id)
+    if not p then return false end
+    ids[#ids + 1], ps[#ps + 1] = id, p
+    id = p
+  end
+  return ids, ps
+end
+
+-- Appends id, parent, message (from the hash `entries`) of the entries `walk` gave, oldest first, to `out`;
+-- false if a message is missing.
+local function triples(entries, ids, ps, out)
+  local n = #ids
+  for first = n, 1, -1000 do
+    local last = math.max(first - 999, 1)
+    local chunk = {}
+    for i = first, last, -1 do chunk[#chunk + 1] = ids[i] end
+    local msgs = redis.call('HMGET', entries, unpack(chunk))
+    for j, m in ipairs(chunk) do
+      if not msgs[j] then return false end
+      local i = first - j + 1
+      out[#out + 1], out[#out + 2], out[#out + 3] = ids[i], ps[i], msgs[j]
+    end
+  end
+  return true
+end
+
+-- A user's shared conversation keys (KEYS[2] to KEYS[5]: entries, parents, index, expiry) expire with the last
+-- record of the expiry set KEYS[5]; the records that expired by `now` leave it.
+local function keep_alive(now)
+  redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. now)
+  local last = redis.call('ZRANGE', KEYS[5], -1, -1, 'WITHSCORES')[2]
+  for k = 2, 5 do
+    if not last or last == 'inf' then redis.call('PERSIST', KEYS[k]) else redis.call('PEXPIREAT', KEYS[k], last) end
+  end
+end
