@@ -1,12 +1,14 @@
 """Production runtime for pydantic-ai agents: structured events in Redis Streams, sessions, cancellation."""
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from types import FunctionType
+from typing import TYPE_CHECKING, Any, get_origin
 
 # Past the published 0.1.1 (the code base this one replaces), so a `>=0.2` requirement never installs that.
 __version__ = "0.2.0"
 
 if TYPE_CHECKING:
+    from ._core.entry import Entry
     from ._core.errors import (
         AgentNotAllowedError,
         AgxCanceledError,
@@ -25,26 +27,47 @@ if TYPE_CHECKING:
         StreamNotFoundError,
         UnknownAgentError,
     )
-    from ._core.events import EventBody, EventBodyTypeAdapter, EventMapper, StoredNode, nodes_from_msgs
+    from ._core.events import (
+        Answer,
+        EventBody,
+        EventBodyTypeAdapter,
+        EventMapper,
+        NodeBegin,
+        NodeEnd,
+        PartDelta,
+        PartFields,
+        PartStart,
+        Resumed,
+        StoredNode,
+        nodes_from_msgs,
+    )
+    from ._core.keys import SessionKeys
     from ._core.settings import Settings, settings
     from ._durable.checkpoint import RETRY_SAFE, UNKNOWN_OUTCOME
+    from ._durable.queue import Submitted
     from ._edges.telemetry import Telemetry
-    from ._read.handle import SessionHandle, q
+    from ._read.handle import BusyPolicy, ListenOptions, SessionHandle, live_sessions, q
     from ._runtime.deps import Deps
     from ._runtime.loop import run, start_run
     from ._runtime.runtime import Runtime
-    from ._store.conversations import RedisConversationStore
+    from ._store.conversations import RedisConversationStore, UserConversationStore
     from ._store.postgres import PostgresConversationStore, PostgresSession
+    from ._store.redis import ActiveRun, CancelState
     from ._store.sessions import RedisSession, Session, StoredSession
 
 __all__ = [
     "RETRY_SAFE",
     "UNKNOWN_OUTCOME",
+    "ActiveRun",
     "AgentNotAllowedError",
     "AgxCanceledError",
+    "Answer",
+    "BusyPolicy",
+    "CancelState",
     "CursorAheadError",
     "CursorExpiredError",
     "Deps",
+    "Entry",
     "EventBody",
     "EventBodyTypeAdapter",
     "EventMapper",
@@ -52,25 +75,36 @@ __all__ = [
     "InvalidIdError",
     "InvalidRequestError",
     "LeaseLostError",
+    "ListenOptions",
     "ListenTimeoutError",
+    "NodeBegin",
+    "NodeEnd",
+    "PartDelta",
+    "PartFields",
+    "PartStart",
     "PostgresConversationStore",
     "PostgresSession",
     "PydanticAIStreamError",
     "QueueFullError",
     "RedisConversationStore",
     "RedisSession",
+    "Resumed",
     "RunExistsError",
     "Runtime",
     "Session",
     "SessionBusyError",
     "SessionHandle",
+    "SessionKeys",
     "Settings",
     "ShuttingDownError",
     "StoredNode",
     "StoredSession",
     "StreamNotFoundError",
+    "Submitted",
     "Telemetry",
     "UnknownAgentError",
+    "UserConversationStore",
+    "live_sessions",
     "nodes_from_msgs",
     "q",
     "run",
@@ -112,7 +146,18 @@ _LAZY = {
     "._store.conversations": ("RedisConversationStore",),
     "._edges.telemetry": ("Telemetry",),
 }
-_MODULES = {name: module for module, names in _LAZY.items() for name in names}
+# What the names above take and return (and `live_sessions`, which returns `ActiveRun`): named without a
+# private import by users and tests alike.
+_LAZY_TYPES = {
+    "._core.entry": ("Entry",),
+    "._core.events": ("Answer", "NodeBegin", "NodeEnd", "PartDelta", "PartFields", "PartStart", "Resumed"),
+    "._core.keys": ("SessionKeys",),
+    "._durable.queue": ("Submitted",),
+    "._read.handle": ("BusyPolicy", "ListenOptions", "live_sessions"),
+    "._store.conversations": ("UserConversationStore",),
+    "._store.redis": ("ActiveRun", "CancelState"),
+}
+_MODULES = {name: module for table in (_LAZY, _LAZY_TYPES) for module, names in table.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:
@@ -126,6 +171,8 @@ def __getattr__(name: str) -> Any:
         if module != "._store.postgres":
             raise
         raise ImportError(f"{name} needs the postgres extra: pip install 'pydantic-ai-stream[postgres]>=0.2'") from e
+    if isinstance(value, type | FunctionType) or get_origin(value) is not None:
+        value.__module__ = __name__  # named where users import it from, as httpx does (reprs, docs, pickles)
     globals()[name] = value  # later lookups skip this function
     return value
 

@@ -16,7 +16,7 @@ from google.protobuf import json_format, struct_pb2
 from .v1 import stream_pb2 as pb
 from .v1 import stream_pb2_grpc as pb_grpc
 
-__all__ = ["StreamClient", "Transcript", "TranscriptNode", "TranscriptPart"]
+__all__ = ["StreamClient", "Transcript", "TranscriptNode", "TranscriptPart", "event_body"]
 
 # Codes after which a Listen is resumed from its last event id instead of failing.
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})

@@ -7,9 +7,10 @@ context (tests, or a process that serves beside other work); `AgentStreamService
 `a2a_routes(handler)` the same over HTTP (Starlette routes).
 """
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from ._edges.grpc_server import ServerSettings, load_agent, redis_client, running_server, serve, work
+from ._edges.grpc_server import RunningServer, ServerSettings, load_agent, redis_client, running_server, serve, work
 from ._edges.grpc_service import AgentStreamServicer
 from ._edges.proto import ListenResponseCache
 from ._runtime.auth import Anonymous, Authenticator, AuthError, Caller, StaticTokens
@@ -17,16 +18,20 @@ from ._runtime.deps import HostedDeps
 from ._runtime.worker import Worker
 
 if TYPE_CHECKING:
-    from ._edges.a2a.service import a2a_routes, add_a2a
+    from ._edges.a2a.service import A2ARequestHandler, a2a_routes, add_a2a
+    from ._edges.http import HttpServer
 
 __all__ = [
+    "A2ARequestHandler",
     "AgentStreamServicer",
     "Anonymous",
     "AuthError",
     "Authenticator",
     "Caller",
     "HostedDeps",
+    "HttpServer",
     "ListenResponseCache",
+    "RunningServer",
     "ServerSettings",
     "StaticTokens",
     "Worker",
@@ -40,12 +45,29 @@ __all__ = [
 ]
 
 
+# The names that need the `a2a` extra (the a2a SDK, starlette, uvicorn), imported on first use.
+_A2A = {
+    "A2ARequestHandler": "._edges.a2a.service",
+    "HttpServer": "._edges.http",
+    "a2a_routes": "._edges.a2a.service",
+    "add_a2a": "._edges.a2a.service",
+}
+
+
 def __getattr__(name: str) -> Any:
-    """`add_a2a` and `a2a_routes`, imported on first use: they need the `a2a` extra (the a2a SDK)."""
-    if name in ("add_a2a", "a2a_routes"):
-        try:
-            from ._edges.a2a import service as a2a
-        except ImportError as e:
-            raise ImportError(f"{name} needs the a2a extra: pip install 'pydantic-ai-stream[a2a]>=0.2' ({e})") from e
-        return getattr(a2a, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """A name of the `a2a` extra, imported on first use."""
+    module = _A2A.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        value = getattr(import_module(module, __package__), name)
+    except ImportError as e:
+        raise ImportError(f"{name} needs the a2a extra: pip install 'pydantic-ai-stream[a2a]>=0.2' ({e})") from e
+    value.__module__ = __name__
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+for _name in set(__all__) - set(_A2A):  # named where users import them from, as httpx does (reprs, docs, pickles)
+    globals()[_name].__module__ = __name__
+del _name
