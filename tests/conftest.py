@@ -17,9 +17,8 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import RedisConversationStore, Runtime, Settings
+from pydantic_ai_stream import RedisConversationStore, Runtime, SessionKeys, Settings
 from pydantic_ai_stream import settings as process_settings
-from pydantic_ai_stream._core.keys import SessionKeys
 
 
 def _free_port() -> int:

@@ -9,10 +9,8 @@ from types import MappingProxyType
 
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import Runtime
+from pydantic_ai_stream import ActiveRun, CancelState, Runtime
 from pydantic_ai_stream._store.redis import (
-    ActiveRun,
-    CancelState,
     Held,
     LeaseState,
     OpenState,

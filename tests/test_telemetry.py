@@ -32,9 +32,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from pydantic_ai_stream import Runtime, SessionHandle, Settings, Telemetry
 from pydantic_ai_stream._core.names import END
 from pydantic_ai_stream._durable.queue import Job
-from pydantic_ai_stream._edges.grpc_server import RunningServer, ServerSettings, running_server
-from pydantic_ai_stream._runtime.worker import Worker
 from pydantic_ai_stream.client import StreamClient, event_body
+from pydantic_ai_stream.server import RunningServer, ServerSettings, Worker, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from support import GatedModel, scripted_model
 
@@ -363,7 +362,7 @@ async def test_disabled_telemetry_reports_nothing_and_imports_no_sdk(redis_url: 
     # SDK itself) nor the exporters and the gRPC instrumentation.
     code = (
         "import asyncio, sys\n"
-        "from pydantic_ai_stream._edges.grpc_server import ServerSettings, running_server\n"
+        "from pydantic_ai_stream.server import ServerSettings, running_server\n"
         "from pydantic_ai_stream.client import StreamClient\n"
         "async def main():\n"
         f"    config = ServerSettings(redis_url={redis_url!r}, port=0)\n"
