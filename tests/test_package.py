@@ -148,12 +148,14 @@ def _named(annotation: Any) -> Iterator[type]:
             yield from _named(each)
 
 
+@pytest.mark.e2e
 def test_the_package_imports_a_names_module_on_its_first_use_and_lists_every_name_before() -> None:
     probe = "import sys, pydantic_ai_stream as p; print(set(p.__all__) <= set(dir(p)), 'pydantic_ai' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60).stdout
     assert out == "True False\n"
 
 
+@pytest.mark.e2e
 def test_the_postgres_names_without_psycopg_say_which_extra_to_install() -> None:
     probe = (
         "import sys; sys.modules['psycopg'] = None\n"
@@ -164,6 +166,7 @@ def test_the_postgres_names_without_psycopg_say_which_extra_to_install() -> None
     assert out == "PostgresSession needs the postgres extra: pip install 'pydantic-ai-stream[postgres]>=0.2'\n"
 
 
+@pytest.mark.e2e
 def test_the_wheel_is_this_version_with_its_extras(tmp_path: Path) -> None:
     """What `pip install ./dist/pydantic_ai_stream-0.2.0-py3-none-any.whl[otel]` (README, Install) gets."""
     subprocess.run(
@@ -201,6 +204,7 @@ def test_the_wheel_is_this_version_with_its_extras(tmp_path: Path) -> None:
     } <= names
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("npm") is None, reason="needs npm (Node 20+), as the TypeScript client does")
 def test_npm_install_of_the_typescript_client_folder_gives_a_working_package(tmp_path: Path) -> None:
     """`npm install ./clients/typescript` (clients/README.md) into a project of its own, from a clone's files:
