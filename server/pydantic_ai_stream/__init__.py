@@ -1,8 +1,8 @@
 """Production runtime for pydantic-ai agents: structured events in Redis Streams, sessions, cancellation."""
 
-from importlib import import_module
-from types import FunctionType
-from typing import TYPE_CHECKING, Any, get_origin
+from typing import TYPE_CHECKING, Any
+
+from ._exports import first_use
 
 # Past the published 0.1.1 (the code base this one replaces), so a `>=0.2` requirement never installs that.
 __version__ = "0.2.0"
@@ -162,19 +162,12 @@ _MODULES = {name: module for table in (_LAZY, _LAZY_TYPES) for module, names in 
 
 def __getattr__(name: str) -> Any:
     """A public name, imported from its module on first use; the PostgreSQL names need the `postgres` extra."""
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        value = getattr(import_module(module, __name__), name)
+        return first_use(globals(), name, _MODULES)
     except ImportError as e:
-        if module != "._store.postgres":
+        if _MODULES[name] != "._store.postgres":
             raise
         raise ImportError(f"{name} needs the postgres extra: pip install 'pydantic-ai-stream[postgres]>=0.2'") from e
-    if isinstance(value, type | FunctionType) or get_origin(value) is not None:
-        value.__module__ = __name__  # named where users import it from, as httpx does (reprs, docs, pickles)
-    globals()[name] = value  # later lookups skip this function
-    return value
 
 
 def __dir__() -> list[str]:

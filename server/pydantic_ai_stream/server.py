@@ -7,12 +7,12 @@ context (tests, or a process that serves beside other work); `AgentStreamService
 `a2a_routes(handler)` the same over HTTP (Starlette routes).
 """
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from ._edges.grpc_server import RunningServer, ServerSettings, load_agent, redis_client, running_server, serve, work
 from ._edges.grpc_service import AgentStreamServicer
 from ._edges.proto import ListenResponseCache
+from ._exports import first_use, named
 from ._runtime.auth import Anonymous, Authenticator, AuthError, Caller, StaticTokens
 from ._runtime.deps import HostedDeps
 from ._runtime.worker import Worker
@@ -56,18 +56,12 @@ _A2A = {
 
 def __getattr__(name: str) -> Any:
     """A name of the `a2a` extra, imported on first use."""
-    module = _A2A.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        value = getattr(import_module(module, __package__), name)
+        return first_use(globals(), name, _A2A)
     except ImportError as e:
         raise ImportError(f"{name} needs the a2a extra: pip install 'pydantic-ai-stream[a2a]>=0.2' ({e})") from e
-    value.__module__ = __name__
-    globals()[name] = value  # later lookups skip this function
-    return value
 
 
-for _name in set(__all__) - set(_A2A):  # named where users import them from, as httpx does (reprs, docs, pickles)
-    globals()[_name].__module__ = __name__
+for _name in set(__all__) - set(_A2A):  # the others are named on first use
+    named(globals()[_name], __name__)
 del _name
