@@ -23,11 +23,10 @@ from bench.procs import Proc
 from bench.suite import PREFIX, Bench, progress
 from bench.table import Row, percentile
 from bench.worker import SCOPE_ID, USER_ID, BenchDeps, Pace, redis_commands, token_text
-from pydantic_ai_stream import RedisSession, Runtime, SessionHandle, Settings, run
-from pydantic_ai_stream._core.entry import Entry
+from pydantic_ai_stream import Entry, RedisSession, Runtime, SessionHandle, Settings, run
 from pydantic_ai_stream._durable.queue import GROUP
-from pydantic_ai_stream._runtime.worker import Worker
 from pydantic_ai_stream._write.live import LiveRun
+from pydantic_ai_stream.server import Worker
 
 STEP_TIMEOUT = 60.0
 """Longest wait for any one step (a token, a takeover, a run's end)."""

@@ -20,11 +20,9 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from bench.suite import PREFIX, Bench, progress
 from bench.table import Row
 from bench.worker import SCOPE_ID, USER_ID
-from pydantic_ai_stream import Runtime, SessionHandle, Settings
-from pydantic_ai_stream._core.entry import Entry
+from pydantic_ai_stream import Entry, Runtime, SessionHandle, Settings, Telemetry
 from pydantic_ai_stream._core.names import END, EVENT, ORIGIN_PYDANTIC_AI
-from pydantic_ai_stream._edges.telemetry import Telemetry
-from pydantic_ai_stream._runtime.worker import Worker
+from pydantic_ai_stream.server import Worker
 
 STEP_TIMEOUT = 120.0
 """Longest wait for one round's runs to end."""

@@ -17,9 +17,19 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import RedisConversationStore, Runtime, Settings
+from pydantic_ai_stream import RedisConversationStore, Runtime, SessionKeys, Settings
 from pydantic_ai_stream import settings as process_settings
-from pydantic_ai_stream._core.keys import SessionKeys
+
+# Fixtures that start processes of their own: a test that uses one is `e2e` (as is every test in `tests/e2e/`).
+_PROCESS_FIXTURES = frozenset({"cluster_url", "redis_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `e2e` every test that starts a process, so that `pytest -m "not e2e"` is the fast subset."""
+    e2e = Path(__file__).parent / "e2e"
+    for item in items:
+        if item.path.is_relative_to(e2e) or _PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 def _free_port() -> int:

@@ -14,9 +14,8 @@ from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, Text
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import Deps, Runtime, Session, Settings
-from pydantic_ai_stream._core.keys import SessionKeys
-from pydantic_ai_stream._edges.grpc_server import RunningServer
+from pydantic_ai_stream import Deps, Runtime, Session, SessionKeys, Settings
+from pydantic_ai_stream.server import RunningServer
 
 Event = dict[str, Any]
 

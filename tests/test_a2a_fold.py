@@ -7,7 +7,7 @@ from typing import Any
 
 from a2a.types import a2a_pb2 as a2a
 
-from pydantic_ai_stream._core.entry import Entry
+from pydantic_ai_stream import Entry
 from pydantic_ai_stream._core.names import END, ERROR, EVENT, ORIGIN_PYDANTIC_AI, ORIGIN_STREAM
 from pydantic_ai_stream._edges.a2a import A2A_SERVICE_NAME
 from pydantic_ai_stream._edges.a2a.fold import TaskFold

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pydantic_ai_stream._runtime.auth import AuthError, Caller, StaticTokens
+from pydantic_ai_stream.server import AuthError, Caller, StaticTokens
 
 TOKENS = StaticTokens.parse(["secret=1:2"])
 

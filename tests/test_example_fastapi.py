@@ -166,6 +166,7 @@ async def test_history_and_unknown_sessions(weather: httpx.AsyncClient, session_
     assert (await weather.get("/chat/never/events", params={"wait": 1})).status_code == 404
 
 
+@pytest.mark.e2e
 async def test_the_app_without_redis_url_runs_on_an_embedded_redis(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

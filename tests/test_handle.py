@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 
 from pydantic_ai_stream import (
     AgxCanceledError,
+    BusyPolicy,
     InvalidIdError,
     RedisSession,
     RunExistsError,
@@ -22,10 +23,10 @@ from pydantic_ai_stream import (
     SessionBusyError,
     SessionHandle,
     Settings,
+    live_sessions,
     run,
 )
-from pydantic_ai_stream._read.handle import BusyPolicy, live_sessions
-from pydantic_ai_stream._runtime.worker import Worker
+from pydantic_ai_stream.server import Worker
 from support import GatedModel, MemorySession, ScopedDeps, scripted_model
 
 

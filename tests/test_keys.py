@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from pydantic_ai_stream import InvalidIdError, Settings
-from pydantic_ai_stream._core.keys import SessionKeys, active_key, check_id
+from pydantic_ai_stream import InvalidIdError, SessionKeys, Settings
+from pydantic_ai_stream._core.keys import active_key, check_id
 
 BAD_IDS = ["", "a:b", "a*", "a?", "a[b", "a]", "{a", "a}", "a b", "a\tb", "a\nb", "x" * 129, "a\\b"]
 

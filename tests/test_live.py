@@ -9,8 +9,7 @@ import pytest
 from pydantic_ai.messages import PartDeltaEvent, PartStartEvent, TextPart, TextPartDelta
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import LeaseLostError, RunExistsError, Runtime, SessionBusyError, Settings
-from pydantic_ai_stream._core.keys import SessionKeys
+from pydantic_ai_stream import LeaseLostError, RunExistsError, Runtime, SessionBusyError, SessionKeys, Settings
 from pydantic_ai_stream._write.live import LiveRun
 
 

@@ -8,6 +8,8 @@ import time
 import pytest
 from pydantic_ai import Agent
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pydantic_ai_stream import CursorAheadError, InvalidIdError, Runtime, Settings, run
@@ -87,7 +89,8 @@ async def test_a_listener_that_falls_behind_rereads_from_redis(
 
 
 async def test_listeners_see_redis_going_away(settings: Settings) -> None:
-    unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=1)
+    # No retries: redis-py's default three, backing off, spent 3 s before the error the test is about.
+    unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
     async with Runtime(redis=unreachable, settings=settings) as runtime:
         with pytest.raises(RedisConnectionError):
             async for _ in _deps(runtime, "s1").listen(wait=3):

@@ -9,10 +9,10 @@ from types import MappingProxyType
 
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import Runtime
+from pydantic_ai_stream import ActiveRun, CancelState, Runtime
 from pydantic_ai_stream._store.active import active_members, active_sessions
 from pydantic_ai_stream._store.cluster import append_many
-from pydantic_ai_stream._store.results import ActiveRun, CancelState, Held, LeaseState, OpenState, Recovered
+from pydantic_ai_stream._store.results import Held, LeaseState, OpenState, Recovered
 from pydantic_ai_stream._store.stream import SessionStream
 from support import ScopedDeps
 

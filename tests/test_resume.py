@@ -14,8 +14,7 @@ from pydantic_ai.messages import (
 )
 from pydantic_ai.models.test import TestModel
 
-from pydantic_ai_stream import RETRY_SAFE, UNKNOWN_OUTCOME
-from pydantic_ai_stream._core.events import EventMapper
+from pydantic_ai_stream import RETRY_SAFE, UNKNOWN_OUTCOME, EventMapper
 from pydantic_ai_stream._core.messages import decode_messages
 from pydantic_ai_stream._durable.checkpoint import Checkpoint, encode_messages, saved_by, saved_nodes
 

@@ -21,7 +21,7 @@ from support import texts, turn
 Client = Redis | RedisCluster
 
 
-@pytest.fixture(params=["redis", "cluster"])
+@pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.e2e)])
 async def client(request: pytest.FixtureRequest) -> AsyncIterator[Client]:
     """A plain Redis client, or one of the 3-master Redis Cluster."""
     if request.param == "cluster":

@@ -32,9 +32,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from pydantic_ai_stream import Runtime, SessionHandle, Settings, Telemetry
 from pydantic_ai_stream._core.names import END
 from pydantic_ai_stream._durable.job import Job
-from pydantic_ai_stream._edges.grpc_server import RunningServer, ServerSettings, running_server
-from pydantic_ai_stream._runtime.worker import Worker
 from pydantic_ai_stream.client import StreamClient, event_body
+from pydantic_ai_stream.server import RunningServer, ServerSettings, Worker, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from support import GatedModel, scripted_model
 
@@ -354,6 +353,7 @@ async def _claim_failed(reader: InMemoryMetricReader) -> bool:
     return bool(_value(await _points(reader), "redis.errors", operation="claim") >= 1)
 
 
+@pytest.mark.e2e
 async def test_disabled_telemetry_reports_nothing_and_imports_no_sdk(redis_url: str, settings: Settings) -> None:
     async with running_server(_config(redis_url), settings=settings) as server, _client(server) as client:
         assert server.servicer.runtime.telemetry is None
@@ -363,7 +363,7 @@ async def test_disabled_telemetry_reports_nothing_and_imports_no_sdk(redis_url: 
     # SDK itself) nor the exporters and the gRPC instrumentation.
     code = (
         "import asyncio, sys\n"
-        "from pydantic_ai_stream._edges.grpc_server import ServerSettings, running_server\n"
+        "from pydantic_ai_stream.server import ServerSettings, running_server\n"
         "from pydantic_ai_stream.client import StreamClient\n"
         "async def main():\n"
         f"    config = ServerSettings(redis_url={redis_url!r}, port=0)\n"
@@ -430,6 +430,7 @@ async def test_spans_and_metrics_are_exported_over_otlp(redis_url: str, settings
     assert {"pydantic_ai_stream.runs.finished", "pydantic_ai_stream.events.written"} <= collector.metrics
 
 
+@pytest.mark.e2e
 async def test_a_worker_process_serves_prometheus_metrics(redis_url: str, settings: Settings) -> None:
     port = _free_port()
     env = {**os.environ, "PYDANTIC_AI_STREAM_REDIS_PREFIX": settings.redis_prefix}
@@ -500,6 +501,7 @@ async def test_health_checks_make_no_spans(server: RunningServer, spans: InMemor
     assert names == ["/pydantic_ai_stream.v1.AgentStreamService/ListActive"]
 
 
+@pytest.mark.e2e
 def test_without_the_otel_extra_the_package_works_and_telemetry_says_what_to_install(
     redis_url: str, settings: Settings
 ) -> None:

@@ -23,14 +23,22 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionBusyError, SessionHandle, Settings
-from pydantic_ai_stream._core.entry import Entry
+from pydantic_ai_stream import (
+    Entry,
+    QueueFullError,
+    RedisSession,
+    Runtime,
+    SessionBusyError,
+    SessionHandle,
+    Settings,
+    Submitted,
+    live_sessions,
+)
 from pydantic_ai_stream._core.keys import queue_wake_key
-from pydantic_ai_stream._durable.queue import GROUP, RunQueue, Submitted
-from pydantic_ai_stream._read.handle import live_sessions
-from pydantic_ai_stream._runtime.worker import Worker
+from pydantic_ai_stream._durable.queue import GROUP, RunQueue
 from pydantic_ai_stream._store.stream import SessionStream
 from pydantic_ai_stream._write.live import LiveRun
+from pydantic_ai_stream.server import Worker
 from support import GatedModel
 
 

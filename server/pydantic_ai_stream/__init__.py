@@ -1,12 +1,14 @@
 """Production runtime for pydantic-ai agents: structured events in Redis Streams, sessions, cancellation."""
 
-from importlib import import_module
 from typing import TYPE_CHECKING, Any
+
+from ._exports import first_use
 
 # Past the published 0.1.1 (the code base this one replaces), so a `>=0.2` requirement never installs that.
 __version__ = "0.2.0"
 
 if TYPE_CHECKING:
+    from ._core.entry import Entry
     from ._core.errors import (
         AgentNotAllowedError,
         CursorAheadError,
@@ -24,27 +26,48 @@ if TYPE_CHECKING:
         StreamNotFoundError,
         UnknownAgentError,
     )
-    from ._core.events import EventBody, EventBodyTypeAdapter, EventMapper, StoredNode, nodes_from_msgs
+    from ._core.events import (
+        Answer,
+        EventBody,
+        EventBodyTypeAdapter,
+        EventMapper,
+        NodeBegin,
+        NodeEnd,
+        PartDelta,
+        PartFields,
+        PartStart,
+        Resumed,
+        StoredNode,
+        nodes_from_msgs,
+    )
+    from ._core.keys import SessionKeys
     from ._core.settings import Settings
     from ._durable.checkpoint import RETRY_SAFE, UNKNOWN_OUTCOME
+    from ._durable.queue import Submitted
     from ._edges.telemetry import Telemetry
-    from ._read.handle import SessionHandle
+    from ._read.handle import BusyPolicy, ListenOptions, SessionHandle, live_sessions
     from ._runtime.compat import AgxCanceledError, q, settings
     from ._runtime.deps import Deps
     from ._runtime.loop import run, start_run
     from ._runtime.runtime import Runtime
-    from ._store.conversations import RedisConversationStore
+    from ._store.conversations import RedisConversationStore, UserConversationStore
     from ._store.postgres import PostgresConversationStore, PostgresSession
+    from ._store.results import ActiveRun, CancelState
     from ._store.sessions import RedisSession, Session, StoredSession
 
 __all__ = [
     "RETRY_SAFE",
     "UNKNOWN_OUTCOME",
+    "ActiveRun",
     "AgentNotAllowedError",
     "AgxCanceledError",
+    "Answer",
+    "BusyPolicy",
+    "CancelState",
     "CursorAheadError",
     "CursorExpiredError",
     "Deps",
+    "Entry",
     "EventBody",
     "EventBodyTypeAdapter",
     "EventMapper",
@@ -52,25 +75,36 @@ __all__ = [
     "InvalidIdError",
     "InvalidRequestError",
     "LeaseLostError",
+    "ListenOptions",
     "ListenTimeoutError",
+    "NodeBegin",
+    "NodeEnd",
+    "PartDelta",
+    "PartFields",
+    "PartStart",
     "PostgresConversationStore",
     "PostgresSession",
     "PydanticAIStreamError",
     "QueueFullError",
     "RedisConversationStore",
     "RedisSession",
+    "Resumed",
     "RunExistsError",
     "Runtime",
     "Session",
     "SessionBusyError",
     "SessionHandle",
+    "SessionKeys",
     "Settings",
     "ShuttingDownError",
     "StoredNode",
     "StoredSession",
     "StreamNotFoundError",
+    "Submitted",
     "Telemetry",
     "UnknownAgentError",
+    "UserConversationStore",
+    "live_sessions",
     "nodes_from_msgs",
     "q",
     "run",
@@ -112,22 +146,28 @@ _LAZY = {
     "._store.conversations": ("RedisConversationStore",),
     "._edges.telemetry": ("Telemetry",),
 }
-_MODULES = {name: module for module, names in _LAZY.items() for name in names}
+# What the names above take and return (and `live_sessions`, which returns `ActiveRun`): named without a
+# private import by users and tests alike.
+_LAZY_TYPES = {
+    "._core.entry": ("Entry",),
+    "._core.events": ("Answer", "NodeBegin", "NodeEnd", "PartDelta", "PartFields", "PartStart", "Resumed"),
+    "._core.keys": ("SessionKeys",),
+    "._durable.queue": ("Submitted",),
+    "._read.handle": ("BusyPolicy", "ListenOptions", "live_sessions"),
+    "._store.conversations": ("UserConversationStore",),
+    "._store.results": ("ActiveRun", "CancelState"),
+}
+_MODULES = {name: module for table in (_LAZY, _LAZY_TYPES) for module, names in table.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:
     """A public name, imported from its module on first use; the PostgreSQL names need the `postgres` extra."""
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        value = getattr(import_module(module, __name__), name)
+        return first_use(globals(), name, _MODULES)
     except ImportError as e:
-        if module != "._store.postgres":
+        if _MODULES[name] != "._store.postgres":
             raise
         raise ImportError(f"{name} needs the postgres extra: pip install 'pydantic-ai-stream[postgres]>=0.2'") from e
-    globals()[name] = value  # later lookups skip this function
-    return value
 
 
 def __dir__() -> list[str]:

@@ -5,5 +5,10 @@ Imports neither pydantic-ai nor redis, so a process that only talks to a server 
 """
 
 from ._edges.grpc_client import StreamClient, Transcript, TranscriptNode, TranscriptPart, event_body
+from ._exports import named
 
 __all__ = ["StreamClient", "Transcript", "TranscriptNode", "TranscriptPart", "event_body"]
+
+for _value in (StreamClient, Transcript, TranscriptNode, TranscriptPart, event_body):
+    named(_value, __name__)
+del _value

@@ -9,26 +9,32 @@ context (tests, or a process that serves beside other work); `AgentStreamService
 
 from typing import TYPE_CHECKING, Any
 
-from ._edges.grpc_server import running_server, serve
+from ._edges.grpc_server import RunningServer, running_server, serve
 from ._edges.grpc_service import AgentStreamServicer
 from ._edges.process import redis_client, work
 from ._edges.proto import ListenResponseCache
 from ._edges.server_config import ServerSettings, load_agent
+from ._exports import first_use, named
 from ._runtime.auth import Anonymous, Authenticator, AuthError, Caller, StaticTokens
 from ._runtime.deps import HostedDeps
 from ._runtime.worker import Worker
 
 if TYPE_CHECKING:
+    from ._edges.a2a.handler import A2ARequestHandler
     from ._edges.a2a.service import a2a_routes, add_a2a
+    from ._edges.http import HttpServer
 
 __all__ = [
+    "A2ARequestHandler",
     "AgentStreamServicer",
     "Anonymous",
     "AuthError",
     "Authenticator",
     "Caller",
     "HostedDeps",
+    "HttpServer",
     "ListenResponseCache",
+    "RunningServer",
     "ServerSettings",
     "StaticTokens",
     "Worker",
@@ -42,12 +48,23 @@ __all__ = [
 ]
 
 
+# The names that need the `a2a` extra (the a2a SDK, starlette, uvicorn), imported on first use.
+_A2A = {
+    "A2ARequestHandler": "._edges.a2a.handler",
+    "HttpServer": "._edges.http",
+    "a2a_routes": "._edges.a2a.service",
+    "add_a2a": "._edges.a2a.service",
+}
+
+
 def __getattr__(name: str) -> Any:
-    """`add_a2a` and `a2a_routes`, imported on first use: they need the `a2a` extra (the a2a SDK)."""
-    if name in ("add_a2a", "a2a_routes"):
-        try:
-            from ._edges.a2a import service as a2a
-        except ImportError as e:
-            raise ImportError(f"{name} needs the a2a extra: pip install 'pydantic-ai-stream[a2a]>=0.2' ({e})") from e
-        return getattr(a2a, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    """A name of the `a2a` extra, imported on first use."""
+    try:
+        return first_use(globals(), name, _A2A)
+    except ImportError as e:
+        raise ImportError(f"{name} needs the a2a extra: pip install 'pydantic-ai-stream[a2a]>=0.2' ({e})") from e
+
+
+for _name in set(__all__) - set(_A2A):  # the others are named on first use
+    named(globals()[_name], __name__)
+del _name

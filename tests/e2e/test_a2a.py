@@ -24,9 +24,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from test_grpc_process import worker_process
 
 from pydantic_ai_stream import Settings, Telemetry
-from pydantic_ai_stream._edges.grpc_server import RunningServer, ServerSettings, running_server
-from pydantic_ai_stream._runtime.worker import Worker
 from pydantic_ai_stream.client import StreamClient, Transcript
+from pydantic_ai_stream.server import RunningServer, ServerSettings, Worker, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 
 TOKENS = ["alice-token=1:1", "bob-token=1:2", "carol-token=1:3:weather", "alice-weather-token=1:1:weather"]

@@ -22,7 +22,7 @@ from test_a2a import _config as _grpc_config
 from test_grpc_process import _process
 
 from pydantic_ai_stream import Settings
-from pydantic_ai_stream._edges.grpc_server import RunningServer, ServerSettings, running_server
+from pydantic_ai_stream.server import RunningServer, ServerSettings, running_server
 
 
 def _config(redis_url: str) -> ServerSettings:

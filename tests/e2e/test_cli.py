@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pydantic_ai_stream import Settings
-from pydantic_ai_stream._edges.grpc_server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient
+from pydantic_ai_stream.server import RunningServer, ServerSettings, running_server
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import grpc
 import pytest
 
 from pydantic_ai_stream import Settings
-from pydantic_ai_stream._edges.grpc_server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient
+from pydantic_ai_stream.server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from pydantic_ai_stream.v1 import stream_pb2_grpc as pb_grpc
 

@@ -13,7 +13,7 @@ from redis.cluster import key_slot
 
 from pydantic_ai_stream import AgxCanceledError, RedisSession, Runtime, SessionHandle, Settings, q, run
 from pydantic_ai_stream._core.keys import queued_key, ready_key, scope_jobs_key, scopes_key, turn_key
-from pydantic_ai_stream._runtime.worker import Worker
+from pydantic_ai_stream.server import Worker
 from support import (
     CANCEL_WITHIN,
     Collector,

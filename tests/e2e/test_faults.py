@@ -18,8 +18,8 @@ from redis.asyncio import Redis
 
 from conftest import RedisServer
 from pydantic_ai_stream import RedisSession, Settings
-from pydantic_ai_stream._edges.grpc_server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient
+from pydantic_ai_stream.server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from support import server_keys, status_of
 

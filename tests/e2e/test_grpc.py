@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 
 from pydantic_ai_stream import Settings
 from pydantic_ai_stream._edges import grpc_server as _serve
-from pydantic_ai_stream._edges.grpc_server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, Transcript, event_body
+from pydantic_ai_stream.server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from support import CANCEL_WITHIN, renew_slowly, server_keys
 

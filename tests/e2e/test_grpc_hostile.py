@@ -17,8 +17,8 @@ from grpc_health.v1 import health_pb2
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import Settings
-from pydantic_ai_stream._edges.grpc_server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, event_body
+from pydantic_ai_stream.server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from support import server_keys
 

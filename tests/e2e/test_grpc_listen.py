@@ -10,9 +10,9 @@ import grpc
 import pytest
 
 from pydantic_ai_stream import Settings
-from pydantic_ai_stream._edges.grpc_server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream._write.live import LiveRun
 from pydantic_ai_stream.client import StreamClient, event_body
+from pydantic_ai_stream.server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 
 

@@ -18,12 +18,11 @@ import pytest
 import trustme
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import Runtime, SessionHandle, Settings
-from pydantic_ai_stream._core.entry import Entry
+from pydantic_ai_stream import Entry, Runtime, SessionHandle, Settings
 from pydantic_ai_stream._durable.fleet import fleet_agents
 from pydantic_ai_stream._edges.cli import main
-from pydantic_ai_stream._edges.grpc_server import ServerSettings, running_server
 from pydantic_ai_stream.client import StreamClient, event_body
+from pydantic_ai_stream.server import ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 
 HERE = Path(__file__).parent

@@ -23,14 +23,20 @@ from redis.asyncio import Redis, RedisCluster
 from test_grpc_process import serve_process, worker_process
 
 from conftest import RedisServer
-from pydantic_ai_stream import UNKNOWN_OUTCOME, PostgresSession, RedisSession, Runtime, SessionHandle, Settings
-from pydantic_ai_stream._core.entry import Entry
+from pydantic_ai_stream import (
+    UNKNOWN_OUTCOME,
+    Entry,
+    PostgresSession,
+    RedisSession,
+    Runtime,
+    SessionHandle,
+    Settings,
+    live_sessions,
+)
 from pydantic_ai_stream._edges.cli import _print_answer
-from pydantic_ai_stream._edges.grpc_server import ServerSettings, running_server
-from pydantic_ai_stream._read.handle import live_sessions
-from pydantic_ai_stream._runtime.worker import Worker
 from pydantic_ai_stream._store.postgres import postgres_pool
 from pydantic_ai_stream.client import StreamClient, Transcript
+from pydantic_ai_stream.server import ServerSettings, Worker, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from support import server_keys, turn
 
