@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from pydantic_ai import Agent, RunCancelled
@@ -16,9 +16,10 @@ from .._core.errors import AgxCanceledError, LeaseLostError
 from .._core.names import ORIGIN_STREAM
 from .._durable.checkpoint import saved_by
 from .._store.sessions import Session
+from .._write.live import LiveRun
 from .deps import Deps
 
-__all__ = ["drive", "run", "start_run"]
+__all__ = ["drive", "opened_run", "run", "start_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,23 +32,44 @@ async def run(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str
     once, saves the partial conversation, writes `error` `{"msg": "canceled"}` and raises
     `AgxCanceledError`; on a crash it writes `error` and re-raises. `kwargs` go to `agent.iter()`.
     """
-    await deps.start(body={"user_prompt": user_prompt})
-    await drive(session, agent, user_prompt, deps, **kwargs)
+    async with opened_run(deps, {"user_prompt": user_prompt}):
+        await drive(session, agent, user_prompt, deps, **kwargs)
 
 
 async def start_run(
     session: Session, agent: AbstractAgent[Any, Any], user_prompt: str, deps: Deps, **kwargs: Any
 ) -> asyncio.Task[None]:
-    """Like `run`, but return once the session is taken and `begin` written, with the rest in a task.
+    """Like `run`, but return once the session is taken and `begin` written, with the rest in a task that
+    the deps' runtime owns (its `aclose` cancels and awaits it).
 
     `SessionBusyError` (and bad ids) are raised here; the task ends as `run` would.
     """
-    await deps.start(body={"user_prompt": user_prompt})
-    return asyncio.create_task(drive(session, agent, user_prompt, deps, **kwargs))
+    runs = contextlib.AsyncExitStack()
+    await runs.enter_async_context(opened_run(deps, {"user_prompt": user_prompt}))
+
+    async def rest() -> None:
+        async with runs:
+            await drive(session, agent, user_prompt, deps, **kwargs)
+
+    return deps.get_runtime().start_task(rest())
+
+
+@contextlib.asynccontextmanager
+async def opened_run(deps: Deps, body: Mapping[str, Any]) -> AsyncIterator[LiveRun]:
+    """A run of `deps`' session opened on its runtime (`Runtime.open_run`, with `body` in its `begin`) and
+    bound to `deps` for the block, which ends it."""
+    requested = deps.requested_run_id()
+    async with deps.get_runtime().open_run(deps.keys(), run_id=requested, body=body) as live:
+        deps.attach(live, generated=requested is None)
+        try:
+            yield live
+        finally:
+            deps.detach()
 
 
 async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str, deps: Deps, **kwargs: Any) -> None:
-    """The rest of `run` once `deps` holds the run (`start()`, or a run adopted from the queue).
+    """The rest of `run` once `deps` is bound to the run (`opened_run`, `start()`, or a worker's adopted run);
+    the run's owner ends it.
 
     A durable run (one from the run queue) is checkpointed as it goes; resumed by another worker, it goes
     on from its last checkpoint (see `_resume`).
@@ -114,8 +136,6 @@ async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: s
     except Exception as e:
         await _add_error(deps, {"msg": f"crashed - {e}"})
         raise
-    finally:
-        await deps.stop(grace_period=deps.get_runtime().settings.stream_retention)
 
 
 async def _save(session: Session, deps: Deps, new_messages: Sequence[ModelMessage]) -> None:
