@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ConfigDict, TypeAdapter
 from pydantic_ai.agent import AbstractAgent
-from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter, ModelRequest, ModelResponse, ToolReturnPart
+from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, ToolReturnPart
 from pydantic_ai.tools import DeferredToolResults
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
+
+from .._core.messages import decode_messages, encode_messages
 
 __all__ = [
     "RETRY_SAFE",
@@ -41,21 +42,6 @@ UNKNOWN_OUTCOME = (
     "It was not run again, because it is not marked safe to retry; it may or may not have taken effect."
 )
 """The tool return a resumed run gives the model for a call that may have run and is not safe to retry."""
-
-_MessageTypeAdapter: TypeAdapter[ModelMessage] = TypeAdapter(
-    ModelMessage, config=ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
-)
-"""One message as `ModelMessagesTypeAdapter` writes each of a list's (bytes as base64)."""
-
-
-def encode_messages(messages: Sequence[ModelMessage]) -> list[bytes]:
-    """Each message's JSON, as a checkpoint keeps them."""
-    return [_MessageTypeAdapter.dump_json(message) for message in messages]
-
-
-def decode_messages(items: Sequence[bytes]) -> list[ModelMessage]:
-    """The messages `encode_messages` encoded."""
-    return ModelMessagesTypeAdapter.validate_json(b"[" + b",".join(items) + b"]")
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage
 
 from .._core.errors import AgxCanceledError, LeaseLostError
-from .._core.names import ORIGIN_STREAM
-from .._durable.checkpoint import saved_by
+from .._core.messages import decode_messages
+from .._core.names import EVENT, ORIGIN_PYDANTIC_AI, ORIGIN_STREAM
+from .._durable.checkpoint import Checkpoint, saved_by, saved_nodes
 from .._store.sessions import Session
 from .._write.live import LiveRun
 from .deps import Deps
@@ -82,9 +83,9 @@ async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: s
         if live is not None and live.attempt > 1 and saved_by(history, live.run_id):
             # Its last worker saved the conversation and stopped before `end`: only `end` is left, after the
             # nodes that the `resumed` marker replaced for listeners.
-            await live.replay_saved(history)
+            await _replay_saved(live, history)
             return
-        resumed = await live.resume() if live is not None else None
+        resumed = await _resume(live) if live is not None else None
         prompt: str | None = user_prompt
         if resumed is not None:
             prompt, before = None, resumed.messages
@@ -136,6 +137,36 @@ async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: s
     except Exception as e:
         await _add_error(deps, {"msg": f"crashed - {e}"})
         raise
+
+
+async def _resume(live: LiveRun) -> Checkpoint | None:
+    """Where a resumed run goes on: its last checkpoint, or `None` (a first attempt, or none was taken:
+    it starts over). When the run stopped while tools ran, their node is redone from its response,
+    re-sent complete here; node numbers go on from the checkpoint's."""
+    if live.attempt == 1:
+        return None
+    loaded = await live.lease.stream.load_checkpoint(live.run_id)
+    if loaded is None:
+        return None
+    idx, items = loaded
+    checkpoint = Checkpoint(idx=idx, messages=decode_messages(items))
+    live.kept = (idx, len(checkpoint.messages))
+    live.mapper.idx = idx - 1
+    if (response := checkpoint.interrupted) is not None and not live.token.cancelled:  # not redone: it ends
+        for body in live.mapper.replay(idx, response):
+            await live.add(EVENT, ORIGIN_PYDANTIC_AI, body)
+    return checkpoint
+
+
+async def _replay_saved(live: LiveRun, history: Sequence[ModelMessage]) -> None:
+    """A run its last worker saved, then stopped before its `end`: its nodes from the `resumed` marker's
+    (which replaced them for listeners) streamed again, complete, from the saved conversation `history`."""
+    loaded = await live.lease.stream.load_checkpoint(live.run_id)
+    start = loaded[0] if loaded is not None else 0
+    for idx, (response, answer) in enumerate(saved_nodes(history, live.run_id)):
+        if idx >= start:
+            for body in live.mapper.replay(idx, response, answer):
+                await live.add(EVENT, ORIGIN_PYDANTIC_AI, body)
 
 
 async def _save(session: Session, deps: Deps, new_messages: Sequence[ModelMessage]) -> None:

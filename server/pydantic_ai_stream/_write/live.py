@@ -14,9 +14,9 @@ from pydantic_ai.messages import ModelMessage
 from .._core.errors import LeaseLostError, RunExistsError, SessionBusyError
 from .._core.events import EventMapper
 from .._core.keys import SessionKeys, check_id
+from .._core.messages import encode_messages
 from .._core.names import EVENT, ORIGIN_PYDANTIC_AI
 from .._core.settings import Settings
-from .._durable.checkpoint import Checkpoint, decode_messages, encode_messages, saved_nodes
 from .._store.redis import Held, OpenState, SessionStream
 from .lease import Lease, LeaseKeeper
 from .writer import StreamWriter, WriteCombiner
@@ -244,34 +244,6 @@ class LiveRun:
             self.lease.lost = True
             raise LeaseLostError(f"run {self.lease_id} no longer holds its session: its checkpoint was refused")
         self.kept = (idx, len(messages))
-
-    async def resume(self) -> Checkpoint | None:
-        """Where a resumed run goes on: its last checkpoint, or `None` (a first attempt, or none was taken:
-        it starts over). When the run stopped while tools ran, their node is redone from its response,
-        re-sent complete here; node numbers go on from the checkpoint's."""
-        if self.attempt == 1:
-            return None
-        loaded = await self.lease.stream.load_checkpoint(self.run_id)
-        if loaded is None:
-            return None
-        idx, items = loaded
-        checkpoint = Checkpoint(idx=idx, messages=decode_messages(items))
-        self.kept = (idx, len(checkpoint.messages))
-        self.mapper.idx = idx - 1
-        if (response := checkpoint.interrupted) is not None and not self.token.cancelled:  # not redone: it ends
-            for body in self.mapper.replay(idx, response):
-                await self.add(EVENT, ORIGIN_PYDANTIC_AI, body)
-        return checkpoint
-
-    async def replay_saved(self, history: Sequence[ModelMessage]) -> None:
-        """A run its last worker saved, then stopped before its `end`: its nodes from the `resumed` marker's
-        (which replaced them for listeners) streamed again, complete, from the saved conversation `history`."""
-        loaded = await self.lease.stream.load_checkpoint(self.run_id)
-        start = loaded[0] if loaded is not None else 0
-        for idx, (response, answer) in enumerate(saved_nodes(history, self.run_id)):
-            if idx >= start:
-                for body in self.mapper.replay(idx, response, answer):
-                    await self.add(EVENT, ORIGIN_PYDANTIC_AI, body)
 
     async def flush(self) -> None:
         """Wait until every entry added so far is in Redis."""
