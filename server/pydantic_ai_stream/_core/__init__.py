@@ -1,1 +1,2 @@
-"""The foundation: errors, key names, the stream's names and event schema, settings. Imports nothing of the package."""
+"""The foundation: errors, key names, the stream's names and event schema, settings, the metrics protocol, the
+message codec. Imports nothing of the package."""
