@@ -45,14 +45,22 @@ async def start_run(
 
     `SessionBusyError` (and bad ids) are raised here; the task ends as `run` would.
     """
-    runs = contextlib.AsyncExitStack()
-    await runs.enter_async_context(opened_run(deps, {"user_prompt": user_prompt}))
+    opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
-    async def rest() -> None:
-        async with runs:
+    async def whole() -> None:  # opened and ended in one task, which a cancel before its start leaves unopened
+        async with opened_run(deps, {"user_prompt": user_prompt}):
+            opened.set_result(None)
             await drive(session, agent, user_prompt, deps, **kwargs)
 
-    return deps.get_runtime().start_task(rest())
+    task = deps.get_runtime().start_task(whole())
+    try:
+        await asyncio.wait([task, opened], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not opened.done():
+        await task  # it could not open the run: its error is the caller's
+    return task
 
 
 @contextlib.asynccontextmanager
