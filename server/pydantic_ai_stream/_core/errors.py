@@ -48,8 +48,8 @@ class PydanticAIStreamError(Exception):
 
 class AgxCanceledError(PydanticAIStreamError):
     """The run was cancelled (by `Deps.cancel()` from any process, or its task was cancelled). A run whose
-    lease renewal found the lease lost is stopped through the same token, so it raises this too, with
-    `Deps.lease_lost` true (and is reported `lost`, not `cancelled`)."""
+    lease renewal found the lease lost is stopped through the same token, so it raises this too, its
+    `__cause__` a `LeaseLostError` (and it is reported `lost`, not `cancelled`)."""
 
 
 class UnknownAgentError(PydanticAIStreamError, LookupError):

@@ -133,6 +133,8 @@ async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: s
         await _save(session, deps, [*before, *agent_run.new_messages()])
     except RunCancelled as e:
         save_error = await _end_cancelled(session, deps, [*before, *e.new_messages()])
+        if deps.lease_lost:  # stopped through its token by the lease keeper: nobody asked for a cancel
+            raise AgxCanceledError("lease lost") from LeaseLostError(f"run {deps.run_id} lost its lease")
         raise AgxCanceledError("canceled") from save_error or e
     except asyncio.CancelledError as e:
         if live is None or not live.handing_back:
