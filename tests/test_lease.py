@@ -8,7 +8,7 @@ import pytest
 from pydantic_ai import Agent
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import AgxCanceledError, Runtime, SessionBusyError, Settings, q, run
+from pydantic_ai_stream import AgxCanceledError, LeaseLostError, Runtime, SessionBusyError, Settings, q, run
 from pydantic_ai_stream._store.results import LeaseState, OpenState
 from pydantic_ai_stream._write.lease import Lease, LeaseKeeper
 from support import Collector, MemorySession, ScopedDeps, has_text, scripted_model, wait_renewed
@@ -67,8 +67,9 @@ async def test_a_run_that_loses_its_lease_stops_without_saving(redis: Redis, set
         await listener.wait_for(has_text("x"))
         # As if the process had stalled past its lease: the flag expires and a listener ends the stream.
         await redis.delete(deps.key_live())
-        with pytest.raises(AgxCanceledError):
+        with pytest.raises(AgxCanceledError) as stopped:
             await asyncio.wait_for(task, 5)
+        assert isinstance(stopped.value.__cause__, LeaseLostError), "stopped by its token, for a lost lease"
         assert session.saves == 0
         events = await listener.done()
         assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [

@@ -8,7 +8,16 @@ import pytest
 from pydantic_ai import Agent
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import AgxCanceledError, PydanticAIStreamError, RedisSession, Runtime, Settings, q, run
+from pydantic_ai_stream import (
+    AgxCanceledError,
+    PydanticAIStreamError,
+    RedisSession,
+    Runtime,
+    Settings,
+    q,
+    run,
+    start_run,
+)
 from support import Collector, MemorySession, ScopedDeps, bodies, has_text, scripted_model
 
 
@@ -80,3 +89,30 @@ async def test_two_runtimes_with_their_own_settings_live_in_one_process(redis: R
             assert await redis.exists(f"{runtime.settings.redis_prefix}:1:1:s1:msgs")
             assert [s async for s in q(redis, 1, 1, runtime=runtime)] == []
     await redis.delete(*[k async for k in redis.scan_iter("mine:*")], *[k async for k in redis.scan_iter("theirs:*")])
+
+
+async def test_a_run_opened_on_a_runtime_ends_with_its_block(runtime: Runtime) -> None:
+    keys = runtime.keys(scope_id=1, user_id=1, session_id="s1")
+    async with runtime.open_run(keys, run_id="r1", body={"user_prompt": "hi"}) as live:
+        await live.add("info", "developer", {"step": 1})
+        assert await ScopedDeps.on(runtime, user_id=1, session_id="s1").is_live()
+    assert not await ScopedDeps.on(runtime, user_id=1, session_id="s1").is_live()
+    events = [e async for e in ScopedDeps.on(runtime, user_id=1, session_id="s1").listen(serialize=False)]
+    assert [e["type"] for e in events] == ["begin", "info", "end"]  # type: ignore[index]
+
+
+async def test_a_started_run_is_owned_by_its_runtime(redis: Redis, settings: Settings) -> None:
+    async with Runtime(redis=redis, settings=settings) as runtime:
+        deps = ScopedDeps.on(runtime, user_id=1, session_id="s1")
+        agent = Agent(scripted_model(tokens=["a "], stall=True))
+        task = await start_run(MemorySession(session_id="s1"), agent, "hi", deps)
+        await Collector(ScopedDeps.on(runtime, user_id=1, session_id="s1")).wait_for(has_text("a "))
+    # The runtime's exit cancelled the run and waited for it: it ended as a cancelled run does.
+    assert task.done()
+    assert _our_tasks() == []
+    async with Runtime(redis=redis, settings=settings) as reading:
+        events = [e async for e in ScopedDeps.on(reading, user_id=1, session_id="s1").listen(serialize=False)]
+    assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [  # type: ignore[index, union-attr]
+        ("error", "canceled"),
+        ("end", None),
+    ]

@@ -566,3 +566,29 @@ async def test_a_run_handed_back_and_resumed_elsewhere_stays_in_its_trace(redis:
         assert format(span.context.trace_id, "032x") == TRACE_ID
         assert span.parent is not None
         assert format(span.parent.span_id, "016x") == CALLER_SPAN_ID
+
+
+async def test_a_run_that_loses_its_lease_is_reported_lost_not_cancelled(redis: Redis, settings: Settings) -> None:
+    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.05  # the loss is seen at the next renewal
+    spans, reader = InMemorySpanExporter(), InMemoryMetricReader()
+    async with (
+        Telemetry(span_exporters=[spans], metric_readers=[reader]) as telemetry,
+        Runtime(redis=redis, settings=settings, telemetry=telemetry) as runtime,
+    ):
+        handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="lost1")
+        await handle.submit(agent="stalling", body={"user_prompt": "think"})
+        async with Worker(runtime=runtime, agents={"stalling": stalling}):
+            listening = handle.listen_entries(timeout=10)
+            async for entry in listening:
+                if entry is not None and entry.body.get("content_delta") == "hard ":
+                    break
+            await listening.aclose()  # type: ignore[attr-defined]
+            # As if the worker had stalled past its lease: its renewal finds the flag gone.
+            await redis.delete(handle.keys.live)
+            await _span_ended(spans, "run stalling")
+            points = await _points(reader)
+    [run] = [s for s in _by_name(spans)["run stalling"] if (s.attributes or {}).get("pydantic_ai_stream.attempt") == 1]
+    assert (run.attributes or {}).get("pydantic_ai_stream.outcome") == "lost"
+    assert _value(points, "runs.failed", agent="stalling") == 1
+    assert _value(points, "runs.cancelled", agent="stalling") == 0
+    assert _value(points, "cancel.latency", agent="stalling") == 0

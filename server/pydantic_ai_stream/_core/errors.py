@@ -1,4 +1,22 @@
-"""The exceptions this package raises."""
+"""The exceptions this package raises, and what each means:
+
+PydanticAIStreamError                 every error this package raises on purpose
+├── AgxCanceledError                  the run was cancelled (`cancel()` from any process)
+├── LeaseLostError                    the run lost its session's live flag: not a cancel, it must stop unsaved
+├── UnknownAgentError (LookupError)   no hosted agent of that name
+├── AgentNotAllowedError              the caller may not run that agent
+├── InvalidRequestError (ValueError)  a request refused as it is (empty or over-long prompt)
+├── ShuttingDownError                 the server takes no new runs
+├── InvalidIdError (ValueError)       an id or prefix that could escape its key space
+├── SessionBusyError                  the session has a live run; nothing was written
+│   └── RunExistsError                a retry: that run was started already
+├── CursorExpiredError                events after the cursor were trimmed
+├── CursorAheadError                  the cursor is past the stream's newest event
+├── ListenTimeoutError (TimeoutError) no event within the listen's timeout
+├── StreamNotFoundError (LookupError) the session has no events
+├── QueueFullError                    the scope's queue is at its bound
+└── ForeignScopeError (UserError)     a conversation of another scope was refused
+"""
 
 from __future__ import annotations
 
@@ -29,7 +47,9 @@ class PydanticAIStreamError(Exception):
 
 
 class AgxCanceledError(PydanticAIStreamError):
-    """The run was cancelled (by `Deps.cancel()` from any process, or by its lease running out)."""
+    """The run was cancelled (by `Deps.cancel()` from any process, or its task was cancelled). A run whose
+    lease renewal found the lease lost is stopped through the same token, so it raises this too, its
+    `__cause__` a `LeaseLostError` (and it is reported `lost`, not `cancelled`)."""
 
 
 class UnknownAgentError(PydanticAIStreamError, LookupError):
@@ -73,8 +93,9 @@ class RunExistsError(SessionBusyError):
         self.begin_event_id = begin_event_id
 
 
-class LeaseLostError(AgxCanceledError):
-    """The run no longer holds its session's live flag (it expired while the process stalled)."""
+class LeaseLostError(PydanticAIStreamError):
+    """The run no longer holds its session's live flag (it expired while the process stalled): another run
+    may own the session, so this one stops without saving. Not a cancel: nobody asked it to stop."""
 
 
 class CursorExpiredError(PydanticAIStreamError):

@@ -1,4 +1,4 @@
-"""Model messages as the stores keep them: each message's JSON on its own, read back as one list."""
+"""Model messages as the stores and checkpoints keep them: each message's JSON on its own, read back as one list."""
 
 from __future__ import annotations
 
@@ -6,12 +6,17 @@ from collections.abc import Sequence
 
 from pydantic_ai.messages import ModelMessage, ModelMessagesTypeAdapter
 
-__all__ = ["decode_messages", "encode_message"]
+__all__ = ["decode_messages", "encode_message", "encode_messages"]
 
 
 def encode_message(message: ModelMessage) -> bytes:
     """One message as JSON, as `ModelMessagesTypeAdapter` writes it in a list (binary content in base64)."""
     return ModelMessagesTypeAdapter.dump_json([message])[1:-1]
+
+
+def encode_messages(messages: Sequence[ModelMessage]) -> list[bytes]:
+    """Each message's JSON, as a checkpoint keeps them (`decode_messages` reads them back)."""
+    return [encode_message(message) for message in messages]
 
 
 def decode_messages(items: Sequence[bytes | str]) -> list[ModelMessage]:

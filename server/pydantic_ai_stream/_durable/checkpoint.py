@@ -19,7 +19,7 @@ from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, Tool
 from pydantic_ai.tools import DeferredToolResults
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 
-from .._core.messages import encode_message
+from .._core.messages import encode_messages
 
 __all__ = [
     "RETRY_SAFE",
@@ -41,11 +41,6 @@ UNKNOWN_OUTCOME = (
     "It was not run again, because it is not marked safe to retry; it may or may not have taken effect."
 )
 """The tool return a resumed run gives the model for a call that may have run and is not safe to retry."""
-
-
-def encode_messages(messages: Sequence[ModelMessage]) -> list[bytes]:
-    """Each message's JSON, as a checkpoint keeps them (`decode_messages` reads them back)."""
-    return [encode_message(message) for message in messages]
 
 
 @dataclass(frozen=True)

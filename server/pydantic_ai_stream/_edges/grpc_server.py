@@ -262,7 +262,7 @@ async def running_server(
     agents = hosted_agents(config, required=config.concurrency > 0)  # serving the API only: the workers' agents do
     tls = credentials(config)
     async with resources(config, settings=settings, telemetry=telemetry) as opened, _http(config) as http:
-        runtime, telemetry = opened.runtime, opened.runtime.telemetry
+        runtime, telemetry = opened.runtime, opened.telemetry
         servicer = AgentStreamServicer(
             runtime=runtime,
             agents=agents,

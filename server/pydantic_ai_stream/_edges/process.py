@@ -46,7 +46,9 @@ class Resources:
     """What a server or worker process runs on, open while it runs."""
 
     runtime: Runtime
-    """Its Redis client, settings and telemetry."""
+    """Its Redis client and settings."""
+    telemetry: Telemetry | None
+    """Its traces and metrics (the runtime reports to them too); `None`: none."""
     sessions: Callable[[HostedDeps], Session]
     """Where its runs' conversations are kept."""
 
@@ -64,7 +66,7 @@ async def resources(
         Runtime(redis=redis, settings=settings, telemetry=telemetry) as runtime,
         _sessions(config) as sessions,
     ):
-        yield Resources(runtime=runtime, sessions=sessions)
+        yield Resources(runtime=runtime, telemetry=telemetry, sessions=sessions)
 
 
 @contextlib.contextmanager

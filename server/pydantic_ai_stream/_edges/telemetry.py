@@ -1,10 +1,10 @@
 """`Telemetry`: the OpenTelemetry traces and metrics of a server or worker process (the `otel` extra).
 
-Off unless a process builds one: every part that reports holds `Telemetry | None` and checks for `None`,
-so a process without it pays one comparison per write batch, run or listener (none per event), and loads
-neither the SDK's tracing nor the exporters. A `Telemetry` owns its providers, its exporters and its
-Prometheus endpoint: they are started by `async with Telemetry(...)` (or `start()`) and stopped on exit (or
-`aclose()`); nothing is set globally.
+It implements `Metrics` (`_core/metrics.py`), all that the parts below the edges see of it. Off unless a
+process builds one: its parts then report to `NO_METRICS`, a call that does nothing per write batch, run
+or listener (none per event), and it loads neither the SDK's tracing nor the exporters. A `Telemetry` owns
+its providers, its exporters and its Prometheus endpoint: they are started by `async with Telemetry(...)`
+(or `start()`) and stopped on exit (or `aclose()`); nothing is set globally.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
-from .._core.errors import AgxCanceledError
+from .._core.metrics import RunReport
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Span
 
     from .._core.entry import Entry
-    from .._durable.job import Job
-    from .._write.live import LiveRun
 
 __all__ = ["LATENCY_BUCKETS_MS", "METER_NAME", "Telemetry"]
 
@@ -266,21 +264,23 @@ class Telemetry:
         )
 
     @contextlib.contextmanager
-    def run(self, job: Job, live: LiveRun) -> Iterator[dict[str, Any]]:
+    def run(self, report: RunReport) -> Iterator[dict[str, Any]]:
         """Observe a queued run's execution: the span `run <agent>` (a child of the caller's `traceparent`),
-        the runs counters and gauge; yields the keyword arguments that nest pydantic-ai's own spans in it."""
+        the runs counters and gauge; yields the keyword arguments that nest pydantic-ai's own spans in it. The
+        span's outcome is the one the block sets in `report`."""
         from opentelemetry.trace import SpanKind, Status, StatusCode
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
         from pydantic_ai.capabilities import Instrumentation
         from pydantic_ai.models.instrumented import InstrumentationSettings
 
-        parent = TraceContextTextMapPropagator().extract({"traceparent": job.traceparent}) if job.traceparent else None
-        agent = {"agent": job.agent}
+        traceparent = report.traceparent
+        parent = TraceContextTextMapPropagator().extract({"traceparent": traceparent}) if traceparent else None
+        agent = {"agent": report.agent}
         attributes: dict[str, str | int] = {
-            "pydantic_ai_stream.run_id": job.run_id,
-            "pydantic_ai_stream.session_id": job.session_id,
-            "pydantic_ai_stream.agent": job.agent,
-            "pydantic_ai_stream.attempt": live.attempt,
+            "pydantic_ai_stream.run_id": report.run_id,
+            "pydantic_ai_stream.session_id": report.session_id,
+            "pydantic_ai_stream.agent": report.agent,
+            "pydantic_ai_stream.attempt": report.attempt,
         }
         settings = InstrumentationSettings(
             tracer_provider=self.tracer_provider,
@@ -289,7 +289,7 @@ class Telemetry:
         )
         span: Span
         with self.tracer.start_as_current_span(
-            f"run {job.agent}",
+            f"run {report.agent}",
             context=parent,
             kind=SpanKind.CONSUMER,
             attributes=attributes,
@@ -298,32 +298,25 @@ class Telemetry:
         ) as span:
             self.runs_started.add(1, agent)
             self.runs_live.add(1, agent)
-            outcome = "failed"
             try:
                 yield {"capabilities": [Instrumentation(settings=settings)]}
-                outcome = "finished"
-            except AgxCanceledError:
-                outcome = "cancelled"
-                raise
-            except asyncio.CancelledError:
-                outcome = "handed_back" if live.handing_back else "cancelled"
-                raise
             except Exception as e:
-                outcome = "lost" if live.lost else "failed"
-                span.record_exception(e)
-                span.set_status(Status(StatusCode.ERROR, str(e)))
+                if report.outcome in ("failed", "lost"):
+                    span.record_exception(e)
+                    span.set_status(Status(StatusCode.ERROR, str(e)))
                 raise
             finally:
                 self.runs_live.add(-1, agent)
-                span.set_attribute("pydantic_ai_stream.outcome", outcome)
-                self._ended(outcome, agent, live)
+                span.set_attribute("pydantic_ai_stream.outcome", report.outcome)
+                self._ended(report, agent)
 
-    def _ended(self, outcome: str, agent: Mapping[str, str], live: LiveRun) -> None:
+    def _ended(self, report: RunReport, agent: Mapping[str, str]) -> None:
+        outcome = report.outcome
         if outcome == "finished":
             self.runs_finished.add(1, agent)
         elif outcome in ("failed", "lost"):
             self.runs_failed.add(1, agent)
         elif outcome == "cancelled":
             self.runs_cancelled.add(1, agent)
-            if (cancelled_at := live.lease.cancelled_at) is not None:
+            if (cancelled_at := report.cancelled_at) is not None:
                 self.cancel_latency.record((time.monotonic() - cancelled_at) * 1000, agent)

@@ -1,5 +1,6 @@
-"""`Deps`: the published agent dependencies, bound to one session: the write side of its runs
-(`LiveRun`) and the session's read-only handle (`SessionHandle`) behind the published methods."""
+"""`Deps`: the published agent dependencies: a session's identity (its ids, its runtime) and the user's own
+fields. The run it writes to (`LiveRun`) is opened and ended by its owner (`Runtime.open_run`, which `run`
+uses), and bound to it meanwhile; the session's read-only handle (`SessionHandle`) serves the reads."""
 
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ class Deps(ABC):
 
     @property
     def live_run(self) -> LiveRun | None:
-        """The run `start()` opened, until `stop()`."""
+        """The run it is bound to (by `start()`, `run`, or its worker), until that run ends."""
         return self._run
 
     @property
@@ -94,28 +95,36 @@ class Deps(ABC):
     # Run lifecycle (the write side)
 
     async def start(self, *, body: dict[str, Any] | None = None) -> None:
-        """Take the session's live flag and write `begin` (plus `body`) to a fresh stream.
+        """Take the session's live flag and write `begin` (plus `body`) to a fresh stream; `stop()` ends the
+        run (`run` opens its run with `Runtime.open_run` instead, which ends it with its block).
 
         Raises `SessionBusyError`, writing nothing, if another run of the session is live, and
         `RunExistsError` if this `run_id` is the session's live run or its last one (a retry).
         """
-        # A run id this Deps generated for an earlier run is not reused for the next one.
-        requested = self.run_id if self.run_id != self._generated_run_id else None
+        requested = self.requested_run_id()
         live = await LiveRun.open(self.get_runtime(), self.keys(), run_id=requested, body=body)
-        self._run, self._begin_event_id, self.run_id = live, live.begin_event_id, live.run_id
-        self._generated_run_id = None if requested is not None else live.run_id
+        self.attach(live, generated=requested is None)
 
-    def attach(self, live: LiveRun) -> None:
-        """Make `live` (a run adopted from the run queue) this deps' run, as `start()` would."""
+    def requested_run_id(self) -> str | None:
+        """The run id the next run asks for: `run_id`, unless this deps generated it for an earlier run."""
+        return self.run_id if self.run_id != self._generated_run_id else None
+
+    def attach(self, live: LiveRun, *, generated: bool = False) -> None:
+        """Bind this deps to `live` (its owner's run) until it ends; `generated`: its run id was made for it,
+        and is not reused for the next run."""
         self._run, self._begin_event_id, self.run_id = live, live.begin_event_id, live.run_id
+        self._generated_run_id = live.run_id if generated else None
+
+    def detach(self) -> None:
+        """The run it was bound to ended."""
+        self._run = None
 
     async def stop(self, grace_period: int = 5) -> None:
-        """Write `end`, release the live flag, and delete the stream `grace_period` seconds later."""
+        """End the run `start()` opened: write `end`, release the live flag, and delete the stream
+        `grace_period` seconds later."""
         live, self._run = self._run, None
         if live is not None:
-            await live.close(grace_ms=max(1, grace_period) * 1000)
-            if not live.handing_back:
-                await self.get_runtime().queue.promote(live.lease.stream)  # a run waiting behind this one starts
+            await self.get_runtime().end_run(live, grace_ms=max(1, grace_period) * 1000)
 
     def _live(self) -> LiveRun:
         if self._run is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from pydantic_ai import Agent, RunCancelled
@@ -13,12 +13,14 @@ from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage
 
 from .._core.errors import AgxCanceledError, LeaseLostError
-from .._core.names import ORIGIN_STREAM
-from .._durable.checkpoint import saved_by
+from .._core.messages import decode_messages
+from .._core.names import EVENT, ORIGIN_PYDANTIC_AI, ORIGIN_STREAM
+from .._durable.checkpoint import Checkpoint, saved_by, saved_nodes
 from .._store.sessions import Session
+from .._write.live import LiveRun
 from .deps import Deps
 
-__all__ = ["drive", "run", "start_run"]
+__all__ = ["drive", "opened_run", "run", "start_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,23 +33,52 @@ async def run(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str
     once, saves the partial conversation, writes `error` `{"msg": "canceled"}` and raises
     `AgxCanceledError`; on a crash it writes `error` and re-raises. `kwargs` go to `agent.iter()`.
     """
-    await deps.start(body={"user_prompt": user_prompt})
-    await drive(session, agent, user_prompt, deps, **kwargs)
+    async with opened_run(deps, {"user_prompt": user_prompt}):
+        await drive(session, agent, user_prompt, deps, **kwargs)
 
 
 async def start_run(
     session: Session, agent: AbstractAgent[Any, Any], user_prompt: str, deps: Deps, **kwargs: Any
 ) -> asyncio.Task[None]:
-    """Like `run`, but return once the session is taken and `begin` written, with the rest in a task.
+    """Like `run`, but return once the session is taken and `begin` written, with the rest in a task that
+    the deps' runtime owns (its `aclose` cancels and awaits it).
 
     `SessionBusyError` (and bad ids) are raised here; the task ends as `run` would.
     """
-    await deps.start(body={"user_prompt": user_prompt})
-    return asyncio.create_task(drive(session, agent, user_prompt, deps, **kwargs))
+    opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def whole() -> None:  # opened and ended in one task, which a cancel before its start leaves unopened
+        async with opened_run(deps, {"user_prompt": user_prompt}):
+            opened.set_result(None)
+            await drive(session, agent, user_prompt, deps, **kwargs)
+
+    task = deps.get_runtime().start_task(whole())
+    try:
+        await asyncio.wait([task, opened], return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not opened.done():
+        await task  # it could not open the run: its error is the caller's
+    return task
+
+
+@contextlib.asynccontextmanager
+async def opened_run(deps: Deps, body: Mapping[str, Any]) -> AsyncIterator[LiveRun]:
+    """A run of `deps`' session opened on its runtime (`Runtime.open_run`, with `body` in its `begin`) and
+    bound to `deps` for the block, which ends it."""
+    requested = deps.requested_run_id()
+    async with deps.get_runtime().open_run(deps.keys(), run_id=requested, body=body) as live:
+        deps.attach(live, generated=requested is None)
+        try:
+            yield live
+        finally:
+            deps.detach()
 
 
 async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str, deps: Deps, **kwargs: Any) -> None:
-    """The rest of `run` once `deps` holds the run (`start()`, or a run adopted from the queue).
+    """The rest of `run` once `deps` is bound to the run (`opened_run`, `start()`, or a worker's adopted run);
+    the run's owner ends it.
 
     A durable run (one from the run queue) is checkpointed as it goes; resumed by another worker, it goes
     on from its last checkpoint (see `_resume`).
@@ -60,9 +91,9 @@ async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: s
         if live is not None and live.attempt > 1 and saved_by(history, live.run_id):
             # Its last worker saved the conversation and stopped before `end`: only `end` is left, after the
             # nodes that the `resumed` marker replaced for listeners.
-            await live.replay_saved(history)
+            await _replay_saved(live, history)
             return
-        resumed = await live.resume() if live is not None else None
+        resumed = await _resume(live) if live is not None else None
         prompt: str | None = user_prompt
         if resumed is not None:
             prompt, before = None, resumed.messages
@@ -102,6 +133,8 @@ async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: s
         await _save(session, deps, [*before, *agent_run.new_messages()])
     except RunCancelled as e:
         save_error = await _end_cancelled(session, deps, [*before, *e.new_messages()])
+        if deps.lease_lost:  # stopped through its token by the lease keeper: nobody asked for a cancel
+            raise AgxCanceledError("lease lost") from LeaseLostError(f"run {deps.run_id} lost its lease")
         raise AgxCanceledError("canceled") from save_error or e
     except asyncio.CancelledError as e:
         if live is None or not live.handing_back:
@@ -114,8 +147,36 @@ async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: s
     except Exception as e:
         await _add_error(deps, {"msg": f"crashed - {e}"})
         raise
-    finally:
-        await deps.stop(grace_period=deps.get_runtime().settings.stream_retention)
+
+
+async def _resume(live: LiveRun) -> Checkpoint | None:
+    """Where a resumed run goes on: its last checkpoint, or `None` (a first attempt, or none was taken:
+    it starts over). When the run stopped while tools ran, their node is redone from its response,
+    re-sent complete here; node numbers go on from the checkpoint's."""
+    if live.attempt == 1:
+        return None
+    loaded = await live.lease.stream.load_checkpoint(live.run_id)
+    if loaded is None:
+        return None
+    idx, items = loaded
+    checkpoint = Checkpoint(idx=idx, messages=decode_messages(items))
+    live.kept = (idx, len(checkpoint.messages))
+    live.mapper.idx = idx - 1
+    if (response := checkpoint.interrupted) is not None and not live.token.cancelled:  # not redone: it ends
+        for body in live.mapper.replay(idx, response):
+            await live.add(EVENT, ORIGIN_PYDANTIC_AI, body)
+    return checkpoint
+
+
+async def _replay_saved(live: LiveRun, history: Sequence[ModelMessage]) -> None:
+    """A run its last worker saved, then stopped before its `end`: its nodes from the `resumed` marker's
+    (which replaced them for listeners) streamed again, complete, from the saved conversation `history`."""
+    loaded = await live.lease.stream.load_checkpoint(live.run_id)
+    start = loaded[0] if loaded is not None else 0
+    for idx, (response, answer) in enumerate(saved_nodes(history, live.run_id)):
+        if idx >= start:
+            for body in live.mapper.replay(idx, response, answer):
+                await live.add(EVENT, ORIGIN_PYDANTIC_AI, body)
 
 
 async def _save(session: Session, deps: Deps, new_messages: Sequence[ModelMessage]) -> None:

@@ -23,8 +23,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from .._core.aio import raise_if_cancelled
-from .._core.errors import AgxCanceledError
+from .._core.errors import AgxCanceledError, LeaseLostError
 from .._core.keys import SessionKeys, queue_wake_key
+from .._core.metrics import Outcome, RunReport
 from .._core.names import ORIGIN_STREAM
 from .._durable.fleet import Advertisement
 from .._durable.job import Job
@@ -220,8 +221,7 @@ class Worker:
                 logger.warning("worker %s could not renew its jobs (%s)", self.name, e)
 
     def _redis_error(self, operation: str) -> None:
-        if (telemetry := self.runtime.telemetry) is not None:
-            telemetry.redis_error(operation)
+        self.runtime.metrics.redis_error(operation)
 
     def _run_done(self, task: asyncio.Task[None]) -> None:
         self._runs.discard(task)
@@ -243,7 +243,7 @@ class Worker:
                 if task is not None:
                     self._live[task] = live
                 await self._run(job, live)
-        except AgxCanceledError:
+        except (AgxCanceledError, LeaseLostError):
             pass
         except Exception:
             logger.exception("run %s of session %r failed", job.run_id, job.session_id)
@@ -305,6 +305,7 @@ class Worker:
         return taken
 
     async def _run(self, job: Job, live: LiveRun) -> None:
+        """Execute the adopted run `live`, which the runtime ends when this returns."""
         runtime = self.runtime
         deps = HostedDeps(
             redis=runtime.redis,
@@ -316,15 +317,37 @@ class Worker:
         deps.attach(live)
         agent = self.agents.get(job.agent)
         if agent is None:
-            await deps.add_error({"msg": f"agent {job.agent!r} is not hosted by this worker"}, origin=ORIGIN_STREAM)
-            await deps.stop(grace_period=runtime.settings.stream_retention)
+            async with runtime.owning(live):
+                await deps.add_error({"msg": f"agent {job.agent!r} is not hosted by this worker"}, origin=ORIGIN_STREAM)
             return
-        session = self.sessions(deps)
         prompt = live.begin.get("user_prompt")
         user_prompt = prompt if isinstance(prompt, str) else ""
-        telemetry = runtime.telemetry
-        if telemetry is None:
-            await drive(session, agent, user_prompt, deps, **job.options)
-            return
-        with telemetry.run(job, live) as instrumented:
-            await drive(session, agent, user_prompt, deps, **instrumented, **job.options)
+        report = RunReport(
+            agent=job.agent,
+            run_id=job.run_id,
+            session_id=job.session_id,
+            attempt=live.attempt,
+            traceparent=job.traceparent,
+        )
+        error: BaseException | None = None
+        with runtime.metrics.run(report) as instrumented:
+            try:
+                async with runtime.owning(live):  # ended inside the run's span: its `end` is part of it
+                    await drive(self.sessions(deps), agent, user_prompt, deps, **instrumented, **job.options)
+            except BaseException as e:
+                error = e
+                raise
+            finally:
+                report.outcome, report.cancelled_at = _outcome(live, error), live.lease.cancelled_at
+
+
+def _outcome(live: LiveRun, error: BaseException | None) -> Outcome:
+    """How a run's execution ended here: a lost lease first, whatever the run raised then (its token's cancel,
+    a refused write), since that is why it stopped."""
+    if live.lost:
+        return "lost"
+    if error is None:
+        return "finished"
+    if isinstance(error, asyncio.CancelledError):
+        return "handed_back" if live.handing_back else "cancelled"
+    return "cancelled" if isinstance(error, AgxCanceledError) else "failed"

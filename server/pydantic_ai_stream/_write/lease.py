@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pydantic_ai import CancellationToken
 from redis.asyncio import ConnectionPool, Redis
@@ -21,17 +22,27 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._core.aio import raise_if_cancelled
 from .._core.entry import decode
-from .._core.keys import cancel_channel
+from .._core.keys import SessionKeys, cancel_channel
 from .._core.settings import Settings
-from .._durable.queue import RunQueue
 from .._store.cluster import renew_many
 from .._store.redis import AsyncRedis, is_cluster
 from .._store.results import LeaseState
 from .._store.stream import SessionStream
 
-__all__ = ["Lease", "LeaseKeeper"]
+__all__ = ["Lease", "LeaseKeeper", "WaitingRuns"]
 
 logger = logging.getLogger(__name__)
+
+
+class WaitingRuns(Protocol):
+    """The run queue as a renewal sees it (`RunQueue`, a layer above, fills it in)."""
+
+    @property
+    def wait_ms(self) -> int:
+        """How long a durable run's record, and a run waiting behind a renewed lease, is kept."""
+
+    async def keep_waiting(self, runs: Sequence[tuple[SessionKeys, str]]) -> None:
+        """The runs `(session keys, run id)` still wait behind their session's run: keep them counted."""
 
 
 @dataclass(eq=False, kw_only=True)
@@ -78,6 +89,8 @@ class LeaseKeeper:
     redis: AsyncRedis
     settings: Settings
     """Lease timing and the key prefix (read when used, so a change applies to the next renewal)."""
+    queue: Callable[[], WaitingRuns]
+    """The run queue, under the current settings (read when used, as `settings` are)."""
     on_idle: Callable[[], None] = lambda: None
     """Called when the keeper stops (it holds no lease and no start is under way)."""
     _leases: dict[str, Lease] = field(default_factory=dict)
@@ -96,6 +109,11 @@ class LeaseKeeper:
     def lease_ms(self) -> int:
         """Milliseconds a lease lives without renewal."""
         return int(self.settings.lease_ttl * 1000)
+
+    @property
+    def wait_ms(self) -> int:
+        """Milliseconds a durable run's record outlives its last renewal (and a queued run waits for a worker)."""
+        return self.queue().wait_ms
 
     @property
     def idle(self) -> bool:
@@ -209,7 +227,7 @@ class LeaseKeeper:
         """Renew `leases`; the runs waiting behind them stay counted as queued as long (see `RunQueue.keep_waiting`)."""
         if not leases:
             return []
-        queue = RunQueue.of(self.redis, self.settings)
+        queue = self.queue()
         renewals = await renew_many(
             self.redis,
             [(lease.stream, lease.run_id, lease.durable) for lease in leases],

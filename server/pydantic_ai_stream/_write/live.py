@@ -6,7 +6,7 @@ import contextlib
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic_ai import CancellationToken
 from pydantic_ai.messages import ModelMessage
@@ -14,18 +14,33 @@ from pydantic_ai.messages import ModelMessage
 from .._core.errors import LeaseLostError, RunExistsError, SessionBusyError
 from .._core.events import EventMapper
 from .._core.keys import SessionKeys, check_id
-from .._core.messages import decode_messages
+from .._core.messages import encode_messages
 from .._core.names import EVENT, ORIGIN_PYDANTIC_AI
-from .._durable.checkpoint import Checkpoint, encode_messages, saved_nodes
-from .._runtime.runtime import Runtime
+from .._core.settings import Settings
 from .._store.results import Held, OpenState
 from .._store.stream import SessionStream
-from .lease import Lease
-from .writer import StreamWriter
+from .lease import Lease, LeaseKeeper
+from .writer import StreamWriter, WriteCombiner
 
-__all__ = ["LiveRun"]
+__all__ = ["LiveRun", "RunHost"]
 
 _T = TypeVar("_T")
+
+
+class RunHost(Protocol):
+    """What a run's write side is opened with: its owner's (the `Runtime`'s, a layer above) lease keeper,
+    write batching, streams and settings."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def leases(self) -> LeaseKeeper: ...
+
+    @property
+    def writes(self) -> WriteCombiner: ...
+
+    def stream(self, keys: SessionKeys) -> SessionStream: ...
 
 
 @dataclass(eq=False, kw_only=True)
@@ -54,7 +69,7 @@ class LiveRun:
 
     @classmethod
     async def open(
-        cls, runtime: Runtime, keys: SessionKeys, *, run_id: str | None = None, body: Mapping[str, Any] | None = None
+        cls, host: RunHost, keys: SessionKeys, *, run_id: str | None = None, body: Mapping[str, Any] | None = None
     ) -> LiveRun:
         """Take the session's live flag and write `begin` (the ids, then `body`) to a fresh stream.
 
@@ -62,10 +77,10 @@ class LiveRun:
         `RunExistsError` if `run_id` is the session's live run or its last one (a retry).
         """
         run_id = check_id("run_id", run_id) if run_id is not None else uuid.uuid4().hex
-        stream = runtime.stream(keys)
-        keeper = runtime.leases
+        stream = host.stream(keys)
+        keeper = host.leases
         # A Redis that cannot answer within a lease's lifetime could not keep the run's lease either.
-        await keeper.ready(timeout=runtime.settings.lease_ttl)
+        await keeper.ready(timeout=host.settings.lease_ttl)
         ids = {"session_id": keys.session_id, "run_id": run_id}
         begin = {**ids, **(body or {}), **ids}  # the ids first, as `open` needs, and not overridden by `body`
         try:
@@ -80,40 +95,40 @@ class LiveRun:
             if state is OpenState.EXISTS:
                 raise RunExistsError(keys.session_id, run_id=run_id, begin_event_id=begin_event_id)
             raise SessionBusyError(keys.session_id)
-        return cls._held(runtime, stream, run_id=run_id, begin_event_id=begin_event_id, begin=begin)
+        return cls._held(host, stream, run_id=run_id, begin_event_id=begin_event_id, begin=begin)
 
     @classmethod
-    async def adopt(cls, runtime: Runtime, keys: SessionKeys, *, run_id: str, adopter: str = "") -> LiveRun | None:
+    async def adopt(cls, host: RunHost, keys: SessionKeys, *, run_id: str, adopter: str = "") -> LiveRun | None:
         """Take over the queued run `run_id` (its `begin` is written): its flag becomes this process's lease.
         `None` if it is no longer queued (cancelled, expired, or another worker's). A retry with the same
         `adopter` (one worker's, for one job) after a lost reply gets the run it took."""
-        stream = runtime.stream(keys)
-        lease_ms, wait_ms = runtime.leases.lease_ms, runtime.queue.wait_ms
+        stream = host.stream(keys)
+        lease_ms, wait_ms = host.leases.lease_ms, host.leases.wait_ms
         begin = await cls._leased(
-            runtime, lambda: stream.adopt(run_id=run_id, lease_ms=lease_ms, wait_ms=wait_ms, adopter=adopter)
+            host, lambda: stream.adopt(run_id=run_id, lease_ms=lease_ms, wait_ms=wait_ms, adopter=adopter)
         )
         if begin is None:
             return None
         return cls._held(
-            runtime, stream, run_id=run_id, begin_event_id=begin.id, begin=begin.body, checkpoint_ttl_ms=wait_ms
+            host, stream, run_id=run_id, begin_event_id=begin.id, begin=begin.body, checkpoint_ttl_ms=wait_ms
         )
 
     @classmethod
-    async def recover(cls, runtime: Runtime, keys: SessionKeys, *, run_id: str) -> LiveRun | Held | None:
+    async def recover(cls, host: RunHost, keys: SessionKeys, *, run_id: str) -> LiveRun | Held | None:
         """Take over the durable run `run_id` whose worker's lease lapsed, as its next attempt (a `resumed`
         event marks where its stream goes on; a run cancelled meanwhile is taken over cancelled, to be
         ended). `Held` if a worker still holds it; `None` if there is nothing to take over."""
-        stream = runtime.stream(keys)
-        lease_ms, wait_ms = runtime.leases.lease_ms, runtime.queue.wait_ms
-        attempts = runtime.settings.max_attempts
+        stream = host.stream(keys)
+        lease_ms, wait_ms = host.leases.lease_ms, host.leases.wait_ms
+        attempts = host.settings.max_attempts
         recovered = await cls._leased(
-            runtime,
+            host,
             lambda: stream.recover(run_id=run_id, lease_ms=lease_ms, max_attempts=attempts, wait_ms=wait_ms),
         )
         if recovered is None or isinstance(recovered, Held):
             return recovered
         live = cls._held(
-            runtime,
+            host,
             stream,
             run_id=run_id,
             begin_event_id=recovered.begin.id,
@@ -128,11 +143,11 @@ class LiveRun:
         return live
 
     @staticmethod
-    async def _leased(runtime: Runtime, take: Callable[[], Awaitable[_T]]) -> _T:
+    async def _leased(host: RunHost, take: Callable[[], Awaitable[_T]]) -> _T:
         """What `take` (a script that takes a lease) took, the lease keeper being ready to hold it (`None` or
         `Held`: it took nothing)."""
-        keeper = runtime.leases
-        await keeper.ready(timeout=runtime.settings.lease_ttl)
+        keeper = host.leases
+        await keeper.ready(timeout=host.settings.lease_ttl)
         try:
             taken = await take()
         except BaseException:
@@ -145,7 +160,7 @@ class LiveRun:
     @classmethod
     def _held(
         cls,
-        runtime: Runtime,
+        host: RunHost,
         stream: SessionStream,
         *,
         run_id: str,
@@ -156,13 +171,11 @@ class LiveRun:
         last_id: str | None = None,
         checkpoint_ttl_ms: int | None = None,
     ) -> LiveRun:
-        """The run whose lease was just taken, renewed by the runtime's keeper from now on."""
+        """The run whose lease was just taken, renewed by its host's keeper from now on."""
         lease_id = lease_id or run_id
-        lease = Lease(stream=stream, run_id=lease_id, keeper=runtime.leases, durable=checkpoint_ttl_ms is not None)
-        writer = StreamWriter(
-            stream=stream, run_id=lease_id, combiner=runtime.writes, last_id=last_id or begin_event_id
-        )
-        runtime.leases.hold(lease)
+        lease = Lease(stream=stream, run_id=lease_id, keeper=host.leases, durable=checkpoint_ttl_ms is not None)
+        writer = StreamWriter(stream=stream, run_id=lease_id, combiner=host.writes, last_id=last_id or begin_event_id)
+        host.leases.hold(lease)
         return cls(
             run_id=run_id,
             lease_id=lease_id,
@@ -232,34 +245,6 @@ class LiveRun:
             self.lease.lost = True
             raise LeaseLostError(f"run {self.lease_id} no longer holds its session: its checkpoint was refused")
         self.kept = (idx, len(messages))
-
-    async def resume(self) -> Checkpoint | None:
-        """Where a resumed run goes on: its last checkpoint, or `None` (a first attempt, or none was taken:
-        it starts over). When the run stopped while tools ran, their node is redone from its response,
-        re-sent complete here; node numbers go on from the checkpoint's."""
-        if self.attempt == 1:
-            return None
-        loaded = await self.lease.stream.load_checkpoint(self.run_id)
-        if loaded is None:
-            return None
-        idx, items = loaded
-        checkpoint = Checkpoint(idx=idx, messages=decode_messages(items))
-        self.kept = (idx, len(checkpoint.messages))
-        self.mapper.idx = idx - 1
-        if (response := checkpoint.interrupted) is not None and not self.token.cancelled:  # not redone: it ends
-            for body in self.mapper.replay(idx, response):
-                await self.add(EVENT, ORIGIN_PYDANTIC_AI, body)
-        return checkpoint
-
-    async def replay_saved(self, history: Sequence[ModelMessage]) -> None:
-        """A run its last worker saved, then stopped before its `end`: its nodes from the `resumed` marker's
-        (which replaced them for listeners) streamed again, complete, from the saved conversation `history`."""
-        loaded = await self.lease.stream.load_checkpoint(self.run_id)
-        start = loaded[0] if loaded is not None else 0
-        for idx, (response, answer) in enumerate(saved_nodes(history, self.run_id)):
-            if idx >= start:
-                for body in self.mapper.replay(idx, response, answer):
-                    await self.add(EVENT, ORIGIN_PYDANTIC_AI, body)
 
     async def flush(self) -> None:
         """Wait until every entry added so far is in Redis."""

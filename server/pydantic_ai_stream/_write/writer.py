@@ -14,16 +14,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._core.errors import LeaseLostError
+from .._core.metrics import NO_METRICS, Metrics
 from .._store.cluster import append_many
 from .._store.redis import AsyncRedis
 from .._store.results import PendingEntry
 from .._store.stream import SessionStream
-
-if TYPE_CHECKING:
-    from .._edges.telemetry import Telemetry
 
 __all__ = ["StreamWriter", "WriteCombiner"]
 
@@ -96,7 +94,7 @@ class WriteCombiner:
     redis: AsyncRedis
     on_idle: Callable[[], None] = lambda: None
     """Called when no write is left in flight or waiting."""
-    telemetry: Telemetry | None = None
+    metrics: Metrics = NO_METRICS
     """Counts the entries written and the writes that failed."""
     _waiting: dict[StreamWriter, None] = field(default_factory=dict)
     """Writers with entries to write, in the order they asked (a dict as an ordered set)."""
@@ -149,8 +147,7 @@ class WriteCombiner:
         try:
             results = await append_many(self.redis, writes)
         except Exception as e:
-            if self.telemetry is not None:
-                self.telemetry.redis_error("write")
+            self.metrics.redis_error("write")
             for writer, _ in batch:
                 writer.written(None, e)
             return
@@ -158,8 +155,7 @@ class WriteCombiner:
             for writer, _ in batch:
                 writer.written(None, e)
             raise
-        if self.telemetry is not None:
-            self.telemetry.written(sum(len(e) for (_, e), done in zip(batch, results, strict=True) if done is not None))
+        self.metrics.written(sum(len(e) for (_, e), done in zip(batch, results, strict=True) if done is not None))
         for (writer, _), entry_id in zip(batch, results, strict=True):
             session = writer.stream.keys.session_id
             lost = LeaseLostError(f"run {writer.run_id} no longer holds session {session!r}")
