@@ -24,7 +24,8 @@ from pydantic_ai_stream import (
     Settings,
     run,
 )
-from pydantic_ai_stream._read.handle import BusyPolicy, live_sessions
+from pydantic_ai_stream._core.submission import BusyPolicy
+from pydantic_ai_stream._read.handle import live_sessions
 from pydantic_ai_stream._runtime.worker import Worker
 from support import GatedModel, MemorySession, ScopedDeps, scripted_model
 

@@ -26,7 +26,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from pydantic_ai_stream import QueueFullError, RedisSession, Runtime, SessionBusyError, SessionHandle, Settings
 from pydantic_ai_stream._core.entry import Entry
 from pydantic_ai_stream._core.keys import queue_wake_key
-from pydantic_ai_stream._durable.queue import GROUP, RunQueue, Submitted
+from pydantic_ai_stream._core.submission import Submitted
+from pydantic_ai_stream._durable.queue import GROUP, RunQueue
 from pydantic_ai_stream._read.handle import live_sessions
 from pydantic_ai_stream._runtime.worker import Worker
 from pydantic_ai_stream._store.redis import SessionStream

@@ -29,10 +29,10 @@ if TYPE_CHECKING:
     from ._core.settings import Settings, settings
     from ._durable.checkpoint import RETRY_SAFE, UNKNOWN_OUTCOME
     from ._edges.telemetry import Telemetry
-    from ._read.handle import SessionHandle, q
+    from ._read.handle import SessionHandle
     from ._runtime.deps import Deps
     from ._runtime.loop import run, start_run
-    from ._runtime.runtime import Runtime
+    from ._runtime.runtime import Runtime, q
     from ._store.conversations import RedisConversationStore
     from ._store.postgres import PostgresConversationStore, PostgresSession
     from ._store.sessions import RedisSession, Session, StoredSession
@@ -102,11 +102,11 @@ _LAZY = {
         "UnknownAgentError",
     ),
     "._core.events": ("EventBody", "EventBodyTypeAdapter", "EventMapper", "StoredNode", "nodes_from_msgs"),
-    "._read.handle": ("SessionHandle", "q"),
+    "._read.handle": ("SessionHandle",),
     "._store.postgres": ("PostgresConversationStore", "PostgresSession"),
     "._durable.checkpoint": ("RETRY_SAFE", "UNKNOWN_OUTCOME"),
     "._runtime.loop": ("run", "start_run"),
-    "._runtime.runtime": ("Runtime",),
+    "._runtime.runtime": ("Runtime", "q"),
     "._store.sessions": ("RedisSession", "Session", "StoredSession"),
     "._core.settings": ("Settings", "settings"),
     "._store.conversations": ("RedisConversationStore",),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 
 from .errors import InvalidIdError
@@ -22,7 +23,9 @@ __all__ = [
     "queue_key",
     "queue_wake_key",
     "queued_key",
+    "queued_member",
     "ready_key",
+    "run_id_or_new",
     "scope_jobs_key",
     "scopes_key",
     "turn_key",
@@ -59,6 +62,11 @@ def check_id(name: str, value: object) -> str:
             f"{name} {excerpt(value)} contains {match.group()!r}; ids may not contain ':*?[]{{}}\\ or spaces"
         )
     return value
+
+
+def run_id_or_new(run_id: str | None) -> str:
+    """`run_id` checked, or a new one when `None`: the one place a run's id is made."""
+    return check_id("run_id", run_id) if run_id is not None else uuid.uuid4().hex
 
 
 def check_int_id(name: str, value: object) -> int:
@@ -230,6 +238,11 @@ def queue_wake_key(prefix: str, worker: str) -> str:
 def queued_key(prefix: str, scope_id: int) -> str:
     """The sorted set of a scope's runs accepted and not yet claimed by a worker (its queue's depth)."""
     return f"{queue_key(prefix)}:queued:{check_int_id('scope_id', scope_id)}"
+
+
+def queued_member(user_id: int, session_id: str, run_id: str) -> str:
+    """A run in its scope's set of queued runs (`queued_key`; ids cannot hold `:`)."""
+    return f"{user_id}:{session_id}:{run_id}"
 
 
 def scope_jobs_key(prefix: str, scope_id: int) -> str:

@@ -34,13 +34,16 @@ from .._core.keys import (
     check_id,
     queue_key,
     queued_key,
+    queued_member,
     ready_key,
+    run_id_or_new,
     scope_jobs_key,
     scopes_key,
     turn_key,
 )
 from .._core.names import lua
 from .._core.settings import Settings
+from .._core.submission import Submitted
 from .._store.redis import (
     ADD_JOB_LUA,
     READY_MAXLEN,
@@ -53,7 +56,7 @@ from .._store.redis import (
     xread_entries_by_key,
 )
 
-__all__ = ["GROUP", "Job", "RunQueue", "Submitted", "queued_member"]
+__all__ = ["GROUP", "Job", "RunQueue"]
 
 logger = logging.getLogger(__name__)
 
@@ -137,11 +140,6 @@ def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def queued_member(user_id: int, session_id: str, run_id: str) -> str:
-    """A run in its scope's set of queued runs (ids cannot hold `:`)."""
-    return f"{user_id}:{session_id}:{run_id}"
-
-
 @dataclass(frozen=True, kw_only=True)
 class Job:
     """A run for a worker to execute: whose session, which run, which agent, with what options."""
@@ -193,17 +191,6 @@ class Job:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Submitted:
-    """A run accepted into the queue: its id and the id of its `begin` entry (`""` while it waits behind
-    the session's run: its `begin` is written when it starts)."""
-
-    run_id: str
-    begin_event_id: str
-    waiting: bool = False
-    """It waits behind the session's run (`enqueue`) and starts when that one ends."""
-
-
-@dataclass(frozen=True, kw_only=True)
 class RunQueue:
     """The run queue of a key prefix on one Redis client (see the module docstring)."""
 
@@ -251,7 +238,7 @@ class RunQueue:
         Raises `QueueFullError` or `SessionBusyError` writing nothing, and `RunExistsError` if `run_id` is
         the session's queued, live or last run (a retry: nothing runs twice).
         """
-        run_id = check_id("run_id", run_id) if run_id is not None else uuid.uuid4().hex
+        run_id = run_id_or_new(run_id)
         session_id = stream.keys.session_id
         job = Job(
             scope_id=scope_id,

@@ -113,7 +113,7 @@ class Deps(ABC):
         if live is not None:
             await live.close(grace_ms=max(1, grace_period) * 1000)
             if not live.handing_back:
-                await self.get_runtime().queue.promote(live.lease.stream)  # a run waiting behind this one starts
+                await self.get_runtime().run_ended(live.lease.stream)  # a run waiting behind this one starts
 
     def _live(self) -> LiveRun:
         if self._run is None:

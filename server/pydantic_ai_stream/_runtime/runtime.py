@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from typing_extensions import Unpack
+
 from .._core.keys import ConversationKeys, SessionKeys, TaskKeys, active_key
 from .._core.settings import Settings, settings
+from .._core.submission import RunOptions, Submitted
 from .._durable.queue import RunQueue
+from .._read.handle import SessionHandle, live_sessions
 from .._read.hub import StreamHub
 from .._store.redis import AsyncRedis, SessionStream, is_cluster
 from .._write.lease import LeaseKeeper
 from .._write.writer import WriteCombiner
+from .admission import accept, run_ended
 
 if TYPE_CHECKING:
     from .._edges.telemetry import Telemetry
 
-__all__ = ["Runtime", "conversation_keys", "session_keys"]
+__all__ = ["Runtime", "conversation_keys", "q", "session_keys"]
 
 T = TypeVar("T")
 
@@ -97,6 +102,16 @@ class Runtime:
         """The run queue under this runtime's prefix, bounded as its settings say."""
         return RunQueue.of(self.redis, self.settings)
 
+    async def submit(self, handle: SessionHandle, *, agent: str, **options: Unpack[RunOptions]) -> Submitted:
+        """The admission of `SessionHandle.submit`: the run queue under this runtime's prefix takes the run
+        (`admission.accept`)."""
+        return await accept(handle, self.queue, agent=agent, **options)
+
+    async def run_ended(self, stream: SessionStream, *, queued: str | None = None) -> None:
+        """A run of the session of `stream` ended, as this process saw: the run waiting behind it starts
+        (`admission.run_ended`)."""
+        await run_ended(self.queue, stream, queued=queued)
+
     def active_key(self, *, scope_id: int, user_id: int) -> str:
         """The sorted set of a user's sessions with a run."""
         prefix, tags = self.settings.redis_prefix, _hash_tags(self.settings, self.redis)
@@ -166,3 +181,15 @@ class PerClient(Generic[T]):
 
 
 _defaults = PerClient(lambda redis: Runtime(redis=redis, _default=True), lambda runtime: runtime.redis)
+
+
+async def q(
+    redis: AsyncRedis, scope_id: int, user_id: int, *, runtime: Runtime | None = None
+) -> AsyncGenerator[tuple[int, int, str], None]:
+    """Yield `(scope_id, user_id, session_id)` for each live session of the user, oldest first.
+
+    Keys follow `runtime`'s settings (default: `Runtime.default(redis)`'s, the process-wide `settings`).
+    """
+    runtime = runtime if runtime is not None else Runtime.default(redis)
+    for active in await live_sessions(runtime, scope_id=scope_id, user_id=user_id):
+        yield scope_id, user_id, active.session_id

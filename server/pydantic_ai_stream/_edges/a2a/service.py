@@ -524,7 +524,7 @@ class A2ARequestHandler(RequestHandler):
         if agent is None:
             hosted = ", ".join(sorted(self.servicer.agents))
             raise UnknownAgentError(f"name the agent as the request's tenant; hosted: {hosted}")
-        self.servicer.check_agent(caller, agent)
+        self.servicer.admission.check_agent(caller, agent)
         context.state[_CALLER] = (caller, agent)
         return caller, agent
 
@@ -550,10 +550,11 @@ class A2ARequestHandler(RequestHandler):
         if not prompt:
             raise InvalidRequestError("the message has no text part")
         context_id = message.context_id or uuid.uuid4().hex
-        session = self.servicer.admit(caller, agent=agent, prompt=prompt, session_id=context_id)
+        admission = self.servicer.admission
+        session = await admission.admit(caller, agent=agent, prompt=prompt, session_id=context_id)
         await self._settle_previous(caller, session)
         traceparent = self._traceparent(context)
-        run = await session.submit(agent=agent, body={"user_prompt": prompt}, traceparent=traceparent)
+        run = await admission.submit(session, agent=agent, prompt=prompt, traceparent=traceparent)
         # What replies echo and the task's history holds: the prompt's parts (bounded by `max_prompt_bytes`),
         # never the request's other fields.
         request = a2a.Message(
@@ -717,7 +718,7 @@ class _Authenticated:
         if scope["type"] == "http":
             values = [value.decode("latin-1") for key, value in scope["headers"] if key == b"authorization"]
             try:
-                caller = await self.servicer.authenticate_values(values)
+                caller = await self.servicer.admission.authenticate(values)
             except AuthError as e:
                 response = JSONResponse({"error": str(e)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send)
