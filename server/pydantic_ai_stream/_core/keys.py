@@ -23,7 +23,6 @@ __all__ = [
     "queue_key",
     "queue_wake_key",
     "queued_key",
-    "queued_member",
     "ready_key",
     "run_id_or_new",
     "scope_jobs_key",
@@ -238,11 +237,6 @@ def queue_wake_key(prefix: str, worker: str) -> str:
 def queued_key(prefix: str, scope_id: int) -> str:
     """The sorted set of a scope's runs accepted and not yet claimed by a worker (its queue's depth)."""
     return f"{queue_key(prefix)}:queued:{check_int_id('scope_id', scope_id)}"
-
-
-def queued_member(user_id: int, session_id: str, run_id: str) -> str:
-    """A run in its scope's set of queued runs (`queued_key`; ids cannot hold `:`)."""
-    return f"{user_id}:{session_id}:{run_id}"
 
 
 def scope_jobs_key(prefix: str, scope_id: int) -> str:

@@ -34,7 +34,6 @@ from .._core.keys import (
     check_id,
     queue_key,
     queued_key,
-    queued_member,
     ready_key,
     run_id_or_new,
     scope_jobs_key,
@@ -56,7 +55,7 @@ from .._store.redis import (
     xread_entries_by_key,
 )
 
-__all__ = ["GROUP", "Job", "RunQueue"]
+__all__ = ["GROUP", "Job", "RunQueue", "queued_member"]
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +137,11 @@ return n + math.max(0, redis.call('XLEN', KEYS[1]) - claimed)
 def _pairs(flat: Sequence[Any]) -> dict[Any, Any]:
     """A stream entry's fields as a script returns them (field, value, field, value...)."""
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def queued_member(user_id: int, session_id: str, run_id: str) -> str:
+    """A run in its scope's set of queued runs (ids cannot hold `:`)."""
+    return f"{user_id}:{session_id}:{run_id}"
 
 
 @dataclass(frozen=True, kw_only=True)

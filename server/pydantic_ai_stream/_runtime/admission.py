@@ -30,10 +30,10 @@ from .._core.errors import (
     StreamNotFoundError,
     UnknownAgentError,
 )
-from .._core.keys import excerpt, queued_member, run_id_or_new
+from .._core.keys import excerpt, run_id_or_new
 from .._core.names import BEGIN, END
 from .._core.submission import BusyPolicy, Submitted
-from .._durable.queue import RunQueue
+from .._durable.queue import RunQueue, queued_member
 from .._read.handle import SessionHandle, SessionOwner
 from .._store.redis import ActiveRun, SessionStream
 from .auth import Authenticator, AuthError, Caller
