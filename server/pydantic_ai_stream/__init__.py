@@ -42,10 +42,10 @@ if TYPE_CHECKING:
     )
     from ._core.keys import SessionKeys
     from ._core.settings import Settings
+    from ._core.submission import BusyPolicy, Submitted
     from ._durable.checkpoint import RETRY_SAFE, UNKNOWN_OUTCOME
-    from ._durable.queue import Submitted
     from ._edges.telemetry import Telemetry
-    from ._read.handle import BusyPolicy, ListenOptions, SessionHandle, live_sessions
+    from ._read.handle import ListenOptions, SessionHandle, live_sessions
     from ._runtime.compat import AgxCanceledError, q, settings
     from ._runtime.deps import Deps
     from ._runtime.loop import run, start_run
@@ -152,8 +152,8 @@ _LAZY_TYPES = {
     "._core.entry": ("Entry",),
     "._core.events": ("Answer", "NodeBegin", "NodeEnd", "PartDelta", "PartFields", "PartStart", "Resumed"),
     "._core.keys": ("SessionKeys",),
-    "._durable.queue": ("Submitted",),
-    "._read.handle": ("BusyPolicy", "ListenOptions", "live_sessions"),
+    "._core.submission": ("BusyPolicy", "Submitted"),
+    "._read.handle": ("ListenOptions", "live_sessions"),
     "._store.conversations": ("UserConversationStore",),
     "._store.results": ("ActiveRun", "CancelState"),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from dataclasses import dataclass
 
 from .errors import InvalidIdError
@@ -23,6 +24,7 @@ __all__ = [
     "queue_wake_key",
     "queued_key",
     "ready_key",
+    "run_id_or_new",
     "scope_jobs_key",
     "scopes_key",
     "turn_key",
@@ -58,6 +60,11 @@ def check_id(name: str, value: object) -> str:
             f"{name} {excerpt(value)} contains {match.group()!r}; ids may not contain ':*?[]{{}}\\ or spaces"
         )
     return value
+
+
+def run_id_or_new(run_id: str | None) -> str:
+    """`run_id` checked, or a new one when `None`: the one place a run's id is made."""
+    return check_id("run_id", run_id) if run_id is not None else uuid.uuid4().hex
 
 
 def check_int_id(name: str, value: object) -> int:

@@ -28,8 +28,9 @@ from redis.exceptions import RedisError, ResponseError
 
 from .._core.entry import decode
 from .._core.errors import QueueFullError, RunExistsError, SessionBusyError
-from .._core.keys import QueueKeys, SessionKeys, cancel_channel, check_id
+from .._core.keys import QueueKeys, SessionKeys, cancel_channel, check_id, run_id_or_new
 from .._core.settings import Settings
+from .._core.submission import Submitted
 from .._store.redis import AsyncRedis, is_cluster, xread_entries_by_key
 from .._store.results import Enqueue, OpenState, WaitState
 from .._store.scripts import READY_MAXLEN
@@ -37,7 +38,7 @@ from .._store.stream import SessionStream
 from .job import Job, queued_member
 from .scripts import Reservation, add_job, claim_jobs, reserve, unclaimed_jobs
 
-__all__ = ["GROUP", "RunQueue", "Submitted"]
+__all__ = ["GROUP", "RunQueue"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +48,6 @@ HANDED_BACK_IDLE_MS = 86_400_000
 """The idle time a handed-back job is given: longer than any worker waits before taking a job over."""
 WAKE_TTL = 86_400
 """Seconds a worker's wake-up stream lives (the worker creates it again when it is gone)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Submitted:
-    """A run accepted into the queue: its id and the id of its `begin` entry (`""` while it waits behind
-    the session's run: its `begin` is written when it starts)."""
-
-    run_id: str
-    begin_event_id: str
-    waiting: bool = False
-    """It waits behind the session's run (`enqueue`) and starts when that one ends."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,7 +99,7 @@ class RunQueue:
         Raises `QueueFullError` or `SessionBusyError` writing nothing, and `RunExistsError` if `run_id` is
         the session's queued, live or last run (a retry: nothing runs twice).
         """
-        run_id = check_id("run_id", run_id) if run_id is not None else uuid.uuid4().hex
+        run_id = run_id_or_new(run_id)
         session_id = stream.keys.session_id
         job = Job(
             scope_id=scope_id,

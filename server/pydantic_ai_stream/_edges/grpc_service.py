@@ -1,17 +1,16 @@
 """The gRPC service: translates `AgentStreamService` calls onto the library, and status codes back.
 
-It holds no runtime logic of its own: the run queue takes runs, a `SessionHandle` listens, cancels and lists;
-this module authenticates, validates requests, sends events (converted by `_proto`) and maps errors to codes.
+It holds no runtime logic of its own: admission (`Admission`) authenticates callers, checks their runs and
+submits them, a `SessionHandle` listens, cancels and lists; this module reads credentials and requests, sends
+events (converted by `_proto`) and maps errors to codes.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -22,7 +21,6 @@ from pydantic_ai.agent import AbstractAgent
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._core.entry import Entry
 from .._core.errors import (
     AgentNotAllowedError,
     CursorAheadError,
@@ -39,8 +37,10 @@ from .._core.errors import (
 )
 from .._core.keys import excerpt
 from .._core.names import BEGIN
+from .._core.submission import BusyPolicy
 from .._durable.fleet import fleet_agents
-from .._read.handle import BusyPolicy, SessionHandle, live_sessions
+from .._read.handle import live_sessions
+from .._runtime.admission import Admission
 from .._runtime.auth import Authenticator, AuthError, Caller
 from .._runtime.runtime import Runtime
 from .._store.redis import AsyncRedis
@@ -149,27 +149,37 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     """Largest prompt accepted, in bytes as stored in `begin` (UTF-8 JSON, control characters escaped)."""
     heartbeat_interval: float = 15.0
     """Seconds of silence on a Listen stream before a heartbeat is sent."""
-    accepting: bool = True
-    """False once shutdown began: new runs get UNAVAILABLE."""
     responses: ListenResponseCache = field(default_factory=ListenResponseCache)
+    admission: Admission = field(init=False)
+    """The checks and the submit of a run, which A2A shares."""
     _malformed_log: _MalformedLog = field(default_factory=_MalformedLog)
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(
+            runtime=self.runtime,
+            agents=self.agents,
+            authenticator=self.authenticator,
+            max_prompt_bytes=self.max_prompt_bytes,
+            # Runs of the agents live workers host are accepted too (an API-only server hosts none itself).
+            fleet=lambda: fleet_agents(self.runtime),
+        )
 
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RunResponse:
         async with statuses(context):
             caller = await self._caller(request, context)
-            # Runs of the agents live workers host are accepted too (an API-only server hosts none itself).
-            workers = await fleet_agents(self.runtime) if request.agent not in self.agents else frozenset()
-            session = self.admit(
-                caller, agent=request.agent, prompt=request.prompt, session_id=request.session_id, also=workers
+            admission = self.admission
+            session = await admission.admit(
+                caller, agent=request.agent, prompt=request.prompt, session_id=request.session_id, anywhere=True
             )
             if (if_busy := _BUSY_POLICIES.get(request.if_busy)) is None:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown if_busy policy {request.if_busy}")
             options = await self._model_settings(request, context)
             traceparent = self.traceparent(context)
             try:
-                run = await session.submit(
+                run = await admission.submit(
+                    session,
                     agent=request.agent,
-                    body={"user_prompt": request.prompt},
+                    prompt=request.prompt,
                     options=options,
                     run_id=request.run_id or None,
                     if_busy=if_busy,
@@ -195,8 +205,8 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 await _abort(
                     context, grpc.StatusCode.INVALID_ARGUMENT, "wait_seconds <= 3600, timeout_seconds <= 86400"
                 )
-            session = self._session(caller, request.session_id)
-            await self.run_of_allowed_agent(caller, session)
+            session = self.admission.session(caller, request.session_id)
+            await self.admission.run_of_allowed_agent(caller, session)
             key = session.keys.stream
             entries = session.listen_entries(
                 wait=request.wait_seconds or 3,
@@ -205,17 +215,17 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 heartbeat=self.heartbeat_interval,
             )
             async for entry in entries:
-                if entry is not None and entry.type == BEGIN and caller.agents is not None:
-                    self.check_run_agent(caller, entry)  # a run that started after the check above
+                if entry is not None and entry.type == BEGIN:
+                    self.admission.check_run_agent(caller, entry)  # a run that started after the check above
                 yield _HEARTBEAT if entry is None else self.responses.response(key, entry)
 
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.CancelResponse:
         async with statuses(context):
             caller = await self._caller(request, context)
-            session = self._session(caller, request.session_id)
+            session = self.admission.session(caller, request.session_id)
             # A caller limited to some agents: the session's run must be of one of them, and only that run
             # is cancelled (not one started since).
-            allowed = await self.run_of_allowed_agent(caller, session)
+            allowed = await self.admission.run_of_allowed_agent(caller, session)
             return pb.CancelResponse(cancelled=await session.cancel(run_id=request.run_id or allowed))
 
     async def ListActive(
@@ -224,11 +234,7 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
         async with statuses(context):
             caller = await self._caller(request, context)
             live = await live_sessions(self.runtime, scope_id=caller.scope_id, user_id=caller.user_id)
-            if caller.agents is not None:  # only the runs of agents it may run
-                allowed = await asyncio.gather(
-                    *(self._allowed_run(caller, self._session(caller, run.session_id)) for run in live)
-                )
-                live = [run for run, ok in zip(live, allowed, strict=True) if ok == run.run_id]
+            live = await self.admission.allowed_runs(caller, live)
             return pb.ListActiveResponse(
                 sessions=[
                     pb.ActiveSession(
@@ -241,65 +247,6 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 ]
             )
 
-    def check_agent(self, caller: Caller, name: str, *, also: frozenset[str] = frozenset()) -> None:
-        """Raise `UnknownAgentError` unless the server hosts agent `name` (or `also` names it: the agents of
-        the live workers), `AgentNotAllowedError` unless `caller` may run it."""
-        if name not in self.agents and name not in also:
-            hosted = ", ".join(sorted(agent for agent in {*self.agents, *also} if caller.may_run(agent))) or "none"
-            raise UnknownAgentError(f"unknown agent {excerpt(name)}; hosted: {hosted}")
-        if not caller.may_run(name):
-            raise AgentNotAllowedError(f"you may not run agent {name!r}")
-
-    async def run_of_allowed_agent(self, caller: Caller, session: SessionHandle) -> str | None:
-        """For a caller limited to some agents: the id of the session's current run, `AgentNotAllowedError`
-        unless its `begin` names one of them (`None`: no run, or a caller that may run every agent)."""
-        if caller.agents is None:
-            return None
-        try:
-            first = await session.stream.read_range(after="0-0", count=1)
-        except CursorExpiredError:  # its `begin` trimmed away: the run's agent is not known
-            raise AgentNotAllowedError(
-                "the session's run is of an agent no longer known, which you may not run"
-            ) from None
-        if not first:
-            return None
-        return self.check_run_agent(caller, first[0])
-
-    def check_run_agent(self, caller: Caller, begin: Entry) -> str:
-        """The run id of `begin`; `AgentNotAllowedError` unless `caller` may run its agent (a `begin` that
-        names none is no agent a limited caller may run)."""
-        agent = begin.body.get("agent") if begin.type == BEGIN else None
-        run_id = begin.body.get("run_id")
-        if not isinstance(agent, str) or not isinstance(run_id, str) or not caller.may_run(agent):
-            named = f"agent {excerpt(agent)}" if isinstance(agent, str) else "an agent it does not name"
-            raise AgentNotAllowedError(f"the session's run is of {named}, which you may not run")
-        return run_id
-
-    async def _allowed_run(self, caller: Caller, session: SessionHandle) -> str | None:
-        """`run_of_allowed_agent`, `None` where it is not allowed."""
-        try:
-            return await self.run_of_allowed_agent(caller, session)
-        except AgentNotAllowedError:
-            return None
-
-    def admit(
-        self, caller: Caller, *, agent: str, prompt: str, session_id: str, also: frozenset[str] = frozenset()
-    ) -> SessionHandle:
-        """Check that `caller` may start a run of `agent` (hosted here, or named by `also`) with `prompt` on its
-        session `session_id` now, and return that session to submit the run to: the checks every edge (`Run`,
-        A2A) makes, in order."""
-        self.check_agent(caller, agent, also=also)
-        if not prompt.strip():
-            raise InvalidRequestError("prompt must not be empty")
-        # Measured as stored: JSON escapes a control character to six bytes.
-        if (stored := len(json.dumps(prompt, ensure_ascii=False).encode())) > self.max_prompt_bytes:
-            raise InvalidRequestError(
-                f"prompt is {stored} bytes as stored (UTF-8 JSON); the limit is {self.max_prompt_bytes}"
-            )
-        if not self.accepting:
-            raise ShuttingDownError("server is shutting down; retry on another replica")
-        return self._session(caller, session_id)
-
     def traceparent(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
         """The caller's trace (its W3C `traceparent` metadata) a run it starts continues; `None` without telemetry."""
         telemetry = self.runtime.telemetry
@@ -310,9 +257,14 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
         """The Redis client of the runtime."""
         return self.runtime.redis
 
+    @property
+    def accepting(self) -> bool:
+        """False once shutdown began: new runs get UNAVAILABLE."""
+        return self.admission.accepting
+
     def stop_accepting(self) -> None:
         """Refuse new runs from now on (UNAVAILABLE): the server is shutting down."""
-        self.accepting = False
+        self.admission.stop_accepting()
 
     async def refuse_malformed(
         self, method: str, context: grpc.aio.ServicerContext[Any, Any], *, authenticate: bool = True
@@ -336,17 +288,7 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     async def authenticate(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
         """The caller behind the call's `authorization` metadata; `AuthError` (UNAUTHENTICATED) if none."""
         values = [value for key, value in context.invocation_metadata() or () if key == "authorization"]
-        return await self.authenticate_values([value if isinstance(value, str) else "" for value in values])
-
-    async def authenticate_values(self, values: Sequence[str]) -> Caller:
-        """The caller behind a call's `authorization` values (gRPC metadata entries or HTTP headers)."""
-        if len(values) > 1:  # proxies and clients disagree on which one counts: accept none
-            raise AuthError("more than one 'authorization' metadata entry")
-        return await self.authenticator.authenticate(values[0] if values else None)
-
-    def _session(self, caller: Caller, session_id: str) -> SessionHandle:
-        """The caller's session (the ids checked: INVALID_ARGUMENT before anything else happens)."""
-        return SessionHandle.of(self.runtime, scope_id=caller.scope_id, user_id=caller.user_id, session_id=session_id)
+        return await self.admission.authenticate([value if isinstance(value, str) else "" for value in values])
 
     async def _model_settings(
         self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]

@@ -1,32 +1,31 @@
 """Read-only handles on sessions, for any process: listen to a session's events, cancel its run, list
-the live ones. They write nothing but the cancel mark; a run's own writes go through `LiveRun`."""
+the live ones. They write nothing but the cancel mark; a run's own writes go through `LiveRun`, a new run's
+through admission (`_runtime/admission.py`), which `SessionHandle.submit` passes it on to."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, Protocol, TypedDict
+
+from typing_extensions import Unpack
 
 from .._core.entry import Entry
-from .._core.errors import CursorExpiredError, ListenTimeoutError, RunExistsError, SessionBusyError, StreamNotFoundError
+from .._core.errors import ListenTimeoutError, StreamNotFoundError
 from .._core.keys import SessionKeys, cancel_channel, check_id
-from .._core.names import BEGIN, END, ERROR, RUN_LOST
-from .._durable.job import queued_member
-from .._durable.queue import Submitted
-from .._runtime.runtime import Runtime
+from .._core.names import END, ERROR, RUN_LOST
+from .._core.settings import Settings
+from .._core.submission import RunOptions, Submitted
 from .._store.active import active_members, active_sessions
+from .._store.redis import AsyncRedis
 from .._store.results import ActiveRun, CancelState
 from .._store.stream import SessionStream
+from .hub import StreamHub
 from .listen import listen
 
-__all__ = ["BusyPolicy", "ListenOptions", "SessionHandle", "live_sessions"]
-
-BusyPolicy = Literal["reject", "enqueue", "interrupt", "rollback"]
-"""What a new run does on a session that has a queued or live run (see `SessionHandle.submit`)."""
+__all__ = ["ListenOptions", "SessionHandle", "SessionOwner", "live_sessions"]
 
 
 class ListenOptions(TypedDict, total=False):
@@ -38,16 +37,52 @@ class ListenOptions(TypedDict, total=False):
     heartbeat: float | None
 
 
+class _Counting(Protocol):
+    """What a handle reports to its owner's telemetry."""
+
+    def redis_errors_of(self, operation: str) -> contextlib.AbstractContextManager[None]: ...
+
+    def listening(self, entries: AsyncIterator[Entry | None]) -> AsyncIterator[Entry | None]: ...
+
+
+class SessionOwner(Protocol):
+    """What a handle uses of its runtime (`Runtime` is one): its client, settings, reader and telemetry, and the
+    two hooks of the layers above, which a read-only handle passes on: admission (`submit`) and the start of the
+    run waiting behind one that ended (`run_ended`)."""
+
+    @property
+    def redis(self) -> AsyncRedis: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def hub(self) -> StreamHub | None: ...
+
+    @property
+    def telemetry(self) -> _Counting | None: ...
+
+    def keys(self, *, scope_id: int, user_id: int, session_id: str) -> SessionKeys: ...
+
+    def stream(self, keys: SessionKeys) -> SessionStream: ...
+
+    def active_key(self, *, scope_id: int, user_id: int) -> str: ...
+
+    async def submit(self, handle: SessionHandle, *, agent: str, **options: Unpack[RunOptions]) -> Submitted: ...
+
+    async def run_ended(self, stream: SessionStream, *, queued: str | None = None) -> None: ...
+
+
 @dataclass(frozen=True, kw_only=True)
 class SessionHandle:
     """One session seen from any process: its events, whether a run of it is live, and its cancel."""
 
-    runtime: Runtime
-    """Whose reader, prefix and retention it uses."""
+    runtime: SessionOwner
+    """Whose reader, prefix and retention it uses (a `Runtime`)."""
     keys: SessionKeys
 
     @classmethod
-    def of(cls, runtime: Runtime, *, scope_id: int, user_id: int, session_id: str) -> SessionHandle:
+    def of(cls, runtime: SessionOwner, *, scope_id: int, user_id: int, session_id: str) -> SessionHandle:
         """The handle of a session under `runtime`; raises `InvalidIdError` for unsafe ids, before any I/O."""
         return cls(runtime=runtime, keys=runtime.keys(scope_id=scope_id, user_id=user_id, session_id=session_id))
 
@@ -73,30 +108,21 @@ class SessionHandle:
         second cancel: a caller for whom a second cancel is an error tells them apart by its own records)."""
         if run_id is not None:
             check_id("run_id", run_id)
-        with self._redis_errors("cancel"):
-            return await self._cancel(rollback=rollback, run_id=run_id)
+        with self.redis_errors_of("cancel"):
+            return await self.mark_cancelled(rollback=rollback, run_id=run_id)
 
-    async def _cancel(self, *, rollback: bool, run_id: str | None = None) -> CancelState:
+    async def mark_cancelled(self, *, rollback: bool, run_id: str | None = None) -> CancelState:
+        """`cancel_run` with its Redis errors left to the caller to count (admission's interrupt: a submit's)."""
         channel = cancel_channel(self.runtime.settings.redis_prefix)
         state, run_id = await self.stream.cancel(channel, rollback=rollback, run_id=run_id)
-        if state is CancelState.ENDED:
-            keys = self.keys
-            await self.runtime.queue.release(keys.scope_id, queued_member(keys.user_id, keys.session_id, run_id))
-            await self.runtime.queue.promote(self.stream)
+        if state is CancelState.ENDED:  # a queued run, ended here: no worker sees it end
+            await self.runtime.run_ended(self.stream, queued=run_id)
         return state
 
-    async def submit(
-        self,
-        *,
-        agent: str,
-        body: Mapping[str, Any] | None = None,
-        options: Mapping[str, Any] | None = None,
-        run_id: str | None = None,
-        if_busy: BusyPolicy = "reject",
-        wait: float = 30,
-        traceparent: str | None = None,
-    ) -> Submitted:
-        """Accept a run of `agent` into the run queue (see `RunQueue.submit`) for a worker to execute.
+    async def submit(self, *, agent: str, **options: Unpack[RunOptions]) -> Submitted:
+        """Accept a run of `agent` into the run queue for a worker to execute: admission's `submit` (this handle
+        only passes it on), with `body=None`, `options=None`, `run_id=None`, `if_busy="reject"`, `wait=30`,
+        `traceparent=None`.
 
         When the session has a queued or live run, `if_busy` says what happens: `"reject"`
         (`SessionBusyError`), `"enqueue"` (this run waits behind it and the runs already waiting, and starts
@@ -106,96 +132,9 @@ class SessionHandle:
         started, or still `waiting` if that took over `wait` seconds) or `"rollback"` (as interrupt, the
         cancelled run's messages dropped). The run's span continues the W3C `traceparent`.
         """
-        with self._redis_errors("submit"):
-            return await self._submit(
-                agent=agent,
-                body=body,
-                options=options,
-                run_id=run_id,
-                if_busy=if_busy,
-                wait=wait,
-                traceparent=traceparent,
-            )
+        return await self.runtime.submit(self, agent=agent, **options)
 
-    async def _submit(
-        self,
-        *,
-        agent: str,
-        body: Mapping[str, Any] | None,
-        options: Mapping[str, Any] | None,
-        run_id: str | None,
-        if_busy: BusyPolicy,
-        wait: float,
-        traceparent: str | None,
-    ) -> Submitted:
-        keys = self.keys
-        queue = self.runtime.queue
-        run_id = check_id("run_id", run_id) if run_id is not None else uuid.uuid4().hex
-
-        async def submitted() -> Submitted:
-            return await queue.submit(
-                self.stream,
-                scope_id=keys.scope_id,
-                user_id=keys.user_id,
-                agent=agent,
-                body=body,
-                options=options,
-                run_id=run_id,
-                traceparent=traceparent,
-            )
-
-        try:
-            return await submitted()
-        except RunExistsError:
-            raise
-        except SessionBusyError:
-            if if_busy == "reject":
-                raise
-        interrupt = if_busy != "enqueue"
-        waiting = await queue.wait_behind(
-            self.stream,
-            scope_id=keys.scope_id,
-            user_id=keys.user_id,
-            agent=agent,
-            body=body,
-            options=options,
-            run_id=run_id,
-            traceparent=traceparent,
-            first=interrupt,
-        )
-        if waiting is None:  # the session's run ended meanwhile
-            return await submitted()
-        if not interrupt:
-            return waiting
-        return await self._interrupt(run_id, rollback=if_busy == "rollback", wait=wait) or waiting
-
-    async def _interrupt(self, run_id: str, *, rollback: bool, wait: float) -> Submitted | None:
-        """Cancel the session's run and start the run `run_id`, first in the session's line, once it ended
-        (within `wait` seconds); `None` if it still waits."""
-        bounds = await self.stream.bounds()
-        await self._cancel(rollback=rollback)
-        if bounds is not None and bounds.newest_type != END:
-            # Ended by its worker, by the one that takes it over if its worker died, or here if queued; a
-            # cursor expired or a `begin`: the next run replaced the stream.
-            entries = self.listen_entries(after=bounds.newest, wait=wait, timeout=wait)
-            try:
-                with contextlib.suppress(TimeoutError, ListenTimeoutError, StreamNotFoundError, CursorExpiredError):
-                    async with asyncio.timeout(wait):
-                        async for entry in entries:
-                            if entry is not None and entry.type in (END, BEGIN):
-                                break
-            finally:
-                if isinstance(entries, AsyncGenerator):  # let go of the reader now, not when collected
-                    await entries.aclose()
-        # Whoever saw the run end started the first waiting run; this run may have become first after that.
-        await self.runtime.queue.promote(self.stream)
-        with contextlib.suppress(CursorExpiredError):
-            for begin in await self.stream.read_range(after="0-0", count=1):
-                if begin.type == BEGIN and begin.body.get("run_id") == run_id:
-                    return Submitted(run_id=run_id, begin_event_id=begin.id)
-        return None
-
-    def _redis_errors(self, operation: str) -> contextlib.AbstractContextManager[None]:
+    def redis_errors_of(self, operation: str) -> contextlib.AbstractContextManager[None]:
         """Count the Redis errors of `operation` (if the runtime has telemetry)."""
         telemetry = self.runtime.telemetry
         return contextlib.nullcontext() if telemetry is None else telemetry.redis_errors_of(operation)
@@ -238,7 +177,7 @@ class SessionHandle:
             async for entry in entries:
                 if entry is not None:
                     if entry.type == END and lost:
-                        await self.runtime.queue.promote(self.stream)
+                        await self.runtime.run_ended(self.stream)
                     lost = entry.type == ERROR and entry.body.get("msg") == RUN_LOST
                 yield entry
         finally:
@@ -256,7 +195,7 @@ class SessionHandle:
                     yield json.dumps(event) if serialize else event
 
 
-async def live_sessions(runtime: Runtime, *, scope_id: int, user_id: int) -> list[ActiveRun]:
+async def live_sessions(runtime: SessionOwner, *, scope_id: int, user_id: int) -> list[ActiveRun]:
     """The user's sessions with a queued or live, uncancelled run, oldest first; forgets those whose run
     died. Reads the user's active set (no keyspace scan)."""
     redis = runtime.redis

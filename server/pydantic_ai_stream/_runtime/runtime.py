@@ -9,16 +9,21 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
+from typing_extensions import Unpack
+
 from .._core.keys import SessionKeys, TaskKeys, active_key
 from .._core.metrics import NO_METRICS, Metrics
 from .._core.settings import Settings
+from .._core.submission import RunOptions, Submitted
 from .._durable.queue import RunQueue
+from .._read.handle import SessionHandle
 from .._read.hub import StreamHub
 from .._store.redis import AsyncRedis, is_cluster
 from .._store.stream import SessionStream
 from .._write.lease import LeaseKeeper
 from .._write.live import LiveRun
 from .._write.writer import WriteCombiner
+from .admission import accept, run_ended
 
 __all__ = ["Runtime"]
 
@@ -110,7 +115,7 @@ class Runtime:
         (default: `stream_retention`), then start the run waiting behind it."""
         await live.close(grace_ms=self.settings.stream_retention * 1000 if grace_ms is None else grace_ms)
         if not live.handing_back:
-            await self.queue.promote(live.lease.stream)  # a run waiting behind this one starts
+            await self.run_ended(live.lease.stream)  # a run waiting behind this one starts
 
     def start_task(self, run: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """`run` (the rest of a run `start_run` opened) as a task this runtime owns: `aclose` cancels it
@@ -142,6 +147,16 @@ class Runtime:
     def queue(self) -> RunQueue:
         """The run queue under this runtime's prefix, bounded as its settings say."""
         return RunQueue.of(self.redis, self.settings)
+
+    async def submit(self, handle: SessionHandle, *, agent: str, **options: Unpack[RunOptions]) -> Submitted:
+        """The admission of `SessionHandle.submit`: the run queue under this runtime's prefix takes the run
+        (`admission.accept`)."""
+        return await accept(handle, self.queue, agent=agent, **options)
+
+    async def run_ended(self, stream: SessionStream, *, queued: str | None = None) -> None:
+        """A run of the session of `stream` ended, as this process saw: the run waiting behind it starts
+        (`admission.run_ended`)."""
+        await run_ended(self.queue, stream, queued=queued)
 
     def active_key(self, *, scope_id: int, user_id: int) -> str:
         """The sorted set of a user's sessions with a run."""

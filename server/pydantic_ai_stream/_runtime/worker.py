@@ -259,7 +259,7 @@ class Worker:
                     # nor when it lost the run's lease (another worker resumed it and holds the job now).
                     await asyncio.shield(runtime.queue.done(job.id))
                     if live is None:  # its run ended without running (cancelled, out of attempts)
-                        await asyncio.shield(runtime.queue.promote(runtime.stream(keys)))
+                        await asyncio.shield(runtime.run_ended(runtime.stream(keys)))
             self._claimed.pop(job.id, None)
 
     async def _adopt(self, job: Job, keys: SessionKeys) -> LiveRun | Held | None:

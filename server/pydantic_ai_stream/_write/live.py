@@ -13,7 +13,7 @@ from pydantic_ai.messages import ModelMessage
 
 from .._core.errors import LeaseLostError, RunExistsError, SessionBusyError
 from .._core.events import EventMapper
-from .._core.keys import SessionKeys, check_id
+from .._core.keys import SessionKeys, run_id_or_new
 from .._core.messages import encode_messages
 from .._core.names import EVENT, ORIGIN_PYDANTIC_AI
 from .._core.settings import Settings
@@ -76,7 +76,7 @@ class LiveRun:
         Raises `SessionBusyError`, writing nothing, if another run of the session is live, and
         `RunExistsError` if `run_id` is the session's live run or its last one (a retry).
         """
-        run_id = check_id("run_id", run_id) if run_id is not None else uuid.uuid4().hex
+        run_id = run_id_or_new(run_id)
         stream = host.stream(keys)
         keeper = host.leases
         # A Redis that cannot answer within a lease's lifetime could not keep the run's lease either.

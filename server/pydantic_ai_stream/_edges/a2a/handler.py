@@ -24,7 +24,7 @@ from a2a.utils.task import apply_history_length, validate_history_length
 from google.protobuf import json_format
 
 from ..._core.errors import InvalidRequestError, UnknownAgentError
-from ..._durable.queue import Submitted
+from ..._core.submission import Submitted
 from ..._read.handle import SessionHandle
 from ..._runtime.auth import Caller
 from ..._store.results import CancelState
@@ -216,7 +216,7 @@ class A2ARequestHandler(RequestHandler):
         if agent is None:
             hosted = ", ".join(sorted(self.servicer.agents))
             raise UnknownAgentError(f"name the agent as the request's tenant; hosted: {hosted}")
-        self.servicer.check_agent(caller, agent)
+        self.servicer.admission.check_agent(caller, agent)
         context.state[CALLER] = (caller, agent)
         return caller, agent
 
@@ -267,9 +267,10 @@ class A2ARequestHandler(RequestHandler):
         self, caller: Caller, agent: str, prompt: str, session_id: str, *, traceparent: str | None
     ) -> tuple[SessionHandle, Submitted]:
         """Admit and submit the run of `prompt`, as `Run` does: the one place A2A starts a run."""
-        session = self.servicer.admit(caller, agent=agent, prompt=prompt, session_id=session_id)
+        admission = self.servicer.admission
+        session = await admission.admit(caller, agent=agent, prompt=prompt, session_id=session_id)
         await self.tasks.settle_last(caller, session)
-        run = await session.submit(agent=agent, body={"user_prompt": prompt}, traceparent=traceparent)
+        run = await admission.submit(session, agent=agent, prompt=prompt, traceparent=traceparent)
         return session, run
 
     def _follow(

@@ -78,7 +78,7 @@ class _Authenticated:
         if scope["type"] == "http":
             values = [value.decode("latin-1") for key, value in scope["headers"] if key == b"authorization"]
             try:
-                caller = await self.servicer.authenticate_values(values)
+                caller = await self.servicer.admission.authenticate(values)
             except AuthError as e:
                 response = JSONResponse({"error": str(e)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
                 await response(scope, receive, send)
