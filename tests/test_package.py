@@ -31,15 +31,23 @@ PUBLIC = (pydantic_ai_stream, pydantic_ai_stream.server, pydantic_ai_stream.clie
 # A member that is gone must leave this list too.
 PLUMBING = {
     "A2ARequestHandler.tasks": "the A2A task records, built by `add_a2a`",
+    "AgentStreamServicer.admission": "the rules that admit its runs, built from its own fields",
     "Deps.attach": "the run loop hands a run's `LiveRun` to its deps",
     "Deps.live_run": "the run's write side, for the run loop",
     "Runtime.hub": "its shared reader, for listeners",
+    "Runtime.end_run": "ends a run's write side (`LiveRun`), for the run loop and the worker",
     "Runtime.leases": "its lease keeper, for runs",
+    "Runtime.open_run": "opens a run's write side (`LiveRun`), for the run loop",
+    "Runtime.owning": "holds a run's write side (`LiveRun`) until it ends, for the worker",
     "Runtime.queue": "the run queue, for handles and workers",
     "Runtime.stream": "a session's Redis side, for the layers above it",
     "Runtime.task_keys": "the A2A edge's keys",
     "Runtime.writes": "its write batching, for runs",
     "SessionHandle.stream": "a session's Redis side, for the layers above it",
+    "SessionOwner.hub": "as `Runtime.hub`",
+    "SessionOwner.run_ended": "as `Runtime.run_ended`: a session's Redis side, for admission",
+    "SessionOwner.stream": "as `Runtime.stream`",
+    "SessionOwner.telemetry": "as `Runtime.telemetry`, counting only",
     "Telemetry.run": "the worker's span of a run",
     "Worker.adopter": "the worker's recovery of a job",
 }

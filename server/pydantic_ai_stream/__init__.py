@@ -40,12 +40,13 @@ if TYPE_CHECKING:
         StoredNode,
         nodes_from_msgs,
     )
-    from ._core.keys import SessionKeys
-    from ._core.settings import Settings
-    from ._core.submission import BusyPolicy, Submitted
+    from ._core.keys import ConversationKeys, SessionKeys
+    from ._core.metrics import Metrics, RunReport
+    from ._core.settings import Configured, Settings
+    from ._core.submission import BusyPolicy, RunOptions, Submitted
     from ._durable.checkpoint import RETRY_SAFE, UNKNOWN_OUTCOME
     from ._edges.telemetry import Telemetry
-    from ._read.handle import ListenOptions, SessionHandle, live_sessions
+    from ._read.handle import ListenOptions, SessionHandle, SessionOwner, live_sessions
     from ._runtime.compat import AgxCanceledError, q, settings
     from ._runtime.deps import Deps
     from ._runtime.loop import run, start_run
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
     from ._store.conversations import RedisConversationStore, UserConversationStore
     from ._store.postgres import PostgresConversationStore, PostgresSession
     from ._store.results import ActiveRun, CancelState
-    from ._store.sessions import RedisSession, Session, StoredSession
+    from ._store.sessions import RedisSession, Session, SessionOf, StoredSession
 
 __all__ = [
     "RETRY_SAFE",
@@ -64,6 +65,8 @@ __all__ = [
     "Answer",
     "BusyPolicy",
     "CancelState",
+    "Configured",
+    "ConversationKeys",
     "CursorAheadError",
     "CursorExpiredError",
     "Deps",
@@ -77,6 +80,7 @@ __all__ = [
     "LeaseLostError",
     "ListenOptions",
     "ListenTimeoutError",
+    "Metrics",
     "NodeBegin",
     "NodeEnd",
     "PartDelta",
@@ -90,11 +94,15 @@ __all__ = [
     "RedisSession",
     "Resumed",
     "RunExistsError",
+    "RunOptions",
+    "RunReport",
     "Runtime",
     "Session",
     "SessionBusyError",
     "SessionHandle",
     "SessionKeys",
+    "SessionOf",
+    "SessionOwner",
     "Settings",
     "ShuttingDownError",
     "StoredNode",
@@ -151,11 +159,14 @@ _LAZY = {
 _LAZY_TYPES = {
     "._core.entry": ("Entry",),
     "._core.events": ("Answer", "NodeBegin", "NodeEnd", "PartDelta", "PartFields", "PartStart", "Resumed"),
-    "._core.keys": ("SessionKeys",),
-    "._core.submission": ("BusyPolicy", "Submitted"),
-    "._read.handle": ("ListenOptions", "live_sessions"),
+    "._core.keys": ("ConversationKeys", "SessionKeys"),
+    "._core.metrics": ("Metrics", "RunReport"),
+    "._core.settings": ("Configured",),
+    "._core.submission": ("BusyPolicy", "RunOptions", "Submitted"),
+    "._read.handle": ("ListenOptions", "SessionOwner", "live_sessions"),
     "._store.conversations": ("UserConversationStore",),
     "._store.results": ("ActiveRun", "CancelState"),
+    "._store.sessions": ("SessionOf",),
 }
 _MODULES = {name: module for table in (_LAZY, _LAZY_TYPES) for module, names in table.items() for name in names}
 
