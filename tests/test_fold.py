@@ -10,7 +10,7 @@ from pydantic_ai_stream._core.entry import Entry
 from pydantic_ai_stream._core.fold import BodyPart, Fold
 from pydantic_ai_stream._core.names import END, EVENT, ORIGIN_PYDANTIC_AI, ORIGIN_STREAM
 from pydantic_ai_stream._edges.a2a.fold import TaskFold
-from pydantic_ai_stream._edges.proto import event_to_proto
+from pydantic_ai_stream._edges.grpc.proto import event_to_proto
 from pydantic_ai_stream.client import Transcript
 
 _TEXT = {"event": "part_start", "part_kind": "text"}

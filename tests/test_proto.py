@@ -9,7 +9,7 @@ import pytest
 from pydantic_ai.messages import FinalResultEvent, PartDeltaEvent, PartEndEvent, TextPartDelta, ToolCallPart
 
 from pydantic_ai_stream import Entry, EventMapper
-from pydantic_ai_stream._edges.proto import event_to_proto
+from pydantic_ai_stream._edges.grpc.proto import event_to_proto
 from pydantic_ai_stream.server import ListenResponseCache
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 

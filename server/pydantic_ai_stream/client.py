@@ -4,7 +4,7 @@
 Imports neither pydantic-ai nor redis, so a process that only talks to a server starts fast.
 """
 
-from ._edges.grpc_client import StreamClient, Transcript, TranscriptNode, TranscriptPart, event_body
+from ._edges.grpc.client import StreamClient, Transcript, TranscriptNode, TranscriptPart, event_body
 from ._exports import named
 
 __all__ = ["StreamClient", "Transcript", "TranscriptNode", "TranscriptPart", "event_body"]

@@ -9,11 +9,11 @@ context (tests, or a process that serves beside other work); `AgentStreamService
 
 from typing import TYPE_CHECKING, Any
 
-from ._edges.grpc_server import RunningServer, running_server, serve
-from ._edges.grpc_service import AgentStreamServicer
+from ._edges.config import ServerSettings, load_agent
+from ._edges.grpc.proto import ListenResponseCache
+from ._edges.grpc.server import RunningServer, running_server, serve
+from ._edges.grpc.servicer import AgentStreamServicer
 from ._edges.process import redis_client, work
-from ._edges.proto import ListenResponseCache
-from ._edges.server_config import ServerSettings, load_agent
 from ._exports import first_use, named
 from ._runtime.auth import Anonymous, Authenticator, AuthError, Caller, StaticTokens
 from ._runtime.deps import HostedDeps

@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import Settings
-from pydantic_ai_stream._edges import grpc_server as _serve
+from pydantic_ai_stream._edges.grpc import server as _serve
 from pydantic_ai_stream.client import StreamClient, Transcript, event_body
 from pydantic_ai_stream.server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb

@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 
 from ..v1 import stream_pb2 as pb
-from .grpc_client import StreamClient, Transcript, event_body
+from .grpc.client import StreamClient, Transcript, event_body
 
 __all__ = ["main"]
 
@@ -124,9 +124,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from .grpc_server import serve
+    from .config import ServerSettings
+    from .grpc.server import serve
     from .process import work
-    from .server_config import ServerSettings
 
     overrides: dict[str, Any] = {
         "redis_url": args.redis,

@@ -28,7 +28,7 @@ from .._runtime.runtime import Runtime
 from .._runtime.worker import Worker
 from .._store.redis import AsyncRedis
 from .._store.sessions import RedisSession, Session
-from .server_config import ServerSettings, hosted_agents
+from .config import ServerSettings, hosted_agents
 
 if TYPE_CHECKING:
     from .telemetry import Telemetry

@@ -12,7 +12,7 @@ from a2a.utils.errors import A2AError, InternalError, InvalidParamsError
 from a2a.utils.errors import InvalidRequestError as A2AInvalidRequestError
 
 from ..._runtime.auth import Caller
-from ..grpc_service import status_of, statuses
+from ..grpc.servicer import status_of, statuses
 
 __all__ = ["CALLER", "HTTP_CALLER", "call_errors", "caller_of", "grpc_call"]
 

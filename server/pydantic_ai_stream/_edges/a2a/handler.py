@@ -28,7 +28,7 @@ from ..._core.submission import Submitted
 from ..._read.handle import SessionHandle
 from ..._runtime.auth import Caller
 from ..._store.results import CancelState
-from ..grpc_service import AgentStreamServicer
+from ..grpc.servicer import AgentStreamServicer
 from . import JSONRPC_PATH, REST_PATH
 from .calls import CALLER, HTTP_CALLER, call_errors, grpc_call
 from .fold import TaskFold, ended_task, history

@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Mount, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..._runtime.auth import AuthError
-from ..grpc_service import AgentStreamServicer
+from ..grpc.servicer import AgentStreamServicer
 from . import A2A_HTTP_PREFIX, JSONRPC_PATH, REST_PATH
 from .calls import HTTP_CALLER
 from .handler import A2ARequestHandler

@@ -18,21 +18,21 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from redis.exceptions import RedisError
 
-from .._core.aio import raise_if_cancelled
-from .._core.settings import Settings
-from .._runtime.worker import Worker
-from .._store.redis import AsyncRedis
-from ..v1 import stream_pb2 as pb
-from ..v1 import stream_pb2_grpc as pb_grpc
-from .a2a import A2A_SERVICE_NAME
-from .grpc_service import AgentStreamServicer
-from .process import redis_client, resources, stop_signals, work
+from ..._core.aio import raise_if_cancelled
+from ..._core.settings import Settings
+from ..._runtime.worker import Worker
+from ..._store.redis import AsyncRedis
+from ...v1 import stream_pb2 as pb
+from ...v1 import stream_pb2_grpc as pb_grpc
+from ..a2a import A2A_SERVICE_NAME
+from ..config import ServerSettings, authenticator, credentials, hosted_agents, load_agent
+from ..process import redis_client, resources, stop_signals, work
 from .proto import ListenResponseCache
-from .server_config import ServerSettings, authenticator, credentials, hosted_agents, load_agent
+from .servicer import AgentStreamServicer
 
 if TYPE_CHECKING:
-    from .http import HttpServer
-    from .telemetry import Telemetry
+    from ..http import HttpServer
+    from ..telemetry import Telemetry
 
 # `ServerSettings`, `load_agent`, `redis_client` and `work` too, where they were before the split.
 __all__ = ["RunningServer", "ServerSettings", "load_agent", "redis_client", "running_server", "serve", "work"]
@@ -187,7 +187,7 @@ def _add_a2a(
     if config.a2a is False:
         return []
     try:
-        from .a2a.service import a2a_routes, add_a2a
+        from ..a2a.service import a2a_routes, add_a2a
     except ImportError as e:
         if config.a2a:
             raise ImportError(f"A2A needs the a2a extra: pip install 'pydantic-ai-stream[a2a]>=0.2' ({e})") from e
@@ -207,7 +207,7 @@ async def _http(config: ServerSettings) -> AsyncIterator[HttpServer | None]:
         yield None
         return
     try:
-        from .http import HttpServer
+        from ..http import HttpServer
     except ImportError as e:
         raise ImportError(f"--http-port needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
     http = HttpServer(

@@ -21,7 +21,7 @@ from pydantic_ai.agent import AbstractAgent
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._core.errors import (
+from ..._core.errors import (
     AgentNotAllowedError,
     CursorAheadError,
     CursorExpiredError,
@@ -35,17 +35,17 @@ from .._core.errors import (
     StreamNotFoundError,
     UnknownAgentError,
 )
-from .._core.keys import excerpt
-from .._core.names import BEGIN
-from .._core.submission import BusyPolicy
-from .._durable.fleet import fleet_agents
-from .._read.handle import live_sessions
-from .._runtime.admission import Admission
-from .._runtime.auth import Authenticator, AuthError, Caller
-from .._runtime.runtime import Runtime
-from .._store.redis import AsyncRedis
-from ..v1 import stream_pb2 as pb
-from ..v1 import stream_pb2_grpc as pb_grpc
+from ..._core.keys import excerpt
+from ..._core.names import BEGIN
+from ..._core.submission import BusyPolicy
+from ..._durable.fleet import fleet_agents
+from ..._read.handle import live_sessions
+from ..._runtime.admission import Admission
+from ..._runtime.auth import Authenticator, AuthError, Caller
+from ..._runtime.runtime import Runtime
+from ..._store.redis import AsyncRedis
+from ...v1 import stream_pb2 as pb
+from ...v1 import stream_pb2_grpc as pb_grpc
 from .proto import ListenResponseCache
 
 __all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer", "status_of", "statuses"]

@@ -16,7 +16,7 @@ from pydantic_ai.agent import AbstractAgent
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .._runtime.auth import Anonymous, Authenticator, Caller, StaticTokens
-from .grpc_service import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS
+from .grpc.servicer import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS
 
 __all__ = ["ServerSettings", "authenticator", "credentials", "hosted_agents", "load_agent"]
 

@@ -13,9 +13,9 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, struct_pb2
 
-from .._core.fold import Fold, TranscriptNode
-from ..v1 import stream_pb2 as pb
-from ..v1 import stream_pb2_grpc as pb_grpc
+from ..._core.fold import Fold, TranscriptNode
+from ...v1 import stream_pb2 as pb
+from ...v1 import stream_pb2_grpc as pb_grpc
 
 __all__ = ["StreamClient", "Transcript", "TranscriptNode", "TranscriptPart", "event_body"]
 

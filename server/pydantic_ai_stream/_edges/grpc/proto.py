@@ -9,10 +9,10 @@ from typing import Any, cast
 from pydantic import OnErrorOmit, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
-from .._core.entry import Entry
-from .._core.events import EventBodyTypeAdapter, Index
-from .._core.names import BEGIN, END, ERROR, EVENT, INFO
-from ..v1 import stream_pb2 as pb
+from ..._core.entry import Entry
+from ..._core.events import EventBodyTypeAdapter, Index
+from ..._core.names import BEGIN, END, ERROR, EVENT, INFO
+from ...v1 import stream_pb2 as pb
 
 __all__ = ["ListenResponseCache", "event_to_proto"]
 

@@ -1,0 +1,1 @@
+"""The gRPC edge: the servicer (translation only), the server process, the proto mapping, the client."""
