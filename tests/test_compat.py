@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 import pydantic_ai_stream
 from pydantic_ai_stream import RedisConversationStore, RedisSession, Runtime, Settings
 from pydantic_ai_stream._runtime import compat
+from support import ScopedDeps
 
 
 def test_the_legacy_names_are_the_compat_modules() -> None:
@@ -41,3 +42,16 @@ async def test_a_runtimes_settings_reach_its_sessions(redis: Redis) -> None:
         session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=2, session_id="s1")
         assert session.key == "mine:1:2:s1:msgs"
         assert [k async for k in compat.q(redis, 1, 2, runtime=runtime)] == []
+
+
+async def test_a_deps_without_a_runtime_keeps_its_conversation_under_its_streams_prefix(redis: Redis) -> None:
+    """The published API: `settings.set_redis_prefix` moves a runtime-less `Deps`'s streams, and its
+    `RedisSession.of(deps)` conversation with them (not to the environment's prefix)."""
+    before = compat.settings.redis_prefix
+    compat.settings.set_redis_prefix("moved")
+    try:
+        deps = ScopedDeps(redis=redis, user_id=2, session_id="s1")
+        assert deps.key() == "moved:1:2:s1"
+        assert RedisSession.of(deps).key == "moved:1:2:s1:msgs"
+    finally:
+        compat.settings.set_redis_prefix(before)

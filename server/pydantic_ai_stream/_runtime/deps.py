@@ -17,6 +17,7 @@ from .._core.errors import PydanticAIStreamError
 from .._core.keys import SessionKeys
 from .._core.names import ERROR, INFO
 from .._read.handle import ListenOptions, SessionHandle
+from .._core.settings import Settings
 from .._store.redis import AsyncRedis, is_cluster
 from .._write.live import LiveRun
 from .compat import default_runtime, settings_of
@@ -55,9 +56,13 @@ class Deps(ABC):
         """The session's live flag key, `<stream key>:live`."""
         return self.keys().live
 
+    def get_settings(self) -> Settings:
+        """The settings its keys follow: its runtime's, else the process-wide `settings` (the default runtime's)."""
+        return settings_of(self.runtime)
+
     def keys(self) -> SessionKeys:
         """All keys of this session; raises `InvalidIdError` for ids that could escape their key space."""
-        return settings_of(self.runtime).session_keys(
+        return self.get_settings().session_keys(
             cluster=is_cluster(self.redis),
             scope_id=self.get_scope_id(),
             user_id=self.user_id,

@@ -40,6 +40,8 @@ class SessionOf(Protocol):
 
     def get_scope_id(self) -> int: ...
 
+    def get_settings(self) -> Settings: ...
+
 
 @dataclass(kw_only=True)
 class Session(ABC):
@@ -196,7 +198,9 @@ class RedisSession(StoredSession):
     ttl: int | None = None
     """Seconds to keep the conversation after each save; `None` keeps it until deleted."""
     runtime: Configured | None = None
-    """Whose key prefix it uses (a `Runtime`); `None`: settings read from `PYDANTIC_AI_STREAM_*`."""
+    """Whose key prefix it uses (a `Runtime`); `None`: `settings`'."""
+    settings: Settings | None = None
+    """The key prefix's settings when no `runtime` is given; `None`: read from `PYDANTIC_AI_STREAM_*`."""
 
     @classmethod
     def of(cls, deps: SessionOf, *, ttl: int | None = None) -> RedisSession:
@@ -204,6 +208,7 @@ class RedisSession(StoredSession):
         return cls(
             redis=deps.redis,
             runtime=deps.runtime,
+            settings=deps.get_settings(),  # a deps without a runtime: the default runtime's, as its streams
             scope_id=deps.get_scope_id(),
             user_id=deps.user_id,
             session_id=deps.session_id,
@@ -231,4 +236,6 @@ class RedisSession(StoredSession):
 
     @property
     def _settings(self) -> Settings:
-        return self.runtime.settings if self.runtime is not None else Settings()
+        if self.runtime is not None:
+            return self.runtime.settings
+        return self.settings if self.settings is not None else Settings()
