@@ -47,7 +47,6 @@ PLUMBING = {
     "SessionOwner.hub": "as `Runtime.hub`",
     "SessionOwner.run_ended": "as `Runtime.run_ended`: a session's Redis side, for admission",
     "SessionOwner.stream": "as `Runtime.stream`",
-    "SessionOwner.telemetry": "as `Runtime.telemetry`, counting only",
     "Telemetry.run": "the worker's span of a run",
     "Worker.adopter": "the worker's recovery of a job",
 }

@@ -7,6 +7,7 @@ from redis.asyncio import Redis
 
 from pydantic_ai_stream import QueueFullError, RunExistsError, Runtime, SessionBusyError, Settings
 from pydantic_ai_stream._core.keys import queue_wake_key
+from pydantic_ai_stream._core.submission import Submission
 from pydantic_ai_stream._durable.job import Job
 from pydantic_ai_stream._durable.queue import GROUP, RunQueue
 from pydantic_ai_stream._store.stream import SessionStream
@@ -17,7 +18,7 @@ def _stream(runtime: Runtime, session_id: str, user_id: int = 1) -> SessionStrea
 
 
 async def _submit(queue: RunQueue, stream: SessionStream, run_id: str | None = None) -> str:
-    submitted = await queue.submit(stream, scope_id=1, user_id=1, agent="a", body={"user_prompt": "hi"}, run_id=run_id)
+    submitted = await queue.submit(stream, Submission(agent="a", body={"user_prompt": "hi"}, run_id=run_id))
     return submitted.run_id
 
 
@@ -25,7 +26,7 @@ async def test_a_submitted_run_is_queued_with_its_begin_and_claimed_once(redis: 
     queue = runtime.queue
     stream = _stream(runtime, "s1")
     submitted = await queue.submit(
-        stream, scope_id=1, user_id=1, agent="a", body={"user_prompt": "hi"}, options={"model_settings": {"seed": 1}}
+        stream, Submission(agent="a", body={"user_prompt": "hi"}, options={"model_settings": {"seed": 1}})
     )
     [(entry_id, fields)] = await redis.xrange(stream.keys.stream)
     assert entry_id.decode() == submitted.begin_event_id
@@ -79,7 +80,7 @@ async def test_a_full_scope_refuses_runs_and_writes_nothing(redis: Redis, settin
             await _submit(queue, full)
         assert not await redis.exists(full.keys.stream, full.keys.live)
         other_scope = runtime.stream(runtime.keys(scope_id=2, user_id=1, session_id="s3"))
-        await queue.submit(other_scope, scope_id=2, user_id=1, agent="a")  # each scope has its own bound
+        await queue.submit(other_scope, Submission(agent="a"))  # each scope has its own bound
         assert (await queue.depth(1), await queue.depth(2)) == (2, 1)
 
 
@@ -91,7 +92,7 @@ async def test_claims_take_turns_between_scopes_and_waiting_counts_every_scope(r
         await _submit(queue, _stream(runtime, f"a{i}"))
     for i in range(2):
         other = runtime.stream(runtime.keys(scope_id=2, user_id=1, session_id=f"b{i}"))
-        await queue.submit(other, scope_id=2, user_id=1, agent="a")
+        await queue.submit(other, Submission(agent="a"))
     assert (await queue.waiting(), await queue.depth(1), await queue.depth(2)) == (22, 20, 2)
     wake = queue_wake_key(runtime.settings.redis_prefix, "w1")
     await queue.create_group(wake=wake)

@@ -31,6 +31,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pydantic_ai_stream import Runtime, SessionHandle, Settings, Telemetry
 from pydantic_ai_stream._core.names import END
+from pydantic_ai_stream._core.submission import Submission
 from pydantic_ai_stream._durable.job import Job
 from pydantic_ai_stream.client import StreamClient, event_body
 from pydantic_ai_stream.server import RunningServer, ServerSettings, Worker, running_server
@@ -315,7 +316,7 @@ async def test_queued_runs_gauge_reads_the_queue(redis: Redis, settings: Setting
     ):
         for i in range(3):
             keys = runtime.keys(scope_id=1, user_id=1, session_id=f"q{i}")
-            await runtime.queue.submit(runtime.stream(keys), scope_id=1, user_id=1, agent="weather")
+            await runtime.queue.submit(runtime.stream(keys), Submission(agent="weather"))
         assert _value(await _points(reader), "runs.queued") == 3
         async with Worker(runtime=runtime, agents={"weather": weather}) as worker:
             await _until(lambda: _queued_is(reader, 0))

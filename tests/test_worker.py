@@ -35,6 +35,7 @@ from pydantic_ai_stream import (
     live_sessions,
 )
 from pydantic_ai_stream._core.keys import queue_wake_key
+from pydantic_ai_stream._core.submission import Submission
 from pydantic_ai_stream._durable.queue import GROUP, RunQueue
 from pydantic_ai_stream._store.stream import SessionStream
 from pydantic_ai_stream._write.live import LiveRun
@@ -44,7 +45,7 @@ from support import GatedModel
 
 async def _submit(runtime: Runtime, session_id: str, agent: str = "gated") -> Submitted:
     stream = runtime.stream(runtime.keys(scope_id=1, user_id=1, session_id=session_id))
-    return await runtime.queue.submit(stream, scope_id=1, user_id=1, agent=agent, body={"user_prompt": "hi"})
+    return await runtime.queue.submit(stream, Submission(agent=agent, body={"user_prompt": "hi"}))
 
 
 async def _events(runtime: Runtime, session_id: str) -> list[dict[str, Any]]:
@@ -570,7 +571,7 @@ class OneByOne:
 
 async def _submit_in(runtime: Runtime, scope_id: int, session_id: str) -> None:
     stream = runtime.stream(runtime.keys(scope_id=scope_id, user_id=1, session_id=session_id))
-    await runtime.queue.submit(stream, scope_id=scope_id, user_id=1, agent="one", body={"user_prompt": session_id})
+    await runtime.queue.submit(stream, Submission(agent="one", body={"user_prompt": session_id}))
 
 
 async def test_a_scope_with_nothing_running_starts_next_whatever_another_scope_queued(runtime: Runtime) -> None:

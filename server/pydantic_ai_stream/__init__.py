@@ -121,30 +121,16 @@ __all__ = [
 ]
 
 
+_COMPAT = ("AgxCanceledError", "q", "settings")
+"""The published API's process-wide names and error alias: every other exported error is from `_core.errors`."""
 # Each module's public names, imported on first use: importing `pydantic_ai_stream.client` (the CLI's `ls`,
 # `cancel`, `listen`) then loads no pydantic-ai, which alone takes a second.
 _LAZY = {
     "._runtime.deps": ("Deps",),
-    "._core.errors": (
-        "AgentNotAllowedError",
-        "CursorAheadError",
-        "CursorExpiredError",
-        "ForeignScopeError",
-        "InvalidIdError",
-        "InvalidRequestError",
-        "LeaseLostError",
-        "ListenTimeoutError",
-        "PydanticAIStreamError",
-        "QueueFullError",
-        "RunExistsError",
-        "SessionBusyError",
-        "ShuttingDownError",
-        "StreamNotFoundError",
-        "UnknownAgentError",
-    ),
+    "._core.errors": tuple(name for name in __all__ if name.endswith("Error") and name not in _COMPAT),
     "._core.events": ("EventBody", "EventBodyTypeAdapter", "EventMapper", "StoredNode", "nodes_from_msgs"),
     "._read.handle": ("SessionHandle",),
-    "._runtime.compat": ("AgxCanceledError", "q", "settings"),  # the published API's process-wide names
+    "._runtime.compat": _COMPAT,
     "._store.postgres": ("PostgresConversationStore", "PostgresSession"),
     "._durable.checkpoint": ("RETRY_SAFE", "UNKNOWN_OUTCOME"),
     "._runtime.loop": ("run", "start_run"),

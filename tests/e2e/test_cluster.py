@@ -13,6 +13,7 @@ from redis.cluster import key_slot
 
 from pydantic_ai_stream import AgxCanceledError, RedisSession, Runtime, SessionHandle, Settings, q, run
 from pydantic_ai_stream._core.keys import queued_key, ready_key, scope_jobs_key, scopes_key, turn_key
+from pydantic_ai_stream._core.submission import Submission
 from pydantic_ai_stream.server import Worker
 from support import (
     CANCEL_WITHIN,
@@ -124,7 +125,7 @@ async def test_the_run_queue_and_its_workers_on_the_cluster(cluster: RedisCluste
     users = range(1, 7)  # sessions of several users: their keys spread over the nodes
     for user in users:
         stream = runtime.stream(runtime.keys(scope_id=1, user_id=user, session_id="s1"))
-        await queue.submit(stream, scope_id=1, user_id=user, agent="weather", body={"user_prompt": "weather?"})
+        await queue.submit(stream, Submission(agent="weather", body={"user_prompt": "weather?"}))
     # A run waiting behind user 6's queued run starts when that one is cancelled.
     sixth = SessionHandle.of(runtime, scope_id=1, user_id=6, session_id="s1")
     waiting = await sixth.submit(agent="weather", body={"user_prompt": "weather?"}, run_id="w", if_busy="enqueue")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
-__all__ = ["BusyPolicy", "RunOptions", "Submitted"]
+__all__ = ["BusyPolicy", "RunOptions", "Submission", "Submitted"]
 
 BusyPolicy = Literal["reject", "enqueue", "interrupt", "rollback"]
 """What a new run does on a session that has a queued or live run (see `SessionHandle.submit`)."""
@@ -22,6 +22,45 @@ class RunOptions(TypedDict, total=False):
     if_busy: BusyPolicy
     wait: float
     traceparent: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Submission:
+    """A run for the run queue to accept on a session (whose ids say its scope and user): what `submit` and
+    `wait_behind` take."""
+
+    agent: str
+    body: Mapping[str, Any] | None = None
+    """Its `begin`'s fields past the ids (e.g. `user_prompt`)."""
+    options: Mapping[str, Any] | None = None
+    """Keyword arguments for `agent.iter()` (JSON: e.g. `model_settings`)."""
+    run_id: str | None = None
+    """`None`: made when it is submitted."""
+    traceparent: str | None = None
+    """The W3C trace context its span continues."""
+
+    def waiting(self) -> dict[str, Any]:
+        """The run as it waits behind the session's run (JSON; `of_waiting` reads it back)."""
+        waiting: dict[str, Any] = {
+            "run_id": self.run_id,
+            "agent": self.agent,
+            "body": dict(self.body or {}),
+            "options": dict(self.options or {}),
+        }
+        if self.traceparent:
+            waiting["traceparent"] = self.traceparent
+        return waiting
+
+    @classmethod
+    def of_waiting(cls, waiting: Mapping[str, Any]) -> Submission:
+        """The run `waiting` gave as it waited."""
+        return cls(
+            agent=waiting["agent"],
+            body=waiting["body"],
+            options=waiting["options"],
+            run_id=waiting["run_id"],
+            traceparent=waiting.get("traceparent"),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -30,7 +30,7 @@ from .._core.entry import decode
 from .._core.errors import QueueFullError, RunExistsError, SessionBusyError
 from .._core.keys import QueueKeys, SessionKeys, cancel_channel, check_id, run_id_or_new
 from .._core.settings import Settings
-from .._core.submission import Submitted
+from .._core.submission import Submission, Submitted
 from .._store.redis import AsyncRedis, is_cluster, xread_entries_by_key
 from .._store.results import Enqueue, OpenState, WaitState
 from .._store.scripts import READY_MAXLEN
@@ -81,58 +81,48 @@ class RunQueue:
     def _keys(self) -> QueueKeys:
         return QueueKeys.build(self.prefix)
 
-    async def submit(
-        self,
-        stream: SessionStream,
-        *,
-        scope_id: int,
-        user_id: int,
-        agent: str,
-        body: Mapping[str, Any] | None = None,
-        options: Mapping[str, Any] | None = None,
-        run_id: str | None = None,
-        traceparent: str | None = None,
-    ) -> Submitted:
-        """Accept a run of `agent` on the session of `stream`: its `begin` (the ids, then `body`) is in the
-        stream and its job in the queue when this returns; its span continues the trace of `traceparent`.
+    async def submit(self, stream: SessionStream, run: Submission) -> Submitted:
+        """Accept `run` on the session of `stream`: its `begin` (the ids, then its body) is in the stream and its
+        job in the queue when this returns; its span continues the trace of its `traceparent`.
 
-        Raises `QueueFullError` or `SessionBusyError` writing nothing, and `RunExistsError` if `run_id` is
+        Raises `QueueFullError` or `SessionBusyError` writing nothing, and `RunExistsError` if its `run_id` is
         the session's queued, live or last run (a retry: nothing runs twice).
         """
-        run_id = run_id_or_new(run_id)
-        session_id = stream.keys.session_id
+        run_id = run_id_or_new(run.run_id)
+        keys = stream.keys
+        session_id, scope_id = keys.session_id, keys.scope_id
         job = Job(
             scope_id=scope_id,
-            user_id=user_id,
+            user_id=keys.user_id,
             session_id=session_id,
             run_id=run_id,
-            agent=agent,
-            options=options or {},
-            traceparent=traceparent or "",
+            agent=run.agent,
+            options=run.options or {},
+            traceparent=run.traceparent or "",
         )
         # The ids first (as `open` needs), then the agent (which callers limited to some agents check).
-        ids = {"session_id": session_id, "run_id": run_id, "agent": agent}
+        ids = {"session_id": session_id, "run_id": run_id, "agent": run.agent}
         open_run = partial(
             stream.open,
             run_id=run_id,
             lease_ms=self.wait_ms,
-            begin={**ids, **(body or {}), **ids},
+            begin={**ids, **(run.body or {}), **ids},
             nonce=uuid.uuid4().hex,
             queued=True,
         )
         if is_cluster(self.redis):
             state, begin_event_id = await self._submit_in_steps(stream, job, open_run)
         else:  # one script: no step of it can be lost without the others
-            keys = self._keys
+            queue_keys = self._keys
             enqueue = Enqueue(
-                queue=keys.jobs(scope_id),
-                queued=keys.queued(scope_id),
+                queue=queue_keys.jobs(scope_id),
+                queued=queue_keys.queued(scope_id),
                 member=job.member,
                 limit=self.max_queued,
                 fields=job.fields(),
-                scopes=keys.scopes,
-                turn=keys.turn,
-                ready=keys.ready,
+                scopes=queue_keys.scopes,
+                turn=queue_keys.turn,
+                ready=queue_keys.ready,
             )
             state, begin_event_id = await open_run(enqueue=enqueue)
         if state is OpenState.OPENED:
@@ -143,41 +133,23 @@ class RunQueue:
             raise SessionBusyError(session_id)
         raise RunExistsError(session_id, run_id=run_id, begin_event_id=begin_event_id)
 
-    async def wait_behind(
-        self,
-        stream: SessionStream,
-        *,
-        scope_id: int,
-        user_id: int,
-        agent: str,
-        body: Mapping[str, Any] | None = None,
-        options: Mapping[str, Any] | None = None,
-        run_id: str,
-        traceparent: str | None = None,
-        first: bool = False,
-    ) -> Submitted | None:
-        """Accept a run behind the session's queued or live run (and the runs already waiting there, unless
-        `first`): it starts when they ended (`promote`). It counts as queued in its scope (`QueueFullError`).
-        `None` if the session has no run any more: `submit` it instead."""
-        check_id("run_id", run_id)
+    async def wait_behind(self, stream: SessionStream, run: Submission, *, first: bool = False) -> Submitted | None:
+        """Accept `run` (its id given) behind the session's queued or live run (and the runs already waiting
+        there, unless `first`): it starts when they ended (`promote`). It counts as queued in its scope
+        (`QueueFullError`). `None` if the session has no run any more: `submit` it instead."""
+        run_id = check_id("run_id", run.run_id)
         keys = stream.keys
-        job = Job(scope_id=scope_id, user_id=user_id, session_id=keys.session_id, run_id=run_id, agent=agent)
+        job = Job(
+            scope_id=keys.scope_id, user_id=keys.user_id, session_id=keys.session_id, run_id=run_id, agent=run.agent
+        )
         await self._reserve(job)
-        waiting: dict[str, Any] = {
-            "run_id": run_id,
-            "agent": agent,
-            "body": dict(body or {}),
-            "options": dict(options or {}),
-        }
-        if traceparent:
-            waiting["traceparent"] = traceparent
         try:
-            state = await stream.wait_behind(run_id=run_id, run=waiting, ttl_ms=self.wait_ms, first=first)
+            state = await stream.wait_behind(run_id=run_id, run=run.waiting(), ttl_ms=self.wait_ms, first=first)
         except BaseException:
-            await self.release(scope_id, job.member)
+            await self.release(keys.scope_id, job.member)
             raise
         if state is WaitState.NO_RUN:
-            await self.release(scope_id, job.member)
+            await self.release(keys.scope_id, job.member)
             return None
         return Submitted(run_id=run_id, begin_event_id="", waiting=True)
 
@@ -194,19 +166,8 @@ class RunQueue:
         item = await stream.first_waiting()
         if item is None:
             return
-        waiting = json.loads(item)
-        keys = stream.keys
         try:
-            await self.submit(
-                stream,
-                scope_id=keys.scope_id,
-                user_id=keys.user_id,
-                agent=waiting["agent"],
-                body=waiting["body"],
-                options=waiting["options"],
-                run_id=waiting["run_id"],
-                traceparent=waiting.get("traceparent"),
-            )
+            await self.submit(stream, Submission.of_waiting(json.loads(item)))
         except RunExistsError:
             pass  # started already, by another process seeing the same end
         except SessionBusyError:

@@ -15,6 +15,7 @@ from typing_extensions import Unpack
 from .._core.entry import Entry
 from .._core.errors import ListenTimeoutError, StreamNotFoundError
 from .._core.keys import SessionKeys, cancel_channel, check_id
+from .._core.metrics import Metrics
 from .._core.names import END, ERROR, RUN_LOST
 from .._core.settings import Settings
 from .._core.submission import RunOptions, Submitted
@@ -37,16 +38,8 @@ class ListenOptions(TypedDict, total=False):
     heartbeat: float | None
 
 
-class _Counting(Protocol):
-    """What a handle reports to its owner's telemetry."""
-
-    def redis_errors_of(self, operation: str) -> contextlib.AbstractContextManager[None]: ...
-
-    def listening(self, entries: AsyncIterator[Entry | None]) -> AsyncIterator[Entry | None]: ...
-
-
 class SessionOwner(Protocol):
-    """What a handle uses of its runtime (`Runtime` is one): its client, settings, reader and telemetry, and the
+    """What a handle uses of its runtime (`Runtime` is one): its client, settings, reader and metrics, and the
     two hooks of the layers above, which a read-only handle passes on: admission (`submit`) and the start of the
     run waiting behind one that ended (`run_ended`)."""
 
@@ -60,7 +53,7 @@ class SessionOwner(Protocol):
     def hub(self) -> StreamHub | None: ...
 
     @property
-    def telemetry(self) -> _Counting | None: ...
+    def metrics(self) -> Metrics: ...
 
     def keys(self, *, scope_id: int, user_id: int, session_id: str) -> SessionKeys: ...
 
@@ -135,9 +128,8 @@ class SessionHandle:
         return await self.runtime.submit(self, agent=agent, **options)
 
     def redis_errors_of(self, operation: str) -> contextlib.AbstractContextManager[None]:
-        """Count the Redis errors of `operation` (if the runtime has telemetry)."""
-        telemetry = self.runtime.telemetry
-        return contextlib.nullcontext() if telemetry is None else telemetry.redis_errors_of(operation)
+        """Count the Redis errors of `operation` in the runtime's metrics."""
+        return self.runtime.metrics.redis_errors_of(operation)
 
     def listen_entries(
         self,
@@ -166,8 +158,7 @@ class SessionHandle:
                 heartbeat=heartbeat,
             )
         )
-        telemetry = self.runtime.telemetry
-        return entries if telemetry is None else telemetry.listening(entries)
+        return self.runtime.metrics.listening(entries)
 
     async def _starting_waiting(self, entries: AsyncIterator[Entry | None]) -> AsyncIterator[Entry | None]:
         """`entries`; a run that died is ended by its listeners (`run lost`, then `end`), and they alone see it

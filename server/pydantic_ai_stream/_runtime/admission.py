@@ -32,7 +32,7 @@ from .._core.errors import (
 )
 from .._core.keys import excerpt, run_id_or_new
 from .._core.names import BEGIN, END
-from .._core.submission import BusyPolicy, Submitted
+from .._core.submission import BusyPolicy, Submission, Submitted
 from .._durable.job import queued_member
 from .._durable.queue import RunQueue
 from .._read.handle import SessionHandle, SessionOwner
@@ -69,29 +69,20 @@ async def accept(
     `SessionHandle.submit`); its Redis errors count as the `submit` operation's."""
     with handle.redis_errors_of("submit"):
         stream = handle.stream
-        keys = stream.keys
         # Made here, not by the queue: a run that waits behind the session's run has its id before its `begin`.
         run_id = run_id_or_new(run_id)
-        run: dict[str, Any] = {
-            "scope_id": keys.scope_id,
-            "user_id": keys.user_id,
-            "agent": agent,
-            "body": body,
-            "options": options,
-            "run_id": run_id,
-            "traceparent": traceparent,
-        }
+        run = Submission(agent=agent, body=body, options=options, run_id=run_id, traceparent=traceparent)
         try:
-            return await queue.submit(stream, **run)
+            return await queue.submit(stream, run)
         except RunExistsError:
             raise
         except SessionBusyError:
             if if_busy == "reject":
                 raise
         interrupt = if_busy != "enqueue"
-        waiting = await queue.wait_behind(stream, **run, first=interrupt)
+        waiting = await queue.wait_behind(stream, run, first=interrupt)
         if waiting is None:  # the session's run ended meanwhile
-            return await queue.submit(stream, **run)
+            return await queue.submit(stream, run)
         if not interrupt:
             return waiting
         return await _interrupt(handle, queue, run_id, rollback=if_busy == "rollback", wait=wait) or waiting

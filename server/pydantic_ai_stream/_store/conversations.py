@@ -69,6 +69,21 @@ class UserConversationStore(ConversationStore):
     async def read(self, conversation_id: str) -> tuple[ConversationRecord, list[ConversationEntry]] | None:
         """A conversation's record and its whole history, in one round trip; `None` if it is not stored."""
 
+    @abstractmethod
+    async def _write_owned(
+        self, record: ConversationRecord, new_entries: Sequence[ConversationEntry], expected_revision: str | None
+    ) -> None:
+        """`write_record` of a record with this store's scope; raises `ConversationConflict` as it does."""
+
+    async def write_record(
+        self,
+        record: ConversationRecord,
+        *,
+        new_entries: Sequence[ConversationEntry] = (),
+        expected_revision: str | None,
+    ) -> None:
+        await self._write_owned(self.own(record), new_entries, expected_revision)
+
     def own(self, record: ConversationRecord) -> ConversationRecord:
         """`record` with this store's scope (a record saved without one gets it); raises `ForeignScopeError`
         for another scope."""
@@ -150,16 +165,6 @@ class RedisConversationStore(UserConversationStore):
         records = [decode_record(value) for value in values if _raw(value).startswith(b"{")]
         return records[:limit]
 
-    async def write_record(
-        self,
-        record: ConversationRecord,
-        *,
-        new_entries: Sequence[ConversationEntry] = (),
-        expected_revision: str | None,
-    ) -> None:
-        ttl = "" if self.ttl is None else self.ttl * 1000
-        await self._write(self.own(record), new_entries, expected_revision, ttl=ttl)
-
     async def delete_record(self, conversation_id: str, *, expected_revision: str) -> None:
         while True:
             members = await active_members(self.redis, self.keys.index)
@@ -188,14 +193,17 @@ class RedisConversationStore(UserConversationStore):
             raise KeyError(head_id)
         return _entries(history.triples)
 
-    async def _write(
+    async def _write_owned(
         self,
         record: ConversationRecord,
         new_entries: Sequence[ConversationEntry],
         expected_revision: str | None,
         *,
-        ttl: int | str,
+        ttl: int | str | None = None,
     ) -> None:
+        """`ttl`: in ms, `"keep"` the key's expiry, `None` the store's own."""
+        if ttl is None:
+            ttl = "" if self.ttl is None else self.ttl * 1000
         written = await scripts.write_record(
             self.redis,
             self.keys,
@@ -221,7 +229,7 @@ class RedisConversationStore(UserConversationStore):
         )
         revision = scripts.LEGACY_REVISION + hashlib.sha1(value).hexdigest()
         with contextlib.suppress(ConversationConflict):  # converted or rewritten by another process: read again
-            await self._write(record, entries, revision, ttl="keep")
+            await self._write_owned(record, entries, revision, ttl="keep")
 
 
 def _raw(value: bytes | str) -> bytes:

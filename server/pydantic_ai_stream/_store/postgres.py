@@ -235,14 +235,9 @@ class PostgresConversationStore(UserConversationStore):
         history = await self.read_history(entry_id, limit=1)
         return history[0]
 
-    async def write_record(
-        self,
-        record: ConversationRecord,
-        *,
-        new_entries: Sequence[ConversationEntry] = (),
-        expected_revision: str | None,
+    async def _write_owned(
+        self, record: ConversationRecord, new_entries: Sequence[ConversationEntry], expected_revision: str | None
     ) -> None:
-        record = self.own(record)
         params = {
             "scope": self.scope,
             "id": record.conversation_id,

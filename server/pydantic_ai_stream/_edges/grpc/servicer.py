@@ -21,20 +21,7 @@ from pydantic_ai.agent import AbstractAgent
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..._core.errors import (
-    AgentNotAllowedError,
-    CursorAheadError,
-    CursorExpiredError,
-    InvalidIdError,
-    InvalidRequestError,
-    ListenTimeoutError,
-    QueueFullError,
-    RunExistsError,
-    SessionBusyError,
-    ShuttingDownError,
-    StreamNotFoundError,
-    UnknownAgentError,
-)
+from ..._core import errors
 from ..._core.keys import excerpt
 from ..._core.names import BEGIN
 from ..._core.submission import BusyPolicy
@@ -73,17 +60,17 @@ _BUSY_POLICIES: dict[int, BusyPolicy] = {
 
 _STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (AuthError, grpc.StatusCode.UNAUTHENTICATED),
-    (UnknownAgentError, grpc.StatusCode.NOT_FOUND),
-    (AgentNotAllowedError, grpc.StatusCode.PERMISSION_DENIED),
-    (InvalidIdError, grpc.StatusCode.INVALID_ARGUMENT),
-    (InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
-    (ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
-    (SessionBusyError, grpc.StatusCode.ALREADY_EXISTS),
-    (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (CursorExpiredError, grpc.StatusCode.OUT_OF_RANGE),
-    (CursorAheadError, grpc.StatusCode.OUT_OF_RANGE),
-    (StreamNotFoundError, grpc.StatusCode.NOT_FOUND),
-    (ListenTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (errors.UnknownAgentError, grpc.StatusCode.NOT_FOUND),
+    (errors.AgentNotAllowedError, grpc.StatusCode.PERMISSION_DENIED),
+    (errors.InvalidIdError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
+    (errors.SessionBusyError, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.CursorExpiredError, grpc.StatusCode.OUT_OF_RANGE),
+    (errors.CursorAheadError, grpc.StatusCode.OUT_OF_RANGE),
+    (errors.StreamNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (errors.ListenTimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (RedisConnectionError, grpc.StatusCode.UNAVAILABLE),
     (RedisTimeoutError, grpc.StatusCode.UNAVAILABLE),
 )
@@ -185,7 +172,7 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                     if_busy=if_busy,
                     traceparent=traceparent,
                 )
-            except RunExistsError as e:
+            except errors.RunExistsError as e:
                 # A retried Run (same run id) gets the run it already started, queued, live or ended; nothing
                 # runs again.
                 return pb.RunResponse(session_id=request.session_id, run_id=e.run_id, begin_event_id=e.begin_event_id)
