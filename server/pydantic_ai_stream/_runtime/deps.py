@@ -16,8 +16,8 @@ from .._core.entry import Entry
 from .._core.errors import PydanticAIStreamError
 from .._core.keys import SessionKeys
 from .._core.names import ERROR, INFO
-from .._read.handle import ListenOptions, SessionHandle
 from .._core.settings import Settings
+from .._read.handle import ListenOptions, SessionHandle
 from .._store.redis import AsyncRedis, is_cluster
 from .._write.live import LiveRun
 from .compat import default_runtime, settings_of
