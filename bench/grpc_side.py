@@ -15,7 +15,7 @@ from typing import Any, cast
 import grpc
 
 from bench.procs import QUEUE_WORKER_READY, ROOT, SERVER_CLIENT_NAME, SERVER_READY, Proc
-from bench.suite import PREFIX, Bench
+from bench.suite import PREFIX, Bench, cpu_seconds, progress
 from bench.worker import Pace, first_event_ms
 from pydantic_ai_stream.client import StreamClient
 from pydantic_ai_stream.v1 import stream_pb2 as pb
@@ -276,3 +276,32 @@ async def read_to_end(
     finally:
         call.cancel()
     return reading
+
+
+async def paced_result(bench: Bench, *, runs: int, tokens: int) -> dict[str, Any]:
+    """`runs` paced runs started with gRPC `Run` on our server, each followed by a `Listen`: what they measured."""
+    s = bench.sizes
+    await bench.redis.reset()
+    progress(f"paced via gRPC: ours, {runs} runs")
+    prompt = Pace(tokens, s.paced_interval).prompt()
+
+    async def start(client: StreamClient, session_id: str) -> None:
+        await client.run(AGENT, session_id, prompt)
+
+    # Every run executes at once (the server executes 64 by default; the rest would wait in its queue).
+    async with (
+        our_server(bench, concurrency=runs) as server,
+        clients(server.target, runs) as channels,
+    ):
+        await warm_up(channels[0])
+        async with Listeners(timeout=s.worker_timeout) as listeners:
+            cpu, redis_cpu, started = cpu_seconds(server.pid), await bench.redis.cpu(), time.perf_counter()
+            await listeners.open([(channels[i % len(channels)], f"g{i}") for i in range(runs)], start)
+            await listeners.finish()
+            return {
+                "latencies_ms": listeners.latencies,
+                "seconds": time.perf_counter() - started,
+                "server_cpu_s": cpu_seconds(server.pid) - cpu,
+                "redis_cpu_s": await bench.redis.cpu() - redis_cpu,
+                "errored": listeners.errored,
+            }
