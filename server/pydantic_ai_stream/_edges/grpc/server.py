@@ -83,7 +83,8 @@ _MALFORMED = object()
 
 class _MalformedRequests(grpc.aio.ServerInterceptor):
     """Requests whose bytes do not parse, on every service of the server, get INVALID_ARGUMENT (ours after
-    authentication) and a rate-limited log line, instead of grpc's UNKNOWN and a traceback per request."""
+    authentication) and a rate-limited log line, instead of grpc's UNKNOWN and a traceback per request.
+    Also the one place that rewrites handlers: Listen's responses, already serialized, are sent as they are."""
 
     def __init__(self, servicer: AgentStreamServicer) -> None:
         self._servicer = servicer
@@ -138,7 +139,9 @@ class _MalformedRequests(grpc.aio.ServerInterceptor):
                 return await behavior(await first(request, context), context)
 
             guarded = guarded_call
-        return handler._replace(request_deserializer=tolerant_parse, **{kind: guarded})  # type: ignore[no-any-return]
+        # Listen's responses are the bytes the servicer serialized once for all of a session's listeners.
+        sent_as_is = {"response_serializer": None} if method == f"/{SERVICE_NAME}/Listen" else {}
+        return handler._replace(request_deserializer=tolerant_parse, **{kind: guarded}, **sent_as_is)  # type: ignore[no-any-return]
 
 
 def _describe_reflection_v1() -> None:
