@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -95,12 +96,18 @@ class Subscription:
     def wake(self) -> None:
         self._arrived.set()
 
+    poll: ClassVar[float] = math.inf
+    """No wait of a listener needs to end early: the hub checks silent streams and wakes its subscribers."""
+
     async def next(self, timeout: float) -> list[Entry]:
-        """The next entries, waiting up to `timeout` seconds for some; `[]` if none came."""
+        """The next entries, waiting up to `timeout` seconds (`inf`: until some come); `[]` if none came."""
         if not self._buffer and self.gap_until is None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._arrived.wait()
+            if timeout == math.inf:
+                await self._arrived.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._arrived.wait()
         self._arrived.clear()
         self.hub.raise_error()
         if self.gap_until is not None:

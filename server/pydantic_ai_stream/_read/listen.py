@@ -22,7 +22,8 @@ from .hub import FIRST_PAGE, StreamHub, Subscription, page_size
 __all__ = ["listen_batches"]
 
 POLL_SECONDS = 1.0
-"""Longest single wait for entries; between waits a silent stream is checked for a dead run."""
+"""Longest single wait of a listener reading on its own; between waits it checks a silent stream for a dead
+run. The hub's subscribers wait without it: the hub checks their streams and wakes them on a failure."""
 
 
 @dataclass(kw_only=True)
@@ -40,6 +41,7 @@ class _DirectReader:
     """The first read is a checked range read: `XREAD` would skip entries trimmed meanwhile."""
     count: int = FIRST_PAGE
     """Entries the next read asks for: about `CATCH_UP_BYTES` of them."""
+    poll: float = POLL_SECONDS
 
     async def next(self, timeout: float) -> list[Entry]:
         count = self.count
@@ -108,7 +110,7 @@ async def listen_batches(
             if beat <= now:
                 yield None
                 beat = now + (heartbeat or math.inf)
-            entries = await reader.next(min(appear_by, silent_by, beat, now + POLL_SECONDS) - now)
+            entries = await reader.next(min(appear_by, silent_by, beat, now + reader.poll) - now)
             if not entries:
                 continue
             now = time.monotonic()
