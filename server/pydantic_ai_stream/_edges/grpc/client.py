@@ -133,7 +133,7 @@ class StreamClient:
                     return  # resumed after `end`: the server closes such a Listen at once
                 raise _closed_before_end(after)
             except grpc.aio.AioRpcError as e:
-                if _refuses_batches(e) and not self._unbatched:
+                if request.max_batch_events and _refuses_batches(e):
                     self._unbatched = True  # a server older than `max_batch_events`: ask it again without
                     continue
                 if e.code() not in _RETRYABLE or attempt >= retries:
