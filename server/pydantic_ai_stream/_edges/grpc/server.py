@@ -88,6 +88,8 @@ class _MalformedRequests(grpc.aio.ServerInterceptor):
 
     def __init__(self, servicer: AgentStreamServicer) -> None:
         self._servicer = servicer
+        self._guarded: dict[str, tuple[Any, Any]] = {}
+        """By method: the handler the server had, and the one it gets instead."""
 
     async def intercept_service(
         self,
@@ -98,6 +100,12 @@ class _MalformedRequests(grpc.aio.ServerInterceptor):
         if handler is None or handler.request_deserializer is None:
             return handler  # type: ignore[no-any-return]
         method: str = handler_call_details.method
+        cached = self._guarded.get(method)
+        if cached is None or cached[0] is not handler:  # built once per method, not per call (nor per stream)
+            cached = self._guarded[method] = (handler, self._guard(method, handler))
+        return cached[1]  # type: ignore[no-any-return]
+
+    def _guard(self, method: str, handler: Any) -> Any:
         parse = handler.request_deserializer
         authenticate = method.startswith((f"/{SERVICE_NAME}/", f"/{A2A_SERVICE_NAME}/"))
 
@@ -141,7 +149,7 @@ class _MalformedRequests(grpc.aio.ServerInterceptor):
             guarded = guarded_call
         # Listen's responses are the bytes the servicer serialized once for all of a session's listeners.
         sent_as_is = {"response_serializer": None} if method == f"/{SERVICE_NAME}/Listen" else {}
-        return handler._replace(request_deserializer=tolerant_parse, **{kind: guarded}, **sent_as_is)  # type: ignore[no-any-return]
+        return handler._replace(request_deserializer=tolerant_parse, **{kind: guarded}, **sent_as_is)
 
 
 def _describe_reflection_v1() -> None:
