@@ -84,6 +84,8 @@ class Subscription:
     _arrived: bool = False
     """Entries came (or the hub failed) since the listener last looked; an `asyncio.Event` without its deque."""
     _waiter: asyncio.Future[None] | None = None
+    poll: ClassVar[float] = math.inf
+    """No wait of a listener needs to end early: the hub checks silent streams and wakes its subscribers."""
 
     def deliver(self, entries: list[Entry], size: int) -> None:
         """Called by the hub with the entries it read after its cursor (`size`: their bytes)."""
@@ -100,26 +102,14 @@ class Subscription:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def _arrival(self) -> None:
-        if not self._arrived:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    poll: ClassVar[float] = math.inf
-    """No wait of a listener needs to end early: the hub checks silent streams and wakes its subscribers."""
-
     async def next(self, timeout: float) -> list[Entry]:
         """The next entries, waiting up to `timeout` seconds (`inf`: until some come); `[]` if none came."""
-        if not self._buffer and self.gap_until is None:
-            if timeout == math.inf:
-                await self._arrival()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await self._arrival()
+        if not self._buffer and self.gap_until is None and not self._arrived:
+            self._waiter = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if timeout == math.inf else timeout):  # None: no timer
+                    await self._waiter
+            self._waiter = None
         self._arrived = False
         self.hub.raise_error()
         if self.gap_until is not None:
