@@ -4,6 +4,7 @@ is behind, never to a client that did not ask; resuming after a batch's last eve
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 
 import grpc
@@ -113,3 +114,18 @@ async def test_stream_client_listens_unbatched_to_an_older_server(
 
 async def _listened(client: StreamClient) -> list[pb.Event]:
     return [event async for event in client.listen("s1")]
+
+
+async def test_the_servicer_on_a_plain_server_sends_messages(server: RunningServer, finished: list[pb.Event]) -> None:
+    """`AgentStreamServicer` added with the generated function to a server of one's own (no bytes sent as is)."""
+    plain = grpc.aio.server()
+    mounted = dataclasses.replace(server.servicer, sends_bytes=False)
+    pb_grpc.add_AgentStreamServiceServicer_to_server(mounted, plain)
+    port = plain.add_insecure_port("127.0.0.1:0")
+    await plain.start()
+    try:
+        async with StreamClient(f"127.0.0.1:{port}") as through:
+            assert await _listened(through) == finished
+            assert _events(await _responses(through, most=4)) == finished
+    finally:
+        await plain.stop(grace=None)

@@ -282,6 +282,7 @@ async def running_server(
             heartbeat_interval=config.heartbeat_interval,
             responses=ListenResponseCache(max_bytes=config.listen_cache_bytes),
             max_prompt_bytes=config.max_prompt_bytes,
+            sends_bytes=True,  # Listen's responses: the interceptor below sends them without a serializer
         )
         # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
         options = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", config.max_request_bytes)]

@@ -168,6 +168,9 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     heartbeat_interval: float = 15.0
     """Seconds of silence on a Listen stream before a heartbeat is sent."""
     responses: ListenResponseCache = field(default_factory=ListenResponseCache)
+    sends_bytes: bool = False
+    """Listen yields serialized responses: the server sends them as they are (`running_server` sets it). Else it
+    yields `ListenResponse`s, for the generated `add_AgentStreamServiceServicer_to_server` of any server."""
     admission: Admission = field(init=False)
     """The checks and the submit of a run, which A2A shares."""
     _malformed_log: _MalformedLog = field(default_factory=_MalformedLog)
@@ -216,9 +219,9 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
 
     async def Listen(  # type: ignore[override]  # serialized `ListenResponse`s
         self, request: pb.ListenRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncIterator[bytes | pb.ListenResponse]:
         """Responses go out as the bytes `ListenResponseCache` serialized once for all of a session's listeners
-        (the server sends `bytes` responses as they are: see `grpc/server.py`)."""
+        (with `sends_bytes`: the server sends them as they are, see `grpc/server.py`)."""
         async with statuses(context):
             caller = await self._caller(request, context)
             if request.wait_seconds > 3600 or request.timeout_seconds > 86400:
@@ -236,11 +239,11 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             responses = _Responses(cache=self.responses, key=session.keys.stream, most=request.max_batch_events)
             async for batch in batches:
                 if batch is None:
-                    yield HEARTBEAT
+                    yield HEARTBEAT if self.sends_bytes else pb.ListenResponse.FromString(HEARTBEAT)
                     continue
                 allowed = self._allowed(caller, batch)
                 for response in responses.of(allowed):
-                    yield response
+                    yield response if self.sends_bytes else pb.ListenResponse.FromString(response)
                 if allowed is not batch:
                     self.admission.check_run_agent(caller, batch[len(allowed)])  # raises: not allowed
 
