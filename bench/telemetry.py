@@ -100,10 +100,11 @@ async def _listened(handle: SessionHandle) -> int:
     return seen
 
 
-async def _entries(n: int) -> AsyncIterator[Entry | None]:
+async def _entries(n: int) -> AsyncIterator[list[Entry] | None]:
+    """One entry at a time, as a listener that is never behind gets them."""
     now_ms = int(time.time() * 1000)
     for i in range(n):
-        yield Entry(id=f"{now_ms}-{i}", type=EVENT, origin=ORIGIN_PYDANTIC_AI, body={})
+        yield [Entry(id=f"{now_ms}-{i}", type=EVENT, origin=ORIGIN_PYDANTIC_AI, body={})]
 
 
 async def _hook_us(on: bool) -> float:

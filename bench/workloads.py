@@ -153,6 +153,7 @@ async def fanout(bench: Bench) -> list[Row]:
         _row(label, "Redis connections held by the server", ours("connections")),
         _row(label, "server RSS, all streams open (MiB)", ours("rss_open_mib"), 1),
         _row(label, "server RSS, peak (MiB)", ours("rss_peak_mib"), 1),
+        _row(label, "server RSS per open stream (KiB; growth while they opened)", ours("rss_per_stream_kib"), 1),
         _row(label, "delivery p50 (ms)", ours("p50"), 1),
         _row(label, "delivery p99 (ms)", ours("p99"), 1),
         _row(label, f"deliveries/s (demanded {streams / s.fanout_interval:,.0f})", ours("rate")),
@@ -170,6 +171,7 @@ async def _fan_out(
     streams = s.fanout_sessions * s.fanout_listeners
     sessions = [(clients[n % len(clients)], f"f{n // s.fanout_listeners}") for n in range(streams)]
     async with grpc_side.Listeners(timeout=s.worker_timeout) as listeners:
+        rss_before = rss_kib(server.pid)
         await listeners.open(sessions)
         connections, rss_open = await bench.redis.server_connections(), rss_kib(server.pid)
         progress(f"fan-out: {streams} streams open, server holds {connections} Redis connections; go")
@@ -181,6 +183,7 @@ async def _fan_out(
     return {
         "connections": connections,
         "rss_open_mib": rss_open / 1024,
+        "rss_per_stream_kib": (rss_open - rss_before) / streams,
         "rss_peak_mib": rss_kib(server.pid, peak=True) / 1024,
         "p50": percentile(latencies, 50),
         "p99": percentile(latencies, 99),

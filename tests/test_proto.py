@@ -9,7 +9,8 @@ import pytest
 from pydantic_ai.messages import FinalResultEvent, PartDeltaEvent, PartEndEvent, TextPartDelta, ToolCallPart
 
 from pydantic_ai_stream import Entry, EventMapper
-from pydantic_ai_stream._edges.grpc.proto import event_to_proto
+from pydantic_ai_stream._edges.grpc.proto import HEARTBEAT, batch_response, event_to_proto
+from pydantic_ai_stream._edges.grpc.servicer import _Responses
 from pydantic_ai_stream.server import ListenResponseCache
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 
@@ -130,3 +131,29 @@ def test_a_resumed_marker_is_typed() -> None:
     )
     event = event_to_proto(entry)
     assert (event.kind, event.idx, event.attempt) == (pb.EVENT_KIND_RESUMED, 0, 2)
+
+
+def test_a_batch_built_from_serialized_responses_parses_as_their_events() -> None:
+    cache = ListenResponseCache()
+    entries = [_begin(i, 10) for i in range(3)]
+    batch = pb.ListenResponse.FromString(batch_response([cache.serialized("s", e) for e in entries]))
+    assert list(batch.events.events) == [cache.response("s", e).event for e in entries]
+    assert pb.ListenResponse.FromString(cache.serialized("s", entries[0])) == cache.response("s", entries[0])
+    assert pb.ListenResponse.FromString(HEARTBEAT).WhichOneof("payload") == "heartbeat"
+
+
+def test_batches_are_bounded_in_events_and_bytes() -> None:
+    small, big = [_begin(i, 10) for i in range(5)], [_begin(10 + i, 400_000) for i in range(5)]
+    responses = _Responses(cache=ListenResponseCache(), key="s", most=2)
+    assert [_count(r) for r in responses.of(small)] == [2, 2, 1]
+    assert [_count(r) for r in responses.of(big)] == [2, 2, 1]
+    alone = _Responses(cache=ListenResponseCache(), key="s", most=10).of([_begin(20, 700_000), *big[:2]])
+    assert [_count(r) for r in alone] == [1, 2], "past MAX_BATCH_BYTES the next event starts a new response"
+    assert _Responses(cache=ListenResponseCache(), key="s", most=0).of(small) == [
+        ListenResponseCache().serialized("s", e) for e in small
+    ], "no batches unless asked for"
+
+
+def _count(serialized: bytes) -> int:
+    response = pb.ListenResponse.FromString(serialized)
+    return 1 if response.WhichOneof("payload") == "event" else len(response.events.events)

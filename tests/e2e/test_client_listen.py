@@ -30,6 +30,7 @@ class _ClosingEarly(pb_grpc.AgentStreamServiceServicer):
         self.calls += 1
         if self.events_per_call == 0:
             return
+        request.max_batch_events = 0  # one event a response, so closing after a few events is exact
         call = self.upstream.stub.Listen(request, metadata=self.upstream.metadata)
         sent = 0
         async for response in call:

@@ -45,8 +45,8 @@ class Metrics(Protocol):
     def redis_errors_of(self, operation: str) -> contextlib.AbstractContextManager[None]:
         """Count a Redis error raised inside as one of `operation`."""
 
-    def listening(self, entries: AsyncIterator[Entry | None]) -> AsyncIterator[Entry | None]:
-        """`entries` of one listener, counted while read."""
+    def listening(self, batches: AsyncIterator[list[Entry] | None]) -> AsyncIterator[list[Entry] | None]:
+        """The batches of entries of one listener (`None`: a heartbeat), counted while read."""
 
     def observe_queue(self, depth: Callable[[], Awaitable[int]] | None) -> None:
         """Report `depth()` as the queued runs (`None`: stop, its Redis client is closing)."""
@@ -71,8 +71,8 @@ class NoMetrics:
     def redis_errors_of(self, operation: str) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
-    def listening(self, entries: AsyncIterator[Entry | None]) -> AsyncIterator[Entry | None]:
-        return entries
+    def listening(self, batches: AsyncIterator[list[Entry] | None]) -> AsyncIterator[list[Entry] | None]:
+        return batches
 
     def observe_queue(self, depth: Callable[[], Awaitable[int]] | None) -> None:
         pass

@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 def _serve(args: argparse.Namespace) -> None:
     from .config import ServerSettings
     from .grpc.server import serve
-    from .process import work
+    from .process import collect_less, work
 
     overrides: dict[str, Any] = {
         "redis_url": args.redis,
@@ -160,6 +160,7 @@ def _serve(args: argparse.Namespace) -> None:
         config.redis_cluster = True
     if args.telemetry:
         config.telemetry = True
+    collect_less()
     try:
         asyncio.run(serve(config) if args.command == "serve" else work(config))
     except (ValueError, TypeError, ImportError) as e:

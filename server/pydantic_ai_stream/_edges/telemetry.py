@@ -222,20 +222,22 @@ class Telemetry:
             self.redis_error(operation)
             raise
 
-    async def listening(self, entries: AsyncIterator[Entry | None]) -> AsyncIterator[Entry | None]:
-        """`entries` of one listener, counted as an open Listen stream while read; each entry's delivery
-        latency is recorded (its stream id carries the millisecond Redis wrote it)."""
+    async def listening(self, batches: AsyncIterator[list[Entry] | None]) -> AsyncIterator[list[Entry] | None]:
+        """The batches of entries of one listener, counted as an open Listen stream while read; each entry's
+        delivery latency is recorded (its stream id carries the millisecond Redis wrote it)."""
         streams, latency = self.listen_streams, self.delivery_latency
         streams.add(1)
         try:
             with self.redis_errors_of("listen"):
-                async for entry in entries:
-                    if entry is not None:
-                        latency.record(max(0, time.time() * 1000 - int(entry.id.partition("-")[0])))
-                    yield entry
+                async for batch in batches:
+                    if batch is not None:
+                        now_ms = time.time() * 1000
+                        for entry in batch:
+                            latency.record(max(0, now_ms - int(entry.id.partition("-")[0])))
+                    yield batch
         finally:
             streams.add(-1)
-            await entries.aclose()  # type: ignore[attr-defined]
+            await batches.aclose()  # type: ignore[attr-defined]
 
     def traceparent(self, metadata: Iterable[tuple[str, Any]] | None) -> str | None:
         """The W3C `traceparent` a queued run continues: the current span's (the RPC's server span), else

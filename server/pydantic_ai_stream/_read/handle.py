@@ -24,7 +24,7 @@ from .._store.redis import AsyncRedis
 from .._store.results import ActiveRun, CancelState
 from .._store.stream import SessionStream
 from .hub import StreamHub
-from .listen import listen
+from .listen import listen_batches
 
 __all__ = ["ListenOptions", "SessionHandle", "SessionOwner", "live_sessions"]
 
@@ -147,8 +147,20 @@ class SessionHandle:
         after `timeout` seconds of silence (`None`: no limit), `CursorExpiredError`/`CursorAheadError`
         for a cursor outside the stream.
         """
-        entries = self._starting_waiting(
-            listen(
+        return _one_by_one(self.listen_batches(wait=wait, timeout=timeout, after=after, heartbeat=heartbeat))
+
+    def listen_batches(
+        self,
+        *,
+        wait: float = 3,
+        timeout: float | None = 60,
+        after: str | None = None,
+        heartbeat: float | None = None,
+    ) -> AsyncIterator[list[Entry] | None]:
+        """`listen_entries` in the batches the entries arrived in (never empty; `None`: a heartbeat), for a
+        listener that sends several at once when it is behind."""
+        batches = self._starting_waiting(
+            listen_batches(
                 self.stream,
                 hub=self.runtime.hub,
                 wait=wait,
@@ -158,21 +170,21 @@ class SessionHandle:
                 heartbeat=heartbeat,
             )
         )
-        return self.runtime.metrics.listening(entries)
+        return self.runtime.metrics.listening(batches)
 
-    async def _starting_waiting(self, entries: AsyncIterator[Entry | None]) -> AsyncIterator[Entry | None]:
-        """`entries`; a run that died is ended by its listeners (`run lost`, then `end`), and they alone see it
+    async def _starting_waiting(self, batches: AsyncIterator[list[Entry] | None]) -> AsyncIterator[list[Entry] | None]:
+        """`batches`; a run that died is ended by its listeners (`run lost`, then `end`), and they alone see it
         end: they start the run waiting behind it (`enqueue`), before passing its `end` on."""
         lost = False
         try:
-            async for entry in entries:
-                if entry is not None:
+            async for batch in batches:
+                for entry in batch or ():
                     if entry.type == END and lost:
                         await self.runtime.run_ended(self.stream)
                     lost = entry.type == ERROR and entry.body.get("msg") == RUN_LOST
-                yield entry
+                yield batch
         finally:
-            await entries.aclose()  # type: ignore[attr-defined]
+            await batches.aclose()  # type: ignore[attr-defined]
 
     async def listen(
         self, *, wait: float = 3, timeout: float = 60, serialize: bool = True, after: str | None = None
@@ -184,6 +196,18 @@ class SessionHandle:
                 if entry is not None:
                     event = entry.as_dict()
                     yield json.dumps(event) if serialize else event
+
+
+async def _one_by_one(batches: AsyncIterator[list[Entry] | None]) -> AsyncIterator[Entry | None]:
+    try:
+        async for batch in batches:
+            if batch is None:
+                yield None
+            else:
+                for entry in batch:
+                    yield entry
+    finally:
+        await batches.aclose()  # type: ignore[attr-defined]
 
 
 async def live_sessions(runtime: SessionOwner, *, scope_id: int, user_id: int) -> list[ActiveRun]:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -66,7 +67,7 @@ CHECK_BATCH = 500
 """Streams one dead-run check covers at most."""
 
 
-@dataclass(eq=False, kw_only=True)
+@dataclass(eq=False, kw_only=True, slots=True)
 class Subscription:
     """One listener's view of a stream: entries strictly after `cursor`, in order, each once."""
 
@@ -80,7 +81,11 @@ class Subscription:
     _buffered_bytes: int = 0
     _page: int = FIRST_PAGE
     """Entries the next catch-up read asks for: about `CATCH_UP_BYTES` of them."""
-    _arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    _arrived: bool = False
+    """Entries came (or the hub failed) since the listener last looked; an `asyncio.Event` without its deque."""
+    _waiter: asyncio.Future[None] | None = None
+    poll: ClassVar[float] = math.inf
+    """No wait of a listener needs to end early: the hub checks silent streams and wakes its subscribers."""
 
     def deliver(self, entries: list[Entry], size: int) -> None:
         """Called by the hub with the entries it read after its cursor (`size`: their bytes)."""
@@ -90,18 +95,22 @@ class Subscription:
             self._buffer.clear()
             self._buffered_bytes = 0
             self.gap_until = entries[-1].id  # re-read everything up to here from Redis
-        self._arrived.set()
+        self.wake()
 
     def wake(self) -> None:
-        self._arrived.set()
+        self._arrived = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     async def next(self, timeout: float) -> list[Entry]:
-        """The next entries, waiting up to `timeout` seconds for some; `[]` if none came."""
-        if not self._buffer and self.gap_until is None:
+        """The next entries, waiting up to `timeout` seconds (`inf`: until some come); `[]` if none came."""
+        if not self._buffer and self.gap_until is None and not self._arrived:
+            self._waiter = asyncio.get_running_loop().create_future()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self._arrived.wait()
-        self._arrived.clear()
+                async with asyncio.timeout(None if timeout == math.inf else timeout):  # None: no timer
+                    await self._waiter
+            self._waiter = None
+        self._arrived = False
         self.hub.raise_error()
         if self.gap_until is not None:
             return await self._catch_up(self.gap_until)

@@ -19,10 +19,11 @@ from .._core.names import END
 from .._store.stream import SessionStream
 from .hub import FIRST_PAGE, StreamHub, Subscription, page_size
 
-__all__ = ["listen"]
+__all__ = ["listen_batches"]
 
 POLL_SECONDS = 1.0
-"""Longest single wait for entries; between waits a silent stream is checked for a dead run."""
+"""Longest single wait of a listener reading on its own; between waits it checks a silent stream for a dead
+run. The hub's subscribers wait without it: the hub checks their streams and wakes them on a failure."""
 
 
 @dataclass(kw_only=True)
@@ -40,6 +41,7 @@ class _DirectReader:
     """The first read is a checked range read: `XREAD` would skip entries trimmed meanwhile."""
     count: int = FIRST_PAGE
     """Entries the next read asks for: about `CATCH_UP_BYTES` of them."""
+    poll: float = POLL_SECONDS
 
     async def next(self, timeout: float) -> list[Entry]:
         count = self.count
@@ -67,7 +69,7 @@ async def _reader(
         yield _DirectReader(stream=stream, cursor=cursor, grace_ms=grace_ms)
 
 
-async def listen(
+async def listen_batches(
     stream: SessionStream,
     *,
     hub: StreamHub | None,
@@ -76,9 +78,10 @@ async def listen(
     after: str | None,
     grace_ms: int,
     heartbeat: float | None = None,
-) -> AsyncIterator[Entry | None]:
+) -> AsyncIterator[list[Entry] | None]:
     """Yield entries after `after` (default: from the start) up to and including `end`, read through
-    `hub` (or, without one, on the stream's own client).
+    `hub` (or, without one, on the stream's own client), in the batches they arrived in: one read's
+    worth at a time, never empty (shared with other listeners: do not change them).
 
     Resuming after the id of `end` yields nothing. With `heartbeat`, yields `None` after each
     `heartbeat` seconds without an entry. When a run dies without writing `end`, its listeners write
@@ -107,15 +110,16 @@ async def listen(
             if beat <= now:
                 yield None
                 beat = now + (heartbeat or math.inf)
-            entries = await reader.next(min(appear_by, silent_by, beat, now + POLL_SECONDS) - now)
+            entries = await reader.next(min(appear_by, silent_by, beat, now + reader.poll) - now)
             if not entries:
                 continue
             now = time.monotonic()
             appear_by = math.inf
             silent_by = math.inf if timeout is None else now + timeout
             beat = math.inf if heartbeat is None else now + heartbeat
-            for entry in entries:
-                yield entry
-                if entry.type == END:
-                    return
+            ends = [n for n, entry in enumerate(entries) if entry.type == END]
+            if ends:
+                yield entries[: ends[0] + 1]
+                return
+            yield entries
             cursor = Cursor(entries[-1].id)

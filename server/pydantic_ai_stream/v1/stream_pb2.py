@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"pydantic_ai_stream/v1/stream.proto\x12\x15pydantic_ai_stream.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xec\x01\n\nRunRequest\x12\x14\n\x05\x61gent\x18\x01 \x01(\tR\x05\x61gent\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\x12\x16\n\x06prompt\x18\x03 \x01(\tR\x06prompt\x12\x15\n\x06run_id\x18\x04 \x01(\tR\x05runId\x12>\n\x0emodel_settings\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\rmodelSettings\x12:\n\x07if_busy\x18\x06 \x01(\x0e\x32!.pydantic_ai_stream.v1.BusyPolicyR\x06ifBusy\"\x83\x01\n\x0bRunResponse\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x15\n\x06run_id\x18\x02 \x01(\tR\x05runId\x12$\n\x0e\x62\x65gin_event_id\x18\x03 \x01(\tR\x0c\x62\x65ginEventId\x12\x18\n\x07waiting\x18\x04 \x01(\x08R\x07waiting\"\xa0\x01\n\rListenRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12$\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\tR\x0c\x61\x66terEventId\x12!\n\x0cwait_seconds\x18\x03 \x01(\rR\x0bwaitSeconds\x12\'\n\x0ftimeout_seconds\x18\x04 \x01(\rR\x0etimeoutSeconds\"\x93\x01\n\x0eListenResponse\x12\x34\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1c.pydantic_ai_stream.v1.EventH\x00R\x05\x65vent\x12@\n\theartbeat\x18\x02 \x01(\x0b\x32 .pydantic_ai_stream.v1.HeartbeatH\x00R\theartbeatB\t\n\x07payload\"\x0b\n\tHeartbeat\"\xa5\x06\n\x05\x45vent\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x34\n\x04type\x18\x02 \x01(\x0e\x32 .pydantic_ai_stream.v1.EventTypeR\x04type\x12\x1b\n\ttype_name\x18\x03 \x01(\tR\x08typeName\x12\x16\n\x06origin\x18\x04 \x01(\tR\x06origin\x12\x15\n\x03idx\x18\x05 \x01(\rH\x00R\x03idx\x88\x01\x01\x12\x34\n\x04kind\x18\x06 \x01(\x0e\x32 .pydantic_ai_stream.v1.EventKindR\x04kind\x12 \n\tevent_idx\x18\x07 \x01(\rH\x01R\x08\x65ventIdx\x88\x01\x01\x12<\n\tpart_kind\x18\x08 \x01(\x0e\x32\x1f.pydantic_ai_stream.v1.PartKindR\x08partKind\x12$\n\x0epart_kind_name\x18\t \x01(\tR\x0cpartKindName\x12\x1d\n\x07\x63ontent\x18\n \x01(\tH\x02R\x07\x63ontent\x88\x01\x01\x12(\n\rcontent_delta\x18\x0b \x01(\tH\x03R\x0c\x63ontentDelta\x88\x01\x01\x12 \n\ttool_name\x18\x0c \x01(\tH\x04R\x08toolName\x88\x01\x01\x12%\n\x0ctool_call_id\x18\r \x01(\tH\x05R\ntoolCallId\x88\x01\x01\x12+\n\x04\x61rgs\x18\x0e \x01(\x0b\x32\x17.google.protobuf.StructR\x04\x61rgs\x12\x1b\n\tbody_json\x18\x0f \x01(\tR\x08\x62odyJson\x12<\n\x07outcome\x18\x10 \x01(\x0e\x32\".pydantic_ai_stream.v1.ToolOutcomeR\x07outcome\x12G\n\x0fpart_delta_kind\x18\x11 \x01(\x0e\x32\x1f.pydantic_ai_stream.v1.PartKindR\rpartDeltaKind\x12\x18\n\x07\x61ttempt\x18\x12 \x01(\rR\x07\x61ttemptB\x06\n\x04_idxB\x0c\n\n_event_idxB\n\n\x08_contentB\x10\n\x0e_content_deltaB\x0c\n\n_tool_nameB\x0f\n\r_tool_call_id\"E\n\rCancelRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x15\n\x06run_id\x18\x02 \x01(\tR\x05runId\".\n\x0e\x43\x61ncelResponse\x12\x1c\n\tcancelled\x18\x01 \x01(\x08R\tcancelled\"\x13\n\x11ListActiveRequest\"V\n\x12ListActiveResponse\x12@\n\x08sessions\x18\x01 \x03(\x0b\x32$.pydantic_ai_stream.v1.ActiveSessionR\x08sessions\"\x96\x01\n\rActiveSession\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x35\n\x05state\x18\x02 \x01(\x0e\x32\x1f.pydantic_ai_stream.v1.RunStateR\x05state\x12\x15\n\x06run_id\x18\x03 \x01(\tR\x05runId\x12\x18\n\x07\x61ttempt\x18\x04 \x01(\rR\x07\x61ttempt*\x8f\x01\n\nBusyPolicy\x12\x1b\n\x17\x42USY_POLICY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42USY_POLICY_REJECT\x10\x01\x12\x19\n\x15\x42USY_POLICY_INTERRUPT\x10\x02\x12\x18\n\x14\x42USY_POLICY_ROLLBACK\x10\x03\x12\x17\n\x13\x42USY_POLICY_ENQUEUE\x10\x04*\xa9\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45VENT_TYPE_BEGIN\x10\x01\x12\x14\n\x10\x45VENT_TYPE_EVENT\x10\x02\x12\x14\n\x10\x45VENT_TYPE_ERROR\x10\x03\x12\x13\n\x0f\x45VENT_TYPE_INFO\x10\x04\x12\x12\n\x0e\x45VENT_TYPE_END\x10\x05\x12\x15\n\x11\x45VENT_TYPE_CUSTOM\x10\x06*\xbe\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45VENT_KIND_LLM_BEGIN\x10\x01\x12\x16\n\x12\x45VENT_KIND_LLM_END\x10\x02\x12\x19\n\x15\x45VENT_KIND_PART_START\x10\x03\x12\x19\n\x15\x45VENT_KIND_PART_DELTA\x10\x04\x12\x15\n\x11\x45VENT_KIND_ANSWER\x10\x05\x12\x16\n\x12\x45VENT_KIND_RESUMED\x10\x06*\x9a\x01\n\x08PartKind\x12\x19\n\x15PART_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0ePART_KIND_TEXT\x10\x01\x12\x16\n\x12PART_KIND_THINKING\x10\x02\x12\x17\n\x13PART_KIND_TOOL_CALL\x10\x03\x12\x19\n\x15PART_KIND_TOOL_RETURN\x10\x04\x12\x13\n\x0fPART_KIND_OTHER\x10\x05*\xad\x01\n\x0bToolOutcome\x12\x1c\n\x18TOOL_OUTCOME_UNSPECIFIED\x10\x00\x12\x17\n\x13TOOL_OUTCOME_FAILED\x10\x01\x12\x17\n\x13TOOL_OUTCOME_DENIED\x10\x02\x12\x1c\n\x18TOOL_OUTCOME_INTERRUPTED\x10\x03\x12\x18\n\x14TOOL_OUTCOME_RETRIED\x10\x04\x12\x16\n\x12TOOL_OUTCOME_OTHER\x10\x05*R\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_STATE_QUEUED\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x32\xf5\x02\n\x12\x41gentStreamService\x12L\n\x03Run\x12!.pydantic_ai_stream.v1.RunRequest\x1a\".pydantic_ai_stream.v1.RunResponse\x12W\n\x06Listen\x12$.pydantic_ai_stream.v1.ListenRequest\x1a%.pydantic_ai_stream.v1.ListenResponse0\x01\x12U\n\x06\x43\x61ncel\x12$.pydantic_ai_stream.v1.CancelRequest\x1a%.pydantic_ai_stream.v1.CancelResponse\x12\x61\n\nListActive\x12(.pydantic_ai_stream.v1.ListActiveRequest\x1a).pydantic_ai_stream.v1.ListActiveResponseB\x8a\x01\n\x1dio.github.pydanticaistream.v1B\x0bStreamProtoP\x01ZZgithub.com/pydantic-ai-stream/pydantic-ai-stream/clients/go/pydantic_ai_stream/v1;streamv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"pydantic_ai_stream/v1/stream.proto\x12\x15pydantic_ai_stream.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xec\x01\n\nRunRequest\x12\x14\n\x05\x61gent\x18\x01 \x01(\tR\x05\x61gent\x12\x1d\n\nsession_id\x18\x02 \x01(\tR\tsessionId\x12\x16\n\x06prompt\x18\x03 \x01(\tR\x06prompt\x12\x15\n\x06run_id\x18\x04 \x01(\tR\x05runId\x12>\n\x0emodel_settings\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructR\rmodelSettings\x12:\n\x07if_busy\x18\x06 \x01(\x0e\x32!.pydantic_ai_stream.v1.BusyPolicyR\x06ifBusy\"\x83\x01\n\x0bRunResponse\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x15\n\x06run_id\x18\x02 \x01(\tR\x05runId\x12$\n\x0e\x62\x65gin_event_id\x18\x03 \x01(\tR\x0c\x62\x65ginEventId\x12\x18\n\x07waiting\x18\x04 \x01(\x08R\x07waiting\"\xca\x01\n\rListenRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12$\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\tR\x0c\x61\x66terEventId\x12!\n\x0cwait_seconds\x18\x03 \x01(\rR\x0bwaitSeconds\x12\'\n\x0ftimeout_seconds\x18\x04 \x01(\rR\x0etimeoutSeconds\x12(\n\x10max_batch_events\x18\x05 \x01(\rR\x0emaxBatchEvents\"\xd0\x01\n\x0eListenResponse\x12\x34\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x1c.pydantic_ai_stream.v1.EventH\x00R\x05\x65vent\x12@\n\theartbeat\x18\x02 \x01(\x0b\x32 .pydantic_ai_stream.v1.HeartbeatH\x00R\theartbeat\x12;\n\x06\x65vents\x18\x03 \x01(\x0b\x32!.pydantic_ai_stream.v1.EventBatchH\x00R\x06\x65ventsB\t\n\x07payload\"B\n\nEventBatch\x12\x34\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.pydantic_ai_stream.v1.EventR\x06\x65vents\"\x0b\n\tHeartbeat\"\xa5\x06\n\x05\x45vent\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x34\n\x04type\x18\x02 \x01(\x0e\x32 .pydantic_ai_stream.v1.EventTypeR\x04type\x12\x1b\n\ttype_name\x18\x03 \x01(\tR\x08typeName\x12\x16\n\x06origin\x18\x04 \x01(\tR\x06origin\x12\x15\n\x03idx\x18\x05 \x01(\rH\x00R\x03idx\x88\x01\x01\x12\x34\n\x04kind\x18\x06 \x01(\x0e\x32 .pydantic_ai_stream.v1.EventKindR\x04kind\x12 \n\tevent_idx\x18\x07 \x01(\rH\x01R\x08\x65ventIdx\x88\x01\x01\x12<\n\tpart_kind\x18\x08 \x01(\x0e\x32\x1f.pydantic_ai_stream.v1.PartKindR\x08partKind\x12$\n\x0epart_kind_name\x18\t \x01(\tR\x0cpartKindName\x12\x1d\n\x07\x63ontent\x18\n \x01(\tH\x02R\x07\x63ontent\x88\x01\x01\x12(\n\rcontent_delta\x18\x0b \x01(\tH\x03R\x0c\x63ontentDelta\x88\x01\x01\x12 \n\ttool_name\x18\x0c \x01(\tH\x04R\x08toolName\x88\x01\x01\x12%\n\x0ctool_call_id\x18\r \x01(\tH\x05R\ntoolCallId\x88\x01\x01\x12+\n\x04\x61rgs\x18\x0e \x01(\x0b\x32\x17.google.protobuf.StructR\x04\x61rgs\x12\x1b\n\tbody_json\x18\x0f \x01(\tR\x08\x62odyJson\x12<\n\x07outcome\x18\x10 \x01(\x0e\x32\".pydantic_ai_stream.v1.ToolOutcomeR\x07outcome\x12G\n\x0fpart_delta_kind\x18\x11 \x01(\x0e\x32\x1f.pydantic_ai_stream.v1.PartKindR\rpartDeltaKind\x12\x18\n\x07\x61ttempt\x18\x12 \x01(\rR\x07\x61ttemptB\x06\n\x04_idxB\x0c\n\n_event_idxB\n\n\x08_contentB\x10\n\x0e_content_deltaB\x0c\n\n_tool_nameB\x0f\n\r_tool_call_id\"E\n\rCancelRequest\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x15\n\x06run_id\x18\x02 \x01(\tR\x05runId\".\n\x0e\x43\x61ncelResponse\x12\x1c\n\tcancelled\x18\x01 \x01(\x08R\tcancelled\"\x13\n\x11ListActiveRequest\"V\n\x12ListActiveResponse\x12@\n\x08sessions\x18\x01 \x03(\x0b\x32$.pydantic_ai_stream.v1.ActiveSessionR\x08sessions\"\x96\x01\n\rActiveSession\x12\x1d\n\nsession_id\x18\x01 \x01(\tR\tsessionId\x12\x35\n\x05state\x18\x02 \x01(\x0e\x32\x1f.pydantic_ai_stream.v1.RunStateR\x05state\x12\x15\n\x06run_id\x18\x03 \x01(\tR\x05runId\x12\x18\n\x07\x61ttempt\x18\x04 \x01(\rR\x07\x61ttempt*\x8f\x01\n\nBusyPolicy\x12\x1b\n\x17\x42USY_POLICY_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42USY_POLICY_REJECT\x10\x01\x12\x19\n\x15\x42USY_POLICY_INTERRUPT\x10\x02\x12\x18\n\x14\x42USY_POLICY_ROLLBACK\x10\x03\x12\x17\n\x13\x42USY_POLICY_ENQUEUE\x10\x04*\xa9\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x45VENT_TYPE_BEGIN\x10\x01\x12\x14\n\x10\x45VENT_TYPE_EVENT\x10\x02\x12\x14\n\x10\x45VENT_TYPE_ERROR\x10\x03\x12\x13\n\x0f\x45VENT_TYPE_INFO\x10\x04\x12\x12\n\x0e\x45VENT_TYPE_END\x10\x05\x12\x15\n\x11\x45VENT_TYPE_CUSTOM\x10\x06*\xbe\x01\n\tEventKind\x12\x1a\n\x16\x45VENT_KIND_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45VENT_KIND_LLM_BEGIN\x10\x01\x12\x16\n\x12\x45VENT_KIND_LLM_END\x10\x02\x12\x19\n\x15\x45VENT_KIND_PART_START\x10\x03\x12\x19\n\x15\x45VENT_KIND_PART_DELTA\x10\x04\x12\x15\n\x11\x45VENT_KIND_ANSWER\x10\x05\x12\x16\n\x12\x45VENT_KIND_RESUMED\x10\x06*\x9a\x01\n\x08PartKind\x12\x19\n\x15PART_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0ePART_KIND_TEXT\x10\x01\x12\x16\n\x12PART_KIND_THINKING\x10\x02\x12\x17\n\x13PART_KIND_TOOL_CALL\x10\x03\x12\x19\n\x15PART_KIND_TOOL_RETURN\x10\x04\x12\x13\n\x0fPART_KIND_OTHER\x10\x05*\xad\x01\n\x0bToolOutcome\x12\x1c\n\x18TOOL_OUTCOME_UNSPECIFIED\x10\x00\x12\x17\n\x13TOOL_OUTCOME_FAILED\x10\x01\x12\x17\n\x13TOOL_OUTCOME_DENIED\x10\x02\x12\x1c\n\x18TOOL_OUTCOME_INTERRUPTED\x10\x03\x12\x18\n\x14TOOL_OUTCOME_RETRIED\x10\x04\x12\x16\n\x12TOOL_OUTCOME_OTHER\x10\x05*R\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10RUN_STATE_QUEUED\x10\x01\x12\x15\n\x11RUN_STATE_RUNNING\x10\x02\x32\xf5\x02\n\x12\x41gentStreamService\x12L\n\x03Run\x12!.pydantic_ai_stream.v1.RunRequest\x1a\".pydantic_ai_stream.v1.RunResponse\x12W\n\x06Listen\x12$.pydantic_ai_stream.v1.ListenRequest\x1a%.pydantic_ai_stream.v1.ListenResponse0\x01\x12U\n\x06\x43\x61ncel\x12$.pydantic_ai_stream.v1.CancelRequest\x1a%.pydantic_ai_stream.v1.CancelResponse\x12\x61\n\nListActive\x12(.pydantic_ai_stream.v1.ListActiveRequest\x1a).pydantic_ai_stream.v1.ListActiveResponseB\x8a\x01\n\x1dio.github.pydanticaistream.v1B\x0bStreamProtoP\x01ZZgithub.com/pydantic-ai-stream/pydantic-ai-stream/clients/go/pydantic_ai_stream/v1;streamv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,40 +33,42 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pydantic_ai_stream.v1.strea
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\035io.github.pydanticaistream.v1B\013StreamProtoP\001ZZgithub.com/pydantic-ai-stream/pydantic-ai-stream/clients/go/pydantic_ai_stream/v1;streamv1'
-  _globals['_BUSYPOLICY']._serialized_start=1980
-  _globals['_BUSYPOLICY']._serialized_end=2123
-  _globals['_EVENTTYPE']._serialized_start=2126
-  _globals['_EVENTTYPE']._serialized_end=2295
-  _globals['_EVENTKIND']._serialized_start=2298
-  _globals['_EVENTKIND']._serialized_end=2488
-  _globals['_PARTKIND']._serialized_start=2491
-  _globals['_PARTKIND']._serialized_end=2645
-  _globals['_TOOLOUTCOME']._serialized_start=2648
-  _globals['_TOOLOUTCOME']._serialized_end=2821
-  _globals['_RUNSTATE']._serialized_start=2823
-  _globals['_RUNSTATE']._serialized_end=2905
+  _globals['_BUSYPOLICY']._serialized_start=2151
+  _globals['_BUSYPOLICY']._serialized_end=2294
+  _globals['_EVENTTYPE']._serialized_start=2297
+  _globals['_EVENTTYPE']._serialized_end=2466
+  _globals['_EVENTKIND']._serialized_start=2469
+  _globals['_EVENTKIND']._serialized_end=2659
+  _globals['_PARTKIND']._serialized_start=2662
+  _globals['_PARTKIND']._serialized_end=2816
+  _globals['_TOOLOUTCOME']._serialized_start=2819
+  _globals['_TOOLOUTCOME']._serialized_end=2992
+  _globals['_RUNSTATE']._serialized_start=2994
+  _globals['_RUNSTATE']._serialized_end=3076
   _globals['_RUNREQUEST']._serialized_start=92
   _globals['_RUNREQUEST']._serialized_end=328
   _globals['_RUNRESPONSE']._serialized_start=331
   _globals['_RUNRESPONSE']._serialized_end=462
   _globals['_LISTENREQUEST']._serialized_start=465
-  _globals['_LISTENREQUEST']._serialized_end=625
-  _globals['_LISTENRESPONSE']._serialized_start=628
-  _globals['_LISTENRESPONSE']._serialized_end=775
-  _globals['_HEARTBEAT']._serialized_start=777
-  _globals['_HEARTBEAT']._serialized_end=788
-  _globals['_EVENT']._serialized_start=791
-  _globals['_EVENT']._serialized_end=1596
-  _globals['_CANCELREQUEST']._serialized_start=1598
-  _globals['_CANCELREQUEST']._serialized_end=1667
-  _globals['_CANCELRESPONSE']._serialized_start=1669
-  _globals['_CANCELRESPONSE']._serialized_end=1715
-  _globals['_LISTACTIVEREQUEST']._serialized_start=1717
-  _globals['_LISTACTIVEREQUEST']._serialized_end=1736
-  _globals['_LISTACTIVERESPONSE']._serialized_start=1738
-  _globals['_LISTACTIVERESPONSE']._serialized_end=1824
-  _globals['_ACTIVESESSION']._serialized_start=1827
-  _globals['_ACTIVESESSION']._serialized_end=1977
-  _globals['_AGENTSTREAMSERVICE']._serialized_start=2908
-  _globals['_AGENTSTREAMSERVICE']._serialized_end=3281
+  _globals['_LISTENREQUEST']._serialized_end=667
+  _globals['_LISTENRESPONSE']._serialized_start=670
+  _globals['_LISTENRESPONSE']._serialized_end=878
+  _globals['_EVENTBATCH']._serialized_start=880
+  _globals['_EVENTBATCH']._serialized_end=946
+  _globals['_HEARTBEAT']._serialized_start=948
+  _globals['_HEARTBEAT']._serialized_end=959
+  _globals['_EVENT']._serialized_start=962
+  _globals['_EVENT']._serialized_end=1767
+  _globals['_CANCELREQUEST']._serialized_start=1769
+  _globals['_CANCELREQUEST']._serialized_end=1838
+  _globals['_CANCELRESPONSE']._serialized_start=1840
+  _globals['_CANCELRESPONSE']._serialized_end=1886
+  _globals['_LISTACTIVEREQUEST']._serialized_start=1888
+  _globals['_LISTACTIVEREQUEST']._serialized_end=1907
+  _globals['_LISTACTIVERESPONSE']._serialized_start=1909
+  _globals['_LISTACTIVERESPONSE']._serialized_end=1995
+  _globals['_ACTIVESESSION']._serialized_start=1998
+  _globals['_ACTIVESESSION']._serialized_end=2148
+  _globals['_AGENTSTREAMSERVICE']._serialized_start=3079
+  _globals['_AGENTSTREAMSERVICE']._serialized_end=3452
 # @@protoc_insertion_point(module_scope)

@@ -306,6 +306,7 @@ class ListenRequest(_message.Message):
     AFTER_EVENT_ID_FIELD_NUMBER: _builtins.int
     WAIT_SECONDS_FIELD_NUMBER: _builtins.int
     TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_EVENTS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     after_event_id: _builtins.str
     """Resume strictly after this event id (`<ms>-<seq>`, as in Event.id); empty: from `begin`.
@@ -320,6 +321,12 @@ class ListenRequest(_message.Message):
     """Seconds of silence (no event, heartbeats aside) after which the stream ends with
     DEADLINE_EXCEEDED, 0-86400; 0 means no limit: the stream lasts until `end`.
     """
+    max_batch_events: _builtins.int
+    """Opt in to `ListenResponse.events`: while the listener is behind (several events are ready
+    at once), the server may send up to this many in one response instead of one per
+    response. 0 or 1: one `event` per response, as for clients that do not know this field.
+    A server older than this field refuses it (INVALID_ARGUMENT).
+    """
     def __init__(
         self,
         *,
@@ -327,10 +334,11 @@ class ListenRequest(_message.Message):
         after_event_id: _builtins.str = ...,
         wait_seconds: _builtins.int = ...,
         timeout_seconds: _builtins.int = ...,
+        max_batch_events: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_event_id", b"after_event_id", "session_id", b"session_id", "timeout_seconds", b"timeout_seconds", "wait_seconds", b"wait_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_event_id", b"after_event_id", "max_batch_events", b"max_batch_events", "session_id", b"session_id", "timeout_seconds", b"timeout_seconds", "wait_seconds", b"wait_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -342,6 +350,7 @@ class ListenResponse(_message.Message):
 
     EVENT_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> Global___Event: ...
     @_builtins.property
@@ -350,21 +359,50 @@ class ListenResponse(_message.Message):
         heartbeat_interval), so proxies keep the stream open.
         """
 
+    @_builtins.property
+    def events(self) -> Global___EventBatch:
+        """Several consecutive events, in order; only to a Listen that set `max_batch_events` > 1.
+        Resume after the last one's id.
+        """
+
     def __init__(
         self,
         *,
         event: Global___Event | None = ...,
         heartbeat: Global___Heartbeat | None = ...,
+        events: Global___EventBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "payload", b"payload"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events", b"events", "heartbeat", b"heartbeat", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "heartbeat", b"heartbeat", "payload", b"payload"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "events", b"events", "heartbeat", b"heartbeat", "payload", b"payload"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["event", "heartbeat"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["event", "heartbeat", "events"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
 Global___ListenResponse: _TypeAlias = ListenResponse  # noqa: Y015
+
+@_typing.final
+class EventBatch(_message.Message):
+    """Consecutive events of one stream, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]: ...
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___Event] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventBatch: _TypeAlias = EventBatch  # noqa: Y015
 
 @_typing.final
 class Heartbeat(_message.Message):

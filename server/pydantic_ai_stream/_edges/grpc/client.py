@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -21,6 +21,9 @@ __all__ = ["StreamClient", "Transcript", "TranscriptNode", "TranscriptPart", "ev
 
 # Codes after which a Listen is resumed from its last event id instead of failing.
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+
+MAX_BATCH_EVENTS = 256
+"""Most events a `listen` asks the server to send in one response when it is behind (yielded one by one)."""
 
 
 class StreamClient:
@@ -44,6 +47,8 @@ class StreamClient:
             self.channel = grpc.aio.insecure_channel(target)
         self.stub = pb_grpc.AgentStreamServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._unbatched = False
+        """The server refused `max_batch_events` (it is older): Listen without it."""
 
     async def __aenter__(self) -> StreamClient:
         return self
@@ -94,29 +99,43 @@ class StreamClient:
         when a limit ends the Listen early: DEADLINE_EXCEEDED after `timeout_seconds` of silence (0: no
         limit), NOT_FOUND when no stream appears within `wait_seconds` (0: the server's 3), OUT_OF_RANGE
         for a trimmed cursor. Heartbeats are consumed here. Up to `retries` reconnects in a row,
-        `backoff` seconds apart, doubling.
+        `backoff` seconds apart, doubling. Events that are ready together come in one response (up to
+        `MAX_BATCH_EVENTS`), still yielded one by one; a server that does not batch is asked without it.
         """
         attempt = 0
         delivered = False
         while True:
             request = pb.ListenRequest(
-                session_id=session_id, after_event_id=after, wait_seconds=wait_seconds, timeout_seconds=timeout_seconds
+                session_id=session_id,
+                after_event_id=after,
+                wait_seconds=wait_seconds,
+                timeout_seconds=timeout_seconds,
+                max_batch_events=0 if self._unbatched else MAX_BATCH_EVENTS,
             )
             call = self.stub.Listen(request, metadata=self.metadata)
             try:
                 async for response in call:
-                    if response.WhichOneof("payload") != "event":
+                    payload = response.WhichOneof("payload")
+                    if payload == "event":
+                        events: Iterable[pb.Event] = (response.event,)
+                    elif payload == "events":
+                        events = response.events.events
+                    else:
                         continue
                     attempt = 0
-                    after = response.event.id
-                    delivered = True
-                    yield response.event
-                    if response.event.type == pb.EVENT_TYPE_END:
-                        return
+                    for event in events:
+                        after = event.id
+                        delivered = True
+                        yield event
+                        if event.type == pb.EVENT_TYPE_END:
+                            return
                 if after and not delivered:
                     return  # resumed after `end`: the server closes such a Listen at once
                 raise _closed_before_end(after)
             except grpc.aio.AioRpcError as e:
+                if request.max_batch_events and _refuses_batches(e):
+                    self._unbatched = True  # a server older than `max_batch_events`: ask it again without
+                    continue
                 if e.code() not in _RETRYABLE or attempt >= retries:
                     raise
             finally:
@@ -136,6 +155,13 @@ class StreamClient:
         """Session ids of the caller's live runs."""
         response = await self.stub.ListActive(pb.ListActiveRequest(), metadata=self.metadata, timeout=timeout)
         return [s.session_id for s in response.sessions]
+
+
+def _refuses_batches(error: grpc.aio.AioRpcError) -> bool:
+    """A server that does not know `ListenRequest.max_batch_events` refuses requests that set it."""
+    return error.code() == grpc.StatusCode.INVALID_ARGUMENT and "fields this server does not know" in (
+        error.details() or ""
+    )
 
 
 def _closed_before_end(after: str) -> grpc.aio.AioRpcError:

@@ -14,7 +14,7 @@ from ..._core.events import EventBodyTypeAdapter, Index
 from ..._core.names import BEGIN, END, ERROR, EVENT, INFO
 from ...v1 import stream_pb2 as pb
 
-__all__ = ["ListenResponseCache", "event_to_proto"]
+__all__ = ["HEARTBEAT", "ListenResponseCache", "batch_response", "event_to_proto"]
 
 _EVENT_TYPES = {BEGIN: pb.EVENT_TYPE_BEGIN, EVENT: pb.EVENT_TYPE_EVENT, ERROR: pb.EVENT_TYPE_ERROR,
                 INFO: pb.EVENT_TYPE_INFO, END: pb.EVENT_TYPE_END}  # fmt: skip
@@ -108,32 +108,74 @@ def _set_event_fields(message: pb.Event, body: _EventFields) -> None:
         message.attempt = body["attempt"]
 
 
+HEARTBEAT = pb.ListenResponse(heartbeat=pb.Heartbeat()).SerializeToString()
+"""A serialized `ListenResponse` carrying a heartbeat."""
+
+
+def batch_response(items: list[bytes]) -> bytes:
+    """A serialized `ListenResponse` whose `events` carry the events of `items` (serialized `ListenResponse`s
+    with one `event` each), built from their bytes: an `event` (field 1 of `ListenResponse`) and an event
+    of an `EventBatch` (field 1 of it, repeated) are the same bytes on the wire."""
+    events = b"".join(items)
+    return _EVENTS_TAG + _varint(len(events)) + events
+
+
+_EVENTS_TAG = bytes([3 << 3 | 2])
+"""`ListenResponse.events`: field 3, length-delimited."""
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+@dataclass(slots=True)
+class _Converted:
+    response: pb.ListenResponse
+    serialized: bytes | None = None
+
+
 @dataclass(kw_only=True)
 class ListenResponseCache:
-    """The `ListenResponse` of recent entries, so the listeners of one session share one conversion.
+    """The `ListenResponse` of recent entries, so the listeners of one session share one conversion (and one
+    serialization).
 
     Bounded in bytes, not entries: an entry of more than an eighth of the budget is converted for
     each listener instead of being kept.
     """
 
     max_bytes: int = 16 << 20
-    _responses: dict[tuple[str, str], tuple[pb.ListenResponse, int]] = field(default_factory=dict)
+    _responses: dict[tuple[str, str], tuple[_Converted, int]] = field(default_factory=dict)
     _bytes: int = 0
 
     def response(self, key: str, entry: Entry) -> pb.ListenResponse:
         """The response carrying `entry` of stream `key`, converted once while it is cached."""
+        return self._converted(key, entry).response
+
+    def serialized(self, key: str, entry: Entry) -> bytes:
+        """`response(key, entry)` serialized, once while it is cached."""
+        converted = self._converted(key, entry)
+        if converted.serialized is None:
+            converted.serialized = converted.response.SerializeToString()
+        return converted.serialized
+
+    def _converted(self, key: str, entry: Entry) -> _Converted:
         cached = self._responses.get((key, entry.id))
         if cached is not None:
             return cached[0]
-        response = pb.ListenResponse(event=event_to_proto(entry))
-        size = len(entry.body_json) * 2 + 256  # the JSON, plus its typed fields and the message itself
+        converted = _Converted(pb.ListenResponse(event=event_to_proto(entry)))
+        size = len(entry.body_json) * 3 + 256  # the JSON, plus its typed fields, the message and its bytes
         if size <= self.max_bytes // 8:
             while self._responses and self._bytes + size > self.max_bytes:
                 _, evicted = self._responses.pop(next(iter(self._responses)))  # the oldest
                 self._bytes -= evicted
-            self._responses[(key, entry.id)] = (response, size)
+            self._responses[(key, entry.id)] = (converted, size)
             self._bytes += size
-        return response
+        return converted
 
     @property
     def size_bytes(self) -> int:

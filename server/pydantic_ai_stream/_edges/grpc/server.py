@@ -83,10 +83,13 @@ _MALFORMED = object()
 
 class _MalformedRequests(grpc.aio.ServerInterceptor):
     """Requests whose bytes do not parse, on every service of the server, get INVALID_ARGUMENT (ours after
-    authentication) and a rate-limited log line, instead of grpc's UNKNOWN and a traceback per request."""
+    authentication) and a rate-limited log line, instead of grpc's UNKNOWN and a traceback per request.
+    Also the one place that rewrites handlers: Listen's responses, already serialized, are sent as they are."""
 
     def __init__(self, servicer: AgentStreamServicer) -> None:
         self._servicer = servicer
+        self._guarded: dict[str, tuple[Any, Any]] = {}
+        """By method: the handler the server had, and the one it gets instead."""
 
     async def intercept_service(
         self,
@@ -97,6 +100,12 @@ class _MalformedRequests(grpc.aio.ServerInterceptor):
         if handler is None or handler.request_deserializer is None:
             return handler  # type: ignore[no-any-return]
         method: str = handler_call_details.method
+        cached = self._guarded.get(method)
+        if cached is None or cached[0] is not handler:  # built once per method, not per call (nor per stream)
+            cached = self._guarded[method] = (handler, self._guard(method, handler))
+        return cached[1]  # type: ignore[no-any-return]
+
+    def _guard(self, method: str, handler: Any) -> Any:
         parse = handler.request_deserializer
         authenticate = method.startswith((f"/{SERVICE_NAME}/", f"/{A2A_SERVICE_NAME}/"))
 
@@ -138,7 +147,9 @@ class _MalformedRequests(grpc.aio.ServerInterceptor):
                 return await behavior(await first(request, context), context)
 
             guarded = guarded_call
-        return handler._replace(request_deserializer=tolerant_parse, **{kind: guarded})  # type: ignore[no-any-return]
+        # Listen's responses are the bytes the servicer serialized once for all of a session's listeners.
+        sent_as_is = {"response_serializer": None} if method == f"/{SERVICE_NAME}/Listen" else {}
+        return handler._replace(request_deserializer=tolerant_parse, **{kind: guarded}, **sent_as_is)
 
 
 def _describe_reflection_v1() -> None:
@@ -271,6 +282,7 @@ async def running_server(
             heartbeat_interval=config.heartbeat_interval,
             responses=ListenResponseCache(max_bytes=config.listen_cache_bytes),
             max_prompt_bytes=config.max_prompt_bytes,
+            sends_bytes=True,  # Listen's responses: the interceptor below sends them without a serializer
         )
         # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
         options = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", config.max_request_bytes)]

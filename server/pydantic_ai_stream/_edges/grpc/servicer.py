@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..._core import errors
+from ..._core.entry import Entry
 from ..._core.keys import excerpt
 from ..._core.names import BEGIN
 from ..._core.submission import BusyPolicy
@@ -33,7 +34,7 @@ from ..._runtime.runtime import Runtime
 from ..._store.redis import AsyncRedis
 from ...v1 import stream_pb2 as pb
 from ...v1 import stream_pb2_grpc as pb_grpc
-from .proto import ListenResponseCache
+from .proto import HEARTBEAT, ListenResponseCache, batch_response
 
 __all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer", "status_of", "statuses"]
 
@@ -48,7 +49,9 @@ DEFAULT_MAX_PROMPT_BYTES = 3_670_016
 """3.5 MiB: a `begin` carrying the prompt stays within a default gRPC client's 4 MiB receive limit."""
 
 
-_HEARTBEAT = pb.ListenResponse(heartbeat=pb.Heartbeat())
+MAX_BATCH_BYTES = 1 << 20
+"""Most event bytes one batched `ListenResponse` carries (a larger event goes alone): far below a client's
+default 4 MiB receive limit."""
 _BUSY_POLICIES: dict[int, BusyPolicy] = {
     pb.BUSY_POLICY_UNSPECIFIED: "reject",
     pb.BUSY_POLICY_REJECT: "reject",
@@ -100,6 +103,34 @@ async def statuses(context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator
         raise
 
 
+@dataclass(kw_only=True, slots=True)
+class _Responses:
+    """One Listen's responses: an event each, or, if it asked for up to `most` > 1 events a response, the
+    events that arrived together in as few responses as that and `MAX_BATCH_BYTES` allow."""
+
+    cache: ListenResponseCache
+    key: str
+    most: int
+
+    def of(self, batch: list[Entry]) -> list[bytes]:
+        items = [self.cache.serialized(self.key, entry) for entry in batch]
+        if self.most < 2 or len(items) < 2:
+            return items
+        responses: list[bytes] = []
+        start, size = 0, 0
+        for end, item in enumerate(items):
+            if end > start and (end - start == self.most or size + len(item) > MAX_BATCH_BYTES):
+                responses.append(_one_or_batch(items[start:end]))
+                start, size = end, 0
+            size += len(item)
+        responses.append(_one_or_batch(items[start:]))
+        return responses
+
+
+def _one_or_batch(items: list[bytes]) -> bytes:
+    return items[0] if len(items) == 1 else batch_response(items)
+
+
 @dataclass(kw_only=True)
 class _MalformedLog:
     """One warning a minute at most about malformed requests, however many arrive: a flood cannot fill the log."""
@@ -137,6 +168,9 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     heartbeat_interval: float = 15.0
     """Seconds of silence on a Listen stream before a heartbeat is sent."""
     responses: ListenResponseCache = field(default_factory=ListenResponseCache)
+    sends_bytes: bool = False
+    """Listen yields serialized responses: the server sends them as they are (`running_server` sets it). Else it
+    yields `ListenResponse`s, for the generated `add_AgentStreamServiceServicer_to_server` of any server."""
     admission: Admission = field(init=False)
     """The checks and the submit of a run, which A2A shares."""
     _malformed_log: _MalformedLog = field(default_factory=_MalformedLog)
@@ -183,9 +217,11 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 waiting=run.waiting,
             )
 
-    async def Listen(
+    async def Listen(  # type: ignore[override]  # serialized `ListenResponse`s
         self, request: pb.ListenRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[pb.ListenResponse]:
+    ) -> AsyncIterator[bytes | pb.ListenResponse]:
+        """Responses go out as the bytes `ListenResponseCache` serialized once for all of a session's listeners
+        (with `sends_bytes`: the server sends them as they are, see `grpc/server.py`)."""
         async with statuses(context):
             caller = await self._caller(request, context)
             if request.wait_seconds > 3600 or request.timeout_seconds > 86400:
@@ -194,17 +230,33 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 )
             session = self.admission.session(caller, request.session_id)
             await self.admission.run_of_allowed_agent(caller, session)
-            key = session.keys.stream
-            entries = session.listen_entries(
+            batches = session.listen_batches(
                 wait=request.wait_seconds or 3,
                 timeout=request.timeout_seconds or None,
                 after=request.after_event_id or None,
                 heartbeat=self.heartbeat_interval,
             )
-            async for entry in entries:
-                if entry is not None and entry.type == BEGIN:
-                    self.admission.check_run_agent(caller, entry)  # a run that started after the check above
-                yield _HEARTBEAT if entry is None else self.responses.response(key, entry)
+            responses = _Responses(cache=self.responses, key=session.keys.stream, most=request.max_batch_events)
+            async for batch in batches:
+                if batch is None:
+                    yield HEARTBEAT if self.sends_bytes else pb.ListenResponse.FromString(HEARTBEAT)
+                    continue
+                allowed = self._allowed(caller, batch)
+                for response in responses.of(allowed):
+                    yield response if self.sends_bytes else pb.ListenResponse.FromString(response)
+                if allowed is not batch:
+                    self.admission.check_run_agent(caller, batch[len(allowed)])  # raises: not allowed
+
+    def _allowed(self, caller: Caller, batch: list[Entry]) -> list[Entry]:
+        """`batch` up to the `begin` of a run the caller may not see (one that started after the Listen's check)."""
+        if caller.agents is not None:
+            for n, entry in enumerate(batch):
+                if entry.type == BEGIN:
+                    try:
+                        self.admission.check_run_agent(caller, entry)
+                    except errors.AgentNotAllowedError:
+                        return batch[:n]
+        return batch
 
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.CancelResponse:
         async with statuses(context):

@@ -11,7 +11,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file pydantic_ai_stream/v1/stream.proto.
  */
 export const file_pydantic_ai_stream_v1_stream: GenFile = /*@__PURE__*/
-  fileDesc("CiJweWRhbnRpY19haV9zdHJlYW0vdjEvc3RyZWFtLnByb3RvEhVweWRhbnRpY19haV9zdHJlYW0udjEitAEKClJ1blJlcXVlc3QSDQoFYWdlbnQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDgoGcnVuX2lkGAQgASgJEi8KDm1vZGVsX3NldHRpbmdzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIyCgdpZl9idXN5GAYgASgOMiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLkJ1c3lQb2xpY3kiWgoLUnVuUmVzcG9uc2USEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkSFgoOYmVnaW5fZXZlbnRfaWQYAyABKAkSDwoHd2FpdGluZxgEIAEoCCJqCg1MaXN0ZW5SZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSFgoOYWZ0ZXJfZXZlbnRfaWQYAiABKAkSFAoMd2FpdF9zZWNvbmRzGAMgASgNEhcKD3RpbWVvdXRfc2Vjb25kcxgEIAEoDSKBAQoOTGlzdGVuUmVzcG9uc2USLQoFZXZlbnQYASABKAsyHC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRIABI1CgloZWFydGJlYXQYAiABKAsyIC5weWRhbnRpY19haV9zdHJlYW0udjEuSGVhcnRiZWF0SABCCQoHcGF5bG9hZCILCglIZWFydGJlYXQi/gQKBUV2ZW50EgoKAmlkGAEgASgJEi4KBHR5cGUYAiABKA4yIC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRUeXBlEhEKCXR5cGVfbmFtZRgDIAEoCRIOCgZvcmlnaW4YBCABKAkSEAoDaWR4GAUgASgNSACIAQESLgoEa2luZBgGIAEoDjIgLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudEtpbmQSFgoJZXZlbnRfaWR4GAcgASgNSAGIAQESMgoJcGFydF9raW5kGAggASgOMh8ucHlkYW50aWNfYWlfc3RyZWFtLnYxLlBhcnRLaW5kEhYKDnBhcnRfa2luZF9uYW1lGAkgASgJEhQKB2NvbnRlbnQYCiABKAlIAogBARIaCg1jb250ZW50X2RlbHRhGAsgASgJSAOIAQESFgoJdG9vbF9uYW1lGAwgASgJSASIAQESGQoMdG9vbF9jYWxsX2lkGA0gASgJSAWIAQESJQoEYXJncxgOIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEQoJYm9keV9qc29uGA8gASgJEjMKB291dGNvbWUYECABKA4yIi5weWRhbnRpY19haV9zdHJlYW0udjEuVG9vbE91dGNvbWUSOAoPcGFydF9kZWx0YV9raW5kGBEgASgOMh8ucHlkYW50aWNfYWlfc3RyZWFtLnYxLlBhcnRLaW5kEg8KB2F0dGVtcHQYEiABKA1CBgoEX2lkeEIMCgpfZXZlbnRfaWR4QgoKCF9jb250ZW50QhAKDl9jb250ZW50X2RlbHRhQgwKCl90b29sX25hbWVCDwoNX3Rvb2xfY2FsbF9pZCIzCg1DYW5jZWxSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDgoGcnVuX2lkGAIgASgJIiMKDkNhbmNlbFJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCITChFMaXN0QWN0aXZlUmVxdWVzdCJMChJMaXN0QWN0aXZlUmVzcG9uc2USNgoIc2Vzc2lvbnMYASADKAsyJC5weWRhbnRpY19haV9zdHJlYW0udjEuQWN0aXZlU2Vzc2lvbiJ0Cg1BY3RpdmVTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSLgoFc3RhdGUYAiABKA4yHy5weWRhbnRpY19haV9zdHJlYW0udjEuUnVuU3RhdGUSDgoGcnVuX2lkGAMgASgJEg8KB2F0dGVtcHQYBCABKA0qjwEKCkJ1c3lQb2xpY3kSGwoXQlVTWV9QT0xJQ1lfVU5TUEVDSUZJRUQQABIWChJCVVNZX1BPTElDWV9SRUpFQ1QQARIZChVCVVNZX1BPTElDWV9JTlRFUlJVUFQQAhIYChRCVVNZX1BPTElDWV9ST0xMQkFDSxADEhcKE0JVU1lfUE9MSUNZX0VOUVVFVUUQBCqpAQoJRXZlbnRUeXBlEhoKFkVWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIUChBFVkVOVF9UWVBFX0JFR0lOEAESFAoQRVZFTlRfVFlQRV9FVkVOVBACEhQKEEVWRU5UX1RZUEVfRVJST1IQAxITCg9FVkVOVF9UWVBFX0lORk8QBBISCg5FVkVOVF9UWVBFX0VORBAFEhUKEUVWRU5UX1RZUEVfQ1VTVE9NEAYqvgEKCUV2ZW50S2luZBIaChZFVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASGAoURVZFTlRfS0lORF9MTE1fQkVHSU4QARIWChJFVkVOVF9LSU5EX0xMTV9FTkQQAhIZChVFVkVOVF9LSU5EX1BBUlRfU1RBUlQQAxIZChVFVkVOVF9LSU5EX1BBUlRfREVMVEEQBBIVChFFVkVOVF9LSU5EX0FOU1dFUhAFEhYKEkVWRU5UX0tJTkRfUkVTVU1FRBAGKpoBCghQYXJ0S2luZBIZChVQQVJUX0tJTkRfVU5TUEVDSUZJRUQQABISCg5QQVJUX0tJTkRfVEVYVBABEhYKElBBUlRfS0lORF9USElOS0lORxACEhcKE1BBUlRfS0lORF9UT09MX0NBTEwQAxIZChVQQVJUX0tJTkRfVE9PTF9SRVRVUk4QBBITCg9QQVJUX0tJTkRfT1RIRVIQBSqtAQoLVG9vbE91dGNvbWUSHAoYVE9PTF9PVVRDT01FX1VOU1BFQ0lGSUVEEAASFwoTVE9PTF9PVVRDT01FX0ZBSUxFRBABEhcKE1RPT0xfT1VUQ09NRV9ERU5JRUQQAhIcChhUT09MX09VVENPTUVfSU5URVJSVVBURUQQAxIYChRUT09MX09VVENPTUVfUkVUUklFRBAEEhYKElRPT0xfT1VUQ09NRV9PVEhFUhAFKlIKCFJ1blN0YXRlEhkKFVJVTl9TVEFURV9VTlNQRUNJRklFRBAAEhQKEFJVTl9TVEFURV9RVUVVRUQQARIVChFSVU5fU1RBVEVfUlVOTklORxACMvUCChJBZ2VudFN0cmVhbVNlcnZpY2USTAoDUnVuEiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLlJ1blJlcXVlc3QaIi5weWRhbnRpY19haV9zdHJlYW0udjEuUnVuUmVzcG9uc2USVwoGTGlzdGVuEiQucHlkYW50aWNfYWlfc3RyZWFtLnYxLkxpc3RlblJlcXVlc3QaJS5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdGVuUmVzcG9uc2UwARJVCgZDYW5jZWwSJC5weWRhbnRpY19haV9zdHJlYW0udjEuQ2FuY2VsUmVxdWVzdBolLnB5ZGFudGljX2FpX3N0cmVhbS52MS5DYW5jZWxSZXNwb25zZRJhCgpMaXN0QWN0aXZlEigucHlkYW50aWNfYWlfc3RyZWFtLnYxLkxpc3RBY3RpdmVSZXF1ZXN0GikucHlkYW50aWNfYWlfc3RyZWFtLnYxLkxpc3RBY3RpdmVSZXNwb25zZUKKAQodaW8uZ2l0aHViLnB5ZGFudGljYWlzdHJlYW0udjFCC1N0cmVhbVByb3RvUAFaWmdpdGh1Yi5jb20vcHlkYW50aWMtYWktc3RyZWFtL3B5ZGFudGljLWFpLXN0cmVhbS9jbGllbnRzL2dvL3B5ZGFudGljX2FpX3N0cmVhbS92MTtzdHJlYW12MWIGcHJvdG8z", [file_google_protobuf_struct]);
+  fileDesc("CiJweWRhbnRpY19haV9zdHJlYW0vdjEvc3RyZWFtLnByb3RvEhVweWRhbnRpY19haV9zdHJlYW0udjEitAEKClJ1blJlcXVlc3QSDQoFYWdlbnQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDgoGcnVuX2lkGAQgASgJEi8KDm1vZGVsX3NldHRpbmdzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIyCgdpZl9idXN5GAYgASgOMiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLkJ1c3lQb2xpY3kiWgoLUnVuUmVzcG9uc2USEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkSFgoOYmVnaW5fZXZlbnRfaWQYAyABKAkSDwoHd2FpdGluZxgEIAEoCCKEAQoNTGlzdGVuUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhYKDmFmdGVyX2V2ZW50X2lkGAIgASgJEhQKDHdhaXRfc2Vjb25kcxgDIAEoDRIXCg90aW1lb3V0X3NlY29uZHMYBCABKA0SGAoQbWF4X2JhdGNoX2V2ZW50cxgFIAEoDSK2AQoOTGlzdGVuUmVzcG9uc2USLQoFZXZlbnQYASABKAsyHC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRIABI1CgloZWFydGJlYXQYAiABKAsyIC5weWRhbnRpY19haV9zdHJlYW0udjEuSGVhcnRiZWF0SAASMwoGZXZlbnRzGAMgASgLMiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50QmF0Y2hIAEIJCgdwYXlsb2FkIjoKCkV2ZW50QmF0Y2gSLAoGZXZlbnRzGAEgAygLMhwucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50IgsKCUhlYXJ0YmVhdCL+BAoFRXZlbnQSCgoCaWQYASABKAkSLgoEdHlwZRgCIAEoDjIgLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudFR5cGUSEQoJdHlwZV9uYW1lGAMgASgJEg4KBm9yaWdpbhgEIAEoCRIQCgNpZHgYBSABKA1IAIgBARIuCgRraW5kGAYgASgOMiAucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50S2luZBIWCglldmVudF9pZHgYByABKA1IAYgBARIyCglwYXJ0X2tpbmQYCCABKA4yHy5weWRhbnRpY19haV9zdHJlYW0udjEuUGFydEtpbmQSFgoOcGFydF9raW5kX25hbWUYCSABKAkSFAoHY29udGVudBgKIAEoCUgCiAEBEhoKDWNvbnRlbnRfZGVsdGEYCyABKAlIA4gBARIWCgl0b29sX25hbWUYDCABKAlIBIgBARIZCgx0b29sX2NhbGxfaWQYDSABKAlIBYgBARIlCgRhcmdzGA4gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIRCglib2R5X2pzb24YDyABKAkSMwoHb3V0Y29tZRgQIAEoDjIiLnB5ZGFudGljX2FpX3N0cmVhbS52MS5Ub29sT3V0Y29tZRI4Cg9wYXJ0X2RlbHRhX2tpbmQYESABKA4yHy5weWRhbnRpY19haV9zdHJlYW0udjEuUGFydEtpbmQSDwoHYXR0ZW1wdBgSIAEoDUIGCgRfaWR4QgwKCl9ldmVudF9pZHhCCgoIX2NvbnRlbnRCEAoOX2NvbnRlbnRfZGVsdGFCDAoKX3Rvb2xfbmFtZUIPCg1fdG9vbF9jYWxsX2lkIjMKDUNhbmNlbFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkiIwoOQ2FuY2VsUmVzcG9uc2USEQoJY2FuY2VsbGVkGAEgASgIIhMKEUxpc3RBY3RpdmVSZXF1ZXN0IkwKEkxpc3RBY3RpdmVSZXNwb25zZRI2CghzZXNzaW9ucxgBIAMoCzIkLnB5ZGFudGljX2FpX3N0cmVhbS52MS5BY3RpdmVTZXNzaW9uInQKDUFjdGl2ZVNlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIuCgVzdGF0ZRgCIAEoDjIfLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SdW5TdGF0ZRIOCgZydW5faWQYAyABKAkSDwoHYXR0ZW1wdBgEIAEoDSqPAQoKQnVzeVBvbGljeRIbChdCVVNZX1BPTElDWV9VTlNQRUNJRklFRBAAEhYKEkJVU1lfUE9MSUNZX1JFSkVDVBABEhkKFUJVU1lfUE9MSUNZX0lOVEVSUlVQVBACEhgKFEJVU1lfUE9MSUNZX1JPTExCQUNLEAMSFwoTQlVTWV9QT0xJQ1lfRU5RVUVVRRAEKqkBCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhQKEEVWRU5UX1RZUEVfQkVHSU4QARIUChBFVkVOVF9UWVBFX0VWRU5UEAISFAoQRVZFTlRfVFlQRV9FUlJPUhADEhMKD0VWRU5UX1RZUEVfSU5GTxAEEhIKDkVWRU5UX1RZUEVfRU5EEAUSFQoRRVZFTlRfVFlQRV9DVVNUT00QBiq+AQoJRXZlbnRLaW5kEhoKFkVWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIYChRFVkVOVF9LSU5EX0xMTV9CRUdJThABEhYKEkVWRU5UX0tJTkRfTExNX0VORBACEhkKFUVWRU5UX0tJTkRfUEFSVF9TVEFSVBADEhkKFUVWRU5UX0tJTkRfUEFSVF9ERUxUQRAEEhUKEUVWRU5UX0tJTkRfQU5TV0VSEAUSFgoSRVZFTlRfS0lORF9SRVNVTUVEEAYqmgEKCFBhcnRLaW5kEhkKFVBBUlRfS0lORF9VTlNQRUNJRklFRBAAEhIKDlBBUlRfS0lORF9URVhUEAESFgoSUEFSVF9LSU5EX1RISU5LSU5HEAISFwoTUEFSVF9LSU5EX1RPT0xfQ0FMTBADEhkKFVBBUlRfS0lORF9UT09MX1JFVFVSThAEEhMKD1BBUlRfS0lORF9PVEhFUhAFKq0BCgtUb29sT3V0Y29tZRIcChhUT09MX09VVENPTUVfVU5TUEVDSUZJRUQQABIXChNUT09MX09VVENPTUVfRkFJTEVEEAESFwoTVE9PTF9PVVRDT01FX0RFTklFRBACEhwKGFRPT0xfT1VUQ09NRV9JTlRFUlJVUFRFRBADEhgKFFRPT0xfT1VUQ09NRV9SRVRSSUVEEAQSFgoSVE9PTF9PVVRDT01FX09USEVSEAUqUgoIUnVuU3RhdGUSGQoVUlVOX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQUlVOX1NUQVRFX1FVRVVFRBABEhUKEVJVTl9TVEFURV9SVU5OSU5HEAIy9QIKEkFnZW50U3RyZWFtU2VydmljZRJMCgNSdW4SIS5weWRhbnRpY19haV9zdHJlYW0udjEuUnVuUmVxdWVzdBoiLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SdW5SZXNwb25zZRJXCgZMaXN0ZW4SJC5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdGVuUmVxdWVzdBolLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0ZW5SZXNwb25zZTABElUKBkNhbmNlbBIkLnB5ZGFudGljX2FpX3N0cmVhbS52MS5DYW5jZWxSZXF1ZXN0GiUucHlkYW50aWNfYWlfc3RyZWFtLnYxLkNhbmNlbFJlc3BvbnNlEmEKCkxpc3RBY3RpdmUSKC5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdEFjdGl2ZVJlcXVlc3QaKS5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdEFjdGl2ZVJlc3BvbnNlQooBCh1pby5naXRodWIucHlkYW50aWNhaXN0cmVhbS52MUILU3RyZWFtUHJvdG9QAVpaZ2l0aHViLmNvbS9weWRhbnRpYy1haS1zdHJlYW0vcHlkYW50aWMtYWktc3RyZWFtL2NsaWVudHMvZ28vcHlkYW50aWNfYWlfc3RyZWFtL3YxO3N0cmVhbXYxYgZwcm90bzM", [file_google_protobuf_struct]);
 
 /**
  * @generated from message pydantic_ai_stream.v1.RunRequest
@@ -143,6 +143,16 @@ export type ListenRequest = Message<"pydantic_ai_stream.v1.ListenRequest"> & {
    * @generated from field: uint32 timeout_seconds = 4;
    */
   timeoutSeconds: number;
+
+  /**
+   * Opt in to `ListenResponse.events`: while the listener is behind (several events are ready
+   * at once), the server may send up to this many in one response instead of one per
+   * response. 0 or 1: one `event` per response, as for clients that do not know this field.
+   * A server older than this field refuses it (INVALID_ARGUMENT).
+   *
+   * @generated from field: uint32 max_batch_events = 5;
+   */
+  maxBatchEvents: number;
 };
 
 /**
@@ -174,6 +184,15 @@ export type ListenResponse = Message<"pydantic_ai_stream.v1.ListenResponse"> & {
      */
     value: Heartbeat;
     case: "heartbeat";
+  } | {
+    /**
+     * Several consecutive events, in order; only to a Listen that set `max_batch_events` > 1.
+     * Resume after the last one's id.
+     *
+     * @generated from field: pydantic_ai_stream.v1.EventBatch events = 3;
+     */
+    value: EventBatch;
+    case: "events";
   } | { case: undefined; value?: undefined };
 };
 
@@ -183,6 +202,25 @@ export type ListenResponse = Message<"pydantic_ai_stream.v1.ListenResponse"> & {
  */
 export const ListenResponseSchema: GenMessage<ListenResponse> = /*@__PURE__*/
   messageDesc(file_pydantic_ai_stream_v1_stream, 3);
+
+/**
+ * Consecutive events of one stream, oldest first.
+ *
+ * @generated from message pydantic_ai_stream.v1.EventBatch
+ */
+export type EventBatch = Message<"pydantic_ai_stream.v1.EventBatch"> & {
+  /**
+   * @generated from field: repeated pydantic_ai_stream.v1.Event events = 1;
+   */
+  events: Event[];
+};
+
+/**
+ * Describes the message pydantic_ai_stream.v1.EventBatch.
+ * Use `create(EventBatchSchema)` to create a new message.
+ */
+export const EventBatchSchema: GenMessage<EventBatch> = /*@__PURE__*/
+  messageDesc(file_pydantic_ai_stream_v1_stream, 4);
 
 /**
  * @generated from message pydantic_ai_stream.v1.Heartbeat
@@ -195,7 +233,7 @@ export type Heartbeat = Message<"pydantic_ai_stream.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 4);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 5);
 
 /**
  * @generated from message pydantic_ai_stream.v1.Event
@@ -324,7 +362,7 @@ export type Event = Message<"pydantic_ai_stream.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 5);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 6);
 
 /**
  * @generated from message pydantic_ai_stream.v1.CancelRequest
@@ -349,7 +387,7 @@ export type CancelRequest = Message<"pydantic_ai_stream.v1.CancelRequest"> & {
  * Use `create(CancelRequestSchema)` to create a new message.
  */
 export const CancelRequestSchema: GenMessage<CancelRequest> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 6);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 7);
 
 /**
  * @generated from message pydantic_ai_stream.v1.CancelResponse
@@ -370,7 +408,7 @@ export type CancelResponse = Message<"pydantic_ai_stream.v1.CancelResponse"> & {
  * Use `create(CancelResponseSchema)` to create a new message.
  */
 export const CancelResponseSchema: GenMessage<CancelResponse> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 7);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 8);
 
 /**
  * @generated from message pydantic_ai_stream.v1.ListActiveRequest
@@ -383,7 +421,7 @@ export type ListActiveRequest = Message<"pydantic_ai_stream.v1.ListActiveRequest
  * Use `create(ListActiveRequestSchema)` to create a new message.
  */
 export const ListActiveRequestSchema: GenMessage<ListActiveRequest> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 8);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 9);
 
 /**
  * @generated from message pydantic_ai_stream.v1.ListActiveResponse
@@ -400,7 +438,7 @@ export type ListActiveResponse = Message<"pydantic_ai_stream.v1.ListActiveRespon
  * Use `create(ListActiveResponseSchema)` to create a new message.
  */
 export const ListActiveResponseSchema: GenMessage<ListActiveResponse> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 9);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 10);
 
 /**
  * @generated from message pydantic_ai_stream.v1.ActiveSession
@@ -439,7 +477,7 @@ export type ActiveSession = Message<"pydantic_ai_stream.v1.ActiveSession"> & {
  * Use `create(ActiveSessionSchema)` to create a new message.
  */
 export const ActiveSessionSchema: GenMessage<ActiveSession> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 10);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 11);
 
 /**
  * What a Run does on a session that already has a queued or live run.

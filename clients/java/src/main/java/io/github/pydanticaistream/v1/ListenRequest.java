@@ -167,6 +167,24 @@ private static final long serialVersionUID = 0L;
     return timeoutSeconds_;
   }
 
+  public static final int MAX_BATCH_EVENTS_FIELD_NUMBER = 5;
+  private int maxBatchEvents_ = 0;
+  /**
+   * <pre>
+   * Opt in to `ListenResponse.events`: while the listener is behind (several events are ready
+   * at once), the server may send up to this many in one response instead of one per
+   * response. 0 or 1: one `event` per response, as for clients that do not know this field.
+   * A server older than this field refuses it (INVALID_ARGUMENT).
+   * </pre>
+   *
+   * <code>uint32 max_batch_events = 5 [json_name = "maxBatchEvents"];</code>
+   * @return The maxBatchEvents.
+   */
+  @java.lang.Override
+  public int getMaxBatchEvents() {
+    return maxBatchEvents_;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -193,6 +211,9 @@ private static final long serialVersionUID = 0L;
     if (timeoutSeconds_ != 0) {
       output.writeUInt32(4, timeoutSeconds_);
     }
+    if (maxBatchEvents_ != 0) {
+      output.writeUInt32(5, maxBatchEvents_);
+    }
     getUnknownFields().writeTo(output);
   }
 
@@ -215,6 +236,10 @@ private static final long serialVersionUID = 0L;
     if (timeoutSeconds_ != 0) {
       size += com.google.protobuf.CodedOutputStream
         .computeUInt32Size(4, timeoutSeconds_);
+    }
+    if (maxBatchEvents_ != 0) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeUInt32Size(5, maxBatchEvents_);
     }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
@@ -239,6 +264,8 @@ private static final long serialVersionUID = 0L;
         != other.getWaitSeconds()) return false;
     if (getTimeoutSeconds()
         != other.getTimeoutSeconds()) return false;
+    if (getMaxBatchEvents()
+        != other.getMaxBatchEvents()) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -258,6 +285,8 @@ private static final long serialVersionUID = 0L;
     hash = (53 * hash) + getWaitSeconds();
     hash = (37 * hash) + TIMEOUT_SECONDS_FIELD_NUMBER;
     hash = (53 * hash) + getTimeoutSeconds();
+    hash = (37 * hash) + MAX_BATCH_EVENTS_FIELD_NUMBER;
+    hash = (53 * hash) + getMaxBatchEvents();
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -391,6 +420,7 @@ private static final long serialVersionUID = 0L;
       afterEventId_ = "";
       waitSeconds_ = 0;
       timeoutSeconds_ = 0;
+      maxBatchEvents_ = 0;
       return this;
     }
 
@@ -435,6 +465,9 @@ private static final long serialVersionUID = 0L;
       }
       if (((from_bitField0_ & 0x00000008) != 0)) {
         result.timeoutSeconds_ = timeoutSeconds_;
+      }
+      if (((from_bitField0_ & 0x00000010) != 0)) {
+        result.maxBatchEvents_ = maxBatchEvents_;
       }
     }
 
@@ -498,6 +531,9 @@ private static final long serialVersionUID = 0L;
       if (other.getTimeoutSeconds() != 0) {
         setTimeoutSeconds(other.getTimeoutSeconds());
       }
+      if (other.getMaxBatchEvents() != 0) {
+        setMaxBatchEvents(other.getMaxBatchEvents());
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -544,6 +580,11 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000008;
               break;
             } // case 32
+            case 40: {
+              maxBatchEvents_ = input.readUInt32();
+              bitField0_ |= 0x00000010;
+              break;
+            } // case 40
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -825,6 +866,59 @@ private static final long serialVersionUID = 0L;
     public Builder clearTimeoutSeconds() {
       bitField0_ = (bitField0_ & ~0x00000008);
       timeoutSeconds_ = 0;
+      onChanged();
+      return this;
+    }
+
+    private int maxBatchEvents_ ;
+    /**
+     * <pre>
+     * Opt in to `ListenResponse.events`: while the listener is behind (several events are ready
+     * at once), the server may send up to this many in one response instead of one per
+     * response. 0 or 1: one `event` per response, as for clients that do not know this field.
+     * A server older than this field refuses it (INVALID_ARGUMENT).
+     * </pre>
+     *
+     * <code>uint32 max_batch_events = 5 [json_name = "maxBatchEvents"];</code>
+     * @return The maxBatchEvents.
+     */
+    @java.lang.Override
+    public int getMaxBatchEvents() {
+      return maxBatchEvents_;
+    }
+    /**
+     * <pre>
+     * Opt in to `ListenResponse.events`: while the listener is behind (several events are ready
+     * at once), the server may send up to this many in one response instead of one per
+     * response. 0 or 1: one `event` per response, as for clients that do not know this field.
+     * A server older than this field refuses it (INVALID_ARGUMENT).
+     * </pre>
+     *
+     * <code>uint32 max_batch_events = 5 [json_name = "maxBatchEvents"];</code>
+     * @param value The maxBatchEvents to set.
+     * @return This builder for chaining.
+     */
+    public Builder setMaxBatchEvents(int value) {
+      
+      maxBatchEvents_ = value;
+      bitField0_ |= 0x00000010;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Opt in to `ListenResponse.events`: while the listener is behind (several events are ready
+     * at once), the server may send up to this many in one response instead of one per
+     * response. 0 or 1: one `event` per response, as for clients that do not know this field.
+     * A server older than this field refuses it (INVALID_ARGUMENT).
+     * </pre>
+     *
+     * <code>uint32 max_batch_events = 5 [json_name = "maxBatchEvents"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearMaxBatchEvents() {
+      bitField0_ = (bitField0_ & ~0x00000010);
+      maxBatchEvents_ = 0;
       onChanged();
       return this;
     }

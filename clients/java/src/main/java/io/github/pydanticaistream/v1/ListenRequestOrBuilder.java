@@ -64,4 +64,17 @@ public interface ListenRequestOrBuilder extends
    * @return The timeoutSeconds.
    */
   int getTimeoutSeconds();
+
+  /**
+   * <pre>
+   * Opt in to `ListenResponse.events`: while the listener is behind (several events are ready
+   * at once), the server may send up to this many in one response instead of one per
+   * response. 0 or 1: one `event` per response, as for clients that do not know this field.
+   * A server older than this field refuses it (INVALID_ARGUMENT).
+   * </pre>
+   *
+   * <code>uint32 max_batch_events = 5 [json_name = "maxBatchEvents"];</code>
+   * @return The maxBatchEvents.
+   */
+  int getMaxBatchEvents();
 }

@@ -50,6 +50,7 @@ private static final long serialVersionUID = 0L;
           com.google.protobuf.AbstractMessage.InternalOneOfEnum {
     EVENT(1),
     HEARTBEAT(2),
+    EVENTS(3),
     PAYLOAD_NOT_SET(0);
     private final int value;
     private PayloadCase(int value) {
@@ -69,6 +70,7 @@ private static final long serialVersionUID = 0L;
       switch (value) {
         case 1: return EVENT;
         case 2: return HEARTBEAT;
+        case 3: return EVENTS;
         case 0: return PAYLOAD_NOT_SET;
         default: return null;
       }
@@ -161,6 +163,52 @@ private static final long serialVersionUID = 0L;
     return io.github.pydanticaistream.v1.Heartbeat.getDefaultInstance();
   }
 
+  public static final int EVENTS_FIELD_NUMBER = 3;
+  /**
+   * <pre>
+   * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+   * Resume after the last one's id.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+   * @return Whether the events field is set.
+   */
+  @java.lang.Override
+  public boolean hasEvents() {
+    return payloadCase_ == 3;
+  }
+  /**
+   * <pre>
+   * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+   * Resume after the last one's id.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+   * @return The events.
+   */
+  @java.lang.Override
+  public io.github.pydanticaistream.v1.EventBatch getEvents() {
+    if (payloadCase_ == 3) {
+       return (io.github.pydanticaistream.v1.EventBatch) payload_;
+    }
+    return io.github.pydanticaistream.v1.EventBatch.getDefaultInstance();
+  }
+  /**
+   * <pre>
+   * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+   * Resume after the last one's id.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+   */
+  @java.lang.Override
+  public io.github.pydanticaistream.v1.EventBatchOrBuilder getEventsOrBuilder() {
+    if (payloadCase_ == 3) {
+       return (io.github.pydanticaistream.v1.EventBatch) payload_;
+    }
+    return io.github.pydanticaistream.v1.EventBatch.getDefaultInstance();
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -181,6 +229,9 @@ private static final long serialVersionUID = 0L;
     if (payloadCase_ == 2) {
       output.writeMessage(2, (io.github.pydanticaistream.v1.Heartbeat) payload_);
     }
+    if (payloadCase_ == 3) {
+      output.writeMessage(3, (io.github.pydanticaistream.v1.EventBatch) payload_);
+    }
     getUnknownFields().writeTo(output);
   }
 
@@ -197,6 +248,10 @@ private static final long serialVersionUID = 0L;
     if (payloadCase_ == 2) {
       size += com.google.protobuf.CodedOutputStream
         .computeMessageSize(2, (io.github.pydanticaistream.v1.Heartbeat) payload_);
+    }
+    if (payloadCase_ == 3) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeMessageSize(3, (io.github.pydanticaistream.v1.EventBatch) payload_);
     }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
@@ -223,6 +278,10 @@ private static final long serialVersionUID = 0L;
         if (!getHeartbeat()
             .equals(other.getHeartbeat())) return false;
         break;
+      case 3:
+        if (!getEvents()
+            .equals(other.getEvents())) return false;
+        break;
       case 0:
       default:
     }
@@ -245,6 +304,10 @@ private static final long serialVersionUID = 0L;
       case 2:
         hash = (37 * hash) + HEARTBEAT_FIELD_NUMBER;
         hash = (53 * hash) + getHeartbeat().hashCode();
+        break;
+      case 3:
+        hash = (37 * hash) + EVENTS_FIELD_NUMBER;
+        hash = (53 * hash) + getEvents().hashCode();
         break;
       case 0:
       default:
@@ -384,6 +447,9 @@ private static final long serialVersionUID = 0L;
       if (heartbeatBuilder_ != null) {
         heartbeatBuilder_.clear();
       }
+      if (eventsBuilder_ != null) {
+        eventsBuilder_.clear();
+      }
       payloadCase_ = 0;
       payload_ = null;
       return this;
@@ -432,6 +498,10 @@ private static final long serialVersionUID = 0L;
       if (payloadCase_ == 2 &&
           heartbeatBuilder_ != null) {
         result.payload_ = heartbeatBuilder_.build();
+      }
+      if (payloadCase_ == 3 &&
+          eventsBuilder_ != null) {
+        result.payload_ = eventsBuilder_.build();
       }
     }
 
@@ -488,6 +558,10 @@ private static final long serialVersionUID = 0L;
           mergeHeartbeat(other.getHeartbeat());
           break;
         }
+        case EVENTS: {
+          mergeEvents(other.getEvents());
+          break;
+        }
         case PAYLOAD_NOT_SET: {
           break;
         }
@@ -532,6 +606,13 @@ private static final long serialVersionUID = 0L;
               payloadCase_ = 2;
               break;
             } // case 18
+            case 26: {
+              input.readMessage(
+                  getEventsFieldBuilder().getBuilder(),
+                  extensionRegistry);
+              payloadCase_ = 3;
+              break;
+            } // case 26
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -891,6 +972,193 @@ private static final long serialVersionUID = 0L;
       payloadCase_ = 2;
       onChanged();
       return heartbeatBuilder_;
+    }
+
+    private com.google.protobuf.SingleFieldBuilderV3<
+        io.github.pydanticaistream.v1.EventBatch, io.github.pydanticaistream.v1.EventBatch.Builder, io.github.pydanticaistream.v1.EventBatchOrBuilder> eventsBuilder_;
+    /**
+     * <pre>
+     * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+     * Resume after the last one's id.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+     * @return Whether the events field is set.
+     */
+    @java.lang.Override
+    public boolean hasEvents() {
+      return payloadCase_ == 3;
+    }
+    /**
+     * <pre>
+     * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+     * Resume after the last one's id.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+     * @return The events.
+     */
+    @java.lang.Override
+    public io.github.pydanticaistream.v1.EventBatch getEvents() {
+      if (eventsBuilder_ == null) {
+        if (payloadCase_ == 3) {
+          return (io.github.pydanticaistream.v1.EventBatch) payload_;
+        }
+        return io.github.pydanticaistream.v1.EventBatch.getDefaultInstance();
+      } else {
+        if (payloadCase_ == 3) {
+          return eventsBuilder_.getMessage();
+        }
+        return io.github.pydanticaistream.v1.EventBatch.getDefaultInstance();
+      }
+    }
+    /**
+     * <pre>
+     * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+     * Resume after the last one's id.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+     */
+    public Builder setEvents(io.github.pydanticaistream.v1.EventBatch value) {
+      if (eventsBuilder_ == null) {
+        if (value == null) {
+          throw new NullPointerException();
+        }
+        payload_ = value;
+        onChanged();
+      } else {
+        eventsBuilder_.setMessage(value);
+      }
+      payloadCase_ = 3;
+      return this;
+    }
+    /**
+     * <pre>
+     * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+     * Resume after the last one's id.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+     */
+    public Builder setEvents(
+        io.github.pydanticaistream.v1.EventBatch.Builder builderForValue) {
+      if (eventsBuilder_ == null) {
+        payload_ = builderForValue.build();
+        onChanged();
+      } else {
+        eventsBuilder_.setMessage(builderForValue.build());
+      }
+      payloadCase_ = 3;
+      return this;
+    }
+    /**
+     * <pre>
+     * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+     * Resume after the last one's id.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+     */
+    public Builder mergeEvents(io.github.pydanticaistream.v1.EventBatch value) {
+      if (eventsBuilder_ == null) {
+        if (payloadCase_ == 3 &&
+            payload_ != io.github.pydanticaistream.v1.EventBatch.getDefaultInstance()) {
+          payload_ = io.github.pydanticaistream.v1.EventBatch.newBuilder((io.github.pydanticaistream.v1.EventBatch) payload_)
+              .mergeFrom(value).buildPartial();
+        } else {
+          payload_ = value;
+        }
+        onChanged();
+      } else {
+        if (payloadCase_ == 3) {
+          eventsBuilder_.mergeFrom(value);
+        } else {
+          eventsBuilder_.setMessage(value);
+        }
+      }
+      payloadCase_ = 3;
+      return this;
+    }
+    /**
+     * <pre>
+     * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+     * Resume after the last one's id.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+     */
+    public Builder clearEvents() {
+      if (eventsBuilder_ == null) {
+        if (payloadCase_ == 3) {
+          payloadCase_ = 0;
+          payload_ = null;
+          onChanged();
+        }
+      } else {
+        if (payloadCase_ == 3) {
+          payloadCase_ = 0;
+          payload_ = null;
+        }
+        eventsBuilder_.clear();
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+     * Resume after the last one's id.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+     */
+    public io.github.pydanticaistream.v1.EventBatch.Builder getEventsBuilder() {
+      return getEventsFieldBuilder().getBuilder();
+    }
+    /**
+     * <pre>
+     * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+     * Resume after the last one's id.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+     */
+    @java.lang.Override
+    public io.github.pydanticaistream.v1.EventBatchOrBuilder getEventsOrBuilder() {
+      if ((payloadCase_ == 3) && (eventsBuilder_ != null)) {
+        return eventsBuilder_.getMessageOrBuilder();
+      } else {
+        if (payloadCase_ == 3) {
+          return (io.github.pydanticaistream.v1.EventBatch) payload_;
+        }
+        return io.github.pydanticaistream.v1.EventBatch.getDefaultInstance();
+      }
+    }
+    /**
+     * <pre>
+     * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+     * Resume after the last one's id.
+     * </pre>
+     *
+     * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+     */
+    private com.google.protobuf.SingleFieldBuilderV3<
+        io.github.pydanticaistream.v1.EventBatch, io.github.pydanticaistream.v1.EventBatch.Builder, io.github.pydanticaistream.v1.EventBatchOrBuilder> 
+        getEventsFieldBuilder() {
+      if (eventsBuilder_ == null) {
+        if (!(payloadCase_ == 3)) {
+          payload_ = io.github.pydanticaistream.v1.EventBatch.getDefaultInstance();
+        }
+        eventsBuilder_ = new com.google.protobuf.SingleFieldBuilderV3<
+            io.github.pydanticaistream.v1.EventBatch, io.github.pydanticaistream.v1.EventBatch.Builder, io.github.pydanticaistream.v1.EventBatchOrBuilder>(
+                (io.github.pydanticaistream.v1.EventBatch) payload_,
+                getParentForChildren(),
+                isClean());
+        payload_ = null;
+      }
+      payloadCase_ = 3;
+      onChanged();
+      return eventsBuilder_;
     }
     @java.lang.Override
     public final Builder setUnknownFields(

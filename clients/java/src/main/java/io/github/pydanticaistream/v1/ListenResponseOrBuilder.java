@@ -52,5 +52,35 @@ public interface ListenResponseOrBuilder extends
    */
   io.github.pydanticaistream.v1.HeartbeatOrBuilder getHeartbeatOrBuilder();
 
+  /**
+   * <pre>
+   * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+   * Resume after the last one's id.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+   * @return Whether the events field is set.
+   */
+  boolean hasEvents();
+  /**
+   * <pre>
+   * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+   * Resume after the last one's id.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+   * @return The events.
+   */
+  io.github.pydanticaistream.v1.EventBatch getEvents();
+  /**
+   * <pre>
+   * Several consecutive events, in order; only to a Listen that set `max_batch_events` &gt; 1.
+   * Resume after the last one's id.
+   * </pre>
+   *
+   * <code>.pydantic_ai_stream.v1.EventBatch events = 3 [json_name = "events"];</code>
+   */
+  io.github.pydanticaistream.v1.EventBatchOrBuilder getEventsOrBuilder();
+
   public io.github.pydanticaistream.v1.ListenResponse.PayloadCase getPayloadCase();
 }

@@ -35,6 +35,11 @@ public final class StreamProto {
     com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
       internal_static_pydantic_ai_stream_v1_ListenResponse_fieldAccessorTable;
   static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pydantic_ai_stream_v1_EventBatch_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_pydantic_ai_stream_v1_EventBatch_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
     internal_static_pydantic_ai_stream_v1_Heartbeat_descriptor;
   static final 
     com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
@@ -89,81 +94,86 @@ public final class StreamProto {
       "R\006ifBusy\"\203\001\n\013RunResponse\022\035\n\nsession_id\030\001" +
       " \001(\tR\tsessionId\022\025\n\006run_id\030\002 \001(\tR\005runId\022$" +
       "\n\016begin_event_id\030\003 \001(\tR\014beginEventId\022\030\n\007" +
-      "waiting\030\004 \001(\010R\007waiting\"\240\001\n\rListenRequest" +
+      "waiting\030\004 \001(\010R\007waiting\"\312\001\n\rListenRequest" +
       "\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\022$\n\016after" +
       "_event_id\030\002 \001(\tR\014afterEventId\022!\n\014wait_se" +
       "conds\030\003 \001(\rR\013waitSeconds\022\'\n\017timeout_seco" +
-      "nds\030\004 \001(\rR\016timeoutSeconds\"\223\001\n\016ListenResp" +
-      "onse\0224\n\005event\030\001 \001(\0132\034.pydantic_ai_stream" +
-      ".v1.EventH\000R\005event\022@\n\theartbeat\030\002 \001(\0132 ." +
-      "pydantic_ai_stream.v1.HeartbeatH\000R\theart" +
-      "beatB\t\n\007payload\"\013\n\tHeartbeat\"\245\006\n\005Event\022\016" +
-      "\n\002id\030\001 \001(\tR\002id\0224\n\004type\030\002 \001(\0162 .pydantic_" +
-      "ai_stream.v1.EventTypeR\004type\022\033\n\ttype_nam" +
-      "e\030\003 \001(\tR\010typeName\022\026\n\006origin\030\004 \001(\tR\006origi" +
-      "n\022\025\n\003idx\030\005 \001(\rH\000R\003idx\210\001\001\0224\n\004kind\030\006 \001(\0162 " +
-      ".pydantic_ai_stream.v1.EventKindR\004kind\022 " +
-      "\n\tevent_idx\030\007 \001(\rH\001R\010eventIdx\210\001\001\022<\n\tpart" +
-      "_kind\030\010 \001(\0162\037.pydantic_ai_stream.v1.Part" +
-      "KindR\010partKind\022$\n\016part_kind_name\030\t \001(\tR\014" +
-      "partKindName\022\035\n\007content\030\n \001(\tH\002R\007content" +
-      "\210\001\001\022(\n\rcontent_delta\030\013 \001(\tH\003R\014contentDel" +
-      "ta\210\001\001\022 \n\ttool_name\030\014 \001(\tH\004R\010toolName\210\001\001\022" +
-      "%\n\014tool_call_id\030\r \001(\tH\005R\ntoolCallId\210\001\001\022+" +
-      "\n\004args\030\016 \001(\0132\027.google.protobuf.StructR\004a" +
-      "rgs\022\033\n\tbody_json\030\017 \001(\tR\010bodyJson\022<\n\007outc" +
-      "ome\030\020 \001(\0162\".pydantic_ai_stream.v1.ToolOu" +
-      "tcomeR\007outcome\022G\n\017part_delta_kind\030\021 \001(\0162" +
-      "\037.pydantic_ai_stream.v1.PartKindR\rpartDe" +
-      "ltaKind\022\030\n\007attempt\030\022 \001(\rR\007attemptB\006\n\004_id" +
-      "xB\014\n\n_event_idxB\n\n\010_contentB\020\n\016_content_" +
-      "deltaB\014\n\n_tool_nameB\017\n\r_tool_call_id\"E\n\r" +
-      "CancelRequest\022\035\n\nsession_id\030\001 \001(\tR\tsessi" +
-      "onId\022\025\n\006run_id\030\002 \001(\tR\005runId\".\n\016CancelRes" +
-      "ponse\022\034\n\tcancelled\030\001 \001(\010R\tcancelled\"\023\n\021L" +
-      "istActiveRequest\"V\n\022ListActiveResponse\022@" +
-      "\n\010sessions\030\001 \003(\0132$.pydantic_ai_stream.v1" +
-      ".ActiveSessionR\010sessions\"\226\001\n\rActiveSessi" +
-      "on\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\0225\n\005sta" +
-      "te\030\002 \001(\0162\037.pydantic_ai_stream.v1.RunStat" +
-      "eR\005state\022\025\n\006run_id\030\003 \001(\tR\005runId\022\030\n\007attem" +
-      "pt\030\004 \001(\rR\007attempt*\217\001\n\nBusyPolicy\022\033\n\027BUSY" +
-      "_POLICY_UNSPECIFIED\020\000\022\026\n\022BUSY_POLICY_REJ" +
-      "ECT\020\001\022\031\n\025BUSY_POLICY_INTERRUPT\020\002\022\030\n\024BUSY" +
-      "_POLICY_ROLLBACK\020\003\022\027\n\023BUSY_POLICY_ENQUEU" +
-      "E\020\004*\251\001\n\tEventType\022\032\n\026EVENT_TYPE_UNSPECIF" +
-      "IED\020\000\022\024\n\020EVENT_TYPE_BEGIN\020\001\022\024\n\020EVENT_TYP" +
-      "E_EVENT\020\002\022\024\n\020EVENT_TYPE_ERROR\020\003\022\023\n\017EVENT" +
-      "_TYPE_INFO\020\004\022\022\n\016EVENT_TYPE_END\020\005\022\025\n\021EVEN" +
-      "T_TYPE_CUSTOM\020\006*\276\001\n\tEventKind\022\032\n\026EVENT_K" +
-      "IND_UNSPECIFIED\020\000\022\030\n\024EVENT_KIND_LLM_BEGI" +
-      "N\020\001\022\026\n\022EVENT_KIND_LLM_END\020\002\022\031\n\025EVENT_KIN" +
-      "D_PART_START\020\003\022\031\n\025EVENT_KIND_PART_DELTA\020" +
-      "\004\022\025\n\021EVENT_KIND_ANSWER\020\005\022\026\n\022EVENT_KIND_R" +
-      "ESUMED\020\006*\232\001\n\010PartKind\022\031\n\025PART_KIND_UNSPE" +
-      "CIFIED\020\000\022\022\n\016PART_KIND_TEXT\020\001\022\026\n\022PART_KIN" +
-      "D_THINKING\020\002\022\027\n\023PART_KIND_TOOL_CALL\020\003\022\031\n" +
-      "\025PART_KIND_TOOL_RETURN\020\004\022\023\n\017PART_KIND_OT" +
-      "HER\020\005*\255\001\n\013ToolOutcome\022\034\n\030TOOL_OUTCOME_UN" +
-      "SPECIFIED\020\000\022\027\n\023TOOL_OUTCOME_FAILED\020\001\022\027\n\023" +
-      "TOOL_OUTCOME_DENIED\020\002\022\034\n\030TOOL_OUTCOME_IN" +
-      "TERRUPTED\020\003\022\030\n\024TOOL_OUTCOME_RETRIED\020\004\022\026\n" +
-      "\022TOOL_OUTCOME_OTHER\020\005*R\n\010RunState\022\031\n\025RUN" +
-      "_STATE_UNSPECIFIED\020\000\022\024\n\020RUN_STATE_QUEUED" +
-      "\020\001\022\025\n\021RUN_STATE_RUNNING\020\0022\365\002\n\022AgentStrea" +
-      "mService\022L\n\003Run\022!.pydantic_ai_stream.v1." +
-      "RunRequest\032\".pydantic_ai_stream.v1.RunRe" +
-      "sponse\022W\n\006Listen\022$.pydantic_ai_stream.v1" +
-      ".ListenRequest\032%.pydantic_ai_stream.v1.L" +
-      "istenResponse0\001\022U\n\006Cancel\022$.pydantic_ai_" +
-      "stream.v1.CancelRequest\032%.pydantic_ai_st" +
-      "ream.v1.CancelResponse\022a\n\nListActive\022(.p" +
-      "ydantic_ai_stream.v1.ListActiveRequest\032)" +
-      ".pydantic_ai_stream.v1.ListActiveRespons" +
-      "eB\212\001\n\035io.github.pydanticaistream.v1B\013Str" +
-      "eamProtoP\001ZZgithub.com/pydantic-ai-strea" +
-      "m/pydantic-ai-stream/clients/go/pydantic" +
-      "_ai_stream/v1;streamv1b\006proto3"
+      "nds\030\004 \001(\rR\016timeoutSeconds\022(\n\020max_batch_e" +
+      "vents\030\005 \001(\rR\016maxBatchEvents\"\320\001\n\016ListenRe" +
+      "sponse\0224\n\005event\030\001 \001(\0132\034.pydantic_ai_stre" +
+      "am.v1.EventH\000R\005event\022@\n\theartbeat\030\002 \001(\0132" +
+      " .pydantic_ai_stream.v1.HeartbeatH\000R\thea" +
+      "rtbeat\022;\n\006events\030\003 \001(\0132!.pydantic_ai_str" +
+      "eam.v1.EventBatchH\000R\006eventsB\t\n\007payload\"B" +
+      "\n\nEventBatch\0224\n\006events\030\001 \003(\0132\034.pydantic_" +
+      "ai_stream.v1.EventR\006events\"\013\n\tHeartbeat\"" +
+      "\245\006\n\005Event\022\016\n\002id\030\001 \001(\tR\002id\0224\n\004type\030\002 \001(\0162" +
+      " .pydantic_ai_stream.v1.EventTypeR\004type\022" +
+      "\033\n\ttype_name\030\003 \001(\tR\010typeName\022\026\n\006origin\030\004" +
+      " \001(\tR\006origin\022\025\n\003idx\030\005 \001(\rH\000R\003idx\210\001\001\0224\n\004k" +
+      "ind\030\006 \001(\0162 .pydantic_ai_stream.v1.EventK" +
+      "indR\004kind\022 \n\tevent_idx\030\007 \001(\rH\001R\010eventIdx" +
+      "\210\001\001\022<\n\tpart_kind\030\010 \001(\0162\037.pydantic_ai_str" +
+      "eam.v1.PartKindR\010partKind\022$\n\016part_kind_n" +
+      "ame\030\t \001(\tR\014partKindName\022\035\n\007content\030\n \001(\t" +
+      "H\002R\007content\210\001\001\022(\n\rcontent_delta\030\013 \001(\tH\003R" +
+      "\014contentDelta\210\001\001\022 \n\ttool_name\030\014 \001(\tH\004R\010t" +
+      "oolName\210\001\001\022%\n\014tool_call_id\030\r \001(\tH\005R\ntool" +
+      "CallId\210\001\001\022+\n\004args\030\016 \001(\0132\027.google.protobu" +
+      "f.StructR\004args\022\033\n\tbody_json\030\017 \001(\tR\010bodyJ" +
+      "son\022<\n\007outcome\030\020 \001(\0162\".pydantic_ai_strea" +
+      "m.v1.ToolOutcomeR\007outcome\022G\n\017part_delta_" +
+      "kind\030\021 \001(\0162\037.pydantic_ai_stream.v1.PartK" +
+      "indR\rpartDeltaKind\022\030\n\007attempt\030\022 \001(\rR\007att" +
+      "emptB\006\n\004_idxB\014\n\n_event_idxB\n\n\010_contentB\020" +
+      "\n\016_content_deltaB\014\n\n_tool_nameB\017\n\r_tool_" +
+      "call_id\"E\n\rCancelRequest\022\035\n\nsession_id\030\001" +
+      " \001(\tR\tsessionId\022\025\n\006run_id\030\002 \001(\tR\005runId\"." +
+      "\n\016CancelResponse\022\034\n\tcancelled\030\001 \001(\010R\tcan" +
+      "celled\"\023\n\021ListActiveRequest\"V\n\022ListActiv" +
+      "eResponse\022@\n\010sessions\030\001 \003(\0132$.pydantic_a" +
+      "i_stream.v1.ActiveSessionR\010sessions\"\226\001\n\r" +
+      "ActiveSession\022\035\n\nsession_id\030\001 \001(\tR\tsessi" +
+      "onId\0225\n\005state\030\002 \001(\0162\037.pydantic_ai_stream" +
+      ".v1.RunStateR\005state\022\025\n\006run_id\030\003 \001(\tR\005run" +
+      "Id\022\030\n\007attempt\030\004 \001(\rR\007attempt*\217\001\n\nBusyPol" +
+      "icy\022\033\n\027BUSY_POLICY_UNSPECIFIED\020\000\022\026\n\022BUSY" +
+      "_POLICY_REJECT\020\001\022\031\n\025BUSY_POLICY_INTERRUP" +
+      "T\020\002\022\030\n\024BUSY_POLICY_ROLLBACK\020\003\022\027\n\023BUSY_PO" +
+      "LICY_ENQUEUE\020\004*\251\001\n\tEventType\022\032\n\026EVENT_TY" +
+      "PE_UNSPECIFIED\020\000\022\024\n\020EVENT_TYPE_BEGIN\020\001\022\024" +
+      "\n\020EVENT_TYPE_EVENT\020\002\022\024\n\020EVENT_TYPE_ERROR" +
+      "\020\003\022\023\n\017EVENT_TYPE_INFO\020\004\022\022\n\016EVENT_TYPE_EN" +
+      "D\020\005\022\025\n\021EVENT_TYPE_CUSTOM\020\006*\276\001\n\tEventKind" +
+      "\022\032\n\026EVENT_KIND_UNSPECIFIED\020\000\022\030\n\024EVENT_KI" +
+      "ND_LLM_BEGIN\020\001\022\026\n\022EVENT_KIND_LLM_END\020\002\022\031" +
+      "\n\025EVENT_KIND_PART_START\020\003\022\031\n\025EVENT_KIND_" +
+      "PART_DELTA\020\004\022\025\n\021EVENT_KIND_ANSWER\020\005\022\026\n\022E" +
+      "VENT_KIND_RESUMED\020\006*\232\001\n\010PartKind\022\031\n\025PART" +
+      "_KIND_UNSPECIFIED\020\000\022\022\n\016PART_KIND_TEXT\020\001\022" +
+      "\026\n\022PART_KIND_THINKING\020\002\022\027\n\023PART_KIND_TOO" +
+      "L_CALL\020\003\022\031\n\025PART_KIND_TOOL_RETURN\020\004\022\023\n\017P" +
+      "ART_KIND_OTHER\020\005*\255\001\n\013ToolOutcome\022\034\n\030TOOL" +
+      "_OUTCOME_UNSPECIFIED\020\000\022\027\n\023TOOL_OUTCOME_F" +
+      "AILED\020\001\022\027\n\023TOOL_OUTCOME_DENIED\020\002\022\034\n\030TOOL" +
+      "_OUTCOME_INTERRUPTED\020\003\022\030\n\024TOOL_OUTCOME_R" +
+      "ETRIED\020\004\022\026\n\022TOOL_OUTCOME_OTHER\020\005*R\n\010RunS" +
+      "tate\022\031\n\025RUN_STATE_UNSPECIFIED\020\000\022\024\n\020RUN_S" +
+      "TATE_QUEUED\020\001\022\025\n\021RUN_STATE_RUNNING\020\0022\365\002\n" +
+      "\022AgentStreamService\022L\n\003Run\022!.pydantic_ai" +
+      "_stream.v1.RunRequest\032\".pydantic_ai_stre" +
+      "am.v1.RunResponse\022W\n\006Listen\022$.pydantic_a" +
+      "i_stream.v1.ListenRequest\032%.pydantic_ai_" +
+      "stream.v1.ListenResponse0\001\022U\n\006Cancel\022$.p" +
+      "ydantic_ai_stream.v1.CancelRequest\032%.pyd" +
+      "antic_ai_stream.v1.CancelResponse\022a\n\nLis" +
+      "tActive\022(.pydantic_ai_stream.v1.ListActi" +
+      "veRequest\032).pydantic_ai_stream.v1.ListAc" +
+      "tiveResponseB\212\001\n\035io.github.pydanticaistr" +
+      "eam.v1B\013StreamProtoP\001ZZgithub.com/pydant" +
+      "ic-ai-stream/pydantic-ai-stream/clients/" +
+      "go/pydantic_ai_stream/v1;streamv1b\006proto" +
+      "3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -187,51 +197,57 @@ public final class StreamProto {
     internal_static_pydantic_ai_stream_v1_ListenRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ListenRequest_descriptor,
-        new java.lang.String[] { "SessionId", "AfterEventId", "WaitSeconds", "TimeoutSeconds", });
+        new java.lang.String[] { "SessionId", "AfterEventId", "WaitSeconds", "TimeoutSeconds", "MaxBatchEvents", });
     internal_static_pydantic_ai_stream_v1_ListenResponse_descriptor =
       getDescriptor().getMessageTypes().get(3);
     internal_static_pydantic_ai_stream_v1_ListenResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ListenResponse_descriptor,
-        new java.lang.String[] { "Event", "Heartbeat", "Payload", });
-    internal_static_pydantic_ai_stream_v1_Heartbeat_descriptor =
+        new java.lang.String[] { "Event", "Heartbeat", "Events", "Payload", });
+    internal_static_pydantic_ai_stream_v1_EventBatch_descriptor =
       getDescriptor().getMessageTypes().get(4);
+    internal_static_pydantic_ai_stream_v1_EventBatch_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_pydantic_ai_stream_v1_EventBatch_descriptor,
+        new java.lang.String[] { "Events", });
+    internal_static_pydantic_ai_stream_v1_Heartbeat_descriptor =
+      getDescriptor().getMessageTypes().get(5);
     internal_static_pydantic_ai_stream_v1_Heartbeat_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_Heartbeat_descriptor,
         new java.lang.String[] { });
     internal_static_pydantic_ai_stream_v1_Event_descriptor =
-      getDescriptor().getMessageTypes().get(5);
+      getDescriptor().getMessageTypes().get(6);
     internal_static_pydantic_ai_stream_v1_Event_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_Event_descriptor,
         new java.lang.String[] { "Id", "Type", "TypeName", "Origin", "Idx", "Kind", "EventIdx", "PartKind", "PartKindName", "Content", "ContentDelta", "ToolName", "ToolCallId", "Args", "BodyJson", "Outcome", "PartDeltaKind", "Attempt", "Idx", "EventIdx", "Content", "ContentDelta", "ToolName", "ToolCallId", });
     internal_static_pydantic_ai_stream_v1_CancelRequest_descriptor =
-      getDescriptor().getMessageTypes().get(6);
+      getDescriptor().getMessageTypes().get(7);
     internal_static_pydantic_ai_stream_v1_CancelRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_CancelRequest_descriptor,
         new java.lang.String[] { "SessionId", "RunId", });
     internal_static_pydantic_ai_stream_v1_CancelResponse_descriptor =
-      getDescriptor().getMessageTypes().get(7);
+      getDescriptor().getMessageTypes().get(8);
     internal_static_pydantic_ai_stream_v1_CancelResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_CancelResponse_descriptor,
         new java.lang.String[] { "Cancelled", });
     internal_static_pydantic_ai_stream_v1_ListActiveRequest_descriptor =
-      getDescriptor().getMessageTypes().get(8);
+      getDescriptor().getMessageTypes().get(9);
     internal_static_pydantic_ai_stream_v1_ListActiveRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ListActiveRequest_descriptor,
         new java.lang.String[] { });
     internal_static_pydantic_ai_stream_v1_ListActiveResponse_descriptor =
-      getDescriptor().getMessageTypes().get(9);
+      getDescriptor().getMessageTypes().get(10);
     internal_static_pydantic_ai_stream_v1_ListActiveResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ListActiveResponse_descriptor,
         new java.lang.String[] { "Sessions", });
     internal_static_pydantic_ai_stream_v1_ActiveSession_descriptor =
-      getDescriptor().getMessageTypes().get(10);
+      getDescriptor().getMessageTypes().get(11);
     internal_static_pydantic_ai_stream_v1_ActiveSession_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ActiveSession_descriptor,
