@@ -270,7 +270,6 @@ class Worker:
         failures = 0
         while True:
             try:
-                await runtime.queue.release(job.scope_id, job.member)
                 live = await LiveRun.adopt(runtime, keys, run_id=job.run_id, adopter=self.adopter(job))
                 if live is not None:
                     return live
