@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench import durable, grpc_side, telemetry
+from bench import cores, durable, grpc_side, telemetry
 from bench.procs import WORKER_READY, Proc, output
 from bench.suite import PREFIX, Bench, Side, cpu_seconds, progress, reset_peak_rss, rss_kib
 from bench.table import Row, percentile
@@ -85,39 +85,15 @@ async def paced(bench: Bench) -> list[Row]:
 
 
 async def _grpc_paced(bench: Bench) -> list[Row]:
-    s = bench.sizes
-    runs = s.grpc_paced_runs
-    label = f"paced via gRPC Run + Listen: {runs:,} runs x {s.paced_tokens} tokens at 50/s"
-    await bench.redis.reset()
+    runs = bench.sizes.grpc_paced_runs
+    label = f"paced via gRPC Run + Listen: {runs:,} runs x {bench.sizes.paced_tokens} tokens at 50/s"
     progress(f"paced via gRPC: ours, {runs} runs")
-    prompt = Pace(s.paced_tokens, s.paced_interval).prompt()
-
-    async def start(client: StreamClient, session_id: str) -> None:
-        await client.run(grpc_side.AGENT, session_id, prompt)
-
-    # Every run executes at once (the server executes 64 by default; the rest would wait in its queue).
-    async with (
-        grpc_side.our_server(bench, concurrency=runs) as server,
-        grpc_side.clients(server.target, runs) as clients,
-    ):
-        await grpc_side.warm_up(clients[0])
-        async with grpc_side.Listeners(timeout=s.worker_timeout) as listeners:
-            cpu, redis_cpu, started = cpu_seconds(server.pid), await bench.redis.cpu(), time.perf_counter()
-            await listeners.open([(clients[i % len(clients)], f"g{i}") for i in range(runs)], start)
-            await listeners.finish()
-            result = {
-                "latencies_ms": listeners.latencies,
-                "seconds": time.perf_counter() - started,
-                "server_cpu_s": cpu_seconds(server.pid) - cpu,
-                "redis_cpu_s": await bench.redis.cpu() - redis_cpu,
-                "errored": listeners.errored,
-            }
-    results: dict[Side, dict[str, Any]] = {"ours": result}
+    results: dict[Side, dict[str, Any]] = {"ours": await grpc_side.paced(bench, runs)}
     return [
-        *_latency_rows(label, results, runs / s.paced_interval),
+        *_latency_rows(label, results, runs / bench.sizes.paced_interval),
         _row(label, "server CPU s / 1k tokens", _per_1k(results, "server_cpu_s"), 3),
         _row(label, "Redis CPU s / 1k tokens", _per_1k(results, "redis_cpu_s"), 3),
-        _row(label, "streams that got an error event", {"ours": result["errored"]}),
+        _row(label, "streams that got an error event", {"ours": results["ours"]["errored"]}),
     ]
 
 
@@ -587,4 +563,5 @@ WORKLOADS: dict[str, Callable[[Bench], Awaitable[list[Row]]]] = {
     "checkpoint": durable.checkpoint,
     "backlog": durable.backlog,
     "telemetry": telemetry.telemetry,
+    "cores": cores.cores,
 }
