@@ -329,9 +329,9 @@ class RunQueue:
         """End the wait of the claim reading the stream `wake`."""
         await self.redis.xadd(wake, {"wake": "1"}, maxlen=1, approximate=False)
 
-    async def done(self, job_id: str) -> None:
-        """Acknowledge and delete a job whose run is over (or was never to run)."""
+    async def done(self, *job_ids: str) -> None:
+        """Acknowledge and delete jobs whose runs are over (or were never to run)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.key, GROUP, job_id)
-            pipe.xdel(self.key, job_id)
+            pipe.xack(self.key, GROUP, *job_ids)
+            pipe.xdel(self.key, *job_ids)
             await pipe.execute()
