@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,7 +45,7 @@ def _serving(redis_url: str, prefix: str, processes: int) -> Iterator[tuple[subp
         yield proc, ports[0], _children(proc.pid)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            proc.kill()  # its processes get SIGTERM: they stop with it
         proc.wait(30)
         proc.stderr.close()
 
@@ -127,3 +128,22 @@ async def test_processes_need_a_shared_redis() -> None:
     )
     assert done.returncode == 2
     assert "--processes needs the Redis they share" in done.stderr
+
+
+async def test_its_processes_stop_when_it_is_killed(redis_url: str, settings: Settings) -> None:
+    with _serving(redis_url, settings.redis_prefix, 2) as (proc, _, pids):
+        proc.kill()
+        assert await asyncio.to_thread(proc.wait, 30) == -signal.SIGKILL
+        deadline = time.monotonic() + 30
+        while any(_alive(pid) for pid in pids):
+            assert time.monotonic() < deadline, "a process outlived the one that started it"
+            await asyncio.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, exited but not yet reaped by init, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

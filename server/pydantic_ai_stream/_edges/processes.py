@@ -10,6 +10,7 @@ others (a process manager restarts the whole).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -23,6 +24,9 @@ __all__ = ["run_processes"]
 
 logger = logging.getLogger(__name__)
 
+_PR_SET_PDEATHSIG = 1
+"""`prctl` option: the signal a process gets when its parent dies."""
+
 
 def run_processes(argv: Sequence[str], processes: int, *, host: str | None, port: int | None) -> int:
     """Run `pydantic-ai-stream <argv>` (its `--processes` left out) in `processes` processes, on `port` of
@@ -33,7 +37,7 @@ def run_processes(argv: Sequence[str], processes: int, *, host: str | None, port
         if bound is not None:
             argv, env["PYDANTIC_AI_STREAM_REUSE_PORT"] = [*argv, "--port", str(bound)], "1"
         command = [sys.executable, "-m", "pydantic_ai_stream", *argv]
-        children = [subprocess.Popen(command, env=env) for _ in range(processes)]
+        children = [subprocess.Popen(command, env=env, preexec_fn=_stop_with_parent) for _ in range(processes)]
         logger.info("started %d processes: %s", processes, ", ".join(str(child.pid) for child in children))
         return _supervise(children)
 
@@ -63,6 +67,14 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _stop_with_parent() -> None:
+    """In a child before it starts: SIGTERM when this process dies (even by SIGKILL), so no copy outlives it
+    holding the port (Linux; elsewhere a parent killed outright leaves them to the process manager)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @contextlib.contextmanager
