@@ -7,7 +7,7 @@ drain, without its gRPC server: runs are submitted by this process through the l
 Each round: a worker (`--concurrency 64`, hosting `bench.agents:ok`) is started, warmed up by two runs and
 paused (SIGSTOP); N runs are queued; it resumes (SIGCONT) and drains them. Figures per round: the worker's
 CPU (`/proc`) per run and runs started per second (Redis's clock: resume -> the last run's first entry after
-`begin`). `--spy FILE` records the last side's last round with py-spy (raw, for flame graphs).
+`begin`). `--spy PREFIX` adds a round per side recorded with py-spy (raw, for flame graphs: `PREFIX-<side>.txt`).
 """
 
 from __future__ import annotations
@@ -57,17 +57,17 @@ async def _round(
     settings = Settings(redis_prefix=PREFIX, max_queued_runs=runs + 10)
     try:
         await proc.wait_line(QUEUE_WORKER_READY, timeout=60)
-        spying = None
-        if spy:
-            spying = await asyncio.create_subprocess_exec(
-                os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--format", "raw", "-o", spy,
-                "-p", str(proc.pid), "-r", "200", stdout=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-            await asyncio.sleep(1)
         async with Runtime(redis=redis, settings=settings) as runtime:
             warm = [f"w{tag}-{i}" for i in range(2)]
             await _submit(runtime, warm)
             await wait_for_entries(redis, [_key(s) for s in warm], lambda f: f[b"type"] == b"end", 60)
+            spying = None
+            if spy:
+                spying = await asyncio.create_subprocess_exec(
+                    os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--format", "raw", "-o", spy,
+                    "-p", str(proc.pid), "-r", "200", "--nonblocking", stdout=asyncio.subprocess.DEVNULL,
+                )  # fmt: skip
+                await asyncio.sleep(1)
             proc.pause()
             session_ids = [f"q{tag}-{i}" for i in range(runs)]
             await _submit(runtime, session_ids)
@@ -102,13 +102,14 @@ async def main() -> None:
     procs = Procs()
     try:
         async with private_redis(procs) as server:
-            for r in range(args.rounds):
+            for r in range(args.rounds + bool(args.spy)):  # a round spied on is one more, not measured
                 for i, python in enumerate(args.python):
                     await server.client.flushall()
-                    spy = args.spy if args.spy and r == args.rounds - 1 and i == len(args.python) - 1 else None
+                    spy = f"{args.spy}-{i}.txt" if r == args.rounds else None
                     load = os.getloadavg()[0]
                     result = await _round(procs, server.client, server.url, python, args.runs, f"{r}{i}", spy)
-                    results[python].append(result)
+                    if spy is None:
+                        results[python].append(result)
                     print(f"round {r} {python}: {json.dumps(result)} load {load:.2f}", file=sys.stderr, flush=True)
     finally:
         await procs.aclose()
