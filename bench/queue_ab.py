@@ -91,14 +91,39 @@ async def _round(
         await procs.stop(proc)
 
 
+async def _bare(runs: int) -> dict[str, float]:
+    """The ceiling: the same agent run by pydantic-ai alone in this process, 64 at a time, no Redis."""
+    from pydantic_ai import Agent
+
+    from bench.agents import ok
+
+    async def one() -> None:
+        async with ok.iter("hello") as run:
+            async for node in run:
+                if Agent.is_model_request_node(node) or Agent.is_call_tools_node(node):
+                    async with node.stream(run.ctx) as events:
+                        async for _ in events:
+                            pass
+
+    await asyncio.gather(*(one() for _ in range(64)))  # warm-up
+    cpu, started = time.process_time(), time.perf_counter()
+    for start in range(0, runs, 64):
+        await asyncio.gather(*(one() for _ in range(min(64, runs - start))))
+    return {
+        "cpu_ms_per_run": (time.process_time() - cpu) / runs * 1000,
+        "runs_per_s": runs / (time.perf_counter() - started),
+    }
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--python", action="append", required=True)
     parser.add_argument("--runs", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--spy")
+    parser.add_argument("--bare", action="store_true", help="each round, also bare pydantic-ai in this process")
     args = parser.parse_args()
-    results: dict[str, list[dict[str, float]]] = {p: [] for p in args.python}
+    results: dict[str, list[dict[str, float]]] = {p: [] for p in [*args.python, *(["bare"] if args.bare else [])]}
     procs = Procs()
     try:
         async with private_redis(procs) as server:
@@ -111,6 +136,9 @@ async def main() -> None:
                     if spy is None:
                         results[python].append(result)
                     print(f"round {r} {python}: {json.dumps(result)} load {load:.2f}", file=sys.stderr, flush=True)
+                if args.bare and r < args.rounds:
+                    results["bare"].append(await _bare(args.runs))
+                    print(f"round {r} bare pydantic-ai: {json.dumps(results['bare'][-1])}", file=sys.stderr, flush=True)
     finally:
         await procs.aclose()
     for python, rows in results.items():
