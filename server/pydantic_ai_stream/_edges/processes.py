@@ -29,10 +29,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 def run_processes(argv: Sequence[str], processes: int, *, host: str | None, port: int | None) -> int:
-    """Run `pydantic-ai-stream <argv>` (its `--processes` left out) in `processes` processes, on `port` of
+    """Run `pydantic-ai-stream <argv>` (each with `--processes 1`) in `processes` processes, on `port` of
     `host` shared among them (`None`: a worker, no port); the exit code of the first that failed, else 0."""
-    argv = _without_processes(argv)
-    env = {**os.environ, "PYDANTIC_AI_STREAM_PROCESSES": "1"}
+    argv, env = [*argv, "--processes", "1"], dict(os.environ)  # the last `--processes` counts: one each
     with _shared_port(host, port) as bound:
         if bound is not None:
             argv, env["PYDANTIC_AI_STREAM_REUSE_PORT"] = [*argv, "--port", str(bound)], "1"
@@ -95,16 +94,3 @@ def _shared_port(host: str | None, port: int | None) -> Iterator[int | None]:
         shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         shared.bind((address[0], bound, *address[2:]))
         yield bound
-
-
-def _without_processes(argv: Sequence[str]) -> list[str]:
-    kept: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--processes":
-            skip = True
-        elif not arg.startswith("--processes="):
-            kept.append(arg)
-    return kept
