@@ -69,7 +69,8 @@ async def capacity(bench: Bench) -> list[Row]:
         library[side] = await search(library_load, start=s.capacity_start, limit=limit)
 
     async def grpc_load(runs: int) -> dict[str, Any]:
-        return await grpc_side.paced_result(bench, runs=runs, tokens=tokens)
+        progress(f"paced via gRPC: ours, {runs} runs")
+        return await grpc_side.paced(bench, runs, tokens=tokens)
 
     grpc = await search(grpc_load, start=s.capacity_start, limit=limit)
     ours, published = library["ours"], library.get("published")

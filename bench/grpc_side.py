@@ -10,12 +10,13 @@ import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import grpc
 
 from bench.procs import QUEUE_WORKER_READY, ROOT, SERVER_CLIENT_NAME, SERVER_READY, Proc
-from bench.suite import PREFIX, Bench, cpu_seconds, progress
+from bench.suite import PREFIX, Bench, cpu_seconds
 from bench.worker import Pace, first_event_ms
 from pydantic_ai_stream.client import StreamClient
 from pydantic_ai_stream.v1 import stream_pb2 as pb
@@ -35,10 +36,16 @@ Starter = Callable[[StreamClient, str], Awaitable[object]]
 class Server:
     proc: Proc
     target: str
+    pids: tuple[int, ...] = ()
+    """Its serving processes (`--processes N`: the children of `proc`); none: `proc` serves."""
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        """CPU its serving processes have used."""
+        return sum(cpu_seconds(pid) for pid in self.pids or (self.pid,))
 
 
 HOSTED = ["--no-demo", "--agent", f"{AGENT}=bench.agents:paced", "--agent", f"{OK_AGENT}=bench.agents:ok"]
@@ -52,7 +59,7 @@ def _env(settings: Mapping[str, str] | None) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def our_server(
-    bench: Bench, *, concurrency: int | None = None, settings: Mapping[str, str] | None = None
+    bench: Bench, *, concurrency: int | None = None, settings: Mapping[str, str] | None = None, processes: int = 1
 ) -> AsyncIterator[Server]:
     """`pydantic-ai-stream serve` hosting the bench's agents on a free port; its Redis connections are named.
 
@@ -64,10 +71,14 @@ async def our_server(
            "--grace", "0"]  # fmt: skip
     if concurrency is not None:
         cmd += ["--concurrency", str(concurrency)]
+    if processes > 1:
+        cmd += ["--processes", str(processes)]
     proc = await bench.procs.start("server", cmd, env=_env(settings), echo=False)
     try:
-        match = await proc.wait_line(SERVER_READY, timeout=60)
-        yield Server(proc=proc, target=f"127.0.0.1:{match[1]}")
+        [match, *_] = await proc.wait_lines(SERVER_READY, processes, timeout=60)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text()  # noqa: ASYNC240 - /proc, no disk
+        pids = tuple(int(pid) for pid in children.split()) if processes > 1 else ()
+        yield Server(proc=proc, target=f"127.0.0.1:{match[1]}", pids=pids)
     finally:
         await bench.procs.stop(proc)
 
@@ -278,30 +289,30 @@ async def read_to_end(
     return reading
 
 
-async def paced_result(bench: Bench, *, runs: int, tokens: int) -> dict[str, Any]:
-    """`runs` paced runs started with gRPC `Run` on our server, each followed by a `Listen`: what they measured."""
+async def paced(bench: Bench, runs: int, processes: int = 1, *, tokens: int | None = None) -> dict[str, Any]:
+    """`runs` paced runs (of `tokens`; default the sizes') through gRPC `Run`, each listened to through `Listen`,
+    on a server of `processes` processes: token latencies, wall time, the server's and Redis's CPU."""
     s = bench.sizes
     await bench.redis.reset()
-    progress(f"paced via gRPC: ours, {runs} runs")
-    prompt = Pace(tokens, s.paced_interval).prompt()
+    prompt = Pace(s.paced_tokens if tokens is None else tokens, s.paced_interval).prompt()
 
     async def start(client: StreamClient, session_id: str) -> None:
         await client.run(AGENT, session_id, prompt)
 
     # Every run executes at once (the server executes 64 by default; the rest would wait in its queue).
     async with (
-        our_server(bench, concurrency=runs) as server,
-        clients(server.target, runs) as channels,
+        our_server(bench, concurrency=runs, processes=processes) as server,
+        clients(server.target, runs) as callers,
     ):
-        await warm_up(channels[0])
+        await warm_up(callers[0])
         async with Listeners(timeout=s.worker_timeout) as listeners:
-            cpu, redis_cpu, started = cpu_seconds(server.pid), await bench.redis.cpu(), time.perf_counter()
-            await listeners.open([(channels[i % len(channels)], f"g{i}") for i in range(runs)], start)
+            cpu, redis_cpu, started = server.cpu_seconds(), await bench.redis.cpu(), time.perf_counter()
+            await listeners.open([(callers[i % len(callers)], f"g{i}") for i in range(runs)], start)
             await listeners.finish()
             return {
                 "latencies_ms": listeners.latencies,
                 "seconds": time.perf_counter() - started,
-                "server_cpu_s": cpu_seconds(server.pid) - cpu,
+                "server_cpu_s": server.cpu_seconds() - cpu,
                 "redis_cpu_s": await bench.redis.cpu() - redis_cpu,
                 "errored": listeners.errored,
             }

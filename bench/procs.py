@@ -13,7 +13,7 @@ import socket
 import sys
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,10 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+Search = Callable[[str], "re.Match[str] | None"]
+"""What an output line is looked at with: the match that ends a wait, or `None`."""
+
+
 @dataclass(eq=False)
 class Proc:
     """A started process; one of its output streams is read line by line (kept as a tail, maybe echoed)."""
@@ -44,7 +48,7 @@ class Proc:
     process: asyncio.subprocess.Process
     echo: bool
     tail: deque[str] = field(default_factory=lambda: deque(maxlen=40))
-    _waiters: list[tuple[re.Pattern[str], asyncio.Future[re.Match[str]]]] = field(default_factory=list)
+    _waiters: list[tuple[Search, asyncio.Future[re.Match[str]]]] = field(default_factory=list)
     _pump: asyncio.Task[None] | None = None
 
     @property
@@ -60,8 +64,8 @@ class Proc:
             self.tail.append(line)
             if self.echo:
                 print(f"  [{self.name}] {line}", file=sys.stderr, flush=True)
-            for pattern, waiter in self._waiters:
-                if not waiter.done() and (match := pattern.search(line)):
+            for search, waiter in self._waiters:
+                if not waiter.done() and (match := search(line)):
                     waiter.set_result(match)
         for _, waiter in self._waiters:
             if not waiter.done():
@@ -69,13 +73,28 @@ class Proc:
 
     async def wait_line(self, pattern: str | re.Pattern[str], timeout: float) -> re.Match[str]:
         """Wait for an output line matching `pattern` (printed from now on)."""
+        return await self._wait(re.compile(pattern).search, timeout, "ready")
+
+    async def _wait(self, search: Search, timeout: float, what: str) -> re.Match[str]:
         waiter: asyncio.Future[re.Match[str]] = asyncio.get_running_loop().create_future()
-        self._waiters.append((re.compile(pattern), waiter))
+        self._waiters.append((search, waiter))
         try:
             async with asyncio.timeout(timeout):
                 return await waiter
         except TimeoutError:
-            raise self.failure(f"not ready within {timeout:.0f} s") from None
+            raise self.failure(f"not {what} within {timeout:.0f} s") from None
+
+    async def wait_lines(self, pattern: str | re.Pattern[str], count: int, timeout: float) -> list[re.Match[str]]:
+        """Wait for `count` output lines matching `pattern` (printed from now on): one per process of a group."""
+        compiled, matches = re.compile(pattern), []
+
+        def search(line: str) -> re.Match[str] | None:
+            if match := compiled.search(line):
+                matches.append(match)
+            return match if len(matches) >= count else None
+
+        await self._wait(search, timeout, f"printed {count} lines like {compiled.pattern!r}")
+        return matches
 
     def failure(self, what: str) -> RuntimeError:
         tail = "\n".join(f"    {line}" for line in self.tail)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bench import capacity, durable, grpc_side, telemetry
+from bench import capacity, cores, durable, grpc_side, telemetry
 from bench.procs import WORKER_READY, Proc, output
 from bench.suite import PREFIX, Bench, Side, cpu_seconds, progress, reset_peak_rss, rss_kib
 from bench.table import Row, percentile
@@ -85,16 +85,15 @@ async def paced(bench: Bench) -> list[Row]:
 
 
 async def _grpc_paced(bench: Bench) -> list[Row]:
-    s = bench.sizes
-    runs = s.grpc_paced_runs
-    label = f"paced via gRPC Run + Listen: {runs:,} runs x {s.paced_tokens} tokens at 50/s"
-    result = await grpc_side.paced_result(bench, runs=runs, tokens=s.paced_tokens)
-    results: dict[Side, dict[str, Any]] = {"ours": result}
+    runs = bench.sizes.grpc_paced_runs
+    label = f"paced via gRPC Run + Listen: {runs:,} runs x {bench.sizes.paced_tokens} tokens at 50/s"
+    progress(f"paced via gRPC: ours, {runs} runs")
+    results: dict[Side, dict[str, Any]] = {"ours": await grpc_side.paced(bench, runs)}
     return [
-        *_latency_rows(label, results, runs / s.paced_interval),
+        *_latency_rows(label, results, runs / bench.sizes.paced_interval),
         _row(label, "server CPU s / 1k tokens", _per_1k(results, "server_cpu_s"), 3),
         _row(label, "Redis CPU s / 1k tokens", _per_1k(results, "redis_cpu_s"), 3),
-        _row(label, "streams that got an error event", {"ours": result["errored"]}),
+        _row(label, "streams that got an error event", {"ours": results["ours"]["errored"]}),
     ]
 
 
@@ -568,4 +567,5 @@ WORKLOADS: dict[str, Callable[[Bench], Awaitable[list[Row]]]] = {
     "backlog": durable.backlog,
     "telemetry": telemetry.telemetry,
     "capacity": capacity.capacity,
+    "cores": cores.cores,
 }

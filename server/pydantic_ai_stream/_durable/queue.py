@@ -293,6 +293,7 @@ class RunQueue:
         return bool(await self.redis.xpending_range(self.key, GROUP, min="-", max="+", count=1, idle=idle_ms))
 
     async def _jobs(self, entries: Sequence[tuple[Any, Any]]) -> list[Job]:
+        """The jobs claimed, no longer counted as waiting in their scopes (`release`)."""
         jobs = []
         for entry_id, fields in entries:
             job_id = decode(entry_id)
@@ -300,7 +301,24 @@ class RunQueue:
                 jobs.append(Job.from_fields(job_id, fields))
             except (KeyError, ValueError):  # not a job of ours: nothing to run
                 await self.done(job_id)
+        await self._release_claimed(jobs)
         return jobs
+
+    async def _release_claimed(self, jobs: Sequence[Job]) -> None:
+        """`release` of every job of a claim, in one round trip. A failure is logged, not raised: the jobs are
+        claimed and must run; their count lapses at its deadline (`wait_ms`)."""
+        members: dict[int, list[str]] = {}
+        for job in jobs:
+            members.setdefault(job.scope_id, []).append(job.member)
+        if not members:
+            return
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for scope_id, scope_members in members.items():
+                    pipe.zrem(self._keys.queued(scope_id), *scope_members)
+                await pipe.execute()
+        except (RedisError, OSError) as e:
+            logger.warning("claimed runs still count as queued until their deadline (%s)", e)
 
     async def hand_back(self, consumer: str, job_id: str) -> None:
         """Leave a job `consumer` holds to the next worker that looks for jobs of dead workers (`reclaim`):
@@ -311,9 +329,9 @@ class RunQueue:
         """End the wait of the claim reading the stream `wake`."""
         await self.redis.xadd(wake, {"wake": "1"}, maxlen=1, approximate=False)
 
-    async def done(self, job_id: str) -> None:
-        """Acknowledge and delete a job whose run is over (or was never to run)."""
+    async def done(self, *job_ids: str) -> None:
+        """Acknowledge and delete jobs whose runs are over (or were never to run)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(self.key, GROUP, job_id)
-            pipe.xdel(self.key, job_id)
+            pipe.xack(self.key, GROUP, *job_ids)
+            pipe.xdel(self.key, *job_ids)
             await pipe.execute()

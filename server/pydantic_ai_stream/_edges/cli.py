@@ -11,12 +11,15 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from ..v1 import stream_pb2 as pb
 from .grpc.client import StreamClient, Transcript, event_body
+
+if TYPE_CHECKING:
+    from .config import ServerSettings
 
 __all__ = ["main"]
 
@@ -57,6 +60,12 @@ def _parser() -> argparse.ArgumentParser:
             "live workers host)",
         )
         command.add_argument("--grace", type=float, help="seconds in-flight runs get on SIGTERM (default 10)")
+        command.add_argument(
+            "--processes",
+            type=int,
+            help="processes to run, each its own event loop, Redis pool and worker (default 1; serve: on one "
+            "port; needs --redis)",
+        )
         command.add_argument(
             "--sessions", metavar="URL", help="keep conversations in PostgreSQL (postgresql://...; default: Redis)"
         )
@@ -111,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in ("serve", "worker"):
-        _serve(args)
+        _serve(args, sys.argv[1:] if argv is None else list(argv))
         return
     try:
         sys.exit(asyncio.run(_client_command(args)))
@@ -123,10 +132,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(0)
 
 
-def _serve(args: argparse.Namespace) -> None:
+def _serve(args: argparse.Namespace, argv: Sequence[str]) -> None:
     from .config import ServerSettings
     from .grpc.server import serve
     from .process import collect_less, work
+    from .processes import run_processes
 
     overrides: dict[str, Any] = {
         "redis_url": args.redis,
@@ -136,6 +146,7 @@ def _serve(args: argparse.Namespace) -> None:
         "sessions": args.sessions,
         "metrics_port": args.metrics_port,
         "otlp_endpoint": args.otlp_endpoint,
+        "processes": args.processes,
     }
     if args.command == "serve":
         overrides |= {
@@ -160,12 +171,25 @@ def _serve(args: argparse.Namespace) -> None:
         config.redis_cluster = True
     if args.telemetry:
         config.telemetry = True
-    collect_less()
     try:
+        if config.processes > 1:
+            _check_processes(config)
+            serving = args.command == "serve"
+            host, port = (config.host, config.port) if serving else (None, None)
+            sys.exit(run_processes(argv, config.processes, host=host, port=port))
+        collect_less()
         asyncio.run(serve(config) if args.command == "serve" else work(config))
     except (ValueError, TypeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def _check_processes(config: ServerSettings) -> None:
+    """Raise `ValueError` for what N processes cannot share: an embedded Redis each, one HTTP or metrics port."""
+    if not config.redis_url:
+        raise ValueError("--processes needs the Redis they share: pass --redis or set REDIS_URL")
+    if config.http_port is not None or config.metrics_port is not None:
+        raise ValueError("--processes serves gRPC only: --http-port and --metrics-port take one process")
 
 
 async def _client_command(args: argparse.Namespace) -> int:

@@ -51,6 +51,11 @@ class ServerSettings(BaseSettings):
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
     """CA of client certificates: set it to require them (mTLS)."""
+    processes: int = Field(default=1, ge=1, le=1024)
+    """Processes to run (`serve`: on one port, with SO_REUSEPORT), each its own event loop, Redis pool and worker;
+    more than one needs a shared Redis (`redis_url`)."""
+    reuse_port: bool = False
+    """Share the port with other processes that set it (as `processes` does for its own); else a taken port fails."""
     shutdown_grace: float = Field(default=10.0, ge=0)
     """Seconds in-flight runs get on SIGTERM before they are cancelled."""
     concurrency: int = Field(default=64, ge=0, le=100_000)

@@ -113,8 +113,8 @@ class Runtime:
     async def end_run(self, live: LiveRun, *, grace_ms: int | None = None) -> None:
         """Write `live`'s `end` (or hand it back to the queue), release its lease, keep its stream `grace_ms`
         (default: `stream_retention`), then start the run waiting behind it."""
-        await live.close(grace_ms=self.settings.stream_retention * 1000 if grace_ms is None else grace_ms)
-        if not live.handing_back:
+        waiting = await live.close(grace_ms=self.settings.stream_retention * 1000 if grace_ms is None else grace_ms)
+        if waiting and not live.handing_back:
             await self.run_ended(live.lease.stream)  # a run waiting behind this one starts
 
     def start_task(self, run: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

@@ -27,6 +27,7 @@ from .._core.errors import AgxCanceledError, LeaseLostError
 from .._core.keys import SessionKeys, queue_wake_key
 from .._core.metrics import Outcome, RunReport
 from .._core.names import ORIGIN_STREAM
+from .._durable.acks import JobAcks
 from .._durable.fleet import Advertisement
 from .._durable.job import Job
 from .._store.redis import AsyncRedis, is_cluster, own_pool
@@ -80,10 +81,15 @@ class Worker:
     _keeper: asyncio.Task[None] | None = None
     _advertisement: Advertisement | None = None
     """The agents hosted here, advertised to the fleet while the worker runs."""
+    _acks: JobAcks = field(init=False)
+    """The jobs done, acknowledged in batches."""
     _slot_free: asyncio.Event = field(default_factory=asyncio.Event)
     _stopping: bool = False
     _takeover: bool = False
     """A job of a dead worker waits: the next free slot takes it over, before any new job."""
+
+    def __post_init__(self) -> None:
+        self._acks = JobAcks(queue=lambda: self.runtime.queue)
 
     async def __aenter__(self) -> Worker:
         await self.start()
@@ -135,6 +141,7 @@ class Worker:
                     live.handing_back = True
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await self._acks.aclose()
         if self._keeper is not None:
             self._keeper.cancel()
             await asyncio.gather(self._keeper, return_exceptions=True)
@@ -257,7 +264,7 @@ class Worker:
                 elif adopted and not (live is not None and live.lost):
                     # Not when the worker stopped before it could adopt the run (another takes the job over),
                     # nor when it lost the run's lease (another worker resumed it and holds the job now).
-                    await asyncio.shield(runtime.queue.done(job.id))
+                    await asyncio.shield(self._acks.done(job.id))
                     if live is None:  # its run ended without running (cancelled, out of attempts)
                         await asyncio.shield(runtime.run_ended(runtime.stream(keys)))
             self._claimed.pop(job.id, None)
@@ -270,7 +277,6 @@ class Worker:
         failures = 0
         while True:
             try:
-                await runtime.queue.release(job.scope_id, job.member)
                 live = await LiveRun.adopt(runtime, keys, run_id=job.run_id, adopter=self.adopter(job))
                 if live is not None:
                     return live

@@ -94,6 +94,12 @@ class SessionStream:
             self.redis, self.keys, token=run_id, maxlen=self.maxlen, grace_ms=grace_ms, end=dump_body(end)
         )
 
+    async def close_and_peek(self, *, run_id: str, grace_ms: int, end: Mapping[str, Any]) -> tuple[bool, bool]:
+        """`close`, and whether a run waits behind the session's now (maybe, where that costs a round trip)."""
+        return await session.close_and_peek(
+            self.redis, self.keys, token=run_id, maxlen=self.maxlen, grace_ms=grace_ms, end=dump_body(end)
+        )
+
     async def hand_back(self, *, token: str, run_id: str, wait_ms: int) -> bool:
         """Let go of the durable run `run_id` whose lease `token` holds, without ending it: another worker
         resumes it within `wait_ms` (this attempt not counted against `max_attempts`). `False` if the lease

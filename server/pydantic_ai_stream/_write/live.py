@@ -250,17 +250,20 @@ class LiveRun:
         """Wait until every entry added so far is in Redis."""
         await self._guarded(self.writer.flush())
 
-    async def close(self, *, grace_ms: int) -> None:
+    async def close(self, *, grace_ms: int) -> bool:
         """Write `end`, release the live flag, and let the stream expire `grace_ms` later; when
-        `handing_back`, release the flag only (the events so far written), for another worker to resume."""
+        `handing_back`, release the flag only (the events so far written), for another worker to resume.
+        Whether a run may wait behind this one (`False`: none does, nothing to start)."""
         try:
             with contextlib.suppress(LeaseLostError):  # then `close` finds the lease gone and writes nothing
                 await self.flush()
             if self.handing_back and self.checkpoint_ttl_ms is not None:
                 wait_ms = self.checkpoint_ttl_ms
                 await self.lease.stream.hand_back(token=self.lease_id, run_id=self.run_id, wait_ms=wait_ms)
-            else:
-                await self.lease.stream.close(run_id=self.lease_id, grace_ms=grace_ms, end={"run_id": self.run_id})
+                return True
+            end = {"run_id": self.run_id}
+            _, waiting = await self.lease.stream.close_and_peek(run_id=self.lease_id, grace_ms=grace_ms, end=end)
+            return waiting
         finally:
             self.lease.keeper.release(self.lease)
 

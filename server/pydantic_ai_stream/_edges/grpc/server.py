@@ -284,8 +284,10 @@ async def running_server(
             max_prompt_bytes=config.max_prompt_bytes,
             sends_bytes=True,  # Listen's responses: the interceptor below sends them without a serializer
         )
-        # No SO_REUSEPORT: a second server on a taken port must fail, not share it silently.
-        options = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", config.max_request_bytes)]
+        # SO_REUSEPORT only among the processes of `--processes`: else a second server on a taken port must fail,
+        # not share it silently.
+        reuse = int(config.reuse_port)
+        options = [("grpc.so_reuseport", reuse), ("grpc.max_receive_message_length", config.max_request_bytes)]
         interceptors: list[grpc.aio.ServerInterceptor] = [_MalformedRequests(servicer)]
         if telemetry is not None:
             interceptors.insert(0, telemetry.grpc_interceptor())  # outermost: its span covers the others

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from redis.exceptions import NoScriptError
+
 from ..._core.entry import Entry, decode
 from ..._core.keys import SessionKeys
 from ..._core.names import BEGIN, ORIGIN_STREAM
-from ..redis import AsyncRedis
+from ..redis import AsyncRedis, is_cluster
 from ..results import (
     ActiveState,
     CancelState,
@@ -124,6 +126,26 @@ async def close(redis: AsyncRedis, keys: SessionKeys, *, token: str, maxlen: int
         args=[token, maxlen, grace_ms, keys.session_id, end],
     )
     return entry_id is not None
+
+
+async def close_and_peek(
+    redis: AsyncRedis, keys: SessionKeys, *, token: str, maxlen: int, grace_ms: int, end: str
+) -> tuple[bool, bool]:
+    """`close`, and whether a run waits behind the session's (its waiting list, read right after): one round
+    trip where Redis knows the script (else `close`, and a run is taken to wait; so on a Redis Cluster)."""
+    script_keys = [*_run_keys(keys), keys.checkpoint, keys.checkpoint_msgs]
+    args: list[str | int] = [token, maxlen, grace_ms, keys.session_id, end]
+    if not is_cluster(redis):
+        async with redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(_CLOSE.sha, len(script_keys), *script_keys, *args)
+            pipe.llen(keys.waiting)
+            entry_id, waiting = await pipe.execute(raise_on_error=False)
+        if not isinstance(entry_id, NoScriptError):  # else nothing ran: `close` loads the script and runs it
+            for reply in (entry_id, waiting):
+                if isinstance(reply, Exception):
+                    raise reply
+            return entry_id is not None, bool(waiting)
+    return await close(redis, keys, token=token, maxlen=maxlen, grace_ms=grace_ms, end=end), True
 
 
 async def hand_back(redis: AsyncRedis, keys: SessionKeys, *, token: str, run_id: str, wait_ms: int) -> LeaseState:
