@@ -52,12 +52,18 @@ class StreamWriter:
 
     async def add(self, type_: str, origin: str, body: Mapping[str, Any] | None) -> None:
         """Queue an entry; it is written with the next round trip, in order."""
-        self._raise_error()
-        self._pending.append((type_, origin, body))
-        self._idle.clear()
-        self.combiner.schedule(self)
-        if len(self._pending) >= self.max_pending:
+        if self.queue(type_, origin, body):
             await self.flush()
+
+    def queue(self, type_: str, origin: str, body: Mapping[str, Any] | None) -> bool:
+        """`add` without waiting: whether the caller is to `flush` now (too much waits: backpressure)."""
+        self._raise_error()
+        pending = self._pending
+        pending.append((type_, origin, body))
+        if len(pending) == 1:
+            self._idle.clear()
+            self.combiner.schedule(self)
+        return len(pending) >= self.max_pending
 
     async def flush(self) -> None:
         """Wait until every queued entry is written; raises the write's error if one failed."""
