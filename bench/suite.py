@@ -23,6 +23,8 @@ class Sizes:
     """Workload sizes: `FULL` for the figures, `QUICK` for a smoke run in CI."""
 
     write_tokens: int
+    write_rounds: int
+    """Rounds of each write workload, each timing it bare (the ceiling) and through the package."""
     many_runs: int
     many_tokens: int
     paced_runs: int
@@ -84,8 +86,9 @@ class Sizes:
 
 
 FULL = Sizes(
-    write_tokens=10_000, many_runs=100, many_tokens=1_000, paced_runs=1_000, paced_tokens=200, grpc_paced_runs=1_000,
-    cancel_runs=200, fanout_sessions=1_000, fanout_listeners=10, fanout_tokens=8, fanout_interval=4.0,
+    write_tokens=10_000, write_rounds=5, many_runs=100, many_tokens=1_000, paced_runs=1_000, paced_tokens=200,
+    grpc_paced_runs=1_000, cancel_runs=200, fanout_sessions=1_000, fanout_listeners=10, fanout_tokens=8,
+    fanout_interval=4.0,
     stalled_runs=200, resume_entries=2_000, resume_big_entries=3_000, resumes=500, big_resumes=100, slow_entries=3_000,
     slow_interval=0.02, big_prompt_runs=200, big_prompt_bytes=3_500_000, queue_runs=3_000,
     queue_light_runs=200, recovery_kills=50, checkpoint_nodes=50, checkpoint_runs=10, telemetry_runs=20,
@@ -93,8 +96,8 @@ FULL = Sizes(
     capacity_tokens=150, capacity_start=50, capacity_limit=6_400, worker_timeout=900,
 )  # fmt: skip
 QUICK = Sizes(
-    write_tokens=2_000, many_runs=10, many_tokens=200, paced_runs=50, paced_tokens=40, grpc_paced_runs=20,
-    cancel_runs=20, fanout_sessions=20, fanout_listeners=5, fanout_tokens=5, fanout_interval=0.2,
+    write_tokens=2_000, write_rounds=2, many_runs=10, many_tokens=200, paced_runs=50, paced_tokens=40,
+    grpc_paced_runs=20, cancel_runs=20, fanout_sessions=20, fanout_listeners=5, fanout_tokens=5, fanout_interval=0.2,
     stalled_runs=50, resume_entries=200, resume_big_entries=100, resumes=20, big_resumes=20, slow_entries=200,
     slow_interval=0.001, big_prompt_runs=10, big_prompt_bytes=1_000_000, queue_runs=100,
     queue_light_runs=20, recovery_kills=3, checkpoint_nodes=10, checkpoint_runs=3, telemetry_runs=10,

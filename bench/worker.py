@@ -245,25 +245,52 @@ async def finishes(run_: Awaitable[None]) -> bool:
     return True
 
 
-async def write(url: str, runs: int, tokens: int) -> dict[str, Any]:
-    """`runs` concurrent runs of `tokens` deltas each, as fast as the model yields them; no listeners."""
+async def bare_run(agent: Agent[Any, Any], prompt: str) -> None:
+    """The ceiling: the agent iterated as `run` iterates it, with nothing done to its events."""
+    async with agent.iter(prompt) as agent_run:
+        async for node in agent_run:
+            if Agent.is_model_request_node(node) or Agent.is_call_tools_node(node):
+                async with node.stream(agent_run.ctx) as events:
+                    async for _ in events:
+                        pass
+
+
+async def write(url: str, runs: int, tokens: int, rounds: int) -> dict[str, Any]:
+    """`runs` concurrent runs of `tokens` deltas each, as fast as the model yields them; no listeners.
+
+    Each round times the same runs bare (`bare_run`), then through the package: its share of the ceiling
+    is measured in one process, the two alternating, so the machine's load weighs on both alike.
+    """
     redis, admin = counting_client(url), client(url)
     agent = Agent(paced_model())
     await warm_up(redis, agent)
-    commands_before, counts_before = await redis_commands(admin), Counts(**asdict(redis.counts))
-    started = time.perf_counter()
+    await bare_run(agent, Pace(tokens=5).prompt())
+    prompt = Pace(tokens=tokens).prompt()
+    commands, counts_before = 0, Counts(**asdict(redis.counts))
+    events, seconds, bare_seconds = [], [], []
+    for r in range(rounds):
+        started = time.perf_counter()
+        await asyncio.gather(*(bare_run(agent, prompt) for _ in range(runs)))
+        bare_seconds.append(time.perf_counter() - started)
+        commands_before = await redis_commands(admin)
+        started = time.perf_counter()
 
-    async def one(i: int) -> tuple[float, int]:
-        await run(NullSession(), agent, Pace(tokens=tokens).prompt(), deps(redis, f"w{i}"))
-        ended = time.perf_counter()
-        # Right away: the published package expires a stream 5 s after its run ends.
-        return ended, await admin.xlen(stream_key(f"w{i}"))
+        async def one(i: int) -> tuple[float, int]:
+            await run(NullSession(), agent, prompt, deps(redis, f"w{r}-{i}"))  # noqa: B023 (awaited in the loop)
+            ended = time.perf_counter()
+            # Right away: the published package expires a stream 5 s after its run ends.
+            return ended, await admin.xlen(stream_key(f"w{r}-{i}"))  # noqa: B023
 
-    results = await asyncio.gather(*(one(i) for i in range(runs)))
-    commands = await redis_commands(admin) - commands_before
+        results = await asyncio.gather(*(one(i) for i in range(runs)))
+        commands += await redis_commands(admin) - commands_before
+        events.append(sum(n for _, n in results))
+        seconds.append(max(t for t, _ in results) - started)
     return {
-        "events": sum(n for _, n in results),
-        "seconds": max(t for t, _ in results) - started,
+        "events": sum(events),
+        "seconds": sum(seconds),
+        "rates": [n / t for n, t in zip(events, seconds, strict=True)],
+        "bare_rates": [n / t for n, t in zip(events, bare_seconds, strict=True)],
+        "shares": [b / t for b, t in zip(bare_seconds, seconds, strict=True)],
         "round_trips": redis.counts.round_trips - counts_before.round_trips,
         "client_commands": redis.counts.commands - counts_before.commands,
         "redis_commands": commands,
@@ -554,6 +581,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--prefix", default="bench", help="Redis key prefix")
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=1, help="write: rounds, each bare then through the package")
     parser.add_argument("--interval", type=float, default=0.0, help="seconds between a run's tokens")
     parser.add_argument("--concurrency", type=int, default=20, help="cancel-run: runs at a time")
     parser.add_argument("--after-deltas", type=int, default=10, help="cancel-listen: cancel after this delta")
@@ -568,7 +596,7 @@ def main() -> None:
     args = _parser().parse_args()
     settings.set_redis_prefix(args.prefix)
     options = {
-        "write": {"runs": args.runs, "tokens": args.tokens},
+        "write": {"runs": args.runs, "tokens": args.tokens, "rounds": args.rounds},
         "paced": {"runs": args.runs, "tokens": args.tokens, "interval": args.interval},
         "cancel-run": {"runs": args.runs, "tokens": args.tokens, "interval": args.interval,
                        "concurrency": args.concurrency},

@@ -122,6 +122,27 @@ async def test_append_writes_under_the_lease_once_and_refuses_another_run(
     assert await redis.xlen(k.stream) == 3
 
 
+async def test_append_reads_every_fence_and_stream_end_once_for_all_its_sessions(
+    redis: Redis, settings: Settings
+) -> None:
+    ks = [_keys(settings, f"s{i}") for i in range(3)]
+    begins = [
+        (await session._OPEN(redis, keys=_open_keys(k), args=_open_args(k, f"r{i}", "n")))[1] for i, k in enumerate(ks)
+    ]
+    keys = [key for k in ks for key in (k.live, k.stream)]
+    args: list[str | int] = [1000, 60_000]
+    for i, begin in enumerate(begins):
+        args += [f"r{i}", begin, 2, "event", "o", f'{{"i":{i}}}', "event", "o", "{}"]
+    await redis.config_resetstat()
+    first = await session._APPEND(redis, keys=keys, args=args)
+    stats = await redis.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items() if "config" not in name}
+    assert calls == {"evalsha": 1, "mget": 1, "xread": 1, "xadd": 6}, "one fence read and one end read for all"
+    # Re-sent by a retrying client (its reply lost), the batch writes nothing twice.
+    assert await session._APPEND(redis, keys=keys, args=args) == first
+    assert [await redis.xlen(k.stream) for k in ks] == [3, 3, 3]
+
+
 async def test_close_writes_end_once_and_refuses_a_lost_lease(redis: Redis, k: SessionKeys) -> None:
     await session._OPEN(redis, keys=_open_keys(k), args=_open_args(k, "r1", "n1"))
     keys = [k.live, k.stream, k.active, k.durable, k.checkpoint, k.checkpoint_msgs]

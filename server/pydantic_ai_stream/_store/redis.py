@@ -36,9 +36,13 @@ def xread_entries_by_key(reply: Any) -> list[tuple[bytes | str, list[RawEntry]]]
     return [(key, list(entries)) for key, entries in reply]  # RESP2: [[key, [(id, fields), ...]]]
 
 
+# UTF-8 as is: ASCII escapes would triple non-Latin text (é -> \u00e9) past clients' message limits. One
+# encoder for every body: `json.dumps` with options builds a new one per call.
+_BODY_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str, ensure_ascii=False)
+
+
 def dump_body(body: Mapping[str, Any] | None) -> str:
     """An entry's body as the stream keeps it (JSON)."""
     if body is not None and not isinstance(body, dict):
         body = dict(body)  # `json` dumps no other mapping: it would write its `str`
-    # UTF-8 as is: ASCII escapes would triple non-Latin text (é -> \u00e9) past clients' message limits.
-    return json.dumps(body or {}, separators=(",", ":"), default=str, ensure_ascii=False)
+    return _BODY_ENCODER.encode(body or {})

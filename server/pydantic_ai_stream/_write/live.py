@@ -208,7 +208,12 @@ class LiveRun:
 
     async def add(self, type: str, origin: str, body: Mapping[str, Any] | None = None) -> None:
         """Queue an entry; it is written with the next round trip, in order."""
-        await self._guarded(self.writer.add(type, origin, body))
+        try:
+            if self.writer.queue(type, origin, body):  # no await per entry unless too much waits
+                await self.writer.flush()
+        except LeaseLostError:
+            self.lease.lost = True
+            raise
 
     async def add_node_begin(self) -> None:
         """Append `llm-begin`: a model request node starts."""
