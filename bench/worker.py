@@ -318,12 +318,15 @@ async def paced(url: str, runs: int, tokens: int, interval: float) -> dict[str, 
     started = asyncio.Queue[None]()
     agent = Agent(paced_model(started=started))
     latencies: list[float] = []
+    run_seconds: list[float] = []
     cpu_before, redis_cpu_before = time.process_time(), await redis_cpu(admin)
     began = time.perf_counter()
 
     async def one(i: int) -> bool:
         listener = asyncio.create_task(listen_tokens(redis, f"p{i}", latencies))
+        run_began = time.perf_counter()
         ok = await finishes(run(NullSession(), agent, Pace(tokens, interval).prompt(), deps(redis, f"p{i}")))
+        run_seconds.append(time.perf_counter() - run_began)  # its model's pace: slower when writes hold it back
         await listener
         return ok
 
@@ -332,6 +335,7 @@ async def paced(url: str, runs: int, tokens: int, interval: float) -> dict[str, 
         "failed_runs": finished.count(False),
         "latencies_ms": latencies,
         "seconds": time.perf_counter() - began,
+        "run_seconds": run_seconds,
         "cpu_s": time.process_time() - cpu_before,
         "redis_cpu_s": await redis_cpu(admin) - redis_cpu_before,
     }
