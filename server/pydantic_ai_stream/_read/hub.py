@@ -106,9 +106,12 @@ class Subscription:
         """The next entries, waiting up to `timeout` seconds (`inf`: until some come); `[]` if none came."""
         if not self._buffer and self.gap_until is None and not self._arrived:
             self._waiter = asyncio.get_running_loop().create_future()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(None if timeout == math.inf else timeout):  # None: no timer
-                    await self._waiter
+            if timeout == math.inf:
+                await self._waiter  # the common wait: no timer, nor a timeout's context to enter
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await self._waiter
             self._waiter = None
         self._arrived = False
         self.hub.raise_error()
