@@ -29,6 +29,24 @@ def get_weather(city: str) -> str:
     return f"sunny in {city}"
 
 
+async def _echo(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    prompt = next(
+        part.content
+        for message in reversed(messages)
+        for part in message.parts
+        if isinstance(part, UserPromptPart) and isinstance(part.content, str)
+    )
+    first, *rest = prompt.split(" ")
+    yield first
+    for word in rest:
+        yield " " + word
+
+
+# Streams the prompt back at once, a word a token: its text is the prompt, in as many events as it has words
+# (a finished run a late listener is far behind on).
+echo = Agent(FunctionModel(stream_function=_echo), name="echo")
+
+
 # Its tool asks the model to retry: a tool return with outcome "retried".
 picky = Agent(scripted_model(tokens=["Which ", "city?"], tool="get_weather", tool_args='{"city": "?"}'))
 

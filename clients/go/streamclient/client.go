@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -18,11 +20,16 @@ import (
 	streamv1 "github.com/pydantic-ai-stream/pydantic-ai-stream/clients/go/pydantic_ai_stream/v1"
 )
 
+// MaxBatchEvents is the most events Listen asks the server to send in one response when it is behind
+// (fn still gets them one by one).
+const MaxBatchEvents = 256
+
 // Client calls the service as the user its bearer token identifies.
 type Client struct {
 	// RPC is the generated client, for calls the wrapper does not cover.
-	RPC   streamv1.AgentStreamServiceClient
-	token string
+	RPC       streamv1.AgentStreamServiceClient
+	token     string
+	unbatched atomic.Bool // the server refused ListenRequest.MaxBatchEvents (it is older): Listen without it
 }
 
 // New returns a client over conn; token is sent as `authorization: Bearer <token>` ("" sends none).
@@ -87,7 +94,8 @@ func retryable(ctx context.Context, err error) bool {
 // resumed after the last event seen, so fn sees every event once. It returns nil only after `end`,
 // or at once when opts.After is `end`'s id. A limit that ends the Listen early is returned as its
 // status error: DeadlineExceeded (TimeoutSeconds), NotFound (WaitSeconds), OutOfRange (a trimmed
-// cursor). An error from fn stops it and is returned as is.
+// cursor). An error from fn stops it and is returned as is. Events that are ready together come in
+// one response (up to MaxBatchEvents); a server that does not batch is asked without it.
 func (c *Client) Listen(ctx context.Context, sessionID string, opts ListenOptions, fn func(*streamv1.Event) error) error {
 	retries, backoff := opts.Retries, opts.Backoff
 	if retries == 0 {
@@ -99,14 +107,18 @@ func (c *Client) Listen(ctx context.Context, sessionID string, opts ListenOption
 	after, attempt, delivered := opts.After, 0, false
 	var stopped error // fn's own: never retried
 	for {
-		err := c.listenOnce(ctx, sessionID, after, opts, func(event *streamv1.Event) error {
-			after, attempt, delivered = event.Id, 0, true
+		batched := !c.unbatched.Load()
+		err := c.listenOnce(ctx, sessionID, after, batched, opts, func(event *streamv1.Event) error {
+			after, attempt, delivered = event.Id, 0, true // the last event fn got, however far into a batch
 			stopped = fn(event)
 			return stopped
 		})
 		switch {
 		case stopped != nil:
 			return stopped
+		case batched && refusesBatches(err):
+			c.unbatched.Store(true) // a server older than MaxBatchEvents: ask it again without
+			continue
 		case errors.Is(err, errStop):
 			return nil
 		case err == io.EOF && after != "" && !delivered:
@@ -129,15 +141,25 @@ func (c *Client) Listen(ctx context.Context, sessionID string, opts ListenOption
 
 var errStop = errors.New("end of run")
 
-func (c *Client) listenOnce(ctx context.Context, sessionID, after string, opts ListenOptions, fn func(*streamv1.Event) error) error {
+// refusesBatches says whether a server that does not know ListenRequest.MaxBatchEvents refused it.
+func refusesBatches(err error) bool {
+	s := status.Convert(err)
+	return s.Code() == codes.InvalidArgument && strings.Contains(s.Message(), "fields this server does not know")
+}
+
+func (c *Client) listenOnce(ctx context.Context, sessionID, after string, batched bool, opts ListenOptions, fn func(*streamv1.Event) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the call (and its server-side reads) however this returns
-	stream, err := c.RPC.Listen(c.auth(ctx), &streamv1.ListenRequest{
+	request := &streamv1.ListenRequest{
 		SessionId:      sessionID,
 		AfterEventId:   after,
 		WaitSeconds:    opts.WaitSeconds,
 		TimeoutSeconds: opts.TimeoutSeconds,
-	})
+	}
+	if batched {
+		request.MaxBatchEvents = MaxBatchEvents
+	}
+	stream, err := c.RPC.Listen(c.auth(ctx), request)
 	if err != nil {
 		return err
 	}
@@ -146,17 +168,27 @@ func (c *Client) listenOnce(ctx context.Context, sessionID, after string, opts L
 		if err != nil {
 			return err // io.EOF: closed OK
 		}
-		event := response.GetEvent()
-		if event == nil {
-			continue // heartbeat
-		}
-		if err := fn(event); err != nil {
-			return err
-		}
-		if event.Type == streamv1.EventType_EVENT_TYPE_END {
-			return errStop
+		for _, event := range eventsOf(response) {
+			if ctx.Err() != nil {
+				break // the caller cancelled mid-batch: the call's own error comes next
+			}
+			if err := fn(event); err != nil {
+				return err
+			}
+			if event.Type == streamv1.EventType_EVENT_TYPE_END {
+				return errStop
+			}
 		}
 	}
+}
+
+// eventsOf returns a Listen response's events: one, several that were ready together (a batch), or
+// none (a heartbeat).
+func eventsOf(response *streamv1.ListenResponse) []*streamv1.Event {
+	if event := response.GetEvent(); event != nil {
+		return []*streamv1.Event{event}
+	}
+	return response.GetEvents().GetEvents()
 }
 
 // Cancel stops the session's live run, wherever it runs; true if there was one.

@@ -14,6 +14,7 @@ import {
   PartKind,
   ToolOutcome,
   type Event,
+  type ListenResponse,
   type RunResponse,
 } from "./gen/pydantic_ai_stream/v1/stream_pb.js";
 
@@ -62,9 +63,25 @@ export interface ListenOptions {
  */
 const RETRYABLE = new Set([Code.Unavailable, Code.Internal, Code.Unknown, Code.Canceled]);
 
+/** Most events `listen` asks the server to send in one response when it is behind (yielded one by one). */
+export const MAX_BATCH_EVENTS = 256;
+
+/** A Listen response's events: one, several that were ready together (a batch), or none (a heartbeat). */
+function eventsOf({ payload }: ListenResponse): Event[] {
+  if (payload.case === "event") return [payload.value];
+  return payload.case === "events" ? payload.value.events : [];
+}
+
+/** A server that does not know `ListenRequest.maxBatchEvents` refuses requests that set it. */
+function refusesBatches(error: ConnectError): boolean {
+  return error.code === Code.InvalidArgument && error.rawMessage.includes("fields this server does not know");
+}
+
 export class StreamClient {
   /** The generated Connect client, for calls the wrapper does not cover. */
   readonly rpc: Client<typeof AgentStreamService>;
+  /** The server refused `maxBatchEvents` (it is older): Listen without it. */
+  #unbatched = false;
 
   constructor(options: StreamClientOptions) {
     const interceptors: Interceptor[] = [];
@@ -96,7 +113,8 @@ export class StreamClient {
    * The session's events up to `end`; a dropped stream is resumed after the last event seen. It
    * returns only after `end`, or at once when `after` is `end`'s id; a limit that ends the Listen
    * early throws its ConnectError: DeadlineExceeded (`timeoutSeconds`), NotFound (`waitSeconds`),
-   * OutOfRange (a trimmed cursor).
+   * OutOfRange (a trimmed cursor). Events that are ready together come in one response (up to
+   * `MAX_BATCH_EVENTS`), still yielded one by one; a server that does not batch is asked without it.
    */
   async *listen(sessionId: string, options: ListenOptions = {}): AsyncGenerator<Event, void, undefined> {
     let after = options.after ?? "";
@@ -110,6 +128,7 @@ export class StreamClient {
       const abort = (): void => call.abort(options.signal?.reason);
       options.signal?.addEventListener("abort", abort);
       if (options.signal?.aborted) abort();
+      const maxBatchEvents = this.#unbatched ? 0 : MAX_BATCH_EVENTS;
       try {
         const responses = this.rpc.listen(
           {
@@ -117,23 +136,30 @@ export class StreamClient {
             afterEventId: after,
             waitSeconds: options.waitSeconds ?? 0,
             timeoutSeconds: options.timeoutSeconds ?? 0,
+            maxBatchEvents,
           },
           { signal: call.signal },
         );
         for await (const response of responses) {
-          if (response.payload.case !== "event") continue; // heartbeat
-          const event = response.payload.value;
-          attempt = 0;
-          after = event.id;
-          delivered = true;
-          yield event;
-          if (event.type === EventType.END) return;
+          const events = eventsOf(response);
+          if (events.length > 0) attempt = 0; // not for a heartbeat
+          for (const event of events) {
+            if (call.signal.aborted) break; // the caller aborted mid-batch: the call's own error comes next
+            after = event.id; // the last event the caller got, however far into a batch
+            delivered = true;
+            yield event;
+            if (event.type === EventType.END) return;
+          }
         }
         if (after !== "" && !delivered) return; // resumed after `end`: the server closes such a Listen at once
         // Closed OK before `end` (an older server's timeout, a proxy): not the run's end, so resumed.
         throw new ConnectError(`Listen closed before \`end\` (last event: ${after || "none"})`, Code.Unavailable);
       } catch (error) {
         const connectError = ConnectError.from(error);
+        if (maxBatchEvents > 0 && refusesBatches(connectError) && !options.signal?.aborted) {
+          this.#unbatched = true; // a server older than `maxBatchEvents`: ask it again without
+          continue;
+        }
         if (!RETRYABLE.has(connectError.code) || attempt >= retries || options.signal?.aborted) throw connectError;
       } finally {
         options.signal?.removeEventListener("abort", abort);

@@ -7,6 +7,7 @@ import {
   ConnectError,
   EventKind,
   EventType,
+  MAX_BATCH_EVENTS,
   PartKind,
   StreamClient,
   Transcript,
@@ -195,6 +196,74 @@ test("breaking out of a listen ends its call", async () => {
   } finally {
     await front.close();
     await alice.cancel("ts-10");
+  }
+});
+
+/** The prompt of the `echo` agent's long runs: a word a token, so a late listener is far behind. */
+const LONG_PROMPT = Array.from({ length: 600 }, (_, i) => `w${i}`).join(" ");
+
+/** Starts a long run on `session` and returns its events once it ended, listened to one a response. */
+async function longRun(session: string): Promise<Event[]> {
+  await alice.run("echo", session, LONG_PROMPT);
+  const events: Event[] = [];
+  for await (const { payload } of alice.rpc.listen({ sessionId: session })) {
+    assert.notEqual(payload.case, "events", "a Listen without maxBatchEvents never gets a batch");
+    if (payload.case === "event") events.push(payload.value);
+  }
+  assert.equal(events.at(-1)?.type, EventType.END);
+  return events;
+}
+
+/** Whether stream entry ids ("ms-seq") strictly increase. */
+function increasing(ids: string[]): boolean {
+  const keys = ids.map((id) => id.split("-").map(BigInt) as [bigint, bigint]);
+  return keys.every(([ms, seq], i) => i === 0 || ms > keys[i - 1]![0] || (ms === keys[i - 1]![0] && seq > keys[i - 1]![1]));
+}
+
+test("a late listener of a long run gets its events in batches, yielded once each, in order", async () => {
+  const single = await longRun("ts-13");
+  assert.ok(single.filter((e) => e.kind === EventKind.PART_DELTA).length >= 599);
+  const front = await startFront(SERVER, TOKENS.alice);
+  try {
+    const events = await collect(new StreamClient({ baseUrl: front.baseUrl }).listen("ts-13"));
+    assert.deepEqual(front.asked, [MAX_BATCH_EVENTS], "one Listen, asking for batches");
+    assert.ok(front.batches >= 2, `the catch-up spans several batches: ${front.batches}`);
+    assert.deepEqual(events, single);
+    assert.ok(increasing(events.map((e) => e.id)));
+    const transcript = new Transcript();
+    for (const event of events) transcript.apply(event);
+    assert.equal(transcript.text(), LONG_PROMPT);
+    assert.ok(transcript.ended);
+  } finally {
+    await front.close();
+  }
+});
+
+test("a listen closed partway through a batch resumes after the last event it yielded", async () => {
+  const single = await longRun("ts-14");
+  const front = await startFront(SERVER, TOKENS.alice, 100); // 100 events a call: batches cut short
+  try {
+    const events = await collect(new StreamClient({ baseUrl: front.baseUrl }).listen("ts-14", { backoffMs: 10 }));
+    assert.deepEqual(events, single);
+    assert.equal(front.calls, Math.ceil(single.length / 100), "each call resumed after the last event");
+    assert.ok(front.batches >= front.calls - 1, `batches: ${front.batches}`);
+    assert.ok(front.asked.every((most) => most === MAX_BATCH_EVENTS));
+  } finally {
+    await front.close();
+  }
+});
+
+test("a server that refuses maxBatchEvents is asked again without it, and the client remembers", async () => {
+  const single = await longRun("ts-15");
+  const front = await startFront(SERVER, TOKENS.alice, Infinity, { refusesBatches: true });
+  try {
+    const client = new StreamClient({ baseUrl: front.baseUrl });
+    assert.deepEqual(await collect(client.listen("ts-15")), single);
+    assert.deepEqual(await collect(client.listen("ts-15")), single);
+    assert.deepEqual(front.asked, [MAX_BATCH_EVENTS, 0, 0]);
+    assert.equal(front.batches, 0);
+  } finally {
+    await front.close();
   }
 });
 

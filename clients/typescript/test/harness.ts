@@ -6,7 +6,7 @@ import { once } from "node:events";
 import { createServer as createHttp2Server, type ServerHttp2Session } from "node:http2";
 import { connect, createServer, type Socket } from "node:net";
 
-import { createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { connectNodeAdapter, createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
 
 import { AgentStreamService } from "../src/index.js";
@@ -68,18 +68,29 @@ export async function startProxy(target: string): Promise<Proxy> {
 
 /**
  * A gRPC server in front of the real one that forwards Listen, but closes it OK after
- * `eventsPerCall` events, `end` or not, as an older server's timeout or a proxy may.
+ * `eventsPerCall` events, `end` or not, as an older server's timeout or a proxy may (a batch
+ * is cut short to what is left); with `refusesBatches`, it refuses `maxBatchEvents` as a server
+ * older than that field does.
  */
 export interface Front {
   baseUrl: string;
   /** Listen calls it took so far. */
   readonly calls: number;
+  /** The `maxBatchEvents` of each Listen call, in order. */
+  readonly asked: readonly number[];
+  /** Responses with an `events` payload (a batch) it forwarded so far. */
+  readonly batches: number;
   /** Resolves once no Listen call is open (its client ended it, or it closed). */
   idle(): Promise<void>;
   close(): Promise<void>;
 }
 
-export async function startFront(target: string, token: string, eventsPerCall = Infinity): Promise<Front> {
+export async function startFront(
+  target: string,
+  token: string,
+  eventsPerCall = Infinity,
+  { refusesBatches = false } = {},
+): Promise<Front> {
   const connection = new Http2SessionManager(target); // its own, so that `close` can end it
   const authorization = `Bearer ${token}`;
   const upstream = createClient(
@@ -96,6 +107,8 @@ export async function startFront(target: string, token: string, eventsPerCall = 
     }),
   );
   let calls = 0;
+  let batches = 0;
+  const asked: number[] = [];
   let open = 0;
   const idle: Array<() => void> = [];
   const handler = connectNodeAdapter({
@@ -103,6 +116,10 @@ export async function startFront(target: string, token: string, eventsPerCall = 
       router.service(AgentStreamService, {
         async *listen(request, context) {
           calls += 1;
+          asked.push(request.maxBatchEvents);
+          if (refusesBatches && request.maxBatchEvents > 0) {
+            throw new ConnectError("request has fields this server does not know", Code.InvalidArgument);
+          }
           open += 1;
           const forward = new AbortController(); // ends the upstream call when this one ends, however
           context.signal.addEventListener("abort", () => forward.abort());
@@ -110,8 +127,15 @@ export async function startFront(target: string, token: string, eventsPerCall = 
             let sent = 0;
             for await (const response of upstream.listen(request, { signal: forward.signal })) {
               if (sent === eventsPerCall) return;
+              const { payload } = response;
+              if (payload.case === "events") {
+                payload.value.events = payload.value.events.slice(0, eventsPerCall - sent);
+                sent += payload.value.events.length;
+                batches += 1;
+              } else if (payload.case === "event") {
+                sent += 1;
+              }
               yield response;
-              if (response.payload.case === "event") sent += 1;
             }
           } finally {
             forward.abort();
@@ -135,6 +159,10 @@ export async function startFront(target: string, token: string, eventsPerCall = 
     baseUrl: `http://127.0.0.1:${address.port}`,
     get calls() {
       return calls;
+    },
+    asked,
+    get batches() {
+      return batches;
     },
     idle: () => (open === 0 ? Promise.resolve() : new Promise((resolve) => idle.push(resolve))),
     async close() {

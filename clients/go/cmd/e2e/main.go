@@ -3,7 +3,7 @@
 //	python clients/with_server.py go run ./cmd/e2e
 //
 // It reads PAIS_ADDRESS, PAIS_TOKEN (user 1:1) and PAIS_OTHER_TOKEN (user 1:2), hosted agents
-// `weather`, `stalling` and `demo` (see tests/e2e/grpc_agents.py), and exits 1 if a check fails.
+// `weather`, `stalling`, `echo` and `demo` (see tests/e2e/grpc_agents.py), and exits 1 if a check fails.
 package main
 
 import (
@@ -11,10 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,6 +25,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	streamv1 "github.com/pydantic-ai-stream/pydantic-ai-stream/clients/go/pydantic_ai_stream/v1"
 	"github.com/pydantic-ai-stream/pydantic-ai-stream/clients/go/quickstart"
@@ -172,16 +176,33 @@ func callbackErrorStops(ctx context.Context) {
 }
 
 // front is a gRPC server in front of the real one whose Listen closes OK after eventsPerCall
-// events, `end` or not, as an older server's timeout or a proxy may.
+// events, `end` or not, as an older server's timeout or a proxy may (a batch is cut short to what
+// is left); with refusesBatches, it refuses MaxBatchEvents as a server older than that field does.
 type front struct {
 	streamv1.UnimplementedAgentStreamServiceServer
-	upstream      *streamclient.Client
-	eventsPerCall int
-	calls         int32
+	upstream       *streamclient.Client
+	eventsPerCall  int
+	refusesBatches bool
+	calls          int32
+	batches        int32 // responses with an `events` payload (a batch) forwarded
+	mu             sync.Mutex
+	asked          []uint32 // each Listen call's MaxBatchEvents, in order
+}
+
+func (f *front) askedSoFar() []uint32 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]uint32(nil), f.asked...)
 }
 
 func (f *front) Listen(request *streamv1.ListenRequest, stream streamv1.AgentStreamService_ListenServer) error {
 	atomic.AddInt32(&f.calls, 1)
+	f.mu.Lock()
+	f.asked = append(f.asked, request.MaxBatchEvents)
+	f.mu.Unlock()
+	if f.refusesBatches && request.MaxBatchEvents > 0 {
+		return status.Error(codes.InvalidArgument, "request has fields this server does not know")
+	}
 	ctx := metadata.AppendToOutgoingContext(stream.Context(), "authorization", "Bearer "+os.Getenv("PAIS_TOKEN"))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel() // ends the upstream call
@@ -196,11 +217,15 @@ func (f *front) Listen(request *streamv1.ListenRequest, stream streamv1.AgentStr
 		} else if err != nil {
 			return err
 		}
+		if batch := response.GetEvents(); batch != nil {
+			batch.Events = batch.Events[:min(len(batch.Events), f.eventsPerCall-sent)]
+			sent += len(batch.Events)
+			atomic.AddInt32(&f.batches, 1)
+		} else if response.GetEvent() != nil {
+			sent++
+		}
 		if err := stream.Send(response); err != nil {
 			return err
-		}
-		if response.GetEvent() != nil {
-			sent++
 		}
 	}
 	return nil
@@ -237,6 +262,128 @@ func closedBeforeEnd(ctx context.Context) {
 	check(status.Code(err) == codes.Unavailable, "from the start, closing OK with nothing: Unavailable once retries are spent, got %v", err)
 	calls = int(atomic.LoadInt32(&f.calls))
 	check(calls == 3, "after 2 retries: %d calls", calls)
+}
+
+func min(a, b int) int {
+	if a < b {
+		return a
+	}
+	return b
+}
+
+// longPrompt is what the `echo` agent's long runs stream back, a word a token: a late listener is far behind.
+var longPrompt = func() string {
+	words := make([]string, 600)
+	for i := range words {
+		words[i] = "w" + strconv.Itoa(i)
+	}
+	return strings.Join(words, " ")
+}()
+
+// longRun starts a long run on session and returns its events once it ended, listened to one a response.
+func longRun(ctx context.Context, session string) []*streamv1.Event {
+	must(alice.Run(ctx, "echo", session, longPrompt))
+	asAlice := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+os.Getenv("PAIS_TOKEN"))
+	stream := must(alice.RPC.Listen(asAlice, &streamv1.ListenRequest{SessionId: session}))
+	var events []*streamv1.Event
+	for {
+		response, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		check(err == nil, "listen: %v", err)
+		check(response.GetEvents() == nil, "a Listen without MaxBatchEvents never gets a batch")
+		if event := response.GetEvent(); event != nil {
+			events = append(events, event)
+		}
+	}
+	check(len(events) > 0 && events[len(events)-1].Type == streamv1.EventType_EVENT_TYPE_END, "the run ended")
+	return events
+}
+
+// increasing says whether stream entry ids ("ms-seq") strictly increase.
+func increasing(ids []string) bool {
+	key := func(id string) (ms, seq uint64) {
+		parts := strings.SplitN(id, "-", 2)
+		ms = must(strconv.ParseUint(parts[0], 10, 64))
+		seq = must(strconv.ParseUint(parts[1], 10, 64))
+		return ms, seq
+	}
+	for i := 1; i < len(ids); i++ {
+		ms0, seq0 := key(ids[i-1])
+		ms1, seq1 := key(ids[i])
+		if ms1 < ms0 || (ms1 == ms0 && seq1 <= seq0) {
+			return false
+		}
+	}
+	return true
+}
+
+func lateListenerGetsBatches(ctx context.Context) {
+	session := prefix + "9"
+	single := longRun(ctx, session)
+	deltas := 0
+	for _, event := range single {
+		if event.Kind == streamv1.EventKind_EVENT_KIND_PART_DELTA {
+			deltas++
+		}
+	}
+	check(deltas >= 599, "the run streams a delta a word: %d", deltas)
+	f := &front{upstream: alice, eventsPerCall: math.MaxInt}
+	client, stop := startFront(f)
+	defer stop()
+	var transcript streamclient.Transcript
+	events := must(collect(ctx, client, session, streamclient.ListenOptions{}))
+	check(reflect.DeepEqual(f.askedSoFar(), []uint32{streamclient.MaxBatchEvents}), "one Listen, asking for batches: %v", f.askedSoFar())
+	check(atomic.LoadInt32(&f.batches) >= 2, "the catch-up spans several batches: %d", atomic.LoadInt32(&f.batches))
+	check(reflect.DeepEqual(ids(events), ids(single)), "every event once, in order: %d events, %d unbatched", len(events), len(single))
+	check(increasing(ids(events)), "ids strictly increase")
+	for i, event := range events {
+		check(proto.Equal(event, single[i]), "event %d as unbatched: %v", i, event)
+		transcript.Apply(event)
+	}
+	check(transcript.Ended() && transcript.Text() == longPrompt, "its text is the prompt: %q", transcript.Text())
+
+	cancelled, cancel := context.WithCancel(ctx)
+	defer cancel()
+	got := 0
+	err := client.Listen(cancelled, session, streamclient.ListenOptions{}, func(*streamv1.Event) error {
+		if got++; got == 3 {
+			cancel() // mid-batch: fn gets no more
+		}
+		return nil
+	})
+	check(status.Code(err) == codes.Canceled && got == 3, "cancelled after 3 events: %v after %d", err, got)
+}
+
+func batchCutShort(ctx context.Context) {
+	session := prefix + "10"
+	single := longRun(ctx, session)
+	f := &front{upstream: alice, eventsPerCall: 100} // 100 events a call: batches cut short
+	client, stop := startFront(f)
+	defer stop()
+	events := must(collect(ctx, client, session, streamclient.ListenOptions{Backoff: 10 * time.Millisecond}))
+	check(reflect.DeepEqual(ids(events), ids(single)), "every event once, in order: %d events, %d unbatched", len(events), len(single))
+	calls := int(atomic.LoadInt32(&f.calls))
+	check(calls == (len(single)+99)/100, "each call resumed after the last event fn got: %d calls, %d events", calls, len(single))
+	check(int(atomic.LoadInt32(&f.batches)) >= calls-1, "in batches: %d", atomic.LoadInt32(&f.batches))
+	for _, most := range f.askedSoFar() {
+		check(most == streamclient.MaxBatchEvents, "each call asks for batches: %v", f.askedSoFar())
+	}
+}
+
+func olderServer(ctx context.Context) {
+	session := prefix + "11"
+	single := longRun(ctx, session)
+	f := &front{upstream: alice, eventsPerCall: math.MaxInt, refusesBatches: true}
+	client, stop := startFront(f)
+	defer stop()
+	for i := 0; i < 2; i++ {
+		events := must(collect(ctx, client, session, streamclient.ListenOptions{}))
+		check(reflect.DeepEqual(ids(events), ids(single)), "every event once, in order: %d events", len(events))
+	}
+	check(reflect.DeepEqual(f.askedSoFar(), []uint32{streamclient.MaxBatchEvents, 0, 0}), "asked again without, then remembered: %v", f.askedSoFar())
+	check(atomic.LoadInt32(&f.batches) == 0, "no batch")
 }
 
 func wrongToken(ctx context.Context, conn *grpc.ClientConn) {
@@ -340,6 +487,9 @@ func main() {
 		{"the quickstart example streams the demo agent's answer", quickstartExample},
 		{"a transcript of the demo agent's run holds its text, tool call and return", demoTranscript},
 		{"a run enqueued on a busy session waits, starts when the session's run ended, and runs", enqueueBehindBusy},
+		{"a late listener of a long run gets its events in batches, given once each, in order", lateListenerGetsBatches},
+		{"a listen closed partway through a batch resumes after the last event fn got", batchCutShort},
+		{"a server that refuses MaxBatchEvents is asked again without it, and the client remembers", olderServer},
 	} {
 		start := time.Now()
 		err := func() (err error) {

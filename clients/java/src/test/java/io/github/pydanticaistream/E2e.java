@@ -6,6 +6,7 @@ import io.github.pydanticaistream.examples.Quickstart;
 import io.github.pydanticaistream.v1.AgentStreamServiceGrpc;
 import io.github.pydanticaistream.v1.BusyPolicy;
 import io.github.pydanticaistream.v1.Event;
+import io.github.pydanticaistream.v1.EventBatch;
 import io.github.pydanticaistream.v1.EventKind;
 import io.github.pydanticaistream.v1.EventType;
 import io.github.pydanticaistream.v1.ListenRequest;
@@ -26,6 +27,7 @@ import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Collections;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
@@ -36,12 +38,13 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.regex.Pattern;
 import java.util.stream.Collectors;
+import java.util.stream.IntStream;
 
 /**
  * Checks the Java client end to end against a running server: {@code python clients/with_server.py
  * java -cp ... io.github.pydanticaistream.E2e}. Reads PAIS_ADDRESS, PAIS_TOKEN (user 1:1) and
- * PAIS_OTHER_TOKEN (user 1:2); the server hosts {@code weather}, {@code stalling} and {@code demo}
- * (tests/e2e/grpc_agents.py). Exits 1 if a check fails.
+ * PAIS_OTHER_TOKEN (user 1:2); the server hosts {@code weather}, {@code stalling}, {@code echo} and
+ * {@code demo} (tests/e2e/grpc_agents.py). Exits 1 if a check fails.
  */
 public final class E2e {
   private static final String ADDRESS = System.getenv("PAIS_ADDRESS");
@@ -193,22 +196,50 @@ public final class E2e {
 
   /**
    * A gRPC server in front of the real one whose Listen closes OK after {@code eventsPerCall}
-   * events, {@code end} or not, as an older server's timeout or a proxy may.
+   * events, {@code end} or not, as an older server's timeout or a proxy may (a batch is cut short
+   * to what is left); with {@code refusesBatches}, it refuses {@code max_batch_events} as a server
+   * older than that field does.
    */
   static final class Front extends AgentStreamServiceGrpc.AgentStreamServiceImplBase {
-    volatile int eventsPerCall = 3;
+    volatile int eventsPerCall;
+    final boolean refusesBatches;
     final AtomicInteger calls = new AtomicInteger();
+    /** Responses with an {@code events} payload (a batch) forwarded so far. */
+    final AtomicInteger batches = new AtomicInteger();
+    /** Each Listen call's {@code max_batch_events}, in order. */
+    final List<Integer> asked = Collections.synchronizedList(new ArrayList<>());
+
+    Front(int eventsPerCall, boolean refusesBatches) {
+      this.eventsPerCall = eventsPerCall;
+      this.refusesBatches = refusesBatches;
+    }
 
     @Override
     public void listen(ListenRequest request, StreamObserver<ListenResponse> out) {
       calls.incrementAndGet();
+      asked.add(request.getMaxBatchEvents());
+      if (refusesBatches && request.getMaxBatchEvents() > 0) {
+        out.onError(
+            Status.INVALID_ARGUMENT
+                .withDescription("request has fields this server does not know")
+                .asRuntimeException());
+        return;
+      }
       Context.CancellableContext upstream = Context.current().withCancellation();
       try {
         Iterator<ListenResponse> responses = upstream.call(() -> alice.stub().listen(request));
         for (int sent = 0; sent < eventsPerCall && responses.hasNext(); ) {
           ListenResponse response = responses.next();
+          if (response.hasEvents()) {
+            List<Event> events = response.getEvents().getEventsList();
+            events = events.subList(0, Math.min(events.size(), eventsPerCall - sent));
+            response = ListenResponse.newBuilder().setEvents(EventBatch.newBuilder().addAllEvents(events)).build();
+            sent += events.size();
+            batches.incrementAndGet();
+          } else if (response.hasEvent()) {
+            sent += 1;
+          }
           out.onNext(response);
-          sent += response.hasEvent() ? 1 : 0;
         }
         out.onCompleted();
       } catch (StatusRuntimeException e) {
@@ -221,11 +252,12 @@ public final class E2e {
     }
   }
 
-  static void closedBeforeEnd() throws Exception {
-    String session = PREFIX + "6";
-    alice.run("weather", session, "hi");
-    List<Event> full = collect(alice, session, new StreamClient.ListenOptions());
-    Front front = new Front();
+  interface Through {
+    void run(StreamClient client) throws Exception;
+  }
+
+  /** Runs {@code check} with a client that calls {@code front}, served on a free loopback port. */
+  static void throughFront(Front front, Through check) throws Exception {
     Server server =
         NettyServerBuilder.forAddress(new InetSocketAddress(InetAddress.getLoopbackAddress(), 0))
             .addService(front)
@@ -234,7 +266,19 @@ public final class E2e {
     ManagedChannel channel =
         ManagedChannelBuilder.forAddress("127.0.0.1", server.getPort()).usePlaintext().build();
     try {
-      StreamClient client = new StreamClient(channel, null);
+      check.run(new StreamClient(channel, null));
+    } finally {
+      channel.shutdownNow();
+      server.shutdownNow();
+    }
+  }
+
+  static void closedBeforeEnd() throws Exception {
+    String session = PREFIX + "6";
+    alice.run("weather", session, "hi");
+    List<Event> full = collect(alice, session, new StreamClient.ListenOptions());
+    Front front = new Front(3, false);
+    throughFront(front, client -> {
       List<Event> events = collect(client, session, new StreamClient.ListenOptions().retries(5, 10));
       check(ids(events).equals(ids(full)), "every event once: " + ids(events));
       check(front.calls.get() == (full.size() + 2) / 3, "one call per 3 events: " + front.calls);
@@ -244,10 +288,105 @@ public final class E2e {
       Status.Code code = codeOf(() -> collect(client, session, new StreamClient.ListenOptions().retries(2, 10)));
       check(code == Status.Code.UNAVAILABLE, "from the start, closing OK with nothing: UNAVAILABLE, got " + code);
       check(front.calls.get() == 3, "after 2 retries: " + front.calls);
-    } finally {
-      channel.shutdownNow();
-      server.shutdownNow();
+    });
+  }
+
+  /** What the {@code echo} agent's long runs stream back, a word a token: a late listener is far behind. */
+  private static final String LONG_PROMPT =
+      IntStream.range(0, 600).mapToObj(i -> "w" + i).collect(Collectors.joining(" "));
+
+  /** Starts a long run on {@code session}; its events once it ended, listened to one a response. */
+  private static List<Event> longRun(String session) {
+    alice.run("echo", session, LONG_PROMPT);
+    List<Event> events = new ArrayList<>();
+    Iterator<ListenResponse> responses = alice.stub().listen(ListenRequest.newBuilder().setSessionId(session).build());
+    while (responses.hasNext()) {
+      ListenResponse response = responses.next();
+      check(!response.hasEvents(), "a Listen without max_batch_events never gets a batch");
+      if (response.hasEvent()) {
+        events.add(response.getEvent());
+      }
     }
+    check(events.get(events.size() - 1).getType() == EventType.EVENT_TYPE_END, "the run ended");
+    return events;
+  }
+
+  /** Whether stream entry ids ("ms-seq") strictly increase. */
+  private static boolean increasing(List<String> ids) {
+    long[] last = {-1, -1};
+    for (String id : ids) {
+      String[] parts = id.split("-", 2);
+      long ms = Long.parseLong(parts[0]);
+      long seq = Long.parseLong(parts[1]);
+      if (ms < last[0] || (ms == last[0] && seq <= last[1])) {
+        return false;
+      }
+      last = new long[] {ms, seq};
+    }
+    return true;
+  }
+
+  static void lateListenerGetsBatches() throws Exception {
+    String session = PREFIX + "9";
+    List<Event> single = longRun(session);
+    long deltas = single.stream().filter(e -> e.getKind() == EventKind.EVENT_KIND_PART_DELTA).count();
+    check(deltas >= 599, "a delta a word: " + deltas);
+    Front front = new Front(Integer.MAX_VALUE, false);
+    throughFront(front, client -> {
+      List<Event> events = collect(client, session, new StreamClient.ListenOptions());
+      check(front.asked.equals(List.of(StreamClient.MAX_BATCH_EVENTS)), "one Listen, asking for batches: " + front.asked);
+      check(front.batches.get() >= 2, "the catch-up spans several batches: " + front.batches);
+      check(events.equals(single), "every event once, in order, as unbatched: " + events.size() + " of " + single.size());
+      check(increasing(ids(events)), "ids strictly increase");
+      Transcript transcript = new Transcript();
+      events.forEach(transcript::apply);
+      check(transcript.ended() && transcript.text().equals(LONG_PROMPT), "its text is the prompt: " + transcript.text());
+
+      Context.CancellableContext cancellable = Context.current().withCancellation();
+      List<Event> got = new ArrayList<>();
+      Status.Code code =
+          codeOf(
+              () ->
+                  cancellable.run(
+                      () ->
+                          client.listen(
+                              session,
+                              event -> {
+                                got.add(event);
+                                if (got.size() == 3) {
+                                  cancellable.cancel(null); // mid-batch: onEvent gets no more
+                                }
+                              })));
+      check(code == Status.Code.CANCELLED && got.size() == 3, "cancelled after 3 events: " + code + " after " + got.size());
+    });
+  }
+
+  static void batchCutShort() throws Exception {
+    String session = PREFIX + "10";
+    List<Event> single = longRun(session);
+    Front front = new Front(100, false); // 100 events a call: batches cut short
+    throughFront(front, client -> {
+      List<Event> events = collect(client, session, new StreamClient.ListenOptions().retries(5, 10));
+      check(events.equals(single), "every event once, in order: " + events.size() + " of " + single.size());
+      int calls = front.calls.get();
+      check(calls == (single.size() + 99) / 100, "each call resumed after the last event: " + calls + " calls");
+      check(front.batches.get() >= calls - 1, "in batches: " + front.batches);
+      check(front.asked.stream().allMatch(most -> most == StreamClient.MAX_BATCH_EVENTS), "asked: " + front.asked);
+    });
+  }
+
+  static void olderServer() throws Exception {
+    String session = PREFIX + "11";
+    List<Event> single = longRun(session);
+    Front front = new Front(Integer.MAX_VALUE, true);
+    throughFront(front, client -> {
+      for (int i = 0; i < 2; i++) {
+        List<Event> events = collect(client, session, new StreamClient.ListenOptions());
+        check(events.equals(single), "every event once, in order: " + events.size() + " of " + single.size());
+      }
+      check(front.asked.equals(List.of(StreamClient.MAX_BATCH_EVENTS, 0, 0)), "asked again without, remembered: " + front.asked);
+      check(front.batches.get() == 0, "no batch");
+    });
   }
 
   static void wrongToken(ManagedChannel channel) {
@@ -378,6 +517,9 @@ public final class E2e {
     checks.put("the quickstart example streams the demo agent's answer", E2e::quickstart);
     checks.put("a transcript of the demo agent's run holds its text, tool call and return", E2e::demoTranscript);
     checks.put("a run enqueued on a busy session waits, starts when the session's run ended, and runs", E2e::enqueueBehindBusy);
+    checks.put("a late listener of a long run gets its events in batches, given once each, in order", E2e::lateListenerGetsBatches);
+    checks.put("a listen closed partway through a batch resumes after the last event onEvent got", E2e::batchCutShort);
+    checks.put("a server that refuses max_batch_events is asked again without it, and the client remembers", E2e::olderServer);
     int failed = 0;
     for (Map.Entry<String, Check> entry : checks.entrySet()) {
       long start = System.nanoTime();

@@ -36,7 +36,16 @@ public final class StreamClient {
 
   private static final long UNARY_DEADLINE_SECONDS = 30;
 
+  /**
+   * Most events {@link #listen} asks the server to send in one response when it is behind ({@code
+   * onEvent} still gets them one by one).
+   */
+  public static final int MAX_BATCH_EVENTS = 256;
+
   private final AgentStreamServiceGrpc.AgentStreamServiceBlockingStub stub;
+
+  /** The server refused {@code max_batch_events} (it is older): Listen without it. */
+  private volatile boolean unbatched;
 
   /** A client over {@code channel}; {@code token} is sent as a bearer token (null sends none). */
   public StreamClient(Channel channel, String token) {
@@ -139,7 +148,8 @@ public final class StreamClient {
    * Calls {@code onEvent} with each event of the session, up to and including {@code end}. A
    * dropped stream is resumed after the last event seen, so each event arrives once. It returns
    * only after {@code end}, or at once when {@code after} is {@code end}'s id; what {@code onEvent}
-   * throws stops it as is.
+   * throws stops it as is. Events that are ready together come in one response (up to {@link
+   * #MAX_BATCH_EVENTS}); a server that does not batch is asked without it.
    *
    * @throws StatusRuntimeException when a limit ends the Listen early: DEADLINE_EXCEEDED after
    *     {@code timeoutSeconds} of silence, NOT_FOUND if no stream appears within {@code
@@ -153,25 +163,28 @@ public final class StreamClient {
     for (; ; ) {
       StatusRuntimeException failure;
       Context.CancellableContext call = Context.current().withCancellation();
-      String from = after;
+      ListenRequest request =
+          ListenRequest.newBuilder()
+              .setSessionId(sessionId)
+              .setAfterEventId(after)
+              .setWaitSeconds(options.waitSeconds)
+              .setTimeoutSeconds(options.timeoutSeconds)
+              .setMaxBatchEvents(unbatched ? 0 : MAX_BATCH_EVENTS)
+              .build();
       try {
-        Iterator<ListenResponse> responses =
-            call.call(
-                () ->
-                    stub.listen(
-                        ListenRequest.newBuilder()
-                            .setSessionId(sessionId)
-                            .setAfterEventId(from)
-                            .setWaitSeconds(options.waitSeconds)
-                            .setTimeoutSeconds(options.timeoutSeconds)
-                            .build()));
-        for (Event event = next(responses); event != null; event = next(responses)) {
-          after = event.getId();
+        Iterator<ListenResponse> responses = call.call(() -> stub.listen(request));
+        for (List<Event> events = next(responses); events != null; events = next(responses)) {
           attempt = 0;
-          delivered = true;
-          onEvent.accept(event);
-          if (event.getType() == EventType.EVENT_TYPE_END) {
-            return;
+          for (Event event : events) {
+            if (call.isCancelled()) {
+              break; // the caller's context was cancelled mid-batch: the call's error comes next
+            }
+            after = event.getId(); // the last event onEvent got, however far into a batch
+            delivered = true;
+            onEvent.accept(event);
+            if (event.getType() == EventType.EVENT_TYPE_END) {
+              return;
+            }
           }
         }
         if (!after.isEmpty() && !delivered) {
@@ -183,6 +196,10 @@ public final class StreamClient {
                 .withDescription("Listen closed before `end` (last event: " + after + ")")
                 .asRuntimeException();
       } catch (CallFailed e) {
+        if (request.getMaxBatchEvents() > 0 && refusesBatches(e.status)) {
+          unbatched = true; // a server older than `max_batch_events`: ask it again without
+          continue;
+        }
         failure = e.status;
       } catch (RuntimeException e) {
         throw e;
@@ -209,13 +226,26 @@ public final class StreamClient {
     }
   }
 
-  /** The call's next event, heartbeats skipped; null once it closed OK. */
-  private static Event next(Iterator<ListenResponse> responses) {
+  /** A server that does not know {@code ListenRequest.max_batch_events} refuses it. */
+  private static boolean refusesBatches(StatusRuntimeException e) {
+    Status status = e.getStatus();
+    return status.getCode() == Status.Code.INVALID_ARGUMENT
+        && String.valueOf(status.getDescription()).contains("fields this server does not know");
+  }
+
+  /**
+   * The call's next events: one, or several that were ready together (a batch); heartbeats
+   * skipped; null once it closed OK.
+   */
+  private static List<Event> next(Iterator<ListenResponse> responses) {
     try {
       while (responses.hasNext()) {
         ListenResponse response = responses.next();
         if (response.hasEvent()) {
-          return response.getEvent();
+          return List.of(response.getEvent());
+        }
+        if (response.hasEvents()) {
+          return response.getEvents().getEventsList();
         }
       }
       return null;
