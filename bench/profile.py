@@ -7,6 +7,12 @@
 `run` warms up, then times one run of `--tokens` deltas (`ours`: `run()` into Redis; `bare`: the same agent
 iterated with nothing done to its events) and prints its CPU per event (`process_time`); `categories`
 splits that CPU by the samples' innermost frame of a known category (imports and the warm-up left out).
+
+`paced` times `--runs` concurrent runs of `--tokens` at `--interval` (`ours`: `bench/worker.py paced`, a
+listener each; `bare`: the same runs iterated bare), with Python's default garbage collection or, with
+`--gc tuned`, as `serve` and `worker` set it (`_edges/process.py`), and prints CPU per token and the part of
+it spent collecting garbage (timed with `gc.callbacks`). py-spy charges a collection to whatever allocated
+when it started, so split a `--gc tuned` run and take the collector's share from the default one.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import gc
 import sys
 import time
 
 RULES = (
+    ("reader (`_read`: the hub, listeners)", ("pydantic_ai_stream/_read/", "listen_tokens")),
     ("mapping (`_core/events.py`)", ("pydantic_ai_stream/_core/events.py",)),
     ("JSON (`dump_body`)", ("(json/", "dump_body")),
     ("Redis client (redis-py, hiredis, the socket)", ("(redis/", "hiredis")),
@@ -64,6 +72,56 @@ async def one_run(kind: str, tokens: int, url: str) -> None:
     print(f"{kind}: {tokens / wall:,.0f} events/s, {cpu / tokens * 1e6:.1f} µs CPU / event", file=sys.stderr)
 
 
+class CollectorClock:
+    """CPU time the garbage collector spends, from `gc.callbacks`."""
+
+    def __init__(self) -> None:
+        self.seconds, self._started = 0.0, 0.0
+        self.by_generation = [[0, 0.0] for _ in range(3)]
+        """Per generation: collections, seconds."""
+        gc.callbacks.append(self._tick)
+
+    def _tick(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            took = time.thread_time() - self._started
+            self.seconds += took
+            self.by_generation[info["generation"]][0] += 1
+            self.by_generation[info["generation"]][1] += took
+
+
+async def paced_runs(kind: str, runs: int, tokens: int, interval: float, url: str, collector: str) -> None:
+    from pydantic_ai import Agent
+
+    from bench import worker
+    from pydantic_ai_stream import settings
+
+    settings.set_redis_prefix(f"profile{time.time_ns()}")
+    if collector == "tuned":
+        from pydantic_ai_stream._edges.process import collect_less
+
+        collect_less()
+    await worker.bare_run(Agent(worker.paced_model()), worker.Pace(tokens=5).prompt())
+    clock = CollectorClock()
+    cpu, wall = time.process_time(), time.perf_counter()
+    if kind == "bare":
+        started = asyncio.Queue[None]()
+        agent = Agent(worker.paced_model(started=started))
+        prompt = worker.Pace(tokens, interval).prompt()
+        await asyncio.gather(*await worker.start_ramped(runs, lambda _: worker.bare_run(agent, prompt), started))
+    else:
+        await worker.paced(url, runs, tokens, interval)  # its warm-up is counted: a short run among thousands
+    wall, cpu, n = time.perf_counter() - wall, time.process_time() - cpu, runs * tokens
+    print(
+        f"{kind} paced, gc {collector}: {n / wall:,.0f} tokens/s, {cpu / n * 1e6:.0f} µs CPU / token, "
+        f"of which collecting garbage {clock.seconds / n * 1e6:.0f} µs ("
+        + ", ".join(f"gen {g}: {c} in {t:.2f} s" for g, (c, t) in enumerate(clock.by_generation))
+        + ")",
+        file=sys.stderr,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -71,12 +129,22 @@ def main() -> None:
     run_.add_argument("kind", choices=("ours", "bare"))
     run_.add_argument("--tokens", type=int, default=40_000)
     run_.add_argument("--redis", required=True, metavar="URL")
+    paced = commands.add_parser("paced")
+    paced.add_argument("kind", choices=("ours", "bare"))
+    paced.add_argument("--runs", type=int, default=1_000)
+    paced.add_argument("--tokens", type=int, default=60)
+    paced.add_argument("--interval", type=float, default=0.02)
+    paced.add_argument("--gc", choices=("default", "tuned"), default="default")
+    paced.add_argument("--redis", required=True, metavar="URL")
     split = commands.add_parser("categories")
     split.add_argument("samples")
     split.add_argument("--cpu-us", type=float, required=True, help="the run's CPU per event")
     args = parser.parse_args()
     if args.command == "run":
         asyncio.run(one_run(args.kind, args.tokens, args.redis))
+        return
+    if args.command == "paced":
+        asyncio.run(paced_runs(args.kind, args.runs, args.tokens, args.interval, args.redis, args.gc))
         return
     counts = categories(args.samples)
     total = sum(counts.values())

@@ -390,8 +390,12 @@ async def test_a_lease_lapsing_as_its_job_is_taken_over_never_loses_the_run(
             dead.leases.release(live.lease)  # the worker dies: its jobs and leases are not renewed again
             await redis.pexpire(handle.keys.live, rng.randint(950, 1080))  # lapsing around the job's takeover
         model = GatedModel()
-        model.gate.set()
         async with Worker(runtime=runtime, agents={"gated": model.agent()}, concurrency=len(sessions)):
+            async with asyncio.timeout(30), model.started:
+                await model.started.wait_for(lambda: model.calls == len(sessions))  # every run taken over
+            # From here a loop stalled for a lease TTL (a loaded machine) must not make a second takeover.
+            settings.lease_ttl = 30.0
+            model.gate.set()
             ended = await asyncio.gather(*(_ended_run(h, f"r-{h.keys.session_id}") for h in handles))
     for events in ended:
         assert _outline(events) == [("begin", None), ("end", None)]
