@@ -71,12 +71,26 @@ def _latency_rows(label: str, results: dict[Side, dict[str, Any]], demanded: flo
     ]  # fmt: skip
 
 
+def _bare_rows(label: str, results: dict[Side, dict[str, Any]]) -> list[Row]:
+    """The ceiling, shown first: the same runs iterated by pydantic-ai alone in a process (`paced-bare`)."""
+    due = _per_side(results, lambda r: r["latencies_ms"])
+    return [
+        _row(label, "bare pydantic-ai, the same runs in one process (the ceiling): tokens/s",
+             _per_side(results, lambda r: len(r["latencies_ms"]) / r["seconds"])),
+        _row(label, "bare pydantic-ai: delivery p50 (ms, from due, where its loop takes each token)",
+             {k: percentile(v, 50) for k, v in due.items()}, 1),
+        _row(label, "bare pydantic-ai: delivery p99 (ms, from due)", {k: percentile(v, 99) for k, v in due.items()}, 1),
+        _row(label, "bare pydantic-ai: CPU s / 1k tokens", _per_1k(results, "cpu_s"), 3),
+    ]  # fmt: skip
+
+
 def _per_1k(results: dict[Side, dict[str, Any]], key: str) -> dict[str, Any]:
     return _per_side(results, lambda r: r[key] / len(r["latencies_ms"]) * 1000)
 
 
 async def paced(bench: Bench) -> list[Row]:
-    """Delivery latency and CPU of N concurrent runs at 50 tokens/s, one listener each; a light load; gRPC."""
+    """Delivery latency and CPU of N concurrent runs at 50 tokens/s, one listener each; a light load; gRPC.
+    Each first bare (`paced-bare`): what pydantic-ai alone delivers of the same runs, in each side's process."""
     s = bench.sizes
     rows = []
     for label, runs in (
@@ -85,6 +99,7 @@ async def paced(bench: Bench) -> list[Row]:
          s.paced_light_runs),
     ):  # fmt: skip
         options = {"runs": runs, "tokens": s.paced_tokens, "interval": s.paced_interval}
+        rows += _bare_rows(label, await bench.both("paced-bare", **options))
         results = await bench.both("paced", **options)
         rows += _latency_rows(label, results, runs / s.paced_interval)
         if runs == s.paced_runs:
@@ -100,9 +115,11 @@ async def _grpc_paced(bench: Bench) -> list[Row]:
     s = bench.sizes
     runs = s.grpc_paced_runs
     label = f"paced via gRPC Run + Listen: {runs:,} runs x {s.paced_tokens} tokens at 50/s"
+    bare = await bench.worker("ours", "paced-bare", runs=runs, tokens=s.paced_tokens, interval=s.paced_interval)
     progress(f"paced via gRPC: ours, {runs} runs")
     results: dict[Side, dict[str, Any]] = {"ours": await grpc_side.paced(bench, runs)}
     return [
+        *_bare_rows(label, {"ours": bare}),
         *_latency_rows(label, results, runs / s.paced_interval),
         _row(label, "server CPU s / 1k tokens", _per_1k(results, "server_cpu_s"), 3),
         _row(label, "Redis CPU s / 1k tokens", _per_1k(results, "redis_cpu_s"), 3),
