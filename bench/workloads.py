@@ -92,14 +92,16 @@ async def paced(bench: Bench) -> list[Row]:
     """Delivery latency and CPU of N concurrent runs at 50 tokens/s, one listener each; a light load; gRPC.
     Each first bare (`paced-bare`): what pydantic-ai alone delivers of the same runs, in each side's process."""
     s = bench.sizes
-    rows = []
+    rows, bare_ours = [], {}
     for label, runs in (
         (f"paced: {s.paced_runs:,} runs x {s.paced_tokens} tokens at 50/s, a listener each", s.paced_runs),
         (f"paced, light load: {s.paced_light_runs} runs x {s.paced_tokens} tokens at 50/s, a listener each",
          s.paced_light_runs),
     ):  # fmt: skip
         options = {"runs": runs, "tokens": s.paced_tokens, "interval": s.paced_interval}
-        rows += _bare_rows(label, await bench.both("paced-bare", **options))
+        bare = await bench.both("paced-bare", **options)
+        rows += _bare_rows(label, bare)
+        bare_ours[runs] = bare["ours"]
         results = await bench.both("paced", **options)
         rows += _latency_rows(label, results, runs / s.paced_interval)
         if runs == s.paced_runs:
@@ -108,14 +110,17 @@ async def paced(bench: Bench) -> list[Row]:
                 _row(label, "Redis CPU s / 1k tokens", _per_1k(results, "redis_cpu_s"), 3),
                 _row(label, "runs that failed", _per_side(results, lambda r: r["failed_runs"])),
             ]
-    return rows + await _grpc_paced(bench)
+    return rows + await _grpc_paced(bench, bare_ours)
 
 
-async def _grpc_paced(bench: Bench) -> list[Row]:
+async def _grpc_paced(bench: Bench, bare_ours: dict[int, dict[str, Any]]) -> list[Row]:
+    """Ours through gRPC; first bare pydantic-ai in ours' interpreter (`bare_ours`: measured already, by runs)."""
     s = bench.sizes
     runs = s.grpc_paced_runs
     label = f"paced via gRPC Run + Listen: {runs:,} runs x {s.paced_tokens} tokens at 50/s"
-    bare = await bench.worker("ours", "paced-bare", runs=runs, tokens=s.paced_tokens, interval=s.paced_interval)
+    bare = bare_ours.get(runs) or await bench.worker(
+        "ours", "paced-bare", runs=runs, tokens=s.paced_tokens, interval=s.paced_interval
+    )
     progress(f"paced via gRPC: ours, {runs} runs")
     results: dict[Side, dict[str, Any]] = {"ours": await grpc_side.paced(bench, runs)}
     return [
