@@ -32,8 +32,8 @@ async def cores(bench: Bench) -> list[Row]:
         m = medians[n]
         rows += [
             Row(label, f"tokens/s delivered (demanded {runs / s.paced_interval:,.0f})", m["tokens_per_s"]),
-            Row(label, "delivery p50 (ms)", m["p50_ms"], decimals=1),
-            Row(label, "delivery p99 (ms)", m["p99_ms"], decimals=1),
+            Row(label, "delivery p50 (ms, from due)", m["p50_ms"], decimals=1),
+            Row(label, "delivery p99 (ms, from due)", m["p99_ms"], decimals=1),
             Row(label, "server CPU s / 1k tokens (all its processes)", m["cpu_per_1k"], decimals=3),
             Row(label, "streams that got an error event", m["errored"]),
         ]

@@ -22,7 +22,7 @@ from bench import grpc_side
 from bench.procs import Proc
 from bench.suite import PREFIX, Bench, progress
 from bench.table import Row, percentile
-from bench.worker import SCOPE_ID, USER_ID, BenchDeps, Pace, redis_commands, token_text
+from bench.worker import SCOPE_ID, USER_ID, BenchDeps, Pace, redis_commands, token_text, token_times
 from pydantic_ai_stream import Entry, RedisSession, Runtime, SessionHandle, Settings, run
 from pydantic_ai_stream._durable.queue import GROUP
 from pydantic_ai_stream._write.live import LiveRun
@@ -159,7 +159,7 @@ class _Watch:
             takeable_ms=max(killed.lease_left_ms, ttl * 1000 - killed.job_idle_ms),
             resumed_ms=(marker_ns - killed.at_ns) / 1e6,
             token_ms=(arrived - killed.at_ns) / 1e6,
-            yielded_ms=(int(token.split()[0]) - killed.at_ns) / 1e6,
+            yielded_ms=(token_times(token)[0][1] - killed.at_ns) / 1e6,
             retaken=killed.deliveries > 2,
             whole=whole,
         )

@@ -17,7 +17,7 @@ import grpc
 
 from bench.procs import QUEUE_WORKER_READY, ROOT, SERVER_CLIENT_NAME, SERVER_READY, Proc
 from bench.suite import PREFIX, Bench, cpu_seconds
-from bench.worker import Pace, first_event_ms
+from bench.worker import Delivery, Pace, first_event_ms
 from pydantic_ai_stream.client import StreamClient
 from pydantic_ai_stream.v1 import stream_pb2 as pb
 from pydantic_ai_stream.v1 import stream_pb2_grpc as pb_grpc
@@ -140,9 +140,9 @@ def token_text(event: pb.Event) -> str:
 
 
 async def listen_tokens(
-    client: StreamClient, session_id: str, sink: list[float], begun: asyncio.Event | None = None
+    client: StreamClient, session_id: str, sink: Delivery, begun: asyncio.Event | None = None
 ) -> bool:
-    """Listen to a session up to its end, adding each token's delivery latency (ms) to `sink`.
+    """Listen to a session up to its end, adding each token's delivery latencies to `sink`.
 
     Returns whether the stream carried an `error` event (its run failed or was cancelled).
     """
@@ -152,13 +152,13 @@ async def listen_tokens(
         if event.type == pb.EVENT_TYPE_BEGIN and begun is not None:
             begun.set()
         errored = errored or event.type == pb.EVENT_TYPE_ERROR
-        sink.extend((now - int(token)) / 1e6 for token in token_text(event).split())
+        sink.add(token_text(event), now)
     return errored
 
 
 async def warm_up(client: StreamClient) -> None:
     """One short run and its Listen, so the server's lazy start-up is not measured."""
-    listener = asyncio.create_task(listen_tokens(client, "warm-up", []))
+    listener = asyncio.create_task(listen_tokens(client, "warm-up", Delivery()))
     await client.run(AGENT, "warm-up", Pace(tokens=5).prompt())
     await listener
 
@@ -180,7 +180,7 @@ async def run_ramped(sessions: Sequence[tuple[StreamClient, str]], agent: str, p
 
 @dataclass
 class Listeners:
-    """Listen streams recording token latencies; opened in ramps, cancelled if left before they end.
+    """Listen streams recording token latencies (`delivery`); opened in ramps, cancelled if left before they end.
 
     A ramp: grpc-core cancels new calls beyond 1,000 a server has not yet picked up
     (`grpc.server.max_pending_requests`), and a Python server picks them up slower than a burst
@@ -188,7 +188,7 @@ class Listeners:
     """
 
     timeout: float
-    latencies: list[float] = field(default_factory=list)
+    delivery: Delivery = field(default_factory=Delivery)
     tasks: list[asyncio.Task[bool]] = field(default_factory=list)
     errored: int = 0
     """Streams that carried an `error` event (set by `finish`)."""
@@ -199,7 +199,7 @@ class Listeners:
             batch = sessions[first : first + RAMP]
             begun = [asyncio.Event() for _ in batch]
             tasks = [
-                asyncio.create_task(listen_tokens(client, session_id, self.latencies, event))
+                asyncio.create_task(listen_tokens(client, session_id, self.delivery, event))
                 for (client, session_id), event in zip(batch, begun, strict=True)
             ]
             self.tasks += tasks
@@ -291,7 +291,8 @@ async def read_to_end(
 
 async def paced(bench: Bench, runs: int, processes: int = 1, *, tokens: int | None = None) -> dict[str, Any]:
     """`runs` paced runs (of `tokens`; default the sizes') through gRPC `Run`, each listened to through `Listen`,
-    on a server of `processes` processes: token latencies, wall time, the server's and Redis's CPU."""
+    on a server of `processes` processes: token latencies (from due and from yield), wall time, the server's and
+    Redis's CPU."""
     s = bench.sizes
     await bench.redis.reset()
     prompt = Pace(s.paced_tokens if tokens is None else tokens, s.paced_interval).prompt()
@@ -310,7 +311,7 @@ async def paced(bench: Bench, runs: int, processes: int = 1, *, tokens: int | No
             await listeners.open([(callers[i % len(callers)], f"g{i}") for i in range(runs)], start)
             await listeners.finish()
             return {
-                "latencies_ms": listeners.latencies,
+                **listeners.delivery.result(),
                 "seconds": time.perf_counter() - started,
                 "server_cpu_s": server.cpu_seconds() - cpu,
                 "redis_cpu_s": await bench.redis.cpu() - redis_cpu,

@@ -8,8 +8,10 @@ final `end` event (the published one returns on it); the published package notic
 between model calls (its cancel latency is the rest of the model call). Models stream text only (the
 published package crashes on tool-call args that arrive in pieces).
 
-Every token a model yields is the `time.monotonic_ns()` of the moment it was yielded, so a listener in
-any process on the machine can measure its delivery latency.
+Models are paced on absolute deadlines, as a provider streams whatever its consumer does: token i of a model
+call is due `offset + i * interval` seconds after the call began, and each token is `"<due_ns>:<made_ns> "`
+(`time.monotonic_ns()` of its due time and of its yield), so a listener in any process on the machine measures
+its delivery latency from when the model's pace made it due, and from when it was yielded.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -24,12 +27,20 @@ import random
 import sys
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import version
 from typing import Any, TypeVar
 
 from pydantic_ai import Agent
-from pydantic_ai.messages import ModelMessage, ModelRequest, UserPromptPart
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    PartDeltaEvent,
+    PartStartEvent,
+    TextPart,
+    TextPartDelta,
+    UserPromptPart,
+)
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis.asyncio import Redis
 
@@ -103,7 +114,10 @@ def _pace(messages: Sequence[ModelMessage]) -> Pace:
 def paced_model(gate: asyncio.Event | None = None, started: asyncio.Queue[None] | None = None) -> FunctionModel:
     """A model streaming timestamp tokens at the prompt's pace; with `gate`, only once it is set.
 
-    Each model call puts an item on `started` (if given) as it begins.
+    Each model call puts an item on `started` (if given) as it begins. Token i is due `offset + i * interval`
+    seconds after the call began (or the gate opened): the model sleeps until then, not at all when that is
+    past (a held-back consumer gets the late tokens at once, as from a provider's socket buffer), so a slow
+    event loop or consumer does not slow the model's pace.
     """
 
     async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
@@ -112,13 +126,13 @@ def paced_model(gate: asyncio.Event | None = None, started: asyncio.Queue[None] 
             started.put_nowait(None)
         if gate is not None:
             await gate.wait()
-        if pace.offset:
-            await asyncio.sleep(pace.offset)  # the model's pacing
+        first_due = time.monotonic_ns() + round(pace.offset * 1e9)
         streamed = 0
         while pace.goes_on(streamed):
-            if streamed and pace.interval:
-                await asyncio.sleep(pace.interval)  # the model's pacing
-            yield f"{time.monotonic_ns()} "
+            due = first_due + round(streamed * pace.interval * 1e9)
+            if (wait := due - time.monotonic_ns()) > 0:
+                await asyncio.sleep(wait / 1e9)  # the model's pacing
+            yield f"{due}:{time.monotonic_ns()} "
             streamed += 1
         if pace.stall:
             await asyncio.Event().wait()
@@ -213,21 +227,43 @@ def token_text(event: dict[str, Any]) -> str:
     return ""
 
 
-async def listen_tokens(redis: Redis, session_id: str, sink: list[float], *, wait: int = 60) -> None:
-    """Listen to a session until its end, adding each token's delivery latency (ms) to `sink`."""
+def token_times(text: str) -> list[tuple[int, int]]:
+    """`(due_ns, made_ns)` of each token in a text: when the model's pace made it due, when it was yielded."""
+    return [(int(due), int(made)) for due, made in (token.split(":") for token in text.split())]
+
+
+@dataclass
+class Delivery:
+    """Each token's delivery latency (ms) where it was received: from its due time (what a user waits compared
+    with the model's own pace) and from its yield (what a runtime that holds its model back hides)."""
+
+    from_due: list[float] = field(default_factory=list)
+    from_yield: list[float] = field(default_factory=list)
+
+    def add(self, text: str, received_ns: int) -> None:
+        for due, made in token_times(text):
+            self.from_due.append((received_ns - due) / 1e6)
+            self.from_yield.append((received_ns - made) / 1e6)
+
+    def result(self) -> dict[str, list[float]]:
+        return {"latencies_ms": self.from_due, "yield_latencies_ms": self.from_yield}
+
+
+async def listen_tokens(redis: Redis, session_id: str, sink: Delivery, *, wait: int = 60) -> None:
+    """Listen to a session until its end, adding each token's delivery latencies to `sink`."""
     async with contextlib.aclosing(deps(redis, session_id).listen(serialize=False, wait=wait)) as events:
         async for event in events:
             now = time.monotonic_ns()
             assert isinstance(event, dict)
             if event["type"] == "end":  # ours yields it; the published one just returns
                 return
-            sink.extend((now - int(token)) / 1e6 for token in token_text(event).split())
+            sink.add(token_text(event), now)
 
 
 async def warm_up(redis: Redis, agent: Agent[Any, Any]) -> None:
     """One short run with a listener, so lazy imports and script loading are not measured."""
     await asyncio.gather(
-        listen_tokens(redis, "warm-up", []),
+        listen_tokens(redis, "warm-up", Delivery()),
         run(NullSession(), agent, Pace(tokens=5).prompt(), deps(redis, "warm-up")),
     )
 
@@ -245,14 +281,25 @@ async def finishes(run_: Awaitable[None]) -> bool:
     return True
 
 
-async def bare_run(agent: Agent[Any, Any], prompt: str) -> None:
-    """The ceiling: the agent iterated as `run` iterates it, with nothing done to its events."""
+async def bare_run(agent: Agent[Any, Any], prompt: str, tokens: Delivery | None = None) -> None:
+    """The ceiling: the agent iterated as `run` iterates it, with nothing done to its events (but, with
+    `tokens`, each text event's latencies taken where this loop consumes it)."""
     async with agent.iter(prompt) as agent_run:
         async for node in agent_run:
             if Agent.is_model_request_node(node) or Agent.is_call_tools_node(node):
                 async with node.stream(agent_run.ctx) as events:
-                    async for _ in events:
-                        pass
+                    async for event in events:
+                        if tokens is not None:
+                            tokens.add(event_text(event), time.monotonic_ns())
+
+
+def event_text(event: Any) -> str:
+    """The text a pydantic-ai text part event carries (the first token comes with its `PartStartEvent`)."""
+    if isinstance(event, PartStartEvent) and isinstance(event.part, TextPart):
+        return event.part.content
+    if isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
+        return event.delta.content_delta
+    return ""
 
 
 async def write(url: str, runs: int, tokens: int, rounds: int) -> dict[str, Any]:
@@ -311,29 +358,37 @@ async def start_ramped(
     return tasks
 
 
-async def paced(url: str, runs: int, tokens: int, interval: float) -> dict[str, Any]:
-    """`runs` concurrent paced runs (ramped up), each with a listener started before it; every token's latency."""
+async def paced(url: str, runs: int, tokens: int, interval: float, bare: bool = False) -> dict[str, Any]:
+    """`runs` concurrent paced runs (ramped up), each with a listener started before it: every token's latency.
+
+    `bare`: the same runs iterated by pydantic-ai alone (`bare_run`, no Redis), each token's latency taken where
+    the loop consumes it: the ceiling of any runtime on top of it in one process.
+    """
     redis, admin = client(url), client(url)
     await warm_up(redis, Agent(paced_model()))
     started = asyncio.Queue[None]()
     agent = Agent(paced_model(started=started))
-    latencies: list[float] = []
+    delivery = Delivery()
     run_seconds: list[float] = []
     cpu_before, redis_cpu_before = time.process_time(), await redis_cpu(admin)
     began = time.perf_counter()
 
     async def one(i: int) -> bool:
-        listener = asyncio.create_task(listen_tokens(redis, f"p{i}", latencies))
+        prompt = Pace(tokens, interval).prompt()
+        listener = None if bare else asyncio.create_task(listen_tokens(redis, f"p{i}", delivery))
         run_began = time.perf_counter()
-        ok = await finishes(run(NullSession(), agent, Pace(tokens, interval).prompt(), deps(redis, f"p{i}")))
+        ok = await finishes(
+            bare_run(agent, prompt, delivery) if bare else run(NullSession(), agent, prompt, deps(redis, f"p{i}"))
+        )
         run_seconds.append(time.perf_counter() - run_began)  # its model's pace: slower when writes hold it back
-        await listener
+        if listener is not None:
+            await listener
         return ok
 
     finished = await asyncio.gather(*await start_ramped(runs, one, started))
     return {
         "failed_runs": finished.count(False),
-        "latencies_ms": latencies,
+        **delivery.result(),
         "seconds": time.perf_counter() - began,
         "run_seconds": run_seconds,
         "cpu_s": time.process_time() - cpu_before,
@@ -568,6 +623,7 @@ async def bulk_write(url: str, entries: int, size: int) -> dict[str, Any]:
 WORKLOADS: dict[str, Callable[..., Coroutine[Any, Any, dict[str, Any]]]] = {
     "write": write,
     "paced": paced,
+    "paced-bare": functools.partial(paced, bare=True),
     "cancel-run": cancel_run,
     "cancel-listen": cancel_listen,
     "stall": stall,
@@ -602,6 +658,7 @@ def main() -> None:
     options = {
         "write": {"runs": args.runs, "tokens": args.tokens, "rounds": args.rounds},
         "paced": {"runs": args.runs, "tokens": args.tokens, "interval": args.interval},
+        "paced-bare": {"runs": args.runs, "tokens": args.tokens, "interval": args.interval},
         "cancel-run": {"runs": args.runs, "tokens": args.tokens, "interval": args.interval,
                        "concurrency": args.concurrency},
         "cancel-listen": {"runs": args.runs, "after_deltas": args.after_deltas},
