@@ -8,8 +8,8 @@
 iterated with nothing done to its events) and prints its CPU per event (`process_time`); `categories`
 splits that CPU by the samples' innermost frame of a known category (imports and the warm-up left out).
 
-`paced` times `--runs` concurrent runs of `--tokens` at `--interval` (`ours`: `bench/worker.py paced`, a
-listener each; `bare`: the same runs iterated bare), with Python's default garbage collection or, with
+`paced` times `--runs` concurrent runs of `--tokens` at `--interval` (`bench/worker.py paced`: `ours`, a
+listener each; `bare`, the same runs iterated by pydantic-ai alone), with Python's default garbage collection or, with
 `--gc tuned`, as `serve` and `worker` set it (`_edges/process.py`), and prints CPU per token and the part of
 it spent collecting garbage (timed with `gc.callbacks`). py-spy charges a collection to whatever allocated
 when it started, so split a `--gc tuned` run and take the collector's share from the default one.
@@ -92,26 +92,16 @@ class CollectorClock:
 
 
 async def paced_runs(kind: str, runs: int, tokens: int, interval: float, url: str, collector: str) -> None:
-    from pydantic_ai import Agent
-
     from bench import worker
     from pydantic_ai_stream import settings
 
     settings.set_redis_prefix(f"profile{time.time_ns()}")
-    if collector == "tuned":
-        from pydantic_ai_stream._edges.process import collect_less
-
-        collect_less()
-    await worker.bare_run(Agent(worker.paced_model()), worker.Pace(tokens=5).prompt())
+    if collector == "tuned":  # as `_edges/process.py: collect_less` does (inlined: older checkouts lack it)
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 100)
     clock = CollectorClock()
     cpu, wall = time.process_time(), time.perf_counter()
-    if kind == "bare":
-        started = asyncio.Queue[None]()
-        agent = Agent(worker.paced_model(started=started))
-        prompt = worker.Pace(tokens, interval).prompt()
-        await asyncio.gather(*await worker.start_ramped(runs, lambda _: worker.bare_run(agent, prompt), started))
-    else:
-        await worker.paced(url, runs, tokens, interval)  # its warm-up is counted: a short run among thousands
+    await worker.paced(url, runs, tokens, interval, bare=kind == "bare")  # its warm-up counted: a short run
     wall, cpu, n = time.perf_counter() - wall, time.process_time() - cpu, runs * tokens
     print(
         f"{kind} paced, gc {collector}: {n / wall:,.0f} tokens/s, {cpu / n * 1e6:.0f} µs CPU / token, "
