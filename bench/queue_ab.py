@@ -91,7 +91,7 @@ async def _round(
         await procs.stop(proc)
 
 
-async def _bare(runs: int) -> dict[str, float]:
+async def bare(runs: int) -> dict[str, float]:
     """The ceiling: the same agent run by pydantic-ai alone in this process, 64 at a time, no Redis."""
     from pydantic_ai import Agent
 
@@ -137,7 +137,7 @@ async def main() -> None:
                         results[python].append(result)
                     print(f"round {r} {python}: {json.dumps(result)} load {load:.2f}", file=sys.stderr, flush=True)
                 if args.bare and r < args.rounds:
-                    results["bare"].append(await _bare(args.runs))
+                    results["bare"].append(await bare(args.runs))
                     print(f"round {r} bare pydantic-ai: {json.dumps(results['bare'][-1])}", file=sys.stderr, flush=True)
     finally:
         await procs.aclose()

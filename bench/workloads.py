@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from statistics import median
 from typing import Any
 
-from bench import capacity, cores, durable, grpc_side, telemetry
+from bench import capacity, cores, durable, grpc_side, queue_ab, telemetry
 from bench.procs import WORKER_READY, Proc, output
 from bench.suite import PREFIX, Bench, Side, cpu_seconds, progress, reset_peak_rss, rss_kib
 from bench.table import Row, percentile
@@ -445,9 +445,15 @@ Entries = list[tuple[bytes, dict[bytes, bytes]]]
 async def queue(bench: Bench) -> list[Row]:
     """gRPC Runs an API-only server accepts per second; runs 1, then 2 worker processes start per second."""
     s = bench.sizes
+    progress(f"queue: bare pydantic-ai, {s.queue_runs} runs of the same agent, 64 at a time, in this process")
+    bare = await queue_ab.bare(s.queue_runs)
+    label = f"queue: {s.queue_runs:,} runs of `bench.agents:ok`, pydantic-ai alone, 64 at a time (the ceiling)"
+    rows = [
+        _row(label, "bare pydantic-ai: runs/s", {"ours": bare["runs_per_s"]}),
+        _row(label, "bare pydantic-ai: CPU ms / run", {"ours": bare["cpu_ms_per_run"]}, 2),
+    ]
     await bench.redis.reset()
     progress(f"queue: ours, {s.queue_runs} runs")
-    rows = []
     # Every run is in one scope, whose bound on runs waiting for a worker (default 1,000) must hold them all.
     bound = {"PYDANTIC_AI_STREAM_MAX_QUEUED_RUNS": str(s.queue_runs)}
     async with (
