@@ -90,7 +90,7 @@ class Sizes:
 FULL = Sizes(
     write_tokens=10_000, write_rounds=5, many_runs=100, many_tokens=1_000, paced_runs=1_000, paced_tokens=200,
     grpc_paced_runs=1_000, cancel_runs=200, fanout_sessions=1_000, fanout_listeners=10, fanout_tokens=8,
-    fanout_interval=4.0, fanout_sync_sessions=1_000,
+    fanout_interval=4.0, fanout_sync_sessions=100,
     stalled_runs=200, resume_entries=2_000, resume_big_entries=3_000, resumes=500, big_resumes=100, slow_entries=3_000,
     slow_interval=0.02, big_prompt_runs=200, big_prompt_bytes=3_500_000, queue_runs=3_000,
     queue_light_runs=200, recovery_kills=50, checkpoint_nodes=50, checkpoint_runs=10, telemetry_runs=20,
