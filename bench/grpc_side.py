@@ -15,8 +15,9 @@ from typing import Any, cast
 
 import grpc
 
+from bench.grpc_floor import IDLE_OPEN
 from bench.procs import QUEUE_WORKER_READY, ROOT, SERVER_CLIENT_NAME, SERVER_READY, Proc
-from bench.suite import PREFIX, Bench, cpu_seconds
+from bench.suite import PREFIX, Bench, cpu_seconds, rss_kib
 from bench.worker import Delivery, Pace, first_event_ms
 from pydantic_ai_stream.client import StreamClient
 from pydantic_ai_stream.v1 import stream_pb2 as pb
@@ -81,6 +82,51 @@ async def our_server(
         yield Server(proc=proc, target=f"127.0.0.1:{match[1]}", pids=pids)
     finally:
         await bench.procs.stop(proc)
+
+
+FLOORS = {"aio": "grpc.aio alone", "sync": "sync grpc.server, a thread per stream"}
+"""The floor servers (`bench/grpc_floor.py`): Listen served by grpc with nothing else done."""
+
+
+@contextlib.asynccontextmanager
+async def floor_server(
+    bench: Bench, variant: str, *, sessions: int, listeners: int, idle: bool = False
+) -> AsyncIterator[Server]:
+    """`bench/grpc_floor.py` serving the fan-out's sessions on its schedule; it starts on a `go` line on stdin.
+    `idle`: it sends nothing, and prints a line as each stream opens."""
+    s = bench.sizes
+    cmd = [bench.python("ours"), "-m", "bench.grpc_floor", variant, "--sessions", str(sessions), "--listeners",
+           str(listeners), "--tokens", str(s.fanout_tokens), "--interval", str(s.fanout_interval)]  # fmt: skip
+    if idle:
+        cmd.append("--idle")
+    proc = await bench.procs.start(f"floor {variant}", cmd, env=_env(None), stdin=True, echo=False)
+    try:
+        match = await proc.wait_line(SERVER_READY, timeout=60)
+        yield Server(proc=proc, target=f"127.0.0.1:{match[1]}")
+    finally:
+        await bench.procs.stop(proc)
+
+
+async def idle_rss_per_stream(bench: Bench, sessions: int, listeners: int) -> float:
+    """RSS growth (KiB) per Listen stream of a grpc.aio floor that sends nothing on them: what grpc holds for an
+    open stream. Opened `RAMP` at a time, each batch once the server has counted it."""
+    streams = sessions * listeners
+    async with (
+        floor_server(bench, "aio", sessions=sessions, listeners=listeners, idle=True) as server,
+        clients(server.target, streams) as callers,
+    ):
+        before, calls = rss_kib(server.pid), []
+        try:
+            for n in range(streams):
+                client = callers[n % len(callers)]
+                request = pb.ListenRequest(session_id=f"f{n // listeners}")
+                calls.append(client.stub.Listen(request, metadata=client.metadata))
+                if len(calls) % RAMP == 0 or len(calls) == streams:
+                    await server.proc.wait_line(f"{IDLE_OPEN} {len(calls)}$", timeout=60)
+            return (rss_kib(server.pid) - before) / streams
+        finally:
+            for call in calls:
+                call.cancel()
 
 
 @contextlib.asynccontextmanager

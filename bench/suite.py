@@ -35,6 +35,8 @@ class Sizes:
     fanout_listeners: int
     fanout_tokens: int
     fanout_interval: float
+    fanout_sync_sessions: int
+    """Sessions of the sync floor (`bench/grpc_floor.py sync`: a thread per stream)."""
     stalled_runs: int
     resume_entries: int
     resume_big_entries: int
@@ -88,7 +90,7 @@ class Sizes:
 FULL = Sizes(
     write_tokens=10_000, write_rounds=5, many_runs=100, many_tokens=1_000, paced_runs=1_000, paced_tokens=200,
     grpc_paced_runs=1_000, cancel_runs=200, fanout_sessions=1_000, fanout_listeners=10, fanout_tokens=8,
-    fanout_interval=4.0,
+    fanout_interval=4.0, fanout_sync_sessions=100,
     stalled_runs=200, resume_entries=2_000, resume_big_entries=3_000, resumes=500, big_resumes=100, slow_entries=3_000,
     slow_interval=0.02, big_prompt_runs=200, big_prompt_bytes=3_500_000, queue_runs=3_000,
     queue_light_runs=200, recovery_kills=50, checkpoint_nodes=50, checkpoint_runs=10, telemetry_runs=20,
@@ -98,6 +100,7 @@ FULL = Sizes(
 QUICK = Sizes(
     write_tokens=2_000, write_rounds=2, many_runs=10, many_tokens=200, paced_runs=50, paced_tokens=40,
     grpc_paced_runs=20, cancel_runs=20, fanout_sessions=20, fanout_listeners=5, fanout_tokens=5, fanout_interval=0.2,
+    fanout_sync_sessions=20,
     stalled_runs=50, resume_entries=200, resume_big_entries=100, resumes=20, big_resumes=20, slow_entries=200,
     slow_interval=0.001, big_prompt_runs=10, big_prompt_bytes=1_000_000, queue_runs=100,
     queue_light_runs=20, recovery_kills=3, checkpoint_nodes=10, checkpoint_runs=3, telemetry_runs=10,

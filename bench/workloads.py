@@ -162,11 +162,14 @@ async def cancel(bench: Bench) -> list[Row]:
 
 
 async def fanout(bench: Bench) -> list[Row]:
-    """M sessions x K gRPC Listen streams on one server; the runs are written by a separate worker."""
+    """M sessions x K gRPC Listen streams on one server; the runs are written by a separate worker. First the
+    floor: the same streams, schedule and clients against grpc alone (`bench/grpc_floor.py`)."""
     s = bench.sizes
     streams = s.fanout_sessions * s.fanout_listeners
-    label = (f"fan-out (ours): {s.fanout_sessions:,} sessions x {s.fanout_listeners} gRPC Listen = {streams:,} "
-             f"streams on 1 server, {s.fanout_tokens} tokens/run at {1 / s.fanout_interval:g}/s")  # fmt: skip
+    pace = f"{s.fanout_tokens} tokens/run at {1 / s.fanout_interval:g}/s"
+    rows = [row for variant in grpc_side.FLOORS for row in await _floor(bench, variant, pace)]
+    label = f"fan-out (ours): {s.fanout_sessions:,} sessions x {s.fanout_listeners} gRPC Listen = {streams:,} " \
+            f"streams on 1 server, {pace}"  # fmt: skip
     await bench.redis.reset()
     progress(f"fan-out: ours, {streams} streams")
     async with grpc_side.our_server(bench) as server, grpc_side.clients(server.target, streams) as clients:
@@ -176,7 +179,7 @@ async def fanout(bench: Bench) -> list[Row]:
             interval=s.fanout_interval,
         )  # fmt: skip
         await writer.wait_line(WORKER_READY, timeout=s.worker_timeout)
-        result = await _fan_out(bench, server, clients, writer)
+        result = await _fan_out(bench, server, s.fanout_sessions, clients, writer)
         result["failed_runs"] = (await output(writer, s.worker_timeout))["failed_runs"]
         await bench.procs.stop(writer)
 
@@ -184,32 +187,63 @@ async def fanout(bench: Bench) -> list[Row]:
         return {"ours": result[key]}
 
     return [
+        *rows,
         _row(label, "Redis connections held by the server", ours("connections")),
-        _row(label, "server RSS, all streams open (MiB)", ours("rss_open_mib"), 1),
-        _row(label, "server RSS, peak (MiB)", ours("rss_peak_mib"), 1),
-        _row(label, "server RSS per open stream (KiB; growth while they opened)", ours("rss_per_stream_kib"), 1),
-        _row(label, "delivery p50 (ms, from due)", ours("p50"), 1),
-        _row(label, "delivery p99 (ms, from due)", ours("p99"), 1),
-        _row(label, f"deliveries/s (demanded {streams / s.fanout_interval:,.0f})", ours("rate")),
-        _row(label, "server CPU s / 1k deliveries", ours("cpu_per_1k"), 3),
+        *_fan_out_rows(label, result, streams / s.fanout_interval),
         _row(label, "writer runs that failed", ours("failed_runs")),
         _row(label, "streams that got an error event", ours("errored")),
     ]
 
 
-async def _fan_out(
-    bench: Bench, server: grpc_side.Server, clients: list[StreamClient], writer: Proc
-) -> dict[str, float]:
-    """Open every stream (the writer's runs wait for `go`), note connections and RSS, then let tokens flow."""
+async def _floor(bench: Bench, variant: str, pace: str) -> list[Row]:
+    """The fan-out against a floor server: grpc alone pushing the same tokens to the same streams."""
     s = bench.sizes
-    streams = s.fanout_sessions * s.fanout_listeners
-    sessions = [(clients[n % len(clients)], f"f{n // s.fanout_listeners}") for n in range(streams)]
+    sessions = s.fanout_sessions if variant == "aio" else s.fanout_sync_sessions
+    streams = sessions * s.fanout_listeners
+    label = f"fan-out floor ({grpc_side.FLOORS[variant]}): {sessions:,} sessions x {s.fanout_listeners} Listen = " \
+            f"{streams:,} streams, {pace}"  # fmt: skip
+    progress(f"fan-out floor: {variant}, {streams} streams")
+    async with (
+        grpc_side.floor_server(bench, variant, sessions=sessions, listeners=s.fanout_listeners) as server,
+        grpc_side.clients(server.target, streams) as clients,
+    ):
+        result = await _fan_out(bench, server, sessions, clients, server.proc)
+    rows = _fan_out_rows(label, result, streams / s.fanout_interval)
+    if variant == "aio":
+        progress(f"fan-out floor: {variant}, {streams} idle streams")
+        idle = await grpc_side.idle_rss_per_stream(bench, sessions, s.fanout_listeners)
+        rows.insert(3, _row(label, "server RSS per idle open stream (KiB; nothing ever sent)", {"ours": idle}, 1))
+    return rows
+
+
+def _fan_out_rows(label: str, result: dict[str, float], demanded: float) -> list[Row]:
+    def ours(key: str) -> dict[str, Any]:
+        return {"ours": result[key]}
+
+    return [
+        _row(label, "server RSS, all streams open (MiB)", ours("rss_open_mib"), 1),
+        _row(label, "server RSS, peak (MiB)", ours("rss_peak_mib"), 1),
+        _row(label, "server RSS per open stream (KiB; growth while they opened)", ours("rss_per_stream_kib"), 1),
+        _row(label, "delivery p50 (ms, from due)", ours("p50"), 1),
+        _row(label, "delivery p99 (ms, from due)", ours("p99"), 1),
+        _row(label, f"deliveries/s (demanded {demanded:,.0f})", ours("rate")),
+        _row(label, "server CPU s / 1k deliveries", ours("cpu_per_1k"), 3),
+    ]
+
+
+async def _fan_out(
+    bench: Bench, server: grpc_side.Server, sessions: int, clients: list[StreamClient], go_to: Proc
+) -> dict[str, float]:
+    """Open every stream (the tokens wait for `go_to`'s `go`), note connections and RSS, then let tokens flow."""
+    s = bench.sizes
+    streams = sessions * s.fanout_listeners
+    listening = [(clients[n % len(clients)], f"f{n // s.fanout_listeners}") for n in range(streams)]
     async with grpc_side.Listeners(timeout=s.worker_timeout) as listeners:
         rss_before = rss_kib(server.pid)
-        await listeners.open(sessions)
+        await listeners.open(listening)
         connections, rss_open = await bench.redis.server_connections(), rss_kib(server.pid)
         progress(f"fan-out: {streams} streams open, server holds {connections} Redis connections; go")
-        await _go(writer)
+        await _go(go_to)
         cpu, started = cpu_seconds(server.pid), time.perf_counter()
         await listeners.finish()
         elapsed, cpu = time.perf_counter() - started, cpu_seconds(server.pid) - cpu
