@@ -161,10 +161,12 @@ def check_attachment(n: int, attachment: Attachment) -> Attachment:
             raise InvalidRequestError(f"{what}: data needs a media_type")
     else:
         _check_url(what, attachment.url or "")
-    inferred = _kind_of(media_type or _guessed(attachment.url or ""))
+    # Said outright when its URL's path names it: pydantic-ai guesses from the whole URL, which a query defeats.
+    media_type = media_type or _guessed(attachment.url or "")
+    inferred = _kind_of(media_type)
     kind = attachment.kind or inferred
     if kind is None:
-        raise InvalidRequestError(f"{what}: give a media_type or a kind (none is known for its url)")
+        raise InvalidRequestError(f"{what}: give a media_type (none is known for its url)")
     if attachment.kind is not None and inferred is not None and media_type and inferred != attachment.kind:
         raise InvalidRequestError(f"{what}: kind {attachment.kind} does not fit media type {media_type}")
     checked = Attachment(
