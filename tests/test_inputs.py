@@ -4,11 +4,13 @@ the summary `begin` shows, the pydantic-ai content it becomes, and the stored fo
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 from pydantic_ai.messages import BinaryContent, BinaryImage, DocumentUrl, ImageUrl, VideoUrl
 
 from pydantic_ai_stream import Attachment
 from pydantic_ai_stream._core.errors import InvalidRequestError
 from pydantic_ai_stream._core.inputs import InputBounds, decode_attachments, encode_attachments, json_numbers
+from pydantic_ai_stream.server import ServerSettings
 
 BOUNDS = InputBounds(max_context_bytes=20, max_attachments=2, max_attachment_bytes=10, max_attachments_bytes=15)
 
@@ -89,3 +91,11 @@ def test_the_summary_never_holds_the_bytes_and_the_stored_form_round_trips() -> 
         {"kind": "document", "media_type": "text/plain", "size": 1},
     ]
     assert decode_attachments(encode_attachments(attachments)) == attachments
+
+
+def test_a_server_refuses_to_start_when_its_receive_limit_does_not_admit_a_run_at_every_bound() -> None:
+    assert ServerSettings().input_bounds() == InputBounds(), "the defaults fit the default 8 MiB"
+    with pytest.raises(ValidationError, match=r"max_request_bytes \(\d+\) must admit a run at every bound"):
+        ServerSettings(max_attachments_bytes=6 * 1024 * 1024)
+    raised = ServerSettings(max_attachments_bytes=6 * 1024 * 1024, max_request_bytes=10 * 1024 * 1024)
+    assert raised.input_bounds().max_attachments_bytes == 6 * 1024 * 1024
