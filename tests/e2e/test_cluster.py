@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 
@@ -11,7 +12,17 @@ from pydantic_ai import Agent
 from redis.asyncio import RedisCluster
 from redis.cluster import key_slot
 
-from pydantic_ai_stream import AgxCanceledError, Attachment, RedisSession, Runtime, SessionHandle, Settings, q, run
+from pydantic_ai_stream import (
+    AgxCanceledError,
+    Attachment,
+    QueueFullError,
+    RedisSession,
+    Runtime,
+    SessionHandle,
+    Settings,
+    q,
+    run,
+)
 from pydantic_ai_stream._core.keys import queued_key, ready_key, scope_jobs_key, scopes_key, turn_key
 from pydantic_ai_stream._core.submission import Submission
 from pydantic_ai_stream.server import Worker
@@ -173,3 +184,8 @@ async def test_a_runs_context_and_attachments_on_the_cluster(cluster: RedisClust
     ]  # type: ignore[arg-type]
     assert not await cluster.exists(keys.attachments("r1"))
     assert not await cluster.exists(keys.checkpoint)
+    full = dataclasses.replace(runtime.queue, max_queued=0)  # refused at the first of the cluster's steps
+    other = runtime.stream(runtime.keys(scope_id=1, user_id=8, session_id="s1"))
+    with pytest.raises(QueueFullError):
+        await full.submit(other, Submission(agent="seeing_any", run_id="r2", attachments=[image]))
+    assert not await cluster.exists(other.keys.attachments("r2")), "a refused run's attachments go"

@@ -115,7 +115,12 @@ class RunQueue:
         # Kept before the run can be claimed; kept already (`False`) for a retry, or a run that waited behind another.
         # A failed open keeps them: its reply may be what was lost (they expire unless a worker adopts the run).
         stored = await self._store_attachments(stream, run_id, run)
-        state, begin_event_id = await self._open(stream, job, open_run)
+        try:
+            state, begin_event_id = await self._open(stream, job, open_run)
+        except QueueFullError:  # refused before the run was opened (a Redis Cluster's first step)
+            if stored:
+                await stream.drop_attachments(run_id)
+            raise
         if stored and state not in (OpenState.OPENED, OpenState.QUEUED):
             await stream.drop_attachments(run_id)  # refused, or a retry of a run that no longer needs them
         if state is OpenState.OPENED:
