@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from redis.asyncio import Redis
 
-from pydantic_ai_stream import QueueFullError, RunExistsError, Runtime, SessionBusyError, Settings
+from pydantic_ai_stream import Attachment, QueueFullError, RunExistsError, Runtime, SessionBusyError, Settings
+from pydantic_ai_stream._core.inputs import encode_attachments
 from pydantic_ai_stream._core.keys import queue_wake_key
 from pydantic_ai_stream._core.submission import Submission
 from pydantic_ai_stream._durable.job import Job
@@ -118,3 +121,33 @@ async def test_a_job_in_the_queue_of_an_older_version_is_claimed_first(redis: Re
     jobs = await queue.claim(client=redis, consumer="w1", count=10, block_ms=1, wake=wake)
     assert [job.session_id for job in jobs] == ["old", "new"]
     assert await queue.waiting() == 0
+
+
+async def test_a_runs_context_rides_its_job_and_its_attachments_are_kept_once_apart(
+    redis: Redis, runtime: Runtime
+) -> None:
+    """A retry keeps the first copy; a run refused (full, busy) leaves none; one waiting behind the session's run
+    keeps its own as long as it waits (`keep_waiting`), and its waiting entry carries its context."""
+    queue = runtime.queue
+    stream = _stream(runtime, "s1")
+    image = Attachment(data=b"\x89PNG", media_type="image/png", kind="image")
+    run = Submission(agent="a", body={"user_prompt": "hi"}, run_id="r1", context={"k": "v"}, attachments=[image])
+    await queue.submit(stream, run)
+    assert await redis.get(stream.keys.attachments("r1")) == encode_attachments([image])
+    with pytest.raises(RunExistsError):
+        await queue.submit(stream, run)
+    assert await redis.get(stream.keys.attachments("r1")) == encode_attachments([image]), "kept once"
+    with pytest.raises(SessionBusyError):
+        await queue.submit(stream, Submission(agent="a", run_id="r2", attachments=[image]))
+    assert not await redis.exists(stream.keys.attachments("r2")), "a refused run's go"
+    waiting = Submission(agent="a", run_id="w1", context={"k": "w"}, attachments=[image])
+    assert (await queue.wait_behind(stream, waiting)) is not None
+    await redis.pexpire(stream.keys.attachments("w1"), 1000)
+    await queue.keep_waiting([(stream.keys, "w1")])
+    assert await redis.pttl(stream.keys.attachments("w1")) > 1000, "kept as long as the run waits"
+    [item] = await redis.lrange(stream.keys.waiting, 0, -1)
+    assert Submission.of_waiting(json.loads(item)).context == {"k": "w"}
+    w1 = queue_wake_key(runtime.settings.redis_prefix, "w1")
+    await queue.create_group(wake=w1)
+    [job] = await queue.claim(client=redis, consumer="w1", count=10, block_ms=1, wake=w1)
+    assert (job.run_id, dict(job.context)) == ("r1", {"k": "v"})

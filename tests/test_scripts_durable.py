@@ -66,14 +66,19 @@ async def test_wait_puts_a_run_behind_the_sessions_run_once(redis: Redis, k: Ses
 
 
 async def test_adopt_takes_a_queued_run_and_answers_its_adopters_resend(redis: Redis, k: SessionKeys) -> None:
-    keys = [k.live, k.stream, k.durable, k.checkpoint, k.active]
+    keys = [k.live, k.stream, k.durable, k.checkpoint, k.active, k.attachments("r1")]
     assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == [], "no stream"
     begin_id = await _queued(redis, k)
+    await redis.set(k.attachments("r1"), b"[]\n\x00\xff", px=60_000)
     assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == [begin_id, BEGIN.encode()]
     assert await redis.get(k.live) == b"r1"
     assert await redis.hget(k.checkpoint, "adopted:r1") == b"w1"
+    assert await redis.hget(k.checkpoint, "attachments:r1") == b"[]\n\x00\xff", "moved, bytes as they were"
+    assert not await redis.exists(k.attachments("r1"))
+    assert 0 < await redis.pttl(k.checkpoint) <= 9000, "the checkpoint lives as long as the run's record"
     assert await redis.zrange(k.active, 0, -1) == [b"s1"]
     assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == [begin_id, BEGIN.encode()]
+    assert await redis.hget(k.checkpoint, "attachments:r1") == b"[]\n\x00\xff", "a resend keeps them"
     assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w2", "s1"]) == [], "another's"
 
 

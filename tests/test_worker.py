@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pydantic_ai_stream import (
+    Attachment,
     Entry,
     QueueFullError,
     RedisSession,
@@ -90,6 +91,39 @@ async def test_a_cancelled_queued_run_ends_at_once_and_never_runs(redis: Redis, 
             await asyncio.sleep(0.01)
         await worker.join()
     assert model.calls == 0
+
+
+async def test_a_run_whose_attachments_expired_before_it_started_ends_with_an_error(
+    redis: Redis, runtime: Runtime
+) -> None:
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+    image = Attachment(data=b"\x89PNG", media_type="image/png")
+    await handle.submit(agent="gated", body={"user_prompt": "hi"}, run_id="r1", attachments=[image])
+    assert 0 < await redis.pttl(handle.keys.attachments("r1")) <= runtime.queue.wait_ms, "they live as it may wait"
+    await redis.delete(handle.keys.attachments("r1"))  # as if expired
+    model = GatedModel()
+    model.gate.set()
+    async with Worker(runtime=runtime, agents={"gated": model.agent()}):
+        events = await _events(runtime, "s1")
+    assert _outline(events) == [
+        ("begin", None),
+        ("error", "the run's attachments expired before a worker could start it"),
+        ("end", None),
+    ]
+    assert model.calls == 0, "the model never saw the run without its attachments"
+
+
+async def test_a_cancelled_queued_runs_attachments_go_with_its_job(redis: Redis, runtime: Runtime) -> None:
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="s1")
+    image = Attachment(data=b"\x89PNG", media_type="image/png")
+    await handle.submit(agent="gated", body={"user_prompt": "hi"}, run_id="r1", attachments=[image])
+    assert await handle.cancel()
+    async with Worker(runtime=runtime, agents={"gated": GatedModel().agent()}) as worker:
+        deadline = time.monotonic() + 10
+        while await redis.exists(handle.keys.attachments("r1")):  # the worker claims the job, finds it ended
+            assert time.monotonic() < deadline, "the cancelled run's attachments were never dropped"
+            await asyncio.sleep(0.02)
+        await worker.join()
 
 
 async def test_a_worker_runs_at_most_its_concurrency_and_each_run_once(redis: Redis, runtime: Runtime) -> None:

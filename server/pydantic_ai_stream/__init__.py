@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         StoredNode,
         nodes_from_msgs,
     )
+    from ._core.inputs import Attachment, AttachmentKind
     from ._core.keys import ConversationKeys, SessionKeys
     from ._core.metrics import Metrics, RunReport
     from ._core.settings import Configured, Settings
@@ -63,6 +64,8 @@ __all__ = [
     "AgentNotAllowedError",
     "AgxCanceledError",
     "Answer",
+    "Attachment",
+    "AttachmentKind",
     "BusyPolicy",
     "CancelState",
     "Configured",
@@ -145,6 +148,7 @@ _LAZY = {
 _LAZY_TYPES = {
     "._core.entry": ("Entry",),
     "._core.events": ("Answer", "NodeBegin", "NodeEnd", "PartDelta", "PartFields", "PartStart", "Resumed"),
+    "._core.inputs": ("Attachment", "AttachmentKind"),
     "._core.keys": ("ConversationKeys", "SessionKeys"),
     "._core.metrics": ("Metrics", "RunReport"),
     "._core.settings": ("Configured",),

@@ -4,10 +4,10 @@
 Imports neither pydantic-ai nor redis, so a process that only talks to a server starts fast.
 """
 
-from ._edges.grpc.client import StreamClient, Transcript, TranscriptNode, TranscriptPart, event_body
+from ._edges.grpc.client import Attachable, StreamClient, Transcript, TranscriptNode, TranscriptPart, event_body
 from ._exports import named
 
-__all__ = ["StreamClient", "Transcript", "TranscriptNode", "TranscriptPart", "event_body"]
+__all__ = ["Attachable", "StreamClient", "Transcript", "TranscriptNode", "TranscriptPart", "event_body"]
 
 for _value in (StreamClient, Transcript, TranscriptNode, TranscriptPart, event_body):
     named(_value, __name__)

@@ -9,6 +9,7 @@ context (tests, or a process that serves beside other work); `AgentStreamService
 
 from typing import TYPE_CHECKING, Any
 
+from ._core.inputs import InputBounds
 from ._edges.config import ServerSettings, load_agent
 from ._edges.grpc.proto import ListenResponseCache
 from ._edges.grpc.server import RunningServer, running_server, serve
@@ -33,6 +34,7 @@ __all__ = [
     "Caller",
     "HostedDeps",
     "HttpServer",
+    "InputBounds",
     "ListenResponseCache",
     "RunningServer",
     "ServerSettings",

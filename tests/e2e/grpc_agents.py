@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from pydantic_ai import Agent, ModelRetry
-from pydantic_ai.messages import ModelMessage, ModelResponse, UserPromptPart
+from pydantic import BaseModel
+from pydantic_ai import Agent, ModelRetry, RunContext
+from pydantic_ai.messages import BinaryContent, FileUrl, ModelMessage, ModelRequest, ModelResponse, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 
 from pydantic_ai_stream import RETRY_SAFE
+from pydantic_ai_stream.server import HostedDeps
 from support import scripted_model
 
 # Streams two tokens, then waits forever: a run that is live until cancelled.
@@ -148,3 +150,56 @@ async def _recalling(messages: list[ModelMessage], info: AgentInfo) -> AsyncIter
 recalling = Agent(FunctionModel(stream_function=_recalling), name="recalling")
 recalling.tool_plain(book)
 recalling.tool_plain(metadata={RETRY_SAFE: True})(lookup)
+
+
+class Account(BaseModel):
+    """The request context the `seeing` agent declares."""
+
+    locale: str
+    account: int
+
+
+def _seen(messages: list[ModelMessage], info: AgentInfo) -> list[str]:
+    """What the model got: the instructions, then each part of the last user prompt (text, media type, size, URL)."""
+    seen = [f"instructions={info.instructions}"]
+    prompt = [
+        part for m in messages if isinstance(m, ModelRequest) for part in m.parts if isinstance(part, UserPromptPart)
+    ][-1]
+    for item in [prompt.content] if isinstance(prompt.content, str) else prompt.content:
+        if isinstance(item, str):
+            seen.append(f"text={item}")
+        elif isinstance(item, BinaryContent):
+            seen.append(f"binary={item.media_type}:{len(item.data)}:{item.identifier}")
+        elif isinstance(item, FileUrl):
+            seen.append(f"{item.kind}={item.media_type}:{item.url}")
+    return seen
+
+
+async def _seeing(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str]:
+    pace = float(os.environ.get("TEST_PACE_SECONDS", "0"))
+    for line in _seen(messages, info):
+        yield line + "\n"
+    for i in range(SEEING_TOKENS):
+        if pace:
+            await asyncio.sleep(pace)  # the model's pace: its worker can be killed mid-answer
+        yield f"t{i} "
+
+
+SEEING_TOKENS = 20
+# Says what it saw (its instructions, which read the run's context, and its prompt's parts), then twenty tokens
+# (paced by $TEST_PACE_SECONDS).
+seeing = Agent(FunctionModel(stream_function=_seeing), deps_type=HostedDeps[Account], name="seeing")
+
+
+@seeing.instructions
+def _account(ctx: RunContext[HostedDeps[Account]]) -> str:
+    return f"locale {ctx.deps.context.locale}, account {ctx.deps.context.account}"
+
+
+# The same, with a context of any shape (a dict).
+seeing_any = Agent(FunctionModel(stream_function=_seeing), deps_type=HostedDeps, name="seeing_any")
+
+
+@seeing_any.instructions
+def _context(ctx: RunContext[HostedDeps]) -> str:
+    return f"context {json.dumps(ctx.deps.context, sort_keys=True)}"

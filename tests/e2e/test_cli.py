@@ -7,6 +7,7 @@ import json
 import re
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,8 @@ from pydantic_ai_stream.server import RunningServer, ServerSettings, running_ser
 
 @pytest.fixture
 async def server(redis_url: str, settings: Settings) -> AsyncIterator[RunningServer]:
-    config = ServerSettings(redis_url=redis_url, port=0, agents={"stalling": "grpc_agents:stalling"})
+    agents = {"stalling": "grpc_agents:stalling", "seeing_any": "grpc_agents:seeing_any"}
+    config = ServerSettings(redis_url=redis_url, port=0, agents=agents)
     async with running_server(config, settings=settings) as running:
         yield running
 
@@ -67,6 +69,22 @@ async def test_run_prints_the_answer_as_it_streams(server: RunningServer) -> Non
     assert lines[-1]["type"] == "end"
     code, out, _ = await _cli(server, "listen", "c1", "--after", lines[-2]["id"])
     assert [json.loads(line)["type"] for line in out.splitlines()] == ["end"]
+
+
+async def test_run_sends_a_context_and_attached_files(server: RunningServer, tmp_path: Path) -> None:
+    (tmp_path / "scan.png").write_bytes(b"\x89PNG" + bytes(100))
+    context = '{"locale": "fr"}'
+    args = ("run", "seeing_any", "look", "--context", context, "--attach", str(tmp_path / "scan.png"))
+    code, out, err = await _cli(server, *args)
+    assert code == 0, err
+    assert out.splitlines()[:3] == [
+        'instructions=context {"locale": "fr"}',
+        "text=look",
+        "binary=image/png:104:scan.png",
+    ]
+    code, _, err = await _cli(server, "run", "seeing_any", "look", "--context", "[1]")
+    assert code == 2
+    assert "must be a JSON object" in err
 
 
 async def test_ls_and_cancel(server: RunningServer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 
@@ -11,7 +12,17 @@ from pydantic_ai import Agent
 from redis.asyncio import RedisCluster
 from redis.cluster import key_slot
 
-from pydantic_ai_stream import AgxCanceledError, RedisSession, Runtime, SessionHandle, Settings, q, run
+from pydantic_ai_stream import (
+    AgxCanceledError,
+    Attachment,
+    QueueFullError,
+    RedisSession,
+    Runtime,
+    SessionHandle,
+    Settings,
+    q,
+    run,
+)
 from pydantic_ai_stream._core.keys import queued_key, ready_key, scope_jobs_key, scopes_key, turn_key
 from pydantic_ai_stream._core.submission import Submission
 from pydantic_ai_stream.server import Worker
@@ -141,3 +152,40 @@ async def test_the_run_queue_and_its_workers_on_the_cluster(cluster: RedisCluste
                 assert events[0]["body"]["run_id"] == "w"  # type: ignore[index]
     assert await cluster.zrange(queued_key(runtime.settings.redis_prefix, 1), 0, -1) == []
     assert await cluster.xlen(queue.key) == 0
+
+
+async def test_a_runs_context_and_attachments_on_the_cluster(cluster: RedisCluster, runtime: Runtime) -> None:
+    """Submitted through the library (`SessionHandle.submit`): the attachments are kept in the session's slot
+    (the adopt script moves them into the run's checkpoint hash), and the run's end deletes them."""
+    from grpc_agents import seeing_any
+
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=7, session_id="s1")
+    keys = handle.keys
+    assert (
+        key_slot(keys.attachments("r1").encode())
+        == key_slot(keys.stream.encode())
+        == key_slot(keys.checkpoint.encode())
+    )
+    image = Attachment(data=b"\x89PNG" + bytes(50), media_type="image/png", name="a.png")
+    await handle.submit(
+        agent="seeing_any", body={"user_prompt": "look"}, run_id="r1", context={"n": 1}, attachments=[image]
+    )
+    assert await cluster.exists(keys.attachments("r1")), "kept until a worker adopts the run"
+    async with Worker(runtime=runtime, agents={"seeing_any": seeing_any}):
+        events = [e async for e in handle.listen(serialize=False, timeout=10)]
+    assert isinstance(events[0], dict)
+    assert events[0]["body"]["attachments"] == [
+        {"kind": "image", "media_type": "image/png", "size": 54, "name": "a.png"}
+    ]
+    assert text_of(events).splitlines()[:3] == [
+        'instructions=context {"n": 1}',
+        "text=look",
+        "binary=image/png:54:a.png",
+    ]  # type: ignore[arg-type]
+    assert not await cluster.exists(keys.attachments("r1"))
+    assert not await cluster.exists(keys.checkpoint)
+    full = dataclasses.replace(runtime.queue, max_queued=0)  # refused at the first of the cluster's steps
+    other = runtime.stream(runtime.keys(scope_id=1, user_id=8, session_id="s1"))
+    with pytest.raises(QueueFullError):
+        await full.submit(other, Submission(agent="seeing_any", run_id="r2", attachments=[image]))
+    assert not await cluster.exists(other.keys.attachments("r2")), "a refused run's attachments go"

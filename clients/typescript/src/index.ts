@@ -5,9 +5,11 @@
  */
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import type { JsonObject } from "@bufbuild/protobuf";
+import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
 import {
   AgentStreamService,
+  AttachmentKind,
+  AttachmentSchema,
   BusyPolicy,
   EventKind,
   EventType,
@@ -40,7 +42,25 @@ export interface RunOptions {
    * run waits behind it (the response says `waiting`); INTERRUPT and ROLLBACK cancel it first.
    */
   ifBusy?: BusyPolicy;
+  /** Request context for the hosted agent's deps (`ctx.deps.context`), e.g. { locale: "fr", account: 42 }. */
+  context?: JsonObject;
+  /** Files for the model after the prompt's text: bytes with a media type, or an http(s) URL. */
+  attachments?: AttachmentInput[];
   timeoutMs?: number;
+}
+
+/** An attachment of `run`: `data` with its `mediaType`, or a `url` (`mediaType` optional when its path ends
+ * in a known extension); `kind` defaults to what the media type says; `name` is what the model may call it. */
+export type AttachmentInput = ({ data: Uint8Array; mediaType: string } | { url: string; mediaType?: string }) & {
+  kind?: AttachmentKind;
+  name?: string;
+};
+
+function attachmentOf(input: AttachmentInput): MessageInitShape<typeof AttachmentSchema> {
+  const source =
+    "data" in input ? { case: "data" as const, value: input.data } : { case: "url" as const, value: input.url };
+  const kind = input.kind ?? AttachmentKind.UNSPECIFIED;
+  return { source, mediaType: input.mediaType ?? "", kind, name: input.name ?? "" };
 }
 
 export interface ListenOptions {
@@ -102,9 +122,10 @@ export class StreamClient {
    * Retrying with the same `runId` is safe under every policy.
    */
   async run(agent: string, sessionId: string, prompt: string, options: RunOptions = {}): Promise<RunResponse> {
-    const { runId = "", modelSettings, ifBusy = BusyPolicy.REJECT } = options;
+    const { runId = "", modelSettings, ifBusy = BusyPolicy.REJECT, context } = options;
+    const attachments = (options.attachments ?? []).map(attachmentOf);
     return await this.rpc.run(
-      { agent, sessionId, prompt, runId, modelSettings, ifBusy },
+      { agent, sessionId, prompt, runId, modelSettings, ifBusy, context, attachments },
       { timeoutMs: options.timeoutMs ?? 30_000 },
     );
   }

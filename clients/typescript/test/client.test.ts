@@ -3,6 +3,7 @@ import { test } from "node:test";
 
 import {
   BusyPolicy,
+  AttachmentKind,
   Code,
   ConnectError,
   EventKind,
@@ -75,6 +76,33 @@ test("run then listen: begin ... end with typed fields", async () => {
   assert.ok(events.some((e) => e.kind === EventKind.PART_DELTA && e.contentDelta !== undefined));
   assert.ok(events.some((e) => e.kind === EventKind.ANSWER));
   assert.deepEqual(eventBody(events[0]!).user_prompt, "weather in Paris?");
+});
+
+test("a run's context and attachments reach the agent; begin shows only their summary", async () => {
+  const png = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 1, 2, 3]);
+  await alice.run("seeing_any", "ts-inputs", "look", {
+    context: { locale: "fr", account: 42 },
+    attachments: [
+      { data: png, mediaType: "image/png", name: "scan.png" },
+      { url: "https://example.com/report.pdf", kind: AttachmentKind.DOCUMENT },
+    ],
+  });
+  const events = await collect(alice.listen("ts-inputs"));
+  assert.deepEqual(eventBody(events[0]!).attachments, [
+    { kind: "image", media_type: "image/png", size: 7, name: "scan.png" },
+    { kind: "document", media_type: "application/pdf", url: "https://example.com/report.pdf" },
+  ]);
+  const text = events.filter((e) => e.partKind === PartKind.TEXT).map((e) => e.content ?? e.contentDelta).join("");
+  assert.deepEqual(text.split("\n").slice(0, 4), [
+    'instructions=context {"account": 42, "locale": "fr"}',
+    "text=look",
+    "binary=image/png:7:scan.png",
+    "document-url=application/pdf:https://example.com/report.pdf",
+  ]);
+  await assert.rejects(
+    alice.run("seeing_any", "ts-inputs-2", "look", { attachments: [{ url: "ftp://example.com/a.png" }] }),
+    (error: unknown) => ConnectError.from(error).code === Code.InvalidArgument,
+  );
 });
 
 test("resume after an id: nothing lost, nothing repeated", async () => {

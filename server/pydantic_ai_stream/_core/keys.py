@@ -137,6 +137,11 @@ class SessionKeys:
             runs=f"{stream}:runs",
         )
 
+    def attachments(self, run_id: str) -> str:
+        """The attachments of the session's run `run_id` from its submit until a worker adopts it (then they
+        move into the `checkpoint` hash, which lives as long as the run): `<stream>:attachments:<run id>`."""
+        return f"{self.stream}:attachments:{check_id('run_id', run_id)}"
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ConversationKeys:

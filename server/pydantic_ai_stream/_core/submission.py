@@ -3,9 +3,11 @@ and the session handle (which passes a submit on to admission)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
+
+from .inputs import Attachment
 
 __all__ = ["BusyPolicy", "RunOptions", "Submission", "Submitted"]
 
@@ -22,6 +24,8 @@ class RunOptions(TypedDict, total=False):
     if_busy: BusyPolicy
     wait: float
     traceparent: str | None
+    context: Mapping[str, Any] | None
+    attachments: Sequence[Attachment]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +42,11 @@ class Submission:
     """`None`: made when it is submitted."""
     traceparent: str | None = None
     """The W3C trace context its span continues."""
+    context: Mapping[str, Any] | None = None
+    """The request context its hosted agent's deps get (JSON, checked by admission)."""
+    attachments: Sequence[Attachment] = ()
+    """Files for the model after the prompt's text (checked by admission): stored once, apart from the job;
+    its `begin` (`body`) carries their summary. A run that waited behind another has them stored already."""
 
     def waiting(self) -> dict[str, Any]:
         """The run as it waits behind the session's run (JSON; `of_waiting` reads it back)."""
@@ -49,6 +58,8 @@ class Submission:
         }
         if self.traceparent:
             waiting["traceparent"] = self.traceparent
+        if self.context:
+            waiting["context"] = dict(self.context)
         return waiting
 
     @classmethod
@@ -60,6 +71,7 @@ class Submission:
             options=waiting["options"],
             run_id=waiting["run_id"],
             traceparent=waiting.get("traceparent"),
+            context=waiting.get("context"),
         )
 
 

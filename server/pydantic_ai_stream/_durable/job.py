@@ -30,6 +30,8 @@ class Job:
     """Keyword arguments for `agent.iter()` (JSON: e.g. `model_settings`)."""
     traceparent: str = ""
     """The W3C trace context the run's span continues (`""`: none; jobs written before it have none)."""
+    context: Mapping[str, Any] = field(default_factory=dict)
+    """The request context the hosted agent's deps get (JSON; bounded at admission, so small)."""
     id: str = ""
     """The job's entry id in the queue (set once claimed)."""
 
@@ -49,6 +51,8 @@ class Job:
         }
         if self.traceparent:
             fields["traceparent"] = self.traceparent
+        if self.context:
+            fields["context"] = json.dumps(self.context, ensure_ascii=False, separators=(",", ":"))
         return fields
 
     @classmethod
@@ -64,4 +68,5 @@ class Job:
             agent=values["agent"],
             options=json.loads(values.get("options", "{}")),
             traceparent=values.get("traceparent", ""),
+            context=json.loads(values.get("context", "{}")),
         )

@@ -28,6 +28,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from .._core.entry import decode
 from .._core.errors import QueueFullError, RunExistsError, SessionBusyError
+from .._core.inputs import encode_attachments
 from .._core.keys import QueueKeys, SessionKeys, cancel_channel, check_id, run_id_or_new
 from .._core.settings import Settings
 from .._core.submission import Submission, Submitted
@@ -99,6 +100,7 @@ class RunQueue:
             agent=run.agent,
             options=run.options or {},
             traceparent=run.traceparent or "",
+            context=run.context or {},
         )
         # The ids first (as `open` needs), then the agent (which callers limited to some agents check).
         ids = {"session_id": session_id, "run_id": run_id, "agent": run.agent}
@@ -110,21 +112,17 @@ class RunQueue:
             nonce=uuid.uuid4().hex,
             queued=True,
         )
-        if is_cluster(self.redis):
-            state, begin_event_id = await self._submit_in_steps(stream, job, open_run)
-        else:  # one script: no step of it can be lost without the others
-            queue_keys = self._keys
-            enqueue = Enqueue(
-                queue=queue_keys.jobs(scope_id),
-                queued=queue_keys.queued(scope_id),
-                member=job.member,
-                limit=self.max_queued,
-                fields=job.fields(),
-                scopes=queue_keys.scopes,
-                turn=queue_keys.turn,
-                ready=queue_keys.ready,
-            )
-            state, begin_event_id = await open_run(enqueue=enqueue)
+        # Kept before the run can be claimed; kept already (`False`) for a retry, or a run that waited behind another.
+        # A failed open keeps them: its reply may be what was lost (they expire unless a worker adopts the run).
+        stored = await self._store_attachments(stream, run_id, run)
+        try:
+            state, begin_event_id = await self._open(stream, job, open_run)
+        except QueueFullError:  # refused before the run was opened (a Redis Cluster's first step)
+            if stored:
+                await stream.drop_attachments(run_id)
+            raise
+        if stored and state not in (OpenState.OPENED, OpenState.QUEUED):
+            await stream.drop_attachments(run_id)  # refused, or a retry of a run that no longer needs them
         if state is OpenState.OPENED:
             return Submitted(run_id=run_id, begin_event_id=begin_event_id)
         if state is OpenState.FULL:
@@ -132,6 +130,33 @@ class RunQueue:
         if state is OpenState.BUSY:
             raise SessionBusyError(session_id)
         raise RunExistsError(session_id, run_id=run_id, begin_event_id=begin_event_id)
+
+    async def _open(
+        self, stream: SessionStream, job: Job, open_run: Callable[..., Awaitable[tuple[OpenState, str]]]
+    ) -> tuple[OpenState, str]:
+        """Open the run of `job` (`open_run`) and add the job, in one script, or in steps on a Redis Cluster."""
+        if is_cluster(self.redis):
+            return await self._submit_in_steps(stream, job, open_run)
+        # One script: no step of it can be lost without the others.
+        queue_keys = self._keys
+        enqueue = Enqueue(
+            queue=queue_keys.jobs(job.scope_id),
+            queued=queue_keys.queued(job.scope_id),
+            member=job.member,
+            limit=self.max_queued,
+            fields=job.fields(),
+            scopes=queue_keys.scopes,
+            turn=queue_keys.turn,
+            ready=queue_keys.ready,
+        )
+        return await open_run(enqueue=enqueue)
+
+    async def _store_attachments(self, stream: SessionStream, run_id: str, run: Submission) -> bool:
+        """Keep `run`'s attachments until a worker adopts it (as long as it may wait); whether this call kept them."""
+        if not run.attachments:
+            return False
+        blob = encode_attachments(run.attachments)
+        return await stream.store_attachments(run_id=run_id, attachments=blob, ttl_ms=self.wait_ms)
 
     async def wait_behind(self, stream: SessionStream, run: Submission, *, first: bool = False) -> Submitted | None:
         """Accept `run` (its id given) behind the session's queued or live run (and the runs already waiting
@@ -143,13 +168,19 @@ class RunQueue:
             scope_id=keys.scope_id, user_id=keys.user_id, session_id=keys.session_id, run_id=run_id, agent=run.agent
         )
         await self._reserve(job)
+        stored = False
         try:
+            stored = await self._store_attachments(stream, run_id, run)
             state = await stream.wait_behind(run_id=run_id, run=run.waiting(), ttl_ms=self.wait_ms, first=first)
         except BaseException:
             await self.release(keys.scope_id, job.member)
+            if stored:
+                await stream.drop_attachments(run_id)
             raise
         if state is WaitState.NO_RUN:
             await self.release(keys.scope_id, job.member)
+            if stored:  # the caller submits the run, attachments and all
+                await stream.drop_attachments(run_id)
             return None
         return Submitted(run_id=run_id, begin_event_id="", waiting=True)
 
@@ -232,6 +263,7 @@ class RunQueue:
             for keys, run_id in runs:
                 member = queued_member(keys.user_id, keys.session_id, run_id)
                 pipe.zadd(queue_keys.queued(keys.scope_id), {member: deadline}, xx=True)
+                pipe.pexpire(keys.attachments(run_id), self.wait_ms)  # its attachments, if it has any, as long
             await pipe.execute()
 
     async def waiting(self) -> int:

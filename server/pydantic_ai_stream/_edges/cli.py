@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import json
 import logging
+import mimetypes
 import os
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -108,11 +110,43 @@ def _parser() -> argparse.ArgumentParser:
                 help="if the session has a queued or live run: fail (reject, the default), wait behind it and then "
                 "run (enqueue), or cancel it first, keeping its messages (interrupt) or dropping them (rollback)",
             )
+            command.add_argument(
+                "--context", type=_json_object, metavar="JSON", help="request context for the agent's deps (an object)"
+            )
+            command.add_argument(
+                "--attach",
+                action="append",
+                default=[],
+                type=_attachment,
+                metavar="PATH",
+                help="a file for the model after the prompt (repeatable; media type from its extension)",
+            )
         if name in ("listen", "cancel"):
             command.add_argument("session")
         if name == "listen":
             command.add_argument("--after", default="", help="resume after this event id")
     return parser
+
+
+def _json_object(value: str) -> dict[str, Any]:
+    try:
+        parsed = json.loads(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(parsed, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return parsed
+
+
+def _attachment(value: str) -> pb.Attachment:
+    path = Path(value)
+    media_type = mimetypes.guess_type(path.name)[0]
+    if media_type is None:
+        raise argparse.ArgumentTypeError(f"no media type is known for {path.name}")
+    try:
+        return pb.Attachment(data=path.read_bytes(), media_type=media_type, name=path.name)
+    except OSError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -208,7 +242,14 @@ async def _client_command(args: argparse.Namespace) -> int:
                 print(json.dumps({"id": event.id, "type": event.type_name, "origin": event.origin, "body": body}))
         else:
             session_id = args.session or uuid.uuid4().hex[:12]
-            started = await client.run(args.agent, session_id, args.prompt, if_busy=_IF_BUSY[args.if_busy])
+            started = await client.run(
+                args.agent,
+                session_id,
+                args.prompt,
+                if_busy=_IF_BUSY[args.if_busy],
+                context=args.context,
+                attachments=args.attach,
+            )
             waiting = " waiting behind the session's run" if started.waiting else ""
             print(f"session {session_id} run {started.run_id}{waiting}", file=sys.stderr)
             return await _print_answer(_events_of_run(client, session_id, started.run_id))

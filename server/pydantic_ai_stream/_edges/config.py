@@ -11,10 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_ai.agent import AbstractAgent
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .._core.inputs import (
+    DEFAULT_MAX_ATTACHMENT_BYTES,
+    DEFAULT_MAX_ATTACHMENTS,
+    DEFAULT_MAX_ATTACHMENTS_BYTES,
+    DEFAULT_MAX_CONTEXT_BYTES,
+    InputBounds,
+)
 from .._runtime.auth import Anonymous, Authenticator, Caller, StaticTokens
 from .grpc.servicer import DEFAULT_MAX_PROMPT_BYTES, DEFAULT_MODEL_SETTINGS
 
@@ -82,9 +89,18 @@ class ServerSettings(BaseSettings):
     cards (the `a2a` extra); none: no HTTP."""
     http_url: str | None = None
     """Where HTTP clients reach this server (`http://host:port`), as agent cards say; none: as bound."""
+    max_context_bytes: int = Field(default=DEFAULT_MAX_CONTEXT_BYTES, ge=2)
+    """Largest `Run` context, as compact UTF-8 JSON; larger ones are INVALID_ARGUMENT."""
+    max_attachments: int = Field(default=DEFAULT_MAX_ATTACHMENTS, ge=0, le=1000)
+    """Most attachments a `Run` may carry."""
+    max_attachment_bytes: int = Field(default=DEFAULT_MAX_ATTACHMENT_BYTES, ge=1)
+    """Largest attachment: its data's bytes, or its URL's length."""
+    max_attachments_bytes: int = Field(default=DEFAULT_MAX_ATTACHMENTS_BYTES, ge=0)
+    """Largest sum of a `Run`'s attachments (data and URLs)."""
     max_request_bytes: int = Field(default=8 * 1024 * 1024, ge=4 * 1024 * 1024)
-    """Largest request the server reads; larger ones are RESOURCE_EXHAUSTED (HTTP: 413). Above `max_prompt_bytes`, so
-    that a prompt over its limit gets INVALID_ARGUMENT, which says why."""
+    """Largest request the server reads; larger ones are RESOURCE_EXHAUSTED (HTTP: 413). At least
+    `max_prompt_bytes` + `max_context_bytes` + `max_attachments_bytes` + 256 KiB (checked at start), so that a
+    run over one of those limits gets INVALID_ARGUMENT, which says why."""
     telemetry: bool = False
     """OpenTelemetry traces and metrics (the `otel` extra), exported over OTLP to `OTEL_EXPORTER_OTLP_ENDPOINT`
     if set; on as well when `metrics_port` or `otlp_endpoint` is set. Off: nothing is imported or measured."""
@@ -93,6 +109,30 @@ class ServerSettings(BaseSettings):
     otlp_endpoint: str | None = None
     """Export traces and metrics over OTLP/gRPC to this collector (e.g. `http://localhost:4317`); the
     `OTEL_EXPORTER_OTLP_*` variables apply (headers, TLS)."""
+
+    @model_validator(mode="after")
+    def _request_admits_bounds(self) -> ServerSettings:
+        needed = self.max_prompt_bytes + self.max_context_bytes + self.max_attachments_bytes + REQUEST_OVERHEAD
+        if self.max_request_bytes < needed:
+            raise ValueError(
+                f"max_request_bytes ({self.max_request_bytes}) must admit a run at every bound: at least {needed} "
+                "(max_prompt_bytes + max_context_bytes + max_attachments_bytes + 256 KiB); raise it or lower those"
+            )
+        return self
+
+    def input_bounds(self) -> InputBounds:
+        """The bounds of a run's context and attachments."""
+        return InputBounds(
+            max_context_bytes=self.max_context_bytes,
+            max_attachments=self.max_attachments,
+            max_attachment_bytes=self.max_attachment_bytes,
+            max_attachments_bytes=self.max_attachments_bytes,
+        )
+
+
+REQUEST_OVERHEAD = 256 * 1024
+"""Bytes of a `RunRequest` past its prompt, context and attachments' sizes: ids, model settings, media types,
+names, framing."""
 
 
 def load_agent(path: str) -> AbstractAgent[Any, Any]:

@@ -28,8 +28,9 @@ def _prompt(messages: list[ModelMessage]) -> str:
     for message in reversed(messages):
         if isinstance(message, ModelRequest):
             for part in message.parts:
-                if isinstance(part, UserPromptPart) and isinstance(part.content, str):
-                    return part.content
+                if isinstance(part, UserPromptPart):  # its text: a string, or the first text of its parts
+                    content = part.content
+                    return content if isinstance(content, str) else next((c for c in content if isinstance(c, str)), "")
     return ""
 
 

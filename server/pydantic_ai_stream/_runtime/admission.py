@@ -18,6 +18,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Map
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import TypeAdapter, ValidationError
+
 from .._core.entry import Entry
 from .._core.errors import (
     AgentNotAllowedError,
@@ -30,6 +32,7 @@ from .._core.errors import (
     StreamNotFoundError,
     UnknownAgentError,
 )
+from .._core.inputs import Attachment, InputBounds, check_attachment, first_error
 from .._core.keys import excerpt, run_id_or_new
 from .._core.names import BEGIN, END
 from .._core.submission import BusyPolicy, Submission, Submitted
@@ -64,14 +67,29 @@ async def accept(
     if_busy: BusyPolicy = "reject",
     wait: float = 30,
     traceparent: str | None = None,
+    context: Mapping[str, Any] | None = None,
+    attachments: Sequence[Attachment] = (),
 ) -> Submitted:
     """Accept a run of `agent` on the session of `handle` into `queue`, as its `if_busy` policy says (see
-    `SessionHandle.submit`); its Redis errors count as the `submit` operation's."""
+    `SessionHandle.submit`); its Redis errors count as the `submit` operation's. `context` goes to the hosted
+    agent's deps; `attachments` (`InvalidRequestError` for one that is not valid) follow the prompt's text,
+    their summary in `begin`."""
+    attachments = [check_attachment(n, attachment) for n, attachment in enumerate(attachments)]
+    if attachments:
+        body = {**(body or {}), "attachments": [attachment.summary() for attachment in attachments]}
     with handle.redis_errors_of("submit"):
         stream = handle.stream
         # Made here, not by the queue: a run that waits behind the session's run has its id before its `begin`.
         run_id = run_id_or_new(run_id)
-        run = Submission(agent=agent, body=body, options=options, run_id=run_id, traceparent=traceparent)
+        run = Submission(
+            agent=agent,
+            body=body,
+            options=options,
+            run_id=run_id,
+            traceparent=traceparent,
+            context=context,
+            attachments=attachments,
+        )
         try:
             return await queue.submit(stream, run)
         except RunExistsError:
@@ -140,6 +158,10 @@ class Admission:
     """The agents the live workers host, asked for a run of an agent not hosted here (`None`: no workers)."""
     accepting: bool = True
     """False once shutdown began: new runs get `ShuttingDownError`."""
+    bounds: InputBounds = field(default_factory=InputBounds)
+    """How large a run's context and attachments may be."""
+    contexts: Mapping[str, TypeAdapter[Any]] = field(default_factory=dict)
+    """The context models of the agents hosted here that declare one (`context_adapter`), by agent name."""
 
     async def authenticate(self, values: Sequence[str]) -> Caller:
         """The caller behind a call's `authorization` values (gRPC metadata entries or HTTP headers); `AuthError`
@@ -176,6 +198,19 @@ class Admission:
             raise ShuttingDownError("server is shutting down; retry on another replica")
         return self.session(caller, session_id)
 
+    def check_inputs(
+        self, *, agent: str, context: Mapping[str, Any] | None, attachments: Sequence[Attachment]
+    ) -> tuple[dict[str, Any] | None, list[Attachment]]:
+        """A run's context and attachments within their bounds (`InvalidRequestError` beyond), the context
+        validated against the agent's context model where the agent is hosted here and declares one."""
+        checked = self.bounds.context(context) if context is not None else None
+        if (adapter := self.contexts.get(agent)) is not None:
+            try:
+                adapter.validate_python(checked or {})
+            except ValidationError as e:
+                raise InvalidRequestError(f"context does not validate for agent {agent!r}: {first_error(e)}") from None
+        return checked, self.bounds.attachments(attachments)
+
     async def submit(
         self,
         session: SessionHandle,
@@ -186,8 +221,11 @@ class Admission:
         run_id: str | None = None,
         if_busy: BusyPolicy = "reject",
         traceparent: str | None = None,
+        context: Mapping[str, Any] | None = None,
+        attachments: Sequence[Attachment] = (),
     ) -> Submitted:
-        """Submit the run `admit` let in: its prompt is its `begin`'s `user_prompt` (see `accept`)."""
+        """Submit the run `admit` let in, with the inputs `check_inputs` let in: its prompt is its `begin`'s
+        `user_prompt` (see `accept`)."""
         body = {"user_prompt": prompt}
         return await accept(
             session,
@@ -198,6 +236,8 @@ class Admission:
             run_id=run_id,
             if_busy=if_busy,
             traceparent=traceparent,
+            context=context,
+            attachments=attachments,
         )
 
     def stop_accepting(self) -> None:

@@ -7,10 +7,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic
 
 from pydantic_ai import CancellationToken
-from typing_extensions import Unpack
+from typing_extensions import TypeVar, Unpack
 
 from .._core.entry import Entry
 from .._core.errors import PydanticAIStreamError
@@ -23,7 +23,7 @@ from .._write.live import LiveRun
 from .compat import default_runtime, settings_of
 from .runtime import Runtime
 
-__all__ = ["Deps", "HostedDeps"]
+__all__ = ["ContextT", "Deps", "HostedDeps"]
 
 
 @dataclass(kw_only=True)
@@ -193,12 +193,23 @@ class Deps(ABC):
         return self.handle().listen_entries(**options)
 
 
+ContextT = TypeVar("ContextT", default=dict[str, Any])
+"""What a hosted run's request context is: a dict, or the model its agent declares (`HostedDeps[Model]`)."""
+
+
 @dataclass(kw_only=True)
-class HostedDeps(Deps):
+class HostedDeps(Deps, Generic[ContextT]):
     """The deps of runs of agents a server hosts (started through the service, run by its workers): the
-    scope comes from the caller."""
+    scope comes from the caller, and so does the request context (`RunRequest.context`).
+
+    An agent declares the context it expects with `deps_type=HostedDeps[Model]` (a pydantic model, a dataclass
+    or a `TypedDict`): a run's context is validated against it when it is accepted (INVALID_ARGUMENT if it does
+    not validate) and `context` is an instance of it; else `context` is the JSON object as sent (`{}`: none).
+    """
 
     scope_id: int
+    context: ContextT = field(default_factory=dict)  # type: ignore[assignment]  # the default of the default type
+    """The request context the run was started with (read in tools and instructions as `ctx.deps.context`)."""
 
     def get_scope_id(self) -> int:
         return self.scope_id

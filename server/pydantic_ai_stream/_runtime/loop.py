@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic_ai import Agent, RunCancelled
 from pydantic_ai.agent import AbstractAgent
-from pydantic_ai.messages import ModelMessage
+from pydantic_ai.messages import ModelMessage, UserContent
 
 from .._core.errors import AgxCanceledError, LeaseLostError
 from .._core.messages import decode_messages
@@ -76,9 +76,15 @@ async def opened_run(deps: Deps, body: Mapping[str, Any]) -> AsyncIterator[LiveR
             deps.detach()
 
 
-async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: str, deps: Deps, **kwargs: Any) -> None:
+async def drive(
+    session: Session,
+    agent: AbstractAgent[Any, Any],
+    user_prompt: str | Sequence[UserContent],
+    deps: Deps,
+    **kwargs: Any,
+) -> None:
     """The rest of `run` once `deps` is bound to the run (`opened_run`, `start()`, or a worker's adopted run);
-    the run's owner ends it.
+    the run's owner ends it. `user_prompt`: its text, or its parts (text, then attachments).
 
     A durable run (one from the run queue) is checkpointed as it goes; resumed by another worker, it goes
     on from its last checkpoint (see `_resume`).
@@ -94,7 +100,7 @@ async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: s
             await _replay_saved(live, history)
             return
         resumed = await _resume(live) if live is not None else None
-        prompt: str | None = user_prompt
+        prompt: str | Sequence[UserContent] | None = user_prompt
         if resumed is not None:
             prompt, before = None, resumed.messages
             if live is not None and live.token.cancelled:  # cancelled while its worker was gone: it ends here

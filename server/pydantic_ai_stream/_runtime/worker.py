@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from .._core.aio import raise_if_cancelled
-from .._core.errors import AgxCanceledError, LeaseLostError
+from .._core.errors import AgxCanceledError, InvalidRequestError, LeaseLostError
 from .._core.keys import SessionKeys, queue_wake_key
 from .._core.metrics import Outcome, RunReport
 from .._core.names import ORIGIN_STREAM
@@ -35,6 +35,7 @@ from .._store.results import Held
 from .._store.sessions import RedisSession, Session
 from .._write.live import LiveRun
 from .deps import HostedDeps
+from .inputs import hosted_context, user_prompt_of
 from .loop import drive
 from .runtime import Runtime
 
@@ -266,7 +267,9 @@ class Worker:
                     # nor when it lost the run's lease (another worker resumed it and holds the job now).
                     await asyncio.shield(self._acks.done(job.id))
                     if live is None:  # its run ended without running (cancelled, out of attempts)
-                        await asyncio.shield(runtime.run_ended(runtime.stream(keys)))
+                        stream = runtime.stream(keys)
+                        await asyncio.shield(stream.drop_attachments(job.run_id))
+                        await asyncio.shield(runtime.run_ended(stream))
             self._claimed.pop(job.id, None)
 
     async def _adopt(self, job: Job, keys: SessionKeys) -> LiveRun | Held | None:
@@ -313,7 +316,8 @@ class Worker:
     async def _run(self, job: Job, live: LiveRun) -> None:
         """Execute the adopted run `live`, which the runtime ends when this returns."""
         runtime = self.runtime
-        deps = HostedDeps(
+        agent = self.agents.get(job.agent)
+        deps: HostedDeps[Any] = HostedDeps(
             redis=runtime.redis,
             runtime=runtime,
             scope_id=job.scope_id,
@@ -321,13 +325,15 @@ class Worker:
             session_id=job.session_id,
         )
         deps.attach(live)
-        agent = self.agents.get(job.agent)
-        if agent is None:
+        try:
+            if agent is None:
+                raise InvalidRequestError(f"agent {job.agent!r} is not hosted by this worker")
+            deps.context = hosted_context(agent, job.agent, job.context)
+            user_prompt = await user_prompt_of(live)
+        except InvalidRequestError as e:
             async with runtime.owning(live):
-                await deps.add_error({"msg": f"agent {job.agent!r} is not hosted by this worker"}, origin=ORIGIN_STREAM)
+                await deps.add_error({"msg": str(e)}, origin=ORIGIN_STREAM)
             return
-        prompt = live.begin.get("user_prompt")
-        user_prompt = prompt if isinstance(prompt, str) else ""
         report = RunReport(
             agent=job.agent,
             run_id=job.run_id,

@@ -122,6 +122,20 @@ class SessionStream:
         """The node the run resumes from and its messages (each one's JSON), or `None` without a checkpoint."""
         return await session.load_checkpoint(self.redis, self.keys, run_id=run_id)
 
+    async def store_attachments(self, *, run_id: str, attachments: bytes, ttl_ms: int) -> bool:
+        """Keep the queued run's attachments (`encode_attachments`) for `ttl_ms`, until a worker adopts it; `False`
+        if they were kept already (a retried submit: the first copy stays)."""
+        return bool(await self.redis.set(self.keys.attachments(run_id), attachments, nx=True, px=ttl_ms))
+
+    async def load_attachments(self, run_id: str) -> bytes | None:
+        """The attachments of the run `run_id` as `adopt` kept them (`None`: it had none, or they expired)."""
+        stored = await self.redis.hget(self.keys.checkpoint, f"attachments:{run_id}")
+        return stored.encode() if isinstance(stored, str) else stored
+
+    async def drop_attachments(self, run_id: str) -> None:
+        """The run `run_id` will not start (refused, or ended before a worker adopted it): its attachments go."""
+        await self.redis.delete(self.keys.attachments(run_id))
+
     async def wait_behind(self, *, run_id: str, run: Mapping[str, Any], ttl_ms: int, first: bool = False) -> WaitState:
         """Put `run` (JSON with its `run_id`) behind the session's run (`first`: before the runs waiting there):
         `WAITING` if it waits now, `ALREADY` if it already did, `NO_RUN` if the session has no run to wait for."""

@@ -20,6 +20,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _AttachmentKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AttachmentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AttachmentKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ATTACHMENT_KIND_UNSPECIFIED: _AttachmentKind.ValueType  # 0
+    """Inferred from the media type."""
+    ATTACHMENT_KIND_IMAGE: _AttachmentKind.ValueType  # 1
+    ATTACHMENT_KIND_DOCUMENT: _AttachmentKind.ValueType  # 2
+    ATTACHMENT_KIND_AUDIO: _AttachmentKind.ValueType  # 3
+    ATTACHMENT_KIND_VIDEO: _AttachmentKind.ValueType  # 4
+
+class AttachmentKind(_AttachmentKind, metaclass=_AttachmentKindEnumTypeWrapper):
+    """What an attachment is to the model."""
+
+ATTACHMENT_KIND_UNSPECIFIED: AttachmentKind.ValueType  # 0
+"""Inferred from the media type."""
+ATTACHMENT_KIND_IMAGE: AttachmentKind.ValueType  # 1
+ATTACHMENT_KIND_DOCUMENT: AttachmentKind.ValueType  # 2
+ATTACHMENT_KIND_AUDIO: AttachmentKind.ValueType  # 3
+ATTACHMENT_KIND_VIDEO: AttachmentKind.ValueType  # 4
+Global___AttachmentKind: _TypeAlias = AttachmentKind  # noqa: Y015
+
 class _BusyPolicy:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -226,6 +250,8 @@ class RunRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     MODEL_SETTINGS_FIELD_NUMBER: _builtins.int
     IF_BUSY_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    ATTACHMENTS_FIELD_NUMBER: _builtins.int
     agent: _builtins.str
     """Name of an agent the server hosts (`pydantic-ai-stream serve --agent NAME=module:attr`)."""
     session_id: _builtins.str
@@ -245,6 +271,24 @@ class RunRequest(_message.Message):
         the keys the agent's server configuration allows are accepted.
         """
 
+    @_builtins.property
+    def context(self) -> _struct_pb2.Struct:
+        """Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+        its tools and instructions read it as `ctx.deps.context`. At most the server's
+        `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+        model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+        when it does not validate. Not echoed in `begin`.
+        """
+
+    @_builtins.property
+    def attachments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attachment]:
+        """Optional files for the model, after the prompt's text in the user prompt (images,
+        documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+        most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+        together by default). Stored once for the run; `begin` carries only a summary of each
+        (kind, media type, size or URL, name).
+        """
+
     def __init__(
         self,
         *,
@@ -254,14 +298,63 @@ class RunRequest(_message.Message):
         run_id: _builtins.str = ...,
         model_settings: _struct_pb2.Struct | None = ...,
         if_busy: Global___BusyPolicy.ValueType = ...,
+        context: _struct_pb2.Struct | None = ...,
+        attachments: _abc.Iterable[Global___Attachment] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["model_settings", b"model_settings"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "model_settings", b"model_settings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "if_busy", b"if_busy", "model_settings", b"model_settings", "prompt", b"prompt", "run_id", b"run_id", "session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attachments", b"attachments", "context", b"context", "if_busy", b"if_busy", "model_settings", b"model_settings", "prompt", b"prompt", "run_id", b"run_id", "session_id", b"session_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RunRequest: _TypeAlias = RunRequest  # noqa: Y015
+
+@_typing.final
+class Attachment(_message.Message):
+    """A file given to the model with a run's prompt: bytes with a media type, or a URL."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The file's bytes (pydantic-ai `BinaryContent`); not empty; `media_type` is required."""
+    url: _builtins.str
+    """An http or https URL the model (or pydantic-ai, for models that need the bytes) fetches:
+    pydantic-ai `ImageUrl`, `DocumentUrl`, `AudioUrl` or `VideoUrl`, as `kind` says; at most
+    8192 characters.
+    """
+    media_type: _builtins.str
+    """The media type (e.g. "image/png", "application/pdf"): one pydantic-ai knows a format for.
+    Optional for a URL whose path ends in a known extension.
+    """
+    kind: Global___AttachmentKind.ValueType
+    """What the file is; unspecified: inferred from the media type (image/*, audio/*, video/*, else a
+    document).
+    """
+    name: _builtins.str
+    """Optional name the model may refer to it by (pydantic-ai's `identifier`), at most 256 characters."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        url: _builtins.str = ...,
+        media_type: _builtins.str = ...,
+        kind: Global___AttachmentKind.ValueType = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "source", b"source", "url", b"url"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "kind", b"kind", "media_type", b"media_type", "name", b"name", "source", b"source", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["data", "url"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
+
+Global___Attachment: _TypeAlias = Attachment  # noqa: Y015
 
 @_typing.final
 class RunResponse(_message.Message):

@@ -77,7 +77,8 @@ class AgentStreamServiceServicer:
         ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
         RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
         unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
-        ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+        ids, an empty or too large prompt, a model setting the server does not allow, a context or
+        attachments out of bounds or that do not validate; UNAVAILABLE
         while the server shuts down or its Redis does not answer.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -46,7 +46,8 @@ class AgentStreamServiceStub:
     ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
     RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
     unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
-    ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+    ids, an empty or too large prompt, a model setting the server does not allow, a context or
+    attachments out of bounds or that do not validate; UNAVAILABLE
     while the server shuts down or its Redis does not answer.
     """
     Listen: _grpc.UnaryStreamMultiCallable[_stream_pb2.ListenRequest, _stream_pb2.ListenResponse]
@@ -81,7 +82,8 @@ class AgentStreamServiceAsyncStub(AgentStreamServiceStub):
     ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
     RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
     unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
-    ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+    ids, an empty or too large prompt, a model setting the server does not allow, a context or
+    attachments out of bounds or that do not validate; UNAVAILABLE
     while the server shuts down or its Redis does not answer.
     """
     Listen: _aio.UnaryStreamMultiCallable[_stream_pb2.ListenRequest, _stream_pb2.ListenResponse]  # type: ignore[assignment]
@@ -119,7 +121,8 @@ class AgentStreamServiceServicer(metaclass=_abc_1.ABCMeta):
         ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
         RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
         unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
-        ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+        ids, an empty or too large prompt, a model setting the server does not allow, a context or
+        attachments out of bounds or that do not validate; UNAVAILABLE
         while the server shuts down or its Redis does not answer.
         """
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 from google.protobuf import json_format, struct_pb2
@@ -17,7 +17,18 @@ from ..._core.fold import Fold, TranscriptNode
 from ...v1 import stream_pb2 as pb
 from ...v1 import stream_pb2_grpc as pb_grpc
 
-__all__ = ["StreamClient", "Transcript", "TranscriptNode", "TranscriptPart", "event_body"]
+if TYPE_CHECKING:  # not imported when running: the client starts without pydantic-ai
+    from pydantic_ai.messages import AudioUrl, BinaryContent, DocumentUrl, ImageUrl, VideoUrl
+
+__all__ = [
+    "Attachable",
+    "StreamClient",
+    "Transcript",
+    "TranscriptNode",
+    "TranscriptPart",
+    "attachment_to_proto",
+    "event_body",
+]
 
 # Codes after which a Listen is resumed from its last event id instead of failing.
 _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
@@ -69,16 +80,25 @@ class StreamClient:
         run_id: str = "",
         model_settings: Mapping[str, Any] | None = None,
         if_busy: pb.BusyPolicy.ValueType = pb.BUSY_POLICY_REJECT,
+        context: Mapping[str, Any] | None = None,
+        attachments: Sequence[Attachable] = (),
         timeout: float | None = 30.0,
     ) -> pb.RunResponse:
         """Start a run; returns once its `begin` is in the stream (or, `waiting`, once it waits behind the
-        session's run: `if_busy=BUSY_POLICY_ENQUEUE`). Retrying with the same `run_id` is safe."""
-        settings = None
-        if model_settings is not None:
-            settings = struct_pb2.Struct()
-            settings.update(dict(model_settings))
+        session's run: `if_busy=BUSY_POLICY_ENQUEUE`). Retrying with the same `run_id` is safe.
+
+        `context` (JSON) goes to the hosted agent's deps (`ctx.deps.context`); `attachments` (pydantic-ai's
+        `BinaryContent`, `ImageUrl`, `DocumentUrl`, `AudioUrl`, `VideoUrl`, or `pb.Attachment`s) follow the
+        prompt's text in the user prompt."""
         request = pb.RunRequest(
-            agent=agent, session_id=session_id, prompt=prompt, run_id=run_id, model_settings=settings, if_busy=if_busy
+            agent=agent,
+            session_id=session_id,
+            prompt=prompt,
+            run_id=run_id,
+            model_settings=_struct(model_settings),
+            if_busy=if_busy,
+            context=_struct(context),
+            attachments=[attachment_to_proto(attachment) for attachment in attachments],
         )
         response: pb.RunResponse = await self.stub.Run(request, metadata=self.metadata, timeout=timeout)
         return response
@@ -155,6 +175,40 @@ class StreamClient:
         """Session ids of the caller's live runs."""
         response = await self.stub.ListActive(pb.ListActiveRequest(), metadata=self.metadata, timeout=timeout)
         return [s.session_id for s in response.sessions]
+
+
+Attachable: TypeAlias = "BinaryContent | ImageUrl | DocumentUrl | AudioUrl | VideoUrl | pb.Attachment"
+"""What `StreamClient.run` takes as an attachment."""
+
+_URL_KINDS = {
+    "image-url": pb.ATTACHMENT_KIND_IMAGE,
+    "document-url": pb.ATTACHMENT_KIND_DOCUMENT,
+    "audio-url": pb.ATTACHMENT_KIND_AUDIO,
+    "video-url": pb.ATTACHMENT_KIND_VIDEO,
+}
+
+
+def attachment_to_proto(attachment: Attachable) -> pb.Attachment:
+    """A pydantic-ai file (`BinaryContent`, or a `FileUrl`: its kind said, its media type if it has one) as a
+    `RunRequest` attachment; a `pb.Attachment` as it is."""
+    if isinstance(attachment, pb.Attachment):
+        return attachment
+    if attachment.kind == "binary":
+        return pb.Attachment(data=attachment.data, media_type=attachment.media_type, name=attachment.identifier)
+    try:
+        media_type = attachment.media_type
+    except ValueError:  # none given and none known for its URL: the server infers it from `kind`, or refuses it
+        media_type = ""
+    kind = _URL_KINDS.get(attachment.kind, pb.ATTACHMENT_KIND_UNSPECIFIED)
+    return pb.Attachment(url=attachment.url, media_type=media_type, kind=kind, name=attachment.identifier)
+
+
+def _struct(values: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
+    if values is None:
+        return None
+    struct = struct_pb2.Struct()
+    struct.update(dict(values))
+    return struct
 
 
 def _refuses_batches(error: grpc.aio.AioRpcError) -> bool:

@@ -282,6 +282,7 @@ async def running_server(
             heartbeat_interval=config.heartbeat_interval,
             responses=ListenResponseCache(max_bytes=config.listen_cache_bytes),
             max_prompt_bytes=config.max_prompt_bytes,
+            input_bounds=config.input_bounds(),
             sends_bytes=True,  # Listen's responses: the interceptor below sends them without a serializer
         )
         # SO_REUSEPORT only among the processes of `--processes`: else a second server on a taken port must fail,

@@ -23,6 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..._core import errors
 from ..._core.entry import Entry
+from ..._core.inputs import InputBounds
 from ..._core.keys import excerpt
 from ..._core.names import BEGIN
 from ..._core.submission import BusyPolicy
@@ -30,10 +31,12 @@ from ..._durable.fleet import fleet_agents
 from ..._read.handle import live_sessions
 from ..._runtime.admission import Admission
 from ..._runtime.auth import Authenticator, AuthError, Caller
+from ..._runtime.inputs import context_adapter
 from ..._runtime.runtime import Runtime
 from ..._store.redis import AsyncRedis
 from ...v1 import stream_pb2 as pb
 from ...v1 import stream_pb2_grpc as pb_grpc
+from .inputs import request_attachments, request_context
 from .proto import HEARTBEAT, ListenResponseCache, batch_response
 
 __all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer", "status_of", "statuses"]
@@ -165,6 +168,8 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
     model_settings: frozenset[str] = DEFAULT_MODEL_SETTINGS
     max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES
     """Largest prompt accepted, in bytes as stored in `begin` (UTF-8 JSON, control characters escaped)."""
+    input_bounds: InputBounds = field(default_factory=InputBounds)
+    """How large a run's context and attachments may be."""
     heartbeat_interval: float = 15.0
     """Seconds of silence on a Listen stream before a heartbeat is sent."""
     responses: ListenResponseCache = field(default_factory=ListenResponseCache)
@@ -181,6 +186,8 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             agents=self.agents,
             authenticator=self.authenticator,
             max_prompt_bytes=self.max_prompt_bytes,
+            bounds=self.input_bounds,
+            contexts={name: adapter for name, agent in self.agents.items() if (adapter := context_adapter(agent))},
             # Runs of the agents live workers host are accepted too (an API-only server hosts none itself).
             fleet=lambda: fleet_agents(self.runtime),
         )
@@ -195,6 +202,9 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             if (if_busy := _BUSY_POLICIES.get(request.if_busy)) is None:
                 await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"unknown if_busy policy {request.if_busy}")
             options = await self._model_settings(request, context)
+            run_context, attachments = admission.check_inputs(
+                agent=request.agent, context=request_context(request), attachments=request_attachments(request)
+            )
             traceparent = self.traceparent(context)
             try:
                 run = await admission.submit(
@@ -205,6 +215,8 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                     run_id=request.run_id or None,
                     if_busy=if_busy,
                     traceparent=traceparent,
+                    context=run_context,
+                    attachments=attachments,
                 )
             except errors.RunExistsError as e:
                 # A retried Run (same run id) gets the run it already started, queued, live or ended; nothing

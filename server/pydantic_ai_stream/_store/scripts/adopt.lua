@@ -1,6 +1,7 @@
 -- A worker takes a queued run's flag as its lease (the adopter kept in the checkpoint hash,
--- `adopted:<run id>`; the session listed as active, should a listing have dropped it meanwhile).
--- KEYS: [1] live, [2] stream, [3] durable, [4] checkpoint, [5] active.
+-- `adopted:<run id>`; the session listed as active, should a listing have dropped it meanwhile). The run's
+-- attachments move into the checkpoint hash (`attachments:<run id>`), which lives as long as the run.
+-- KEYS: [1] live, [2] stream, [3] durable, [4] checkpoint, [5] active, [6] the run's attachments.
 -- ARGV: [1] run_id, [2] lease_ms, [3] wait_ms, [4] the adopter (unique to one worker and job; '': none),
 --   [5] session_id.
 -- Returns {begin id, begin body}, also to a re-sent copy of the call that took it (its reply was lost: the
@@ -11,9 +12,14 @@ local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
 if not first then return {} end
 if v == $QUEUED .. ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  if ARGV[4] ~= '' then
-    redis.call('HSET', KEYS[4], 'adopted:' .. ARGV[1], ARGV[4])
-    if redis.call('PTTL', KEYS[4]) < 0 then redis.call('PEXPIRE', KEYS[4], ARGV[3]) end
+  if ARGV[4] ~= '' then redis.call('HSET', KEYS[4], 'adopted:' .. ARGV[1], ARGV[4]) end
+  local attachments = redis.call('GET', KEYS[6])
+  if attachments then
+    redis.call('HSET', KEYS[4], 'attachments:' .. ARGV[1], attachments)
+    redis.call('DEL', KEYS[6])
+  end
+  if redis.call('EXISTS', KEYS[4]) == 1 and redis.call('PTTL', KEYS[4]) < 0 then
+    redis.call('PEXPIRE', KEYS[4], ARGV[3])
   end
 elseif ARGV[4] ~= '' and holds(v, ARGV[1]) and redis.call('HGET', KEYS[4], 'adopted:' .. ARGV[1]) == ARGV[4] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])

@@ -242,7 +242,7 @@ async def adopt(
     """`adopt.lua`: the run's `begin`, or `None` if it is no longer queued."""
     reply = await _ADOPT(
         redis,
-        keys=[keys.live, keys.stream, keys.durable, keys.checkpoint, keys.active],
+        keys=[keys.live, keys.stream, keys.durable, keys.checkpoint, keys.active, keys.attachments(run_id)],
         args=[run_id, lease_ms, wait_ms, adopter, keys.session_id],
     )
     return _begin(*reply) if reply else None

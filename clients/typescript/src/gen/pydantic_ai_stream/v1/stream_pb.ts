@@ -11,7 +11,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file pydantic_ai_stream/v1/stream.proto.
  */
 export const file_pydantic_ai_stream_v1_stream: GenFile = /*@__PURE__*/
-  fileDesc("CiJweWRhbnRpY19haV9zdHJlYW0vdjEvc3RyZWFtLnByb3RvEhVweWRhbnRpY19haV9zdHJlYW0udjEitAEKClJ1blJlcXVlc3QSDQoFYWdlbnQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDgoGcnVuX2lkGAQgASgJEi8KDm1vZGVsX3NldHRpbmdzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIyCgdpZl9idXN5GAYgASgOMiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLkJ1c3lQb2xpY3kiWgoLUnVuUmVzcG9uc2USEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkSFgoOYmVnaW5fZXZlbnRfaWQYAyABKAkSDwoHd2FpdGluZxgEIAEoCCKEAQoNTGlzdGVuUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhYKDmFmdGVyX2V2ZW50X2lkGAIgASgJEhQKDHdhaXRfc2Vjb25kcxgDIAEoDRIXCg90aW1lb3V0X3NlY29uZHMYBCABKA0SGAoQbWF4X2JhdGNoX2V2ZW50cxgFIAEoDSK2AQoOTGlzdGVuUmVzcG9uc2USLQoFZXZlbnQYASABKAsyHC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRIABI1CgloZWFydGJlYXQYAiABKAsyIC5weWRhbnRpY19haV9zdHJlYW0udjEuSGVhcnRiZWF0SAASMwoGZXZlbnRzGAMgASgLMiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50QmF0Y2hIAEIJCgdwYXlsb2FkIjoKCkV2ZW50QmF0Y2gSLAoGZXZlbnRzGAEgAygLMhwucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50IgsKCUhlYXJ0YmVhdCL+BAoFRXZlbnQSCgoCaWQYASABKAkSLgoEdHlwZRgCIAEoDjIgLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudFR5cGUSEQoJdHlwZV9uYW1lGAMgASgJEg4KBm9yaWdpbhgEIAEoCRIQCgNpZHgYBSABKA1IAIgBARIuCgRraW5kGAYgASgOMiAucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50S2luZBIWCglldmVudF9pZHgYByABKA1IAYgBARIyCglwYXJ0X2tpbmQYCCABKA4yHy5weWRhbnRpY19haV9zdHJlYW0udjEuUGFydEtpbmQSFgoOcGFydF9raW5kX25hbWUYCSABKAkSFAoHY29udGVudBgKIAEoCUgCiAEBEhoKDWNvbnRlbnRfZGVsdGEYCyABKAlIA4gBARIWCgl0b29sX25hbWUYDCABKAlIBIgBARIZCgx0b29sX2NhbGxfaWQYDSABKAlIBYgBARIlCgRhcmdzGA4gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIRCglib2R5X2pzb24YDyABKAkSMwoHb3V0Y29tZRgQIAEoDjIiLnB5ZGFudGljX2FpX3N0cmVhbS52MS5Ub29sT3V0Y29tZRI4Cg9wYXJ0X2RlbHRhX2tpbmQYESABKA4yHy5weWRhbnRpY19haV9zdHJlYW0udjEuUGFydEtpbmQSDwoHYXR0ZW1wdBgSIAEoDUIGCgRfaWR4QgwKCl9ldmVudF9pZHhCCgoIX2NvbnRlbnRCEAoOX2NvbnRlbnRfZGVsdGFCDAoKX3Rvb2xfbmFtZUIPCg1fdG9vbF9jYWxsX2lkIjMKDUNhbmNlbFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkiIwoOQ2FuY2VsUmVzcG9uc2USEQoJY2FuY2VsbGVkGAEgASgIIhMKEUxpc3RBY3RpdmVSZXF1ZXN0IkwKEkxpc3RBY3RpdmVSZXNwb25zZRI2CghzZXNzaW9ucxgBIAMoCzIkLnB5ZGFudGljX2FpX3N0cmVhbS52MS5BY3RpdmVTZXNzaW9uInQKDUFjdGl2ZVNlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIuCgVzdGF0ZRgCIAEoDjIfLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SdW5TdGF0ZRIOCgZydW5faWQYAyABKAkSDwoHYXR0ZW1wdBgEIAEoDSqPAQoKQnVzeVBvbGljeRIbChdCVVNZX1BPTElDWV9VTlNQRUNJRklFRBAAEhYKEkJVU1lfUE9MSUNZX1JFSkVDVBABEhkKFUJVU1lfUE9MSUNZX0lOVEVSUlVQVBACEhgKFEJVU1lfUE9MSUNZX1JPTExCQUNLEAMSFwoTQlVTWV9QT0xJQ1lfRU5RVUVVRRAEKqkBCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhQKEEVWRU5UX1RZUEVfQkVHSU4QARIUChBFVkVOVF9UWVBFX0VWRU5UEAISFAoQRVZFTlRfVFlQRV9FUlJPUhADEhMKD0VWRU5UX1RZUEVfSU5GTxAEEhIKDkVWRU5UX1RZUEVfRU5EEAUSFQoRRVZFTlRfVFlQRV9DVVNUT00QBiq+AQoJRXZlbnRLaW5kEhoKFkVWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIYChRFVkVOVF9LSU5EX0xMTV9CRUdJThABEhYKEkVWRU5UX0tJTkRfTExNX0VORBACEhkKFUVWRU5UX0tJTkRfUEFSVF9TVEFSVBADEhkKFUVWRU5UX0tJTkRfUEFSVF9ERUxUQRAEEhUKEUVWRU5UX0tJTkRfQU5TV0VSEAUSFgoSRVZFTlRfS0lORF9SRVNVTUVEEAYqmgEKCFBhcnRLaW5kEhkKFVBBUlRfS0lORF9VTlNQRUNJRklFRBAAEhIKDlBBUlRfS0lORF9URVhUEAESFgoSUEFSVF9LSU5EX1RISU5LSU5HEAISFwoTUEFSVF9LSU5EX1RPT0xfQ0FMTBADEhkKFVBBUlRfS0lORF9UT09MX1JFVFVSThAEEhMKD1BBUlRfS0lORF9PVEhFUhAFKq0BCgtUb29sT3V0Y29tZRIcChhUT09MX09VVENPTUVfVU5TUEVDSUZJRUQQABIXChNUT09MX09VVENPTUVfRkFJTEVEEAESFwoTVE9PTF9PVVRDT01FX0RFTklFRBACEhwKGFRPT0xfT1VUQ09NRV9JTlRFUlJVUFRFRBADEhgKFFRPT0xfT1VUQ09NRV9SRVRSSUVEEAQSFgoSVE9PTF9PVVRDT01FX09USEVSEAUqUgoIUnVuU3RhdGUSGQoVUlVOX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQUlVOX1NUQVRFX1FVRVVFRBABEhUKEVJVTl9TVEFURV9SVU5OSU5HEAIy9QIKEkFnZW50U3RyZWFtU2VydmljZRJMCgNSdW4SIS5weWRhbnRpY19haV9zdHJlYW0udjEuUnVuUmVxdWVzdBoiLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SdW5SZXNwb25zZRJXCgZMaXN0ZW4SJC5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdGVuUmVxdWVzdBolLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0ZW5SZXNwb25zZTABElUKBkNhbmNlbBIkLnB5ZGFudGljX2FpX3N0cmVhbS52MS5DYW5jZWxSZXF1ZXN0GiUucHlkYW50aWNfYWlfc3RyZWFtLnYxLkNhbmNlbFJlc3BvbnNlEmEKCkxpc3RBY3RpdmUSKC5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdEFjdGl2ZVJlcXVlc3QaKS5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdEFjdGl2ZVJlc3BvbnNlQooBCh1pby5naXRodWIucHlkYW50aWNhaXN0cmVhbS52MUILU3RyZWFtUHJvdG9QAVpaZ2l0aHViLmNvbS9weWRhbnRpYy1haS1zdHJlYW0vcHlkYW50aWMtYWktc3RyZWFtL2NsaWVudHMvZ28vcHlkYW50aWNfYWlfc3RyZWFtL3YxO3N0cmVhbXYxYgZwcm90bzM", [file_google_protobuf_struct]);
+  fileDesc("CiJweWRhbnRpY19haV9zdHJlYW0vdjEvc3RyZWFtLnByb3RvEhVweWRhbnRpY19haV9zdHJlYW0udjEilgIKClJ1blJlcXVlc3QSDQoFYWdlbnQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDgoGcnVuX2lkGAQgASgJEi8KDm1vZGVsX3NldHRpbmdzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIyCgdpZl9idXN5GAYgASgOMiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLkJ1c3lQb2xpY3kSKAoHY29udGV4dBgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSNgoLYXR0YWNobWVudHMYCCADKAsyIS5weWRhbnRpY19haV9zdHJlYW0udjEuQXR0YWNobWVudCKMAQoKQXR0YWNobWVudBIOCgRkYXRhGAEgASgMSAASDQoDdXJsGAIgASgJSAASEgoKbWVkaWFfdHlwZRgDIAEoCRIzCgRraW5kGAQgASgOMiUucHlkYW50aWNfYWlfc3RyZWFtLnYxLkF0dGFjaG1lbnRLaW5kEgwKBG5hbWUYBSABKAlCCAoGc291cmNlIloKC1J1blJlc3BvbnNlEhIKCnNlc3Npb25faWQYASABKAkSDgoGcnVuX2lkGAIgASgJEhYKDmJlZ2luX2V2ZW50X2lkGAMgASgJEg8KB3dhaXRpbmcYBCABKAgihAEKDUxpc3RlblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIWCg5hZnRlcl9ldmVudF9pZBgCIAEoCRIUCgx3YWl0X3NlY29uZHMYAyABKA0SFwoPdGltZW91dF9zZWNvbmRzGAQgASgNEhgKEG1heF9iYXRjaF9ldmVudHMYBSABKA0itgEKDkxpc3RlblJlc3BvbnNlEi0KBWV2ZW50GAEgASgLMhwucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50SAASNQoJaGVhcnRiZWF0GAIgASgLMiAucHlkYW50aWNfYWlfc3RyZWFtLnYxLkhlYXJ0YmVhdEgAEjMKBmV2ZW50cxgDIAEoCzIhLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudEJhdGNoSABCCQoHcGF5bG9hZCI6CgpFdmVudEJhdGNoEiwKBmV2ZW50cxgBIAMoCzIcLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudCILCglIZWFydGJlYXQi/gQKBUV2ZW50EgoKAmlkGAEgASgJEi4KBHR5cGUYAiABKA4yIC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRUeXBlEhEKCXR5cGVfbmFtZRgDIAEoCRIOCgZvcmlnaW4YBCABKAkSEAoDaWR4GAUgASgNSACIAQESLgoEa2luZBgGIAEoDjIgLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudEtpbmQSFgoJZXZlbnRfaWR4GAcgASgNSAGIAQESMgoJcGFydF9raW5kGAggASgOMh8ucHlkYW50aWNfYWlfc3RyZWFtLnYxLlBhcnRLaW5kEhYKDnBhcnRfa2luZF9uYW1lGAkgASgJEhQKB2NvbnRlbnQYCiABKAlIAogBARIaCg1jb250ZW50X2RlbHRhGAsgASgJSAOIAQESFgoJdG9vbF9uYW1lGAwgASgJSASIAQESGQoMdG9vbF9jYWxsX2lkGA0gASgJSAWIAQESJQoEYXJncxgOIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEQoJYm9keV9qc29uGA8gASgJEjMKB291dGNvbWUYECABKA4yIi5weWRhbnRpY19haV9zdHJlYW0udjEuVG9vbE91dGNvbWUSOAoPcGFydF9kZWx0YV9raW5kGBEgASgOMh8ucHlkYW50aWNfYWlfc3RyZWFtLnYxLlBhcnRLaW5kEg8KB2F0dGVtcHQYEiABKA1CBgoEX2lkeEIMCgpfZXZlbnRfaWR4QgoKCF9jb250ZW50QhAKDl9jb250ZW50X2RlbHRhQgwKCl90b29sX25hbWVCDwoNX3Rvb2xfY2FsbF9pZCIzCg1DYW5jZWxSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDgoGcnVuX2lkGAIgASgJIiMKDkNhbmNlbFJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCITChFMaXN0QWN0aXZlUmVxdWVzdCJMChJMaXN0QWN0aXZlUmVzcG9uc2USNgoIc2Vzc2lvbnMYASADKAsyJC5weWRhbnRpY19haV9zdHJlYW0udjEuQWN0aXZlU2Vzc2lvbiJ0Cg1BY3RpdmVTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSLgoFc3RhdGUYAiABKA4yHy5weWRhbnRpY19haV9zdHJlYW0udjEuUnVuU3RhdGUSDgoGcnVuX2lkGAMgASgJEg8KB2F0dGVtcHQYBCABKA0qoAEKDkF0dGFjaG1lbnRLaW5kEh8KG0FUVEFDSE1FTlRfS0lORF9VTlNQRUNJRklFRBAAEhkKFUFUVEFDSE1FTlRfS0lORF9JTUFHRRABEhwKGEFUVEFDSE1FTlRfS0lORF9ET0NVTUVOVBACEhkKFUFUVEFDSE1FTlRfS0lORF9BVURJTxADEhkKFUFUVEFDSE1FTlRfS0lORF9WSURFTxAEKo8BCgpCdXN5UG9saWN5EhsKF0JVU1lfUE9MSUNZX1VOU1BFQ0lGSUVEEAASFgoSQlVTWV9QT0xJQ1lfUkVKRUNUEAESGQoVQlVTWV9QT0xJQ1lfSU5URVJSVVBUEAISGAoUQlVTWV9QT0xJQ1lfUk9MTEJBQ0sQAxIXChNCVVNZX1BPTElDWV9FTlFVRVVFEAQqqQEKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASFAoQRVZFTlRfVFlQRV9CRUdJThABEhQKEEVWRU5UX1RZUEVfRVZFTlQQAhIUChBFVkVOVF9UWVBFX0VSUk9SEAMSEwoPRVZFTlRfVFlQRV9JTkZPEAQSEgoORVZFTlRfVFlQRV9FTkQQBRIVChFFVkVOVF9UWVBFX0NVU1RPTRAGKr4BCglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhgKFEVWRU5UX0tJTkRfTExNX0JFR0lOEAESFgoSRVZFTlRfS0lORF9MTE1fRU5EEAISGQoVRVZFTlRfS0lORF9QQVJUX1NUQVJUEAMSGQoVRVZFTlRfS0lORF9QQVJUX0RFTFRBEAQSFQoRRVZFTlRfS0lORF9BTlNXRVIQBRIWChJFVkVOVF9LSU5EX1JFU1VNRUQQBiqaAQoIUGFydEtpbmQSGQoVUEFSVF9LSU5EX1VOU1BFQ0lGSUVEEAASEgoOUEFSVF9LSU5EX1RFWFQQARIWChJQQVJUX0tJTkRfVEhJTktJTkcQAhIXChNQQVJUX0tJTkRfVE9PTF9DQUxMEAMSGQoVUEFSVF9LSU5EX1RPT0xfUkVUVVJOEAQSEwoPUEFSVF9LSU5EX09USEVSEAUqrQEKC1Rvb2xPdXRjb21lEhwKGFRPT0xfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhcKE1RPT0xfT1VUQ09NRV9GQUlMRUQQARIXChNUT09MX09VVENPTUVfREVOSUVEEAISHAoYVE9PTF9PVVRDT01FX0lOVEVSUlVQVEVEEAMSGAoUVE9PTF9PVVRDT01FX1JFVFJJRUQQBBIWChJUT09MX09VVENPTUVfT1RIRVIQBSpSCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIUChBSVU5fU1RBVEVfUVVFVUVEEAESFQoRUlVOX1NUQVRFX1JVTk5JTkcQAjL1AgoSQWdlbnRTdHJlYW1TZXJ2aWNlEkwKA1J1bhIhLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SdW5SZXF1ZXN0GiIucHlkYW50aWNfYWlfc3RyZWFtLnYxLlJ1blJlc3BvbnNlElcKBkxpc3RlbhIkLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0ZW5SZXF1ZXN0GiUucHlkYW50aWNfYWlfc3RyZWFtLnYxLkxpc3RlblJlc3BvbnNlMAESVQoGQ2FuY2VsEiQucHlkYW50aWNfYWlfc3RyZWFtLnYxLkNhbmNlbFJlcXVlc3QaJS5weWRhbnRpY19haV9zdHJlYW0udjEuQ2FuY2VsUmVzcG9uc2USYQoKTGlzdEFjdGl2ZRIoLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0QWN0aXZlUmVxdWVzdBopLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0QWN0aXZlUmVzcG9uc2VCigEKHWlvLmdpdGh1Yi5weWRhbnRpY2Fpc3RyZWFtLnYxQgtTdHJlYW1Qcm90b1ABWlpnaXRodWIuY29tL3B5ZGFudGljLWFpLXN0cmVhbS9weWRhbnRpYy1haS1zdHJlYW0vY2xpZW50cy9nby9weWRhbnRpY19haV9zdHJlYW0vdjE7c3RyZWFtdjFiBnByb3RvMw", [file_google_protobuf_struct]);
 
 /**
  * @generated from message pydantic_ai_stream.v1.RunRequest
@@ -61,6 +61,28 @@ export type RunRequest = Message<"pydantic_ai_stream.v1.RunRequest"> & {
    * @generated from field: pydantic_ai_stream.v1.BusyPolicy if_busy = 6;
    */
   ifBusy: BusyPolicy;
+
+  /**
+   * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+   * its tools and instructions read it as `ctx.deps.context`. At most the server's
+   * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+   * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+   * when it does not validate. Not echoed in `begin`.
+   *
+   * @generated from field: google.protobuf.Struct context = 7;
+   */
+  context?: JsonObject | undefined;
+
+  /**
+   * Optional files for the model, after the prompt's text in the user prompt (images,
+   * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+   * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+   * together by default). Stored once for the run; `begin` carries only a summary of each
+   * (kind, media type, size or URL, name).
+   *
+   * @generated from field: repeated pydantic_ai_stream.v1.Attachment attachments = 8;
+   */
+  attachments: Attachment[];
 };
 
 /**
@@ -69,6 +91,66 @@ export type RunRequest = Message<"pydantic_ai_stream.v1.RunRequest"> & {
  */
 export const RunRequestSchema: GenMessage<RunRequest> = /*@__PURE__*/
   messageDesc(file_pydantic_ai_stream_v1_stream, 0);
+
+/**
+ * A file given to the model with a run's prompt: bytes with a media type, or a URL.
+ *
+ * @generated from message pydantic_ai_stream.v1.Attachment
+ */
+export type Attachment = Message<"pydantic_ai_stream.v1.Attachment"> & {
+  /**
+   * @generated from oneof pydantic_ai_stream.v1.Attachment.source
+   */
+  source: {
+    /**
+     * The file's bytes (pydantic-ai `BinaryContent`); not empty; `media_type` is required.
+     *
+     * @generated from field: bytes data = 1;
+     */
+    value: Uint8Array;
+    case: "data";
+  } | {
+    /**
+     * An http or https URL the model (or pydantic-ai, for models that need the bytes) fetches:
+     * pydantic-ai `ImageUrl`, `DocumentUrl`, `AudioUrl` or `VideoUrl`, as `kind` says; at most
+     * 8192 characters.
+     *
+     * @generated from field: string url = 2;
+     */
+    value: string;
+    case: "url";
+  } | { case: undefined; value?: undefined };
+
+  /**
+   * The media type (e.g. "image/png", "application/pdf"): one pydantic-ai knows a format for.
+   * Optional for a URL whose path ends in a known extension.
+   *
+   * @generated from field: string media_type = 3;
+   */
+  mediaType: string;
+
+  /**
+   * What the file is; unspecified: inferred from the media type (image/*, audio/*, video/*, else a
+   * document).
+   *
+   * @generated from field: pydantic_ai_stream.v1.AttachmentKind kind = 4;
+   */
+  kind: AttachmentKind;
+
+  /**
+   * Optional name the model may refer to it by (pydantic-ai's `identifier`), at most 256 characters.
+   *
+   * @generated from field: string name = 5;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message pydantic_ai_stream.v1.Attachment.
+ * Use `create(AttachmentSchema)` to create a new message.
+ */
+export const AttachmentSchema: GenMessage<Attachment> = /*@__PURE__*/
+  messageDesc(file_pydantic_ai_stream_v1_stream, 1);
 
 /**
  * @generated from message pydantic_ai_stream.v1.RunResponse
@@ -108,7 +190,7 @@ export type RunResponse = Message<"pydantic_ai_stream.v1.RunResponse"> & {
  * Use `create(RunResponseSchema)` to create a new message.
  */
 export const RunResponseSchema: GenMessage<RunResponse> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 1);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 2);
 
 /**
  * @generated from message pydantic_ai_stream.v1.ListenRequest
@@ -160,7 +242,7 @@ export type ListenRequest = Message<"pydantic_ai_stream.v1.ListenRequest"> & {
  * Use `create(ListenRequestSchema)` to create a new message.
  */
 export const ListenRequestSchema: GenMessage<ListenRequest> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 2);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 3);
 
 /**
  * @generated from message pydantic_ai_stream.v1.ListenResponse
@@ -201,7 +283,7 @@ export type ListenResponse = Message<"pydantic_ai_stream.v1.ListenResponse"> & {
  * Use `create(ListenResponseSchema)` to create a new message.
  */
 export const ListenResponseSchema: GenMessage<ListenResponse> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 3);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 4);
 
 /**
  * Consecutive events of one stream, oldest first.
@@ -220,7 +302,7 @@ export type EventBatch = Message<"pydantic_ai_stream.v1.EventBatch"> & {
  * Use `create(EventBatchSchema)` to create a new message.
  */
 export const EventBatchSchema: GenMessage<EventBatch> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 4);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 5);
 
 /**
  * @generated from message pydantic_ai_stream.v1.Heartbeat
@@ -233,7 +315,7 @@ export type Heartbeat = Message<"pydantic_ai_stream.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 5);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 6);
 
 /**
  * @generated from message pydantic_ai_stream.v1.Event
@@ -362,7 +444,7 @@ export type Event = Message<"pydantic_ai_stream.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 6);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 7);
 
 /**
  * @generated from message pydantic_ai_stream.v1.CancelRequest
@@ -387,7 +469,7 @@ export type CancelRequest = Message<"pydantic_ai_stream.v1.CancelRequest"> & {
  * Use `create(CancelRequestSchema)` to create a new message.
  */
 export const CancelRequestSchema: GenMessage<CancelRequest> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 7);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 8);
 
 /**
  * @generated from message pydantic_ai_stream.v1.CancelResponse
@@ -408,7 +490,7 @@ export type CancelResponse = Message<"pydantic_ai_stream.v1.CancelResponse"> & {
  * Use `create(CancelResponseSchema)` to create a new message.
  */
 export const CancelResponseSchema: GenMessage<CancelResponse> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 8);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 9);
 
 /**
  * @generated from message pydantic_ai_stream.v1.ListActiveRequest
@@ -421,7 +503,7 @@ export type ListActiveRequest = Message<"pydantic_ai_stream.v1.ListActiveRequest
  * Use `create(ListActiveRequestSchema)` to create a new message.
  */
 export const ListActiveRequestSchema: GenMessage<ListActiveRequest> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 9);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 10);
 
 /**
  * @generated from message pydantic_ai_stream.v1.ListActiveResponse
@@ -438,7 +520,7 @@ export type ListActiveResponse = Message<"pydantic_ai_stream.v1.ListActiveRespon
  * Use `create(ListActiveResponseSchema)` to create a new message.
  */
 export const ListActiveResponseSchema: GenMessage<ListActiveResponse> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 10);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 11);
 
 /**
  * @generated from message pydantic_ai_stream.v1.ActiveSession
@@ -477,7 +559,47 @@ export type ActiveSession = Message<"pydantic_ai_stream.v1.ActiveSession"> & {
  * Use `create(ActiveSessionSchema)` to create a new message.
  */
 export const ActiveSessionSchema: GenMessage<ActiveSession> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 11);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 12);
+
+/**
+ * What an attachment is to the model.
+ *
+ * @generated from enum pydantic_ai_stream.v1.AttachmentKind
+ */
+export enum AttachmentKind {
+  /**
+   * Inferred from the media type.
+   *
+   * @generated from enum value: ATTACHMENT_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: ATTACHMENT_KIND_IMAGE = 1;
+   */
+  IMAGE = 1,
+
+  /**
+   * @generated from enum value: ATTACHMENT_KIND_DOCUMENT = 2;
+   */
+  DOCUMENT = 2,
+
+  /**
+   * @generated from enum value: ATTACHMENT_KIND_AUDIO = 3;
+   */
+  AUDIO = 3,
+
+  /**
+   * @generated from enum value: ATTACHMENT_KIND_VIDEO = 4;
+   */
+  VIDEO = 4,
+}
+
+/**
+ * Describes the enum pydantic_ai_stream.v1.AttachmentKind.
+ */
+export const AttachmentKindSchema: GenEnum<AttachmentKind> = /*@__PURE__*/
+  enumDesc(file_pydantic_ai_stream_v1_stream, 0);
 
 /**
  * What a Run does on a session that already has a queued or live run.
@@ -528,7 +650,7 @@ export enum BusyPolicy {
  * Describes the enum pydantic_ai_stream.v1.BusyPolicy.
  */
 export const BusyPolicySchema: GenEnum<BusyPolicy> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 0);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 1);
 
 /**
  * The entry's `type`.
@@ -588,7 +710,7 @@ export enum EventType {
  * Describes the enum pydantic_ai_stream.v1.EventType.
  */
 export const EventTypeSchema: GenEnum<EventType> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 1);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 2);
 
 /**
  * The body's `event` field.
@@ -639,7 +761,7 @@ export enum EventKind {
  * Describes the enum pydantic_ai_stream.v1.EventKind.
  */
 export const EventKindSchema: GenEnum<EventKind> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 2);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 3);
 
 /**
  * The body's `part_kind` field.
@@ -684,7 +806,7 @@ export enum PartKind {
  * Describes the enum pydantic_ai_stream.v1.PartKind.
  */
 export const PartKindSchema: GenEnum<PartKind> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 3);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 4);
 
 /**
  * The body's `outcome` field: how a tool return ended when the tool did not succeed.
@@ -739,7 +861,7 @@ export enum ToolOutcome {
  * Describes the enum pydantic_ai_stream.v1.ToolOutcome.
  */
 export const ToolOutcomeSchema: GenEnum<ToolOutcome> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 4);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 5);
 
 /**
  * Where a run is.
@@ -771,7 +893,7 @@ export enum RunState {
  * Describes the enum pydantic_ai_stream.v1.RunState.
  */
 export const RunStateSchema: GenEnum<RunState> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 5);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 6);
 
 /**
  * Runs pydantic-ai agents hosted by the server and streams their events.
@@ -791,7 +913,8 @@ export const AgentStreamService: GenService<{
    * ALREADY_EXISTS if the session has a queued or live run (BUSY_POLICY_REJECT, the default);
    * RESOURCE_EXHAUSTED if the caller's scope has as many runs waiting as it may; NOT_FOUND for an
    * unknown agent; PERMISSION_DENIED for an agent the caller may not run; INVALID_ARGUMENT for bad
-   * ids, an empty or too large prompt, or a model setting the server does not allow; UNAVAILABLE
+   * ids, an empty or too large prompt, a model setting the server does not allow, a context or
+   * attachments out of bounds or that do not validate; UNAVAILABLE
    * while the server shuts down or its Redis does not answer.
    *
    * @generated from rpc pydantic_ai_stream.v1.AgentStreamService.Run

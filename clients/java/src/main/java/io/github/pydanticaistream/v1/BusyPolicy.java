@@ -162,7 +162,7 @@ public enum BusyPolicy
   }
   public static final com.google.protobuf.Descriptors.EnumDescriptor
       getDescriptor() {
-    return io.github.pydanticaistream.v1.StreamProto.getDescriptor().getEnumTypes().get(0);
+    return io.github.pydanticaistream.v1.StreamProto.getDescriptor().getEnumTypes().get(1);
   }
 
   private static final BusyPolicy[] VALUES = values();

@@ -144,7 +144,7 @@ public enum EventKind
   }
   public static final com.google.protobuf.Descriptors.EnumDescriptor
       getDescriptor() {
-    return io.github.pydanticaistream.v1.StreamProto.getDescriptor().getEnumTypes().get(2);
+    return io.github.pydanticaistream.v1.StreamProto.getDescriptor().getEnumTypes().get(3);
   }
 
   private static final EventKind[] VALUES = values();

@@ -182,7 +182,7 @@ public enum EventType
   }
   public static final com.google.protobuf.Descriptors.EnumDescriptor
       getDescriptor() {
-    return io.github.pydanticaistream.v1.StreamProto.getDescriptor().getEnumTypes().get(1);
+    return io.github.pydanticaistream.v1.StreamProto.getDescriptor().getEnumTypes().get(2);
   }
 
   private static final EventType[] VALUES = values();

@@ -21,6 +21,7 @@ private static final long serialVersionUID = 0L;
     prompt_ = "";
     runId_ = "";
     ifBusy_ = 0;
+    attachments_ = java.util.Collections.emptyList();
   }
 
   @java.lang.Override
@@ -307,6 +308,137 @@ private static final long serialVersionUID = 0L;
     return result == null ? io.github.pydanticaistream.v1.BusyPolicy.UNRECOGNIZED : result;
   }
 
+  public static final int CONTEXT_FIELD_NUMBER = 7;
+  private com.google.protobuf.Struct context_;
+  /**
+   * <pre>
+   * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+   * its tools and instructions read it as `ctx.deps.context`. At most the server's
+   * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+   * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+   * when it does not validate. Not echoed in `begin`.
+   * </pre>
+   *
+   * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+   * @return Whether the context field is set.
+   */
+  @java.lang.Override
+  public boolean hasContext() {
+    return context_ != null;
+  }
+  /**
+   * <pre>
+   * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+   * its tools and instructions read it as `ctx.deps.context`. At most the server's
+   * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+   * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+   * when it does not validate. Not echoed in `begin`.
+   * </pre>
+   *
+   * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+   * @return The context.
+   */
+  @java.lang.Override
+  public com.google.protobuf.Struct getContext() {
+    return context_ == null ? com.google.protobuf.Struct.getDefaultInstance() : context_;
+  }
+  /**
+   * <pre>
+   * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+   * its tools and instructions read it as `ctx.deps.context`. At most the server's
+   * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+   * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+   * when it does not validate. Not echoed in `begin`.
+   * </pre>
+   *
+   * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+   */
+  @java.lang.Override
+  public com.google.protobuf.StructOrBuilder getContextOrBuilder() {
+    return context_ == null ? com.google.protobuf.Struct.getDefaultInstance() : context_;
+  }
+
+  public static final int ATTACHMENTS_FIELD_NUMBER = 8;
+  @SuppressWarnings("serial")
+  private java.util.List<io.github.pydanticaistream.v1.Attachment> attachments_;
+  /**
+   * <pre>
+   * Optional files for the model, after the prompt's text in the user prompt (images,
+   * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+   * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+   * together by default). Stored once for the run; `begin` carries only a summary of each
+   * (kind, media type, size or URL, name).
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+   */
+  @java.lang.Override
+  public java.util.List<io.github.pydanticaistream.v1.Attachment> getAttachmentsList() {
+    return attachments_;
+  }
+  /**
+   * <pre>
+   * Optional files for the model, after the prompt's text in the user prompt (images,
+   * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+   * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+   * together by default). Stored once for the run; `begin` carries only a summary of each
+   * (kind, media type, size or URL, name).
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+   */
+  @java.lang.Override
+  public java.util.List<? extends io.github.pydanticaistream.v1.AttachmentOrBuilder> 
+      getAttachmentsOrBuilderList() {
+    return attachments_;
+  }
+  /**
+   * <pre>
+   * Optional files for the model, after the prompt's text in the user prompt (images,
+   * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+   * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+   * together by default). Stored once for the run; `begin` carries only a summary of each
+   * (kind, media type, size or URL, name).
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+   */
+  @java.lang.Override
+  public int getAttachmentsCount() {
+    return attachments_.size();
+  }
+  /**
+   * <pre>
+   * Optional files for the model, after the prompt's text in the user prompt (images,
+   * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+   * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+   * together by default). Stored once for the run; `begin` carries only a summary of each
+   * (kind, media type, size or URL, name).
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+   */
+  @java.lang.Override
+  public io.github.pydanticaistream.v1.Attachment getAttachments(int index) {
+    return attachments_.get(index);
+  }
+  /**
+   * <pre>
+   * Optional files for the model, after the prompt's text in the user prompt (images,
+   * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+   * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+   * together by default). Stored once for the run; `begin` carries only a summary of each
+   * (kind, media type, size or URL, name).
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+   */
+  @java.lang.Override
+  public io.github.pydanticaistream.v1.AttachmentOrBuilder getAttachmentsOrBuilder(
+      int index) {
+    return attachments_.get(index);
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -339,6 +471,12 @@ private static final long serialVersionUID = 0L;
     if (ifBusy_ != io.github.pydanticaistream.v1.BusyPolicy.BUSY_POLICY_UNSPECIFIED.getNumber()) {
       output.writeEnum(6, ifBusy_);
     }
+    if (context_ != null) {
+      output.writeMessage(7, getContext());
+    }
+    for (int i = 0; i < attachments_.size(); i++) {
+      output.writeMessage(8, attachments_.get(i));
+    }
     getUnknownFields().writeTo(output);
   }
 
@@ -367,6 +505,14 @@ private static final long serialVersionUID = 0L;
     if (ifBusy_ != io.github.pydanticaistream.v1.BusyPolicy.BUSY_POLICY_UNSPECIFIED.getNumber()) {
       size += com.google.protobuf.CodedOutputStream
         .computeEnumSize(6, ifBusy_);
+    }
+    if (context_ != null) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeMessageSize(7, getContext());
+    }
+    for (int i = 0; i < attachments_.size(); i++) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeMessageSize(8, attachments_.get(i));
     }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
@@ -397,6 +543,13 @@ private static final long serialVersionUID = 0L;
           .equals(other.getModelSettings())) return false;
     }
     if (ifBusy_ != other.ifBusy_) return false;
+    if (hasContext() != other.hasContext()) return false;
+    if (hasContext()) {
+      if (!getContext()
+          .equals(other.getContext())) return false;
+    }
+    if (!getAttachmentsList()
+        .equals(other.getAttachmentsList())) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -422,6 +575,14 @@ private static final long serialVersionUID = 0L;
     }
     hash = (37 * hash) + IF_BUSY_FIELD_NUMBER;
     hash = (53 * hash) + ifBusy_;
+    if (hasContext()) {
+      hash = (37 * hash) + CONTEXT_FIELD_NUMBER;
+      hash = (53 * hash) + getContext().hashCode();
+    }
+    if (getAttachmentsCount() > 0) {
+      hash = (37 * hash) + ATTACHMENTS_FIELD_NUMBER;
+      hash = (53 * hash) + getAttachmentsList().hashCode();
+    }
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -561,6 +722,18 @@ private static final long serialVersionUID = 0L;
         modelSettingsBuilder_ = null;
       }
       ifBusy_ = 0;
+      context_ = null;
+      if (contextBuilder_ != null) {
+        contextBuilder_.dispose();
+        contextBuilder_ = null;
+      }
+      if (attachmentsBuilder_ == null) {
+        attachments_ = java.util.Collections.emptyList();
+      } else {
+        attachments_ = null;
+        attachmentsBuilder_.clear();
+      }
+      bitField0_ = (bitField0_ & ~0x00000080);
       return this;
     }
 
@@ -587,9 +760,22 @@ private static final long serialVersionUID = 0L;
     @java.lang.Override
     public io.github.pydanticaistream.v1.RunRequest buildPartial() {
       io.github.pydanticaistream.v1.RunRequest result = new io.github.pydanticaistream.v1.RunRequest(this);
+      buildPartialRepeatedFields(result);
       if (bitField0_ != 0) { buildPartial0(result); }
       onBuilt();
       return result;
+    }
+
+    private void buildPartialRepeatedFields(io.github.pydanticaistream.v1.RunRequest result) {
+      if (attachmentsBuilder_ == null) {
+        if (((bitField0_ & 0x00000080) != 0)) {
+          attachments_ = java.util.Collections.unmodifiableList(attachments_);
+          bitField0_ = (bitField0_ & ~0x00000080);
+        }
+        result.attachments_ = attachments_;
+      } else {
+        result.attachments_ = attachmentsBuilder_.build();
+      }
     }
 
     private void buildPartial0(io.github.pydanticaistream.v1.RunRequest result) {
@@ -613,6 +799,11 @@ private static final long serialVersionUID = 0L;
       }
       if (((from_bitField0_ & 0x00000020) != 0)) {
         result.ifBusy_ = ifBusy_;
+      }
+      if (((from_bitField0_ & 0x00000040) != 0)) {
+        result.context_ = contextBuilder_ == null
+            ? context_
+            : contextBuilder_.build();
       }
     }
 
@@ -686,6 +877,35 @@ private static final long serialVersionUID = 0L;
       if (other.ifBusy_ != 0) {
         setIfBusyValue(other.getIfBusyValue());
       }
+      if (other.hasContext()) {
+        mergeContext(other.getContext());
+      }
+      if (attachmentsBuilder_ == null) {
+        if (!other.attachments_.isEmpty()) {
+          if (attachments_.isEmpty()) {
+            attachments_ = other.attachments_;
+            bitField0_ = (bitField0_ & ~0x00000080);
+          } else {
+            ensureAttachmentsIsMutable();
+            attachments_.addAll(other.attachments_);
+          }
+          onChanged();
+        }
+      } else {
+        if (!other.attachments_.isEmpty()) {
+          if (attachmentsBuilder_.isEmpty()) {
+            attachmentsBuilder_.dispose();
+            attachmentsBuilder_ = null;
+            attachments_ = other.attachments_;
+            bitField0_ = (bitField0_ & ~0x00000080);
+            attachmentsBuilder_ = 
+              com.google.protobuf.GeneratedMessageV3.alwaysUseFieldBuilders ?
+                 getAttachmentsFieldBuilder() : null;
+          } else {
+            attachmentsBuilder_.addAllMessages(other.attachments_);
+          }
+        }
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -744,6 +964,26 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000020;
               break;
             } // case 48
+            case 58: {
+              input.readMessage(
+                  getContextFieldBuilder().getBuilder(),
+                  extensionRegistry);
+              bitField0_ |= 0x00000040;
+              break;
+            } // case 58
+            case 66: {
+              io.github.pydanticaistream.v1.Attachment m =
+                  input.readMessage(
+                      io.github.pydanticaistream.v1.Attachment.parser(),
+                      extensionRegistry);
+              if (attachmentsBuilder_ == null) {
+                ensureAttachmentsIsMutable();
+                attachments_.add(m);
+              } else {
+                attachmentsBuilder_.addMessage(m);
+              }
+              break;
+            } // case 66
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -1374,6 +1614,581 @@ private static final long serialVersionUID = 0L;
       ifBusy_ = 0;
       onChanged();
       return this;
+    }
+
+    private com.google.protobuf.Struct context_;
+    private com.google.protobuf.SingleFieldBuilderV3<
+        com.google.protobuf.Struct, com.google.protobuf.Struct.Builder, com.google.protobuf.StructOrBuilder> contextBuilder_;
+    /**
+     * <pre>
+     * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+     * its tools and instructions read it as `ctx.deps.context`. At most the server's
+     * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+     * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+     * when it does not validate. Not echoed in `begin`.
+     * </pre>
+     *
+     * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+     * @return Whether the context field is set.
+     */
+    public boolean hasContext() {
+      return ((bitField0_ & 0x00000040) != 0);
+    }
+    /**
+     * <pre>
+     * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+     * its tools and instructions read it as `ctx.deps.context`. At most the server's
+     * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+     * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+     * when it does not validate. Not echoed in `begin`.
+     * </pre>
+     *
+     * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+     * @return The context.
+     */
+    public com.google.protobuf.Struct getContext() {
+      if (contextBuilder_ == null) {
+        return context_ == null ? com.google.protobuf.Struct.getDefaultInstance() : context_;
+      } else {
+        return contextBuilder_.getMessage();
+      }
+    }
+    /**
+     * <pre>
+     * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+     * its tools and instructions read it as `ctx.deps.context`. At most the server's
+     * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+     * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+     * when it does not validate. Not echoed in `begin`.
+     * </pre>
+     *
+     * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+     */
+    public Builder setContext(com.google.protobuf.Struct value) {
+      if (contextBuilder_ == null) {
+        if (value == null) {
+          throw new NullPointerException();
+        }
+        context_ = value;
+      } else {
+        contextBuilder_.setMessage(value);
+      }
+      bitField0_ |= 0x00000040;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+     * its tools and instructions read it as `ctx.deps.context`. At most the server's
+     * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+     * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+     * when it does not validate. Not echoed in `begin`.
+     * </pre>
+     *
+     * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+     */
+    public Builder setContext(
+        com.google.protobuf.Struct.Builder builderForValue) {
+      if (contextBuilder_ == null) {
+        context_ = builderForValue.build();
+      } else {
+        contextBuilder_.setMessage(builderForValue.build());
+      }
+      bitField0_ |= 0x00000040;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+     * its tools and instructions read it as `ctx.deps.context`. At most the server's
+     * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+     * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+     * when it does not validate. Not echoed in `begin`.
+     * </pre>
+     *
+     * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+     */
+    public Builder mergeContext(com.google.protobuf.Struct value) {
+      if (contextBuilder_ == null) {
+        if (((bitField0_ & 0x00000040) != 0) &&
+          context_ != null &&
+          context_ != com.google.protobuf.Struct.getDefaultInstance()) {
+          getContextBuilder().mergeFrom(value);
+        } else {
+          context_ = value;
+        }
+      } else {
+        contextBuilder_.mergeFrom(value);
+      }
+      bitField0_ |= 0x00000040;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+     * its tools and instructions read it as `ctx.deps.context`. At most the server's
+     * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+     * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+     * when it does not validate. Not echoed in `begin`.
+     * </pre>
+     *
+     * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+     */
+    public Builder clearContext() {
+      bitField0_ = (bitField0_ & ~0x00000040);
+      context_ = null;
+      if (contextBuilder_ != null) {
+        contextBuilder_.dispose();
+        contextBuilder_ = null;
+      }
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+     * its tools and instructions read it as `ctx.deps.context`. At most the server's
+     * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+     * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+     * when it does not validate. Not echoed in `begin`.
+     * </pre>
+     *
+     * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+     */
+    public com.google.protobuf.Struct.Builder getContextBuilder() {
+      bitField0_ |= 0x00000040;
+      onChanged();
+      return getContextFieldBuilder().getBuilder();
+    }
+    /**
+     * <pre>
+     * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+     * its tools and instructions read it as `ctx.deps.context`. At most the server's
+     * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+     * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+     * when it does not validate. Not echoed in `begin`.
+     * </pre>
+     *
+     * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+     */
+    public com.google.protobuf.StructOrBuilder getContextOrBuilder() {
+      if (contextBuilder_ != null) {
+        return contextBuilder_.getMessageOrBuilder();
+      } else {
+        return context_ == null ?
+            com.google.protobuf.Struct.getDefaultInstance() : context_;
+      }
+    }
+    /**
+     * <pre>
+     * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+     * its tools and instructions read it as `ctx.deps.context`. At most the server's
+     * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+     * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+     * when it does not validate. Not echoed in `begin`.
+     * </pre>
+     *
+     * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+     */
+    private com.google.protobuf.SingleFieldBuilderV3<
+        com.google.protobuf.Struct, com.google.protobuf.Struct.Builder, com.google.protobuf.StructOrBuilder> 
+        getContextFieldBuilder() {
+      if (contextBuilder_ == null) {
+        contextBuilder_ = new com.google.protobuf.SingleFieldBuilderV3<
+            com.google.protobuf.Struct, com.google.protobuf.Struct.Builder, com.google.protobuf.StructOrBuilder>(
+                getContext(),
+                getParentForChildren(),
+                isClean());
+        context_ = null;
+      }
+      return contextBuilder_;
+    }
+
+    private java.util.List<io.github.pydanticaistream.v1.Attachment> attachments_ =
+      java.util.Collections.emptyList();
+    private void ensureAttachmentsIsMutable() {
+      if (!((bitField0_ & 0x00000080) != 0)) {
+        attachments_ = new java.util.ArrayList<io.github.pydanticaistream.v1.Attachment>(attachments_);
+        bitField0_ |= 0x00000080;
+       }
+    }
+
+    private com.google.protobuf.RepeatedFieldBuilderV3<
+        io.github.pydanticaistream.v1.Attachment, io.github.pydanticaistream.v1.Attachment.Builder, io.github.pydanticaistream.v1.AttachmentOrBuilder> attachmentsBuilder_;
+
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public java.util.List<io.github.pydanticaistream.v1.Attachment> getAttachmentsList() {
+      if (attachmentsBuilder_ == null) {
+        return java.util.Collections.unmodifiableList(attachments_);
+      } else {
+        return attachmentsBuilder_.getMessageList();
+      }
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public int getAttachmentsCount() {
+      if (attachmentsBuilder_ == null) {
+        return attachments_.size();
+      } else {
+        return attachmentsBuilder_.getCount();
+      }
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public io.github.pydanticaistream.v1.Attachment getAttachments(int index) {
+      if (attachmentsBuilder_ == null) {
+        return attachments_.get(index);
+      } else {
+        return attachmentsBuilder_.getMessage(index);
+      }
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public Builder setAttachments(
+        int index, io.github.pydanticaistream.v1.Attachment value) {
+      if (attachmentsBuilder_ == null) {
+        if (value == null) {
+          throw new NullPointerException();
+        }
+        ensureAttachmentsIsMutable();
+        attachments_.set(index, value);
+        onChanged();
+      } else {
+        attachmentsBuilder_.setMessage(index, value);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public Builder setAttachments(
+        int index, io.github.pydanticaistream.v1.Attachment.Builder builderForValue) {
+      if (attachmentsBuilder_ == null) {
+        ensureAttachmentsIsMutable();
+        attachments_.set(index, builderForValue.build());
+        onChanged();
+      } else {
+        attachmentsBuilder_.setMessage(index, builderForValue.build());
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public Builder addAttachments(io.github.pydanticaistream.v1.Attachment value) {
+      if (attachmentsBuilder_ == null) {
+        if (value == null) {
+          throw new NullPointerException();
+        }
+        ensureAttachmentsIsMutable();
+        attachments_.add(value);
+        onChanged();
+      } else {
+        attachmentsBuilder_.addMessage(value);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public Builder addAttachments(
+        int index, io.github.pydanticaistream.v1.Attachment value) {
+      if (attachmentsBuilder_ == null) {
+        if (value == null) {
+          throw new NullPointerException();
+        }
+        ensureAttachmentsIsMutable();
+        attachments_.add(index, value);
+        onChanged();
+      } else {
+        attachmentsBuilder_.addMessage(index, value);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public Builder addAttachments(
+        io.github.pydanticaistream.v1.Attachment.Builder builderForValue) {
+      if (attachmentsBuilder_ == null) {
+        ensureAttachmentsIsMutable();
+        attachments_.add(builderForValue.build());
+        onChanged();
+      } else {
+        attachmentsBuilder_.addMessage(builderForValue.build());
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public Builder addAttachments(
+        int index, io.github.pydanticaistream.v1.Attachment.Builder builderForValue) {
+      if (attachmentsBuilder_ == null) {
+        ensureAttachmentsIsMutable();
+        attachments_.add(index, builderForValue.build());
+        onChanged();
+      } else {
+        attachmentsBuilder_.addMessage(index, builderForValue.build());
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public Builder addAllAttachments(
+        java.lang.Iterable<? extends io.github.pydanticaistream.v1.Attachment> values) {
+      if (attachmentsBuilder_ == null) {
+        ensureAttachmentsIsMutable();
+        com.google.protobuf.AbstractMessageLite.Builder.addAll(
+            values, attachments_);
+        onChanged();
+      } else {
+        attachmentsBuilder_.addAllMessages(values);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public Builder clearAttachments() {
+      if (attachmentsBuilder_ == null) {
+        attachments_ = java.util.Collections.emptyList();
+        bitField0_ = (bitField0_ & ~0x00000080);
+        onChanged();
+      } else {
+        attachmentsBuilder_.clear();
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public Builder removeAttachments(int index) {
+      if (attachmentsBuilder_ == null) {
+        ensureAttachmentsIsMutable();
+        attachments_.remove(index);
+        onChanged();
+      } else {
+        attachmentsBuilder_.remove(index);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public io.github.pydanticaistream.v1.Attachment.Builder getAttachmentsBuilder(
+        int index) {
+      return getAttachmentsFieldBuilder().getBuilder(index);
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public io.github.pydanticaistream.v1.AttachmentOrBuilder getAttachmentsOrBuilder(
+        int index) {
+      if (attachmentsBuilder_ == null) {
+        return attachments_.get(index);  } else {
+        return attachmentsBuilder_.getMessageOrBuilder(index);
+      }
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public java.util.List<? extends io.github.pydanticaistream.v1.AttachmentOrBuilder> 
+         getAttachmentsOrBuilderList() {
+      if (attachmentsBuilder_ != null) {
+        return attachmentsBuilder_.getMessageOrBuilderList();
+      } else {
+        return java.util.Collections.unmodifiableList(attachments_);
+      }
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public io.github.pydanticaistream.v1.Attachment.Builder addAttachmentsBuilder() {
+      return getAttachmentsFieldBuilder().addBuilder(
+          io.github.pydanticaistream.v1.Attachment.getDefaultInstance());
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public io.github.pydanticaistream.v1.Attachment.Builder addAttachmentsBuilder(
+        int index) {
+      return getAttachmentsFieldBuilder().addBuilder(
+          index, io.github.pydanticaistream.v1.Attachment.getDefaultInstance());
+    }
+    /**
+     * <pre>
+     * Optional files for the model, after the prompt's text in the user prompt (images,
+     * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+     * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+     * together by default). Stored once for the run; `begin` carries only a summary of each
+     * (kind, media type, size or URL, name).
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+     */
+    public java.util.List<io.github.pydanticaistream.v1.Attachment.Builder> 
+         getAttachmentsBuilderList() {
+      return getAttachmentsFieldBuilder().getBuilderList();
+    }
+    private com.google.protobuf.RepeatedFieldBuilderV3<
+        io.github.pydanticaistream.v1.Attachment, io.github.pydanticaistream.v1.Attachment.Builder, io.github.pydanticaistream.v1.AttachmentOrBuilder> 
+        getAttachmentsFieldBuilder() {
+      if (attachmentsBuilder_ == null) {
+        attachmentsBuilder_ = new com.google.protobuf.RepeatedFieldBuilderV3<
+            io.github.pydanticaistream.v1.Attachment, io.github.pydanticaistream.v1.Attachment.Builder, io.github.pydanticaistream.v1.AttachmentOrBuilder>(
+                attachments_,
+                ((bitField0_ & 0x00000080) != 0),
+                getParentForChildren(),
+                isClean());
+        attachments_ = null;
+      }
+      return attachmentsBuilder_;
     }
     @java.lang.Override
     public final Builder setUnknownFields(

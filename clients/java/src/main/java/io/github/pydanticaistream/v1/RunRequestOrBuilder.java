@@ -139,4 +139,107 @@ public interface RunRequestOrBuilder extends
    * @return The ifBusy.
    */
   io.github.pydanticaistream.v1.BusyPolicy getIfBusy();
+
+  /**
+   * <pre>
+   * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+   * its tools and instructions read it as `ctx.deps.context`. At most the server's
+   * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+   * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+   * when it does not validate. Not echoed in `begin`.
+   * </pre>
+   *
+   * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+   * @return Whether the context field is set.
+   */
+  boolean hasContext();
+  /**
+   * <pre>
+   * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+   * its tools and instructions read it as `ctx.deps.context`. At most the server's
+   * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+   * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+   * when it does not validate. Not echoed in `begin`.
+   * </pre>
+   *
+   * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+   * @return The context.
+   */
+  com.google.protobuf.Struct getContext();
+  /**
+   * <pre>
+   * Optional request context for the hosted agent's deps (e.g. {"locale": "fr", "account": 42}):
+   * its tools and instructions read it as `ctx.deps.context`. At most the server's
+   * `max_context_bytes` (64 KiB by default) as compact JSON; an agent that declares a context
+   * model (`deps_type=HostedDeps[Model]`) gets it validated. INVALID_ARGUMENT beyond the bound or
+   * when it does not validate. Not echoed in `begin`.
+   * </pre>
+   *
+   * <code>.google.protobuf.Struct context = 7 [json_name = "context"];</code>
+   */
+  com.google.protobuf.StructOrBuilder getContextOrBuilder();
+
+  /**
+   * <pre>
+   * Optional files for the model, after the prompt's text in the user prompt (images,
+   * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+   * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+   * together by default). Stored once for the run; `begin` carries only a summary of each
+   * (kind, media type, size or URL, name).
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+   */
+  java.util.List<io.github.pydanticaistream.v1.Attachment> 
+      getAttachmentsList();
+  /**
+   * <pre>
+   * Optional files for the model, after the prompt's text in the user prompt (images,
+   * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+   * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+   * together by default). Stored once for the run; `begin` carries only a summary of each
+   * (kind, media type, size or URL, name).
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+   */
+  io.github.pydanticaistream.v1.Attachment getAttachments(int index);
+  /**
+   * <pre>
+   * Optional files for the model, after the prompt's text in the user prompt (images,
+   * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+   * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+   * together by default). Stored once for the run; `begin` carries only a summary of each
+   * (kind, media type, size or URL, name).
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+   */
+  int getAttachmentsCount();
+  /**
+   * <pre>
+   * Optional files for the model, after the prompt's text in the user prompt (images,
+   * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+   * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+   * together by default). Stored once for the run; `begin` carries only a summary of each
+   * (kind, media type, size or URL, name).
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+   */
+  java.util.List<? extends io.github.pydanticaistream.v1.AttachmentOrBuilder> 
+      getAttachmentsOrBuilderList();
+  /**
+   * <pre>
+   * Optional files for the model, after the prompt's text in the user prompt (images,
+   * documents, audio, video): at most the server's `max_attachments` (16 by default), each at
+   * most `max_attachment_bytes`, together at most `max_attachments_bytes` (4 MiB each and
+   * together by default). Stored once for the run; `begin` carries only a summary of each
+   * (kind, media type, size or URL, name).
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.Attachment attachments = 8 [json_name = "attachments"];</code>
+   */
+  io.github.pydanticaistream.v1.AttachmentOrBuilder getAttachmentsOrBuilder(
+      int index);
 }

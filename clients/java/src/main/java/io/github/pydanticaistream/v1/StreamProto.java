@@ -20,6 +20,11 @@ public final class StreamProto {
     com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
       internal_static_pydantic_ai_stream_v1_RunRequest_fieldAccessorTable;
   static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pydantic_ai_stream_v1_Attachment_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_pydantic_ai_stream_v1_Attachment_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
     internal_static_pydantic_ai_stream_v1_RunResponse_descriptor;
   static final 
     com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
@@ -85,95 +90,106 @@ public final class StreamProto {
     java.lang.String[] descriptorData = {
       "\n\"pydantic_ai_stream/v1/stream.proto\022\025py" +
       "dantic_ai_stream.v1\032\034google/protobuf/str" +
-      "uct.proto\"\354\001\n\nRunRequest\022\024\n\005agent\030\001 \001(\tR" +
+      "uct.proto\"\344\002\n\nRunRequest\022\024\n\005agent\030\001 \001(\tR" +
       "\005agent\022\035\n\nsession_id\030\002 \001(\tR\tsessionId\022\026\n" +
       "\006prompt\030\003 \001(\tR\006prompt\022\025\n\006run_id\030\004 \001(\tR\005r" +
       "unId\022>\n\016model_settings\030\005 \001(\0132\027.google.pr" +
       "otobuf.StructR\rmodelSettings\022:\n\007if_busy\030" +
       "\006 \001(\0162!.pydantic_ai_stream.v1.BusyPolicy" +
-      "R\006ifBusy\"\203\001\n\013RunResponse\022\035\n\nsession_id\030\001" +
-      " \001(\tR\tsessionId\022\025\n\006run_id\030\002 \001(\tR\005runId\022$" +
-      "\n\016begin_event_id\030\003 \001(\tR\014beginEventId\022\030\n\007" +
-      "waiting\030\004 \001(\010R\007waiting\"\312\001\n\rListenRequest" +
-      "\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\022$\n\016after" +
-      "_event_id\030\002 \001(\tR\014afterEventId\022!\n\014wait_se" +
-      "conds\030\003 \001(\rR\013waitSeconds\022\'\n\017timeout_seco" +
-      "nds\030\004 \001(\rR\016timeoutSeconds\022(\n\020max_batch_e" +
-      "vents\030\005 \001(\rR\016maxBatchEvents\"\320\001\n\016ListenRe" +
-      "sponse\0224\n\005event\030\001 \001(\0132\034.pydantic_ai_stre" +
-      "am.v1.EventH\000R\005event\022@\n\theartbeat\030\002 \001(\0132" +
-      " .pydantic_ai_stream.v1.HeartbeatH\000R\thea" +
-      "rtbeat\022;\n\006events\030\003 \001(\0132!.pydantic_ai_str" +
-      "eam.v1.EventBatchH\000R\006eventsB\t\n\007payload\"B" +
-      "\n\nEventBatch\0224\n\006events\030\001 \003(\0132\034.pydantic_" +
-      "ai_stream.v1.EventR\006events\"\013\n\tHeartbeat\"" +
-      "\245\006\n\005Event\022\016\n\002id\030\001 \001(\tR\002id\0224\n\004type\030\002 \001(\0162" +
-      " .pydantic_ai_stream.v1.EventTypeR\004type\022" +
-      "\033\n\ttype_name\030\003 \001(\tR\010typeName\022\026\n\006origin\030\004" +
-      " \001(\tR\006origin\022\025\n\003idx\030\005 \001(\rH\000R\003idx\210\001\001\0224\n\004k" +
-      "ind\030\006 \001(\0162 .pydantic_ai_stream.v1.EventK" +
-      "indR\004kind\022 \n\tevent_idx\030\007 \001(\rH\001R\010eventIdx" +
-      "\210\001\001\022<\n\tpart_kind\030\010 \001(\0162\037.pydantic_ai_str" +
-      "eam.v1.PartKindR\010partKind\022$\n\016part_kind_n" +
-      "ame\030\t \001(\tR\014partKindName\022\035\n\007content\030\n \001(\t" +
-      "H\002R\007content\210\001\001\022(\n\rcontent_delta\030\013 \001(\tH\003R" +
-      "\014contentDelta\210\001\001\022 \n\ttool_name\030\014 \001(\tH\004R\010t" +
-      "oolName\210\001\001\022%\n\014tool_call_id\030\r \001(\tH\005R\ntool" +
-      "CallId\210\001\001\022+\n\004args\030\016 \001(\0132\027.google.protobu" +
-      "f.StructR\004args\022\033\n\tbody_json\030\017 \001(\tR\010bodyJ" +
-      "son\022<\n\007outcome\030\020 \001(\0162\".pydantic_ai_strea" +
-      "m.v1.ToolOutcomeR\007outcome\022G\n\017part_delta_" +
-      "kind\030\021 \001(\0162\037.pydantic_ai_stream.v1.PartK" +
-      "indR\rpartDeltaKind\022\030\n\007attempt\030\022 \001(\rR\007att" +
-      "emptB\006\n\004_idxB\014\n\n_event_idxB\n\n\010_contentB\020" +
-      "\n\016_content_deltaB\014\n\n_tool_nameB\017\n\r_tool_" +
-      "call_id\"E\n\rCancelRequest\022\035\n\nsession_id\030\001" +
-      " \001(\tR\tsessionId\022\025\n\006run_id\030\002 \001(\tR\005runId\"." +
-      "\n\016CancelResponse\022\034\n\tcancelled\030\001 \001(\010R\tcan" +
-      "celled\"\023\n\021ListActiveRequest\"V\n\022ListActiv" +
-      "eResponse\022@\n\010sessions\030\001 \003(\0132$.pydantic_a" +
-      "i_stream.v1.ActiveSessionR\010sessions\"\226\001\n\r" +
-      "ActiveSession\022\035\n\nsession_id\030\001 \001(\tR\tsessi" +
-      "onId\0225\n\005state\030\002 \001(\0162\037.pydantic_ai_stream" +
-      ".v1.RunStateR\005state\022\025\n\006run_id\030\003 \001(\tR\005run" +
-      "Id\022\030\n\007attempt\030\004 \001(\rR\007attempt*\217\001\n\nBusyPol" +
-      "icy\022\033\n\027BUSY_POLICY_UNSPECIFIED\020\000\022\026\n\022BUSY" +
-      "_POLICY_REJECT\020\001\022\031\n\025BUSY_POLICY_INTERRUP" +
-      "T\020\002\022\030\n\024BUSY_POLICY_ROLLBACK\020\003\022\027\n\023BUSY_PO" +
-      "LICY_ENQUEUE\020\004*\251\001\n\tEventType\022\032\n\026EVENT_TY" +
-      "PE_UNSPECIFIED\020\000\022\024\n\020EVENT_TYPE_BEGIN\020\001\022\024" +
-      "\n\020EVENT_TYPE_EVENT\020\002\022\024\n\020EVENT_TYPE_ERROR" +
-      "\020\003\022\023\n\017EVENT_TYPE_INFO\020\004\022\022\n\016EVENT_TYPE_EN" +
-      "D\020\005\022\025\n\021EVENT_TYPE_CUSTOM\020\006*\276\001\n\tEventKind" +
-      "\022\032\n\026EVENT_KIND_UNSPECIFIED\020\000\022\030\n\024EVENT_KI" +
-      "ND_LLM_BEGIN\020\001\022\026\n\022EVENT_KIND_LLM_END\020\002\022\031" +
-      "\n\025EVENT_KIND_PART_START\020\003\022\031\n\025EVENT_KIND_" +
-      "PART_DELTA\020\004\022\025\n\021EVENT_KIND_ANSWER\020\005\022\026\n\022E" +
-      "VENT_KIND_RESUMED\020\006*\232\001\n\010PartKind\022\031\n\025PART" +
-      "_KIND_UNSPECIFIED\020\000\022\022\n\016PART_KIND_TEXT\020\001\022" +
-      "\026\n\022PART_KIND_THINKING\020\002\022\027\n\023PART_KIND_TOO" +
-      "L_CALL\020\003\022\031\n\025PART_KIND_TOOL_RETURN\020\004\022\023\n\017P" +
-      "ART_KIND_OTHER\020\005*\255\001\n\013ToolOutcome\022\034\n\030TOOL" +
-      "_OUTCOME_UNSPECIFIED\020\000\022\027\n\023TOOL_OUTCOME_F" +
-      "AILED\020\001\022\027\n\023TOOL_OUTCOME_DENIED\020\002\022\034\n\030TOOL" +
-      "_OUTCOME_INTERRUPTED\020\003\022\030\n\024TOOL_OUTCOME_R" +
-      "ETRIED\020\004\022\026\n\022TOOL_OUTCOME_OTHER\020\005*R\n\010RunS" +
-      "tate\022\031\n\025RUN_STATE_UNSPECIFIED\020\000\022\024\n\020RUN_S" +
-      "TATE_QUEUED\020\001\022\025\n\021RUN_STATE_RUNNING\020\0022\365\002\n" +
-      "\022AgentStreamService\022L\n\003Run\022!.pydantic_ai" +
-      "_stream.v1.RunRequest\032\".pydantic_ai_stre" +
-      "am.v1.RunResponse\022W\n\006Listen\022$.pydantic_a" +
-      "i_stream.v1.ListenRequest\032%.pydantic_ai_" +
-      "stream.v1.ListenResponse0\001\022U\n\006Cancel\022$.p" +
-      "ydantic_ai_stream.v1.CancelRequest\032%.pyd" +
-      "antic_ai_stream.v1.CancelResponse\022a\n\nLis" +
-      "tActive\022(.pydantic_ai_stream.v1.ListActi" +
-      "veRequest\032).pydantic_ai_stream.v1.ListAc" +
-      "tiveResponseB\212\001\n\035io.github.pydanticaistr" +
-      "eam.v1B\013StreamProtoP\001ZZgithub.com/pydant" +
-      "ic-ai-stream/pydantic-ai-stream/clients/" +
-      "go/pydantic_ai_stream/v1;streamv1b\006proto" +
-      "3"
+      "R\006ifBusy\0221\n\007context\030\007 \001(\0132\027.google.proto" +
+      "buf.StructR\007context\022C\n\013attachments\030\010 \003(\013" +
+      "2!.pydantic_ai_stream.v1.AttachmentR\013att" +
+      "achments\"\256\001\n\nAttachment\022\024\n\004data\030\001 \001(\014H\000R" +
+      "\004data\022\022\n\003url\030\002 \001(\tH\000R\003url\022\035\n\nmedia_type\030" +
+      "\003 \001(\tR\tmediaType\0229\n\004kind\030\004 \001(\0162%.pydanti" +
+      "c_ai_stream.v1.AttachmentKindR\004kind\022\022\n\004n" +
+      "ame\030\005 \001(\tR\004nameB\010\n\006source\"\203\001\n\013RunRespons" +
+      "e\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\022\025\n\006run_" +
+      "id\030\002 \001(\tR\005runId\022$\n\016begin_event_id\030\003 \001(\tR" +
+      "\014beginEventId\022\030\n\007waiting\030\004 \001(\010R\007waiting\"" +
+      "\312\001\n\rListenRequest\022\035\n\nsession_id\030\001 \001(\tR\ts" +
+      "essionId\022$\n\016after_event_id\030\002 \001(\tR\014afterE" +
+      "ventId\022!\n\014wait_seconds\030\003 \001(\rR\013waitSecond" +
+      "s\022\'\n\017timeout_seconds\030\004 \001(\rR\016timeoutSecon" +
+      "ds\022(\n\020max_batch_events\030\005 \001(\rR\016maxBatchEv" +
+      "ents\"\320\001\n\016ListenResponse\0224\n\005event\030\001 \001(\0132\034" +
+      ".pydantic_ai_stream.v1.EventH\000R\005event\022@\n" +
+      "\theartbeat\030\002 \001(\0132 .pydantic_ai_stream.v1" +
+      ".HeartbeatH\000R\theartbeat\022;\n\006events\030\003 \001(\0132" +
+      "!.pydantic_ai_stream.v1.EventBatchH\000R\006ev" +
+      "entsB\t\n\007payload\"B\n\nEventBatch\0224\n\006events\030" +
+      "\001 \003(\0132\034.pydantic_ai_stream.v1.EventR\006eve" +
+      "nts\"\013\n\tHeartbeat\"\245\006\n\005Event\022\016\n\002id\030\001 \001(\tR\002" +
+      "id\0224\n\004type\030\002 \001(\0162 .pydantic_ai_stream.v1" +
+      ".EventTypeR\004type\022\033\n\ttype_name\030\003 \001(\tR\010typ" +
+      "eName\022\026\n\006origin\030\004 \001(\tR\006origin\022\025\n\003idx\030\005 \001" +
+      "(\rH\000R\003idx\210\001\001\0224\n\004kind\030\006 \001(\0162 .pydantic_ai" +
+      "_stream.v1.EventKindR\004kind\022 \n\tevent_idx\030" +
+      "\007 \001(\rH\001R\010eventIdx\210\001\001\022<\n\tpart_kind\030\010 \001(\0162" +
+      "\037.pydantic_ai_stream.v1.PartKindR\010partKi" +
+      "nd\022$\n\016part_kind_name\030\t \001(\tR\014partKindName" +
+      "\022\035\n\007content\030\n \001(\tH\002R\007content\210\001\001\022(\n\rconte" +
+      "nt_delta\030\013 \001(\tH\003R\014contentDelta\210\001\001\022 \n\ttoo" +
+      "l_name\030\014 \001(\tH\004R\010toolName\210\001\001\022%\n\014tool_call" +
+      "_id\030\r \001(\tH\005R\ntoolCallId\210\001\001\022+\n\004args\030\016 \001(\013" +
+      "2\027.google.protobuf.StructR\004args\022\033\n\tbody_" +
+      "json\030\017 \001(\tR\010bodyJson\022<\n\007outcome\030\020 \001(\0162\"." +
+      "pydantic_ai_stream.v1.ToolOutcomeR\007outco" +
+      "me\022G\n\017part_delta_kind\030\021 \001(\0162\037.pydantic_a" +
+      "i_stream.v1.PartKindR\rpartDeltaKind\022\030\n\007a" +
+      "ttempt\030\022 \001(\rR\007attemptB\006\n\004_idxB\014\n\n_event_" +
+      "idxB\n\n\010_contentB\020\n\016_content_deltaB\014\n\n_to" +
+      "ol_nameB\017\n\r_tool_call_id\"E\n\rCancelReques" +
+      "t\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\022\025\n\006run_" +
+      "id\030\002 \001(\tR\005runId\".\n\016CancelResponse\022\034\n\tcan" +
+      "celled\030\001 \001(\010R\tcancelled\"\023\n\021ListActiveReq" +
+      "uest\"V\n\022ListActiveResponse\022@\n\010sessions\030\001" +
+      " \003(\0132$.pydantic_ai_stream.v1.ActiveSessi" +
+      "onR\010sessions\"\226\001\n\rActiveSession\022\035\n\nsessio" +
+      "n_id\030\001 \001(\tR\tsessionId\0225\n\005state\030\002 \001(\0162\037.p" +
+      "ydantic_ai_stream.v1.RunStateR\005state\022\025\n\006" +
+      "run_id\030\003 \001(\tR\005runId\022\030\n\007attempt\030\004 \001(\rR\007at" +
+      "tempt*\240\001\n\016AttachmentKind\022\037\n\033ATTACHMENT_K" +
+      "IND_UNSPECIFIED\020\000\022\031\n\025ATTACHMENT_KIND_IMA" +
+      "GE\020\001\022\034\n\030ATTACHMENT_KIND_DOCUMENT\020\002\022\031\n\025AT" +
+      "TACHMENT_KIND_AUDIO\020\003\022\031\n\025ATTACHMENT_KIND" +
+      "_VIDEO\020\004*\217\001\n\nBusyPolicy\022\033\n\027BUSY_POLICY_U" +
+      "NSPECIFIED\020\000\022\026\n\022BUSY_POLICY_REJECT\020\001\022\031\n\025" +
+      "BUSY_POLICY_INTERRUPT\020\002\022\030\n\024BUSY_POLICY_R" +
+      "OLLBACK\020\003\022\027\n\023BUSY_POLICY_ENQUEUE\020\004*\251\001\n\tE" +
+      "ventType\022\032\n\026EVENT_TYPE_UNSPECIFIED\020\000\022\024\n\020" +
+      "EVENT_TYPE_BEGIN\020\001\022\024\n\020EVENT_TYPE_EVENT\020\002" +
+      "\022\024\n\020EVENT_TYPE_ERROR\020\003\022\023\n\017EVENT_TYPE_INF" +
+      "O\020\004\022\022\n\016EVENT_TYPE_END\020\005\022\025\n\021EVENT_TYPE_CU" +
+      "STOM\020\006*\276\001\n\tEventKind\022\032\n\026EVENT_KIND_UNSPE" +
+      "CIFIED\020\000\022\030\n\024EVENT_KIND_LLM_BEGIN\020\001\022\026\n\022EV" +
+      "ENT_KIND_LLM_END\020\002\022\031\n\025EVENT_KIND_PART_ST" +
+      "ART\020\003\022\031\n\025EVENT_KIND_PART_DELTA\020\004\022\025\n\021EVEN" +
+      "T_KIND_ANSWER\020\005\022\026\n\022EVENT_KIND_RESUMED\020\006*" +
+      "\232\001\n\010PartKind\022\031\n\025PART_KIND_UNSPECIFIED\020\000\022" +
+      "\022\n\016PART_KIND_TEXT\020\001\022\026\n\022PART_KIND_THINKIN" +
+      "G\020\002\022\027\n\023PART_KIND_TOOL_CALL\020\003\022\031\n\025PART_KIN" +
+      "D_TOOL_RETURN\020\004\022\023\n\017PART_KIND_OTHER\020\005*\255\001\n" +
+      "\013ToolOutcome\022\034\n\030TOOL_OUTCOME_UNSPECIFIED" +
+      "\020\000\022\027\n\023TOOL_OUTCOME_FAILED\020\001\022\027\n\023TOOL_OUTC" +
+      "OME_DENIED\020\002\022\034\n\030TOOL_OUTCOME_INTERRUPTED" +
+      "\020\003\022\030\n\024TOOL_OUTCOME_RETRIED\020\004\022\026\n\022TOOL_OUT" +
+      "COME_OTHER\020\005*R\n\010RunState\022\031\n\025RUN_STATE_UN" +
+      "SPECIFIED\020\000\022\024\n\020RUN_STATE_QUEUED\020\001\022\025\n\021RUN" +
+      "_STATE_RUNNING\020\0022\365\002\n\022AgentStreamService\022" +
+      "L\n\003Run\022!.pydantic_ai_stream.v1.RunReques" +
+      "t\032\".pydantic_ai_stream.v1.RunResponse\022W\n" +
+      "\006Listen\022$.pydantic_ai_stream.v1.ListenRe" +
+      "quest\032%.pydantic_ai_stream.v1.ListenResp" +
+      "onse0\001\022U\n\006Cancel\022$.pydantic_ai_stream.v1" +
+      ".CancelRequest\032%.pydantic_ai_stream.v1.C" +
+      "ancelResponse\022a\n\nListActive\022(.pydantic_a" +
+      "i_stream.v1.ListActiveRequest\032).pydantic" +
+      "_ai_stream.v1.ListActiveResponseB\212\001\n\035io." +
+      "github.pydanticaistream.v1B\013StreamProtoP" +
+      "\001ZZgithub.com/pydantic-ai-stream/pydanti" +
+      "c-ai-stream/clients/go/pydantic_ai_strea" +
+      "m/v1;streamv1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -185,69 +201,75 @@ public final class StreamProto {
     internal_static_pydantic_ai_stream_v1_RunRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_RunRequest_descriptor,
-        new java.lang.String[] { "Agent", "SessionId", "Prompt", "RunId", "ModelSettings", "IfBusy", });
-    internal_static_pydantic_ai_stream_v1_RunResponse_descriptor =
+        new java.lang.String[] { "Agent", "SessionId", "Prompt", "RunId", "ModelSettings", "IfBusy", "Context", "Attachments", });
+    internal_static_pydantic_ai_stream_v1_Attachment_descriptor =
       getDescriptor().getMessageTypes().get(1);
+    internal_static_pydantic_ai_stream_v1_Attachment_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_pydantic_ai_stream_v1_Attachment_descriptor,
+        new java.lang.String[] { "Data", "Url", "MediaType", "Kind", "Name", "Source", });
+    internal_static_pydantic_ai_stream_v1_RunResponse_descriptor =
+      getDescriptor().getMessageTypes().get(2);
     internal_static_pydantic_ai_stream_v1_RunResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_RunResponse_descriptor,
         new java.lang.String[] { "SessionId", "RunId", "BeginEventId", "Waiting", });
     internal_static_pydantic_ai_stream_v1_ListenRequest_descriptor =
-      getDescriptor().getMessageTypes().get(2);
+      getDescriptor().getMessageTypes().get(3);
     internal_static_pydantic_ai_stream_v1_ListenRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ListenRequest_descriptor,
         new java.lang.String[] { "SessionId", "AfterEventId", "WaitSeconds", "TimeoutSeconds", "MaxBatchEvents", });
     internal_static_pydantic_ai_stream_v1_ListenResponse_descriptor =
-      getDescriptor().getMessageTypes().get(3);
+      getDescriptor().getMessageTypes().get(4);
     internal_static_pydantic_ai_stream_v1_ListenResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ListenResponse_descriptor,
         new java.lang.String[] { "Event", "Heartbeat", "Events", "Payload", });
     internal_static_pydantic_ai_stream_v1_EventBatch_descriptor =
-      getDescriptor().getMessageTypes().get(4);
+      getDescriptor().getMessageTypes().get(5);
     internal_static_pydantic_ai_stream_v1_EventBatch_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_EventBatch_descriptor,
         new java.lang.String[] { "Events", });
     internal_static_pydantic_ai_stream_v1_Heartbeat_descriptor =
-      getDescriptor().getMessageTypes().get(5);
+      getDescriptor().getMessageTypes().get(6);
     internal_static_pydantic_ai_stream_v1_Heartbeat_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_Heartbeat_descriptor,
         new java.lang.String[] { });
     internal_static_pydantic_ai_stream_v1_Event_descriptor =
-      getDescriptor().getMessageTypes().get(6);
+      getDescriptor().getMessageTypes().get(7);
     internal_static_pydantic_ai_stream_v1_Event_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_Event_descriptor,
         new java.lang.String[] { "Id", "Type", "TypeName", "Origin", "Idx", "Kind", "EventIdx", "PartKind", "PartKindName", "Content", "ContentDelta", "ToolName", "ToolCallId", "Args", "BodyJson", "Outcome", "PartDeltaKind", "Attempt", "Idx", "EventIdx", "Content", "ContentDelta", "ToolName", "ToolCallId", });
     internal_static_pydantic_ai_stream_v1_CancelRequest_descriptor =
-      getDescriptor().getMessageTypes().get(7);
+      getDescriptor().getMessageTypes().get(8);
     internal_static_pydantic_ai_stream_v1_CancelRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_CancelRequest_descriptor,
         new java.lang.String[] { "SessionId", "RunId", });
     internal_static_pydantic_ai_stream_v1_CancelResponse_descriptor =
-      getDescriptor().getMessageTypes().get(8);
+      getDescriptor().getMessageTypes().get(9);
     internal_static_pydantic_ai_stream_v1_CancelResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_CancelResponse_descriptor,
         new java.lang.String[] { "Cancelled", });
     internal_static_pydantic_ai_stream_v1_ListActiveRequest_descriptor =
-      getDescriptor().getMessageTypes().get(9);
+      getDescriptor().getMessageTypes().get(10);
     internal_static_pydantic_ai_stream_v1_ListActiveRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ListActiveRequest_descriptor,
         new java.lang.String[] { });
     internal_static_pydantic_ai_stream_v1_ListActiveResponse_descriptor =
-      getDescriptor().getMessageTypes().get(10);
+      getDescriptor().getMessageTypes().get(11);
     internal_static_pydantic_ai_stream_v1_ListActiveResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ListActiveResponse_descriptor,
         new java.lang.String[] { "Sessions", });
     internal_static_pydantic_ai_stream_v1_ActiveSession_descriptor =
-      getDescriptor().getMessageTypes().get(11);
+      getDescriptor().getMessageTypes().get(12);
     internal_static_pydantic_ai_stream_v1_ActiveSession_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ActiveSession_descriptor,
