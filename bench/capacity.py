@@ -4,6 +4,7 @@ whatever its consumer does), found by search: first bare pydantic-ai (the ceilin
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,22 +36,31 @@ class Found:
         return next((pace for tried, _, pace in self.probes if tried == runs), None)
 
 
-async def search(probe: Probe, *, start: int, limit: int, paced: bool, precision: float = 0.1) -> Found:
+async def search(
+    probe: Probe, *, start: int, limit: int, paced: bool, precision: float = 0.1, repeats: int = 1
+) -> Found:
     """Double the load from `start` until the SLO breaks (or `limit`), then bisect to within `precision`;
-    `paced`: the probe reports each run's time (`run_seconds`), compared with a lone run's."""
+    each load is probed `repeats` times and judged by the median p99 (one probe's tail moves by tens of ms
+    with whatever else the machine does); `paced`: the probe reports each run's time (`run_seconds`),
+    compared with a lone run's."""
     probes: list[tuple[int, float, float | None]] = []
     alone = percentile((await probe(1))["run_seconds"], 50) if paced else None
 
     async def keeps(runs: int) -> bool:
-        result = await probe(runs)
-        latencies = result["latencies_ms"]
-        p99 = percentile(latencies, 99) if latencies else float("inf")
-        run_seconds = result.get("run_seconds")
-        pace = alone / percentile(run_seconds, 50) if alone and run_seconds else None
+        p99s, paces, failed = [], [], False
+        for _ in range(repeats):
+            result = await probe(runs)
+            latencies = result["latencies_ms"]
+            p99s.append(percentile(latencies, 99) if latencies else float("inf"))
+            if alone and (run_seconds := result.get("run_seconds")):
+                paces.append(alone / percentile(run_seconds, 50))
+            failed = failed or bool(result.get("failed_runs") or result.get("errored"))
+        p99, pace = statistics.median(p99s), statistics.median(paces) if paces else None
         probes.append((runs, p99, pace))
         kept = "" if pace is None else f", runs at {pace:.0%} of a lone run's pace"
-        progress(f"capacity: {runs} runs -> delivery p99 {p99:.1f} ms from due{kept}")
-        return p99 < SLO_P99_MS and not result.get("failed_runs") and not result.get("errored")
+        tried = ", ".join(f"{p:.0f}" for p in p99s)
+        progress(f"capacity: {runs} runs -> delivery p99 {p99:.1f} ms from due (median of {tried}){kept}")
+        return p99 < SLO_P99_MS and not failed
 
     sustained, broken = 0, None
     runs = start
@@ -81,13 +91,17 @@ async def capacity(bench: Bench) -> list[Row]:
             async def library_load(runs: int, side: Any = side, workload: str = workload) -> dict[str, Any]:
                 return await bench.worker(side, workload, runs=runs, tokens=tokens, interval=s.paced_interval)
 
-            searches[side] = await search(library_load, start=s.capacity_start, limit=limit, paced=True)
+            searches[side] = await search(
+                library_load, start=s.capacity_start, limit=limit, paced=True, repeats=s.capacity_repeats
+            )
 
     async def grpc_load(runs: int) -> dict[str, Any]:
         progress(f"paced via gRPC: ours, {runs} runs")
         return await grpc_side.paced(bench, runs, tokens=tokens)
 
-    grpc = await search(grpc_load, start=s.capacity_start, limit=limit, paced=False)  # no per-run times
+    grpc = await search(  # no per-run times
+        grpc_load, start=s.capacity_start, limit=limit, paced=False, repeats=s.capacity_repeats
+    )
     bare, library = found["paced-bare"], found["paced"]
 
     def pair(figure: str, value: Callable[[Found], float | None], searches: dict[str, Found], decimals: int) -> Row:

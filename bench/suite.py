@@ -70,6 +70,8 @@ class Sizes:
     """Runs of the first capacity probe; the search doubles them until delivery p99 breaks the SLO."""
     capacity_limit: int
     """Most runs a capacity probe starts."""
+    capacity_repeats: int
+    """Probes of each load, judged by their median p99."""
     worker_timeout: float
     paced_interval: float = 0.02  # 50 tokens/s
     paced_light_runs: int = 10
@@ -95,7 +97,7 @@ FULL = Sizes(
     slow_interval=0.02, big_prompt_runs=200, big_prompt_bytes=3_500_000, queue_runs=3_000,
     queue_light_runs=200, recovery_kills=50, checkpoint_nodes=50, checkpoint_runs=10, telemetry_runs=20,
     telemetry_tokens=1_000, backlog_runs=2_000, backlog_other=1_000, backlog_firsts=20,
-    capacity_tokens=150, capacity_start=50, capacity_limit=6_400, worker_timeout=900,
+    capacity_tokens=150, capacity_start=50, capacity_limit=6_400, capacity_repeats=3, worker_timeout=900,
 )  # fmt: skip
 QUICK = Sizes(
     write_tokens=2_000, write_rounds=2, many_runs=10, many_tokens=200, paced_runs=50, paced_tokens=40,
@@ -105,7 +107,7 @@ QUICK = Sizes(
     slow_interval=0.001, big_prompt_runs=10, big_prompt_bytes=1_000_000, queue_runs=100,
     queue_light_runs=20, recovery_kills=3, checkpoint_nodes=10, checkpoint_runs=3, telemetry_runs=10,
     telemetry_tokens=100, backlog_runs=100, backlog_other=100, backlog_firsts=3,
-    capacity_tokens=20, capacity_start=10, capacity_limit=20, worker_timeout=120,
+    capacity_tokens=20, capacity_start=10, capacity_limit=20, capacity_repeats=1, worker_timeout=120,
 )  # fmt: skip
 
 
