@@ -99,20 +99,22 @@ class Subscription:
 
     def wake(self) -> None:
         self._arrived = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._waiter is not None:
+            _resolve(self._waiter)
 
     async def next(self, timeout: float) -> list[Entry]:
         """The next entries, waiting up to `timeout` seconds (`inf`: until some come); `[]` if none came."""
         if not self._buffer and self.gap_until is None and not self._arrived:
-            self._waiter = asyncio.get_running_loop().create_future()
-            if timeout == math.inf:
-                await self._waiter  # the common wait: no timer, nor a timeout's context to enter
-            else:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
-                        await self._waiter
-            self._waiter = None
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            # A plain timer resolving the future: a wait per delivery, cheaper than `asyncio.timeout`'s context.
+            timer = None if timeout == math.inf else loop.call_later(timeout, _resolve, waiter)
+            try:
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                self._waiter = None
         self._arrived = False
         self.hub.raise_error()
         if self.gap_until is not None:
@@ -160,6 +162,11 @@ class _Followed:
 
     def advance(self, cursor: Cursor) -> None:
         self.cursor, self.packed_cursor = cursor, _bulk(cursor.id)
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():  # a timer and a wake may both come
+        waiter.set_result(None)
 
 
 def _bulk(value: str) -> bytes:
