@@ -69,11 +69,12 @@ async def test_adopt_takes_a_queued_run_and_answers_its_adopters_resend(redis: R
     keys = [k.live, k.stream, k.durable, k.checkpoint, k.active]
     assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == [], "no stream"
     begin_id = await _queued(redis, k)
-    assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == [begin_id, BEGIN.encode()]
+    adopted = [begin_id, BEGIN.encode(), begin_id]  # the stream's last id: the writer goes on after it
+    assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == adopted
     assert await redis.get(k.live) == b"r1"
     assert await redis.hget(k.checkpoint, "adopted:r1") == b"w1"
     assert await redis.zrange(k.active, 0, -1) == [b"s1"]
-    assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == [begin_id, BEGIN.encode()]
+    assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == adopted
     assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w2", "s1"]) == [], "another's"
 
 

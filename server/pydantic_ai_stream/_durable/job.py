@@ -28,6 +28,8 @@ class Job:
     agent: str
     options: Mapping[str, Any] = field(default_factory=dict)
     """Keyword arguments for `agent.iter()` (JSON: e.g. `model_settings`)."""
+    continues: bool = False
+    """The run goes on after its wait for input was answered (`respond.lua` adds this job again)."""
     traceparent: str = ""
     """The W3C trace context the run's span continues (`""`: none; jobs written before it have none)."""
     id: str = ""
@@ -49,6 +51,8 @@ class Job:
         }
         if self.traceparent:
             fields["traceparent"] = self.traceparent
+        if self.continues:
+            fields["continues"] = "1"
         return fields
 
     @classmethod
@@ -64,4 +68,5 @@ class Job:
             agent=values["agent"],
             options=json.loads(values.get("options", "{}")),
             traceparent=values.get("traceparent", ""),
+            continues=values.get("continues") == "1",
         )

@@ -26,13 +26,21 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
+from .._core.deferred import Responded, ToolAnswer
 from .._core.entry import decode
-from .._core.errors import QueueFullError, RunExistsError, SessionBusyError
-from .._core.keys import QueueKeys, SessionKeys, cancel_channel, check_id, run_id_or_new
+from .._core.errors import (
+    InvalidRequestError,
+    NotWaitingError,
+    QueueFullError,
+    RunExistsError,
+    RunNotFoundError,
+    SessionBusyError,
+)
+from .._core.keys import QueueKeys, SessionKeys, cancel_channel, check_id, excerpt, run_id_or_new
 from .._core.settings import Settings
 from .._core.submission import Submission, Submitted
 from .._store.redis import AsyncRedis, is_cluster, xread_entries_by_key
-from .._store.results import Enqueue, OpenState, WaitState
+from .._store.results import Enqueue, OpenState, RespondState, WaitState
 from .._store.scripts import READY_MAXLEN
 from .._store.stream import SessionStream
 from .job import Job, queued_member
@@ -132,6 +140,47 @@ class RunQueue:
         if state is OpenState.BUSY:
             raise SessionBusyError(session_id)
         raise RunExistsError(session_id, run_id=run_id, begin_event_id=begin_event_id)
+
+    async def respond(self, stream: SessionStream, run_id: str, answers: Sequence[ToolAnswer]) -> Responded:
+        """Answer calls the run `run_id` of the session of `stream` waits on; once every call has an answer the run
+        is queued to go on, its job added again (in the same script, or after it on a Redis Cluster: a retry
+        adds it again and the worker that claims a second job finds the run taken).
+
+        Raises `InvalidRequestError` (no answers, an id twice, an unknown call, an answer of the wrong kind),
+        `RunNotFoundError`, `NotWaitingError` (not waiting, or a call answered otherwise), writing nothing.
+        """
+        check_id("run_id", run_id)
+        if not answers:
+            raise InvalidRequestError("give at least one answer")
+        ids = [answer.tool_call_id for answer in answers]
+        if len(set(ids)) < len(ids):
+            raise InvalidRequestError("a tool call id is answered twice")
+        cluster = is_cluster(self.redis)
+        queue_keys = self._keys
+        enqueue = None
+        if not cluster:
+            scope_id = stream.keys.scope_id
+            enqueue = Enqueue(
+                queue=queue_keys.jobs(scope_id), queued=queue_keys.queued(scope_id), member="", limit=0, fields={},
+                scopes=queue_keys.scopes, turn=queue_keys.turn, ready=queue_keys.ready,
+            )  # fmt: skip
+        state, values = await stream.respond(run_id=run_id, answers=answers, wait_ms=self.wait_ms, enqueue=enqueue)
+        if state is RespondState.HELD:
+            return Responded(continued=False, pending=values)
+        if state is RespondState.CONTINUED:
+            if cluster:
+                fields = {**json.loads(values[0]), "continues": "1"}
+                await add_job(self.redis, queue_keys, scope_id=stream.keys.scope_id, fields=fields)
+            return Responded(continued=True)
+        if state is RespondState.NOT_FOUND:
+            raise RunNotFoundError(f"session {stream.keys.session_id!r} has no run {excerpt(run_id)}")
+        if state is RespondState.UNKNOWN_CALL:
+            raise InvalidRequestError(f"run {run_id!r} does not wait on a tool call {excerpt(values[0])}")
+        if state is RespondState.WRONG_KIND:
+            raise InvalidRequestError(f"tool call {values[0]!r} waits for the other kind of answer")
+        if state is RespondState.CONFLICT:
+            raise NotWaitingError(f"tool call {values[0]!r} already has another answer")
+        raise NotWaitingError(f"run {run_id!r} does not wait for input")
 
     async def wait_behind(self, stream: SessionStream, run: Submission, *, first: bool = False) -> Submitted | None:
         """Accept `run` (its id given) behind the session's queued or live run (and the runs already waiting

@@ -321,6 +321,8 @@ class Worker:
             session_id=job.session_id,
         )
         deps.attach(live)
+        live.job = {name: value for name, value in job.fields().items() if name != "continues"}
+        live.continues = job.continues
         agent = self.agents.get(job.agent)
         if agent is None:
             async with runtime.owning(live):

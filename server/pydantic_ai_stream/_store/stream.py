@@ -6,19 +6,21 @@ run whose lease has expired can never write after the `end` someone else wrote.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .._core.cursor import Cursor
+from .._core.deferred import InputCall, InputWait, ToolAnswer
 from .._core.entry import Entry, StreamBounds, decode, entry_type
 from .._core.errors import CursorExpiredError
 from .._core.keys import SessionKeys
-from .._core.names import CANCEL_MARK, RUN_LOST
+from .._core.names import CANCEL_MARK, INPUT_EXPIRED, RUN_LOST
 from .redis import AsyncRedis, dump_body, xread_entries_by_key
-from .results import CancelState, Enqueue, Held, LeaseState, OpenState, Recovered, WaitState
-from .scripts import session
+from .results import CancelState, Enqueue, Held, LeaseState, OpenState, Recovered, RespondState, WaitState
+from .scripts import session, waiting
 
 __all__ = ["SessionStream"]
 
@@ -64,10 +66,10 @@ class SessionStream:
             enqueue=enqueue,
         )
 
-    async def adopt(self, *, run_id: str, lease_ms: int, wait_ms: int, adopter: str = "") -> Entry | None:
-        """Take the flag of the queued run `run_id` as a `lease_ms` lease; its `begin` entry, or `None` if
-        it is no longer queued (cancelled, expired, or adopted by another worker). `adopter`, unique to one
-        worker and job, lets a re-sent copy of the call (its reply lost) find the run its own."""
+    async def adopt(self, *, run_id: str, lease_ms: int, wait_ms: int, adopter: str = "") -> tuple[Entry, str] | None:
+        """Take the flag of the queued run `run_id` as a `lease_ms` lease; its `begin` entry and the stream's last
+        id, or `None` if it is no longer queued (cancelled, expired, or adopted by another worker). `adopter`,
+        unique to one worker and job, lets a re-sent copy of the call (its reply lost) find the run its own."""
         return await session.adopt(
             self.redis, self.keys, run_id=run_id, lease_ms=lease_ms, wait_ms=wait_ms, adopter=adopter
         )
@@ -121,6 +123,63 @@ class SessionStream:
     async def load_checkpoint(self, run_id: str) -> tuple[int, list[bytes]] | None:
         """The node the run resumes from and its messages (each one's JSON), or `None` without a checkpoint."""
         return await session.load_checkpoint(self.redis, self.keys, run_id=run_id)
+
+    async def await_input(
+        self,
+        *,
+        token: str,
+        run_id: str,
+        idx: int,
+        deadline_ms: int,
+        waited: int,
+        job: Mapping[str, str],
+        calls: Sequence[InputCall],
+    ) -> LeaseState:
+        """Let go of the durable run `run_id` (whose lease `token` holds) while it waits for answers to `calls`
+        (of node `idx`) until `deadline_ms`; `waited`: the messages the stored conversation holds now; `job`: the
+        fields of the job that goes on once answered. `HELD` if it waits now, `CANCEL_REQUESTED` if a cancel came
+        first, `LOST` if the lease was lost (both: nothing written)."""
+        wait_ms = max(deadline_ms - int(time.time() * 1000), 1)
+        return await waiting.await_input(
+            self.redis,
+            self.keys,
+            token=token,
+            run_id=run_id,
+            wait_ms=wait_ms,
+            keep_ms=wait_ms + self.retention_ms,
+            idx=idx,
+            deadline_ms=deadline_ms,
+            waited=waited,
+            job=job,
+            calls=[(call["tool_call_id"], call["tool_name"], call["kind"]) for call in calls],
+        )
+
+    async def respond(
+        self, *, run_id: str, answers: Sequence[ToolAnswer], wait_ms: int, enqueue: Enqueue | None
+    ) -> tuple[RespondState, list[str]]:
+        """Answer calls the run `run_id` waits on (see `respond.lua`); once all have an answer, the run is queued
+        to go on (its job added in the same step with `enqueue`, else by the caller), for `wait_ms` at most."""
+        return await waiting.respond(
+            self.redis,
+            self.keys,
+            run_id=run_id,
+            wait_ms=wait_ms,
+            keep_ms=wait_ms + self.retention_ms,
+            maxlen=self.maxlen,
+            retention_ms=self.retention_ms,
+            expired=dump_body({"msg": INPUT_EXPIRED}),
+            answers=[(a.tool_call_id, a.is_approval, a.stored()) for a in answers],
+            enqueue=enqueue,
+        )
+
+    async def load_input(self, run_id: str) -> InputWait | None:
+        """The wait of the run `run_id` with its answers, or `None` if it did not wait."""
+        fields = await waiting.load_input(self.redis, self.keys)
+        if fields.get("run") != run_id:
+            return None
+        tools = {k[5:]: json.loads(v)["tool_name"] for k, v in fields.items() if k.startswith("call:")}
+        answers = {k[7:]: v for k, v in fields.items() if k.startswith("answer:")}
+        return InputWait(idx=int(fields["idx"]), waited=int(fields["waited"]), tools=tools, answers=answers)
 
     async def wait_behind(self, *, run_id: str, run: Mapping[str, Any], ttl_ms: int, first: bool = False) -> WaitState:
         """Put `run` (JSON with its `run_id`) behind the session's run (`first`: before the runs waiting there):

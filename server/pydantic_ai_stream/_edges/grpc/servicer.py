@@ -70,6 +70,8 @@ _STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
     (errors.SessionBusyError, grpc.StatusCode.ALREADY_EXISTS),
     (errors.QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.RunNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (errors.NotWaitingError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.CursorExpiredError, grpc.StatusCode.OUT_OF_RANGE),
     (errors.CursorAheadError, grpc.StatusCode.OUT_OF_RANGE),
     (errors.StreamNotFoundError, grpc.StatusCode.NOT_FOUND),

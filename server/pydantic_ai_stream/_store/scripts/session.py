@@ -238,14 +238,14 @@ async def cancel(
 
 async def adopt(
     redis: AsyncRedis, keys: SessionKeys, *, run_id: str, lease_ms: int, wait_ms: int, adopter: str
-) -> Entry | None:
-    """`adopt.lua`: the run's `begin`, or `None` if it is no longer queued."""
+) -> tuple[Entry, str] | None:
+    """`adopt.lua`: the run's `begin` and the stream's last id, or `None` if it is no longer queued."""
     reply = await _ADOPT(
         redis,
         keys=[keys.live, keys.stream, keys.durable, keys.checkpoint, keys.active],
         args=[run_id, lease_ms, wait_ms, adopter, keys.session_id],
     )
-    return _begin(*reply) if reply else None
+    return (_begin(reply[0], reply[1]), decode(reply[2])) if reply else None
 
 
 async def recover(
