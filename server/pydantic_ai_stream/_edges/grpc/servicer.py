@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..._core import errors
+from ..._core.deferred import ToolAnswer
 from ..._core.entry import Entry
 from ..._core.keys import excerpt
 from ..._core.names import BEGIN
@@ -32,6 +33,7 @@ from ..._runtime.admission import Admission
 from ..._runtime.auth import Authenticator, AuthError, Caller
 from ..._runtime.runtime import Runtime
 from ..._store.redis import AsyncRedis
+from ..._store.results import ActiveRun
 from ...v1 import stream_pb2 as pb
 from ...v1 import stream_pb2_grpc as pb_grpc
 from .proto import HEARTBEAT, ListenResponseCache, batch_response
@@ -84,6 +86,33 @@ _STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str) -> NoReturn:
     await context.abort(code, details)
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def _run_state(run: ActiveRun) -> pb.RunState.ValueType:
+    if run.waiting:
+        return pb.RUN_STATE_WAITING_FOR_INPUT
+    return pb.RUN_STATE_QUEUED if run.queued else pb.RUN_STATE_RUNNING
+
+
+def _tool_answer(answer: pb.ToolAnswer) -> ToolAnswer:
+    """A `Respond` answer as the library's (`InvalidRequestError` for one that answers nothing)."""
+    call_id = answer.tool_call_id
+    if answer.HasField("approval"):
+        approval = answer.approval
+        override = json_format.MessageToDict(approval.override_args) if approval.HasField("override_args") else None
+        return ToolAnswer(
+            tool_call_id=call_id,
+            approved=approval.approved,
+            denial_message=approval.denial_message,
+            override_args=override,
+        )
+    if answer.HasField("result"):
+        result = answer.result
+        if result.HasField("retry"):
+            return ToolAnswer(tool_call_id=call_id, retry=result.retry)
+        if result.HasField("value"):
+            return ToolAnswer(tool_call_id=call_id, value=json_format.MessageToDict(result.value))
+    raise errors.InvalidRequestError(f"the answer to tool call {excerpt(call_id)} has no approval, value or retry")
 
 
 def status_of(error: BaseException) -> grpc.StatusCode | None:
@@ -269,6 +298,19 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             allowed = await self.admission.run_of_allowed_agent(caller, session)
             return pb.CancelResponse(cancelled=await session.cancel(run_id=request.run_id or allowed))
 
+    async def Respond(
+        self, request: pb.RespondRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RespondResponse:
+        async with statuses(context):
+            caller = await self._caller(request, context)
+            session = self.admission.session(caller, request.session_id)
+            allowed = await self.admission.run_of_allowed_agent(caller, session)
+            if allowed is not None and allowed != request.run_id:
+                raise errors.RunNotFoundError(f"session {request.session_id!r} has no run {excerpt(request.run_id)}")
+            answers = [_tool_answer(answer) for answer in request.answers]
+            responded = await session.respond(request.run_id, answers)
+            return pb.RespondResponse(continued=responded.continued, pending_call_ids=responded.pending)
+
     async def ListActive(
         self, request: pb.ListActiveRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListActiveResponse:
@@ -281,8 +323,8 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                     pb.ActiveSession(
                         session_id=run.session_id,
                         run_id=run.run_id,
-                        state=pb.RUN_STATE_QUEUED if run.queued else pb.RUN_STATE_RUNNING,
-                        attempt=0 if run.queued else run.attempt,
+                        state=_run_state(run),
+                        attempt=0 if run.queued or run.waiting else run.attempt,
                     )
                     for run in live
                 ]

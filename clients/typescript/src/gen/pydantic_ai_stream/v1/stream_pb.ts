@@ -4,6 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
@@ -11,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file pydantic_ai_stream/v1/stream.proto.
  */
 export const file_pydantic_ai_stream_v1_stream: GenFile = /*@__PURE__*/
-  fileDesc("CiJweWRhbnRpY19haV9zdHJlYW0vdjEvc3RyZWFtLnByb3RvEhVweWRhbnRpY19haV9zdHJlYW0udjEitAEKClJ1blJlcXVlc3QSDQoFYWdlbnQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDgoGcnVuX2lkGAQgASgJEi8KDm1vZGVsX3NldHRpbmdzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIyCgdpZl9idXN5GAYgASgOMiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLkJ1c3lQb2xpY3kiWgoLUnVuUmVzcG9uc2USEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkSFgoOYmVnaW5fZXZlbnRfaWQYAyABKAkSDwoHd2FpdGluZxgEIAEoCCKEAQoNTGlzdGVuUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhYKDmFmdGVyX2V2ZW50X2lkGAIgASgJEhQKDHdhaXRfc2Vjb25kcxgDIAEoDRIXCg90aW1lb3V0X3NlY29uZHMYBCABKA0SGAoQbWF4X2JhdGNoX2V2ZW50cxgFIAEoDSK2AQoOTGlzdGVuUmVzcG9uc2USLQoFZXZlbnQYASABKAsyHC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRIABI1CgloZWFydGJlYXQYAiABKAsyIC5weWRhbnRpY19haV9zdHJlYW0udjEuSGVhcnRiZWF0SAASMwoGZXZlbnRzGAMgASgLMiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50QmF0Y2hIAEIJCgdwYXlsb2FkIjoKCkV2ZW50QmF0Y2gSLAoGZXZlbnRzGAEgAygLMhwucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50IgsKCUhlYXJ0YmVhdCL+BAoFRXZlbnQSCgoCaWQYASABKAkSLgoEdHlwZRgCIAEoDjIgLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudFR5cGUSEQoJdHlwZV9uYW1lGAMgASgJEg4KBm9yaWdpbhgEIAEoCRIQCgNpZHgYBSABKA1IAIgBARIuCgRraW5kGAYgASgOMiAucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50S2luZBIWCglldmVudF9pZHgYByABKA1IAYgBARIyCglwYXJ0X2tpbmQYCCABKA4yHy5weWRhbnRpY19haV9zdHJlYW0udjEuUGFydEtpbmQSFgoOcGFydF9raW5kX25hbWUYCSABKAkSFAoHY29udGVudBgKIAEoCUgCiAEBEhoKDWNvbnRlbnRfZGVsdGEYCyABKAlIA4gBARIWCgl0b29sX25hbWUYDCABKAlIBIgBARIZCgx0b29sX2NhbGxfaWQYDSABKAlIBYgBARIlCgRhcmdzGA4gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIRCglib2R5X2pzb24YDyABKAkSMwoHb3V0Y29tZRgQIAEoDjIiLnB5ZGFudGljX2FpX3N0cmVhbS52MS5Ub29sT3V0Y29tZRI4Cg9wYXJ0X2RlbHRhX2tpbmQYESABKA4yHy5weWRhbnRpY19haV9zdHJlYW0udjEuUGFydEtpbmQSDwoHYXR0ZW1wdBgSIAEoDUIGCgRfaWR4QgwKCl9ldmVudF9pZHhCCgoIX2NvbnRlbnRCEAoOX2NvbnRlbnRfZGVsdGFCDAoKX3Rvb2xfbmFtZUIPCg1fdG9vbF9jYWxsX2lkIjMKDUNhbmNlbFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkiIwoOQ2FuY2VsUmVzcG9uc2USEQoJY2FuY2VsbGVkGAEgASgIIhMKEUxpc3RBY3RpdmVSZXF1ZXN0IkwKEkxpc3RBY3RpdmVSZXNwb25zZRI2CghzZXNzaW9ucxgBIAMoCzIkLnB5ZGFudGljX2FpX3N0cmVhbS52MS5BY3RpdmVTZXNzaW9uInQKDUFjdGl2ZVNlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIuCgVzdGF0ZRgCIAEoDjIfLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SdW5TdGF0ZRIOCgZydW5faWQYAyABKAkSDwoHYXR0ZW1wdBgEIAEoDSqPAQoKQnVzeVBvbGljeRIbChdCVVNZX1BPTElDWV9VTlNQRUNJRklFRBAAEhYKEkJVU1lfUE9MSUNZX1JFSkVDVBABEhkKFUJVU1lfUE9MSUNZX0lOVEVSUlVQVBACEhgKFEJVU1lfUE9MSUNZX1JPTExCQUNLEAMSFwoTQlVTWV9QT0xJQ1lfRU5RVUVVRRAEKqkBCglFdmVudFR5cGUSGgoWRVZFTlRfVFlQRV9VTlNQRUNJRklFRBAAEhQKEEVWRU5UX1RZUEVfQkVHSU4QARIUChBFVkVOVF9UWVBFX0VWRU5UEAISFAoQRVZFTlRfVFlQRV9FUlJPUhADEhMKD0VWRU5UX1RZUEVfSU5GTxAEEhIKDkVWRU5UX1RZUEVfRU5EEAUSFQoRRVZFTlRfVFlQRV9DVVNUT00QBiq+AQoJRXZlbnRLaW5kEhoKFkVWRU5UX0tJTkRfVU5TUEVDSUZJRUQQABIYChRFVkVOVF9LSU5EX0xMTV9CRUdJThABEhYKEkVWRU5UX0tJTkRfTExNX0VORBACEhkKFUVWRU5UX0tJTkRfUEFSVF9TVEFSVBADEhkKFUVWRU5UX0tJTkRfUEFSVF9ERUxUQRAEEhUKEUVWRU5UX0tJTkRfQU5TV0VSEAUSFgoSRVZFTlRfS0lORF9SRVNVTUVEEAYqmgEKCFBhcnRLaW5kEhkKFVBBUlRfS0lORF9VTlNQRUNJRklFRBAAEhIKDlBBUlRfS0lORF9URVhUEAESFgoSUEFSVF9LSU5EX1RISU5LSU5HEAISFwoTUEFSVF9LSU5EX1RPT0xfQ0FMTBADEhkKFVBBUlRfS0lORF9UT09MX1JFVFVSThAEEhMKD1BBUlRfS0lORF9PVEhFUhAFKq0BCgtUb29sT3V0Y29tZRIcChhUT09MX09VVENPTUVfVU5TUEVDSUZJRUQQABIXChNUT09MX09VVENPTUVfRkFJTEVEEAESFwoTVE9PTF9PVVRDT01FX0RFTklFRBACEhwKGFRPT0xfT1VUQ09NRV9JTlRFUlJVUFRFRBADEhgKFFRPT0xfT1VUQ09NRV9SRVRSSUVEEAQSFgoSVE9PTF9PVVRDT01FX09USEVSEAUqUgoIUnVuU3RhdGUSGQoVUlVOX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQUlVOX1NUQVRFX1FVRVVFRBABEhUKEVJVTl9TVEFURV9SVU5OSU5HEAIy9QIKEkFnZW50U3RyZWFtU2VydmljZRJMCgNSdW4SIS5weWRhbnRpY19haV9zdHJlYW0udjEuUnVuUmVxdWVzdBoiLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SdW5SZXNwb25zZRJXCgZMaXN0ZW4SJC5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdGVuUmVxdWVzdBolLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0ZW5SZXNwb25zZTABElUKBkNhbmNlbBIkLnB5ZGFudGljX2FpX3N0cmVhbS52MS5DYW5jZWxSZXF1ZXN0GiUucHlkYW50aWNfYWlfc3RyZWFtLnYxLkNhbmNlbFJlc3BvbnNlEmEKCkxpc3RBY3RpdmUSKC5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdEFjdGl2ZVJlcXVlc3QaKS5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdEFjdGl2ZVJlc3BvbnNlQooBCh1pby5naXRodWIucHlkYW50aWNhaXN0cmVhbS52MUILU3RyZWFtUHJvdG9QAVpaZ2l0aHViLmNvbS9weWRhbnRpYy1haS1zdHJlYW0vcHlkYW50aWMtYWktc3RyZWFtL2NsaWVudHMvZ28vcHlkYW50aWNfYWlfc3RyZWFtL3YxO3N0cmVhbXYxYgZwcm90bzM", [file_google_protobuf_struct]);
+  fileDesc("CiJweWRhbnRpY19haV9zdHJlYW0vdjEvc3RyZWFtLnByb3RvEhVweWRhbnRpY19haV9zdHJlYW0udjEitAEKClJ1blJlcXVlc3QSDQoFYWdlbnQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDgoGcnVuX2lkGAQgASgJEi8KDm1vZGVsX3NldHRpbmdzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIyCgdpZl9idXN5GAYgASgOMiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLkJ1c3lQb2xpY3kiWgoLUnVuUmVzcG9uc2USEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkSFgoOYmVnaW5fZXZlbnRfaWQYAyABKAkSDwoHd2FpdGluZxgEIAEoCCKEAQoNTGlzdGVuUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEhYKDmFmdGVyX2V2ZW50X2lkGAIgASgJEhQKDHdhaXRfc2Vjb25kcxgDIAEoDRIXCg90aW1lb3V0X3NlY29uZHMYBCABKA0SGAoQbWF4X2JhdGNoX2V2ZW50cxgFIAEoDSK2AQoOTGlzdGVuUmVzcG9uc2USLQoFZXZlbnQYASABKAsyHC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRIABI1CgloZWFydGJlYXQYAiABKAsyIC5weWRhbnRpY19haV9zdHJlYW0udjEuSGVhcnRiZWF0SAASMwoGZXZlbnRzGAMgASgLMiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50QmF0Y2hIAEIJCgdwYXlsb2FkIjoKCkV2ZW50QmF0Y2gSLAoGZXZlbnRzGAEgAygLMhwucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50IgsKCUhlYXJ0YmVhdCKVAQoMRGVmZXJyZWRDYWxsEhQKDHRvb2xfY2FsbF9pZBgBIAEoCRIRCgl0b29sX25hbWUYAiABKAkSJQoEYXJncxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSNQoEa2luZBgEIAEoDjInLnB5ZGFudGljX2FpX3N0cmVhbS52MS5EZWZlcnJlZENhbGxLaW5kIswFCgVFdmVudBIKCgJpZBgBIAEoCRIuCgR0eXBlGAIgASgOMiAucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50VHlwZRIRCgl0eXBlX25hbWUYAyABKAkSDgoGb3JpZ2luGAQgASgJEhAKA2lkeBgFIAEoDUgAiAEBEi4KBGtpbmQYBiABKA4yIC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRLaW5kEhYKCWV2ZW50X2lkeBgHIAEoDUgBiAEBEjIKCXBhcnRfa2luZBgIIAEoDjIfLnB5ZGFudGljX2FpX3N0cmVhbS52MS5QYXJ0S2luZBIWCg5wYXJ0X2tpbmRfbmFtZRgJIAEoCRIUCgdjb250ZW50GAogASgJSAKIAQESGgoNY29udGVudF9kZWx0YRgLIAEoCUgDiAEBEhYKCXRvb2xfbmFtZRgMIAEoCUgEiAEBEhkKDHRvb2xfY2FsbF9pZBgNIAEoCUgFiAEBEiUKBGFyZ3MYDiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhEKCWJvZHlfanNvbhgPIAEoCRIzCgdvdXRjb21lGBAgASgOMiIucHlkYW50aWNfYWlfc3RyZWFtLnYxLlRvb2xPdXRjb21lEjgKD3BhcnRfZGVsdGFfa2luZBgRIAEoDjIfLnB5ZGFudGljX2FpX3N0cmVhbS52MS5QYXJ0S2luZBIPCgdhdHRlbXB0GBIgASgNEjIKBWNhbGxzGBMgAygLMiMucHlkYW50aWNfYWlfc3RyZWFtLnYxLkRlZmVycmVkQ2FsbBIYChBkZWFkbGluZV91bml4X21zGBQgASgEQgYKBF9pZHhCDAoKX2V2ZW50X2lkeEIKCghfY29udGVudEIQCg5fY29udGVudF9kZWx0YUIMCgpfdG9vbF9uYW1lQg8KDV90b29sX2NhbGxfaWQiMwoNQ2FuY2VsUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCSIjCg5DYW5jZWxSZXNwb25zZRIRCgljYW5jZWxsZWQYASABKAgiEwoRTGlzdEFjdGl2ZVJlcXVlc3QiTAoSTGlzdEFjdGl2ZVJlc3BvbnNlEjYKCHNlc3Npb25zGAEgAygLMiQucHlkYW50aWNfYWlfc3RyZWFtLnYxLkFjdGl2ZVNlc3Npb24idAoNQWN0aXZlU2Vzc2lvbhISCgpzZXNzaW9uX2lkGAEgASgJEi4KBXN0YXRlGAIgASgOMh8ucHlkYW50aWNfYWlfc3RyZWFtLnYxLlJ1blN0YXRlEg4KBnJ1bl9pZBgDIAEoCRIPCgdhdHRlbXB0GAQgASgNImgKDlJlc3BvbmRSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDgoGcnVuX2lkGAIgASgJEjIKB2Fuc3dlcnMYAyADKAsyIS5weWRhbnRpY19haV9zdHJlYW0udjEuVG9vbEFuc3dlciKaAQoKVG9vbEFuc3dlchIUCgx0b29sX2NhbGxfaWQYASABKAkSMwoIYXBwcm92YWwYAiABKAsyHy5weWRhbnRpY19haV9zdHJlYW0udjEuQXBwcm92YWxIABI3CgZyZXN1bHQYAyABKAsyJS5weWRhbnRpY19haV9zdHJlYW0udjEuRXh0ZXJuYWxSZXN1bHRIAEIICgZhbnN3ZXIiZAoIQXBwcm92YWwSEAoIYXBwcm92ZWQYASABKAgSFgoOZGVuaWFsX21lc3NhZ2UYAiABKAkSLgoNb3ZlcnJpZGVfYXJncxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiVQoORXh0ZXJuYWxSZXN1bHQSJwoFdmFsdWUYASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABIPCgVyZXRyeRgCIAEoCUgAQgkKB291dGNvbWUiPgoPUmVzcG9uZFJlc3BvbnNlEhEKCWNvbnRpbnVlZBgBIAEoCBIYChBwZW5kaW5nX2NhbGxfaWRzGAIgAygJKo8BCgpCdXN5UG9saWN5EhsKF0JVU1lfUE9MSUNZX1VOU1BFQ0lGSUVEEAASFgoSQlVTWV9QT0xJQ1lfUkVKRUNUEAESGQoVQlVTWV9QT0xJQ1lfSU5URVJSVVBUEAISGAoUQlVTWV9QT0xJQ1lfUk9MTEJBQ0sQAxIXChNCVVNZX1BPTElDWV9FTlFVRVVFEAQqqQEKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASFAoQRVZFTlRfVFlQRV9CRUdJThABEhQKEEVWRU5UX1RZUEVfRVZFTlQQAhIUChBFVkVOVF9UWVBFX0VSUk9SEAMSEwoPRVZFTlRfVFlQRV9JTkZPEAQSEgoORVZFTlRfVFlQRV9FTkQQBRIVChFFVkVOVF9UWVBFX0NVU1RPTRAGKt0BCglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhgKFEVWRU5UX0tJTkRfTExNX0JFR0lOEAESFgoSRVZFTlRfS0lORF9MTE1fRU5EEAISGQoVRVZFTlRfS0lORF9QQVJUX1NUQVJUEAMSGQoVRVZFTlRfS0lORF9QQVJUX0RFTFRBEAQSFQoRRVZFTlRfS0lORF9BTlNXRVIQBRIWChJFVkVOVF9LSU5EX1JFU1VNRUQQBhIdChlFVkVOVF9LSU5EX0lOUFVUX1JFUVVJUkVEEAcqmQEKEERlZmVycmVkQ2FsbEtpbmQSIgoeREVGRVJSRURfQ0FMTF9LSU5EX1VOU1BFQ0lGSUVEEAASHwobREVGRVJSRURfQ0FMTF9LSU5EX0FQUFJPVkFMEAESHwobREVGRVJSRURfQ0FMTF9LSU5EX0VYVEVSTkFMEAISHwobREVGRVJSRURfQ0FMTF9LSU5EX1FVRVNUSU9OEAMqmgEKCFBhcnRLaW5kEhkKFVBBUlRfS0lORF9VTlNQRUNJRklFRBAAEhIKDlBBUlRfS0lORF9URVhUEAESFgoSUEFSVF9LSU5EX1RISU5LSU5HEAISFwoTUEFSVF9LSU5EX1RPT0xfQ0FMTBADEhkKFVBBUlRfS0lORF9UT09MX1JFVFVSThAEEhMKD1BBUlRfS0lORF9PVEhFUhAFKq0BCgtUb29sT3V0Y29tZRIcChhUT09MX09VVENPTUVfVU5TUEVDSUZJRUQQABIXChNUT09MX09VVENPTUVfRkFJTEVEEAESFwoTVE9PTF9PVVRDT01FX0RFTklFRBACEhwKGFRPT0xfT1VUQ09NRV9JTlRFUlJVUFRFRBADEhgKFFRPT0xfT1VUQ09NRV9SRVRSSUVEEAQSFgoSVE9PTF9PVVRDT01FX09USEVSEAUqcwoIUnVuU3RhdGUSGQoVUlVOX1NUQVRFX1VOU1BFQ0lGSUVEEAASFAoQUlVOX1NUQVRFX1FVRVVFRBABEhUKEVJVTl9TVEFURV9SVU5OSU5HEAISHwobUlVOX1NUQVRFX1dBSVRJTkdfRk9SX0lOUFVUEAMyzwMKEkFnZW50U3RyZWFtU2VydmljZRJMCgNSdW4SIS5weWRhbnRpY19haV9zdHJlYW0udjEuUnVuUmVxdWVzdBoiLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SdW5SZXNwb25zZRJXCgZMaXN0ZW4SJC5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdGVuUmVxdWVzdBolLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0ZW5SZXNwb25zZTABElUKBkNhbmNlbBIkLnB5ZGFudGljX2FpX3N0cmVhbS52MS5DYW5jZWxSZXF1ZXN0GiUucHlkYW50aWNfYWlfc3RyZWFtLnYxLkNhbmNlbFJlc3BvbnNlEmEKCkxpc3RBY3RpdmUSKC5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdEFjdGl2ZVJlcXVlc3QaKS5weWRhbnRpY19haV9zdHJlYW0udjEuTGlzdEFjdGl2ZVJlc3BvbnNlElgKB1Jlc3BvbmQSJS5weWRhbnRpY19haV9zdHJlYW0udjEuUmVzcG9uZFJlcXVlc3QaJi5weWRhbnRpY19haV9zdHJlYW0udjEuUmVzcG9uZFJlc3BvbnNlQooBCh1pby5naXRodWIucHlkYW50aWNhaXN0cmVhbS52MUILU3RyZWFtUHJvdG9QAVpaZ2l0aHViLmNvbS9weWRhbnRpYy1haS1zdHJlYW0vcHlkYW50aWMtYWktc3RyZWFtL2NsaWVudHMvZ28vcHlkYW50aWNfYWlfc3RyZWFtL3YxO3N0cmVhbXYxYgZwcm90bzM", [file_google_protobuf_struct]);
 
 /**
  * @generated from message pydantic_ai_stream.v1.RunRequest
@@ -236,6 +237,42 @@ export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
   messageDesc(file_pydantic_ai_stream_v1_stream, 5);
 
 /**
+ * A tool call a waiting run waits on.
+ *
+ * @generated from message pydantic_ai_stream.v1.DeferredCall
+ */
+export type DeferredCall = Message<"pydantic_ai_stream.v1.DeferredCall"> & {
+  /**
+   * @generated from field: string tool_call_id = 1;
+   */
+  toolCallId: string;
+
+  /**
+   * @generated from field: string tool_name = 2;
+   */
+  toolName: string;
+
+  /**
+   * The arguments as the model sent them.
+   *
+   * @generated from field: google.protobuf.Struct args = 3;
+   */
+  args?: JsonObject | undefined;
+
+  /**
+   * @generated from field: pydantic_ai_stream.v1.DeferredCallKind kind = 4;
+   */
+  kind: DeferredCallKind;
+};
+
+/**
+ * Describes the message pydantic_ai_stream.v1.DeferredCall.
+ * Use `create(DeferredCallSchema)` to create a new message.
+ */
+export const DeferredCallSchema: GenMessage<DeferredCall> = /*@__PURE__*/
+  messageDesc(file_pydantic_ai_stream_v1_stream, 6);
+
+/**
  * @generated from message pydantic_ai_stream.v1.Event
  */
 export type Event = Message<"pydantic_ai_stream.v1.Event"> & {
@@ -355,6 +392,20 @@ export type Event = Message<"pydantic_ai_stream.v1.Event"> & {
    * @generated from field: uint32 attempt = 18;
    */
   attempt: number;
+
+  /**
+   * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+   *
+   * @generated from field: repeated pydantic_ai_stream.v1.DeferredCall calls = 19;
+   */
+  calls: DeferredCall[];
+
+  /**
+   * EVENT_KIND_INPUT_REQUIRED: until when the run waits (ms since the Unix epoch).
+   *
+   * @generated from field: uint64 deadline_unix_ms = 20;
+   */
+  deadlineUnixMs: bigint;
 };
 
 /**
@@ -362,7 +413,7 @@ export type Event = Message<"pydantic_ai_stream.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 6);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 7);
 
 /**
  * @generated from message pydantic_ai_stream.v1.CancelRequest
@@ -387,7 +438,7 @@ export type CancelRequest = Message<"pydantic_ai_stream.v1.CancelRequest"> & {
  * Use `create(CancelRequestSchema)` to create a new message.
  */
 export const CancelRequestSchema: GenMessage<CancelRequest> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 7);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 8);
 
 /**
  * @generated from message pydantic_ai_stream.v1.CancelResponse
@@ -408,7 +459,7 @@ export type CancelResponse = Message<"pydantic_ai_stream.v1.CancelResponse"> & {
  * Use `create(CancelResponseSchema)` to create a new message.
  */
 export const CancelResponseSchema: GenMessage<CancelResponse> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 8);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 9);
 
 /**
  * @generated from message pydantic_ai_stream.v1.ListActiveRequest
@@ -421,7 +472,7 @@ export type ListActiveRequest = Message<"pydantic_ai_stream.v1.ListActiveRequest
  * Use `create(ListActiveRequestSchema)` to create a new message.
  */
 export const ListActiveRequestSchema: GenMessage<ListActiveRequest> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 9);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 10);
 
 /**
  * @generated from message pydantic_ai_stream.v1.ListActiveResponse
@@ -438,7 +489,7 @@ export type ListActiveResponse = Message<"pydantic_ai_stream.v1.ListActiveRespon
  * Use `create(ListActiveResponseSchema)` to create a new message.
  */
 export const ListActiveResponseSchema: GenMessage<ListActiveResponse> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 10);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 11);
 
 /**
  * @generated from message pydantic_ai_stream.v1.ActiveSession
@@ -477,7 +528,170 @@ export type ActiveSession = Message<"pydantic_ai_stream.v1.ActiveSession"> & {
  * Use `create(ActiveSessionSchema)` to create a new message.
  */
 export const ActiveSessionSchema: GenMessage<ActiveSession> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 11);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 12);
+
+/**
+ * @generated from message pydantic_ai_stream.v1.RespondRequest
+ */
+export type RespondRequest = Message<"pydantic_ai_stream.v1.RespondRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * The run that waits (its `begin`'s run id): answers never reach a later run of the session.
+   *
+   * @generated from field: string run_id = 2;
+   */
+  runId: string;
+
+  /**
+   * One answer per call id; calls not answered here may be answered by a later Respond.
+   *
+   * @generated from field: repeated pydantic_ai_stream.v1.ToolAnswer answers = 3;
+   */
+  answers: ToolAnswer[];
+};
+
+/**
+ * Describes the message pydantic_ai_stream.v1.RespondRequest.
+ * Use `create(RespondRequestSchema)` to create a new message.
+ */
+export const RespondRequestSchema: GenMessage<RespondRequest> = /*@__PURE__*/
+  messageDesc(file_pydantic_ai_stream_v1_stream, 13);
+
+/**
+ * The answer to one deferred tool call.
+ *
+ * @generated from message pydantic_ai_stream.v1.ToolAnswer
+ */
+export type ToolAnswer = Message<"pydantic_ai_stream.v1.ToolAnswer"> & {
+  /**
+   * @generated from field: string tool_call_id = 1;
+   */
+  toolCallId: string;
+
+  /**
+   * @generated from oneof pydantic_ai_stream.v1.ToolAnswer.answer
+   */
+  answer: {
+    /**
+     * For DEFERRED_CALL_KIND_APPROVAL.
+     *
+     * @generated from field: pydantic_ai_stream.v1.Approval approval = 2;
+     */
+    value: Approval;
+    case: "approval";
+  } | {
+    /**
+     * For DEFERRED_CALL_KIND_EXTERNAL and DEFERRED_CALL_KIND_QUESTION.
+     *
+     * @generated from field: pydantic_ai_stream.v1.ExternalResult result = 3;
+     */
+    value: ExternalResult;
+    case: "result";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message pydantic_ai_stream.v1.ToolAnswer.
+ * Use `create(ToolAnswerSchema)` to create a new message.
+ */
+export const ToolAnswerSchema: GenMessage<ToolAnswer> = /*@__PURE__*/
+  messageDesc(file_pydantic_ai_stream_v1_stream, 14);
+
+/**
+ * @generated from message pydantic_ai_stream.v1.Approval
+ */
+export type Approval = Message<"pydantic_ai_stream.v1.Approval"> & {
+  /**
+   * Whether the tool may run.
+   *
+   * @generated from field: bool approved = 1;
+   */
+  approved: boolean;
+
+  /**
+   * When denied: what the model is told (default: "The tool call was denied.").
+   *
+   * @generated from field: string denial_message = 2;
+   */
+  denialMessage: string;
+
+  /**
+   * When approved: arguments the tool runs with instead of the model's.
+   *
+   * @generated from field: google.protobuf.Struct override_args = 3;
+   */
+  overrideArgs?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message pydantic_ai_stream.v1.Approval.
+ * Use `create(ApprovalSchema)` to create a new message.
+ */
+export const ApprovalSchema: GenMessage<Approval> = /*@__PURE__*/
+  messageDesc(file_pydantic_ai_stream_v1_stream, 15);
+
+/**
+ * @generated from message pydantic_ai_stream.v1.ExternalResult
+ */
+export type ExternalResult = Message<"pydantic_ai_stream.v1.ExternalResult"> & {
+  /**
+   * @generated from oneof pydantic_ai_stream.v1.ExternalResult.outcome
+   */
+  outcome: {
+    /**
+     * The tool's return value (any JSON value).
+     *
+     * @generated from field: google.protobuf.Value value = 1;
+     */
+    value: Value;
+    case: "value";
+  } | {
+    /**
+     * The tool failed: the model sees this message as a retry prompt for the call.
+     *
+     * @generated from field: string retry = 2;
+     */
+    value: string;
+    case: "retry";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message pydantic_ai_stream.v1.ExternalResult.
+ * Use `create(ExternalResultSchema)` to create a new message.
+ */
+export const ExternalResultSchema: GenMessage<ExternalResult> = /*@__PURE__*/
+  messageDesc(file_pydantic_ai_stream_v1_stream, 16);
+
+/**
+ * @generated from message pydantic_ai_stream.v1.RespondResponse
+ */
+export type RespondResponse = Message<"pydantic_ai_stream.v1.RespondResponse"> & {
+  /**
+   * Every call has an answer: the run is queued to go on (also to a retry of those answers).
+   *
+   * @generated from field: bool continued = 1;
+   */
+  continued: boolean;
+
+  /**
+   * The calls still without an answer (when not `continued`).
+   *
+   * @generated from field: repeated string pending_call_ids = 2;
+   */
+  pendingCallIds: string[];
+};
+
+/**
+ * Describes the message pydantic_ai_stream.v1.RespondResponse.
+ * Use `create(RespondResponseSchema)` to create a new message.
+ */
+export const RespondResponseSchema: GenMessage<RespondResponse> = /*@__PURE__*/
+  messageDesc(file_pydantic_ai_stream_v1_stream, 17);
 
 /**
  * What a Run does on a session that already has a queued or live run.
@@ -633,6 +847,15 @@ export enum EventKind {
    * @generated from enum value: EVENT_KIND_RESUMED = 6;
    */
   RESUMED = 6,
+
+  /**
+   * The run stopped for answers to `calls` (approvals, external tool results) and waits, held by
+   * no worker, until `deadline_unix_ms`; `Respond` answers them and the run goes on after this
+   * event. A run not answered in time ends with `error` {"msg": "input expired"}, then `end`.
+   *
+   * @generated from enum value: EVENT_KIND_INPUT_REQUIRED = 7;
+   */
+  INPUT_REQUIRED = 7,
 }
 
 /**
@@ -640,6 +863,45 @@ export enum EventKind {
  */
 export const EventKindSchema: GenEnum<EventKind> = /*@__PURE__*/
   enumDesc(file_pydantic_ai_stream_v1_stream, 2);
+
+/**
+ * What a deferred tool call waits for.
+ *
+ * @generated from enum pydantic_ai_stream.v1.DeferredCallKind
+ */
+export enum DeferredCallKind {
+  /**
+   * @generated from enum value: DEFERRED_CALL_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A yes/no on a call of a tool that requires approval: answer with `Approval`.
+   *
+   * @generated from enum value: DEFERRED_CALL_KIND_APPROVAL = 1;
+   */
+  APPROVAL = 1,
+
+  /**
+   * The result of a tool executed outside the agent: answer with `ExternalResult`.
+   *
+   * @generated from enum value: DEFERRED_CALL_KIND_EXTERNAL = 2;
+   */
+  EXTERNAL = 2,
+
+  /**
+   * An answer to a question the agent asked: answer with `ExternalResult`.
+   *
+   * @generated from enum value: DEFERRED_CALL_KIND_QUESTION = 3;
+   */
+  QUESTION = 3,
+}
+
+/**
+ * Describes the enum pydantic_ai_stream.v1.DeferredCallKind.
+ */
+export const DeferredCallKindSchema: GenEnum<DeferredCallKind> = /*@__PURE__*/
+  enumDesc(file_pydantic_ai_stream_v1_stream, 3);
 
 /**
  * The body's `part_kind` field.
@@ -684,7 +946,7 @@ export enum PartKind {
  * Describes the enum pydantic_ai_stream.v1.PartKind.
  */
 export const PartKindSchema: GenEnum<PartKind> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 3);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 4);
 
 /**
  * The body's `outcome` field: how a tool return ended when the tool did not succeed.
@@ -739,7 +1001,7 @@ export enum ToolOutcome {
  * Describes the enum pydantic_ai_stream.v1.ToolOutcome.
  */
 export const ToolOutcomeSchema: GenEnum<ToolOutcome> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 4);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 5);
 
 /**
  * Where a run is.
@@ -765,13 +1027,20 @@ export enum RunState {
    * @generated from enum value: RUN_STATE_RUNNING = 2;
    */
   RUNNING = 2,
+
+  /**
+   * It waits for answers to its deferred tool calls (`Respond`); no worker holds it.
+   *
+   * @generated from enum value: RUN_STATE_WAITING_FOR_INPUT = 3;
+   */
+  WAITING_FOR_INPUT = 3,
 }
 
 /**
  * Describes the enum pydantic_ai_stream.v1.RunState.
  */
 export const RunStateSchema: GenEnum<RunState> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 5);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 6);
 
 /**
  * Runs pydantic-ai agents hosted by the server and streams their events.
@@ -835,6 +1104,23 @@ export const AgentStreamService: GenService<{
     methodKind: "unary";
     input: typeof ListActiveRequestSchema;
     output: typeof ListActiveResponseSchema;
+  },
+  /**
+   * Answers the deferred tool calls a session's run waits on (see EVENT_KIND_INPUT_REQUIRED):
+   * approvals and external results. Answers may come in several calls; once every call has one,
+   * the run goes on, on whichever worker claims it, in the same stream. Idempotent: a retry with
+   * the same answers returns what the first call did. INVALID_ARGUMENT for no answers, a call id
+   * given twice, a call the run does not wait on, or an answer of the wrong kind; NOT_FOUND for a
+   * run the session never had (other users' sessions are never found); FAILED_PRECONDITION for a
+   * run that does not wait (any more: it runs, ended, was cancelled or its wait expired) or a call
+   * that already has another answer; UNAVAILABLE while Redis does not answer (retry).
+   *
+   * @generated from rpc pydantic_ai_stream.v1.AgentStreamService.Respond
+   */
+  respond: {
+    methodKind: "unary";
+    input: typeof RespondRequestSchema;
+    output: typeof RespondResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_pydantic_ai_stream_v1_stream, 0);

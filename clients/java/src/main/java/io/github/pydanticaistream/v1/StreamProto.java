@@ -45,6 +45,11 @@ public final class StreamProto {
     com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
       internal_static_pydantic_ai_stream_v1_Heartbeat_fieldAccessorTable;
   static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pydantic_ai_stream_v1_DeferredCall_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_pydantic_ai_stream_v1_DeferredCall_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
     internal_static_pydantic_ai_stream_v1_Event_descriptor;
   static final 
     com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
@@ -74,6 +79,31 @@ public final class StreamProto {
   static final 
     com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
       internal_static_pydantic_ai_stream_v1_ActiveSession_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pydantic_ai_stream_v1_RespondRequest_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_pydantic_ai_stream_v1_RespondRequest_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pydantic_ai_stream_v1_ToolAnswer_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_pydantic_ai_stream_v1_ToolAnswer_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pydantic_ai_stream_v1_Approval_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_pydantic_ai_stream_v1_Approval_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pydantic_ai_stream_v1_ExternalResult_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_pydantic_ai_stream_v1_ExternalResult_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pydantic_ai_stream_v1_RespondResponse_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_pydantic_ai_stream_v1_RespondResponse_fieldAccessorTable;
 
   public static com.google.protobuf.Descriptors.FileDescriptor
       getDescriptor() {
@@ -107,73 +137,104 @@ public final class StreamProto {
       "eam.v1.EventBatchH\000R\006eventsB\t\n\007payload\"B" +
       "\n\nEventBatch\0224\n\006events\030\001 \003(\0132\034.pydantic_" +
       "ai_stream.v1.EventR\006events\"\013\n\tHeartbeat\"" +
-      "\245\006\n\005Event\022\016\n\002id\030\001 \001(\tR\002id\0224\n\004type\030\002 \001(\0162" +
-      " .pydantic_ai_stream.v1.EventTypeR\004type\022" +
-      "\033\n\ttype_name\030\003 \001(\tR\010typeName\022\026\n\006origin\030\004" +
-      " \001(\tR\006origin\022\025\n\003idx\030\005 \001(\rH\000R\003idx\210\001\001\0224\n\004k" +
-      "ind\030\006 \001(\0162 .pydantic_ai_stream.v1.EventK" +
-      "indR\004kind\022 \n\tevent_idx\030\007 \001(\rH\001R\010eventIdx" +
-      "\210\001\001\022<\n\tpart_kind\030\010 \001(\0162\037.pydantic_ai_str" +
-      "eam.v1.PartKindR\010partKind\022$\n\016part_kind_n" +
-      "ame\030\t \001(\tR\014partKindName\022\035\n\007content\030\n \001(\t" +
-      "H\002R\007content\210\001\001\022(\n\rcontent_delta\030\013 \001(\tH\003R" +
-      "\014contentDelta\210\001\001\022 \n\ttool_name\030\014 \001(\tH\004R\010t" +
-      "oolName\210\001\001\022%\n\014tool_call_id\030\r \001(\tH\005R\ntool" +
-      "CallId\210\001\001\022+\n\004args\030\016 \001(\0132\027.google.protobu" +
-      "f.StructR\004args\022\033\n\tbody_json\030\017 \001(\tR\010bodyJ" +
-      "son\022<\n\007outcome\030\020 \001(\0162\".pydantic_ai_strea" +
-      "m.v1.ToolOutcomeR\007outcome\022G\n\017part_delta_" +
-      "kind\030\021 \001(\0162\037.pydantic_ai_stream.v1.PartK" +
-      "indR\rpartDeltaKind\022\030\n\007attempt\030\022 \001(\rR\007att" +
-      "emptB\006\n\004_idxB\014\n\n_event_idxB\n\n\010_contentB\020" +
-      "\n\016_content_deltaB\014\n\n_tool_nameB\017\n\r_tool_" +
-      "call_id\"E\n\rCancelRequest\022\035\n\nsession_id\030\001" +
-      " \001(\tR\tsessionId\022\025\n\006run_id\030\002 \001(\tR\005runId\"." +
-      "\n\016CancelResponse\022\034\n\tcancelled\030\001 \001(\010R\tcan" +
-      "celled\"\023\n\021ListActiveRequest\"V\n\022ListActiv" +
-      "eResponse\022@\n\010sessions\030\001 \003(\0132$.pydantic_a" +
-      "i_stream.v1.ActiveSessionR\010sessions\"\226\001\n\r" +
-      "ActiveSession\022\035\n\nsession_id\030\001 \001(\tR\tsessi" +
-      "onId\0225\n\005state\030\002 \001(\0162\037.pydantic_ai_stream" +
-      ".v1.RunStateR\005state\022\025\n\006run_id\030\003 \001(\tR\005run" +
-      "Id\022\030\n\007attempt\030\004 \001(\rR\007attempt*\217\001\n\nBusyPol" +
-      "icy\022\033\n\027BUSY_POLICY_UNSPECIFIED\020\000\022\026\n\022BUSY" +
-      "_POLICY_REJECT\020\001\022\031\n\025BUSY_POLICY_INTERRUP" +
-      "T\020\002\022\030\n\024BUSY_POLICY_ROLLBACK\020\003\022\027\n\023BUSY_PO" +
-      "LICY_ENQUEUE\020\004*\251\001\n\tEventType\022\032\n\026EVENT_TY" +
-      "PE_UNSPECIFIED\020\000\022\024\n\020EVENT_TYPE_BEGIN\020\001\022\024" +
-      "\n\020EVENT_TYPE_EVENT\020\002\022\024\n\020EVENT_TYPE_ERROR" +
-      "\020\003\022\023\n\017EVENT_TYPE_INFO\020\004\022\022\n\016EVENT_TYPE_EN" +
-      "D\020\005\022\025\n\021EVENT_TYPE_CUSTOM\020\006*\276\001\n\tEventKind" +
-      "\022\032\n\026EVENT_KIND_UNSPECIFIED\020\000\022\030\n\024EVENT_KI" +
-      "ND_LLM_BEGIN\020\001\022\026\n\022EVENT_KIND_LLM_END\020\002\022\031" +
-      "\n\025EVENT_KIND_PART_START\020\003\022\031\n\025EVENT_KIND_" +
-      "PART_DELTA\020\004\022\025\n\021EVENT_KIND_ANSWER\020\005\022\026\n\022E" +
-      "VENT_KIND_RESUMED\020\006*\232\001\n\010PartKind\022\031\n\025PART" +
-      "_KIND_UNSPECIFIED\020\000\022\022\n\016PART_KIND_TEXT\020\001\022" +
-      "\026\n\022PART_KIND_THINKING\020\002\022\027\n\023PART_KIND_TOO" +
-      "L_CALL\020\003\022\031\n\025PART_KIND_TOOL_RETURN\020\004\022\023\n\017P" +
-      "ART_KIND_OTHER\020\005*\255\001\n\013ToolOutcome\022\034\n\030TOOL" +
-      "_OUTCOME_UNSPECIFIED\020\000\022\027\n\023TOOL_OUTCOME_F" +
-      "AILED\020\001\022\027\n\023TOOL_OUTCOME_DENIED\020\002\022\034\n\030TOOL" +
-      "_OUTCOME_INTERRUPTED\020\003\022\030\n\024TOOL_OUTCOME_R" +
-      "ETRIED\020\004\022\026\n\022TOOL_OUTCOME_OTHER\020\005*R\n\010RunS" +
-      "tate\022\031\n\025RUN_STATE_UNSPECIFIED\020\000\022\024\n\020RUN_S" +
-      "TATE_QUEUED\020\001\022\025\n\021RUN_STATE_RUNNING\020\0022\365\002\n" +
-      "\022AgentStreamService\022L\n\003Run\022!.pydantic_ai" +
-      "_stream.v1.RunRequest\032\".pydantic_ai_stre" +
-      "am.v1.RunResponse\022W\n\006Listen\022$.pydantic_a" +
-      "i_stream.v1.ListenRequest\032%.pydantic_ai_" +
-      "stream.v1.ListenResponse0\001\022U\n\006Cancel\022$.p" +
-      "ydantic_ai_stream.v1.CancelRequest\032%.pyd" +
-      "antic_ai_stream.v1.CancelResponse\022a\n\nLis" +
-      "tActive\022(.pydantic_ai_stream.v1.ListActi" +
-      "veRequest\032).pydantic_ai_stream.v1.ListAc" +
-      "tiveResponseB\212\001\n\035io.github.pydanticaistr" +
-      "eam.v1B\013StreamProtoP\001ZZgithub.com/pydant" +
-      "ic-ai-stream/pydantic-ai-stream/clients/" +
-      "go/pydantic_ai_stream/v1;streamv1b\006proto" +
-      "3"
+      "\267\001\n\014DeferredCall\022 \n\014tool_call_id\030\001 \001(\tR\n" +
+      "toolCallId\022\033\n\ttool_name\030\002 \001(\tR\010toolName\022" +
+      "+\n\004args\030\003 \001(\0132\027.google.protobuf.StructR\004" +
+      "args\022;\n\004kind\030\004 \001(\0162\'.pydantic_ai_stream." +
+      "v1.DeferredCallKindR\004kind\"\212\007\n\005Event\022\016\n\002i" +
+      "d\030\001 \001(\tR\002id\0224\n\004type\030\002 \001(\0162 .pydantic_ai_" +
+      "stream.v1.EventTypeR\004type\022\033\n\ttype_name\030\003" +
+      " \001(\tR\010typeName\022\026\n\006origin\030\004 \001(\tR\006origin\022\025" +
+      "\n\003idx\030\005 \001(\rH\000R\003idx\210\001\001\0224\n\004kind\030\006 \001(\0162 .py" +
+      "dantic_ai_stream.v1.EventKindR\004kind\022 \n\te" +
+      "vent_idx\030\007 \001(\rH\001R\010eventIdx\210\001\001\022<\n\tpart_ki" +
+      "nd\030\010 \001(\0162\037.pydantic_ai_stream.v1.PartKin" +
+      "dR\010partKind\022$\n\016part_kind_name\030\t \001(\tR\014par" +
+      "tKindName\022\035\n\007content\030\n \001(\tH\002R\007content\210\001\001" +
+      "\022(\n\rcontent_delta\030\013 \001(\tH\003R\014contentDelta\210" +
+      "\001\001\022 \n\ttool_name\030\014 \001(\tH\004R\010toolName\210\001\001\022%\n\014" +
+      "tool_call_id\030\r \001(\tH\005R\ntoolCallId\210\001\001\022+\n\004a" +
+      "rgs\030\016 \001(\0132\027.google.protobuf.StructR\004args" +
+      "\022\033\n\tbody_json\030\017 \001(\tR\010bodyJson\022<\n\007outcome" +
+      "\030\020 \001(\0162\".pydantic_ai_stream.v1.ToolOutco" +
+      "meR\007outcome\022G\n\017part_delta_kind\030\021 \001(\0162\037.p" +
+      "ydantic_ai_stream.v1.PartKindR\rpartDelta" +
+      "Kind\022\030\n\007attempt\030\022 \001(\rR\007attempt\0229\n\005calls\030" +
+      "\023 \003(\0132#.pydantic_ai_stream.v1.DeferredCa" +
+      "llR\005calls\022(\n\020deadline_unix_ms\030\024 \001(\004R\016dea" +
+      "dlineUnixMsB\006\n\004_idxB\014\n\n_event_idxB\n\n\010_co" +
+      "ntentB\020\n\016_content_deltaB\014\n\n_tool_nameB\017\n" +
+      "\r_tool_call_id\"E\n\rCancelRequest\022\035\n\nsessi" +
+      "on_id\030\001 \001(\tR\tsessionId\022\025\n\006run_id\030\002 \001(\tR\005" +
+      "runId\".\n\016CancelResponse\022\034\n\tcancelled\030\001 \001" +
+      "(\010R\tcancelled\"\023\n\021ListActiveRequest\"V\n\022Li" +
+      "stActiveResponse\022@\n\010sessions\030\001 \003(\0132$.pyd" +
+      "antic_ai_stream.v1.ActiveSessionR\010sessio" +
+      "ns\"\226\001\n\rActiveSession\022\035\n\nsession_id\030\001 \001(\t" +
+      "R\tsessionId\0225\n\005state\030\002 \001(\0162\037.pydantic_ai" +
+      "_stream.v1.RunStateR\005state\022\025\n\006run_id\030\003 \001" +
+      "(\tR\005runId\022\030\n\007attempt\030\004 \001(\rR\007attempt\"\203\001\n\016" +
+      "RespondRequest\022\035\n\nsession_id\030\001 \001(\tR\tsess" +
+      "ionId\022\025\n\006run_id\030\002 \001(\tR\005runId\022;\n\007answers\030" +
+      "\003 \003(\0132!.pydantic_ai_stream.v1.ToolAnswer" +
+      "R\007answers\"\270\001\n\nToolAnswer\022 \n\014tool_call_id" +
+      "\030\001 \001(\tR\ntoolCallId\022=\n\010approval\030\002 \001(\0132\037.p" +
+      "ydantic_ai_stream.v1.ApprovalH\000R\010approva" +
+      "l\022?\n\006result\030\003 \001(\0132%.pydantic_ai_stream.v" +
+      "1.ExternalResultH\000R\006resultB\010\n\006answer\"\213\001\n" +
+      "\010Approval\022\032\n\010approved\030\001 \001(\010R\010approved\022%\n" +
+      "\016denial_message\030\002 \001(\tR\rdenialMessage\022<\n\r" +
+      "override_args\030\003 \001(\0132\027.google.protobuf.St" +
+      "ructR\014overrideArgs\"c\n\016ExternalResult\022.\n\005" +
+      "value\030\001 \001(\0132\026.google.protobuf.ValueH\000R\005v" +
+      "alue\022\026\n\005retry\030\002 \001(\tH\000R\005retryB\t\n\007outcome\"" +
+      "Y\n\017RespondResponse\022\034\n\tcontinued\030\001 \001(\010R\tc" +
+      "ontinued\022(\n\020pending_call_ids\030\002 \003(\tR\016pend" +
+      "ingCallIds*\217\001\n\nBusyPolicy\022\033\n\027BUSY_POLICY" +
+      "_UNSPECIFIED\020\000\022\026\n\022BUSY_POLICY_REJECT\020\001\022\031" +
+      "\n\025BUSY_POLICY_INTERRUPT\020\002\022\030\n\024BUSY_POLICY" +
+      "_ROLLBACK\020\003\022\027\n\023BUSY_POLICY_ENQUEUE\020\004*\251\001\n" +
+      "\tEventType\022\032\n\026EVENT_TYPE_UNSPECIFIED\020\000\022\024" +
+      "\n\020EVENT_TYPE_BEGIN\020\001\022\024\n\020EVENT_TYPE_EVENT" +
+      "\020\002\022\024\n\020EVENT_TYPE_ERROR\020\003\022\023\n\017EVENT_TYPE_I" +
+      "NFO\020\004\022\022\n\016EVENT_TYPE_END\020\005\022\025\n\021EVENT_TYPE_" +
+      "CUSTOM\020\006*\335\001\n\tEventKind\022\032\n\026EVENT_KIND_UNS" +
+      "PECIFIED\020\000\022\030\n\024EVENT_KIND_LLM_BEGIN\020\001\022\026\n\022" +
+      "EVENT_KIND_LLM_END\020\002\022\031\n\025EVENT_KIND_PART_" +
+      "START\020\003\022\031\n\025EVENT_KIND_PART_DELTA\020\004\022\025\n\021EV" +
+      "ENT_KIND_ANSWER\020\005\022\026\n\022EVENT_KIND_RESUMED\020" +
+      "\006\022\035\n\031EVENT_KIND_INPUT_REQUIRED\020\007*\231\001\n\020Def" +
+      "erredCallKind\022\"\n\036DEFERRED_CALL_KIND_UNSP" +
+      "ECIFIED\020\000\022\037\n\033DEFERRED_CALL_KIND_APPROVAL" +
+      "\020\001\022\037\n\033DEFERRED_CALL_KIND_EXTERNAL\020\002\022\037\n\033D" +
+      "EFERRED_CALL_KIND_QUESTION\020\003*\232\001\n\010PartKin" +
+      "d\022\031\n\025PART_KIND_UNSPECIFIED\020\000\022\022\n\016PART_KIN" +
+      "D_TEXT\020\001\022\026\n\022PART_KIND_THINKING\020\002\022\027\n\023PART" +
+      "_KIND_TOOL_CALL\020\003\022\031\n\025PART_KIND_TOOL_RETU" +
+      "RN\020\004\022\023\n\017PART_KIND_OTHER\020\005*\255\001\n\013ToolOutcom" +
+      "e\022\034\n\030TOOL_OUTCOME_UNSPECIFIED\020\000\022\027\n\023TOOL_" +
+      "OUTCOME_FAILED\020\001\022\027\n\023TOOL_OUTCOME_DENIED\020" +
+      "\002\022\034\n\030TOOL_OUTCOME_INTERRUPTED\020\003\022\030\n\024TOOL_" +
+      "OUTCOME_RETRIED\020\004\022\026\n\022TOOL_OUTCOME_OTHER\020" +
+      "\005*s\n\010RunState\022\031\n\025RUN_STATE_UNSPECIFIED\020\000" +
+      "\022\024\n\020RUN_STATE_QUEUED\020\001\022\025\n\021RUN_STATE_RUNN" +
+      "ING\020\002\022\037\n\033RUN_STATE_WAITING_FOR_INPUT\020\0032\317" +
+      "\003\n\022AgentStreamService\022L\n\003Run\022!.pydantic_" +
+      "ai_stream.v1.RunRequest\032\".pydantic_ai_st" +
+      "ream.v1.RunResponse\022W\n\006Listen\022$.pydantic" +
+      "_ai_stream.v1.ListenRequest\032%.pydantic_a" +
+      "i_stream.v1.ListenResponse0\001\022U\n\006Cancel\022$" +
+      ".pydantic_ai_stream.v1.CancelRequest\032%.p" +
+      "ydantic_ai_stream.v1.CancelResponse\022a\n\nL" +
+      "istActive\022(.pydantic_ai_stream.v1.ListAc" +
+      "tiveRequest\032).pydantic_ai_stream.v1.List" +
+      "ActiveResponse\022X\n\007Respond\022%.pydantic_ai_" +
+      "stream.v1.RespondRequest\032&.pydantic_ai_s" +
+      "tream.v1.RespondResponseB\212\001\n\035io.github.p" +
+      "ydanticaistream.v1B\013StreamProtoP\001ZZgithu" +
+      "b.com/pydantic-ai-stream/pydantic-ai-str" +
+      "eam/clients/go/pydantic_ai_stream/v1;str" +
+      "eamv1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -216,42 +277,78 @@ public final class StreamProto {
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_Heartbeat_descriptor,
         new java.lang.String[] { });
-    internal_static_pydantic_ai_stream_v1_Event_descriptor =
+    internal_static_pydantic_ai_stream_v1_DeferredCall_descriptor =
       getDescriptor().getMessageTypes().get(6);
+    internal_static_pydantic_ai_stream_v1_DeferredCall_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_pydantic_ai_stream_v1_DeferredCall_descriptor,
+        new java.lang.String[] { "ToolCallId", "ToolName", "Args", "Kind", });
+    internal_static_pydantic_ai_stream_v1_Event_descriptor =
+      getDescriptor().getMessageTypes().get(7);
     internal_static_pydantic_ai_stream_v1_Event_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_Event_descriptor,
-        new java.lang.String[] { "Id", "Type", "TypeName", "Origin", "Idx", "Kind", "EventIdx", "PartKind", "PartKindName", "Content", "ContentDelta", "ToolName", "ToolCallId", "Args", "BodyJson", "Outcome", "PartDeltaKind", "Attempt", "Idx", "EventIdx", "Content", "ContentDelta", "ToolName", "ToolCallId", });
+        new java.lang.String[] { "Id", "Type", "TypeName", "Origin", "Idx", "Kind", "EventIdx", "PartKind", "PartKindName", "Content", "ContentDelta", "ToolName", "ToolCallId", "Args", "BodyJson", "Outcome", "PartDeltaKind", "Attempt", "Calls", "DeadlineUnixMs", "Idx", "EventIdx", "Content", "ContentDelta", "ToolName", "ToolCallId", });
     internal_static_pydantic_ai_stream_v1_CancelRequest_descriptor =
-      getDescriptor().getMessageTypes().get(7);
+      getDescriptor().getMessageTypes().get(8);
     internal_static_pydantic_ai_stream_v1_CancelRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_CancelRequest_descriptor,
         new java.lang.String[] { "SessionId", "RunId", });
     internal_static_pydantic_ai_stream_v1_CancelResponse_descriptor =
-      getDescriptor().getMessageTypes().get(8);
+      getDescriptor().getMessageTypes().get(9);
     internal_static_pydantic_ai_stream_v1_CancelResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_CancelResponse_descriptor,
         new java.lang.String[] { "Cancelled", });
     internal_static_pydantic_ai_stream_v1_ListActiveRequest_descriptor =
-      getDescriptor().getMessageTypes().get(9);
+      getDescriptor().getMessageTypes().get(10);
     internal_static_pydantic_ai_stream_v1_ListActiveRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ListActiveRequest_descriptor,
         new java.lang.String[] { });
     internal_static_pydantic_ai_stream_v1_ListActiveResponse_descriptor =
-      getDescriptor().getMessageTypes().get(10);
+      getDescriptor().getMessageTypes().get(11);
     internal_static_pydantic_ai_stream_v1_ListActiveResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ListActiveResponse_descriptor,
         new java.lang.String[] { "Sessions", });
     internal_static_pydantic_ai_stream_v1_ActiveSession_descriptor =
-      getDescriptor().getMessageTypes().get(11);
+      getDescriptor().getMessageTypes().get(12);
     internal_static_pydantic_ai_stream_v1_ActiveSession_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ActiveSession_descriptor,
         new java.lang.String[] { "SessionId", "State", "RunId", "Attempt", });
+    internal_static_pydantic_ai_stream_v1_RespondRequest_descriptor =
+      getDescriptor().getMessageTypes().get(13);
+    internal_static_pydantic_ai_stream_v1_RespondRequest_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_pydantic_ai_stream_v1_RespondRequest_descriptor,
+        new java.lang.String[] { "SessionId", "RunId", "Answers", });
+    internal_static_pydantic_ai_stream_v1_ToolAnswer_descriptor =
+      getDescriptor().getMessageTypes().get(14);
+    internal_static_pydantic_ai_stream_v1_ToolAnswer_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_pydantic_ai_stream_v1_ToolAnswer_descriptor,
+        new java.lang.String[] { "ToolCallId", "Approval", "Result", "Answer", });
+    internal_static_pydantic_ai_stream_v1_Approval_descriptor =
+      getDescriptor().getMessageTypes().get(15);
+    internal_static_pydantic_ai_stream_v1_Approval_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_pydantic_ai_stream_v1_Approval_descriptor,
+        new java.lang.String[] { "Approved", "DenialMessage", "OverrideArgs", });
+    internal_static_pydantic_ai_stream_v1_ExternalResult_descriptor =
+      getDescriptor().getMessageTypes().get(16);
+    internal_static_pydantic_ai_stream_v1_ExternalResult_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_pydantic_ai_stream_v1_ExternalResult_descriptor,
+        new java.lang.String[] { "Value", "Retry", "Outcome", });
+    internal_static_pydantic_ai_stream_v1_RespondResponse_descriptor =
+      getDescriptor().getMessageTypes().get(17);
+    internal_static_pydantic_ai_stream_v1_RespondResponse_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_pydantic_ai_stream_v1_RespondResponse_descriptor,
+        new java.lang.String[] { "Continued", "PendingCallIds", });
     com.google.protobuf.StructProto.getDescriptor();
   }
 
