@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from pydantic_ai import Agent
 from pydantic_ai.exceptions import CallDeferred
-from pydantic_ai.messages import ModelMessage, ModelRequest
+from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from pydantic_ai.tools import DeferredToolRequests
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import (
+    UNKNOWN_OUTCOME,
     InvalidRequestError,
     NotWaitingError,
     RedisSession,
@@ -25,9 +26,11 @@ from pydantic_ai_stream import (
     Runtime,
     SessionBusyError,
     SessionHandle,
+    Settings,
     ToolAnswer,
     live_sessions,
 )
+from pydantic_ai_stream._write.live import LiveRun
 from pydantic_ai_stream.server import Worker
 
 WITHIN = 20.0
@@ -189,3 +192,135 @@ async def test_bad_answers_are_refused_and_write_nothing(runtime: Runtime, ops: 
         await handle.respond(run_id, [ToolAnswer(tool_call_id="c1", approved=False)])
     with pytest.raises(SessionBusyError):
         await handle.submit(agent="ops", body={"user_prompt": "again"})
+
+
+def _outline(entries: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    return [(e["type"], e["body"].get("msg")) for e in entries if e["type"] != "event"]
+
+
+async def _stored(redis: Redis, runtime: Runtime, session_id: str = "s1") -> list[ModelMessage]:
+    session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id=session_id)
+    await session.load()
+    return session.msgs
+
+
+async def test_a_cancelled_waiting_run_ends_and_the_next_run_closes_its_calls(
+    redis: Redis, runtime: Runtime, ops: tuple[Ops, Worker]
+) -> None:
+    model, worker = ops
+    run_id, waiting = await _waiting_run(runtime, worker)
+    handle = _handle(runtime)
+    assert await handle.cancel(run_id=run_id)
+    rest = await _until(handle, _end, after=waiting["id"])
+    assert _outline(rest) == [("error", "canceled"), ("end", None)]
+    assert not await live_sessions(runtime, scope_id=1, user_id=1)
+    assert await handle.cancel(run_id=run_id), "a retried cancel answers as the first did"
+    with pytest.raises(NotWaitingError):
+        await handle.respond(run_id, [ToolAnswer(tool_call_id="c1", approved=True)])
+    # The next prompt follows the calls nobody answered: they are closed as not run, and the model sees it.
+    await handle.submit(agent="ops", body={"user_prompt": "try again"})
+    await _until(handle, _end)
+    assert [(kind, content.split(":")[0]) for kind, content in model.seen[-1]] == [
+        ("tool-return", "This tool call was not run"),
+        ("tool-return", "This tool call was not run"),
+    ]
+    stored = await _stored(redis, runtime)
+    closing = stored[2]
+    assert isinstance(closing, ModelRequest)
+    returns = [p for p in closing.parts if isinstance(p, ToolReturnPart)]
+    assert [(p.tool_call_id, p.outcome) for p in returns] == [("c1", "denied"), ("c2", "denied")]
+    assert model.drops == 0
+
+
+async def test_a_wait_past_its_deadline_ends_with_input_expired(
+    redis: Redis, runtime: Runtime, ops: tuple[Ops, Worker]
+) -> None:
+    runtime.settings.input_wait = 1
+    _, worker = ops
+    run_id, waiting = await _waiting_run(runtime, worker)
+    handle = _handle(runtime)
+
+    async def flag_lapsed() -> bool:
+        return not await redis.exists(handle.keys.live)
+
+    await _wait_for(flag_lapsed, "the wait's flag lapses at its deadline")
+    with pytest.raises(NotWaitingError):
+        await handle.respond(run_id, [ToolAnswer(tool_call_id="c1", approved=True)])
+    rest = await _until(handle, _end, after=waiting["id"])
+    assert _outline(rest) == [("error", "input expired"), ("end", None)]
+    assert not await live_sessions(runtime, scope_id=1, user_id=1)
+
+
+async def test_the_dead_run_check_ends_an_expired_wait_as_expired(redis: Redis, runtime: Runtime) -> None:
+    keys = _handle(runtime).keys
+    stream = runtime.stream(keys)
+    await redis.xadd(keys.stream, {"type": "begin", "origin": "pydantic-ai-stream", "body": '{"run_id":"r1"}'})
+    body = '{"idx":0,"event":"input_required","calls":[],"deadline_ms":1}'
+    await redis.xadd(keys.stream, {"type": "event", "origin": "pydantic-ai-stream", "body": body})
+    await redis.hset(keys.input, mapping={"run": "r1", "state": "waiting"})
+    assert await stream.reap(grace_ms=60_000)
+    entries = await stream.read_range(after="0-0", count=10)
+    assert [(e.type, e.body) for e in entries[-2:]] == [("error", {"msg": "input expired"}), ("end", {"run_id": "r1"})]
+    assert await redis.hget(keys.input, "state") == b"expired"
+
+
+async def test_a_new_prompt_interrupts_a_waiting_run(redis: Redis, runtime: Runtime, ops: tuple[Ops, Worker]) -> None:
+    model, worker = ops
+    run_id, _ = await _waiting_run(runtime, worker)
+    handle = _handle(runtime)
+    submitted = await handle.submit(agent="ops", body={"user_prompt": "never mind"}, if_busy="interrupt")
+    assert submitted.run_id != run_id
+    with pytest.raises(NotWaitingError):
+        await handle.respond(run_id, [ToolAnswer(tool_call_id="c1", approved=True)])
+    entries = await _until(handle, _end)  # the new run, from its `begin`: its model sees the calls closed
+    assert entries[0]["body"]["run_id"] == submitted.run_id
+    assert [kind for kind, _ in model.seen[-1]] == ["tool-return", "tool-return"]
+    assert model.drops == 0
+
+
+async def test_a_worker_dying_right_after_the_answer_runs_no_tool_twice(
+    redis: Redis, runtime: Runtime, settings: Settings
+) -> None:
+    """The answer queues the run; a worker adopts it and dies before anything is checkpointed: the next worker
+    takes it over as attempt 2 from the answers again, the approved call (of a tool not marked safe to retry)
+    answered as of unknown outcome, the external result given again."""
+    model = Ops()
+    async with Worker(runtime=runtime, agents={"ops": model.agent()}) as worker:
+        run_id, waiting = await _waiting_run(runtime, worker)
+    handle = _handle(runtime)
+    answers = [ToolAnswer(tool_call_id="c1", approved=True), ToolAnswer(tool_call_id="c2", value="paged")]
+    assert (await handle.respond(run_id, answers)).continued
+    async with Runtime(redis=redis, settings=settings) as dead:
+        live = await LiveRun.adopt(dead, handle.keys, run_id=run_id)
+        assert live is not None, "the continuation is queued like any run"
+        dead.leases.release(live.lease)  # its worker dies: its lease lapses, nothing was written
+        await redis.delete(handle.keys.live)
+    async with Worker(runtime=runtime, agents={"ops": model.agent()}):
+        rest = await _until(handle, _end, after=waiting["id"])
+    assert [e["body"].get("attempt") for e in rest if e["body"].get("event") == "resumed"] == [2]
+    assert model.drops == 0, "the approved tool is not run again: it may have run"
+    ((unknown, paged),) = model.seen
+    assert unknown == ("tool-return", UNKNOWN_OUTCOME)
+    assert paged == ("tool-return", "paged")
+    kinds = [type(m).__name__ for m in await _stored(redis, runtime)]
+    assert kinds == ["ModelRequest", "ModelResponse", "ModelRequest", "ModelResponse"], "each step once"
+
+
+async def test_a_rollback_drops_the_waiting_runs_messages(
+    redis: Redis, runtime: Runtime, ops: tuple[Ops, Worker]
+) -> None:
+    _, worker = ops
+    await _waiting_run(runtime, worker)
+    handle = _handle(runtime)
+    await handle.submit(agent="ops", body={"user_prompt": "start over"}, if_busy="rollback")
+    await _until(handle, _input_required)  # the new run waits in turn
+
+    async def prompts() -> list[Any]:
+        return [p.content for m in await _stored(redis, runtime) for p in m.parts if p.part_kind == "user-prompt"]
+
+    async def saved() -> bool:
+        return "start over" in await prompts()
+
+    await _wait_for(saved, "the new run saves its messages")
+    assert await prompts() == ["start over"], "the rolled back run's messages are gone"
+    assert len(await _stored(redis, runtime)) == 2

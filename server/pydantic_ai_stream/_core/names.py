@@ -68,6 +68,7 @@ LUA_NAMES: Mapping[str, str] = {
     "QUEUED": QUEUED_MARK,
     "INPUT": INPUT_MARK,
     "INPUT_EXPIRED": INPUT_EXPIRED,
+    "INPUT_REQUIRED": INPUT_REQUIRED,
     "EVENT": EVENT,
 }
 """The names a script spells `$BEGIN`, `$END`, ...: each one's value, written as a Lua string literal."""

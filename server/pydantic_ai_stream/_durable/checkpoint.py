@@ -29,6 +29,7 @@ __all__ = [
     "retry_safe_tools",
     "saved_by",
     "saved_nodes",
+    "without_run",
 ]
 
 RETRY_SAFE = "retry_safe"
@@ -83,6 +84,13 @@ class Checkpoint:
             else:
                 results.calls[call.tool_call_id] = UNKNOWN_OUTCOME
         return results
+
+
+def without_run(messages: Sequence[ModelMessage], run_id: str) -> list[ModelMessage]:
+    """`messages` (a session's stored conversation) without those of the run `run_id` (of any attempt or part):
+    a run rolled back while it waited for input, whose messages were saved when it began to wait."""
+    attempt = f"{run_id}:"
+    return [m for m in messages if not (m.run_id == run_id or (m.run_id or "").startswith(attempt))]
 
 
 def saved_by(messages: Sequence[ModelMessage], run_id: str) -> bool:

@@ -18,7 +18,14 @@ from .._core.deferred import closing_unanswered, input_calls, unanswered
 from .._core.errors import AgxCanceledError, LeaseLostError
 from .._core.messages import decode_messages
 from .._core.names import EVENT, ORIGIN_PYDANTIC_AI, ORIGIN_STREAM
-from .._durable.checkpoint import UNKNOWN_OUTCOME, Checkpoint, retry_safe_tools, saved_by, saved_nodes
+from .._durable.checkpoint import (
+    UNKNOWN_OUTCOME,
+    Checkpoint,
+    retry_safe_tools,
+    saved_by,
+    saved_nodes,
+    without_run,
+)
 from .._store.sessions import Session
 from .._write.live import LiveRun
 from .deps import Deps
@@ -116,8 +123,12 @@ async def drive(session: Session, agent: AbstractAgent[Any, Any], user_prompt: s
             prompt, live.mapper.idx = None, wait.idx
             unknown = UNKNOWN_OUTCOME if live.attempt > 1 else None
             kwargs.setdefault("deferred_tool_results", wait.results(unknown=unknown, rerun=retry_safe_tools(agent)))
-        elif prompt is not None and "deferred_tool_results" not in kwargs:
-            before = closing_unanswered(history)  # left by a run that waited for input and was cancelled
+        elif prompt is not None and "deferred_tool_results" not in kwargs and unanswered(history)[1]:
+            # Left by a run that waited for input and was cancelled: dropped if it was rolled back, else closed.
+            rolled_back = await live.lease.stream.rolled_back_wait() if live is not None else None
+            if rolled_back is not None:
+                history = session.msgs = without_run(history, rolled_back)
+            before = closing_unanswered(history)
         kwargs.setdefault("conversation_id", deps.session_id)
         # pydantic-ai's run id is unique per attempt: a resumed run's history holds its earlier attempts'; and
         # per part, after a wait for input (its earlier part's messages are in the history too).

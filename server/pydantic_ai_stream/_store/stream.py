@@ -167,7 +167,7 @@ class SessionStream:
             keep_ms=wait_ms + self.retention_ms,
             maxlen=self.maxlen,
             retention_ms=self.retention_ms,
-            expired=dump_body({"msg": INPUT_EXPIRED}),
+            expired=EXPIRED_BODY,
             answers=[(a.tool_call_id, a.is_approval, a.stored()) for a in answers],
             enqueue=enqueue,
         )
@@ -180,6 +180,12 @@ class SessionStream:
         tools = {k[5:]: json.loads(v)["tool_name"] for k, v in fields.items() if k.startswith("call:")}
         answers = {k[7:]: v for k, v in fields.items() if k.startswith("answer:")}
         return InputWait(idx=int(fields["idx"]), waited=int(fields["waited"]), tools=tools, answers=answers)
+
+    async def rolled_back_wait(self) -> str | None:
+        """The id of the run that waited for input and was cancelled to be rolled back (its messages, saved when
+        it began to wait, are to be dropped), or `None`."""
+        state, run = await self.redis.hmget(self.keys.input, ["state", "run"])
+        return decode(run) if state is not None and decode(state) == "rolled_back" and run is not None else None
 
     async def wait_behind(self, *, run_id: str, run: Mapping[str, Any], ttl_ms: int, first: bool = False) -> WaitState:
         """Put `run` (JSON with its `run_id`) behind the session's run (`first`: before the runs waiting there):
@@ -238,7 +244,9 @@ class SessionStream:
 
     async def reap(self, *, grace_ms: int) -> bool:
         """End the stream of a run that died without writing `end`; `True` if it did."""
-        (done,) = await session.reap(self.redis, [self.keys], maxlen=self.maxlen, grace_ms=grace_ms, error=LOST_BODY)
+        (done,) = await session.reap(
+            self.redis, [self.keys], maxlen=self.maxlen, grace_ms=grace_ms, error=LOST_BODY, expired=EXPIRED_BODY
+        )
         return done
 
     async def read(self, after: str, *, block_ms: int | None, count: int = 1000) -> list[Entry]:
@@ -274,3 +282,5 @@ class SessionStream:
 
 LOST_BODY = dump_body({"msg": RUN_LOST, "reason": "lease expired"})
 """The body of the `error` that ends a run whose process died (its lease expired)."""
+EXPIRED_BODY = dump_body({"msg": INPUT_EXPIRED})
+"""The body of the `error` that ends a run whose wait for input passed its deadline."""
