@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 from pydantic_ai import Agent
 from pydantic_ai.exceptions import CallDeferred
-from pydantic_ai.messages import ModelMessage, ModelRequest, ToolReturnPart
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
 from pydantic_ai.tools import DeferredToolRequests
 from redis.asyncio import Redis
@@ -324,3 +331,39 @@ async def test_a_rollback_drops_the_waiting_runs_messages(
     await _wait_for(saved, "the new run saves its messages")
     assert await prompts() == ["start over"], "the rolled back run's messages are gone"
     assert len(await _stored(redis, runtime)) == 2
+
+
+async def test_a_worker_dying_after_saving_before_the_wait_is_recorded_leaves_it_waiting(
+    redis: Redis, runtime: Runtime, settings: Settings
+) -> None:
+    """Its worker saved the conversation (ending on the deferred calls) and died before the wait was recorded:
+    the next worker replays the saved node, finds the same calls again without running a tool or calling the
+    model, and records the wait; the answers then go on as usual."""
+    model = Ops()
+    handle = _handle(runtime)
+    run_id = (await handle.submit(agent="ops", body={"user_prompt": "clean up"}, run_id="r1")).run_id
+    async with Runtime(redis=redis, settings=settings) as dead:
+        live = await LiveRun.adopt(dead, handle.keys, run_id=run_id)
+        assert live is not None
+        calls = [ToolCallPart("drop_db", {"name": "staging"}, tool_call_id="c1"),
+                 ToolCallPart("page", {"msg": "db"}, tool_call_id="c2")]  # fmt: skip
+        session = RedisSession(redis=redis, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+        session.add_msgs([ModelRequest(parts=[UserPromptPart("clean up")], run_id="r1"),
+                          ModelResponse(parts=calls, run_id="r1")])  # fmt: skip
+        await session.save()
+        dead.leases.release(live.lease)  # the worker dies: its lease lapses, no wait is recorded
+        await redis.delete(handle.keys.live)
+    async with Worker(runtime=runtime, agents={"ops": model.agent()}) as worker:
+        entries = await _until(handle, _input_required)
+        await _wait_for(lambda: _no_run(worker), "the worker let go of the waiting run")
+        assert [e["body"].get("attempt") for e in entries if e["body"].get("event") == "resumed"] == [2]
+        assert [c["tool_call_id"] for c in entries[-1]["body"]["calls"]] == ["c1", "c2"]
+        (active,) = await live_sessions(runtime, scope_id=1, user_id=1)
+        assert active.waiting
+        answers = [ToolAnswer(tool_call_id="c1", approved=True), ToolAnswer(tool_call_id="c2", value="paged")]
+        assert (await handle.respond(run_id, answers)).continued
+        await _until(handle, _end, after=entries[-1]["id"])
+    assert model.drops == 1
+    assert len(model.seen) == 1, "the model was called once, after the answers"
+    kinds = [type(m).__name__ for m in await _stored(redis, runtime)]
+    assert kinds == ["ModelRequest", "ModelResponse", "ModelRequest", "ModelResponse"], "each step once"
