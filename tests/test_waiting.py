@@ -36,6 +36,7 @@ from pydantic_ai_stream import (
     Settings,
     ToolAnswer,
     live_sessions,
+    q,
 )
 from pydantic_ai_stream._write.live import LiveRun
 from pydantic_ai_stream.server import Worker
@@ -141,8 +142,10 @@ async def test_a_run_waits_in_redis_and_goes_on_once_answered(
     assert body["deadline_ms"] > time.time() * 1000
     (active,) = await live_sessions(runtime, scope_id=1, user_id=1)
     assert (active.session_id, active.run_id, active.waiting, active.queued) == ("s1", run_id, True, False)
-
+    assert [s async for s in q(redis, 1, 1, runtime=runtime)] == [(1, 1, "s1")], "q() lists it"
     handle = _handle(runtime)
+    assert not await handle.stream.reap(grace_ms=60_000), "the dead-run check leaves a waiting run alone"
+
     held = await handle.respond(run_id, [ToolAnswer(tool_call_id="c1", approved=True)])
     assert (held.continued, held.pending) == (False, ["c2"])
     assert model.drops == 0, "nothing runs before every call has an answer"

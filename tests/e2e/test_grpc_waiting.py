@@ -126,3 +126,36 @@ async def test_respond_status_codes(server: RunningServer, alice: StreamClient) 
     await alice.respond("s3", run_id, [approve("c1")])
     assert await _code(alice.respond("s3", run_id, [deny("c1")])) == grpc.StatusCode.FAILED_PRECONDITION
     assert await _code(alice.run("ops", "s3", "again")) == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_listen_stays_open_through_the_wait_and_an_answer_on_another_replica_goes_on(
+    server: RunningServer, alice: StreamClient, redis_url: str, settings: Settings
+) -> None:
+    """The stream of a waiting run gets heartbeats, and the dead-run check (after 1 s of silence) leaves it open;
+    an answer sent to another replica, whose worker may take the run on, continues it in the same stream."""
+    OPS_DROPS.clear()
+    run_id, waiting = await _waiting(alice, "s4")
+    config = ServerSettings(
+        redis_url=redis_url, port=0, agents={"ops": "grpc_agents:ops"}, tokens=["alice-token=1:1"],
+        heartbeat_interval=0.3, shutdown_grace=0.5,
+    )  # fmt: skip
+    request = pb.ListenRequest(session_id="s4", after_event_id=waiting.id)
+    heartbeats, events = 0, []
+    async with (
+        running_server(config, settings=settings) as other,
+        StreamClient(f"127.0.0.1:{other.port}", token="alice-token") as replica,
+    ):
+        async with asyncio.timeout(WITHIN):
+            async for response in alice.stub.Listen(request, metadata=alice.metadata):
+                if response.HasField("heartbeat"):
+                    heartbeats += 1
+                    if heartbeats == 8:  # 2.4 s of silence: past the dead-run check, twice
+                        await replica.respond("s4", run_id, [approve("c1"), external_result("c2", "ok")])
+                    continue
+                events.append(response.event)
+                if response.event.type == pb.EVENT_TYPE_END:
+                    break
+    assert heartbeats >= 8
+    assert [e.type for e in events if e.type != pb.EVENT_TYPE_EVENT] == [pb.EVENT_TYPE_END], "no error: not lost"
+    assert {e.tool_call_id for e in events if e.part_kind == pb.PART_KIND_TOOL_RETURN} == {"c1", "c2"}
+    assert OPS_DROPS == ["staging"]
