@@ -370,3 +370,10 @@ async def test_a_worker_dying_after_saving_before_the_wait_is_recorded_leaves_it
     assert len(model.seen) == 1, "the model was called once, after the answers"
     kinds = [type(m).__name__ for m in await _stored(redis, runtime)]
     assert kinds == ["ModelRequest", "ModelResponse", "ModelRequest", "ModelResponse"], "each step once"
+
+
+async def test_an_oversized_answer_is_refused(runtime: Runtime, ops: tuple[Ops, Worker]) -> None:
+    _, worker = ops
+    run_id, _ = await _waiting_run(runtime, worker)
+    with pytest.raises(InvalidRequestError, match="the limit is"):
+        await _handle(runtime).respond(run_id, [ToolAnswer(tool_call_id="c2", value="x" * (1 << 20))])

@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 GROUP = "workers"
 """The consumer group every worker claims jobs in."""
+MAX_ANSWER_BYTES = 1 << 20
+"""Largest answer to one deferred tool call, in bytes as stored (JSON): it is kept in Redis while the run waits."""
 HANDED_BACK_IDLE_MS = 86_400_000
 """The idle time a handed-back job is given: longer than any worker waits before taking a job over."""
 WAKE_TTL = 86_400
@@ -155,6 +157,12 @@ class RunQueue:
         ids = [answer.tool_call_id for answer in answers]
         if len(set(ids)) < len(ids):
             raise InvalidRequestError("a tool call id is answered twice")
+        for answer in answers:
+            if (size := len(answer.stored().encode())) > MAX_ANSWER_BYTES:
+                raise InvalidRequestError(
+                    f"the answer to tool call {excerpt(answer.tool_call_id)} is {size} bytes as stored (JSON); "
+                    f"the limit is {MAX_ANSWER_BYTES}"
+                )
         cluster = is_cluster(self.redis)
         queue_keys = self._keys
         enqueue = None
