@@ -7,11 +7,22 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from grpc_agents import OPS_DROPS, ops
 from pydantic_ai import Agent
 from redis.asyncio import RedisCluster
 from redis.cluster import key_slot
 
-from pydantic_ai_stream import AgxCanceledError, RedisSession, Runtime, SessionHandle, Settings, q, run
+from pydantic_ai_stream import (
+    AgxCanceledError,
+    RedisSession,
+    Runtime,
+    SessionHandle,
+    Settings,
+    ToolAnswer,
+    live_sessions,
+    q,
+    run,
+)
 from pydantic_ai_stream._core.keys import queued_key, ready_key, scope_jobs_key, scopes_key, turn_key
 from pydantic_ai_stream._core.submission import Submission
 from pydantic_ai_stream.server import Worker
@@ -141,3 +152,26 @@ async def test_the_run_queue_and_its_workers_on_the_cluster(cluster: RedisCluste
                 assert events[0]["body"]["run_id"] == "w"  # type: ignore[index]
     assert await cluster.zrange(queued_key(runtime.settings.redis_prefix, 1), 0, -1) == []
     assert await cluster.xlen(queue.key) == 0
+
+
+async def test_a_run_waits_for_input_and_goes_on_on_the_cluster(runtime: Runtime) -> None:
+    """The wait, the answers and the continuation's job (added in a second step: the queue's keys are in
+    another slot than the session's) on a real 3-master cluster."""
+    OPS_DROPS.clear()
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="w1")
+    async with Worker(runtime=runtime, agents={"ops": ops}) as worker:
+        run_id = (await handle.submit(agent="ops", body={"user_prompt": "clean up"})).run_id
+        async with asyncio.timeout(20):
+            async for entry in handle.listen(serialize=False, timeout=20):
+                if isinstance(entry, dict) and entry["body"].get("event") == "input_required":
+                    waiting_id = entry["id"]
+                    break
+            while True:  # the wait is recorded once the run closed (within the timeout above)
+                if not worker.running and any(r.waiting for r in await live_sessions(runtime, scope_id=1, user_id=1)):
+                    break
+                await asyncio.sleep(0.02)
+        answers = [ToolAnswer(tool_call_id="c1", approved=True), ToolAnswer(tool_call_id="c2", value="ok")]
+        assert (await handle.respond(run_id, answers)).continued
+        rest = [e async for e in handle.listen(after=waiting_id, serialize=False, timeout=20)]
+    assert rest[-1]["type"] == "end"  # type: ignore[index]
+    assert OPS_DROPS == ["staging"]
