@@ -377,3 +377,45 @@ async def test_an_oversized_answer_is_refused(runtime: Runtime, ops: tuple[Ops, 
     run_id, _ = await _waiting_run(runtime, worker)
     with pytest.raises(InvalidRequestError, match="the limit is"):
         await _handle(runtime).respond(run_id, [ToolAnswer(tool_call_id="c2", value="x" * (1 << 20))])
+
+
+async def test_a_worker_dying_before_the_wait_is_written_asks_for_the_approvals_again(
+    redis: Redis, runtime: Runtime, settings: Settings
+) -> None:
+    """Its worker checkpointed the response whose calls all need approval and died before it wrote the wait:
+    none of them can have run, so the next worker lets pydantic-ai ask for them again, and the run waits."""
+    drops: list[str] = []
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        if any(p.part_kind == "tool-return" for p in messages[-1].parts):
+            yield "done"
+            return
+        yield {0: DeltaToolCall(name="drop_db", json_args='{"name": "staging"}', tool_call_id="c1")}
+
+    agent: Agent[None, str | DeferredToolRequests] = Agent(
+        FunctionModel(stream_function=stream), output_type=[str, DeferredToolRequests]
+    )
+
+    @agent.tool_plain(requires_approval=True)
+    def drop_db(name: str) -> str:
+        drops.append(name)
+        return "dropped"
+
+    handle = _handle(runtime)
+    run_id = (await handle.submit(agent="ops", body={"user_prompt": "clean up"}, run_id="r1")).run_id
+    async with Runtime(redis=redis, settings=settings) as dead:
+        live = await LiveRun.adopt(dead, handle.keys, run_id=run_id)
+        assert live is not None
+        response = ModelResponse(parts=[ToolCallPart("drop_db", {"name": "staging"}, tool_call_id="c1")], run_id="r1")
+        await live.checkpoint(0, [ModelRequest(parts=[UserPromptPart("clean up")], run_id="r1"), response])
+        dead.leases.release(live.lease)  # the worker dies while the calls were being handled
+        await redis.delete(handle.keys.live)
+    async with Worker(runtime=runtime, agents={"ops": agent}) as worker:
+        entries = await _until(handle, _input_required)
+        assert [e["body"].get("attempt") for e in entries if e["body"].get("event") == "resumed"] == [2]
+        await _wait_for(lambda: _no_run(worker), "the worker let go of the waiting run")
+        (active,) = await live_sessions(runtime, scope_id=1, user_id=1)
+        assert active.waiting
+        assert (await handle.respond(run_id, [ToolAnswer(tool_call_id="c1", approved=True)])).continued
+        await _until(handle, _end, after=entries[-1]["id"])
+    assert drops == ["staging"]
