@@ -355,7 +355,7 @@ def _outcome(live: LiveRun, error: BaseException | None) -> Outcome:
     if live.lost:
         return "lost"
     if error is None:
-        return "finished"
+        return "waiting" if live.waiting is not None else "finished"
     if isinstance(error, asyncio.CancelledError):
         return "handed_back" if live.handing_back else "cancelled"
     return "cancelled" if isinstance(error, AgxCanceledError) else "failed"

@@ -309,6 +309,7 @@ class LiveRun:
                 if state is not LeaseState.CANCEL_REQUESTED:
                     return False  # it waits, held by nobody (or another holds the session: nothing to start)
                 # A cancel came as it stopped: it ends cancelled, its calls left for the next run to close.
+                self.waiting = None
                 with contextlib.suppress(LeaseLostError):
                     await self.add(ERROR, ORIGIN_STREAM, {"msg": "canceled"})
                     await self.flush()
