@@ -306,8 +306,11 @@ class LiveRun:
                     job=self.job,
                     calls=wait.calls,
                 )
-                if state is not LeaseState.CANCEL_REQUESTED:
-                    return False  # it waits, held by nobody (or another holds the session: nothing to start)
+                if state is LeaseState.LOST:  # another attempt holds the run (and its job) now
+                    self.lease.lost = True
+                    return False
+                if state is LeaseState.HELD:
+                    return False  # it waits, held by nobody: nothing to start behind it
                 # A cancel came as it stopped: it ends cancelled, its calls left for the next run to close.
                 self.waiting = None
                 with contextlib.suppress(LeaseLostError):
