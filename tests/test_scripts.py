@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 
 from pydantic_ai_stream._core.names import lua
 from pydantic_ai_stream._store import scripts
-from pydantic_ai_stream._store.scripts import LuaScript, conversation, library, session
+from pydantic_ai_stream._store.scripts import LuaScript, conversation, library, session, waiting
 
 SCRIPTS = Path(scripts.__file__).parent
 
@@ -47,10 +47,10 @@ def test_names_codes_and_values_are_filled_in_once() -> None:
 
 
 def test_every_store_script_is_loaded_and_filled_in_completely() -> None:
-    modules = (session, conversation)
+    modules = (session, conversation, waiting)
     loaded = [script.source for module in modules for script in vars(module).values() if isinstance(script, LuaScript)]
     files = {path.stem for path in SCRIPTS.glob("*.lua")} - {"lib"}
-    assert len(loaded) == len(files) == 13 + 4
+    assert len(loaded) == len(files) == 13 + 4 + 2
     for source in loaded:
         assert re.search(r"\$\w", source) is None, "a placeholder left"
 

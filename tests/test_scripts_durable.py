@@ -70,14 +70,15 @@ async def test_adopt_takes_a_queued_run_and_answers_its_adopters_resend(redis: R
     assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == [], "no stream"
     begin_id = await _queued(redis, k)
     await redis.set(k.attachments("r1"), b"[]\n\x00\xff", px=60_000)
-    assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == [begin_id, BEGIN.encode()]
+    adopted = [begin_id, BEGIN.encode(), begin_id]  # the stream's last id: the writer goes on after it
+    assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == adopted
     assert await redis.get(k.live) == b"r1"
     assert await redis.hget(k.checkpoint, "adopted:r1") == b"w1"
     assert await redis.hget(k.checkpoint, "attachments:r1") == b"[]\n\x00\xff", "moved, bytes as they were"
     assert not await redis.exists(k.attachments("r1"))
     assert 0 < await redis.pttl(k.checkpoint) <= 9000, "the checkpoint lives as long as the run's record"
     assert await redis.zrange(k.active, 0, -1) == [b"s1"]
-    assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == [begin_id, BEGIN.encode()]
+    assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == adopted
     assert await redis.hget(k.checkpoint, "attachments:r1") == b"[]\n\x00\xff", "a resend keeps them"
     assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w2", "s1"]) == [], "another's"
 

@@ -155,7 +155,7 @@ async def test_close_writes_end_once_and_refuses_a_lost_lease(redis: Redis, k: S
 
 
 def _cancel_keys(k: SessionKeys) -> list[str]:
-    return [k.live, k.stream, k.active, k.rollback, k.durable, k.checkpoint]
+    return [k.live, k.stream, k.active, k.rollback, k.durable, k.checkpoint, k.input]
 
 
 def _cancel_args(named: str = "", rollback: str = "0") -> list[str | int]:
@@ -194,8 +194,9 @@ async def test_reap_ends_only_a_dead_runs_stream(redis: Redis, settings: Setting
     for keys in (k, alive):
         await session._OPEN(redis, keys=_open_keys(keys), args=_open_args(keys, "r1", "n1"))
     await redis.delete(k.live)  # its process died
-    keys = [k.live, k.stream, k.active, k.durable, alive.live, alive.stream, alive.active, alive.durable]
-    args = [1000, 5000, '{"msg":"run lost"}', "s1", "s2"]
+    keys = [k.live, k.stream, k.active, k.durable, k.input, alive.live, alive.stream, alive.active, alive.durable,
+            alive.input]  # fmt: skip
+    args = [1000, 5000, '{"msg":"run lost"}', '{"msg":"input expired"}', "s1", "s2"]
     assert await session._REAP(redis, keys=keys, args=args) == [1, 0]
     assert (await _types(redis, k.stream))[-2:] == [("error", {"msg": "run lost"}), ("end", {})]
     assert await redis.zrange(k.active, 0, -1) == [b"s2"]

@@ -8,6 +8,7 @@ from ._exports import first_use
 __version__ = "0.2.0"
 
 if TYPE_CHECKING:
+    from ._core.deferred import InputCall, InputRequired, Responded, ToolAnswer
     from ._core.entry import Entry
     from ._core.errors import (
         AgentNotAllowedError,
@@ -18,9 +19,11 @@ if TYPE_CHECKING:
         InvalidRequestError,
         LeaseLostError,
         ListenTimeoutError,
+        NotWaitingError,
         PydanticAIStreamError,
         QueueFullError,
         RunExistsError,
+        RunNotFoundError,
         SessionBusyError,
         ShuttingDownError,
         StreamNotFoundError,
@@ -78,6 +81,8 @@ __all__ = [
     "EventBodyTypeAdapter",
     "EventMapper",
     "ForeignScopeError",
+    "InputCall",
+    "InputRequired",
     "InvalidIdError",
     "InvalidRequestError",
     "LeaseLostError",
@@ -86,6 +91,7 @@ __all__ = [
     "Metrics",
     "NodeBegin",
     "NodeEnd",
+    "NotWaitingError",
     "PartDelta",
     "PartFields",
     "PartStart",
@@ -95,8 +101,10 @@ __all__ = [
     "QueueFullError",
     "RedisConversationStore",
     "RedisSession",
+    "Responded",
     "Resumed",
     "RunExistsError",
+    "RunNotFoundError",
     "RunOptions",
     "RunReport",
     "Runtime",
@@ -113,6 +121,7 @@ __all__ = [
     "StreamNotFoundError",
     "Submitted",
     "Telemetry",
+    "ToolAnswer",
     "UnknownAgentError",
     "UserConversationStore",
     "live_sessions",
@@ -147,6 +156,7 @@ _LAZY = {
 # private import by users and tests alike.
 _LAZY_TYPES = {
     "._core.entry": ("Entry",),
+    "._core.deferred": ("InputCall", "InputRequired", "Responded", "ToolAnswer"),
     "._core.events": ("Answer", "NodeBegin", "NodeEnd", "PartDelta", "PartFields", "PartStart", "Resumed"),
     "._core.inputs": ("Attachment", "AttachmentKind"),
     "._core.keys": ("ConversationKeys", "SessionKeys"),

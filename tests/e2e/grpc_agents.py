@@ -12,8 +12,10 @@ from typing import Any
 
 from pydantic import BaseModel
 from pydantic_ai import Agent, ModelRetry, RunContext
+from pydantic_ai.exceptions import CallDeferred
 from pydantic_ai.messages import BinaryContent, FileUrl, ModelMessage, ModelRequest, ModelResponse, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, DeltaToolCall, DeltaToolCalls, FunctionModel
+from pydantic_ai.tools import DeferredToolRequests
 
 from pydantic_ai_stream import RETRY_SAFE
 from pydantic_ai_stream.server import HostedDeps
@@ -203,3 +205,33 @@ seeing_any = Agent(FunctionModel(stream_function=_seeing), deps_type=HostedDeps,
 @seeing_any.instructions
 def _context(ctx: RunContext[HostedDeps]) -> str:
     return f"context {json.dumps(ctx.deps.context, sort_keys=True)}"
+
+
+# Asks to drop a database (a tool that requires approval) and to page someone (an external tool), then answers
+# with what came back: a run that waits for input. `OPS_DROPS` counts the drops, which must happen at most once.
+OPS_DROPS: list[str] = []
+
+
+async def _ops(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+    returns = [p for p in messages[-1].parts if p.part_kind in ("tool-return", "retry-prompt")]
+    if returns:
+        yield "done: " + "; ".join(f"{p.tool_name}={p.content}" for p in returns)
+        return
+    yield {0: DeltaToolCall(name="drop_db", json_args='{"name": "staging"}', tool_call_id="c1")}
+    yield {1: DeltaToolCall(name="page", json_args='{"msg": "db"}', tool_call_id="c2")}
+
+
+ops: Agent[None, str | DeferredToolRequests] = Agent(
+    FunctionModel(stream_function=_ops), output_type=[str, DeferredToolRequests], name="ops"
+)
+
+
+@ops.tool_plain(requires_approval=True)
+def drop_db(name: str) -> str:
+    OPS_DROPS.append(name)
+    return f"dropped {name}"
+
+
+@ops.tool_plain
+def page(msg: str) -> str:
+    raise CallDeferred

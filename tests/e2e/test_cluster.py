@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from grpc_agents import OPS_DROPS, ops
 from pydantic_ai import Agent
 from redis.asyncio import RedisCluster
 from redis.cluster import key_slot
@@ -20,6 +21,8 @@ from pydantic_ai_stream import (
     Runtime,
     SessionHandle,
     Settings,
+    ToolAnswer,
+    live_sessions,
     q,
     run,
 )
@@ -189,3 +192,26 @@ async def test_a_runs_context_and_attachments_on_the_cluster(cluster: RedisClust
     with pytest.raises(QueueFullError):
         await full.submit(other, Submission(agent="seeing_any", run_id="r2", attachments=[image]))
     assert not await cluster.exists(other.keys.attachments("r2")), "a refused run's attachments go"
+
+
+async def test_a_run_waits_for_input_and_goes_on_on_the_cluster(runtime: Runtime) -> None:
+    """The wait, the answers and the continuation's job (added in a second step: the queue's keys are in
+    another slot than the session's) on a real 3-master cluster."""
+    OPS_DROPS.clear()
+    handle = SessionHandle.of(runtime, scope_id=1, user_id=1, session_id="w1")
+    async with Worker(runtime=runtime, agents={"ops": ops}) as worker:
+        run_id = (await handle.submit(agent="ops", body={"user_prompt": "clean up"})).run_id
+        async with asyncio.timeout(20):
+            async for entry in handle.listen(serialize=False, timeout=20):
+                if isinstance(entry, dict) and entry["body"].get("event") == "input_required":
+                    waiting_id = entry["id"]
+                    break
+            while True:  # the wait is recorded once the run closed (within the timeout above)
+                if not worker.running and any(r.waiting for r in await live_sessions(runtime, scope_id=1, user_id=1)):
+                    break
+                await asyncio.sleep(0.02)
+        answers = [ToolAnswer(tool_call_id="c1", approved=True), ToolAnswer(tool_call_id="c2", value="ok")]
+        assert (await handle.respond(run_id, answers)).continued
+        rest = [e async for e in handle.listen(after=waiting_id, serialize=False, timeout=20)]
+    assert rest[-1]["type"] == "end"  # type: ignore[index]
+    assert OPS_DROPS == ["staging"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["raise_if_cancelled"]
+__all__ = ["raise_if_cancelled", "resolve"]
 
 
 def raise_if_cancelled() -> None:
@@ -15,3 +15,9 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def resolve(waiter: asyncio.Future[None]) -> None:
+    """Set `waiter`'s result unless it is done: for a wait that a timer and a wake-up may both end."""
+    if not waiter.done():
+        waiter.set_result(None)

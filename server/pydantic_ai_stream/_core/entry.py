@@ -25,6 +25,11 @@ class Entry:
     body_json: str = "{}"
     """`body` as the JSON it was stored as."""
 
+    @property
+    def size(self) -> int:
+        """About the bytes it holds (its body dominates): what buffers and catch-up pages count."""
+        return len(self.body_json) + 64
+
     def as_dict(self) -> dict[str, Any]:
         """`{"id", "type", "origin", "body"}`: what `Deps.listen(serialize=False)` yields."""
         return {"id": self.id, "type": self.type, "origin": self.origin, "body": self.body}

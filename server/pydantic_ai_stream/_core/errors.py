@@ -15,6 +15,8 @@ PydanticAIStreamError                 every error this package raises on purpose
 ├── ListenTimeoutError (TimeoutError) no event within the listen's timeout
 ├── StreamNotFoundError (LookupError) the session has no events
 ├── QueueFullError                    the scope's queue is at its bound
+├── RunNotFoundError (LookupError)    the session never had that run
+├── NotWaitingError                   the run does not wait for input (it runs, ended, expired)
 └── ForeignScopeError (UserError)     a conversation of another scope was refused
 """
 
@@ -32,9 +34,11 @@ __all__ = [
     "InvalidRequestError",
     "LeaseLostError",
     "ListenTimeoutError",
+    "NotWaitingError",
     "PydanticAIStreamError",
     "QueueFullError",
     "RunExistsError",
+    "RunNotFoundError",
     "SessionBusyError",
     "ShuttingDownError",
     "StreamNotFoundError",
@@ -149,3 +153,12 @@ class ForeignScopeError(PydanticAIStreamError, UserError):
         )
         self.scope = scope
         self.other = other
+
+
+class RunNotFoundError(PydanticAIStreamError, LookupError):
+    """The session has no run of that id (within the stream retention): gRPC NOT_FOUND."""
+
+
+class NotWaitingError(PydanticAIStreamError):
+    """The run does not wait for input (any more): it runs, ended, was cancelled or its wait expired; or a call
+    already has another answer. Nothing was written (gRPC FAILED_PRECONDITION)."""

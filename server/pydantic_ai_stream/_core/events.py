@@ -42,6 +42,8 @@ from pydantic_ai.messages import (
 from pydantic_core import to_jsonable_python
 from typing_extensions import TypedDict
 
+from .deferred import InputRequired
+
 __all__ = [
     "Answer",
     "EventBody",
@@ -137,7 +139,9 @@ class Resumed(TypedDict):
     attempt: int
 
 
-EventBody = Annotated[NodeBegin | NodeEnd | PartStart | PartDelta | Answer | Resumed, Field(discriminator="event")]
+EventBody = Annotated[
+    NodeBegin | NodeEnd | PartStart | PartDelta | Answer | Resumed | InputRequired, Field(discriminator="event")
+]
 """The body of an `event` entry the runtime writes, told apart by its `event`."""
 
 EventBodyTypeAdapter: TypeAdapter[EventBody] = TypeAdapter(EventBody, config=ConfigDict(strict=True))

@@ -110,6 +110,9 @@ class SessionKeys:
     """The messages of that checkpoint, one JSON message per element (a list)."""
     waiting: str
     """Runs accepted behind the session's run (`enqueue`), first first: each starts when the one before ends."""
+    input: str
+    """A run's wait for input (a hash): its run id, node, deadline, the calls it waits on and their answers;
+    kept past the run's end, so that a retried answer gets the first one's reply."""
     runs: str
     """The session's runs started within the stream retention (a hash: run id -> `begin` id), so that a retry
     of one is recognised after another run replaced its stream."""
@@ -134,6 +137,7 @@ class SessionKeys:
             checkpoint=f"{stream}:checkpoint",
             checkpoint_msgs=f"{stream}:checkpoint:msgs",
             waiting=f"{stream}:waiting",
+            input=f"{stream}:input",
             runs=f"{stream}:runs",
         )
 

@@ -13,8 +13,9 @@ from .entry import Entry
 
 __all__ = ["NO_METRICS", "Metrics", "NoMetrics", "Outcome", "RunReport"]
 
-Outcome = Literal["finished", "failed", "cancelled", "lost", "handed_back"]
-"""How a run's execution ended here: `lost` (its lease was lost) is neither a cancel nor a crash."""
+Outcome = Literal["finished", "failed", "cancelled", "lost", "handed_back", "waiting"]
+"""How a run's execution ended here: `lost` (its lease was lost) is neither a cancel nor a crash; `waiting`: it
+stopped for input (approvals, external tool results) and goes on, once answered, as another execution."""
 
 
 @dataclass(eq=False, kw_only=True)

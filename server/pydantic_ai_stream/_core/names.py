@@ -16,6 +16,9 @@ __all__ = [
     "ERROR",
     "EVENT",
     "INFO",
+    "INPUT_EXPIRED",
+    "INPUT_MARK",
+    "INPUT_REQUIRED",
     "LUA_NAMES",
     "ORIGIN_PYDANTIC_AI",
     "ORIGIN_STREAM",
@@ -47,6 +50,13 @@ CANCEL_MARK = "cancel:"
 """Prefix of a live flag whose run was asked to stop: `cancel:<run id>`."""
 QUEUED_MARK = "queued:"
 """Prefix of a live flag whose run waits in the run queue for a worker: `queued:<run id>`."""
+INPUT_MARK = "input:"
+"""Prefix of a live flag whose run waits for answers to its deferred tool calls: `input:<run id>`."""
+
+INPUT_REQUIRED = "input_required"
+"""The `event` of the entry a run writes when it stops for approvals or external tool results."""
+INPUT_EXPIRED = "input expired"
+"""The `msg` of the `error` that ends a run whose wait for input passed its deadline."""
 
 
 LUA_NAMES: Mapping[str, str] = {
@@ -56,6 +66,9 @@ LUA_NAMES: Mapping[str, str] = {
     "ORIGIN": ORIGIN_STREAM,
     "CANCEL": CANCEL_MARK,
     "QUEUED": QUEUED_MARK,
+    "INPUT": INPUT_MARK,
+    "INPUT_EXPIRED": INPUT_EXPIRED,
+    "INPUT_REQUIRED": INPUT_REQUIRED,
     "EVENT": EVENT,
 }
 """The names a script spells `$BEGIN`, `$END`, ...: each one's value, written as a Lua string literal."""
@@ -66,8 +79,8 @@ class _Placeholders(Template):
 
 
 def lua(script: str, values: Mapping[str, str | int] | None = None) -> str:
-    """`script` with `$BEGIN`, `$END`, `$ERROR`, `$EVENT`, `$ORIGIN`, `$CANCEL`, `$QUEUED` as Lua string literals,
-    and each of `values` (a string as a literal, a number as is); `$$` is a `$`."""
+    """`script` with the names of `LUA_NAMES` (`$BEGIN`, `$END`, `$QUEUED`, ...) as Lua string literals, and each
+    of `values` (a string as a literal, a number as is); `$$` is a `$`."""
     filled: dict[str, str] = {name: _literal(value) for name, value in LUA_NAMES.items()}
     filled.update((name, _literal(value)) for name, value in (values or {}).items())
     return _Placeholders(script).substitute(filled)

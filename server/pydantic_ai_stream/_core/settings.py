@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     """Seconds a run may wait for a worker (at most `stream_retention`); after that it is ended as lost. A durable
     run whose worker died or handed it back waits as long for the next one, counted from its last lease renewal."""
 
+    input_wait: int = Field(default=86_400, ge=1)
+    """Seconds a run may wait for answers to its deferred tool calls (approvals, external results); after that
+    it ends with `error` `input expired`."""
+
     max_attempts: int = Field(default=5, ge=1, le=100)
     """Attempts of a queued run that may fail: after its worker dies mid-run another resumes it, until this
     many attempts died (then the run ends with `error` `run lost`). Attempts handed back on shutdown do not

@@ -25,10 +25,12 @@ __all__ = [
     "RETRY_SAFE",
     "UNKNOWN_OUTCOME",
     "Checkpoint",
+    "approval_tools",
     "encode_messages",
     "retry_safe_tools",
     "saved_by",
     "saved_nodes",
+    "without_run",
 ]
 
 RETRY_SAFE = "retry_safe"
@@ -71,9 +73,14 @@ class Checkpoint:
 
     def tool_results(self, agent: AbstractAgent[Any, Any]) -> DeferredToolResults | None:
         """What a resumed run does with the interrupted calls: run again those of tools safe to retry (and of
-        output tools, which the run ends with), answer the others with `UNKNOWN_OUTCOME`."""
+        output tools, which the run ends with), answer the others with `UNKNOWN_OUTCOME`. When every call is of
+        a tool that requires approval, none can have run: `None`, and pydantic-ai asks for the approvals again
+        (it takes results for all deferred calls or none)."""
         response = self.interrupted
         if response is None:
+            return None
+        approval = approval_tools(agent)
+        if all(call.tool_name in approval for call in response.tool_calls):
             return None
         rerun = retry_safe_tools(agent) | _output_tools(agent)
         results = DeferredToolResults()
@@ -83,6 +90,13 @@ class Checkpoint:
             else:
                 results.calls[call.tool_call_id] = UNKNOWN_OUTCOME
         return results
+
+
+def without_run(messages: Sequence[ModelMessage], run_id: str) -> list[ModelMessage]:
+    """`messages` (a session's stored conversation) without those of the run `run_id` (of any attempt or part):
+    a run rolled back while it waited for input, whose messages were saved when it began to wait."""
+    attempt = f"{run_id}:"
+    return [m for m in messages if not (m.run_id == run_id or (m.run_id or "").startswith(attempt))]
 
 
 def saved_by(messages: Sequence[ModelMessage], run_id: str) -> bool:
@@ -102,6 +116,20 @@ def saved_nodes(messages: Sequence[ModelMessage], run_id: str) -> list[tuple[Mod
         for i, m in enumerate(own)
         if isinstance(m, ModelResponse)
     ]
+
+
+def approval_tools(agent: AbstractAgent[Any, Any]) -> set[str]:
+    """The names of the agent's function tools that require approval (`requires_approval=True`): a call of one
+    never runs before it is approved."""
+    tools: set[str] = set()
+
+    def visit(toolset: AbstractToolset[Any]) -> None:
+        if isinstance(toolset, FunctionToolset):
+            tools.update(name for name, tool in toolset.tools.items() if tool.requires_approval)
+
+    for toolset in agent.toolsets:
+        toolset.apply(visit)
+    return tools
 
 
 def retry_safe_tools(agent: AbstractAgent[Any, Any]) -> set[str]:

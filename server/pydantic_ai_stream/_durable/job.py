@@ -28,6 +28,8 @@ class Job:
     agent: str
     options: Mapping[str, Any] = field(default_factory=dict)
     """Keyword arguments for `agent.iter()` (JSON: e.g. `model_settings`)."""
+    continues: bool = False
+    """The run goes on after its wait for input was answered (`respond.lua` adds this job again)."""
     traceparent: str = ""
     """The W3C trace context the run's span continues (`""`: none; jobs written before it have none)."""
     context: Mapping[str, Any] = field(default_factory=dict)
@@ -53,6 +55,8 @@ class Job:
             fields["traceparent"] = self.traceparent
         if self.context:
             fields["context"] = json.dumps(self.context, ensure_ascii=False, separators=(",", ":"))
+        if self.continues:
+            fields["continues"] = "1"
         return fields
 
     @classmethod
@@ -69,4 +73,5 @@ class Job:
             options=json.loads(values.get("options", "{}")),
             traceparent=values.get("traceparent", ""),
             context=json.loads(values.get("context", "{}")),
+            continues=values.get("continues") == "1",
         )

@@ -27,7 +27,11 @@ from typing import Any
 from redis.exceptions import RedisError, ResponseError
 
 from .._core.entry import decode
-from .._core.errors import QueueFullError, RunExistsError, SessionBusyError
+from .._core.errors import (
+    QueueFullError,
+    RunExistsError,
+    SessionBusyError,
+)
 from .._core.inputs import encode_attachments
 from .._core.keys import QueueKeys, SessionKeys, cancel_channel, check_id, run_id_or_new
 from .._core.settings import Settings
@@ -76,10 +80,11 @@ class RunQueue:
     @property
     def key(self) -> str:
         """The stream of the jobs claimed (see `QueueKeys`)."""
-        return self._keys.queue
+        return self.keys.queue
 
     @property
-    def _keys(self) -> QueueKeys:
+    def keys(self) -> QueueKeys:
+        """The keys of the queue's jobs and turns."""
         return QueueKeys.build(self.prefix)
 
     async def submit(self, stream: SessionStream, run: Submission) -> Submitted:
@@ -138,7 +143,7 @@ class RunQueue:
         if is_cluster(self.redis):
             return await self._submit_in_steps(stream, job, open_run)
         # One script: no step of it can be lost without the others.
-        queue_keys = self._keys
+        queue_keys = self.keys
         enqueue = Enqueue(
             queue=queue_keys.jobs(job.scope_id),
             queued=queue_keys.queued(job.scope_id),
@@ -221,7 +226,7 @@ class RunQueue:
             return state, begin_event_id
         try:
             # Also for a retry of a queued run: its first job may not have been added.
-            await add_job(self.redis, self._keys, scope_id=job.scope_id, fields=job.fields())
+            await add_job(self.redis, self.keys, scope_id=job.scope_id, fields=job.fields())
         except BaseException:
             if state is OpenState.OPENED:  # no job would ever run it: end it rather than hold the session
                 with contextlib.suppress(Exception):
@@ -234,7 +239,7 @@ class RunQueue:
         limit, now_ms = self.max_queued, int(time.time() * 1000)
         reserved = await reserve(
             self.redis,
-            self._keys,
+            self.keys,
             scope_id=job.scope_id,
             member=job.member,
             limit=limit,
@@ -247,18 +252,18 @@ class RunQueue:
     async def release(self, scope_id: int, member: str) -> None:
         """The run `member` (see `queued_member`) no longer waits: a worker claimed it, or it was
         cancelled or refused."""
-        await self.redis.zrem(self._keys.queued(scope_id), member)
+        await self.redis.zrem(self.keys.queued(scope_id), member)
 
     async def depth(self, scope_id: int) -> int:
         """Runs of the scope waiting for a worker (or behind their session's run)."""
-        return int(await self.redis.zcount(self._keys.queued(scope_id), int(time.time() * 1000), "+inf"))
+        return int(await self.redis.zcount(self.keys.queued(scope_id), int(time.time() * 1000), "+inf"))
 
     async def keep_waiting(self, runs: Sequence[tuple[SessionKeys, str]]) -> None:
         """The runs `(session keys, run id)` still wait behind their session's run: they stay counted in their
         scope another `wait_ms` (their session's run, renewed, extends their place there as long)."""
         if not runs:
             return
-        deadline, queue_keys = int(time.time() * 1000) + self.wait_ms, self._keys
+        deadline, queue_keys = int(time.time() * 1000) + self.wait_ms, self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
             for keys, run_id in runs:
                 member = queued_member(keys.user_id, keys.session_id, run_id)
@@ -269,12 +274,12 @@ class RunQueue:
     async def waiting(self) -> int:
         """Runs in the queue no worker has claimed yet, of every scope (jobs in the scopes' job streams, and
         in the queue less those claimed)."""
-        return await unclaimed_jobs(self.redis, self._keys, group=GROUP)
+        return await unclaimed_jobs(self.redis, self.keys, group=GROUP)
 
     async def create_group(self, *, wake: str | None = None) -> None:
         """Create the workers' consumer group (and the queue) if there is none yet, on the queue and its
         ready stream; and on the wake-up stream `wake` of one worker (see `claim`)."""
-        for key in (self.key, self._keys.ready, *([wake] if wake else [])):
+        for key in (self.key, self.keys.ready, *([wake] if wake else [])):
             try:
                 await self.redis.xgroup_create(key, GROUP, id="0", mkstream=True)
             except ResponseError as e:
@@ -292,14 +297,14 @@ class RunQueue:
         if jobs:
             return jobs
         # A job added since the look above left an entry no worker read yet: the wait ends at once.
-        streams: dict[Any, Any] = {self._keys.ready: ">", wake: ">"}
+        streams: dict[Any, Any] = {self.keys.ready: ">", wake: ">"}
         reply = await client.xreadgroup(GROUP, consumer, streams, count=READY_MAXLEN, block=block_ms, noack=True)
         if any(decode(key) == wake for key, _ in xread_entries_by_key(reply)):
             return []
         return await self._claim(consumer, count) if reply else []
 
     async def _claim(self, consumer: str, count: int) -> list[Job]:
-        entries = await claim_jobs(self.redis, self._keys, group=GROUP, consumer=consumer, count=count)
+        entries = await claim_jobs(self.redis, self.keys, group=GROUP, consumer=consumer, count=count)
         return await self._jobs(entries)
 
     async def heartbeat(self, consumer: str, job_ids: Sequence[str]) -> None:
@@ -347,7 +352,7 @@ class RunQueue:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for scope_id, scope_members in members.items():
-                    pipe.zrem(self._keys.queued(scope_id), *scope_members)
+                    pipe.zrem(self.keys.queued(scope_id), *scope_members)
                 await pipe.execute()
         except (RedisError, OSError) as e:
             logger.warning("claimed runs still count as queued until their deadline (%s)", e)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypedDict
 
 from typing_extensions import Unpack
 
+from .._core.deferred import Responded, ToolAnswer
 from .._core.entry import Entry
 from .._core.errors import ListenTimeoutError, StreamNotFoundError
 from .._core.keys import SessionKeys, cancel_channel, check_id
@@ -64,6 +65,8 @@ class SessionOwner(Protocol):
     async def submit(self, handle: SessionHandle, *, agent: str, **options: Unpack[RunOptions]) -> Submitted: ...
 
     async def run_ended(self, stream: SessionStream, *, queued: str | None = None) -> None: ...
+
+    async def respond(self, handle: SessionHandle, *, run_id: str, answers: Sequence[ToolAnswer]) -> Responded: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,6 +129,15 @@ class SessionHandle:
         cancelled run's messages dropped). The run's span continues the W3C `traceparent`.
         """
         return await self.runtime.submit(self, agent=agent, **options)
+
+    async def respond(self, run_id: str, answers: Sequence[ToolAnswer]) -> Responded:
+        """Answer deferred tool calls the session's run `run_id` waits on (approvals, external results); once every
+        call has an answer the run goes on, on whichever worker claims it, in the same stream. Idempotent: a
+        retry answers as the first did. Raises `InvalidRequestError` (no answers, an id twice, an unknown call,
+        an answer of the wrong kind), `RunNotFoundError`, `NotWaitingError` (it does not wait, or a call has
+        another answer), writing nothing."""
+        with self.redis_errors_of("respond"):
+            return await self.runtime.respond(self, run_id=run_id, answers=answers)
 
     def redis_errors_of(self, operation: str) -> contextlib.AbstractContextManager[None]:
         """Count the Redis errors of `operation` in the runtime's metrics."""

@@ -31,6 +31,7 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from .._core.aio import resolve
 from .._core.cursor import Cursor
 from .._core.entry import Entry, decode
 from .._core.errors import PydanticAIStreamError
@@ -100,15 +101,14 @@ class Subscription:
     def wake(self) -> None:
         self._arrived = True
         if self._waiter is not None:
-            _resolve(self._waiter)
+            resolve(self._waiter)
 
     async def next(self, timeout: float) -> list[Entry]:
         """The next entries, waiting up to `timeout` seconds (`inf`: until some come); `[]` if none came."""
         if not self._buffer and self.gap_until is None and not self._arrived:
             loop = asyncio.get_running_loop()
             self._waiter = waiter = loop.create_future()
-            # A plain timer resolving the future: a wait per delivery, cheaper than `asyncio.timeout`'s context.
-            timer = None if timeout == math.inf else loop.call_later(timeout, _resolve, waiter)
+            timer = None if timeout == math.inf else loop.call_later(timeout, resolve, waiter)  # not asyncio.timeout
             try:
                 await waiter
             finally:
@@ -162,11 +162,6 @@ class _Followed:
 
     def advance(self, cursor: Cursor) -> None:
         self.cursor, self.packed_cursor = cursor, _bulk(cursor.id)
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():  # a timer and a wake may both come
-        waiter.set_result(None)
 
 
 def _bulk(value: str) -> bytes:
@@ -388,7 +383,7 @@ class StreamHub:
             entries = [Entry.from_redis(entry_id, fields) for entry_id, fields in raw_entries]
             followed.advance(Cursor(entries[-1].id))
             followed.active_at, followed.ended = time.monotonic(), entries[-1].type == END
-            size = sum(map(_size, entries))
+            size = sum(entry.size for entry in entries)
             for subscription in followed.subscribers:
                 subscription.deliver(entries, size)
 
@@ -399,9 +394,4 @@ def page_size(entries: list[Entry], count: int) -> int:
     say little about the size of the next ones."""
     if not entries:
         return count
-    return max(1, min(READ_COUNT, 2 * count, CATCH_UP_BYTES * len(entries) // sum(map(_size, entries))))
-
-
-def _size(entry: Entry) -> int:
-    """About the bytes an entry holds (its body dominates)."""
-    return len(entry.body_json) + 64
+    return max(1, min(READ_COUNT, 2 * count, CATCH_UP_BYTES * len(entries) // sum(entry.size for entry in entries)))

@@ -5,17 +5,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from pydantic_ai import Agent, RunCancelled
 from pydantic_ai.agent import AbstractAgent
 from pydantic_ai.messages import ModelMessage, UserContent
+from pydantic_ai.tools import DeferredToolRequests
 
+from .._core.deferred import closing_unanswered, input_calls, unanswered
 from .._core.errors import AgxCanceledError, LeaseLostError
 from .._core.messages import decode_messages
 from .._core.names import EVENT, ORIGIN_PYDANTIC_AI, ORIGIN_STREAM
-from .._durable.checkpoint import Checkpoint, saved_by, saved_nodes
+from .._durable.checkpoint import (
+    UNKNOWN_OUTCOME,
+    Checkpoint,
+    retry_safe_tools,
+    saved_by,
+    saved_nodes,
+    without_run,
+)
 from .._store.sessions import Session
 from .._write.live import LiveRun
 from .deps import Deps
@@ -94,22 +104,42 @@ async def drive(
     try:
         await session.load()
         history = list(session.msgs)
-        if live is not None and live.attempt > 1 and saved_by(history, live.run_id):
-            # Its last worker saved the conversation and stopped before `end`: only `end` is left, after the
-            # nodes that the `resumed` marker replaced for listeners.
-            await _replay_saved(live, history)
-            return
-        resumed = await _resume(live) if live is not None else None
+        # A run going on after a wait for input: its earlier part's messages are in `history`, before `waited`.
+        wait = await live.lease.stream.load_input(live.run_id) if live is not None and live.continues else None
+        own = history[wait.waited :] if wait is not None else history
         prompt: str | Sequence[UserContent] | None = user_prompt
+        if live is not None and live.attempt > 1 and saved_by(own, live.run_id):
+            # Its last worker saved the conversation and stopped before `end`: only `end` is left, after the
+            # nodes that the `resumed` marker replaced for listeners; or the wait for input it stopped on.
+            await _replay_saved(live, own, first=0 if wait is None else wait.idx + 1)
+            if not (live.durable and unanswered(own)[1]):
+                return
+            prompt, wait = None, None  # pydantic-ai finds the same deferred calls again, running nothing
+            resumed = None
+        else:
+            resumed = await _resume(live) if live is not None else None
         if resumed is not None:
             prompt, before = None, resumed.messages
             if live is not None and live.token.cancelled:  # cancelled while its worker was gone: it ends here
                 before = resumed.closed()
                 raise RunCancelled("canceled")
             kwargs.setdefault("deferred_tool_results", resumed.tool_results(agent))
+        elif wait is not None and live is not None:
+            # Answered: it goes on from them. Retaken from a worker that died, an approved tool may have run.
+            prompt, live.mapper.idx = None, wait.idx
+            unknown = UNKNOWN_OUTCOME if live.attempt > 1 else None
+            kwargs.setdefault("deferred_tool_results", wait.results(unknown=unknown, rerun=retry_safe_tools(agent)))
+        elif prompt is not None and "deferred_tool_results" not in kwargs and unanswered(history)[1]:
+            # Left by a run that waited for input and was cancelled: dropped if it was rolled back, else closed.
+            rolled_back = await live.lease.stream.rolled_back_wait() if live is not None else None
+            if rolled_back is not None:
+                history = session.msgs = without_run(history, rolled_back)
+            before = closing_unanswered(history)
         kwargs.setdefault("conversation_id", deps.session_id)
-        # pydantic-ai's run id is unique per attempt: a resumed run's history holds its earlier attempts'.
-        kwargs.setdefault("run_id", live.lease_id if live is not None else deps.run_id)
+        # pydantic-ai's run id is unique per attempt: a resumed run's history holds its earlier attempts'; and
+        # per part, after a wait for input (its earlier part's messages are in the history too).
+        part = f":w{wait.waited}" if wait is not None else ""
+        kwargs.setdefault("run_id", f"{live.lease_id}{part}" if live is not None else deps.run_id)
         async with agent.iter(
             prompt,
             deps=deps,
@@ -129,14 +159,21 @@ async def drive(
                             await deps.add_node_event(event)
                     await deps.add_node_end()
                 elif Agent.is_call_tools_node(node):
-                    if node.model_response.tool_calls and live is not None and live.durable:
+                    # Not the response a run goes on from after a wait: it is in the stored conversation.
+                    new = [*before, *agent_run.new_messages()]
+                    if node.model_response.tool_calls and live is not None and live.durable and new:
                         # The response is in: resume with its tool calls.
-                        await live.checkpoint(live.mapper.idx, [*before, *agent_run.new_messages()])
+                        await live.checkpoint(live.mapper.idx, new)
                     async with node.stream(agent_run.ctx) as tool_events:
                         async for event in tool_events:
                             await deps.add_node_event(event)
                     tools_ran = True
-        await _save(session, deps, [*before, *agent_run.new_messages()])
+        new = [*before, *agent_run.new_messages()]
+        output = agent_run.result.output if agent_run.result is not None else None
+        if isinstance(output, DeferredToolRequests) and live is not None:
+            deadline_ms = int(time.time() * 1000) + deps.get_runtime().settings.input_wait * 1000
+            await live.wait_for_input(input_calls(output), deadline_ms=deadline_ms, waited=len(history) + len(new))
+        await _save(session, deps, new)
     except RunCancelled as e:
         save_error = await _end_cancelled(session, deps, [*before, *e.new_messages()])
         if deps.lease_lost:  # stopped through its token by the lease keeper: nobody asked for a cancel
@@ -174,12 +211,13 @@ async def _resume(live: LiveRun) -> Checkpoint | None:
     return checkpoint
 
 
-async def _replay_saved(live: LiveRun, history: Sequence[ModelMessage]) -> None:
+async def _replay_saved(live: LiveRun, history: Sequence[ModelMessage], *, first: int = 0) -> None:
     """A run its last worker saved, then stopped before its `end`: its nodes from the `resumed` marker's
-    (which replaced them for listeners) streamed again, complete, from the saved conversation `history`."""
+    (which replaced them for listeners) streamed again, complete, from the saved conversation `history`, the
+    first one numbered `first` (after a wait for input, the node after the one it waited in)."""
     loaded = await live.lease.stream.load_checkpoint(live.run_id)
-    start = loaded[0] if loaded is not None else 0
-    for idx, (response, answer) in enumerate(saved_nodes(history, live.run_id)):
+    start = loaded[0] if loaded is not None else first
+    for idx, (response, answer) in enumerate(saved_nodes(history, live.run_id), start=first):
         if idx >= start:
             for body in live.mapper.replay(idx, response, answer):
                 await live.add(EVENT, ORIGIN_PYDANTIC_AI, body)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
 from typing_extensions import Unpack
 
+from .._core.deferred import Responded, ToolAnswer
 from .._core.keys import SessionKeys, TaskKeys, active_key
 from .._core.metrics import NO_METRICS, Metrics
 from .._core.settings import Settings
 from .._core.submission import RunOptions, Submitted
+from .._durable.answers import respond
 from .._durable.queue import RunQueue
 from .._read.handle import SessionHandle
 from .._read.hub import StreamHub
@@ -152,6 +154,10 @@ class Runtime:
         """The admission of `SessionHandle.submit`: the run queue under this runtime's prefix takes the run
         (`admission.accept`)."""
         return await accept(handle, self.queue, agent=agent, **options)
+
+    async def respond(self, handle: SessionHandle, *, run_id: str, answers: Sequence[ToolAnswer]) -> Responded:
+        """The answers of `SessionHandle.respond`, given to the run queue under this runtime's prefix."""
+        return await respond(self.queue, handle.stream, run_id, answers)
 
     async def run_ended(self, stream: SessionStream, *, queued: str | None = None) -> None:
         """A run of the session of `stream` ended, as this process saw: the run waiting behind it starts

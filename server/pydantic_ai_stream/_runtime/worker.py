@@ -325,11 +325,14 @@ class Worker:
             session_id=job.session_id,
         )
         deps.attach(live)
+        live.job = {name: value for name, value in job.fields().items() if name != "continues"}
+        live.continues = job.continues
         try:
             if agent is None:
                 raise InvalidRequestError(f"agent {job.agent!r} is not hosted by this worker")
             deps.context = hosted_context(agent, job.agent, job.context)
-            user_prompt = await user_prompt_of(live)
+            # A run going on after its wait for input has its prompt (and attachments) in its history.
+            user_prompt = "" if live.continues else await user_prompt_of(live)
         except InvalidRequestError as e:
             async with runtime.owning(live):
                 await deps.add_error({"msg": str(e)}, origin=ORIGIN_STREAM)
@@ -359,7 +362,7 @@ def _outcome(live: LiveRun, error: BaseException | None) -> Outcome:
     if live.lost:
         return "lost"
     if error is None:
-        return "finished"
+        return "waiting" if live.waiting is not None else "finished"
     if isinstance(error, asyncio.CancelledError):
         return "handed_back" if live.handing_back else "cancelled"
     return "cancelled" if isinstance(error, AgxCanceledError) else "failed"

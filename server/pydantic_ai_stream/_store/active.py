@@ -23,11 +23,15 @@ async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> lis
         return []
     active = []
     for k, (state, run) in zip(keys, await session.prune(redis, keys), strict=True):
-        if state in (ActiveState.LIVE, ActiveState.QUEUED, ActiveState.RESUMING):
+        if state in (ActiveState.LIVE, ActiveState.QUEUED, ActiveState.RESUMING, ActiveState.WAITING):
             run_id, _, attempt = run.partition(":")  # the lease of attempt n > 1: `<run id>:<n>`
-            resuming = state is ActiveState.RESUMING
-            queued = state is not ActiveState.LIVE
-            active.append(ActiveRun(k.session_id, run_id, queued=queued, attempt=int(attempt or 1), resuming=resuming))
+            resuming, waiting = state is ActiveState.RESUMING, state is ActiveState.WAITING
+            queued = state in (ActiveState.QUEUED, ActiveState.RESUMING)
+            active.append(
+                ActiveRun(
+                    k.session_id, run_id, queued=queued, attempt=int(attempt or 1), resuming=resuming, waiting=waiting
+                )
+            )
     return active
 
 

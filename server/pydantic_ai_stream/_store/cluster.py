@@ -10,7 +10,7 @@ from typing import TypeVar
 from .redis import AsyncRedis, dump_body, is_cluster
 from .results import PendingEntry, Renewal
 from .scripts import session
-from .stream import LOST_BODY, SessionStream
+from .stream import EXPIRED_BODY, LOST_BODY, SessionStream
 
 __all__ = ["append_many", "reap_many", "renew_many"]
 
@@ -70,6 +70,8 @@ async def reap_many(redis: AsyncRedis, streams: Sequence[SessionStream], *, grac
 
     def call(part: Sequence[SessionStream]) -> Awaitable[list[bool]]:
         keys = [stream.keys for stream in part]
-        return session.reap(redis, keys, maxlen=part[0].maxlen, grace_ms=grace_ms, error=LOST_BODY)
+        return session.reap(
+            redis, keys, maxlen=part[0].maxlen, grace_ms=grace_ms, error=LOST_BODY, expired=EXPIRED_BODY
+        )
 
     return await _per_slot(redis, streams, call)

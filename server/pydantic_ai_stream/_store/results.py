@@ -23,6 +23,7 @@ __all__ = [
     "Recovered",
     "Recovery",
     "Renewal",
+    "RespondState",
     "WaitState",
 ]
 
@@ -74,6 +75,25 @@ class WaitState(IntEnum):
     """The run waited already (a re-sent call)."""
 
 
+class RespondState(IntEnum):
+    """What answering a waiting run's deferred calls found."""
+
+    NOT_FOUND = 0
+    """The session never had this run (within the stream retention)."""
+    NOT_WAITING = 1
+    """The run does not wait for input: it runs, ended, or its wait expired."""
+    HELD = 2
+    """The answers are kept; other calls still have none."""
+    CONTINUED = 3
+    """Every call has an answer: the run is queued to go on (also to a retry of those answers)."""
+    UNKNOWN_CALL = 4
+    """A call id the run does not wait on: nothing was written."""
+    WRONG_KIND = 5
+    """An approval for a call that waits for a result, or the reverse: nothing was written."""
+    CONFLICT = 6
+    """A call already has another answer: nothing was written."""
+
+
 class Recovery(IntEnum):
     """What taking over a durable run found, when it took nothing over (else the reply is the attempt, > 0)."""
 
@@ -94,6 +114,8 @@ class ActiveState(IntEnum):
     QUEUED = 3
     RESUMING = 4
     """A durable run between two workers (its worker died or handed it back; the next has not taken it over)."""
+    WAITING = 5
+    """Waits for answers to its deferred tool calls (no worker holds it)."""
 
 
 class Recovered(NamedTuple):
@@ -155,6 +177,8 @@ class ActiveRun(NamedTuple):
     the attempt that ran last."""
     resuming: bool = False
     """Queued again: its worker died or handed it back, and another worker takes it over as its next attempt."""
+    waiting: bool = False
+    """Waits for answers to its deferred tool calls (`Respond`); no worker holds it."""
 
 
 PendingEntry: TypeAlias = tuple[str, str, Mapping[str, Any] | None]

@@ -6,19 +6,21 @@ run whose lease has expired can never write after the `end` someone else wrote.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .._core.cursor import Cursor
+from .._core.deferred import InputCall, InputWait, ToolAnswer
 from .._core.entry import Entry, StreamBounds, decode, entry_type
 from .._core.errors import CursorExpiredError
 from .._core.keys import SessionKeys
-from .._core.names import CANCEL_MARK, RUN_LOST
+from .._core.names import CANCEL_MARK, INPUT_EXPIRED, RUN_LOST
 from .redis import AsyncRedis, dump_body, xread_entries_by_key
-from .results import CancelState, Enqueue, Held, LeaseState, OpenState, Recovered, WaitState
-from .scripts import session
+from .results import CancelState, Enqueue, Held, LeaseState, OpenState, Recovered, RespondState, WaitState
+from .scripts import session, waiting
 
 __all__ = ["SessionStream"]
 
@@ -64,10 +66,10 @@ class SessionStream:
             enqueue=enqueue,
         )
 
-    async def adopt(self, *, run_id: str, lease_ms: int, wait_ms: int, adopter: str = "") -> Entry | None:
-        """Take the flag of the queued run `run_id` as a `lease_ms` lease; its `begin` entry, or `None` if
-        it is no longer queued (cancelled, expired, or adopted by another worker). `adopter`, unique to one
-        worker and job, lets a re-sent copy of the call (its reply lost) find the run its own."""
+    async def adopt(self, *, run_id: str, lease_ms: int, wait_ms: int, adopter: str = "") -> tuple[Entry, str] | None:
+        """Take the flag of the queued run `run_id` as a `lease_ms` lease; its `begin` entry and the stream's last
+        id, or `None` if it is no longer queued (cancelled, expired, or adopted by another worker). `adopter`,
+        unique to one worker and job, lets a re-sent copy of the call (its reply lost) find the run its own."""
         return await session.adopt(
             self.redis, self.keys, run_id=run_id, lease_ms=lease_ms, wait_ms=wait_ms, adopter=adopter
         )
@@ -136,6 +138,69 @@ class SessionStream:
         """The run `run_id` will not start (refused, or ended before a worker adopted it): its attachments go."""
         await self.redis.delete(self.keys.attachments(run_id))
 
+    async def await_input(
+        self,
+        *,
+        token: str,
+        run_id: str,
+        idx: int,
+        deadline_ms: int,
+        waited: int,
+        job: Mapping[str, str],
+        calls: Sequence[InputCall],
+    ) -> LeaseState:
+        """Let go of the durable run `run_id` (whose lease `token` holds) while it waits for answers to `calls`
+        (of node `idx`) until `deadline_ms`; `waited`: the messages the stored conversation holds now; `job`: the
+        fields of the job that goes on once answered. `HELD` if it waits now, `CANCEL_REQUESTED` if a cancel came
+        first, `LOST` if the lease was lost (both: nothing written)."""
+        wait_ms = max(deadline_ms - int(time.time() * 1000), 1)
+        return await waiting.await_input(
+            self.redis,
+            self.keys,
+            token=token,
+            run_id=run_id,
+            wait_ms=wait_ms,
+            keep_ms=wait_ms + self.retention_ms,
+            idx=idx,
+            deadline_ms=deadline_ms,
+            waited=waited,
+            job=job,
+            calls=[(call["tool_call_id"], call["tool_name"], call["kind"]) for call in calls],
+        )
+
+    async def respond(
+        self, *, run_id: str, answers: Sequence[ToolAnswer], wait_ms: int, enqueue: Enqueue | None
+    ) -> tuple[RespondState, list[str]]:
+        """Answer calls the run `run_id` waits on (see `respond.lua`); once all have an answer, the run is queued
+        to go on (its job added in the same step with `enqueue`, else by the caller), for `wait_ms` at most."""
+        return await waiting.respond(
+            self.redis,
+            self.keys,
+            run_id=run_id,
+            wait_ms=wait_ms,
+            keep_ms=wait_ms + self.retention_ms,
+            maxlen=self.maxlen,
+            retention_ms=self.retention_ms,
+            expired=EXPIRED_BODY,
+            answers=[(a.tool_call_id, a.is_approval, a.stored()) for a in answers],
+            enqueue=enqueue,
+        )
+
+    async def load_input(self, run_id: str) -> InputWait | None:
+        """The wait of the run `run_id` with its answers, or `None` if it did not wait."""
+        fields = await waiting.load_input(self.redis, self.keys)
+        if fields.get("run") != run_id:
+            return None
+        tools = {k[5:]: json.loads(v)["tool_name"] for k, v in fields.items() if k.startswith("call:")}
+        answers = {k[7:]: v for k, v in fields.items() if k.startswith("answer:")}
+        return InputWait(idx=int(fields["idx"]), waited=int(fields["waited"]), tools=tools, answers=answers)
+
+    async def rolled_back_wait(self) -> str | None:
+        """The id of the run that waited for input and was cancelled to be rolled back (its messages, saved when
+        it began to wait, are to be dropped), or `None`."""
+        state, run = await self.redis.hmget(self.keys.input, ["state", "run"])
+        return decode(run) if state is not None and decode(state) == "rolled_back" and run is not None else None
+
     async def wait_behind(self, *, run_id: str, run: Mapping[str, Any], ttl_ms: int, first: bool = False) -> WaitState:
         """Put `run` (JSON with its `run_id`) behind the session's run (`first`: before the runs waiting there):
         `WAITING` if it waits now, `ALREADY` if it already did, `NO_RUN` if the session has no run to wait for."""
@@ -193,7 +258,9 @@ class SessionStream:
 
     async def reap(self, *, grace_ms: int) -> bool:
         """End the stream of a run that died without writing `end`; `True` if it did."""
-        (done,) = await session.reap(self.redis, [self.keys], maxlen=self.maxlen, grace_ms=grace_ms, error=LOST_BODY)
+        (done,) = await session.reap(
+            self.redis, [self.keys], maxlen=self.maxlen, grace_ms=grace_ms, error=LOST_BODY, expired=EXPIRED_BODY
+        )
         return done
 
     async def read(self, after: str, *, block_ms: int | None, count: int = 1000) -> list[Entry]:
@@ -229,3 +296,5 @@ class SessionStream:
 
 LOST_BODY = dump_body({"msg": RUN_LOST, "reason": "lease expired"})
 """The body of the `error` that ends a run whose process died (its lease expired)."""
+EXPIRED_BODY = dump_body({"msg": INPUT_EXPIRED})
+"""The body of the `error` that ends a run whose wait for input passed its deadline."""

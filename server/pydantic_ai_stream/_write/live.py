@@ -11,13 +11,14 @@ from typing import Any, Protocol, TypeVar
 from pydantic_ai import CancellationToken
 from pydantic_ai.messages import ModelMessage
 
+from .._core.deferred import InputCall, input_required
 from .._core.errors import LeaseLostError, RunExistsError, SessionBusyError
 from .._core.events import EventMapper
 from .._core.keys import SessionKeys, run_id_or_new
 from .._core.messages import encode_messages
-from .._core.names import EVENT, ORIGIN_PYDANTIC_AI
+from .._core.names import ERROR, EVENT, ORIGIN_PYDANTIC_AI, ORIGIN_STREAM
 from .._core.settings import Settings
-from .._store.results import Held, OpenState
+from .._store.results import Held, LeaseState, OpenState
 from .._store.stream import SessionStream
 from .lease import Lease, LeaseKeeper
 from .writer import StreamWriter, WriteCombiner
@@ -43,6 +44,13 @@ class RunHost(Protocol):
     def stream(self, keys: SessionKeys) -> SessionStream: ...
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Waiting:
+    calls: list[InputCall]
+    deadline_ms: int
+    waited: int
+
+
 @dataclass(eq=False, kw_only=True)
 class LiveRun:
     """A run that holds its session: what it writes goes to the stream in order, fenced by its lease."""
@@ -66,6 +74,12 @@ class LiveRun:
     never checkpointed."""
     kept: tuple[int, int] = (-1, 0)
     """The node and the number of messages of its last checkpoint."""
+    job: Mapping[str, str] | None = None
+    """A durable run's job (its fields): queued again to go on once a wait for input is answered."""
+    continues: bool = False
+    """The run goes on after a wait for input that was answered (its answers are in the session's `input`)."""
+    waiting: _Waiting | None = None
+    """The run stopped for input (`wait_for_input`): `close` lets it wait instead of ending it."""
 
     @classmethod
     async def open(
@@ -104,13 +118,20 @@ class LiveRun:
         `adopter` (one worker's, for one job) after a lost reply gets the run it took."""
         stream = host.stream(keys)
         lease_ms, wait_ms = host.leases.lease_ms, host.leases.wait_ms
-        begin = await cls._leased(
+        adopted = await cls._leased(
             host, lambda: stream.adopt(run_id=run_id, lease_ms=lease_ms, wait_ms=wait_ms, adopter=adopter)
         )
-        if begin is None:
+        if adopted is None:
             return None
+        begin, last_id = adopted
         return cls._held(
-            host, stream, run_id=run_id, begin_event_id=begin.id, begin=begin.body, checkpoint_ttl_ms=wait_ms
+            host,
+            stream,
+            run_id=run_id,
+            begin_event_id=begin.id,
+            begin=begin.body,
+            last_id=last_id,
+            checkpoint_ttl_ms=wait_ms,
         )
 
     @classmethod
@@ -251,6 +272,14 @@ class LiveRun:
             raise LeaseLostError(f"run {self.lease_id} no longer holds its session: its checkpoint was refused")
         self.kept = (idx, len(messages))
 
+    async def wait_for_input(self, calls: list[InputCall], *, deadline_ms: int, waited: int) -> None:
+        """Write `input_required` for `calls` (of the current node); a durable run then waits for their answers
+        in Redis when it closes (held by no process), until `deadline_ms`. `waited`: the messages its session's
+        stored conversation holds once this part of the run is saved. A run that is not durable ends as any."""
+        await self.add(EVENT, ORIGIN_STREAM, input_required(max(self.mapper.idx, 0), calls, deadline_ms))
+        if self.durable and self.job is not None:
+            self.waiting = _Waiting(calls=calls, deadline_ms=deadline_ms, waited=waited)
+
     async def flush(self) -> None:
         """Wait until every entry added so far is in Redis."""
         await self._guarded(self.writer.flush())
@@ -266,6 +295,27 @@ class LiveRun:
                 wait_ms = self.checkpoint_ttl_ms
                 await self.lease.stream.hand_back(token=self.lease_id, run_id=self.run_id, wait_ms=wait_ms)
                 return True
+            if self.waiting is not None and self.job is not None:
+                wait = self.waiting
+                state = await self.lease.stream.await_input(
+                    token=self.lease_id,
+                    run_id=self.run_id,
+                    idx=max(self.mapper.idx, 0),
+                    deadline_ms=wait.deadline_ms,
+                    waited=wait.waited,
+                    job=self.job,
+                    calls=wait.calls,
+                )
+                if state is LeaseState.LOST:  # another attempt holds the run (and its job) now
+                    self.lease.lost = True
+                    return False
+                if state is LeaseState.HELD:
+                    return False  # it waits, held by nobody: nothing to start behind it
+                # A cancel came as it stopped: it ends cancelled, its calls left for the next run to close.
+                self.waiting = None
+                with contextlib.suppress(LeaseLostError):
+                    await self.add(ERROR, ORIGIN_STREAM, {"msg": "canceled"})
+                    await self.flush()
             end = {"run_id": self.run_id}
             _, waiting = await self.lease.stream.close_and_peek(run_id=self.lease_id, grace_ms=grace_ms, end=end)
             return waiting

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._core.aio import resolve
 from .._core.errors import LeaseLostError
 from .._core.metrics import NO_METRICS, Metrics
 from .._store.cluster import append_many
@@ -128,7 +129,7 @@ class WriteCombiner:
         """Send what waits now, without lingering (a run waits for its entries)."""
         self._hurried = True
         if self._lingering is not None:
-            _wake(self._lingering)
+            resolve(self._lingering)
 
     async def _write_waiting(self) -> None:
         loop = asyncio.get_running_loop()
@@ -148,7 +149,7 @@ class WriteCombiner:
 
     async def _linger(self, loop: asyncio.AbstractEventLoop, seconds: float) -> None:
         self._lingering = lingering = loop.create_future()
-        timer = loop.call_later(seconds, _wake, lingering)
+        timer = loop.call_later(seconds, resolve, lingering)
         try:
             await lingering
         finally:
@@ -198,8 +199,3 @@ class WriteCombiner:
             session = writer.stream.keys.session_id
             lost = LeaseLostError(f"run {writer.run_id} no longer holds session {session!r}")
             writer.written(entry_id, None if entry_id is not None else lost)
-
-
-def _wake(lingering: asyncio.Future[None]) -> None:
-    if not lingering.done():  # `hurry` may have woken it
-        lingering.set_result(None)

@@ -140,6 +140,11 @@ class _EventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EventKind.V
     """The run's worker died and another resumed it (`attempt`): the events of the node `idx` and
     after that came before this one are superseded by those after it; drop them.
     """
+    EVENT_KIND_INPUT_REQUIRED: _EventKind.ValueType  # 7
+    """The run stopped for answers to `calls` (approvals, external tool results) and waits, held by
+    no worker, until `deadline_unix_ms`; `Respond` answers them and the run goes on after this
+    event. A run not answered in time ends with `error` {"msg": "input expired"}, then `end`.
+    """
 
 class EventKind(_EventKind, metaclass=_EventKindEnumTypeWrapper):
     """The body's `event` field."""
@@ -154,7 +159,38 @@ EVENT_KIND_RESUMED: EventKind.ValueType  # 6
 """The run's worker died and another resumed it (`attempt`): the events of the node `idx` and
 after that came before this one are superseded by those after it; drop them.
 """
+EVENT_KIND_INPUT_REQUIRED: EventKind.ValueType  # 7
+"""The run stopped for answers to `calls` (approvals, external tool results) and waits, held by
+no worker, until `deadline_unix_ms`; `Respond` answers them and the run goes on after this
+event. A run not answered in time ends with `error` {"msg": "input expired"}, then `end`.
+"""
 Global___EventKind: _TypeAlias = EventKind  # noqa: Y015
+
+class _DeferredCallKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeferredCallKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeferredCallKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEFERRED_CALL_KIND_UNSPECIFIED: _DeferredCallKind.ValueType  # 0
+    DEFERRED_CALL_KIND_APPROVAL: _DeferredCallKind.ValueType  # 1
+    """A yes/no on a call of a tool that requires approval: answer with `Approval`."""
+    DEFERRED_CALL_KIND_EXTERNAL: _DeferredCallKind.ValueType  # 2
+    """The result of a tool executed outside the agent: answer with `ExternalResult`."""
+    DEFERRED_CALL_KIND_QUESTION: _DeferredCallKind.ValueType  # 3
+    """An answer to a question the agent asked: answer with `ExternalResult`."""
+
+class DeferredCallKind(_DeferredCallKind, metaclass=_DeferredCallKindEnumTypeWrapper):
+    """What a deferred tool call waits for."""
+
+DEFERRED_CALL_KIND_UNSPECIFIED: DeferredCallKind.ValueType  # 0
+DEFERRED_CALL_KIND_APPROVAL: DeferredCallKind.ValueType  # 1
+"""A yes/no on a call of a tool that requires approval: answer with `Approval`."""
+DEFERRED_CALL_KIND_EXTERNAL: DeferredCallKind.ValueType  # 2
+"""The result of a tool executed outside the agent: answer with `ExternalResult`."""
+DEFERRED_CALL_KIND_QUESTION: DeferredCallKind.ValueType  # 3
+"""An answer to a question the agent asked: answer with `ExternalResult`."""
+Global___DeferredCallKind: _TypeAlias = DeferredCallKind  # noqa: Y015
 
 class _PartKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -229,6 +265,8 @@ class _RunStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunState.Val
     """Accepted, waiting in the run queue for a worker."""
     RUN_STATE_RUNNING: _RunState.ValueType  # 2
     """A worker executes it."""
+    RUN_STATE_WAITING_FOR_INPUT: _RunState.ValueType  # 3
+    """It waits for answers to its deferred tool calls (`Respond`); no worker holds it."""
 
 class RunState(_RunState, metaclass=_RunStateEnumTypeWrapper):
     """Where a run is."""
@@ -238,6 +276,8 @@ RUN_STATE_QUEUED: RunState.ValueType  # 1
 """Accepted, waiting in the run queue for a worker."""
 RUN_STATE_RUNNING: RunState.ValueType  # 2
 """A worker executes it."""
+RUN_STATE_WAITING_FOR_INPUT: RunState.ValueType  # 3
+"""It waits for answers to its deferred tool calls (`Respond`); no worker holds it."""
 Global___RunState: _TypeAlias = RunState  # noqa: Y015
 
 @_typing.final
@@ -513,6 +553,39 @@ class Heartbeat(_message.Message):
 Global___Heartbeat: _TypeAlias = Heartbeat  # noqa: Y015
 
 @_typing.final
+class DeferredCall(_message.Message):
+    """A tool call a waiting run waits on."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    TOOL_NAME_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    tool_name: _builtins.str
+    kind: Global___DeferredCallKind.ValueType
+    @_builtins.property
+    def args(self) -> _struct_pb2.Struct:
+        """The arguments as the model sent them."""
+
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        tool_name: _builtins.str = ...,
+        args: _struct_pb2.Struct | None = ...,
+        kind: Global___DeferredCallKind.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["args", b"args"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "kind", b"kind", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeferredCall: _TypeAlias = DeferredCall  # noqa: Y015
+
+@_typing.final
 class Event(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -534,6 +607,8 @@ class Event(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     PART_DELTA_KIND_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    DEADLINE_UNIX_MS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Stream entry id (`<ms>-<seq>`): the cursor to resume after."""
     type: Global___EventType.ValueType
@@ -565,9 +640,15 @@ class Event(_message.Message):
     """Delta events: what `content_delta` extends, PART_KIND_TEXT or PART_KIND_THINKING."""
     attempt: _builtins.int
     """EVENT_KIND_RESUMED: the attempt that goes on from here (2 for the first resume)."""
+    deadline_unix_ms: _builtins.int
+    """EVENT_KIND_INPUT_REQUIRED: until when the run waits (ms since the Unix epoch)."""
     @_builtins.property
     def args(self) -> _struct_pb2.Struct:
         """Tool calls: the complete arguments."""
+
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeferredCall]:
+        """EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`."""
 
     def __init__(
         self,
@@ -590,10 +671,12 @@ class Event(_message.Message):
         outcome: Global___ToolOutcome.ValueType = ...,
         part_delta_kind: Global___PartKind.ValueType = ...,
         attempt: _builtins.int = ...,
+        calls: _abc.Iterable[Global___DeferredCall] | None = ...,
+        deadline_unix_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_content_delta", b"_content_delta", "_event_idx", b"_event_idx", "_idx", b"_idx", "_tool_call_id", b"_tool_call_id", "_tool_name", b"_tool_name", "args", b"args", "content", b"content", "content_delta", b"content_delta", "event_idx", b"event_idx", "idx", b"idx", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_content_delta", b"_content_delta", "_event_idx", b"_event_idx", "_idx", b"_idx", "_tool_call_id", b"_tool_call_id", "_tool_name", b"_tool_name", "args", b"args", "attempt", b"attempt", "body_json", b"body_json", "content", b"content", "content_delta", b"content_delta", "event_idx", b"event_idx", "id", b"id", "idx", b"idx", "kind", b"kind", "origin", b"origin", "outcome", b"outcome", "part_delta_kind", b"part_delta_kind", "part_kind", b"part_kind", "part_kind_name", b"part_kind_name", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name", "type", b"type", "type_name", b"type_name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_content_delta", b"_content_delta", "_event_idx", b"_event_idx", "_idx", b"_idx", "_tool_call_id", b"_tool_call_id", "_tool_name", b"_tool_name", "args", b"args", "attempt", b"attempt", "body_json", b"body_json", "calls", b"calls", "content", b"content", "content_delta", b"content_delta", "deadline_unix_ms", b"deadline_unix_ms", "event_idx", b"event_idx", "id", b"id", "idx", b"idx", "kind", b"kind", "origin", b"origin", "outcome", b"outcome", "part_delta_kind", b"part_delta_kind", "part_kind", b"part_kind", "part_kind_name", b"part_kind_name", "tool_call_id", b"tool_call_id", "tool_name", b"tool_name", "type", b"type", "type_name", b"type_name"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__content: _TypeAlias = _typing.Literal["content"]  # noqa: Y015
     _WhichOneofArgType__content: _TypeAlias = _typing.Literal["_content", b"_content"]  # noqa: Y015
@@ -737,3 +820,151 @@ class ActiveSession(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ActiveSession: _TypeAlias = ActiveSession  # noqa: Y015
+
+@_typing.final
+class RespondRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    ANSWERS_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    run_id: _builtins.str
+    """The run that waits (its `begin`'s run id): answers never reach a later run of the session."""
+    @_builtins.property
+    def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolAnswer]:
+        """One answer per call id; calls not answered here may be answered by a later Respond."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        run_id: _builtins.str = ...,
+        answers: _abc.Iterable[Global___ToolAnswer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers", "run_id", b"run_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RespondRequest: _TypeAlias = RespondRequest  # noqa: Y015
+
+@_typing.final
+class ToolAnswer(_message.Message):
+    """The answer to one deferred tool call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    APPROVAL_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    tool_call_id: _builtins.str
+    @_builtins.property
+    def approval(self) -> Global___Approval:
+        """For DEFERRED_CALL_KIND_APPROVAL."""
+
+    @_builtins.property
+    def result(self) -> Global___ExternalResult:
+        """For DEFERRED_CALL_KIND_EXTERNAL and DEFERRED_CALL_KIND_QUESTION."""
+
+    def __init__(
+        self,
+        *,
+        tool_call_id: _builtins.str = ...,
+        approval: Global___Approval | None = ...,
+        result: Global___ExternalResult | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "approval", b"approval", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "approval", b"approval", "result", b"result", "tool_call_id", b"tool_call_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_answer: _TypeAlias = _typing.Literal["approval", "result"]  # noqa: Y015
+    _WhichOneofArgType_answer: _TypeAlias = _typing.Literal["answer", b"answer"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_answer) -> _WhichOneofReturnType_answer | None: ...
+
+Global___ToolAnswer: _TypeAlias = ToolAnswer  # noqa: Y015
+
+@_typing.final
+class Approval(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVED_FIELD_NUMBER: _builtins.int
+    DENIAL_MESSAGE_FIELD_NUMBER: _builtins.int
+    OVERRIDE_ARGS_FIELD_NUMBER: _builtins.int
+    approved: _builtins.bool
+    """Whether the tool may run."""
+    denial_message: _builtins.str
+    """When denied: what the model is told (default: "The tool call was denied.")."""
+    @_builtins.property
+    def override_args(self) -> _struct_pb2.Struct:
+        """When approved: arguments the tool runs with instead of the model's."""
+
+    def __init__(
+        self,
+        *,
+        approved: _builtins.bool = ...,
+        denial_message: _builtins.str = ...,
+        override_args: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["override_args", b"override_args"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "denial_message", b"denial_message", "override_args", b"override_args"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Approval: _TypeAlias = Approval  # noqa: Y015
+
+@_typing.final
+class ExternalResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALUE_FIELD_NUMBER: _builtins.int
+    RETRY_FIELD_NUMBER: _builtins.int
+    retry: _builtins.str
+    """The tool failed: the model sees this message as a retry prompt for the call."""
+    @_builtins.property
+    def value(self) -> _struct_pb2.Value:
+        """The tool's return value (any JSON value)."""
+
+    def __init__(
+        self,
+        *,
+        value: _struct_pb2.Value | None = ...,
+        retry: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "retry", b"retry", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "retry", b"retry", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["value", "retry"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___ExternalResult: _TypeAlias = ExternalResult  # noqa: Y015
+
+@_typing.final
+class RespondResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTINUED_FIELD_NUMBER: _builtins.int
+    PENDING_CALL_IDS_FIELD_NUMBER: _builtins.int
+    continued: _builtins.bool
+    """Every call has an answer: the run is queued to go on (also to a retry of those answers)."""
+    @_builtins.property
+    def pending_call_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The calls still without an answer (when not `continued`)."""
+
+    def __init__(
+        self,
+        *,
+        continued: _builtins.bool = ...,
+        pending_call_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["continued", b"continued", "pending_call_ids", b"pending_call_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RespondResponse: _TypeAlias = RespondResponse  # noqa: Y015

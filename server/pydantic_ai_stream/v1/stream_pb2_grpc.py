@@ -59,6 +59,11 @@ class AgentStreamServiceStub:
                 request_serializer=pydantic__ai__stream_dot_v1_dot_stream__pb2.ListActiveRequest.SerializeToString,
                 response_deserializer=pydantic__ai__stream_dot_v1_dot_stream__pb2.ListActiveResponse.FromString,
                 _registered_method=True)
+        self.Respond = channel.unary_unary(
+                '/pydantic_ai_stream.v1.AgentStreamService/Respond',
+                request_serializer=pydantic__ai__stream_dot_v1_dot_stream__pb2.RespondRequest.SerializeToString,
+                response_deserializer=pydantic__ai__stream_dot_v1_dot_stream__pb2.RespondResponse.FromString,
+                _registered_method=True)
 
 
 class AgentStreamServiceServicer:
@@ -111,6 +116,20 @@ class AgentStreamServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Respond(self, request, context):
+        """Answers the deferred tool calls a session's run waits on (see EVENT_KIND_INPUT_REQUIRED):
+        approvals and external results. Answers may come in several calls; once every call has one,
+        the run goes on, on whichever worker claims it, in the same stream. Idempotent: a retry with
+        the same answers returns what the first call did. INVALID_ARGUMENT for no answers, a call id
+        given twice, a call the run does not wait on, or an answer of the wrong kind; NOT_FOUND for a
+        run the session never had (other users' sessions are never found); FAILED_PRECONDITION for a
+        run that does not wait (any more: it runs, ended, was cancelled or its wait expired) or a call
+        that already has another answer; UNAVAILABLE while Redis does not answer (retry).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentStreamServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,6 +152,11 @@ def add_AgentStreamServiceServicer_to_server(servicer, server):
                     servicer.ListActive,
                     request_deserializer=pydantic__ai__stream_dot_v1_dot_stream__pb2.ListActiveRequest.FromString,
                     response_serializer=pydantic__ai__stream_dot_v1_dot_stream__pb2.ListActiveResponse.SerializeToString,
+            ),
+            'Respond': grpc.unary_unary_rpc_method_handler(
+                    servicer.Respond,
+                    request_deserializer=pydantic__ai__stream_dot_v1_dot_stream__pb2.RespondRequest.FromString,
+                    response_serializer=pydantic__ai__stream_dot_v1_dot_stream__pb2.RespondResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -248,6 +272,33 @@ class AgentStreamService:
             '/pydantic_ai_stream.v1.AgentStreamService/ListActive',
             pydantic__ai__stream_dot_v1_dot_stream__pb2.ListActiveRequest.SerializeToString,
             pydantic__ai__stream_dot_v1_dot_stream__pb2.ListActiveResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Respond(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pydantic_ai_stream.v1.AgentStreamService/Respond',
+            pydantic__ai__stream_dot_v1_dot_stream__pb2.RespondRequest.SerializeToString,
+            pydantic__ai__stream_dot_v1_dot_stream__pb2.RespondResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,16 @@ class AgentStreamServiceStub:
     """
     ListActive: _grpc.UnaryUnaryMultiCallable[_stream_pb2.ListActiveRequest, _stream_pb2.ListActiveResponse]
     """Lists the caller's sessions that have a queued or live run."""
+    Respond: _grpc.UnaryUnaryMultiCallable[_stream_pb2.RespondRequest, _stream_pb2.RespondResponse]
+    """Answers the deferred tool calls a session's run waits on (see EVENT_KIND_INPUT_REQUIRED):
+    approvals and external results. Answers may come in several calls; once every call has one,
+    the run goes on, on whichever worker claims it, in the same stream. Idempotent: a retry with
+    the same answers returns what the first call did. INVALID_ARGUMENT for no answers, a call id
+    given twice, a call the run does not wait on, or an answer of the wrong kind; NOT_FOUND for a
+    run the session never had (other users' sessions are never found); FAILED_PRECONDITION for a
+    run that does not wait (any more: it runs, ended, was cancelled or its wait expired) or a call
+    that already has another answer; UNAVAILABLE while Redis does not answer (retry).
+    """
 
 @_typing.type_check_only
 class AgentStreamServiceAsyncStub(AgentStreamServiceStub):
@@ -99,6 +109,16 @@ class AgentStreamServiceAsyncStub(AgentStreamServiceStub):
     """
     ListActive: _aio.UnaryUnaryMultiCallable[_stream_pb2.ListActiveRequest, _stream_pb2.ListActiveResponse]  # type: ignore[assignment]
     """Lists the caller's sessions that have a queued or live run."""
+    Respond: _aio.UnaryUnaryMultiCallable[_stream_pb2.RespondRequest, _stream_pb2.RespondResponse]  # type: ignore[assignment]
+    """Answers the deferred tool calls a session's run waits on (see EVENT_KIND_INPUT_REQUIRED):
+    approvals and external results. Answers may come in several calls; once every call has one,
+    the run goes on, on whichever worker claims it, in the same stream. Idempotent: a retry with
+    the same answers returns what the first call did. INVALID_ARGUMENT for no answers, a call id
+    given twice, a call the run does not wait on, or an answer of the wrong kind; NOT_FOUND for a
+    run the session never had (other users' sessions are never found); FAILED_PRECONDITION for a
+    run that does not wait (any more: it runs, ended, was cancelled or its wait expired) or a call
+    that already has another answer; UNAVAILABLE while Redis does not answer (retry).
+    """
 
 class AgentStreamServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs pydantic-ai agents hosted by the server and streams their events.
@@ -156,5 +176,21 @@ class AgentStreamServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_stream_pb2.ListActiveResponse, _abc.Awaitable[_stream_pb2.ListActiveResponse]]:
         """Lists the caller's sessions that have a queued or live run."""
+
+    @_abc_1.abstractmethod
+    def Respond(
+        self,
+        request: _stream_pb2.RespondRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_stream_pb2.RespondResponse, _abc.Awaitable[_stream_pb2.RespondResponse]]:
+        """Answers the deferred tool calls a session's run waits on (see EVENT_KIND_INPUT_REQUIRED):
+        approvals and external results. Answers may come in several calls; once every call has one,
+        the run goes on, on whichever worker claims it, in the same stream. Idempotent: a retry with
+        the same answers returns what the first call did. INVALID_ARGUMENT for no answers, a call id
+        given twice, a call the run does not wait on, or an answer of the wrong kind; NOT_FOUND for a
+        run the session never had (other users' sessions are never found); FAILED_PRECONDITION for a
+        run that does not wait (any more: it runs, ended, was cancelled or its wait expired) or a call
+        that already has another answer; UNAVAILABLE while Redis does not answer (retry).
+        """
 
 def add_AgentStreamServiceServicer_to_server(servicer: AgentStreamServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

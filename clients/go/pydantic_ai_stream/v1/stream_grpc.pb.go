@@ -39,6 +39,15 @@ type AgentStreamServiceClient interface {
 	Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error)
 	// Lists the caller's sessions that have a queued or live run.
 	ListActive(ctx context.Context, in *ListActiveRequest, opts ...grpc.CallOption) (*ListActiveResponse, error)
+	// Answers the deferred tool calls a session's run waits on (see EVENT_KIND_INPUT_REQUIRED):
+	// approvals and external results. Answers may come in several calls; once every call has one,
+	// the run goes on, on whichever worker claims it, in the same stream. Idempotent: a retry with
+	// the same answers returns what the first call did. INVALID_ARGUMENT for no answers, a call id
+	// given twice, a call the run does not wait on, or an answer of the wrong kind; NOT_FOUND for a
+	// run the session never had (other users' sessions are never found); FAILED_PRECONDITION for a
+	// run that does not wait (any more: it runs, ended, was cancelled or its wait expired) or a call
+	// that already has another answer; UNAVAILABLE while Redis does not answer (retry).
+	Respond(ctx context.Context, in *RespondRequest, opts ...grpc.CallOption) (*RespondResponse, error)
 }
 
 type agentStreamServiceClient struct {
@@ -108,6 +117,15 @@ func (c *agentStreamServiceClient) ListActive(ctx context.Context, in *ListActiv
 	return out, nil
 }
 
+func (c *agentStreamServiceClient) Respond(ctx context.Context, in *RespondRequest, opts ...grpc.CallOption) (*RespondResponse, error) {
+	out := new(RespondResponse)
+	err := c.cc.Invoke(ctx, "/pydantic_ai_stream.v1.AgentStreamService/Respond", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AgentStreamServiceServer is the server API for AgentStreamService service.
 // All implementations must embed UnimplementedAgentStreamServiceServer
 // for forward compatibility
@@ -134,6 +152,15 @@ type AgentStreamServiceServer interface {
 	Cancel(context.Context, *CancelRequest) (*CancelResponse, error)
 	// Lists the caller's sessions that have a queued or live run.
 	ListActive(context.Context, *ListActiveRequest) (*ListActiveResponse, error)
+	// Answers the deferred tool calls a session's run waits on (see EVENT_KIND_INPUT_REQUIRED):
+	// approvals and external results. Answers may come in several calls; once every call has one,
+	// the run goes on, on whichever worker claims it, in the same stream. Idempotent: a retry with
+	// the same answers returns what the first call did. INVALID_ARGUMENT for no answers, a call id
+	// given twice, a call the run does not wait on, or an answer of the wrong kind; NOT_FOUND for a
+	// run the session never had (other users' sessions are never found); FAILED_PRECONDITION for a
+	// run that does not wait (any more: it runs, ended, was cancelled or its wait expired) or a call
+	// that already has another answer; UNAVAILABLE while Redis does not answer (retry).
+	Respond(context.Context, *RespondRequest) (*RespondResponse, error)
 	mustEmbedUnimplementedAgentStreamServiceServer()
 }
 
@@ -152,6 +179,9 @@ func (UnimplementedAgentStreamServiceServer) Cancel(context.Context, *CancelRequ
 }
 func (UnimplementedAgentStreamServiceServer) ListActive(context.Context, *ListActiveRequest) (*ListActiveResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListActive not implemented")
+}
+func (UnimplementedAgentStreamServiceServer) Respond(context.Context, *RespondRequest) (*RespondResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Respond not implemented")
 }
 func (UnimplementedAgentStreamServiceServer) mustEmbedUnimplementedAgentStreamServiceServer() {}
 
@@ -241,6 +271,24 @@ func _AgentStreamService_ListActive_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentStreamService_Respond_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RespondRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentStreamServiceServer).Respond(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/pydantic_ai_stream.v1.AgentStreamService/Respond",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentStreamServiceServer).Respond(ctx, req.(*RespondRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _AgentStreamService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "pydantic_ai_stream.v1.AgentStreamService",
 	HandlerType: (*AgentStreamServiceServer)(nil),
@@ -256,6 +304,10 @@ var _AgentStreamService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListActive",
 			Handler:    _AgentStreamService_ListActive_Handler,
+		},
+		{
+			MethodName: "Respond",
+			Handler:    _AgentStreamService_Respond_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -26,8 +26,13 @@ __all__ = [
     "Transcript",
     "TranscriptNode",
     "TranscriptPart",
+    "approve",
     "attachment_to_proto",
+    "deny",
     "event_body",
+    "external_result",
+    "input_calls",
+    "retry",
 ]
 
 # Codes after which a Listen is resumed from its last event id instead of failing.
@@ -38,7 +43,7 @@ MAX_BATCH_EVENTS = 256
 
 
 class StreamClient:
-    """Talks to a pydantic-ai-stream server: `run`, `listen`, `cancel`, `list_active`."""
+    """Talks to a pydantic-ai-stream server: `run`, `listen`, `cancel`, `list_active`, `respond`."""
 
     def __init__(
         self,
@@ -171,6 +176,15 @@ class StreamClient:
         )
         return bool(response.cancelled)
 
+    async def respond(
+        self, session_id: str, run_id: str, answers: Iterable[pb.ToolAnswer], *, timeout: float | None = 10.0
+    ) -> pb.RespondResponse:
+        """Answer deferred tool calls the session's run `run_id` waits on (`approve`, `deny`, `external_result`,
+        `retry`); once every call has an answer the run goes on (`continued`), else `pending_call_ids` says which
+        still need one. Safe to retry: a retry answers as the first call did."""
+        request = pb.RespondRequest(session_id=session_id, run_id=run_id, answers=list(answers))
+        return await self.stub.Respond(request, metadata=self.metadata, timeout=timeout)
+
     async def list_active(self, *, timeout: float | None = 10.0) -> list[str]:
         """Session ids of the caller's live runs."""
         response = await self.stub.ListActive(pb.ListActiveRequest(), metadata=self.metadata, timeout=timeout)
@@ -222,6 +236,36 @@ def _closed_before_end(after: str) -> grpc.aio.AioRpcError:
     """A Listen that closed OK before `end`: not the run's end (an older server's timeout, a proxy), so resumed."""
     details = f"Listen closed before `end` (last event: {after or 'none'})"
     return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+def input_calls(event: pb.Event) -> list[pb.DeferredCall]:
+    """The calls an `EVENT_KIND_INPUT_REQUIRED` event waits on (none for another event)."""
+    return list(event.calls) if event.kind == pb.EVENT_KIND_INPUT_REQUIRED else []
+
+
+def approve(tool_call_id: str, *, override_args: Mapping[str, Any] | None = None) -> pb.ToolAnswer:
+    """An approval: the tool runs (with `override_args` instead of the model's, if given)."""
+    approval = pb.Approval(approved=True)
+    if override_args is not None:
+        approval.override_args.update(override_args)
+    return pb.ToolAnswer(tool_call_id=tool_call_id, approval=approval)
+
+
+def deny(tool_call_id: str, message: str = "") -> pb.ToolAnswer:
+    """A denial: the tool does not run; the model is told `message`."""
+    return pb.ToolAnswer(tool_call_id=tool_call_id, approval=pb.Approval(approved=False, denial_message=message))
+
+
+def external_result(tool_call_id: str, value: Any) -> pb.ToolAnswer:
+    """The result of an external call (or the answer to a question): `value`, any JSON value."""
+    result = pb.ExternalResult()
+    json_format.ParseDict(value, result.value)
+    return pb.ToolAnswer(tool_call_id=tool_call_id, result=result)
+
+
+def retry(tool_call_id: str, message: str) -> pb.ToolAnswer:
+    """An external call that failed: the model sees `message` as a retry prompt for it."""
+    return pb.ToolAnswer(tool_call_id=tool_call_id, result=pb.ExternalResult(retry=message))
 
 
 def event_body(event: pb.Event) -> dict[str, Any]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
-from pydantic import OnErrorOmit, TypeAdapter, ValidationError, with_config
+from pydantic import Field, OnErrorOmit, TypeAdapter, ValidationError, with_config
 from typing_extensions import TypedDict
 
+from ..._core.deferred import InputCall
 from ..._core.entry import Entry
 from ..._core.events import EventBodyTypeAdapter, Index
 from ..._core.names import BEGIN, END, ERROR, EVENT, INFO
@@ -20,7 +21,10 @@ _EVENT_TYPES = {BEGIN: pb.EVENT_TYPE_BEGIN, EVENT: pb.EVENT_TYPE_EVENT, ERROR: p
                 INFO: pb.EVENT_TYPE_INFO, END: pb.EVENT_TYPE_END}  # fmt: skip
 _EVENT_KINDS = {"llm-begin": pb.EVENT_KIND_LLM_BEGIN, "llm-end": pb.EVENT_KIND_LLM_END,
                 "part_start": pb.EVENT_KIND_PART_START, "part_delta": pb.EVENT_KIND_PART_DELTA,
-                "answer": pb.EVENT_KIND_ANSWER, "resumed": pb.EVENT_KIND_RESUMED}  # fmt: skip
+                "answer": pb.EVENT_KIND_ANSWER, "resumed": pb.EVENT_KIND_RESUMED,
+                "input_required": pb.EVENT_KIND_INPUT_REQUIRED}  # fmt: skip
+_CALL_KINDS = {"approval": pb.DEFERRED_CALL_KIND_APPROVAL, "external": pb.DEFERRED_CALL_KIND_EXTERNAL,
+               "question": pb.DEFERRED_CALL_KIND_QUESTION}  # fmt: skip
 _PART_KINDS = {"text": pb.PART_KIND_TEXT, "thinking": pb.PART_KIND_THINKING, "tool-call": pb.PART_KIND_TOOL_CALL,
                "tool-return": pb.PART_KIND_TOOL_RETURN}  # fmt: skip
 _OUTCOMES = {"failed": pb.TOOL_OUTCOME_FAILED, "denied": pb.TOOL_OUTCOME_DENIED,
@@ -47,6 +51,8 @@ class _EventFields(TypedDict, total=False):
     tool_call_id: OnErrorOmit[str | None]
     args: OnErrorOmit[dict[str, Any]]
     attempt: OnErrorOmit[Index]
+    calls: OnErrorOmit[list[InputCall]]
+    deadline_ms: OnErrorOmit[Annotated[int, Field(ge=0, lt=1 << 64)]]
 
 
 _EVENT_FIELDS = TypeAdapter(_EventFields)
@@ -106,6 +112,15 @@ def _set_event_fields(message: pb.Event, body: _EventFields) -> None:
         message.args.update(body["args"])
     if "attempt" in body:
         message.attempt = body["attempt"]
+    for call in body.get("calls", ()):
+        added = message.calls.add(
+            tool_call_id=call["tool_call_id"],
+            tool_name=call["tool_name"],
+            kind=_CALL_KINDS.get(call["kind"], pb.DEFERRED_CALL_KIND_UNSPECIFIED),
+        )
+        added.args.update(call["args"])
+    if "deadline_ms" in body:
+        message.deadline_unix_ms = body["deadline_ms"]
 
 
 HEARTBEAT = pb.ListenResponse(heartbeat=pb.Heartbeat()).SerializeToString()

@@ -34,9 +34,10 @@ from ..._runtime.auth import Authenticator, AuthError, Caller
 from ..._runtime.inputs import context_adapter
 from ..._runtime.runtime import Runtime
 from ..._store.redis import AsyncRedis
+from ..._store.results import ActiveRun
 from ...v1 import stream_pb2 as pb
 from ...v1 import stream_pb2_grpc as pb_grpc
-from .inputs import request_attachments, request_context
+from .inputs import request_attachments, request_context, tool_answer
 from .proto import HEARTBEAT, ListenResponseCache, batch_response
 
 __all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer", "status_of", "statuses"]
@@ -73,6 +74,8 @@ _STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.ShuttingDownError, grpc.StatusCode.UNAVAILABLE),
     (errors.SessionBusyError, grpc.StatusCode.ALREADY_EXISTS),
     (errors.QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.RunNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (errors.NotWaitingError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.CursorExpiredError, grpc.StatusCode.OUT_OF_RANGE),
     (errors.CursorAheadError, grpc.StatusCode.OUT_OF_RANGE),
     (errors.StreamNotFoundError, grpc.StatusCode.NOT_FOUND),
@@ -85,6 +88,12 @@ _STATUS_OF: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], code: grpc.StatusCode, details: str) -> NoReturn:
     await context.abort(code, details)
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def _run_state(run: ActiveRun) -> pb.RunState.ValueType:
+    if run.waiting:
+        return pb.RUN_STATE_WAITING_FOR_INPUT
+    return pb.RUN_STATE_QUEUED if run.queued else pb.RUN_STATE_RUNNING
 
 
 def status_of(error: BaseException) -> grpc.StatusCode | None:
@@ -279,6 +288,19 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             allowed = await self.admission.run_of_allowed_agent(caller, session)
             return pb.CancelResponse(cancelled=await session.cancel(run_id=request.run_id or allowed))
 
+    async def Respond(
+        self, request: pb.RespondRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RespondResponse:
+        async with statuses(context):
+            caller = await self._caller(request, context)
+            session = self.admission.session(caller, request.session_id)
+            allowed = await self.admission.run_of_allowed_agent(caller, session)
+            if allowed is not None and allowed != request.run_id:
+                raise errors.RunNotFoundError(f"session {request.session_id!r} has no run {excerpt(request.run_id)}")
+            answers = [tool_answer(answer) for answer in request.answers]
+            responded = await session.respond(request.run_id, answers)
+            return pb.RespondResponse(continued=responded.continued, pending_call_ids=responded.pending)
+
     async def ListActive(
         self, request: pb.ListActiveRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListActiveResponse:
@@ -291,8 +313,8 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                     pb.ActiveSession(
                         session_id=run.session_id,
                         run_id=run.run_id,
-                        state=pb.RUN_STATE_QUEUED if run.queued else pb.RUN_STATE_RUNNING,
-                        attempt=0 if run.queued else run.attempt,
+                        state=_run_state(run),
+                        attempt=0 if run.queued or run.waiting else run.attempt,
                     )
                     for run in live
                 ]

@@ -4,7 +4,8 @@
 -- KEYS: [1] live, [2] stream, [3] durable, [4] checkpoint, [5] active, [6] the run's attachments.
 -- ARGV: [1] run_id, [2] lease_ms, [3] wait_ms, [4] the adopter (unique to one worker and job; '': none),
 --   [5] session_id.
--- Returns {begin id, begin body}, also to a re-sent copy of the call that took it (its reply was lost: the
+-- Returns {begin id, begin body, the stream's last id} (its writer goes on after it: a run going on after a
+-- wait for input has written more than its `begin`), also to a re-sent copy of the call that took it (its reply was lost: the
 -- same adopter finds the flag its own, the lease renewed, a cancel mark kept); {} if the run is no longer
 -- queued (cancelled, expired, or adopted).
 local v = redis.call('GET', KEYS[1])
@@ -28,4 +29,4 @@ else
 end
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('ZADD', KEYS[5], 'NX', string.match(first[1], '^%d+'), ARGV[5])
-return {first[1], field(first, 'body') or '{}'}
+return {first[1], field(first, 'body') or '{}', last_entry(KEYS[2])[1]}

@@ -1,12 +1,14 @@
 -- Asks a session's run to stop.
--- KEYS: [1] live, [2] stream, [3] active, [4] rollback, [5] durable, [6] checkpoint.
+-- KEYS: [1] live, [2] stream, [3] active, [4] rollback, [5] durable, [6] checkpoint, [7] input.
 -- ARGV: [1] cancel channel, [2] maxlen, [3] retention_ms, [4] session_id, [5] the `canceled` error body,
 --   [6] '1' to roll the run back, [7] the only run id to cancel ('': whichever run).
 -- Returns {CancelState, run id}. A running run's flag is marked cancelled and its process told (rolled back:
 -- its id is kept in the rollback key, so it saves nothing): SIGNALLED. A durable run is also marked in its
 -- checkpoint hash (`cancel:<run id>`: `keep` or `rollback`), which outlives its worker's lease: the worker that
 -- takes it over ends it rather than resume it; so is one whose worker died, its flag lapsed (also SIGNALLED).
--- A queued run is ended here and now (`error` + `end`, flag released): ENDED. A cancel naming a run already
+-- A queued run, or one waiting for input (its wait marked `cancelled`, or `rolled_back`: the next run drops its
+-- saved messages), is ended here and now (`error` + `end`,
+-- flag released): ENDED. A cancel naming a run already
 -- cancelled (a retry whose reply was lost): ALREADY. Else (no run, another run than the one named, or one
 -- already asked): {NONE, ''}.
 local named = ARGV[7]
@@ -34,7 +36,15 @@ else
   if named ~= '' then
     local held = v
     if string.sub(held, 1, #$QUEUED) == $QUEUED then held = string.sub(held, #$QUEUED + 1) end
+    if string.sub(held, 1, #$INPUT) == $INPUT then held = string.sub(held, #$INPUT + 1) end
     if not is_run(held, named) then return {$CancelState.NONE, ''} end
+  end
+  if string.sub(v, 1, #$INPUT) == $INPUT then
+    local run = string.sub(v, #$INPUT + 1)
+    redis.call('DEL', KEYS[1])
+    redis.call('HSET', KEYS[7], 'state', ARGV[6] == '1' and 'rolled_back' or 'cancelled')
+    end_run(KEYS[2], ARGV[2], ARGV[5], cjson.encode({run_id = run}), KEYS[3], ARGV[4], ARGV[3])
+    return {$CancelState.ENDED, run}
   end
   if string.sub(v, 1, #$QUEUED) == $QUEUED then
     local run = string.sub(v, #$QUEUED + 1)

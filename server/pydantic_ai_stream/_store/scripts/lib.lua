@@ -43,13 +43,18 @@ local function wake(ready)
   redis.call('XADD', ready, 'MAXLEN', '~', $READY_MAXLEN, '*', 'job', '1')
 end
 
--- Adds the job whose fields and values are ARGV[first..] to the scope's job stream `jobs`; a scope that had
+-- Adds the job whose fields and values are the list `values` to the scope's job stream `jobs`; a scope that had
 -- none waiting takes its turn after every other scope's (the sorted set `scopes`, scored by the counter
 -- `turn`), and one worker waiting on the stream `ready` wakes.
-local function add_job(jobs, scopes, turn, ready, first)
-  redis.call('XADD', jobs, '*', unpack(ARGV, first))
+local function add_job_fields(jobs, scopes, turn, ready, values)
+  redis.call('XADD', jobs, '*', unpack(values))
   if not redis.call('ZSCORE', scopes, jobs) then redis.call('ZADD', scopes, redis.call('INCR', turn), jobs) end
   wake(ready)
+end
+
+-- `add_job_fields` with the fields and values ARGV[first..].
+local function add_job(jobs, scopes, turn, ready, first)
+  add_job_fields(jobs, scopes, turn, ready, {unpack(ARGV, first)})
 end
 
 -- Redis's clock, in ms.

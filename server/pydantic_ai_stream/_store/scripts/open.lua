@@ -38,7 +38,7 @@ local flag = ARGV[10] == '1' and $QUEUED .. ARGV[1] or ARGV[1]
 if not redis.call('SET', KEYS[1], flag, 'NX', 'PX', ARGV[2]) then
   local v = redis.call('GET', KEYS[1])
   -- Our run, though its `begin` was trimmed away: it exists.
-  for _, mark in ipairs({'', $CANCEL, $QUEUED}) do
+  for _, mark in ipairs({'', $CANCEL, $QUEUED, $INPUT}) do
     if is_run(v, mark .. ARGV[1]) then return {$OpenState.EXISTS, first and first[1] or ''} end
   end
   return {$OpenState.BUSY, ''}

@@ -3,7 +3,7 @@
 -- KEYS: [1] active, then per session [3i-1] its live flag, [3i] durable key, [3i+1] checkpoint.
 -- ARGV: [i] the session ids.
 -- Returns per session its ActiveState (LIVE; CANCELLING, also a durable run between two workers marked
--- cancelled: the next one ends it; QUEUED; RESUMING, a durable run between two workers: its worker died or
+-- cancelled: the next one ends it; QUEUED; WAITING for input (answers to its deferred tool calls); RESUMING, a durable run between two workers: its worker died or
 -- handed it back, and the next one has not taken it over yet; GONE: removed from the active set), then per
 -- session its flag's run id (for RESUMING, `<run id>:<attempt>` of the attempt that ran last).
 local states, runs = {}, {}
@@ -26,6 +26,8 @@ for i = 1, #ARGV do
     state, run = $ActiveState.CANCELLING, string.sub(v, #$CANCEL + 1)
   elseif string.sub(v, 1, #$QUEUED) == $QUEUED then
     state, run = $ActiveState.QUEUED, string.sub(v, #$QUEUED + 1)
+  elseif string.sub(v, 1, #$INPUT) == $INPUT then
+    state, run = $ActiveState.WAITING, string.sub(v, #$INPUT + 1)
   end
   states[i], runs[i] = state, run
 end

@@ -1,16 +1,27 @@
 -- Ends the streams whose run died: no live flag, yet the last entry is not `end`; a durable run is not dead
--- while its durable key lives (a worker resumes it).
--- KEYS: per session [4i-3] live, [4i-2] stream, [4i-1] active, [4i] durable.
--- ARGV: [1] maxlen, [2] grace_ms, [3] error body, [3+i] the session ids.
+-- while its durable key lives (a worker resumes it). A run whose wait for input passed its deadline (its flag
+-- lapsed, its last entry is `input_required`, its wait not answered) ends with the `input expired` error.
+-- KEYS: per session [5i-4] live, [5i-3] stream, [5i-2] active, [5i-1] durable, [5i] input.
+-- ARGV: [1] maxlen, [2] grace_ms, [3] error body, [4] the expired wait's error body, [4+i] the session ids.
 -- Returns per session 1 if it ended the stream, else 0.
 local done = {}
-for i = 1, #KEYS / 4 do
-  local live, stream, active, durable = KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i]
+for i = 1, #KEYS / 5 do
+  local live, stream, active, durable, input = KEYS[5 * i - 4], KEYS[5 * i - 3], KEYS[5 * i - 2], KEYS[5 * i - 1],
+    KEYS[5 * i]
   done[i] = 0
   if redis.call('EXISTS', live, durable) == 0 then
     local last = last_entry(stream)
     if last and not is_end(last) then
-      end_run(stream, ARGV[1], ARGV[3], '{}', active, ARGV[i + 3], ARGV[2])
+      local error_body, end_body = ARGV[3], '{}'
+      if field(last, 'type') == $EVENT and redis.call('HGET', input, 'state') == 'waiting' then
+        local ok, body = pcall(cjson.decode, field(last, 'body') or '')
+        if ok and type(body) == 'table' and body.event == $INPUT_REQUIRED then
+          local run = redis.call('HGET', input, 'run')
+          redis.call('HSET', input, 'state', 'expired')
+          error_body, end_body = ARGV[4], cjson.encode({run_id = run})
+        end
+      end
+      end_run(stream, ARGV[1], error_body, end_body, active, ARGV[i + 4], ARGV[2])
       done[i] = 1
     end
   end

@@ -230,7 +230,7 @@ async def cancel(
     """`cancel.lua`: `error` is the `canceled` error's body; `run_id` `""` cancels whichever run."""
     state, found = await _CANCEL(
         redis,
-        keys=[keys.live, keys.stream, keys.active, keys.rollback, keys.durable, keys.checkpoint],
+        keys=[keys.live, keys.stream, keys.active, keys.rollback, keys.durable, keys.checkpoint, keys.input],
         args=[channel, maxlen, retention_ms, keys.session_id, error, _flag(rollback), run_id],
     )
     return CancelState(int(state)), decode(found)
@@ -238,14 +238,14 @@ async def cancel(
 
 async def adopt(
     redis: AsyncRedis, keys: SessionKeys, *, run_id: str, lease_ms: int, wait_ms: int, adopter: str
-) -> Entry | None:
-    """`adopt.lua`: the run's `begin`, or `None` if it is no longer queued."""
+) -> tuple[Entry, str] | None:
+    """`adopt.lua`: the run's `begin` and the stream's last id, or `None` if it is no longer queued."""
     reply = await _ADOPT(
         redis,
         keys=[keys.live, keys.stream, keys.durable, keys.checkpoint, keys.active, keys.attachments(run_id)],
         args=[run_id, lease_ms, wait_ms, adopter, keys.session_id],
     )
-    return _begin(*reply) if reply else None
+    return (_begin(reply[0], reply[1]), decode(reply[2])) if reply else None
 
 
 async def recover(
@@ -280,10 +280,14 @@ async def recover(
     )
 
 
-async def reap(redis: AsyncRedis, keys: Sequence[SessionKeys], *, maxlen: int, grace_ms: int, error: str) -> list[bool]:
-    """`reap.lua`: per session whether it ended its stream (`error` is the lost run's error body)."""
-    script_keys = [key for k in keys for key in _run_keys(k)]
-    done = await _REAP(redis, keys=script_keys, args=[maxlen, grace_ms, error, *(k.session_id for k in keys)])
+async def reap(
+    redis: AsyncRedis, keys: Sequence[SessionKeys], *, maxlen: int, grace_ms: int, error: str, expired: str
+) -> list[bool]:
+    """`reap.lua`: per session whether it ended its stream (`error` is the lost run's error body, `expired` that
+    of a run whose wait for input expired)."""
+    script_keys = [key for k in keys for key in (*_run_keys(k), k.input)]
+    args: list[str | int] = [maxlen, grace_ms, error, expired, *(k.session_id for k in keys)]
+    done = await _REAP(redis, keys=script_keys, args=args)
     return [bool(int(flag)) for flag in done]
 
 

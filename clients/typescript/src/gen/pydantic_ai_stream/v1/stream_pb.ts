@@ -4,6 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Value } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
 
@@ -11,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file pydantic_ai_stream/v1/stream.proto.
  */
 export const file_pydantic_ai_stream_v1_stream: GenFile = /*@__PURE__*/
-  fileDesc("CiJweWRhbnRpY19haV9zdHJlYW0vdjEvc3RyZWFtLnByb3RvEhVweWRhbnRpY19haV9zdHJlYW0udjEilgIKClJ1blJlcXVlc3QSDQoFYWdlbnQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDgoGcnVuX2lkGAQgASgJEi8KDm1vZGVsX3NldHRpbmdzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIyCgdpZl9idXN5GAYgASgOMiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLkJ1c3lQb2xpY3kSKAoHY29udGV4dBgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSNgoLYXR0YWNobWVudHMYCCADKAsyIS5weWRhbnRpY19haV9zdHJlYW0udjEuQXR0YWNobWVudCKMAQoKQXR0YWNobWVudBIOCgRkYXRhGAEgASgMSAASDQoDdXJsGAIgASgJSAASEgoKbWVkaWFfdHlwZRgDIAEoCRIzCgRraW5kGAQgASgOMiUucHlkYW50aWNfYWlfc3RyZWFtLnYxLkF0dGFjaG1lbnRLaW5kEgwKBG5hbWUYBSABKAlCCAoGc291cmNlIloKC1J1blJlc3BvbnNlEhIKCnNlc3Npb25faWQYASABKAkSDgoGcnVuX2lkGAIgASgJEhYKDmJlZ2luX2V2ZW50X2lkGAMgASgJEg8KB3dhaXRpbmcYBCABKAgihAEKDUxpc3RlblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIWCg5hZnRlcl9ldmVudF9pZBgCIAEoCRIUCgx3YWl0X3NlY29uZHMYAyABKA0SFwoPdGltZW91dF9zZWNvbmRzGAQgASgNEhgKEG1heF9iYXRjaF9ldmVudHMYBSABKA0itgEKDkxpc3RlblJlc3BvbnNlEi0KBWV2ZW50GAEgASgLMhwucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50SAASNQoJaGVhcnRiZWF0GAIgASgLMiAucHlkYW50aWNfYWlfc3RyZWFtLnYxLkhlYXJ0YmVhdEgAEjMKBmV2ZW50cxgDIAEoCzIhLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudEJhdGNoSABCCQoHcGF5bG9hZCI6CgpFdmVudEJhdGNoEiwKBmV2ZW50cxgBIAMoCzIcLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudCILCglIZWFydGJlYXQi/gQKBUV2ZW50EgoKAmlkGAEgASgJEi4KBHR5cGUYAiABKA4yIC5weWRhbnRpY19haV9zdHJlYW0udjEuRXZlbnRUeXBlEhEKCXR5cGVfbmFtZRgDIAEoCRIOCgZvcmlnaW4YBCABKAkSEAoDaWR4GAUgASgNSACIAQESLgoEa2luZBgGIAEoDjIgLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudEtpbmQSFgoJZXZlbnRfaWR4GAcgASgNSAGIAQESMgoJcGFydF9raW5kGAggASgOMh8ucHlkYW50aWNfYWlfc3RyZWFtLnYxLlBhcnRLaW5kEhYKDnBhcnRfa2luZF9uYW1lGAkgASgJEhQKB2NvbnRlbnQYCiABKAlIAogBARIaCg1jb250ZW50X2RlbHRhGAsgASgJSAOIAQESFgoJdG9vbF9uYW1lGAwgASgJSASIAQESGQoMdG9vbF9jYWxsX2lkGA0gASgJSAWIAQESJQoEYXJncxgOIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEQoJYm9keV9qc29uGA8gASgJEjMKB291dGNvbWUYECABKA4yIi5weWRhbnRpY19haV9zdHJlYW0udjEuVG9vbE91dGNvbWUSOAoPcGFydF9kZWx0YV9raW5kGBEgASgOMh8ucHlkYW50aWNfYWlfc3RyZWFtLnYxLlBhcnRLaW5kEg8KB2F0dGVtcHQYEiABKA1CBgoEX2lkeEIMCgpfZXZlbnRfaWR4QgoKCF9jb250ZW50QhAKDl9jb250ZW50X2RlbHRhQgwKCl90b29sX25hbWVCDwoNX3Rvb2xfY2FsbF9pZCIzCg1DYW5jZWxSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAkSDgoGcnVuX2lkGAIgASgJIiMKDkNhbmNlbFJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCITChFMaXN0QWN0aXZlUmVxdWVzdCJMChJMaXN0QWN0aXZlUmVzcG9uc2USNgoIc2Vzc2lvbnMYASADKAsyJC5weWRhbnRpY19haV9zdHJlYW0udjEuQWN0aXZlU2Vzc2lvbiJ0Cg1BY3RpdmVTZXNzaW9uEhIKCnNlc3Npb25faWQYASABKAkSLgoFc3RhdGUYAiABKA4yHy5weWRhbnRpY19haV9zdHJlYW0udjEuUnVuU3RhdGUSDgoGcnVuX2lkGAMgASgJEg8KB2F0dGVtcHQYBCABKA0qoAEKDkF0dGFjaG1lbnRLaW5kEh8KG0FUVEFDSE1FTlRfS0lORF9VTlNQRUNJRklFRBAAEhkKFUFUVEFDSE1FTlRfS0lORF9JTUFHRRABEhwKGEFUVEFDSE1FTlRfS0lORF9ET0NVTUVOVBACEhkKFUFUVEFDSE1FTlRfS0lORF9BVURJTxADEhkKFUFUVEFDSE1FTlRfS0lORF9WSURFTxAEKo8BCgpCdXN5UG9saWN5EhsKF0JVU1lfUE9MSUNZX1VOU1BFQ0lGSUVEEAASFgoSQlVTWV9QT0xJQ1lfUkVKRUNUEAESGQoVQlVTWV9QT0xJQ1lfSU5URVJSVVBUEAISGAoUQlVTWV9QT0xJQ1lfUk9MTEJBQ0sQAxIXChNCVVNZX1BPTElDWV9FTlFVRVVFEAQqqQEKCUV2ZW50VHlwZRIaChZFVkVOVF9UWVBFX1VOU1BFQ0lGSUVEEAASFAoQRVZFTlRfVFlQRV9CRUdJThABEhQKEEVWRU5UX1RZUEVfRVZFTlQQAhIUChBFVkVOVF9UWVBFX0VSUk9SEAMSEwoPRVZFTlRfVFlQRV9JTkZPEAQSEgoORVZFTlRfVFlQRV9FTkQQBRIVChFFVkVOVF9UWVBFX0NVU1RPTRAGKr4BCglFdmVudEtpbmQSGgoWRVZFTlRfS0lORF9VTlNQRUNJRklFRBAAEhgKFEVWRU5UX0tJTkRfTExNX0JFR0lOEAESFgoSRVZFTlRfS0lORF9MTE1fRU5EEAISGQoVRVZFTlRfS0lORF9QQVJUX1NUQVJUEAMSGQoVRVZFTlRfS0lORF9QQVJUX0RFTFRBEAQSFQoRRVZFTlRfS0lORF9BTlNXRVIQBRIWChJFVkVOVF9LSU5EX1JFU1VNRUQQBiqaAQoIUGFydEtpbmQSGQoVUEFSVF9LSU5EX1VOU1BFQ0lGSUVEEAASEgoOUEFSVF9LSU5EX1RFWFQQARIWChJQQVJUX0tJTkRfVEhJTktJTkcQAhIXChNQQVJUX0tJTkRfVE9PTF9DQUxMEAMSGQoVUEFSVF9LSU5EX1RPT0xfUkVUVVJOEAQSEwoPUEFSVF9LSU5EX09USEVSEAUqrQEKC1Rvb2xPdXRjb21lEhwKGFRPT0xfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhcKE1RPT0xfT1VUQ09NRV9GQUlMRUQQARIXChNUT09MX09VVENPTUVfREVOSUVEEAISHAoYVE9PTF9PVVRDT01FX0lOVEVSUlVQVEVEEAMSGAoUVE9PTF9PVVRDT01FX1JFVFJJRUQQBBIWChJUT09MX09VVENPTUVfT1RIRVIQBSpSCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIUChBSVU5fU1RBVEVfUVVFVUVEEAESFQoRUlVOX1NUQVRFX1JVTk5JTkcQAjL1AgoSQWdlbnRTdHJlYW1TZXJ2aWNlEkwKA1J1bhIhLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SdW5SZXF1ZXN0GiIucHlkYW50aWNfYWlfc3RyZWFtLnYxLlJ1blJlc3BvbnNlElcKBkxpc3RlbhIkLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0ZW5SZXF1ZXN0GiUucHlkYW50aWNfYWlfc3RyZWFtLnYxLkxpc3RlblJlc3BvbnNlMAESVQoGQ2FuY2VsEiQucHlkYW50aWNfYWlfc3RyZWFtLnYxLkNhbmNlbFJlcXVlc3QaJS5weWRhbnRpY19haV9zdHJlYW0udjEuQ2FuY2VsUmVzcG9uc2USYQoKTGlzdEFjdGl2ZRIoLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0QWN0aXZlUmVxdWVzdBopLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0QWN0aXZlUmVzcG9uc2VCigEKHWlvLmdpdGh1Yi5weWRhbnRpY2Fpc3RyZWFtLnYxQgtTdHJlYW1Qcm90b1ABWlpnaXRodWIuY29tL3B5ZGFudGljLWFpLXN0cmVhbS9weWRhbnRpYy1haS1zdHJlYW0vY2xpZW50cy9nby9weWRhbnRpY19haV9zdHJlYW0vdjE7c3RyZWFtdjFiBnByb3RvMw", [file_google_protobuf_struct]);
+  fileDesc("CiJweWRhbnRpY19haV9zdHJlYW0vdjEvc3RyZWFtLnByb3RvEhVweWRhbnRpY19haV9zdHJlYW0udjEilgIKClJ1blJlcXVlc3QSDQoFYWdlbnQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIOCgZwcm9tcHQYAyABKAkSDgoGcnVuX2lkGAQgASgJEi8KDm1vZGVsX3NldHRpbmdzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIyCgdpZl9idXN5GAYgASgOMiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLkJ1c3lQb2xpY3kSKAoHY29udGV4dBgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSNgoLYXR0YWNobWVudHMYCCADKAsyIS5weWRhbnRpY19haV9zdHJlYW0udjEuQXR0YWNobWVudCKMAQoKQXR0YWNobWVudBIOCgRkYXRhGAEgASgMSAASDQoDdXJsGAIgASgJSAASEgoKbWVkaWFfdHlwZRgDIAEoCRIzCgRraW5kGAQgASgOMiUucHlkYW50aWNfYWlfc3RyZWFtLnYxLkF0dGFjaG1lbnRLaW5kEgwKBG5hbWUYBSABKAlCCAoGc291cmNlIloKC1J1blJlc3BvbnNlEhIKCnNlc3Npb25faWQYASABKAkSDgoGcnVuX2lkGAIgASgJEhYKDmJlZ2luX2V2ZW50X2lkGAMgASgJEg8KB3dhaXRpbmcYBCABKAgihAEKDUxpc3RlblJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIWCg5hZnRlcl9ldmVudF9pZBgCIAEoCRIUCgx3YWl0X3NlY29uZHMYAyABKA0SFwoPdGltZW91dF9zZWNvbmRzGAQgASgNEhgKEG1heF9iYXRjaF9ldmVudHMYBSABKA0itgEKDkxpc3RlblJlc3BvbnNlEi0KBWV2ZW50GAEgASgLMhwucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50SAASNQoJaGVhcnRiZWF0GAIgASgLMiAucHlkYW50aWNfYWlfc3RyZWFtLnYxLkhlYXJ0YmVhdEgAEjMKBmV2ZW50cxgDIAEoCzIhLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudEJhdGNoSABCCQoHcGF5bG9hZCI6CgpFdmVudEJhdGNoEiwKBmV2ZW50cxgBIAMoCzIcLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudCILCglIZWFydGJlYXQilQEKDERlZmVycmVkQ2FsbBIUCgx0b29sX2NhbGxfaWQYASABKAkSEQoJdG9vbF9uYW1lGAIgASgJEiUKBGFyZ3MYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjUKBGtpbmQYBCABKA4yJy5weWRhbnRpY19haV9zdHJlYW0udjEuRGVmZXJyZWRDYWxsS2luZCLMBQoFRXZlbnQSCgoCaWQYASABKAkSLgoEdHlwZRgCIAEoDjIgLnB5ZGFudGljX2FpX3N0cmVhbS52MS5FdmVudFR5cGUSEQoJdHlwZV9uYW1lGAMgASgJEg4KBm9yaWdpbhgEIAEoCRIQCgNpZHgYBSABKA1IAIgBARIuCgRraW5kGAYgASgOMiAucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV2ZW50S2luZBIWCglldmVudF9pZHgYByABKA1IAYgBARIyCglwYXJ0X2tpbmQYCCABKA4yHy5weWRhbnRpY19haV9zdHJlYW0udjEuUGFydEtpbmQSFgoOcGFydF9raW5kX25hbWUYCSABKAkSFAoHY29udGVudBgKIAEoCUgCiAEBEhoKDWNvbnRlbnRfZGVsdGEYCyABKAlIA4gBARIWCgl0b29sX25hbWUYDCABKAlIBIgBARIZCgx0b29sX2NhbGxfaWQYDSABKAlIBYgBARIlCgRhcmdzGA4gASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIRCglib2R5X2pzb24YDyABKAkSMwoHb3V0Y29tZRgQIAEoDjIiLnB5ZGFudGljX2FpX3N0cmVhbS52MS5Ub29sT3V0Y29tZRI4Cg9wYXJ0X2RlbHRhX2tpbmQYESABKA4yHy5weWRhbnRpY19haV9zdHJlYW0udjEuUGFydEtpbmQSDwoHYXR0ZW1wdBgSIAEoDRIyCgVjYWxscxgTIAMoCzIjLnB5ZGFudGljX2FpX3N0cmVhbS52MS5EZWZlcnJlZENhbGwSGAoQZGVhZGxpbmVfdW5peF9tcxgUIAEoBEIGCgRfaWR4QgwKCl9ldmVudF9pZHhCCgoIX2NvbnRlbnRCEAoOX2NvbnRlbnRfZGVsdGFCDAoKX3Rvb2xfbmFtZUIPCg1fdG9vbF9jYWxsX2lkIjMKDUNhbmNlbFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoCRIOCgZydW5faWQYAiABKAkiIwoOQ2FuY2VsUmVzcG9uc2USEQoJY2FuY2VsbGVkGAEgASgIIhMKEUxpc3RBY3RpdmVSZXF1ZXN0IkwKEkxpc3RBY3RpdmVSZXNwb25zZRI2CghzZXNzaW9ucxgBIAMoCzIkLnB5ZGFudGljX2FpX3N0cmVhbS52MS5BY3RpdmVTZXNzaW9uInQKDUFjdGl2ZVNlc3Npb24SEgoKc2Vzc2lvbl9pZBgBIAEoCRIuCgVzdGF0ZRgCIAEoDjIfLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SdW5TdGF0ZRIOCgZydW5faWQYAyABKAkSDwoHYXR0ZW1wdBgEIAEoDSJoCg5SZXNwb25kUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgJEg4KBnJ1bl9pZBgCIAEoCRIyCgdhbnN3ZXJzGAMgAygLMiEucHlkYW50aWNfYWlfc3RyZWFtLnYxLlRvb2xBbnN3ZXIimgEKClRvb2xBbnN3ZXISFAoMdG9vbF9jYWxsX2lkGAEgASgJEjMKCGFwcHJvdmFsGAIgASgLMh8ucHlkYW50aWNfYWlfc3RyZWFtLnYxLkFwcHJvdmFsSAASNwoGcmVzdWx0GAMgASgLMiUucHlkYW50aWNfYWlfc3RyZWFtLnYxLkV4dGVybmFsUmVzdWx0SABCCAoGYW5zd2VyImQKCEFwcHJvdmFsEhAKCGFwcHJvdmVkGAEgASgIEhYKDmRlbmlhbF9tZXNzYWdlGAIgASgJEi4KDW92ZXJyaWRlX2FyZ3MYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlUKDkV4dGVybmFsUmVzdWx0EicKBXZhbHVlGAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASDwoFcmV0cnkYAiABKAlIAEIJCgdvdXRjb21lIj4KD1Jlc3BvbmRSZXNwb25zZRIRCgljb250aW51ZWQYASABKAgSGAoQcGVuZGluZ19jYWxsX2lkcxgCIAMoCSqgAQoOQXR0YWNobWVudEtpbmQSHwobQVRUQUNITUVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQVRUQUNITUVOVF9LSU5EX0lNQUdFEAESHAoYQVRUQUNITUVOVF9LSU5EX0RPQ1VNRU5UEAISGQoVQVRUQUNITUVOVF9LSU5EX0FVRElPEAMSGQoVQVRUQUNITUVOVF9LSU5EX1ZJREVPEAQqjwEKCkJ1c3lQb2xpY3kSGwoXQlVTWV9QT0xJQ1lfVU5TUEVDSUZJRUQQABIWChJCVVNZX1BPTElDWV9SRUpFQ1QQARIZChVCVVNZX1BPTElDWV9JTlRFUlJVUFQQAhIYChRCVVNZX1BPTElDWV9ST0xMQkFDSxADEhcKE0JVU1lfUE9MSUNZX0VOUVVFVUUQBCqpAQoJRXZlbnRUeXBlEhoKFkVWRU5UX1RZUEVfVU5TUEVDSUZJRUQQABIUChBFVkVOVF9UWVBFX0JFR0lOEAESFAoQRVZFTlRfVFlQRV9FVkVOVBACEhQKEEVWRU5UX1RZUEVfRVJST1IQAxITCg9FVkVOVF9UWVBFX0lORk8QBBISCg5FVkVOVF9UWVBFX0VORBAFEhUKEUVWRU5UX1RZUEVfQ1VTVE9NEAYq3QEKCUV2ZW50S2luZBIaChZFVkVOVF9LSU5EX1VOU1BFQ0lGSUVEEAASGAoURVZFTlRfS0lORF9MTE1fQkVHSU4QARIWChJFVkVOVF9LSU5EX0xMTV9FTkQQAhIZChVFVkVOVF9LSU5EX1BBUlRfU1RBUlQQAxIZChVFVkVOVF9LSU5EX1BBUlRfREVMVEEQBBIVChFFVkVOVF9LSU5EX0FOU1dFUhAFEhYKEkVWRU5UX0tJTkRfUkVTVU1FRBAGEh0KGUVWRU5UX0tJTkRfSU5QVVRfUkVRVUlSRUQQByqZAQoQRGVmZXJyZWRDYWxsS2luZBIiCh5ERUZFUlJFRF9DQUxMX0tJTkRfVU5TUEVDSUZJRUQQABIfChtERUZFUlJFRF9DQUxMX0tJTkRfQVBQUk9WQUwQARIfChtERUZFUlJFRF9DQUxMX0tJTkRfRVhURVJOQUwQAhIfChtERUZFUlJFRF9DQUxMX0tJTkRfUVVFU1RJT04QAyqaAQoIUGFydEtpbmQSGQoVUEFSVF9LSU5EX1VOU1BFQ0lGSUVEEAASEgoOUEFSVF9LSU5EX1RFWFQQARIWChJQQVJUX0tJTkRfVEhJTktJTkcQAhIXChNQQVJUX0tJTkRfVE9PTF9DQUxMEAMSGQoVUEFSVF9LSU5EX1RPT0xfUkVUVVJOEAQSEwoPUEFSVF9LSU5EX09USEVSEAUqrQEKC1Rvb2xPdXRjb21lEhwKGFRPT0xfT1VUQ09NRV9VTlNQRUNJRklFRBAAEhcKE1RPT0xfT1VUQ09NRV9GQUlMRUQQARIXChNUT09MX09VVENPTUVfREVOSUVEEAISHAoYVE9PTF9PVVRDT01FX0lOVEVSUlVQVEVEEAMSGAoUVE9PTF9PVVRDT01FX1JFVFJJRUQQBBIWChJUT09MX09VVENPTUVfT1RIRVIQBSpzCghSdW5TdGF0ZRIZChVSVU5fU1RBVEVfVU5TUEVDSUZJRUQQABIUChBSVU5fU1RBVEVfUVVFVUVEEAESFQoRUlVOX1NUQVRFX1JVTk5JTkcQAhIfChtSVU5fU1RBVEVfV0FJVElOR19GT1JfSU5QVVQQAzLPAwoSQWdlbnRTdHJlYW1TZXJ2aWNlEkwKA1J1bhIhLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SdW5SZXF1ZXN0GiIucHlkYW50aWNfYWlfc3RyZWFtLnYxLlJ1blJlc3BvbnNlElcKBkxpc3RlbhIkLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0ZW5SZXF1ZXN0GiUucHlkYW50aWNfYWlfc3RyZWFtLnYxLkxpc3RlblJlc3BvbnNlMAESVQoGQ2FuY2VsEiQucHlkYW50aWNfYWlfc3RyZWFtLnYxLkNhbmNlbFJlcXVlc3QaJS5weWRhbnRpY19haV9zdHJlYW0udjEuQ2FuY2VsUmVzcG9uc2USYQoKTGlzdEFjdGl2ZRIoLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0QWN0aXZlUmVxdWVzdBopLnB5ZGFudGljX2FpX3N0cmVhbS52MS5MaXN0QWN0aXZlUmVzcG9uc2USWAoHUmVzcG9uZBIlLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SZXNwb25kUmVxdWVzdBomLnB5ZGFudGljX2FpX3N0cmVhbS52MS5SZXNwb25kUmVzcG9uc2VCigEKHWlvLmdpdGh1Yi5weWRhbnRpY2Fpc3RyZWFtLnYxQgtTdHJlYW1Qcm90b1ABWlpnaXRodWIuY29tL3B5ZGFudGljLWFpLXN0cmVhbS9weWRhbnRpYy1haS1zdHJlYW0vY2xpZW50cy9nby9weWRhbnRpY19haV9zdHJlYW0vdjE7c3RyZWFtdjFiBnByb3RvMw", [file_google_protobuf_struct]);
 
 /**
  * @generated from message pydantic_ai_stream.v1.RunRequest
@@ -318,6 +319,42 @@ export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
   messageDesc(file_pydantic_ai_stream_v1_stream, 6);
 
 /**
+ * A tool call a waiting run waits on.
+ *
+ * @generated from message pydantic_ai_stream.v1.DeferredCall
+ */
+export type DeferredCall = Message<"pydantic_ai_stream.v1.DeferredCall"> & {
+  /**
+   * @generated from field: string tool_call_id = 1;
+   */
+  toolCallId: string;
+
+  /**
+   * @generated from field: string tool_name = 2;
+   */
+  toolName: string;
+
+  /**
+   * The arguments as the model sent them.
+   *
+   * @generated from field: google.protobuf.Struct args = 3;
+   */
+  args?: JsonObject | undefined;
+
+  /**
+   * @generated from field: pydantic_ai_stream.v1.DeferredCallKind kind = 4;
+   */
+  kind: DeferredCallKind;
+};
+
+/**
+ * Describes the message pydantic_ai_stream.v1.DeferredCall.
+ * Use `create(DeferredCallSchema)` to create a new message.
+ */
+export const DeferredCallSchema: GenMessage<DeferredCall> = /*@__PURE__*/
+  messageDesc(file_pydantic_ai_stream_v1_stream, 7);
+
+/**
  * @generated from message pydantic_ai_stream.v1.Event
  */
 export type Event = Message<"pydantic_ai_stream.v1.Event"> & {
@@ -437,6 +474,20 @@ export type Event = Message<"pydantic_ai_stream.v1.Event"> & {
    * @generated from field: uint32 attempt = 18;
    */
   attempt: number;
+
+  /**
+   * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+   *
+   * @generated from field: repeated pydantic_ai_stream.v1.DeferredCall calls = 19;
+   */
+  calls: DeferredCall[];
+
+  /**
+   * EVENT_KIND_INPUT_REQUIRED: until when the run waits (ms since the Unix epoch).
+   *
+   * @generated from field: uint64 deadline_unix_ms = 20;
+   */
+  deadlineUnixMs: bigint;
 };
 
 /**
@@ -444,7 +495,7 @@ export type Event = Message<"pydantic_ai_stream.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 7);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 8);
 
 /**
  * @generated from message pydantic_ai_stream.v1.CancelRequest
@@ -469,7 +520,7 @@ export type CancelRequest = Message<"pydantic_ai_stream.v1.CancelRequest"> & {
  * Use `create(CancelRequestSchema)` to create a new message.
  */
 export const CancelRequestSchema: GenMessage<CancelRequest> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 8);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 9);
 
 /**
  * @generated from message pydantic_ai_stream.v1.CancelResponse
@@ -490,7 +541,7 @@ export type CancelResponse = Message<"pydantic_ai_stream.v1.CancelResponse"> & {
  * Use `create(CancelResponseSchema)` to create a new message.
  */
 export const CancelResponseSchema: GenMessage<CancelResponse> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 9);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 10);
 
 /**
  * @generated from message pydantic_ai_stream.v1.ListActiveRequest
@@ -503,7 +554,7 @@ export type ListActiveRequest = Message<"pydantic_ai_stream.v1.ListActiveRequest
  * Use `create(ListActiveRequestSchema)` to create a new message.
  */
 export const ListActiveRequestSchema: GenMessage<ListActiveRequest> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 10);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 11);
 
 /**
  * @generated from message pydantic_ai_stream.v1.ListActiveResponse
@@ -520,7 +571,7 @@ export type ListActiveResponse = Message<"pydantic_ai_stream.v1.ListActiveRespon
  * Use `create(ListActiveResponseSchema)` to create a new message.
  */
 export const ListActiveResponseSchema: GenMessage<ListActiveResponse> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 11);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 12);
 
 /**
  * @generated from message pydantic_ai_stream.v1.ActiveSession
@@ -559,7 +610,170 @@ export type ActiveSession = Message<"pydantic_ai_stream.v1.ActiveSession"> & {
  * Use `create(ActiveSessionSchema)` to create a new message.
  */
 export const ActiveSessionSchema: GenMessage<ActiveSession> = /*@__PURE__*/
-  messageDesc(file_pydantic_ai_stream_v1_stream, 12);
+  messageDesc(file_pydantic_ai_stream_v1_stream, 13);
+
+/**
+ * @generated from message pydantic_ai_stream.v1.RespondRequest
+ */
+export type RespondRequest = Message<"pydantic_ai_stream.v1.RespondRequest"> & {
+  /**
+   * @generated from field: string session_id = 1;
+   */
+  sessionId: string;
+
+  /**
+   * The run that waits (its `begin`'s run id): answers never reach a later run of the session.
+   *
+   * @generated from field: string run_id = 2;
+   */
+  runId: string;
+
+  /**
+   * One answer per call id; calls not answered here may be answered by a later Respond.
+   *
+   * @generated from field: repeated pydantic_ai_stream.v1.ToolAnswer answers = 3;
+   */
+  answers: ToolAnswer[];
+};
+
+/**
+ * Describes the message pydantic_ai_stream.v1.RespondRequest.
+ * Use `create(RespondRequestSchema)` to create a new message.
+ */
+export const RespondRequestSchema: GenMessage<RespondRequest> = /*@__PURE__*/
+  messageDesc(file_pydantic_ai_stream_v1_stream, 14);
+
+/**
+ * The answer to one deferred tool call.
+ *
+ * @generated from message pydantic_ai_stream.v1.ToolAnswer
+ */
+export type ToolAnswer = Message<"pydantic_ai_stream.v1.ToolAnswer"> & {
+  /**
+   * @generated from field: string tool_call_id = 1;
+   */
+  toolCallId: string;
+
+  /**
+   * @generated from oneof pydantic_ai_stream.v1.ToolAnswer.answer
+   */
+  answer: {
+    /**
+     * For DEFERRED_CALL_KIND_APPROVAL.
+     *
+     * @generated from field: pydantic_ai_stream.v1.Approval approval = 2;
+     */
+    value: Approval;
+    case: "approval";
+  } | {
+    /**
+     * For DEFERRED_CALL_KIND_EXTERNAL and DEFERRED_CALL_KIND_QUESTION.
+     *
+     * @generated from field: pydantic_ai_stream.v1.ExternalResult result = 3;
+     */
+    value: ExternalResult;
+    case: "result";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message pydantic_ai_stream.v1.ToolAnswer.
+ * Use `create(ToolAnswerSchema)` to create a new message.
+ */
+export const ToolAnswerSchema: GenMessage<ToolAnswer> = /*@__PURE__*/
+  messageDesc(file_pydantic_ai_stream_v1_stream, 15);
+
+/**
+ * @generated from message pydantic_ai_stream.v1.Approval
+ */
+export type Approval = Message<"pydantic_ai_stream.v1.Approval"> & {
+  /**
+   * Whether the tool may run.
+   *
+   * @generated from field: bool approved = 1;
+   */
+  approved: boolean;
+
+  /**
+   * When denied: what the model is told (default: "The tool call was denied.").
+   *
+   * @generated from field: string denial_message = 2;
+   */
+  denialMessage: string;
+
+  /**
+   * When approved: arguments the tool runs with instead of the model's.
+   *
+   * @generated from field: google.protobuf.Struct override_args = 3;
+   */
+  overrideArgs?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message pydantic_ai_stream.v1.Approval.
+ * Use `create(ApprovalSchema)` to create a new message.
+ */
+export const ApprovalSchema: GenMessage<Approval> = /*@__PURE__*/
+  messageDesc(file_pydantic_ai_stream_v1_stream, 16);
+
+/**
+ * @generated from message pydantic_ai_stream.v1.ExternalResult
+ */
+export type ExternalResult = Message<"pydantic_ai_stream.v1.ExternalResult"> & {
+  /**
+   * @generated from oneof pydantic_ai_stream.v1.ExternalResult.outcome
+   */
+  outcome: {
+    /**
+     * The tool's return value (any JSON value).
+     *
+     * @generated from field: google.protobuf.Value value = 1;
+     */
+    value: Value;
+    case: "value";
+  } | {
+    /**
+     * The tool failed: the model sees this message as a retry prompt for the call.
+     *
+     * @generated from field: string retry = 2;
+     */
+    value: string;
+    case: "retry";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message pydantic_ai_stream.v1.ExternalResult.
+ * Use `create(ExternalResultSchema)` to create a new message.
+ */
+export const ExternalResultSchema: GenMessage<ExternalResult> = /*@__PURE__*/
+  messageDesc(file_pydantic_ai_stream_v1_stream, 17);
+
+/**
+ * @generated from message pydantic_ai_stream.v1.RespondResponse
+ */
+export type RespondResponse = Message<"pydantic_ai_stream.v1.RespondResponse"> & {
+  /**
+   * Every call has an answer: the run is queued to go on (also to a retry of those answers).
+   *
+   * @generated from field: bool continued = 1;
+   */
+  continued: boolean;
+
+  /**
+   * The calls still without an answer (when not `continued`).
+   *
+   * @generated from field: repeated string pending_call_ids = 2;
+   */
+  pendingCallIds: string[];
+};
+
+/**
+ * Describes the message pydantic_ai_stream.v1.RespondResponse.
+ * Use `create(RespondResponseSchema)` to create a new message.
+ */
+export const RespondResponseSchema: GenMessage<RespondResponse> = /*@__PURE__*/
+  messageDesc(file_pydantic_ai_stream_v1_stream, 18);
 
 /**
  * What an attachment is to the model.
@@ -755,6 +969,15 @@ export enum EventKind {
    * @generated from enum value: EVENT_KIND_RESUMED = 6;
    */
   RESUMED = 6,
+
+  /**
+   * The run stopped for answers to `calls` (approvals, external tool results) and waits, held by
+   * no worker, until `deadline_unix_ms`; `Respond` answers them and the run goes on after this
+   * event. A run not answered in time ends with `error` {"msg": "input expired"}, then `end`.
+   *
+   * @generated from enum value: EVENT_KIND_INPUT_REQUIRED = 7;
+   */
+  INPUT_REQUIRED = 7,
 }
 
 /**
@@ -762,6 +985,45 @@ export enum EventKind {
  */
 export const EventKindSchema: GenEnum<EventKind> = /*@__PURE__*/
   enumDesc(file_pydantic_ai_stream_v1_stream, 3);
+
+/**
+ * What a deferred tool call waits for.
+ *
+ * @generated from enum pydantic_ai_stream.v1.DeferredCallKind
+ */
+export enum DeferredCallKind {
+  /**
+   * @generated from enum value: DEFERRED_CALL_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A yes/no on a call of a tool that requires approval: answer with `Approval`.
+   *
+   * @generated from enum value: DEFERRED_CALL_KIND_APPROVAL = 1;
+   */
+  APPROVAL = 1,
+
+  /**
+   * The result of a tool executed outside the agent: answer with `ExternalResult`.
+   *
+   * @generated from enum value: DEFERRED_CALL_KIND_EXTERNAL = 2;
+   */
+  EXTERNAL = 2,
+
+  /**
+   * An answer to a question the agent asked: answer with `ExternalResult`.
+   *
+   * @generated from enum value: DEFERRED_CALL_KIND_QUESTION = 3;
+   */
+  QUESTION = 3,
+}
+
+/**
+ * Describes the enum pydantic_ai_stream.v1.DeferredCallKind.
+ */
+export const DeferredCallKindSchema: GenEnum<DeferredCallKind> = /*@__PURE__*/
+  enumDesc(file_pydantic_ai_stream_v1_stream, 4);
 
 /**
  * The body's `part_kind` field.
@@ -806,7 +1068,7 @@ export enum PartKind {
  * Describes the enum pydantic_ai_stream.v1.PartKind.
  */
 export const PartKindSchema: GenEnum<PartKind> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 4);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 5);
 
 /**
  * The body's `outcome` field: how a tool return ended when the tool did not succeed.
@@ -861,7 +1123,7 @@ export enum ToolOutcome {
  * Describes the enum pydantic_ai_stream.v1.ToolOutcome.
  */
 export const ToolOutcomeSchema: GenEnum<ToolOutcome> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 5);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 6);
 
 /**
  * Where a run is.
@@ -887,13 +1149,20 @@ export enum RunState {
    * @generated from enum value: RUN_STATE_RUNNING = 2;
    */
   RUNNING = 2,
+
+  /**
+   * It waits for answers to its deferred tool calls (`Respond`); no worker holds it.
+   *
+   * @generated from enum value: RUN_STATE_WAITING_FOR_INPUT = 3;
+   */
+  WAITING_FOR_INPUT = 3,
 }
 
 /**
  * Describes the enum pydantic_ai_stream.v1.RunState.
  */
 export const RunStateSchema: GenEnum<RunState> = /*@__PURE__*/
-  enumDesc(file_pydantic_ai_stream_v1_stream, 6);
+  enumDesc(file_pydantic_ai_stream_v1_stream, 7);
 
 /**
  * Runs pydantic-ai agents hosted by the server and streams their events.
@@ -958,6 +1227,23 @@ export const AgentStreamService: GenService<{
     methodKind: "unary";
     input: typeof ListActiveRequestSchema;
     output: typeof ListActiveResponseSchema;
+  },
+  /**
+   * Answers the deferred tool calls a session's run waits on (see EVENT_KIND_INPUT_REQUIRED):
+   * approvals and external results. Answers may come in several calls; once every call has one,
+   * the run goes on, on whichever worker claims it, in the same stream. Idempotent: a retry with
+   * the same answers returns what the first call did. INVALID_ARGUMENT for no answers, a call id
+   * given twice, a call the run does not wait on, or an answer of the wrong kind; NOT_FOUND for a
+   * run the session never had (other users' sessions are never found); FAILED_PRECONDITION for a
+   * run that does not wait (any more: it runs, ended, was cancelled or its wait expired) or a call
+   * that already has another answer; UNAVAILABLE while Redis does not answer (retry).
+   *
+   * @generated from rpc pydantic_ai_stream.v1.AgentStreamService.Respond
+   */
+  respond: {
+    methodKind: "unary";
+    input: typeof RespondRequestSchema;
+    output: typeof RespondResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_pydantic_ai_stream_v1_stream, 0);

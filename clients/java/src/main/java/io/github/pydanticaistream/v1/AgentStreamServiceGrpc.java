@@ -145,6 +145,37 @@ public final class AgentStreamServiceGrpc {
     return getListActiveMethod;
   }
 
+  private static volatile io.grpc.MethodDescriptor<io.github.pydanticaistream.v1.RespondRequest,
+      io.github.pydanticaistream.v1.RespondResponse> getRespondMethod;
+
+  @io.grpc.stub.annotations.RpcMethod(
+      fullMethodName = SERVICE_NAME + '/' + "Respond",
+      requestType = io.github.pydanticaistream.v1.RespondRequest.class,
+      responseType = io.github.pydanticaistream.v1.RespondResponse.class,
+      methodType = io.grpc.MethodDescriptor.MethodType.UNARY)
+  public static io.grpc.MethodDescriptor<io.github.pydanticaistream.v1.RespondRequest,
+      io.github.pydanticaistream.v1.RespondResponse> getRespondMethod() {
+    io.grpc.MethodDescriptor<io.github.pydanticaistream.v1.RespondRequest, io.github.pydanticaistream.v1.RespondResponse> getRespondMethod;
+    if ((getRespondMethod = AgentStreamServiceGrpc.getRespondMethod) == null) {
+      synchronized (AgentStreamServiceGrpc.class) {
+        if ((getRespondMethod = AgentStreamServiceGrpc.getRespondMethod) == null) {
+          AgentStreamServiceGrpc.getRespondMethod = getRespondMethod =
+              io.grpc.MethodDescriptor.<io.github.pydanticaistream.v1.RespondRequest, io.github.pydanticaistream.v1.RespondResponse>newBuilder()
+              .setType(io.grpc.MethodDescriptor.MethodType.UNARY)
+              .setFullMethodName(generateFullMethodName(SERVICE_NAME, "Respond"))
+              .setSampledToLocalTracing(true)
+              .setRequestMarshaller(io.grpc.protobuf.ProtoUtils.marshaller(
+                  io.github.pydanticaistream.v1.RespondRequest.getDefaultInstance()))
+              .setResponseMarshaller(io.grpc.protobuf.ProtoUtils.marshaller(
+                  io.github.pydanticaistream.v1.RespondResponse.getDefaultInstance()))
+              .setSchemaDescriptor(new AgentStreamServiceMethodDescriptorSupplier("Respond"))
+              .build();
+        }
+      }
+    }
+    return getRespondMethod;
+  }
+
   /**
    * Creates a new async stub that supports all call types for the service
    */
@@ -253,6 +284,23 @@ public final class AgentStreamServiceGrpc {
       io.grpc.stub.ServerCalls.asyncUnimplementedUnaryCall(getListActiveMethod(), responseObserver);
     }
 
+    /**
+     * <pre>
+     * Answers the deferred tool calls a session's run waits on (see EVENT_KIND_INPUT_REQUIRED):
+     * approvals and external results. Answers may come in several calls; once every call has one,
+     * the run goes on, on whichever worker claims it, in the same stream. Idempotent: a retry with
+     * the same answers returns what the first call did. INVALID_ARGUMENT for no answers, a call id
+     * given twice, a call the run does not wait on, or an answer of the wrong kind; NOT_FOUND for a
+     * run the session never had (other users' sessions are never found); FAILED_PRECONDITION for a
+     * run that does not wait (any more: it runs, ended, was cancelled or its wait expired) or a call
+     * that already has another answer; UNAVAILABLE while Redis does not answer (retry).
+     * </pre>
+     */
+    public void respond(io.github.pydanticaistream.v1.RespondRequest request,
+        io.grpc.stub.StreamObserver<io.github.pydanticaistream.v1.RespondResponse> responseObserver) {
+      io.grpc.stub.ServerCalls.asyncUnimplementedUnaryCall(getRespondMethod(), responseObserver);
+    }
+
     @java.lang.Override public final io.grpc.ServerServiceDefinition bindService() {
       return io.grpc.ServerServiceDefinition.builder(getServiceDescriptor())
           .addMethod(
@@ -283,6 +331,13 @@ public final class AgentStreamServiceGrpc {
                 io.github.pydanticaistream.v1.ListActiveRequest,
                 io.github.pydanticaistream.v1.ListActiveResponse>(
                   this, METHODID_LIST_ACTIVE)))
+          .addMethod(
+            getRespondMethod(),
+            io.grpc.stub.ServerCalls.asyncUnaryCall(
+              new MethodHandlers<
+                io.github.pydanticaistream.v1.RespondRequest,
+                io.github.pydanticaistream.v1.RespondResponse>(
+                  this, METHODID_RESPOND)))
           .build();
     }
   }
@@ -364,6 +419,24 @@ public final class AgentStreamServiceGrpc {
       io.grpc.stub.ClientCalls.asyncUnaryCall(
           getChannel().newCall(getListActiveMethod(), getCallOptions()), request, responseObserver);
     }
+
+    /**
+     * <pre>
+     * Answers the deferred tool calls a session's run waits on (see EVENT_KIND_INPUT_REQUIRED):
+     * approvals and external results. Answers may come in several calls; once every call has one,
+     * the run goes on, on whichever worker claims it, in the same stream. Idempotent: a retry with
+     * the same answers returns what the first call did. INVALID_ARGUMENT for no answers, a call id
+     * given twice, a call the run does not wait on, or an answer of the wrong kind; NOT_FOUND for a
+     * run the session never had (other users' sessions are never found); FAILED_PRECONDITION for a
+     * run that does not wait (any more: it runs, ended, was cancelled or its wait expired) or a call
+     * that already has another answer; UNAVAILABLE while Redis does not answer (retry).
+     * </pre>
+     */
+    public void respond(io.github.pydanticaistream.v1.RespondRequest request,
+        io.grpc.stub.StreamObserver<io.github.pydanticaistream.v1.RespondResponse> responseObserver) {
+      io.grpc.stub.ClientCalls.asyncUnaryCall(
+          getChannel().newCall(getRespondMethod(), getCallOptions()), request, responseObserver);
+    }
   }
 
   /**
@@ -440,6 +513,23 @@ public final class AgentStreamServiceGrpc {
       return io.grpc.stub.ClientCalls.blockingUnaryCall(
           getChannel(), getListActiveMethod(), getCallOptions(), request);
     }
+
+    /**
+     * <pre>
+     * Answers the deferred tool calls a session's run waits on (see EVENT_KIND_INPUT_REQUIRED):
+     * approvals and external results. Answers may come in several calls; once every call has one,
+     * the run goes on, on whichever worker claims it, in the same stream. Idempotent: a retry with
+     * the same answers returns what the first call did. INVALID_ARGUMENT for no answers, a call id
+     * given twice, a call the run does not wait on, or an answer of the wrong kind; NOT_FOUND for a
+     * run the session never had (other users' sessions are never found); FAILED_PRECONDITION for a
+     * run that does not wait (any more: it runs, ended, was cancelled or its wait expired) or a call
+     * that already has another answer; UNAVAILABLE while Redis does not answer (retry).
+     * </pre>
+     */
+    public io.github.pydanticaistream.v1.RespondResponse respond(io.github.pydanticaistream.v1.RespondRequest request) {
+      return io.grpc.stub.ClientCalls.blockingUnaryCall(
+          getChannel(), getRespondMethod(), getCallOptions(), request);
+    }
   }
 
   /**
@@ -504,12 +594,31 @@ public final class AgentStreamServiceGrpc {
       return io.grpc.stub.ClientCalls.futureUnaryCall(
           getChannel().newCall(getListActiveMethod(), getCallOptions()), request);
     }
+
+    /**
+     * <pre>
+     * Answers the deferred tool calls a session's run waits on (see EVENT_KIND_INPUT_REQUIRED):
+     * approvals and external results. Answers may come in several calls; once every call has one,
+     * the run goes on, on whichever worker claims it, in the same stream. Idempotent: a retry with
+     * the same answers returns what the first call did. INVALID_ARGUMENT for no answers, a call id
+     * given twice, a call the run does not wait on, or an answer of the wrong kind; NOT_FOUND for a
+     * run the session never had (other users' sessions are never found); FAILED_PRECONDITION for a
+     * run that does not wait (any more: it runs, ended, was cancelled or its wait expired) or a call
+     * that already has another answer; UNAVAILABLE while Redis does not answer (retry).
+     * </pre>
+     */
+    public com.google.common.util.concurrent.ListenableFuture<io.github.pydanticaistream.v1.RespondResponse> respond(
+        io.github.pydanticaistream.v1.RespondRequest request) {
+      return io.grpc.stub.ClientCalls.futureUnaryCall(
+          getChannel().newCall(getRespondMethod(), getCallOptions()), request);
+    }
   }
 
   private static final int METHODID_RUN = 0;
   private static final int METHODID_LISTEN = 1;
   private static final int METHODID_CANCEL = 2;
   private static final int METHODID_LIST_ACTIVE = 3;
+  private static final int METHODID_RESPOND = 4;
 
   private static final class MethodHandlers<Req, Resp> implements
       io.grpc.stub.ServerCalls.UnaryMethod<Req, Resp>,
@@ -543,6 +652,10 @@ public final class AgentStreamServiceGrpc {
         case METHODID_LIST_ACTIVE:
           serviceImpl.listActive((io.github.pydanticaistream.v1.ListActiveRequest) request,
               (io.grpc.stub.StreamObserver<io.github.pydanticaistream.v1.ListActiveResponse>) responseObserver);
+          break;
+        case METHODID_RESPOND:
+          serviceImpl.respond((io.github.pydanticaistream.v1.RespondRequest) request,
+              (io.grpc.stub.StreamObserver<io.github.pydanticaistream.v1.RespondResponse>) responseObserver);
           break;
         default:
           throw new AssertionError();
@@ -609,6 +722,7 @@ public final class AgentStreamServiceGrpc {
               .addMethod(getListenMethod())
               .addMethod(getCancelMethod())
               .addMethod(getListActiveMethod())
+              .addMethod(getRespondMethod())
               .build();
         }
       }

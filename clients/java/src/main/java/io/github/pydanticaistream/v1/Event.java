@@ -30,6 +30,7 @@ private static final long serialVersionUID = 0L;
     bodyJson_ = "";
     outcome_ = 0;
     partDeltaKind_ = 0;
+    calls_ = java.util.Collections.emptyList();
   }
 
   @java.lang.Override
@@ -721,6 +722,82 @@ private static final long serialVersionUID = 0L;
     return attempt_;
   }
 
+  public static final int CALLS_FIELD_NUMBER = 19;
+  @SuppressWarnings("serial")
+  private java.util.List<io.github.pydanticaistream.v1.DeferredCall> calls_;
+  /**
+   * <pre>
+   * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+   */
+  @java.lang.Override
+  public java.util.List<io.github.pydanticaistream.v1.DeferredCall> getCallsList() {
+    return calls_;
+  }
+  /**
+   * <pre>
+   * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+   */
+  @java.lang.Override
+  public java.util.List<? extends io.github.pydanticaistream.v1.DeferredCallOrBuilder> 
+      getCallsOrBuilderList() {
+    return calls_;
+  }
+  /**
+   * <pre>
+   * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+   */
+  @java.lang.Override
+  public int getCallsCount() {
+    return calls_.size();
+  }
+  /**
+   * <pre>
+   * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+   */
+  @java.lang.Override
+  public io.github.pydanticaistream.v1.DeferredCall getCalls(int index) {
+    return calls_.get(index);
+  }
+  /**
+   * <pre>
+   * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+   */
+  @java.lang.Override
+  public io.github.pydanticaistream.v1.DeferredCallOrBuilder getCallsOrBuilder(
+      int index) {
+    return calls_.get(index);
+  }
+
+  public static final int DEADLINE_UNIX_MS_FIELD_NUMBER = 20;
+  private long deadlineUnixMs_ = 0L;
+  /**
+   * <pre>
+   * EVENT_KIND_INPUT_REQUIRED: until when the run waits (ms since the Unix epoch).
+   * </pre>
+   *
+   * <code>uint64 deadline_unix_ms = 20 [json_name = "deadlineUnixMs"];</code>
+   * @return The deadlineUnixMs.
+   */
+  @java.lang.Override
+  public long getDeadlineUnixMs() {
+    return deadlineUnixMs_;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -788,6 +865,12 @@ private static final long serialVersionUID = 0L;
     }
     if (attempt_ != 0) {
       output.writeUInt32(18, attempt_);
+    }
+    for (int i = 0; i < calls_.size(); i++) {
+      output.writeMessage(19, calls_.get(i));
+    }
+    if (deadlineUnixMs_ != 0L) {
+      output.writeUInt64(20, deadlineUnixMs_);
     }
     getUnknownFields().writeTo(output);
   }
@@ -861,6 +944,14 @@ private static final long serialVersionUID = 0L;
       size += com.google.protobuf.CodedOutputStream
         .computeUInt32Size(18, attempt_);
     }
+    for (int i = 0; i < calls_.size(); i++) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeMessageSize(19, calls_.get(i));
+    }
+    if (deadlineUnixMs_ != 0L) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeUInt64Size(20, deadlineUnixMs_);
+    }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
     return size;
@@ -928,6 +1019,10 @@ private static final long serialVersionUID = 0L;
     if (partDeltaKind_ != other.partDeltaKind_) return false;
     if (getAttempt()
         != other.getAttempt()) return false;
+    if (!getCallsList()
+        .equals(other.getCallsList())) return false;
+    if (getDeadlineUnixMs()
+        != other.getDeadlineUnixMs()) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -989,6 +1084,13 @@ private static final long serialVersionUID = 0L;
     hash = (53 * hash) + partDeltaKind_;
     hash = (37 * hash) + ATTEMPT_FIELD_NUMBER;
     hash = (53 * hash) + getAttempt();
+    if (getCallsCount() > 0) {
+      hash = (37 * hash) + CALLS_FIELD_NUMBER;
+      hash = (53 * hash) + getCallsList().hashCode();
+    }
+    hash = (37 * hash) + DEADLINE_UNIX_MS_FIELD_NUMBER;
+    hash = (53 * hash) + com.google.protobuf.Internal.hashLong(
+        getDeadlineUnixMs());
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -1140,6 +1242,14 @@ private static final long serialVersionUID = 0L;
       outcome_ = 0;
       partDeltaKind_ = 0;
       attempt_ = 0;
+      if (callsBuilder_ == null) {
+        calls_ = java.util.Collections.emptyList();
+      } else {
+        calls_ = null;
+        callsBuilder_.clear();
+      }
+      bitField0_ = (bitField0_ & ~0x00040000);
+      deadlineUnixMs_ = 0L;
       return this;
     }
 
@@ -1166,9 +1276,22 @@ private static final long serialVersionUID = 0L;
     @java.lang.Override
     public io.github.pydanticaistream.v1.Event buildPartial() {
       io.github.pydanticaistream.v1.Event result = new io.github.pydanticaistream.v1.Event(this);
+      buildPartialRepeatedFields(result);
       if (bitField0_ != 0) { buildPartial0(result); }
       onBuilt();
       return result;
+    }
+
+    private void buildPartialRepeatedFields(io.github.pydanticaistream.v1.Event result) {
+      if (callsBuilder_ == null) {
+        if (((bitField0_ & 0x00040000) != 0)) {
+          calls_ = java.util.Collections.unmodifiableList(calls_);
+          bitField0_ = (bitField0_ & ~0x00040000);
+        }
+        result.calls_ = calls_;
+      } else {
+        result.calls_ = callsBuilder_.build();
+      }
     }
 
     private void buildPartial0(io.github.pydanticaistream.v1.Event result) {
@@ -1235,6 +1358,9 @@ private static final long serialVersionUID = 0L;
       }
       if (((from_bitField0_ & 0x00020000) != 0)) {
         result.attempt_ = attempt_;
+      }
+      if (((from_bitField0_ & 0x00080000) != 0)) {
+        result.deadlineUnixMs_ = deadlineUnixMs_;
       }
       result.bitField0_ |= to_bitField0_;
     }
@@ -1355,6 +1481,35 @@ private static final long serialVersionUID = 0L;
       if (other.getAttempt() != 0) {
         setAttempt(other.getAttempt());
       }
+      if (callsBuilder_ == null) {
+        if (!other.calls_.isEmpty()) {
+          if (calls_.isEmpty()) {
+            calls_ = other.calls_;
+            bitField0_ = (bitField0_ & ~0x00040000);
+          } else {
+            ensureCallsIsMutable();
+            calls_.addAll(other.calls_);
+          }
+          onChanged();
+        }
+      } else {
+        if (!other.calls_.isEmpty()) {
+          if (callsBuilder_.isEmpty()) {
+            callsBuilder_.dispose();
+            callsBuilder_ = null;
+            calls_ = other.calls_;
+            bitField0_ = (bitField0_ & ~0x00040000);
+            callsBuilder_ = 
+              com.google.protobuf.GeneratedMessageV3.alwaysUseFieldBuilders ?
+                 getCallsFieldBuilder() : null;
+          } else {
+            callsBuilder_.addAllMessages(other.calls_);
+          }
+        }
+      }
+      if (other.getDeadlineUnixMs() != 0L) {
+        setDeadlineUnixMs(other.getDeadlineUnixMs());
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -1473,6 +1628,24 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00020000;
               break;
             } // case 144
+            case 154: {
+              io.github.pydanticaistream.v1.DeferredCall m =
+                  input.readMessage(
+                      io.github.pydanticaistream.v1.DeferredCall.parser(),
+                      extensionRegistry);
+              if (callsBuilder_ == null) {
+                ensureCallsIsMutable();
+                calls_.add(m);
+              } else {
+                callsBuilder_.addMessage(m);
+              }
+              break;
+            } // case 154
+            case 160: {
+              deadlineUnixMs_ = input.readUInt64();
+              bitField0_ |= 0x00080000;
+              break;
+            } // case 160
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -2932,6 +3105,362 @@ private static final long serialVersionUID = 0L;
     public Builder clearAttempt() {
       bitField0_ = (bitField0_ & ~0x00020000);
       attempt_ = 0;
+      onChanged();
+      return this;
+    }
+
+    private java.util.List<io.github.pydanticaistream.v1.DeferredCall> calls_ =
+      java.util.Collections.emptyList();
+    private void ensureCallsIsMutable() {
+      if (!((bitField0_ & 0x00040000) != 0)) {
+        calls_ = new java.util.ArrayList<io.github.pydanticaistream.v1.DeferredCall>(calls_);
+        bitField0_ |= 0x00040000;
+       }
+    }
+
+    private com.google.protobuf.RepeatedFieldBuilderV3<
+        io.github.pydanticaistream.v1.DeferredCall, io.github.pydanticaistream.v1.DeferredCall.Builder, io.github.pydanticaistream.v1.DeferredCallOrBuilder> callsBuilder_;
+
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public java.util.List<io.github.pydanticaistream.v1.DeferredCall> getCallsList() {
+      if (callsBuilder_ == null) {
+        return java.util.Collections.unmodifiableList(calls_);
+      } else {
+        return callsBuilder_.getMessageList();
+      }
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public int getCallsCount() {
+      if (callsBuilder_ == null) {
+        return calls_.size();
+      } else {
+        return callsBuilder_.getCount();
+      }
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public io.github.pydanticaistream.v1.DeferredCall getCalls(int index) {
+      if (callsBuilder_ == null) {
+        return calls_.get(index);
+      } else {
+        return callsBuilder_.getMessage(index);
+      }
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public Builder setCalls(
+        int index, io.github.pydanticaistream.v1.DeferredCall value) {
+      if (callsBuilder_ == null) {
+        if (value == null) {
+          throw new NullPointerException();
+        }
+        ensureCallsIsMutable();
+        calls_.set(index, value);
+        onChanged();
+      } else {
+        callsBuilder_.setMessage(index, value);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public Builder setCalls(
+        int index, io.github.pydanticaistream.v1.DeferredCall.Builder builderForValue) {
+      if (callsBuilder_ == null) {
+        ensureCallsIsMutable();
+        calls_.set(index, builderForValue.build());
+        onChanged();
+      } else {
+        callsBuilder_.setMessage(index, builderForValue.build());
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public Builder addCalls(io.github.pydanticaistream.v1.DeferredCall value) {
+      if (callsBuilder_ == null) {
+        if (value == null) {
+          throw new NullPointerException();
+        }
+        ensureCallsIsMutable();
+        calls_.add(value);
+        onChanged();
+      } else {
+        callsBuilder_.addMessage(value);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public Builder addCalls(
+        int index, io.github.pydanticaistream.v1.DeferredCall value) {
+      if (callsBuilder_ == null) {
+        if (value == null) {
+          throw new NullPointerException();
+        }
+        ensureCallsIsMutable();
+        calls_.add(index, value);
+        onChanged();
+      } else {
+        callsBuilder_.addMessage(index, value);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public Builder addCalls(
+        io.github.pydanticaistream.v1.DeferredCall.Builder builderForValue) {
+      if (callsBuilder_ == null) {
+        ensureCallsIsMutable();
+        calls_.add(builderForValue.build());
+        onChanged();
+      } else {
+        callsBuilder_.addMessage(builderForValue.build());
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public Builder addCalls(
+        int index, io.github.pydanticaistream.v1.DeferredCall.Builder builderForValue) {
+      if (callsBuilder_ == null) {
+        ensureCallsIsMutable();
+        calls_.add(index, builderForValue.build());
+        onChanged();
+      } else {
+        callsBuilder_.addMessage(index, builderForValue.build());
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public Builder addAllCalls(
+        java.lang.Iterable<? extends io.github.pydanticaistream.v1.DeferredCall> values) {
+      if (callsBuilder_ == null) {
+        ensureCallsIsMutable();
+        com.google.protobuf.AbstractMessageLite.Builder.addAll(
+            values, calls_);
+        onChanged();
+      } else {
+        callsBuilder_.addAllMessages(values);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public Builder clearCalls() {
+      if (callsBuilder_ == null) {
+        calls_ = java.util.Collections.emptyList();
+        bitField0_ = (bitField0_ & ~0x00040000);
+        onChanged();
+      } else {
+        callsBuilder_.clear();
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public Builder removeCalls(int index) {
+      if (callsBuilder_ == null) {
+        ensureCallsIsMutable();
+        calls_.remove(index);
+        onChanged();
+      } else {
+        callsBuilder_.remove(index);
+      }
+      return this;
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public io.github.pydanticaistream.v1.DeferredCall.Builder getCallsBuilder(
+        int index) {
+      return getCallsFieldBuilder().getBuilder(index);
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public io.github.pydanticaistream.v1.DeferredCallOrBuilder getCallsOrBuilder(
+        int index) {
+      if (callsBuilder_ == null) {
+        return calls_.get(index);  } else {
+        return callsBuilder_.getMessageOrBuilder(index);
+      }
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public java.util.List<? extends io.github.pydanticaistream.v1.DeferredCallOrBuilder> 
+         getCallsOrBuilderList() {
+      if (callsBuilder_ != null) {
+        return callsBuilder_.getMessageOrBuilderList();
+      } else {
+        return java.util.Collections.unmodifiableList(calls_);
+      }
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public io.github.pydanticaistream.v1.DeferredCall.Builder addCallsBuilder() {
+      return getCallsFieldBuilder().addBuilder(
+          io.github.pydanticaistream.v1.DeferredCall.getDefaultInstance());
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public io.github.pydanticaistream.v1.DeferredCall.Builder addCallsBuilder(
+        int index) {
+      return getCallsFieldBuilder().addBuilder(
+          index, io.github.pydanticaistream.v1.DeferredCall.getDefaultInstance());
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+     * </pre>
+     *
+     * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+     */
+    public java.util.List<io.github.pydanticaistream.v1.DeferredCall.Builder> 
+         getCallsBuilderList() {
+      return getCallsFieldBuilder().getBuilderList();
+    }
+    private com.google.protobuf.RepeatedFieldBuilderV3<
+        io.github.pydanticaistream.v1.DeferredCall, io.github.pydanticaistream.v1.DeferredCall.Builder, io.github.pydanticaistream.v1.DeferredCallOrBuilder> 
+        getCallsFieldBuilder() {
+      if (callsBuilder_ == null) {
+        callsBuilder_ = new com.google.protobuf.RepeatedFieldBuilderV3<
+            io.github.pydanticaistream.v1.DeferredCall, io.github.pydanticaistream.v1.DeferredCall.Builder, io.github.pydanticaistream.v1.DeferredCallOrBuilder>(
+                calls_,
+                ((bitField0_ & 0x00040000) != 0),
+                getParentForChildren(),
+                isClean());
+        calls_ = null;
+      }
+      return callsBuilder_;
+    }
+
+    private long deadlineUnixMs_ ;
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: until when the run waits (ms since the Unix epoch).
+     * </pre>
+     *
+     * <code>uint64 deadline_unix_ms = 20 [json_name = "deadlineUnixMs"];</code>
+     * @return The deadlineUnixMs.
+     */
+    @java.lang.Override
+    public long getDeadlineUnixMs() {
+      return deadlineUnixMs_;
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: until when the run waits (ms since the Unix epoch).
+     * </pre>
+     *
+     * <code>uint64 deadline_unix_ms = 20 [json_name = "deadlineUnixMs"];</code>
+     * @param value The deadlineUnixMs to set.
+     * @return This builder for chaining.
+     */
+    public Builder setDeadlineUnixMs(long value) {
+      
+      deadlineUnixMs_ = value;
+      bitField0_ |= 0x00080000;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * EVENT_KIND_INPUT_REQUIRED: until when the run waits (ms since the Unix epoch).
+     * </pre>
+     *
+     * <code>uint64 deadline_unix_ms = 20 [json_name = "deadlineUnixMs"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearDeadlineUnixMs() {
+      bitField0_ = (bitField0_ & ~0x00080000);
+      deadlineUnixMs_ = 0L;
       onChanged();
       return this;
     }

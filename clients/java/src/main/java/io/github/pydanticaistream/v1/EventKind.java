@@ -45,6 +45,16 @@ public enum EventKind
    * <code>EVENT_KIND_RESUMED = 6;</code>
    */
   EVENT_KIND_RESUMED(6),
+  /**
+   * <pre>
+   * The run stopped for answers to `calls` (approvals, external tool results) and waits, held by
+   * no worker, until `deadline_unix_ms`; `Respond` answers them and the run goes on after this
+   * event. A run not answered in time ends with `error` {"msg": "input expired"}, then `end`.
+   * </pre>
+   *
+   * <code>EVENT_KIND_INPUT_REQUIRED = 7;</code>
+   */
+  EVENT_KIND_INPUT_REQUIRED(7),
   UNRECOGNIZED(-1),
   ;
 
@@ -81,6 +91,16 @@ public enum EventKind
    * <code>EVENT_KIND_RESUMED = 6;</code>
    */
   public static final int EVENT_KIND_RESUMED_VALUE = 6;
+  /**
+   * <pre>
+   * The run stopped for answers to `calls` (approvals, external tool results) and waits, held by
+   * no worker, until `deadline_unix_ms`; `Respond` answers them and the run goes on after this
+   * event. A run not answered in time ends with `error` {"msg": "input expired"}, then `end`.
+   * </pre>
+   *
+   * <code>EVENT_KIND_INPUT_REQUIRED = 7;</code>
+   */
+  public static final int EVENT_KIND_INPUT_REQUIRED_VALUE = 7;
 
 
   public final int getNumber() {
@@ -114,6 +134,7 @@ public enum EventKind
       case 4: return EVENT_KIND_PART_DELTA;
       case 5: return EVENT_KIND_ANSWER;
       case 6: return EVENT_KIND_RESUMED;
+      case 7: return EVENT_KIND_INPUT_REQUIRED;
       default: return null;
     }
   }

@@ -347,4 +347,58 @@ public interface EventOrBuilder extends
    * @return The attempt.
    */
   int getAttempt();
+
+  /**
+   * <pre>
+   * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+   */
+  java.util.List<io.github.pydanticaistream.v1.DeferredCall> 
+      getCallsList();
+  /**
+   * <pre>
+   * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+   */
+  io.github.pydanticaistream.v1.DeferredCall getCalls(int index);
+  /**
+   * <pre>
+   * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+   */
+  int getCallsCount();
+  /**
+   * <pre>
+   * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+   */
+  java.util.List<? extends io.github.pydanticaistream.v1.DeferredCallOrBuilder> 
+      getCallsOrBuilderList();
+  /**
+   * <pre>
+   * EVENT_KIND_INPUT_REQUIRED: the calls the run waits on, each to answer with `Respond`.
+   * </pre>
+   *
+   * <code>repeated .pydantic_ai_stream.v1.DeferredCall calls = 19 [json_name = "calls"];</code>
+   */
+  io.github.pydanticaistream.v1.DeferredCallOrBuilder getCallsOrBuilder(
+      int index);
+
+  /**
+   * <pre>
+   * EVENT_KIND_INPUT_REQUIRED: until when the run waits (ms since the Unix epoch).
+   * </pre>
+   *
+   * <code>uint64 deadline_unix_ms = 20 [json_name = "deadlineUnixMs"];</code>
+   * @return The deadlineUnixMs.
+   */
+  long getDeadlineUnixMs();
 }

@@ -133,7 +133,7 @@ public enum PartKind
   }
   public static final com.google.protobuf.Descriptors.EnumDescriptor
       getDescriptor() {
-    return io.github.pydanticaistream.v1.StreamProto.getDescriptor().getEnumTypes().get(4);
+    return io.github.pydanticaistream.v1.StreamProto.getDescriptor().getEnumTypes().get(5);
   }
 
   private static final PartKind[] VALUES = values();

@@ -32,6 +32,14 @@ public enum RunState
    * <code>RUN_STATE_RUNNING = 2;</code>
    */
   RUN_STATE_RUNNING(2),
+  /**
+   * <pre>
+   * It waits for answers to its deferred tool calls (`Respond`); no worker holds it.
+   * </pre>
+   *
+   * <code>RUN_STATE_WAITING_FOR_INPUT = 3;</code>
+   */
+  RUN_STATE_WAITING_FOR_INPUT(3),
   UNRECOGNIZED(-1),
   ;
 
@@ -55,6 +63,14 @@ public enum RunState
    * <code>RUN_STATE_RUNNING = 2;</code>
    */
   public static final int RUN_STATE_RUNNING_VALUE = 2;
+  /**
+   * <pre>
+   * It waits for answers to its deferred tool calls (`Respond`); no worker holds it.
+   * </pre>
+   *
+   * <code>RUN_STATE_WAITING_FOR_INPUT = 3;</code>
+   */
+  public static final int RUN_STATE_WAITING_FOR_INPUT_VALUE = 3;
 
 
   public final int getNumber() {
@@ -84,6 +100,7 @@ public enum RunState
       case 0: return RUN_STATE_UNSPECIFIED;
       case 1: return RUN_STATE_QUEUED;
       case 2: return RUN_STATE_RUNNING;
+      case 3: return RUN_STATE_WAITING_FOR_INPUT;
       default: return null;
     }
   }
@@ -114,7 +131,7 @@ public enum RunState
   }
   public static final com.google.protobuf.Descriptors.EnumDescriptor
       getDescriptor() {
-    return io.github.pydanticaistream.v1.StreamProto.getDescriptor().getEnumTypes().get(6);
+    return io.github.pydanticaistream.v1.StreamProto.getDescriptor().getEnumTypes().get(7);
   }
 
   private static final RunState[] VALUES = values();

@@ -50,6 +50,11 @@ public final class StreamProto {
     com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
       internal_static_pydantic_ai_stream_v1_Heartbeat_fieldAccessorTable;
   static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pydantic_ai_stream_v1_DeferredCall_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_pydantic_ai_stream_v1_DeferredCall_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
     internal_static_pydantic_ai_stream_v1_Event_descriptor;
   static final 
     com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
@@ -79,6 +84,31 @@ public final class StreamProto {
   static final 
     com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
       internal_static_pydantic_ai_stream_v1_ActiveSession_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pydantic_ai_stream_v1_RespondRequest_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_pydantic_ai_stream_v1_RespondRequest_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pydantic_ai_stream_v1_ToolAnswer_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_pydantic_ai_stream_v1_ToolAnswer_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pydantic_ai_stream_v1_Approval_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_pydantic_ai_stream_v1_Approval_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pydantic_ai_stream_v1_ExternalResult_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_pydantic_ai_stream_v1_ExternalResult_fieldAccessorTable;
+  static final com.google.protobuf.Descriptors.Descriptor
+    internal_static_pydantic_ai_stream_v1_RespondResponse_descriptor;
+  static final 
+    com.google.protobuf.GeneratedMessageV3.FieldAccessorTable
+      internal_static_pydantic_ai_stream_v1_RespondResponse_fieldAccessorTable;
 
   public static com.google.protobuf.Descriptors.FileDescriptor
       getDescriptor() {
@@ -119,77 +149,108 @@ public final class StreamProto {
       "!.pydantic_ai_stream.v1.EventBatchH\000R\006ev" +
       "entsB\t\n\007payload\"B\n\nEventBatch\0224\n\006events\030" +
       "\001 \003(\0132\034.pydantic_ai_stream.v1.EventR\006eve" +
-      "nts\"\013\n\tHeartbeat\"\245\006\n\005Event\022\016\n\002id\030\001 \001(\tR\002" +
-      "id\0224\n\004type\030\002 \001(\0162 .pydantic_ai_stream.v1" +
-      ".EventTypeR\004type\022\033\n\ttype_name\030\003 \001(\tR\010typ" +
-      "eName\022\026\n\006origin\030\004 \001(\tR\006origin\022\025\n\003idx\030\005 \001" +
-      "(\rH\000R\003idx\210\001\001\0224\n\004kind\030\006 \001(\0162 .pydantic_ai" +
-      "_stream.v1.EventKindR\004kind\022 \n\tevent_idx\030" +
-      "\007 \001(\rH\001R\010eventIdx\210\001\001\022<\n\tpart_kind\030\010 \001(\0162" +
-      "\037.pydantic_ai_stream.v1.PartKindR\010partKi" +
-      "nd\022$\n\016part_kind_name\030\t \001(\tR\014partKindName" +
-      "\022\035\n\007content\030\n \001(\tH\002R\007content\210\001\001\022(\n\rconte" +
-      "nt_delta\030\013 \001(\tH\003R\014contentDelta\210\001\001\022 \n\ttoo" +
-      "l_name\030\014 \001(\tH\004R\010toolName\210\001\001\022%\n\014tool_call" +
-      "_id\030\r \001(\tH\005R\ntoolCallId\210\001\001\022+\n\004args\030\016 \001(\013" +
-      "2\027.google.protobuf.StructR\004args\022\033\n\tbody_" +
-      "json\030\017 \001(\tR\010bodyJson\022<\n\007outcome\030\020 \001(\0162\"." +
-      "pydantic_ai_stream.v1.ToolOutcomeR\007outco" +
-      "me\022G\n\017part_delta_kind\030\021 \001(\0162\037.pydantic_a" +
-      "i_stream.v1.PartKindR\rpartDeltaKind\022\030\n\007a" +
-      "ttempt\030\022 \001(\rR\007attemptB\006\n\004_idxB\014\n\n_event_" +
-      "idxB\n\n\010_contentB\020\n\016_content_deltaB\014\n\n_to" +
-      "ol_nameB\017\n\r_tool_call_id\"E\n\rCancelReques" +
-      "t\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\022\025\n\006run_" +
-      "id\030\002 \001(\tR\005runId\".\n\016CancelResponse\022\034\n\tcan" +
-      "celled\030\001 \001(\010R\tcancelled\"\023\n\021ListActiveReq" +
-      "uest\"V\n\022ListActiveResponse\022@\n\010sessions\030\001" +
-      " \003(\0132$.pydantic_ai_stream.v1.ActiveSessi" +
-      "onR\010sessions\"\226\001\n\rActiveSession\022\035\n\nsessio" +
-      "n_id\030\001 \001(\tR\tsessionId\0225\n\005state\030\002 \001(\0162\037.p" +
-      "ydantic_ai_stream.v1.RunStateR\005state\022\025\n\006" +
-      "run_id\030\003 \001(\tR\005runId\022\030\n\007attempt\030\004 \001(\rR\007at" +
-      "tempt*\240\001\n\016AttachmentKind\022\037\n\033ATTACHMENT_K" +
-      "IND_UNSPECIFIED\020\000\022\031\n\025ATTACHMENT_KIND_IMA" +
-      "GE\020\001\022\034\n\030ATTACHMENT_KIND_DOCUMENT\020\002\022\031\n\025AT" +
-      "TACHMENT_KIND_AUDIO\020\003\022\031\n\025ATTACHMENT_KIND" +
-      "_VIDEO\020\004*\217\001\n\nBusyPolicy\022\033\n\027BUSY_POLICY_U" +
-      "NSPECIFIED\020\000\022\026\n\022BUSY_POLICY_REJECT\020\001\022\031\n\025" +
-      "BUSY_POLICY_INTERRUPT\020\002\022\030\n\024BUSY_POLICY_R" +
-      "OLLBACK\020\003\022\027\n\023BUSY_POLICY_ENQUEUE\020\004*\251\001\n\tE" +
-      "ventType\022\032\n\026EVENT_TYPE_UNSPECIFIED\020\000\022\024\n\020" +
-      "EVENT_TYPE_BEGIN\020\001\022\024\n\020EVENT_TYPE_EVENT\020\002" +
-      "\022\024\n\020EVENT_TYPE_ERROR\020\003\022\023\n\017EVENT_TYPE_INF" +
-      "O\020\004\022\022\n\016EVENT_TYPE_END\020\005\022\025\n\021EVENT_TYPE_CU" +
-      "STOM\020\006*\276\001\n\tEventKind\022\032\n\026EVENT_KIND_UNSPE" +
-      "CIFIED\020\000\022\030\n\024EVENT_KIND_LLM_BEGIN\020\001\022\026\n\022EV" +
-      "ENT_KIND_LLM_END\020\002\022\031\n\025EVENT_KIND_PART_ST" +
-      "ART\020\003\022\031\n\025EVENT_KIND_PART_DELTA\020\004\022\025\n\021EVEN" +
-      "T_KIND_ANSWER\020\005\022\026\n\022EVENT_KIND_RESUMED\020\006*" +
-      "\232\001\n\010PartKind\022\031\n\025PART_KIND_UNSPECIFIED\020\000\022" +
-      "\022\n\016PART_KIND_TEXT\020\001\022\026\n\022PART_KIND_THINKIN" +
-      "G\020\002\022\027\n\023PART_KIND_TOOL_CALL\020\003\022\031\n\025PART_KIN" +
-      "D_TOOL_RETURN\020\004\022\023\n\017PART_KIND_OTHER\020\005*\255\001\n" +
-      "\013ToolOutcome\022\034\n\030TOOL_OUTCOME_UNSPECIFIED" +
-      "\020\000\022\027\n\023TOOL_OUTCOME_FAILED\020\001\022\027\n\023TOOL_OUTC" +
-      "OME_DENIED\020\002\022\034\n\030TOOL_OUTCOME_INTERRUPTED" +
-      "\020\003\022\030\n\024TOOL_OUTCOME_RETRIED\020\004\022\026\n\022TOOL_OUT" +
-      "COME_OTHER\020\005*R\n\010RunState\022\031\n\025RUN_STATE_UN" +
-      "SPECIFIED\020\000\022\024\n\020RUN_STATE_QUEUED\020\001\022\025\n\021RUN" +
-      "_STATE_RUNNING\020\0022\365\002\n\022AgentStreamService\022" +
-      "L\n\003Run\022!.pydantic_ai_stream.v1.RunReques" +
-      "t\032\".pydantic_ai_stream.v1.RunResponse\022W\n" +
-      "\006Listen\022$.pydantic_ai_stream.v1.ListenRe" +
-      "quest\032%.pydantic_ai_stream.v1.ListenResp" +
-      "onse0\001\022U\n\006Cancel\022$.pydantic_ai_stream.v1" +
-      ".CancelRequest\032%.pydantic_ai_stream.v1.C" +
-      "ancelResponse\022a\n\nListActive\022(.pydantic_a" +
-      "i_stream.v1.ListActiveRequest\032).pydantic" +
-      "_ai_stream.v1.ListActiveResponseB\212\001\n\035io." +
-      "github.pydanticaistream.v1B\013StreamProtoP" +
-      "\001ZZgithub.com/pydantic-ai-stream/pydanti" +
-      "c-ai-stream/clients/go/pydantic_ai_strea" +
-      "m/v1;streamv1b\006proto3"
+      "nts\"\013\n\tHeartbeat\"\267\001\n\014DeferredCall\022 \n\014too" +
+      "l_call_id\030\001 \001(\tR\ntoolCallId\022\033\n\ttool_name" +
+      "\030\002 \001(\tR\010toolName\022+\n\004args\030\003 \001(\0132\027.google." +
+      "protobuf.StructR\004args\022;\n\004kind\030\004 \001(\0162\'.py" +
+      "dantic_ai_stream.v1.DeferredCallKindR\004ki" +
+      "nd\"\212\007\n\005Event\022\016\n\002id\030\001 \001(\tR\002id\0224\n\004type\030\002 \001" +
+      "(\0162 .pydantic_ai_stream.v1.EventTypeR\004ty" +
+      "pe\022\033\n\ttype_name\030\003 \001(\tR\010typeName\022\026\n\006origi" +
+      "n\030\004 \001(\tR\006origin\022\025\n\003idx\030\005 \001(\rH\000R\003idx\210\001\001\0224" +
+      "\n\004kind\030\006 \001(\0162 .pydantic_ai_stream.v1.Eve" +
+      "ntKindR\004kind\022 \n\tevent_idx\030\007 \001(\rH\001R\010event" +
+      "Idx\210\001\001\022<\n\tpart_kind\030\010 \001(\0162\037.pydantic_ai_" +
+      "stream.v1.PartKindR\010partKind\022$\n\016part_kin" +
+      "d_name\030\t \001(\tR\014partKindName\022\035\n\007content\030\n " +
+      "\001(\tH\002R\007content\210\001\001\022(\n\rcontent_delta\030\013 \001(\t" +
+      "H\003R\014contentDelta\210\001\001\022 \n\ttool_name\030\014 \001(\tH\004" +
+      "R\010toolName\210\001\001\022%\n\014tool_call_id\030\r \001(\tH\005R\nt" +
+      "oolCallId\210\001\001\022+\n\004args\030\016 \001(\0132\027.google.prot" +
+      "obuf.StructR\004args\022\033\n\tbody_json\030\017 \001(\tR\010bo" +
+      "dyJson\022<\n\007outcome\030\020 \001(\0162\".pydantic_ai_st" +
+      "ream.v1.ToolOutcomeR\007outcome\022G\n\017part_del" +
+      "ta_kind\030\021 \001(\0162\037.pydantic_ai_stream.v1.Pa" +
+      "rtKindR\rpartDeltaKind\022\030\n\007attempt\030\022 \001(\rR\007" +
+      "attempt\0229\n\005calls\030\023 \003(\0132#.pydantic_ai_str" +
+      "eam.v1.DeferredCallR\005calls\022(\n\020deadline_u" +
+      "nix_ms\030\024 \001(\004R\016deadlineUnixMsB\006\n\004_idxB\014\n\n" +
+      "_event_idxB\n\n\010_contentB\020\n\016_content_delta" +
+      "B\014\n\n_tool_nameB\017\n\r_tool_call_id\"E\n\rCance" +
+      "lRequest\022\035\n\nsession_id\030\001 \001(\tR\tsessionId\022" +
+      "\025\n\006run_id\030\002 \001(\tR\005runId\".\n\016CancelResponse" +
+      "\022\034\n\tcancelled\030\001 \001(\010R\tcancelled\"\023\n\021ListAc" +
+      "tiveRequest\"V\n\022ListActiveResponse\022@\n\010ses" +
+      "sions\030\001 \003(\0132$.pydantic_ai_stream.v1.Acti" +
+      "veSessionR\010sessions\"\226\001\n\rActiveSession\022\035\n" +
+      "\nsession_id\030\001 \001(\tR\tsessionId\0225\n\005state\030\002 " +
+      "\001(\0162\037.pydantic_ai_stream.v1.RunStateR\005st" +
+      "ate\022\025\n\006run_id\030\003 \001(\tR\005runId\022\030\n\007attempt\030\004 " +
+      "\001(\rR\007attempt\"\203\001\n\016RespondRequest\022\035\n\nsessi" +
+      "on_id\030\001 \001(\tR\tsessionId\022\025\n\006run_id\030\002 \001(\tR\005" +
+      "runId\022;\n\007answers\030\003 \003(\0132!.pydantic_ai_str" +
+      "eam.v1.ToolAnswerR\007answers\"\270\001\n\nToolAnswe" +
+      "r\022 \n\014tool_call_id\030\001 \001(\tR\ntoolCallId\022=\n\010a" +
+      "pproval\030\002 \001(\0132\037.pydantic_ai_stream.v1.Ap" +
+      "provalH\000R\010approval\022?\n\006result\030\003 \001(\0132%.pyd" +
+      "antic_ai_stream.v1.ExternalResultH\000R\006res" +
+      "ultB\010\n\006answer\"\213\001\n\010Approval\022\032\n\010approved\030\001" +
+      " \001(\010R\010approved\022%\n\016denial_message\030\002 \001(\tR\r" +
+      "denialMessage\022<\n\roverride_args\030\003 \001(\0132\027.g" +
+      "oogle.protobuf.StructR\014overrideArgs\"c\n\016E" +
+      "xternalResult\022.\n\005value\030\001 \001(\0132\026.google.pr" +
+      "otobuf.ValueH\000R\005value\022\026\n\005retry\030\002 \001(\tH\000R\005" +
+      "retryB\t\n\007outcome\"Y\n\017RespondResponse\022\034\n\tc" +
+      "ontinued\030\001 \001(\010R\tcontinued\022(\n\020pending_cal" +
+      "l_ids\030\002 \003(\tR\016pendingCallIds*\240\001\n\016Attachme" +
+      "ntKind\022\037\n\033ATTACHMENT_KIND_UNSPECIFIED\020\000\022" +
+      "\031\n\025ATTACHMENT_KIND_IMAGE\020\001\022\034\n\030ATTACHMENT" +
+      "_KIND_DOCUMENT\020\002\022\031\n\025ATTACHMENT_KIND_AUDI" +
+      "O\020\003\022\031\n\025ATTACHMENT_KIND_VIDEO\020\004*\217\001\n\nBusyP" +
+      "olicy\022\033\n\027BUSY_POLICY_UNSPECIFIED\020\000\022\026\n\022BU" +
+      "SY_POLICY_REJECT\020\001\022\031\n\025BUSY_POLICY_INTERR" +
+      "UPT\020\002\022\030\n\024BUSY_POLICY_ROLLBACK\020\003\022\027\n\023BUSY_" +
+      "POLICY_ENQUEUE\020\004*\251\001\n\tEventType\022\032\n\026EVENT_" +
+      "TYPE_UNSPECIFIED\020\000\022\024\n\020EVENT_TYPE_BEGIN\020\001" +
+      "\022\024\n\020EVENT_TYPE_EVENT\020\002\022\024\n\020EVENT_TYPE_ERR" +
+      "OR\020\003\022\023\n\017EVENT_TYPE_INFO\020\004\022\022\n\016EVENT_TYPE_" +
+      "END\020\005\022\025\n\021EVENT_TYPE_CUSTOM\020\006*\335\001\n\tEventKi" +
+      "nd\022\032\n\026EVENT_KIND_UNSPECIFIED\020\000\022\030\n\024EVENT_" +
+      "KIND_LLM_BEGIN\020\001\022\026\n\022EVENT_KIND_LLM_END\020\002" +
+      "\022\031\n\025EVENT_KIND_PART_START\020\003\022\031\n\025EVENT_KIN" +
+      "D_PART_DELTA\020\004\022\025\n\021EVENT_KIND_ANSWER\020\005\022\026\n" +
+      "\022EVENT_KIND_RESUMED\020\006\022\035\n\031EVENT_KIND_INPU" +
+      "T_REQUIRED\020\007*\231\001\n\020DeferredCallKind\022\"\n\036DEF" +
+      "ERRED_CALL_KIND_UNSPECIFIED\020\000\022\037\n\033DEFERRE" +
+      "D_CALL_KIND_APPROVAL\020\001\022\037\n\033DEFERRED_CALL_" +
+      "KIND_EXTERNAL\020\002\022\037\n\033DEFERRED_CALL_KIND_QU" +
+      "ESTION\020\003*\232\001\n\010PartKind\022\031\n\025PART_KIND_UNSPE" +
+      "CIFIED\020\000\022\022\n\016PART_KIND_TEXT\020\001\022\026\n\022PART_KIN" +
+      "D_THINKING\020\002\022\027\n\023PART_KIND_TOOL_CALL\020\003\022\031\n" +
+      "\025PART_KIND_TOOL_RETURN\020\004\022\023\n\017PART_KIND_OT" +
+      "HER\020\005*\255\001\n\013ToolOutcome\022\034\n\030TOOL_OUTCOME_UN" +
+      "SPECIFIED\020\000\022\027\n\023TOOL_OUTCOME_FAILED\020\001\022\027\n\023" +
+      "TOOL_OUTCOME_DENIED\020\002\022\034\n\030TOOL_OUTCOME_IN" +
+      "TERRUPTED\020\003\022\030\n\024TOOL_OUTCOME_RETRIED\020\004\022\026\n" +
+      "\022TOOL_OUTCOME_OTHER\020\005*s\n\010RunState\022\031\n\025RUN" +
+      "_STATE_UNSPECIFIED\020\000\022\024\n\020RUN_STATE_QUEUED" +
+      "\020\001\022\025\n\021RUN_STATE_RUNNING\020\002\022\037\n\033RUN_STATE_W" +
+      "AITING_FOR_INPUT\020\0032\317\003\n\022AgentStreamServic" +
+      "e\022L\n\003Run\022!.pydantic_ai_stream.v1.RunRequ" +
+      "est\032\".pydantic_ai_stream.v1.RunResponse\022" +
+      "W\n\006Listen\022$.pydantic_ai_stream.v1.Listen" +
+      "Request\032%.pydantic_ai_stream.v1.ListenRe" +
+      "sponse0\001\022U\n\006Cancel\022$.pydantic_ai_stream." +
+      "v1.CancelRequest\032%.pydantic_ai_stream.v1" +
+      ".CancelResponse\022a\n\nListActive\022(.pydantic" +
+      "_ai_stream.v1.ListActiveRequest\032).pydant" +
+      "ic_ai_stream.v1.ListActiveResponse\022X\n\007Re" +
+      "spond\022%.pydantic_ai_stream.v1.RespondReq" +
+      "uest\032&.pydantic_ai_stream.v1.RespondResp" +
+      "onseB\212\001\n\035io.github.pydanticaistream.v1B\013" +
+      "StreamProtoP\001ZZgithub.com/pydantic-ai-st" +
+      "ream/pydantic-ai-stream/clients/go/pydan" +
+      "tic_ai_stream/v1;streamv1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -238,42 +299,78 @@ public final class StreamProto {
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_Heartbeat_descriptor,
         new java.lang.String[] { });
-    internal_static_pydantic_ai_stream_v1_Event_descriptor =
+    internal_static_pydantic_ai_stream_v1_DeferredCall_descriptor =
       getDescriptor().getMessageTypes().get(7);
+    internal_static_pydantic_ai_stream_v1_DeferredCall_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_pydantic_ai_stream_v1_DeferredCall_descriptor,
+        new java.lang.String[] { "ToolCallId", "ToolName", "Args", "Kind", });
+    internal_static_pydantic_ai_stream_v1_Event_descriptor =
+      getDescriptor().getMessageTypes().get(8);
     internal_static_pydantic_ai_stream_v1_Event_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_Event_descriptor,
-        new java.lang.String[] { "Id", "Type", "TypeName", "Origin", "Idx", "Kind", "EventIdx", "PartKind", "PartKindName", "Content", "ContentDelta", "ToolName", "ToolCallId", "Args", "BodyJson", "Outcome", "PartDeltaKind", "Attempt", "Idx", "EventIdx", "Content", "ContentDelta", "ToolName", "ToolCallId", });
+        new java.lang.String[] { "Id", "Type", "TypeName", "Origin", "Idx", "Kind", "EventIdx", "PartKind", "PartKindName", "Content", "ContentDelta", "ToolName", "ToolCallId", "Args", "BodyJson", "Outcome", "PartDeltaKind", "Attempt", "Calls", "DeadlineUnixMs", "Idx", "EventIdx", "Content", "ContentDelta", "ToolName", "ToolCallId", });
     internal_static_pydantic_ai_stream_v1_CancelRequest_descriptor =
-      getDescriptor().getMessageTypes().get(8);
+      getDescriptor().getMessageTypes().get(9);
     internal_static_pydantic_ai_stream_v1_CancelRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_CancelRequest_descriptor,
         new java.lang.String[] { "SessionId", "RunId", });
     internal_static_pydantic_ai_stream_v1_CancelResponse_descriptor =
-      getDescriptor().getMessageTypes().get(9);
+      getDescriptor().getMessageTypes().get(10);
     internal_static_pydantic_ai_stream_v1_CancelResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_CancelResponse_descriptor,
         new java.lang.String[] { "Cancelled", });
     internal_static_pydantic_ai_stream_v1_ListActiveRequest_descriptor =
-      getDescriptor().getMessageTypes().get(10);
+      getDescriptor().getMessageTypes().get(11);
     internal_static_pydantic_ai_stream_v1_ListActiveRequest_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ListActiveRequest_descriptor,
         new java.lang.String[] { });
     internal_static_pydantic_ai_stream_v1_ListActiveResponse_descriptor =
-      getDescriptor().getMessageTypes().get(11);
+      getDescriptor().getMessageTypes().get(12);
     internal_static_pydantic_ai_stream_v1_ListActiveResponse_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ListActiveResponse_descriptor,
         new java.lang.String[] { "Sessions", });
     internal_static_pydantic_ai_stream_v1_ActiveSession_descriptor =
-      getDescriptor().getMessageTypes().get(12);
+      getDescriptor().getMessageTypes().get(13);
     internal_static_pydantic_ai_stream_v1_ActiveSession_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ActiveSession_descriptor,
         new java.lang.String[] { "SessionId", "State", "RunId", "Attempt", });
+    internal_static_pydantic_ai_stream_v1_RespondRequest_descriptor =
+      getDescriptor().getMessageTypes().get(14);
+    internal_static_pydantic_ai_stream_v1_RespondRequest_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_pydantic_ai_stream_v1_RespondRequest_descriptor,
+        new java.lang.String[] { "SessionId", "RunId", "Answers", });
+    internal_static_pydantic_ai_stream_v1_ToolAnswer_descriptor =
+      getDescriptor().getMessageTypes().get(15);
+    internal_static_pydantic_ai_stream_v1_ToolAnswer_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_pydantic_ai_stream_v1_ToolAnswer_descriptor,
+        new java.lang.String[] { "ToolCallId", "Approval", "Result", "Answer", });
+    internal_static_pydantic_ai_stream_v1_Approval_descriptor =
+      getDescriptor().getMessageTypes().get(16);
+    internal_static_pydantic_ai_stream_v1_Approval_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_pydantic_ai_stream_v1_Approval_descriptor,
+        new java.lang.String[] { "Approved", "DenialMessage", "OverrideArgs", });
+    internal_static_pydantic_ai_stream_v1_ExternalResult_descriptor =
+      getDescriptor().getMessageTypes().get(17);
+    internal_static_pydantic_ai_stream_v1_ExternalResult_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_pydantic_ai_stream_v1_ExternalResult_descriptor,
+        new java.lang.String[] { "Value", "Retry", "Outcome", });
+    internal_static_pydantic_ai_stream_v1_RespondResponse_descriptor =
+      getDescriptor().getMessageTypes().get(18);
+    internal_static_pydantic_ai_stream_v1_RespondResponse_fieldAccessorTable = new
+      com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
+        internal_static_pydantic_ai_stream_v1_RespondResponse_descriptor,
+        new java.lang.String[] { "Continued", "PendingCallIds", });
     com.google.protobuf.StructProto.getDescriptor();
   }
 

@@ -173,7 +173,7 @@ public enum ToolOutcome
   }
   public static final com.google.protobuf.Descriptors.EnumDescriptor
       getDescriptor() {
-    return io.github.pydanticaistream.v1.StreamProto.getDescriptor().getEnumTypes().get(5);
+    return io.github.pydanticaistream.v1.StreamProto.getDescriptor().getEnumTypes().get(6);
   }
 
   private static final ToolOutcome[] VALUES = values();
