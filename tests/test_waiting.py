@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from pydantic_ai import Agent
+from pydantic_ai import Agent, RunContext
 from pydantic_ai.exceptions import CallDeferred
 from pydantic_ai.messages import (
     ModelMessage,
@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 
 from pydantic_ai_stream import (
     UNKNOWN_OUTCOME,
+    Attachment,
     InvalidRequestError,
     NotWaitingError,
     RedisSession,
@@ -39,7 +40,7 @@ from pydantic_ai_stream import (
     q,
 )
 from pydantic_ai_stream._write.live import LiveRun
-from pydantic_ai_stream.server import Worker
+from pydantic_ai_stream.server import HostedDeps, Worker
 
 WITHIN = 20.0
 """Seconds a step may take on a loaded 2-core machine."""
@@ -419,3 +420,46 @@ async def test_a_worker_dying_before_the_wait_is_written_asks_for_the_approvals_
         assert (await handle.respond(run_id, [ToolAnswer(tool_call_id="c1", approved=True)])).continued
         await _until(handle, _end, after=entries[-1]["id"])
     assert drops == ["staging"]
+
+
+async def test_a_waiting_runs_context_and_attachments_reach_the_part_after_the_answer(runtime: Runtime) -> None:
+    """The run's context goes with the job queued again (its deps have it after the wait), and its attachments
+    stay in its history: the model sees them again after the answer, and nothing asks for them twice."""
+    seen: list[tuple[str, list[str]]] = []
+
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+        prompt = next(
+            p for m in messages if isinstance(m, ModelRequest) for p in m.parts if isinstance(p, UserPromptPart)
+        )
+        assert not isinstance(prompt.content, str)
+        parts = [item if isinstance(item, str) else f"{item.media_type}:{len(item.data)}" for item in prompt.content]
+        last = messages[-1]
+        if isinstance(last, ModelRequest) and any(p.part_kind == "tool-return" for p in last.parts):
+            seen.append(("after", parts))
+            yield "done"
+            return
+        seen.append(("before", parts))
+        yield {0: DeltaToolCall(name="locale", json_args="{}", tool_call_id="c1")}
+
+    agent: Agent[HostedDeps[Any], str | DeferredToolRequests] = Agent(
+        FunctionModel(stream_function=stream), output_type=[str, DeferredToolRequests], deps_type=HostedDeps[Any]
+    )
+
+    @agent.tool(requires_approval=True)
+    def locale(ctx: RunContext[HostedDeps[Any]]) -> str:
+        return f"locale {ctx.deps.context['locale']}"
+
+    picture = Attachment(data=b"\x89PNG....", media_type="image/png", name="p.png")
+    async with Worker(runtime=runtime, agents={"ctx": agent}, concurrency=2) as worker:
+        handle = _handle(runtime)
+        submitted = await handle.submit(
+            agent="ctx", body={"user_prompt": "look"}, context={"locale": "de-CH"}, attachments=[picture]
+        )
+        waiting = (await _until(handle, _input_required))[-1]
+        await _wait_for(lambda: _no_run(worker), "the worker let go of the waiting run")
+        assert (await handle.respond(submitted.run_id, [ToolAnswer(tool_call_id="c1", approved=True)])).continued
+        rest = await _until(handle, _end, after=waiting["id"])
+    returns = [e["body"]["content"] for e in rest if e["body"].get("part_kind") == "tool-return"]
+    assert returns == ["locale de-CH"], "the context reached the deps of the part after the wait"
+    assert seen == [("before", ["look", "image/png:8"]), ("after", ["look", "image/png:8"])]
+    assert not [e for e in rest if e["type"] == "error"]
