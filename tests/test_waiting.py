@@ -463,3 +463,20 @@ async def test_a_waiting_runs_context_and_attachments_reach_the_part_after_the_a
     assert returns == ["locale de-CH"], "the context reached the deps of the part after the wait"
     assert seen == [("before", ["look", "image/png:8"]), ("after", ["look", "image/png:8"])]
     assert not [e for e in rest if e["type"] == "error"]
+
+
+async def test_whoever_reads_input_required_can_answer_at_once(runtime: Runtime, ops: tuple[Ops, Worker]) -> None:
+    """The event and the wait are written in one step: an answer sent the moment the event arrives finds the run
+    waiting (it was refused as "not waiting" while the run still saved its conversation)."""
+    model, _ = ops
+    handle = _handle(runtime)
+    submitted = await handle.submit(agent="ops", body={"user_prompt": "clean up"})
+    async with asyncio.timeout(WITHIN):
+        async for entry in handle.listen(serialize=False, timeout=WITHIN):  # type: ignore[misc]
+            if _input_required(entry):
+                held = await handle.respond(submitted.run_id, [ToolAnswer(tool_call_id="c1", approved=True)])
+                break
+    assert (held.continued, held.pending) == (False, ["c2"])
+    assert (await handle.respond(submitted.run_id, [ToolAnswer(tool_call_id="c2", value="ok")])).continued
+    await _until(handle, _end, after=entry["id"])
+    assert model.drops == 1

@@ -148,11 +148,13 @@ class SessionStream:
         waited: int,
         job: Mapping[str, str],
         calls: Sequence[InputCall],
+        body: str,
     ) -> LeaseState:
         """Let go of the durable run `run_id` (whose lease `token` holds) while it waits for answers to `calls`
         (of node `idx`) until `deadline_ms`; `waited`: the messages the stored conversation holds now; `job`: the
-        fields of the job that goes on once answered. `HELD` if it waits now, `CANCEL_REQUESTED` if a cancel came
-        first, `LOST` if the lease was lost (both: nothing written)."""
+        fields of the job that goes on once answered; `body`: its `input_required` event's (JSON), written with the
+        wait. `HELD` if it waits now, `CANCEL_REQUESTED` if a cancel came first, `LOST` if the lease was lost (both:
+        nothing written)."""
         wait_ms = max(deadline_ms - int(time.time() * 1000), 1)
         return await waiting.await_input(
             self.redis,
@@ -165,6 +167,8 @@ class SessionStream:
             deadline_ms=deadline_ms,
             waited=waited,
             job=job,
+            maxlen=self.maxlen,
+            body=body,
             calls=[(call["tool_call_id"], call["tool_name"], call["kind"]) for call in calls],
         )
 

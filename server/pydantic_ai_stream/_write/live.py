@@ -18,6 +18,7 @@ from .._core.keys import SessionKeys, run_id_or_new
 from .._core.messages import encode_messages
 from .._core.names import ERROR, EVENT, ORIGIN_PYDANTIC_AI, ORIGIN_STREAM
 from .._core.settings import Settings
+from .._store.redis import dump_body
 from .._store.results import Held, LeaseState, OpenState
 from .._store.stream import SessionStream
 from .lease import Lease, LeaseKeeper
@@ -49,6 +50,8 @@ class _Waiting:
     calls: list[InputCall]
     deadline_ms: int
     waited: int
+    body: str
+    """Its `input_required` event's (JSON): written with the wait, so whoever reads it can answer at once."""
 
 
 @dataclass(eq=False, kw_only=True)
@@ -273,12 +276,15 @@ class LiveRun:
         self.kept = (idx, len(messages))
 
     async def wait_for_input(self, calls: list[InputCall], *, deadline_ms: int, waited: int) -> None:
-        """Write `input_required` for `calls` (of the current node); a durable run then waits for their answers
-        in Redis when it closes (held by no process), until `deadline_ms`. `waited`: the messages its session's
-        stored conversation holds once this part of the run is saved. A run that is not durable ends as any."""
-        await self.add(EVENT, ORIGIN_STREAM, input_required(max(self.mapper.idx, 0), calls, deadline_ms))
+        """`input_required` for `calls` (of the current node): a durable run writes it as it closes, in one step with
+        its wait for their answers in Redis (held by no process) until `deadline_ms`, so whoever reads the event can
+        answer at once; a run that is not durable writes it now and ends as any. `waited`: the messages its
+        session's stored conversation holds once this part of the run is saved."""
+        body = input_required(max(self.mapper.idx, 0), calls, deadline_ms)
         if self.durable and self.job is not None:
-            self.waiting = _Waiting(calls=calls, deadline_ms=deadline_ms, waited=waited)
+            self.waiting = _Waiting(calls=calls, deadline_ms=deadline_ms, waited=waited, body=dump_body(body))
+        else:
+            await self.add(EVENT, ORIGIN_STREAM, body)
 
     async def flush(self) -> None:
         """Wait until every entry added so far is in Redis."""
@@ -305,6 +311,7 @@ class LiveRun:
                     waited=wait.waited,
                     job=self.job,
                     calls=wait.calls,
+                    body=wait.body,
                 )
                 if state is LeaseState.LOST:  # another attempt holds the run (and its job) now
                     self.lease.lost = True

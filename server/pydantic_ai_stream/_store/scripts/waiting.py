@@ -30,10 +30,13 @@ async def await_input(
     deadline_ms: int,
     waited: int,
     job: Mapping[str, str],
+    maxlen: int,
+    body: str,
     calls: Sequence[tuple[str, str, str]],
 ) -> LeaseState:
-    """`await_input.lua`: `calls` holds `(call id, tool name, kind)`."""
+    """`await_input.lua`: `body` is the `input_required` event's (JSON), `calls` holds `(call id, tool name, kind)`."""
     args: list[str | int] = [token, run_id, wait_ms, keep_ms, idx, deadline_ms, waited, json.dumps(dict(job))]
+    args += [maxlen, body]
     for call_id, tool_name, kind in calls:
         args += [call_id, json.dumps({"tool_name": tool_name, "kind": kind})]
     state = await _AWAIT_INPUT(
