@@ -95,6 +95,7 @@ def main(command: list[str]) -> int:
         serve = [sys.executable, "-m", "pydantic_ai_stream", "serve", "--port", "0"]
         serve += ["--agent", "stalling=grpc_agents:stalling", "--agent", "weather=grpc_agents:weather"]
         serve += ["--agent", "echo=grpc_agents:echo", "--agent", "seeing_any=grpc_agents:seeing_any"]
+        serve += ["--agent", "ops=grpc_agents:ops", "--agent", "oncall=grpc_agents:oncall"]
         serve += ["--token", f"{TOKEN}=1:1", "--token", f"{OTHER_TOKEN}=1:2"]
         serving = stack.enter_context(_process(serve, env, r"serving \S+ on (\S+:\d+) ", "serve", True))
         env.update(PAIS_ADDRESS=serving[1], PAIS_TOKEN=TOKEN, PAIS_OTHER_TOKEN=OTHER_TOKEN)

@@ -12,6 +12,7 @@ EMBEDDED = re.compile(r"<!-- file: (?P<path>\S+) -->\n```\w*\n(?P<text>.*?)```\n
 EXAMPLES = {
     "examples/grpc_quickstart.py",
     "clients/typescript/examples/quickstart.ts",
+    "clients/typescript/examples/external_tool.ts",
     "clients/go/quickstart/quickstart.go",
     "clients/java/src/test/java/io/github/pydanticaistream/examples/Quickstart.java",
 }

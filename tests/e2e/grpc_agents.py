@@ -235,3 +235,23 @@ def drop_db(name: str) -> str:
 @ops.tool_plain
 def page(msg: str) -> str:
     raise CallDeferred
+
+
+async def _oncall(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+    returns = [p for p in messages[-1].parts if p.part_kind in ("tool-return", "retry-prompt")]
+    if returns:
+        yield "paged: " + "; ".join(f"{p.tool_name}={p.content}" for p in returns)
+        return
+    yield {0: DeltaToolCall(name="page", json_args='{"msg": "db down"}', tool_call_id="p1")}
+
+
+# Pages someone through an external tool (a service in another language runs it and answers), then says what came
+# back: a run that waits for one external result (the clients' external-tool example).
+oncall: Agent[None, str | DeferredToolRequests] = Agent(
+    FunctionModel(stream_function=_oncall), output_type=[str, DeferredToolRequests], name="oncall"
+)
+
+
+@oncall.tool_plain(name="page")
+def page_oncall(msg: str) -> str:
+    raise CallDeferred

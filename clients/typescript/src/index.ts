@@ -1,13 +1,17 @@
 /**
  * A typed client for the pydantic-ai-stream gRPC service: start agent runs, stream their events
- * (resuming after the last event id when the connection drops), cancel runs, list live sessions;
- * and a `Transcript` that folds a run's events into its output, without what a resumed run superseded.
+ * (resuming after the last event id when the connection drops), cancel runs, list live sessions,
+ * answer runs that wait for input (`respond` with `approve`, `deny`, `externalResult`, `retry`); and a
+ * `Transcript` that folds a run's events into its output, without what a resumed run superseded.
  */
 import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
-import type { JsonObject, MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromJson, type JsonObject, type JsonValue, type MessageInitShape } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import {
   AgentStreamService,
+  ApprovalSchema,
+  DeferredCallKind,
   AttachmentKind,
   AttachmentSchema,
   BusyPolicy,
@@ -15,9 +19,12 @@ import {
   EventType,
   PartKind,
   ToolOutcome,
+  ToolAnswerSchema,
   type Event,
   type ListenResponse,
+  type RespondResponse,
   type RunResponse,
+  type ToolAnswer,
 } from "./gen/pydantic_ai_stream/v1/stream_pb.js";
 
 export * from "./gen/pydantic_ai_stream/v1/stream_pb.js";
@@ -196,6 +203,15 @@ export class StreamClient {
     return (await this.rpc.cancel({ sessionId }, { timeoutMs: 10_000 })).cancelled;
   }
 
+  /**
+   * Answer the deferred tool calls the session's run `runId` waits on (`approve`, `deny`, `externalResult`,
+   * `retry`): once every call has an answer the run goes on (`continued`), else `pendingCallIds` says which
+   * still need one. Safe to retry: a retry answers as the first call did.
+   */
+  async respond(sessionId: string, runId: string, answers: ToolAnswer[]): Promise<RespondResponse> {
+    return await this.rpc.respond({ sessionId, runId, answers }, { timeoutMs: 10_000 });
+  }
+
   /** Session ids of your live runs. */
   async listActive(): Promise<string[]> {
     return (await this.rpc.listActive({}, { timeoutMs: 10_000 })).sessions.map((s) => s.sessionId);
@@ -205,6 +221,50 @@ export class StreamClient {
 /** An event's body as the library wrote it (the source of truth for custom events). */
 export function eventBody(event: Event): Record<string, unknown> {
   return event.bodyJson ? (JSON.parse(event.bodyJson) as Record<string, unknown>) : {};
+}
+
+/** A call an `input_required` event waits on, with its arguments as a plain object. */
+export interface InputCall {
+  toolCallId: string;
+  toolName: string;
+  args: JsonObject;
+  /** APPROVAL: answer with `approve` or `deny`; EXTERNAL, QUESTION: with `externalResult` or `retry`. */
+  kind: DeferredCallKind;
+}
+
+/** The calls an `EventKind.INPUT_REQUIRED` event waits on (none for another event). */
+export function inputCalls(event: Event): InputCall[] {
+  if (event.kind !== EventKind.INPUT_REQUIRED) return [];
+  return event.calls.map((call) => ({
+    toolCallId: call.toolCallId,
+    toolName: call.toolName,
+    args: call.args ?? {},
+    kind: call.kind,
+  }));
+}
+
+/** An approval: the tool runs (with `overrideArgs` instead of the model's, if given). */
+export function approve(toolCallId: string, overrideArgs?: JsonObject): ToolAnswer {
+  const approval = create(ApprovalSchema, { approved: true, overrideArgs });
+  return create(ToolAnswerSchema, { toolCallId, answer: { case: "approval", value: approval } });
+}
+
+/** A denial: the tool does not run; the model is told `message`. */
+export function deny(toolCallId: string, message = ""): ToolAnswer {
+  const approval = create(ApprovalSchema, { approved: false, denialMessage: message });
+  return create(ToolAnswerSchema, { toolCallId, answer: { case: "approval", value: approval } });
+}
+
+/** The result of an external call (or the answer to a question): `value`, any JSON value. */
+export function externalResult(toolCallId: string, value: JsonValue): ToolAnswer {
+  const outcome = { case: "value" as const, value: fromJson(ValueSchema, value) };
+  return create(ToolAnswerSchema, { toolCallId, answer: { case: "result", value: { outcome } } });
+}
+
+/** An external call that failed: the model sees `message` as a retry prompt for it. */
+export function retry(toolCallId: string, message: string): ToolAnswer {
+  const outcome = { case: "retry" as const, value: message };
+  return create(ToolAnswerSchema, { toolCallId, answer: { case: "result", value: { outcome } } });
 }
 
 /** A part of a node: a response part (with its `eventIdx`), or a tool return or retry prompt (without). */

@@ -1,9 +1,13 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
+import type { JsonObject } from "@bufbuild/protobuf";
+
 import {
   BusyPolicy,
   AttachmentKind,
+  DeferredCallKind,
+  RunState,
   Code,
   ConnectError,
   EventKind,
@@ -11,11 +15,18 @@ import {
   MAX_BATCH_EVENTS,
   PartKind,
   StreamClient,
+  ToolOutcome,
   Transcript,
+  approve,
+  deny,
   eventBody,
+  externalResult,
+  inputCalls,
+  retry,
   type Event,
 } from "../src/index.js";
 import { quickstart } from "../examples/quickstart.js";
+import { serveTools } from "../examples/external_tool.js";
 import { SERVER, startFront, startProxy, TOKENS } from "./harness.js";
 
 const alice = new StreamClient({ baseUrl: SERVER, token: TOKENS.alice });
@@ -383,4 +394,72 @@ test("a transcript of the demo agent's run holds its text, tool call and return"
     "count-1",
     "4",
   ]);
+});
+
+/** Starts a run of the `ops` agent, listens to its `input_required` event, and waits until ListActive says so. */
+async function waiting(sessionId: string): Promise<{ runId: string; event: Event }> {
+  const { runId } = await alice.run("ops", sessionId, "clean up");
+  const events = alice.listen(sessionId)[Symbol.asyncIterator]();
+  const seen = await within(20_000, until(events, (e) => e.kind === EventKind.INPUT_REQUIRED), "input_required");
+  const event = seen.at(-1)!;
+  await events.return?.();
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const { sessions } = await alice.rpc.listActive({});
+    const listed = sessions.find((s) => s.sessionId === sessionId);
+    if (listed?.state === RunState.WAITING_FOR_INPUT && listed.runId === runId) break;
+    assert.ok(Date.now() < deadline, "ListActive shows the run waiting for input");
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return { runId, event };
+}
+
+test("a waiting run: an approval and an external result answered with respond, the run goes on", async () => {
+  const { runId, event } = await waiting("ts-w1");
+  assert.deepEqual(inputCalls(event), [
+    { toolCallId: "c1", toolName: "drop_db", args: { name: "staging" }, kind: DeferredCallKind.APPROVAL },
+    { toolCallId: "c2", toolName: "page", args: { msg: "db" }, kind: DeferredCallKind.EXTERNAL },
+  ]);
+  assert.ok(Number(event.deadlineUnixMs) > Date.now());
+  const held = await alice.respond("ts-w1", runId, [approve("c1")]);
+  assert.deepEqual([held.continued, held.pendingCallIds], [false, ["c2"]]);
+  const answer = [externalResult("c2", { ack: true })];
+  const done = await alice.respond("ts-w1", runId, answer);
+  assert.deepEqual([done.continued, done.pendingCallIds], [true, []]);
+  const rest = await within(20_000, collect(alice.listen("ts-w1", { after: event.id })), "the run's end");
+  const returns = rest.filter((e) => e.partKind === PartKind.TOOL_RETURN).map((e) => [e.toolCallId, e.content]);
+  assert.deepEqual(returns.sort(), [["c1", "dropped staging"], ["c2", '{"ack": true}']]);
+  const text = rest.filter((e) => e.partKind === PartKind.TEXT).map((e) => e.content ?? e.contentDelta).join("");
+  assert.equal(text, "done: drop_db=dropped staging; page={'ack': True}");
+  assert.equal(rest.at(-1)?.type, EventType.END);
+  const again = await alice.respond("ts-w1", runId, answer);
+  assert.deepEqual([again.continued, again.pendingCallIds], [true, []], "a retry answers as the first did");
+  assert.deepEqual(await alice.listActive(), []);
+});
+
+test("a denial and a retry reach the model; another user's answer is NotFound", async () => {
+  const { runId, event } = await waiting("ts-w2");
+  const bob = new StreamClient({ baseUrl: SERVER, token: TOKENS.bob });
+  const code = (expected: Code) => (e: unknown) => ConnectError.from(e).code === expected;
+  await assert.rejects(bob.respond("ts-w2", runId, [approve("c1")]), code(Code.NotFound));
+  await assert.rejects(alice.respond("ts-w2", runId, [approve("c2")]), code(Code.InvalidArgument), "c2 is external");
+  const done = await alice.respond("ts-w2", runId, [deny("c1", "not on Fridays"), retry("c2", "pager down")]);
+  assert.equal(done.continued, true);
+  const rest = await within(20_000, collect(alice.listen("ts-w2", { after: event.id })), "the run's end");
+  const denied = rest.find((e) => e.partKind === PartKind.TOOL_RETURN && e.toolCallId === "c1");
+  assert.equal(denied?.outcome, ToolOutcome.DENIED);
+  const text = rest.filter((e) => e.partKind === PartKind.TEXT).map((e) => e.content ?? e.contentDelta).join("");
+  assert.match(text, /^done: drop_db=not on Fridays; page=pager down/);
+});
+
+test("the external-tool example answers the oncall agent's page call, and the run goes on", async () => {
+  const { runId } = await alice.run("oncall", "ts-w3", "the db is down");
+  const asked: JsonObject[] = [];
+  const page = async (args: JsonObject): Promise<JsonObject> => {
+    asked.push(args);
+    return { paged: "alice" };
+  };
+  const text = await within(20_000, serveTools(alice, "ts-w3", runId, { page }), "the run's end");
+  assert.deepEqual(asked, [{ msg: "db down" }]);
+  assert.equal(text, "paged: page={'paged': 'alice'}");
 });

@@ -3,7 +3,7 @@
 //	python clients/with_server.py go run ./cmd/e2e
 //
 // It reads PAIS_ADDRESS, PAIS_TOKEN (user 1:1) and PAIS_OTHER_TOKEN (user 1:2), hosted agents
-// `weather`, `stalling`, `echo` and `demo` (see tests/e2e/grpc_agents.py), and exits 1 if a check fails.
+// `weather`, `stalling`, `echo`, `ops` and `demo` (see tests/e2e/grpc_agents.py), and exits 1 if a check fails.
 package main
 
 import (
@@ -466,6 +466,84 @@ func enqueueBehindBusy(ctx context.Context) {
 	check(answer.String() == "It is sunny.", "its answer: %q", answer.String())
 }
 
+// waitingRun starts a run of the `ops` agent, listens until its `input_required` event, and waits until
+// ListActive lists it as waiting for input; it returns the run id and that event.
+func waitingRun(ctx context.Context, session string) (string, *streamv1.Event) {
+	runID := must(alice.Run(ctx, "ops", session, "clean up")).RunId
+	var waiting *streamv1.Event
+	stop := errors.New("waits")
+	err := alice.Listen(ctx, session, streamclient.ListenOptions{}, func(event *streamv1.Event) error {
+		if event.Kind == streamv1.EventKind_EVENT_KIND_INPUT_REQUIRED {
+			waiting = event
+			return stop
+		}
+		return nil
+	})
+	check(err == stop, "the run waits for input: %v", err)
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		authorized := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+os.Getenv("PAIS_TOKEN"))
+		sessions := must(alice.RPC.ListActive(authorized, &streamv1.ListActiveRequest{})).Sessions
+		for _, listed := range sessions {
+			if listed.SessionId == session && listed.RunId == runID && listed.State == streamv1.RunState_RUN_STATE_WAITING_FOR_INPUT {
+				return runID, waiting
+			}
+		}
+		check(time.Now().Before(deadline), "ListActive lists the run as waiting for input: %v", sessions)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// returnsAndText returns the tool returns (call id -> content, outcome) and the text parts of events.
+func returnsAndText(events []*streamv1.Event) (map[string]string, map[string]streamv1.ToolOutcome, string) {
+	contents, outcomes := map[string]string{}, map[string]streamv1.ToolOutcome{}
+	var answer strings.Builder
+	for _, event := range events {
+		switch event.PartKind {
+		case streamv1.PartKind_PART_KIND_TOOL_RETURN:
+			contents[event.GetToolCallId()], outcomes[event.GetToolCallId()] = event.GetContent(), event.Outcome
+		case streamv1.PartKind_PART_KIND_TEXT:
+			answer.WriteString(event.GetContent() + event.GetContentDelta())
+		}
+	}
+	return contents, outcomes, answer.String()
+}
+
+func answerWaitingRun(ctx context.Context) {
+	session := prefix + "w1"
+	runID, waiting := waitingRun(ctx, session)
+	calls := streamclient.InputCalls(waiting)
+	check(reflect.DeepEqual(calls, []streamclient.InputCall{
+		{ToolCallID: "c1", ToolName: "drop_db", Args: map[string]any{"name": "staging"}, Kind: streamv1.DeferredCallKind_DEFERRED_CALL_KIND_APPROVAL},
+		{ToolCallID: "c2", ToolName: "page", Args: map[string]any{"msg": "db"}, Kind: streamv1.DeferredCallKind_DEFERRED_CALL_KIND_EXTERNAL},
+	}), "the calls: %+v", calls)
+	check(waiting.DeadlineUnixMs > uint64(time.Now().UnixMilli()), "a deadline ahead: %d", waiting.DeadlineUnixMs)
+	held := must(alice.Respond(ctx, session, runID, streamclient.Approve("c1")))
+	check(!held.Continued && reflect.DeepEqual(held.PendingCallIds, []string{"c2"}), "held until c2 has an answer: %v", held)
+	result := must(streamclient.ExternalResult("c2", map[string]any{"ack": true}))
+	check(must(alice.Respond(ctx, session, runID, result)).Continued, "the run goes on")
+	rest := must(collect(ctx, alice, session, streamclient.ListenOptions{After: waiting.Id}))
+	contents, _, answer := returnsAndText(rest)
+	check(reflect.DeepEqual(contents, map[string]string{"c1": "dropped staging", "c2": `{"ack": true}`}), "the returns: %v", contents)
+	check(answer == "done: drop_db=dropped staging; page={'ack': True}", "the answer: %q", answer)
+	check(rest[len(rest)-1].Type == streamv1.EventType_EVENT_TYPE_END, "then end")
+	again := must(alice.Respond(ctx, session, runID, result))
+	check(again.Continued && len(again.PendingCallIds) == 0, "a retry answers as the first did: %v", again)
+}
+
+func denyWaitingRun(ctx context.Context) {
+	session := prefix + "w2"
+	runID, waiting := waitingRun(ctx, session)
+	_, err := bob.Respond(ctx, session, runID, streamclient.Approve("c1"))
+	check(status.Code(err) == codes.NotFound, "another user's answer: NotFound, got %v", err)
+	_, err = alice.Respond(ctx, session, runID, streamclient.Approve("c2"))
+	check(status.Code(err) == codes.InvalidArgument, "an approval of an external call: InvalidArgument, got %v", err)
+	check(must(alice.Respond(ctx, session, runID, streamclient.Deny("c1", "not on Fridays"), streamclient.Retry("c2", "pager down"))).Continued, "the run goes on")
+	rest := must(collect(ctx, alice, session, streamclient.ListenOptions{After: waiting.Id}))
+	_, outcomes, answer := returnsAndText(rest)
+	check(outcomes["c1"] == streamv1.ToolOutcome_TOOL_OUTCOME_DENIED, "c1 denied: %v", outcomes)
+	check(strings.HasPrefix(answer, "done: drop_db=not on Fridays; page=pager down"), "the model saw both: %q", answer)
+}
+
 func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -490,6 +568,8 @@ func main() {
 		{"a late listener of a long run gets its events in batches, given once each, in order", lateListenerGetsBatches},
 		{"a listen closed partway through a batch resumes after the last event fn got", batchCutShort},
 		{"a server that refuses MaxBatchEvents is asked again without it, and the client remembers", olderServer},
+		{"a waiting run: an approval and an external result answered with Respond, the run goes on", answerWaitingRun},
+		{"a denial and a retry reach the model; another user's answer is NotFound", denyWaitingRun},
 	} {
 		start := time.Now()
 		err := func() (err error) {

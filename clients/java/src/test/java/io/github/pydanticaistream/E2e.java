@@ -1,18 +1,26 @@
 package io.github.pydanticaistream;
 
 import io.github.pydanticaistream.client.StreamClient;
+import io.github.pydanticaistream.client.ToolAnswers;
 import io.github.pydanticaistream.client.Transcript;
 import io.github.pydanticaistream.examples.Quickstart;
 import io.github.pydanticaistream.v1.AgentStreamServiceGrpc;
+import io.github.pydanticaistream.v1.ActiveSession;
 import io.github.pydanticaistream.v1.BusyPolicy;
+import io.github.pydanticaistream.v1.DeferredCallKind;
 import io.github.pydanticaistream.v1.Event;
 import io.github.pydanticaistream.v1.EventBatch;
 import io.github.pydanticaistream.v1.EventKind;
 import io.github.pydanticaistream.v1.EventType;
+import io.github.pydanticaistream.v1.ListActiveRequest;
 import io.github.pydanticaistream.v1.ListenRequest;
 import io.github.pydanticaistream.v1.ListenResponse;
 import io.github.pydanticaistream.v1.PartKind;
+import io.github.pydanticaistream.v1.RespondResponse;
 import io.github.pydanticaistream.v1.RunResponse;
+import io.github.pydanticaistream.v1.RunState;
+import io.github.pydanticaistream.v1.ToolAnswer;
+import io.github.pydanticaistream.v1.ToolOutcome;
 import io.grpc.Context;
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
@@ -43,8 +51,8 @@ import java.util.stream.IntStream;
 /**
  * Checks the Java client end to end against a running server: {@code python clients/with_server.py
  * java -cp ... io.github.pydanticaistream.E2e}. Reads PAIS_ADDRESS, PAIS_TOKEN (user 1:1) and
- * PAIS_OTHER_TOKEN (user 1:2); the server hosts {@code weather}, {@code stalling}, {@code echo} and
- * {@code demo} (tests/e2e/grpc_agents.py). Exits 1 if a check fails.
+ * PAIS_OTHER_TOKEN (user 1:2); the server hosts {@code weather}, {@code stalling}, {@code echo}, {@code ops}
+ * and {@code demo} (tests/e2e/grpc_agents.py). Exits 1 if a check fails.
  */
 public final class E2e {
   private static final String ADDRESS = System.getenv("PAIS_ADDRESS");
@@ -502,6 +510,89 @@ public final class E2e {
     void run() throws Exception;
   }
 
+  /** A run of the {@code ops} agent that waits for input: its run id and its input_required event. */
+  private static Map.Entry<String, Event> waitingRun(String session) throws Exception {
+    String runId = alice.run("ops", session, "clean up").getRunId();
+    Event[] waiting = new Event[1];
+    RuntimeException stop = new RuntimeException("waits");
+    try {
+      alice.listen(
+          session,
+          event -> {
+            if (event.getKind() == EventKind.EVENT_KIND_INPUT_REQUIRED) {
+              waiting[0] = event;
+              throw stop;
+            }
+          });
+    } catch (RuntimeException e) {
+      check(e == stop, "the run waits for input: " + e);
+    }
+    check(waiting[0] != null, "an input_required event");
+    for (long deadline = System.nanoTime() + 20_000_000_000L; ; Thread.sleep(20)) {
+      List<ActiveSession> sessions = alice.stub().listActive(ListActiveRequest.getDefaultInstance()).getSessionsList();
+      if (sessions.stream()
+          .anyMatch(s -> s.getSessionId().equals(session) && s.getRunId().equals(runId) && s.getState() == RunState.RUN_STATE_WAITING_FOR_INPUT)) {
+        return Map.entry(runId, waiting[0]);
+      }
+      check(System.nanoTime() < deadline, "ListActive lists the run as waiting for input: " + sessions);
+    }
+  }
+
+  private static String textOf(List<Event> events) {
+    return events.stream()
+        .filter(e -> e.getPartKind() == PartKind.PART_KIND_TEXT)
+        .map(e -> e.getContent() + e.getContentDelta())
+        .collect(Collectors.joining());
+  }
+
+  private static Map<String, Event> returnsOf(List<Event> events) {
+    return events.stream()
+        .filter(e -> e.getPartKind() == PartKind.PART_KIND_TOOL_RETURN)
+        .collect(Collectors.toMap(Event::getToolCallId, e -> e));
+  }
+
+  static void answerWaitingRun() throws Exception {
+    String session = PREFIX + "w1";
+    Map.Entry<String, Event> waiting = waitingRun(session);
+    String runId = waiting.getKey();
+    List<ToolAnswers.InputCall> calls = ToolAnswers.inputCalls(waiting.getValue());
+    check(calls.size() == 2, "two calls: " + calls);
+    check(calls.get(0).toolCallId().equals("c1") && calls.get(0).toolName().equals("drop_db")
+        && calls.get(0).args().equals(Map.of("name", "staging"))
+        && calls.get(0).kind() == DeferredCallKind.DEFERRED_CALL_KIND_APPROVAL, "an approval: " + calls);
+    check(calls.get(1).toolCallId().equals("c2") && calls.get(1).toolName().equals("page")
+        && calls.get(1).args().equals(Map.of("msg", "db"))
+        && calls.get(1).kind() == DeferredCallKind.DEFERRED_CALL_KIND_EXTERNAL, "an external call: " + calls);
+    check(waiting.getValue().getDeadlineUnixMs() > System.currentTimeMillis(), "a deadline ahead");
+    RespondResponse held = alice.respond(session, runId, List.of(ToolAnswers.approve("c1")));
+    check(!held.getContinued() && held.getPendingCallIdsList().equals(List.of("c2")), "held until c2 has an answer: " + held);
+    List<ToolAnswer> result = List.of(ToolAnswers.externalResult("c2", Map.of("ack", true)));
+    check(alice.respond(session, runId, result).getContinued(), "the run goes on");
+    List<Event> rest = collect(alice, session, new StreamClient.ListenOptions().after(waiting.getValue().getId()));
+    Map<String, Event> returns = returnsOf(rest);
+    check(returns.get("c1").getContent().equals("dropped staging"), "the approved tool ran: " + returns);
+    check(returns.get("c2").getContent().equals("{\"ack\": true}"), "the external result: " + returns);
+    check(textOf(rest).equals("done: drop_db=dropped staging; page={'ack': True}"), "the answer: " + textOf(rest));
+    check(rest.get(rest.size() - 1).getType() == EventType.EVENT_TYPE_END, "then end");
+    RespondResponse again = alice.respond(session, runId, result);
+    check(again.getContinued() && again.getPendingCallIdsCount() == 0, "a retry answers as the first did: " + again);
+  }
+
+  static void denyWaitingRun() throws Exception {
+    String session = PREFIX + "w2";
+    Map.Entry<String, Event> waiting = waitingRun(session);
+    String runId = waiting.getKey();
+    List<ToolAnswer> approval = List.of(ToolAnswers.approve("c1"));
+    check(codeOf(() -> bob.respond(session, runId, approval)) == Status.Code.NOT_FOUND, "another user's answer");
+    List<ToolAnswer> wrongKind = List.of(ToolAnswers.approve("c2"));
+    check(codeOf(() -> alice.respond(session, runId, wrongKind)) == Status.Code.INVALID_ARGUMENT, "c2 is external");
+    List<ToolAnswer> answers = List.of(ToolAnswers.deny("c1", "not on Fridays"), ToolAnswers.retry("c2", "pager down"));
+    check(alice.respond(session, runId, answers).getContinued(), "the run goes on");
+    List<Event> rest = collect(alice, session, new StreamClient.ListenOptions().after(waiting.getValue().getId()));
+    check(returnsOf(rest).get("c1").getOutcome() == ToolOutcome.TOOL_OUTCOME_DENIED, "c1 denied");
+    check(textOf(rest).startsWith("done: drop_db=not on Fridays; page=pager down"), "the model saw both: " + textOf(rest));
+  }
+
   public static void main(String[] args) {
     ManagedChannel channel = ManagedChannelBuilder.forTarget(ADDRESS).usePlaintext().build();
     alice = new StreamClient(channel, System.getenv("PAIS_TOKEN"));
@@ -520,6 +611,8 @@ public final class E2e {
     checks.put("a late listener of a long run gets its events in batches, given once each, in order", E2e::lateListenerGetsBatches);
     checks.put("a listen closed partway through a batch resumes after the last event onEvent got", E2e::batchCutShort);
     checks.put("a server that refuses max_batch_events is asked again without it, and the client remembers", E2e::olderServer);
+    checks.put("a waiting run: an approval and an external result answered with respond, the run goes on", E2e::answerWaitingRun);
+    checks.put("a denial and a retry reach the model; another user's answer is NOT_FOUND", E2e::denyWaitingRun);
     int failed = 0;
     for (Map.Entry<String, Check> entry : checks.entrySet()) {
       long start = System.nanoTime();

@@ -9,8 +9,11 @@ import io.github.pydanticaistream.v1.EventType;
 import io.github.pydanticaistream.v1.ListActiveRequest;
 import io.github.pydanticaistream.v1.ListenRequest;
 import io.github.pydanticaistream.v1.ListenResponse;
+import io.github.pydanticaistream.v1.RespondRequest;
+import io.github.pydanticaistream.v1.RespondResponse;
 import io.github.pydanticaistream.v1.RunRequest;
 import io.github.pydanticaistream.v1.RunResponse;
+import io.github.pydanticaistream.v1.ToolAnswer;
 import io.grpc.Channel;
 import io.grpc.Context;
 import io.grpc.Metadata;
@@ -26,7 +29,8 @@ import java.util.stream.Collectors;
 
 /**
  * A client for the pydantic-ai-stream gRPC service: start agent runs, stream their events
- * (resuming after the last event id when the connection drops), cancel runs, list live sessions.
+ * (resuming after the last event id when the connection drops), cancel runs, list live sessions,
+ * answer runs that wait for input ({@link #respond} with {@link ToolAnswers}).
  * It calls the service as the user its bearer token identifies.
  */
 public final class StreamClient {
@@ -259,6 +263,23 @@ public final class StreamClient {
     return stub.withDeadlineAfter(UNARY_DEADLINE_SECONDS, TimeUnit.SECONDS)
         .cancel(CancelRequest.newBuilder().setSessionId(sessionId).build())
         .getCancelled();
+  }
+
+  /**
+   * Answers the deferred tool calls the session's run {@code runId} waits on ({@link
+   * ToolAnswers#approve}, {@link ToolAnswers#deny}, {@link ToolAnswers#externalResult}, {@link
+   * ToolAnswers#retry}). Once every call has an answer the run goes on ({@code getContinued()}),
+   * else {@code getPendingCallIdsList()} says which still need one. Safe to retry: a retry answers
+   * as the first call did.
+   */
+  public RespondResponse respond(String sessionId, String runId, List<ToolAnswer> answers) {
+    return stub.withDeadlineAfter(UNARY_DEADLINE_SECONDS, TimeUnit.SECONDS)
+        .respond(
+            RespondRequest.newBuilder()
+                .setSessionId(sessionId)
+                .setRunId(runId)
+                .addAllAnswers(answers)
+                .build());
   }
 
   /** Session ids of the caller's live runs. */
