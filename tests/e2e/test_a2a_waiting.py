@@ -15,6 +15,7 @@ from a2a.utils.errors import InvalidParamsError, TaskNotFoundError
 from google.protobuf import json_format, struct_pb2
 from grpc_agents import OPS_DROPS
 from test_a2a import Conversation, _a2a, _auth, _message
+from test_a2a_http import _http_a2a
 
 from pydantic_ai_stream import Settings
 from pydantic_ai_stream.client import StreamClient
@@ -37,6 +38,7 @@ async def server(redis_url: str, settings: Settings) -> AsyncIterator[RunningSer
         heartbeat_interval=0.3,
         shutdown_grace=0.5,
         a2a=True,
+        http_port=0,
     )
     async with running_server(config, settings=settings) as running:
         yield running
@@ -197,3 +199,20 @@ async def test_cancel_ends_a_waiting_task(client: Client) -> None:
     assert task.status.state == a2a.TASK_STATE_CANCELED
     with pytest.raises(A2AClientError, match="FAILED_PRECONDITION"):
         await _send(client, _answers(first.task_id, {"tool_call_id": "c1", "approved": True}), Conversation())
+
+
+@pytest.mark.parametrize("binding", ["JSONRPC", "HTTP+JSON"])
+async def test_the_same_flow_over_http(server: RunningServer, binding: str) -> None:
+    """JSON-RPC and REST carry the data parts both ways: the calls out, the answers in."""
+    OPS_DROPS.clear()
+    async with _http_a2a(server, "ops", binding) as (client, _):
+        first, status = await _waiting(client, f"h-{binding}")
+        assert [c["tool_call_id"] for c in _calls(status)["calls"]] == ["c1", "c2"]
+        with pytest.raises(InvalidParamsError):
+            await _send(client, _answers(first.task_id, {"tool_call_id": "c2", "approved": True}), Conversation())
+        going_on = Conversation()
+        both = _answers(first.task_id, {"tool_call_id": "c1", "approved": True}, {"tool_call_id": "c2", "value": 1})
+        await _send(client, both, going_on)
+    assert list(dict.fromkeys(going_on.states)) == GOING_ON
+    assert going_on.text == "done: drop_db=dropped staging; page=1.0"
+    assert OPS_DROPS == ["staging"]
