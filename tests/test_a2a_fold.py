@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from a2a.types import a2a_pb2 as a2a
+from google.protobuf import json_format
 
 from pydantic_ai_stream import Entry
 from pydantic_ai_stream._core.names import END, ERROR, EVENT, ORIGIN_PYDANTIC_AI, ORIGIN_STREAM
@@ -114,3 +115,41 @@ def test_cancel_and_failure_states() -> None:
 
 def test_the_service_name_is_the_sdks() -> None:
     assert a2a.DESCRIPTOR.services_by_name["A2AService"].full_name == A2A_SERVICE_NAME
+
+
+_CALLS = [
+    {"tool_call_id": "c1", "tool_name": "drop_db", "args": {"name": "staging"}, "kind": "approval"},
+    {"tool_call_id": "c2", "tool_name": "page", "args": {}, "kind": "external"},
+]
+
+
+def _waits() -> Entry:
+    return _entry(EVENT, {"idx": 0, "event": "input_required", "calls": _CALLS, "deadline_ms": 5}, ORIGIN_STREAM)
+
+
+def test_a_waiting_run_is_input_required_with_its_calls_as_data_until_it_goes_on() -> None:
+    fold, events = _fold([_entry(EVENT, {"idx": 0, "event": "llm-begin"}), _waits()])
+    assert _client_view(events)[1] == ["TASK_STATE_WORKING", "TASK_STATE_INPUT_REQUIRED"]
+    assert fold.waiting
+    status = fold.task().status
+    assert status.state == a2a.TASK_STATE_INPUT_REQUIRED
+    [data] = [json_format.MessageToDict(p.data) for p in status.message.parts if p.HasField("data")]
+    assert data == {"calls": _CALLS, "deadline_ms": 5}
+    assert fold.status().status.state == a2a.TASK_STATE_INPUT_REQUIRED  # a heartbeat says it again
+    fold.answered(["c2"])  # some answers: still waiting, for the rest
+    [data] = [json_format.MessageToDict(p.data) for p in fold.task().status.message.parts if p.HasField("data")]
+    assert data["pending"] == ["c2"]
+    # The run goes on (answered elsewhere): its next event makes the task WORKING again.
+    events = [e for entry in (_start(1, 0, "done"), _entry(END, {}, ORIGIN_STREAM)) for e in fold.entry(entry)]
+    assert _client_view(events) == ("done", ["TASK_STATE_WORKING", "TASK_STATE_COMPLETED"], True)
+    assert not fold.waiting
+
+
+def test_a_waiting_run_cancelled_or_expired_ends_so() -> None:
+    _, events = _fold([_waits(), _entry(ERROR, {"msg": "canceled"}, ORIGIN_STREAM), _entry(END, {}, ORIGIN_STREAM)])
+    assert _client_view(events)[1] == ["TASK_STATE_INPUT_REQUIRED", "TASK_STATE_CANCELED"]
+    expired = _entry(ERROR, {"msg": "input expired"}, ORIGIN_STREAM)
+    fold, events = _fold([_waits(), expired, _entry(END, {}, ORIGIN_STREAM)])
+    assert _client_view(events)[1] == ["TASK_STATE_INPUT_REQUIRED", "TASK_STATE_FAILED"]
+    assert fold.task().status.message.parts[0].text == "input expired"
+    assert not fold.waiting

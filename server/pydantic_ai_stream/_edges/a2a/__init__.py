@@ -2,11 +2,14 @@
 
 A message starts a run (its `context_id` is our session, the task is the run); the run's stream entries become A2A
 status updates and artifact chunks (`fold.TaskFold`); cancel is our cancel; subscribing replays the stream from the
-run's `begin` and follows it, from any replica. Tenant = agent name. Callers authenticate as on `AgentStreamService`.
+run's `begin` and follows it, from any replica. A run that waits for input is an INPUT_REQUIRED task, and a message
+naming that task answers it (`answers`), as `Respond` does. Tenant = agent name. Callers authenticate as on
+`AgentStreamService`.
 
 Modules: `service` serves it (gRPC through the SDK's `GrpcHandler`, HTTP routes behind our authentication),
 `handler` answers its calls, `store` reads tasks from their records (`tasks`) and streams, `fold` turns a run's
-entries into A2A events, `calls` holds what a call carries (caller, transport) and how its errors are said.
+entries into A2A events, `answers` says a wait's calls and reads its answers, `calls` holds what a call carries
+(caller, transport) and how its errors are said.
 """
 
 __all__ = ["A2A_HTTP_PREFIX", "A2A_SERVICE_NAME", "JSONRPC_PATH", "REST_PATH"]

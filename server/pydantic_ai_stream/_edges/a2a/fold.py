@@ -14,6 +14,7 @@ from google.protobuf import json_format
 from ..._core.entry import Entry
 from ..._core.fold import BodyPart, Fold
 from ..._core.names import END, ERROR, EVENT, ORIGIN_STREAM
+from .answers import input_message
 from .tasks import TaskRecord, TaskState
 
 __all__ = ["ARTIFACT_ID", "TaskFold", "artifact", "ended_task", "history"]
@@ -35,7 +36,9 @@ class TaskFold:
 
     Text streams as chunks of one artifact (`append`). A `resumed` marker (a worker died, another goes on from
     node `idx`) drops the text of node `idx` and after; when that dropped text the client already has, the
-    artifact is sent again whole (`append=False`, which replaces it): the client never shows text twice.
+    artifact is sent again whole (`append=False`, which replaces it): the client never shows text twice. An
+    `input_required` event makes the task INPUT_REQUIRED (the calls in its status message's data part) until
+    the run goes on (its next event: WORKING again) or ends.
     """
 
     task_id: str
@@ -51,6 +54,22 @@ class TaskFold:
     """The chunks of the artifact the client has, in order."""
     _opened: bool = False
     """Whether the client has the artifact (possibly empty): later chunks append to it."""
+    _input: dict[str, Any] | None = None
+    """The body of the `input_required` event the run waits on, if it waits."""
+    _pending: list[str] | None = None
+    """The calls still without an answer, once some were answered here (else: every call)."""
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the run waits for answers (the task is INPUT_REQUIRED)."""
+        return self._input is not None and not self.state
+
+    def answered(self, pending: list[str]) -> None:
+        """The answers given here left `pending` calls unanswered (none: the run goes on, WORKING)."""
+        if pending:
+            self._pending = pending
+        else:
+            self._input = self._pending = None
 
     def text(self) -> str:
         """The text parts' content, node after node."""
@@ -68,9 +87,14 @@ class TaskFold:
             if self._opened:
                 events.append(self._chunk("", append=True, last=True))
             events.append(self._status())
+        elif entry.type == EVENT and entry.body.get("event") == "input_required":
+            self.working = True
+            self._input, self._pending = dict(entry.body), None
+            events.append(self._status())
         elif entry.type == EVENT:
-            if not self.working:
+            if not self.working or self._input is not None:  # started, or went on after its wait
                 self.working = True
+                self._input = self._pending = None
                 events.append(self._status())
             events.extend(self._event(entry.body))
         return events
@@ -126,6 +150,9 @@ class TaskFold:
         status = a2a.TaskStatus(state=state)
         if self.error:
             status.message.CopyFrom(_agent_message(self.error, self.task_id, self.context_id))
+        elif self._input is not None and not self.state:
+            status.state = a2a.TASK_STATE_INPUT_REQUIRED
+            status.message.CopyFrom(input_message(self.task_id, self.context_id, self._input, pending=self._pending))
         return status
 
     def status(self) -> a2a.TaskStatusUpdateEvent:

@@ -30,6 +30,7 @@ from ..._runtime.auth import Caller
 from ..._store.results import CancelState
 from ..grpc.servicer import AgentStreamServicer
 from . import JSONRPC_PATH, REST_PATH
+from .answers import tool_answers
 from .calls import CALLER, HTTP_CALLER, call_errors, grpc_call
 from .fold import TaskFold, ended_task, history
 from .store import RedisTaskStore
@@ -102,9 +103,20 @@ class A2ARequestHandler(RequestHandler):
     async def on_message_send_stream(
         self, params: a2a.SendMessageRequest, context: ServerCallContext
     ) -> AsyncGenerator[Event]:
-        """Start a run of the tenant's agent with the message's text; its task, then its events until `end`."""
+        """Start a run of the tenant's agent with the message's text; its task, then its events until `end` or until
+        it waits for input. A message naming a waiting task answers it (`_answer`): the task, then the run's
+        events as it goes on."""
         async with call_errors(context):
             caller, agent = await self._caller(context)
+            if params.message.task_id:
+                session, record, fold, cursor = await self._answer(caller, agent, params.message)
+                task = fold.shown() if fold is not None else ended_task(record)
+                task.history.extend(history(record))
+                yield task
+                if fold is not None and not fold.ended and not fold.waiting:
+                    async for event in self._follow(session, record, fold, cursor=cursor):
+                        yield event
+                return
             session, record, request = await self._start(caller, agent, params.message, context)
             task = a2a.Task(
                 id=record.task_id, context_id=record.context_id, status=a2a.TaskStatus(state=a2a.TASK_STATE_SUBMITTED)
@@ -115,9 +127,20 @@ class A2ARequestHandler(RequestHandler):
                 yield event
 
     async def on_message_send(self, params: a2a.SendMessageRequest, context: ServerCallContext) -> a2a.Task:
-        """Start a run; its task once it ended (at once, SUBMITTED, with `return_immediately`)."""
+        """Start a run (or answer a waiting one: `_answer`); its task once it ended or waits for input (at once,
+        with `return_immediately`)."""
         async with call_errors(context):
             caller, agent = await self._caller(context)
+            if params.message.task_id:
+                session, record, fold, cursor = await self._answer(caller, agent, params.message)
+                if fold is None:
+                    return apply_history_length(ended_task(record), params.configuration)
+                if not (fold.ended or fold.waiting or params.configuration.return_immediately):
+                    async for _ in self._follow(session, record, fold, cursor=cursor):
+                        pass
+                task = fold.task()
+                task.history.extend(history(record))
+                return task
             session, record, request = await self._start(caller, agent, params.message, context)
             fold = TaskFold(task_id=record.task_id, context_id=record.context_id)
             if not params.configuration.return_immediately:
@@ -180,7 +203,7 @@ class A2ARequestHandler(RequestHandler):
             fold = TaskFold(task_id=record.task_id, context_id=record.context_id)
             try:
                 async with asyncio.timeout(_CANCEL_WAIT):
-                    async for _ in self._follow(session, record, fold):
+                    async for _ in self._follow(session, record, fold, through_input=True):
                         pass
             except TimeoutError:
                 pass
@@ -232,8 +255,6 @@ class A2ARequestHandler(RequestHandler):
         self, caller: Caller, agent: str, message: a2a.Message, context: ServerCallContext
     ) -> tuple[SessionHandle, TaskRecord, a2a.Message]:
         """Submit the run of `message`; its session, its task's record and the message as the task keeps it."""
-        if message.task_id:
-            raise InvalidParamsError("a task here is one run: send the next message with its context_id, no task_id")
         if other := next((part.WhichOneof("content") for part in message.parts if not part.HasField("text")), None):
             raise ContentTypeNotSupportedError(f"the agents here take text parts only; the message has a {other} part")
         if len(message.message_id) > _MAX_ID_CHARS:
@@ -274,8 +295,44 @@ class A2ARequestHandler(RequestHandler):
         return session, run
 
     def _follow(
-        self, session: SessionHandle, record: TaskRecord, fold: TaskFold | None = None, *, cursor: str = ""
+        self,
+        session: SessionHandle,
+        record: TaskRecord,
+        fold: TaskFold | None = None,
+        *,
+        cursor: str = "",
+        through_input: bool = False,
     ) -> AsyncGenerator[Event]:
-        """The task's events until its run's `end` (`RedisTaskStore.follow`), said again after each silence."""
+        """The task's events until its run's `end` or its wait for input (`RedisTaskStore.follow`), said again after
+        each silence."""
         fold = fold or TaskFold(task_id=record.task_id, context_id=record.context_id)
-        return self.tasks.follow(session, record, fold, cursor=cursor, heartbeat=self.servicer.heartbeat_interval)
+        heartbeat = self.servicer.heartbeat_interval
+        return self.tasks.follow(session, record, fold, cursor=cursor, heartbeat=heartbeat, through_input=through_input)
+
+    async def _answer(
+        self, caller: Caller, agent: str, message: a2a.Message
+    ) -> tuple[SessionHandle, TaskRecord, TaskFold | None, str]:
+        """Answer the calls the run of the message's task waits on with its data part (`answers.tool_answers`), as
+        `Respond` does: the session, the task's record, its run folded so far (`None`: it ended, its outcome in
+        the record) and the id of the last entry folded. A bad answer is `InvalidParamsError`, writing nothing."""
+        record = await self.tasks.record(caller, agent, message.task_id)
+        if message.context_id and message.context_id != record.context_id:
+            raise InvalidParamsError(f"context {message.context_id[:64]!r} is not the context of task {record.task_id}")
+        answers = tool_answers(message)
+        folded = await self.tasks.fold(caller, record)
+        fold, cursor = folded if folded is not None else (None, "")
+        if answers is None:
+            if fold is not None and fold.waiting:
+                raise InvalidParamsError(
+                    f"task {record.task_id} waits for answers to its tool calls, not text: send one data part "
+                    '{"answers": [...]} (its status message lists the calls)'
+                )
+            raise InvalidParamsError("a task here is one run: send the next message with its context_id, no task_id")
+        session = self.tasks.session(caller, record)
+        try:
+            responded = await session.respond(record.task_id, answers)
+        except InvalidRequestError as e:
+            raise InvalidParamsError(str(e)) from e
+        if fold is not None:
+            fold.answered(responded.pending)
+        return session, record, fold, cursor

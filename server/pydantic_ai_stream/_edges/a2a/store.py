@@ -108,10 +108,18 @@ class RedisTaskStore(TaskStore):
         return fold, cursor
 
     async def follow(
-        self, session: SessionHandle, record: TaskRecord, fold: TaskFold, *, cursor: str = "", heartbeat: float | None
+        self,
+        session: SessionHandle,
+        record: TaskRecord,
+        fold: TaskFold,
+        *,
+        cursor: str = "",
+        heartbeat: float | None,
+        through_input: bool = False,
     ) -> AsyncGenerator[Event]:
         """The A2A events of the run's entries after its `begin` (or after `cursor`, up to which `fold` has
-        folded), until its `end` (noted in its record); with `heartbeat`, the state again after each silence."""
+        folded), until its `end` (noted in its record) or, as the SDK's streams end, until it waits for input
+        (`through_input`: on to its end); with `heartbeat`, the state again after each silence."""
         keys = session.keys
         entries = session.listen_entries(
             after=cursor or record.begin_event_id, wait=10, timeout=None, heartbeat=heartbeat
@@ -124,6 +132,8 @@ class RedisTaskStore(TaskStore):
                 yield event
             if fold.ended:
                 await self._finish(Caller(scope_id=keys.scope_id, user_id=keys.user_id), record, fold)
+                return
+            if fold.waiting and not through_input:
                 return
 
     async def settle_last(self, caller: Caller, session: SessionHandle) -> None:
