@@ -8,8 +8,6 @@ import { pathToFileURL } from "node:url";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 
 import {
-  Code,
-  ConnectError,
   DeferredCallKind,
   EventType,
   PartKind,
@@ -17,7 +15,6 @@ import {
   externalResult,
   inputCalls,
   retry,
-  type ToolAnswer,
 } from "../src/index.js";
 
 /** The tools this service runs for the agent, by name. */
@@ -45,27 +42,12 @@ export async function serveTools(
           }
         }),
       );
-      await respondWhenWaiting(client, sessionId, runId, answers); // the run goes on; this listen sees the rest
+      await client.respond(sessionId, runId, answers); // the run goes on; this listen sees the rest
     }
     if (event.partKind === PartKind.TEXT) text += event.content ?? event.contentDelta ?? "";
     if (event.type === EventType.ERROR) throw new Error(`run failed: ${event.bodyJson}`);
   }
   return text;
-}
-
-/**
- * `respond`, retried for a moment on FailedPrecondition: the server writes `input_required` a few ms before it
- * records the run as waiting, and refuses answers in between.
- */
-async function respondWhenWaiting(client: StreamClient, sessionId: string, runId: string, answers: ToolAnswer[]) {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await client.respond(sessionId, runId, answers);
-    } catch (error) {
-      if (ConnectError.from(error).code !== Code.FailedPrecondition || attempt >= 100) throw error; // 5 s
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
-  }
 }
 
 /** Pages whoever is on call (here: says who would be paged). */
