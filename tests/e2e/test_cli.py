@@ -232,7 +232,7 @@ async def test_run_without_a_terminal_leaves_the_run_waiting_for_respond(server:
     calls = [(c["tool_call_id"], c["tool_name"], c["kind"]) for c in waiting["body"]["calls"]]
     assert calls == [("c1", "drop_db", "approval"), ("c2", "page", "external")]
     run_id = re.search(r"session c8 run (\w+)", err)[1]  # type: ignore[index]
-    assert f"pydantic-ai-stream respond c8 --run {run_id}" in err
+    assert f"answer it with: pydantic-ai-stream respond c8 --run {run_id} --approve c1 --value c2=JSON" in err
     assert (await _cli(server, "ls"))[:2] == (0, "c8\n"), "still waiting"
     assert (await _cli(server, "respond", "c8", "--approve", "c1"))[:2] == (0, "held; still waiting on c2\n")
     code, out, err = await _cli(server, "respond", "c8", "--run", run_id, "--value", 'c2={"ack": true}')
@@ -250,6 +250,7 @@ async def test_run_approve_all_answers_the_approvals_and_respond_denies_and_retr
     code, out, err = await _piped(server, "run", "ops", "clean up", "--session", "c9", "--approve-all")
     assert code == 3, err
     assert "[input] held; still waiting on c2" in err, "the approval was sent"
+    assert re.search(r"answer it with: pydantic-ai-stream respond c9 --run \w+ --value c2=JSON\n", err)
     assert (await _cli(server, "respond", "c9", "--retry", "c2=pager down"))[:2] == (0, "continued\n")
     entries = await _entries(server, "c9")
     assert "pager down" in _returns(entries)["c2"]

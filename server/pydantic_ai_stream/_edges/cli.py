@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from ..v1 import stream_pb2 as pb
-from .cli_input import EXIT_WAITING, add_answer_options, answers_of_options, ask
+from .cli_input import EXIT_WAITING, add_answer_options, answers_of_options, ask, respond_command
 from .grpc.client import StreamClient, Transcript, event_body, input_calls
 
 if TYPE_CHECKING:
@@ -282,7 +282,7 @@ async def _client_command(args: argparse.Namespace) -> int:
                     print(f"[input] {_responded(responded)}", file=sys.stderr)
                 if not complete:
                     print(_json_line(event))
-                    how = f"pydantic-ai-stream respond {session_id} --run {started.run_id} --approve/--deny/--value"
+                    how = respond_command(session_id, started.run_id, input_calls(event), answers)
                     print(f"[input] the run waits for input; answer it with: {how}", file=sys.stderr)
                 return complete
 

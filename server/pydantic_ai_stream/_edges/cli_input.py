@@ -12,7 +12,7 @@ from typing import Any
 from ..v1 import stream_pb2 as pb
 from .grpc.client import approve, deny, external_result, retry
 
-__all__ = ["EXIT_WAITING", "add_answer_options", "answers_of_options", "ask"]
+__all__ = ["EXIT_WAITING", "add_answer_options", "answers_of_options", "ask", "respond_command"]
 
 EXIT_WAITING = 3
 """`run`'s exit code when the run waits for input nobody at a terminal gave: it is left waiting, to be answered
@@ -39,6 +39,19 @@ def answers_of_options(args: argparse.Namespace) -> list[pb.ToolAnswer]:
     answers += [external_result(call_id, value) for call_id, value in args.value]
     answers += [retry(call_id, message) for call_id, message in args.retry]
     return answers
+
+
+def respond_command(
+    session_id: str, run_id: str, calls: Sequence[pb.DeferredCall], answered: Sequence[pb.ToolAnswer]
+) -> str:
+    """The `respond` command that would answer the calls not `answered` (approving, with a JSON value to fill in)."""
+    given = {answer.tool_call_id for answer in answered}
+    options = [
+        f"--approve {call.tool_call_id}" if _is_approval(call) else f"--value {call.tool_call_id}=JSON"
+        for call in calls
+        if call.tool_call_id not in given
+    ]
+    return " ".join(["pydantic-ai-stream respond", session_id, "--run", run_id, *options])
 
 
 def _id_and_text(value: str) -> tuple[str, str]:
