@@ -287,7 +287,7 @@ async def _client_command(args: argparse.Namespace) -> int:
                 return complete
 
             async with aclosing(_events_of_run(client, session_id, started.run_id)) as events:
-                return await _print_answer(events, answer)
+                return await _print_answer(events, answer=answer)
     return 0
 
 
@@ -335,10 +335,13 @@ async def _events_of_run(client: StreamClient, session_id: str, run_id: str) -> 
             await asyncio.sleep(0.1)  # the next run's `begin` is not written yet: poll back-off, not synchronisation
 
 
-async def _print_answer(events: AsyncIterator[pb.Event], answer: Callable[[pb.Event], Awaitable[bool]]) -> int:
+async def _print_answer(
+    events: AsyncIterator[pb.Event], answer: Callable[[pb.Event], Awaitable[bool]] | None = None
+) -> int:
     """The answer to stdout: as it streams on a terminal, else once the run ended (so a file or a pipe never
     gets output a resumed run superseded); thinking, tools, resumes and errors to stderr as they come; `answer`
-    called when the run waits for input (`False`: left waiting, exit `EXIT_WAITING`). Exit 1 if the run failed."""
+    called when the run waits for input (`False`, or none: left waiting, exit `EXIT_WAITING`). Exit 1 if the run
+    failed."""
     streaming = sys.stdout.isatty()
     transcript = Transcript()
     failed = False
@@ -348,7 +351,7 @@ async def _print_answer(events: AsyncIterator[pb.Event], answer: Callable[[pb.Ev
             redone = f"; what it printed from step {event.idx} on is redone below" if dropped and streaming else ""
             print(f"\n[resumed] its worker stopped; attempt {event.attempt} goes on{redone}", file=sys.stderr)
         elif event.kind == pb.EVENT_KIND_INPUT_REQUIRED:
-            if not await answer(event):
+            if answer is None or not await answer(event):
                 return EXIT_WAITING
         elif event.type == pb.EVENT_TYPE_ERROR:
             failed = True
