@@ -7,6 +7,7 @@ import json
 import os
 import pty
 import re
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -266,3 +267,22 @@ async def test_run_approve_all_answers_the_approvals_and_respond_denies_and_retr
     code, _, err = await _cli(server, "respond", "c10")
     assert code == 2
     assert "give at least one answer" in err
+
+
+async def test_ctrl_c_at_a_prompt_leaves_the_run_waiting_and_says_how_to_answer_it(server: RunningServer) -> None:
+    terminal, stdin = pty.openpty()
+    try:
+        proc = await _start_cli(server, "run", "ops", "clean up", "--session", "c11", stdin=stdin)
+        assert proc.stderr is not None
+        started = (await proc.stderr.readuntil(b"approve? [y/N] ")).decode()
+        proc.send_signal(signal.SIGINT)
+        code, _, err = await _finished(proc)
+    finally:
+        os.close(terminal)
+        os.close(stdin)
+    run_id = re.search(r"session c11 run (\w+)", started)[1]  # type: ignore[index]
+    assert code == 130
+    assert f"still waits for input; answer it with: pydantic-ai-stream respond c11 --run {run_id} --approve c1" in err
+    assert "Traceback" not in err
+    assert (await _cli(server, "ls"))[:2] == (0, "c11\n")
+    assert (await _cli(server, "respond", "c11", "--approve", "c1", "--value", "c2=1"))[:2] == (0, "continued\n")

@@ -184,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokenPipeError:  # e.g. `listen ... | head`: the reader left, which is fine
         sys.stderr.close()
         sys.exit(0)
+    except KeyboardInterrupt:  # Ctrl-C: the server's runs go on (a waiting one still waits); no traceback
+        sys.exit(130)
 
 
 def _serve(args: argparse.Namespace, argv: Sequence[str]) -> None:
@@ -276,7 +278,12 @@ async def _client_command(args: argparse.Namespace) -> int:
             print(f"session {session_id} run {started.run_id}{waiting}", file=sys.stderr)
 
             async def answer(event: pb.Event) -> bool:
-                answers, complete = await ask(input_calls(event), approve_all=args.approve_all)
+                try:
+                    answers, complete = await ask(input_calls(event), approve_all=args.approve_all)
+                except asyncio.CancelledError:  # Ctrl-C at a prompt: nothing was sent
+                    how = respond_command(session_id, started.run_id, input_calls(event), [])
+                    print(f"\n[input] the run still waits for input; answer it with: {how}", file=sys.stderr)
+                    raise
                 if answers:  # some may be all there is: they are held until the rest come with `respond`
                     responded = await client.respond(session_id, started.run_id, answers)
                     print(f"[input] {_responded(responded)}", file=sys.stderr)
