@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
 import re
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from grpc_agents import OPS_DROPS
 
 from pydantic_ai_stream import Settings
 from pydantic_ai_stream.client import StreamClient
@@ -18,16 +23,16 @@ from pydantic_ai_stream.server import RunningServer, ServerSettings, running_ser
 
 @pytest.fixture
 async def server(redis_url: str, settings: Settings) -> AsyncIterator[RunningServer]:
-    agents = {"stalling": "grpc_agents:stalling", "seeing_any": "grpc_agents:seeing_any"}
+    agents = {"stalling": "grpc_agents:stalling", "seeing_any": "grpc_agents:seeing_any", "ops": "grpc_agents:ops"}
     config = ServerSettings(redis_url=redis_url, port=0, agents=agents)
     async with running_server(config, settings=settings) as running:
         yield running
 
 
-async def _start_cli(server: RunningServer, *args: str) -> asyncio.subprocess.Process:
+async def _start_cli(server: RunningServer, *args: str, stdin: int | None = None) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pydantic_ai_stream", *args, "--target", f"127.0.0.1:{server.port}",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
 
 
@@ -170,3 +175,114 @@ async def test_ls_cancel_and_listen_start_without_importing_pydantic_ai_or_redis
     assert (code, err.splitlines()[-1]) == (0, "imported: []")
     entries = [json.loads(line) for line in out.splitlines()]
     assert [(e["type"], e["body"].get("msg")) for e in entries[-2:]] == [("error", "canceled"), ("end", None)]
+
+
+async def _piped(server: RunningServer, *args: str) -> tuple[int, str, str]:
+    """The command with stdin a pipe that ends at once: not a terminal, as in a script."""
+    proc = await _start_cli(server, *args, stdin=asyncio.subprocess.PIPE)
+    return await _finished(proc)
+
+
+async def _entries(server: RunningServer, session_id: str) -> list[dict[str, Any]]:
+    code, out, err = await _cli(server, "listen", session_id)
+    assert code == 0, err
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def _returns(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each answered call's tool return (or retry prompt) as the stream carries it."""
+    parts = [e["body"] for e in entries if e["body"].get("part_kind") in ("tool-return", "retry-prompt")]
+    return {p["tool_call_id"]: p["content"] for p in parts}
+
+
+async def test_run_asks_for_an_approval_and_a_result_on_a_terminal_then_prints_the_answer(
+    server: RunningServer,
+) -> None:
+    OPS_DROPS.clear()
+    terminal, stdin = pty.openpty()
+    try:
+        proc = await _start_cli(server, "run", "ops", "clean up", "--session", "c7", stdin=stdin)
+        assert proc.stderr is not None
+        asked = (await proc.stderr.readuntil(b"approve? [y/N] ")).decode()
+        assert '[input] drop_db({"name": "staging"}) call c1' in asked
+        os.write(terminal, b"y\n")
+        asked = (await proc.stderr.readuntil(b"(JSON, or !retry MESSAGE): ")).decode()
+        assert '[input] page({"msg": "db"}) call c2' in asked
+        os.write(terminal, b"ack\n")  # not JSON: asked again
+        assert "not JSON" in (await proc.stderr.readuntil(b"(JSON, or !retry MESSAGE): ")).decode()
+        os.write(terminal, b'{"ack": true}\n')
+        code, out, err = await _finished(proc)
+    finally:
+        os.close(terminal)
+        os.close(stdin)
+    assert code == 0, err
+    assert out == "done: drop_db=dropped staging; page={'ack': True}\n"
+    assert "[input] continued" in err
+    assert OPS_DROPS == ["staging"], "the approved tool ran once"
+    entries = await _entries(server, "c7")
+    assert _returns(entries) == {"c1": "dropped staging", "c2": {"ack": True}}
+    assert entries[-1]["type"] == "end"
+
+
+async def test_run_without_a_terminal_leaves_the_run_waiting_for_respond(server: RunningServer) -> None:
+    OPS_DROPS.clear()
+    code, out, err = await _piped(server, "run", "ops", "clean up", "--session", "c8")
+    assert code == 3, err
+    [waiting] = [json.loads(line) for line in out.splitlines()]
+    assert waiting["body"]["event"] == "input_required"
+    calls = [(c["tool_call_id"], c["tool_name"], c["kind"]) for c in waiting["body"]["calls"]]
+    assert calls == [("c1", "drop_db", "approval"), ("c2", "page", "external")]
+    run_id = re.search(r"session c8 run (\w+)", err)[1]  # type: ignore[index]
+    assert f"answer it with: pydantic-ai-stream respond c8 --run {run_id} --approve c1 --value c2=JSON" in err
+    assert (await _cli(server, "ls"))[:2] == (0, "c8\n"), "still waiting"
+    assert (await _cli(server, "respond", "c8", "--approve", "c1"))[:2] == (0, "held; still waiting on c2\n")
+    code, out, err = await _cli(server, "respond", "c8", "--run", run_id, "--value", 'c2={"ack": true}')
+    assert (code, out) == (0, "continued\n"), err
+    entries = await _entries(server, "c8")
+    assert _returns(entries) == {"c1": "dropped staging", "c2": {"ack": True}}
+    assert entries[-1]["type"] == "end"
+    assert OPS_DROPS == ["staging"]
+    code, _, err = await _cli(server, "respond", "c8", "--run", run_id, "--deny", "c1")
+    assert (code, err.splitlines()[-1].split(":")[:2]) == (1, ["error", " FAILED_PRECONDITION"])
+
+
+async def test_run_approve_all_answers_the_approvals_and_respond_denies_and_retries(server: RunningServer) -> None:
+    OPS_DROPS.clear()
+    code, out, err = await _piped(server, "run", "ops", "clean up", "--session", "c9", "--approve-all")
+    assert code == 3, err
+    assert "[input] held; still waiting on c2" in err, "the approval was sent"
+    assert re.search(r"answer it with: pydantic-ai-stream respond c9 --run \w+ --value c2=JSON\n", err)
+    assert (await _cli(server, "respond", "c9", "--retry", "c2=pager down"))[:2] == (0, "continued\n")
+    entries = await _entries(server, "c9")
+    assert "pager down" in _returns(entries)["c2"]
+    assert entries[-1]["type"] == "end"
+    assert OPS_DROPS == ["staging"]
+
+    code, out, err = await _piped(server, "run", "ops", "clean up", "--session", "c10")
+    assert code == 3, err
+    code, out, err = await _cli(server, "respond", "c10", "--deny", "c1=not on Fridays", "--retry", "c2=pager down")
+    assert (code, out) == (0, "continued\n"), err
+    assert "not on Fridays" in _returns(await _entries(server, "c10"))["c1"]
+    assert OPS_DROPS == ["staging"], "the denied tool did not run"
+    code, _, err = await _cli(server, "respond", "c10")
+    assert code == 2
+    assert "give at least one answer" in err
+
+
+async def test_ctrl_c_at_a_prompt_leaves_the_run_waiting_and_says_how_to_answer_it(server: RunningServer) -> None:
+    terminal, stdin = pty.openpty()
+    try:
+        proc = await _start_cli(server, "run", "ops", "clean up", "--session", "c11", stdin=stdin)
+        assert proc.stderr is not None
+        started = (await proc.stderr.readuntil(b"approve? [y/N] ")).decode()
+        proc.send_signal(signal.SIGINT)
+        code, _, err = await _finished(proc)
+    finally:
+        os.close(terminal)
+        os.close(stdin)
+    run_id = re.search(r"session c11 run (\w+)", started)[1]  # type: ignore[index]
+    assert code == 130
+    assert f"still waits for input; answer it with: pydantic-ai-stream respond c11 --run {run_id} --approve c1" in err
+    assert "Traceback" not in err
+    assert (await _cli(server, "ls"))[:2] == (0, "c11\n")
+    assert (await _cli(server, "respond", "c11", "--approve", "c1", "--value", "c2=1"))[:2] == (0, "continued\n")

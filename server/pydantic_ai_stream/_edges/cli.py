@@ -1,4 +1,4 @@
-"""`pydantic-ai-stream`: serve agents over gRPC, and talk to such a server (run, listen, ls, cancel)."""
+"""`pydantic-ai-stream`: serve agents over gRPC, and talk to such a server (run, respond, listen, ls, cancel)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from ..v1 import stream_pb2 as pb
-from .grpc.client import StreamClient, Transcript, event_body
+from .cli_input import EXIT_WAITING, add_answer_options, answers_of_options, ask, respond_command
+from .grpc.client import StreamClient, Transcript, event_body, input_calls
 
 if TYPE_CHECKING:
     from .config import ServerSettings
@@ -90,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, metavar="PORT", help="serve HTTP too: A2A JSON-RPC, REST, agent cards")
 
     for name, help_text in (
-        ("run", "start a run and print the answer as it streams"),
+        ("run", "start a run and print the answer as it streams, asking for the input it waits on"),
+        ("respond", "answer the calls a session's run waits on (approvals, external results)"),
         ("listen", "print a session's events as JSON lines"),
         ("ls", "list your sessions with a live run"),
         ("cancel", "cancel a session's live run"),
@@ -121,6 +124,20 @@ def _parser() -> argparse.ArgumentParser:
                 metavar="PATH",
                 help="a file for the model after the prompt (repeatable; media type from its extension)",
             )
+            command.add_argument(
+                "--approve-all",
+                action="store_true",
+                help="approve every call that needs an approval, without asking",
+            )
+            command.epilog = (
+                "When the run waits for input it asks on the terminal; when stdin is not a terminal it prints the "
+                f"waiting event (a JSON line, as `listen` does) and exits {EXIT_WAITING}, leaving the run waiting "
+                "for `respond`."
+            )
+        if name == "respond":
+            command.add_argument("session")
+            command.add_argument("--run", default="", help="the run that waits (default: the session's current run)")
+            add_answer_options(command)
         if name in ("listen", "cancel"):
             command.add_argument("session")
         if name == "listen":
@@ -151,7 +168,10 @@ def _attachment(value: str) -> pb.Attachment:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `pydantic-ai-stream` command."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "respond" and not answers_of_options(args):
+        parser.error("respond: give at least one answer (--approve, --deny, --value, --retry)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in ("serve", "worker"):
         _serve(args, sys.argv[1:] if argv is None else list(argv))
@@ -164,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except BrokenPipeError:  # e.g. `listen ... | head`: the reader left, which is fine
         sys.stderr.close()
         sys.exit(0)
+    except KeyboardInterrupt:  # Ctrl-C: the server's runs go on (a waiting one still waits); no traceback
+        sys.exit(130)
 
 
 def _serve(args: argparse.Namespace, argv: Sequence[str]) -> None:
@@ -238,8 +260,10 @@ async def _client_command(args: argparse.Namespace) -> int:
             return 0 if cancelled else 1
         elif args.command == "listen":
             async for event in client.listen(args.session, after=args.after):
-                body = event_body(event)
-                print(json.dumps({"id": event.id, "type": event.type_name, "origin": event.origin, "body": body}))
+                print(_json_line(event))
+        elif args.command == "respond":
+            run_id = args.run or await _current_run(client, args.session)
+            print(_responded(await client.respond(args.session, run_id, answers_of_options(args))))
         else:
             session_id = args.session or uuid.uuid4().hex[:12]
             started = await client.run(
@@ -252,11 +276,47 @@ async def _client_command(args: argparse.Namespace) -> int:
             )
             waiting = " waiting behind the session's run" if started.waiting else ""
             print(f"session {session_id} run {started.run_id}{waiting}", file=sys.stderr)
-            return await _print_answer(_events_of_run(client, session_id, started.run_id))
+
+            async def answer(event: pb.Event) -> bool:
+                try:
+                    answers, complete = await ask(input_calls(event), approve_all=args.approve_all)
+                except asyncio.CancelledError:  # Ctrl-C at a prompt: nothing was sent
+                    how = respond_command(session_id, started.run_id, input_calls(event), [])
+                    print(f"\n[input] the run still waits for input; answer it with: {how}", file=sys.stderr)
+                    raise
+                if answers:  # some may be all there is: they are held until the rest come with `respond`
+                    responded = await client.respond(session_id, started.run_id, answers)
+                    print(f"[input] {_responded(responded)}", file=sys.stderr)
+                if not complete:
+                    print(_json_line(event))
+                    how = respond_command(session_id, started.run_id, input_calls(event), answers)
+                    print(f"[input] the run waits for input; answer it with: {how}", file=sys.stderr)
+                return complete
+
+            async with aclosing(_events_of_run(client, session_id, started.run_id)) as events:
+                return await _print_answer(events, answer=answer)
     return 0
 
 
-async def _events_of_run(client: StreamClient, session_id: str, run_id: str) -> AsyncIterator[pb.Event]:
+def _json_line(event: pb.Event) -> str:
+    return json.dumps({"id": event.id, "type": event.type_name, "origin": event.origin, "body": event_body(event)})
+
+
+def _responded(response: pb.RespondResponse) -> str:
+    if response.continued:
+        return "continued"
+    return "held; still waiting on " + " ".join(response.pending_call_ids)
+
+
+async def _current_run(client: StreamClient, session_id: str) -> str:
+    """The id of the session's current run, from its `begin` (Listen's first event; the Listen ends with the
+    client's channel)."""
+    async for event in client.listen(session_id):
+        return str(event_body(event)["run_id"])
+    raise AssertionError("Listen yields a run's `begin` first")  # pragma: no cover - it returns at `end` only
+
+
+async def _events_of_run(client: StreamClient, session_id: str, run_id: str) -> AsyncGenerator[pb.Event]:
     """The events of the session's run `run_id`. Listen gives the current run, so a run that waits behind
     others follows each of them to its `end`, then listens again; DEADLINE_EXCEEDED if it has not begun
     `_BEGIN_SECONDS` after the run before it ended."""
@@ -282,10 +342,13 @@ async def _events_of_run(client: StreamClient, session_id: str, run_id: str) -> 
             await asyncio.sleep(0.1)  # the next run's `begin` is not written yet: poll back-off, not synchronisation
 
 
-async def _print_answer(events: AsyncIterator[pb.Event]) -> int:
+async def _print_answer(
+    events: AsyncIterator[pb.Event], answer: Callable[[pb.Event], Awaitable[bool]] | None = None
+) -> int:
     """The answer to stdout: as it streams on a terminal, else once the run ended (so a file or a pipe never
-    gets output a resumed run superseded); thinking, tools, resumes and errors to stderr as they come.
-    Exit 1 if the run failed."""
+    gets output a resumed run superseded); thinking, tools, resumes and errors to stderr as they come; `answer`
+    called when the run waits for input (`False`, or none: left waiting, exit `EXIT_WAITING`). Exit 1 if the run
+    failed."""
     streaming = sys.stdout.isatty()
     transcript = Transcript()
     failed = False
@@ -294,6 +357,9 @@ async def _print_answer(events: AsyncIterator[pb.Event]) -> int:
         if event.kind == pb.EVENT_KIND_RESUMED:
             redone = f"; what it printed from step {event.idx} on is redone below" if dropped and streaming else ""
             print(f"\n[resumed] its worker stopped; attempt {event.attempt} goes on{redone}", file=sys.stderr)
+        elif event.kind == pb.EVENT_KIND_INPUT_REQUIRED:
+            if answer is None or not await answer(event):
+                return EXIT_WAITING
         elif event.type == pb.EVENT_TYPE_ERROR:
             failed = True
             print(f"\n[error] {event_body(event).get('msg')}", file=sys.stderr)
