@@ -255,3 +255,49 @@ oncall: Agent[None, str | DeferredToolRequests] = Agent(
 @oncall.tool_plain(name="page")
 def page_oncall(msg: str) -> str:
     raise CallDeferred
+
+
+# `ops` for worker processes that are killed around a wait: `drop_db` (an approval, not safe to retry) and `restart`
+# (an approval, safe to retry) count their calls in files under $TEST_TOOL_MARKS and run one after the other; while
+# a file `hang-<tool>` is there, that tool's first call hangs once counted (its worker is killed meanwhile). `page`
+# is external. The answer after the returns says what came back, once a file `hold-answer` is gone.
+async def _guarded(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[str | DeltaToolCalls]:
+    returns = [p for p in messages[-1].parts if p.part_kind in ("tool-return", "retry-prompt")]
+    if not returns:
+        yield {0: DeltaToolCall(name="drop_db", json_args='{"name": "staging"}', tool_call_id="c1")}
+        yield {1: DeltaToolCall(name="restart", json_args='{"name": "api"}', tool_call_id="c2")}
+        yield {2: DeltaToolCall(name="page", json_args='{"msg": "db"}', tool_call_id="c3")}
+        return
+    yield "done: "
+    held_until = time.monotonic() + 120
+    while (_marks() / "hold-answer").exists():
+        assert time.monotonic() < held_until, "the test never let the answer go"
+        await asyncio.sleep(0.01)  # polling a file: what the test process does shows only there
+    yield "; ".join(f"{p.tool_name}={p.content}" for p in returns)
+
+
+guarded: Agent[None, str | DeferredToolRequests] = Agent(
+    FunctionModel(stream_function=_guarded), output_type=[str, DeferredToolRequests], name="guarded"
+)
+
+
+async def _hang_once(tool: str) -> None:
+    if _mark(tool) == 1 and (_marks() / f"hang-{tool}").exists():
+        await asyncio.sleep(60)  # its worker is killed meanwhile
+
+
+@guarded.tool_plain(name="drop_db", requires_approval=True, sequential=True)
+async def drop_db_guarded(name: str) -> str:
+    await _hang_once("drop_db")
+    return f"dropped {name}"
+
+
+@guarded.tool_plain(requires_approval=True, sequential=True, metadata={RETRY_SAFE: True})
+async def restart(name: str) -> str:
+    await _hang_once("restart")
+    return f"restarted {name}"
+
+
+@guarded.tool_plain(name="page")
+def page_guarded(msg: str) -> str:
+    raise CallDeferred
