@@ -146,8 +146,9 @@ async def test_a_queued_run_is_adopted_once_and_a_cancel_ends_it_at_once(redis: 
     assert await stream.open(run_id="r2", lease_ms=60_000, begin=other, nonce="n3") == (OpenState.BUSY, "")
     adopted = await stream.adopt(run_id="r1", lease_ms=3000, wait_ms=60_000)
     assert adopted is not None
-    begin_entry, last_id = adopted
+    begin_entry, last_id, continues = adopted
     assert (begin_entry.id, begin_entry.type, begin_entry.body, last_id) == (begin_id, "begin", begin, begin_id)
+    assert not continues, "a first part: no answered wait for input"
     assert await redis.get(stream.keys.live) == b"r1"
     assert 0 < await redis.pttl(stream.keys.live) <= 3000
     assert await stream.adopt(run_id="r1", lease_ms=3000, wait_ms=60_000) is None, "adopted once"

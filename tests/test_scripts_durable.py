@@ -66,11 +66,11 @@ async def test_wait_puts_a_run_behind_the_sessions_run_once(redis: Redis, k: Ses
 
 
 async def test_adopt_takes_a_queued_run_and_answers_its_adopters_resend(redis: Redis, k: SessionKeys) -> None:
-    keys = [k.live, k.stream, k.durable, k.checkpoint, k.active, k.attachments("r1")]
+    keys = [k.live, k.stream, k.durable, k.checkpoint, k.active, k.attachments("r1"), k.input]
     assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == [], "no stream"
     begin_id = await _queued(redis, k)
     await redis.set(k.attachments("r1"), b"[]\n\x00\xff", px=60_000)
-    adopted = [begin_id, BEGIN.encode(), begin_id]  # the stream's last id: the writer goes on after it
+    adopted = [begin_id, BEGIN.encode(), begin_id, b"0"]  # the stream's last id: the writer goes on after it
     assert await session._ADOPT(redis, keys=keys, args=["r1", 5000, 9000, "w1", "s1"]) == adopted
     assert await redis.get(k.live) == b"r1"
     assert await redis.hget(k.checkpoint, "adopted:r1") == b"w1"

@@ -39,6 +39,7 @@ from pydantic_ai_stream import (
     live_sessions,
     q,
 )
+from pydantic_ai_stream._durable.scripts import add_job
 from pydantic_ai_stream._write.live import LiveRun
 from pydantic_ai_stream.server import HostedDeps, Worker
 
@@ -480,3 +481,30 @@ async def test_whoever_reads_input_required_can_answer_at_once(runtime: Runtime,
     assert (await handle.respond(submitted.run_id, [ToolAnswer(tool_call_id="c2", value="ok")])).continued
     await _until(handle, _end, after=entry["id"])
     assert model.drops == 1
+
+
+async def test_a_job_left_unacknowledged_by_the_first_part_goes_on_with_the_answers(
+    redis: Redis, runtime: Runtime
+) -> None:
+    """The worker the run waited on died before acknowledging its job, which a worker then takes before the
+    continuation's: the run still goes on from the answers (it crashed, `run_id already appears in
+    message_history`, and the answers were lost)."""
+    model = Ops()
+    async with Worker(runtime=runtime, agents={"ops": model.agent()}) as worker:
+        run_id, waiting = await _waiting_run(runtime, worker)
+    handle = _handle(runtime)
+    answers = [ToolAnswer(tool_call_id="c1", approved=True), ToolAnswer(tool_call_id="c2", value="paged")]
+    assert (await handle.respond(run_id, answers)).continued
+    jobs = runtime.queue.keys.jobs(1)
+    ((job_id, fields),) = await redis.xrange(jobs)  # the continuation's job, queued by the answer
+    assert fields[b"continues"] == b"1"
+    await redis.xdel(jobs, job_id)
+    first_part = {k.decode(): v.decode() for k, v in fields.items() if k != b"continues"}
+    await add_job(redis, runtime.queue.keys, scope_id=1, fields=first_part)  # its first part's job, taken first
+    async with Worker(runtime=runtime, agents={"ops": model.agent()}):
+        rest = await _until(handle, _end, after=waiting["id"])
+    assert not [e for e in rest if e["type"] == "error"]
+    assert model.seen == [[("tool-return", "dropped staging"), ("tool-return", "paged")]]
+    assert model.drops == 1
+    kinds = [type(m).__name__ for m in await _stored(redis, runtime)]
+    assert kinds == ["ModelRequest", "ModelResponse", "ModelRequest", "ModelResponse"], "each step once"

@@ -326,7 +326,7 @@ class Worker:
         )
         deps.attach(live)
         live.job = {name: value for name, value in job.fields().items() if name != "continues"}
-        live.continues = job.continues
+        live.continues = live.continues or job.continues  # also a job its first part's worker left unacknowledged
         try:
             if agent is None:
                 raise InvalidRequestError(f"agent {job.agent!r} is not hosted by this worker")

@@ -66,9 +66,12 @@ class SessionStream:
             enqueue=enqueue,
         )
 
-    async def adopt(self, *, run_id: str, lease_ms: int, wait_ms: int, adopter: str = "") -> tuple[Entry, str] | None:
-        """Take the flag of the queued run `run_id` as a `lease_ms` lease; its `begin` entry and the stream's last
-        id, or `None` if it is no longer queued (cancelled, expired, or adopted by another worker). `adopter`,
+    async def adopt(
+        self, *, run_id: str, lease_ms: int, wait_ms: int, adopter: str = ""
+    ) -> tuple[Entry, str, bool] | None:
+        """Take the flag of the queued run `run_id` as a `lease_ms` lease; its `begin` entry, the stream's last id
+        and whether it goes on after its answered wait for input, or `None` if it is no longer queued (cancelled,
+        expired, or adopted by another worker). `adopter`,
         unique to one worker and job, lets a re-sent copy of the call (its reply lost) find the run its own."""
         return await session.adopt(
             self.redis, self.keys, run_id=run_id, lease_ms=lease_ms, wait_ms=wait_ms, adopter=adopter

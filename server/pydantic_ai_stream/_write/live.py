@@ -126,8 +126,8 @@ class LiveRun:
         )
         if adopted is None:
             return None
-        begin, last_id = adopted
-        return cls._held(
+        begin, last_id, continues = adopted
+        live = cls._held(
             host,
             stream,
             run_id=run_id,
@@ -136,6 +136,8 @@ class LiveRun:
             last_id=last_id,
             checkpoint_ttl_ms=wait_ms,
         )
+        live.continues = continues
+        return live
 
     @classmethod
     async def recover(cls, host: RunHost, keys: SessionKeys, *, run_id: str) -> LiveRun | Held | None:

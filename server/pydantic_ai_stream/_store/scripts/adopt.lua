@@ -1,11 +1,13 @@
 -- A worker takes a queued run's flag as its lease (the adopter kept in the checkpoint hash,
 -- `adopted:<run id>`; the session listed as active, should a listing have dropped it meanwhile). The run's
 -- attachments move into the checkpoint hash (`attachments:<run id>`), which lives as long as the run.
--- KEYS: [1] live, [2] stream, [3] durable, [4] checkpoint, [5] active, [6] the run's attachments.
+-- KEYS: [1] live, [2] stream, [3] durable, [4] checkpoint, [5] active, [6] the run's attachments, [7] input.
 -- ARGV: [1] run_id, [2] lease_ms, [3] wait_ms, [4] the adopter (unique to one worker and job; '': none),
 --   [5] session_id.
--- Returns {begin id, begin body, the stream's last id} (its writer goes on after it: a run going on after a
--- wait for input has written more than its `begin`), also to a re-sent copy of the call that took it (its reply was lost: the
+-- Returns {begin id, begin body, the stream's last id (its writer goes on after it: a run going on after a
+-- wait for input has written more than its `begin`), '1' if the run goes on after its answered wait for input
+-- (whichever of its jobs took it: one left unacknowledged by the worker it waited on may come first), else
+-- '0'}, also to a re-sent copy of the call that took it (its reply was lost: the
 -- same adopter finds the flag its own, the lease renewed, a cancel mark kept); {} if the run is no longer
 -- queued (cancelled, expired, or adopted).
 local v = redis.call('GET', KEYS[1])
@@ -29,4 +31,6 @@ else
 end
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('ZADD', KEYS[5], 'NX', string.match(first[1], '^%d+'), ARGV[5])
-return {first[1], field(first, 'body') or '{}', last_entry(KEYS[2])[1]}
+local input = redis.call('HMGET', KEYS[7], 'run', 'state')
+local continues = (input[1] == ARGV[1] and input[2] == 'answered') and '1' or '0'
+return {first[1], field(first, 'body') or '{}', last_entry(KEYS[2])[1], continues}

@@ -238,14 +238,17 @@ async def cancel(
 
 async def adopt(
     redis: AsyncRedis, keys: SessionKeys, *, run_id: str, lease_ms: int, wait_ms: int, adopter: str
-) -> tuple[Entry, str] | None:
-    """`adopt.lua`: the run's `begin` and the stream's last id, or `None` if it is no longer queued."""
+) -> tuple[Entry, str, bool] | None:
+    """`adopt.lua`: the run's `begin`, the stream's last id and whether the run goes on after its answered wait
+    for input; `None` if it is no longer queued."""
     reply = await _ADOPT(
         redis,
-        keys=[keys.live, keys.stream, keys.durable, keys.checkpoint, keys.active, keys.attachments(run_id)],
+        keys=[
+            keys.live, keys.stream, keys.durable, keys.checkpoint, keys.active, keys.attachments(run_id), keys.input
+        ],
         args=[run_id, lease_ms, wait_ms, adopter, keys.session_id],
-    )
-    return (_begin(reply[0], reply[1]), decode(reply[2])) if reply else None
+    )  # fmt: skip
+    return (_begin(reply[0], reply[1]), decode(reply[2]), decode(reply[3]) == "1") if reply else None
 
 
 async def recover(
