@@ -310,6 +310,11 @@ async def test_a_worker_dying_right_after_the_answer_runs_no_tool_twice(
     async with Worker(runtime=runtime, agents={"ops": model.agent()}):
         rest = await _until(handle, _end, after=waiting["id"])
     assert [e["body"].get("attempt") for e in rest if e["body"].get("event") == "resumed"] == [2]
+    marker = next(n for n, e in enumerate(rest) if e["body"].get("event") == "resumed")
+    after = [(e["body"].get("event"), e["body"].get("part_kind"), e["body"].get("tool_call_id")) for e in rest[marker:]]
+    calls = after.index(("part_start", "tool-call", "c1")), after.index(("part_start", "tool-call", "c2"))
+    returns = after.index(("part_start", "tool-return", "c1")), after.index(("part_start", "tool-return", "c2"))
+    assert max(calls) < min(returns), "the marker hid node 0 from listeners: its calls come again, then the returns"
     assert model.drops == 0, "the approved tool is not run again: it may have run"
     ((unknown, paged),) = model.seen
     assert unknown == ("tool-return", UNKNOWN_OUTCOME)

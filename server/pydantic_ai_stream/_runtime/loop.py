@@ -126,6 +126,8 @@ async def drive(
             kwargs.setdefault("deferred_tool_results", resumed.tool_results(agent))
         elif wait is not None and live is not None:
             # Answered: it goes on from them. Retaken from a worker that died, an approved tool may have run.
+            if live.attempt > 1:  # before its first checkpoint: the `resumed` marker hid every node from listeners
+                await _replay_saved(live, history[: wait.waited])  # streamed again, complete, before the returns
             prompt, live.mapper.idx = None, wait.idx
             unknown = UNKNOWN_OUTCOME if live.attempt > 1 else None
             kwargs.setdefault("deferred_tool_results", wait.results(unknown=unknown, rerun=retry_safe_tools(agent)))
