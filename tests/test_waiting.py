@@ -131,6 +131,17 @@ async def _no_run(worker: Worker) -> bool:
     return worker.running == 0
 
 
+async def _answered_with_no_worker(runtime: Runtime) -> tuple[Ops, str, dict[str, Any]]:
+    """An `Ops` run that waited, its worker gone, then both calls answered: the model, the run id, its
+    `input_required` entry."""
+    model = Ops()
+    async with Worker(runtime=runtime, agents={"ops": model.agent()}) as worker:
+        run_id, waiting = await _waiting_run(runtime, worker)
+    answers = [ToolAnswer(tool_call_id="c1", approved=True), ToolAnswer(tool_call_id="c2", value="paged")]
+    assert (await _handle(runtime).respond(run_id, answers)).continued
+    return model, run_id, waiting
+
+
 async def test_a_run_waits_in_redis_and_goes_on_once_answered(
     redis: Redis, runtime: Runtime, ops: tuple[Ops, Worker]
 ) -> None:
@@ -296,12 +307,8 @@ async def test_a_worker_dying_right_after_the_answer_runs_no_tool_twice(
     """The answer queues the run; a worker adopts it and dies before anything is checkpointed: the next worker
     takes it over as attempt 2 from the answers again, the approved call (of a tool not marked safe to retry)
     answered as of unknown outcome, the external result given again."""
-    model = Ops()
-    async with Worker(runtime=runtime, agents={"ops": model.agent()}) as worker:
-        run_id, waiting = await _waiting_run(runtime, worker)
+    model, run_id, waiting = await _answered_with_no_worker(runtime)
     handle = _handle(runtime)
-    answers = [ToolAnswer(tool_call_id="c1", approved=True), ToolAnswer(tool_call_id="c2", value="paged")]
-    assert (await handle.respond(run_id, answers)).continued
     async with Runtime(redis=redis, settings=settings) as dead:
         live = await LiveRun.adopt(dead, handle.keys, run_id=run_id)
         assert live is not None, "the continuation is queued like any run"
@@ -494,12 +501,8 @@ async def test_a_job_left_unacknowledged_by_the_first_part_goes_on_with_the_answ
     """The worker the run waited on died before acknowledging its job, which a worker then takes before the
     continuation's: the run still goes on from the answers (it crashed, `run_id already appears in
     message_history`, and the answers were lost)."""
-    model = Ops()
-    async with Worker(runtime=runtime, agents={"ops": model.agent()}) as worker:
-        run_id, waiting = await _waiting_run(runtime, worker)
+    model, _, waiting = await _answered_with_no_worker(runtime)
     handle = _handle(runtime)
-    answers = [ToolAnswer(tool_call_id="c1", approved=True), ToolAnswer(tool_call_id="c2", value="paged")]
-    assert (await handle.respond(run_id, answers)).continued
     jobs = runtime.queue.keys.jobs(1)
     ((job_id, fields),) = await redis.xrange(jobs)  # the continuation's job, queued by the answer
     assert fields[b"continues"] == b"1"
