@@ -30,6 +30,7 @@ from pydantic_ai_stream import (
     InvalidRequestError,
     NotWaitingError,
     RedisSession,
+    RunExistsError,
     RunNotFoundError,
     Runtime,
     SessionBusyError,
@@ -215,6 +216,12 @@ async def test_bad_answers_are_refused_and_write_nothing(runtime: Runtime, ops: 
         await handle.respond(run_id, [ToolAnswer(tool_call_id="c1", approved=False)])
     with pytest.raises(SessionBusyError):
         await handle.submit(agent="ops", body={"user_prompt": "again"})
+    with pytest.raises(RunExistsError) as retried:  # a retried Run of the waiting run: its first reply, nothing run
+        await handle.submit(agent="ops", body={"user_prompt": "clean up"}, run_id=run_id)
+    (begin,) = await _until(handle, lambda _: True)
+    assert retried.value.begin_event_id == begin["id"]
+    (active,) = await live_sessions(runtime, scope_id=1, user_id=1)
+    assert (active.run_id, active.waiting) == (run_id, True), "still waiting, for the same answers"
 
 
 def _outline(entries: list[dict[str, Any]]) -> list[tuple[str, Any]]:
