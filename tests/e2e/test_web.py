@@ -3,8 +3,12 @@ resumed by cursor on another replica of the same Redis, approvals answered over 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -272,3 +276,34 @@ async def test_an_expired_or_future_cursor_is_refused_before_the_stream_starts(s
         ahead = await client.get(url, params={"after": "99999999999999-0"})
     assert ahead.status_code == 416
     assert ahead.json()["error"]
+
+
+NODE_WEB = Path(__file__).parent.parent / "node_web"
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or not (NODE_WEB / "node_modules" / "ai").is_dir(),
+    reason="needs node and `npm ci --prefix tests/node_web` (.ci/run does both)",
+)
+async def test_the_ai_sdk_reads_sends_reconnects_and_answers_approvals_with_its_own_transport(
+    server: RunningServer,
+) -> None:
+    """`DefaultChatTransport` (what `useChat` uses) and `readUIMessageStream`, the `ai` package's own code, against
+    the endpoint: a run, a reconnect, an approval and an external result, and a stream resumed mid-run."""
+    assert server.http is not None
+    node = await asyncio.create_subprocess_exec(
+        "node", str(NODE_WEB / "conformance.mjs"), server.http.url, "alice-token", stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(node.communicate(), timeout=120)
+    assert node.returncode == 0, err.decode()
+    seen = json.loads(out)
+    forty = "".join(f"t{i} " for i in range(40))
+    assert [p.get("text") for p in seen["streamed"]["parts"]] == [None, forty]
+    assert seen["reconnected"] == seen["streamed"]
+    assert seen["resumed"]["parts"] == seen["streamed"]["parts"]
+    drop, page = seen["waiting"]["parts"][1:]
+    assert (drop["state"], drop["approval"]) == ("approval-requested", {"id": "c1"})
+    assert page["state"] == "input-available"
+    assert seen["continued"]["id"] == seen["waiting"]["id"]
+    assert seen["continued"]["parts"][-1]["text"] == "done: drop_db=dropped staging; page=paged"
+    assert seen["continued"]["parts"][1]["output"] == "dropped staging"
