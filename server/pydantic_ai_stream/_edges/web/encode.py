@@ -11,7 +11,7 @@ uninterrupted one got, byte for byte.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ag_ui.core import BaseEvent
@@ -68,15 +68,24 @@ class _VercelAIStream(VercelAIEventStream[Any, Any]):
 
 @dataclass(kw_only=True)
 class _AGUIStream(AGUIEventStream[Any, Any]):
-    """pydantic-ai's AG-UI stream with stable ids."""
+    """pydantic-ai's AG-UI stream with stable ids (the few it draws at random, such as a reasoning message's, are
+    renamed in the order they appear)."""
 
     segment: str = ""
     _made: int = 0
+    _renamed: dict[str, str] = field(default_factory=dict)
 
     def new_message_id(self) -> str:
         self._made += 1
         self.message_id = f"{self.segment}-{self._made}"
         return self.message_id
+
+    async def handle_event(self, event: NativeEvent) -> AsyncIterator[BaseEvent]:
+        async for agui_event in super().handle_event(event):
+            drawn = getattr(agui_event, "message_id", None)
+            if isinstance(drawn, str) and not drawn.startswith(f"{self.segment}-"):
+                agui_event.message_id = self._renamed.setdefault(drawn, f"{self.segment}-r{len(self._renamed) + 1}")
+            yield agui_event
 
 
 @dataclass(frozen=True, kw_only=True)
