@@ -84,7 +84,8 @@ class _AGUIStream(AGUIEventStream[Any, Any]):
         async for agui_event in super().handle_event(event):
             drawn = getattr(agui_event, "message_id", None)
             if isinstance(drawn, str) and not drawn.startswith(f"{self.segment}-"):
-                agui_event.message_id = self._renamed.setdefault(drawn, f"{self.segment}-r{len(self._renamed) + 1}")
+                renamed = self._renamed.setdefault(drawn, f"{self.segment}-r{len(self._renamed) + 1}")
+                setattr(agui_event, "message_id", renamed)  # noqa: B010  # the events that have one
             yield agui_event
 
 
