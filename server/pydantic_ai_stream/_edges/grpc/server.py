@@ -230,7 +230,9 @@ async def _http(config: ServerSettings) -> AsyncIterator[HttpServer | None]:
     try:
         from ..http import HttpServer
     except ImportError as e:
-        raise ImportError(f"--http-port needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
+        raise ImportError(
+            f"--http-port needs the a2a or the web extra: pip install 'pydantic-ai-stream[web]' ({e})"
+        ) from e
     http = HttpServer(
         host=config.host,
         port=config.http_port,
