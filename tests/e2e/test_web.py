@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import signal
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,10 +15,12 @@ from typing import Any
 import httpx
 import pytest
 from ag_ui.core import Event as AGUIEvent
+from grpc_agents import paced
 from pydantic import TypeAdapter
+from test_grpc_process import worker_process
 
 from pydantic_ai_stream import Settings
-from pydantic_ai_stream.server import RunningServer, ServerSettings, running_server
+from pydantic_ai_stream.server import RunningServer, ServerSettings, Worker, running_server
 
 TOKENS = ["alice-token=1:1", "bob-token=1:2"]
 ALICE = {"authorization": "Bearer alice-token"}
@@ -307,3 +310,26 @@ async def test_the_ai_sdk_reads_sends_reconnects_and_answers_approvals_with_its_
     assert seen["continued"]["id"] == seen["waiting"]["id"]
     assert seen["continued"]["parts"][-1]["text"] == "done: drop_db=dropped staging; page=paged"
     assert seen["continued"]["parts"][1]["output"] == "dropped staging"
+
+
+async def test_a_stream_whose_worker_is_killed_mid_answer_shows_the_resumed_run_once(
+    redis_url: str, settings: Settings
+) -> None:
+    """kill -9 of the worker mid-answer: another resumes the run (redoing its node), and the open HTTP stream and a
+    replay show every token once, in one text block."""
+    short = Settings(redis_prefix=settings.redis_prefix, lease_ttl=1.5, lease_renew_interval=0.1)
+    agent = ("--agent", "paced=grpc_agents:paced", "--no-demo", "--grace", "0.2")
+    env = {"PYDANTIC_AI_STREAM_LEASE_TTL": "1.5", "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.1"}
+    async with running_server(_config(redis_url, concurrency=0), settings=short) as api, _client(api) as client:
+        with worker_process(redis_url, short.redis_prefix, *agent, env=env) as first:
+            async with client.stream("POST", "/v1/agents/paced/vercel-ai/chat", json=_chat("killed", "go")) as response:
+                events = []
+                while "t5 " not in _text(events):
+                    events += await _events(response, most=1)
+                first.send_signal(signal.SIGKILL)
+                async with Worker(runtime=api.servicer.runtime, agents={"paced": paced}):
+                    events += await _events(response)
+        replay = await _stream(client, "GET", "/v1/agents/paced/vercel-ai/chat/killed/stream", params={"after": "0"})
+    assert _text(events) == "".join(f"t{i} " for i in range(40))
+    assert _types(events).count("text-start") == 1
+    assert replay == events
