@@ -4,6 +4,7 @@ resumed by cursor on another replica of the same Redis, approvals answered over 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import signal
@@ -33,7 +34,12 @@ def _config(redis_url: str, **update: Any) -> ServerSettings:
         redis_url=redis_url,
         port=0,
         http_port=0,
-        agents={"paced": "grpc_agents:paced", "ops": "grpc_agents:ops", "weather": "grpc_agents:weather"},
+        agents={
+            "paced": "grpc_agents:paced",
+            "ops": "grpc_agents:ops",
+            "weather": "grpc_agents:weather",
+            "seeing": "grpc_agents:seeing_any",
+        },
         tokens=TOKENS,
         shutdown_grace=0.5,
         heartbeat_interval=0.3,
@@ -333,3 +339,27 @@ async def test_a_stream_whose_worker_is_killed_mid_answer_shows_the_resumed_run_
     assert _text(events) == "".join(f"t{i} " for i in range(40))
     assert _types(events).count("text-start") == 1
     assert replay == events
+
+
+async def test_a_prompts_files_reach_the_model_over_each_protocol(server: RunningServer) -> None:
+    hello = base64.b64encode(b"hello").decode()
+    chat = _chat("files-v", "look")
+    chat["messages"][0]["parts"] += [
+        {"type": "file", "mediaType": "text/plain", "filename": "hi.txt", "url": f"data:text/plain;base64,{hello}"},
+        {"type": "file", "mediaType": "image/png", "url": "https://example.com/a.png"},
+    ]
+    content = [
+        {"type": "text", "text": "look"},
+        {"type": "document", "source": {"type": "data", "value": hello, "mimeType": "text/plain"}},
+    ]
+    run_input = _run_input("files-a", "fa", messages=[{"id": "u1", "role": "user", "content": content}])
+    bad = _chat("files-bad", "look")
+    bad["messages"][0]["parts"].append({"type": "file", "mediaType": "text/plain", "url": "data:text/plain,hello"})
+    async with _client(server) as client:
+        vercel = _text(await _stream(client, "POST", "/v1/agents/seeing/vercel-ai/chat", json=chat))
+        agui = _text(await _stream(client, "POST", "/v1/agents/seeing/ag-ui", json=run_input))
+        refused = await client.post("/v1/agents/seeing/vercel-ai/chat", json=bad)
+    assert "text=look\nbinary=text/plain:5:hi.txt\nimage-url=image/png:https://example.com/a.png\n" in vercel
+    assert "text=look\nbinary=text/plain:5:" in agui
+    assert refused.status_code == 400
+    assert "base64" in refused.json()["error"]

@@ -218,8 +218,11 @@ class WebEdge:
         session = await admission.admit(
             caller, agent=agent, prompt=turn.prompt, session_id=turn.session_id, anywhere=True
         )
+        _, attachments = admission.check_inputs(agent=agent, context=None, attachments=turn.attachments)
         with contextlib.suppress(errors.RunExistsError):  # a retried request: the run it started, from its `begin`
-            await admission.submit(session, agent=agent, prompt=turn.prompt, run_id=turn.run_id)
+            await admission.submit(
+                session, agent=agent, prompt=turn.prompt, run_id=turn.run_id, attachments=attachments
+            )
         return await self._sse(session, protocol, WebCursor(Cursor.BEGIN))
 
     async def _resume(self, request: Request, protocol: WebProtocol) -> Response:
