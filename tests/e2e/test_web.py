@@ -363,3 +363,19 @@ async def test_a_prompts_files_reach_the_model_over_each_protocol(server: Runnin
     assert "text=look\nbinary=text/plain:5:" in agui
     assert refused.status_code == 400
     assert "base64" in refused.json()["error"]
+
+
+async def test_history_comes_from_where_the_server_keeps_conversations(
+    redis_url: str, settings: Settings, postgres_url: str, postgres_schema: str
+) -> None:
+    """`--sessions postgresql://...`: the messages route reads the conversation the worker saved there."""
+    config = _config(redis_url, sessions=postgres_url, sessions_schema=postgres_schema)
+    async with running_server(config, settings=settings) as running, _client(running) as client:
+        await _stream(client, "POST", "/v1/agents/weather/vercel-ai/chat", json=_chat("in-pg", "weather?"))
+        vercel = (await client.get("/v1/agents/weather/sessions/in-pg/messages")).json()
+        agui = (await client.get("/v1/agents/weather/sessions/in-pg/messages", params={"format": "ag-ui"})).json()
+    assert vercel["messages"][0]["parts"] == [{"type": "text", "text": "weather?", "state": "done"}]
+    assert vercel["messages"][-1]["parts"][-1]["text"] == "It is sunny."
+    assert agui["messages"][0]["role"] == "user"
+    assert agui["messages"][-1]["content"] == "It is sunny."
+    assert (vercel["active"], vercel["pending"]) == (None, [])
