@@ -379,3 +379,28 @@ async def test_history_comes_from_where_the_server_keeps_conversations(
     assert agui["messages"][0]["role"] == "user"
     assert agui["messages"][-1]["content"] == "It is sunny."
     assert (vercel["active"], vercel["pending"]) == (None, [])
+
+
+async def test_a_replica_that_stops_ends_its_streams_and_the_client_resumes_on_another(
+    redis_url: str, settings: Settings
+) -> None:
+    """A rolling deploy: the replica serving the stream stops; its stream ends (not cut), the run goes on (here
+    or on the other replica's worker), and the client resumes after its last id on the other: every token once."""
+    url = "/v1/agents/paced/vercel-ai/chat"
+    async with (
+        running_server(_config(redis_url), settings=settings) as other,
+        _client(other) as resuming,
+        httpx.AsyncClient(headers=ALICE, timeout=30) as client,
+    ):
+        async with running_server(_config(redis_url), settings=settings) as first:
+            assert first.http is not None
+            request = client.build_request("POST", first.http.url + url, json=_chat("deploy", "go"))
+            response = await client.send(request, stream=True)
+            events = await _events(response, most=10)
+            reading = asyncio.create_task(_events(response))
+        events += await asyncio.wait_for(reading, 10)  # the stream ended with the server: not cut, not raised
+        await response.aclose()
+        events += await _stream(resuming, "GET", f"{url}/deploy/stream", headers={"last-event-id": events[-1][0]})
+        replay = await _stream(resuming, "GET", f"{url}/deploy/stream", params={"after": "0"})
+    assert _text(events) == "".join(f"t{i} " for i in range(40))
+    assert events == replay

@@ -85,6 +85,8 @@ class HttpServer:
     """Largest request body read (413 beyond), as the gRPC port's `max_request_bytes`."""
     shutdown_grace: int = 1
     """Seconds open responses (event streams) get to finish on `stop` before they are cancelled."""
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when `stop` begins: event streams that watch it end cleanly (their clients resume elsewhere)."""
     _server: _Uvicorn | None = field(default=None, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _socket: socket.socket | None = field(default=None, init=False)
@@ -137,6 +139,7 @@ class HttpServer:
 
     async def stop(self) -> None:
         """Stop taking connections, give open responses `shutdown_grace` seconds, then end them."""
+        self.stopping.set()
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task
