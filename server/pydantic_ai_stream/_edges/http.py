@@ -110,6 +110,9 @@ class HttpServer:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Accepted connections inherit it: an event stream's small writes go out at once, not held back by
+            # Nagle's algorithm until the client's delayed ACK (~40 ms a chunk).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((self.host, self.port))
             sock.listen(_BACKLOG)  # now: a client that connects before uvicorn accepts waits, is not refused
         except OSError:
