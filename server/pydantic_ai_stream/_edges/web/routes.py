@@ -144,7 +144,8 @@ class WebEdge:
         caller, agent = await self._agent(request)
         body = vercel_request(await request.body())
         session = self.servicer.admission.session(caller, body.id)
-        run = await _run(session)
+        answers = bool(body.messages) and body.messages[-1].role == "assistant"
+        run = await _run(session) if answers else None  # a new prompt needs no look at the run before
         return await self._turn(caller, agent, vercel_turn(body, run.calls if run else []), run, VERCEL_AI)
 
     @_answering
