@@ -18,8 +18,9 @@ import pytest
 from ag_ui.core import Event as AGUIEvent
 from grpc_agents import paced
 from pydantic import TypeAdapter
-from test_grpc_process import worker_process
+from test_grpc_process import serve_process, worker_process
 
+from conftest import _free_port
 from pydantic_ai_stream import Settings
 from pydantic_ai_stream.server import RunningServer, ServerSettings, Worker, running_server
 
@@ -404,3 +405,27 @@ async def test_a_replica_that_stops_ends_its_streams_and_the_client_resumes_on_a
         replay = await _stream(resuming, "GET", f"{url}/deploy/stream", params={"after": "0"})
     assert _text(events) == "".join(f"t{i} " for i in range(40))
     assert events == replay
+
+
+async def test_a_stream_resumes_on_a_serve_process_of_the_same_redis(
+    server: RunningServer, redis_url: str, settings: Settings
+) -> None:
+    """The replica is another OS process (`pydantic-ai-stream serve --http-port`): nothing of a stream is kept in
+    the memory of the process that started it."""
+    port = _free_port()
+    args = ("--http-port", str(port), "--agent", "paced=grpc_agents:paced", "--token", "alice-token=1:1")
+    url = "/v1/agents/paced/vercel-ai/chat"
+    assert server.http is not None
+    with serve_process(redis_url, settings.redis_prefix, *args):
+        async with (
+            _client(server) as client,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=ALICE, timeout=30) as other,
+        ):
+            async with client.stream("POST", url, json=_chat("process", "go")) as response:
+                first = await _events(response, most=8)
+            rest = await _stream(other, "GET", f"{url}/process/stream", headers={"last-event-id": first[-1][0]})
+            after_end = await _stream(other, "GET", f"{url}/process/stream", params={"after": rest[-1][0]})
+            whole = await _stream(other, "GET", f"{url}/process/stream", params={"after": "0"})
+    assert first + rest == whole
+    assert after_end == []
+    assert _text(whole) == "".join(f"t{i} " for i in range(40))
