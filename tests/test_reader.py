@@ -268,8 +268,8 @@ async def test_long_waits_end_on_the_hubs_tick_without_a_timer_each(
         waiting += [
             asyncio.create_task(anext(aiter(handle.listen_batches(after=last, heartbeat=15)))) for _ in range(50)
         ]
-        while len(hub._timed) < len(waiting):  # every listener waits, on the tick
-            assert time.monotonic() < deadline, f"{len(hub._timed)} of {len(waiting)} listeners wait"
+        while (due := sum(map(len, hub._due.values()))) < len(waiting):  # every listener waits, on the tick
+            assert time.monotonic() < deadline, f"{due} of {len(waiting)} listeners wait"
             await asyncio.sleep(0.01)
     assert len(loop._scheduled) < timers + 20  # type: ignore[attr-defined]
     for task in waiting:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -72,12 +73,17 @@ class _Followed:
     """The last entry read was `end`: no run to check on."""
     packed_cursor: bytes = b""
     """`cursor` as a RESP bulk string, as the read command carries it."""
+    slot: tuple[list[bytes], int] | None = None
+    """Where the read command's cursors hold `packed_cursor` (the list, its index), kept in step with it."""
 
     def __post_init__(self) -> None:
         self.advance(self.cursor)
 
     def advance(self, cursor: Cursor) -> None:
         self.cursor, self.packed_cursor = cursor, _bulk(cursor.id)
+        if self.slot is not None:
+            cursors, index = self.slot
+            cursors[index] = self.packed_cursor
 
 
 def _bulk(value: str) -> bytes:
@@ -99,15 +105,17 @@ class StreamHub:
     _in_read: dict[str, _Followed] = field(default_factory=dict)
     """The followers the read in flight was sent for, by key: only they get its entries, and any other
     follower needs a wake-up to join the next read."""
-    _packed_keys: tuple[dict[str, _Followed], bytes] | None = None
-    """The followed streams, in the read command's order, and their keys packed: rebuilt only when
-    streams come or go, so a read costs the same however many streams the hub follows."""
+    _packed_keys: tuple[dict[str, _Followed], bytes, list[bytes]] | None = None
+    """The followed streams, in the read command's order, their keys packed and their cursors (each kept up to
+    date by its stream): rebuilt only when streams come or go, so a read costs little however many streams
+    the hub follows."""
     _wake_key: str = ""
     _wake_cursor: str = "0-0"
     _wake_sent: bool = False
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
-    _timed: set[Subscription] = field(default_factory=set)
-    """Subscriptions whose wait the tick ends (`COARSE_WAIT`)."""
+    _due: dict[int, list[Subscription]] = field(default_factory=dict)
+    """Subscriptions whose wait a tick ends (`COARSE_WAIT`), by the tick's number (`CHECK_TICK`s since the loop's
+    time 0): a timing wheel, so a wait costs an append, and a tick looks only at the waits due."""
     _error: BaseException | None = None
     _closed: bool = False
 
@@ -161,15 +169,20 @@ class StreamHub:
             if self.idle:
                 self.on_idle()
 
-    def wake_by_tick(self, subscription: Subscription) -> None:
-        """End `subscription`'s wait at its `_wake_at`, on the tick."""
-        self._timed.add(subscription)
+    def wake_by_tick(self, subscription: Subscription, at: float) -> None:
+        """End `subscription`'s wait at the first tick from `at` (the loop's time)."""
+        self._due.setdefault(math.ceil(at / CHECK_TICK), []).append(subscription)
+
+    def _wake_due(self, now: float) -> None:
+        """End the waits due by `now` (the loop's time); a wait that ended since is left alone."""
+        for tick in [tick for tick in self._due if tick * CHECK_TICK <= now]:
+            for subscription in self._due.pop(tick):
+                subscription.wake_if_due(now)
 
     async def _check_due_streams(self) -> None:
         """One tick of `_check_silent_streams`; also ends the waits that are due."""
         await asyncio.sleep(CHECK_TICK)  # a periodic timer, not synchronisation
-        loop_now = asyncio.get_running_loop().time()
-        self._timed = {subscription for subscription in self._timed if not subscription.wake_if_due(loop_now)}
+        self._wake_due(asyncio.get_running_loop().time())
         now = time.monotonic()
         due = [
             followed
@@ -280,16 +293,18 @@ class StreamHub:
         """
         if self._packed_keys is None:
             packed = b"".join(_bulk(key) for key in self._streams) + _bulk(self._wake_key)
-            self._packed_keys = (dict(self._streams), packed)
-        self._in_read, packed_keys = self._packed_keys
-        order = self._in_read.values()
+            cursors = [followed.packed_cursor for followed in self._streams.values()]
+            for index, followed in enumerate(self._streams.values()):
+                followed.slot = (cursors, index)
+            self._packed_keys = (dict(self._streams), packed, cursors)
+        self._in_read, packed_keys, cursors = self._packed_keys
         head = [b"XREAD", b"BLOCK", str(BLOCK_MS).encode(), b"COUNT", str(READ_COUNT).encode(), b"STREAMS"]
         return b"".join(
             [
-                b"*%d\r\n" % (len(head) + 2 * (len(order) + 1)),
+                b"*%d\r\n" % (len(head) + 2 * (len(cursors) + 1)),
                 *(b"$%d\r\n%s\r\n" % (len(part), part) for part in head),
                 packed_keys,
-                *[followed.packed_cursor for followed in order],
+                *cursors,
                 _bulk(self._wake_cursor),
             ]
         )

@@ -25,8 +25,8 @@ class Reader(Protocol):
     def raise_error(self) -> None:
         """Raise what stopped the reads (Redis unreachable), if anything did."""
 
-    def wake_by_tick(self, subscription: Subscription) -> None:
-        """End `subscription`'s wait at its `_wake_at`, on the hub's tick."""
+    def wake_by_tick(self, subscription: Subscription, at: float) -> None:
+        """End `subscription`'s wait at the hub's first tick from `at` (the loop's time), unless it ended."""
 
 
 READ_COUNT = 1000
@@ -112,7 +112,7 @@ class Subscription:
             timer = loop.call_later(timeout, resolve, waiter)  # not asyncio.timeout: cheaper
         elif timeout != math.inf:
             self._wake_at = loop.time() + timeout
-            self.hub.wake_by_tick(self)
+            self.hub.wake_by_tick(self, self._wake_at)
         try:
             await waiter
         finally:
@@ -121,14 +121,10 @@ class Subscription:
             self._wake_at = math.inf
             self._waiter = None
 
-    def wake_if_due(self, now: float) -> bool:
-        """End the current wait if its time came (`now`: the loop's time); whether there is none left."""
-        if self._waiter is None:
-            return True
-        if self._wake_at <= now:
+    def wake_if_due(self, now: float) -> None:
+        """End the current wait if its time came (`now`: the loop's time)."""
+        if self._waiter is not None and self._wake_at <= now:
             resolve(self._waiter)
-            return True
-        return False
 
     async def _catch_up(self, until: str) -> list[Entry]:
         count = self._page
