@@ -16,6 +16,7 @@ from grpc_agents import OPS_DROPS
 from test_cli import _entries, _piped
 
 from pydantic_ai_stream import Settings
+from pydantic_ai_stream.client import StreamClient, event_body
 from pydantic_ai_stream.server import RunningServer, ServerSettings, running_server
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -209,3 +210,19 @@ async def test_listen_on_a_terminal_renders_the_run_and_json_keeps_the_lines(ser
     assert code == 0, err
     types = [json.loads(line)["type"] for line in out.splitlines()]
     assert (types[0], types[-1], len(types)) == ("begin", "end", len(await _entries(server, "t9"))), "the events"
+
+
+async def test_listen_on_a_terminal_says_how_to_answer_a_waiting_run_and_follows_it_on(server: RunningServer) -> None:
+    OPS_DROPS.clear()
+    assert (await _piped(server, "run", "ops", "clean up", "--session", "t10"))[0] == 3
+    async with StreamClient(f"127.0.0.1:{server.port}") as client:
+        begin = await anext(aiter(client.listen("t10")))
+    run_id = event_body(begin)["run_id"]
+    terminal = await Terminal.start(server, "listen", "t10", "--after", begin.id)  # the `begin` not shown again
+    await terminal.shows(f"pydantic-ai-stream respond t10 --run {run_id} --approve c1 --value c2=JSON")
+    assert (await _piped(server, "respond", "t10", "--approve", "c1", "--value", "c2=1"))[:2] == (0, "continued\n")
+    code, shown, err = await terminal.finished()
+    assert code == 0, err
+    for returned in ("← drop_db: dropped staging", "← page: 1"):  # the two returns, in either order
+        _in_order(shown, "⏸ waits for input on 2 calls", returned, "✓ done")
+    assert "▶ ops" not in shown

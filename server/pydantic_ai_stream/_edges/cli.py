@@ -291,7 +291,8 @@ async def _listen(client: StreamClient, args: argparse.Namespace, on_terminal: b
             yield event
 
     async def waits(event: pb.Event) -> bool:
-        output.left_waiting(event, respond_command(args.session, run_id, input_calls(event), []))
+        waiting = run_id or await _current_run(client, args.session)  # resumed `--after` its `begin`
+        output.left_waiting(event, respond_command(args.session, waiting, input_calls(event), []))
         return True
 
     async with aclosing(events()) as followed:
