@@ -41,6 +41,12 @@ import (
 
 const maxErrors = 5 // error messages kept in the summary
 
+// window is each stream's and connection's flow-control window. Setting it turns off grpc-go's BDP
+// estimation, which pings the server on nearly every data frame when messages are sparse (as each token
+// here is): a ping per delivery that the server answers, which grpc-core's own BDP probe (the Python
+// clients') does not do, and which cost the grpc.aio floor server ~20 µs a delivery (bench/README.md).
+const window = 1 << 20
+
 var (
 	target      = flag.String("target", "", "server address, host:port")
 	prefix      = flag.String("prefix", "f", "session id prefix")
@@ -54,6 +60,7 @@ var (
 	waitGo      = flag.Bool("wait-go", false, "once open, start the clock at a `go` line on stdin")
 	timeout     = flag.Duration("timeout", 15*time.Minute, "give up after this long")
 	latencies   = flag.Bool("latencies", false, "add every token's latencies (ms) to the summary")
+	bdp         = flag.Bool("bdp", false, "keep grpc-go's BDP pings (its default; see window)")
 )
 
 // clock reads CLOCK_MONOTONIC in ns (Python's time.monotonic_ns): one system call at start, then Go's own
@@ -189,7 +196,11 @@ func main() {
 	total := *sessions * *listeners
 	clients := make([]*streamclient.Client, (total+*perConn-1) / *perConn)
 	for i := range clients {
-		conn, err := grpc.Dial(*target, grpc.WithInsecure()) // each Dial its own connection
+		options := []grpc.DialOption{grpc.WithInsecure()}
+		if !*bdp {
+			options = append(options, grpc.WithInitialWindowSize(window), grpc.WithInitialConnWindowSize(window))
+		}
+		conn, err := grpc.Dial(*target, options...) // each Dial its own connection
 		if err != nil {
 			fail("dial: %v", err)
 		}
