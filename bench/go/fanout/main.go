@@ -222,13 +222,7 @@ func main() {
 			start(ctx, clients, first, last)
 		}
 		for n := first; n < last; n++ {
-			select {
-			case <-streams[n].begun:
-			case <-streams[n].ended:
-				fail("stream %d ended before its begin: %v", n, streams[n].err)
-			case <-ctx.Done():
-				fail("stream %d: no begin within %v", n, *timeout)
-			}
+			waitBegun(ctx, n, streams[n])
 		}
 	}
 	fmt.Fprintf(os.Stderr, "bench-go: open %d\n", total)
@@ -254,6 +248,24 @@ func main() {
 	endNs := clk.now()
 	cpu, maxRSS := cpuSeconds()
 	fmt.Println(string(must(json.Marshal(summarize(streams, goNs, endNs, cpu, cpuAtGo, maxRSS, len(clients))))))
+}
+
+// waitBegun returns once the stream has its `begin` (it may have ended since: a short run on a slow
+// machine); it fails if it ended without one, or on ctx's timeout.
+func waitBegun(ctx context.Context, n int, s *stream) {
+	select {
+	case <-s.begun:
+		return
+	case <-s.ended:
+		select {
+		case <-s.begun: // both ready: select picked at random
+			return
+		default:
+			fail("stream %d ended before its begin: %v", n, s.err)
+		}
+	case <-ctx.Done():
+		fail("stream %d: no begin within %v", n, *timeout)
+	}
 }
 
 // start runs the agent on the sessions of streams first..last, all at once; it fails on any error.
