@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import shutil
 import signal
 from asyncio.subprocess import PIPE
@@ -161,13 +162,14 @@ async def test_a_resume_without_cursor_streams_the_run_from_its_start_and_a_sess
 
 
 async def test_a_disconnect_does_not_cancel_and_cancel_ends_the_run_canceled_with_its_partial_conversation(
-    server: RunningServer,
+    server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with _client(server) as client:
         async with client.stream("POST", "/v1/agents/paced/vercel-ai/chat", json=_chat("stop", "go")) as response:
             await _events(response, most=6)
         rest = await _stream(client, "GET", "/v1/agents/paced/vercel-ai/chat/stop/stream", params={"after": "0"})
         assert _types(rest)[-2:] == ["finish", "[DONE]"]  # the disconnect left the run running to its end
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []  # it ended quietly
 
         async with client.stream("POST", "/v1/agents/paced/vercel-ai/chat", json=_chat("stop", "again")) as response:
             events = await _events(response, most=6)
