@@ -301,6 +301,10 @@ async def running_server(
         services = [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
         url = config.a2a_url or f"{config.host}:{port}"
         services += _add_a2a(server, servicer, config=config, url=url, http=http)
+        if http is not None:
+            from ..web.page import page_routes  # starlette: there when `http` is
+
+            http.routes.extend(page_routes())
         _add_reflection(server, services)
         await server.start()
         if http is not None:

@@ -1,0 +1,1 @@
+"""The web edge: the browser's protocols over HTTP, and the chat page (`page`)."""
