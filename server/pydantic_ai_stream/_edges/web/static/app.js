@@ -21,7 +21,7 @@ const state = {
   user: null, // the user message that started it (not in the stored history until the run ends)
   continues: false, // the stream goes on with a message of the history (answers to a waiting run)
   cursor: null,
-  phase: "idle", // idle | streaming | stopping | waiting
+  phase: "loading", // loading | idle | streaming | stopping | waiting
   controller: null,
 };
 const elements = new Map();
@@ -39,9 +39,9 @@ function setStatus(text, kind = "info") {
 function setPhase(phase) {
   state.phase = phase;
   document.body.dataset.phase = phase;
-  const busy = phase === "streaming" || phase === "stopping";
+  const busy = phase !== "idle" && phase !== "waiting";
   $("send").disabled = busy;
-  $("stop").hidden = !busy;
+  $("stop").hidden = phase !== "streaming" && phase !== "stopping";
   $("stop").disabled = phase === "stopping";
   $("agent").disabled = busy || state.messages.length > 0;
   render();
@@ -200,13 +200,14 @@ async function openSession() {
   $("messages").replaceChildren();
   elements.clear();
   renderSessions();
-  setPhase("idle");
+  setPhase("loading");
   setStatus("Loading…");
   let stored;
   try {
     stored = await api.history(agent, session);
   } catch (error) {
     setStatus(error.status === 401 ? "Enter a token to continue." : error.message, "error");
+    setPhase("idle");
     return;
   }
   state.messages = stored.messages ?? [];
@@ -216,6 +217,7 @@ async function openSession() {
   const kept = live.get(agent, session);
   if (!stored.active) {
     live.clear(agent, session); // its run ended: the history has it all
+    setPhase("idle");
     return;
   }
   if (kept?.cursor && !before(kept.cursor, stored.active)) {
@@ -264,6 +266,7 @@ async function loadAgents() {
     return true;
   } catch (error) {
     setStatus(error.status === 401 ? "Enter a token to continue." : error.message, "error");
+    setPhase("idle");
     return false;
   }
 }
@@ -284,7 +287,7 @@ function wire() {
   $("composer").addEventListener("submit", (event) => {
     event.preventDefault();
     const text = $("prompt").value.trim();
-    if (!text || state.phase === "streaming" || state.phase === "stopping" || !state.agent) return;
+    if (!text || $("send").disabled || !state.agent) return;
     $("prompt").value = "";
     send(text);
   });
@@ -312,5 +315,5 @@ function wire() {
 }
 
 wire();
-setPhase("idle");
+setPhase("loading");
 if (await loadAgents()) await openSession();
