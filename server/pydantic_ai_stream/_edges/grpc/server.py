@@ -210,6 +210,16 @@ def _add_a2a(
     return [A2A_SERVICE_NAME]
 
 
+def _add_web(http: HttpServer, servicer: AgentStreamServicer) -> None:
+    """Serve the agents as Vercel AI and AG-UI streams on `http` when the `web` extra is installed."""
+    try:
+        from ..web import web_routes
+    except ImportError as e:
+        logger.info("no Vercel AI and AG-UI routes on the HTTP port: pip install 'pydantic-ai-stream[web]' (%s)", e)
+        return
+    http.routes.extend(web_routes(servicer))
+
+
 @contextlib.asynccontextmanager
 async def _http(config: ServerSettings) -> AsyncIterator[HttpServer | None]:
     """The HTTP port `config` asks for, bound (its routes still to add), or `None`; stopped (or let go of, if
@@ -302,6 +312,7 @@ async def running_server(
         url = config.a2a_url or f"{config.host}:{port}"
         services += _add_a2a(server, servicer, config=config, url=url, http=http)
         if http is not None:
+            _add_web(http, servicer)
             from ..web.page import page_routes  # starlette: there when `http` is
 
             http.routes.extend(page_routes())

@@ -1,1 +1,30 @@
-"""The web edge: the browser's protocols over HTTP, and the chat page (`page`)."""
+"""The web edge (the `web` extra): each hosted agent as a Vercel AI (AI SDK 6 UI message stream) chat endpoint and
+an AG-UI endpoint on the HTTP port, both read from the session's Redis stream and resumable on any replica.
+
+Runs go through admission and the queue like gRPC `Run`s; a waiting run's approvals and external results are
+answered through `SessionHandle.respond` like `Respond`; Stop is Cancel, a disconnect is nothing. Every SSE event's
+`id` is an exact cursor (`events.WebCursor`); a reconnect with `Last-Event-ID` (or `?after=`) replays the run from
+its `begin` through pydantic-ai's own encoders and sends what comes after it.
+
+Modules: `events` turns entries back into pydantic-ai events, `encode` runs them through pydantic-ai's UI event
+streams with cursors, `turns` reads what a request asks, `routes` serves it all; `page` serves the chat page
+(`static/`, see README "Chat page") that speaks to them. See README "HTTP: Vercel AI and AG-UI".
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from ..grpc.servicer import AgentStreamServicer
+
+__all__ = ["web_routes"]
+
+
+def web_routes(servicer: AgentStreamServicer) -> list[BaseRoute]:
+    """The web edge's routes for `servicer`'s agents and callers (ImportError without the `web` extra)."""
+    from .routes import WebEdge
+
+    return WebEdge(servicer=servicer).routes()
