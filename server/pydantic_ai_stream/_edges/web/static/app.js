@@ -38,13 +38,13 @@ function setStatus(text, kind = "info") {
 
 function setPhase(phase) {
   state.phase = phase;
-  document.body.dataset.phase = phase;
   const busy = phase !== "idle" && phase !== "waiting";
   $("send").disabled = busy;
   $("stop").hidden = phase !== "streaming" && phase !== "stopping";
   $("stop").disabled = phase === "stopping";
   $("agent").disabled = busy || state.messages.length > 0;
-  render();
+  draw(); // now: what the phase says is on the page
+  document.body.dataset.phase = phase;
 }
 
 function save() {
@@ -52,27 +52,31 @@ function save() {
   live.set(state.agent, state.session, { cursor, message: current, user, continues });
 }
 
-// Rendering: at most once a frame, however fast chunks come.
-let frame = 0;
+// Rendering: at most once a frame, however fast chunks come (a hidden tab gets no frames: a timer then).
+let scheduled = false;
 function render() {
-  if (frame) return;
-  frame = requestAnimationFrame(() => {
-    frame = 0;
-    const log = $("messages");
-    const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
-    const last = state.messages.at(-1);
-    for (const message of state.messages) {
-      let el = elements.get(message);
-      if (!el) {
-        el = messageElement(message);
-        elements.set(message, el);
-        log.append(el);
-      }
-      updateMessage(el, message, message === last && state.phase === "waiting" ? answers : null);
+  if (scheduled) return;
+  scheduled = true;
+  if (document.hidden) setTimeout(draw, 100);
+  else requestAnimationFrame(draw);
+}
+
+function draw() {
+  scheduled = false;
+  const log = $("messages");
+  const atBottom = log.scrollHeight - log.scrollTop - log.clientHeight < 40;
+  const last = state.messages.at(-1);
+  for (const message of state.messages) {
+    let el = elements.get(message);
+    if (!el) {
+      el = messageElement(message);
+      elements.set(message, el);
+      log.append(el);
     }
-    document.body.dataset.cursor = state.cursor ?? "";
-    if (atBottom) log.scrollTop = log.scrollHeight;
-  });
+    updateMessage(el, message, message === last && state.phase === "waiting" ? answers : null);
+  }
+  document.body.dataset.cursor = state.cursor ?? "";
+  if (atBottom) log.scrollTop = log.scrollHeight;
 }
 
 function renderSessions() {

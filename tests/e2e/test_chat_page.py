@@ -1,0 +1,207 @@
+"""The chat page in a real browser (Debian's chromium, driven by playwright) against a real `serve --http-port`:
+a streamed answer, a reload mid-stream that goes on without loss or duplication, Stop, an approval, a second tab.
+
+`PAGE_SCREENSHOTS=docs/images pytest tests/e2e/test_chat_page.py` saves the README's screenshots there.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from pydantic_ai_stream import SessionKeys
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+from page_agents import THOUGHT, answer  # noqa: E402
+from playwright.sync_api import Browser, Page, Request, expect, sync_playwright  # noqa: E402
+from test_grpc_process import _process  # noqa: E402
+
+TOKEN = "page-token"
+WAIT_MS = 60_000  # a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="module")
+def base_url(redis_url: str, prefix: str) -> Iterator[str]:
+    """`serve --http-port 0` hosting the page's agents; its HTTP base URL."""
+    command = [sys.executable, "-m", "pydantic_ai_stream", "serve", "--port", "0", "--http-port", "0"]
+    command += ["--agent", "slow=page_agents:slow", "--agent", "deployer=page_agents:deployer"]
+    command += ["--agent", "oncall=grpc_agents:oncall"]
+    command += ["--token", f"{TOKEN}=1:1"]
+    env = {"REDIS_URL": redis_url, "PYDANTIC_AI_STREAM_REDIS_PREFIX": prefix}
+    with _process(command, env, r"serving HTTP on (\S+) ") as (_, match):
+        yield match.group(1)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, base_url: str) -> Iterator[Page]:
+    """A tab of a fresh browser profile that has the token (as if typed in once)."""
+    context = browser.new_context(base_url=base_url, viewport={"width": 1000, "height": 640})
+    context.set_default_timeout(WAIT_MS)
+    context.add_init_script(f"localStorage.setItem('pydantic-ai-stream.token', {TOKEN!r})")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"the page threw: {errors}"
+
+
+def _session() -> str:
+    return f"p{uuid.uuid4().hex[:12]}"
+
+
+def _open(page: Page, agent: str, session: str) -> None:
+    page.goto(f"/chat/#agent={agent}&session={session}")
+    expect(page.locator("body")).to_have_attribute("data-phase", "idle")
+
+
+def _send(page: Page, prompt: str) -> None:
+    page.fill("#prompt", prompt)
+    page.press("#prompt", "Enter")
+
+
+def _answer(page: Page) -> str:
+    return page.locator(".message.assistant .text").last.text_content() or ""
+
+
+def _until_text(page: Page, words: str) -> None:
+    """Wait until the streamed answer has `words`."""
+    expect(page.locator(".message.assistant .text").last).to_contain_text(words)
+
+
+def _idle(page: Page) -> None:
+    expect(page.locator("body")).to_have_attribute("data-phase", re.compile("idle|waiting"), timeout=WAIT_MS)
+
+
+def _screenshot(page: Page, name: str) -> None:
+    if folder := os.environ.get("PAGE_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(folder) / f"chat-{name}.png"))
+
+
+def test_a_prompt_streams_its_answer_and_the_history_shows_it_again(page: Page) -> None:
+    session = _session()
+    _open(page, "slow", session)
+    _send(page, "stream me some words")
+    expect(page.locator(".message.user")).to_have_text(re.compile("stream me some words"))
+    _until_text(page, "w3 ")
+    _screenshot(page, "streaming")
+    _idle(page)
+    assert _answer(page) == answer()
+    page.locator(".thinking summary").click()
+    expect(page.locator(".thinking .reasoning-text")).to_have_text(THOUGHT)
+    page.reload()  # the run ended: its conversation comes from the store
+    _idle(page)
+    assert _answer(page) == answer()
+    assert page.locator(".message.user").count() == 1
+    assert page.locator(".message.assistant").count() == 1
+    expect(page.locator("#session-list a[aria-current=page]")).to_contain_text("stream me some words")
+
+
+def test_a_reload_mid_stream_goes_on_after_the_last_chunk_it_rendered(page: Page) -> None:
+    resumed: list[Request] = []
+    page.on("request", lambda r: resumed.append(r) if r.url.endswith("/stream") else None)
+    _open(page, "slow", _session())
+    _send(page, "go")
+    _until_text(page, "w5 ")
+    page.evaluate("() => new Promise(requestAnimationFrame)")  # what it saved is what it shows
+    shown, cursor = _answer(page), page.locator("body").get_attribute("data-cursor")
+    assert cursor
+    page.reload()
+    _until_text(page, shown)  # at once, from the tab's own copy
+    _idle(page)
+    assert _answer(page) == answer(), "no word lost or repeated"
+    assert page.locator(".message.assistant").count() == 1
+    [request] = resumed
+    assert _position(request.headers["last-event-id"]) >= _position(cursor), "it went on after what it had"
+
+
+def _position(cursor: str) -> tuple[int, int, float]:
+    """A cursor's place in the stream: `<ms>-<seq>` (after all its chunks) or `<ms>-<seq>/<k>` (its k-th chunk)."""
+    entry, _, chunk = cursor.partition("/")
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq), float(chunk) if chunk else float("inf")
+
+
+def test_stop_cancels_the_run_and_its_stream_ends_canceled(page: Page, redis_url: str, prefix: str) -> None:
+    session = _session()
+    _open(page, "slow", session)
+    _send(page, "go")
+    _until_text(page, "w2 ")
+    page.get_by_role("button", name="Stop").click()
+    _idle(page)
+    expect(page.locator("#status")).to_have_text("Stopped.")
+    assert answer().startswith(_answer(page))
+    assert _answer(page) != answer()
+    keys = SessionKeys.build(prefix=prefix, scope_id=1, user_id=1, session_id=session)
+    with Redis.from_url(redis_url) as redis:
+        last = redis.xrevrange(keys.stream, count=2)
+    [(_, end), (_, error)] = last
+    assert end[b"type"] == b"end"
+    assert error[b"type"] == b"error"
+    assert b"canceled" in error[b"body"]
+
+
+def test_an_approved_tool_runs_and_the_agent_goes_on(page: Page) -> None:
+    _open(page, "deployer", _session())
+    _send(page, "deploy it")
+    tool = page.locator(".tool[data-tool=deploy]")
+    expect(tool).to_have_attribute("data-state", "approval-requested")
+    expect(tool.locator("pre").first).to_contain_text('"env": "production"')
+    expect(page.locator("body")).to_have_attribute("data-phase", "waiting")
+    _screenshot(page, "approval")
+    tool.get_by_role("button", name="Approve").click()
+    expect(tool).to_have_attribute("data-state", "output-available")
+    _idle(page)
+    expect(page.locator(".message.assistant .text").last).to_have_text("Done: deployed to production")
+    page.locator(".thinking summary").click()
+    _screenshot(page, "tool-call")
+
+
+def test_the_result_of_a_tool_run_elsewhere_is_typed_in_and_the_agent_goes_on(page: Page) -> None:
+    _open(page, "oncall", _session())
+    _send(page, "page someone")
+    tool = page.locator(".tool[data-tool=page]")
+    expect(page.locator("body")).to_have_attribute("data-phase", "waiting")
+    tool.get_by_label("Result of page").fill('"bob is on it"')
+    tool.get_by_role("button", name="Send result").click()
+    expect(tool).to_have_attribute("data-state", "output-available")
+    _idle(page)
+    expect(page.locator(".message.assistant .text").last).to_have_text("paged: page=bob is on it")
+
+
+def test_a_second_tab_follows_the_same_run(page: Page) -> None:
+    session = _session()
+    _open(page, "slow", session)
+    _send(page, "go")
+    _until_text(page, "w3 ")
+    second = page.context.new_page()
+    second.goto(f"/chat/#agent=slow&session={session}")
+    expect(second.locator(".message.assistant .text").last).to_contain_text("w3 ")
+    _idle(page)
+    _idle(second)
+    assert _answer(second) == _answer(page) == answer()
