@@ -182,6 +182,26 @@ def test_an_approved_tool_runs_and_the_agent_goes_on(page: Page) -> None:
     _screenshot(page, "tool-call")
 
 
+def test_a_waiting_run_shows_once_after_a_reload_and_an_answer_from_another_tab_goes_on_in_both(page: Page) -> None:
+    session = _session()
+    _open(page, "deployer", session)
+    _send(page, "deploy it")
+    expect(page.locator("body")).to_have_attribute("data-phase", "waiting")
+    second = page.context.new_page()
+    second.goto(f"/chat/#agent=deployer&session={session}")
+    page.reload()
+    for tab in (page, second):
+        expect(tab.locator("body")).to_have_attribute("data-phase", "waiting")
+        expect(tab.locator(".message")).to_have_count(2)  # the prompt and the calls, each once
+        expect(tab.locator(".tool[data-tool=deploy]")).to_have_attribute("data-state", "approval-requested")
+    second.locator(".tool[data-tool=deploy]").get_by_role("button", name="Approve").click()
+    for tab in (second, page):
+        expect(tab.locator(".message.assistant .text")).to_have_text("Done: deployed to production")
+        expect(tab.locator(".tool[data-tool=deploy]")).to_have_attribute("data-state", "output-available")
+        _idle(tab)
+        expect(tab.locator(".message")).to_have_count(2)
+
+
 def test_the_result_of_a_tool_run_elsewhere_is_typed_in_and_the_agent_goes_on(page: Page) -> None:
     _open(page, "oncall", _session())
     _send(page, "page someone")

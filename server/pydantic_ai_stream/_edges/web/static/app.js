@@ -119,7 +119,7 @@ function post() {
   // A new prompt ends the request's messages; answers end them with the message they answer.
   const sent = state.continues ? state.messages : state.messages.filter((m) => m !== state.current);
   const body = { id: state.session, messages: sent.map(wireMessage), trigger: "submit-message" };
-  follow((signal) => api.chat(state.agent, body, signal), true);
+  follow((signal) => api.chat(state.agent, body, signal), { started: true });
 }
 
 function send(text) {
@@ -136,18 +136,19 @@ function send(text) {
  * Stream the run into `state.current`: `open(signal)` gives the first response; when a stream drops before the
  * run's end, it goes on after the last cursor rendered.
  */
-async function follow(open, started = false) {
+async function follow(open, { started = false, waiting = false } = {}) {
   state.controller?.abort();
   const controller = new AbortController();
   const { signal } = controller;
   state.controller = controller;
-  setPhase("streaming");
-  setStatus("Streaming…");
+  setPhase(waiting ? "waiting" : "streaming");
+  setStatus(waiting ? "The agent waits for your answer." : "Streaming…");
   try {
     let response = await open(signal);
     if (started) localStorage.setItem(STARTED, JSON.stringify({ agent: state.agent, session: state.session, at: Date.now() }));
-    for (let attempt = 0; response; attempt++) {
+    for (let attempt = 0, cursor = state.cursor; response; attempt++) {
       if (await consume(response, signal)) break;
+      if (state.cursor !== cursor) [attempt, cursor] = [0, state.cursor]; // it got somewhere: a new drop
       if (attempt >= RETRY_MS.length) throw new Error("the stream keeps dropping; reload to try again");
       setStatus("Connection lost; resuming…");
       await new Promise((resolve) => setTimeout(resolve, RETRY_MS[attempt]));
@@ -171,6 +172,7 @@ async function consume(response, signal) {
     if (signal.aborted) return true;
     if (event.data === "[DONE]") return true;
     const chunk = JSON.parse(event.data);
+    if (state.phase === "waiting") setPhase("streaming"); // answered, here or in another tab
     applyChunk(state.current, chunk);
     if (event.id) state.cursor = event.id;
     save();
@@ -184,9 +186,21 @@ async function ended() {
   const stopped = state.phase === "stopping" || state.current.end === "aborted";
   const calls = pendingCalls(state.current);
   // Open calls after the stream ended: the run waits for them, unless it ended otherwise (cancelled mid-call).
-  const waiting = !stopped && calls.length > 0 && Boolean((await api.history(state.agent, state.session)).active);
-  setPhase(waiting ? "waiting" : "idle");
-  setStatus(waiting ? "The agent waits for your answer." : stopped ? "Stopped." : "");
+  const active = !stopped && calls.length > 0 && (await api.history(state.agent, state.session)).active;
+  if (active) {
+    awaitAnswers(state.current, active);
+    return;
+  }
+  setPhase("idle");
+  setStatus(stopped ? "Stopped." : "");
+}
+
+/** Wait for answers to `message`'s calls, following the run after `active`: answered here or in another tab,
+ * its continuation goes on in `message`. */
+function awaitAnswers(message, active) {
+  Object.assign(message, { end: null, error: undefined, open: assistantMessage().open });
+  Object.assign(state, { current: message, user: null, continues: true, cursor: active });
+  follow((signal) => api.resume(state.agent, state.session, active, signal), { waiting: true });
 }
 
 /** Open the session the URL names (a new one when it names none): its history, then its live run if any. */
@@ -226,6 +240,11 @@ async function openSession() {
   }
   if (kept?.cursor && !before(kept.cursor, stored.active)) {
     resumeKept(kept); // this tab rendered this run up to `kept.cursor`: go on after it
+    return;
+  }
+  const last = state.messages.at(-1);
+  if (stored.pending?.length && pendingCalls(last).length) {
+    awaitAnswers(last, stored.active); // the history ends with the calls it waits on
     return;
   }
   if (kept?.user && !endsWith(state.messages, kept.user)) state.messages.push(kept.user);
