@@ -215,3 +215,46 @@ async def test_a_cancelled_run_ends_as_the_protocol_says_a_cancel(protocol: WebP
         assert types[-2:] == ["TEXT_MESSAGE_END", "RUN_FINISHED"]
     assert await _chunks(entries, protocol, whole[-1].id) == []
     assert await _chunks(entries, protocol, entries[-1].id) == []
+
+
+def _text_delta(idx: int, text: str) -> dict[str, Any]:
+    return {"idx": idx, "event": "part_delta", "event_idx": 0, "part_kind": "text", "part_delta_kind": "text",
+            "content_delta": text}  # fmt: skip
+
+
+@pytest.mark.parametrize("protocol", [VERCEL_AI, AGUI], ids=lambda p: p.name)
+async def test_a_run_resumed_by_another_worker_shows_what_the_dead_one_sent_once(protocol: WebProtocol) -> None:
+    """The new attempt redoes node 1 (its call, its return, its text so far): only what goes beyond is sent."""
+    call = {"part_kind": "tool-call", "tool_name": "count", "tool_call_id": "k1", "args": {}}
+    back = {"idx": 0, "event": "part_start", "part_kind": "tool-return", "tool_name": "count", "tool_call_id": "k1",
+            "content": 2}  # fmt: skip
+    text = {"idx": 1, "event": "part_start", "event_idx": 0, "part_kind": "text", "content": "He"}
+    entries = _run(
+        {"idx": 0, "event": "llm-begin"},
+        {"idx": 0, "event": "part_start", "event_idx": 0, **call},
+        {"idx": 0, "event": "llm-end"},
+        back,
+        {"idx": 1, "event": "llm-begin"},
+        text,
+        _text_delta(1, "llo w"),
+        {"idx": 0, "event": "resumed", "attempt": 2},
+        {"idx": 0, "event": "llm-begin"},
+        {"idx": 0, "event": "part_start", "event_idx": 0, **call},
+        {"idx": 0, "event": "llm-end"},
+        back,
+        {"idx": 1, "event": "llm-begin"},
+        text,
+        _text_delta(1, "llo"),
+        _text_delta(1, " wor"),
+        _text_delta(1, "ld"),
+        {"idx": 1, "event": "llm-end"},
+    )
+    whole = await _chunks(entries, protocol)
+    types = [_type(c) for c in whole]
+    texts = [json.loads(c.data)["delta"] for c in whole if _type(c) in ("text-delta", "TEXT_MESSAGE_CONTENT")]
+    assert "".join(texts) == "Hello world"
+    assert types.count("text-start" if protocol is VERCEL_AI else "TEXT_MESSAGE_START") in (1, 2)  # 2: AG-UI's call
+    assert types.count("tool-input-start" if protocol is VERCEL_AI else "TOOL_CALL_START") == 1
+    assert types.count("tool-output-available" if protocol is VERCEL_AI else "TOOL_CALL_RESULT") == 1
+    for n, chunk in enumerate(whole):
+        assert await _chunks(entries, protocol, chunk.id) == whole[n + 1 :]

@@ -4,8 +4,10 @@ resumed by cursor on another replica of the same Redis, approvals answered over 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
+import signal
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,10 +16,12 @@ from typing import Any
 import httpx
 import pytest
 from ag_ui.core import Event as AGUIEvent
+from grpc_agents import paced
 from pydantic import TypeAdapter
+from test_grpc_process import worker_process
 
 from pydantic_ai_stream import Settings
-from pydantic_ai_stream.server import RunningServer, ServerSettings, running_server
+from pydantic_ai_stream.server import RunningServer, ServerSettings, Worker, running_server
 
 TOKENS = ["alice-token=1:1", "bob-token=1:2"]
 ALICE = {"authorization": "Bearer alice-token"}
@@ -30,7 +34,12 @@ def _config(redis_url: str, **update: Any) -> ServerSettings:
         redis_url=redis_url,
         port=0,
         http_port=0,
-        agents={"paced": "grpc_agents:paced", "ops": "grpc_agents:ops", "weather": "grpc_agents:weather"},
+        agents={
+            "paced": "grpc_agents:paced",
+            "ops": "grpc_agents:ops",
+            "weather": "grpc_agents:weather",
+            "seeing": "grpc_agents:seeing_any",
+        },
         tokens=TOKENS,
         shutdown_grace=0.5,
         heartbeat_interval=0.3,
@@ -307,3 +316,66 @@ async def test_the_ai_sdk_reads_sends_reconnects_and_answers_approvals_with_its_
     assert seen["continued"]["id"] == seen["waiting"]["id"]
     assert seen["continued"]["parts"][-1]["text"] == "done: drop_db=dropped staging; page=paged"
     assert seen["continued"]["parts"][1]["output"] == "dropped staging"
+
+
+async def test_a_stream_whose_worker_is_killed_mid_answer_shows_the_resumed_run_once(
+    redis_url: str, settings: Settings
+) -> None:
+    """kill -9 of the worker mid-answer: another resumes the run (redoing its node), and the open HTTP stream and a
+    replay show every token once, in one text block."""
+    short = Settings(redis_prefix=settings.redis_prefix, lease_ttl=1.5, lease_renew_interval=0.1)
+    agent = ("--agent", "paced=grpc_agents:paced", "--no-demo", "--grace", "0.2")
+    env = {"PYDANTIC_AI_STREAM_LEASE_TTL": "1.5", "PYDANTIC_AI_STREAM_LEASE_RENEW_INTERVAL": "0.1"}
+    async with running_server(_config(redis_url, concurrency=0), settings=short) as api, _client(api) as client:
+        with worker_process(redis_url, short.redis_prefix, *agent, env=env) as first:
+            async with client.stream("POST", "/v1/agents/paced/vercel-ai/chat", json=_chat("killed", "go")) as response:
+                events = []
+                while "t5 " not in _text(events):
+                    events += await _events(response, most=1)
+                first.send_signal(signal.SIGKILL)
+                async with Worker(runtime=api.servicer.runtime, agents={"paced": paced}):
+                    events += await _events(response)
+        replay = await _stream(client, "GET", "/v1/agents/paced/vercel-ai/chat/killed/stream", params={"after": "0"})
+    assert _text(events) == "".join(f"t{i} " for i in range(40))
+    assert _types(events).count("text-start") == 1
+    assert replay == events
+
+
+async def test_a_prompts_files_reach_the_model_over_each_protocol(server: RunningServer) -> None:
+    hello = base64.b64encode(b"hello").decode()
+    chat = _chat("files-v", "look")
+    chat["messages"][0]["parts"] += [
+        {"type": "file", "mediaType": "text/plain", "filename": "hi.txt", "url": f"data:text/plain;base64,{hello}"},
+        {"type": "file", "mediaType": "image/png", "url": "https://example.com/a.png"},
+    ]
+    content = [
+        {"type": "text", "text": "look"},
+        {"type": "document", "source": {"type": "data", "value": hello, "mimeType": "text/plain"}},
+    ]
+    run_input = _run_input("files-a", "fa", messages=[{"id": "u1", "role": "user", "content": content}])
+    bad = _chat("files-bad", "look")
+    bad["messages"][0]["parts"].append({"type": "file", "mediaType": "text/plain", "url": "data:text/plain,hello"})
+    async with _client(server) as client:
+        vercel = _text(await _stream(client, "POST", "/v1/agents/seeing/vercel-ai/chat", json=chat))
+        agui = _text(await _stream(client, "POST", "/v1/agents/seeing/ag-ui", json=run_input))
+        refused = await client.post("/v1/agents/seeing/vercel-ai/chat", json=bad)
+    assert "text=look\nbinary=text/plain:5:hi.txt\nimage-url=image/png:https://example.com/a.png\n" in vercel
+    assert "text=look\nbinary=text/plain:5:" in agui
+    assert refused.status_code == 400
+    assert "base64" in refused.json()["error"]
+
+
+async def test_history_comes_from_where_the_server_keeps_conversations(
+    redis_url: str, settings: Settings, postgres_url: str, postgres_schema: str
+) -> None:
+    """`--sessions postgresql://...`: the messages route reads the conversation the worker saved there."""
+    config = _config(redis_url, sessions=postgres_url, sessions_schema=postgres_schema)
+    async with running_server(config, settings=settings) as running, _client(running) as client:
+        await _stream(client, "POST", "/v1/agents/weather/vercel-ai/chat", json=_chat("in-pg", "weather?"))
+        vercel = (await client.get("/v1/agents/weather/sessions/in-pg/messages")).json()
+        agui = (await client.get("/v1/agents/weather/sessions/in-pg/messages", params={"format": "ag-ui"})).json()
+    assert vercel["messages"][0]["parts"] == [{"type": "text", "text": "weather?", "state": "done"}]
+    assert vercel["messages"][-1]["parts"][-1]["text"] == "It is sunny."
+    assert agui["messages"][0]["role"] == "user"
+    assert agui["messages"][-1]["content"] == "It is sunny."
+    assert (vercel["active"], vercel["pending"]) == (None, [])

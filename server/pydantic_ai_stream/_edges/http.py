@@ -1,7 +1,8 @@
 """The HTTP edge (`serve --http-port`): one ASGI app, served by uvicorn in the server's own event loop.
 
-Each edge hands its routes to `HttpServer` (A2A: JSON-RPC, REST and agent cards); the app is assembled from them in
-one place, so a new edge adds routes, not a server. Needs `starlette` and `uvicorn` (the `a2a` extra has them).
+Each edge hands its routes to `HttpServer` (A2A: JSON-RPC, REST and agent cards; web: Vercel AI and AG-UI); the app
+is assembled from them in one place, so a new edge adds routes, not a server. Needs `starlette` and `uvicorn` (the
+`a2a` and `web` extras have them).
 """
 
 from __future__ import annotations

@@ -20,8 +20,10 @@ from redis.exceptions import RedisError
 
 from ..._core.aio import raise_if_cancelled
 from ..._core.settings import Settings
+from ..._runtime.deps import HostedDeps
 from ..._runtime.worker import Worker
 from ..._store.redis import AsyncRedis
+from ..._store.sessions import Session
 from ...v1 import stream_pb2 as pb
 from ...v1 import stream_pb2_grpc as pb_grpc
 from ..a2a import A2A_SERVICE_NAME
@@ -210,14 +212,14 @@ def _add_a2a(
     return [A2A_SERVICE_NAME]
 
 
-def _add_web(http: HttpServer, servicer: AgentStreamServicer) -> None:
+def _add_web(http: HttpServer, servicer: AgentStreamServicer, sessions: Callable[[HostedDeps[Any]], Session]) -> None:
     """Serve the agents as Vercel AI and AG-UI streams on `http` when the `web` extra is installed."""
     try:
         from ..web import web_routes
     except ImportError as e:
         logger.info("no Vercel AI and AG-UI routes on the HTTP port: pip install 'pydantic-ai-stream[web]' (%s)", e)
         return
-    http.routes.extend(web_routes(servicer))
+    http.routes.extend(web_routes(servicer, sessions))
 
 
 @contextlib.asynccontextmanager
@@ -230,7 +232,9 @@ async def _http(config: ServerSettings) -> AsyncIterator[HttpServer | None]:
     try:
         from ..http import HttpServer
     except ImportError as e:
-        raise ImportError(f"--http-port needs the a2a extra: pip install 'pydantic-ai-stream[a2a]' ({e})") from e
+        raise ImportError(
+            f"--http-port needs the a2a or the web extra: pip install 'pydantic-ai-stream[web]' ({e})"
+        ) from e
     http = HttpServer(
         host=config.host,
         port=config.http_port,
@@ -312,7 +316,7 @@ async def running_server(
         url = config.a2a_url or f"{config.host}:{port}"
         services += _add_a2a(server, servicer, config=config, url=url, http=http)
         if http is not None:
-            _add_web(http, servicer)
+            _add_web(http, servicer, opened.sessions)
             from ..web.page import page_routes  # starlette: there when `http` is
 
             http.routes.extend(page_routes())

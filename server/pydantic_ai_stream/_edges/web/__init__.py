@@ -16,15 +16,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from starlette.routing import BaseRoute
 
+    from ..._runtime.deps import HostedDeps
+    from ..._store.sessions import Session
     from ..grpc.servicer import AgentStreamServicer
 
 __all__ = ["web_routes"]
 
 
-def web_routes(servicer: AgentStreamServicer) -> list[BaseRoute]:
-    """The web edge's routes for `servicer`'s agents and callers (ImportError without the `web` extra)."""
+def web_routes(
+    servicer: AgentStreamServicer, sessions: Callable[[HostedDeps[Any]], Session] | None = None
+) -> list[BaseRoute]:
+    """The web edge's routes for `servicer`'s agents and callers, conversations read from `sessions` (default:
+    Redis); ImportError without the `web` extra."""
     from .routes import WebEdge
 
-    return WebEdge(servicer=servicer).routes()
+    return (WebEdge(servicer=servicer, sessions=sessions) if sessions else WebEdge(servicer=servicer)).routes()

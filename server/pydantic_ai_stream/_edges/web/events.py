@@ -12,6 +12,7 @@ plain `<entry id>` is after every chunk of that entry (a gRPC event id resumes t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -95,12 +96,19 @@ class EntryEvents:
     """One segment's entries to native events, in order (`of` each entry); raises at an `error` entry of the
     runtime, as a run that failed (`RunFailedError`) or was cancelled (`RunCancelled`) raises in pydantic-ai."""
 
-    _open: tuple[int, TextPart | ThinkingPart] | None = None
-    """The text or thinking part streaming now, by its index in the response."""
-    _calls: list[tuple[int, ToolCallPart]] = field(default_factory=list)
+    _open: tuple[_PartKey, TextPart | ThinkingPart] | None = None
+    """The text or thinking part streaming now, by its node and its index in the response."""
+    _calls: list[ToolCallPart] = field(default_factory=list)
     """The node's tool calls, announced at its end as their tools would run."""
     _output_tool: str | None = None
     """The output tool the node's `answer` named, if any: its call and return are the output's."""
+    _shown: dict[_PartKey, str] = field(default_factory=dict)
+    """Text and thinking sent so far, by part: after a `resumed` marker the new attempt's is sent only beyond it."""
+    _shown_tools: set[tuple[str, str]] = field(default_factory=set)
+    """Tool calls and returns sent (`call`/`return`, call id): a resumed attempt's copies are not sent again."""
+    _again: dict[_PartKey, int] | None = None
+    """Once a worker died and another resumed the run: how much of each part shown before the new attempt has
+    sent again (`None` before any `resumed`)."""
 
     def of(self, entry: Entry) -> list[NativeEvent]:
         """The events `entry` stands for (none for `begin`, `info` and the node boundaries that carry nothing)."""
@@ -122,7 +130,7 @@ class EntryEvents:
         if kind == "part_delta":
             return self._delta(body)
         if kind == "llm-end":
-            return self._node_end()
+            return self._node_end(_key(body)[0])
         if kind == "answer":
             self._output_tool = body.get("tool_name")
             return [FinalResultEvent(tool_name=body.get("tool_name"), tool_call_id=body.get("tool_call_id"))]
@@ -133,35 +141,63 @@ class EntryEvents:
                 calls=[_call(c) for c in calls if c.get("kind") != "approval"],
             )
             return [*self._node_end(), AgentRunResultEvent(AgentRunResult(output=requests))]
-        return []  # llm-begin; `resumed` (a worker died): what it supersedes was shown, and is shown again
+        if kind == "resumed":  # a worker died: another redoes node `idx` on, and what was shown is not resent
+            self._again = {}
+        return []  # llm-begin
 
     def _part(self, body: Mapping[str, Any]) -> list[NativeEvent]:
-        kind, index = body.get("part_kind"), body.get("event_idx")
+        kind, index, key = body.get("part_kind"), body.get("event_idx"), _key(body)
         if index is None:  # a tool's return, or its retry prompt
+            if self._sent_before(("return", str(body.get("tool_call_id")))):
+                return []
             return [*self._close(), *self._return(body)]
-        events = self._close()
         if kind in ("text", "thinking"):
             content = str(body.get("content") or "")
+            if self._again is not None and key in self._shown:  # a resumed attempt sends it again
+                self._again[key] = 0
+                return self._catch_up(key, content)
+            events = self._close()
             part: TextPart | ThinkingPart = TextPart(content) if kind == "text" else ThinkingPart(content)
-            self._open = (index, part)
+            self._open, self._shown[key] = (key, part), content
             return [*events, PartStartEvent(index=index, part=part)]
-        if kind == "tool-call":
+        if kind == "tool-call" and not self._sent_before(("call", str(body.get("tool_call_id")))):
             call = _call(body)
-            self._calls.append((index, call))
-            return [*events, PartStartEvent(index=index, part=call), PartEndEvent(index=index, part=call)]
-        return events
+            self._calls.append(call)
+            return [*self._close(), PartStartEvent(index=index, part=call), PartEndEvent(index=index, part=call)]
+        return []
+
+    def _sent_before(self, tool: tuple[str, str]) -> bool:
+        """Whether a resumed attempt sends again a tool call or return sent before (else: remember it was sent)."""
+        if tool in self._shown_tools:
+            return self._again is not None
+        self._shown_tools.add(tool)
+        return False
 
     def _delta(self, body: Mapping[str, Any]) -> list[NativeEvent]:
-        index, text = body.get("event_idx"), str(body.get("content_delta") or "")
-        if self._open is None or self._open[0] != index or not text:
+        key, text = _key(body), str(body.get("content_delta") or "")
+        if self._again is not None and key in self._again:
+            return self._catch_up(key, text)
+        return self._extend(key, text)
+
+    def _catch_up(self, key: _PartKey, piece: str) -> list[NativeEvent]:
+        """`piece` of a part a resumed attempt sends again: only what goes beyond what was shown of it, and only
+        while it is the part still open (a part closed was shown in full)."""
+        assert self._again is not None
+        before = self._again[key]
+        self._again[key] = before + len(piece)
+        return self._extend(key, piece[max(0, len(self._shown[key]) - before) :])
+
+    def _extend(self, key: _PartKey, text: str) -> list[NativeEvent]:
+        if self._open is None or self._open[0] != key or not text:
             return []
-        part = self._open[1]
+        part, index = self._open[1], key[1]
         if isinstance(part, TextPart):
             delta: TextPartDelta | ThinkingPartDelta = TextPartDelta(text)
-            self._open = (index, TextPart(part.content + text))
+            self._open = (key, TextPart(part.content + text))
         else:
             delta = ThinkingPartDelta(content_delta=text)
-            self._open = (index, ThinkingPart(part.content + text))
+            self._open = (key, ThinkingPart(part.content + text))
+        self._shown[key] += text
         return [PartDeltaEvent(index=index, delta=delta)]
 
     def _return(self, body: Mapping[str, Any]) -> list[NativeEvent]:
@@ -181,17 +217,28 @@ class EntryEvents:
     def _close(self) -> list[NativeEvent]:
         if self._open is None:
             return []
-        index, part = self._open
+        (_, index), part = self._open
         self._open = None
         return [PartEndEvent(index=index, part=part)]
 
-    def _node_end(self) -> list[NativeEvent]:
-        events = self._close()
-        for _, call in self._calls:
+    def _node_end(self, idx: float = math.inf) -> list[NativeEvent]:
+        """Close the open part (unless it is of a later node: a resumed attempt redoes the nodes before it) and
+        announce the node's calls."""
+        events = self._close() if self._open is not None and self._open[0][0] <= idx else []
+        for call in self._calls:
             output = call.tool_name == self._output_tool
             events.append(OutputToolCallEvent(call) if output else FunctionToolCallEvent(call, args_valid=True))
         self._calls = []
         return events
+
+
+_PartKey = tuple[int, int]
+"""A response part: its node (`idx`) and its index in the response (`event_idx`)."""
+
+
+def _key(body: Mapping[str, Any]) -> _PartKey:
+    idx, index = body.get("idx"), body.get("event_idx")
+    return (idx if isinstance(idx, int) else 0, index if isinstance(index, int) else -1)
 
 
 def _call(body: Mapping[str, Any]) -> ToolCallPart:

@@ -27,8 +27,9 @@ from ..._core.names import BEGIN, END, EVENT, INPUT_REQUIRED
 from ..._durable.fleet import fleet_agents
 from ..._read.handle import SessionHandle
 from ..._runtime.auth import AuthError, Caller
+from ..._runtime.deps import HostedDeps
 from ..._store.results import CancelState
-from ..._store.sessions import RedisSession
+from ..._store.sessions import RedisSession, Session
 from ..grpc.servicer import AgentStreamServicer
 from .encode import AGUI, VERCEL_AI, WebProtocol, chunks
 from .events import WebCursor
@@ -113,6 +114,8 @@ class WebEdge:
     """Vercel AI and AG-UI on the HTTP port, for `servicer`'s agents and callers."""
 
     servicer: AgentStreamServicer
+    sessions: Callable[[HostedDeps[Any]], Session] = RedisSession.of
+    """Where conversations are kept (the server's `--sessions`: Redis, or PostgreSQL), as the workers read them."""
 
     def routes(self) -> list[BaseRoute]:
         """The routes of the contract (docs: README "HTTP: Vercel AI and AG-UI")."""
@@ -173,13 +176,15 @@ class WebEdge:
         form = request.query_params.get("format", "vercel-ai")
         if form not in ("vercel-ai", "ag-ui"):
             raise errors.InvalidRequestError("format must be 'vercel-ai' or 'ag-ui'")
-        stored = RedisSession(
-            redis=self.servicer.runtime.redis,
-            runtime=self.servicer.runtime,
+        runtime = self.servicer.runtime
+        owner: HostedDeps[Any] = HostedDeps(
+            redis=runtime.redis,
+            runtime=runtime,
             scope_id=caller.scope_id,
             user_id=caller.user_id,
             session_id=session.keys.session_id,
         )
+        stored = self.sessions(owner)
         await stored.load()
         dumped: list[Any] = (
             VercelAIAdapter.dump_messages(stored.msgs, sdk_version=6)
@@ -218,8 +223,11 @@ class WebEdge:
         session = await admission.admit(
             caller, agent=agent, prompt=turn.prompt, session_id=turn.session_id, anywhere=True
         )
+        _, attachments = admission.check_inputs(agent=agent, context=None, attachments=turn.attachments)
         with contextlib.suppress(errors.RunExistsError):  # a retried request: the run it started, from its `begin`
-            await admission.submit(session, agent=agent, prompt=turn.prompt, run_id=turn.run_id)
+            await admission.submit(
+                session, agent=agent, prompt=turn.prompt, run_id=turn.run_id, attachments=attachments
+            )
         return await self._sse(session, protocol, WebCursor(Cursor.BEGIN))
 
     async def _resume(self, request: Request, protocol: WebProtocol) -> Response:

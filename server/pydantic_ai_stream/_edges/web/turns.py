@@ -5,9 +5,11 @@ pydantic-ai's adapters (`build_run_input`); AG-UI's resume entries become approv
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ag_ui.core import RunAgentInput
@@ -17,10 +19,12 @@ from pydantic_ai.exceptions import UserError
 from pydantic_ai.tools import DeferredToolResults, ToolApproved, ToolDenied
 from pydantic_ai.ui.ag_ui import AGUIAdapter
 from pydantic_ai.ui.vercel_ai import VercelAIAdapter
-from pydantic_ai.ui.vercel_ai.request_types import RequestData, TextUIPart, UIMessage
+from pydantic_ai.ui.vercel_ai.request_types import FileUIPart, RequestData, TextUIPart, UIMessage
 
 from ..._core.deferred import InputCall, ToolAnswer
 from ..._core.errors import InvalidRequestError
+from ..._core.inputs import Attachment
+from ..._core.keys import excerpt
 
 __all__ = ["Turn", "agui_request", "agui_turn", "vercel_request", "vercel_turn"]
 
@@ -31,6 +35,8 @@ class Turn:
 
     session_id: str
     prompt: str = ""
+    attachments: list[Attachment] = field(default_factory=list)
+    """The prompt's files (data URLs or http(s) URLs), checked by admission against the bounds."""
     answers: list[ToolAnswer] | None = None
     run_id: str | None = None
     """The run id the client chose (AG-UI's `runId`): a retried request gets the run it started."""
@@ -59,7 +65,8 @@ def vercel_turn(request: RequestData, waiting: Sequence[InputCall]) -> Turn:
     if last.role == "assistant":
         return Turn(session_id=request.id, answers=_vercel_answers(last, waiting))
     prompt = "\n".join(part.text for part in last.parts if isinstance(part, TextUIPart))
-    return Turn(session_id=request.id, prompt=prompt)
+    files = [_attachment(f.url, f.media_type, f.filename or "") for f in last.parts if isinstance(f, FileUIPart)]
+    return Turn(session_id=request.id, prompt=prompt, attachments=files)
 
 
 def _vercel_answers(message: UIMessage, waiting: Sequence[InputCall]) -> list[ToolAnswer]:
@@ -113,8 +120,31 @@ def agui_turn(run_input: RunAgentInput, waiting: Sequence[InputCall]) -> Turn:
     if not users:
         raise InvalidRequestError("RunAgentInput has no user message and no resume entries")
     content = users[-1].content
-    prompt = content if isinstance(content, str) else "\n".join(getattr(c, "text", "") for c in content)
-    return Turn(session_id=run_input.thread_id, prompt=prompt, run_id=run_input.run_id or None)
+    if isinstance(content, str):
+        return Turn(session_id=run_input.thread_id, prompt=content, run_id=run_input.run_id or None)
+    prompt = "\n".join(text for c in content if isinstance(text := getattr(c, "text", None), str))
+    files = []
+    for c in content:
+        source = getattr(c, "source", None)
+        if source is not None:
+            kind = getattr(source, "type", "")
+            url = f"data:{source.mime_type};base64,{source.value}" if kind == "data" else str(source.value)
+            files.append(_attachment(url, source.mime_type or ""))
+    return Turn(session_id=run_input.thread_id, prompt=prompt, attachments=files, run_id=run_input.run_id or None)
+
+
+def _attachment(url: str, media_type: str, name: str = "") -> Attachment:
+    """A file given by URL: a data URL's bytes, or the URL itself (`InvalidRequestError` for a bad data URL)."""
+    if not url.startswith("data:"):
+        return Attachment(url=url, media_type=media_type, name=name)
+    header, comma, payload = url.partition(",")
+    if not comma or not header.endswith(";base64"):
+        raise InvalidRequestError(f"file {excerpt(name or url)}: a data URL must be base64 ('data:<type>;base64,...')")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except binascii.Error:
+        raise InvalidRequestError(f"file {excerpt(name or url)}: its data URL is not valid base64") from None
+    return Attachment(data=data, media_type=media_type or header[5:].removesuffix(";base64"), name=name)
 
 
 def _approvals(results: DeferredToolResults | None) -> list[ToolAnswer]:
