@@ -48,13 +48,21 @@ async def _deployer(
 ) -> AsyncIterator[str | DeltaToolCalls | DeltaThinkingCalls]:
     returns = [p for p in messages[-1].parts if p.part_kind in ("tool-return", "retry-prompt")]
     if returns:
-        yield "Done: " + "; ".join(str(p.content) for p in returns)
+        yield "Done: " + "; ".join(str(p.content) for p in returns) + "."
+        for i in range(TOKENS // 2):
+            await asyncio.sleep(_pace())  # a continuation that takes seconds: a tab can open mid-way
+            yield f" d{i}"
         return
     yield {0: DeltaThinkingPart(content="Deploying needs a human's yes.")}
     yield {1: DeltaToolCall(name="deploy", json_args='{"env": "production"}', tool_call_id="d1")}
 
 
-# Asks to deploy (a tool that needs approval), then says what came back.
+def deployed() -> str:
+    """The whole text `deployer` answers once its call is approved."""
+    return "Done: deployed to production." + "".join(f" d{i}" for i in range(TOKENS // 2))
+
+
+# Asks to deploy (a tool that needs approval), then says what came back, and twenty more words, paced.
 deployer: Agent[None, str | DeferredToolRequests] = Agent(
     FunctionModel(stream_function=_deployer), output_type=[str, DeferredToolRequests], name="deployer"
 )

@@ -6,6 +6,7 @@ a streamed answer, a reload mid-stream that goes on without loss or duplication,
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,7 +24,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
-from page_agents import THOUGHT, answer  # noqa: E402
+from page_agents import THOUGHT, answer, deployed  # noqa: E402
 from playwright.sync_api import Browser, Page, Request, expect, sync_playwright  # noqa: E402
 from test_grpc_process import _process  # noqa: E402
 
@@ -120,6 +121,26 @@ def test_a_prompt_streams_its_answer_and_the_history_shows_it_again(page: Page) 
     assert page.locator(".message.user").count() == 1
     assert page.locator(".message.assistant").count() == 1
     expect(page.locator("#session-list a[aria-current=page]")).to_contain_text("stream me some words")
+    _send(page, "and again")  # a second turn, after the stored history
+    expect(page.locator(".message")).to_have_count(4)
+    _idle(page)
+    assert page.locator(".message.assistant .text").all_text_contents() == [answer(), answer()]
+
+
+def test_without_a_token_the_page_asks_for_one_and_keeps_it(browser: Browser, base_url: str) -> None:
+    context = browser.new_context(base_url=base_url)
+    context.set_default_timeout(WAIT_MS)
+    page = context.new_page()
+    page.goto("/")
+    expect(page.locator("#status")).to_have_text("Enter a token to continue.")
+    page.get_by_label("Token").fill(TOKEN)
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#agent option")).to_have_text(["demo", "deployer", "oncall", "slow"])
+    expect(page).to_have_url(re.compile(r"/chat/#agent=demo&session=\w+"))
+    page.reload()
+    expect(page.locator("body")).to_have_attribute("data-phase", "idle")
+    expect(page.locator("#status")).to_have_text("")
+    context.close()
 
 
 def test_a_reload_mid_stream_goes_on_after_the_last_chunk_it_rendered(page: Page) -> None:
@@ -138,6 +159,22 @@ def test_a_reload_mid_stream_goes_on_after_the_last_chunk_it_rendered(page: Page
     assert page.locator(".message.assistant").count() == 1
     [request] = resumed
     assert _position(request.headers["last-event-id"]) >= _position(cursor), "it went on after what it had"
+
+
+def test_a_kept_cursor_the_stream_does_not_have_is_dropped_and_the_run_shown_from_its_start(page: Page) -> None:
+    """A tab's saved copy whose cursor the stream does not have (416; a trimmed one is 410) is not trusted."""
+    session = _session()
+    _open(page, "slow", session)
+    _send(page, "go")
+    _until_text(page, "w1 ")
+    bogus = {"type": "text", "text": "not from this run", "state": "streaming"}
+    kept = {"cursor": "9999999999999-0", "message": {"id": "", "role": "assistant", "parts": [bogus]}, "user": None}
+    tab = page.context.new_page()  # a tab of its own, whose sessionStorage says it rendered past the stream's end
+    tab.add_init_script(f"sessionStorage.setItem('pydantic-ai-stream.live.slow/{session}', {json.dumps(kept)!r})")
+    tab.goto(f"/chat/#agent=slow&session={session}")
+    _idle(tab)
+    assert _answer(tab) == answer()
+    expect(tab.locator(".message.assistant")).to_have_count(1)
 
 
 def _position(cursor: str) -> tuple[int, int, float]:
@@ -177,7 +214,7 @@ def test_an_approved_tool_runs_and_the_agent_goes_on(page: Page) -> None:
     tool.get_by_role("button", name="Approve").click()
     expect(tool).to_have_attribute("data-state", "output-available")
     _idle(page)
-    expect(page.locator(".message.assistant .text").last).to_have_text("Done: deployed to production")
+    expect(page.locator(".message.assistant .text").last).to_have_text(deployed())
     page.locator(".thinking summary").click()
     _screenshot(page, "tool-call")
 
@@ -195,11 +232,14 @@ def test_a_waiting_run_shows_once_after_a_reload_and_an_answer_from_another_tab_
         expect(tab.locator(".message")).to_have_count(2)  # the prompt and the calls, each once
         expect(tab.locator(".tool[data-tool=deploy]")).to_have_attribute("data-state", "approval-requested")
     second.locator(".tool[data-tool=deploy]").get_by_role("button", name="Approve").click()
-    for tab in (second, page):
-        expect(tab.locator(".message.assistant .text")).to_have_text("Done: deployed to production")
-        expect(tab.locator(".tool[data-tool=deploy]")).to_have_attribute("data-state", "output-available")
+    expect(page.locator(".message.assistant .text")).to_contain_text("production. d0 d1")
+    third = page.context.new_page()  # opened while the answered run goes on
+    third.goto(f"/chat/#agent=deployer&session={session}")
+    for tab in (second, page, third):
         _idle(tab)
-        expect(tab.locator(".message")).to_have_count(2)
+        expect(tab.locator(".message")).to_have_count(2)  # its continuation is in the message it answered
+        expect(tab.locator(".message.assistant .text")).to_have_text(deployed())
+        expect(tab.locator(".tool[data-tool=deploy]")).to_have_attribute("data-state", "output-available")
 
 
 def test_the_result_of_a_tool_run_elsewhere_is_typed_in_and_the_agent_goes_on(page: Page) -> None:

@@ -3,7 +3,7 @@
 // on after the last chunk it rendered; a dropped stream is resumed the same way.
 
 import { Api, HttpError } from "./api.js";
-import { applyChunk, assistantMessage, pendingCalls, userMessage, wireMessage } from "./message.js";
+import { applyChunk, assistantMessage, openCalls, pendingCalls, userMessage, wireMessage } from "./message.js";
 import { h, messageElement, updateMessage } from "./render.js";
 import { sseEvents } from "./sse.js";
 import { live, sessions, token } from "./store.js";
@@ -161,6 +161,10 @@ async function follow(open, { started = false, waiting = false } = {}) {
     if (!signal.aborted) await ended();
   } catch (error) {
     if (signal.aborted) return;
+    if (error instanceof Reopen) {
+      openSession();
+      return;
+    }
     setPhase("idle");
     setStatus(error.message, "error");
   }
@@ -188,19 +192,19 @@ async function ended() {
   // Open calls after the stream ended: the run waits for them, unless it ended otherwise (cancelled mid-call).
   const active = !stopped && calls.length > 0 && (await api.history(state.agent, state.session)).active;
   if (active) {
-    awaitAnswers(state.current, active);
+    goOnFrom(state.current, active, true);
     return;
   }
   setPhase("idle");
   setStatus(stopped ? "Stopped." : "");
 }
 
-/** Wait for answers to `message`'s calls, following the run after `active`: answered here or in another tab,
- * its continuation goes on in `message`. */
-function awaitAnswers(message, active) {
+/** Follow the run after `active` into `message`, whose calls it goes on from; `waiting` for their answers (given
+ * here or in another tab). */
+function goOnFrom(message, active, waiting) {
   Object.assign(message, { end: null, error: undefined, open: assistantMessage().open });
   Object.assign(state, { current: message, user: null, continues: true, cursor: active });
-  follow((signal) => api.resume(state.agent, state.session, active, signal), { waiting: true });
+  follow((signal) => api.resume(state.agent, state.session, active, signal), { waiting });
 }
 
 /** Open the session the URL names (a new one when it names none): its history, then its live run if any. */
@@ -243,8 +247,9 @@ async function openSession() {
     return;
   }
   const last = state.messages.at(-1);
-  if (stored.pending?.length && pendingCalls(last).length) {
-    awaitAnswers(last, stored.active); // the history ends with the calls it waits on
+  if (openCalls(last).length) {
+    // The history ends with the calls the run waits on, or was answered on and goes on from.
+    goOnFrom(last, stored.active, stored.pending?.length > 0 && pendingCalls(last).length > 0);
     return;
   }
   if (kept?.user && !endsWith(state.messages, kept.user)) state.messages.push(kept.user);
@@ -259,8 +264,20 @@ function resumeKept(kept) {
   if (kept.user && !endsWith(state.messages, kept.user)) state.messages.push(kept.user);
   state.messages.push(message);
   Object.assign(state, { current: message, user: kept.user, continues: kept.continues, cursor: kept.cursor });
-  follow((signal) => api.resume(state.agent, state.session, kept.cursor, signal));
+  follow(async (signal) => {
+    try {
+      return await api.resume(state.agent, state.session, kept.cursor, signal);
+    } catch (error) {
+      // Its cursor is gone (trimmed: 410) or unknown here (416): open the session anew, without the kept copy.
+      if (!(error instanceof HttpError) || (error.status !== 410 && error.status !== 416)) throw error;
+      live.clear(state.agent, state.session);
+      throw new Reopen();
+    }
+  });
 }
+
+/** Thrown to open the session anew. */
+class Reopen extends Error {}
 
 const firstText = (messages) => messages.find((m) => m.role === "user")?.parts.find((p) => p.type === "text")?.text;
 const lastText = (message) => message?.parts.findLast((p) => p.type === "text")?.text;
@@ -333,7 +350,7 @@ function wire() {
   window.addEventListener("storage", (event) => {
     if (event.key !== STARTED || !event.newValue) return;
     const { agent, session } = JSON.parse(event.newValue);
-    if (agent === state.agent && session === state.session && state.phase !== "streaming") openSession();
+    if (agent === state.agent && session === state.session && state.phase === "idle") openSession();
   });
 }
 

@@ -27,10 +27,17 @@ export function toolName(part) {
   return part.type === "dynamic-tool" ? part.toolName : part.type.slice("tool-".length);
 }
 
+const calls = (message, states) =>
+  message?.role === "assistant" ? message.parts.filter((p) => isTool(p) && states.includes(p.state)) : [];
+
 /** The tool calls of `message` a waiting run asks about: approvals, and calls another party must answer. */
 export function pendingCalls(message) {
-  if (!message || message.role !== "assistant") return [];
-  return message.parts.filter((p) => isTool(p) && (p.state === "approval-requested" || p.state === "input-available"));
+  return calls(message, ["approval-requested", "input-available"]);
+}
+
+/** The tool calls of `message` with no result yet, answered or not: the run goes on from them. */
+export function openCalls(message) {
+  return calls(message, ["input-streaming", "input-available", "approval-requested", "approval-responded"]);
 }
 
 const tools = (message, id) => message.parts.find((p) => isTool(p) && p.toolCallId === id);
