@@ -215,7 +215,19 @@ def test_an_approved_tool_runs_and_the_agent_goes_on(page: Page) -> None:
     expect(tool).to_have_attribute("data-state", "output-available")
     _idle(page)
     expect(page.locator(".message.assistant .text").last).to_have_text(deployed())
+
+
+def test_the_demo_agent_thinks_calls_its_tool_and_answers(page: Page) -> None:
+    """The server's built-in agent, as the README's first command serves it."""
+    _open(page, "demo", _session())
+    _send(page, "count the words in this sentence")
+    _idle(page)
+    tool = page.locator(".tool[data-tool=count_words]")
+    expect(tool).to_have_attribute("data-state", "output-available")
+    expect(tool.locator("pre")).to_have_text(['{\n  "text": "count the words in this sentence"\n}', "6"])
+    expect(page.locator(".message.assistant .text")).to_contain_text("You said 6 words")
     page.locator(".thinking summary").click()
+    expect(page.locator(".thinking .reasoning-text")).not_to_be_empty()
     _screenshot(page, "tool-call")
 
 

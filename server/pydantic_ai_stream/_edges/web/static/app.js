@@ -44,6 +44,7 @@ function setPhase(phase) {
   $("stop").disabled = phase === "stopping";
   $("agent").disabled = busy || state.messages.length > 0;
   draw(); // now: what the phase says is on the page
+  $("messages").setAttribute("aria-busy", String(busy)); // a screen reader reads the answer once it is whole
   document.body.dataset.phase = phase;
 }
 
