@@ -16,7 +16,7 @@ import sys
 import time
 from importlib.metadata import version
 
-from bench import published, workloads
+from bench import load, published, workloads
 from bench.procs import Procs, private_redis
 from bench.suite import FULL, QUICK, Bench, progress
 from bench.table import Table
@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ours-python", default=sys.executable, metavar="PATH", help="run our server and workers with this interpreter"
     )
+    parser.add_argument(
+        "--clients", choices=load.CLIENTS, default="auto",
+        help="the Listen streams of fanout and cores: Python in this process, or bench/go/fanout (auto: go if found)",
+    )  # fmt: skip
     return parser
 
 
@@ -49,21 +53,24 @@ async def _run(args: argparse.Namespace) -> None:
     published_python = None if args.skip_published else published.python()
     names = list(workloads.WORKLOADS) if args.workload == "all" else [args.workload]
     procs = Procs()
-    try:
-        async with private_redis(procs) as redis:
-            bench = Bench(procs=procs, redis=redis, sizes=QUICK if args.quick else FULL,
-                          published_python=published_python, ours_python=args.ours_python)  # fmt: skip
-            print(await _preamble(bench), flush=True)
-            table = Table()
-            for name in names:
-                started = time.monotonic()
-                table.add(await workloads.WORKLOADS[name](bench))
-                progress(f"{name}: done in {time.monotonic() - started:.0f} s")
-    finally:
-        await procs.aclose()
+    with load.build_dir() as build_dir:  # removed once every process it started is stopped
+        try:
+            clients = await load.choose_clients(args.clients, build_dir)
+            async with private_redis(procs) as redis:
+                bench = Bench(procs=procs, redis=redis, sizes=QUICK if args.quick else FULL,
+                              published_python=published_python, ours_python=args.ours_python,
+                              go_program=clients.go_program)  # fmt: skip
+                print(await _preamble(bench, clients), flush=True)
+                table = Table()
+                for name in names:
+                    started = time.monotonic()
+                    table.add(await workloads.WORKLOADS[name](bench))
+                    progress(f"{name}: done in {time.monotonic() - started:.0f} s")
+        finally:
+            await procs.aclose()
 
 
-async def _preamble(bench: Bench) -> str:
+async def _preamble(bench: Bench, clients: load.ClientChoice) -> str:
     ours = f"pydantic-ai-stream {version('pydantic-ai-stream')}"
     if bench.ours_python != sys.executable:
         ours += f" (server and workers: {bench.ours_python})"
@@ -72,7 +79,8 @@ async def _preamble(bench: Bench) -> str:
         f"{sides}, "
         f"{'quick' if bench.sizes is QUICK else 'full'} sizes; one machine: {os.cpu_count()} CPUs, "
         f"load {os.getloadavg()[0]:.2f}, CPython {platform.python_version()}, Redis {await bench.redis.version()} "
-        f"on loopback, pydantic-ai-slim {version('pydantic-ai-slim')}, redis-py {version('redis')}\n"
+        f"on loopback, pydantic-ai-slim {version('pydantic-ai-slim')}, redis-py {version('redis')}; "
+        f"Listen clients of fanout and cores: {clients.note}\n"
     )
 
 

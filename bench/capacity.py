@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bench import grpc_side
+from bench import load
 from bench.suite import Bench, progress
 from bench.table import Row, percentile
 
@@ -97,7 +97,7 @@ async def capacity(bench: Bench) -> list[Row]:
 
     async def grpc_load(runs: int) -> dict[str, Any]:
         progress(f"paced via gRPC: ours, {runs} runs")
-        return await grpc_side.paced(bench, runs, tokens=tokens)
+        return await load.paced(bench, runs, tokens=tokens)
 
     grpc = await search(  # no per-run times
         grpc_load, start=s.capacity_start, limit=limit, paced=False, repeats=s.capacity_repeats

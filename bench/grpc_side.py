@@ -333,33 +333,3 @@ async def read_to_end(
     finally:
         call.cancel()
     return reading
-
-
-async def paced(bench: Bench, runs: int, processes: int = 1, *, tokens: int | None = None) -> dict[str, Any]:
-    """`runs` paced runs (of `tokens`; default the sizes') through gRPC `Run`, each listened to through `Listen`,
-    on a server of `processes` processes: token latencies (from due and from yield), wall time, the server's and
-    Redis's CPU."""
-    s = bench.sizes
-    await bench.redis.reset()
-    prompt = Pace(s.paced_tokens if tokens is None else tokens, s.paced_interval).prompt()
-
-    async def start(client: StreamClient, session_id: str) -> None:
-        await client.run(AGENT, session_id, prompt)
-
-    # Every run executes at once (the server executes 64 by default; the rest would wait in its queue).
-    async with (
-        our_server(bench, concurrency=runs, processes=processes) as server,
-        clients(server.target, runs) as callers,
-    ):
-        await warm_up(callers[0])
-        async with Listeners(timeout=s.worker_timeout) as listeners:
-            cpu, redis_cpu, started = server.cpu_seconds(), await bench.redis.cpu(), time.perf_counter()
-            await listeners.open([(callers[i % len(callers)], f"g{i}") for i in range(runs)], start)
-            await listeners.finish()
-            return {
-                **listeners.delivery.result(),
-                "seconds": time.perf_counter() - started,
-                "server_cpu_s": server.cpu_seconds() - cpu,
-                "redis_cpu_s": await bench.redis.cpu() - redis_cpu,
-                "errored": listeners.errored,
-            }

@@ -126,6 +126,8 @@ class Bench:
     """`None` with `--skip-published`."""
     ours_python: str = sys.executable
     """Runs our server and ours' workers: another checkout's venv with `--ours-python` (before/after)."""
+    go_program: Path | None = None
+    """The Go load generator (`bench/load.py`) the Listen loads of fan-out and cores use; `None`: Python clients."""
 
     def sides(self) -> tuple[Side, ...]:
         return SIDES if self.published_python is not None else ("ours",)

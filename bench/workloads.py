@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from statistics import median
 from typing import Any
 
-from bench import capacity, cores, durable, grpc_side, queue_ab, telemetry
+from bench import capacity, cores, durable, grpc_side, load, queue_ab, telemetry
 from bench.procs import WORKER_READY, Proc, output
 from bench.suite import PREFIX, Bench, Side, cpu_seconds, progress, reset_peak_rss, rss_kib
 from bench.table import Row, percentile
@@ -122,7 +122,7 @@ async def _grpc_paced(bench: Bench, bare_ours: dict[int, dict[str, Any]]) -> lis
         "ours", "paced-bare", runs=runs, tokens=s.paced_tokens, interval=s.paced_interval
     )
     progress(f"paced via gRPC: ours, {runs} runs")
-    results: dict[Side, dict[str, Any]] = {"ours": await grpc_side.paced(bench, runs)}
+    results: dict[Side, dict[str, Any]] = {"ours": await load.paced(bench, runs)}
     return [
         *_bare_rows(label, {"ours": bare}),
         *_latency_rows(label, results, runs / s.paced_interval),
@@ -163,23 +163,24 @@ async def cancel(bench: Bench) -> list[Row]:
 
 async def fanout(bench: Bench) -> list[Row]:
     """M sessions x K gRPC Listen streams on one server; the runs are written by a separate worker. First the
-    floor: the same streams, schedule and clients against grpc alone (`bench/grpc_floor.py`)."""
+    floor: the same streams, schedule and clients against grpc alone (`bench/grpc_floor.py`). The streams are
+    the bench's clients (`bench/load.py`: Go's when it has them)."""
     s = bench.sizes
     streams = s.fanout_sessions * s.fanout_listeners
-    pace = f"{s.fanout_tokens} tokens/run at {1 / s.fanout_interval:g}/s"
+    pace = f"{s.fanout_tokens} tokens/run at {1 / s.fanout_interval:g}/s, {load.clients_label(bench)}"
     rows = [row for variant in grpc_side.FLOORS for row in await _floor(bench, variant, pace)]
     label = f"fan-out (ours): {s.fanout_sessions:,} sessions x {s.fanout_listeners} gRPC Listen = {streams:,} " \
             f"streams on 1 server, {pace}"  # fmt: skip
     await bench.redis.reset()
     progress(f"fan-out: ours, {streams} streams")
-    async with grpc_side.our_server(bench) as server, grpc_side.clients(server.target, streams) as clients:
-        await grpc_side.warm_up(clients[0])
+    async with grpc_side.our_server(bench) as server, grpc_side.clients(server.target, 1) as warming:
+        await grpc_side.warm_up(warming[0])
         writer = await bench.start_worker(
             "ours", "fanout-write", stdin=True, runs=s.fanout_sessions, tokens=s.fanout_tokens,
             interval=s.fanout_interval,
         )  # fmt: skip
         await writer.wait_line(WORKER_READY, timeout=s.worker_timeout)
-        result = await _fan_out(bench, server, s.fanout_sessions, clients, writer)
+        result = await _fan_out(bench, server, s.fanout_sessions, writer)
         result["failed_runs"] = (await output(writer, s.worker_timeout))["failed_runs"]
         await bench.procs.stop(writer)
 
@@ -203,14 +204,11 @@ async def _floor(bench: Bench, variant: str, pace: str) -> list[Row]:
     label = f"fan-out floor ({grpc_side.FLOORS[variant]}): {sessions:,} sessions x {s.fanout_listeners} Listen = " \
             f"{streams:,} streams, {pace}"  # fmt: skip
     progress(f"fan-out floor: {variant}, {streams} streams")
-    async with (
-        grpc_side.floor_server(bench, variant, sessions=sessions, listeners=s.fanout_listeners) as server,
-        grpc_side.clients(server.target, streams) as clients,
-    ):
-        result = await _fan_out(bench, server, sessions, clients, server.proc)
+    async with grpc_side.floor_server(bench, variant, sessions=sessions, listeners=s.fanout_listeners) as server:
+        result = await _fan_out(bench, server, sessions, server.proc)
     rows = _fan_out_rows(label, result, streams / s.fanout_interval)
     if variant == "aio":
-        progress(f"fan-out floor: {variant}, {streams} idle streams")
+        progress(f"fan-out floor: {variant}, {streams} idle streams (Python clients)")
         idle = await grpc_side.idle_rss_per_stream(bench, sessions, s.fanout_listeners)
         rows.insert(3, _row(label, "server RSS per idle open stream (KiB; nothing ever sent)", {"ours": idle}, 1))
     return rows
@@ -228,36 +226,38 @@ def _fan_out_rows(label: str, result: dict[str, float], demanded: float) -> list
         _row(label, "delivery p99 (ms, from due)", ours("p99"), 1),
         _row(label, f"deliveries/s (demanded {demanded:,.0f})", ours("rate")),
         _row(label, "server CPU s / 1k deliveries", ours("cpu_per_1k"), 3),
-    ]
+        _row(label, "the clients' CPU s / 1k deliveries (the bench process's, or the Go program's)",
+             ours("client_cpu_per_1k"), 3),
+    ]  # fmt: skip
 
 
-async def _fan_out(
-    bench: Bench, server: grpc_side.Server, sessions: int, clients: list[StreamClient], go_to: Proc
-) -> dict[str, float]:
+async def _fan_out(bench: Bench, server: grpc_side.Server, sessions: int, go_to: Proc) -> dict[str, float]:
     """Open every stream (the tokens wait for `go_to`'s `go`), note connections and RSS, then let tokens flow."""
     s = bench.sizes
     streams = sessions * s.fanout_listeners
-    listening = [(clients[n % len(clients)], f"f{n // s.fanout_listeners}") for n in range(streams)]
-    async with grpc_side.Listeners(timeout=s.worker_timeout) as listeners:
-        rss_before = rss_kib(server.pid)
-        await listeners.open(listening)
-        connections, rss_open = await bench.redis.server_connections(), rss_kib(server.pid)
-        progress(f"fan-out: {streams} streams open, server holds {connections} Redis connections; go")
+    at_go: dict[str, float] = {}
+
+    async def clock() -> None:
+        at_go.update(connections=await bench.redis.server_connections(), rss_open=rss_kib(server.pid))
+        progress(f"fan-out: {streams} streams open, server holds {at_go['connections']:.0f} Redis connections; go")
         await _go(go_to)
-        cpu, started = cpu_seconds(server.pid), time.perf_counter()
-        await listeners.finish()
-        elapsed, cpu = time.perf_counter() - started, cpu_seconds(server.pid) - cpu
-        latencies, errored = listeners.delivery.from_due, listeners.errored
+        at_go["cpu"] = cpu_seconds(server.pid)
+
+    rss_before = rss_kib(server.pid)
+    result = await load.listen(bench, server.target, load.Load("f", sessions, s.fanout_listeners), clock,
+                               after_open=True)  # fmt: skip
+    cpu, latencies = cpu_seconds(server.pid) - at_go["cpu"], result["latencies_ms"]
     return {
-        "connections": connections,
-        "rss_open_mib": rss_open / 1024,
-        "rss_per_stream_kib": (rss_open - rss_before) / streams,
+        "connections": at_go["connections"],
+        "rss_open_mib": at_go["rss_open"] / 1024,
+        "rss_per_stream_kib": (at_go["rss_open"] - rss_before) / streams,
         "rss_peak_mib": rss_kib(server.pid, peak=True) / 1024,
         "p50": percentile(latencies, 50),
         "p99": percentile(latencies, 99),
-        "rate": len(latencies) / elapsed,
+        "rate": len(latencies) / result["seconds"],
         "cpu_per_1k": cpu / len(latencies) * 1000,
-        "errored": errored,
+        "client_cpu_per_1k": result["client_cpu_s"] / len(latencies) * 1000,
+        "errored": result["errored"],
     }
 
 

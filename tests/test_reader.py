@@ -12,9 +12,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from pydantic_ai_stream import CursorAheadError, InvalidIdError, Runtime, Settings, run
+from pydantic_ai_stream import CursorAheadError, InvalidIdError, ListenTimeoutError, Runtime, Settings, run
 from pydantic_ai_stream._core.cursor import Cursor
 from pydantic_ai_stream._read import hub as _reader
+from pydantic_ai_stream._read import subscription as _subscription
 from support import Collector, MemorySession, ScopedDeps, evalsha_calls, has_text, scripted_model
 
 
@@ -76,8 +77,9 @@ async def test_a_new_stream_joins_the_blocked_read_at_once(runtime: Runtime) -> 
 async def test_a_listener_that_falls_behind_rereads_from_redis(
     monkeypatch: pytest.MonkeyPatch, runtime: Runtime
 ) -> None:
-    monkeypatch.setattr(_reader, "MAX_BUFFERED", 5)
-    monkeypatch.setattr(_reader, "READ_COUNT", 4)
+    monkeypatch.setattr(_subscription, "MAX_BUFFERED", 5)
+    monkeypatch.setattr(_reader, "READ_COUNT", 4)  # the hub's reads
+    monkeypatch.setattr(_subscription, "READ_COUNT", 4)  # the catch-up's pages
     tokens = [f"t{i} " for i in range(40)]
     await run(MemorySession(session_id="s1"), Agent(scripted_model(tokens=tokens)), "hi", _deps(runtime, "s1"))
     expected = [e async for e in _deps(runtime, "s1").listen(serialize=False)]
@@ -232,4 +234,45 @@ async def test_a_listener_joining_as_the_last_read_winds_down_still_sees_a_dead_
         events = await late.done(timeout=5)
         assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [("error", "run lost"), ("end", None)]
     await listening.aclose()
+    await owner.stop()
+
+
+async def test_long_waits_end_on_the_hubs_tick_without_a_timer_each(
+    monkeypatch: pytest.MonkeyPatch, runtime: Runtime
+) -> None:
+    """A wait of `COARSE_WAIT` or longer (a heartbeat's, a silence timeout's) is ended by the hub's tick: the
+    heartbeats and the timeout still come, and thousands of waiting listeners add no timers to the loop."""
+    owner = _deps(runtime, "s1")
+    await owner.start()
+    await owner.add_info({"working": True})  # a live run, then silence
+    await owner.flush()
+    handle = owner.handle()
+    monkeypatch.setattr(_subscription, "COARSE_WAIT", 0.2)
+    started, beats = time.monotonic(), 0
+    async for batch in handle.listen_batches(heartbeat=0.3, timeout=None):
+        beats += batch is None
+        if beats == 3:
+            break
+    assert time.monotonic() - started >= 0.9, "three heartbeats 0.3 s apart"
+    last = (await _stream_entries(runtime.redis, owner))[-1]
+    with pytest.raises(ListenTimeoutError):
+        async for _ in handle.listen_batches(after=last, timeout=0.4):
+            pass
+
+    loop, hub = asyncio.get_running_loop(), runtime.hub
+    assert hub is not None
+    timers = len(loop._scheduled)  # type: ignore[attr-defined]  # the loop's timer heap
+    waiting: list[asyncio.Task[object]] = []
+    deadline = time.monotonic() + 30
+    for _ in range(4):  # 50 at a time: each opens with a read of its own on the client's pool
+        waiting += [
+            asyncio.create_task(anext(aiter(handle.listen_batches(after=last, heartbeat=15)))) for _ in range(50)
+        ]
+        while (due := sum(map(len, hub._due.values()))) < len(waiting):  # every listener waits, on the tick
+            assert time.monotonic() < deadline, f"{due} of {len(waiting)} listeners wait"
+            await asyncio.sleep(0.01)
+    assert len(loop._scheduled) < timers + 20  # type: ignore[attr-defined]
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
     await owner.stop()

@@ -28,6 +28,10 @@ async def _opened(stream: SessionStream, run_id: str = "r1") -> str:
     return begin_id
 
 
+def _ms(entry_id: str) -> int:
+    return int(entry_id.split("-")[0])
+
+
 async def _entries(redis: Redis, stream: SessionStream) -> list[tuple[str, str, dict[str, object]]]:
     return [
         (fields[b"type"].decode(), fields[b"origin"].decode(), json.loads(fields[b"body"]))
@@ -119,17 +123,25 @@ async def test_reap_ends_only_a_dead_runs_stream(redis: Redis, runtime: Runtime)
 
 async def test_prune_drops_dead_sessions_and_hides_cancelled_ones(redis: Redis, runtime: Runtime) -> None:
     streams = [_stream(runtime, f"s{i}") for i in range(4)]
-    for i, stream in enumerate(streams[:3]):
-        await _opened(stream, f"r{i}")
-    begin = {"session_id": "s3", "run_id": "r3"}
-    await streams[3].open(run_id="r3", lease_ms=60_000, begin=begin, nonce="n", queued=True)
+    begin_ids = [await _opened(stream, f"r{i}") for i, stream in enumerate(streams[:3])]
+    begin = {"session_id": "s3", "run_id": "r3", "agent": "a3"}
+    _, queued_id = await streams[3].open(run_id="r3", lease_ms=60_000, begin=begin, nonce="n", queued=True)
     await redis.delete(streams[0].keys.live)
     await streams[1].cancel("announced")
     assert await active_sessions(redis, [s.keys for s in streams]) == [
-        ActiveRun(session_id="s2", run_id="r2", queued=False),
-        ActiveRun(session_id="s3", run_id="r3", queued=True),
-    ]
+        ActiveRun(session_id="s2", run_id="r2", queued=False, started_ms=_ms(begin_ids[2])),
+        ActiveRun(session_id="s3", run_id="r3", queued=True, agent="a3", started_ms=_ms(queued_id)),
+    ], "each with its `begin`'s agent and time"
     assert sorted(await redis.zrange(streams[0].keys.active, 0, -1)) == [b"s1", b"s2", b"s3"]
+
+
+async def test_a_run_whose_begin_was_trimmed_away_is_listed_without_its_agent(redis: Redis, runtime: Runtime) -> None:
+    stream = _stream(runtime)
+    begin_id = await _opened(stream)
+    await append_many(redis, [(stream, "r1", begin_id, [("info", "test", {"i": i}) for i in range(3)])])
+    await redis.xtrim(stream.keys.stream, maxlen=1)
+    [listed] = await active_sessions(redis, [stream.keys])
+    assert (listed.run_id, listed.agent, listed.started_ms) == ("r1", "", _ms(begin_id)), "its time from its runs"
 
 
 async def test_a_queued_run_is_adopted_once_and_a_cancel_ends_it_at_once(redis: Redis, runtime: Runtime) -> None:
@@ -181,7 +193,7 @@ async def test_a_durable_run_whose_lease_lapsed_is_taken_over_attempt_by_attempt
     assert 59_000 < held.left_ms <= 60_000, "for as long as its lease lasts"
     await redis.delete(stream.keys.live)  # its worker died: the lease lapsed
     assert not await stream.reap(grace_ms=60_000), "a durable run is not lost while a worker may resume it"
-    between = ActiveRun("s1", "r1", queued=True, attempt=1, resuming=True)
+    between = ActiveRun("s1", "r1", queued=True, attempt=1, resuming=True, started_ms=_ms(begin_id))
     assert await active_sessions(redis, [stream.keys]) == [between], "listed, to be resumed"
     await redis.zrem(stream.keys.active, "s1")  # as a listing that met the gap did before
     second = await stream.recover(run_id="r1", lease_ms=3000, max_attempts=3, wait_ms=60_000)
@@ -189,7 +201,9 @@ async def test_a_durable_run_whose_lease_lapsed_is_taken_over_attempt_by_attempt
     assert (second.attempt, second.token, second.begin.id, second.begin.body) == (2, "r1:2", begin_id, begin)
     assert await redis.get(stream.keys.live) == b"r1:2"
     assert await active_members(redis, stream.keys.active) == ["s1"], "listed again by its takeover"
-    assert await active_sessions(redis, [stream.keys]) == [ActiveRun("s1", "r1", queued=False, attempt=2)]
+    assert await active_sessions(redis, [stream.keys]) == [
+        ActiveRun("s1", "r1", queued=False, attempt=2, started_ms=_ms(begin_id))
+    ]
     # The first attempt comes back: its writes are refused; the second's go in after the marker.
     assert await append_many(redis, [(stream, "r1", written, [("info", "test", {"i": 1})])]) == [None]
     assert await append_many(redis, [(stream, "r1:2", second.marker_id, [("info", "test", {"i": 2})])]) != [None]

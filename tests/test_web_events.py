@@ -205,9 +205,13 @@ async def test_a_cancelled_run_ends_as_the_protocol_says_a_cancel(protocol: WebP
     entries = _run(
         {"idx": 0, "event": "llm-begin"},
         {"idx": 0, "event": "part_start", "event_idx": 0, "part_kind": "text", "content": "Par"},
+        _text_delta(0, "ti"),
+        _text_delta(0, "al"),
         end=(("error", {"msg": "canceled"}), ("end", {})),
     )
     whole = await _chunks(entries, protocol)
+    for n, chunk in enumerate(whole):
+        assert await _chunks(entries, protocol, chunk.id) == whole[n + 1 :]
     types = [_type(c) for c in whole]
     if protocol is VERCEL_AI:
         assert types[-4:] == ["text-end", "abort", "finish-step", "[DONE]"]

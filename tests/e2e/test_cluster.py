@@ -96,6 +96,8 @@ async def test_q_and_cancel_across_clients(cluster: RedisCluster, cluster_url: s
         )
         await listeners[sid].wait_for(has_text("x"))
     assert [s async for s in q(cluster, 1, 9, runtime=runtime)] == [(1, 9, "a"), (1, 9, "b"), (1, 9, "c")]
+    listed = await live_sessions(runtime, scope_id=1, user_id=9)
+    assert [(r.session_id, r.started_ms > 0) for r in listed] == [("a", True), ("b", True), ("c", True)], "and when"
 
     other = await RedisCluster.from_url(cluster_url).initialize()  # another process's client
     async with Runtime(redis=other, settings=runtime.settings) as elsewhere:

@@ -33,7 +33,7 @@ from pydantic_ai_stream import (
     Settings,
     live_sessions,
 )
-from pydantic_ai_stream._edges.cli import _print_answer
+from pydantic_ai_stream._edges.cli_output import PlainAnswer, follow
 from pydantic_ai_stream._store.postgres import postgres_pool
 from pydantic_ai_stream.client import StreamClient, Transcript
 from pydantic_ai_stream.server import ServerSettings, Worker, running_server
@@ -243,7 +243,7 @@ async def _steps_killed(
             await client.run("steps", "s1", "go")
             transcript = Transcript()
             folding = asyncio.create_task(_fold(client.listen("s1"), transcript))
-            printing = asyncio.create_task(_print_answer(client.listen("s1")))
+            printing = asyncio.create_task(follow(client.listen("s1"), PlainAnswer()))
             listening = handle.listen_entries(timeout=30)
             seen = await until(listening)
             first.kill()

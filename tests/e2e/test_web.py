@@ -18,8 +18,9 @@ import pytest
 from ag_ui.core import Event as AGUIEvent
 from grpc_agents import paced
 from pydantic import TypeAdapter
-from test_grpc_process import worker_process
+from test_grpc_process import serve_process, worker_process
 
+from conftest import _free_port
 from pydantic_ai_stream import Settings
 from pydantic_ai_stream.server import RunningServer, ServerSettings, Worker, running_server
 
@@ -379,3 +380,52 @@ async def test_history_comes_from_where_the_server_keeps_conversations(
     assert agui["messages"][0]["role"] == "user"
     assert agui["messages"][-1]["content"] == "It is sunny."
     assert (vercel["active"], vercel["pending"]) == (None, [])
+
+
+async def test_a_replica_that_stops_ends_its_streams_and_the_client_resumes_on_another(
+    redis_url: str, settings: Settings
+) -> None:
+    """A rolling deploy: the replica serving the stream stops; its stream ends (not cut), the run goes on (here
+    or on the other replica's worker), and the client resumes after its last id on the other: every token once."""
+    url = "/v1/agents/paced/vercel-ai/chat"
+    async with (
+        running_server(_config(redis_url), settings=settings) as other,
+        _client(other) as resuming,
+        httpx.AsyncClient(headers=ALICE, timeout=30) as client,
+    ):
+        async with running_server(_config(redis_url), settings=settings) as first:
+            assert first.http is not None
+            request = client.build_request("POST", first.http.url + url, json=_chat("deploy", "go"))
+            response = await client.send(request, stream=True)
+            events = await _events(response, most=10)
+            reading = asyncio.create_task(_events(response))
+        events += await asyncio.wait_for(reading, 10)  # the stream ended with the server: not cut, not raised
+        await response.aclose()
+        events += await _stream(resuming, "GET", f"{url}/deploy/stream", headers={"last-event-id": events[-1][0]})
+        replay = await _stream(resuming, "GET", f"{url}/deploy/stream", params={"after": "0"})
+    assert _text(events) == "".join(f"t{i} " for i in range(40))
+    assert events == replay
+
+
+async def test_a_stream_resumes_on_a_serve_process_of_the_same_redis(
+    server: RunningServer, redis_url: str, settings: Settings
+) -> None:
+    """The replica is another OS process (`pydantic-ai-stream serve --http-port`): nothing of a stream is kept in
+    the memory of the process that started it."""
+    port = _free_port()
+    args = ("--http-port", str(port), "--agent", "paced=grpc_agents:paced", "--token", "alice-token=1:1")
+    url = "/v1/agents/paced/vercel-ai/chat"
+    assert server.http is not None
+    with serve_process(redis_url, settings.redis_prefix, *args):
+        async with (
+            _client(server) as client,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=ALICE, timeout=30) as other,
+        ):
+            async with client.stream("POST", url, json=_chat("process", "go")) as response:
+                first = await _events(response, most=8)
+            rest = await _stream(other, "GET", f"{url}/process/stream", headers={"last-event-id": first[-1][0]})
+            after_end = await _stream(other, "GET", f"{url}/process/stream", params={"after": rest[-1][0]})
+            whole = await _stream(other, "GET", f"{url}/process/stream", params={"after": "0"})
+    assert first + rest == whole
+    assert after_end == []
+    assert _text(whole) == "".join(f"t{i} " for i in range(40))

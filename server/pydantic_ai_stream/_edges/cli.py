@@ -11,7 +11,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +20,8 @@ import grpc
 
 from ..v1 import stream_pb2 as pb
 from .cli_input import EXIT_WAITING, add_answer_options, answers_of_options, ask, respond_command
-from .grpc.client import StreamClient, Transcript, event_body, input_calls
+from .cli_output import JsonLines, PlainAnswer, follow, json_line, outputs, print_sessions
+from .grpc.client import StreamClient, event_body, input_calls
 
 if TYPE_CHECKING:
     from .config import ServerSettings
@@ -94,14 +95,18 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("run", "start a run and print the answer as it streams, asking for the input it waits on"),
         ("respond", "answer the calls a session's run waits on (approvals, external results)"),
-        ("listen", "print a session's events as JSON lines"),
-        ("ls", "list your sessions with a live run"),
+        ("listen", "show a session's run as it streams (JSON lines when stdout is not a terminal)"),
+        ("ls", "list your sessions with a live run (a table on a terminal, else their ids)"),
         ("cancel", "cancel a session's live run"),
     ):
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--target", default=os.environ.get("PYDANTIC_AI_STREAM_TARGET", "localhost:50051"))
         command.add_argument("--token", default=os.environ.get("PYDANTIC_AI_STREAM_TOKEN"), help="bearer token")
         command.add_argument("--tls-ca", help="trust this CA (PEM) and use TLS")
+        if name in ("run", "listen", "ls"):
+            command.add_argument(
+                "--json", action="store_true", help="JSON lines, also on a terminal (a run's events, or a session each)"
+            )
         if name == "run":
             command.add_argument("agent")
             command.add_argument("prompt")
@@ -130,9 +135,10 @@ def _parser() -> argparse.ArgumentParser:
                 help="approve every call that needs an approval, without asking",
             )
             command.epilog = (
-                "When the run waits for input it asks on the terminal; when stdin is not a terminal it prints the "
-                f"waiting event (a JSON line, as `listen` does) and exits {EXIT_WAITING}, leaving the run waiting "
-                "for `respond`."
+                "On a terminal it shows the run as it streams (text, thinking, tool calls and returns); else it "
+                "prints the answer once the run ended, the rest on stderr. When the run waits for input it asks on "
+                "the terminal; when stdin is not a terminal it prints the waiting event (a JSON line, as `listen` "
+                f"does) and exits {EXIT_WAITING}, leaving the run waiting for `respond`."
             )
         if name == "respond":
             command.add_argument("session")
@@ -250,56 +256,84 @@ def _check_processes(config: ServerSettings) -> None:
 
 async def _client_command(args: argparse.Namespace) -> int:
     root = open(args.tls_ca, "rb").read() if args.tls_ca else None  # noqa: SIM115, ASYNC230 - read once at start
+    on_terminal = sys.stdout.isatty() and not getattr(args, "json", False)
     async with StreamClient(args.target, token=args.token, root_certificates=root) as client:
         if args.command == "ls":
-            for session_id in await client.list_active():
-                print(session_id)
+            print_sessions(await client.active_sessions(), as_json=args.json, on_terminal=on_terminal)
         elif args.command == "cancel":
             cancelled = await client.cancel(args.session)
             print("cancelled" if cancelled else "no live run")
             return 0 if cancelled else 1
         elif args.command == "listen":
-            async for event in client.listen(args.session, after=args.after):
-                print(_json_line(event))
+            return await _listen(client, args, on_terminal)
         elif args.command == "respond":
             run_id = args.run or await _current_run(client, args.session)
             print(_responded(await client.respond(args.session, run_id, answers_of_options(args))))
         else:
-            session_id = args.session or uuid.uuid4().hex[:12]
-            started = await client.run(
-                args.agent,
-                session_id,
-                args.prompt,
-                if_busy=_IF_BUSY[args.if_busy],
-                context=args.context,
-                attachments=args.attach,
-            )
-            waiting = " waiting behind the session's run" if started.waiting else ""
-            print(f"session {session_id} run {started.run_id}{waiting}", file=sys.stderr)
-
-            async def answer(event: pb.Event) -> bool:
-                try:
-                    answers, complete = await ask(input_calls(event), approve_all=args.approve_all)
-                except asyncio.CancelledError:  # Ctrl-C at a prompt: nothing was sent
-                    how = respond_command(session_id, started.run_id, input_calls(event), [])
-                    print(f"\n[input] the run still waits for input; answer it with: {how}", file=sys.stderr)
-                    raise
-                if answers:  # some may be all there is: they are held until the rest come with `respond`
-                    responded = await client.respond(session_id, started.run_id, answers)
-                    print(f"[input] {_responded(responded)}", file=sys.stderr)
-                if not complete:
-                    print(_json_line(event))
-                    how = respond_command(session_id, started.run_id, input_calls(event), answers)
-                    print(f"[input] the run waits for input; answer it with: {how}", file=sys.stderr)
-                return complete
-
-            async with aclosing(_events_of_run(client, session_id, started.run_id)) as events:
-                return await _print_answer(events, answer=answer)
+            return await _run(client, args, on_terminal)
     return 0
 
 
-def _json_line(event: pb.Event) -> str:
-    return json.dumps({"id": event.id, "type": event.type_name, "origin": event.origin, "body": event_body(event)})
+async def _listen(client: StreamClient, args: argparse.Namespace, on_terminal: bool) -> int:
+    """`listen`: the session's run to its end, as JSON lines, or rendered on a terminal (where a run that waits
+    for input is followed on, once it said how to answer it)."""
+    if not on_terminal:
+        async for event in client.listen(args.session, after=args.after):
+            print(json_line(event))
+        return 0
+    output, _ = outputs(on_terminal=True, plain=JsonLines())
+    run_id = ""  # of the run followed: its `begin` says
+
+    async def events() -> AsyncGenerator[pb.Event]:
+        nonlocal run_id
+        async for event in client.listen(args.session, after=args.after):
+            run_id = str(event_body(event)["run_id"]) if event.type == pb.EVENT_TYPE_BEGIN else run_id
+            yield event
+
+    async def waits(event: pb.Event) -> bool:
+        waiting = run_id or await _current_run(client, args.session)  # resumed `--after` its `begin`
+        output.left_waiting(event, respond_command(args.session, waiting, input_calls(event), []))
+        return True
+
+    async with aclosing(events()) as followed:
+        await follow(followed, output, answer=waits)
+    return 0
+
+
+async def _run(client: StreamClient, args: argparse.Namespace, on_terminal: bool) -> int:
+    """`run`: start the run, then follow it to its end, asking for the input it waits on."""
+    session_id = args.session or uuid.uuid4().hex[:12]
+    started = await client.run(
+        args.agent,
+        session_id,
+        args.prompt,
+        if_busy=_IF_BUSY[args.if_busy],
+        context=args.context,
+        attachments=args.attach,
+    )
+    waiting = " waiting behind the session's run" if started.waiting else ""
+    output, prompts = outputs(on_terminal=on_terminal, plain=JsonLines() if args.json else PlainAnswer())
+    if on_terminal:  # its `begin` says which run it is, once it began
+        if started.waiting:
+            output.note(f"session {session_id} run {started.run_id}{waiting}")
+    else:
+        print(f"session {session_id} run {started.run_id}{waiting}", file=sys.stderr)
+
+    async def answer(event: pb.Event) -> bool:
+        try:
+            answers, complete = await ask(input_calls(event), approve_all=args.approve_all, prompts=prompts)
+        except asyncio.CancelledError:  # Ctrl-C at a prompt: nothing was sent
+            how = respond_command(session_id, started.run_id, input_calls(event), [])
+            print(f"\n[input] the run still waits for input; answer it with: {how}", file=sys.stderr)
+            raise
+        if answers:  # some may be all there is: they are held until the rest come with `respond`
+            output.note(_responded(await client.respond(session_id, started.run_id, answers)))
+        if not complete:
+            output.left_waiting(event, respond_command(session_id, started.run_id, input_calls(event), answers))
+        return complete
+
+    async with aclosing(_events_of_run(client, session_id, started.run_id)) as events:
+        return await follow(events, output, answer=answer)
 
 
 def _responded(response: pb.RespondResponse) -> str:
@@ -340,37 +374,3 @@ async def _events_of_run(client: StreamClient, session_id: str, run_id: str) -> 
             )
         else:
             await asyncio.sleep(0.1)  # the next run's `begin` is not written yet: poll back-off, not synchronisation
-
-
-async def _print_answer(
-    events: AsyncIterator[pb.Event], answer: Callable[[pb.Event], Awaitable[bool]] | None = None
-) -> int:
-    """The answer to stdout: as it streams on a terminal, else once the run ended (so a file or a pipe never
-    gets output a resumed run superseded); thinking, tools, resumes and errors to stderr as they come; `answer`
-    called when the run waits for input (`False`, or none: left waiting, exit `EXIT_WAITING`). Exit 1 if the run
-    failed."""
-    streaming = sys.stdout.isatty()
-    transcript = Transcript()
-    failed = False
-    async for event in events:
-        dropped = transcript.apply(event)
-        if event.kind == pb.EVENT_KIND_RESUMED:
-            redone = f"; what it printed from step {event.idx} on is redone below" if dropped and streaming else ""
-            print(f"\n[resumed] its worker stopped; attempt {event.attempt} goes on{redone}", file=sys.stderr)
-        elif event.kind == pb.EVENT_KIND_INPUT_REQUIRED:
-            if answer is None or not await answer(event):
-                return EXIT_WAITING
-        elif event.type == pb.EVENT_TYPE_ERROR:
-            failed = True
-            print(f"\n[error] {event_body(event).get('msg')}", file=sys.stderr)
-        elif event.part_kind == pb.PART_KIND_TEXT:
-            if streaming:
-                print(event.content_delta or event.content, end="", flush=True)
-        elif event.part_kind == pb.PART_KIND_THINKING:
-            print(event.content_delta or event.content, end="", file=sys.stderr, flush=True)
-        elif event.part_kind == pb.PART_KIND_TOOL_CALL:
-            print(f"\n[tool] {event.tool_name}({json.dumps(dict(event.args))})", file=sys.stderr)
-        elif event.part_kind == pb.PART_KIND_TOOL_RETURN:
-            print(f"[tool] {event.tool_name} -> {event.content}", file=sys.stderr)
-    print("" if streaming else transcript.text())
-    return 1 if failed else 0

@@ -7,18 +7,36 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from ..v1 import stream_pb2 as pb
 from .grpc.client import approve, deny, external_result, retry
 
-__all__ = ["EXIT_WAITING", "add_answer_options", "answers_of_options", "ask", "respond_command"]
+__all__ = ["EXIT_WAITING", "Prompts", "add_answer_options", "answers_of_options", "ask", "respond_command"]
 
 EXIT_WAITING = 3
 """`run`'s exit code when the run waits for input nobody at a terminal gave: it is left waiting, to be answered
 with `respond` (0: answered, 1: failed or an error, 2: bad arguments)."""
 
 _RETRY = "!retry"  # typed instead of a JSON value: the external call failed, the model is told why
+
+
+class Prompts(Protocol):
+    """Where `ask` shows a call and its questions (stderr, or a terminal's rendering)."""
+
+    def call(self, call: pb.DeferredCall) -> None:
+        """The call about to be asked about."""
+
+    def say(self, text: str) -> None:
+        """A question (no newline: the answer is typed after it), or a word on the last answer."""
+
+
+class _Stderr:
+    def call(self, call: pb.DeferredCall) -> None:
+        self.say(f"\n[input] {call.tool_name}({json.dumps(dict(call.args))}) call {call.tool_call_id}\n")
+
+    def say(self, text: str) -> None:
+        print(text, end="", file=sys.stderr, flush=True)
 
 
 def add_answer_options(command: argparse.ArgumentParser) -> None:
@@ -71,16 +89,20 @@ def _id_and_json(value: str) -> tuple[str, Any]:
         raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
 
 
-async def ask(calls: Sequence[pb.DeferredCall], *, approve_all: bool) -> tuple[list[pb.ToolAnswer], bool]:
-    """The answers to the calls, asked on stderr and read from stdin (approvals yes with `approve_all`), and
-    whether every call has one: not when a call needs a person and stdin is not a terminal, or ends first."""
+async def ask(
+    calls: Sequence[pb.DeferredCall], *, approve_all: bool, prompts: Prompts | None = None
+) -> tuple[list[pb.ToolAnswer], bool]:
+    """The answers to the calls, asked through `prompts` (default: stderr) and read from stdin (approvals yes with
+    `approve_all`), and whether every call has one: not when a call needs a person and stdin is not a terminal,
+    or ends first."""
+    prompts = prompts or _Stderr()
     answers = [approve(call.tool_call_id) for call in calls if approve_all and _is_approval(call)]
     asked = [call for call in calls if not (approve_all and _is_approval(call))]
     if asked and not sys.stdin.isatty():
         return answers, False
     for call in asked:
-        _say(f"\n[input] {call.tool_name}({json.dumps(dict(call.args))}) call {call.tool_call_id}\n")
-        answer = await (_ask_approval(call) if _is_approval(call) else _ask_result(call))
+        prompts.call(call)
+        answer = await (_ask_approval(call, prompts) if _is_approval(call) else _ask_result(call, prompts))
         if answer is None:
             return answers, False
         answers.append(answer)
@@ -91,19 +113,19 @@ def _is_approval(call: pb.DeferredCall) -> bool:
     return call.kind == pb.DEFERRED_CALL_KIND_APPROVAL
 
 
-async def _ask_approval(call: pb.DeferredCall) -> pb.ToolAnswer | None:
-    reply = await _line("approve? [y/N] ")
+async def _ask_approval(call: pb.DeferredCall, prompts: Prompts) -> pb.ToolAnswer | None:
+    reply = await _line("approve? [y/N] ", prompts)
     if reply is None:
         return None
     if reply.lower() in ("y", "yes"):
         return approve(call.tool_call_id)
-    message = await _line("denial message for the model (optional): ")
+    message = await _line("denial message for the model (optional): ", prompts)
     return None if message is None else deny(call.tool_call_id, message)
 
 
-async def _ask_result(call: pb.DeferredCall) -> pb.ToolAnswer | None:
+async def _ask_result(call: pb.DeferredCall, prompts: Prompts) -> pb.ToolAnswer | None:
     while True:
-        reply = await _line(f"result (JSON, or {_RETRY} MESSAGE): ")
+        reply = await _line(f"result (JSON, or {_RETRY} MESSAGE): ", prompts)
         if reply is None:
             return None
         if reply.startswith(_RETRY):
@@ -111,12 +133,12 @@ async def _ask_result(call: pb.DeferredCall) -> pb.ToolAnswer | None:
         try:
             return external_result(call.tool_call_id, json.loads(reply))
         except ValueError as e:
-            _say(f"not JSON ({e}); try again\n")
+            prompts.say(f"not JSON ({e}); try again\n")
 
 
-async def _line(prompt: str) -> str | None:
+async def _line(prompt: str, prompts: Prompts) -> str | None:
     """A line typed after `prompt`, without its newline; `None` at the end of stdin."""
-    _say(prompt)
+    prompts.say(prompt)
     # Waits on the loop, not in a thread (which Ctrl-C could not stop): a terminal is readable once a whole line
     # is typed, and a read of it returns that one line.
     loop = asyncio.get_running_loop()
@@ -128,7 +150,3 @@ async def _line(prompt: str) -> str | None:
         loop.remove_reader(sys.stdin.fileno())
     line = sys.stdin.readline()
     return line.strip() if line else None
-
-
-def _say(text: str) -> None:
-    print(text, end="", file=sys.stderr, flush=True)

@@ -85,6 +85,8 @@ class HttpServer:
     """Largest request body read (413 beyond), as the gRPC port's `max_request_bytes`."""
     shutdown_grace: int = 1
     """Seconds open responses (event streams) get to finish on `stop` before they are cancelled."""
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when `stop` begins: event streams that watch it end cleanly (their clients resume elsewhere)."""
     _server: _Uvicorn | None = field(default=None, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _socket: socket.socket | None = field(default=None, init=False)
@@ -108,6 +110,9 @@ class HttpServer:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # Accepted connections inherit it: an event stream's small writes go out at once, not held back by
+            # Nagle's algorithm until the client's delayed ACK (~40 ms a chunk).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             sock.bind((self.host, self.port))
             sock.listen(_BACKLOG)  # now: a client that connects before uvicorn accepts waits, is not refused
         except OSError:
@@ -137,6 +142,7 @@ class HttpServer:
 
     async def stop(self) -> None:
         """Stop taking connections, give open responses `shutdown_grace` seconds, then end them."""
+        self.stopping.set()
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
             await self._task

@@ -17,7 +17,6 @@ from .._core.entry import Entry
 from .._core.errors import ListenTimeoutError, StreamNotFoundError
 from .._core.keys import SessionKeys, cancel_channel, check_id
 from .._core.metrics import Metrics
-from .._core.names import END, ERROR, RUN_LOST
 from .._core.settings import Settings
 from .._core.submission import RunOptions, Submitted
 from .._store.active import active_members, active_sessions
@@ -171,32 +170,22 @@ class SessionHandle:
     ) -> AsyncIterator[list[Entry] | None]:
         """`listen_entries` in the batches the entries arrived in (never empty; `None`: a heartbeat), for a
         listener that sends several at once when it is behind."""
-        batches = self._starting_waiting(
-            listen_batches(
-                self.stream,
-                hub=self.runtime.hub,
-                wait=wait,
-                timeout=timeout,
-                after=after,
-                grace_ms=self.runtime.settings.stream_retention * 1000,
-                heartbeat=heartbeat,
-            )
+        batches = listen_batches(
+            self.stream,
+            hub=self.runtime.hub,
+            wait=wait,
+            timeout=timeout,
+            after=after,
+            grace_ms=self.runtime.settings.stream_retention * 1000,
+            heartbeat=heartbeat,
+            on_lost=self._lost_run_ended,
         )
         return self.runtime.metrics.listening(batches)
 
-    async def _starting_waiting(self, batches: AsyncIterator[list[Entry] | None]) -> AsyncIterator[list[Entry] | None]:
-        """`batches`; a run that died is ended by its listeners (`run lost`, then `end`), and they alone see it
-        end: they start the run waiting behind it (`enqueue`), before passing its `end` on."""
-        lost = False
-        try:
-            async for batch in batches:
-                for entry in batch or ():
-                    if entry.type == END and lost:
-                        await self.runtime.run_ended(self.stream)
-                    lost = entry.type == ERROR and entry.body.get("msg") == RUN_LOST
-                yield batch
-        finally:
-            await batches.aclose()  # type: ignore[attr-defined]
+    async def _lost_run_ended(self) -> None:
+        """A run that died was ended by its listeners (`run lost`, then `end`), and they alone see it end:
+        they start the run waiting behind it (`enqueue`), before passing its `end` on."""
+        await self.runtime.run_ended(self.stream)
 
     async def listen(
         self, *, wait: float = 3, timeout: float = 60, serialize: bool = True, after: str | None = None

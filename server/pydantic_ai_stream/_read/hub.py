@@ -25,13 +25,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .._core.aio import resolve
 from .._core.cursor import Cursor
 from .._core.entry import Entry, decode
 from .._core.errors import PydanticAIStreamError
@@ -41,23 +40,14 @@ from .._core.settings import Settings
 from .._store.cluster import reap_many
 from .._store.redis import own_pool, xread_entries_by_key
 from .._store.stream import SessionStream
+from .subscription import READ_COUNT, Subscription
 
-__all__ = ["StreamHub", "Subscription"]
+__all__ = ["StreamHub"]
 
 logger = logging.getLogger(__name__)
 
 BLOCK_MS = 1000
 """Longest single blocking read; an idle hub reads once a second and stops when nobody listens."""
-READ_COUNT = 1000
-"""Entries per stream per read."""
-MAX_BUFFERED = 10_000
-"""Entries a subscriber may have waiting before it drops them and re-reads from Redis instead."""
-MAX_BUFFERED_BYTES = 1 << 20
-"""Bytes of entries a subscriber may have waiting before it drops them and re-reads from Redis instead."""
-CATCH_UP_BYTES = 1 << 20
-"""Bytes one catch-up read aims at (its entry count follows the entries' size)."""
-FIRST_PAGE = 16
-"""Entries a listener's first read asks for, before their size is known."""
 RECONNECT_WINDOW = 10.0
 """Seconds the hub keeps re-opening a dropped connection before its listeners see the failure."""
 WAKE_TTL_MS = 60_000
@@ -66,79 +56,6 @@ CHECK_AFTER = 1.0
 CHECK_TICK = 0.25
 CHECK_BATCH = 500
 """Streams one dead-run check covers at most."""
-
-
-@dataclass(eq=False, kw_only=True, slots=True)
-class Subscription:
-    """One listener's view of a stream: entries strictly after `cursor`, in order, each once."""
-
-    hub: StreamHub
-    stream: SessionStream
-    cursor: Cursor
-    """The last entry handed to the listener."""
-    gap_until: str | None = None
-    """Entries in (`cursor`, `gap_until`] are to be read from Redis (`+`: all there are), not from the hub."""
-    _buffer: list[Entry] = field(default_factory=list)
-    _buffered_bytes: int = 0
-    _page: int = FIRST_PAGE
-    """Entries the next catch-up read asks for: about `CATCH_UP_BYTES` of them."""
-    _arrived: bool = False
-    """Entries came (or the hub failed) since the listener last looked; an `asyncio.Event` without its deque."""
-    _waiter: asyncio.Future[None] | None = None
-    poll: ClassVar[float] = math.inf
-    """No wait of a listener needs to end early: the hub checks silent streams and wakes its subscribers."""
-
-    def deliver(self, entries: list[Entry], size: int) -> None:
-        """Called by the hub with the entries it read after its cursor (`size`: their bytes)."""
-        self._buffer += entries
-        self._buffered_bytes += size
-        if len(self._buffer) > MAX_BUFFERED or self._buffered_bytes > MAX_BUFFERED_BYTES:
-            self._buffer.clear()
-            self._buffered_bytes = 0
-            self.gap_until = entries[-1].id  # re-read everything up to here from Redis
-        self.wake()
-
-    def wake(self) -> None:
-        self._arrived = True
-        if self._waiter is not None:
-            resolve(self._waiter)
-
-    async def next(self, timeout: float) -> list[Entry]:
-        """The next entries, waiting up to `timeout` seconds (`inf`: until some come); `[]` if none came."""
-        if not self._buffer and self.gap_until is None and not self._arrived:
-            loop = asyncio.get_running_loop()
-            self._waiter = waiter = loop.create_future()
-            timer = None if timeout == math.inf else loop.call_later(timeout, resolve, waiter)  # not asyncio.timeout
-            try:
-                await waiter
-            finally:
-                if timer is not None:
-                    timer.cancel()
-                self._waiter = None
-        self._arrived = False
-        self.hub.raise_error()
-        if self.gap_until is not None:
-            return await self._catch_up(self.gap_until)
-        batch, self._buffer, self._buffered_bytes = self._buffer, [], 0
-        if batch and Cursor.key_of(batch[0].id) <= (last := self.cursor.key):
-            # Only after a resume ahead of the hub or a catch-up: drop what was already handed out.
-            batch = [entry for entry in batch if Cursor.key_of(entry.id) > last]
-        if batch:
-            self.cursor = Cursor(batch[-1].id)
-        return batch
-
-    async def _catch_up(self, until: str) -> list[Entry]:
-        count = self._page
-        page = await self.stream.read_range(after=self.cursor.id, until=until, count=count)
-        self._page = page_size(page, count)
-        # Closed only if no newer gap opened (an overflow) while this page was read.
-        if (len(page) < count or page[-1].id == until) and self.gap_until == until:
-            self.gap_until = None
-        if page:
-            self.cursor = Cursor(page[-1].id)
-        elif self.gap_until is None:
-            return await self.next(0)  # nothing missed after all: take what the hub delivered
-        return page
 
 
 @dataclass(eq=False, kw_only=True)
@@ -156,12 +73,17 @@ class _Followed:
     """The last entry read was `end`: no run to check on."""
     packed_cursor: bytes = b""
     """`cursor` as a RESP bulk string, as the read command carries it."""
+    slot: tuple[list[bytes], int] | None = None
+    """Where the read command's cursors hold `packed_cursor` (the list, its index), kept in step with it."""
 
     def __post_init__(self) -> None:
         self.advance(self.cursor)
 
     def advance(self, cursor: Cursor) -> None:
         self.cursor, self.packed_cursor = cursor, _bulk(cursor.id)
+        if self.slot is not None:
+            cursors, index = self.slot
+            cursors[index] = self.packed_cursor
 
 
 def _bulk(value: str) -> bytes:
@@ -183,13 +105,17 @@ class StreamHub:
     _in_read: dict[str, _Followed] = field(default_factory=dict)
     """The followers the read in flight was sent for, by key: only they get its entries, and any other
     follower needs a wake-up to join the next read."""
-    _packed_keys: tuple[dict[str, _Followed], bytes] | None = None
-    """The followed streams, in the read command's order, and their keys packed: rebuilt only when
-    streams come or go, so a read costs the same however many streams the hub follows."""
+    _packed_keys: tuple[dict[str, _Followed], bytes, list[bytes]] | None = None
+    """The followed streams, in the read command's order, their keys packed and their cursors (each kept up to
+    date by its stream): rebuilt only when streams come or go, so a read costs little however many streams
+    the hub follows."""
     _wake_key: str = ""
     _wake_cursor: str = "0-0"
     _wake_sent: bool = False
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    _due: dict[int, list[Subscription]] = field(default_factory=dict)
+    """Subscriptions whose wait a tick ends (`COARSE_WAIT`), by the tick's number (`CHECK_TICK`s since the loop's
+    time 0): a timing wheel, so a wait costs an append, and a tick looks only at the waits due."""
     _error: BaseException | None = None
     _closed: bool = False
 
@@ -243,9 +169,20 @@ class StreamHub:
             if self.idle:
                 self.on_idle()
 
+    def wake_by_tick(self, subscription: Subscription, at: float) -> None:
+        """End `subscription`'s wait at the first tick from `at` (the loop's time)."""
+        self._due.setdefault(math.ceil(at / CHECK_TICK), []).append(subscription)
+
+    def _wake_due(self, now: float) -> None:
+        """End the waits due by `now` (the loop's time); a wait that ended since is left alone."""
+        for tick in [tick for tick in self._due if tick * CHECK_TICK <= now]:
+            for subscription in self._due.pop(tick):
+                subscription.wake_if_due(now)
+
     async def _check_due_streams(self) -> None:
-        """One tick of `_check_silent_streams`."""
+        """One tick of `_check_silent_streams`; also ends the waits that are due."""
         await asyncio.sleep(CHECK_TICK)  # a periodic timer, not synchronisation
+        self._wake_due(asyncio.get_running_loop().time())
         now = time.monotonic()
         due = [
             followed
@@ -356,16 +293,18 @@ class StreamHub:
         """
         if self._packed_keys is None:
             packed = b"".join(_bulk(key) for key in self._streams) + _bulk(self._wake_key)
-            self._packed_keys = (dict(self._streams), packed)
-        self._in_read, packed_keys = self._packed_keys
-        order = self._in_read.values()
+            cursors = [followed.packed_cursor for followed in self._streams.values()]
+            for index, followed in enumerate(self._streams.values()):
+                followed.slot = (cursors, index)
+            self._packed_keys = (dict(self._streams), packed, cursors)
+        self._in_read, packed_keys, cursors = self._packed_keys
         head = [b"XREAD", b"BLOCK", str(BLOCK_MS).encode(), b"COUNT", str(READ_COUNT).encode(), b"STREAMS"]
         return b"".join(
             [
-                b"*%d\r\n" % (len(head) + 2 * (len(order) + 1)),
+                b"*%d\r\n" % (len(head) + 2 * (len(cursors) + 1)),
                 *(b"$%d\r\n%s\r\n" % (len(part), part) for part in head),
                 packed_keys,
-                *[followed.packed_cursor for followed in order],
+                *cursors,
                 _bulk(self._wake_cursor),
             ]
         )
@@ -386,12 +325,3 @@ class StreamHub:
             size = sum(entry.size for entry in entries)
             for subscription in followed.subscribers:
                 subscription.deliver(entries, size)
-
-
-def page_size(entries: list[Entry], count: int) -> int:
-    """Entries the next read of a stream should ask for to get about `CATCH_UP_BYTES`, given the last
-    read (for `count` entries) brought `entries`. It at most doubles: small entries so far (a `begin`)
-    say little about the size of the next ones."""
-    if not entries:
-        return count
-    return max(1, min(READ_COUNT, 2 * count, CATCH_UP_BYTES * len(entries) // sum(entry.size for entry in entries)))

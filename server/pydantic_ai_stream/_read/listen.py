@@ -9,15 +9,16 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from .._core.cursor import Cursor
 from .._core.entry import Entry
 from .._core.errors import ListenTimeoutError, StreamNotFoundError
-from .._core.names import END
+from .._core.names import END, ERROR, RUN_LOST
 from .._store.stream import SessionStream
-from .hub import FIRST_PAGE, StreamHub, Subscription, page_size
+from .hub import StreamHub
+from .subscription import FIRST_PAGE, Subscription, page_size
 
 __all__ = ["listen_batches"]
 
@@ -78,6 +79,7 @@ async def listen_batches(
     after: str | None,
     grace_ms: int,
     heartbeat: float | None = None,
+    on_lost: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[list[Entry] | None]:
     """Yield entries after `after` (default: from the start) up to and including `end`, read through
     `hub` (or, without one, on the stream's own client), in the batches they arrived in: one read's
@@ -85,10 +87,11 @@ async def listen_batches(
 
     Resuming after the id of `end` yields nothing. With `heartbeat`, yields `None` after each
     `heartbeat` seconds without an entry. When a run dies without writing `end`, its listeners write
-    `error` + `end` for it. Raises, instead of ending as if the run were over:
-    `StreamNotFoundError` when no stream appears within `wait` seconds; `ListenTimeoutError` after
-    `timeout` seconds without an entry (`None`: no limit); `CursorExpiredError` if events after
-    `after` were trimmed away (or expired); `CursorAheadError` if `after` is past the stream's end.
+    `error` + `end` for it; a listener that reads that `end` awaits `on_lost()` before yielding it.
+    Raises, instead of ending as if the run were over: `StreamNotFoundError` when no stream appears
+    within `wait` seconds; `ListenTimeoutError` after `timeout` seconds without an entry (`None`: no
+    limit); `CursorExpiredError` if events after `after` were trimmed away (or expired);
+    `CursorAheadError` if `after` is past the stream's end.
     """
     cursor = Cursor.parse(after)
     bounds = await stream.bounds()  # also: an unreachable Redis fails here, not after `wait`
@@ -99,6 +102,8 @@ async def listen_batches(
     appear_by = now + wait if bounds is None else math.inf
     silent_by = math.inf if timeout is None or bounds is None else now + timeout
     beat = math.inf if heartbeat is None else now + heartbeat
+    lost = False
+    """The last entry read is the `error` of a run that died (`run lost`): its `end` calls `on_lost`."""
     async with _reader(stream, hub, cursor, grace_ms) as reader:
         while True:
             now = time.monotonic()
@@ -106,20 +111,23 @@ async def listen_batches(
                 session = stream.keys.session_id
                 raise StreamNotFoundError(f"session {session!r} has no events (it never ran, or they expired)")
             if silent_by <= now:
-                raise ListenTimeoutError(timeout or 0.0, cursor.id)
+                raise ListenTimeoutError(timeout or 0.0, reader.cursor.id)
             if beat <= now:
                 yield None
                 beat = now + (heartbeat or math.inf)
             entries = await reader.next(min(appear_by, silent_by, beat, now + reader.poll) - now)
             if not entries:
                 continue
-            now = time.monotonic()
+            if timeout is not None or heartbeat is not None:
+                now = time.monotonic()
+                silent_by = math.inf if timeout is None else now + timeout
+                beat = math.inf if heartbeat is None else now + heartbeat
             appear_by = math.inf
-            silent_by = math.inf if timeout is None else now + timeout
-            beat = math.inf if heartbeat is None else now + heartbeat
-            ends = [n for n, entry in enumerate(entries) if entry.type == END]
-            if ends:
-                yield entries[: ends[0] + 1]
-                return
+            for n, entry in enumerate(entries):
+                if entry.type == END:
+                    if lost and on_lost is not None:
+                        await on_lost()
+                    yield entries[: n + 1]
+                    return
+                lost = entry.type == ERROR and entry.body.get("msg") == RUN_LOST
             yield entries
-            cursor = Cursor(entries[-1].id)

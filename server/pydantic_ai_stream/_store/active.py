@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._core.entry import decode
+from .._core.entry import Entry, decode
 from .._core.keys import SessionKeys
+from .._core.names import BEGIN
 from .redis import AsyncRedis
 from .results import ActiveRun, ActiveState
 from .scripts import session
@@ -32,7 +33,29 @@ async def active_sessions(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> lis
                     k.session_id, run_id, queued=queued, attempt=int(attempt or 1), resuming=resuming, waiting=waiting
                 )
             )
-    return active
+    return await _with_begins(redis, active, {k.session_id: k for k in keys})
+
+
+async def _with_begins(redis: AsyncRedis, runs: list[ActiveRun], keys: dict[str, SessionKeys]) -> list[ActiveRun]:
+    """`runs` with their agent and start time, from their `begin`s (a run whose `begin` was trimmed away: its
+    start time from the session's runs, no agent)."""
+    if not runs:
+        return runs
+    async with redis.pipeline(transaction=False) as pipe:
+        for run in runs:
+            pipe.xrange(keys[run.session_id].stream, count=1)  # a session's stream begins with its run's `begin`
+            pipe.hget(keys[run.session_id].runs, run.run_id)
+        replies = await pipe.execute()
+    described = []
+    for run, first, begin_id in zip(runs, replies[::2], replies[1::2], strict=True):
+        begin = Entry.from_redis(*first[0]) if first else None
+        if begin is not None and begin.type == BEGIN and begin.body.get("run_id") == run.run_id:
+            agent, begin_id = begin.body.get("agent"), begin.id
+        else:
+            agent = None
+        started_ms = int(decode(begin_id).split("-")[0]) if begin_id else 0
+        described.append(run._replace(agent=agent if isinstance(agent, str) else "", started_ms=started_ms))
+    return described
 
 
 async def active_members(redis: AsyncRedis, active_key: str) -> list[str]:

@@ -179,6 +179,10 @@ class ActiveRun(NamedTuple):
     """Queued again: its worker died or handed it back, and another worker takes it over as its next attempt."""
     waiting: bool = False
     """Waits for answers to its deferred tool calls (`Respond`); no worker holds it."""
+    agent: str = ""
+    """The agent it is of, as its `begin` names it ("" once its `begin` was trimmed away)."""
+    started_ms: int = 0
+    """When it began (its `begin`'s ms since the Unix epoch; 0 if not known)."""
 
 
 PendingEntry: TypeAlias = tuple[str, str, Mapping[str, Any] | None]

@@ -796,6 +796,8 @@ class ActiveSession(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
+    AGENT_FIELD_NUMBER: _builtins.int
+    STARTED_UNIX_MS_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     state: Global___RunState.ValueType
     """Whether the session's run waits for a worker or runs."""
@@ -805,6 +807,10 @@ class ActiveSession(_message.Message):
     """RUN_STATE_RUNNING: which attempt runs it (1, or more once a worker died and another resumed it);
     0 while queued.
     """
+    agent: _builtins.str
+    """The agent the run is of (its `begin`'s); empty if its `begin` was trimmed away."""
+    started_unix_ms: _builtins.int
+    """When the run began: its `begin`'s time (ms since the Unix epoch); 0 if its `begin` was trimmed away."""
     def __init__(
         self,
         *,
@@ -812,10 +818,12 @@ class ActiveSession(_message.Message):
         state: Global___RunState.ValueType = ...,
         run_id: _builtins.str = ...,
         attempt: _builtins.int = ...,
+        agent: _builtins.str = ...,
+        started_unix_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "run_id", b"run_id", "session_id", b"session_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent", b"agent", "attempt", b"attempt", "run_id", b"run_id", "session_id", b"session_id", "started_unix_ms", b"started_unix_ms", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -187,8 +187,13 @@ class StreamClient:
 
     async def list_active(self, *, timeout: float | None = 10.0) -> list[str]:
         """Session ids of the caller's live runs."""
+        return [s.session_id for s in await self.active_sessions(timeout=timeout)]
+
+    async def active_sessions(self, *, timeout: float | None = 10.0) -> list[pb.ActiveSession]:
+        """The caller's sessions with a queued, running or waiting run, oldest first: each one's run id, agent,
+        state, attempt and start time."""
         response = await self.stub.ListActive(pb.ListActiveRequest(), metadata=self.metadata, timeout=timeout)
-        return [s.session_id for s in response.sessions]
+        return list(response.sessions)
 
 
 Attachable: TypeAlias = "BinaryContent | ImageUrl | DocumentUrl | AudioUrl | VideoUrl | pb.Attachment"

@@ -219,7 +219,7 @@ def _add_web(http: HttpServer, servicer: AgentStreamServicer, sessions: Callable
     except ImportError as e:
         logger.info("no Vercel AI and AG-UI routes on the HTTP port: pip install 'pydantic-ai-stream[web]' (%s)", e)
         return
-    http.routes.extend(web_routes(servicer, sessions))
+    http.routes.extend(web_routes(servicer, sessions, stopping=http.stopping))
 
 
 @contextlib.asynccontextmanager

@@ -315,6 +315,8 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                         run_id=run.run_id,
                         state=_run_state(run),
                         attempt=0 if run.queued or run.waiting else run.attempt,
+                        agent=run.agent,
+                        started_unix_ms=run.started_ms,
                     )
                     for run in live
                 ]

@@ -13,6 +13,7 @@ streams with cursors, `turns` reads what a request asks, `routes` serves it all;
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,10 +30,16 @@ __all__ = ["web_routes"]
 
 
 def web_routes(
-    servicer: AgentStreamServicer, sessions: Callable[[HostedDeps[Any]], Session] | None = None
+    servicer: AgentStreamServicer,
+    sessions: Callable[[HostedDeps[Any]], Session] | None = None,
+    *,
+    stopping: asyncio.Event | None = None,
 ) -> list[BaseRoute]:
     """The web edge's routes for `servicer`'s agents and callers, conversations read from `sessions` (default:
-    Redis); ImportError without the `web` extra."""
+    Redis); its event streams end when `stopping` is set. ImportError without the `web` extra."""
     from .routes import WebEdge
 
-    return (WebEdge(servicer=servicer, sessions=sessions) if sessions else WebEdge(servicer=servicer)).routes()
+    edge = WebEdge(servicer=servicer, stopping=stopping or asyncio.Event())
+    if sessions is not None:
+        edge.sessions = sessions
+    return edge.routes()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from ag_ui.core import BaseEvent
+from pydantic_ai.messages import PartDeltaEvent
 from pydantic_ai.run import AgentRunResultEvent
 from pydantic_ai.tools import DeferredToolRequests
 from pydantic_ai.ui import UIEventStream
@@ -141,7 +142,7 @@ async def chunks(
             session_id=session_id, run_id=run_id, segment=run_id if first.type == BEGIN else first.id
         )
         sent = False
-        async for chunk in stream.transform_stream(_events(first, entries, position)):
+        async for chunk in stream.transform_stream(_events(first, entries, position, after)):
             made, position.made = position.made, position.made + 1
             if not after.has(position.entry.id, made):
                 sent = True
@@ -153,16 +154,23 @@ async def chunks(
             return
 
 
-async def _events(first: Entry, entries: AsyncIterator[Entry], position: _Position) -> AsyncIterator[NativeEvent]:
-    """The native events of one segment's entries, `position` following the entry they come from."""
+async def _events(
+    first: Entry, entries: AsyncIterator[Entry], position: _Position, after: WebCursor
+) -> AsyncIterator[NativeEvent]:
+    """The native events of one segment's entries, `position` following the entry they come from. Text and thinking
+    deltas of entries before the cursor's are left out: none of their chunks is sent, and the parts' state the
+    encoder keeps comes from their start and end events (which `EntryEvents` gives whole), so a resume into a long
+    answer does not encode it all again."""
     mapper = EntryEvents()
     entry: Entry | None = first
     while entry is not None:
         if entry is not first:  # the first's count began with the chunks sent before any event (`start`)
             position.entry, position.made = entry, 0
         position.last = entry
+        skipped = Cursor.key_of(entry.id) < after.entry.key
         for event in mapper.of(entry):
-            yield event
+            if not (skipped and isinstance(event, PartDeltaEvent)):
+                yield event
         if ends_segment(entry):
             return
         entry = await anext(entries, None)

@@ -5,9 +5,10 @@ by `encode.chunks`. Nothing is kept in process memory: any replica serves any re
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_ai.ui.ag_ui import AGUIAdapter
@@ -31,7 +32,7 @@ from ..._runtime.deps import HostedDeps
 from ..._store.results import CancelState
 from ..._store.sessions import RedisSession, Session
 from ..grpc.servicer import AgentStreamServicer
-from .encode import AGUI, VERCEL_AI, WebProtocol, chunks
+from .encode import AGUI, VERCEL_AI, Chunk, WebProtocol, chunks
 from .events import WebCursor
 from .turns import Turn, agui_request, agui_turn, vercel_request, vercel_turn
 
@@ -116,6 +117,8 @@ class WebEdge:
     servicer: AgentStreamServicer
     sessions: Callable[[HostedDeps[Any]], Session] = RedisSession.of
     """Where conversations are kept (the server's `--sessions`: Redis, or PostgreSQL), as the workers read them."""
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when the server stops: open event streams end cleanly, and their clients resume on another replica."""
 
     def routes(self) -> list[BaseRoute]:
         """The routes of the contract (docs: README "HTTP: Vercel AI and AG-UI")."""
@@ -141,7 +144,8 @@ class WebEdge:
         caller, agent = await self._agent(request)
         body = vercel_request(await request.body())
         session = self.servicer.admission.session(caller, body.id)
-        run = await _run(session)
+        answers = bool(body.messages) and body.messages[-1].role == "assistant"
+        run = await _run(session) if answers else None  # a new prompt needs no look at the run before
         return await self._turn(caller, agent, vercel_turn(body, run.calls if run else []), run, VERCEL_AI)
 
     @_answering
@@ -257,7 +261,7 @@ class WebEdge:
             async with contextlib.aclosing(entries):
                 sent = chunks(entries, protocol, session_id=session.keys.session_id, after=after)
                 async with contextlib.aclosing(sent):  # type: ignore[type-var]
-                    async for chunk in sent:
+                    async for chunk in _until(sent, self.stopping):
                         yield {"id": chunk.id, "data": chunk.data}
 
         interval = self.servicer.heartbeat_interval
@@ -276,6 +280,26 @@ class WebEdge:
     async def _session(self, request: Request) -> tuple[Caller, SessionHandle]:
         caller, _ = await self._agent(request)
         return caller, self.servicer.admission.session(caller, request.path_params["session"])
+
+
+async def _until(chunks: AsyncIterator[Chunk], stopping: asyncio.Event) -> AsyncIterator[Chunk]:
+    """`chunks` until they end or `stopping` is set (the server stops: the response ends rather than being cut)."""
+    stopped = asyncio.ensure_future(stopping.wait())
+    try:
+        while True:
+            following = asyncio.ensure_future(anext(chunks))
+            await asyncio.wait((following, stopped), return_when=asyncio.FIRST_COMPLETED)
+            if not following.done():
+                following.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await following
+                return
+            try:
+                yield following.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stopped.cancel()
 
 
 async def _entries(session: SessionHandle) -> AsyncGenerator[Entry]:

@@ -19,6 +19,7 @@ private static final long serialVersionUID = 0L;
     sessionId_ = "";
     state_ = 0;
     runId_ = "";
+    agent_ = "";
   }
 
   @java.lang.Override
@@ -174,6 +175,68 @@ private static final long serialVersionUID = 0L;
     return attempt_;
   }
 
+  public static final int AGENT_FIELD_NUMBER = 5;
+  @SuppressWarnings("serial")
+  private volatile java.lang.Object agent_ = "";
+  /**
+   * <pre>
+   * The agent the run is of (its `begin`'s); empty if its `begin` was trimmed away.
+   * </pre>
+   *
+   * <code>string agent = 5 [json_name = "agent"];</code>
+   * @return The agent.
+   */
+  @java.lang.Override
+  public java.lang.String getAgent() {
+    java.lang.Object ref = agent_;
+    if (ref instanceof java.lang.String) {
+      return (java.lang.String) ref;
+    } else {
+      com.google.protobuf.ByteString bs = 
+          (com.google.protobuf.ByteString) ref;
+      java.lang.String s = bs.toStringUtf8();
+      agent_ = s;
+      return s;
+    }
+  }
+  /**
+   * <pre>
+   * The agent the run is of (its `begin`'s); empty if its `begin` was trimmed away.
+   * </pre>
+   *
+   * <code>string agent = 5 [json_name = "agent"];</code>
+   * @return The bytes for agent.
+   */
+  @java.lang.Override
+  public com.google.protobuf.ByteString
+      getAgentBytes() {
+    java.lang.Object ref = agent_;
+    if (ref instanceof java.lang.String) {
+      com.google.protobuf.ByteString b = 
+          com.google.protobuf.ByteString.copyFromUtf8(
+              (java.lang.String) ref);
+      agent_ = b;
+      return b;
+    } else {
+      return (com.google.protobuf.ByteString) ref;
+    }
+  }
+
+  public static final int STARTED_UNIX_MS_FIELD_NUMBER = 6;
+  private long startedUnixMs_ = 0L;
+  /**
+   * <pre>
+   * When the run began: its `begin`'s time (ms since the Unix epoch); 0 if its `begin` was trimmed away.
+   * </pre>
+   *
+   * <code>uint64 started_unix_ms = 6 [json_name = "startedUnixMs"];</code>
+   * @return The startedUnixMs.
+   */
+  @java.lang.Override
+  public long getStartedUnixMs() {
+    return startedUnixMs_;
+  }
+
   private byte memoizedIsInitialized = -1;
   @java.lang.Override
   public final boolean isInitialized() {
@@ -200,6 +263,12 @@ private static final long serialVersionUID = 0L;
     if (attempt_ != 0) {
       output.writeUInt32(4, attempt_);
     }
+    if (!com.google.protobuf.GeneratedMessageV3.isStringEmpty(agent_)) {
+      com.google.protobuf.GeneratedMessageV3.writeString(output, 5, agent_);
+    }
+    if (startedUnixMs_ != 0L) {
+      output.writeUInt64(6, startedUnixMs_);
+    }
     getUnknownFields().writeTo(output);
   }
 
@@ -223,6 +292,13 @@ private static final long serialVersionUID = 0L;
       size += com.google.protobuf.CodedOutputStream
         .computeUInt32Size(4, attempt_);
     }
+    if (!com.google.protobuf.GeneratedMessageV3.isStringEmpty(agent_)) {
+      size += com.google.protobuf.GeneratedMessageV3.computeStringSize(5, agent_);
+    }
+    if (startedUnixMs_ != 0L) {
+      size += com.google.protobuf.CodedOutputStream
+        .computeUInt64Size(6, startedUnixMs_);
+    }
     size += getUnknownFields().getSerializedSize();
     memoizedSize = size;
     return size;
@@ -245,6 +321,10 @@ private static final long serialVersionUID = 0L;
         .equals(other.getRunId())) return false;
     if (getAttempt()
         != other.getAttempt()) return false;
+    if (!getAgent()
+        .equals(other.getAgent())) return false;
+    if (getStartedUnixMs()
+        != other.getStartedUnixMs()) return false;
     if (!getUnknownFields().equals(other.getUnknownFields())) return false;
     return true;
   }
@@ -264,6 +344,11 @@ private static final long serialVersionUID = 0L;
     hash = (53 * hash) + getRunId().hashCode();
     hash = (37 * hash) + ATTEMPT_FIELD_NUMBER;
     hash = (53 * hash) + getAttempt();
+    hash = (37 * hash) + AGENT_FIELD_NUMBER;
+    hash = (53 * hash) + getAgent().hashCode();
+    hash = (37 * hash) + STARTED_UNIX_MS_FIELD_NUMBER;
+    hash = (53 * hash) + com.google.protobuf.Internal.hashLong(
+        getStartedUnixMs());
     hash = (29 * hash) + getUnknownFields().hashCode();
     memoizedHashCode = hash;
     return hash;
@@ -397,6 +482,8 @@ private static final long serialVersionUID = 0L;
       state_ = 0;
       runId_ = "";
       attempt_ = 0;
+      agent_ = "";
+      startedUnixMs_ = 0L;
       return this;
     }
 
@@ -441,6 +528,12 @@ private static final long serialVersionUID = 0L;
       }
       if (((from_bitField0_ & 0x00000008) != 0)) {
         result.attempt_ = attempt_;
+      }
+      if (((from_bitField0_ & 0x00000010) != 0)) {
+        result.agent_ = agent_;
+      }
+      if (((from_bitField0_ & 0x00000020) != 0)) {
+        result.startedUnixMs_ = startedUnixMs_;
       }
     }
 
@@ -504,6 +597,14 @@ private static final long serialVersionUID = 0L;
       if (other.getAttempt() != 0) {
         setAttempt(other.getAttempt());
       }
+      if (!other.getAgent().isEmpty()) {
+        agent_ = other.agent_;
+        bitField0_ |= 0x00000010;
+        onChanged();
+      }
+      if (other.getStartedUnixMs() != 0L) {
+        setStartedUnixMs(other.getStartedUnixMs());
+      }
       this.mergeUnknownFields(other.getUnknownFields());
       onChanged();
       return this;
@@ -550,6 +651,16 @@ private static final long serialVersionUID = 0L;
               bitField0_ |= 0x00000008;
               break;
             } // case 32
+            case 42: {
+              agent_ = input.readStringRequireUtf8();
+              bitField0_ |= 0x00000010;
+              break;
+            } // case 42
+            case 48: {
+              startedUnixMs_ = input.readUInt64();
+              bitField0_ |= 0x00000020;
+              break;
+            } // case 48
             default: {
               if (!super.parseUnknownField(input, extensionRegistry, tag)) {
                 done = true; // was an endgroup tag
@@ -847,6 +958,142 @@ private static final long serialVersionUID = 0L;
     public Builder clearAttempt() {
       bitField0_ = (bitField0_ & ~0x00000008);
       attempt_ = 0;
+      onChanged();
+      return this;
+    }
+
+    private java.lang.Object agent_ = "";
+    /**
+     * <pre>
+     * The agent the run is of (its `begin`'s); empty if its `begin` was trimmed away.
+     * </pre>
+     *
+     * <code>string agent = 5 [json_name = "agent"];</code>
+     * @return The agent.
+     */
+    public java.lang.String getAgent() {
+      java.lang.Object ref = agent_;
+      if (!(ref instanceof java.lang.String)) {
+        com.google.protobuf.ByteString bs =
+            (com.google.protobuf.ByteString) ref;
+        java.lang.String s = bs.toStringUtf8();
+        agent_ = s;
+        return s;
+      } else {
+        return (java.lang.String) ref;
+      }
+    }
+    /**
+     * <pre>
+     * The agent the run is of (its `begin`'s); empty if its `begin` was trimmed away.
+     * </pre>
+     *
+     * <code>string agent = 5 [json_name = "agent"];</code>
+     * @return The bytes for agent.
+     */
+    public com.google.protobuf.ByteString
+        getAgentBytes() {
+      java.lang.Object ref = agent_;
+      if (ref instanceof String) {
+        com.google.protobuf.ByteString b = 
+            com.google.protobuf.ByteString.copyFromUtf8(
+                (java.lang.String) ref);
+        agent_ = b;
+        return b;
+      } else {
+        return (com.google.protobuf.ByteString) ref;
+      }
+    }
+    /**
+     * <pre>
+     * The agent the run is of (its `begin`'s); empty if its `begin` was trimmed away.
+     * </pre>
+     *
+     * <code>string agent = 5 [json_name = "agent"];</code>
+     * @param value The agent to set.
+     * @return This builder for chaining.
+     */
+    public Builder setAgent(
+        java.lang.String value) {
+      if (value == null) { throw new NullPointerException(); }
+      agent_ = value;
+      bitField0_ |= 0x00000010;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * The agent the run is of (its `begin`'s); empty if its `begin` was trimmed away.
+     * </pre>
+     *
+     * <code>string agent = 5 [json_name = "agent"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearAgent() {
+      agent_ = getDefaultInstance().getAgent();
+      bitField0_ = (bitField0_ & ~0x00000010);
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * The agent the run is of (its `begin`'s); empty if its `begin` was trimmed away.
+     * </pre>
+     *
+     * <code>string agent = 5 [json_name = "agent"];</code>
+     * @param value The bytes for agent to set.
+     * @return This builder for chaining.
+     */
+    public Builder setAgentBytes(
+        com.google.protobuf.ByteString value) {
+      if (value == null) { throw new NullPointerException(); }
+      checkByteStringIsUtf8(value);
+      agent_ = value;
+      bitField0_ |= 0x00000010;
+      onChanged();
+      return this;
+    }
+
+    private long startedUnixMs_ ;
+    /**
+     * <pre>
+     * When the run began: its `begin`'s time (ms since the Unix epoch); 0 if its `begin` was trimmed away.
+     * </pre>
+     *
+     * <code>uint64 started_unix_ms = 6 [json_name = "startedUnixMs"];</code>
+     * @return The startedUnixMs.
+     */
+    @java.lang.Override
+    public long getStartedUnixMs() {
+      return startedUnixMs_;
+    }
+    /**
+     * <pre>
+     * When the run began: its `begin`'s time (ms since the Unix epoch); 0 if its `begin` was trimmed away.
+     * </pre>
+     *
+     * <code>uint64 started_unix_ms = 6 [json_name = "startedUnixMs"];</code>
+     * @param value The startedUnixMs to set.
+     * @return This builder for chaining.
+     */
+    public Builder setStartedUnixMs(long value) {
+      
+      startedUnixMs_ = value;
+      bitField0_ |= 0x00000020;
+      onChanged();
+      return this;
+    }
+    /**
+     * <pre>
+     * When the run began: its `begin`'s time (ms since the Unix epoch); 0 if its `begin` was trimmed away.
+     * </pre>
+     *
+     * <code>uint64 started_unix_ms = 6 [json_name = "startedUnixMs"];</code>
+     * @return This builder for chaining.
+     */
+    public Builder clearStartedUnixMs() {
+      bitField0_ = (bitField0_ & ~0x00000020);
+      startedUnixMs_ = 0L;
       onChanged();
       return this;
     }

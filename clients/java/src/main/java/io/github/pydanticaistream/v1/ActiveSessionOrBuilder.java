@@ -68,4 +68,34 @@ public interface ActiveSessionOrBuilder extends
    * @return The attempt.
    */
   int getAttempt();
+
+  /**
+   * <pre>
+   * The agent the run is of (its `begin`'s); empty if its `begin` was trimmed away.
+   * </pre>
+   *
+   * <code>string agent = 5 [json_name = "agent"];</code>
+   * @return The agent.
+   */
+  java.lang.String getAgent();
+  /**
+   * <pre>
+   * The agent the run is of (its `begin`'s); empty if its `begin` was trimmed away.
+   * </pre>
+   *
+   * <code>string agent = 5 [json_name = "agent"];</code>
+   * @return The bytes for agent.
+   */
+  com.google.protobuf.ByteString
+      getAgentBytes();
+
+  /**
+   * <pre>
+   * When the run began: its `begin`'s time (ms since the Unix epoch); 0 if its `begin` was trimmed away.
+   * </pre>
+   *
+   * <code>uint64 started_unix_ms = 6 [json_name = "startedUnixMs"];</code>
+   * @return The startedUnixMs.
+   */
+  long getStartedUnixMs();
 }

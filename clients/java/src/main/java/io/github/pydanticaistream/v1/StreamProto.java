@@ -182,75 +182,77 @@ public final class StreamProto {
       "\022\034\n\tcancelled\030\001 \001(\010R\tcancelled\"\023\n\021ListAc" +
       "tiveRequest\"V\n\022ListActiveResponse\022@\n\010ses" +
       "sions\030\001 \003(\0132$.pydantic_ai_stream.v1.Acti" +
-      "veSessionR\010sessions\"\226\001\n\rActiveSession\022\035\n" +
+      "veSessionR\010sessions\"\324\001\n\rActiveSession\022\035\n" +
       "\nsession_id\030\001 \001(\tR\tsessionId\0225\n\005state\030\002 " +
       "\001(\0162\037.pydantic_ai_stream.v1.RunStateR\005st" +
       "ate\022\025\n\006run_id\030\003 \001(\tR\005runId\022\030\n\007attempt\030\004 " +
-      "\001(\rR\007attempt\"\203\001\n\016RespondRequest\022\035\n\nsessi" +
-      "on_id\030\001 \001(\tR\tsessionId\022\025\n\006run_id\030\002 \001(\tR\005" +
-      "runId\022;\n\007answers\030\003 \003(\0132!.pydantic_ai_str" +
-      "eam.v1.ToolAnswerR\007answers\"\270\001\n\nToolAnswe" +
-      "r\022 \n\014tool_call_id\030\001 \001(\tR\ntoolCallId\022=\n\010a" +
-      "pproval\030\002 \001(\0132\037.pydantic_ai_stream.v1.Ap" +
-      "provalH\000R\010approval\022?\n\006result\030\003 \001(\0132%.pyd" +
-      "antic_ai_stream.v1.ExternalResultH\000R\006res" +
-      "ultB\010\n\006answer\"\213\001\n\010Approval\022\032\n\010approved\030\001" +
-      " \001(\010R\010approved\022%\n\016denial_message\030\002 \001(\tR\r" +
-      "denialMessage\022<\n\roverride_args\030\003 \001(\0132\027.g" +
-      "oogle.protobuf.StructR\014overrideArgs\"c\n\016E" +
-      "xternalResult\022.\n\005value\030\001 \001(\0132\026.google.pr" +
-      "otobuf.ValueH\000R\005value\022\026\n\005retry\030\002 \001(\tH\000R\005" +
-      "retryB\t\n\007outcome\"Y\n\017RespondResponse\022\034\n\tc" +
-      "ontinued\030\001 \001(\010R\tcontinued\022(\n\020pending_cal" +
-      "l_ids\030\002 \003(\tR\016pendingCallIds*\240\001\n\016Attachme" +
-      "ntKind\022\037\n\033ATTACHMENT_KIND_UNSPECIFIED\020\000\022" +
-      "\031\n\025ATTACHMENT_KIND_IMAGE\020\001\022\034\n\030ATTACHMENT" +
-      "_KIND_DOCUMENT\020\002\022\031\n\025ATTACHMENT_KIND_AUDI" +
-      "O\020\003\022\031\n\025ATTACHMENT_KIND_VIDEO\020\004*\217\001\n\nBusyP" +
-      "olicy\022\033\n\027BUSY_POLICY_UNSPECIFIED\020\000\022\026\n\022BU" +
-      "SY_POLICY_REJECT\020\001\022\031\n\025BUSY_POLICY_INTERR" +
-      "UPT\020\002\022\030\n\024BUSY_POLICY_ROLLBACK\020\003\022\027\n\023BUSY_" +
-      "POLICY_ENQUEUE\020\004*\251\001\n\tEventType\022\032\n\026EVENT_" +
-      "TYPE_UNSPECIFIED\020\000\022\024\n\020EVENT_TYPE_BEGIN\020\001" +
-      "\022\024\n\020EVENT_TYPE_EVENT\020\002\022\024\n\020EVENT_TYPE_ERR" +
-      "OR\020\003\022\023\n\017EVENT_TYPE_INFO\020\004\022\022\n\016EVENT_TYPE_" +
-      "END\020\005\022\025\n\021EVENT_TYPE_CUSTOM\020\006*\335\001\n\tEventKi" +
-      "nd\022\032\n\026EVENT_KIND_UNSPECIFIED\020\000\022\030\n\024EVENT_" +
-      "KIND_LLM_BEGIN\020\001\022\026\n\022EVENT_KIND_LLM_END\020\002" +
-      "\022\031\n\025EVENT_KIND_PART_START\020\003\022\031\n\025EVENT_KIN" +
-      "D_PART_DELTA\020\004\022\025\n\021EVENT_KIND_ANSWER\020\005\022\026\n" +
-      "\022EVENT_KIND_RESUMED\020\006\022\035\n\031EVENT_KIND_INPU" +
-      "T_REQUIRED\020\007*\231\001\n\020DeferredCallKind\022\"\n\036DEF" +
-      "ERRED_CALL_KIND_UNSPECIFIED\020\000\022\037\n\033DEFERRE" +
-      "D_CALL_KIND_APPROVAL\020\001\022\037\n\033DEFERRED_CALL_" +
-      "KIND_EXTERNAL\020\002\022\037\n\033DEFERRED_CALL_KIND_QU" +
-      "ESTION\020\003*\232\001\n\010PartKind\022\031\n\025PART_KIND_UNSPE" +
-      "CIFIED\020\000\022\022\n\016PART_KIND_TEXT\020\001\022\026\n\022PART_KIN" +
-      "D_THINKING\020\002\022\027\n\023PART_KIND_TOOL_CALL\020\003\022\031\n" +
-      "\025PART_KIND_TOOL_RETURN\020\004\022\023\n\017PART_KIND_OT" +
-      "HER\020\005*\255\001\n\013ToolOutcome\022\034\n\030TOOL_OUTCOME_UN" +
-      "SPECIFIED\020\000\022\027\n\023TOOL_OUTCOME_FAILED\020\001\022\027\n\023" +
-      "TOOL_OUTCOME_DENIED\020\002\022\034\n\030TOOL_OUTCOME_IN" +
-      "TERRUPTED\020\003\022\030\n\024TOOL_OUTCOME_RETRIED\020\004\022\026\n" +
-      "\022TOOL_OUTCOME_OTHER\020\005*s\n\010RunState\022\031\n\025RUN" +
-      "_STATE_UNSPECIFIED\020\000\022\024\n\020RUN_STATE_QUEUED" +
-      "\020\001\022\025\n\021RUN_STATE_RUNNING\020\002\022\037\n\033RUN_STATE_W" +
-      "AITING_FOR_INPUT\020\0032\317\003\n\022AgentStreamServic" +
-      "e\022L\n\003Run\022!.pydantic_ai_stream.v1.RunRequ" +
-      "est\032\".pydantic_ai_stream.v1.RunResponse\022" +
-      "W\n\006Listen\022$.pydantic_ai_stream.v1.Listen" +
-      "Request\032%.pydantic_ai_stream.v1.ListenRe" +
-      "sponse0\001\022U\n\006Cancel\022$.pydantic_ai_stream." +
-      "v1.CancelRequest\032%.pydantic_ai_stream.v1" +
-      ".CancelResponse\022a\n\nListActive\022(.pydantic" +
-      "_ai_stream.v1.ListActiveRequest\032).pydant" +
-      "ic_ai_stream.v1.ListActiveResponse\022X\n\007Re" +
-      "spond\022%.pydantic_ai_stream.v1.RespondReq" +
-      "uest\032&.pydantic_ai_stream.v1.RespondResp" +
-      "onseB\212\001\n\035io.github.pydanticaistream.v1B\013" +
-      "StreamProtoP\001ZZgithub.com/pydantic-ai-st" +
-      "ream/pydantic-ai-stream/clients/go/pydan" +
-      "tic_ai_stream/v1;streamv1b\006proto3"
+      "\001(\rR\007attempt\022\024\n\005agent\030\005 \001(\tR\005agent\022&\n\017st" +
+      "arted_unix_ms\030\006 \001(\004R\rstartedUnixMs\"\203\001\n\016R" +
+      "espondRequest\022\035\n\nsession_id\030\001 \001(\tR\tsessi" +
+      "onId\022\025\n\006run_id\030\002 \001(\tR\005runId\022;\n\007answers\030\003" +
+      " \003(\0132!.pydantic_ai_stream.v1.ToolAnswerR" +
+      "\007answers\"\270\001\n\nToolAnswer\022 \n\014tool_call_id\030" +
+      "\001 \001(\tR\ntoolCallId\022=\n\010approval\030\002 \001(\0132\037.py" +
+      "dantic_ai_stream.v1.ApprovalH\000R\010approval" +
+      "\022?\n\006result\030\003 \001(\0132%.pydantic_ai_stream.v1" +
+      ".ExternalResultH\000R\006resultB\010\n\006answer\"\213\001\n\010" +
+      "Approval\022\032\n\010approved\030\001 \001(\010R\010approved\022%\n\016" +
+      "denial_message\030\002 \001(\tR\rdenialMessage\022<\n\ro" +
+      "verride_args\030\003 \001(\0132\027.google.protobuf.Str" +
+      "uctR\014overrideArgs\"c\n\016ExternalResult\022.\n\005v" +
+      "alue\030\001 \001(\0132\026.google.protobuf.ValueH\000R\005va" +
+      "lue\022\026\n\005retry\030\002 \001(\tH\000R\005retryB\t\n\007outcome\"Y" +
+      "\n\017RespondResponse\022\034\n\tcontinued\030\001 \001(\010R\tco" +
+      "ntinued\022(\n\020pending_call_ids\030\002 \003(\tR\016pendi" +
+      "ngCallIds*\240\001\n\016AttachmentKind\022\037\n\033ATTACHME" +
+      "NT_KIND_UNSPECIFIED\020\000\022\031\n\025ATTACHMENT_KIND" +
+      "_IMAGE\020\001\022\034\n\030ATTACHMENT_KIND_DOCUMENT\020\002\022\031" +
+      "\n\025ATTACHMENT_KIND_AUDIO\020\003\022\031\n\025ATTACHMENT_" +
+      "KIND_VIDEO\020\004*\217\001\n\nBusyPolicy\022\033\n\027BUSY_POLI" +
+      "CY_UNSPECIFIED\020\000\022\026\n\022BUSY_POLICY_REJECT\020\001" +
+      "\022\031\n\025BUSY_POLICY_INTERRUPT\020\002\022\030\n\024BUSY_POLI" +
+      "CY_ROLLBACK\020\003\022\027\n\023BUSY_POLICY_ENQUEUE\020\004*\251" +
+      "\001\n\tEventType\022\032\n\026EVENT_TYPE_UNSPECIFIED\020\000" +
+      "\022\024\n\020EVENT_TYPE_BEGIN\020\001\022\024\n\020EVENT_TYPE_EVE" +
+      "NT\020\002\022\024\n\020EVENT_TYPE_ERROR\020\003\022\023\n\017EVENT_TYPE" +
+      "_INFO\020\004\022\022\n\016EVENT_TYPE_END\020\005\022\025\n\021EVENT_TYP" +
+      "E_CUSTOM\020\006*\335\001\n\tEventKind\022\032\n\026EVENT_KIND_U" +
+      "NSPECIFIED\020\000\022\030\n\024EVENT_KIND_LLM_BEGIN\020\001\022\026" +
+      "\n\022EVENT_KIND_LLM_END\020\002\022\031\n\025EVENT_KIND_PAR" +
+      "T_START\020\003\022\031\n\025EVENT_KIND_PART_DELTA\020\004\022\025\n\021" +
+      "EVENT_KIND_ANSWER\020\005\022\026\n\022EVENT_KIND_RESUME" +
+      "D\020\006\022\035\n\031EVENT_KIND_INPUT_REQUIRED\020\007*\231\001\n\020D" +
+      "eferredCallKind\022\"\n\036DEFERRED_CALL_KIND_UN" +
+      "SPECIFIED\020\000\022\037\n\033DEFERRED_CALL_KIND_APPROV" +
+      "AL\020\001\022\037\n\033DEFERRED_CALL_KIND_EXTERNAL\020\002\022\037\n" +
+      "\033DEFERRED_CALL_KIND_QUESTION\020\003*\232\001\n\010PartK" +
+      "ind\022\031\n\025PART_KIND_UNSPECIFIED\020\000\022\022\n\016PART_K" +
+      "IND_TEXT\020\001\022\026\n\022PART_KIND_THINKING\020\002\022\027\n\023PA" +
+      "RT_KIND_TOOL_CALL\020\003\022\031\n\025PART_KIND_TOOL_RE" +
+      "TURN\020\004\022\023\n\017PART_KIND_OTHER\020\005*\255\001\n\013ToolOutc" +
+      "ome\022\034\n\030TOOL_OUTCOME_UNSPECIFIED\020\000\022\027\n\023TOO" +
+      "L_OUTCOME_FAILED\020\001\022\027\n\023TOOL_OUTCOME_DENIE" +
+      "D\020\002\022\034\n\030TOOL_OUTCOME_INTERRUPTED\020\003\022\030\n\024TOO" +
+      "L_OUTCOME_RETRIED\020\004\022\026\n\022TOOL_OUTCOME_OTHE" +
+      "R\020\005*s\n\010RunState\022\031\n\025RUN_STATE_UNSPECIFIED" +
+      "\020\000\022\024\n\020RUN_STATE_QUEUED\020\001\022\025\n\021RUN_STATE_RU" +
+      "NNING\020\002\022\037\n\033RUN_STATE_WAITING_FOR_INPUT\020\003" +
+      "2\317\003\n\022AgentStreamService\022L\n\003Run\022!.pydanti" +
+      "c_ai_stream.v1.RunRequest\032\".pydantic_ai_" +
+      "stream.v1.RunResponse\022W\n\006Listen\022$.pydant" +
+      "ic_ai_stream.v1.ListenRequest\032%.pydantic" +
+      "_ai_stream.v1.ListenResponse0\001\022U\n\006Cancel" +
+      "\022$.pydantic_ai_stream.v1.CancelRequest\032%" +
+      ".pydantic_ai_stream.v1.CancelResponse\022a\n" +
+      "\nListActive\022(.pydantic_ai_stream.v1.List" +
+      "ActiveRequest\032).pydantic_ai_stream.v1.Li" +
+      "stActiveResponse\022X\n\007Respond\022%.pydantic_a" +
+      "i_stream.v1.RespondRequest\032&.pydantic_ai" +
+      "_stream.v1.RespondResponseB\212\001\n\035io.github" +
+      ".pydanticaistream.v1B\013StreamProtoP\001ZZgit" +
+      "hub.com/pydantic-ai-stream/pydantic-ai-s" +
+      "tream/clients/go/pydantic_ai_stream/v1;s" +
+      "treamv1b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
@@ -340,7 +342,7 @@ public final class StreamProto {
     internal_static_pydantic_ai_stream_v1_ActiveSession_fieldAccessorTable = new
       com.google.protobuf.GeneratedMessageV3.FieldAccessorTable(
         internal_static_pydantic_ai_stream_v1_ActiveSession_descriptor,
-        new java.lang.String[] { "SessionId", "State", "RunId", "Attempt", });
+        new java.lang.String[] { "SessionId", "State", "RunId", "Attempt", "Agent", "StartedUnixMs", });
     internal_static_pydantic_ai_stream_v1_RespondRequest_descriptor =
       getDescriptor().getMessageTypes().get(14);
     internal_static_pydantic_ai_stream_v1_RespondRequest_fieldAccessorTable = new

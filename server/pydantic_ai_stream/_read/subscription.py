@@ -1,0 +1,150 @@
+"""A listener's view of a stream the `StreamHub` follows: what the hub read for it, in order, each entry once.
+
+The hub hands a subscription every entry it reads of the subscription's stream; the listener takes them out in
+batches, or, after it fell behind by more than `MAX_BUFFERED_BYTES` (or joined), reads the gap from Redis first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+from .._core.aio import resolve
+from .._core.cursor import Cursor
+from .._core.entry import Entry
+from .._store.stream import SessionStream
+
+__all__ = ["FIRST_PAGE", "READ_COUNT", "Reader", "Subscription", "page_size"]
+
+
+class Reader(Protocol):
+    """What a subscription needs of the `StreamHub` that feeds it."""
+
+    def raise_error(self) -> None:
+        """Raise what stopped the reads (Redis unreachable), if anything did."""
+
+    def wake_by_tick(self, subscription: Subscription, at: float) -> None:
+        """End `subscription`'s wait at the hub's first tick from `at` (the loop's time), unless it ended."""
+
+
+READ_COUNT = 1000
+"""Entries per stream per read."""
+MAX_BUFFERED = 10_000
+"""Entries a subscriber may have waiting before it drops them and re-reads from Redis instead."""
+MAX_BUFFERED_BYTES = 1 << 20
+"""Bytes of entries a subscriber may have waiting before it drops them and re-reads from Redis instead."""
+CATCH_UP_BYTES = 1 << 20
+"""Bytes one catch-up read aims at (its entry count follows the entries' size)."""
+FIRST_PAGE = 16
+"""Entries a listener's first read asks for, before their size is known."""
+COARSE_WAIT = 2.0
+"""Seconds from which a listener's wait is ended by the hub's tick (up to `CHECK_TICK` late) rather than a timer
+of its own: a heartbeat's deadline on every wait of thousands of streams would keep the event loop's timer heap
+large, and every timer anyone sets (each Redis read sets one) pays for its size."""
+
+
+@dataclass(eq=False, kw_only=True, slots=True)
+class Subscription:
+    """One listener's view of a stream: entries strictly after `cursor`, in order, each once."""
+
+    hub: Reader
+    stream: SessionStream
+    cursor: Cursor
+    """The last entry handed to the listener."""
+    gap_until: str | None = None
+    """Entries in (`cursor`, `gap_until`] are to be read from Redis (`+`: all there are), not from the hub."""
+    _buffer: list[Entry] = field(default_factory=list)
+    _buffered_bytes: int = 0
+    _page: int = FIRST_PAGE
+    """Entries the next catch-up read asks for: about `CATCH_UP_BYTES` of them."""
+    _arrived: bool = False
+    """Entries came (or the hub failed) since the listener last looked; an `asyncio.Event` without its deque."""
+    _waiter: asyncio.Future[None] | None = None
+    _wake_at: float = math.inf
+    """When the hub's tick ends the current wait (`COARSE_WAIT`)."""
+    _in_order: bool = False
+    """What the hub hands on comes after `cursor`; not so until a first batch proved it, nor after a catch-up."""
+    poll: ClassVar[float] = math.inf
+    """No wait of a listener needs to end early: the hub checks silent streams and wakes its subscribers."""
+
+    def deliver(self, entries: list[Entry], size: int) -> None:
+        """Called by the hub with the entries it read after its cursor (`size`: their bytes)."""
+        self._buffer += entries
+        self._buffered_bytes += size
+        if len(self._buffer) > MAX_BUFFERED or self._buffered_bytes > MAX_BUFFERED_BYTES:
+            self._buffer.clear()
+            self._buffered_bytes = 0
+            self.gap_until = entries[-1].id  # re-read everything up to here from Redis
+        self.wake()
+
+    def wake(self) -> None:
+        self._arrived = True
+        if self._waiter is not None:
+            resolve(self._waiter)
+
+    async def next(self, timeout: float) -> list[Entry]:
+        """The next entries, waiting up to `timeout` seconds (`inf`: until some come); `[]` if none came."""
+        if not self._buffer and self.gap_until is None and not self._arrived:
+            await self._wait(timeout)
+        self._arrived = False
+        self.hub.raise_error()
+        if self.gap_until is not None:
+            return await self._catch_up(self.gap_until)
+        batch, self._buffer, self._buffered_bytes = self._buffer, [], 0
+        if batch and not self._in_order:
+            # Only after a resume ahead of the hub or a catch-up: drop what was already handed out.
+            last = self.cursor.key
+            if Cursor.key_of(batch[0].id) > last:
+                self._in_order = True
+            else:
+                batch = [entry for entry in batch if Cursor.key_of(entry.id) > last]
+        if batch:
+            self.cursor = Cursor(batch[-1].id)
+        return batch
+
+    async def _wait(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        timer = None
+        if timeout < COARSE_WAIT:
+            timer = loop.call_later(timeout, resolve, waiter)  # not asyncio.timeout: cheaper
+        elif timeout != math.inf:
+            self._wake_at = loop.time() + timeout
+            self.hub.wake_by_tick(self, self._wake_at)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            self._wake_at = math.inf
+            self._waiter = None
+
+    def wake_if_due(self, now: float) -> None:
+        """End the current wait if its time came (`now`: the loop's time)."""
+        if self._waiter is not None and self._wake_at <= now:
+            resolve(self._waiter)
+
+    async def _catch_up(self, until: str) -> list[Entry]:
+        count = self._page
+        page = await self.stream.read_range(after=self.cursor.id, until=until, count=count)
+        self._page = page_size(page, count)
+        # Closed only if no newer gap opened (an overflow) while this page was read.
+        if (len(page) < count or page[-1].id == until) and self.gap_until == until:
+            self.gap_until = None
+        self._in_order = False  # the hub may have handed on some of what this page read
+        if page:
+            self.cursor = Cursor(page[-1].id)
+        elif self.gap_until is None:
+            return await self.next(0)  # nothing missed after all: take what the hub delivered
+        return page
+
+
+def page_size(entries: list[Entry], count: int) -> int:
+    """Entries the next read of a stream should ask for to get about `CATCH_UP_BYTES`, given the last
+    read (for `count` entries) brought `entries`. It at most doubles: small entries so far (a `begin`)
+    say little about the size of the next ones."""
+    if not entries:
+        return count
+    return max(1, min(READ_COUNT, 2 * count, CATCH_UP_BYTES * len(entries) // sum(entry.size for entry in entries)))
