@@ -184,7 +184,9 @@ def _position(cursor: str) -> tuple[int, int, float]:
     return int(ms), int(seq), float(chunk) if chunk else float("inf")
 
 
-def test_stop_cancels_the_run_and_its_stream_ends_canceled(page: Page, redis_url: str, prefix: str) -> None:
+def test_stop_cancels_the_run_its_stream_ends_canceled_and_its_partial_answer_is_kept(
+    page: Page, redis_url: str, prefix: str
+) -> None:
     session = _session()
     _open(page, "slow", session)
     _send(page, "go")
@@ -201,6 +203,10 @@ def test_stop_cancels_the_run_and_its_stream_ends_canceled(page: Page, redis_url
     assert end[b"type"] == b"end"
     assert error[b"type"] == b"error"
     assert b"canceled" in error[b"body"]
+    stopped = _answer(page)
+    page.reload()  # the partial conversation was kept
+    _idle(page)
+    expect(page.locator(".message.assistant .text")).to_have_text(stopped)
 
 
 def test_an_approved_tool_runs_and_the_agent_goes_on(page: Page) -> None:
