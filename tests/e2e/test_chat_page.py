@@ -25,7 +25,7 @@ if not Path(CHROMIUM).exists():
     pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
 from page_agents import THOUGHT, answer, deployed  # noqa: E402
-from playwright.sync_api import Browser, Page, Request, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright  # noqa: E402
 from test_grpc_process import _process  # noqa: E402
 
 TOKEN = "page-token"
@@ -159,6 +159,29 @@ def test_a_reload_mid_stream_goes_on_after_the_last_chunk_it_rendered(page: Page
     assert page.locator(".message.assistant").count() == 1
     [request] = resumed
     assert _position(request.headers["last-event-id"]) >= _position(cursor), "it went on after what it had"
+
+
+def test_a_stream_cut_short_is_resumed_after_its_last_chunk(page: Page) -> None:
+    """The chat response ends halfway (as a dropped connection does): the page asks for the rest after the last
+    cursor it got, and the answer is whole, nothing repeated."""
+    cut_after: list[str] = []
+
+    def cut(route: Route) -> None:
+        response = route.fetch()  # the whole run's stream
+        events = response.text().split("\n\n")
+        kept = events[: len(events) // 2]
+        cut_after.append(re.findall(r"^id: (\S+)$", "\n".join(kept), re.MULTILINE)[-1])
+        route.fulfill(response=response, body="\n\n".join(kept) + "\n\n")
+
+    page.route("**/vercel-ai/chat", cut)
+    resumed: list[Request] = []
+    page.on("request", lambda r: resumed.append(r) if r.url.endswith("/stream") else None)
+    _open(page, "slow", _session())
+    _send(page, "go")
+    _idle(page)
+    assert _answer(page) == answer()
+    [request] = resumed
+    assert request.headers["last-event-id"] == cut_after[0]
 
 
 def test_a_kept_cursor_the_stream_does_not_have_is_dropped_and_the_run_shown_from_its_start(page: Page) -> None:
