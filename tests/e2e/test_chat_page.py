@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -306,3 +307,26 @@ def test_a_second_tab_follows_the_same_run(page: Page) -> None:
     _idle(page)
     _idle(second)
     assert _answer(second) == _answer(page) == answer()
+
+
+NODE_WEB = Path(__file__).parent.parent / "node_web"
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or not (NODE_WEB / "node_modules" / "ai").is_dir(),
+    reason="needs node and `npm ci --prefix tests/node_web` (.ci/run does both)",
+)
+def test_the_page_builds_the_messages_the_ai_sdk_builds_from_the_same_chunks(base_url: str) -> None:
+    """The page's `applyChunk` against the `ai` package's `readUIMessageStream` on the server's own streams: the
+    demo's thinking, tool call and answer, a streamed answer, and a waiting run answered and continued."""
+    node = subprocess.run(
+        ["node", str(NODE_WEB / "page_model.mjs"), base_url, TOKEN], capture_output=True, text=True, timeout=120
+    )
+    assert node.returncode == 0, node.stderr
+    seen = json.loads(node.stdout)
+    assert set(seen) == {"demo", "slow", "waiting", "continued"}
+    for name, built in seen.items():
+        assert built["page"] == built["sdk"], name
+    assert [p["type"] for p in seen["continued"]["page"]["parts"]] == [
+        "step-start", "reasoning", "tool-deploy", "step-start", "text"
+    ]  # fmt: skip

@@ -56,7 +56,8 @@ function toolPart(message, chunk) {
 }
 
 function startBlock(message, kind, id) {
-  message.parts.push({ type: kind, text: "", state: "streaming" });
+  // As the AI SDK builds them: a reasoning part keeps its block's id, a text part does not.
+  message.parts.push(kind === "reasoning" ? { type: kind, id, text: "", state: "streaming" } : { type: kind, text: "", state: "streaming" });
   message.open[kind][id] = message.parts.length - 1;
 }
 
