@@ -43,7 +43,7 @@ def base_url(redis_url: str, prefix: str) -> Iterator[str]:
     """`serve --http-port 0` hosting the page's agents; its HTTP base URL."""
     command = [sys.executable, "-m", "pydantic_ai_stream", "serve", "--port", "0", "--http-port", "0"]
     command += ["--agent", "slow=page_agents:slow", "--agent", "deployer=page_agents:deployer"]
-    command += ["--agent", "oncall=grpc_agents:oncall"]
+    command += ["--agent", "oncall=grpc_agents:oncall", "--agent", "seeing=grpc_agents:seeing_any"]
     command += ["--token", f"{TOKEN}=1:1"]
     env = {"REDIS_URL": redis_url, "PYDANTIC_AI_STREAM_REDIS_PREFIX": prefix}
     with _process(command, env, r"serving HTTP on (\S+) ") as (_, match):
@@ -136,7 +136,7 @@ def test_without_a_token_the_page_asks_for_one_and_keeps_it(browser: Browser, ba
     expect(page.locator("#status")).to_have_text("Enter a token to continue.")
     page.get_by_label("Token").fill(TOKEN)
     page.get_by_role("button", name="Save").click()
-    expect(page.locator("#agent option")).to_have_text(["demo", "deployer", "oncall", "slow"])
+    expect(page.locator("#agent option")).to_have_text(["demo", "deployer", "oncall", "seeing", "slow"])
     expect(page).to_have_url(re.compile(r"/chat/#agent=demo&session=\w+"))
     page.reload()
     expect(page.locator("body")).to_have_attribute("data-phase", "idle")
@@ -294,6 +294,20 @@ def test_the_result_of_a_tool_run_elsewhere_is_typed_in_and_the_agent_goes_on(pa
     expect(tool).to_have_attribute("data-state", "output-available")
     _idle(page)
     expect(page.locator(".message.assistant .text").last).to_have_text("paged: page=bob is on it")
+
+
+def test_attached_files_go_to_the_model_with_the_prompt(page: Page) -> None:
+    _open(page, "seeing", _session())
+    page.get_by_label("Attach files").set_input_files(
+        files=[{"name": "note.txt", "mimeType": "text/plain", "buffer": b"hello"}]
+    )
+    _send(page, "read this")
+    expect(page.locator(".message.user .link")).to_have_text("note.txt")
+    _idle(page)
+    said = _answer(page)
+    assert "text=read this\n" in said
+    assert "binary=text/plain:5:" in said
+    assert page.get_by_label("Attach files").input_value() == ""  # sent once, with that message
 
 
 def test_a_second_tab_follows_the_same_run(page: Page) -> None:

@@ -50,7 +50,11 @@ function setPhase(phase) {
 
 function save() {
   const { cursor, current, user, continues } = state;
-  live.set(state.agent, state.session, { cursor, message: current, user, continues });
+  try {
+    live.set(state.agent, state.session, { cursor, message: current, user, continues });
+  } catch {
+    live.clear(state.agent, state.session); // too large to keep (big files): a reload shows the run from its start
+  }
 }
 
 // Rendering: at most once a frame, however fast chunks come (a hidden tab gets no frames: a timer then).
@@ -123,8 +127,20 @@ function post() {
   follow((signal) => api.chat(state.agent, body, signal), { started: true });
 }
 
-function send(text) {
-  const user = userMessage(`u${randomId()}`, text);
+/** The files chosen to go with the next message, each as `{mediaType, filename, url}` with a data URL. */
+function chosenFiles() {
+  const read = (file) =>
+    new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve({ mediaType: file.type || "application/octet-stream", filename: file.name, url: reader.result });
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(file);
+    });
+  return Promise.all(Array.from($("files").files, read));
+}
+
+function send(text, files) {
+  const user = userMessage(`u${randomId()}`, text, files);
   const current = assistantMessage();
   state.messages.push(user, current);
   Object.assign(state, { current, user, continues: false, cursor: null });
@@ -330,7 +346,13 @@ function wire() {
     const text = $("prompt").value.trim();
     if (!text || $("send").disabled || !state.agent) return;
     $("prompt").value = "";
-    send(text);
+    chosenFiles().then(
+      (files) => {
+        $("files").value = "";
+        send(text, files);
+      },
+      (error) => setStatus(`a file could not be read: ${error.message}`, "error"),
+    );
   });
   $("prompt").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {

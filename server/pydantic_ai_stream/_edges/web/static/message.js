@@ -7,9 +7,9 @@ export function assistantMessage(id = "") {
   return { id, role: "assistant", parts: [], open: { text: {}, reasoning: {}, input: {} }, end: null };
 }
 
-/** A user message of `text`. */
-export function userMessage(id, text) {
-  return { id, role: "user", parts: [{ type: "text", text }] };
+/** A user message of `text`, and `files` (`[{mediaType, filename, url}]`, a data URL each) for the model. */
+export function userMessage(id, text, files = []) {
+  return { id, role: "user", parts: [{ type: "text", text }, ...files.map((f) => ({ type: "file", ...f }))] };
 }
 
 /** The message as the chat request sends it: the `UIMessage` fields only. */

@@ -69,7 +69,8 @@ function partElement(part) {
   }
   if (isTool(part)) return toolElement(part);
   if (part.type === "file" || part.type === "source-url") {
-    const el = h("a", { class: "link", href: part.url, target: "_blank", rel: "noopener" }, part.title || part.url);
+    const label = part.filename || part.title || (part.url.startsWith("data:") ? part.mediaType : part.url);
+    const el = h("a", { class: "link", href: part.url, target: "_blank", rel: "noopener" }, label);
     return { type: part.type, el, update: () => {} };
   }
   return { type: part.type, el: h("span", { hidden: true }), update: () => {} }; // step-start, data-*: nothing
