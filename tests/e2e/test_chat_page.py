@@ -284,6 +284,24 @@ def test_a_waiting_run_shows_once_after_a_reload_and_an_answer_from_another_tab_
         expect(tab.locator(".tool[data-tool=deploy]")).to_have_attribute("data-state", "output-available")
 
 
+def test_a_reload_mid_continuation_goes_on_in_the_answered_message(page: Page) -> None:
+    resumed: list[Request] = []
+    page.on("request", lambda r: resumed.append(r) if r.url.endswith("/stream") else None)
+    _open(page, "deployer", _session())
+    _send(page, "deploy it")
+    page.locator(".tool[data-tool=deploy]").get_by_role("button", name="Approve").click()
+    _until_text(page, "production. d0 d1")
+    shown = page.locator("body").get_attribute("data-cursor")
+    assert shown
+    resumed.clear()  # (the page followed the waiting run too: another tab could have answered)
+    page.reload()
+    _idle(page)
+    expect(page.locator(".message")).to_have_count(2)
+    expect(page.locator(".message.assistant .text")).to_have_text(deployed())
+    [request] = resumed
+    assert _position(request.headers["last-event-id"]) >= _position(shown), "it went on after what it had"
+
+
 def test_the_result_of_a_tool_run_elsewhere_is_typed_in_and_the_agent_goes_on(page: Page) -> None:
     _open(page, "oncall", _session())
     _send(page, "page someone")
