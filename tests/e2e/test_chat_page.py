@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,15 +40,22 @@ def prefix() -> str:
 
 
 @pytest.fixture(scope="module")
-def base_url(redis_url: str, prefix: str) -> Iterator[str]:
-    """`serve --http-port 0` hosting the page's agents; its HTTP base URL."""
+def base_url(redis_url: str, prefix: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`serve --http-port 0` hosting the page's agents; its HTTP base URL. Its log goes on to `serve.log` (read
+    from its pipe: a pipe nobody reads fills up, and the server blocks on its next log line)."""
     command = [sys.executable, "-m", "pydantic_ai_stream", "serve", "--port", "0", "--http-port", "0"]
     command += ["--agent", "slow=page_agents:slow", "--agent", "deployer=page_agents:deployer"]
     command += ["--agent", "oncall=grpc_agents:oncall", "--agent", "seeing=grpc_agents:seeing_any"]
     command += ["--token", f"{TOKEN}=1:1"]
     env = {"REDIS_URL": redis_url, "PYDANTIC_AI_STREAM_REDIS_PREFIX": prefix}
-    with _process(command, env, r"serving HTTP on (\S+) ") as (_, match):
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    with _process(command, env, r"serving HTTP on (\S+) ") as (proc, match), log.open("w") as out:
+        assert proc.stderr is not None
+        drain = threading.Thread(target=shutil.copyfileobj, args=(proc.stderr, out), daemon=True)
+        drain.start()
         yield match.group(1)
+        proc.terminate()  # its log to the end, before its pipe is closed
+        drain.join(30)
 
 
 @pytest.fixture(scope="module")
