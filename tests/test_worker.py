@@ -180,7 +180,9 @@ async def test_a_stopping_worker_cancels_its_runs_if_told_and_claims_no_more(red
 
 
 async def test_a_stopping_worker_hands_its_runs_back_and_another_resumes_them(redis: Redis, settings: Settings) -> None:
-    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.05  # leases a loaded machine still renews
+    # Leases a loaded machine still renews: until every run was taken over, a loop stalled for a lease TTL makes
+    # a second takeover (3 s: the takeover of 30 runs on 2 busy cores took over 1 s).
+    settings.lease_ttl, settings.lease_renew_interval = 3.0, 0.05
     async with Runtime(redis=redis, settings=settings) as runtime:
         model = GatedModel()
         await _submit(runtime, "s1")
@@ -209,7 +211,9 @@ async def test_a_stopping_worker_hands_its_runs_back_and_another_resumes_them(re
 async def test_hand_backs_do_not_use_up_a_runs_attempts(redis: Redis, settings: Settings) -> None:
     """Three deploys in a row hand one run back, though it may be started twice (`max_attempts=2`): it goes
     on each time and ends; a worker's death still counts (the next one is out of attempts)."""
-    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.05  # leases a loaded machine still renews
+    # Leases a loaded machine still renews: until every run was taken over, a loop stalled for a lease TTL makes
+    # a second takeover (3 s: the takeover of 30 runs on 2 busy cores took over 1 s).
+    settings.lease_ttl, settings.lease_renew_interval = 3.0, 0.05
     settings.max_attempts = 2
     async with Runtime(redis=redis, settings=settings) as runtime:
         model = GatedModel()
@@ -263,7 +267,9 @@ async def test_a_job_whose_worker_died_before_adopting_its_run_is_taken_over(red
 
 
 async def test_a_worker_keeps_the_jobs_it_runs_from_other_workers(redis: Redis, settings: Settings) -> None:
-    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.05  # leases a loaded machine still renews
+    # Leases a loaded machine still renews: until every run was taken over, a loop stalled for a lease TTL makes
+    # a second takeover (3 s: the takeover of 30 runs on 2 busy cores took over 1 s).
+    settings.lease_ttl, settings.lease_renew_interval = 3.0, 0.05
     async with Runtime(redis=redis, settings=settings) as runtime:
         model = GatedModel()
         await _submit(runtime, "s1")
@@ -408,7 +414,9 @@ async def test_a_lease_lapsing_as_its_job_is_taken_over_never_loses_the_run(
     jobs over (some a few ms before, some during, some after). Every run is resumed once and ends; none is
     dropped for looking over while its lease lapsed between two looks (a job was acknowledged unrun)."""
     rng = random.Random(seed)
-    settings.lease_ttl, settings.lease_renew_interval = 1.0, 0.05  # leases a loaded machine still renews
+    # Leases a loaded machine still renews: until every run was taken over, a loop stalled for a lease TTL makes
+    # a second takeover (3 s: the takeover of 30 runs on 2 busy cores took over 1 s).
+    settings.lease_ttl, settings.lease_renew_interval = 3.0, 0.05
     sessions = [f"s{i}" for i in range(30)]
     async with Runtime(redis=redis, settings=settings) as dead, Runtime(redis=redis, settings=settings) as runtime:
         handles = [SessionHandle.of(runtime, scope_id=1, user_id=1, session_id=s) for s in sessions]
@@ -422,7 +430,7 @@ async def test_a_lease_lapsing_as_its_job_is_taken_over_never_loses_the_run(
             live = await LiveRun.adopt(dead, handle.keys, run_id=f"r-{handle.keys.session_id}")
             assert live is not None
             dead.leases.release(live.lease)  # the worker dies: its jobs and leases are not renewed again
-            await redis.pexpire(handle.keys.live, rng.randint(950, 1080))  # lapsing around the job's takeover
+            await redis.pexpire(handle.keys.live, rng.randint(2950, 3080))  # lapsing around the job's takeover
         model = GatedModel()
         async with Worker(runtime=runtime, agents={"gated": model.agent()}, concurrency=len(sessions)):
             async with asyncio.timeout(30), model.started:

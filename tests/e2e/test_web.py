@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import shutil
 import signal
 from asyncio.subprocess import PIPE
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,13 @@ def _config(redis_url: str, **update: Any) -> ServerSettings:
         heartbeat_interval=0.3,
     )
     return config.model_copy(update=update)
+
+
+@pytest.fixture(autouse=True)
+def _quiet(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """No test here makes the server log an error: bad requests, disconnects, cancels and stops are all expected."""
+    yield
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 @pytest.fixture
@@ -161,13 +169,14 @@ async def test_a_resume_without_cursor_streams_the_run_from_its_start_and_a_sess
 
 
 async def test_a_disconnect_does_not_cancel_and_cancel_ends_the_run_canceled_with_its_partial_conversation(
-    server: RunningServer,
+    server: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     async with _client(server) as client:
         async with client.stream("POST", "/v1/agents/paced/vercel-ai/chat", json=_chat("stop", "go")) as response:
             await _events(response, most=6)
         rest = await _stream(client, "GET", "/v1/agents/paced/vercel-ai/chat/stop/stream", params={"after": "0"})
         assert _types(rest)[-2:] == ["finish", "[DONE]"]  # the disconnect left the run running to its end
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []  # it ended quietly
 
         async with client.stream("POST", "/v1/agents/paced/vercel-ai/chat", json=_chat("stop", "again")) as response:
             events = await _events(response, most=6)
@@ -332,7 +341,9 @@ async def test_a_stream_whose_worker_is_killed_mid_answer_shows_the_resumed_run_
             async with client.stream("POST", "/v1/agents/paced/vercel-ai/chat", json=_chat("killed", "go")) as response:
                 events = []
                 while "t5 " not in _text(events):
-                    events += await _events(response, most=1)
+                    more = await _events(response, most=1)
+                    assert more, f"the stream ended before t5: {events}"
+                    events += more
                 first.send_signal(signal.SIGKILL)
                 async with Worker(runtime=api.servicer.runtime, agents={"paced": paced}):
                     events += await _events(response)

@@ -1,6 +1,6 @@
 // Command fanout is the benchmark's Listen load in Go: N Listen streams over a few connections, each
 // token's delivery latency taken where it arrives, a JSON summary on stdout. `python -m bench fanout|cores
-// --clients go` builds and runs it (bench/go_clients.py), so that the clients cost the server's cores less
+// --clients go` builds and runs it (bench/load.py), so that the clients cost the server's cores less
 // than the bench's own Python streams do. Not part of the Go client (clients/go/test does not build it).
 //
 //	fanout --target 127.0.0.1:PORT --sessions 1000 --listeners 10 --prefix f --wait-go

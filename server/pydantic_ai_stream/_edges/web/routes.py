@@ -285,21 +285,24 @@ class WebEdge:
 async def _until(chunks: AsyncIterator[Chunk], stopping: asyncio.Event) -> AsyncIterator[Chunk]:
     """`chunks` until they end or `stopping` is set (the server stops: the response ends rather than being cut)."""
     stopped = asyncio.ensure_future(stopping.wait())
+    following: asyncio.Future[Chunk] | None = None
     try:
         while True:
             following = asyncio.ensure_future(anext(chunks))
             await asyncio.wait((following, stopped), return_when=asyncio.FIRST_COMPLETED)
             if not following.done():
-                following.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await following
                 return
             try:
-                yield following.result()
+                chunk = following.result()
             except StopAsyncIteration:
                 return
+            yield chunk
     finally:
         stopped.cancel()
+        if following is not None and not following.done():  # stopped, or the client went away
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await following
 
 
 async def _entries(session: SessionHandle) -> AsyncGenerator[Entry]:
