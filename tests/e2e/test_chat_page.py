@@ -56,6 +56,8 @@ def base_url(redis_url: str, prefix: str, tmp_path_factory: pytest.TempPathFacto
         yield match.group(1)
         proc.terminate()  # its log to the end, before its pipe is closed
         drain.join(30)
+    errors = [line for line in log.read_text().splitlines() if "ERROR" in line or "Traceback" in line]
+    assert not errors, f"what the page did (reloads, closed tabs, Stop) made the server log errors: see {log}"
 
 
 @pytest.fixture(scope="module")
