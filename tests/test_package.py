@@ -23,6 +23,7 @@ from packaging.version import Version
 import pydantic_ai_stream
 import pydantic_ai_stream.client
 import pydantic_ai_stream.server
+from pydantic_ai_stream._edges.web.page import STATIC
 
 ROOT = Path(__file__).parent.parent
 PUBLIC = (pydantic_ai_stream, pydantic_ai_stream.server, pydantic_ai_stream.client)
@@ -212,6 +213,9 @@ def test_the_wheel_is_this_version_with_its_extras(tmp_path: Path) -> None:
     lua = {path.relative_to(ROOT / "server").as_posix() for path in (ROOT / "server").rglob("*.lua")}
     assert "pydantic_ai_stream/_store/scripts/lib.lua" in lua
     assert lua <= names, "the Lua scripts ship in the wheel"
+    page = {path.relative_to(ROOT / "server").as_posix() for path in STATIC.iterdir()}
+    assert "pydantic_ai_stream/_edges/web/static/index.html" in page
+    assert page <= names, "the chat page ships in the wheel"
 
 
 @pytest.mark.e2e

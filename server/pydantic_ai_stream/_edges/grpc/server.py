@@ -317,6 +317,9 @@ async def running_server(
         services += _add_a2a(server, servicer, config=config, url=url, http=http)
         if http is not None:
             _add_web(http, servicer, opened.sessions)
+            from ..web.page import page_routes  # starlette: there when `http` is
+
+            http.routes.extend(page_routes())
         _add_reflection(server, services)
         await server.start()
         if http is not None:

@@ -7,8 +7,8 @@ answered through `SessionHandle.respond` like `Respond`; Stop is Cancel, a disco
 its `begin` through pydantic-ai's own encoders and sends what comes after it.
 
 Modules: `events` turns entries back into pydantic-ai events, `encode` runs them through pydantic-ai's UI event
-streams with cursors, `turns` reads what a request asks, `routes` serves it all. See README "HTTP: Vercel AI and
-AG-UI".
+streams with cursors, `turns` reads what a request asks, `routes` serves it all; `page` serves the chat page
+(`static/`, see README "Chat page") that speaks to them. See README "HTTP: Vercel AI and AG-UI".
 """
 
 from __future__ import annotations
