@@ -168,6 +168,7 @@ def test_a_reload_mid_stream_goes_on_after_the_last_chunk_it_rendered(page: Page
     _idle(page)
     assert _answer(page) == answer(), "no word lost or repeated"
     assert page.locator(".message.assistant").count() == 1
+    assert page.locator(".message.user").count() == 1, "the prompt once, whether from the tab's copy or the history"
     [request] = resumed
     assert _position(request.headers["last-event-id"]) >= _position(cursor), "it went on after what it had"
 
@@ -346,9 +347,11 @@ def test_a_second_tab_follows_the_same_run(page: Page) -> None:
     second = page.context.new_page()
     second.goto(f"/chat/#agent=slow&session={session}")
     expect(second.locator(".message.assistant .text").last).to_contain_text("w3 ")
+    expect(second.locator(".message.user")).to_have_text(re.compile("go"))  # the live run's prompt, from the history
     _idle(page)
     _idle(second)
     assert _answer(second) == _answer(page) == answer()
+    assert page.locator(".message.user").count() == second.locator(".message.user").count() == 1
 
 
 NODE_WEB = Path(__file__).parent.parent / "node_web"

@@ -192,6 +192,27 @@ async def test_a_disconnect_does_not_cancel_and_cancel_ends_the_run_canceled_wit
     assert 0 < len(texts[1]) < len(texts[0])
 
 
+async def test_the_history_of_a_session_with_a_live_run_shows_its_prompt_once(server: RunningServer) -> None:
+    """A page opened while a run streams (a second tab) shows the prompt that started it: the conversation store
+    holds it only once the run ends; then it is there once."""
+    history = "/v1/agents/paced/sessions/live-prompt/messages"
+    async with _client(server) as client:
+        chat = _chat("live-prompt", "go on")
+        async with client.stream("POST", "/v1/agents/paced/vercel-ai/chat", json=chat) as response:
+            await _events(response, most=6)  # the run streams
+            vercel = (await client.get(history)).json()
+            agui = (await client.get(history, params={"format": "ag-ui"})).json()
+            await client.post("/v1/agents/paced/sessions/live-prompt/cancel")
+            await _events(response)
+        ended = (await client.get(history)).json()
+    assert [(m["role"], m["parts"]) for m in vercel["messages"]] == [("user", [{"type": "text", "text": "go on"}])]
+    assert vercel["active"] == "0"
+    assert [(m["role"], m["content"]) for m in agui["messages"]] == [("user", "go on")]
+    assert ended["active"] is None
+    prompts = [p["text"] for m in ended["messages"] if m["role"] == "user" for p in m["parts"] if "text" in p]
+    assert prompts == ["go on"]
+
+
 async def test_an_approval_answered_over_vercel_ai_continues_the_run_in_the_same_message(
     server: RunningServer,
 ) -> None:

@@ -102,6 +102,12 @@ class _Run:
         waits = self.waits[:-1] if self.waiting is not None else self.waits
         return WebCursor(Cursor(waits[-1].id)) if waits else WebCursor(Cursor.BEGIN)
 
+    def live_prompt(self) -> str | None:
+        """The prompt of a run in its first part (it started, has not ended nor waited): the conversation store
+        holds it only once the run ends or waits, so a page opened meanwhile shows it from here."""
+        prompt = self.begin.body.get("user_prompt")
+        return prompt if isinstance(prompt, str) and not self.waits and self.last.type != END else None
+
     def resumable(self) -> str | None:
         """The cursor a client that shows the stored conversation resumes from: after what the conversation holds
         (`None`: the run ended, the conversation holds it all)."""
@@ -196,9 +202,17 @@ class WebEdge:
             else AGUIAdapter.dump_messages(stored.msgs)
         )
         run = await _run(session)
+        messages = [m.model_dump(mode="json", by_alias=True, exclude_none=True) for m in dumped]
+        if run is not None and (prompt := run.live_prompt()) is not None:
+            message_id = f"{run.run_id}-prompt"
+            messages.append(
+                {"id": message_id, "role": "user", "parts": [{"type": "text", "text": prompt}]}
+                if form == "vercel-ai"
+                else {"id": message_id, "role": "user", "content": prompt}
+            )
         return JSONResponse(
             {
-                "messages": [m.model_dump(mode="json", by_alias=True, exclude_none=True) for m in dumped],
+                "messages": messages,
                 "active": run.resumable() if run is not None else None,
                 "pending": run.calls if run is not None else [],
             }
