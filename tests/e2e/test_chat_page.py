@@ -258,6 +258,23 @@ def test_an_approved_tool_runs_and_the_agent_goes_on(page: Page) -> None:
     expect(page.locator(".message.assistant .text").last).to_have_text(deployed())
 
 
+def test_stop_ends_a_run_that_waits_for_an_approval(page: Page, redis_url: str, prefix: str) -> None:
+    session = _session()
+    _open(page, "deployer", session)
+    _send(page, "deploy it")
+    tool = page.locator(".tool[data-tool=deploy]")
+    expect(tool).to_have_attribute("data-state", "approval-requested")
+    expect(page.locator("body")).to_have_attribute("data-phase", "waiting")
+    page.get_by_role("button", name="Stop").click()
+    _idle(page)
+    expect(page.locator("#status")).to_have_text("Stopped.")
+    keys = SessionKeys.build(prefix=prefix, scope_id=1, user_id=1, session_id=session)
+    with Redis.from_url(redis_url) as redis:
+        [(_, end), (_, error)] = redis.xrevrange(keys.stream, count=2)
+    assert (end[b"type"], error[b"type"]) == (b"end", b"error")
+    assert b"canceled" in error[b"body"]
+
+
 def test_the_demo_agent_thinks_calls_its_tool_and_answers(page: Page) -> None:
     """The server's built-in agent, as the README's first command serves it."""
     _open(page, "demo", _session())

@@ -40,7 +40,7 @@ function setPhase(phase) {
   state.phase = phase;
   const busy = phase !== "idle" && phase !== "waiting";
   $("send").disabled = busy;
-  $("stop").hidden = phase !== "streaming" && phase !== "stopping";
+  $("stop").hidden = !["streaming", "stopping", "waiting"].includes(phase); // a waiting run can be stopped too
   $("stop").disabled = phase === "stopping";
   $("agent").disabled = busy || state.messages.length > 0;
   draw(); // now: what the phase says is on the page
