@@ -63,7 +63,7 @@ async def _streaming(server: RunningServer, session_id: str) -> None:
 
 
 async def test_run_prints_the_answer_as_it_streams(server: RunningServer) -> None:
-    code, out, err = await _cli(server, "run", "demo", "count these words please", "--session", "c1")
+    code, out, err = await _cli(server, "run", "--text", "demo", "count these words please", "--session", "c1")
     assert code == 0, err
     assert out.startswith("You said 4 words")
     assert "[tool] count_words" in err
@@ -76,10 +76,25 @@ async def test_run_prints_the_answer_as_it_streams(server: RunningServer) -> Non
     assert [json.loads(line)["type"] for line in out.splitlines()] == ["end"]
 
 
+async def test_run_into_a_pipe_prints_json_lines_as_listen_does(server: RunningServer) -> None:
+    code, out, err = await _cli(server, "run", "demo", "count these words please", "--session", "c12")
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert (lines[0]["type"], lines[-1]["type"]) == ("begin", "end")
+    code, listened, _ = await _cli(server, "listen", "c12")
+    assert [json.loads(line) for line in listened.splitlines()] == lines
+    OPS_DROPS.clear()
+    code, out, err = await _piped(server, "run", "ops", "clean up", "--session", "c13")
+    assert code == 3, err  # it waits for input: its events so far, then how to answer on stderr
+    assert json.loads(out.splitlines()[-1])["body"]["event"] == "input_required"
+    assert "answer it with: pydantic-ai-stream respond c13" in err
+    assert (await _cli(server, "cancel", "c13"))[:2] == (0, "cancelled\n")
+
+
 async def test_run_sends_a_context_and_attached_files(server: RunningServer, tmp_path: Path) -> None:
     (tmp_path / "scan.png").write_bytes(b"\x89PNG" + bytes(100))
     context = '{"locale": "fr"}'
-    args = ("run", "seeing_any", "look", "--context", context, "--attach", str(tmp_path / "scan.png"))
+    args = ("run", "--text", "seeing_any", "look", "--context", context, "--attach", str(tmp_path / "scan.png"))
     code, out, err = await _cli(server, *args)
     assert code == 0, err
     assert out.splitlines()[:3] == [
@@ -87,37 +102,37 @@ async def test_run_sends_a_context_and_attached_files(server: RunningServer, tmp
         "text=look",
         "binary=image/png:104:scan.png",
     ]
-    code, _, err = await _cli(server, "run", "seeing_any", "look", "--context", "[1]")
+    code, _, err = await _cli(server, "run", "--text", "seeing_any", "look", "--context", "[1]")
     assert code == 2
     assert "must be a JSON object" in err
 
 
 async def test_ls_and_cancel(server: RunningServer) -> None:
-    running = asyncio.create_task(_cli(server, "run", "stalling", "go", "--session", "c2"))
+    running = asyncio.create_task(_cli(server, "run", "--text", "stalling", "go", "--session", "c2"))
     await _streaming(server, "c2")
-    assert (await _cli(server, "ls"))[:2] == (0, "c2\n")
+    assert (await _cli(server, "ls", "--text"))[:2] == (0, "c2\n")
     assert (await _cli(server, "cancel", "c2"))[:2] == (0, "cancelled\n")
     code, out, err = await running
     assert code == 1
     assert out.startswith("thinking hard")
     assert "[error] canceled" in err
     assert (await _cli(server, "cancel", "c2"))[:2] == (1, "no live run\n")
-    assert (await _cli(server, "ls"))[:2] == (0, "")
+    assert (await _cli(server, "ls", "--text"))[:2] == (0, "")
 
 
 async def test_errors_are_one_line_with_the_status(server: RunningServer) -> None:
-    code, _, err = await _cli(server, "run", "nope", "hi")
+    code, _, err = await _cli(server, "run", "--text", "nope", "hi")
     assert code == 1
     assert err.startswith("error: NOT_FOUND: unknown agent 'nope'")
 
 
 async def test_run_if_busy_enqueue_waits_behind_the_sessions_run_then_prints_its_answer(server: RunningServer) -> None:
-    running = asyncio.create_task(_cli(server, "run", "stalling", "go", "--session", "c3"))
+    running = asyncio.create_task(_cli(server, "run", "--text", "stalling", "go", "--session", "c3"))
     await _streaming(server, "c3")
-    code, _, err = await _cli(server, "run", "demo", "hi", "--session", "c3")
+    code, _, err = await _cli(server, "run", "--text", "demo", "hi", "--session", "c3")
     assert (code, err.splitlines()[-1]) == (1, "error: ALREADY_EXISTS: session 'c3' already has a live run")
     enqueued = await _start_cli(
-        server, "run", "demo", "count these words please", "--session", "c3", "--if-busy", "enqueue"
+        server, "run", "--text", "demo", "count these words please", "--session", "c3", "--if-busy", "enqueue"
     )
     assert enqueued.stderr is not None
     waiting = (await enqueued.stderr.readline()).decode()
@@ -131,10 +146,10 @@ async def test_run_if_busy_enqueue_waits_behind_the_sessions_run_then_prints_its
 
 
 async def test_run_if_busy_interrupt_cancels_the_sessions_run_then_prints_its_answer(server: RunningServer) -> None:
-    running = asyncio.create_task(_cli(server, "run", "stalling", "go", "--session", "c4"))
+    running = asyncio.create_task(_cli(server, "run", "--text", "stalling", "go", "--session", "c4"))
     await _streaming(server, "c4")
     code, out, err = await _cli(
-        server, "run", "demo", "count these words please", "--session", "c4", "--if-busy", "interrupt"
+        server, "run", "--text", "demo", "count these words please", "--session", "c4", "--if-busy", "interrupt"
     )
     assert code == 0, err
     assert out.startswith("You said 4 words")
@@ -164,9 +179,9 @@ async def _cli_imports(server: RunningServer, *args: str) -> tuple[int, str, str
 
 async def test_ls_cancel_and_listen_start_without_importing_pydantic_ai_or_redis(server: RunningServer) -> None:
     """They start in a quarter of a second instead of one and more (pydantic-ai alone takes a second)."""
-    running = asyncio.create_task(_cli(server, "run", "stalling", "go", "--session", "c6"))
+    running = asyncio.create_task(_cli(server, "run", "--text", "stalling", "go", "--session", "c6"))
     await _streaming(server, "c6")
-    code, out, err = await _cli_imports(server, "ls")
+    code, out, err = await _cli_imports(server, "ls", "--text")
     assert (code, out, err.splitlines()[-1]) == (0, "c6\n", "imported: []")
     code, out, err = await _cli_imports(server, "cancel", "c6")
     assert (code, out, err.splitlines()[-1]) == (0, "cancelled\n", "imported: []")
@@ -201,7 +216,7 @@ async def test_run_asks_for_an_approval_and_a_result_on_a_terminal_then_prints_t
     OPS_DROPS.clear()
     terminal, stdin = pty.openpty()
     try:
-        proc = await _start_cli(server, "run", "ops", "clean up", "--session", "c7", stdin=stdin)
+        proc = await _start_cli(server, "run", "--text", "ops", "clean up", "--session", "c7", stdin=stdin)
         assert proc.stderr is not None
         asked = (await proc.stderr.readuntil(b"approve? [y/N] ")).decode()
         assert '[input] drop_db({"name": "staging"}) call c1' in asked
@@ -226,7 +241,7 @@ async def test_run_asks_for_an_approval_and_a_result_on_a_terminal_then_prints_t
 
 async def test_run_without_a_terminal_leaves_the_run_waiting_for_respond(server: RunningServer) -> None:
     OPS_DROPS.clear()
-    code, out, err = await _piped(server, "run", "ops", "clean up", "--session", "c8")
+    code, out, err = await _piped(server, "run", "--text", "ops", "clean up", "--session", "c8")
     assert code == 3, err
     [waiting] = [json.loads(line) for line in out.splitlines()]
     assert waiting["body"]["event"] == "input_required"
@@ -234,7 +249,7 @@ async def test_run_without_a_terminal_leaves_the_run_waiting_for_respond(server:
     assert calls == [("c1", "drop_db", "approval"), ("c2", "page", "external")]
     run_id = re.search(r"session c8 run (\w+)", err)[1]  # type: ignore[index]
     assert f"answer it with: pydantic-ai-stream respond c8 --run {run_id} --approve c1 --value c2=JSON" in err
-    assert (await _cli(server, "ls"))[:2] == (0, "c8\n"), "still waiting"
+    assert (await _cli(server, "ls", "--text"))[:2] == (0, "c8\n"), "still waiting"
     assert (await _cli(server, "respond", "c8", "--approve", "c1"))[:2] == (0, "held; still waiting on c2\n")
     code, out, err = await _cli(server, "respond", "c8", "--run", run_id, "--value", 'c2={"ack": true}')
     assert (code, out) == (0, "continued\n"), err
@@ -248,7 +263,7 @@ async def test_run_without_a_terminal_leaves_the_run_waiting_for_respond(server:
 
 async def test_run_approve_all_answers_the_approvals_and_respond_denies_and_retries(server: RunningServer) -> None:
     OPS_DROPS.clear()
-    code, out, err = await _piped(server, "run", "ops", "clean up", "--session", "c9", "--approve-all")
+    code, out, err = await _piped(server, "run", "--text", "ops", "clean up", "--session", "c9", "--approve-all")
     assert code == 3, err
     assert "[input] held; still waiting on c2" in err, "the approval was sent"
     assert re.search(r"answer it with: pydantic-ai-stream respond c9 --run \w+ --value c2=JSON\n", err)
@@ -258,7 +273,7 @@ async def test_run_approve_all_answers_the_approvals_and_respond_denies_and_retr
     assert entries[-1]["type"] == "end"
     assert OPS_DROPS == ["staging"]
 
-    code, out, err = await _piped(server, "run", "ops", "clean up", "--session", "c10")
+    code, out, err = await _piped(server, "run", "--text", "ops", "clean up", "--session", "c10")
     assert code == 3, err
     code, out, err = await _cli(server, "respond", "c10", "--deny", "c1=not on Fridays", "--retry", "c2=pager down")
     assert (code, out) == (0, "continued\n"), err
@@ -272,7 +287,7 @@ async def test_run_approve_all_answers_the_approvals_and_respond_denies_and_retr
 async def test_ctrl_c_at_a_prompt_leaves_the_run_waiting_and_says_how_to_answer_it(server: RunningServer) -> None:
     terminal, stdin = pty.openpty()
     try:
-        proc = await _start_cli(server, "run", "ops", "clean up", "--session", "c11", stdin=stdin)
+        proc = await _start_cli(server, "run", "--text", "ops", "clean up", "--session", "c11", stdin=stdin)
         assert proc.stderr is not None
         started = (await proc.stderr.readuntil(b"approve? [y/N] ")).decode()
         proc.send_signal(signal.SIGINT)
@@ -284,5 +299,5 @@ async def test_ctrl_c_at_a_prompt_leaves_the_run_waiting_and_says_how_to_answer_
     assert code == 130
     assert f"still waits for input; answer it with: pydantic-ai-stream respond c11 --run {run_id} --approve c1" in err
     assert "Traceback" not in err
-    assert (await _cli(server, "ls"))[:2] == (0, "c11\n")
+    assert (await _cli(server, "ls", "--text"))[:2] == (0, "c11\n")
     assert (await _cli(server, "respond", "c11", "--approve", "c1", "--value", "c2=1"))[:2] == (0, "continued\n")

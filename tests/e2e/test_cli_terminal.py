@@ -184,9 +184,10 @@ async def test_ls_shows_state_and_attempt_of_a_running_and_a_waiting_run(server:
     assert (rows[0][3], rows[1][3:6]) == ("1", ["for", "input", "-"]), "attempt: 1 running, none waiting"
     assert all(re.fullmatch(r"\d+s", row[-1]) for row in rows), "begun seconds ago"
 
-    code, out, err = await _piped(server, "ls")
-    assert (code, out) == (0, "t6\nt7\n"), "into a pipe: the ids, as before"
-    code, out, err = await _piped(server, "ls", "--json")
+    code, out, err = await _piped(server, "ls", "--text")
+    assert (code, out) == (0, "t6\nt7\n"), "--text: the ids"
+    code, out, err = await _piped(server, "ls")  # into a pipe: JSON lines, as with --json
+    assert (await _piped(server, "ls", "--json"))[1] == out
     listed = [json.loads(line) for line in out.splitlines()]
     assert [(s["session_id"], s["agent"], s["state"], s["attempt"]) for s in listed] == [
         ("t6", "stalling", "running", 1),

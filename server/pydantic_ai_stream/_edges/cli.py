@@ -93,10 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--http-port", type=int, metavar="PORT", help="serve HTTP too: A2A JSON-RPC, REST, agent cards")
 
     for name, help_text in (
-        ("run", "start a run and print the answer as it streams, asking for the input it waits on"),
+        ("run", "start a run and show it as it streams, asking for the input it waits on (JSON lines into a pipe)"),
         ("respond", "answer the calls a session's run waits on (approvals, external results)"),
         ("listen", "show a session's run as it streams (JSON lines when stdout is not a terminal)"),
-        ("ls", "list your sessions with a live run (a table on a terminal, else their ids)"),
+        ("ls", "list your sessions with a live run (a table on a terminal, JSON lines into a pipe)"),
         ("cancel", "cancel a session's live run"),
     ):
         command = commands.add_parser(name, help=help_text)
@@ -104,9 +104,16 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--token", default=os.environ.get("PYDANTIC_AI_STREAM_TOKEN"), help="bearer token")
         command.add_argument("--tls-ca", help="trust this CA (PEM) and use TLS")
         if name in ("run", "listen", "ls"):
-            command.add_argument(
+            form = command.add_mutually_exclusive_group()
+            form.add_argument(
                 "--json", action="store_true", help="JSON lines, also on a terminal (a run's events, or a session each)"
             )
+            if name != "listen":
+                form.add_argument(
+                    "--text",
+                    action="store_true",
+                    help="plain text, also into a pipe: the answer on stdout, the rest on stderr (ls: the session ids)",
+                )
         if name == "run":
             command.add_argument("agent")
             command.add_argument("prompt")
@@ -256,10 +263,12 @@ def _check_processes(config: ServerSettings) -> None:
 
 async def _client_command(args: argparse.Namespace) -> int:
     root = open(args.tls_ca, "rb").read() if args.tls_ca else None  # noqa: SIM115, ASYNC230 - read once at start
-    on_terminal = sys.stdout.isatty() and not getattr(args, "json", False)
+    text = getattr(args, "text", False)
+    on_terminal = sys.stdout.isatty() and not getattr(args, "json", False) and not text
+    as_json = not on_terminal and not text  # into a pipe or a file: JSON lines, unless `--text`
     async with StreamClient(args.target, token=args.token, root_certificates=root) as client:
         if args.command == "ls":
-            print_sessions(await client.active_sessions(), as_json=args.json, on_terminal=on_terminal)
+            print_sessions(await client.active_sessions(), as_json=as_json, on_terminal=on_terminal)
         elif args.command == "cancel":
             cancelled = await client.cancel(args.session)
             print("cancelled" if cancelled else "no live run")
@@ -270,7 +279,7 @@ async def _client_command(args: argparse.Namespace) -> int:
             run_id = args.run or await _current_run(client, args.session)
             print(_responded(await client.respond(args.session, run_id, answers_of_options(args))))
         else:
-            return await _run(client, args, on_terminal)
+            return await _run(client, args, on_terminal, as_json=as_json)
     return 0
 
 
@@ -300,7 +309,7 @@ async def _listen(client: StreamClient, args: argparse.Namespace, on_terminal: b
     return 0
 
 
-async def _run(client: StreamClient, args: argparse.Namespace, on_terminal: bool) -> int:
+async def _run(client: StreamClient, args: argparse.Namespace, on_terminal: bool, *, as_json: bool) -> int:
     """`run`: start the run, then follow it to its end, asking for the input it waits on."""
     session_id = args.session or uuid.uuid4().hex[:12]
     started = await client.run(
@@ -312,7 +321,7 @@ async def _run(client: StreamClient, args: argparse.Namespace, on_terminal: bool
         attachments=args.attach,
     )
     waiting = " waiting behind the session's run" if started.waiting else ""
-    output, prompts = outputs(on_terminal=on_terminal, plain=JsonLines() if args.json else PlainAnswer())
+    output, prompts = outputs(on_terminal=on_terminal, plain=JsonLines() if as_json else PlainAnswer())
     if on_terminal:  # its `begin` says which run it is, once it began
         if started.waiting:
             output.note(f"session {session_id} run {started.run_id}{waiting}")

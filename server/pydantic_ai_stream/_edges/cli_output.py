@@ -1,5 +1,5 @@
-"""What `run` and `listen` print of a run's events: plain (a pipe, a file), JSON lines (`--json`), or rendered on a
-terminal (`cli_render`, with rich); one loop, `follow`, feeds each of them. And what `ls` prints."""
+"""What `run` and `listen` print of a run's events: JSON lines (a pipe, a file, or `--json`), plain text (`run --text`),
+or rendered on a terminal (`cli_render`, with rich); one loop, `follow`, feeds each of them. And what `ls` prints."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class JsonLines:
 
 
 class PlainAnswer:
-    """`run` into a pipe or a file: the answer on stdout once the run ended (so it never gets output a resumed
+    """`run --text`: the answer on stdout once the run ended (so it never gets output a resumed
     run superseded); thinking, tools, resumes and errors on stderr as they come."""
 
     def show(self, event: pb.Event, *, dropped: bool) -> None:
@@ -106,7 +106,7 @@ def outputs(*, on_terminal: bool, plain: RunOutput) -> tuple[RunOutput, Prompts 
 
 
 def print_sessions(sessions: Sequence[pb.ActiveSession], *, as_json: bool, on_terminal: bool) -> None:
-    """`ls`: a table on a terminal, a JSON line a session with `--json`, else one session id a line."""
+    """`ls`: a table on a terminal, else a JSON line a session (`as_json`) or one session id a line (`--text`)."""
     if on_terminal:
         from .cli_render import sessions_table, terminal
 
