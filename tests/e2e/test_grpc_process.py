@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -34,8 +32,7 @@ HERE = Path(__file__).parent
 def _process(
     command: list[str], env: dict[str, str], ready: str
 ) -> Iterator[tuple[subprocess.Popen[str], re.Match[str]]]:
-    """`command` started; yields it and the match of `ready` in its log once it logs it (killed on exit). The rest
-    of its log is read as it comes (and dropped), so a chatty process never blocks on a full pipe."""
+    """`command` started; yields it and the match of `ready` in its log once it logs it (killed on exit)."""
     env = {
         **os.environ,
         **env,
@@ -46,7 +43,6 @@ def _process(
     try:
         for line in proc.stderr:  # blocks until the process logs `ready` (or dies)
             if match := re.search(ready, line):
-                threading.Thread(target=collections.deque, args=(proc.stderr, 0), daemon=True).start()  # consume it
                 yield proc, match
                 return
         raise AssertionError(f"{command[3]} exited with {proc.wait()}")

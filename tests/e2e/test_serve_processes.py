@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,8 +42,6 @@ def _serving(redis_url: str, prefix: str, processes: int) -> Iterator[tuple[subp
                     break
         assert len(ports) == processes, f"serving on {ports}, exit code {proc.poll()}"
         assert len(set(ports)) == 1, f"serving on {ports}"
-        # The rest of the log is read as it comes (and dropped): a chatty process must not block on a full pipe.
-        threading.Thread(target=collections.deque, args=(proc.stderr, 0), daemon=True).start()  # consume it
         yield proc, ports[0], _children(proc.pid)
     finally:
         if proc.poll() is None:
