@@ -9,6 +9,7 @@ import json
 import logging
 import shutil
 import signal
+import weakref
 from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -84,7 +85,9 @@ def _run_input(thread: str, run: str, text: str = "", **more: Any) -> dict[str, 
     return {"threadId": thread, "runId": run, "messages": messages, "tools": [], "context": [], **more}
 
 
-_LINES: dict[int, AsyncIterator[str]] = {}
+_LINES: weakref.WeakKeyDictionary[httpx.Response, AsyncIterator[str]] = weakref.WeakKeyDictionary()
+"""Each response's line reader, so a next `_events` call reads on (keyed by the response itself: an `id` is reused
+once its response is gone, and a later response then got the earlier one's finished reader)."""
 
 
 async def _events(response: httpx.Response, most: int | None = None) -> list[tuple[str, str]]:
@@ -92,7 +95,7 @@ async def _events(response: httpx.Response, most: int | None = None) -> list[tup
     call reads on)."""
     events: list[tuple[str, str]] = []
     fields: dict[str, str] = {}
-    lines = _LINES.setdefault(id(response), response.aiter_lines())
+    lines = _LINES.setdefault(response, response.aiter_lines())
     async for line in lines:
         if not line:
             if "data" in fields:
