@@ -102,8 +102,7 @@ async def listen_batches(
     appear_by = now + wait if bounds is None else math.inf
     silent_by = math.inf if timeout is None or bounds is None else now + timeout
     beat = math.inf if heartbeat is None else now + heartbeat
-    lost = False
-    """The last entry read is the `error` of a run that died (`run lost`): its `end` calls `on_lost`."""
+    lost = False  # the last entry read is the `error` of a run that died (`run lost`): its `end` calls `on_lost`
     async with _reader(stream, hub, cursor, grace_ms) as reader:
         while True:
             now = time.monotonic()
