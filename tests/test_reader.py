@@ -1,4 +1,4 @@
-"""The stream hub: every listener of a process on one blocking read, each entry once, in order."""
+"""The stream hub: every listener of a process on one subscriber and one reader, each entry once, in order."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from pydantic_ai_stream import CursorAheadError, InvalidIdError, ListenTimeoutError, Runtime, Settings, run
 from pydantic_ai_stream._core.cursor import Cursor
 from pydantic_ai_stream._read import hub as _reader
+from pydantic_ai_stream._read import notices as _notices
 from pydantic_ai_stream._read import subscription as _subscription
 from support import Collector, MemorySession, ScopedDeps, evalsha_calls, has_text, scripted_model
 
@@ -23,10 +24,11 @@ def _deps(runtime: Runtime, session_id: str) -> ScopedDeps:
     return ScopedDeps.on(runtime, user_id=1, session_id=session_id)
 
 
-async def _blocked_reads(redis: Redis, name: str) -> int:
-    """Connections named `name` parked in a blocking XREAD."""
+async def _hub_connections(redis: Redis, name: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The connections named `name`: those subscribed to channels, and those that read streams."""
     clients = await redis.client_list()
-    return sum(c.get("name") == name and c.get("cmd") == "xread" and "b" in c.get("flags", "") for c in clients)
+    named = [c for c in clients if c.get("name") == name]
+    return [c for c in named if int(c.get("sub", 0))], [c for c in named if c.get("cmd") == "xread"]
 
 
 async def _live_runs(runtime: Runtime, sessions: list[str], gate: asyncio.Event) -> list[asyncio.Task[None]]:
@@ -36,7 +38,7 @@ async def _live_runs(runtime: Runtime, sessions: list[str], gate: asyncio.Event)
     ]
 
 
-async def test_many_listeners_share_one_blocking_read(
+async def test_many_listeners_share_one_subscriber_and_one_reader(
     redis: Redis, redis_url: str, settings: Settings, runtime: Runtime
 ) -> None:
     listening = Redis.from_url(redis_url, client_name="listeners")  # the client whose hub we count
@@ -47,7 +49,9 @@ async def test_many_listeners_share_one_blocking_read(
         collectors = [Collector(_deps(listeners, s)) for s in sessions for _ in range(5)]
         for collector in collectors:
             await collector.wait_for(has_text("b "))
-        assert await _blocked_reads(redis, "listeners") == 1, "50 listeners of 10 sessions: one XREAD BLOCK"
+        subscribers, readers = await _hub_connections(redis, "listeners")
+        assert [c["sub"] for c in subscribers] == ["10"], "50 listeners of 10 sessions: one subscriber, 10 channels"
+        assert len(readers) == 1, "and one connection reads the streams"
         gate.set()
         await asyncio.wait_for(asyncio.gather(*runs), 5)
         streams = [await collector.done() for collector in collectors]
@@ -59,16 +63,15 @@ async def test_many_listeners_share_one_blocking_read(
     await listening.aclose()
 
 
-async def test_a_new_stream_joins_the_blocked_read_at_once(runtime: Runtime) -> None:
+async def test_a_new_stream_is_read_at_once(monkeypatch: pytest.MonkeyPatch, runtime: Runtime) -> None:
+    monkeypatch.setattr(_reader, "FULL_READ_EVERY", 3600)  # only as the hub starts: the rest is read when written
     gate = asyncio.Event()
     (first,) = await _live_runs(runtime, ["quiet"], gate)
     quiet = Collector(_deps(runtime, "quiet"))
-    await quiet.wait_for(has_text("b "))  # the hub is now blocked on a silent stream
+    await quiet.wait_for(has_text("b "))  # the hub now waits for a silent stream's notices
     await _live_runs(runtime, ["other"], gate)
-    started = time.monotonic()
     late = Collector(_deps(runtime, "other"))
     await late.wait_for(has_text("b "))
-    assert time.monotonic() - started < _reader.BLOCK_MS / 1000 / 2, "woken, not left to the block timeout"
     gate.set()
     await asyncio.wait_for(first, 5)
     assert (await late.done())[-1]["type"] == "end"
@@ -124,19 +127,17 @@ async def _stream_entries(redis: Redis, deps: ScopedDeps) -> list[str]:
     return [entry_id.decode() for entry_id, _ in await redis.xrange(deps.key())]
 
 
-async def test_a_rejoin_while_the_shared_read_is_in_flight_loses_nothing(redis: Redis, runtime: Runtime) -> None:
+async def test_a_rejoin_while_a_shared_read_is_in_flight_loses_nothing(redis: Redis, runtime: Runtime) -> None:
     gate = asyncio.Event()
     (task,) = await _live_runs(runtime, ["s1"], gate)
     first = _deps(runtime, "s1").listen(serialize=False)
     async for event in first:  # the hub reads all there is so far
         if has_text("b ")(event):  # type: ignore[arg-type]
             break
-    await first.aclose()  # the hub's blocked read still carries the cursor of the listener that left
+    await first.aclose()  # a round of the hub's reads may still carry the cursor of the listener that left
     rejoined = Collector(_deps(runtime, "s1"))
     resumed = Collector(_deps(runtime, "s1"), after=(await _stream_entries(redis, _deps(runtime, "s1")))[1])
-    started = time.monotonic()
     await rejoined.wait_for(lambda e: e["type"] == "begin")
-    assert time.monotonic() - started < _reader.BLOCK_MS / 1000 / 2, "woken, not left to the block timeout"
     gate.set()
     await asyncio.wait_for(task, 5)
     ids = await _stream_entries(redis, _deps(runtime, "s1"))
@@ -163,8 +164,9 @@ async def test_one_listeners_cursor_never_changes_what_another_receives(redis: R
     assert [e["id"] for e in await others[1].done()] == ids[ids.index(newest) + 1 :]
 
 
-async def test_a_killed_reader_connection_is_reopened_and_loses_nothing(
-    redis: Redis, redis_url: str, settings: Settings, runtime: Runtime
+@pytest.mark.parametrize("killed", ["subscriber", "reader"])
+async def test_a_killed_hub_connection_is_reopened_and_loses_nothing(
+    killed: str, redis: Redis, redis_url: str, settings: Settings, runtime: Runtime
 ) -> None:
     listening = Redis.from_url(redis_url, client_name="hub-under-test")
     async with Runtime(redis=listening, settings=settings) as listeners:
@@ -172,10 +174,15 @@ async def test_a_killed_reader_connection_is_reopened_and_loses_nothing(
         (task,) = await _live_runs(runtime, ["s1"], gate)
         collector = Collector(_deps(listeners, "s1"))
         await collector.wait_for(has_text("b "))
-        clients = await redis.client_list()
-        readers = [c for c in clients if c.get("name") == "hub-under-test" and c.get("cmd") == "xread"]
-        assert len(readers) == 1
-        await redis.client_kill_filter(_id=readers[0]["id"])
+        subscribers, readers = await _hub_connections(redis, "hub-under-test")
+        assert len(subscribers) == len(readers) == 1
+        (victim,) = subscribers if killed == "subscriber" else readers
+        await redis.client_kill_filter(_id=victim["id"])
+        deadline = time.monotonic() + 10
+        while not (again := (await _hub_connections(redis, "hub-under-test"))[0]) or again[0]["id"] == victim["id"]:
+            assert time.monotonic() < deadline, "the hub did not subscribe again"
+            await asyncio.sleep(0.01)
+        assert again[0]["sub"] == "1"
         gate.set()
         await asyncio.wait_for(task, 5)
         assert [e["id"] for e in await collector.done()] == await _stream_entries(redis, _deps(runtime, "s1"))
@@ -199,39 +206,39 @@ async def test_a_slow_listener_of_large_entries_holds_little_and_misses_nothing(
     assert [e.id for e in received if e is not None] == ids[1:]
 
 
-async def test_a_listener_joining_as_the_last_read_winds_down_still_sees_a_dead_run_end(
+async def test_a_listener_joining_as_the_last_read_loop_winds_down_gets_a_loop_of_its_own(
     monkeypatch: pytest.MonkeyPatch, redis: Redis, redis_url: str, settings: Settings, runtime: Runtime
 ) -> None:
-    monkeypatch.setattr(_reader, "BLOCK_MS", 30_000)  # the read the last listener leaves stays in flight
-    check_stopped = asyncio.Event()
-    check = _reader.StreamHub._check_silent_streams
+    """The last listener leaves; while the hub's read loop winds down (held in its clean-up here), a new
+    listener comes: it gets the run's entries written from then on, read for it, and a dead run's end."""
+    winding, release = asyncio.Event(), asyncio.Event()
+    close = _notices.WriteNotices.aclose
 
-    async def observed_check(hub: _reader.StreamHub) -> None:
-        try:
-            await check(hub)
-        finally:
-            check_stopped.set()
+    async def held_close(notices: _notices.WriteNotices) -> None:
+        winding.set()
+        await release.wait()
+        await close(notices)
 
-    monkeypatch.setattr(_reader.StreamHub, "_check_silent_streams", observed_check)
+    monkeypatch.setattr(_notices.WriteNotices, "aclose", held_close)
     owner = _deps(runtime, "s1")
     await owner.start()
-    await owner.add_info({"working": True})
+    await owner.add_info({"i": 0})
     await owner.flush()
     listening = Redis.from_url(redis_url, client_name="winding-down")
     async with Runtime(redis=listening, settings=settings) as listeners:
         first = Collector(_deps(listeners, "s1"))
         await first.wait_for(lambda e: e["type"] == "info")
-        deadline = time.monotonic() + 5
-        while await _blocked_reads(redis, "winding-down") != 1:  # the hub's read is in flight
-            assert time.monotonic() < deadline, "the hub did not block in its read"
-            await asyncio.sleep(0.01)
         first.task.cancel()  # the process's last listener leaves
         await asyncio.gather(first.task, return_exceptions=True)
-        await asyncio.wait_for(check_stopped.wait(), 5)  # the dead-run check stops with it...
-        assert await _blocked_reads(redis, "winding-down") == 1, "...while the read loop is in its last read"
-        await redis.delete(owner.key_live())  # as if the run's process had died
+        await asyncio.wait_for(winding.wait(), 5)  # the read loop is in its clean-up
         late = Collector(_deps(listeners, "s1"))
-        events = await late.done(timeout=5)
+        await late.wait_for(lambda e: e["type"] == "info")
+        await owner.add_info({"i": 1})  # written after the late listener read what was there
+        await owner.flush()
+        await late.wait_for(lambda e: e["type"] == "info" and e["body"] == {"i": 1})
+        release.set()
+        await redis.delete(owner.key_live())  # as if the run's process had died
+        events = await late.done(timeout=10)
         assert [(e["type"], e["body"].get("msg")) for e in events[-2:]] == [("error", "run lost"), ("end", None)]
     await listening.aclose()
     await owner.stop()
@@ -276,3 +283,39 @@ async def test_long_waits_end_on_the_hubs_tick_without_a_timer_each(
         task.cancel()
     await asyncio.gather(*waiting, return_exceptions=True)
     await owner.stop()
+
+
+async def test_entries_of_a_writer_that_does_not_publish_still_come(redis: Redis, runtime: Runtime) -> None:
+    """A writer that adds to a stream without telling (an older release, a script of one's own): the hub's
+    reads of every stream it follows, once `FULL_READ_EVERY`, find its entries."""
+    owner = _deps(runtime, "s1")
+    await owner.start()
+    await owner.flush()
+    listener = Collector(_deps(runtime, "s1"))
+    await listener.wait_for(lambda e: e["type"] == "begin")
+    await redis.xadd(owner.key(), {"type": "info", "origin": "own", "body": '{"quiet": true}'})  # no PUBLISH
+    await listener.wait_for(lambda e: e["type"] == "info" and e["body"] == {"quiet": True})
+    await owner.stop()
+    assert [e["id"] for e in await listener.done()] == await _stream_entries(redis, owner)
+
+
+async def test_a_resp2_client_hears_the_notices_too(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, redis: Redis, settings: Settings
+) -> None:
+    """The subscriber's messages are arrays in RESP2 and pushes in RESP3 (redis-py's default): both are heard,
+    so an entry comes when written (here the hub reads every stream only as it starts)."""
+    monkeypatch.setattr(_reader, "FULL_READ_EVERY", 3600)
+    resp2 = Redis.from_url(redis_url, protocol=2)
+    async with Runtime(redis=resp2, settings=settings) as runtime:
+        owner = _deps(runtime, "s1")
+        await owner.start()
+        await owner.flush()
+        listener = Collector(_deps(runtime, "s1"))
+        await listener.wait_for(lambda e: e["type"] == "begin")
+        for i in range(3):
+            await owner.add_info({"i": i})
+            await owner.flush()
+            await listener.wait_for(lambda e, i=i: e["type"] == "info" and e["body"] == {"i": i})  # type: ignore[misc]
+        await owner.stop()
+        assert [e["id"] for e in await listener.done()] == await _stream_entries(redis, owner)
+    await resp2.aclose()

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from grpc_agents import OPS_DROPS, ops
 from pydantic_ai import Agent
-from redis.asyncio import RedisCluster
+from redis.asyncio import Redis, RedisCluster
 from redis.cluster import key_slot
 
 from pydantic_ai_stream import (
@@ -217,3 +217,22 @@ async def test_a_run_waits_for_input_and_goes_on_on_the_cluster(runtime: Runtime
         rest = [e async for e in handle.listen(after=waiting_id, serialize=False, timeout=20)]
     assert rest[-1]["type"] == "end"  # type: ignore[index]
     assert OPS_DROPS == ["staging"]
+
+
+async def test_writes_on_the_cluster_tell_no_one(cluster: RedisCluster, cluster_url: str, runtime: Runtime) -> None:
+    """On one Redis the scripts that write a stream publish on its channel (the stream hub's notices); a
+    cluster's scripts do not: PUBLISH there reaches every node, and each listener reads on its own."""
+    deps = ScopedDeps.on(runtime, user_id=1, session_id="s1")
+    node = cluster.get_nodes()[0]
+    subscriber = Redis(host=node.host, port=node.port).pubsub()
+    await subscriber.subscribe(deps.keys().stream)  # a cluster's PUBLISH comes to every node's subscribers
+    listener = Collector(ScopedDeps.on(runtime, user_id=1, session_id="s1"))
+    session = RedisSession(redis=cluster, runtime=runtime, scope_id=1, user_id=1, session_id="s1")
+    await run(session, _weather_agent(), "weather?", deps)
+    assert text_of(await listener.done()) == "It is sunny."
+    await subscriber.ping()  # answered after any message published before it
+    kinds = []
+    while (message := await subscriber.get_message(timeout=1.0)) is not None and message["type"] != "pong":
+        kinds.append(message["type"])
+    assert kinds == ["subscribe"], "nothing published on the stream's channel"
+    await subscriber.aclose()

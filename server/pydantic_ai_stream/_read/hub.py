@@ -1,15 +1,18 @@
-"""One blocking reader per process that serves every listener, instead of a connection per listener.
+"""One reader per process that serves every listener, instead of a connection per listener.
 
-A `StreamHub` (one per `Runtime`, the owner of its tasks) keeps a single `XREAD BLOCK` in flight over
-every stream someone in this process listens to, decodes each entry once and hands it to all of
-that stream's subscribers. A listener that joins a stream the hub already follows reads the part
-it missed with `XRANGE`; a new stream wakes the blocked read through a wake-up stream of the hub's
-own, so it joins the next read at once. Entries are handed only to the followers the read was sent
-for, so a listener that joins while a read with an older follower's cursor is in flight never gets
-that read's entries. A subscriber that falls behind by more than `MAX_BUFFERED_BYTES` drops its
-buffer and re-reads from Redis, which holds the stream anyway: a slow client costs no memory here.
-A dropped connection is re-opened and the read re-sent from each stream's cursor, so a Redis restart
-loses nothing; only an outage longer than `RECONNECT_WINDOW` reaches the listeners.
+A `StreamHub` (one per `Runtime`, the owner of its tasks) reads each new entry of the streams someone in this
+process listens to once, decodes it once and hands it to all of that stream's subscribers. Redis tells it
+which streams were written (`WriteNotices`: every script that adds to a session's stream publishes on the
+stream's channel), and a round of reads names only those, at each stream's cursor: a read costs the same
+however many streams the hub follows, and reads that come while one is in flight join the next round. Once
+`FULL_READ_EVERY` the hub reads every stream it follows, for a writer that does not publish (an older release,
+a script of one's own). A listener that joins a stream the hub already follows reads the part it missed with
+`XRANGE`. Entries are handed only to the followers the read was sent for, so a listener that joins while a
+read with an older follower's cursor is in flight never gets that read's entries. A subscriber that falls
+behind by more than `MAX_BUFFERED_BYTES` drops its buffer and re-reads from Redis, which holds the stream
+anyway: a slow client costs no memory here. A dropped connection is re-opened (and everything read again
+from each stream's cursor), so a Redis restart loses nothing; only an outage longer than `RECONNECT_WINDOW`
+reaches the listeners.
 
 Redis Cluster cannot read streams of different slots in one command, so cluster clients keep one
 blocking read per listener (see `listen.py`).
@@ -22,40 +25,44 @@ import contextlib
 import logging
 import math
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._core.cursor import Cursor
 from .._core.entry import Entry, decode
 from .._core.errors import PydanticAIStreamError
-from .._core.keys import wake_key
 from .._core.names import END
 from .._core.settings import Settings
 from .._store.cluster import reap_many
 from .._store.redis import own_pool, xread_entries_by_key
 from .._store.stream import SessionStream
+from .notices import WriteNotices
 from .subscription import READ_COUNT, Subscription
 
 __all__ = ["StreamHub"]
 
 logger = logging.getLogger(__name__)
 
-BLOCK_MS = 1000
-"""Longest single blocking read; an idle hub reads once a second and stops when nobody listens."""
+FULL_READ_EVERY = 1.0
+"""Seconds between reads of every followed stream, written or not (a writer that does not publish)."""
+READ_TIMEOUT = 10.0
+"""Seconds a read may take before its connection is taken for dead."""
 RECONNECT_WINDOW = 10.0
 """Seconds the hub keeps re-opening a dropped connection before its listeners see the failure."""
-WAKE_TTL_MS = 60_000
 CHECK_AFTER = 1.0
 """Seconds of silence after which a followed stream is checked for a dead run (and then as often)."""
 CHECK_TICK = 0.25
 CHECK_BATCH = 500
 """Streams one dead-run check covers at most."""
+
+
+class _HearingStopped(Exception):
+    """The notices failed for good (`_read_loop` reports their error)."""
 
 
 @dataclass(eq=False, kw_only=True)
@@ -71,19 +78,6 @@ class _Followed:
     checked_at: float = 0.0
     ended: bool = False
     """The last entry read was `end`: no run to check on."""
-    packed_cursor: bytes = b""
-    """`cursor` as a RESP bulk string, as the read command carries it."""
-    slot: tuple[list[bytes], int] | None = None
-    """Where the read command's cursors hold `packed_cursor` (the list, its index), kept in step with it."""
-
-    def __post_init__(self) -> None:
-        self.advance(self.cursor)
-
-    def advance(self, cursor: Cursor) -> None:
-        self.cursor, self.packed_cursor = cursor, _bulk(cursor.id)
-        if self.slot is not None:
-            cursors, index = self.slot
-            cursors[index] = self.packed_cursor
 
 
 def _bulk(value: str) -> bytes:
@@ -101,23 +95,30 @@ class StreamHub:
     """Called when the hub's tasks have ended (nobody listens)."""
     _streams: dict[str, _Followed] = field(default_factory=dict)
     _task: asyncio.Task[None] | None = None
+    """The read loop, until it winds down (then a listener who comes starts the next one)."""
+    _loops: set[asyncio.Task[None]] = field(default_factory=set)
+    """Every read loop not yet ended, also one winding down."""
     _checker: asyncio.Task[None] | None = None
+    _notices: WriteNotices = field(init=False)
+    _written: dict[str, None] = field(default_factory=dict)
+    """The streams to read in the next round (written, or newly heard about), in the order they were named."""
+    _read_all_at: float = 0.0
+    """When every followed stream is next read (`time.monotonic`); 0: at the next round."""
+    _kicked: asyncio.Future[None] | None = None
+    """What the read loop waits on between rounds."""
     _in_read: dict[str, _Followed] = field(default_factory=dict)
-    """The followers the read in flight was sent for, by key: only they get its entries, and any other
-    follower needs a wake-up to join the next read."""
-    _packed_keys: tuple[dict[str, _Followed], bytes, list[bytes]] | None = None
-    """The followed streams, in the read command's order, their keys packed and their cursors (each kept up to
-    date by its stream): rebuilt only when streams come or go, so a read costs little however many streams
-    the hub follows."""
-    _wake_key: str = ""
-    _wake_cursor: str = "0-0"
-    _wake_sent: bool = False
-    _background: set[asyncio.Task[Any]] = field(default_factory=set)
+    """The followers the read in flight was sent for, by key: only they get its entries."""
     _due: dict[int, list[Subscription]] = field(default_factory=dict)
     """Subscriptions whose wait a tick ends (`COARSE_WAIT`), by the tick's number (`CHECK_TICK`s since the loop's
     time 0): a timing wheel, so a wait costs an append, and a tick looks only at the waits due."""
     _error: BaseException | None = None
     _closed: bool = False
+
+    def __post_init__(self) -> None:
+        self._notices = self._new_notices()
+
+    def _new_notices(self) -> WriteNotices:
+        return WriteNotices(redis=self.redis, streams=self._streams.keys, on_written=self._on_written)
 
     @contextlib.asynccontextmanager
     async def subscribe(self, stream: SessionStream, cursor: Cursor, *, grace_ms: int) -> AsyncIterator[Subscription]:
@@ -135,17 +136,16 @@ class StreamHub:
         subscription = Subscription(hub=self, stream=stream, cursor=cursor, gap_until="+")
         if followed is None:
             followed = self._streams[key] = _Followed(stream=stream, grace_ms=grace_ms, cursor=cursor)
-            self._packed_keys = None
+            self._notices.sync()  # its subscription's confirmation has it read
         followed.subscribers.add(subscription)
         if self._task is None:
             self._error = None
-            self._wake_key = wake_key(self.settings.redis_prefix, uuid.uuid4().hex)
+            self._read_all_at = 0.0
             self._task = asyncio.create_task(self._read_loop())
-        elif self._in_read.get(key) is not followed:
-            self._wake()
+            self._loops.add(self._task)
         if self._checker is None or self._checker.done():
             # Also beside a running read loop: the check stops a tick after the last listener left,
-            # while the loop's last read may still be in flight, which a new listener then keeps going.
+            # while the loop's last round may still be in flight, which a new listener then keeps going.
             self._checker = asyncio.create_task(self._check_silent_streams())
         try:
             yield subscription
@@ -153,7 +153,18 @@ class StreamHub:
             followed.subscribers.discard(subscription)
             if not followed.subscribers and self._streams.get(key) is followed:
                 del self._streams[key]  # the read in flight may still return it: then it is ignored
-                self._packed_keys = None
+                self._notices.sync()
+                if not self._streams:
+                    self._kick()  # the read loop ends
+
+    def _on_written(self, key: str) -> None:
+        if key in self._streams:
+            self._written[key] = None
+            self._kick()
+
+    def _kick(self) -> None:
+        if self._kicked is not None and not self._kicked.done():
+            self._kicked.set_result(None)
 
     async def _check_silent_streams(self) -> None:
         """End the streams of runs that died without `end`, for every follower at once.
@@ -180,10 +191,15 @@ class StreamHub:
                 subscription.wake_if_due(now)
 
     async def _check_due_streams(self) -> None:
-        """One tick of `_check_silent_streams`; also ends the waits that are due."""
+        """One tick of `_check_silent_streams`; also ends the waits that are due, keeps the notices' connection
+        proven alive and has every stream read once `FULL_READ_EVERY`."""
         await asyncio.sleep(CHECK_TICK)  # a periodic timer, not synchronisation
-        self._wake_due(asyncio.get_running_loop().time())
+        loop_now = asyncio.get_running_loop().time()
+        self._wake_due(loop_now)
+        self._notices.check(loop_now)
         now = time.monotonic()
+        if now >= self._read_all_at:
+            self._kick()
         due = [
             followed
             for followed in self._streams.values()
@@ -205,107 +221,112 @@ class StreamHub:
         if self._error is not None:
             raise self._error
 
-    def _wake(self) -> None:
-        if self._wake_sent:
-            return
-        self._wake_sent = True
-        task = asyncio.create_task(self._send_wake())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _send_wake(self) -> None:
-        try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1, approximate=False)
-                pipe.pexpire(self._wake_key, WAKE_TTL_MS)
-                await pipe.execute()
-        except Exception as e:  # the read loop meets the same failure and reports it
-            logger.debug("could not wake the stream hub: %s", e)
-
     async def _read_loop(self) -> None:
-        pool = own_pool(self.redis)
-        failing_since: float | None = None
+        """Hear which streams are written and read them while anyone listens; a connection that drops is
+        re-opened (`_reopening`)."""
+        notices = self._notices = self._new_notices()  # a loop's own: one winding down leaves the next one's alone
+        hearing = asyncio.create_task(self._reopening(notices.hear, "notices"))
+        hearing.add_done_callback(lambda _: self._kick())  # it failed for good: the reads stop with it
         try:
-            while self._streams and not self._closed:
-                try:
-                    await self._read_until_dropped(pool)
-                except (RedisConnectionError, RedisTimeoutError, OSError) as e:
-                    # A restart, an idle timeout or a killed connection: re-read from every cursor.
-                    self._in_read = {}
-                    now = time.monotonic()
-                    failing_since = failing_since or now
-                    if now - failing_since > RECONNECT_WINDOW:
-                        raise
-                    logger.warning("stream reader lost its Redis connection (%s); reconnecting", e)
-                    with contextlib.suppress(Exception):
-                        await pool.disconnect()
-                    await asyncio.sleep(min(1.0, 0.05 * 2 ** min(5, int(now - failing_since))))  # back-off
-                else:
-                    failing_since = None
+            await self._reopening(lambda: self._read_rounds(hearing), "reads")
+        except _HearingStopped:
+            self._error = hearing.exception()
         except Exception as e:
             self._error = e
         finally:
-            self._in_read = {}
-            self._task = None
+            this = asyncio.current_task()
+            if self._task is this:  # before any wait: a listener who comes now starts the next loop
+                self._task, self._in_read = None, {}
             for followed in self._streams.values():
                 for subscription in followed.subscribers:
                     subscription.wake()
-            with contextlib.suppress(Exception):
-                await asyncio.shield(pool.disconnect())
+            hearing.cancel()
+            await asyncio.gather(hearing, return_exceptions=True)
+            await notices.aclose()
+            self._loops.discard(this)
             if self.idle:
                 self.on_idle()
+
+    async def _reopening(self, work: Callable[[], Awaitable[None]], what: str) -> None:
+        """`work()` while anyone listens, re-run when its connection drops, for up to `RECONNECT_WINDOW` of failures
+        in a row; a re-opened connection reads every stream again from its cursor."""
+        failing_since: float | None = None
+        while self._streams and not self._closed:
+            try:
+                await work()
+            except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+                # A restart, an idle timeout or a killed connection: read everything again.
+                self._in_read, self._read_all_at = {}, 0.0
+                now = time.monotonic()
+                failing_since = failing_since or now
+                if now - failing_since > RECONNECT_WINDOW:
+                    raise
+                logger.warning("stream reader lost its Redis connection for %s (%s); reconnecting", what, e)
+                await asyncio.sleep(min(1.0, 0.05 * 2 ** min(5, int(now - failing_since))))  # back-off
+            else:
+                failing_since = None
 
     @property
     def idle(self) -> bool:
         """Whether the hub has no task running."""
-        return self._task is None and self._checker is None
+        return not self._loops and self._checker is None
 
     async def aclose(self) -> None:
-        """Stop reading (listeners still following get an error) and close the reader's connection."""
+        """Stop reading (listeners still following get an error) and close the reader's connections."""
         self._closed = True
         self._error = PydanticAIStreamError("the runtime reading this stream was closed")
-        tasks = [t for t in (self._task, self._checker, *self._background) if t is not None and not t.done()]
+        tasks = [t for t in (*self._loops, self._checker) if t is not None and not t.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._notices.aclose()
         for followed in self._streams.values():
             for subscription in followed.subscribers:
                 subscription.wake()
 
-    async def _read_until_dropped(self, pool: ConnectionPool) -> None:
-        """Keep one blocking read in flight while anyone listens; raises when the connection fails."""
+    async def _read_rounds(self, hearing: asyncio.Task[None]) -> None:
+        """Read the streams written (all of them once `FULL_READ_EVERY`) while anyone listens, a round at a time;
+        raises when the connection fails, or what stopped `hearing`."""
+        pool = own_pool(self.redis, socket_timeout=None)  # `READ_TIMEOUT` bounds each read instead
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        loop = asyncio.get_running_loop()
         try:
             # Also checked here: redis-py can swallow a cancel that lands mid-read.
             while self._streams and not self._closed:
+                if hearing.done():
+                    raise _HearingStopped
                 command = self._read_command()
-                self._wake_sent = False
-                await connection.send_packed_command(command)
-                self._dispatch(await connection.read_response())
+                if command is None:
+                    self._kicked = kicked = loop.create_future()
+                    await kicked
+                    continue
+                await connection.send_packed_command(command, check_health=False)
+                async with asyncio.timeout(READ_TIMEOUT):  # a TimeoutError: the connection is re-opened
+                    reply = await connection.read_response()
+                self._dispatch(reply)
         finally:
-            await pool.release(connection)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(pool.disconnect())
 
-    def _read_command(self) -> bytes:
-        """`XREAD BLOCK .. COUNT .. STREAMS <followed keys> <wake key> <cursors>`, packed for the wire.
-
-        Packed here rather than by redis-py: with thousands of streams followed, packing every key and
-        cursor for every read would cost more than everything else the hub does.
-        """
-        if self._packed_keys is None:
-            packed = b"".join(_bulk(key) for key in self._streams) + _bulk(self._wake_key)
-            cursors = [followed.packed_cursor for followed in self._streams.values()]
-            for index, followed in enumerate(self._streams.values()):
-                followed.slot = (cursors, index)
-            self._packed_keys = (dict(self._streams), packed, cursors)
-        self._in_read, packed_keys, cursors = self._packed_keys
-        head = [b"XREAD", b"BLOCK", str(BLOCK_MS).encode(), b"COUNT", str(READ_COUNT).encode(), b"STREAMS"]
+    def _read_command(self) -> bytes | None:
+        """`XREAD COUNT .. STREAMS <keys> <cursors>` for the streams written (or all, when due), packed for the
+        wire; `None` if there is nothing to read."""
+        now = time.monotonic()
+        if now >= self._read_all_at:
+            self._read_all_at = now + FULL_READ_EVERY
+            self._in_read = dict(self._streams)
+        else:
+            self._in_read = {key: self._streams[key] for key in self._written if key in self._streams}
+        self._written = {}
+        if not self._in_read:
+            return None
+        head = [b"XREAD", b"COUNT", str(READ_COUNT).encode(), b"STREAMS"]
         return b"".join(
             [
-                b"*%d\r\n" % (len(head) + 2 * (len(cursors) + 1)),
-                *(b"$%d\r\n%s\r\n" % (len(part), part) for part in head),
-                packed_keys,
-                *cursors,
-                _bulk(self._wake_cursor),
+                b"*%d\r\n" % (len(head) + 2 * len(self._in_read)),
+                *(_bulk(part.decode()) for part in head),
+                *(_bulk(key) for key in self._in_read),
+                *(_bulk(followed.cursor.id) for followed in self._in_read.values()),
             ]
         )
 
@@ -313,14 +334,13 @@ class StreamHub:
         """Hand out an `XREAD` reply read off the wire (parsed as redis-py parses its own)."""
         for raw_key, raw_entries in xread_entries_by_key(self.redis.response_callbacks["XREAD"](reply)):
             key = decode(raw_key)
-            if key == self._wake_key:
-                self._wake_cursor = decode(raw_entries[-1][0])
-                continue
             followed = self._in_read.get(key)
             if followed is None or self._streams.get(key) is not followed or not raw_entries:
                 continue  # its followers left while the read was in flight (others may have come)
+            if len(raw_entries) >= READ_COUNT:
+                self._written[key] = None  # more to read: in the next round
             entries = [Entry.from_redis(entry_id, fields) for entry_id, fields in raw_entries]
-            followed.advance(Cursor(entries[-1].id))
+            followed.cursor = Cursor(entries[-1].id)
             followed.active_at, followed.ended = time.monotonic(), entries[-1].type == END
             size = sum(entry.size for entry in entries)
             for subscription in followed.subscribers:

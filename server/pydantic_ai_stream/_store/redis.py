@@ -20,11 +20,12 @@ def is_cluster(redis: AsyncRedis) -> TypeIs[RedisCluster]:
     return isinstance(redis, RedisCluster)
 
 
-def own_pool(redis: Redis) -> ConnectionPool:
-    """A pool of one connection with `redis`'s settings, for a blocking read that must not hold one of
-    the shared pool's connections."""
+def own_pool(redis: Redis, **changed: Any) -> ConnectionPool:
+    """A pool of one connection with `redis`'s settings (but `changed`), for a blocking read that must not hold
+    one of the shared pool's connections."""
     pool = redis.connection_pool
-    return ConnectionPool(connection_class=pool.connection_class, max_connections=1, **pool.connection_kwargs)
+    kwargs = {**pool.connection_kwargs, **changed}
+    return ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs)
 
 
 def xread_entries_by_key(reply: Any) -> list[tuple[bytes | str, list[RawEntry]]]:

@@ -3,7 +3,9 @@
 A script is written with `$NAME` placeholders, filled once at load: the names shared with Python
 (`_core.names.lua`), the members of the return-code enums it is given (`$OpenState.OPENED`) and its own
 values. It calls the functions of the shared library (`lib.lua` in this folder) by name; those it calls
-(and those they call) are put before it, so a fragment is written once.
+(and those they call) are put before it, so a fragment is written once. A script that writes a session's
+stream tells the stream's followers (`written`), except on a Redis Cluster: each script is kept as the two
+texts, `$PUBLISH_WRITES` 1 and 0, and a call sends the one for its client.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 from ..._core.names import lua
-from ..redis import AsyncRedis
+from ..redis import AsyncRedis, is_cluster
 
 __all__ = ["LIBRARY_VALUES", "READY_MAXLEN", "LuaScript", "library"]
 
@@ -60,10 +62,15 @@ class LuaScript:
     """A Lua script, sent by its SHA1 (`EVALSHA`) and loaded first into a server that lacks it."""
 
     source: str
+    cluster_source: str = ""
+    """The script as a Redis Cluster runs it (it publishes nothing); `""`: the same as `source`."""
     sha: str = field(init=False, repr=False)
+    cluster_sha: str = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "cluster_source", self.cluster_source or self.source)
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+        object.__setattr__(self, "cluster_sha", hashlib.sha1(self.cluster_source.encode()).hexdigest())
 
     @classmethod
     def load(
@@ -89,11 +96,13 @@ class LuaScript:
         filled: dict[str, str | int] = dict(LIBRARY_VALUES)
         filled.update((f"{enum.__name__}.{member.name}", int(member)) for enum in codes for member in enum)
         filled.update(values or {})
-        return cls(lua(_with_library(body), filled))
+        text = _with_library(body)
+        return cls(lua(text, {**filled, "PUBLISH_WRITES": 1}), lua(text, {**filled, "PUBLISH_WRITES": 0}))
 
     async def __call__(self, redis: AsyncRedis, *, keys: Sequence[str], args: Sequence[str | int | bytes]) -> Any:
+        source, sha = (self.cluster_source, self.cluster_sha) if is_cluster(redis) else (self.source, self.sha)
         try:
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+            return await redis.evalsha(sha, len(keys), *keys, *args)
         except NoScriptError:  # a restarted server (or another node) has not seen it yet
-            await redis.script_load(self.source)
-            return await redis.evalsha(self.sha, len(keys), *keys, *args)
+            await redis.script_load(source)
+            return await redis.evalsha(sha, len(keys), *keys, *args)

@@ -47,6 +47,7 @@ for i, s in ipairs(sessions) do
       for j = s[4], s[4] + 3 * (s[5] - 1), 3 do
         id = redis.call('XADD', s[1], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[j], 'origin', ARGV[j + 1], 'body', ARGV[j + 2])
       end
+      written(s[1])
     end
   end
   results[i] = id

@@ -13,6 +13,7 @@ local v = redis.call('GET', KEYS[1])
 if not holds(v, ARGV[1]) then return $LeaseState.LOST end
 if v ~= ARGV[1] then return $LeaseState.CANCEL_REQUESTED end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[9], '*', 'type', $EVENT, 'origin', $ORIGIN, 'body', ARGV[10])
+written(KEYS[2])
 redis.call('SET', KEYS[1], $INPUT .. ARGV[2], 'PX', ARGV[3])
 redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
 redis.call('HSET', KEYS[3], 'run', ARGV[2], 'idx', ARGV[5], 'deadline', ARGV[6], 'waited', ARGV[7], 'job', ARGV[8],

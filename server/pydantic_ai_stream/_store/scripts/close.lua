@@ -9,6 +9,7 @@ if not holds(redis.call('GET', KEYS[1]), ARGV[1]) then
 end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
   'type', $END, 'origin', $ORIGIN, 'body', ARGV[5])
+written(KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[4], KEYS[5], KEYS[6])
 redis.call('ZREM', KEYS[3], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])

@@ -29,11 +29,20 @@ local function is_run(value, run)
   return value == run or string.sub(value, 1, #run + 1) == run .. ':'
 end
 
+-- Tells whoever follows `stream` that it has new entries: a message on the channel named as its key, which a
+-- process's `StreamHub` subscribes to for the streams it reads (a message nobody subscribed to costs a lookup).
+-- Every script that adds to a session's stream calls it. Left out of the scripts a Redis Cluster runs
+-- ($PUBLISH_WRITES is 0 there: `LuaScript`), where PUBLISH reaches every node and each listener reads alone.
+local function written(stream)
+  if $PUBLISH_WRITES == 1 then redis.call('PUBLISH', stream, '') end
+end
+
 -- Ends the run of `stream` without its process: `error` (`error_body`), then `end` (`end_body`); the session
 -- `session_id` leaves the `active` set and the stream is kept `keep_ms`.
 local function end_run(stream, maxlen, error_body, end_body, active, session_id, keep_ms)
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'type', $ERROR, 'origin', $ORIGIN, 'body', error_body)
   redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'type', $END, 'origin', $ORIGIN, 'body', end_body)
+  written(stream)
   redis.call('ZREM', active, session_id)
   redis.call('PEXPIRE', stream, keep_ms)
 end

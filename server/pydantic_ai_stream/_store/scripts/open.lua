@@ -57,6 +57,7 @@ end
 redis.call('DEL', KEYS[2])
 id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], id,
   'type', $BEGIN, 'origin', $ORIGIN, 'body', ARGV[7], 'nonce', ARGV[9])
+written(KEYS[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[6])
 redis.call('HSET', runs, ARGV[1], id)
 redis.call('PEXPIRE', runs, ARGV[6])

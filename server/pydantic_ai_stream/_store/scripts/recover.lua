@@ -45,4 +45,5 @@ local idx = 0
 if checkpoint[1] == ARGV[1] then idx = tonumber(checkpoint[2]) end
 local marker = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', $EVENT, 'origin', $ORIGIN,
   'body', '{"idx":' .. idx .. ',"event":"resumed","attempt":' .. attempt .. '}')
+written(KEYS[2])
 return {attempt, first[1], body, marker, 0}
