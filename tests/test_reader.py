@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 from pydantic_ai import Agent
@@ -319,3 +320,35 @@ async def test_a_resp2_client_hears_the_notices_too(
         await owner.stop()
         assert [e["id"] for e in await listener.done()] == await _stream_entries(redis, owner)
     await resp2.aclose()
+
+
+async def test_a_silent_live_run_is_checked_no_sooner_than_its_lease_could_lapse(
+    monkeypatch: pytest.MonkeyPatch, redis: Redis, settings: Settings
+) -> None:
+    checks: list[float] = []
+    reap_many = _reader.reap_many
+
+    async def counted(*args: Any, **kwargs: Any) -> list[int | None]:
+        checks.append(time.monotonic())
+        return await reap_many(*args, **kwargs)
+
+    monkeypatch.setattr(_reader, "reap_many", counted)
+    long_lease = settings.model_copy(update={"lease_ttl": 30.0, "lease_renew_interval": 10.0})
+    async with Runtime(redis=redis, settings=long_lease) as runtime:
+        owner = _deps(runtime, "s1")
+        await owner.start()
+        await owner.add_info({"working": True})
+        await owner.flush()
+        listener = Collector(_deps(runtime, "s1"))
+        await listener.wait_for(lambda e: e["type"] == "info")
+        hub = runtime.hub
+        assert hub is not None
+        followed = hub._streams[owner.key()]
+        deadline = time.monotonic() + 30
+        while not checks or followed.check_at < checks[0] + _reader.CHECK_AFTER * 2:  # checked, and scheduled
+            assert time.monotonic() < deadline, "the silent stream was not checked"
+            await asyncio.sleep(0.05)
+        # Its lease has 20-30 s to live: the next check comes after the longest gap, not after a second.
+        assert followed.check_at - checks[0] >= _reader.CHECK_AT_MOST_EVERY - 0.1
+        await owner.stop()
+        assert (await listener.done())[-1]["type"] == "end"

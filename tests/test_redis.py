@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from types import MappingProxyType
@@ -11,7 +12,7 @@ from redis.asyncio import Redis
 
 from pydantic_ai_stream import ActiveRun, CancelState, Runtime
 from pydantic_ai_stream._store.active import active_members, active_sessions
-from pydantic_ai_stream._store.cluster import append_many
+from pydantic_ai_stream._store.cluster import append_many, reap_many
 from pydantic_ai_stream._store.results import Held, LeaseState, OpenState, Recovered
 from pydantic_ai_stream._store.stream import SessionStream
 from support import ScopedDeps
@@ -313,3 +314,18 @@ async def test_a_new_runs_ids_come_after_every_id_of_the_run_it_replaces(redis: 
 def _id(entry_id: str) -> tuple[int, int]:
     ms, seq = entry_id.split("-")
     return int(ms), int(seq)
+
+
+async def test_reap_says_how_long_a_live_run_lives_on_at_least(redis: Redis, runtime: Runtime) -> None:
+    """A check of a live run's stream tells the time to live of its flags: until then only a deletion could find
+    it dead, so the stream hub checks it no sooner (`CHECK_AT_MOST_EVERY` at most apart)."""
+    stream = _stream(runtime)
+    await _opened(stream)
+    await redis.pexpire(stream.keys.live, 30_000)
+    reap = functools.partial(reap_many, redis, [stream], grace_ms=60_000)
+    assert 25_000 < ((await reap())[0] or 0) <= 30_000
+    await redis.set(stream.keys.durable, "r1", px=50_000)  # a durable run lives while either does
+    assert 45_000 < ((await reap())[0] or 0) <= 50_000
+    await redis.delete(stream.keys.live, stream.keys.durable)
+    assert await reap() == [None], "ended now"
+    assert await reap() == [0], "ended before: nothing lives on"

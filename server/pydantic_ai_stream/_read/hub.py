@@ -55,7 +55,10 @@ READ_TIMEOUT = 10.0
 RECONNECT_WINDOW = 10.0
 """Seconds the hub keeps re-opening a dropped connection before its listeners see the failure."""
 CHECK_AFTER = 1.0
-"""Seconds of silence after which a followed stream is checked for a dead run (and then as often)."""
+"""Seconds of silence after which a followed stream is checked for a dead run (and then as often, unless its run
+is known to live on longer: its lease's time to live, up to `CHECK_AT_MOST_EVERY`)."""
+CHECK_AT_MOST_EVERY = 5.0
+"""Longest gap between the checks of a silent stream: a run's flags deleted before their time are found by then."""
 CHECK_TICK = 0.25
 CHECK_BATCH = 500
 """Streams one dead-run check covers at most."""
@@ -75,7 +78,8 @@ class _Followed:
     subscribers: set[Subscription] = field(default_factory=set)
     active_at: float = field(default_factory=time.monotonic)
     """When the hub last read an entry of this stream (or started to follow it)."""
-    checked_at: float = 0.0
+    check_at: float = 0.0
+    """When the stream is next checked, if still silent (`time.monotonic`)."""
     ended: bool = False
     """The last entry read was `end`: no run to check on."""
 
@@ -205,16 +209,20 @@ class StreamHub:
             for followed in self._streams.values()
             if not followed.ended
             and not followed.cursor.is_begin  # the stream exists: a run began (or a listener resumed)
-            and now - max(followed.active_at, followed.checked_at) >= CHECK_AFTER
+            and now >= max(followed.active_at + CHECK_AFTER, followed.check_at)
         ]
         for followed in due:
-            followed.checked_at = now
+            followed.check_at = now + CHECK_AFTER
         for chunk in range(0, len(due), CHECK_BATCH):
             batch = due[chunk : chunk + CHECK_BATCH]
             try:
-                await reap_many(self.redis, [f.stream for f in batch], grace_ms=batch[0].grace_ms)
+                lives = await reap_many(self.redis, [f.stream for f in batch], grace_ms=batch[0].grace_ms)
             except Exception as e:  # the read loop meets Redis failures too, and reports them
                 logger.debug("could not check %d silent streams: %s", len(batch), e)
+                continue
+            for followed, lives_ms in zip(batch, lives, strict=True):
+                if lives_ms:  # not dead before its flags lapse: no need to look sooner
+                    followed.check_at = now + min(max(lives_ms / 1000, CHECK_AFTER), CHECK_AT_MOST_EVERY)
 
     def raise_error(self) -> None:
         """Raise what stopped the hub's reads (Redis unreachable), if anything did."""

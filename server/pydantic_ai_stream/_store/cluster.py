@@ -65,10 +65,11 @@ async def renew_many(
     return await _per_slot(redis, leases, call)
 
 
-async def reap_many(redis: AsyncRedis, streams: Sequence[SessionStream], *, grace_ms: int) -> list[bool]:
-    """`reap` for several sessions in one script call."""
+async def reap_many(redis: AsyncRedis, streams: Sequence[SessionStream], *, grace_ms: int) -> list[int | None]:
+    """`reap` for several sessions in one script call: per session `None` if it ended the stream, else the ms
+    its run lives on at least (0: not known)."""
 
-    def call(part: Sequence[SessionStream]) -> Awaitable[list[bool]]:
+    def call(part: Sequence[SessionStream]) -> Awaitable[list[int | None]]:
         keys = [stream.keys for stream in part]
         return session.reap(
             redis, keys, maxlen=part[0].maxlen, grace_ms=grace_ms, error=LOST_BODY, expired=EXPIRED_BODY

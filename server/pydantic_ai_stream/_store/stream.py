@@ -265,10 +265,10 @@ class SessionStream:
 
     async def reap(self, *, grace_ms: int) -> bool:
         """End the stream of a run that died without writing `end`; `True` if it did."""
-        (done,) = await session.reap(
+        (lives_ms,) = await session.reap(
             self.redis, [self.keys], maxlen=self.maxlen, grace_ms=grace_ms, error=LOST_BODY, expired=EXPIRED_BODY
         )
-        return done
+        return lives_ms is None
 
     async def read(self, after: str, *, block_ms: int | None, count: int = 1000) -> list[Entry]:
         """Entries strictly after `after`, waiting up to `block_ms` for the first one."""

@@ -285,13 +285,13 @@ async def recover(
 
 async def reap(
     redis: AsyncRedis, keys: Sequence[SessionKeys], *, maxlen: int, grace_ms: int, error: str, expired: str
-) -> list[bool]:
-    """`reap.lua`: per session whether it ended its stream (`error` is the lost run's error body, `expired` that
-    of a run whose wait for input expired)."""
+) -> list[int | None]:
+    """`reap.lua`: per session `None` if it ended its stream, else the ms its run lives on at least (0: not
+    known); `error` is the lost run's error body, `expired` that of a run whose wait for input expired."""
     script_keys = [key for k in keys for key in (*_run_keys(k), k.input)]
     args: list[str | int] = [maxlen, grace_ms, error, expired, *(k.session_id for k in keys)]
     done = await _REAP(redis, keys=script_keys, args=args)
-    return [bool(int(flag)) for flag in done]
+    return [None if int(ms) < 0 else int(ms) for ms in done]
 
 
 async def prune(redis: AsyncRedis, keys: Sequence[SessionKeys]) -> list[tuple[ActiveState, str]]:
