@@ -300,13 +300,16 @@ async def test_entries_of_a_writer_that_does_not_publish_still_come(redis: Redis
     assert [e["id"] for e in await listener.done()] == await _stream_entries(redis, owner)
 
 
-async def test_a_resp2_client_hears_the_notices_too(
-    monkeypatch: pytest.MonkeyPatch, redis_url: str, redis: Redis, settings: Settings
+@pytest.mark.parametrize(
+    "client", [{"protocol": 2}, {"protocol": 3}, {"protocol": 2, "decode_responses": True}, {"decode_responses": True}]
+)
+async def test_every_kind_of_client_hears_the_notices(
+    client: dict[str, Any], monkeypatch: pytest.MonkeyPatch, redis_url: str, redis: Redis, settings: Settings
 ) -> None:
-    """The subscriber's messages are arrays in RESP2 and pushes in RESP3 (redis-py's default): both are heard,
-    so an entry comes when written (here the hub reads every stream only as it starts)."""
+    """The subscriber's messages are arrays in RESP2 and pushes in RESP3 (redis-py's default), bytes or decoded:
+    all are heard, so an entry comes when written (here the hub reads every stream only as it starts)."""
     monkeypatch.setattr(_reader, "FULL_READ_EVERY", 3600)
-    resp2 = Redis.from_url(redis_url, protocol=2)
+    resp2 = Redis.from_url(redis_url, **client)
     async with Runtime(redis=resp2, settings=settings) as runtime:
         owner = _deps(runtime, "s1")
         await owner.start()

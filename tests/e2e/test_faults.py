@@ -17,11 +17,13 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from redis.asyncio import Redis
 
 from conftest import RedisServer
-from pydantic_ai_stream import RedisSession, Settings
+from pydantic_ai_stream import RedisSession, Runtime, Settings
+from pydantic_ai_stream._read import hub as _hub
+from pydantic_ai_stream._read import notices as _notices
 from pydantic_ai_stream.client import StreamClient
 from pydantic_ai_stream.server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
-from support import server_keys, status_of
+from support import Collector, ScopedDeps, server_keys, status_of
 
 
 @pytest.fixture
@@ -209,3 +211,46 @@ async def test_health_follows_redis(server: RunningServer, redis_server: RedisSe
     await status_becomes(health_pb2.HealthCheckResponse.NOT_SERVING)
     await asyncio.to_thread(redis_server.start)
     await status_becomes(health_pb2.HealthCheckResponse.SERVING)
+
+
+async def test_a_stalled_subscriber_is_dropped_and_its_streams_heard_again(
+    monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer, admin: Redis, settings: Settings
+) -> None:
+    """Redis stops answering (`DEBUG SLEEP`) for longer than the stream hub waits for a ping's answer: the hub
+    drops its subscriber connection, subscribes again on a new one, and the entries written after come when
+    written (the reads of every stream are off here), each once."""
+    monkeypatch.setattr(_notices, "PING_EVERY", 0.2)
+    monkeypatch.setattr(_notices, "PING_TIMEOUT", 0.5)
+    monkeypatch.setattr(_hub, "FULL_READ_EVERY", 3600)  # only as a loop starts or re-opens a connection
+    client = Redis.from_url(redis_server.url)
+    async with Runtime(redis=client, settings=settings) as runtime:
+        owner = ScopedDeps.on(runtime, user_id=1, session_id="s1")
+        await owner.start()
+        await owner.flush()
+        listener = Collector(ScopedDeps.on(runtime, user_id=1, session_id="s1"))
+        await listener.wait_for(lambda e: e["type"] == "begin")
+        hub = runtime.hub
+        assert hub is not None
+        deadline = time.monotonic() + 30
+        while (before := hub._notices._connection) is None or await _subscribers(admin, owner.key()) != 1:
+            assert time.monotonic() < deadline, "the hub did not subscribe"
+            await asyncio.sleep(0.05)
+        await admin.execute_command("DEBUG", "SLEEP", 1.5)
+        while hub._notices._connection in (None, before) or await _subscribers(admin, owner.key()) != 1:
+            assert time.monotonic() < deadline, "the hub did not subscribe again"
+            await asyncio.sleep(0.05)
+        for i in range(3):
+            await owner.add_info({"i": i})
+            await owner.flush()
+            await listener.wait_for(lambda e, i=i: e["type"] == "info" and e["body"] == {"i": i})  # type: ignore[misc]
+        await owner.stop()
+        events = await listener.done()
+    ids = [entry_id.decode() for entry_id, _ in await admin.xrange(owner.key())]
+    assert [e["id"] for e in events] == ids
+    await client.aclose()
+
+
+async def _subscribers(admin: Redis, channel: str) -> int:
+    """How many connections are subscribed to `channel`."""
+    ((_, count),) = await admin.pubsub_numsub(channel)
+    return int(count)

@@ -63,10 +63,10 @@ class WriteNotices:
                 # A subscriber's messages: arrays in RESP2, pushes in RESP3 (which answers a ping with PONG).
                 reply: Any = await connection.read_response(timeout=math.inf, push_request=True)
                 self._heard_at = loop.time()
-                kind = reply[0] if isinstance(reply, list) else reply
-                if kind in (b"message", b"subscribe"):
+                kind = decode(reply[0] if isinstance(reply, list) else reply).lower()
+                if kind in ("message", "subscribe"):
                     self.on_written(decode(reply[1]))
-                elif kind in (b"pong", b"PONG"):
+                elif kind == "pong":
                     self._pinged_at = None
         finally:
             self._connection = None
@@ -76,24 +76,29 @@ class WriteNotices:
     def sync(self) -> None:
         """Bring the connection's subscriptions in line with `streams()`, soon (one send at a time, in order)."""
         if self._connection is not None and (self._syncing is None or self._syncing.done()):
-            self._syncing = self._spawn(self._sync(self._connection))
+            self._syncing = self._spawn(self._sync())
 
-    async def _sync(self, connection: AbstractConnection) -> None:
-        with contextlib.suppress(Exception):  # a failed connection is `hear`'s to report (and re-open)
-            while self._connection is connection:
-                wanted = set(self.streams())
-                joined, left = wanted - self._subscribed, self._subscribed - wanted
-                if not joined and not left:
-                    return
-                self._subscribed = wanted
-                commands = [("UNSUBSCRIBE", left), ("SUBSCRIBE", joined)]
-                packed = [
-                    part
-                    for verb, keys in commands
-                    for chunk in _chunks(sorted(keys))
-                    for part in connection.pack_command(verb, *chunk)
-                ]
+    async def _sync(self) -> None:
+        # The connection of each send is the current one: a send that `hear` re-opened the connection under
+        # goes on with the new connection, whose subscriptions start from none.
+        while (connection := self._connection) is not None:
+            wanted = set(self.streams())
+            joined, left = wanted - self._subscribed, self._subscribed - wanted
+            if not joined and not left:
+                return
+            self._subscribed = wanted
+            commands = [("UNSUBSCRIBE", left), ("SUBSCRIBE", joined)]
+            packed = [
+                part
+                for verb, keys in commands
+                for chunk in _chunks(sorted(keys))
+                for part in connection.pack_command(verb, *chunk)
+            ]
+            try:
                 await connection.send_packed_command(packed, check_health=False)
+            except Exception:  # `hear` meets the failure too, re-opens the connection and subscribes again
+                if self._connection is connection:
+                    return
 
     def check(self, now: float) -> None:
         """Called every tick (`now`: the loop's time): ping a quiet connection; drop one whose ping went
