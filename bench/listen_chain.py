@@ -3,7 +3,8 @@
 `python -m bench.listen_chain [--redis URL] [--sessions M] [--listeners K] [--tokens T]` opens M sessions
 (each a stream with a `begin` and a live flag, as a running run's) with K listeners each
 (`SessionHandle.listen_batches`, a heartbeat of 15 s as `serve` asks), then appends T rounds of one entry to
-every stream (one pipeline a round) and waits until every listener has it. Prints the process's CPU per
+every stream (one pipeline a round, with the notice the writers' scripts publish) and waits until every
+listener has it. Prints the process's CPU per
 delivery over the rounds; the appends are part of it (about a fifth), the same on any checkout. Run it with
 another checkout's code first on `PYTHONPATH` for a before/after; it deletes its keys when done.
 """
@@ -69,10 +70,12 @@ async def measure(url: str, sessions: int, listeners: int, tokens: int) -> float
 
 
 async def _append(redis: Redis, handles: list[SessionHandle], body: str) -> None:
-    """One entry on every stream, in one pipeline."""
+    """One entry on every stream, in one pipeline, each told on the stream's channel as the writers' scripts tell
+    it (a checkout whose hub does not listen reads them anyway)."""
     async with redis.pipeline(transaction=False) as pipe:
         for handle in handles:
             pipe.xadd(handle.keys.stream, {"type": "event", "origin": "bench", "body": body})
+            pipe.publish(handle.keys.stream, "")
         await pipe.execute()
 
 

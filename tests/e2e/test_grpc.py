@@ -364,12 +364,12 @@ async def test_another_user_cannot_touch_the_session(server: RunningServer) -> N
 
 async def test_a_vanished_listener_stops_reading_redis(server: RunningServer, redis_url: str) -> None:
     redis = Redis.from_url(redis_url)
+    stream = server_keys(server, "s1").stream
 
-    async def blocked_reads() -> int:
-        clients = await redis.client_list()
-        return sum(
-            c.get("cmd") == "xread" and int(c.get("age", 0)) >= 0 and c.get("flags", "").find("b") >= 0 for c in clients
-        )
+    async def followers() -> int:
+        """The connections told of the stream's writes: the server's stream hub while someone listens."""
+        ((_, count),) = await redis.pubsub_numsub(stream)
+        return int(count)
 
     async with _client(server) as client:
         await client.run("stalling", "s1", "go")
@@ -378,12 +378,13 @@ async def test_a_vanished_listener_stops_reading_redis(server: RunningServer, re
             if response.event.content_delta == "hard ":
                 break
         deadline = time.monotonic() + 5
-        while await blocked_reads() == 0:  # the server is parked in XREAD BLOCK for this listener
+        while await followers() == 0:  # the server follows the stream for this listener
             assert time.monotonic() < deadline
             await asyncio.sleep(0.01)
         call.cancel()
-        while await blocked_reads() > 0:
-            assert time.monotonic() < deadline, "the server kept reading for a client that left"
+        deadline = time.monotonic() + 5
+        while await followers() > 0:
+            assert time.monotonic() < deadline, "the server kept following the stream for a client that left"
             await asyncio.sleep(0.01)
         await client.cancel("s1")
     await redis.aclose()
@@ -484,8 +485,8 @@ async def test_many_listeners_cost_the_server_a_few_redis_connections(
             await _first(events, lambda e: e.content_delta == "hard ")
         clients = await redis.client_list()
         held = sum(c.get("name") == "pais-server" for c in clients)
-        # The shared pool, the listeners' one shared reader and the worker's one blocking claim.
-        assert held <= config.redis_max_connections + 2, f"{held} connections for 200 listeners"
+        # The shared pool, the listeners' stream hub (one subscriber, one reader) and the worker's blocking claim.
+        assert held <= config.redis_max_connections + 3, f"{held} connections for 200 listeners"
         for session in sessions:
             await client.cancel(session)
         for events in listens:
