@@ -40,7 +40,7 @@ from ...v1 import stream_pb2_grpc as pb_grpc
 from .inputs import request_attachments, request_context, tool_answer
 from .proto import HEARTBEAT, ListenResponseCache, batch_response
 
-__all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer", "status_of", "statuses"]
+__all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer", "MalformedRequest", "status_of", "statuses"]
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,14 @@ class _Responses:
 
 def _one_or_batch(items: list[bytes]) -> bytes:
     return items[0] if len(items) == 1 else batch_response(items)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MalformedRequest:
+    """What a request to `method` whose bytes do not parse deserializes to on `running_server`'s server, so the
+    method's handler refuses it properly (`AgentStreamServicer.refuse_malformed`)."""
+
+    method: str
 
 
 @dataclass(kw_only=True)
@@ -355,6 +363,8 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             )
 
     async def _caller(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        if isinstance(request, MalformedRequest):
+            await self.refuse_malformed(request.method, context)
         caller = await self.authenticate(context)
         if len(UnknownFieldSet(request)):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "request has fields this server does not know")
