@@ -8,6 +8,7 @@ import math
 import random
 import struct
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -17,6 +18,8 @@ from grpc_health.v1 import health_pb2
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import Settings
+from pydantic_ai_stream._edges.grpc.server import _MalformedRequests
+from pydantic_ai_stream._edges.grpc.servicer import MalformedRequest
 from pydantic_ai_stream.client import StreamClient, event_body
 from pydantic_ai_stream.server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
@@ -212,6 +215,26 @@ async def test_a_malformed_request_is_invalid_argument_or_unauthenticated(
             assert await code(name, MALFORMED[case], token="wrong") == grpc.StatusCode.UNAUTHENTICATED, name
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
     assert len([r for r in caplog.records if r.levelno >= logging.WARNING]) <= 1  # one rate-limited line
+
+
+async def test_listen_responses_pass_through_no_wrapper_of_the_malformed_check(server: RunningServer) -> None:
+    """Our servicer refuses a malformed request itself (the test above): the interceptor leaves Listen's handler
+    the servicer's own, so no layer sits between grpc and each response, which goes out as the servicer's bytes."""
+    servicer = server.servicer
+    generated = grpc.unary_stream_rpc_method_handler(
+        servicer.Listen,
+        request_deserializer=pb.ListenRequest.FromString,
+        response_serializer=pb.ListenResponse.SerializeToString,
+    )
+
+    async def continuation(_: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any]:
+        return generated
+
+    details: Any = SimpleNamespace(method=f"{SERVICE}/Listen", invocation_metadata=())
+    handler: Any = await _MalformedRequests(servicer).intercept_service(continuation, details)
+    assert handler.unary_stream == servicer.Listen
+    assert handler.response_serializer is None
+    assert handler.request_deserializer(MALFORMED["a bad wire type"]) == MalformedRequest(method=f"{SERVICE}/Listen")
 
 
 @pytest.mark.parametrize("number", [math.nan, math.inf])

@@ -30,7 +30,7 @@ from ..a2a import A2A_SERVICE_NAME
 from ..config import ServerSettings, authenticator, credentials, hosted_agents, load_agent
 from ..process import redis_client, resources, stop_signals, work
 from .proto import ListenResponseCache
-from .servicer import AgentStreamServicer
+from .servicer import AgentStreamServicer, MalformedRequest
 
 if TYPE_CHECKING:
     from ..http import HttpServer
@@ -79,14 +79,12 @@ async def _health_following(redis: AsyncRedis, health_servicer: health.aio.Healt
         await asyncio.gather(watch, return_exceptions=True)  # ended before its client closes
 
 
-_MALFORMED = object()
-"""What a request whose bytes do not parse deserializes to, so the handler can refuse it properly."""
-
-
 class _MalformedRequests(grpc.aio.ServerInterceptor):
     """Requests whose bytes do not parse, on every service of the server, get INVALID_ARGUMENT (ours after
-    authentication) and a rate-limited log line, instead of grpc's UNKNOWN and a traceback per request.
-    Also the one place that rewrites handlers: Listen's responses, already serialized, are sent as they are."""
+    authentication) and a rate-limited log line, instead of grpc's UNKNOWN and a traceback per request: they
+    parse to a `MalformedRequest`, which our servicer's methods refuse themselves, and a wrapper around the
+    other services' handlers. Also the one place that rewrites handlers: Listen's responses, already
+    serialized, are sent as they are."""
 
     def __init__(self, servicer: AgentStreamServicer) -> None:
         self._servicer = servicer
@@ -109,16 +107,23 @@ class _MalformedRequests(grpc.aio.ServerInterceptor):
 
     def _guard(self, method: str, handler: Any) -> Any:
         parse = handler.request_deserializer
-        authenticate = method.startswith((f"/{SERVICE_NAME}/", f"/{A2A_SERVICE_NAME}/"))
+        malformed = MalformedRequest(method=method)
 
         def tolerant_parse(raw: bytes) -> Any:
             try:
                 return parse(raw)
             except DecodeError:
-                return _MALFORMED
+                return malformed
+
+        if method.startswith(f"/{SERVICE_NAME}/"):
+            # The servicer refuses a `MalformedRequest` itself: no layer between grpc and each of Listen's responses,
+            # which are the bytes the servicer serialized once for all of a session's listeners.
+            sent_as_is = {"response_serializer": None} if method == f"/{SERVICE_NAME}/Listen" else {}
+            return handler._replace(request_deserializer=tolerant_parse, **sent_as_is)
+        authenticate = method.startswith(f"/{A2A_SERVICE_NAME}/")
 
         async def check(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            if request is _MALFORMED:
+            if request is malformed:
                 await self._servicer.refuse_malformed(method, context, authenticate=authenticate)
 
         async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
@@ -149,9 +154,7 @@ class _MalformedRequests(grpc.aio.ServerInterceptor):
                 return await behavior(await first(request, context), context)
 
             guarded = guarded_call
-        # Listen's responses are the bytes the servicer serialized once for all of a session's listeners.
-        sent_as_is = {"response_serializer": None} if method == f"/{SERVICE_NAME}/Listen" else {}
-        return handler._replace(request_deserializer=tolerant_parse, **{kind: guarded}, **sent_as_is)
+        return handler._replace(request_deserializer=tolerant_parse, **{kind: guarded})
 
 
 def _describe_reflection_v1() -> None:

@@ -40,7 +40,7 @@ from ...v1 import stream_pb2_grpc as pb_grpc
 from .inputs import request_attachments, request_context, tool_answer
 from .proto import HEARTBEAT, ListenResponseCache, batch_response
 
-__all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer", "status_of", "statuses"]
+__all__ = ["DEFAULT_MAX_PROMPT_BYTES", "AgentStreamServicer", "MalformedRequest", "status_of", "statuses"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,8 @@ class _Responses:
     most: int
 
     def of(self, batch: list[Entry]) -> list[bytes]:
+        if len(batch) == 1:  # a live run's listener, keeping up: one entry a read
+            return [self.cache.serialized(self.key, batch[0])]
         items = [self.cache.serialized(self.key, entry) for entry in batch]
         if self.most < 2 or len(items) < 2:
             return items
@@ -141,6 +143,14 @@ class _Responses:
 
 def _one_or_batch(items: list[bytes]) -> bytes:
     return items[0] if len(items) == 1 else batch_response(items)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MalformedRequest:
+    """What a request to `method` whose bytes do not parse deserializes to on `running_server`'s server, so the
+    method's handler refuses it properly (`AgentStreamServicer.refuse_malformed`)."""
+
+    method: str
 
 
 @dataclass(kw_only=True)
@@ -258,25 +268,26 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
                 heartbeat=self.heartbeat_interval,
             )
             responses = _Responses(cache=self.responses, key=session.keys.stream, most=request.max_batch_events)
+            limited, as_is = caller.agents is not None, self.sends_bytes
             async for batch in batches:
                 if batch is None:
-                    yield HEARTBEAT if self.sends_bytes else pb.ListenResponse.FromString(HEARTBEAT)
+                    yield HEARTBEAT if as_is else pb.ListenResponse.FromString(HEARTBEAT)
                     continue
-                allowed = self._allowed(caller, batch)
+                allowed = self._allowed(caller, batch) if limited else batch
                 for response in responses.of(allowed):
-                    yield response if self.sends_bytes else pb.ListenResponse.FromString(response)
+                    yield response if as_is else pb.ListenResponse.FromString(response)
                 if allowed is not batch:
                     self.admission.check_run_agent(caller, batch[len(allowed)])  # raises: not allowed
 
     def _allowed(self, caller: Caller, batch: list[Entry]) -> list[Entry]:
-        """`batch` up to the `begin` of a run the caller may not see (one that started after the Listen's check)."""
-        if caller.agents is not None:
-            for n, entry in enumerate(batch):
-                if entry.type == BEGIN:
-                    try:
-                        self.admission.check_run_agent(caller, entry)
-                    except errors.AgentNotAllowedError:
-                        return batch[:n]
+        """`batch` up to the `begin` of a run the caller (limited to some agents) may not see: one that started
+        after the Listen's check."""
+        for n, entry in enumerate(batch):
+            if entry.type == BEGIN:
+                try:
+                    self.admission.check_run_agent(caller, entry)
+                except errors.AgentNotAllowedError:
+                    return batch[:n]
         return batch
 
     async def Cancel(self, request: pb.CancelRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.CancelResponse:
@@ -355,6 +366,8 @@ class AgentStreamServicer(pb_grpc.AgentStreamServiceServicer):
             )
 
     async def _caller(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Caller:
+        if isinstance(request, MalformedRequest):
+            await self.refuse_malformed(request.method, context)
         caller = await self.authenticate(context)
         if len(UnknownFieldSet(request)):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "request has fields this server does not know")
