@@ -129,3 +129,27 @@ async def test_streams_expire_after_the_retention(redis: Redis, settings: Settin
         await asyncio.wait_for(task, 5)
         assert 0 < await redis.ttl(key) <= 120
         assert await redis.exists(_deps(runtime).key_live()) == 0
+
+
+@pytest.mark.parametrize("live", [False, True])
+async def test_a_listener_slower_than_its_timeout_gets_every_entry_not_a_timeout(live: bool, runtime: Runtime) -> None:
+    """`timeout` bounds a silence, not how long the listener takes over a batch: one that dawdles past it between
+    batches (a client its transport holds back) reads on, whether the stream ended or its run still writes."""
+    owner = _deps(runtime)
+    await owner.start()
+    for i in range(60):
+        await owner.add_info({"i": i})
+    await owner.flush()
+    if not live:
+        await owner.stop()
+    seen: list[int] = []
+    batches = owner.handle().listen_batches(timeout=0.2)
+    async for batch in batches:
+        seen += [e.body["i"] for e in batch or () if e.type == "info"]
+        if seen == list(range(60)):
+            break
+        await asyncio.sleep(0.3)  # the slow listener's own work on a batch, longer than `timeout`
+    await batches.aclose()  # type: ignore[attr-defined]
+    assert seen == list(range(60))
+    if live:
+        await owner.stop()

@@ -106,16 +106,19 @@ async def listen_batches(
     async with _reader(stream, hub, cursor, grace_ms) as reader:
         while True:
             now = time.monotonic()
-            if appear_by <= now:
-                session = stream.keys.session_id
-                raise StreamNotFoundError(f"session {session!r} has no events (it never ran, or they expired)")
-            if silent_by <= now:
-                raise ListenTimeoutError(timeout or 0.0, reader.cursor.id)
-            if beat <= now:
-                yield None
-                beat = now + (heartbeat or math.inf)
-            entries = await reader.next(min(appear_by, silent_by, beat, now + reader.poll) - now)
+            entries = await reader.next(max(0.0, min(appear_by, silent_by, beat, now + reader.poll) - now))
             if not entries:
+                # Only a read that found nothing ends a wait: a listener slower than `timeout` (or the heartbeat)
+                # over a batch finds the entries that came meanwhile, not an error.
+                now = time.monotonic()
+                if appear_by <= now:
+                    session = stream.keys.session_id
+                    raise StreamNotFoundError(f"session {session!r} has no events (it never ran, or they expired)")
+                if silent_by <= now:
+                    raise ListenTimeoutError(timeout or 0.0, reader.cursor.id)
+                if beat <= now:
+                    yield None
+                    beat = now + (heartbeat or math.inf)
                 continue
             if timeout is not None or heartbeat is not None:
                 now = time.monotonic()
