@@ -144,9 +144,7 @@ class StreamHub:
         followed.subscribers.add(subscription)
         if self._task is None:
             self._error = None
-            self._read_all_at = 0.0
-            self._task = asyncio.create_task(self._read_loop())
-            self._loops.add(self._task)
+            self._start()
         if self._checker is None or self._checker.done():
             # Also beside a running read loop: the check stops a tick after the last listener left,
             # while the loop's last round may still be in flight, which a new listener then keeps going.
@@ -160,6 +158,11 @@ class StreamHub:
                 self._notices.sync()
                 if not self._streams:
                     self._kick()  # the read loop ends
+
+    def _start(self) -> None:
+        self._read_all_at = 0.0
+        self._task = asyncio.create_task(self._read_loop())
+        self._loops.add(self._task)
 
     def _on_written(self, key: str) -> None:
         if key in self._streams:
@@ -252,6 +255,8 @@ class StreamHub:
             await asyncio.gather(hearing, return_exceptions=True)
             await notices.aclose()
             self._loops.discard(this)
+            if self._streams and self._task is None and self._error is None and not self._closed:
+                self._start()  # listeners came as it ended for want of them (or of its notices' connection)
             if self.idle:
                 self.on_idle()
 

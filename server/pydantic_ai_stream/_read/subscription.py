@@ -64,6 +64,9 @@ class Subscription:
     _waiter: asyncio.Future[None] | None = None
     _wake_at: float = math.inf
     """When the hub's tick ends the current wait (`COARSE_WAIT`)."""
+    _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
+    """Kept: Python 3.11's `get_running_loop` makes a system call (`getpid`) each time, and a listener waits for
+    each batch."""
     _in_order: bool = False
     """What the hub hands on comes after `cursor`; not so until a first batch proved it, nor after a catch-up."""
     poll: ClassVar[float] = math.inf
@@ -105,7 +108,7 @@ class Subscription:
         return batch
 
     async def _wait(self, timeout: float) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         self._waiter = waiter = loop.create_future()
         timer = None
         if timeout < COARSE_WAIT:
