@@ -29,7 +29,6 @@ __all__ = [
     "scopes_key",
     "turn_key",
     "user_prefix",
-    "wake_key",
     "workers_key",
 ]
 
@@ -216,11 +215,6 @@ def user_prefix(*, prefix: str, scope_id: int, user_id: int, hash_tags: bool = F
 def active_key(*, prefix: str, scope_id: int, user_id: int, hash_tags: bool = False) -> str:
     """The sorted set of a user's sessions that hold (or held until they died) a live flag."""
     return f"{user_prefix(prefix=prefix, scope_id=scope_id, user_id=user_id, hash_tags=hash_tags)}{_ACTIVE_SUFFIX}"
-
-
-def wake_key(prefix: str, reader: str) -> str:
-    """A stream of a process's shared reader, written to wake its blocked read when it follows a new stream."""
-    return f"{check_prefix(prefix)}::hub:{reader}"
 
 
 def queue_key(prefix: str) -> str:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -82,11 +83,6 @@ class _Followed:
     """When the stream is next checked, if still silent (`time.monotonic`)."""
     ended: bool = False
     """The last entry read was `end`: no run to check on."""
-
-
-def _bulk(value: str) -> bytes:
-    data = value.encode()
-    return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -308,7 +304,7 @@ class StreamHub:
             while self._streams and not self._closed:
                 if hearing.done():
                     raise _HearingStopped
-                command = self._read_command()
+                command = self._read_command(connection)
                 if command is None:
                     self._kicked = kicked = loop.create_future()
                     await kicked
@@ -321,7 +317,7 @@ class StreamHub:
             with contextlib.suppress(Exception):
                 await asyncio.shield(pool.disconnect())
 
-    def _read_command(self) -> bytes | None:
+    def _read_command(self, connection: AbstractConnection) -> list[bytes] | None:
         """`XREAD COUNT .. STREAMS <keys> <cursors>` for the streams written (or all, when due), packed for the
         wire; `None` if there is nothing to read."""
         now = time.monotonic()
@@ -333,15 +329,8 @@ class StreamHub:
         self._written = {}
         if not self._in_read:
             return None
-        head = [b"XREAD", b"COUNT", str(READ_COUNT).encode(), b"STREAMS"]
-        return b"".join(
-            [
-                b"*%d\r\n" % (len(head) + 2 * len(self._in_read)),
-                *(_bulk(part.decode()) for part in head),
-                *(_bulk(key) for key in self._in_read),
-                *(_bulk(followed.cursor.id) for followed in self._in_read.values()),
-            ]
-        )
+        cursors = [followed.cursor.id for followed in self._in_read.values()]
+        return connection.pack_command("XREAD", "COUNT", READ_COUNT, "STREAMS", *self._in_read, *cursors)
 
     def _dispatch(self, reply: Any) -> None:
         """Hand out an `XREAD` reply read off the wire (parsed as redis-py parses its own)."""
