@@ -250,6 +250,42 @@ async def test_a_stalled_subscriber_is_dropped_and_its_streams_heard_again(
     await client.aclose()
 
 
+async def test_a_read_outlasting_its_bound_is_dropped_and_read_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, redis_server: RedisServer, admin: Redis,
+    settings: Settings,
+) -> None:
+    """Redis stops answering (`DEBUG SLEEP`) while a read of the stream hub is in flight, for longer than the hub
+    lets a read take (`READ_TIMEOUT`): the hub drops the read's connection, reads again on a new one from each
+    stream's cursor, and its listener gets every entry once, also those written while Redis slept."""
+    monkeypatch.setattr(_hub, "READ_TIMEOUT", 0.5)
+    monkeypatch.setattr(_hub, "FULL_READ_EVERY", 0.05)  # a read goes out at every tick, so one meets the sleep
+    monkeypatch.setattr(_notices, "PING_TIMEOUT", 3600)  # the subscriber connection is kept through the sleep
+    client = Redis.from_url(redis_server.url)
+    async with Runtime(redis=client, settings=settings) as runtime:
+        owner = ScopedDeps.on(runtime, user_id=1, session_id="s1")
+        await owner.start()
+        await owner.flush()
+        listener = Collector(ScopedDeps.on(runtime, user_id=1, session_id="s1"))
+        await listener.wait_for(lambda e: e["type"] == "begin")
+        with caplog.at_level("WARNING", logger=_hub.__name__):
+            sleep = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", 2))
+            await owner.add_info({"i": 0})
+            flushed = asyncio.create_task(owner.flush())  # queued behind the sleep
+            await sleep
+            await flushed
+            await listener.wait_for(lambda e: e["type"] == "info" and e["body"] == {"i": 0})
+        assert any("got no answer" in r.getMessage() for r in caplog.records), "no read outlasted its bound"
+        for i in range(1, 3):
+            await owner.add_info({"i": i})
+            await owner.flush()
+            await listener.wait_for(lambda e, i=i: e["type"] == "info" and e["body"] == {"i": i})  # type: ignore[misc]
+        await owner.stop()
+        events = await listener.done()
+    ids = [entry_id.decode() for entry_id, _ in await admin.xrange(owner.key())]
+    assert [e["id"] for e in events] == ids
+    await client.aclose()
+
+
 async def _subscribers(admin: Redis, channel: str) -> int:
     """How many connections are subscribed to `channel`."""
     ((_, count),) = await admin.pubsub_numsub(channel)

@@ -108,6 +108,9 @@ class StreamHub:
     """What the read loop waits on between rounds."""
     _in_read: dict[str, _Followed] = field(default_factory=dict)
     """The followers the read in flight was sent for, by key: only they get its entries."""
+    _reading: tuple[AbstractConnection, float] | None = None
+    """The read in flight: its connection, and when it was sent (the loop's time); the tick drops a connection
+    whose read outlasts `READ_TIMEOUT` (a timer on every read would cost each entry's round more)."""
     _due: dict[int, list[Subscription]] = field(default_factory=dict)
     """Subscriptions whose wait a tick ends (`COARSE_WAIT`), by the tick's number (`CHECK_TICK`s since the loop's
     time 0): a timing wheel, so a wait costs an append, and a tick looks only at the waits due."""
@@ -200,6 +203,7 @@ class StreamHub:
         loop_now = asyncio.get_running_loop().time()
         self._wake_due(loop_now)
         self._notices.check(loop_now)
+        await self._drop_stalled_read(loop_now)
         now = time.monotonic()
         if now >= self._read_all_at:
             self._kick()
@@ -222,6 +226,16 @@ class StreamHub:
             for followed, lives_ms in zip(batch, lives, strict=True):
                 if lives_ms:  # not dead before its flags lapse: no need to look sooner
                     followed.check_at = now + min(max(lives_ms / 1000, CHECK_AFTER), CHECK_AT_MOST_EVERY)
+
+    async def _drop_stalled_read(self, now: float) -> None:
+        """Drop the reads' connection if its read in flight has waited over `READ_TIMEOUT` (`now`: the loop's time):
+        its `_read_rounds` raises, and `_reopening` reads everything again on a new one."""
+        if self._reading is None or now - self._reading[1] <= READ_TIMEOUT:
+            return
+        connection, self._reading = self._reading[0], None
+        logger.warning("a stream read got no answer in %.0f s; dropping its Redis connection", READ_TIMEOUT)
+        with contextlib.suppress(Exception):
+            await connection.disconnect(nowait=True)  # ends the read at once
 
     def raise_error(self) -> None:
         """Raise what stopped the hub's reads (Redis unreachable), if anything did."""
@@ -296,7 +310,7 @@ class StreamHub:
     async def _read_rounds(self, hearing: asyncio.Task[None]) -> None:
         """Read the streams written (all of them once `FULL_READ_EVERY`) while anyone listens, a round at a time;
         raises when the connection fails, or what stopped `hearing`."""
-        pool = own_pool(self.redis, socket_timeout=None)  # `READ_TIMEOUT` bounds each read instead
+        pool = own_pool(self.redis, socket_timeout=None)  # `READ_TIMEOUT` bounds each read instead (the tick)
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
         loop = asyncio.get_running_loop()
         try:
@@ -309,11 +323,14 @@ class StreamHub:
                     self._kicked = kicked = loop.create_future()
                     await kicked
                     continue
+                self._reading = (connection, loop.time())
                 await connection.send_packed_command(command, check_health=False)
-                async with asyncio.timeout(READ_TIMEOUT):  # a TimeoutError: the connection is re-opened
-                    reply = await connection.read_response()
+                reply = await connection.read_response()
+                self._reading = None
                 self._dispatch(reply)
         finally:
+            if self._reading is not None and self._reading[0] is connection:
+                self._reading = None
             with contextlib.suppress(Exception):
                 await asyncio.shield(pool.disconnect())
 
