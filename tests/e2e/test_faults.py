@@ -251,7 +251,10 @@ async def test_a_stalled_subscriber_is_dropped_and_its_streams_heard_again(
 
 
 async def test_a_read_outlasting_its_bound_is_dropped_and_read_again(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, redis_server: RedisServer, admin: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    redis_server: RedisServer,
+    admin: Redis,
     settings: Settings,
 ) -> None:
     """Redis stops answering (`DEBUG SLEEP`) while a read of the stream hub is in flight, for longer than the hub
