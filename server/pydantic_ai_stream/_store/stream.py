@@ -289,16 +289,33 @@ class SessionStream:
             raise CursorExpiredError(after, decode(oldest[0][0]))
         return [Entry.from_redis(entry_id, fields) for entry_id, fields in page]
 
+    async def ends(self) -> tuple[Entry, Entry] | None:
+        """The oldest and the newest entry; `None` if there is no stream."""
+        ends = await self._ends()
+        return None if ends is None else (Entry.from_redis(*ends[0]), Entry.from_redis(*ends[1]))
+
+    async def read_back(self, *, before: str, count: int) -> list[Entry]:
+        """Up to `count` entries before `before`, newest first."""
+        page: Any = await self.redis.xrevrange(self.keys.stream, max=f"({before}", count=count)
+        return [Entry.from_redis(entry_id, fields) for entry_id, fields in page]
+
     async def bounds(self) -> StreamBounds | None:
-        """The oldest and newest entries' ids and types; `None` if there is no stream."""
+        """The oldest and newest entries' ids and types (their bodies left unparsed); `None` if there is no
+        stream."""
+        ends = await self._ends()
+        if ends is None:
+            return None
+        (oldest, oldest_fields), (newest, newest_fields) = ends
+        return StreamBounds(oldest=decode(oldest), oldest_type=entry_type(oldest_fields),
+                            newest=decode(newest), newest_type=entry_type(newest_fields))  # fmt: skip
+
+    async def _ends(self) -> tuple[Any, Any] | None:
+        """The oldest and the newest entry as Redis gives them, `(id, fields)`; `None` if there is no stream."""
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xrange(self.keys.stream, count=1)
             pipe.xrevrange(self.keys.stream, count=1)
             oldest, newest = await pipe.execute()
-        if not oldest or not newest:
-            return None
-        return StreamBounds(oldest=decode(oldest[0][0]), oldest_type=entry_type(oldest[0][1]),
-                            newest=decode(newest[0][0]), newest_type=entry_type(newest[0][1]))  # fmt: skip
+        return (oldest[0], newest[0]) if oldest and newest else None
 
 
 LOST_BODY = dump_body({"msg": RUN_LOST, "reason": "lease expired"})

@@ -31,6 +31,7 @@ from ..._runtime.auth import AuthError, Caller
 from ..._runtime.deps import HostedDeps
 from ..._store.results import CancelState
 from ..._store.sessions import RedisSession, Session
+from ..._store.stream import SessionStream
 from ..grpc.servicer import AgentStreamServicer
 from .encode import AGUI, VERCEL_AI, Chunk, WebProtocol, chunks
 from .events import WebCursor
@@ -55,8 +56,10 @@ _STATUS: tuple[tuple[type[BaseException], int], ...] = (
     (RedisConnectionError, 503),
     (RedisTimeoutError, 503),
 )
-_MAX_RUN_ENTRIES = 1_000_000
-"""Most entries read to find a run's waits (a stream is trimmed far below this)."""
+_BACK_PAGE = 1_000
+"""Entries the first page of a look back through a run's stream reads (each next one twice as many, up to
+`_BACK_PAGE_MOST`)."""
+_BACK_PAGE_MOST = 16_000
 
 
 def _answering(handler: Callable[[Any, Request], Awaitable[Response]]) -> Callable[[Any, Request], Awaitable[Response]]:
@@ -75,13 +78,17 @@ def _answering(handler: Callable[[Any, Request], Awaitable[Response]]) -> Callab
     return answer
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True)
 class _Run:
-    """The session's run as its stream has it: its `begin`, its `input_required` entries, its last entry."""
+    """The session's run as its stream has it: its `begin` and its last entry, read at once, and, read only when
+    asked, where its current segment starts (a look back through the stream: a run that ended or waits needs it
+    only for a reconnect without a cursor, and a page's history asks none of it)."""
 
+    stream: SessionStream
     begin: Entry
-    waits: list[Entry]
     last: Entry
+    _segment: tuple[Entry | None] | None = None
+    """The last `input_required` before `last` (`(None,)`: none), once looked up."""
 
     @property
     def run_id(self) -> str:
@@ -90,30 +97,53 @@ class _Run:
     @property
     def waiting(self) -> Entry | None:
         """The `input_required` the run stopped at, if it waits now."""
-        return self.last if self.waits and self.last is self.waits[-1] else None
+        return self.last if _is_wait(self.last) else None
 
     @property
     def calls(self) -> list[InputCall]:
         """The calls the run waits on (none unless it waits)."""
         return list(self.waiting.body.get("calls") or []) if self.waiting is not None else []
 
-    def current(self) -> WebCursor:
-        """Where its current segment starts: its `begin`, or after the `input_required` its continuation follows."""
-        waits = self.waits[:-1] if self.waiting is not None else self.waits
-        return WebCursor(Cursor(waits[-1].id)) if waits else WebCursor(Cursor.BEGIN)
+    async def segment_start(self) -> Entry | None:
+        """The `input_required` the run's current segment continues after (`None`: it runs from its `begin`): the
+        last one before its last entry, looked for backwards from there."""
+        if self._segment is None:
+            found, before, count = None, self.last.id, _BACK_PAGE
+            while found is None and before != self.begin.id:
+                page = await self.stream.read_back(before=before, count=count)
+                found = next((entry for entry in page if _is_wait(entry)), None)
+                if len(page) < count:  # the oldest entry reached (a trim may have taken the `begin` meanwhile)
+                    break
+                before, count = page[-1].id, min(2 * count, _BACK_PAGE_MOST)
+            self._segment = (found,)
+        return self._segment[0]
 
-    def live_prompt(self) -> str | None:
+    async def current(self) -> WebCursor:
+        """Where its current segment starts: its `begin`, or after the `input_required` its continuation follows."""
+        start = await self.segment_start()
+        return WebCursor(Cursor(start.id)) if start is not None else WebCursor(Cursor.BEGIN)
+
+    async def live_prompt(self) -> str | None:
         """The prompt of a run in its first part (it started, has not ended nor waited): the conversation store
         holds it only once the run ends or waits, so a page opened meanwhile shows it from here."""
         prompt = self.begin.body.get("user_prompt")
-        return prompt if isinstance(prompt, str) and not self.waits and self.last.type != END else None
+        if not isinstance(prompt, str) or self.last.type == END or self.waiting is not None:
+            return None
+        return prompt if await self.segment_start() is None else None
 
-    def resumable(self) -> str | None:
+    async def resumable(self) -> str | None:
         """The cursor a client that shows the stored conversation resumes from: after what the conversation holds
         (`None`: the run ended, the conversation holds it all)."""
         if self.last.type == END:
             return None
-        return self.waits[-1].id if self.waits else "0"
+        if self.waiting is not None:
+            return self.waiting.id
+        start = await self.segment_start()
+        return start.id if start is not None else "0"
+
+
+def _is_wait(entry: Entry) -> bool:
+    return entry.type == EVENT and entry.body.get("event") == INPUT_REQUIRED
 
 
 @dataclass(kw_only=True)
@@ -203,7 +233,7 @@ class WebEdge:
         )
         run = await _run(session)
         messages = [m.model_dump(mode="json", by_alias=True, exclude_none=True) for m in dumped]
-        if run is not None and (prompt := run.live_prompt()) is not None:
+        if run is not None and (prompt := await run.live_prompt()) is not None:
             message_id = f"{run.run_id}-prompt"
             messages.append(
                 {"id": message_id, "role": "user", "parts": [{"type": "text", "text": prompt}]}
@@ -213,7 +243,7 @@ class WebEdge:
         return JSONResponse(
             {
                 "messages": messages,
-                "active": run.resumable() if run is not None else None,
+                "active": await run.resumable() if run is not None else None,
                 "pending": run.calls if run is not None else [],
             }
         )
@@ -259,7 +289,7 @@ class WebEdge:
             run = await _run(session)
             if run is None:
                 return Response(status_code=204)
-            after = run.current()
+            after = await run.current()
         return await self._sse(session, protocol, after)
 
     async def _sse(self, session: SessionHandle, protocol: WebProtocol, after: WebCursor) -> Response:
@@ -331,12 +361,9 @@ async def _entries(session: SessionHandle) -> AsyncGenerator[Entry]:
 
 
 async def _run(session: SessionHandle) -> _Run | None:
-    """The session's run as its stream has it now; `None` if there is none (never ran, or expired)."""
-    try:
-        entries = await session.stream.read_range(after="0-0", count=_MAX_RUN_ENTRIES)
-    except errors.CursorExpiredError:  # its `begin` trimmed away: too old to resume
+    """The session's run as its stream has it now; `None` if there is none (never ran, or expired, or its `begin`
+    trimmed away: too old to resume)."""
+    ends = await session.stream.ends()
+    if ends is None or ends[0].type != BEGIN:
         return None
-    if not entries or entries[0].type != BEGIN:
-        return None
-    waits = [e for e in entries if e.type == EVENT and e.body.get("event") == INPUT_REQUIRED]
-    return _Run(begin=entries[0], waits=waits, last=entries[-1])
+    return _Run(stream=session.stream, begin=ends[0], last=ends[1])
