@@ -28,7 +28,7 @@ from starlette.routing import Route
 
 from pydantic_ai_stream import Deps, RedisSession, Runtime, Session, run
 
-MODEL = "gpt-4o-mini-2024-07-18"
+MODEL = "gpt-4.1-mini"  # not deprecated by its provider (pydantic-ai warns of those), no reasoning (tools allowed)
 CALL_ID = "call_w3Ath3rPar1s"
 ARG_PIECES = ['{"ci', 'ty": "Par', 'is"}']
 TEXT_PIECES = ["The weather ", "in Paris ", "is sunny."]
