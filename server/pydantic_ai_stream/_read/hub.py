@@ -136,7 +136,7 @@ class StreamHub:
         followed = self._streams.get(key)
         # The first entries come from Redis, read after `cursor` then checked against trimming (which
         # `XREAD` would skip silently); from then on the hub's reads, minus what that read had.
-        subscription = Subscription(hub=self, stream=stream, cursor=cursor, gap_until="+")
+        subscription = Subscription(hub=self, stream=stream, after=cursor, gap_until="+")
         if followed is None:
             followed = self._streams[key] = _Followed(stream=stream, grace_ms=grace_ms, cursor=cursor)
             self._notices.sync()  # its subscription's confirmation has it read
