@@ -1,19 +1,27 @@
 """The Listen path without gRPC: CPU per delivery of the stream hub and the listeners' batches, in one process.
 
-`python -m bench.listen_chain [--redis URL] [--sessions M] [--listeners K] [--tokens T]` opens M sessions
-(each a stream with a `begin` and a live flag, as a running run's) with K listeners each
-(`SessionHandle.listen_batches`, a heartbeat of 15 s as `serve` asks), then appends T rounds of one entry to
-every stream (one pipeline a round, with the notice the writers' scripts publish) and waits until every
-listener has it. Prints the process's CPU per
-delivery over the rounds; the appends are part of it (about a fifth), the same on any checkout. Run it with
-another checkout's code first on `PYTHONPATH` for a before/after; it deletes its keys when done.
+`python -m bench.listen_chain [--redis URL] [--sessions M] [--listeners K] [--tokens T] [--rhythm R]` opens M
+sessions (each a stream with a `begin` and a live flag, as a running run's) with K listeners each
+(`SessionHandle.listen_batches`, a heartbeat of 15 s as `serve` asks), then gives every stream T entries and
+waits until every listener has each. The rhythm says how:
+
+- `all` (the default): a round appends one entry to every stream (one pipeline, with the notice the writers'
+  scripts publish), then waits for all of them.
+- `each`: one stream at a time (the fan-out's rhythm: about one entry a round of the hub's reads), each
+  appended with its notice and waited for before the next.
+- `handed`: no Redis at all after the set-up: each entry is handed straight to the hub's subscriptions of its
+  stream, as the hub hands what it read. What a listener's own steps cost.
+
+Prints the process's CPU per delivery over the entries; with `all` and `each` the appends are part of it (the
+same on any checkout), and `each` also prints them alone (the same appends to a stream nobody follows). The
+collector is tuned as `serve` tunes it. Run it with another checkout's code first on `PYTHONPATH` for a
+before/after; it deletes its keys when done.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import time
 import uuid
@@ -21,11 +29,16 @@ import uuid
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from pydantic_ai_stream import Runtime, SessionHandle, Settings
+from pydantic_ai_stream._core.entry import Entry
+from pydantic_ai_stream._edges.process import collect_less
+
+RHYTHMS = ("all", "each", "handed")
+BODY = json.dumps({"idx": 0, "event": "part_delta", "content_delta": "x" * 20})
 
 
-async def measure(url: str, sessions: int, listeners: int, tokens: int) -> float:
-    """CPU seconds per delivery over `tokens` rounds."""
-    gc.freeze()
+async def measure(url: str, sessions: int, listeners: int, tokens: int, rhythm: str) -> tuple[float, float | None]:
+    """CPU seconds per delivery over the entries, and (`each`) of the appends alone."""
+    collect_less()
     redis = Redis(connection_pool=BlockingConnectionPool.from_url(url, max_connections=6))
     settings = Settings(redis_prefix=f"chain{uuid.uuid4().hex[:8]}")
     async with Runtime(redis=redis, settings=settings) as runtime:
@@ -35,47 +48,75 @@ async def measure(url: str, sessions: int, listeners: int, tokens: int) -> float
                 pipe.xadd(handle.keys.stream, {"type": "begin", "origin": "bench", "body": "{}"})
                 pipe.set(handle.keys.live, "bench", ex=3600)  # a live run: the hub's dead-run check leaves it
             await pipe.execute()
-        want, waiting, done = 0, 0, asyncio.Event()
+        loop = asyncio.get_running_loop()
+        awaited: dict[int, tuple[list[int], asyncio.Future[None]]] = {}
+        """By stream: the deliveries still awaited of its entry, and the future their end sets."""
 
-        async def listen(handle: SessionHandle) -> None:
-            nonlocal waiting
-            got = 0
+        def expect(i: int) -> asyncio.Future[None]:
+            awaited[i] = ([listeners], future := loop.create_future())
+            return future
+
+        async def listen(i: int, handle: SessionHandle) -> None:
             async for batch in handle.listen_batches(timeout=None, heartbeat=15.0):
                 for entry in batch or ():
-                    if entry.type != "begin":
-                        got += 1
-                        if got == want:
-                            waiting -= 1
-                            if not waiting:
-                                done.set()
+                    if entry.type != "begin" and i in awaited:
+                        left, future = awaited[i]
+                        left[0] -= 1
+                        if not left[0]:
+                            del awaited[i]
+                            future.set_result(None)
 
-        tasks = [asyncio.create_task(listen(h)) for h in handles for _ in range(listeners)]
-        body = json.dumps({"idx": 0, "event": "part_delta", "content_delta": "x" * 20})
+        tasks = [asyncio.create_task(listen(i, h)) for i, h in enumerate(handles) for _ in range(listeners)]
+        hub = runtime.hub
+        assert hub is not None
         try:
-            await asyncio.sleep(2)  # the listeners open and follow their streams (set-up, not measured)
+            deadline = time.monotonic() + 120
+            while sum(len(f.subscribers) for f in hub._streams.values()) < len(tasks):  # set-up, not measured
+                assert time.monotonic() < deadline, "the listeners did not all follow their streams"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(1)  # their first reads done
             cpu = time.process_time()
-            for _ in range(tokens):
-                want, waiting = want + 1, len(tasks)
-                done.clear()
-                await _append(redis, handles, body)
-                await asyncio.wait_for(done.wait(), 60)
+            for token in range(tokens):
+                if rhythm == "all":
+                    expected = [expect(i) for i in range(sessions)]
+                    await _append(redis, [h.keys.stream for h in handles])
+                    await asyncio.wait_for(asyncio.gather(*expected), 60)
+                    continue
+                for i, handle in enumerate(handles):
+                    expected_one = expect(i)
+                    if rhythm == "each":
+                        await _append(redis, [handle.keys.stream])
+                    else:
+                        entry = Entry(id=f"{1 << 50}-{token}", type="event", origin="bench", body=json.loads(BODY),
+                                      body_json=BODY)  # fmt: skip
+                        for subscription in hub._streams[handle.keys.stream].subscribers:
+                            subscription.deliver([entry], entry.size)
+                    await asyncio.wait_for(expected_one, 60)
             cpu = time.process_time() - cpu
+            appends = None
+            if rhythm == "each":
+                appends = time.process_time()
+                for _ in range(tokens * sessions):
+                    await _append(redis, [f"{settings.redis_prefix}:unfollowed"])
+                appends = time.process_time() - appends
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await redis.delete(*(key for h in handles for key in (h.keys.stream, h.keys.live)))
+            await redis.delete(f"{settings.redis_prefix}:unfollowed")
     await redis.aclose()
-    return cpu / (len(tasks) * tokens)
+    deliveries = len(tasks) * tokens
+    return cpu / deliveries, None if appends is None else appends / deliveries
 
 
-async def _append(redis: Redis, handles: list[SessionHandle], body: str) -> None:
-    """One entry on every stream, in one pipeline, each told on the stream's channel as the writers' scripts tell
+async def _append(redis: Redis, keys: list[str]) -> None:
+    """One entry on each stream, in one pipeline, each told on the stream's channel as the writers' scripts tell
     it (a checkout whose hub does not listen reads them anyway)."""
     async with redis.pipeline(transaction=False) as pipe:
-        for handle in handles:
-            pipe.xadd(handle.keys.stream, {"type": "event", "origin": "bench", "body": body})
-            pipe.publish(handle.keys.stream, "")
+        for key in keys:
+            pipe.xadd(key, {"type": "event", "origin": "bench", "body": BODY}, maxlen=1000)
+            pipe.publish(key, "")
         await pipe.execute()
 
 
@@ -85,9 +126,14 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--listeners", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=30)
+    parser.add_argument("--rhythm", choices=RHYTHMS, default="all")
     args = parser.parse_args()
-    per = asyncio.run(measure(args.redis, args.sessions, args.listeners, args.tokens))
-    print(f"{args.sessions} x {args.listeners} listeners, {args.tokens} rounds: {per * 1e6:.1f} us CPU / delivery")
+    per, appends = asyncio.run(measure(args.redis, args.sessions, args.listeners, args.tokens, args.rhythm))
+    line = f"{args.sessions} x {args.listeners} listeners, {args.tokens} entries a stream ({args.rhythm}): "
+    line += f"{per * 1e6:.1f} us CPU / delivery"
+    if appends is not None:
+        line += f" (the appends alone: {appends * 1e6:.1f})"
+    print(line)
 
 
 if __name__ == "__main__":
