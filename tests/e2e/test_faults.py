@@ -239,14 +239,7 @@ async def test_a_stalled_subscriber_is_dropped_and_its_streams_heard_again(
         while hub._notices._connection in (None, before) or await _subscribers(admin, owner.key()) != 1:
             assert time.monotonic() < deadline, "the hub did not subscribe again"
             await asyncio.sleep(0.05)
-        for i in range(3):
-            await owner.add_info({"i": i})
-            await owner.flush()
-            await listener.wait_for(lambda e, i=i: e["type"] == "info" and e["body"] == {"i": i})  # type: ignore[misc]
-        await owner.stop()
-        events = await listener.done()
-    ids = [entry_id.decode() for entry_id, _ in await admin.xrange(owner.key())]
-    assert [e["id"] for e in events] == ids
+        await _each_info_once(owner, listener, admin, range(3))
     await client.aclose()
 
 
@@ -260,7 +253,7 @@ async def test_a_read_outlasting_its_bound_is_dropped_and_read_again(
     """Redis stops answering (`DEBUG SLEEP`) while a read of the stream hub is in flight, for longer than the hub
     lets a read take (`READ_TIMEOUT`): the hub drops the read's connection, reads again on a new one from each
     stream's cursor, and its listener gets every entry once, also those written while Redis slept."""
-    monkeypatch.setattr(_hub, "READ_TIMEOUT", 0.5)
+    monkeypatch.setattr(_hub, "READ_TIMEOUT", 0.3)  # ticks (0.25 s) to spare within the sleep
     monkeypatch.setattr(_hub, "FULL_READ_EVERY", 0.05)  # a read goes out at every tick, so one meets the sleep
     monkeypatch.setattr(_notices, "PING_TIMEOUT", 3600)  # the subscriber connection is kept through the sleep
     client = Redis.from_url(redis_server.url)
@@ -271,22 +264,29 @@ async def test_a_read_outlasting_its_bound_is_dropped_and_read_again(
         listener = Collector(ScopedDeps.on(runtime, user_id=1, session_id="s1"))
         await listener.wait_for(lambda e: e["type"] == "begin")
         with caplog.at_level("WARNING", logger=_hub.__name__):
+            # Short of the run's lease, past the bound:
             sleep = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", 2))
             await owner.add_info({"i": 0})
             flushed = asyncio.create_task(owner.flush())  # queued behind the sleep
             await sleep
             await flushed
-            await listener.wait_for(lambda e: e["type"] == "info" and e["body"] == {"i": 0})
+            await listener.wait_for(lambda e: e["type"] == "info" and e["body"] == {"i": 0}, timeout=30)
         assert any("got no answer" in r.getMessage() for r in caplog.records), "no read outlasted its bound"
-        for i in range(1, 3):
-            await owner.add_info({"i": i})
-            await owner.flush()
-            await listener.wait_for(lambda e, i=i: e["type"] == "info" and e["body"] == {"i": i})  # type: ignore[misc]
-        await owner.stop()
-        events = await listener.done()
+        await _each_info_once(owner, listener, admin, range(1, 3))
+    await client.aclose()
+
+
+async def _each_info_once(owner: ScopedDeps, listener: Collector, admin: Redis, numbers: range) -> None:
+    """Write an `info` for each of `numbers`, each seen by `listener` when written; end the run: the listener got
+    every entry of the stream once, in order."""
+    for i in numbers:
+        await owner.add_info({"i": i})
+        await owner.flush()
+        await listener.wait_for(lambda e, i=i: e["type"] == "info" and e["body"] == {"i": i})  # type: ignore[misc]
+    await owner.stop()
+    events = await listener.done()
     ids = [entry_id.decode() for entry_id, _ in await admin.xrange(owner.key())]
     assert [e["id"] for e in events] == ids
-    await client.aclose()
 
 
 async def _subscribers(admin: Redis, channel: str) -> int:
