@@ -5,10 +5,10 @@ sessions (each a stream with a `begin` and a live flag, as a running run's) with
 (`SessionHandle.listen_batches`, a heartbeat of 15 s as `serve` asks), then gives every stream T entries and
 waits until every listener has each. The rhythm says how:
 
-- `all` (the default): a round appends one entry to every stream (one pipeline, with the notice the writers'
-  scripts publish), then waits for all of them.
+- `all` (the default): a round appends one entry to every stream (one call of the writers' script, which
+  publishes each stream's notice), then waits for all of them.
 - `each`: one stream at a time (the fan-out's rhythm: about one entry a round of the hub's reads), each
-  appended with its notice and waited for before the next.
+  appended by the writers' script and waited for before the next.
 - `handed`: no Redis at all after the set-up: each entry is handed straight to the hub's subscriptions of its
   stream, as the hub hands what it read. What a listener's own steps cost.
 
@@ -25,12 +25,15 @@ import asyncio
 import json
 import time
 import uuid
+from dataclasses import dataclass
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from pydantic_ai_stream import Runtime, SessionHandle, Settings
 from pydantic_ai_stream._core.entry import Entry
+from pydantic_ai_stream._core.keys import SessionKeys
 from pydantic_ai_stream._edges.process import collect_less
+from pydantic_ai_stream._store.scripts import session
 
 RHYTHMS = ("all", "each", "handed")
 BODY = json.dumps({"idx": 0, "event": "part_delta", "content_delta": "x" * 20})
@@ -43,11 +46,14 @@ async def measure(url: str, sessions: int, listeners: int, tokens: int, rhythm: 
     settings = Settings(redis_prefix=f"chain{uuid.uuid4().hex[:8]}")
     async with Runtime(redis=redis, settings=settings) as runtime:
         handles = [SessionHandle.of(runtime, scope_id=1, user_id=1, session_id=f"s{i}") for i in range(sessions)]
+        unfollowed = runtime.keys(scope_id=1, user_id=1, session_id="unfollowed")
+        writes = {keys.stream: _Write(keys) for keys in [h.keys for h in handles] + [unfollowed]}
         async with redis.pipeline(transaction=False) as pipe:
-            for handle in handles:
-                pipe.xadd(handle.keys.stream, {"type": "begin", "origin": "bench", "body": "{}"})
-                pipe.set(handle.keys.live, "bench", ex=3600)  # a live run: the hub's dead-run check leaves it
-            await pipe.execute()
+            for write in writes.values():
+                pipe.xadd(write.keys.stream, {"type": "begin", "origin": "bench", "body": "{}"})
+                pipe.set(write.keys.live, "bench", ex=3600)  # a live run: the hub's dead-run check leaves it
+            for write, reply in zip(writes.values(), (await pipe.execute())[::2], strict=True):
+                write.last = reply.decode()
         loop = asyncio.get_running_loop()
         awaited: dict[int, tuple[list[int], asyncio.Future[None]]] = {}
         """By stream: the deliveries still awaited of its entry, and the future their end sets."""
@@ -79,13 +85,13 @@ async def measure(url: str, sessions: int, listeners: int, tokens: int, rhythm: 
             for token in range(tokens):
                 if rhythm == "all":
                     expected = [expect(i) for i in range(sessions)]
-                    await _append(redis, [h.keys.stream for h in handles])
+                    await _append(redis, list(writes.values())[:-1])
                     await asyncio.wait_for(asyncio.gather(*expected), 60)
                     continue
                 for i, handle in enumerate(handles):
                     expected_one = expect(i)
                     if rhythm == "each":
-                        await _append(redis, [handle.keys.stream])
+                        await _append(redis, [writes[handle.keys.stream]])
                     else:
                         entry = Entry(id=f"{1 << 50}-{token}", type="event", origin="bench", body=json.loads(BODY),
                                       body_json=BODY)  # fmt: skip
@@ -97,27 +103,36 @@ async def measure(url: str, sessions: int, listeners: int, tokens: int, rhythm: 
             if rhythm == "each":
                 appends = time.process_time()
                 for _ in range(tokens * sessions):
-                    await _append(redis, [f"{settings.redis_prefix}:unfollowed"])
+                    await _append(redis, [writes[unfollowed.stream]])
                 appends = time.process_time() - appends
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await redis.delete(*(key for h in handles for key in (h.keys.stream, h.keys.live)))
-            await redis.delete(f"{settings.redis_prefix}:unfollowed")
+            await redis.delete(*(key for write in writes.values() for key in (write.keys.stream, write.keys.live)))
     await redis.aclose()
     deliveries = len(tasks) * tokens
     return cpu / deliveries, None if appends is None else appends / deliveries
 
 
-async def _append(redis: Redis, keys: list[str]) -> None:
-    """One entry on each stream, in one pipeline, each told on the stream's channel as the writers' scripts tell
-    it (a checkout whose hub does not listen reads them anyway)."""
-    async with redis.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.xadd(key, {"type": "event", "origin": "bench", "body": BODY}, maxlen=1000)
-            pipe.publish(key, "")
-        await pipe.execute()
+@dataclass
+class _Write:
+    """A stream the bench appends to as its run's writer, and the id of the last entry written there."""
+
+    keys: SessionKeys
+    last: str = ""
+
+
+async def _append(redis: Redis, writes: list[_Write]) -> None:
+    """One entry on each stream, in one call of the writers' script (which tells each stream's followers, as the
+    checkout's scripts tell them)."""
+    entries = [("event", "bench", BODY)]
+    batch = [(write.keys, "bench", write.last, entries) for write in writes]
+    for write, last in zip(
+        writes, await session.append(redis, batch, maxlen=1000, retention_ms=3_600_000), strict=True
+    ):
+        assert last, "the bench's live flag was lost"
+        write.last = last
 
 
 def main() -> None:

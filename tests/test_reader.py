@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from pydantic_ai import Agent
 from redis.asyncio import Redis
+from redis.asyncio.client import MonitorCommandInfo
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -18,6 +22,10 @@ from pydantic_ai_stream._core.cursor import Cursor
 from pydantic_ai_stream._read import hub as _reader
 from pydantic_ai_stream._read import notices as _notices
 from pydantic_ai_stream._read import subscription as _subscription
+from pydantic_ai_stream._read.hub import StreamHub
+from pydantic_ai_stream._read.subscription import Subscription
+from pydantic_ai_stream._store.redis import own_pool
+from pydantic_ai_stream._store.scripts import session
 from support import Collector, MemorySession, ScopedDeps, evalsha_calls, has_text, scripted_model
 
 
@@ -76,6 +84,114 @@ async def test_a_new_stream_is_read_at_once(monkeypatch: pytest.MonkeyPatch, run
     gate.set()
     await asyncio.wait_for(first, 5)
     assert (await late.done())[-1]["type"] == "end"
+
+
+@contextlib.asynccontextmanager
+async def _commands_seen(redis: Redis) -> AsyncIterator[list[MonitorCommandInfo]]:
+    """The commands clients send Redis while the context is open (`MONITOR`; a script's own are left out)."""
+    seen: list[MonitorCommandInfo] = []
+    marker = f"end-{uuid.uuid4().hex}"
+    async with redis.monitor() as monitor:
+
+        async def watch() -> None:
+            while marker not in (info := await monitor.next_command())["command"]:
+                if info["client_type"] != "lua":
+                    seen.append(info)
+
+        watching = asyncio.create_task(watch())
+        await redis.ping()  # MONITOR is on once it answers anything after it
+        yield seen
+        await redis.echo(marker)  # everything sent before it has been seen once it is
+        await asyncio.wait_for(watching, 30)
+
+
+async def _reads_settled(runtime: Runtime) -> None:
+    """Wait until the hub's read loop has nothing to read and waits to be told (its first rounds done)."""
+    hub = runtime.hub
+    assert hub is not None
+    async with asyncio.timeout(30):
+        while not (hub._kicked is not None and not hub._kicked.done() and not hub._written and hub._reading is None):
+            await asyncio.sleep(0.01)
+
+
+def _stream_reads(commands: list[MonitorCommandInfo]) -> int:
+    return sum(info["command"].upper().startswith("XREAD ") for info in commands)
+
+
+async def test_appended_entries_come_with_their_notice_and_are_not_read(
+    monkeypatch: pytest.MonkeyPatch, redis: Redis, runtime: Runtime
+) -> None:
+    """A writer's notice carries what it appended: a listener gets the entries without the hub's reading them."""
+    monkeypatch.setattr(_reader, "FULL_READ_EVERY", 3600)  # only as the hub starts: the rest is read when written
+    owner = _deps(runtime, "s1")
+    await owner.start()
+    await owner.flush()
+    listener = Collector(_deps(runtime, "s1"))
+    await listener.wait_for(lambda e: e["type"] == "begin")
+    await _reads_settled(runtime)
+    async with _commands_seen(redis) as commands:
+        for i in range(5):
+            await owner.add_info({"i": i})
+            await owner.add_info({"i": i, "two": True})
+            await owner.flush()
+            await listener.wait_for(lambda e, i=i: e["type"] == "info" and e["body"] == {"i": i, "two": True})  # type: ignore[misc]
+    assert _stream_reads(commands) == 0, [info["command"] for info in commands]
+    await owner.stop()
+    assert [e["id"] for e in await listener.done()] == await _stream_entries(redis, owner)
+
+
+async def test_a_notice_past_entries_the_hub_has_not_read_has_them_read_first(
+    monkeypatch: pytest.MonkeyPatch, redis: Redis, settings: Settings, runtime: Runtime
+) -> None:
+    """Entries a writer added without telling, then an append that carries its own: the carried ones do not
+    follow on from the hub's cursor, so it reads the stream, and the listener gets every entry in order."""
+    monkeypatch.setattr(_reader, "FULL_READ_EVERY", 3600)
+    owner = _deps(runtime, "s1")
+    await owner.start()
+    await owner.flush()
+    listener = Collector(_deps(runtime, "s1"))
+    await listener.wait_for(lambda e: e["type"] == "begin")
+    await _reads_settled(runtime)
+    quiet = await redis.xadd(owner.key(), {"type": "info", "origin": "own", "body": '{"quiet": true}'})  # no PUBLISH
+    token = (await redis.get(owner.key_live())).decode()
+    keys = owner.keys()
+    async with _commands_seen(redis) as commands:
+        await session.append(redis, [(keys, token, quiet.decode(), [("info", "own", '{"told": true}')])],
+                             maxlen=settings.stream_maxlen, retention_ms=60_000)  # fmt: skip
+        await listener.wait_for(lambda e: e["body"] == {"told": True})
+    assert _stream_reads(commands) == 1
+    await redis.xadd(owner.key(), {"type": "end", "origin": "own", "body": "{}"})
+    await redis.publish(owner.key(), "")
+    assert [e["id"] for e in await listener.done()] == await _stream_entries(redis, owner)
+
+
+async def test_a_read_in_flight_skips_what_a_notice_brought_meanwhile(
+    redis: Redis, settings: Settings, runtime: Runtime
+) -> None:
+    """The hub's read was sent before an append whose notice came first: the read's reply holds the entries the
+    notice handed out, and only those after them are handed out again."""
+    hub = StreamHub(redis=redis, settings=settings)  # no tasks: this test plays its read loop
+    stream = runtime.stream(runtime.keys(scope_id=1, user_id=1, session_id="s1"))
+    begin = (await redis.xadd(stream.keys.stream, {"type": "begin", "origin": "o", "body": "{}"})).decode()
+    followed = _reader._Followed(stream=stream, grace_ms=0, cursor=Cursor(begin))
+    subscription = Subscription(hub=hub, stream=stream, after=Cursor(begin))
+    followed.subscribers.add(subscription)
+    hub._streams[stream.keys.stream] = followed
+    ids = [(await redis.xadd(stream.keys.stream, {"type": "info", "origin": "o", "body": f'{{"i":{i}}}'})).decode()
+           for i in range(3)]  # fmt: skip
+    carried = "\0".join([begin, ids[0], "info", "o", '{"i":0}', ids[1], "info", "o", '{"i":1}'])
+    hub._on_written(stream.keys.stream, carried)
+    pool = own_pool(redis, socket_timeout=10)
+    connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        hub._in_read = dict(hub._streams)  # the read, sent at the cursor from before the notice
+        await connection.send_command("XREAD", "STREAMS", stream.keys.stream, begin)
+        hub._dispatch(await connection.read_response())
+    finally:
+        await pool.disconnect()
+    assert [e.id for e in await subscription.next(0)] == ids
+    assert followed.cursor.id == ids[-1]
+    await redis.delete(stream.keys.stream)
 
 
 async def test_a_listener_that_falls_behind_rereads_from_redis(

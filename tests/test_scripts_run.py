@@ -3,6 +3,7 @@ and drives every return code it has."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -10,9 +11,11 @@ import pytest
 from redis.asyncio import Redis
 
 from pydantic_ai_stream import Settings
+from pydantic_ai_stream._core.cursor import Cursor
 from pydantic_ai_stream._core.keys import SessionKeys
+from pydantic_ai_stream._read.notices import carried_entries
 from pydantic_ai_stream._store.results import ActiveState, CancelState, LeaseState, OpenState
-from pydantic_ai_stream._store.scripts import session
+from pydantic_ai_stream._store.scripts import NOTICE_MAX_BYTES, session
 
 NOW = int(time.time() * 1000)
 
@@ -143,6 +146,57 @@ async def test_append_reads_every_fence_and_stream_end_once_for_all_its_sessions
     # Re-sent by a retrying client (its reply lost), the batch writes nothing twice.
     assert await session._APPEND(redis, keys=keys, args=args) == first
     assert [await redis.xlen(k.stream) for k in ks] == [3, 3, 3]
+
+
+async def _notice_of(redis: Redis, k: SessionKeys, args: list[str | int]) -> bytes:
+    """What `append` with `args` (one session: `k`'s) tells the stream's subscribers."""
+    async with redis.pubsub() as pubsub:
+        await pubsub.subscribe(k.stream)
+        await session._APPEND(redis, keys=[k.live, k.stream], args=args)
+        async with asyncio.timeout(10):
+            while (message := await pubsub.get_message(ignore_subscribe_messages=True, timeout=10)) is None:
+                pass
+    data: bytes = message["data"]
+    return data
+
+
+async def test_appends_notice_carries_its_entries_after_the_id_they_follow_on_from(
+    redis: Redis, k: SessionKeys
+) -> None:
+    _, begin_id = await session._OPEN(redis, keys=_open_keys(k), args=_open_args(k, "r1", "n1"))
+    notice = await _notice_of(redis, k, [1000, 60_000, "r1", begin_id, 2, "event", "o", '{"i":1}', "info", "p", "{}"])
+    (first, _), (second, _) = (await redis.xrange(k.stream))[1:]
+    assert notice.split(b"\0") == [begin_id, first, b"event", b"o", b'{"i":1}', second, b"info", b"p", b"{}"]
+    entries = carried_entries(notice.decode(), Cursor(begin_id.decode()).key)
+    assert entries is not None
+    assert [(e.id, e.type, e.origin, e.body) for e in entries] == [
+        (first.decode(), "event", "o", {"i": 1}),
+        (second.decode(), "info", "p", {}),
+    ]
+
+
+@pytest.mark.parametrize(
+    "bodies", [["{}", "x" * (NOTICE_MAX_BYTES - 1)], ['{"a":"\0"}']], ids=["larger than a notice carries", "a NUL"]
+)
+async def test_appends_notice_carries_nothing_past_its_bound_or_with_a_nul(
+    bodies: list[str], redis: Redis, k: SessionKeys
+) -> None:
+    _, begin_id = await session._OPEN(redis, keys=_open_keys(k), args=_open_args(k, "r1", "n1"))
+    args: list[str | int] = [1000, 60_000, "r1", begin_id, len(bodies)]
+    for body in bodies:
+        args += ["event", "o", body]
+    assert await _notice_of(redis, k, args) == b"", "the stream is read instead"
+    assert [f[b"body"].decode() for _, f in await redis.xrange(k.stream)][1:] == bodies, "written all the same"
+
+
+def test_a_notice_gives_only_entries_that_follow_on_from_the_cursor() -> None:
+    notice = "\0".join(["5-0", "6-0", "event", "o", '{"i":6}', "7-0", "event", "o", '{"i":7}'])
+    assert [e.id for e in carried_entries(notice, (5, 0)) or []] == ["6-0", "7-0"]
+    assert [e.id for e in carried_entries(notice, (6, 0)) or []] == ["7-0"], "one of them read already"
+    assert carried_entries(notice, (7, 0)) == [], "all of them read already"
+    assert carried_entries(notice, (4, 9)) is None, "an entry between the cursor and them: read the stream"
+    for malformed in ("5-0\0" + "6-0\0event\0o", "5-0\06-0\0event\0o\0{not json", "x\06-0\0e\0o\0{}", "?"):
+        assert carried_entries(malformed, (5, 0)) is None, malformed
 
 
 async def test_close_writes_end_once_and_refuses_a_lost_lease(redis: Redis, k: SessionKeys) -> None:

@@ -38,14 +38,13 @@ class Entry:
     def from_redis(cls, entry_id: bytes | str, fields: dict[Any, Any]) -> Entry:
         """Decode an `XREAD`/`XRANGE` entry; a missing `body` reads as `{}`."""
         decoded = {decode(k): decode(v) for k, v in fields.items()}
-        body_json = decoded.get("body", "{}")
-        return cls(
-            id=decode(entry_id),
-            type=decoded.get("type", ""),
-            origin=decoded.get("origin", ""),
-            body=json.loads(body_json),
-            body_json=body_json,
-        )
+        type_, origin, body_json = decoded.get("type", ""), decoded.get("origin", ""), decoded.get("body", "{}")
+        return cls.parse(decode(entry_id), type_, origin, body_json)
+
+    @classmethod
+    def parse(cls, entry_id: str, type_: str, origin: str, body_json: str) -> Entry:
+        """An entry from its fields as stored (`body_json`: its body's JSON)."""
+        return cls(id=entry_id, type=type_, origin=origin, body=json.loads(body_json), body_json=body_json)
 
 
 class StreamBounds(NamedTuple):

@@ -1,18 +1,19 @@
 """One reader per process that serves every listener, instead of a connection per listener.
 
 A `StreamHub` (one per `Runtime`, the owner of its tasks) reads each new entry of the streams someone in this
-process listens to once, decodes it once and hands it to all of that stream's subscribers. Redis tells it
-which streams were written (`WriteNotices`: every script that adds to a session's stream publishes on the
-stream's channel), and a round of reads names only those, at each stream's cursor: a read costs the same
-however many streams the hub follows, and reads that come while one is in flight join the next round. Once
-`FULL_READ_EVERY` the hub reads every stream it follows, for a writer that does not publish (an older release,
-a script of one's own). A listener that joins a stream the hub already follows reads the part it missed with
-`XRANGE`. Entries are handed only to the followers the read was sent for, so a listener that joins while a
-read with an older follower's cursor is in flight never gets that read's entries. A subscriber that falls
-behind by more than `MAX_BUFFERED_BYTES` drops its buffer and re-reads from Redis, which holds the stream
-anyway: a slow client costs no memory here. A dropped connection is re-opened (and everything read again
-from each stream's cursor), so a Redis restart loses nothing; only an outage longer than `RECONNECT_WINDOW`
-reaches the listeners.
+process listens to once, decodes it once and hands it to all of that stream's subscribers. Redis tells it which
+streams were written (`WriteNotices`: every script that adds to a session's stream publishes on the stream's
+channel), and a round of reads names only those, at each stream's cursor: a read costs the same however many
+streams the hub follows, and reads that come while one is in flight join the next round. The notice of an append
+(a run's tokens) carries the entries, and names the id they follow on from: when that is at or before the
+stream's cursor, the hub hands them out with no read at all (a read in flight then skips what a notice brought).
+Once `FULL_READ_EVERY` the hub reads every stream it follows, for a writer that does not publish (an older
+release, a script of one's own). A listener that joins a stream the hub already follows reads the part it missed
+with `XRANGE`. Entries are handed only to the followers the read was sent for, so a listener that joins while a
+read with an older follower's cursor is in flight never gets that read's entries. A subscriber that falls behind
+by more than `MAX_BUFFERED_BYTES` drops its buffer and re-reads from Redis, which holds the stream anyway: a slow
+client costs no memory here. A dropped connection is re-opened (and everything read again from each stream's
+cursor), so a Redis restart loses nothing; only an outage longer than `RECONNECT_WINDOW` reaches the listeners.
 
 Redis Cluster cannot read streams of different slots in one command, so cluster clients keep one
 blocking read per listener (see `listen.py`).
@@ -42,7 +43,7 @@ from .._core.settings import Settings
 from .._store.cluster import reap_many
 from .._store.redis import own_pool, xread_entries_by_key
 from .._store.stream import SessionStream
-from .notices import WriteNotices
+from .notices import WriteNotices, carried_entries
 from .subscription import READ_COUNT, Subscription
 
 __all__ = ["StreamHub"]
@@ -163,10 +164,18 @@ class StreamHub:
         self._task = asyncio.create_task(self._read_loop())
         self._loops.add(self._task)
 
-    def _on_written(self, key: str) -> None:
-        if key in self._streams:
-            self._written[key] = None
-            self._kick()
+    def _on_written(self, key: str, carried: str) -> None:
+        followed = self._streams.get(key)
+        if followed is None:
+            return
+        if carried:
+            entries = carried_entries(carried, followed.cursor.key)
+            if entries is not None:  # they follow on from the cursor: no read
+                if entries:
+                    self._hand_out(followed, entries)
+                return
+        self._written[key] = None
+        self._kick()
 
     def _kick(self) -> None:
         if self._kicked is not None and not self._kicked.done():
@@ -359,8 +368,18 @@ class StreamHub:
             if len(raw_entries) >= READ_COUNT:
                 self._written[key] = None  # more to read: in the next round
             entries = [Entry.from_redis(entry_id, fields) for entry_id, fields in raw_entries]
-            followed.cursor = Cursor(entries[-1].id)
-            followed.active_at, followed.ended = time.monotonic(), entries[-1].type == END
-            size = sum(entry.size for entry in entries)
-            for subscription in followed.subscribers:
-                subscription.deliver(entries, size)
+            if Cursor.key_of(entries[0].id) <= followed.cursor.key:
+                # Notices carried some of them while the read was in flight.
+                last = followed.cursor.key
+                entries = [entry for entry in entries if Cursor.key_of(entry.id) > last]
+            if entries:
+                self._hand_out(followed, entries)
+
+    @staticmethod
+    def _hand_out(followed: _Followed, entries: list[Entry]) -> None:
+        """Give `followed`'s subscribers `entries`, the next after its cursor (read, or carried by a notice)."""
+        followed.cursor = Cursor(entries[-1].id)
+        followed.active_at, followed.ended = time.monotonic(), entries[-1].type == END
+        size = sum(entry.size for entry in entries)
+        for subscription in followed.subscribers:
+            subscription.deliver(entries, size)

@@ -4,6 +4,9 @@ Every script that adds to a session's stream publishes on the channel named as t
 `_store/scripts/lib.lua`). `WriteNotices` keeps one connection subscribed to the channels of the streams the hub
 follows, and passes each stream named on to the hub, which then reads only that stream. A stream is also passed
 on when its subscription begins (Redis confirms it): what was written before Redis began to tell is read then.
+
+A notice of the writers' appends (the tokens) carries the entries themselves (`carry` in `lib.lua`): `Carried`
+reads it, and the hub hands them out without a read when they follow on from where its cursor is.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from .._core.entry import decode
+from .._core.cursor import Cursor
+from .._core.entry import Entry, decode
 from .._store.redis import own_pool
 
-__all__ = ["PING_EVERY", "WriteNotices"]
+__all__ = ["PING_EVERY", "WriteNotices", "carried_entries"]
 
 PING_EVERY = 1.0
 """Seconds between the pings that prove the connection alive; one unanswered for `PING_TIMEOUT` drops it."""
@@ -38,7 +42,8 @@ class WriteNotices:
     redis: Redis
     streams: Callable[[], Collection[str]]
     """The keys of the streams to hear about (read whenever the subscriptions are brought in line)."""
-    on_written: Callable[[str], None]
+    on_written: Callable[[str, str], None]
+    """Called with a stream's key and what its notice carried (`""`: nothing, read the stream)."""
     _connection: AbstractConnection | None = None
     _subscribed: set[str] = field(default_factory=set)
     """The channels the connection was asked to subscribe to (and not to leave since)."""
@@ -64,8 +69,10 @@ class WriteNotices:
                 reply: Any = await connection.read_response(timeout=math.inf, push_request=True)
                 self._heard_at = loop.time()
                 kind = decode(reply[0] if isinstance(reply, list) else reply).lower()
-                if kind in ("message", "subscribe"):
-                    self.on_written(decode(reply[1]))
+                if kind == "message":
+                    self.on_written(decode(reply[1]), decode(reply[2]))
+                elif kind == "subscribe":
+                    self.on_written(decode(reply[1]), "")
                 elif kind == "pong":
                     self._pinged_at = None
         finally:
@@ -134,3 +141,21 @@ class WriteNotices:
 
 def _chunks(keys: list[str]) -> list[list[str]]:
     return [keys[i : i + CHUNK] for i in range(0, len(keys), CHUNK)]
+
+
+def carried_entries(carried: str, after: tuple[int, int]) -> list[Entry] | None:
+    """The entries a notice `carried` after the cursor `after` (a `Cursor.key`), if they follow on from it with
+    none missing between (maybe none: all were read already); `None` if some were written between, or the notice
+    is not one this release's scripts write: then the stream is read."""
+    parts = carried.split("\0")
+    if len(parts) % 4 != 1:
+        return None
+    try:
+        if Cursor.key_of(parts[0]) > after:
+            return None
+        first = 1
+        while first < len(parts) and Cursor.key_of(parts[first]) <= after:
+            first += 4
+        return [Entry.parse(*parts[i : i + 4]) for i in range(first, len(parts), 4)]
+    except ValueError:  # an id or a body that is not one (JSON's error is one too)
+        return None

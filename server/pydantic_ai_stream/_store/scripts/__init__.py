@@ -24,12 +24,16 @@ from redis.exceptions import NoScriptError
 from ..._core.names import lua
 from ..redis import AsyncRedis, is_cluster
 
-__all__ = ["LIBRARY_VALUES", "READY_MAXLEN", "LuaScript", "library"]
+__all__ = ["LIBRARY_VALUES", "NOTICE_MAX_BYTES", "READY_MAXLEN", "LuaScript", "library"]
 
 READY_MAXLEN = 1000
 """Wake-ups the run queue's ready stream keeps: enough that a worker about to wait sees the newest ones."""
 
-LIBRARY_VALUES: Mapping[str, int] = {"READY_MAXLEN": READY_MAXLEN}
+NOTICE_MAX_BYTES = 64 * 1024
+"""Bytes of entry bodies a notice of a write carries at most (`carry` in `lib.lua`); a larger write's notice only
+says the stream was written. Redis drops a subscriber whose unread messages pass 32 MiB (8 MiB for a minute)."""
+
+LIBRARY_VALUES: Mapping[str, int] = {"READY_MAXLEN": READY_MAXLEN, "NOTICE_MAX_BYTES": NOTICE_MAX_BYTES}
 """The values the library's functions spell as `$NAME`, besides the shared names."""
 
 # A library function: its comment lines, then `local function <name>(` up to the `end` that closes it at column 0.

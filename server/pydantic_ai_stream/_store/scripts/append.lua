@@ -44,10 +44,13 @@ for i, s in ipairs(sessions) do
     if ahead[s[1]] then
       id = last_entry(s[1])[1]
     else
+      -- Nothing follows the known id (or the stream is empty): the entries follow on from it.
+      local carried = {s[3] ~= '' and s[3] or '0-0', bytes = 0}
       for j = s[4], s[4] + 3 * (s[5] - 1), 3 do
         id = redis.call('XADD', s[1], 'MAXLEN', '~', ARGV[1], '*', 'type', ARGV[j], 'origin', ARGV[j + 1], 'body', ARGV[j + 2])
+        carried = carry(carried, id, ARGV[j], ARGV[j + 1], ARGV[j + 2])
       end
-      written(s[1])
+      written(s[1], carried and table.concat(carried, '\0'))
     end
   end
   results[i] = id

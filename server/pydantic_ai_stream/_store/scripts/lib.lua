@@ -31,10 +31,25 @@ end
 
 -- Tells whoever follows `stream` that it has new entries: a message on the channel named as its key, which a
 -- process's `StreamHub` subscribes to for the streams it reads (a message nobody subscribed to costs a lookup).
--- Every script that adds to a session's stream calls it. Left out of the scripts a Redis Cluster runs
--- ($PUBLISH_WRITES is 0 there: `LuaScript`), where PUBLISH reaches every node and each listener reads alone.
-local function written(stream)
-  if $PUBLISH_WRITES == 1 then redis.call('PUBLISH', stream, '') end
+-- Every script that adds to a session's stream calls it. The message is empty (read the stream), or `carried`
+-- (`carry`'s text): the entries themselves, which a follower whose cursor is where they follow on takes without
+-- a read. Left out of the scripts a Redis Cluster runs ($PUBLISH_WRITES is 0 there: `LuaScript`), where PUBLISH
+-- reaches every node and each listener reads alone.
+local function written(stream, carried)
+  if $PUBLISH_WRITES == 1 then redis.call('PUBLISH', stream, carried or '') end
+end
+
+-- Adds the entry `id` (`type_`, `origin`, `body`) to `carried`, the parts of a notice that carries what a script
+-- wrote: first the id the stream ended at before them, then each entry's id, type, origin and body; the notice
+-- is the parts joined by NUL bytes (`notices.py` reads it). Returns nil, for an empty notice, once the bodies
+-- pass $NOTICE_MAX_BYTES (a subscriber's buffer in Redis is bounded) or a body holds a NUL (no JSON does).
+local function carry(carried, id, type_, origin, body)
+  if carried == nil then return nil end
+  carried.bytes = carried.bytes + #body
+  if carried.bytes > $NOTICE_MAX_BYTES or string.find(body, '\0', 1, true) then return nil end
+  local n = #carried
+  carried[n + 1], carried[n + 2], carried[n + 3], carried[n + 4] = id, type_, origin, body
+  return carried
 end
 
 -- Ends the run of `stream` without its process: `error` (`error_body`), then `end` (`end_body`); the session
