@@ -109,9 +109,10 @@ async def _reads_settled(runtime: Runtime) -> None:
     """Wait until the hub's read loop has nothing to read and waits to be told (its first rounds done)."""
     hub = runtime.hub
     assert hub is not None
-    async with asyncio.timeout(30):
-        while not (hub._kicked is not None and not hub._kicked.done() and not hub._written and hub._reading is None):
-            await asyncio.sleep(0.01)
+    deadline = time.monotonic() + 30
+    while not (hub._kicked is not None and not hub._kicked.done() and not hub._written and hub._reading is None):
+        assert time.monotonic() < deadline, "the hub's reads did not settle"
+        await asyncio.sleep(0.01)
 
 
 def _stream_reads(commands: list[MonitorCommandInfo]) -> int:
@@ -405,6 +406,40 @@ async def test_long_waits_end_on_the_hubs_tick_without_a_timer_each(
     for task in waiting:
         task.cancel()
     await asyncio.gather(*waiting, return_exceptions=True)
+    await owner.stop()
+
+
+async def test_a_listener_asks_the_tick_once_a_heartbeat_however_often_entries_come(
+    monkeypatch: pytest.MonkeyPatch, runtime: Runtime
+) -> None:
+    """Each wait of a listener with a heartbeat ends by the hub's tick, but a wait that ends after the tick it
+    already asked for asks for none: the tick asks again for the wait's end. The heartbeat still comes only
+    after a whole heartbeat of silence."""
+    monkeypatch.setattr(_subscription, "COARSE_WAIT", 0.2)
+    owner = _deps(runtime, "s1")
+    await owner.start()
+    await owner.flush()
+    hub = runtime.hub
+    assert hub is not None
+    batches = owner.handle().listen_batches(heartbeat=1.0, timeout=None)
+    asked, last_entry_at = 0, 0.0
+    for i in range(20):
+        # The listener waits (it runs as soon as this test awaits) when the entry comes.
+        waiting = asyncio.create_task(anext(batches))
+        await owner.add_info({"i": i})
+        await owner.flush()
+        while True:
+            batch = await asyncio.wait_for(waiting, 30)
+            assert batch is not None or time.monotonic() - last_entry_at >= 1.0, "a heartbeat only after 1 s of silence"
+            if batch is not None and batch[-1].body == {"i": i}:
+                break
+            waiting = asyncio.create_task(anext(batches))
+        last_entry_at = time.monotonic()
+        asked = max(asked, sum(map(len, hub._due.values())))
+    assert asked <= 1, f"{asked} ticks asked for at once"
+    assert await asyncio.wait_for(anext(batches), 30) is None
+    assert time.monotonic() - last_entry_at >= 1.0, "a heartbeat after a whole heartbeat of silence"
+    await batches.aclose()  # type: ignore[attr-defined]
     await owner.stop()
 
 

@@ -195,9 +195,16 @@ class StreamHub:
             if self.idle:
                 self.on_idle()
 
-    def wake_by_tick(self, subscription: Subscription, at: float) -> None:
-        """End `subscription`'s wait at the first tick from `at` (the loop's time)."""
-        self._due.setdefault(math.ceil(at / CHECK_TICK), []).append(subscription)
+    @property
+    def tick(self) -> float:
+        """Seconds between the hub's ticks (`CHECK_TICK`)."""
+        return CHECK_TICK
+
+    def wake_by_tick(self, subscription: Subscription, at: float) -> float:
+        """Have the first tick from `at` (the loop's time) call `subscription.wake_if_due`; returns when it comes."""
+        tick = math.ceil(at / CHECK_TICK)
+        self._due.setdefault(tick, []).append(subscription)
+        return tick * CHECK_TICK
 
     def _wake_due(self, now: float) -> None:
         """End the waits due by `now` (the loop's time); a wait that ended since is left alone."""
@@ -216,12 +223,13 @@ class StreamHub:
         now = time.monotonic()
         if now >= self._read_all_at:
             self._kick()
-        due = [
+        due = [  # the cheapest test first: every tick looks at every stream
             followed
             for followed in self._streams.values()
-            if not followed.ended
+            if now >= followed.check_at
+            and now >= followed.active_at + CHECK_AFTER
+            and not followed.ended
             and not followed.cursor.is_begin  # the stream exists: a run began (or a listener resumed)
-            and now >= max(followed.active_at + CHECK_AFTER, followed.check_at)
         ]
         for followed in due:
             followed.check_at = now + CHECK_AFTER

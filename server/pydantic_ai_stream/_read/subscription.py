@@ -25,8 +25,13 @@ class Reader(Protocol):
     def raise_error(self) -> None:
         """Raise what stopped the reads (Redis unreachable), if anything did."""
 
-    def wake_by_tick(self, subscription: Subscription, at: float) -> None:
-        """End `subscription`'s wait at the hub's first tick from `at` (the loop's time), unless it ended."""
+    @property
+    def tick(self) -> float:
+        """Seconds between the hub's ticks."""
+
+    def wake_by_tick(self, subscription: Subscription, at: float) -> float:
+        """Have the hub's first tick from `at` (the loop's time) call `subscription.wake_if_due`; returns when it
+        comes."""
 
 
 READ_COUNT = 1000
@@ -64,6 +69,10 @@ class Subscription:
     _waiter: asyncio.Future[None] | None = None
     _wake_at: float = math.inf
     """When the hub's tick ends the current wait (`COARSE_WAIT`)."""
+    _ticked_at: float = math.inf
+    """When the hub's tick next looks at this subscription (the loop's time; `inf`: none will). A wait that ends
+    later asks for no tick of its own: that one asks again for the wait's end. So a listener that gets an entry
+    every few seconds asks once a heartbeat, not once a wait."""
     _loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.get_running_loop)
     """Kept: Python 3.11's `get_running_loop` makes a system call (`getpid`) each time, and a listener waits for
     each batch."""
@@ -104,7 +113,23 @@ class Subscription:
     async def next(self, timeout: float) -> list[Entry]:
         """The next entries, waiting up to `timeout` seconds (`inf`: until some come); `[]` if none came."""
         if not self._buffer and self.gap_until is None and not self._arrived:
-            await self._wait(timeout)
+            # The wait, inline: a coroutine of its own cost each delivery its creation and a frame.
+            loop = self._loop
+            self._waiter = waiter = loop.create_future()
+            timer = None
+            if timeout < COARSE_WAIT:
+                timer = loop.call_later(timeout, resolve, waiter)  # not asyncio.timeout: cheaper
+            elif timeout != math.inf:
+                self._wake_at = at = loop.time() + timeout
+                if self._ticked_at >= at + self.hub.tick:  # else the tick asked for comes by `at`'s
+                    self._ticked_at = self.hub.wake_by_tick(self, at)
+            try:
+                await waiter
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                self._wake_at = math.inf
+                self._waiter = None
         self._arrived = False
         self.hub.raise_error()
         if self.gap_until is not None:
@@ -121,27 +146,16 @@ class Subscription:
             self._last_id = batch[-1].id
         return batch
 
-    async def _wait(self, timeout: float) -> None:
-        loop = self._loop
-        self._waiter = waiter = loop.create_future()
-        timer = None
-        if timeout < COARSE_WAIT:
-            timer = loop.call_later(timeout, resolve, waiter)  # not asyncio.timeout: cheaper
-        elif timeout != math.inf:
-            self._wake_at = loop.time() + timeout
-            self.hub.wake_by_tick(self, self._wake_at)
-        try:
-            await waiter
-        finally:
-            if timer is not None:
-                timer.cancel()
-            self._wake_at = math.inf
-            self._waiter = None
-
     def wake_if_due(self, now: float) -> None:
-        """End the current wait if its time came (`now`: the loop's time)."""
-        if self._waiter is not None and self._wake_at <= now:
+        """The tick this subscription asked for (`now`: the loop's time): end the current wait if its time came,
+        else ask for the tick at its end."""
+        self._ticked_at = math.inf
+        if self._waiter is None:
+            return
+        if self._wake_at <= now:
             resolve(self._waiter)
+        elif self._wake_at != math.inf:
+            self._ticked_at = self.hub.wake_by_tick(self, self._wake_at)
 
     async def _catch_up(self, until: str) -> list[Entry]:
         count = self._page
