@@ -176,17 +176,26 @@ async def test_appends_notice_carries_its_entries_after_the_id_they_follow_on_fr
 
 
 @pytest.mark.parametrize(
-    "bodies", [["{}", "x" * (NOTICE_MAX_BYTES - 1)], ['{"a":"\0"}']], ids=["larger than a notice carries", "a NUL"]
+    "entries",
+    [
+        [("event", "o", "{}"), ("event", "o", "x" * (NOTICE_MAX_BYTES - 1))],
+        [("event", "o", '{"a":"\0"}')],
+        [("event", "o", "{}"), ("custom\0type", "o", "{}")],
+    ],
+    ids=["larger than a notice carries", "a NUL in a body", "a NUL in a type"],
 )
 async def test_appends_notice_carries_nothing_past_its_bound_or_with_a_nul(
-    bodies: list[str], redis: Redis, k: SessionKeys
+    entries: list[tuple[str, str, str]], redis: Redis, k: SessionKeys
 ) -> None:
     _, begin_id = await session._OPEN(redis, keys=_open_keys(k), args=_open_args(k, "r1", "n1"))
-    args: list[str | int] = [1000, 60_000, "r1", begin_id, len(bodies)]
-    for body in bodies:
-        args += ["event", "o", body]
+    args: list[str | int] = [1000, 60_000, "r1", begin_id, len(entries)]
+    for entry in entries:
+        args += entry
     assert await _notice_of(redis, k, args) == b"", "the stream is read instead"
-    assert [f[b"body"].decode() for _, f in await redis.xrange(k.stream)][1:] == bodies, "written all the same"
+    written = [
+        (f[b"type"].decode(), f[b"origin"].decode(), f[b"body"].decode()) for _, f in await redis.xrange(k.stream)
+    ]
+    assert written[1:] == entries, "written all the same"
 
 
 def test_a_notice_gives_only_entries_that_follow_on_from_the_cursor() -> None:

@@ -5,8 +5,8 @@ Every script that adds to a session's stream publishes on the channel named as t
 follows, and passes each stream named on to the hub, which then reads only that stream. A stream is also passed
 on when its subscription begins (Redis confirms it): what was written before Redis began to tell is read then.
 
-A notice of the writers' appends (the tokens) carries the entries themselves (`carry` in `lib.lua`): `Carried`
-reads it, and the hub hands them out without a read when they follow on from where its cursor is.
+A notice of the writers' appends (the tokens) carries the entries themselves (`carry` in `lib.lua`):
+`carried_entries` reads it, and the hub hands them out without a read when they follow on from its cursor.
 """
 
 from __future__ import annotations

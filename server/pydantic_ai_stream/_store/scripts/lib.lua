@@ -42,11 +42,13 @@ end
 -- Adds the entry `id` (`type_`, `origin`, `body`) to `carried`, the parts of a notice that carries what a script
 -- wrote: first the id the stream ended at before them, then each entry's id, type, origin and body; the notice
 -- is the parts joined by NUL bytes (`notices.py` reads it). Returns nil, for an empty notice, once the bodies
--- pass $NOTICE_MAX_BYTES (a subscriber's buffer in Redis is bounded) or a body holds a NUL (no JSON does).
+-- pass $NOTICE_MAX_BYTES (a subscriber's buffer in Redis is bounded) or a part holds a NUL (no JSON body does).
 local function carry(carried, id, type_, origin, body)
   if carried == nil then return nil end
   carried.bytes = carried.bytes + #body
-  if carried.bytes > $NOTICE_MAX_BYTES or string.find(body, '\0', 1, true) then return nil end
+  if carried.bytes > $NOTICE_MAX_BYTES then return nil end
+  local nul = string.find(body, '\0', 1, true) or string.find(type_, '\0', 1, true)
+  if nul or string.find(origin, '\0', 1, true) then return nil end
   local n = #carried
   carried[n + 1], carried[n + 2], carried[n + 3], carried[n + 4] = id, type_, origin, body
   return carried
