@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pydantic_ai_stream import CursorAheadError, InvalidIdError, ListenTimeoutError, Runtime, Settings, run
 from pydantic_ai_stream._core.cursor import Cursor
+from pydantic_ai_stream._core.entry import decode
 from pydantic_ai_stream._read import hub as _reader
 from pydantic_ai_stream._read import notices as _notices
 from pydantic_ai_stream._read import subscription as _subscription
@@ -154,10 +155,10 @@ async def test_a_notice_past_entries_the_hub_has_not_read_has_them_read_first(
     await listener.wait_for(lambda e: e["type"] == "begin")
     await _reads_settled(runtime)
     quiet = await redis.xadd(owner.key(), {"type": "info", "origin": "own", "body": '{"quiet": true}'})  # no PUBLISH
-    token = (await redis.get(owner.key_live())).decode()
+    token = decode(await redis.get(owner.key_live()) or b"")
     keys = owner.keys()
     async with _commands_seen(redis) as commands:
-        await session.append(redis, [(keys, token, quiet.decode(), [("info", "own", '{"told": true}')])],
+        await session.append(redis, [(keys, token, decode(quiet), [("info", "own", '{"told": true}')])],
                              maxlen=settings.stream_maxlen, retention_ms=60_000)  # fmt: skip
         await listener.wait_for(lambda e: e["body"] == {"told": True})
     assert _stream_reads(commands) == 1
@@ -173,12 +174,12 @@ async def test_a_read_in_flight_skips_what_a_notice_brought_meanwhile(
     notice handed out, and only those after them are handed out again."""
     hub = StreamHub(redis=redis, settings=settings)  # no tasks: this test plays its read loop
     stream = runtime.stream(runtime.keys(scope_id=1, user_id=1, session_id="s1"))
-    begin = (await redis.xadd(stream.keys.stream, {"type": "begin", "origin": "o", "body": "{}"})).decode()
+    begin = decode(await redis.xadd(stream.keys.stream, {"type": "begin", "origin": "o", "body": "{}"}))
     followed = _reader._Followed(stream=stream, grace_ms=0, cursor=Cursor(begin))
     subscription = Subscription(hub=hub, stream=stream, after=Cursor(begin))
     followed.subscribers.add(subscription)
     hub._streams[stream.keys.stream] = followed
-    ids = [(await redis.xadd(stream.keys.stream, {"type": "info", "origin": "o", "body": f'{{"i":{i}}}'})).decode()
+    ids = [decode(await redis.xadd(stream.keys.stream, {"type": "info", "origin": "o", "body": f'{{"i":{i}}}'}))
            for i in range(3)]  # fmt: skip
     carried = "\0".join([begin, ids[0], "info", "o", '{"i":0}', ids[1], "info", "o", '{"i":1}'])
     hub._on_written(stream.keys.stream, carried)
@@ -421,24 +422,27 @@ async def test_a_listener_asks_the_tick_once_a_heartbeat_however_often_entries_c
     await owner.flush()
     hub = runtime.hub
     assert hub is not None
+    # The listener's silence starts no sooner than each entry's write: the heartbeat's bounds count from there.
+    silent_since = time.monotonic()
     batches = owner.handle().listen_batches(heartbeat=1.0, timeout=None)
-    asked, last_entry_at = 0, 0.0
+    asked = 0
     for i in range(20):
         # The listener waits (it runs as soon as this test awaits) when the entry comes.
-        waiting = asyncio.create_task(anext(batches))
+        waiting = asyncio.ensure_future(anext(batches))
+        written_at = time.monotonic()
         await owner.add_info({"i": i})
         await owner.flush()
         while True:
             batch = await asyncio.wait_for(waiting, 30)
-            assert batch is not None or time.monotonic() - last_entry_at >= 1.0, "a heartbeat only after 1 s of silence"
+            assert batch is not None or time.monotonic() - silent_since >= 1.0, "a heartbeat only after 1 s of silence"
             if batch is not None and batch[-1].body == {"i": i}:
                 break
-            waiting = asyncio.create_task(anext(batches))
-        last_entry_at = time.monotonic()
+            waiting = asyncio.ensure_future(anext(batches))
+        silent_since = written_at
         asked = max(asked, sum(map(len, hub._due.values())))
     assert asked <= 1, f"{asked} ticks asked for at once"
     assert await asyncio.wait_for(anext(batches), 30) is None
-    assert time.monotonic() - last_entry_at >= 1.0, "a heartbeat after a whole heartbeat of silence"
+    assert time.monotonic() - silent_since >= 1.0, "a heartbeat after a whole heartbeat of silence"
     await batches.aclose()  # type: ignore[attr-defined]
     await owner.stop()
 
