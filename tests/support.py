@@ -163,6 +163,16 @@ async def evalsha_calls(redis: Redis) -> int:
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
+async def listened_run(runtime: Runtime, session_id: str = "s1") -> tuple[ScopedDeps, Collector]:
+    """A run started on user 1's session `session_id` (its `begin` written), and a listener that has seen it."""
+    owner = ScopedDeps.on(runtime, user_id=1, session_id=session_id)
+    await owner.start()
+    await owner.flush()
+    listener = Collector(ScopedDeps.on(runtime, user_id=1, session_id=session_id))
+    await listener.wait_for(lambda e: e["type"] == "begin")
+    return owner, listener
+
+
 async def wait_renewed(redis: Redis, key: str, *, past: float) -> None:
     """Watch the lease at `key` until `past` seconds after it would have expired unrenewed; fail if it lapses."""
     end = time.monotonic() + max(0, await redis.pttl(key)) / 1000 + past

@@ -27,7 +27,7 @@ from pydantic_ai_stream._read.hub import StreamHub
 from pydantic_ai_stream._read.subscription import Subscription
 from pydantic_ai_stream._store.redis import own_pool
 from pydantic_ai_stream._store.scripts import session
-from support import Collector, MemorySession, ScopedDeps, evalsha_calls, has_text, scripted_model
+from support import Collector, MemorySession, ScopedDeps, evalsha_calls, has_text, listened_run, scripted_model
 
 
 def _deps(runtime: Runtime, session_id: str) -> ScopedDeps:
@@ -125,11 +125,7 @@ async def test_appended_entries_come_with_their_notice_and_are_not_read(
 ) -> None:
     """A writer's notice carries what it appended: a listener gets the entries without the hub's reading them."""
     monkeypatch.setattr(_reader, "FULL_READ_EVERY", 3600)  # only as the hub starts: the rest is read when written
-    owner = _deps(runtime, "s1")
-    await owner.start()
-    await owner.flush()
-    listener = Collector(_deps(runtime, "s1"))
-    await listener.wait_for(lambda e: e["type"] == "begin")
+    owner, listener = await listened_run(runtime)
     await _reads_settled(runtime)
     async with _commands_seen(redis) as commands:
         for i in range(5):
@@ -148,11 +144,7 @@ async def test_a_notice_past_entries_the_hub_has_not_read_has_them_read_first(
     """Entries a writer added without telling, then an append that carries its own: the carried ones do not
     follow on from the hub's cursor, so it reads the stream, and the listener gets every entry in order."""
     monkeypatch.setattr(_reader, "FULL_READ_EVERY", 3600)
-    owner = _deps(runtime, "s1")
-    await owner.start()
-    await owner.flush()
-    listener = Collector(_deps(runtime, "s1"))
-    await listener.wait_for(lambda e: e["type"] == "begin")
+    owner, listener = await listened_run(runtime)
     await _reads_settled(runtime)
     quiet = await redis.xadd(owner.key(), {"type": "info", "origin": "own", "body": '{"quiet": true}'})  # no PUBLISH
     token = decode(await redis.get(owner.key_live()) or b"")

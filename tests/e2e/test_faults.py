@@ -23,7 +23,7 @@ from pydantic_ai_stream._read import notices as _notices
 from pydantic_ai_stream.client import StreamClient
 from pydantic_ai_stream.server import RunningServer, ServerSettings, running_server
 from pydantic_ai_stream.v1 import stream_pb2 as pb
-from support import Collector, ScopedDeps, server_keys, status_of
+from support import Collector, ScopedDeps, listened_run, server_keys, status_of
 
 
 @pytest.fixture
@@ -224,11 +224,7 @@ async def test_a_stalled_subscriber_is_dropped_and_its_streams_heard_again(
     monkeypatch.setattr(_hub, "FULL_READ_EVERY", 3600)  # only as a loop starts or re-opens a connection
     client = Redis.from_url(redis_server.url)
     async with Runtime(redis=client, settings=settings) as runtime:
-        owner = ScopedDeps.on(runtime, user_id=1, session_id="s1")
-        await owner.start()
-        await owner.flush()
-        listener = Collector(ScopedDeps.on(runtime, user_id=1, session_id="s1"))
-        await listener.wait_for(lambda e: e["type"] == "begin")
+        owner, listener = await listened_run(runtime)
         hub = runtime.hub
         assert hub is not None
         deadline = time.monotonic() + 30
@@ -258,11 +254,7 @@ async def test_a_read_outlasting_its_bound_is_dropped_and_read_again(
     monkeypatch.setattr(_notices, "PING_TIMEOUT", 3600)  # the subscriber connection is kept through the sleep
     client = Redis.from_url(redis_server.url)
     async with Runtime(redis=client, settings=settings) as runtime:
-        owner = ScopedDeps.on(runtime, user_id=1, session_id="s1")
-        await owner.start()
-        await owner.flush()
-        listener = Collector(ScopedDeps.on(runtime, user_id=1, session_id="s1"))
-        await listener.wait_for(lambda e: e["type"] == "begin")
+        owner, listener = await listened_run(runtime)
         with caplog.at_level("WARNING", logger=_hub.__name__):
             # Short of the run's lease, past the bound:
             sleep = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", 2))
