@@ -11,6 +11,9 @@ waits until every listener has each. The rhythm says how:
   appended by the writers' script and waited for before the next.
 - `handed`: no Redis at all after the set-up: each entry is handed straight to the hub's subscriptions of its
   stream, as the hub hands what it read. What a listener's own steps cost.
+- `floor`: none of ours: the fan-out floor's listeners (`bench.grpc_floor`'s, a generator per listener awaiting
+  its session's next response), each response published as `handed` hands an entry. What a listener costs at
+  least, in the same harness.
 
 Prints the process's CPU per delivery over the entries; with `all` and `each` the appends are part of it (the
 same on any checkout), and `each` also prints them alone (the same appends to a stream nobody follows). The
@@ -25,7 +28,7 @@ import asyncio
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
@@ -35,7 +38,9 @@ from pydantic_ai_stream._core.keys import SessionKeys
 from pydantic_ai_stream._edges.process import collect_less
 from pydantic_ai_stream._store.scripts import session
 
-RHYTHMS = ("all", "each", "handed")
+from .grpc_floor import AioSession
+
+RHYTHMS = ("all", "each", "handed", "floor")
 BODY = json.dumps({"idx": 0, "event": "part_delta", "content_delta": "x" * 20})
 
 
@@ -54,23 +59,13 @@ async def measure(url: str, sessions: int, listeners: int, tokens: int, rhythm: 
                 pipe.set(write.keys.live, "bench", ex=3600)  # a live run: the hub's dead-run check leaves it
             for write, reply in zip(writes.values(), (await pipe.execute())[::2], strict=True):
                 write.last = reply.decode()
-        loop = asyncio.get_running_loop()
-        awaited: dict[int, tuple[list[int], asyncio.Future[None]]] = {}
-        """By stream: the deliveries still awaited of its entry, and the future their end sets."""
-
-        def expect(i: int) -> asyncio.Future[None]:
-            awaited[i] = ([listeners], future := loop.create_future())
-            return future
+        awaited = _Awaited(listeners)
 
         async def listen(i: int, handle: SessionHandle) -> None:
             async for batch in handle.listen_batches(timeout=None, heartbeat=15.0):
                 for entry in batch or ():
-                    if entry.type != "begin" and i in awaited:
-                        left, future = awaited[i]
-                        left[0] -= 1
-                        if not left[0]:
-                            del awaited[i]
-                            future.set_result(None)
+                    if entry.type != "begin":
+                        awaited.seen(i)
 
         tasks = [asyncio.create_task(listen(i, h)) for i, h in enumerate(handles) for _ in range(listeners)]
         hub = runtime.hub
@@ -84,12 +79,12 @@ async def measure(url: str, sessions: int, listeners: int, tokens: int, rhythm: 
             cpu = time.process_time()
             for token in range(tokens):
                 if rhythm == "all":
-                    expected = [expect(i) for i in range(sessions)]
+                    expected = [awaited.expect(i) for i in range(sessions)]
                     await _append(redis, list(writes.values())[:-1])
                     await asyncio.wait_for(asyncio.gather(*expected), 60)
                     continue
                 for i, handle in enumerate(handles):
-                    expected_one = expect(i)
+                    expected_one = awaited.expect(i)
                     if rhythm == "each":
                         await _append(redis, [writes[handle.keys.stream]])
                     else:
@@ -113,6 +108,56 @@ async def measure(url: str, sessions: int, listeners: int, tokens: int, rhythm: 
     await redis.aclose()
     deliveries = len(tasks) * tokens
     return cpu / deliveries, None if appends is None else appends / deliveries
+
+
+async def measure_floor(sessions: int, listeners: int, tokens: int) -> float:
+    """`floor`: CPU seconds per delivery of the fan-out floor's listeners, no runtime and no Redis."""
+    collect_less()
+    published = [AioSession() for _ in range(sessions)]
+    awaited = _Awaited(listeners)
+
+    async def listen(i: int, session: AioSession) -> None:
+        async for _ in session.listen():
+            awaited.seen(i)
+
+    begun = [awaited.expect(i) for i in range(sessions)]  # each listener's first response: its `begin`
+    tasks = [asyncio.create_task(listen(i, s)) for i, s in enumerate(published) for _ in range(listeners)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*begun), 120)
+        cpu = time.process_time()
+        for token in range(tokens):
+            for i, session in enumerate(published):
+                expected = awaited.expect(i)
+                session.publish([f"token {token}".encode()], ended=False)
+                await asyncio.wait_for(expected, 60)
+        cpu = time.process_time() - cpu
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return cpu / (len(tasks) * tokens)
+
+
+@dataclass
+class _Awaited:
+    """By stream: how many of its `listeners` have yet to receive its entry, and the future set when none has."""
+
+    listeners: int
+    _left: dict[int, tuple[list[int], asyncio.Future[None]]] = field(default_factory=dict)
+
+    def expect(self, i: int) -> asyncio.Future[None]:
+        self._left[i] = ([self.listeners], future := asyncio.get_running_loop().create_future())
+        return future
+
+    def seen(self, i: int) -> None:
+        """A listener of stream `i` received an entry (one not awaited, such as `begin`, counts for nothing)."""
+        if (awaited := self._left.get(i)) is None:
+            return
+        left, future = awaited
+        left[0] -= 1
+        if not left[0]:
+            del self._left[i]
+            future.set_result(None)
 
 
 @dataclass
@@ -143,7 +188,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=30)
     parser.add_argument("--rhythm", choices=RHYTHMS, default="all")
     args = parser.parse_args()
-    per, appends = asyncio.run(measure(args.redis, args.sessions, args.listeners, args.tokens, args.rhythm))
+    if args.rhythm == "floor":
+        per, appends = asyncio.run(measure_floor(args.sessions, args.listeners, args.tokens)), None
+    else:
+        per, appends = asyncio.run(measure(args.redis, args.sessions, args.listeners, args.tokens, args.rhythm))
     line = f"{args.sessions} x {args.listeners} listeners, {args.tokens} entries a stream ({args.rhythm}): "
     line += f"{per * 1e6:.1f} us CPU / delivery"
     if appends is not None:
