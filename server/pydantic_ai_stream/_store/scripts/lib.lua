@@ -47,8 +47,9 @@ local function carry(carried, id, type_, origin, body)
   if carried == nil then return nil end
   carried.bytes = carried.bytes + #body
   if carried.bytes > $NOTICE_MAX_BYTES then return nil end
-  local nul = string.find(body, '\0', 1, true) or string.find(type_, '\0', 1, true)
-  if nul or string.find(origin, '\0', 1, true) then return nil end
+  if string.find(type_, '\0', 1, true) or string.find(origin, '\0', 1, true) or string.find(body, '\0', 1, true) then
+    return nil
+  end
   local n = #carried
   carried[n + 1], carried[n + 2], carried[n + 3], carried[n + 4] = id, type_, origin, body
   return carried
